@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (Debian packages,
+# Python packages), then checks formatting and lints and runs every test in the workspace.
+# Usage: scripts/test.sh   (as root, or with sudo available, for apt-get)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Real MQTT clients the codec is checked against: mosquitto_pub/sub and python paho-mqtt 2.x.
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
+  echo "== installing mosquitto-clients"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
+fi
+if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+  echo "== installing paho-mqtt"
+  python3 -m pip install -q 'paho-mqtt>=2.1,<3'
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line over every test binary (cargo prints one "test result" line per binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
