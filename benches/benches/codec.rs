@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use net::codec::{Decoder, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS};
+use net::codec::{Decoder, Packet, PacketId, ProtocolVersion, Publish, QoS};
 
 const BATCH: usize = 256;
 
@@ -35,7 +35,7 @@ fn cases() -> Vec<Case> {
                     retain: false,
                     topic: "bench/device/0042/telemetry".into(),
                     packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(42).unwrap()),
-                    properties: Properties::default(),
+                    properties: Default::default(),
                     payload: Bytes::from(vec![0xA5; size]),
                 });
                 let mut one = BytesMut::new();

@@ -10,6 +10,11 @@ pub const SHARE_PREFIX: &str = "$share/";
 /// Checks a topic name as carried by PUBLISH or a will: no `+` or `#` ([MQTT-3.3.2-2]).
 /// Emptiness is checked by the caller, because MQTT 5 allows an empty name with a topic alias.
 pub fn validate_topic_name(name: &str) -> Result<(), DecodeError> {
+    // Fast path: '#' (0x23) and '+' (0x2B) are both below ',' (0x2C); most topics have no byte
+    // that low at all.
+    if crate::codec::min_byte(name.as_bytes()) >= b',' {
+        return Ok(());
+    }
     if name.bytes().any(|b| b == b'+' || b == b'#') {
         return Err(DecodeError::WildcardInTopicName);
     }

@@ -6,7 +6,7 @@ use super::control::{
     decode_reason_and_properties, reason_and_properties_len, write_reason_and_properties,
 };
 use super::error::{DecodeError, EncodeError};
-use super::properties::{self, Properties};
+use super::properties::{self, BoxedProperties};
 use super::reason::{self, ReasonCode};
 use super::wire::Reader;
 use super::{PacketId, PacketType, ProtocolVersion};
@@ -46,7 +46,7 @@ pub struct PubResp {
     /// MQTT 5 reason code.
     pub reason: ReasonCode,
     /// MQTT 5 properties (reason string, user properties).
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl PubResp {
@@ -56,7 +56,7 @@ impl PubResp {
             kind,
             packet_id,
             reason: ReasonCode::SUCCESS,
-            properties: Properties::default(),
+            properties: BoxedProperties::default(),
         }
     }
 

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, EncodeError};
-use super::properties::{self, Properties};
+use super::properties::{self, BoxedProperties, Properties};
 use super::reason::{self, ReasonCode};
 use super::wire::{binary_len, put_binary, Reader};
 use super::{ProtocolVersion, QoS};
@@ -20,7 +20,7 @@ pub struct Connect {
     /// Keep alive in seconds; 0 disables it.
     pub keep_alive: u16,
     /// MQTT 5 CONNECT properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// May be empty (3.1.1 with clean session, 5.0); the broker decides whether to accept it.
     pub client_id: ByteString,
     /// The will message, if the Will flag is set.
@@ -39,7 +39,7 @@ pub struct Will {
     /// Will Retain.
     pub retain: bool,
     /// MQTT 5 will properties (will delay interval, message expiry, ...).
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// Will topic: a valid, non-empty topic name.
     pub topic: ByteString,
     /// Will payload.
@@ -83,14 +83,14 @@ impl Connect {
         let properties = if version.is_v5() {
             Properties::decode(r, properties::CONNECT)?
         } else {
-            Properties::default()
+            BoxedProperties::default()
         };
         let client_id = r.string()?;
         let will = if has_will {
             let properties = if version.is_v5() {
                 Properties::decode(r, properties::WILL)?
             } else {
-                Properties::default()
+                BoxedProperties::default()
             };
             let topic = r.string()?;
             if topic.is_empty() {
@@ -207,7 +207,7 @@ pub struct ConnAck {
     /// Reason code (5.0) or return code (3.x).
     pub code: ReasonCode,
     /// MQTT 5 CONNACK properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl ConnAck {
@@ -228,7 +228,7 @@ impl ConnAck {
         let properties = if version.is_v5() {
             Properties::decode(r, properties::CONNACK)?
         } else {
-            Properties::default()
+            BoxedProperties::default()
         };
         Ok(Self {
             session_present: flags & 1 != 0,

@@ -5,7 +5,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
-use super::properties::{self, Allowed, Properties};
+use super::properties::{self, Allowed, BoxedProperties, Properties};
 use super::reason::{self, ReasonCode, ReasonSet};
 use super::wire::Reader;
 use super::ProtocolVersion;
@@ -16,7 +16,7 @@ pub struct Disconnect {
     /// MQTT 5 reason code (0x00 normal, 0x04 with will, errors).
     pub reason: ReasonCode,
     /// MQTT 5 properties (session expiry interval, reason string, server reference).
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 /// AUTH (MQTT 5 only): enhanced authentication exchange.
@@ -25,7 +25,7 @@ pub struct Auth {
     /// 0x00 success, 0x18 continue authentication, 0x19 re-authenticate.
     pub reason: ReasonCode,
     /// Authentication method and data, reason string, user properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
 }
 
 impl Default for ReasonCode {
@@ -39,16 +39,16 @@ pub(crate) fn decode_reason_and_properties(
     r: &mut Reader,
     codes: ReasonSet,
     allowed: Allowed,
-) -> Result<(ReasonCode, Properties), DecodeError> {
+) -> Result<(ReasonCode, BoxedProperties), DecodeError> {
     if r.is_empty() {
-        return Ok((ReasonCode::SUCCESS, Properties::default()));
+        return Ok((ReasonCode::SUCCESS, BoxedProperties::default()));
     }
     let code = r.u8()?;
     if !codes.contains(code) {
         return Err(DecodeError::InvalidReasonCode);
     }
     let props = if r.is_empty() {
-        Properties::default()
+        BoxedProperties::default()
     } else {
         Properties::decode(r, allowed)?
     };

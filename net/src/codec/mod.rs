@@ -35,7 +35,7 @@ pub use ack::{PubResp, PubRespKind};
 pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
 pub use error::{DecodeError, EncodeError};
-pub use properties::{id as property_id, Properties};
+pub use properties::{id as property_id, BoxedProperties, Properties};
 pub use publish::Publish;
 pub use reason::ReasonCode;
 pub use subscribe::{
@@ -43,6 +43,7 @@ pub use subscribe::{
 };
 pub use wire::FixedHeader;
 
+pub(crate) use wire::min_byte;
 use wire::{put_varint, varint_len, Reader};
 
 /// The protocol version a connection speaks, fixed by its CONNECT.

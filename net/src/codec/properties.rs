@@ -169,6 +169,13 @@ macro_rules! properties {
         }
 
         impl Properties {
+            /// No property at all.
+            pub const EMPTY: Properties = Properties {
+                $( $field: None, )*
+                subscription_identifiers: Vec::new(),
+                user_properties: Vec::new(),
+            };
+
             /// True when no property is present (encodes as a zero property length).
             pub fn is_empty(&self) -> bool {
                 $( self.$field.is_none() && )*
@@ -308,6 +315,84 @@ properties! {
     0x2A SHARED_SUBSCRIPTION_AVAILABLE shared_subscription_available: bool;
 }
 
+static EMPTY: Properties = Properties::EMPTY;
+
+/// The properties of a packet, kept out of line so that packets stay small (a PUBLISH is moved
+/// through the decoder, the router and the outbox by value): no properties costs no allocation,
+/// any property one `Box`. Reads go through `Deref` to [`Properties`]; the first write through
+/// `DerefMut` allocates.
+#[derive(Clone, Default)]
+pub struct BoxedProperties(Option<Box<Properties>>);
+
+impl BoxedProperties {
+    /// True when no property is present. Inherent (not through `Deref`) so the common empty
+    /// case is one branch rather than a look at every field.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(Properties::is_empty)
+    }
+
+    /// Bytes of the property length prefix plus the block.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.0.as_deref().map_or(1, Properties::encoded_len)
+    }
+
+    pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        match self.0.as_deref() {
+            None => {
+                out.put_u8(0);
+                Ok(())
+            }
+            Some(p) => p.encode(out),
+        }
+    }
+
+    /// Takes the properties out, leaving none.
+    pub fn take(&mut self) -> Properties {
+        self.0.take().map(|b| *b).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for BoxedProperties {
+    type Target = Properties;
+    fn deref(&self) -> &Properties {
+        self.0.as_deref().unwrap_or(&EMPTY)
+    }
+}
+
+impl std::ops::DerefMut for BoxedProperties {
+    fn deref_mut(&mut self) -> &mut Properties {
+        self.0.get_or_insert_with(Default::default)
+    }
+}
+
+impl From<Properties> for BoxedProperties {
+    fn from(p: Properties) -> Self {
+        if p.is_empty() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(p)))
+        }
+    }
+}
+
+impl PartialEq for BoxedProperties {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for BoxedProperties {}
+
+impl std::fmt::Debug for BoxedProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_empty() {
+            f.write_str("Properties {}")
+        } else {
+            (**self).fmt(f)
+        }
+    }
+}
+
 /// Which properties each packet may carry ([MQTT-2.2.2.2], the table of property identifiers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Allowed {
@@ -384,13 +469,14 @@ pub(crate) const AUTH: Allowed =
     allowed(&[AUTHENTICATION_METHOD, AUTHENTICATION_DATA, REASON_STRING]);
 
 impl Properties {
-    /// Reads a property length and the block it covers, enforcing `allowed`.
-    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<Self, DecodeError> {
+    /// Reads a property length and the block it covers, enforcing `allowed`. An empty block
+    /// (the common case) allocates nothing.
+    pub(crate) fn decode(r: &mut Reader, allowed: Allowed) -> Result<BoxedProperties, DecodeError> {
         let len = r.varint()?;
-        let mut props = Properties::default();
         if len == 0 {
-            return Ok(props);
+            return Ok(BoxedProperties::default());
         }
+        let mut props = Properties::default();
         let mut block = r.sub(len as usize)?;
         let mut seen: PropertySet = 0;
         while !block.is_empty() {
@@ -413,7 +499,7 @@ impl Properties {
             seen |= bit;
             props.decode_value(id, &mut block)?;
         }
-        Ok(props)
+        Ok(BoxedProperties(Some(Box::new(props))))
     }
 
     /// Bytes of the property length prefix plus the block.
@@ -440,7 +526,7 @@ impl Properties {
 mod tests {
     use super::*;
 
-    fn decode(bytes: &'static [u8], allowed: Allowed) -> Result<Properties, DecodeError> {
+    fn decode(bytes: &'static [u8], allowed: Allowed) -> Result<BoxedProperties, DecodeError> {
         Properties::decode(&mut Reader::new(Bytes::from_static(bytes)), allowed)
     }
 

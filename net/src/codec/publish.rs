@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, EncodeError};
-use super::properties::{self, Properties};
+use super::properties::{self, BoxedProperties, Properties};
 use super::wire::{binary_len, put_binary, Reader};
 use super::{PacketId, ProtocolVersion, QoS};
 use crate::topic::validate_topic_name;
@@ -23,7 +23,7 @@ pub struct Publish {
     /// Present exactly when `qos` is 1 or 2.
     pub packet_id: Option<PacketId>,
     /// MQTT 5 PUBLISH properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// Application message.
     pub payload: Bytes,
 }
@@ -49,7 +49,7 @@ impl Publish {
         let properties = if version.is_v5() {
             Properties::decode(r, properties::PUBLISH)?
         } else {
-            Properties::default()
+            BoxedProperties::default()
         };
         if topic.is_empty() && properties.topic_alias.is_none() {
             return Err(DecodeError::EmptyTopicName);

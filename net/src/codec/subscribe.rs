@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use bytestring::ByteString;
 
 use super::error::{DecodeError, EncodeError};
-use super::properties::{self, Properties};
+use super::properties::{self, BoxedProperties, Properties};
 use super::reason::{self, ReasonCode};
 use super::wire::{binary_len, put_binary, Reader};
 use super::{PacketId, ProtocolVersion, QoS};
@@ -88,7 +88,7 @@ pub struct Subscribe {
     /// Packet identifier.
     pub packet_id: PacketId,
     /// MQTT 5 properties: at most one subscription identifier, user properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// Valid topic filters (shared ones included) with their options.
     pub filters: Vec<(ByteString, SubscriptionOptions)>,
 }
@@ -99,7 +99,7 @@ pub struct SubAck {
     /// Packet identifier of the SUBSCRIBE.
     pub packet_id: PacketId,
     /// MQTT 5 properties: reason string, user properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// Granted QoS or failure, per filter (MQTT 3: 0, 1, 2 or 0x80).
     pub reasons: Vec<ReasonCode>,
 }
@@ -110,7 +110,7 @@ pub struct Unsubscribe {
     /// Packet identifier.
     pub packet_id: PacketId,
     /// MQTT 5 properties: user properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// Valid topic filters.
     pub filters: Vec<ByteString>,
 }
@@ -121,7 +121,7 @@ pub struct UnsubAck {
     /// Packet identifier of the UNSUBSCRIBE.
     pub packet_id: PacketId,
     /// MQTT 5 properties: reason string, user properties.
-    pub properties: Properties,
+    pub properties: BoxedProperties,
     /// MQTT 5: one reason code per filter.
     pub reasons: Vec<ReasonCode>,
 }
@@ -136,11 +136,11 @@ fn v5_properties(
     r: &mut Reader,
     version: ProtocolVersion,
     allowed: properties::Allowed,
-) -> Result<Properties, DecodeError> {
+) -> Result<BoxedProperties, DecodeError> {
     if version.is_v5() {
         Properties::decode(r, allowed)
     } else {
-        Ok(Properties::default())
+        Ok(BoxedProperties::default())
     }
 }
 
@@ -307,7 +307,7 @@ impl UnsubAck {
         if !version.is_v5() {
             return Ok(Self {
                 packet_id,
-                properties: Properties::default(),
+                properties: BoxedProperties::default(),
                 reasons: Vec::new(),
             });
         }

@@ -138,11 +138,13 @@ fn arb_properties(allowed: Allowed) -> impl Strategy<Value = Properties> {
     })
 }
 
-fn props_for(version: ProtocolVersion, allowed: Allowed) -> BoxedStrategy<Properties> {
+fn props_for(version: ProtocolVersion, allowed: Allowed) -> BoxedStrategy<BoxedProperties> {
     if version.is_v5() {
-        arb_properties(allowed).boxed()
+        arb_properties(allowed)
+            .prop_map(BoxedProperties::from)
+            .boxed()
     } else {
-        Just(Properties::default()).boxed()
+        Just(BoxedProperties::default()).boxed()
     }
 }
 
@@ -855,7 +857,7 @@ fn encode_errors_leave_the_buffer_alone() {
         retain: false,
         topic: ByteString::from("t".repeat(70_000)),
         packet_id: None,
-        properties: Properties::default(),
+        properties: Default::default(),
         payload: Bytes::new(),
     });
     assert_eq!(
@@ -884,4 +886,15 @@ fn minimal_acks_and_disconnects() {
     // A v5 peer may send the long form; it decodes to the same value.
     let mut long = BytesMut::from(&[0x40, 0x04, 0, 7, 0, 0][..]);
     assert_eq!(decoder(v5).decode(&mut long).unwrap(), Some(ack));
+}
+
+#[test]
+fn packets_stay_small() {
+    // A PUBLISH moves by value through decoder, router and outbox; properties live out of
+    // line so this stays a few cache lines, not the ~400 bytes of a full Properties.
+    assert!(
+        std::mem::size_of::<Packet>() <= 96,
+        "{}",
+        std::mem::size_of::<Packet>()
+    );
 }
