@@ -1,11 +1,119 @@
 //! ringmq broker: config, shards, sessions, routing and the QoS flows.
 //!
-//! Not built yet: this crate is the home of the thread-per-core broker (issue 3). Until then
-//! it holds nothing but this note, so that the workspace layout is the final one.
-//!
-//! # Layout (planned, see ARCHITECTURE.md)
-//! - `shard/`: one shard per core, its io_uring loop and the SPSC mesh to peer shards.
-//! - `session/`: the sans-IO session state machine.
-//! - `router/`: topic tree, retained store, replicated route table.
-//! - `handle/`: one file per packet kind.
+//! # Layout
+//! - [`config`]: the TOML file and CLI flags, validated at start.
+//! - [`shard`]: one shard per core, its io_uring loop, its connections, and the mesh of SPSC
+//!   queues to its peers.
+//! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
+//! - [`router`]: the topic tree and the replicated route table.
+//! - [`handle`]: one file per packet kind.
+//! - [`ids`]: identifier newtypes and the home-shard hash.
+//! - [`broker`](crate::run): starting the shards and stopping them on a signal.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod handle;
+pub mod ids;
+pub mod router;
+pub mod session;
+pub mod shard;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use config::Config;
+use ids::ShardId;
+use shard::mesh::{Mesh, MeshShared};
+use shard::Shard;
+
+/// A running broker: its shard threads and the flag that stops them.
+#[derive(Debug)]
+pub struct Broker {
+    stop: Arc<AtomicBool>,
+    mesh: Arc<MeshShared>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<shard::Stats>>>,
+}
+
+/// Starts one pinned shard thread per configured shard; returns once every shard listens.
+pub fn run(config: Config) -> anyhow::Result<Broker> {
+    let shards = config.shards;
+    let mesh = MeshShared::new(shards, config.peer_queue_count_max)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for i in 0..shards {
+        let config = config.clone();
+        let mesh = Mesh::new(mesh.clone(), ShardId(i as u16));
+        let stop = stop.clone();
+        let core = cores.get(i % cores.len().max(1)).copied();
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                match Shard::new(ShardId(i as u16), config, mesh, stop) {
+                    Ok(shard) => {
+                        let _ = ready.send(Ok(()));
+                        shard.run()
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let _ = ready.send(Err(e));
+                        Err(anyhow::anyhow!(msg))
+                    }
+                }
+            })?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    let broker = Broker {
+        stop,
+        mesh,
+        threads,
+    };
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                broker.stop();
+                return Err(e);
+            }
+            Err(_) => {
+                broker.stop();
+                anyhow::bail!("a shard thread died during start-up");
+            }
+        }
+    }
+    Ok(broker)
+}
+
+impl Broker {
+    /// Asks every shard to close its clients and stop.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for bell in &self.mesh.doorbells {
+            use std::os::fd::AsRawFd;
+            let _ = net::uring::signal_eventfd(bell.fd.as_raw_fd());
+        }
+    }
+
+    /// Waits for every shard to finish; the summed counters.
+    pub fn join(self) -> anyhow::Result<shard::Stats> {
+        let mut total = shard::Stats::default();
+        for t in self.threads {
+            let s = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("a shard thread panicked"))??;
+            total.publishes_in += s.publishes_in;
+            total.publishes_out += s.publishes_out;
+            total.forwarded += s.forwarded;
+            total.dropped += s.dropped;
+            total.accepted += s.accepted;
+            total.protocol_errors += s.protocol_errors;
+        }
+        Ok(total)
+    }
+}

@@ -1,0 +1,171 @@
+//! The broker's configuration: one TOML file (`--config FILE`), every key also a CLI flag
+//! (flags win), validated at start with an error naming the bad key. Each shard gets its own
+//! read-only copy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Every setting, with its documented default (see README, "Configuration").
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT). Default 127.0.0.1:1883.
+    pub listen: SocketAddr,
+    /// Shards (threads, one per core). 0 means one per available core. At most 64.
+    pub shards: usize,
+    /// Largest packet accepted from a client, fixed header included. Default 1 MiB.
+    pub packet_bytes_max: usize,
+    /// Outbound QoS 1/2 messages in flight per session when the client sets no receive
+    /// maximum, and the receive maximum announced to MQTT 5 clients. Default 1000.
+    pub inflight_count_max: u16,
+    /// Messages queued per session (offline, or beyond the inflight window). Default 10,000.
+    /// When offline the oldest is dropped (counted); when connected the client is
+    /// disconnected for not keeping up.
+    pub session_queue_count_max: usize,
+    /// Encoded bytes waiting to be written per connection; QoS 0 messages past it are
+    /// dropped (counted). Default 4 MiB.
+    pub outbox_bytes_max: usize,
+    /// A connection that has not sent CONNECT within this many milliseconds is closed.
+    /// Default 10,000.
+    pub connect_timeout_ms: u64,
+    /// Connections per shard; further accepts are closed at once. Default 10,000.
+    pub connections_per_shard_max: usize,
+    /// Capacity, in messages, of each shard-to-shard queue. Default 65,536.
+    pub peer_queue_count_max: usize,
+    /// Messages taken from all peer queues per loop pass. Default 4096.
+    pub peer_drain_count_max: usize,
+    /// Provided receive buffers per shard (a power of two). Default 1024.
+    pub recv_buffer_count: u16,
+    /// Bytes per receive buffer. Default 16 KiB.
+    pub recv_buffer_bytes: u32,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it. Default "info".
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            shards: 0,
+            packet_bytes_max: 1 << 20,
+            inflight_count_max: 1000,
+            session_queue_count_max: 10_000,
+            outbox_bytes_max: 4 << 20,
+            connect_timeout_ms: 10_000,
+            connections_per_shard_max: 10_000,
+            peer_queue_count_max: 65_536,
+            peer_drain_count_max: 4096,
+            recv_buffer_count: 1024,
+            recv_buffer_bytes: 16 * 1024,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A configuration value that is out of range; names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("config key `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        problem: problem.into(),
+    }
+}
+
+/// Shards are numbered by a u64 bit mask in the route table.
+pub const SHARDS_MAX: usize = 64;
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors.
+    pub fn from_file(path: &PathBuf) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    /// Resolves `shards = 0` and checks every range.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if self.shards == 0 {
+            self.shards = std::thread::available_parallelism().map_or(1, |n| n.get());
+        }
+        self.shards = self.shards.min(SHARDS_MAX);
+        if self.packet_bytes_max < 64 || self.packet_bytes_max > net::limits::PACKET_BYTES_MAX {
+            return Err(bad("packet_bytes_max", "must be between 64 and 268435460"));
+        }
+        if self.inflight_count_max == 0 {
+            return Err(bad("inflight_count_max", "must be at least 1"));
+        }
+        if self.session_queue_count_max == 0 {
+            return Err(bad("session_queue_count_max", "must be at least 1"));
+        }
+        if self.outbox_bytes_max < 1024 {
+            return Err(bad("outbox_bytes_max", "must be at least 1024"));
+        }
+        if self.connect_timeout_ms == 0 {
+            return Err(bad("connect_timeout_ms", "must be at least 1"));
+        }
+        if self.connections_per_shard_max == 0 || self.connections_per_shard_max > 1 << 24 {
+            return Err(bad(
+                "connections_per_shard_max",
+                "must be between 1 and 16777216",
+            ));
+        }
+        if self.peer_queue_count_max < 16 {
+            return Err(bad("peer_queue_count_max", "must be at least 16"));
+        }
+        if self.peer_drain_count_max == 0 {
+            return Err(bad("peer_drain_count_max", "must be at least 1"));
+        }
+        if !self.recv_buffer_count.is_power_of_two() || self.recv_buffer_count > 32_768 {
+            return Err(bad(
+                "recv_buffer_count",
+                "must be a power of two, at most 32768",
+            ));
+        }
+        if self.recv_buffer_bytes < 512 || self.recv_buffer_bytes > 1 << 20 {
+            return Err(bad("recv_buffer_bytes", "must be between 512 and 1048576"));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_errors_name_the_key() {
+        let c = Config::default().validate().unwrap();
+        assert!(c.shards >= 1);
+        let e = Config {
+            recv_buffer_count: 1000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(e.key, "recv_buffer_count");
+        let e = Config {
+            packet_bytes_max: 1,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("packet_bytes_max"));
+    }
+
+    #[test]
+    fn toml_rejects_unknown_keys() {
+        let c: Config = toml::from_str("listen = \"127.0.0.1:1999\"\nshards = 2").unwrap();
+        assert_eq!((c.listen.port(), c.shards), (1999, 2));
+        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+}

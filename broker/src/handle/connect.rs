@@ -1,0 +1,189 @@
+//! CONNECT: client id rules, moving the connection to its home shard, session takeover and
+//! resume, CONNACK.
+
+use net::codec::{
+    ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
+};
+
+use crate::ids::{home_shard, ConnId};
+use crate::session::{Session, SessionLimits};
+use crate::shard::mesh::ShardMsg;
+use crate::shard::{reply, take_for_handoff, Shard};
+
+/// Refuses a connection whose first packet could not be decoded: a CONNACK with the reason
+/// where the protocol has one (unsupported protocol version), then close.
+pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) {
+    if e.reason_code() == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
+        // The client's version is unknown; a 3.1.1-shaped CONNACK with return code 1 is what
+        // every version understands [MQTT-3.1.2-2].
+        let ack = ConnAck {
+            session_present: false,
+            code: ReasonCode(1),
+            properties: Default::default(),
+        };
+        if let Some(conn) = shard.conn_mut(id) {
+            let _ = Packet::ConnAck(ack).encode(ProtocolVersion::V311, &mut conn.out);
+        }
+    }
+    shard.close(id, None, &format!("bad first packet: {e}"));
+}
+
+fn refuse(shard: &mut Shard, id: ConnId, version: ProtocolVersion, reason: ReasonCode, why: &str) {
+    let code = if version.is_v5() {
+        reason
+    } else {
+        reason.v3_connack()
+    };
+    let ack = ConnAck {
+        session_present: false,
+        code,
+        properties: Default::default(),
+    };
+    if let Some(conn) = shard.conn_mut(id) {
+        conn.decoder.version = version;
+        let _ = Packet::ConnAck(ack).encode(version, &mut conn.out);
+    }
+    shard.stats.protocol_errors += 1;
+    shard.close(id, None, why);
+}
+
+/// CONNECT on the shard the socket was accepted on.
+pub(crate) fn on_connect(shard: &mut Shard, id: ConnId, connect: Box<Connect>) {
+    let version = connect.version;
+    if connect.properties.authentication_method.is_some() {
+        return refuse(
+            shard,
+            id,
+            version,
+            ReasonCode::BAD_AUTHENTICATION_METHOD,
+            "enhanced authentication is not supported",
+        );
+    }
+    if connect.client_id.is_empty()
+        && (version == ProtocolVersion::V31 || (!version.is_v5() && !connect.clean_start))
+    {
+        return refuse(
+            shard,
+            id,
+            version,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            "empty client id without clean session [MQTT-3.1.3-8]",
+        );
+    }
+    // Empty client ids get an assigned one on the shard they landed on: no need to move.
+    let home = if connect.client_id.is_empty() {
+        shard.id
+    } else {
+        home_shard(connect.client_id.as_bytes(), shard.mesh.shards())
+    };
+    if home == shard.id {
+        let mut connect = connect;
+        return accept(shard, id, &mut connect);
+    }
+    match take_for_handoff(shard, id) {
+        Some((fd, rest)) => shard.send_to_peer(home, ShardMsg::Adopt { fd, connect, rest }),
+        None => shard.close(
+            id,
+            None,
+            "cannot hand the connection over (receive still armed)",
+        ),
+    }
+}
+
+/// CONNECT on the session's home shard: takeover, clean start or resume, CONNACK.
+pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
+    let version = connect.version;
+    let mut assigned = None;
+    if connect.client_id.is_empty() {
+        let cid = shard.next_assigned_client_id();
+        assigned = Some(cid.clone());
+        connect.client_id = cid;
+    }
+    let limits = SessionLimits {
+        window: connect
+            .properties
+            .receive_maximum
+            .map_or(usize::from(shard.config.inflight_count_max), |m| {
+                usize::from(m.get())
+            }),
+        queue_max: shard.config.session_queue_count_max,
+    };
+
+    // Takeover: the same client id is connected already (necessarily on this shard).
+    let existing = shard.by_client.get(&connect.client_id).copied();
+    if let Some(sid) = existing {
+        if let Some(old) = shard.session_mut(sid).and_then(|s| s.conn) {
+            shard.close(
+                old,
+                Some(ReasonCode::SESSION_TAKEN_OVER),
+                "session taken over by a new connection",
+            );
+        }
+    }
+    // close() may have removed a non-persistent session.
+    let existing = shard.by_client.get(&connect.client_id).copied();
+    let (sid, session_present) = match existing {
+        Some(sid) if !connect.clean_start => (sid, true),
+        Some(sid) => {
+            shard.remove_session(sid);
+            (
+                shard.add_session(Session::new(connect.client_id.clone(), version, limits)),
+                false,
+            )
+        }
+        None => (
+            shard.add_session(Session::new(connect.client_id.clone(), version, limits)),
+            false,
+        ),
+    };
+    let expiry = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    if let Some(session) = shard.session_mut(sid) {
+        session.version = version;
+        session.conn = Some(id);
+        session.expiry_interval = expiry;
+        session.expires_at = None;
+        session.set_limits(limits);
+    }
+
+    let mut properties = Properties::default();
+    if version.is_v5() {
+        properties.receive_maximum = std::num::NonZeroU16::new(shard.config.inflight_count_max);
+        properties.maximum_packet_size = u32::try_from(shard.config.packet_bytes_max)
+            .ok()
+            .and_then(std::num::NonZeroU32::new);
+        properties.assigned_client_identifier = assigned;
+        properties.retain_available = Some(false);
+        properties.shared_subscription_available = Some(false);
+        properties.subscription_identifier_available = Some(false);
+        properties.wildcard_subscription_available = Some(true);
+        properties.topic_alias_maximum = Some(0);
+        properties.maximum_qos = None::<QoS>;
+    }
+    let Some(conn) = shard.conn_mut(id) else {
+        return;
+    };
+    conn.decoder.version = version;
+    conn.session = Some(sid);
+    conn.keep_alive = (connect.keep_alive > 0)
+        .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    let ack = ConnAck {
+        session_present,
+        code: ReasonCode::SUCCESS,
+        properties: properties.into(),
+    };
+    reply(shard, id, &Packet::ConnAck(ack));
+    // Resume: unacknowledged messages again (DUP), then the queue.
+    if let (Some(Some(session)), Some(Some(conn))) = (
+        shard.sessions.get_mut(sid.0 as usize),
+        shard.conns.get_mut(id.slot as usize),
+    ) {
+        session.resume(&mut conn.out);
+    }
+    tracing::debug!(shard = shard.id.0, client = %connect.client_id, session_present, "client connected");
+}

@@ -1,0 +1,25 @@
+//! DISCONNECT from a client: a normal close; MQTT 5 may change the session expiry interval.
+
+use net::codec::{Disconnect, ReasonCode};
+
+use crate::ids::ConnId;
+use crate::shard::Shard;
+
+pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
+    if let Some(secs) = d.properties.session_expiry_interval {
+        let sid = shard.conn_mut(id).and_then(|c| c.session);
+        if let Some(session) = sid.and_then(|sid| shard.session_mut(sid)) {
+            if session.expiry_interval == 0 && secs != 0 {
+                // [MQTT-3.14.2-2]: a session that was to end at disconnect cannot be extended.
+                shard.stats.protocol_errors += 1;
+                return shard.close(
+                    id,
+                    Some(ReasonCode::PROTOCOL_ERROR),
+                    "session expiry set at DISCONNECT after 0 at CONNECT",
+                );
+            }
+            session.expiry_interval = secs;
+        }
+    }
+    shard.close(id, None, "client disconnected");
+}

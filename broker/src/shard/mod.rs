@@ -1,0 +1,867 @@
+//! One shard per core: a pinned thread running its own io_uring loop. A shard owns its
+//! connections and the sessions homed on it outright (no locks), keeps a replica of the
+//! route table, and talks to its peers only through the mesh.
+//!
+//! A loop pass: one `io_uring_enter` submits everything queued and waits for completions;
+//! completions are handled (accepts, receives, finished sends, the doorbell, the timer);
+//! messages from peers are drained (bounded); blocked forwards are retried; every connection
+//! with new output gets one send; peers pushed to are woken through this ring.
+//!
+//! # Layout
+//! - `mod.rs`: [`Shard`], the loop, completion dispatch, connection life cycle, routing.
+//! - `conn.rs`: [`conn::Conn`].
+//! - `mesh.rs`: SPSC queues between shards and their doorbells.
+//! - Packet handling is in `crate::handle`, one file per packet kind.
+
+pub mod conn;
+pub mod mesh;
+
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use bytestring::ByteString;
+use net::codec::{Disconnect, Packet, ProtocolVersion, ReasonCode};
+use net::uring::{Completion, Ring, RingConfig};
+use rustc_hash::FxHashMap;
+
+use crate::config::Config;
+use crate::ids::{ConnId, SessionId, ShardId};
+use crate::router::{LocalMatch, Router};
+use crate::session::{Delivery, Message, Session};
+use conn::{Conn, RecvState};
+use mesh::{Mesh, ShardMsg};
+
+const KIND_ACCEPT: u64 = 1;
+const KIND_RECV: u64 = 2;
+const KIND_SEND: u64 = 3;
+const KIND_DOORBELL_READ: u64 = 4;
+const KIND_DOORBELL_WRITE: u64 = 5;
+const KIND_TIMER: u64 = 6;
+
+fn token(kind: u64, id: ConnId) -> u64 {
+    kind << 56 | (u64::from(id.generation) & 0xFF_FFFF) << 32 | u64::from(id.slot)
+}
+
+fn token_conn(token: u64) -> ConnId {
+    ConnId {
+        slot: token as u32,
+        generation: ((token >> 32) & 0xFF_FFFF) as u32,
+    }
+}
+
+const NO_CONN: ConnId = ConnId {
+    slot: 0,
+    generation: 0,
+};
+const TICK: Duration = Duration::from_millis(250);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Counters of one shard (logged at shutdown; exported by the metrics issue).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    /// PUBLISH packets received from clients.
+    pub publishes_in: u64,
+    /// PUBLISH packets encoded to clients (first transmissions).
+    pub publishes_out: u64,
+    /// Messages forwarded to peer shards.
+    pub forwarded: u64,
+    /// Messages dropped (QoS 0 to a full outbox or offline session, oldest queued).
+    pub dropped: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed for a protocol violation or bad input.
+    pub protocol_errors: u64,
+}
+
+/// A shard.
+pub struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) config: Config,
+    pub(crate) ring: Ring,
+    listener: OwnedFd,
+    pub(crate) mesh: Mesh,
+    pub(crate) conns: Vec<Option<Conn>>,
+    free_conns: Vec<u32>,
+    generations: Vec<u32>,
+    conn_count: usize,
+    pub(crate) sessions: Vec<Option<Session>>,
+    free_sessions: Vec<u32>,
+    pub(crate) by_client: FxHashMap<ByteString, SessionId>,
+    pub(crate) router: Router,
+    pub(crate) matches: Vec<LocalMatch>,
+    dirty: Vec<ConnId>,
+    /// Mesh messages that found their peer's queue full, in order; input is paused while any.
+    blocked: VecDeque<(ShardId, ShardMsg)>,
+    /// Connections with undecoded input left while paused.
+    stalled: Vec<ConnId>,
+    stop: Arc<AtomicBool>,
+    stopping_since: Option<Instant>,
+    accept_armed: bool,
+    pub(crate) now: Instant,
+    pub(crate) stats: Stats,
+    wakes: Vec<RawFd>,
+    next_assigned_id: u64,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("conns", &self.conn_count)
+            .finish()
+    }
+}
+
+impl Shard {
+    /// Sets up the shard's ring and listener. Call on the shard's own thread.
+    pub fn new(
+        id: ShardId,
+        config: Config,
+        mesh: Mesh,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let sq = 4096u32;
+        let ring = Ring::new(RingConfig {
+            sq_entries: sq,
+            cq_entries: sq * 8,
+            recv_buffer_count: config.recv_buffer_count,
+            recv_buffer_bytes: config.recv_buffer_bytes,
+        })
+        .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
+        let listener = net::uring::reuseport_listener(config.listen, 4096)
+            .map_err(|e| anyhow::anyhow!("shard {}: listen on {}: {e}", id.0, config.listen))?;
+        Ok(Self {
+            id,
+            config,
+            ring,
+            listener,
+            mesh,
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            generations: Vec::new(),
+            conn_count: 0,
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_client: FxHashMap::default(),
+            router: Router::default(),
+            matches: Vec::new(),
+            dirty: Vec::new(),
+            blocked: VecDeque::new(),
+            stalled: Vec::new(),
+            stop,
+            stopping_since: None,
+            accept_armed: false,
+            now: Instant::now(),
+            stats: Stats::default(),
+            wakes: Vec::new(),
+            next_assigned_id: 0,
+        })
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) -> anyhow::Result<Stats> {
+        self.ring
+            .accept_multi(self.listener.as_raw_fd(), token(KIND_ACCEPT, NO_CONN));
+        self.accept_armed = true;
+        self.ring
+            .read_eventfd(self.mesh.doorbell_fd(), token(KIND_DOORBELL_READ, NO_CONN));
+        self.ring.timer(TICK, token(KIND_TIMER, NO_CONN));
+        loop {
+            self.ring.submit_and_wait(1)?;
+            self.now = Instant::now();
+            let mut completions = self.ring.completions();
+            for c in completions.drain(..) {
+                self.on_completion(c);
+            }
+            self.ring.return_completions(completions);
+            self.drain_mesh();
+            self.retry_blocked();
+            self.flush();
+            self.wake_peers();
+            if self.stop.load(Ordering::Relaxed) && self.stopping_since.is_none() {
+                self.begin_shutdown();
+            }
+            if let Some(since) = self.stopping_since {
+                if self.conn_count == 0 || self.now.duration_since(since) > SHUTDOWN_GRACE {
+                    break;
+                }
+            }
+        }
+        tracing::debug!(shard = self.id.0, stats = ?self.stats, "shard stopped");
+        Ok(self.stats)
+    }
+
+    fn on_completion(&mut self, c: Completion) {
+        match c.token >> 56 {
+            KIND_ACCEPT => self.on_accept(&c),
+            KIND_RECV => self.on_recv(token_conn(c.token), &c),
+            KIND_SEND => self.on_send(token_conn(c.token), c),
+            KIND_DOORBELL_READ => {
+                self.mesh.doorbell_answered();
+                if self.stopping_since.is_none() {
+                    self.ring
+                        .read_eventfd(self.mesh.doorbell_fd(), token(KIND_DOORBELL_READ, NO_CONN));
+                }
+            }
+            KIND_TIMER => self.on_tick(),
+            // Doorbell writes and cancel requests need nothing.
+            _ => {}
+        }
+    }
+
+    // ---- connections -------------------------------------------------------------------
+
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd) -> ConnId {
+        let slot = match self.free_conns.pop() {
+            Some(slot) => slot,
+            None => {
+                self.conns.push(None);
+                self.generations.push(0);
+                (self.conns.len() - 1) as u32
+            }
+        };
+        let generation = self.generations.get(slot as usize).copied().unwrap_or(0);
+        let id = ConnId { slot, generation };
+        if let Some(s) = self.conns.get_mut(slot as usize) {
+            *s = Some(Conn::new(id, fd, self.config.packet_bytes_max, self.now));
+        }
+        self.conn_count += 1;
+        id
+    }
+
+    /// Frees the slot (closing the socket if it is still here) once nothing is in flight.
+    fn release_if_idle(&mut self, id: ConnId) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if !conn.closing || !conn.idle() || !conn.out.is_empty() {
+            return;
+        }
+        if let Some(s) = self.conns.get_mut(id.slot as usize) {
+            *s = None;
+        }
+        if let Some(g) = self.generations.get_mut(id.slot as usize) {
+            *g = g.wrapping_add(1) & 0xFF_FFFF;
+        }
+        self.free_conns.push(id.slot);
+        self.conn_count -= 1;
+    }
+
+    fn on_accept(&mut self, c: &Completion) {
+        if !c.more() {
+            self.accept_armed = false;
+        }
+        if c.result < 0 {
+            // EMFILE/ENFILE and friends: stop accepting until the next tick instead of
+            // spinning on an error the kernel will keep returning.
+            if self.accept_armed {
+                self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
+            }
+            tracing::warn!(shard = self.id.0, error = %std::io::Error::from_raw_os_error(-c.result), "accept failed; retrying at the next tick");
+            return;
+        }
+        let fd = net::uring::adopt_fd(c.result);
+        if self.stopping_since.is_some() {
+            return;
+        }
+        if self.conn_count >= self.config.connections_per_shard_max {
+            tracing::warn!(
+                shard = self.id.0,
+                limit = self.config.connections_per_shard_max,
+                "connection refused: connections_per_shard_max reached"
+            );
+            return;
+        }
+        if let Err(e) = net::uring::set_nodelay(&fd) {
+            tracing::debug!(error = %e, "TCP_NODELAY");
+        }
+        self.stats.accepted += 1;
+        let id = self.add_conn(fd);
+        self.arm_recv(id);
+    }
+
+    fn arm_recv(&mut self, id: ConnId) {
+        let Some(conn) = self
+            .conns
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        if conn.recv != RecvState::Idle || conn.closing || conn.fd.is_none() {
+            return;
+        }
+        let fd = conn.raw_fd();
+        if conn.session.is_some() {
+            conn.recv = RecvState::Multi;
+            self.ring.recv_multi(fd, token(KIND_RECV, id));
+        } else {
+            conn.recv = RecvState::Single;
+            self.ring.recv(fd, token(KIND_RECV, id));
+        }
+    }
+
+    fn on_recv(&mut self, id: ConnId, c: &Completion) {
+        let len = usize::try_from(c.result).unwrap_or(0);
+        let Some(conn) = self
+            .conns
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|x| x.id == id)
+        else {
+            if let Some(bid) = c.buffer_id() {
+                self.ring.recycle(bid);
+            }
+            return;
+        };
+        if let Some(bid) = c.buffer_id() {
+            if len > 0 && !conn.closing {
+                conn.rbuf.extend_from_slice(self.ring.buffer(bid, len));
+            }
+            self.ring.recycle(bid);
+        }
+        if !c.more() {
+            conn.recv = RecvState::Idle;
+        }
+        if c.result == 0 {
+            self.close(id, None, "peer closed the connection");
+            self.release_if_idle(id);
+            return;
+        }
+        if c.result < 0 {
+            match -c.result {
+                libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
+                errno => self.close(
+                    id,
+                    None,
+                    &format!(
+                        "receive failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    ),
+                ),
+            }
+        } else {
+            conn.last_seen = self.now;
+            self.process_input(id);
+        }
+        self.after_recv(id);
+    }
+
+    /// Re-arms the receive when it ended, unless the connection is closing, moved away, or
+    /// paused with a full read buffer.
+    fn after_recv(&mut self, id: ConnId) {
+        let limit = self.config.packet_bytes_max + self.config.recv_buffer_bytes as usize;
+        let paused = !self.blocked.is_empty();
+        let Some(conn) = self
+            .conns
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|c| c.id == id)
+        else {
+            return;
+        };
+        if conn.closing {
+            self.release_if_idle(id);
+            return;
+        }
+        if paused && conn.rbuf.len() >= limit {
+            if conn.recv != RecvState::Idle && !conn.recv_paused {
+                self.ring.cancel(token(KIND_RECV, id));
+            }
+            conn.recv_paused = true;
+            return;
+        }
+        if conn.recv == RecvState::Idle {
+            self.arm_recv(id);
+        }
+    }
+
+    /// Decodes and handles every whole packet in the connection's read buffer.
+    fn process_input(&mut self, id: ConnId) {
+        loop {
+            if !self.blocked.is_empty() {
+                if !self.stalled.contains(&id) {
+                    self.stalled.push(id);
+                }
+                return;
+            }
+            let Some(conn) = self.conn_mut(id) else {
+                return;
+            };
+            if conn.closing || conn.fd.is_none() {
+                return;
+            }
+            let decoder = conn.decoder;
+            let decoded = decoder.decode(&mut conn.rbuf);
+            match decoded {
+                Ok(Some(packet)) => crate::handle::packet(self, id, packet),
+                Ok(None) => return,
+                Err(e) => {
+                    self.stats.protocol_errors += 1;
+                    let connected = self.conn_mut(id).is_some_and(|c| c.session.is_some());
+                    if connected {
+                        self.close(id, Some(e.reason_code()), &format!("malformed packet: {e}"));
+                    } else {
+                        crate::handle::connect::refuse_undecodable(self, id, e);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Starts closing a connection: optionally tells an MQTT 5 client why (DISCONNECT with
+    /// `reason`), detaches its session, cancels its receive; the socket closes once the
+    /// output is flushed and no operation is in flight. Logs one line.
+    pub(crate) fn close(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let session = conn.session.take();
+        let version = conn.decoder.version;
+        if let (Some(reason), Some(_), ProtocolVersion::V5) = (reason, session, version) {
+            let d = Disconnect {
+                reason,
+                properties: Default::default(),
+            };
+            let _ = Packet::Disconnect(d).encode(version, &mut conn.out);
+        }
+        conn.closing = true;
+        if conn.recv != RecvState::Idle {
+            self.ring.cancel(token(KIND_RECV, id));
+        }
+        let client = session
+            .and_then(|sid| self.sessions.get(sid.0 as usize))
+            .and_then(Option::as_ref)
+            .map(|s| s.client_id.clone());
+        if reason.is_some_and(|r| !r.is_success()) {
+            tracing::info!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
+        } else {
+            tracing::debug!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
+        }
+        if let Some(sid) = session {
+            self.session_disconnected(sid, id);
+        }
+        self.mark_dirty(id);
+    }
+
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// One send per connection with queued output and none in flight.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            let Some(conn) = self
+                .conns
+                .get_mut(id.slot as usize)
+                .and_then(Option::as_mut)
+                .filter(|c| c.id == id)
+            else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.sending == 0 && !conn.out.is_empty() && conn.fd.is_some() {
+                let fresh = conn.spare.take().unwrap_or_default();
+                let buf = std::mem::replace(&mut conn.out, fresh);
+                conn.sending = buf.len();
+                self.ring.send(conn.raw_fd(), buf, token(KIND_SEND, id));
+            } else if conn.closing {
+                self.release_if_idle(id);
+            }
+        }
+        self.dirty = dirty;
+    }
+
+    fn on_send(&mut self, id: ConnId, c: Completion) {
+        let Some(mut buf) = c.send_buf else { return };
+        let Some(conn) = self
+            .conns
+            .get_mut(id.slot as usize)
+            .and_then(Option::as_mut)
+            .filter(|x| x.id == id)
+        else {
+            return;
+        };
+        conn.sending = 0;
+        if c.result < 0 {
+            let err = std::io::Error::from_raw_os_error(-c.result);
+            conn.out.clear();
+            self.close(id, None, &format!("send failed: {err}"));
+            self.release_if_idle(id);
+            return;
+        }
+        let sent = usize::try_from(c.result).unwrap_or(0);
+        if sent < buf.len() {
+            // A short send: the rest goes first, before anything queued since.
+            buf.advance(sent);
+            conn.sending = buf.len();
+            self.ring.send(conn.raw_fd(), buf, token(KIND_SEND, id));
+            return;
+        }
+        buf.clear();
+        if conn.spare.is_none() && buf.capacity() <= 1 << 20 {
+            conn.spare = Some(buf);
+        }
+        let had_output = !conn.out.is_empty();
+        let closing = conn.closing;
+        if had_output {
+            self.mark_dirty(id);
+        } else if closing {
+            self.release_if_idle(id);
+        } else if let Some(sid) = self.conn_mut(id).and_then(|c| c.session) {
+            // Room in the outbox again: let the session move queued messages in.
+            self.refill(sid, id);
+        }
+    }
+
+    /// Gives a session's queued messages a chance to go out (after acks or a drained outbox).
+    pub(crate) fn refill(&mut self, sid: SessionId, id: ConnId) {
+        let max = self.config.outbox_bytes_max;
+        let (Some(Some(session)), Some(Some(conn))) = (
+            self.sessions.get_mut(sid.0 as usize),
+            self.conns.get_mut(id.slot as usize),
+        ) else {
+            return;
+        };
+        if conn.id != id || conn.closing || conn.outbox_bytes() >= max || session.queued_len() == 0
+        {
+            return;
+        }
+        let before = conn.out.len();
+        session.fill_window(&mut conn.out);
+        if conn.out.len() != before {
+            self.mark_dirty(id);
+        }
+    }
+
+    // ---- sessions ----------------------------------------------------------------------
+
+    pub(crate) fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)
+    }
+
+    pub(crate) fn add_session(&mut self, session: Session) -> SessionId {
+        let client_id = session.client_id.clone();
+        let sid = match self.free_sessions.pop() {
+            Some(slot) => {
+                if let Some(s) = self.sessions.get_mut(slot as usize) {
+                    *s = Some(session);
+                }
+                SessionId(slot)
+            }
+            None => {
+                self.sessions.push(Some(session));
+                SessionId((self.sessions.len() - 1) as u32)
+            }
+        };
+        self.by_client.insert(client_id, sid);
+        sid
+    }
+
+    /// Removes a session and its subscriptions.
+    pub(crate) fn remove_session(&mut self, sid: SessionId) {
+        let Some(session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_client.remove(&session.client_id);
+        for filter in session.subscriptions.keys() {
+            self.unroute(filter, sid);
+        }
+        self.free_sessions.push(sid.0);
+    }
+
+    /// Drops `sid`'s subscription to `filter` from the route table, telling peers if it was
+    /// the filter's last local subscriber.
+    pub(crate) fn unroute(&mut self, filter: &ByteString, sid: SessionId) -> bool {
+        match self.router.unsubscribe(filter, sid) {
+            Some(true) => {
+                self.broadcast(|| ShardMsg::RouteRemove(filter.clone()));
+                true
+            }
+            Some(false) => true,
+            None => false,
+        }
+    }
+
+    fn session_disconnected(&mut self, sid: SessionId, id: ConnId) {
+        let now = self.now;
+        let Some(session) = self.session_mut(sid) else {
+            return;
+        };
+        if session.conn != Some(id) {
+            return;
+        }
+        session.conn = None;
+        match session.expiry_interval {
+            0 => self.remove_session(sid),
+            u32::MAX => session.expires_at = None,
+            secs => session.expires_at = Some(now + Duration::from_secs(u64::from(secs))),
+        }
+    }
+
+    pub(crate) fn next_assigned_client_id(&mut self) -> ByteString {
+        self.next_assigned_id += 1;
+        ByteString::from(format!(
+            "ringmq-{}-{}-{}",
+            self.id.0,
+            std::process::id(),
+            self.next_assigned_id
+        ))
+    }
+
+    // ---- routing -----------------------------------------------------------------------
+
+    /// Delivers a message to the matching sessions on this shard and, when it came from a
+    /// client (`from` is its session), forwards it once to every peer shard with subscribers.
+    pub(crate) fn route(&mut self, message: Message, from: Option<SessionId>) {
+        let mut matches = std::mem::take(&mut self.matches);
+        let remote = self.router.matches(&message.topic, &mut matches);
+        for &(sid, options) in &matches {
+            if options.no_local && Some(sid) == from {
+                continue;
+            }
+            self.deliver(sid, &message, options);
+        }
+        self.matches = matches;
+        if from.is_some() {
+            let mut mask = remote & !self.id.bit();
+            while mask != 0 {
+                let peer = ShardId(mask.trailing_zeros() as u16);
+                mask &= mask - 1;
+                self.stats.forwarded += 1;
+                self.send_to_peer(peer, ShardMsg::Publish(message.clone()));
+            }
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        sid: SessionId,
+        message: &Message,
+        options: net::codec::SubscriptionOptions,
+    ) {
+        let max = self.config.outbox_bytes_max;
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let qos = crate::router::granted(message.qos, options.qos);
+        let retain = options.retain_as_published && message.retain;
+        let conn = session
+            .conn
+            .and_then(|id| {
+                self.conns
+                    .get_mut(id.slot as usize)
+                    .and_then(Option::as_mut)
+                    .filter(|c| c.id == id)
+            })
+            .filter(|c| !c.closing && c.outbox_bytes() < max);
+        let conn_id = conn.as_ref().map(|c| c.id);
+        match session.deliver(message, qos, retain, conn.map(|c| &mut c.out)) {
+            Delivery::Sent => {
+                self.stats.publishes_out += 1;
+                if let Some(id) = conn_id {
+                    self.mark_dirty(id);
+                }
+            }
+            Delivery::Queued => {}
+            Delivery::Dropped | Delivery::QueuedDroppedOldest => self.stats.dropped += 1,
+            Delivery::Overflow => {
+                if let Some(id) = session.conn {
+                    self.close(
+                        id,
+                        Some(ReasonCode::QUOTA_EXCEEDED),
+                        "client is not keeping up: session queue full",
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn send_to_peer(&mut self, peer: ShardId, msg: ShardMsg) {
+        if !self.blocked.is_empty() {
+            self.blocked.push_back((peer, msg));
+            return;
+        }
+        if let Err(msg) = self.mesh.push(peer, msg) {
+            tracing::debug!(
+                shard = self.id.0,
+                peer = peer.0,
+                "peer queue full: pausing input"
+            );
+            self.blocked.push_back((peer, msg));
+        }
+    }
+
+    pub(crate) fn broadcast(&mut self, mut msg: impl FnMut() -> ShardMsg) {
+        for peer in 0..self.mesh.shards() {
+            if peer != self.id.index() {
+                self.send_to_peer(ShardId(peer as u16), msg());
+            }
+        }
+    }
+
+    fn retry_blocked(&mut self) {
+        while let Some((peer, msg)) = self.blocked.pop_front() {
+            if let Err(msg) = self.mesh.push(peer, msg) {
+                self.blocked.push_front((peer, msg));
+                return;
+            }
+        }
+        // Unblocked: resume the connections that stopped mid-buffer.
+        let stalled = std::mem::take(&mut self.stalled);
+        for id in stalled {
+            if let Some(conn) = self.conn_mut(id) {
+                conn.recv_paused = false;
+            }
+            self.process_input(id);
+            self.after_recv(id);
+        }
+    }
+
+    fn drain_mesh(&mut self) {
+        let budget = self.config.peer_drain_count_max;
+        let mut inbox = Vec::new();
+        self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
+        for (from, msg) in inbox {
+            match msg {
+                ShardMsg::Publish(message) => self.route(message, None),
+                ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
+                ShardMsg::RouteRemove(filter) => self.router.remove_remote(&filter, from),
+                ShardMsg::Adopt {
+                    fd,
+                    mut connect,
+                    rest,
+                } => {
+                    let id = self.add_conn(fd);
+                    if let Some(conn) = self.conn_mut(id) {
+                        conn.rbuf = rest;
+                    }
+                    crate::handle::connect::accept(self, id, &mut connect);
+                    self.process_input(id);
+                    self.after_recv(id);
+                }
+            }
+        }
+    }
+
+    fn wake_peers(&mut self) {
+        let mut wakes = std::mem::take(&mut self.wakes);
+        self.mesh.take_wakes(&mut wakes);
+        for fd in wakes.drain(..) {
+            self.ring
+                .write_eventfd(fd, token(KIND_DOORBELL_WRITE, NO_CONN));
+        }
+        self.wakes = wakes;
+    }
+
+    // ---- time --------------------------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        if !self.accept_armed && self.stopping_since.is_none() {
+            self.ring
+                .accept_multi(self.listener.as_raw_fd(), token(KIND_ACCEPT, NO_CONN));
+            self.accept_armed = true;
+        }
+        let now = self.now;
+        let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let mut expired = Vec::new();
+        for conn in self.conns.iter().flatten() {
+            if conn.closing {
+                continue;
+            }
+            match (conn.session, conn.keep_alive) {
+                (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
+                    expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
+                }
+                (Some(_), Some(ka)) if now.duration_since(conn.last_seen) > ka => {
+                    expired.push((
+                        conn.id,
+                        Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                        "keep alive timeout",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (id, reason, why) in expired {
+            self.close(id, reason, why);
+        }
+        let expired_sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                (s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now))
+                    .then_some(SessionId(i as u32))
+            })
+            .collect();
+        for sid in expired_sessions {
+            self.remove_session(sid);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.stopping_since = Some(self.now);
+        if self.accept_armed {
+            self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
+        }
+        let ids: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        for id in ids {
+            self.close(
+                id,
+                Some(ReasonCode::SERVER_SHUTTING_DOWN),
+                "server shutting down",
+            );
+        }
+        self.flush();
+    }
+}
+
+/// Appends `packet` to a connection's output buffer and queues it for sending.
+pub(crate) fn reply(shard: &mut Shard, id: ConnId, packet: &Packet) {
+    let Some(conn) = shard.conn_mut(id) else {
+        return;
+    };
+    let version = conn.decoder.version;
+    if let Err(e) = packet.encode(version, &mut conn.out) {
+        tracing::warn!(error = %e, "dropping an outbound packet that cannot be encoded");
+    }
+    shard.mark_dirty(id);
+}
+
+/// For `handle::*`: the read buffer that follows a CONNECT moving to another shard.
+pub(crate) fn take_for_handoff(shard: &mut Shard, id: ConnId) -> Option<(OwnedFd, BytesMut)> {
+    let conn = shard.conn_mut(id)?;
+    if conn.recv != RecvState::Idle {
+        return None;
+    }
+    let fd = conn.fd.take()?;
+    let rest = std::mem::take(&mut conn.rbuf);
+    conn.closing = true;
+    shard.release_if_idle(id);
+    Some((fd, rest))
+}

@@ -1,0 +1,117 @@
+//! The provided buffer ring (io_uring `IORING_REGISTER_PBUF_RING`): a pool of
+//! equal receive buffers the kernel picks from for multishot receives.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::IoUring;
+
+/// A registered ring of `count` receive buffers of `size` bytes each.
+#[derive(Debug)]
+pub struct BufRing {
+    entries: *mut BufRingEntry,
+    entries_layout: Layout,
+    memory: Box<[u8]>,
+    count: u16,
+    size: u32,
+    tail: u16,
+    group: u16,
+}
+
+impl BufRing {
+    /// Allocates and registers the ring as buffer group `group`. `count` must be a power of two
+    /// (at most 32,768).
+    pub(crate) fn new(ring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<Self> {
+        if !count.is_power_of_two() || count > 32_768 || size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "buffer count must be a power of two <= 32768",
+            ));
+        }
+        let entries_layout = Layout::from_size_align(
+            usize::from(count) * std::mem::size_of::<BufRingEntry>(),
+            4096,
+        )
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: the layout has a non-zero size (count >= 1, entries are 16 bytes).
+        let entries = unsafe { alloc_zeroed(entries_layout) }.cast::<BufRingEntry>();
+        if entries.is_null() {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring"));
+        }
+        let memory = vec![0u8; usize::from(count) * size as usize].into_boxed_slice();
+        let mut this = Self {
+            entries,
+            entries_layout,
+            memory,
+            count,
+            size,
+            tail: 0,
+            group,
+        };
+        // SAFETY: `entries` is page-aligned, zeroed and `count` entries long. It and `memory`
+        // stay allocated until `Drop`, which runs only after the io_uring is closed: a BufRing
+        // is only ever a field of `Ring` declared after its `IoUring`.
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
+        }
+        for bid in 0..count {
+            this.push(bid);
+        }
+        this.publish();
+        Ok(this)
+    }
+
+    /// The buffer group id receives select from.
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// Bytes per buffer.
+    pub fn buffer_bytes(&self) -> u32 {
+        self.size
+    }
+
+    /// The first `len` bytes the kernel wrote into buffer `bid`.
+    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
+        let start = usize::from(bid % self.count) * self.size as usize;
+        let len = len.min(self.size as usize);
+        self.memory.get(start..start + len).unwrap_or(&[])
+    }
+
+    /// Gives buffer `bid` back to the kernel (after its bytes were copied out).
+    pub(crate) fn recycle(&mut self, bid: u16) {
+        self.push(bid % self.count);
+        self.publish();
+    }
+
+    fn push(&mut self, bid: u16) {
+        let index = usize::from(self.tail & (self.count - 1));
+        let addr = self.memory.as_ptr() as u64 + u64::from(bid) * u64::from(self.size);
+        // SAFETY: index < count, so the entry is inside the allocation; the kernel only reads
+        // entries between its head and our published tail, and this one is past the tail.
+        let entry = unsafe { &mut *self.entries.add(index) };
+        entry.set_addr(addr);
+        entry.set_len(self.size);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    fn publish(&self) {
+        // SAFETY: `entries` is the base of the registered ring; the tail field overlays the
+        // first entry's reserved word and is only written by us, read by the kernel.
+        unsafe {
+            let tail = BufRingEntry::tail(self.entries).cast_mut();
+            AtomicU16::from_ptr(tail).store(self.tail, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for BufRing {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout; see `new` for the drop order.
+        unsafe { dealloc(self.entries.cast(), self.entries_layout) };
+    }
+}

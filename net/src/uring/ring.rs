@@ -1,0 +1,277 @@
+//! The ring: setup, the operations a shard issues, and completions.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::bufring::BufRing;
+
+/// Ring sizes, from the broker's config.
+#[derive(Clone, Copy, Debug)]
+pub struct RingConfig {
+    /// Submission queue entries (a power of two).
+    pub sq_entries: u32,
+    /// Completion queue entries: room for every multishot receive's completions in one pass.
+    pub cq_entries: u32,
+    /// Provided receive buffers (a power of two, at most 32,768).
+    pub recv_buffer_count: u16,
+    /// Bytes per receive buffer.
+    pub recv_buffer_bytes: u32,
+}
+
+/// One finished (or, for multishot operations, progressed) operation.
+#[derive(Debug)]
+pub struct Completion {
+    /// The token the operation was issued with.
+    pub token: u64,
+    /// The kernel's result: bytes, an fd, or a negated errno.
+    pub result: i32,
+    /// CQE flags: see [`Completion::buffer_id`] and [`Completion::more`].
+    pub flags: u32,
+    /// For a send: the buffer it sent from, handed back for reuse.
+    pub send_buf: Option<BytesMut>,
+}
+
+impl Completion {
+    /// The provided buffer the kernel filled, for receives.
+    pub fn buffer_id(&self) -> Option<u16> {
+        cqueue::buffer_select(self.flags)
+    }
+
+    /// True while a multishot operation stays armed.
+    pub fn more(&self) -> bool {
+        cqueue::more(self.flags)
+    }
+}
+
+/// Marks user data of sends, whose buffers this module holds.
+const SEND_TAG: u64 = 1 << 63;
+
+/// A shard's io_uring and the buffers its operations use. Field order matters: the `IoUring`
+/// is dropped (closing the ring and cancelling its operations) before any buffer.
+pub struct Ring {
+    ring: IoUring,
+    bufs: BufRing,
+    sends: Vec<Option<(u64, BytesMut)>>,
+    free_sends: Vec<usize>,
+    eventfd_word: Box<u64>,
+    eventfd_one: Box<u64>,
+    timespec: Box<types::Timespec>,
+    completions: Vec<Completion>,
+}
+
+impl std::fmt::Debug for Ring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ring")
+            .field(
+                "sends_in_flight",
+                &(self.sends.len() - self.free_sends.len()),
+            )
+            .finish()
+    }
+}
+
+impl Ring {
+    /// Sets up a ring with COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN and registers its
+    /// provided buffer ring as group 0. Must be used only from the thread that creates it.
+    pub fn new(config: RingConfig) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_coop_taskrun()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_cqsize(config.cq_entries)
+            .build(config.sq_entries)?;
+        let bufs = BufRing::new(&ring, 0, config.recv_buffer_count, config.recv_buffer_bytes)?;
+        Ok(Self {
+            ring,
+            bufs,
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            eventfd_word: Box::new(0),
+            eventfd_one: Box::new(1),
+            timespec: Box::new(types::Timespec::new()),
+            completions: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry built here points only at memory that outlives the
+            // operation: send buffers in `self.sends`, the eventfd words and the timespec in
+            // boxes owned by `self`, receive buffers in `self.bufs`.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            // The submission queue is full: hand it to the kernel and retry.
+            if let Err(e) = self.ring.submit() {
+                if e.raw_os_error() != Some(libc::EBUSY) && e.raw_os_error() != Some(libc::EINTR) {
+                    // Nothing better to do than try again; the kernel frees SQ space as it
+                    // consumes entries.
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Multishot accept on a listening socket.
+    pub fn accept_multi(&mut self, listener: RawFd, token: u64) {
+        debug_assert_eq!(token & SEND_TAG, 0);
+        let e = opcode::AcceptMulti::new(types::Fd(listener))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// One receive into a provided buffer.
+    pub fn recv(&mut self, fd: RawFd, token: u64) {
+        debug_assert_eq!(token & SEND_TAG, 0);
+        let e = opcode::Recv::new(
+            types::Fd(fd),
+            std::ptr::null_mut(),
+            self.bufs.buffer_bytes(),
+        )
+        .buf_group(self.bufs.group())
+        .build()
+        .flags(squeue::Flags::BUFFER_SELECT)
+        .user_data(token);
+        self.push(e);
+    }
+
+    /// Multishot receive into provided buffers; re-arm when a completion lacks `more`.
+    pub fn recv_multi(&mut self, fd: RawFd, token: u64) {
+        debug_assert_eq!(token & SEND_TAG, 0);
+        let e = opcode::RecvMulti::new(types::Fd(fd), self.bufs.group())
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// Sends `buf`; it comes back in the completion (`send_buf`). A short send is the
+    /// caller's to finish.
+    pub fn send(&mut self, fd: RawFd, buf: BytesMut, token: u64) {
+        debug_assert_eq!(token & SEND_TAG, 0);
+        let (ptr, len) = (buf.as_ptr(), buf.len() as u32);
+        let slot = match self.free_sends.pop() {
+            Some(slot) => slot,
+            None => {
+                self.sends.push(None);
+                self.sends.len() - 1
+            }
+        };
+        if let Some(s) = self.sends.get_mut(slot) {
+            // The heap bytes behind `buf` do not move when the BytesMut value moves into the slab.
+            *s = Some((token, buf));
+        }
+        let e = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(SEND_TAG | slot as u64);
+        self.push(e);
+    }
+
+    /// Reads an eventfd (one such read in flight per ring).
+    pub fn read_eventfd(&mut self, fd: RawFd, token: u64) {
+        let ptr: *mut u64 = &mut *self.eventfd_word;
+        let e = opcode::Read::new(types::Fd(fd), ptr.cast(), 8)
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// Adds 1 to another shard's eventfd, as an operation of this ring (no extra syscall).
+    pub fn write_eventfd(&mut self, fd: RawFd, token: u64) {
+        let ptr: *const u64 = &*self.eventfd_one;
+        let e = opcode::Write::new(types::Fd(fd), ptr.cast(), 8)
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// A periodic timer firing every `period` until cancelled (one per ring).
+    pub fn timer(&mut self, period: Duration, token: u64) {
+        *self.timespec = types::Timespec::from(period);
+        let ts: *const types::Timespec = &*self.timespec;
+        let e = opcode::Timeout::new(ts)
+            .flags(types::TimeoutFlags::MULTISHOT)
+            .build()
+            .user_data(token);
+        self.push(e);
+    }
+
+    /// Asks the kernel to cancel the operation issued with `token`.
+    pub fn cancel(&mut self, token: u64) {
+        let e = opcode::AsyncCancel::new(token)
+            .build()
+            .user_data(Self::CANCEL_TOKEN);
+        self.push(e);
+    }
+
+    /// The token used by cancel requests' own completions (to be ignored).
+    pub const CANCEL_TOKEN: u64 = !SEND_TAG;
+
+    /// Submits everything queued and waits for at least `want` completions, then moves every
+    /// ready completion into the list returned by [`Ring::completions`].
+    pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
+        match self.ring.submit_and_wait(want) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::ETIME)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        let mut cq = self.ring.completion();
+        cq.sync();
+        for cqe in &mut cq {
+            let data = cqe.user_data();
+            let (token, send_buf) = if data & SEND_TAG != 0 {
+                let slot = (data & !SEND_TAG) as usize;
+                match self.sends.get_mut(slot).and_then(Option::take) {
+                    Some((token, buf)) => {
+                        self.free_sends.push(slot);
+                        (token, Some(buf))
+                    }
+                    None => continue,
+                }
+            } else {
+                (data, None)
+            };
+            self.completions.push(Completion {
+                token,
+                result: cqe.result(),
+                flags: cqe.flags(),
+                send_buf,
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the completions gathered by the last [`Ring::submit_and_wait`]; give the vector
+    /// back with [`Ring::return_completions`] to reuse its allocation.
+    pub fn completions(&mut self) -> Vec<Completion> {
+        std::mem::take(&mut self.completions)
+    }
+
+    /// Returns an emptied completion vector for reuse.
+    pub fn return_completions(&mut self, mut v: Vec<Completion>) {
+        v.clear();
+        if self.completions.is_empty() {
+            self.completions = v;
+        }
+    }
+
+    /// The bytes of a received provided buffer.
+    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
+        self.bufs.get(bid, len)
+    }
+
+    /// Gives a provided buffer back to the kernel.
+    pub fn recycle(&mut self, bid: u16) {
+        self.bufs.recycle(bid);
+    }
+}
