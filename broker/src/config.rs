@@ -34,6 +34,8 @@ pub struct Config {
     pub connections_per_shard_max: usize,
     /// Capacity, in messages, of each shard-to-shard queue. Default 65,536.
     pub peer_queue_count_max: usize,
+    /// Payload and topic bytes one shard-to-shard queue may hold. Default 16 MiB.
+    pub peer_queue_bytes_max: usize,
     /// Messages taken from all peer queues per loop pass. Default 4096.
     pub peer_drain_count_max: usize,
     /// Provided receive buffers per shard (a power of two). Default 1024.
@@ -56,6 +58,7 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             connections_per_shard_max: 10_000,
             peer_queue_count_max: 65_536,
+            peer_queue_bytes_max: 16 << 20,
             peer_drain_count_max: 4096,
             recv_buffer_count: 1024,
             recv_buffer_bytes: 16 * 1024,
@@ -121,6 +124,9 @@ impl Config {
         }
         if self.peer_queue_count_max < 16 {
             return Err(bad("peer_queue_count_max", "must be at least 16"));
+        }
+        if self.peer_queue_bytes_max < 64 * 1024 {
+            return Err(bad("peer_queue_bytes_max", "must be at least 65536"));
         }
         if self.peer_drain_count_max == 0 {
             return Err(bad("peer_drain_count_max", "must be at least 1"));

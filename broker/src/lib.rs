@@ -37,7 +37,11 @@ pub struct Broker {
 /// Starts one pinned shard thread per configured shard; returns once every shard listens.
 pub fn run(config: Config) -> anyhow::Result<Broker> {
     let shards = config.shards;
-    let mesh = MeshShared::new(shards, config.peer_queue_count_max)?;
+    let mesh = MeshShared::new(
+        shards,
+        config.peer_queue_count_max,
+        config.peer_queue_bytes_max,
+    )?;
     let stop = Arc::new(AtomicBool::new(false));
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -43,6 +43,9 @@ struct Cli {
     /// Capacity of each shard-to-shard queue, in messages.
     #[arg(long)]
     peer_queue_count_max: Option<usize>,
+    /// Payload and topic bytes each shard-to-shard queue may hold.
+    #[arg(long)]
+    peer_queue_bytes_max: Option<usize>,
     /// Messages taken from peer queues per loop pass.
     #[arg(long)]
     peer_drain_count_max: Option<usize>,
@@ -91,6 +94,7 @@ fn run() -> anyhow::Result<()> {
         connect_timeout_ms,
         connections_per_shard_max,
         peer_queue_count_max,
+        peer_queue_bytes_max,
         peer_drain_count_max,
         recv_buffer_count,
         recv_buffer_bytes,

@@ -40,7 +40,7 @@ pub(crate) fn on_subscribe(shard: &mut Shard, id: ConnId, s: Subscribe) {
         properties: Default::default(),
         reasons,
     };
-    reply(shard, id, &Packet::SubAck(ack));
+    shard.reply_after_routes(id, Packet::SubAck(ack));
 }
 
 pub(crate) fn on_unsubscribe(shard: &mut Shard, id: ConnId, u: Unsubscribe) {

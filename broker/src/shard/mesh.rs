@@ -4,7 +4,7 @@
 //! through a write on the producer's own ring.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -24,6 +24,11 @@ pub enum ShardMsg {
     RouteAdd(ByteString),
     /// The sender has no more subscribers for this filter.
     RouteRemove(ByteString),
+    /// Answer with `BarrierAck` once everything sent before it has been applied: SPSC order
+    /// makes this "the route updates I sent you are in effect".
+    Barrier(u64),
+    /// Reply to `Barrier`.
+    BarrierAck(u64),
     /// A connection whose CONNECT arrived on the sender but whose session lives on the
     /// receiver: the socket, the decoded CONNECT and whatever was read after it.
     Adopt {
@@ -45,23 +50,53 @@ pub struct Doorbell {
     pub rung: AtomicBool,
 }
 
+impl ShardMsg {
+    /// Bytes this message holds on to while queued (payload and topic; a fixed overhead for
+    /// the rest), for the per-queue byte bound.
+    fn weight(&self) -> u64 {
+        const OVERHEAD: u64 = 64;
+        match self {
+            ShardMsg::Publish(m) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
+            ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,
+            _ => OVERHEAD,
+        }
+    }
+}
+
+/// One direction between two shards: a bounded SPSC queue (in messages) and the bytes its
+/// consumer has taken so far, published once per drain so the producer can bound the bytes
+/// queued without a shared counter written per message.
+#[derive(Debug)]
+struct PeerQueue {
+    queue: ArrayQueue<ShardMsg>,
+    consumed_bytes: AtomicU64,
+}
+
 /// Everything the shards share: built once, read-only afterwards (queues are internally
 /// synchronised; every other field is immutable).
 #[derive(Debug)]
 pub struct MeshShared {
     /// `queues[from][to]`; `None` on the diagonal.
-    queues: Vec<Vec<Option<ArrayQueue<ShardMsg>>>>,
+    queues: Vec<Vec<Option<PeerQueue>>>,
+    /// Bytes (by [`ShardMsg::weight`]) one queue may hold.
+    queue_bytes_max: u64,
     /// One doorbell per shard.
     pub doorbells: Vec<Doorbell>,
 }
 
 impl MeshShared {
-    /// Queues of `capacity` messages between every ordered pair of `shards` shards.
-    pub fn new(shards: usize, capacity: usize) -> std::io::Result<Arc<Self>> {
+    /// Queues of `capacity` messages and `bytes_max` bytes between every ordered pair of
+    /// `shards` shards.
+    pub fn new(shards: usize, capacity: usize, bytes_max: usize) -> std::io::Result<Arc<Self>> {
         let queues = (0..shards)
             .map(|from| {
                 (0..shards)
-                    .map(|to| (from != to).then(|| ArrayQueue::new(capacity)))
+                    .map(|to| {
+                        (from != to).then(|| PeerQueue {
+                            queue: ArrayQueue::new(capacity),
+                            consumed_bytes: AtomicU64::new(0),
+                        })
+                    })
                     .collect()
             })
             .collect();
@@ -73,12 +108,23 @@ impl MeshShared {
                 })
             })
             .collect::<std::io::Result<_>>()?;
-        Ok(Arc::new(Self { queues, doorbells }))
+        Ok(Arc::new(Self {
+            queues,
+            queue_bytes_max: bytes_max as u64,
+            doorbells,
+        }))
     }
 
     /// Shards in the mesh.
     pub fn shards(&self) -> usize {
         self.doorbells.len()
+    }
+
+    fn queue(&self, from: usize, to: usize) -> Option<&PeerQueue> {
+        self.queues
+            .get(from)
+            .and_then(|q| q.get(to))
+            .and_then(Option::as_ref)
     }
 }
 
@@ -89,15 +135,22 @@ pub struct Mesh {
     me: ShardId,
     /// Peers pushed to during this pass, to wake at its end.
     to_wake: u64,
+    /// Bytes pushed to each peer's queue, ever (producer side).
+    pushed_bytes: Vec<u64>,
+    /// Bytes taken from each peer's queue, ever (consumer side).
+    drained_bytes: Vec<u64>,
 }
 
 impl Mesh {
     /// Shard `me`'s view.
     pub fn new(shared: Arc<MeshShared>, me: ShardId) -> Self {
+        let shards = shared.shards();
         Self {
             shared,
             me,
             to_wake: 0,
+            pushed_bytes: vec![0; shards],
+            drained_bytes: vec![0; shards],
         }
     }
 
@@ -114,17 +167,22 @@ impl Mesh {
             .map_or(-1, |d| d.fd.as_raw_fd())
     }
 
-    /// Pushes to `peer`'s queue; gives the message back when the queue is full.
+    /// Pushes to `peer`'s queue; gives the message back when the queue is full (in messages,
+    /// or in bytes unless it is empty).
     pub fn push(&mut self, peer: ShardId, msg: ShardMsg) -> Result<(), ShardMsg> {
-        let Some(Some(queue)) = self
-            .shared
-            .queues
-            .get(self.me.index())
-            .and_then(|q| q.get(peer.index()))
-        else {
+        let Some(pq) = self.shared.queue(self.me.index(), peer.index()) else {
             return Err(msg);
         };
-        queue.push(msg)?;
+        let Some(pushed) = self.pushed_bytes.get_mut(peer.index()) else {
+            return Err(msg);
+        };
+        let queued = pushed.saturating_sub(pq.consumed_bytes.load(Ordering::Acquire));
+        let weight = msg.weight();
+        if queued > 0 && queued + weight > self.shared.queue_bytes_max {
+            return Err(msg);
+        }
+        pq.queue.push(msg)?;
+        *pushed += weight;
         self.to_wake |= peer.bit();
         Ok(())
     }
@@ -152,23 +210,24 @@ impl Mesh {
         }
     }
 
-    /// Pops up to `budget` messages from the peers' queues, in shard order.
-    pub fn drain(&self, budget: usize, mut f: impl FnMut(ShardId, ShardMsg)) -> usize {
+    /// Pops up to `budget` messages from the peers' queues, in shard order, and publishes
+    /// the bytes taken so producers see the room.
+    pub fn drain(&mut self, budget: usize, mut f: impl FnMut(ShardId, ShardMsg)) -> usize {
         let mut taken = 0;
-        let shards = self.shards();
-        for from in 0..shards {
-            let Some(Some(queue)) = self
-                .shared
-                .queues
-                .get(from)
-                .and_then(|q| q.get(self.me.index()))
-            else {
+        let me = self.me.index();
+        for (from, drained) in self.drained_bytes.iter_mut().enumerate() {
+            let Some(pq) = self.shared.queue(from, me) else {
                 continue;
             };
+            let before = *drained;
             while taken < budget {
-                let Some(msg) = queue.pop() else { break };
+                let Some(msg) = pq.queue.pop() else { break };
+                *drained += msg.weight();
                 f(ShardId(from as u16), msg);
                 taken += 1;
+            }
+            if *drained != before {
+                pq.consumed_bytes.store(*drained, Ordering::Release);
             }
         }
         taken

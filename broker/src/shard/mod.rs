@@ -105,6 +105,18 @@ pub struct Shard {
     pub(crate) stats: Stats,
     wakes: Vec<RawFd>,
     next_assigned_id: u64,
+    /// SUBACKs held until every peer has applied the subscription's route updates, so a
+    /// publish made on any shard after the SUBACK reaches the subscriber.
+    pending_subacks: FxHashMap<u64, PendingSubAck>,
+    next_barrier: u64,
+}
+
+/// A SUBACK waiting for peers to confirm the route updates before it.
+#[derive(Debug)]
+struct PendingSubAck {
+    conn: ConnId,
+    ack: Packet,
+    waiting: usize,
 }
 
 impl std::fmt::Debug for Shard {
@@ -159,6 +171,8 @@ impl Shard {
             stats: Stats::default(),
             wakes: Vec::new(),
             next_assigned_id: 0,
+            pending_subacks: FxHashMap::default(),
+            next_barrier: 0,
         })
     }
 
@@ -261,6 +275,9 @@ impl Shard {
     fn on_accept(&mut self, c: &Completion) {
         if !c.more() {
             self.accept_armed = false;
+        }
+        if c.result == -libc::ECANCELED {
+            return;
         }
         if c.result < 0 {
             // EMFILE/ENFILE and friends: stop accepting until the next tick instead of
@@ -750,6 +767,8 @@ impl Shard {
                 ShardMsg::Publish(message) => self.route(message, None),
                 ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
                 ShardMsg::RouteRemove(filter) => self.router.remove_remote(&filter, from),
+                ShardMsg::Barrier(token) => self.send_to_peer(from, ShardMsg::BarrierAck(token)),
+                ShardMsg::BarrierAck(token) => self.barrier_acked(token),
                 ShardMsg::Adopt {
                     fd,
                     mut connect,
@@ -763,6 +782,38 @@ impl Shard {
                     self.process_input(id);
                     self.after_recv(id);
                 }
+            }
+        }
+    }
+
+    /// Sends `ack` (a SUBACK) to `conn` once every peer has applied the route updates sent
+    /// so far; at once on a single shard.
+    pub(crate) fn reply_after_routes(&mut self, conn: ConnId, ack: Packet) {
+        let peers = self.mesh.shards().saturating_sub(1);
+        if peers == 0 {
+            return reply(self, conn, &ack);
+        }
+        let token = self.next_barrier;
+        self.next_barrier += 1;
+        self.pending_subacks.insert(
+            token,
+            PendingSubAck {
+                conn,
+                ack,
+                waiting: peers,
+            },
+        );
+        self.broadcast(|| ShardMsg::Barrier(token));
+    }
+
+    fn barrier_acked(&mut self, token: u64) {
+        let Some(pending) = self.pending_subacks.get_mut(&token) else {
+            return;
+        };
+        pending.waiting -= 1;
+        if pending.waiting == 0 {
+            if let Some(p) = self.pending_subacks.remove(&token) {
+                reply(self, p.conn, &p.ack);
             }
         }
     }

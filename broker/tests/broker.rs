@@ -1,0 +1,412 @@
+//! The real `ringmq` binary with 2 shards, driven over loopback by raw clients (exact bytes,
+//! bad input) and by real client libraries (rumqttc, mosquitto_pub/sub, paho-mqtt).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{id_on, settle, Broker, Raw};
+use net::codec::{Packet, PacketId, ProtocolVersion, PubRespKind, QoS, ReasonCode};
+
+const V4: ProtocolVersion = ProtocolVersion::V311;
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// Another client on the broker still gets PINGRESP: the bad input cost nothing else.
+fn still_serving(broker: &Broker) {
+    let (mut c, _) = Raw::connect(broker.addr, V4, &id_on("control", 1), true);
+    c.send(&Packet::PingReq);
+    assert_eq!(c.recv(), Some(Packet::PingResp));
+}
+
+#[test]
+fn cross_shard_p2p_both_ways_all_qos() {
+    let broker = Broker::start(&[]);
+    for (sub_shard, pub_shard) in [(0, 1), (1, 0)] {
+        let (mut sub, _) = Raw::connect(
+            broker.addr,
+            V4,
+            &id_on(&format!("sub{sub_shard}"), sub_shard),
+            true,
+        );
+        let (mut publ, _) = Raw::connect(
+            broker.addr,
+            V4,
+            &id_on(&format!("pub{pub_shard}"), pub_shard),
+            true,
+        );
+        let topic = format!("p2p/{sub_shard}");
+        sub.subscribe(&topic, QoS::ExactlyOnce);
+        for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .enumerate()
+        {
+            publ.publish(&topic, format!("m{i}").as_bytes(), qos, 10 + i as u16);
+            let p = sub.recv_publish();
+            assert_eq!(
+                (&*p.topic, &p.payload[..], p.qos),
+                (topic.as_str(), format!("m{i}").as_bytes(), qos)
+            );
+            match qos {
+                QoS::AtLeastOnce => sub.ack(PubRespKind::PubAck, p.packet_id.unwrap()),
+                QoS::ExactlyOnce => {
+                    sub.ack(PubRespKind::PubRec, p.packet_id.unwrap());
+                    assert!(
+                        matches!(sub.recv(), Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubRel)
+                    );
+                    sub.ack(PubRespKind::PubComp, p.packet_id.unwrap());
+                }
+                QoS::AtMostOnce => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn wildcard_fan_out_across_shards() {
+    let broker = Broker::start(&[]);
+    let filters = ["fan/+/temp", "fan/#", "#", "fan/room1/temp"];
+    let mut subs: Vec<Raw> = filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (mut c, _) = Raw::connect(
+                broker.addr,
+                V4,
+                &id_on(&format!("fan{i}"), (i % 2) as u16),
+                true,
+            );
+            c.subscribe(f, QoS::AtLeastOnce);
+            c
+        })
+        .collect();
+    let (mut miss, _) = Raw::connect(broker.addr, V4, &id_on("miss", 0), true);
+    miss.subscribe("fan/+/humidity", QoS::AtLeastOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("fanpub", 1), true);
+    publ.publish_acked("fan/room1/temp", b"21", 1);
+    for s in &mut subs {
+        let p = s.recv_publish();
+        assert_eq!(&p.payload[..], b"21");
+    }
+    // The non-matching subscriber gets nothing: a PING answered first proves it.
+    miss.send(&Packet::PingReq);
+    assert_eq!(miss.recv(), Some(Packet::PingResp));
+}
+
+#[test]
+fn suback_means_routes_are_in_place_on_every_shard() {
+    let broker = Broker::start(&[]);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("racepub", 1), true);
+    for round in 0..50 {
+        let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on(&format!("race{round}"), 0), true);
+        let topic = format!("race/{round}");
+        sub.subscribe(&topic, QoS::AtLeastOnce);
+        // No sleep: the SUBACK itself promises the publisher's shard knows the route.
+        publ.publish_acked(&topic, b"x", 1);
+        assert_eq!(&sub.recv_publish().payload[..], b"x", "round {round}");
+    }
+}
+
+#[test]
+fn qos2_duplicate_publish_is_not_redelivered() {
+    let broker = Broker::start(&[]);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on("q2sub", 0), true);
+    sub.subscribe("q2", QoS::ExactlyOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("q2pub", 1), true);
+    publ.publish("q2", b"once", QoS::ExactlyOnce, 7);
+    // The same packet id again with DUP (as after a lost PUBREC), then PUBREL.
+    let mut dup = net::codec::Publish {
+        dup: true,
+        qos: QoS::ExactlyOnce,
+        retain: false,
+        topic: "q2".into(),
+        packet_id: PacketId::new(7),
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"once"),
+    };
+    publ.send(&Packet::Publish(dup.clone()));
+    publ.ack(PubRespKind::PubRel, PacketId::new(7).unwrap());
+    let mut recs = 0;
+    loop {
+        match publ.recv() {
+            Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubRec => recs += 1,
+            Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubComp => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(recs, 2);
+    // After PUBCOMP the id is free again: a new message with it is delivered.
+    dup.dup = false;
+    dup.payload = bytes::Bytes::from_static(b"second");
+    publ.send(&Packet::Publish(dup));
+    // The subscriber sees "once" then "second": the duplicate was not delivered.
+    let first = sub.recv_publish();
+    let second = sub.recv_publish();
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"once"[..], &b"second"[..])
+    );
+}
+
+#[test]
+fn takeover_disconnects_the_old_connection_wherever_it_landed() {
+    let broker = Broker::start(&[]);
+    let client = id_on("taker", 1);
+    let (mut old, _) = Raw::connect(broker.addr, V5, &client, true);
+    // Several new connections: the kernel spreads them over both listeners, so some land on
+    // the shard that is not the session's home and are moved there.
+    for _ in 0..6 {
+        let (mut new, _) = Raw::connect(broker.addr, V5, &client, true);
+        let seen = old.until_closed();
+        assert!(
+            matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::SESSION_TAKEN_OVER),
+            "{seen:?}"
+        );
+        new.send(&Packet::PingReq);
+        assert_eq!(new.recv(), Some(Packet::PingResp));
+        old = new;
+    }
+}
+
+#[test]
+fn persistent_session_queues_while_offline_and_redelivers_with_dup() {
+    let broker = Broker::start(&[]);
+    for version in [V4, V5] {
+        let client = id_on(&format!("persist{}", version.level()), 0);
+        let topic = format!("persist/{}", version.level());
+        let (mut sub, ack) = Raw::connect(broker.addr, version, &client, false);
+        assert!(!ack.session_present);
+        sub.subscribe(&topic, QoS::AtLeastOnce);
+        let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("ppub", 1), true);
+        publ.publish_acked(&topic, b"m1", 1);
+        let m1 = sub.recv_publish();
+        assert!(!m1.dup);
+        drop(sub); // m1 never acknowledged
+        settle();
+        publ.publish_acked(&topic, b"m2", 2);
+        publ.publish_acked(&topic, b"m3", 3);
+        let (mut sub, ack) = Raw::connect(broker.addr, version, &client, false);
+        assert!(ack.session_present);
+        let again = sub.recv_publish();
+        assert_eq!(
+            (&again.payload[..], again.dup, again.packet_id),
+            (&b"m1"[..], true, m1.packet_id)
+        );
+        for want in [&b"m2"[..], b"m3"] {
+            let p = sub.recv_publish();
+            assert_eq!((&p.payload[..], p.dup), (want, false));
+            sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
+        }
+        sub.ack(PubRespKind::PubAck, again.packet_id.unwrap());
+        // A clean start drops the session.
+        drop(sub);
+        settle();
+        let (_, ack) = Raw::connect(broker.addr, version, &client, true);
+        assert!(!ack.session_present);
+    }
+}
+
+#[test]
+fn slow_qos0_subscriber_does_not_grow_memory_and_others_carry_on() {
+    let broker = Broker::start(&["--outbox-bytes-max", "1048576"]);
+    let (mut slow, _) = Raw::connect(broker.addr, V4, &id_on("slow", 0), true);
+    slow.subscribe("flood", QoS::AtMostOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("flooder", 1), true);
+    let payload = vec![7u8; 4096];
+    let baseline = broker.rss_bytes();
+    // 100,000 x 4 KiB = 400 MB offered to a subscriber that never reads.
+    for i in 0..100_000u32 {
+        publ.publish("flood", &payload, QoS::AtMostOnce, 0);
+        if i % 10_000 == 0 {
+            publ.publish_acked("flood/sync", b"", 1);
+        }
+    }
+    publ.publish_acked("flood/sync", b"", 1);
+    let grown = broker.rss_bytes().saturating_sub(baseline);
+    assert!(grown < 64 << 20, "broker RSS grew by {} MiB", grown >> 20);
+    still_serving(&broker);
+}
+
+#[test]
+fn slow_qos1_subscriber_is_disconnected_at_its_queue_bound() {
+    let broker = Broker::start(&[
+        "--inflight-count-max",
+        "10",
+        "--session-queue-count-max",
+        "100",
+    ]);
+    let (mut slow, _) = Raw::connect(broker.addr, V5, &id_on("slow1", 0), true);
+    slow.subscribe("q1flood", QoS::AtLeastOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("q1pub", 1), true);
+    for i in 0..200u16 {
+        publ.publish_acked("q1flood", b"x", i + 1);
+    }
+    let seen = slow.until_closed();
+    let publishes = seen
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count();
+    assert_eq!(publishes, 10, "only the inflight window was sent");
+    assert!(
+        matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::QUOTA_EXCEEDED)
+    );
+    still_serving(&broker);
+}
+
+/// Connects, sends `bytes`, returns everything the broker sent before closing.
+fn bad_input(broker: &Broker, version: ProtocolVersion, bytes: &[u8]) -> Vec<Packet> {
+    let (mut c, _) = Raw::connect(broker.addr, version, &id_on("bad", 0), true);
+    c.send_bytes(bytes);
+    c.until_closed()
+}
+
+fn disconnect_reason(seen: &[Packet]) -> Option<ReasonCode> {
+    match seen.last() {
+        Some(Packet::Disconnect(d)) => Some(d.reason),
+        _ => None,
+    }
+}
+
+#[test]
+fn bad_input_gets_the_right_reason_and_costs_nothing_else() {
+    let broker = Broker::start(&["--packet-bytes-max", "65536"]);
+    let (mut bystander, _) = Raw::connect(broker.addr, V4, &id_on("bystander", 1), true);
+    bystander.subscribe("ok", QoS::AtLeastOnce);
+    let cases: &[(&str, &[u8], ReasonCode)] = &[
+        (
+            "reserved packet type",
+            &[0x00, 0x00],
+            ReasonCode::MALFORMED_PACKET,
+        ),
+        (
+            "QoS 3",
+            &[0x36, 0x05, 0, 1, b'a', 0, 1, 0],
+            ReasonCode::MALFORMED_PACKET,
+        ),
+        (
+            "wildcard in topic name",
+            &[0x30, 0x04, 0, 1, b'#', 0],
+            ReasonCode::TOPIC_NAME_INVALID,
+        ),
+        (
+            "oversized",
+            &[0x30, 0x80, 0x80, 0x40],
+            ReasonCode::PACKET_TOO_LARGE,
+        ),
+        (
+            "second CONNECT",
+            &[
+                0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0, 0, 0,
+            ],
+            ReasonCode::PROTOCOL_ERROR,
+        ),
+        (
+            "invalid UTF-8",
+            &[0x30, 0x05, 0, 2, 0xC3, 0x28, 0],
+            ReasonCode::MALFORMED_PACKET,
+        ),
+        (
+            "topic alias not allowed",
+            &[0x30, 0x07, 0, 1, b'a', 3, 0x23, 0, 1],
+            ReasonCode::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            "SUBSCRIBE bad filter",
+            &[0x82, 0x08, 0, 1, 0, 0, 2, b'a', b'#', 0],
+            ReasonCode::TOPIC_FILTER_INVALID,
+        ),
+        (
+            "server packet from client",
+            &[0x90, 0x03, 0, 1, 0],
+            ReasonCode::PROTOCOL_ERROR,
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let seen = bad_input(&broker, V5, bytes);
+        assert_eq!(disconnect_reason(&seen), Some(*want), "{name}: {seen:?}");
+    }
+    // MQTT 3.1.1 has no DISCONNECT from the server: the connection just closes.
+    let seen = bad_input(&broker, V4, &[0x36, 0x05, 0, 1, b'a', 0, 1]);
+    assert!(seen.is_empty(), "{seen:?}");
+    // The bystander was never disturbed.
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("okpub", 0), true);
+    publ.publish_acked("ok", b"still here", 1);
+    assert_eq!(&bystander.recv_publish().payload[..], b"still here");
+}
+
+#[test]
+fn protocol_violations_before_and_at_connect() {
+    let broker = Broker::start(&["--connect-timeout-ms", "500"]);
+    // A packet before CONNECT: closed without a word.
+    let mut c = Raw::connect_tcp(broker.addr);
+    c.send_bytes(&[0xC0, 0x00]);
+    assert_eq!(c.until_closed(), vec![]);
+    // Unsupported protocol level: CONNACK return code 1, then closed.
+    let mut c = Raw::connect_tcp(broker.addr);
+    c.send_bytes(&[
+        0x10, 0x0D, 0, 4, b'M', b'Q', b'T', b'T', 7, 2, 0, 60, 0, 1, b'x',
+    ]);
+    let seen = c.until_closed();
+    assert!(
+        matches!(&seen[..], [Packet::ConnAck(a)] if a.code == ReasonCode(1)),
+        "{seen:?}"
+    );
+    // Empty client id without clean session (3.1.1): identifier rejected (2).
+    let mut c = Raw::connect_tcp(broker.addr);
+    c.send_bytes(&[0x10, 0x0C, 0, 4, b'M', b'Q', b'T', b'T', 4, 0, 0, 60, 0, 0]);
+    let seen = c.until_closed();
+    assert!(
+        matches!(&seen[..], [Packet::ConnAck(a)] if a.code == ReasonCode(2)),
+        "{seen:?}"
+    );
+    // Half-open: connected, silent, closed after connect_timeout_ms.
+    let start = Instant::now();
+    let mut c = Raw::connect_tcp(broker.addr);
+    assert_eq!(c.until_closed(), vec![]);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    still_serving(&broker);
+}
+
+#[test]
+fn keep_alive_timeout_closes_with_reason() {
+    let broker = Broker::start(&[]);
+    let mut c = Raw::connect_tcp(broker.addr);
+    c.decoder.version = V5;
+    // CONNECT v5, keep alive 1 s, client id "ka".
+    c.send_bytes(&[
+        0x10, 0x0F, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 1, 0, 0, 2, b'k', b'a',
+    ]);
+    let start = Instant::now();
+    let seen = c.until_closed();
+    assert!(matches!(seen.first(), Some(Packet::ConnAck(_))));
+    assert_eq!(
+        disconnect_reason(&seen),
+        Some(ReasonCode::KEEP_ALIVE_TIMEOUT)
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn sigterm_disconnects_clients_and_exits_zero() {
+    let mut broker = Broker::start(&[]);
+    let (mut c, _) = Raw::connect(broker.addr, V5, &id_on("bye", 0), true);
+    assert_eq!(broker.stop(), Some(0));
+    let seen = c.until_closed();
+    assert_eq!(
+        disconnect_reason(&seen),
+        Some(ReasonCode::SERVER_SHUTTING_DOWN)
+    );
+}

@@ -1,0 +1,272 @@
+//! Test harness: the real `ringmq` binary on a free loopback port with 2 shards, a raw MQTT
+//! client built on the project's codec (for exact bytes and bad input), and helpers to pick
+//! client ids homed on a given shard.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use broker::ids::{home_shard, ShardId};
+use bytes::BytesMut;
+use net::codec::{
+    ConnAck, Connect, Decoder, Packet, PacketId, ProtocolVersion, PubResp, PubRespKind, Publish,
+    QoS, Subscribe, SubscriptionOptions,
+};
+
+pub const SHARDS: usize = 2;
+
+/// A broker process, stopped with SIGTERM on drop.
+pub struct Broker {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Broker {
+    pub fn start(extra: &[&str]) -> Self {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--shards",
+                &SHARDS.to_string(),
+                "--log",
+                "warn",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start ringmq");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "broker did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Resident memory of the broker process, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        unsafe_kill(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status();
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop();
+        }
+    }
+}
+
+/// A client id with `prefix` whose session is homed on `shard`.
+pub fn id_on(prefix: &str, shard: u16) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|id| home_shard(id.as_bytes(), SHARDS) == ShardId(shard))
+        .unwrap()
+}
+
+/// A raw MQTT client: exact packets in, decoded packets out.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub fn connect_tcp(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        Self {
+            stream,
+            decoder: Decoder::new(1 << 24),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// TCP connect, CONNECT, expect a successful CONNACK.
+    pub fn connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean: bool,
+    ) -> (Self, ConnAck) {
+        let mut raw = Self::connect_tcp(addr);
+        raw.decoder.version = version;
+        let connect = Connect {
+            version,
+            clean_start: clean,
+            keep_alive: 60,
+            properties: if version.is_v5() && !clean {
+                let mut p = net::codec::Properties::default();
+                p.session_expiry_interval = Some(3600);
+                p.into()
+            } else {
+                Default::default()
+            },
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+        };
+        raw.send(&Packet::Connect(Box::new(connect)));
+        match raw.recv() {
+            Some(Packet::ConnAck(ack)) => {
+                assert!(ack.code.is_success(), "CONNACK {:?}", ack.code);
+                (raw, ack)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub fn send(&mut self, packet: &Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(self.decoder.version, &mut out).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    pub fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// The next packet; `None` when the broker closed the connection.
+    pub fn recv(&mut self) -> Option<Packet> {
+        loop {
+            if let Some(p) = self.decoder.decode(&mut self.buf).unwrap() {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH, answering PINGs and skipping acks.
+    pub fn recv_publish(&mut self) -> Publish {
+        loop {
+            match self.recv() {
+                Some(Packet::Publish(p)) => return p,
+                Some(_) => continue,
+                None => panic!("connection closed while waiting for a PUBLISH"),
+            }
+        }
+    }
+
+    /// Reads until the broker closes the connection; returns the packets seen on the way.
+    pub fn until_closed(&mut self) -> Vec<Packet> {
+        let mut seen = Vec::new();
+        while let Some(p) = self.recv() {
+            seen.push(p);
+        }
+        seen
+    }
+
+    pub fn subscribe(&mut self, filter: &str, qos: QoS) {
+        let s = Subscribe {
+            packet_id: PacketId::new(1).unwrap(),
+            properties: Default::default(),
+            filters: vec![(filter.into(), SubscriptionOptions::qos(qos))],
+        };
+        self.send(&Packet::Subscribe(s));
+        match self.recv() {
+            Some(Packet::SubAck(a)) => assert_eq!(a.reasons[0].0, qos as u8),
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    pub fn publish(&mut self, topic: &str, payload: &[u8], qos: QoS, id: u16) {
+        let p = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.into(),
+            packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(id).unwrap()),
+            properties: Default::default(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+        };
+        self.send(&Packet::Publish(p));
+    }
+
+    pub fn ack(&mut self, kind: PubRespKind, id: PacketId) {
+        self.send(&Packet::PubResp(PubResp::new(kind, id)));
+    }
+
+    /// Publishes QoS 1 and waits for its PUBACK.
+    pub fn publish_acked(&mut self, topic: &str, payload: &[u8], id: u16) {
+        self.publish(topic, payload, QoS::AtLeastOnce, id);
+        loop {
+            match self.recv() {
+                Some(Packet::PubResp(r))
+                    if r.kind == PubRespKind::PubAck && r.packet_id.get() == id =>
+                {
+                    return
+                }
+                Some(_) => continue,
+                None => panic!("closed while waiting for PUBACK"),
+            }
+        }
+    }
+}
+
+/// Gives the broker time to spread a subscription to its peer shards.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(100));
+}
