@@ -152,8 +152,10 @@ impl Raw {
             clean_start: clean,
             keep_alive: 60,
             properties: if version.is_v5() && !clean {
-                let mut p = net::codec::Properties::default();
-                p.session_expiry_interval = Some(3600);
+                let p = net::codec::Properties {
+                    session_expiry_interval: Some(3600),
+                    ..Default::default()
+                };
                 p.into()
             } else {
                 Default::default()
