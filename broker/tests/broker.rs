@@ -410,3 +410,49 @@ fn sigterm_disconnects_clients_and_exits_zero() {
         Some(ReasonCode::SERVER_SHUTTING_DOWN)
     );
 }
+
+#[test]
+fn running_out_of_file_descriptors_neither_spins_nor_stops_service() {
+    // Room for the broker's own descriptors and a handful of clients.
+    let broker = Broker::start_limited(48, &[]);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on("fdsub", 0), true);
+    sub.subscribe("fd", QoS::AtLeastOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("fdpub", 1), true);
+    // Far more connections than descriptors: the kernel completes the handshakes, accept
+    // fails with EMFILE.
+    let extra: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(broker.addr).ok())
+        .collect();
+    let cpu_before = broker.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = broker.cpu_seconds() - cpu_before;
+    assert!(
+        cpu < 0.5,
+        "broker used {cpu} s of CPU in 2 s while out of descriptors"
+    );
+    // Existing clients are served throughout.
+    for i in 1..=10u16 {
+        publ.publish_acked("fd", &i.to_be_bytes(), i);
+        assert_eq!(&sub.recv_publish().payload[..], &i.to_be_bytes());
+    }
+    drop(extra);
+    drop(publ);
+    // Once descriptors are free again, new clients get in.
+    std::thread::sleep(Duration::from_millis(600));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Raw::connect_tcp(broker.addr);
+        c.send_bytes(&[
+            0x10, 0x0E, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 2, b'f', b'd',
+        ]);
+        if let Some(Packet::ConnAck(a)) = c.recv() {
+            assert!(a.code.is_success());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new connection accepted after descriptors were freed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -101,6 +101,8 @@ pub struct Shard {
     stop: Arc<AtomicBool>,
     stopping_since: Option<Instant>,
     accept_armed: bool,
+    /// Accept is failing (EMFILE...): logged once when it starts and once when it ends.
+    accept_failing: bool,
     pub(crate) now: Instant,
     pub(crate) stats: Stats,
     wakes: Vec<RawFd>,
@@ -167,6 +169,7 @@ impl Shard {
             stop,
             stopping_since: None,
             accept_armed: false,
+            accept_failing: false,
             now: Instant::now(),
             stats: Stats::default(),
             wakes: Vec::new(),
@@ -285,10 +288,18 @@ impl Shard {
             if self.accept_armed {
                 self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
             }
-            tracing::warn!(shard = self.id.0, error = %std::io::Error::from_raw_os_error(-c.result), "accept failed; retrying at the next tick");
+            if !self.accept_failing {
+                self.accept_failing = true;
+                let error = std::io::Error::from_raw_os_error(-c.result);
+                tracing::warn!(shard = self.id.0, %error, "accept failed; retrying every tick until it succeeds");
+            }
             return;
         }
         let fd = net::uring::adopt_fd(c.result);
+        if self.accept_failing {
+            self.accept_failing = false;
+            tracing::info!(shard = self.id.0, "accepting connections again");
+        }
         if self.stopping_since.is_some() {
             return;
         }

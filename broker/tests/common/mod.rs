@@ -39,9 +39,27 @@ fn free_port() -> u16 {
 
 impl Broker {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with(None, extra)
+    }
+
+    /// Starts the broker with its open-file limit set to `nofile` (through prlimit).
+    pub fn start_limited(nofile: u32, extra: &[&str]) -> Self {
+        Self::start_with(Some(nofile), extra)
+    }
+
+    fn start_with(nofile: Option<u32>, extra: &[&str]) -> Self {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        let mut command = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg(env!("CARGO_BIN_EXE_ringmq"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ringmq")),
+        };
+        let child = command
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -76,6 +94,16 @@ impl Broker {
             .and_then(|v| v.parse().ok())
             .unwrap();
         kb * 1024
+    }
+
+    /// CPU seconds (user + system) the broker has used, from /proc.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
     }
 
     /// SIGTERM and wait; returns the exit code.
