@@ -106,6 +106,8 @@ pub struct Shard {
     pub(crate) now: Instant,
     pub(crate) stats: Stats,
     wakes: Vec<RawFd>,
+    /// Scratch for messages drained from peers (kept to reuse its allocation).
+    inbox: Vec<(ShardId, ShardMsg)>,
     next_assigned_id: u64,
     /// SUBACKs held until every peer has applied the subscription's route updates, so a
     /// publish made on any shard after the SUBACK reaches the subscriber.
@@ -173,6 +175,7 @@ impl Shard {
             now: Instant::now(),
             stats: Stats::default(),
             wakes: Vec::new(),
+            inbox: Vec::new(),
             next_assigned_id: 0,
             pending_subacks: FxHashMap::default(),
             next_barrier: 0,
@@ -771,9 +774,9 @@ impl Shard {
 
     fn drain_mesh(&mut self) {
         let budget = self.config.peer_drain_count_max;
-        let mut inbox = Vec::new();
+        let mut inbox = std::mem::take(&mut self.inbox);
         self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
-        for (from, msg) in inbox {
+        for (from, msg) in inbox.drain(..) {
             match msg {
                 ShardMsg::Publish(message) => self.route(message, None),
                 ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
@@ -795,6 +798,7 @@ impl Shard {
                 }
             }
         }
+        self.inbox = inbox;
     }
 
     /// Sends `ack` (a SUBACK) to `conn` once every peer has applied the route updates sent
