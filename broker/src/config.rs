@@ -42,6 +42,13 @@ pub struct Config {
     pub recv_buffer_count: u16,
     /// Bytes per receive buffer. Default 16 KiB.
     pub recv_buffer_bytes: u32,
+    /// A shard's loop waits for this many completions (or `wait_timeout_us`) before
+    /// running a pass: more than 1 trades up to `wait_timeout_us` of latency for fewer
+    /// wake-ups at moderate load. Default 1 (wake on every completion).
+    pub wait_completions_min: u32,
+    /// The most a loop pass waits for `wait_completions_min` completions, in microseconds.
+    /// Default 100; used only when `wait_completions_min` > 1.
+    pub wait_timeout_us: u64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it. Default "info".
     pub log: String,
 }
@@ -62,6 +69,8 @@ impl Default for Config {
             peer_drain_count_max: 4096,
             recv_buffer_count: 1024,
             recv_buffer_bytes: 16 * 1024,
+            wait_completions_min: 1,
+            wait_timeout_us: 100,
             log: "info".into(),
         }
     }
@@ -139,6 +148,12 @@ impl Config {
         }
         if self.recv_buffer_bytes < 512 || self.recv_buffer_bytes > 1 << 20 {
             return Err(bad("recv_buffer_bytes", "must be between 512 and 1048576"));
+        }
+        if self.wait_completions_min == 0 || self.wait_completions_min > 4096 {
+            return Err(bad("wait_completions_min", "must be between 1 and 4096"));
+        }
+        if self.wait_timeout_us == 0 || self.wait_timeout_us > 1_000_000 {
+            return Err(bad("wait_timeout_us", "must be between 1 and 1000000"));
         }
         Ok(self)
     }

@@ -55,6 +55,12 @@ struct Cli {
     /// Bytes per receive buffer.
     #[arg(long)]
     recv_buffer_bytes: Option<u32>,
+    /// Completions a loop pass waits for (1 = wake on every completion).
+    #[arg(long)]
+    wait_completions_min: Option<u32>,
+    /// Longest wait for those completions, in microseconds.
+    #[arg(long)]
+    wait_timeout_us: Option<u64>,
     /// Log filter, e.g. "info" or "broker=debug".
     #[arg(long)]
     log: Option<String>,
@@ -98,6 +104,8 @@ fn run() -> anyhow::Result<()> {
         peer_drain_count_max,
         recv_buffer_count,
         recv_buffer_bytes,
+        wait_completions_min,
+        wait_timeout_us,
         log
     );
     let config = config.validate()?;

@@ -456,3 +456,17 @@ fn running_out_of_file_descriptors_neither_spins_nor_stops_service() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn batched_waits_still_deliver_promptly() {
+    let broker = Broker::start(&["--wait-completions-min", "16", "--wait-timeout-us", "200"]);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on("batchsub", 0), true);
+    sub.subscribe("batch", QoS::AtLeastOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("batchpub", 1), true);
+    for i in 1..=20u16 {
+        publ.publish_acked("batch", &i.to_be_bytes(), i);
+        let p = sub.recv_publish();
+        assert_eq!(&p.payload[..], &i.to_be_bytes());
+        sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
+    }
+}

@@ -1,3 +1,14 @@
-//! ringmq tools: the load generator `ringmq-bench` and the comparison runner (issue 5).
+//! ringmq tools: the load generator `ringmq-bench` (issue 5 grows it into the comparison
+//! runner and BENCHMARKS.md).
 //!
-//! Not built yet; this crate exists so that the workspace layout is the final one.
+//! # Layout
+//! - [`loadgen`]: the io_uring client loop that drives thousands of MQTT connections from one
+//!   thread, and the P2P scenario.
+//! - [`accounting`]: exact per-pair sequence accounting (lost, duplicated, out of order).
+//! - [`procstat`]: a process's CPU seconds and RSS from /proc.
+//! - [`report`]: the result, as a table and as JSON.
+
+pub mod accounting;
+pub mod loadgen;
+pub mod procstat;
+pub mod report;

@@ -190,8 +190,14 @@ impl Shard {
         self.ring
             .read_eventfd(self.mesh.doorbell_fd(), token(KIND_DOORBELL_READ, NO_CONN));
         self.ring.timer(TICK, token(KIND_TIMER, NO_CONN));
+        let batch = self.config.wait_completions_min as usize;
+        let batch_timeout = Duration::from_micros(self.config.wait_timeout_us);
         loop {
-            self.ring.submit_and_wait(1)?;
+            if batch > 1 {
+                self.ring.submit_and_wait_batch(batch, batch_timeout)?;
+            } else {
+                self.ring.submit_and_wait(1)?;
+            }
             self.now = Instant::now();
             let mut completions = self.ring.completions();
             for c in completions.drain(..) {

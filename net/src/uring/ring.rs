@@ -216,7 +216,22 @@ impl Ring {
     /// Submits everything queued and waits for at least `want` completions, then moves every
     /// ready completion into the list returned by [`Ring::completions`].
     pub fn submit_and_wait(&mut self, want: usize) -> io::Result<()> {
-        match self.ring.submit_and_wait(want) {
+        let entered = self.ring.submit_and_wait(want);
+        self.reap(entered)
+    }
+
+    /// Like [`Ring::submit_and_wait`], but returns after `timeout` even with fewer than
+    /// `want` completions: batching wake-ups at moderate load, at a latency cost bounded by
+    /// `timeout`.
+    pub fn submit_and_wait_batch(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        let entered = self.ring.submitter().submit_with_args(want, &args);
+        self.reap(entered)
+    }
+
+    fn reap(&mut self, entered: io::Result<usize>) -> io::Result<()> {
+        match entered {
             Ok(_) => {}
             Err(e)
                 if matches!(

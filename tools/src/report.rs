@@ -1,0 +1,147 @@
+//! The result of a run: a human table and JSON for machines.
+
+use serde::Serialize;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Maximum.
+    pub max_us: f64,
+}
+
+impl Percentiles {
+    /// From a histogram recorded in nanoseconds.
+    pub fn from_histogram(h: &hdrhistogram::Histogram<u64>) -> Self {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50_us: us(0.5),
+            p90_us: us(0.9),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: h.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Publisher/subscriber pairs (or clients, per scenario).
+    pub pairs: usize,
+    /// QoS used.
+    pub qos: u8,
+    /// Payload bytes.
+    pub payload_bytes: usize,
+    /// MQTT protocol level (4 or 5).
+    pub mqtt_version: u8,
+    /// Offered rate per publisher (0: as fast as the inflight window allows).
+    pub rate_per_publisher: u64,
+    /// Measurement window in seconds.
+    pub window_seconds: f64,
+    /// Messages delivered to subscribers inside the window, per second.
+    pub delivered_per_second: f64,
+    /// PUBLISHes sent over the whole run.
+    pub sent: u64,
+    /// PUBLISHes acknowledged (PUBACK / PUBCOMP; QoS 0: equal to sent).
+    pub acknowledged: u64,
+    /// Distinct messages delivered over the whole run.
+    pub delivered: u64,
+    /// Acknowledged messages never delivered (exact for QoS 1 and 2).
+    pub lost: u64,
+    /// Messages delivered more than once.
+    pub duplicated: u64,
+    /// Messages delivered after a later one of the same publisher.
+    pub out_of_order: u64,
+    /// End-to-end latency, publish to delivery, inside the window.
+    pub latency: Percentiles,
+    /// PUBLISH to PUBACK/PUBCOMP round trip, inside the window (QoS 1/2).
+    pub ack_latency: Percentiles,
+    /// Broker CPU seconds used inside the window (when --broker-pid is given).
+    pub broker_cpu_seconds: Option<f64>,
+    /// Broker CPU microseconds per delivered message.
+    pub broker_cpu_us_per_message: Option<f64>,
+    /// Broker peak RSS (VmHWM) at the end, bytes.
+    pub broker_peak_rss_bytes: Option<u64>,
+    /// The load generator's own CPU seconds inside the window.
+    pub loadgen_cpu_seconds: f64,
+}
+
+impl Report {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let line = |s: &mut String, k: &str, v: String| s.push_str(&format!("{k:<28} {v}\n"));
+        line(
+            &mut s,
+            "scenario",
+            format!(
+                "{} x{} QoS {} {} B v{}",
+                self.scenario, self.pairs, self.qos, self.payload_bytes, self.mqtt_version
+            ),
+        );
+        line(
+            &mut s,
+            "delivered msg/s",
+            format!("{:.0}", self.delivered_per_second),
+        );
+        line(
+            &mut s,
+            "sent / acked / delivered",
+            format!("{} / {} / {}", self.sent, self.acknowledged, self.delivered),
+        );
+        line(
+            &mut s,
+            "lost / duplicated / ooo",
+            format!(
+                "{} / {} / {}",
+                self.lost, self.duplicated, self.out_of_order
+            ),
+        );
+        let p = &self.latency;
+        line(
+            &mut s,
+            "latency us p50/p90/p99/p999/max",
+            format!(
+                "{:.0} / {:.0} / {:.0} / {:.0} / {:.0}",
+                p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us
+            ),
+        );
+        let a = &self.ack_latency;
+        if a.count > 0 {
+            line(
+                &mut s,
+                "ack rtt us p50/p99/max",
+                format!("{:.0} / {:.0} / {:.0}", a.p50_us, a.p99_us, a.max_us),
+            );
+        }
+        if let (Some(cpu), Some(per)) = (self.broker_cpu_seconds, self.broker_cpu_us_per_message) {
+            line(&mut s, "broker cpu", format!("{cpu:.2} s, {per:.2} us/msg"));
+        }
+        if let Some(rss) = self.broker_peak_rss_bytes {
+            line(
+                &mut s,
+                "broker peak rss",
+                format!("{:.1} MiB", rss as f64 / 1048576.0),
+            );
+        }
+        line(
+            &mut s,
+            "loadgen cpu",
+            format!("{:.2} s", self.loadgen_cpu_seconds),
+        );
+        s
+    }
+}
