@@ -43,8 +43,7 @@ fn refuse(shard: &mut Shard, id: ConnId, version: ProtocolVersion, reason: Reaso
         conn.decoder.version = version;
         let _ = Packet::ConnAck(ack).encode(version, &mut conn.out);
     }
-    shard.stats.protocol_errors += 1;
-    shard.close(id, None, why);
+    shard.reject(id, None, why);
 }
 
 /// CONNECT on the shard the socket was accepted on.

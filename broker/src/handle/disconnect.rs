@@ -11,8 +11,7 @@ pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
         if let Some(session) = sid.and_then(|sid| shard.session_mut(sid)) {
             if session.expiry_interval == 0 && secs != 0 {
                 // [MQTT-3.14.2-2]: a session that was to end at disconnect cannot be extended.
-                shard.stats.protocol_errors += 1;
-                return shard.close(
+                return shard.reject(
                     id,
                     Some(ReasonCode::PROTOCOL_ERROR),
                     "session expiry set at DISCONNECT after 0 at CONNECT",

@@ -18,16 +18,14 @@ pub(crate) fn packet(shard: &mut Shard, id: ConnId, packet: Packet) {
     match packet {
         Packet::Connect(c) if !connected => connect::on_connect(shard, id, c),
         Packet::Connect(_) => {
-            shard.stats.protocol_errors += 1;
-            shard.close(
+            shard.reject(
                 id,
                 Some(ReasonCode::PROTOCOL_ERROR),
                 "second CONNECT [MQTT-3.1.0-2]",
             );
         }
         _ if !connected => {
-            shard.stats.protocol_errors += 1;
-            shard.close(id, None, "packet before CONNECT [MQTT-3.1.0-1]");
+            shard.reject(id, None, "packet before CONNECT [MQTT-3.1.0-1]");
         }
         Packet::Publish(p) => publish::on_publish(shard, id, p),
         Packet::PubResp(r) => ack::on_pub_resp(shard, id, r),
@@ -36,16 +34,14 @@ pub(crate) fn packet(shard: &mut Shard, id: ConnId, packet: Packet) {
         Packet::PingReq => reply(shard, id, &Packet::PingResp),
         Packet::Disconnect(d) => disconnect::on_disconnect(shard, id, d),
         Packet::Auth(_) => {
-            shard.stats.protocol_errors += 1;
-            shard.close(
+            shard.reject(
                 id,
                 Some(ReasonCode::PROTOCOL_ERROR),
                 "AUTH without an authentication method",
             );
         }
         Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
-            shard.stats.protocol_errors += 1;
-            shard.close(
+            shard.reject(
                 id,
                 Some(ReasonCode::PROTOCOL_ERROR),
                 "server-to-client packet from a client",

@@ -14,16 +14,14 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
     };
     if p.properties.topic_alias.is_some() {
         // CONNACK announced a topic alias maximum of 0 [MQTT-3.3.2-9].
-        shard.stats.protocol_errors += 1;
-        return shard.close(
+        return shard.reject(
             id,
             Some(ReasonCode::TOPIC_ALIAS_INVALID),
             "topic alias sent but not allowed",
         );
     }
     if !p.properties.subscription_identifiers.is_empty() {
-        shard.stats.protocol_errors += 1;
-        return shard.close(
+        return shard.reject(
             id,
             Some(ReasonCode::PROTOCOL_ERROR),
             "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]",
@@ -43,8 +41,7 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
             );
         }
         if session.inbound_qos2_len() > max_inbound {
-            shard.stats.protocol_errors += 1;
-            return shard.close(
+            return shard.reject(
                 id,
                 Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
                 "receive maximum exceeded [MQTT-3.3.4-9]",

@@ -14,7 +14,12 @@ use crate::ids::{SessionId, ShardId};
 
 #[derive(Debug, Default)]
 struct Node {
+    /// Children by literal level.
     children: FxHashMap<ByteString, Node>,
+    /// The `+` child, kept apart so matching needs no hash lookup for it.
+    plus: Option<Box<Node>>,
+    /// The `#` child, likewise.
+    hash: Option<Box<Node>>,
     local: Vec<(SessionId, SubscriptionOptions)>,
     /// Bit per peer shard that has subscribers for the filter ending here.
     remote: u64,
@@ -22,7 +27,37 @@ struct Node {
 
 impl Node {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.local.is_empty() && self.remote == 0
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.hash.is_none()
+            && self.local.is_empty()
+            && self.remote == 0
+    }
+
+    fn child_mut(&mut self, level: &str) -> Option<&mut Node> {
+        match level {
+            "+" => self.plus.as_deref_mut(),
+            "#" => self.hash.as_deref_mut(),
+            _ => self.children.get_mut(level),
+        }
+    }
+
+    fn child_or_insert(&mut self, level: &str) -> &mut Node {
+        match level {
+            "+" => self.plus.get_or_insert_with(Box::default),
+            "#" => self.hash.get_or_insert_with(Box::default),
+            _ => self.children.entry(ByteString::from(level)).or_default(),
+        }
+    }
+
+    fn remove_child(&mut self, level: &str) {
+        match level {
+            "+" => self.plus = None,
+            "#" => self.hash = None,
+            _ => {
+                self.children.remove(level);
+            }
+        }
     }
 }
 
@@ -125,7 +160,7 @@ impl Router {
     ) {
         let wildcards = !(at_root && dollar);
         if wildcards {
-            if let Some(hash) = node.children.get("#") {
+            if let Some(hash) = node.hash.as_deref() {
                 out.extend_from_slice(&hash.local);
                 *remote |= hash.remote;
             }
@@ -140,7 +175,7 @@ impl Router {
                 out.extend_from_slice(&child.local);
                 *remote |= child.remote;
                 // "a/#" also matches "a".
-                if let Some(hash) = child.children.get("#") {
+                if let Some(hash) = child.hash.as_deref() {
                     out.extend_from_slice(&hash.local);
                     *remote |= hash.remote;
                 }
@@ -150,16 +185,16 @@ impl Router {
             visit(child);
         }
         if wildcards {
-            if let Some(child) = node.children.get("+") {
+            if let Some(child) = node.plus.as_deref() {
                 visit(child);
             }
         }
     }
 
     fn node_mut<'a>(root: &'a mut Node, filter: &str) -> &'a mut Node {
-        filter.split('/').fold(root, |node, level| {
-            node.children.entry(ByteString::from(level)).or_default()
-        })
+        filter
+            .split('/')
+            .fold(root, |node, level| node.child_or_insert(level))
     }
 
     /// Applies `f` to the node of `filter` if it exists, then prunes empty nodes on the way
@@ -169,7 +204,7 @@ impl Router {
             Some((level, rest)) => (level, Some(rest)),
             None => (filter, None),
         };
-        let Some(child) = node.children.get_mut(level) else {
+        let Some(child) = node.child_mut(level) else {
             return;
         };
         match rest {
@@ -177,7 +212,7 @@ impl Router {
             None => f(child),
         }
         if child.is_empty() {
-            node.children.remove(level);
+            node.remove_child(level);
         }
     }
 }

@@ -445,10 +445,9 @@ impl Shard {
                 Ok(Some(packet)) => crate::handle::packet(self, id, packet),
                 Ok(None) => return,
                 Err(e) => {
-                    self.stats.protocol_errors += 1;
                     let connected = self.conn_mut(id).is_some_and(|c| c.session.is_some());
                     if connected {
-                        self.close(id, Some(e.reason_code()), &format!("malformed packet: {e}"));
+                        self.reject(id, Some(e.reason_code()), &format!("malformed packet: {e}"));
                     } else {
                         crate::handle::connect::refuse_undecodable(self, id, e);
                     }
@@ -485,15 +484,25 @@ impl Shard {
             .and_then(|sid| self.sessions.get(sid.0 as usize))
             .and_then(Option::as_ref)
             .map(|s| s.client_id.clone());
-        if reason.is_some_and(|r| !r.is_success()) {
-            tracing::info!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
-        } else {
-            tracing::debug!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
-        }
+        tracing::debug!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
         if let Some(sid) = session {
             self.session_disconnected(sid, id);
         }
         self.mark_dirty(id);
+    }
+
+    /// Closes a connection for bad input or a protocol violation: counted, and logged as one
+    /// line at info level naming the client (if known) and the rule.
+    pub(crate) fn reject(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
+        self.stats.protocol_errors += 1;
+        let client = self
+            .conn_mut(id)
+            .and_then(|c| c.session)
+            .and_then(|sid| self.sessions.get(sid.0 as usize))
+            .and_then(Option::as_ref)
+            .map(|s| s.client_id.clone());
+        tracing::info!(shard = self.id.0, client = ?client.as_deref(), reason = ?reason.map(|r| r.0), "rejecting connection: {why}");
+        self.close(id, reason, why);
     }
 
     pub(crate) fn mark_dirty(&mut self, id: ConnId) {
@@ -727,11 +736,9 @@ impl Shard {
             Delivery::Dropped | Delivery::QueuedDroppedOldest => self.stats.dropped += 1,
             Delivery::Overflow => {
                 if let Some(id) = session.conn {
-                    self.close(
-                        id,
-                        Some(ReasonCode::QUOTA_EXCEEDED),
-                        "client is not keeping up: session queue full",
-                    );
+                    let (client, queued) = (session.client_id.clone(), session.queued_len());
+                    tracing::info!(shard = self.id.0, client = %client, queued, "disconnecting a client that is not keeping up: session queue full");
+                    self.close(id, Some(ReasonCode::QUOTA_EXCEEDED), "session queue full");
                 }
             }
         }
@@ -879,6 +886,7 @@ impl Shard {
             }
         }
         for (id, reason, why) in expired {
+            tracing::info!(shard = self.id.0, "closing connection: {why}");
             self.close(id, reason, why);
         }
         let expired_sessions: Vec<SessionId> = self
