@@ -470,3 +470,62 @@ fn batched_waits_still_deliver_promptly() {
         sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
     }
 }
+
+#[test]
+fn full_peer_queue_pauses_the_publisher_and_loses_nothing() {
+    // Tiny shard-to-shard queues: the publisher's shard must stop reading rather than drop.
+    let broker = Broker::start(&[
+        "--peer-queue-count-max",
+        "16",
+        "--peer-queue-bytes-max",
+        "65536",
+        "--session-queue-count-max",
+        "100000",
+    ]);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on("bpsub", 0), true);
+    sub.subscribe("bp", QoS::AtLeastOnce);
+    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("bppub", 1), true);
+    let total = 5000u32;
+    let payload = vec![0u8; 1000];
+    let writer = {
+        let mut stream = publ.stream.try_clone().unwrap();
+        let payload = payload.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut out = bytes::BytesMut::new();
+            for i in 0..total {
+                let mut p = payload.clone();
+                p[..4].copy_from_slice(&i.to_be_bytes());
+                let publish = net::codec::Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: "bp".into(),
+                    packet_id: PacketId::new((i % 60_000 + 1) as u16),
+                    properties: Default::default(),
+                    payload: p.into(),
+                };
+                Packet::Publish(publish).encode(V4, &mut out).unwrap();
+            }
+            stream.write_all(&out).unwrap();
+        })
+    };
+    for i in 0..total {
+        let p = sub.recv_publish();
+        assert_eq!(
+            u32::from_be_bytes(p.payload[..4].try_into().unwrap()),
+            i,
+            "in order, none lost"
+        );
+        sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
+    }
+    writer.join().unwrap();
+    let mut acks = 0;
+    while acks < total {
+        match publ.recv() {
+            Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubAck => acks += 1,
+            Some(_) => {}
+            None => panic!("publisher disconnected"),
+        }
+    }
+}

@@ -25,6 +25,10 @@ use crate::accounting::PairAccount;
 use crate::procstat;
 use crate::report::{Percentiles, Report};
 
+/// Keep alive announced in CONNECT (some brokers refuse 0); every client sends PINGREQ at
+/// half this interval.
+const KEEP_ALIVE_SECS: u16 = 60;
+
 /// Bytes at the start of every payload: sequence number and send time (ns since start).
 pub const PAYLOAD_HEADER_BYTES: usize = 16;
 
@@ -105,7 +109,7 @@ fn handshake(
     let connect = Connect {
         version,
         clean_start: true,
-        keep_alive: 0,
+        keep_alive: KEEP_ALIVE_SECS,
         properties: Default::default(),
         client_id: client_id.into(),
         will: None,
@@ -235,6 +239,7 @@ struct Run {
     ack_latency: Histogram<u64>,
     dirty: Vec<usize>,
     last_tick: Instant,
+    last_ping: Instant,
 }
 
 impl Run {
@@ -310,6 +315,16 @@ impl Run {
         let now = Instant::now();
         let dt = now.duration_since(self.last_tick).as_secs_f64();
         self.last_tick = now;
+        if now.duration_since(self.last_ping) >= Duration::from_secs(u64::from(KEEP_ALIVE_SECS / 2))
+        {
+            self.last_ping = now;
+            for i in 0..self.clients.len() {
+                if let Some(c) = self.clients.get_mut(i) {
+                    c.out.put_slice(&[0xC0, 0x00]);
+                }
+                self.mark(i);
+            }
+        }
         if !self.publishing || self.cfg.rate == 0 {
             return;
         }
@@ -572,6 +587,7 @@ pub fn run_p2p(cfg: P2p) -> anyhow::Result<Report> {
         ack_latency: Histogram::new_with_bounds(1, 60_000_000_000, 3)?,
         dirty: Vec::new(),
         last_tick: Instant::now(),
+        last_ping: Instant::now(),
     };
     for i in 0..run.clients.len() {
         if let Some(c) = run.clients.get_mut(i) {

@@ -70,6 +70,9 @@ impl ShardMsg {
 struct PeerQueue {
     queue: ArrayQueue<ShardMsg>,
     consumed_bytes: AtomicU64,
+    /// Set by a producer that found the queue full; the consumer rings the producer's
+    /// doorbell after draining, so a paused shard resumes as soon as there is room.
+    producer_waiting: AtomicBool,
 }
 
 /// Everything the shards share: built once, read-only afterwards (queues are internally
@@ -95,6 +98,7 @@ impl MeshShared {
                         (from != to).then(|| PeerQueue {
                             queue: ArrayQueue::new(capacity),
                             consumed_bytes: AtomicU64::new(0),
+                            producer_waiting: AtomicBool::new(false),
                         })
                     })
                     .collect()
@@ -176,9 +180,27 @@ impl Mesh {
         let Some(pushed) = self.pushed_bytes.get_mut(peer.index()) else {
             return Err(msg);
         };
-        let queued = pushed.saturating_sub(pq.consumed_bytes.load(Ordering::Acquire));
         let weight = msg.weight();
-        if queued > 0 && queued + weight > self.shared.queue_bytes_max {
+        let fits = |pushed: u64| {
+            let queued = pushed.saturating_sub(pq.consumed_bytes.load(Ordering::SeqCst));
+            queued == 0 || queued + weight <= self.shared.queue_bytes_max
+        };
+        let msg = if fits(*pushed) {
+            match pq.queue.push(msg) {
+                Ok(()) => {
+                    *pushed += weight;
+                    self.to_wake |= peer.bit();
+                    return Ok(());
+                }
+                Err(msg) => msg,
+            }
+        } else {
+            msg
+        };
+        // Full: ask the consumer for a wake-up, then look once more, in case it drained
+        // between the first look and the request.
+        pq.producer_waiting.store(true, Ordering::SeqCst);
+        if !fits(*pushed) {
             return Err(msg);
         }
         pq.queue.push(msg)?;
@@ -227,7 +249,10 @@ impl Mesh {
                 taken += 1;
             }
             if *drained != before {
-                pq.consumed_bytes.store(*drained, Ordering::Release);
+                pq.consumed_bytes.store(*drained, Ordering::SeqCst);
+                if pq.producer_waiting.swap(false, Ordering::SeqCst) {
+                    self.to_wake |= 1u64.checked_shl(from as u32).unwrap_or(0);
+                }
             }
         }
         taken
