@@ -212,6 +212,12 @@ fn assert_byte_exact(captured: &[Captured], version: ProtocolVersion) {
     }
 }
 
+/// Asserts byte-exact re-encoding, then records the capture as a fixture if asked to.
+fn check_and_record(name: &str, provenance: &str, version: ProtocolVersion, captured: &[Captured]) {
+    assert_byte_exact(captured, version);
+    maybe_write_fixture(name, provenance, version, captured);
+}
+
 fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -310,8 +316,7 @@ fn live_mosquitto_pub_v311_with_will_and_credentials() {
         (&*p.topic, &p.payload[..], p.qos),
         ("sensors/temp", &b"21.5"[..], QoS::AtLeastOnce)
     );
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "mosquitto_pub_v311",
         &format!("{}: mosquitto_pub {}", mosquitto_version(), args.join(" ")),
         version,
@@ -379,8 +384,7 @@ fn live_mosquitto_pub_v5_qos2_with_properties() {
     assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(p.properties.user_properties.len(), 1);
     assert_eq!(&*p.properties.user_properties[0].0, "site");
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "mosquitto_pub_v5",
         &format!("{}: mosquitto_pub {}", mosquitto_version(), args.join(" ")),
         version,
@@ -409,8 +413,7 @@ fn live_mosquitto_pub_v31() {
     let (captured, version) = run("mosquitto_pub", &args);
     assert_eq!(version, ProtocolVersion::V31);
     assert_eq!(kinds(&captured), ["Connect", "Publish", "Disconnect"]);
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "mosquitto_pub_v31",
         &format!("{}: mosquitto_pub {}", mosquitto_version(), args.join(" ")),
         version,
@@ -454,8 +457,7 @@ fn live_mosquitto_sub_v5_subscription_options() {
     let filters: Vec<&str> = s.filters.iter().map(|(f, _)| &**f).collect();
     assert_eq!(filters, ["a/+/c", "x/#"]);
     assert!(s.filters.iter().all(|(_, o)| o.qos == QoS::AtLeastOnce));
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "mosquitto_sub_v5",
         &format!("{}: mosquitto_sub {}", mosquitto_version(), args.join(" ")),
         version,
@@ -500,8 +502,7 @@ fn live_paho_v311_session() {
         (&*c.client_id, c.username.as_deref()),
         ("paho-fixture", Some("alice"))
     );
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "paho_v311",
         &format!(
             "{}: tests/clients/paho_session.py PORT v311",
@@ -547,8 +548,7 @@ fn live_paho_v5_session() {
             Some(&[1u8, 2][..])
         );
     }
-    assert_byte_exact(&captured, version);
-    maybe_write_fixture(
+    check_and_record(
         "paho_v5",
         &format!("{}: tests/clients/paho_session.py PORT v5", paho_version()),
         version,

@@ -29,6 +29,9 @@ use crate::report::{Percentiles, Report};
 /// half this interval.
 const KEEP_ALIVE_SECS: u16 = 60;
 
+/// The largest payload a run may use.
+pub const PAYLOAD_BYTES_MAX: usize = 16 << 20;
+
 /// Bytes at the start of every payload: sequence number and send time (ns since start).
 pub const PAYLOAD_HEADER_BYTES: usize = 16;
 
@@ -200,18 +203,8 @@ pub fn put_publish(
     }
     out.reserve(5 + remaining);
     out.put_u8(0x30 | (qos as u8) << 1);
-    let mut v = remaining;
-    loop {
-        let mut b = (v & 0x7F) as u8;
-        v >>= 7;
-        if v > 0 {
-            b |= 0x80;
-        }
-        out.put_u8(b);
-        if v == 0 {
-            break;
-        }
-    }
+    // run_p2p caps payloads at PAYLOAD_BYTES_MAX, far below what a remaining length can express.
+    let _ = net::codec::put_variable_int(out, remaining);
     out.put_u16(topic.len() as u16);
     out.put_slice(topic);
     if qos != QoS::AtMostOnce {

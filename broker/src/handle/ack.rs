@@ -9,10 +9,7 @@ pub(crate) fn on_pub_resp(shard: &mut Shard, id: ConnId, r: PubResp) {
     let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
         return;
     };
-    let (Some(Some(session)), Some(Some(conn))) = (
-        shard.sessions.get_mut(sid.0 as usize),
-        shard.conns.get_mut(id.slot as usize),
-    ) else {
+    let Some((session, conn)) = shard.session_and_conn(sid, id) else {
         return;
     };
     match r.kind {

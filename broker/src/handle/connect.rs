@@ -178,10 +178,7 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     };
     reply(shard, id, &Packet::ConnAck(ack));
     // Resume: unacknowledged messages again (DUP), then the queue.
-    if let (Some(Some(session)), Some(Some(conn))) = (
-        shard.sessions.get_mut(sid.0 as usize),
-        shard.conns.get_mut(id.slot as usize),
-    ) {
+    if let Some((session, conn)) = shard.session_and_conn(sid, id) {
         session.resume(&mut conn.out);
     }
     tracing::debug!(shard = shard.id.0, client = %connect.client_id, session_present, "client connected");

@@ -242,10 +242,7 @@ impl Shard {
     // ---- connections -------------------------------------------------------------------
 
     pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
+        lookup(&mut self.conns, id)
     }
 
     fn add_conn(&mut self, fd: OwnedFd) -> ConnId {
@@ -329,11 +326,7 @@ impl Shard {
     }
 
     fn arm_recv(&mut self, id: ConnId) {
-        let Some(conn) = self
-            .conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-        else {
+        let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
         if conn.recv != RecvState::Idle || conn.closing || conn.fd.is_none() {
@@ -351,12 +344,7 @@ impl Shard {
 
     fn on_recv(&mut self, id: ConnId, c: &Completion) {
         let len = usize::try_from(c.result).unwrap_or(0);
-        let Some(conn) = self
-            .conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|x| x.id == id)
-        else {
+        let Some(conn) = lookup(&mut self.conns, id) else {
             if let Some(bid) = c.buffer_id() {
                 self.ring.recycle(bid);
             }
@@ -400,12 +388,7 @@ impl Shard {
     fn after_recv(&mut self, id: ConnId) {
         let limit = self.config.packet_bytes_max + self.config.recv_buffer_bytes as usize;
         let paused = !self.blocked.is_empty();
-        let Some(conn) = self
-            .conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|c| c.id == id)
-        else {
+        let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
         if conn.closing {
@@ -518,12 +501,7 @@ impl Shard {
     fn flush(&mut self) {
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
-            let Some(conn) = self
-                .conns
-                .get_mut(id.slot as usize)
-                .and_then(Option::as_mut)
-                .filter(|c| c.id == id)
-            else {
+            let Some(conn) = lookup(&mut self.conns, id) else {
                 continue;
             };
             conn.dirty = false;
@@ -541,12 +519,7 @@ impl Shard {
 
     fn on_send(&mut self, id: ConnId, c: Completion) {
         let Some(mut buf) = c.send_buf else { return };
-        let Some(conn) = self
-            .conns
-            .get_mut(id.slot as usize)
-            .and_then(Option::as_mut)
-            .filter(|x| x.id == id)
-        else {
+        let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
         conn.sending = 0;
@@ -584,14 +557,10 @@ impl Shard {
     /// Gives a session's queued messages a chance to go out (after acks or a drained outbox).
     pub(crate) fn refill(&mut self, sid: SessionId, id: ConnId) {
         let max = self.config.outbox_bytes_max;
-        let (Some(Some(session)), Some(Some(conn))) = (
-            self.sessions.get_mut(sid.0 as usize),
-            self.conns.get_mut(id.slot as usize),
-        ) else {
+        let Some((session, conn)) = self.session_and_conn(sid, id) else {
             return;
         };
-        if conn.id != id || conn.closing || conn.outbox_bytes() >= max || session.queued_len() == 0
-        {
+        if conn.closing || conn.outbox_bytes() >= max || session.queued_len() == 0 {
             return;
         }
         let before = conn.out.len();
@@ -602,6 +571,20 @@ impl Shard {
     }
 
     // ---- sessions ----------------------------------------------------------------------
+
+    /// A session and its connection together (disjoint borrows of the shard).
+    pub(crate) fn session_and_conn(
+        &mut self,
+        sid: SessionId,
+        id: ConnId,
+    ) -> Option<(&mut Session, &mut Conn)> {
+        let session = self
+            .sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)?;
+        let conn = lookup(&mut self.conns, id)?;
+        Some((session, conn))
+    }
 
     pub(crate) fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
         self.sessions
@@ -717,12 +700,7 @@ impl Shard {
         let retain = options.retain_as_published && message.retain;
         let conn = session
             .conn
-            .and_then(|id| {
-                self.conns
-                    .get_mut(id.slot as usize)
-                    .and_then(Option::as_mut)
-                    .filter(|c| c.id == id)
-            })
+            .and_then(|id| lookup(&mut self.conns, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
         match session.deliver(message, qos, retain, conn.map(|c| &mut c.out)) {
@@ -919,6 +897,15 @@ impl Shard {
         }
         self.flush();
     }
+}
+
+/// The live connection `id` in `conns` (slot and generation match). A free function so callers
+/// can borrow the connections apart from the rest of the shard.
+pub(crate) fn lookup(conns: &mut [Option<Conn>], id: ConnId) -> Option<&mut Conn> {
+    conns
+        .get_mut(id.slot as usize)
+        .and_then(Option::as_mut)
+        .filter(|c| c.id == id)
 }
 
 /// Appends `packet` to a connection's output buffer and queues it for sending.

@@ -43,6 +43,12 @@ pub use subscribe::{
 };
 pub use wire::FixedHeader;
 
+/// Appends a variable byte integer (at most 268,435,455) to `out`: for tools that write packet
+/// headers by hand.
+pub fn put_variable_int(out: &mut BytesMut, value: usize) -> Result<(), EncodeError> {
+    put_varint(out, value)
+}
+
 pub(crate) use wire::min_byte;
 use wire::{put_varint, varint_len, Reader};
 
