@@ -41,6 +41,11 @@ impl PairAccount {
         true
     }
 
+    /// Distinct sequence numbers received.
+    pub fn distinct(&self) -> u64 {
+        self.received - self.duplicates
+    }
+
     /// Whether `seq` arrived.
     pub fn has(&self, seq: u64) -> bool {
         self.seen

@@ -1,14 +1,17 @@
-//! ringmq tools: the load generator `ringmq-bench` (issue 5 grows it into the comparison
-//! runner and BENCHMARKS.md).
+//! ringmq tools: the load generator `ringmq-bench` and its comparison runner.
 //!
 //! # Layout
 //! - [`loadgen`]: the io_uring client loop that drives thousands of MQTT connections from one
-//!   thread, and the P2P scenario.
+//!   thread; scenarios (p2p, fan-in, fan-out, conn).
 //! - [`accounting`]: exact per-pair sequence accounting (lost, duplicated, out of order).
 //! - [`procstat`]: a process's CPU seconds and RSS from /proc.
 //! - [`report`]: the result, as a table and as JSON.
+//! - [`relay`]: a trivial MQTT relay, the baseline the generator and brokers are measured
+//!   against.
+//! - [`compare`]: the comparison runner and BENCHMARKS.md.
 
 pub mod accounting;
 pub mod loadgen;
 pub mod procstat;
+pub mod relay;
 pub mod report;

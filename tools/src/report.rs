@@ -39,16 +39,20 @@ impl Percentiles {
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
-    /// Publisher/subscriber pairs (or clients, per scenario).
-    pub pairs: usize,
+    /// Publishing clients.
+    pub publishers: usize,
+    /// Subscribing clients.
+    pub subscribers: usize,
     /// QoS used.
     pub qos: u8,
     /// Payload bytes.
     pub payload_bytes: usize,
     /// MQTT protocol level (4 or 5).
     pub mqtt_version: u8,
-    /// Offered rate per publisher (0: as fast as the inflight window allows).
-    pub rate_per_publisher: u64,
+    /// Offered rate per publisher, msg/s (0: as fast as the inflight window allows).
+    pub rate_per_publisher: f64,
+    /// Subscribers used persistent sessions.
+    pub persistent: bool,
     /// Measurement window in seconds.
     pub window_seconds: f64,
     /// Messages delivered to subscribers inside the window, per second.
@@ -88,10 +92,25 @@ impl Report {
             &mut s,
             "scenario",
             format!(
-                "{} x{} QoS {} {} B v{}",
-                self.scenario, self.pairs, self.qos, self.payload_bytes, self.mqtt_version
+                "{} {} pub / {} sub, QoS {}, {} B, MQTT {}{}",
+                self.scenario,
+                self.publishers,
+                self.subscribers,
+                self.qos,
+                self.payload_bytes,
+                if self.mqtt_version == 5 { "5" } else { "3.1.1" },
+                if self.persistent { ", persistent" } else { "" }
             ),
         );
+        let offered = if self.rate_per_publisher > 0.0 {
+            format!(
+                "{:.0} msg/s",
+                self.rate_per_publisher * self.publishers as f64
+            )
+        } else {
+            "max".to_string()
+        };
+        line(&mut s, "offered", offered);
         line(
             &mut s,
             "delivered msg/s",
@@ -142,6 +161,56 @@ impl Report {
             "loadgen cpu",
             format!("{:.2} s", self.loadgen_cpu_seconds),
         );
+        s
+    }
+}
+
+/// What the connection scenario measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConnReport {
+    /// Connections opened (each CONNECT acknowledged).
+    pub clients: usize,
+    /// Parallel connectors.
+    pub workers: usize,
+    /// Seconds from the first connect to the last CONNACK.
+    pub seconds: f64,
+    /// Connections per second.
+    pub per_second: f64,
+    /// CONNECT to CONNACK latency.
+    pub connack_latency: Percentiles,
+    /// Broker RSS before connecting, bytes.
+    pub broker_rss_before: Option<u64>,
+    /// Broker RSS with every client connected, bytes.
+    pub broker_rss_after: Option<u64>,
+    /// (after - before) / clients.
+    pub broker_bytes_per_connection: Option<f64>,
+    /// Broker CPU seconds spent accepting them.
+    pub broker_cpu_seconds: Option<f64>,
+}
+
+impl ConnReport {
+    /// The human table.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "{:<28} {} ({} workers)\n{:<28} {:.1} s, {:.0} conn/s\n{:<28} {:.0} / {:.0} / {:.0} us\n",
+            "connections",
+            self.clients,
+            self.workers,
+            "time",
+            self.seconds,
+            self.per_second,
+            "connack p50/p99/max",
+            self.connack_latency.p50_us,
+            self.connack_latency.p99_us,
+            self.connack_latency.max_us
+        );
+        if let Some(b) = self.broker_bytes_per_connection {
+            s.push_str(&format!(
+                "{:<28} {:.1} KiB\n",
+                "broker memory / connection",
+                b / 1024.0
+            ));
+        }
         s
     }
 }

@@ -1,17 +1,23 @@
-//! `ringmq-bench`: MQTT load generator. Today: the `p2p` scenario (issue 5 adds fan-in,
-//! fan-out, conn, and the comparison runner).
+//! `ringmq-bench`: MQTT load generator, trivial relay, and comparison runner.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use net::codec::{ProtocolVersion, QoS};
-use tools::loadgen::{run_p2p, P2p};
+use tools::loadgen::conn::{run_conn, ConnLoad};
+use tools::loadgen::topology::Topology;
+use tools::loadgen::{run, Load};
 
 #[derive(Debug, Parser)]
-#[command(version, about = "MQTT load generator for ringmq and other brokers")]
+#[command(
+    version,
+    about = "MQTT load generator, trivial relay and comparison runner"
+)]
 struct Cli {
     #[command(subcommand)]
-    scenario: Scenario,
+    command: Command,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -22,38 +28,133 @@ enum Version {
     V5,
 }
 
+impl From<Version> for ProtocolVersion {
+    fn from(v: Version) -> Self {
+        match v {
+            Version::V311 => ProtocolVersion::V311,
+            Version::V5 => ProtocolVersion::V5,
+        }
+    }
+}
+
+/// Knobs shared by the message scenarios.
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Broker host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    addr: SocketAddr,
+    /// QoS 0, 1 or 2.
+    #[arg(long, default_value_t = 1)]
+    qos: u8,
+    /// Payload bytes (16 to 16 MiB).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Messages per second per publisher; 0 = as fast as the window allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Unacknowledged messages per publisher (QoS 1/2) or per send (QoS 0).
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Warm-up seconds (not measured).
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds allowed after the window for the last deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// MQTT version.
+    #[arg(long, value_enum, default_value = "3.1.1")]
+    mqtt: Version,
+    /// Broker pid: report its CPU per message and peak RSS.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Subscribers use persistent sessions.
+    #[arg(long)]
+    persistent: bool,
+    /// With --persistent: seconds the subscribers stay offline from the start of the window.
+    #[arg(long)]
+    offline: Option<f64>,
+    /// Client id prefix (runs against one broker must not share it).
+    #[arg(long, default_value = "rb")]
+    client_prefix: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    fn load(&self) -> anyhow::Result<Load> {
+        Ok(Load {
+            addr: self.addr,
+            qos: QoS::from_bits(self.qos)
+                .ok_or_else(|| anyhow::anyhow!("--qos must be 0, 1 or 2"))?,
+            payload_bytes: self.payload,
+            rate: self.rate,
+            inflight: self.inflight,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            drain: Duration::from_secs_f64(self.drain),
+            version: self.mqtt.into(),
+            broker_pid: self.broker_pid,
+            persistent: self.persistent,
+            offline: self.offline.map(Duration::from_secs_f64),
+        })
+    }
+}
+
 #[derive(Debug, Subcommand)]
-enum Scenario {
+enum Command {
     /// N publishers, N subscribers; publisher i -> its own topic -> subscriber i.
     P2p {
-        /// Broker host:port.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        addr: std::net::SocketAddr,
         /// Publisher/subscriber pairs.
         #[arg(long, default_value_t = 100)]
         pairs: usize,
-        /// QoS 0, 1 or 2.
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Many publishers, few subscribers (each sees every message, or with --shared one
+    /// $share group sees each message once).
+    FanIn {
+        /// Publishers.
+        #[arg(long, default_value_t = 100)]
+        publishers: usize,
+        /// Subscribers.
+        #[arg(long, default_value_t = 2)]
+        subscribers: usize,
+        /// The subscribers form one shared subscription group.
+        #[arg(long)]
+        shared: bool,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Few publishers, many subscribers, every subscriber sees every message.
+    FanOut {
+        /// Publishers.
         #[arg(long, default_value_t = 1)]
-        qos: u8,
-        /// Payload bytes (at least 16).
-        #[arg(long, default_value_t = 64)]
-        payload: usize,
-        /// Messages per second per publisher; 0 = as fast as the window allows.
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Unacknowledged messages per publisher (QoS 1/2) or per send (QoS 0).
-        #[arg(long, default_value_t = 64)]
-        inflight: usize,
-        /// Warm-up seconds (not measured).
-        #[arg(long, default_value_t = 2.0)]
-        warmup: f64,
-        /// Measured seconds.
-        #[arg(long, default_value_t = 10.0)]
-        duration: f64,
+        publishers: usize,
+        /// Subscribers.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Open many connections: connection rate, CONNACK latency, broker memory per connection.
+    Conn {
+        /// Broker host:port.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        addr: SocketAddr,
+        /// Connections (stay under the open-file limit).
+        #[arg(long, default_value_t = 5000)]
+        clients: usize,
+        /// Parallel connector threads.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
         /// MQTT version.
         #[arg(long, value_enum, default_value = "3.1.1")]
         mqtt: Version,
-        /// Broker pid: report its CPU per message and peak RSS.
+        /// Broker pid, for memory per connection.
         #[arg(long)]
         broker_pid: Option<u32>,
         /// Client id prefix.
@@ -61,51 +162,79 @@ enum Scenario {
         client_prefix: String,
         /// Also write the report as JSON to this file.
         #[arg(long)]
-        json: Option<std::path::PathBuf>,
+        json: Option<PathBuf>,
     },
+    /// A trivial single-threaded MQTT relay (exact topics, no sessions): the baseline.
+    Relay {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:18839")]
+        listen: SocketAddr,
+    },
+}
+
+fn write_json<T: serde::Serialize>(path: Option<&PathBuf>, value: &T) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.scenario {
-        Scenario::P2p {
+    let (topology, args) = match cli.command {
+        Command::P2p { pairs, load } => (Topology::p2p(pairs, &load.client_prefix), load),
+        Command::FanIn {
+            publishers,
+            subscribers,
+            shared,
+            load,
+        } => (
+            Topology::fan_in(publishers, subscribers, shared, &load.client_prefix),
+            load,
+        ),
+        Command::FanOut {
+            publishers,
+            subscribers,
+            load,
+        } => (
+            Topology::fan_out(publishers, subscribers, &load.client_prefix),
+            load,
+        ),
+        Command::Conn {
             addr,
-            pairs,
-            qos,
-            payload,
-            rate,
-            inflight,
-            warmup,
-            duration,
+            clients,
+            workers,
             mqtt,
             broker_pid,
             client_prefix,
             json,
         } => {
-            let qos =
-                QoS::from_bits(qos).ok_or_else(|| anyhow::anyhow!("--qos must be 0, 1 or 2"))?;
-            let report = run_p2p(P2p {
+            let report = run_conn(&ConnLoad {
                 addr,
-                pairs,
-                qos,
-                payload_bytes: payload,
-                rate,
-                inflight,
-                warmup: Duration::from_secs_f64(warmup),
-                duration: Duration::from_secs_f64(duration),
-                drain: Duration::from_secs(5),
-                version: match mqtt {
-                    Version::V311 => ProtocolVersion::V311,
-                    Version::V5 => ProtocolVersion::V5,
-                },
+                clients,
+                workers,
+                version: mqtt.into(),
                 broker_pid,
-                client_prefix,
+                prefix: client_prefix,
             })?;
             print!("{}", report.table());
-            if let Some(path) = json {
-                std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-            }
+            return write_json(json.as_ref(), &report);
         }
+        Command::Relay { listen } => {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            signal_stop(&stop);
+            eprintln!("ringmq-bench relay listening on {listen}");
+            return tools::relay::run(listen, stop);
+        }
+    };
+    let report = run(&topology, &args.load()?)?;
+    print!("{}", report.table());
+    write_json(args.json.as_ref(), &report)
+}
+
+/// SIGINT/SIGTERM end the relay (its loop checks the flag every 100 ms).
+fn signal_stop(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, stop.clone());
     }
-    Ok(())
 }

@@ -1,0 +1,154 @@
+//! Who publishes where and who subscribes to what, per scenario, and which (subscriber group,
+//! publisher) pairs must see every message (the basis of exact loss accounting).
+
+/// A publishing client.
+#[derive(Debug, Clone)]
+pub struct PublisherSpec {
+    /// Client identifier.
+    pub client_id: String,
+    /// Topic it publishes to.
+    pub topic: String,
+}
+
+/// A subscribing client.
+#[derive(Debug, Clone)]
+pub struct SubscriberSpec {
+    /// Client identifier.
+    pub client_id: String,
+    /// Its one subscription.
+    pub filter: String,
+    /// Accounting group: its own index, or the shared group's, whose members together must
+    /// see every message once.
+    pub group: u32,
+}
+
+/// A scenario's clients.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Scenario name for reports.
+    pub name: String,
+    /// Publishers (index = position).
+    pub publishers: Vec<PublisherSpec>,
+    /// Subscribers.
+    pub subscribers: Vec<SubscriberSpec>,
+    /// (group, publisher) pairs that must receive every acknowledged message.
+    pub expected: Vec<(u32, u32)>,
+}
+
+impl Topology {
+    /// Publisher i -> topic i -> subscriber i (TBMQ's point-to-point test).
+    pub fn p2p(pairs: usize, prefix: &str) -> Self {
+        Self {
+            name: "p2p".into(),
+            publishers: (0..pairs)
+                .map(|i| PublisherSpec {
+                    client_id: format!("{prefix}-pub-{i}"),
+                    topic: format!("rb/p2p/{i}"),
+                })
+                .collect(),
+            subscribers: (0..pairs)
+                .map(|i| SubscriberSpec {
+                    client_id: format!("{prefix}-sub-{i}"),
+                    filter: format!("rb/p2p/{i}"),
+                    group: i as u32,
+                })
+                .collect(),
+            expected: (0..pairs as u32).map(|i| (i, i)).collect(),
+        }
+    }
+
+    /// Many publishers, few subscribers, each subscriber seeing every message; with `shared`,
+    /// the subscribers form one `$share` group and each message goes to one of them.
+    pub fn fan_in(publishers: usize, subscribers: usize, shared: bool, prefix: &str) -> Self {
+        let filter = if shared {
+            "$share/rb/rb/fanin/+".to_string()
+        } else {
+            "rb/fanin/+".to_string()
+        };
+        let subs: Vec<SubscriberSpec> = (0..subscribers)
+            .map(|i| SubscriberSpec {
+                client_id: format!("{prefix}-sub-{i}"),
+                filter: filter.clone(),
+                group: if shared { 0 } else { i as u32 },
+            })
+            .collect();
+        let groups: Vec<u32> = if shared {
+            vec![0]
+        } else {
+            (0..subscribers as u32).collect()
+        };
+        Self {
+            name: if shared {
+                "fan-in-shared".into()
+            } else {
+                "fan-in".into()
+            },
+            publishers: (0..publishers)
+                .map(|i| PublisherSpec {
+                    client_id: format!("{prefix}-pub-{i}"),
+                    topic: format!("rb/fanin/{i}"),
+                })
+                .collect(),
+            subscribers: subs,
+            expected: groups
+                .iter()
+                .flat_map(|&g| (0..publishers as u32).map(move |p| (g, p)))
+                .collect(),
+        }
+    }
+
+    /// Few publishers, many subscribers, every subscriber seeing every message.
+    pub fn fan_out(publishers: usize, subscribers: usize, prefix: &str) -> Self {
+        Self {
+            name: "fan-out".into(),
+            publishers: (0..publishers)
+                .map(|i| PublisherSpec {
+                    client_id: format!("{prefix}-pub-{i}"),
+                    topic: format!("rb/fanout/{i}"),
+                })
+                .collect(),
+            subscribers: (0..subscribers)
+                .map(|i| SubscriberSpec {
+                    client_id: format!("{prefix}-sub-{i}"),
+                    filter: "rb/fanout/+".into(),
+                    group: i as u32,
+                })
+                .collect(),
+            expected: (0..subscribers as u32)
+                .flat_map(|s| (0..publishers as u32).map(move |p| (s, p)))
+                .collect(),
+        }
+    }
+
+    /// Deliveries per published message (fan-out factor; 1 for p2p and shared fan-in).
+    pub fn deliveries_per_message(&self) -> f64 {
+        if self.publishers.is_empty() {
+            0.0
+        } else {
+            self.expected.len() as f64 / self.publishers.len() as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let t = Topology::fan_out(2, 10, "x");
+        assert_eq!(
+            (t.publishers.len(), t.subscribers.len(), t.expected.len()),
+            (2, 10, 20)
+        );
+        assert_eq!(t.deliveries_per_message(), 10.0);
+        let t = Topology::fan_in(50, 4, true, "x");
+        assert_eq!(t.expected.len(), 50);
+        assert!(t
+            .subscribers
+            .iter()
+            .all(|s| s.group == 0 && s.filter.starts_with("$share/")));
+        let t = Topology::p2p(3, "x");
+        assert_eq!(t.expected, vec![(0, 0), (1, 1), (2, 2)]);
+    }
+}
