@@ -11,7 +11,9 @@
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
 
 pub mod accounting;
+pub mod compare;
 pub mod loadgen;
 pub mod procstat;
 pub mod relay;
 pub mod report;
+pub mod svg;

@@ -1,9 +1,9 @@
 //! The result of a run: a human table and JSON for machines.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Samples.
     pub count: u64,
@@ -35,7 +35,7 @@ impl Percentiles {
 }
 
 /// Everything a run measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -166,7 +166,7 @@ impl Report {
 }
 
 /// What the connection scenario measured.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConnReport {
     /// Connections opened (each CONNECT acknowledged).
     pub clients: usize,

@@ -164,6 +164,32 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Run the scenario matrix against ringmq, Mosquitto and rumqttd (whichever are installed)
+    /// and write BENCHMARKS.md, results.json and SVG charts.
+    Compare {
+        /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections;
+        /// about 30 minutes). Default: quick (under 2 minutes).
+        #[arg(long)]
+        full: bool,
+        /// Directory for results.json, charts and broker logs.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        /// The report to write.
+        #[arg(long, default_value = "BENCHMARKS.md")]
+        report: PathBuf,
+        /// The ringmq binary (default: next to this one).
+        #[arg(long)]
+        ringmq: Option<PathBuf>,
+        /// Core for the brokers.
+        #[arg(long, default_value_t = 0)]
+        broker_core: usize,
+        /// Core for the load generator.
+        #[arg(long, default_value_t = 1)]
+        load_core: usize,
+        /// Only write the report and charts again from OUT/results.json.
+        #[arg(long)]
+        render_only: bool,
+    },
     /// A trivial single-threaded MQTT relay (exact topics, no sessions): the baseline.
     Relay {
         /// Address to listen on.
@@ -219,6 +245,44 @@ fn main() -> anyhow::Result<()> {
             })?;
             print!("{}", report.table());
             return write_json(json.as_ref(), &report);
+        }
+        Command::Compare {
+            full,
+            out,
+            report,
+            ringmq,
+            broker_core,
+            load_core,
+            render_only,
+        } => {
+            let bench = std::env::current_exe()?;
+            let ringmq = ringmq.unwrap_or_else(|| bench.with_file_name("ringmq"));
+            if !ringmq.exists() && !render_only {
+                anyhow::bail!(
+                    "{} not found: cargo build --release -p ringmq",
+                    ringmq.display()
+                );
+            }
+            let cfg = tools::compare::CompareConfig {
+                mode: if full {
+                    tools::compare::Mode::Full
+                } else {
+                    tools::compare::Mode::Quick
+                },
+                out,
+                report,
+                ringmq,
+                bench,
+                broker_core,
+                load_core,
+            };
+            if render_only {
+                tools::compare::render(&cfg)?;
+            } else {
+                tools::compare::compare(&cfg)?;
+            }
+            eprintln!("wrote {} and {}", cfg.report.display(), cfg.out.display());
+            return Ok(());
         }
         Command::Relay { listen } => {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -1,0 +1,899 @@
+//! The comparison runner: starts each broker in turn on 127.0.0.1 pinned to one core, drives
+//! the same scenario matrix against it from another core, stops it, and writes the results
+//! (JSON), SVG charts and BENCHMARKS.md with ratios ringmq/peer and the project's targets.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use net::codec::{ProtocolVersion, QoS};
+use serde::{Deserialize, Serialize};
+
+use crate::loadgen::conn::{run_conn, ConnLoad};
+use crate::loadgen::topology::Topology;
+use crate::loadgen::{run, Load};
+use crate::report::{ConnReport, Report};
+use crate::svg::{bar_chart, short, Group};
+
+/// Matrix size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Three cells, a few seconds each: under two minutes, for development.
+    Quick,
+    /// QoS x payload x load shape, fan-in/out, persistent sessions, connections.
+    Full,
+}
+
+/// Runner settings.
+#[derive(Debug, Clone)]
+pub struct CompareConfig {
+    /// Matrix size.
+    pub mode: Mode,
+    /// Where results, charts and the report go (BENCHMARKS.md is written to `report`).
+    pub out: PathBuf,
+    /// The markdown report to write.
+    pub report: PathBuf,
+    /// The ringmq binary.
+    pub ringmq: PathBuf,
+    /// This binary (for the relay).
+    pub bench: PathBuf,
+    /// Core the brokers are pinned to.
+    pub broker_core: usize,
+    /// Core the load generator is pinned to.
+    pub load_core: usize,
+}
+
+/// A broker under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Broker {
+    /// The trivial relay (baseline; exact topics only).
+    Relay,
+    /// ringmq with one shard.
+    Ringmq1,
+    /// ringmq with two shards (both cores: shares the load generator's core).
+    Ringmq2,
+    /// Mosquitto (Debian package).
+    Mosquitto,
+    /// rumqttd (cargo install rumqttd).
+    Rumqttd,
+}
+
+impl Broker {
+    fn name(self) -> &'static str {
+        match self {
+            Broker::Relay => "relay",
+            Broker::Ringmq1 => "ringmq-1shard",
+            Broker::Ringmq2 => "ringmq-2shards",
+            Broker::Mosquitto => "mosquitto",
+            Broker::Rumqttd => "rumqttd",
+        }
+    }
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Cell id.
+    pub cell: String,
+    /// Broker.
+    pub broker: String,
+    /// Message scenario result.
+    pub report: Option<Report>,
+    /// Connection scenario result.
+    pub conn: Option<ConnReport>,
+    /// Why there is no result.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Work {
+    Messages(Box<Topology>, Load),
+    Connections(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Cell {
+    id: String,
+    title: String,
+    work: Work,
+}
+
+fn msgs(topology: Topology, load: Load) -> Work {
+    Work::Messages(Box::new(topology), load)
+}
+
+fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
+    Load {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        qos,
+        payload_bytes: payload,
+        rate,
+        inflight: 64,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(seconds),
+        drain: Duration::from_secs(5),
+        version: ProtocolVersion::V311,
+        broker_pid: None,
+        persistent: false,
+        offline: None,
+    }
+}
+
+fn qos_of(q: u8) -> QoS {
+    QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
+}
+
+fn matrix(mode: Mode) -> Vec<Cell> {
+    let p2p = |n| Topology::p2p(n, "cmp");
+    let mut cells = vec![
+        Cell {
+            id: "p2p-max".into(),
+            title: "P2P, 100 pairs, QoS 1, 64 B, max rate".into(),
+            work: msgs(
+                p2p(100),
+                load(
+                    QoS::AtLeastOnce,
+                    64,
+                    0.0,
+                    if mode == Mode::Quick { 3.0 } else { 8.0 },
+                ),
+            ),
+        },
+        Cell {
+            id: "p2p-30k".into(),
+            title: "P2P, 100 pairs, QoS 1, 64 B, 30k msg/s offered".into(),
+            work: msgs(
+                p2p(100),
+                load(
+                    QoS::AtLeastOnce,
+                    64,
+                    300.0,
+                    if mode == Mode::Quick { 3.0 } else { 8.0 },
+                ),
+            ),
+        },
+        Cell {
+            id: "p2p-1000-qos0".into(),
+            title: "P2P, 1000 pairs, QoS 0, 64 B, 20 msg/s each".into(),
+            work: msgs(p2p(1000), load(QoS::AtMostOnce, 64, 20.0, 3.0)),
+        },
+    ];
+    if mode == Mode::Quick {
+        return cells;
+    }
+    for q in 0..=2u8 {
+        for payload in [16usize, 64, 1024, 16384] {
+            cells.push(Cell {
+                id: format!("p2p-max-q{q}-{payload}"),
+                title: format!("P2P, 100 pairs, QoS {q}, {payload} B, max rate"),
+                work: msgs(p2p(100), load(qos_of(q), payload, 0.0, 6.0)),
+            });
+            cells.push(Cell {
+                id: format!("p2p-30k-q{q}-{payload}"),
+                title: format!("P2P, 100 pairs, QoS {q}, {payload} B, 30k msg/s offered"),
+                work: msgs(p2p(100), load(qos_of(q), payload, 300.0, 6.0)),
+            });
+        }
+    }
+    cells.push(Cell {
+        id: "p2p-5000".into(),
+        title: "P2P, 5000 pairs, QoS 1, 64 B, 30 msg/s each (150k msg/s)".into(),
+        work: msgs(p2p(5000), load(QoS::AtLeastOnce, 64, 30.0, 8.0)),
+    });
+    cells.push(Cell {
+        id: "fan-in".into(),
+        title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),
+        work: msgs(
+            Topology::fan_in(100, 2, false, "cmp"),
+            load(QoS::AtLeastOnce, 64, 0.0, 6.0),
+        ),
+    });
+    cells.push(Cell {
+        id: "fan-in-shared".into(),
+        title: "Fan-in, 100 publishers -> $share group of 2, QoS 1, 64 B, 100 msg/s each".into(),
+        work: msgs(
+            Topology::fan_in(100, 2, true, "cmp"),
+            load(QoS::AtLeastOnce, 64, 100.0, 6.0),
+        ),
+    });
+    cells.push(Cell {
+        id: "fan-out".into(),
+        title: "Fan-out, 1 publisher -> 100 subscribers, QoS 1, 64 B, 1000 msg/s".into(),
+        work: msgs(
+            Topology::fan_out(1, 100, "cmp"),
+            load(QoS::AtLeastOnce, 64, 1000.0, 6.0),
+        ),
+    });
+    let mut persistent = load(QoS::AtLeastOnce, 64, 300.0, 6.0);
+    persistent.persistent = true;
+    persistent.offline = Some(Duration::from_secs(2));
+    cells.push(Cell {
+        id: "p2p-persistent".into(),
+        title: "P2P, 100 pairs, QoS 1, persistent subscribers offline 2 s of 6".into(),
+        work: msgs(p2p(100), persistent),
+    });
+    cells.push(Cell {
+        id: "conn-5000".into(),
+        title: "5000 connections, 4 connectors".into(),
+        work: Work::Connections(5000),
+    });
+    cells
+}
+
+fn available(mode: Mode) -> Vec<Broker> {
+    let on_path = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {cmd}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut brokers = vec![Broker::Relay, Broker::Ringmq1];
+    if mode == Mode::Full {
+        brokers.push(Broker::Ringmq2);
+    }
+    if on_path("mosquitto") {
+        brokers.push(Broker::Mosquitto);
+    }
+    if on_path("rumqttd") {
+        brokers.push(Broker::Rumqttd);
+    }
+    brokers
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("exited during start-up: {status}");
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("did not listen within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Child> {
+    let cores = if broker == Broker::Ringmq2 {
+        format!("{},{}", cfg.broker_core, cfg.load_core)
+    } else {
+        cfg.broker_core.to_string()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cores]);
+    match broker {
+        Broker::Relay => {
+            cmd.arg(&cfg.bench).args(["relay", "--listen", &listen]);
+        }
+        Broker::Ringmq1 | Broker::Ringmq2 => {
+            let shards = if broker == Broker::Ringmq1 { "1" } else { "2" };
+            cmd.arg(&cfg.ringmq).args([
+                "--listen",
+                &listen,
+                "--shards",
+                shards,
+                "--log",
+                "warn",
+                "--session-queue-count-max",
+                "100000",
+            ]);
+        }
+        Broker::Mosquitto => {
+            let conf = cfg.out.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+                ),
+            )?;
+            cmd.arg("mosquitto").arg("-c").arg(conf);
+        }
+        Broker::Rumqttd => {
+            let conf = cfg.out.join("rumqttd.toml");
+            std::fs::write(&conf, format!(
+                "id = 0\n[router]\nid = 0\nmax_connections = 10010\nmax_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n[v4.1]\nname = \"v4-1\"\nlisten = \"{listen}\"\nnext_connection_delay_ms = 0\n    [v4.1.connections]\n    connection_timeout_ms = 60000\n    max_payload_size = 20480\n    max_inflight_count = 100\n    dynamic_filters = true\n"
+            ))?;
+            cmd.arg("rumqttd").arg("-q").arg("-c").arg(conf);
+        }
+    }
+    let log = std::fs::File::create(cfg.out.join(format!("{}.log", broker.name())))?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {}", broker.name()))?;
+    if let Err(e) = wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(child)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(18_900, |a| a.port())
+}
+
+/// Runs the matrix and writes the report.
+pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
+    std::fs::create_dir_all(&cfg.out)?;
+    if let Some(core) = core_affinity::get_core_ids().and_then(|c| c.get(cfg.load_core).copied()) {
+        core_affinity::set_for_current(core);
+    }
+    let brokers = available(cfg.mode);
+    let cells = matrix(cfg.mode);
+    let total = cells.len() * brokers.len();
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    let mut done = 0;
+    for cell in &cells {
+        for &broker in &brokers {
+            done += 1;
+            let exact_topics_only = matches!(&cell.work, Work::Messages(t, _) if t.name == "p2p");
+            if broker == Broker::Relay
+                && (!exact_topics_only
+                    || matches!(&cell.work, Work::Messages(_, l) if l.persistent))
+            {
+                continue;
+            }
+            eprintln!(
+                "[{done}/{total} {:>4.0}s] {} on {}",
+                started.elapsed().as_secs_f64(),
+                cell.id,
+                broker.name()
+            );
+            let port = free_port();
+            let outcome = match start(cfg, broker, port) {
+                Err(e) => Outcome {
+                    cell: cell.id.clone(),
+                    broker: broker.name().into(),
+                    report: None,
+                    conn: None,
+                    error: Some(format!("{e:#}")),
+                },
+                Ok(child) => {
+                    let pid = child.id();
+                    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                    let result = match &cell.work {
+                        Work::Messages(topology, load) => run(
+                            topology,
+                            &Load {
+                                addr,
+                                broker_pid: Some(pid),
+                                ..load.clone()
+                            },
+                        )
+                        .map(|r| (Some(r), None)),
+                        Work::Connections(n) => run_conn(&ConnLoad {
+                            addr,
+                            clients: *n,
+                            workers: 4,
+                            version: ProtocolVersion::V311,
+                            broker_pid: Some(pid),
+                            prefix: "cmp".into(),
+                        })
+                        .map(|r| (None, Some(r))),
+                    };
+                    stop(child);
+                    match result {
+                        Ok((report, conn)) => Outcome {
+                            cell: cell.id.clone(),
+                            broker: broker.name().into(),
+                            report,
+                            conn,
+                            error: None,
+                        },
+                        Err(e) => Outcome {
+                            cell: cell.id.clone(),
+                            broker: broker.name().into(),
+                            report: None,
+                            conn: None,
+                            error: Some(format!("{e:#}")),
+                        },
+                    }
+                }
+            };
+            if let Some(e) = &outcome.error {
+                eprintln!("    {}: {e}", broker.name());
+            }
+            outcomes.push(outcome);
+        }
+    }
+    std::fs::write(
+        cfg.out.join("results.json"),
+        serde_json::to_string_pretty(&outcomes)?,
+    )?;
+    let md = write_report(cfg, &cells, &brokers, &outcomes, started.elapsed())?;
+    std::fs::write(&cfg.report, md)?;
+    Ok(outcomes)
+}
+
+/// Writes the report and charts again from `out/results.json` (no measurement).
+pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
+    let path = cfg.out.join("results.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let outcomes: Vec<Outcome> = serde_json::from_str(&text)?;
+    let mode = if outcomes.iter().any(|o| o.cell == "conn-5000") {
+        Mode::Full
+    } else {
+        Mode::Quick
+    };
+    let cfg = CompareConfig {
+        mode,
+        ..cfg.clone()
+    };
+    let brokers: Vec<Broker> = [
+        Broker::Relay,
+        Broker::Ringmq1,
+        Broker::Ringmq2,
+        Broker::Mosquitto,
+        Broker::Rumqttd,
+    ]
+    .into_iter()
+    .filter(|b| outcomes.iter().any(|o| o.broker == b.name()))
+    .collect();
+    let md = write_report(&cfg, &matrix(mode), &brokers, &outcomes, Duration::ZERO)?;
+    std::fs::write(&cfg.report, md)?;
+    Ok(())
+}
+
+fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
+    outcome(outcomes, cell, broker).and_then(|o| o.report.as_ref())
+}
+
+fn outcome<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Outcome> {
+    outcomes
+        .iter()
+        .find(|o| o.cell == cell && o.broker == broker.name())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    // Count from /proc: this thread is pinned, so available_parallelism would say 1.
+    let cores = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |s| {
+        s.lines().filter(|l| l.starts_with("processor")).count()
+    });
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cores} x {cpu}, {mem} GiB, Linux {}", kernel.trim())
+}
+
+fn version_of(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let text = if o.stdout.is_empty() {
+                o.stderr
+            } else {
+                o.stdout
+            };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "not installed".into())
+}
+
+fn write_chart(cfg: &CompareConfig, file: &str, svg: String) -> anyhow::Result<String> {
+    std::fs::write(cfg.out.join(file), svg)?;
+    let rel = relative(
+        &cfg.out.join(file),
+        cfg.report.parent().unwrap_or(Path::new(".")),
+    );
+    Ok(format!("![{file}]({rel})\n\n"))
+}
+
+fn relative(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn write_report(
+    cfg: &CompareConfig,
+    cells: &[Cell],
+    brokers: &[Broker],
+    outcomes: &[Outcome],
+    took: Duration,
+) -> anyhow::Result<String> {
+    let mut md = String::new();
+    let _ = writeln!(md, "# ringmq benchmarks\n");
+    let took = if took.is_zero() {
+        String::new()
+    } else {
+        format!(" ({:.0} s)", took.as_secs_f64())
+    };
+    let flag = if cfg.mode == Mode::Full {
+        " --full"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        md,
+        "Written by `ringmq-bench compare{flag}`{took}. Regenerate: `cargo build --release -p ringmq -p ringmq-tools && target/release/ringmq-bench compare{flag}`.\n"
+    );
+    let _ = writeln!(md, "## Method\n");
+    let _ = writeln!(md, "- Machine: {}. Loopback only.", machine());
+    let _ = writeln!(
+        md,
+        "- Each broker runs alone, pinned to core {} (`taskset`); the load generator (one thread, io_uring) is pinned to core {}. `ringmq-2shards` uses both cores and so shares the generator's.",
+        cfg.broker_core, cfg.load_core
+    );
+    let _ = writeln!(
+        md,
+        "- Versions: ringmq {} ({}), {}, {}.",
+        env!("CARGO_PKG_VERSION"),
+        version_of("git", &["rev-parse", "--short", "HEAD"]),
+        version_of("mosquitto", &["-h"]),
+        version_of("rumqttd", &["--version"])
+    );
+    let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`.");
+    let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
+    let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and shows the generator's own ceiling.");
+    let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
+
+    // Targets, from the P2P cells.
+    let a = |b| find(outcomes, "p2p-max", b);
+    let fixed = |b| find(outcomes, "p2p-30k", b);
+    let _ = writeln!(
+        md,
+        "## Targets (P2P, 100 pairs, 64 B, QoS 1, ringmq on one core)\n"
+    );
+    let _ = writeln!(md, "| target | measured | met |\n|---|---|---|");
+    let cpu = |r: Option<&Report>| r.and_then(|r| r.broker_cpu_us_per_message);
+    let tput = |r: Option<&Report>| r.map(|r| r.delivered_per_second);
+    let p99 = |r: Option<&Report>| r.map(|r| r.latency.p99_us);
+    let us = |v: f64| format!("{v:.2} us");
+    let rate = |v: f64| format!("{} msg/s", short(v));
+    let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+        _ => None,
+    };
+    // (what, ringmq's figure, the peer's figure, unit, the ratio that meets the target)
+    type Check<'a> = (
+        &'a str,
+        Option<f64>,
+        Option<f64>,
+        &'a dyn Fn(f64) -> String,
+        &'a dyn Fn(f64) -> bool,
+    );
+    let checks: [Check<'_>; 4] = [
+        (
+            "broker CPU per message <= 1/2 of rumqttd's",
+            cpu(a(Broker::Ringmq1)),
+            cpu(a(Broker::Rumqttd)),
+            &us,
+            &|r| r <= 0.5,
+        ),
+        (
+            "broker CPU per message <= 1/10 of Mosquitto's",
+            cpu(a(Broker::Ringmq1)),
+            cpu(a(Broker::Mosquitto)),
+            &us,
+            &|r| r <= 0.1,
+        ),
+        (
+            "max delivered msg/s >= 2x rumqttd's",
+            tput(a(Broker::Ringmq1)),
+            tput(a(Broker::Rumqttd)),
+            &rate,
+            &|r| r >= 2.0,
+        ),
+        (
+            "p99 at 30k msg/s <= 1.5x the trivial relay's",
+            p99(fixed(Broker::Ringmq1)).map(|v| v / 1000.0),
+            p99(fixed(Broker::Relay)).map(|v| v / 1000.0),
+            &|v| format!("{v:.2} ms"),
+            &|r| r <= 1.5,
+        ),
+    ];
+    for (what, ours, theirs, unit, ok) in checks {
+        match (ratio(ours, theirs), ours, theirs) {
+            (Some(r), Some(o), Some(t)) => {
+                let _ = writeln!(
+                    md,
+                    "| {what} | {r:.3}x ({} vs {}) | {} |",
+                    unit(o),
+                    unit(t),
+                    if ok(r) { "yes" } else { "no" }
+                );
+            }
+            _ => {
+                let _ = writeln!(md, "| {what} | not measured | - |");
+            }
+        }
+    }
+    match tput(a(Broker::Relay)) {
+        Some(v) => {
+            let met = if v > 500_000.0 { "yes" } else { "no" };
+            let _ = writeln!(md, "| generator sustains > 500k delivered QoS 1 msg/s (against the relay) | {} | {met} |", rate(v));
+        }
+        None => {
+            let _ = writeln!(md, "| generator sustains > 500k delivered QoS 1 msg/s (against the relay) | not measured | - |");
+        }
+    }
+    md.push('\n');
+
+    // Charts.
+    let series: Vec<String> = brokers.iter().map(|b| b.name().to_string()).collect();
+    let chart_cells: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| matches!(c.work, Work::Messages(..)))
+        .take(3)
+        .collect();
+    let groups = |f: &dyn Fn(&Report) -> f64| -> Vec<Group> {
+        chart_cells
+            .iter()
+            .map(|c| Group {
+                label: c.id.clone(),
+                values: brokers
+                    .iter()
+                    .map(|&b| find(outcomes, &c.id, b).map(f))
+                    .collect(),
+            })
+            .collect()
+    };
+    md.push_str("## Charts\n\n");
+    md.push_str(&write_chart(
+        cfg,
+        "throughput.svg",
+        bar_chart(
+            "Delivered msg/s",
+            "msg/s",
+            &series,
+            &groups(&|r| r.delivered_per_second),
+        ),
+    )?);
+    md.push_str(&write_chart(
+        cfg,
+        "cpu-per-message.svg",
+        bar_chart(
+            "Broker CPU per delivered message",
+            "us",
+            &series,
+            &groups(&|r| r.broker_cpu_us_per_message.unwrap_or(0.0)),
+        ),
+    )?);
+    md.push_str(&write_chart(
+        cfg,
+        "latency-p99.svg",
+        bar_chart(
+            "End-to-end latency p99",
+            "us",
+            &series,
+            &groups(&|r| r.latency.p99_us),
+        ),
+    )?);
+    let percentiles: Vec<Group> = [("p50", 0usize), ("p90", 1), ("p99", 2), ("p99.9", 3)]
+        .iter()
+        .map(|(label, k)| Group {
+            label: (*label).into(),
+            values: brokers
+                .iter()
+                .map(|&b| {
+                    find(outcomes, "p2p-30k", b).map(|r| match k {
+                        0 => r.latency.p50_us,
+                        1 => r.latency.p90_us,
+                        2 => r.latency.p99_us,
+                        _ => r.latency.p999_us,
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    md.push_str(&write_chart(
+        cfg,
+        "latency-percentiles-30k.svg",
+        bar_chart(
+            "Latency percentiles at 30k msg/s offered (P2P, QoS 1, 64 B)",
+            "us",
+            &series,
+            &percentiles,
+        ),
+    )?);
+    md.push_str(&write_chart(
+        cfg,
+        "rss.svg",
+        bar_chart(
+            "Broker peak RSS",
+            "MiB",
+            &series,
+            &groups(&|r| r.broker_peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0),
+        ),
+    )?);
+    if cfg.mode == Mode::Full {
+        let by_payload: Vec<Group> = [16usize, 64, 1024, 16384]
+            .iter()
+            .map(|p| Group {
+                label: format!("{p} B"),
+                values: brokers
+                    .iter()
+                    .map(|&b| {
+                        find(outcomes, &format!("p2p-max-q1-{p}"), b)
+                            .map(|r| r.delivered_per_second)
+                    })
+                    .collect(),
+            })
+            .collect();
+        md.push_str(&write_chart(
+            cfg,
+            "throughput-vs-payload.svg",
+            bar_chart(
+                "P2P QoS 1 max rate, delivered msg/s by payload",
+                "msg/s",
+                &series,
+                &by_payload,
+            ),
+        )?);
+        let clients = [
+            ("p2p-30k", "100 pairs, 30k/s"),
+            ("p2p-1000-qos0", "1000 pairs, 20k/s"),
+            ("p2p-5000", "5000 pairs, 150k/s"),
+        ];
+        let by_clients = |f: &dyn Fn(&Report) -> f64| -> Vec<Group> {
+            clients
+                .iter()
+                .map(|(id, label)| Group {
+                    label: (*label).into(),
+                    values: brokers
+                        .iter()
+                        .map(|&b| find(outcomes, id, b).map(f))
+                        .collect(),
+                })
+                .collect()
+        };
+        md.push_str(&write_chart(
+            cfg,
+            "throughput-vs-clients.svg",
+            bar_chart(
+                "Delivered msg/s by client count (fixed offered rates)",
+                "msg/s",
+                &series,
+                &by_clients(&|r| r.delivered_per_second),
+            ),
+        )?);
+        md.push_str(&write_chart(
+            cfg,
+            "cpu-vs-clients.svg",
+            bar_chart(
+                "Broker CPU per message by client count (fixed offered rates)",
+                "us",
+                &series,
+                &by_clients(&|r| r.broker_cpu_us_per_message.unwrap_or(0.0)),
+            ),
+        )?);
+    }
+
+    md.push_str("## Results\n\n");
+    for cell in cells {
+        let _ = writeln!(md, "### {}\n", cell.title);
+        match &cell.work {
+            Work::Connections(_) => {
+                let _ = writeln!(md, "| broker | conn/s | CONNACK p50 / p99 us | broker KiB per connection |\n|---|---|---|---|");
+                for &b in brokers {
+                    let o = outcome(outcomes, &cell.id, b);
+                    match o {
+                        Some(Outcome { conn: Some(c), .. }) => {
+                            let _ = writeln!(
+                                md,
+                                "| {} | {:.0} | {:.0} / {:.0} | {} |",
+                                b.name(),
+                                c.per_second,
+                                c.connack_latency.p50_us,
+                                c.connack_latency.p99_us,
+                                c.broker_bytes_per_connection
+                                    .map_or("-".into(), |v| format!("{:.1}", v / 1024.0))
+                            );
+                        }
+                        Some(Outcome { error: Some(e), .. }) => {
+                            let _ = writeln!(
+                                md,
+                                "| {} | failed: {} | | |",
+                                b.name(),
+                                e.replace('|', "/")
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Work::Messages(..) => {
+                let _ = writeln!(md, "| broker | delivered msg/s | CPU us/msg | p50 / p99 / p99.9 ms | peak RSS MiB | lost / dup | ringmq-1shard CPU ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|");
+                let ours = find(outcomes, &cell.id, Broker::Ringmq1);
+                for &b in brokers {
+                    let o = outcome(outcomes, &cell.id, b);
+                    match o {
+                        Some(Outcome {
+                            report: Some(r), ..
+                        }) => {
+                            let cpu_ratio = ratio(
+                                ours.and_then(|o| o.broker_cpu_us_per_message),
+                                r.broker_cpu_us_per_message,
+                            );
+                            let tput_ratio = ratio(
+                                ours.map(|o| o.delivered_per_second),
+                                Some(r.delivered_per_second),
+                            );
+                            let _ = writeln!(
+                                md,
+                                "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} / {} | {} | {} |",
+                                b.name(),
+                                short(r.delivered_per_second),
+                                r.broker_cpu_us_per_message
+                                    .map_or("-".into(), |v| format!("{v:.2}")),
+                                r.latency.p50_us / 1000.0,
+                                r.latency.p99_us / 1000.0,
+                                r.latency.p999_us / 1000.0,
+                                r.broker_peak_rss_bytes
+                                    .map_or("-".into(), |v| format!("{:.0}", v as f64 / 1048576.0)),
+                                r.lost,
+                                r.duplicated,
+                                cpu_ratio.map_or("-".into(), |v| format!("{v:.2}")),
+                                tput_ratio.map_or("-".into(), |v| format!("{v:.2}")),
+                            );
+                        }
+                        Some(Outcome { error: Some(e), .. }) => {
+                            let _ = writeln!(
+                                md,
+                                "| {} | not run: {} | | | | | | |",
+                                b.name(),
+                                e.replace('|', "/")
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        md.push('\n');
+    }
+    md.push_str("Ratios are ringmq-1shard divided by the row's broker: below 1 is less CPU per message; above 1 is more throughput.\n");
+    Ok(md)
+}
