@@ -75,13 +75,7 @@ pub fn run(addr: SocketAddr, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     let Some(conn) = conns.get_mut(i) else {
                         continue;
                     };
-                    if let Some(bid) = c.buffer_id() {
-                        if c.result > 0 {
-                            conn.rbuf
-                                .extend_from_slice(ring.buffer(bid, c.result as usize));
-                        }
-                        ring.recycle(bid);
-                    }
+                    ring.received(&c, |bytes| conn.rbuf.extend_from_slice(bytes));
                     if c.result <= 0 && c.result != -libc::ENOBUFS {
                         conn.open = false;
                         continue;

@@ -343,19 +343,17 @@ impl Shard {
     }
 
     fn on_recv(&mut self, id: ConnId, c: &Completion) {
-        let len = usize::try_from(c.result).unwrap_or(0);
         let Some(conn) = lookup(&mut self.conns, id) else {
-            if let Some(bid) = c.buffer_id() {
-                self.ring.recycle(bid);
-            }
+            // A late completion for a freed connection: just give the buffer back.
+            self.ring.received(c, |_| {});
             return;
         };
-        if let Some(bid) = c.buffer_id() {
-            if len > 0 && !conn.closing {
-                conn.rbuf.extend_from_slice(self.ring.buffer(bid, len));
+        let closing = conn.closing;
+        self.ring.received(c, |bytes| {
+            if !closing {
+                conn.rbuf.extend_from_slice(bytes);
             }
-            self.ring.recycle(bid);
-        }
+        });
         if !c.more() {
             conn.recv = RecvState::Idle;
         }

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+/// `IOU_PBUF_RING_INC`.
+const INCREMENTAL: u16 = 2;
+
 /// A registered ring of `count` receive buffers of `size` bytes each.
 #[derive(Debug)]
 pub struct BufRing {
@@ -18,6 +21,11 @@ pub struct BufRing {
     size: u32,
     tail: u16,
     group: u16,
+    /// Registered with IOU_PBUF_RING_INC: a buffer takes several receives, each starting
+    /// where the last one ended, until a completion without BUF_MORE hands it back.
+    incremental: bool,
+    /// Bytes of each buffer already consumed (incremental mode).
+    consumed: Vec<u32>,
 }
 
 impl BufRing {
@@ -49,13 +57,25 @@ impl BufRing {
             size,
             tail: 0,
             group,
+            incremental: false,
+            consumed: vec![0; usize::from(count)],
         };
         // SAFETY: `entries` is page-aligned, zeroed and `count` entries long. It and `memory`
         // stay allocated until `Drop`, which runs only after the io_uring is closed: a BufRing
         // is only ever a field of `Ring` declared after its `IoUring`.
-        unsafe {
+        // Incremental consumption (kernel 6.12+) lets many small receives share one buffer;
+        // older kernels refuse the flag and get whole-buffer consumption.
+        this.incremental = unsafe {
             ring.submitter()
-                .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
+                .register_buf_ring_with_flags(entries as u64, count, group, INCREMENTAL)
+                .is_ok()
+        };
+        if !this.incremental {
+            // SAFETY: as above.
+            unsafe {
+                ring.submitter()
+                    .register_buf_ring_with_flags(entries as u64, count, group, 0)?;
+            }
         }
         for bid in 0..count {
             this.push(bid);
@@ -74,16 +94,40 @@ impl BufRing {
         self.size
     }
 
-    /// The first `len` bytes the kernel wrote into buffer `bid`.
-    pub fn get(&self, bid: u16, len: usize) -> &[u8] {
-        let start = usize::from(bid % self.count) * self.size as usize;
-        let len = len.min(self.size as usize);
-        self.memory.get(start..start + len).unwrap_or(&[])
+    /// True when registered for incremental consumption.
+    pub fn incremental(&self) -> bool {
+        self.incremental
     }
 
-    /// Gives buffer `bid` back to the kernel (after its bytes were copied out).
-    pub(crate) fn recycle(&mut self, bid: u16) {
-        self.push(bid % self.count);
+    /// Hands the `len` bytes a receive wrote into buffer `bid` to `f`, then gives the buffer
+    /// back to the kernel, unless (incremental mode) the kernel will write more into it
+    /// (`buffer_more`), in which case the next receive starts after these bytes.
+    pub(crate) fn consume(
+        &mut self,
+        bid: u16,
+        len: usize,
+        buffer_more: bool,
+        f: impl FnOnce(&[u8]),
+    ) {
+        let bid = bid % self.count;
+        let offset = if self.incremental {
+            self.consumed.get(usize::from(bid)).copied().unwrap_or(0) as usize
+        } else {
+            0
+        };
+        let start = usize::from(bid) * self.size as usize + offset;
+        let len = len.min((self.size as usize).saturating_sub(offset));
+        f(self.memory.get(start..start + len).unwrap_or(&[]));
+        if self.incremental && buffer_more {
+            if let Some(c) = self.consumed.get_mut(usize::from(bid)) {
+                *c += len as u32;
+            }
+            return;
+        }
+        if let Some(c) = self.consumed.get_mut(usize::from(bid)) {
+            *c = 0;
+        }
+        self.push(bid);
         self.publish();
     }
 

@@ -280,13 +280,34 @@ impl Ring {
         }
     }
 
-    /// The bytes of a received provided buffer.
-    pub fn buffer(&self, bid: u16, len: usize) -> &[u8] {
-        self.bufs.get(bid, len)
+    /// For a receive completion: hands the received bytes (if any) to `f` and returns the
+    /// provided buffer to the kernel when it is done with. Call once per receive completion.
+    pub fn received(&mut self, c: &Completion, f: impl FnOnce(&[u8])) {
+        let Some(bid) = c.buffer_id() else { return };
+        let len = usize::try_from(c.result).unwrap_or(0);
+        self.bufs.consume(bid, len, cqueue::buffer_more(c.flags), f);
     }
 
-    /// Gives a provided buffer back to the kernel.
-    pub fn recycle(&mut self, bid: u16) {
-        self.bufs.recycle(bid);
+    /// True when receive buffers are consumed incrementally (kernel 6.12+).
+    pub fn incremental_buffers(&self) -> bool {
+        self.bufs.incremental()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_sets_up_with_provided_buffers() {
+        let ring = Ring::new(RingConfig {
+            sq_entries: 64,
+            cq_entries: 256,
+            recv_buffer_count: 16,
+            recv_buffer_bytes: 4096,
+        })
+        .unwrap();
+        // Kernels from 6.12 consume provided buffers incrementally; older ones fall back.
+        eprintln!("incremental buffers: {}", ring.incremental_buffers());
     }
 }

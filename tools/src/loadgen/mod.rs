@@ -254,14 +254,8 @@ impl Run<'_> {
         let Some(client) = self.clients.get_mut(i) else {
             return;
         };
-        if let Some(bid) = c.buffer_id() {
-            if c.result > 0 {
-                client
-                    .rbuf
-                    .extend_from_slice(self.ring.buffer(bid, c.result as usize));
-            }
-            self.ring.recycle(bid);
-        }
+        self.ring
+            .received(c, |bytes| client.rbuf.extend_from_slice(bytes));
         if !c.more() {
             client.recv_armed = false;
         }
