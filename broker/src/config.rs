@@ -24,6 +24,8 @@ pub struct Config {
     /// When offline the oldest is dropped (counted); when connected the client is
     /// disconnected for not keeping up.
     pub session_queue_count_max: usize,
+    /// Topic and payload bytes queued per session, with the same policy. Default 64 MiB.
+    pub session_queue_bytes_max: usize,
     /// Encoded bytes waiting to be written per connection; QoS 0 messages past it are
     /// dropped (counted). Default 4 MiB.
     pub outbox_bytes_max: usize,
@@ -61,6 +63,7 @@ impl Default for Config {
             packet_bytes_max: 1 << 20,
             inflight_count_max: 1000,
             session_queue_count_max: 10_000,
+            session_queue_bytes_max: 64 << 20,
             outbox_bytes_max: 4 << 20,
             connect_timeout_ms: 10_000,
             connections_per_shard_max: 10_000,
@@ -118,6 +121,9 @@ impl Config {
         }
         if self.session_queue_count_max == 0 {
             return Err(bad("session_queue_count_max", "must be at least 1"));
+        }
+        if self.session_queue_bytes_max < 1024 {
+            return Err(bad("session_queue_bytes_max", "must be at least 1024"));
         }
         if self.outbox_bytes_max < 1024 {
             return Err(bad("outbox_bytes_max", "must be at least 1024"));

@@ -31,6 +31,9 @@ struct Cli {
     /// Messages queued per session.
     #[arg(long)]
     session_queue_count_max: Option<usize>,
+    /// Topic and payload bytes queued per session.
+    #[arg(long)]
+    session_queue_bytes_max: Option<usize>,
     /// Bytes waiting to be written per connection before QoS 0 messages are dropped.
     #[arg(long)]
     outbox_bytes_max: Option<usize>,
@@ -96,6 +99,7 @@ fn run() -> anyhow::Result<()> {
         packet_bytes_max,
         inflight_count_max,
         session_queue_count_max,
+        session_queue_bytes_max,
         outbox_bytes_max,
         connect_timeout_ms,
         connections_per_shard_max,

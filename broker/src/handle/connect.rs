@@ -106,6 +106,7 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
                 usize::from(m.get())
             }),
         queue_max: shard.config.session_queue_count_max,
+        queue_bytes_max: shard.config.session_queue_bytes_max,
     };
 
     // Takeover: the same client id is connected already (necessarily on this shard).

@@ -74,6 +74,8 @@ pub struct SessionLimits {
     pub window: usize,
     /// Queued messages.
     pub queue_max: usize,
+    /// Queued topic and payload bytes.
+    pub queue_bytes_max: usize,
 }
 
 /// One client's session on its home shard.
@@ -98,7 +100,14 @@ pub struct Session {
     next_packet_id: u16,
     inflight: VecDeque<Inflight>,
     queue: VecDeque<(Message, QoS, bool)>,
+    /// Topic and payload bytes in `queue`.
+    queued_bytes: usize,
     inbound_qos2: FxHashSet<u16>,
+}
+
+/// Bytes a queued message holds on to (its topic and payload).
+fn weight(message: &Message) -> usize {
+    message.topic.len() + message.payload.len()
 }
 
 fn encode(version: ProtocolVersion, packet: &Packet, out: &mut BytesMut) {
@@ -124,6 +133,7 @@ impl Session {
             next_packet_id: 1,
             inflight: VecDeque::new(),
             queue: VecDeque::new(),
+            queued_bytes: 0,
             inbound_qos2: FxHashSet::default(),
         }
     }
@@ -207,17 +217,36 @@ impl Session {
                 return Delivery::Sent;
             }
         }
-        if self.queue.len() >= self.limits.queue_max {
-            if self.conn.is_some() {
-                return Delivery::Overflow;
-            }
-            self.queue.pop_front();
-            self.dropped += 1;
-            self.queue.push_back((message.clone(), qos, retain));
-            return Delivery::QueuedDroppedOldest;
+        let weight = weight(message);
+        let full = |s: &Self| {
+            !s.queue.is_empty()
+                && (s.queue.len() >= s.limits.queue_max
+                    || s.queued_bytes + weight > s.limits.queue_bytes_max)
+        };
+        if !full(self) {
+            self.enqueue(message.clone(), qos, retain);
+            return Delivery::Queued;
         }
-        self.queue.push_back((message.clone(), qos, retain));
-        Delivery::Queued
+        if self.conn.is_some() {
+            return Delivery::Overflow;
+        }
+        while full(self) {
+            self.dequeue();
+            self.dropped += 1;
+        }
+        self.enqueue(message.clone(), qos, retain);
+        Delivery::QueuedDroppedOldest
+    }
+
+    fn enqueue(&mut self, message: Message, qos: QoS, retain: bool) {
+        self.queued_bytes += weight(&message);
+        self.queue.push_back((message, qos, retain));
+    }
+
+    fn dequeue(&mut self) -> Option<(Message, QoS, bool)> {
+        let entry = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(weight(&entry.0));
+        Some(entry)
     }
 
     fn send_new(&mut self, message: Message, qos: QoS, retain: bool, out: &mut BytesMut) {
@@ -241,7 +270,7 @@ impl Session {
     /// Moves queued messages into the window while it has room.
     pub fn fill_window(&mut self, out: &mut BytesMut) {
         while self.inflight.len() < self.limits.window {
-            let Some((message, qos, retain)) = self.queue.pop_front() else {
+            let Some((message, qos, retain)) = self.dequeue() else {
                 break;
             };
             self.send_new(message, qos, retain, out);
@@ -330,6 +359,7 @@ impl Session {
         self.subscriptions.clear();
         self.inflight.clear();
         self.queue.clear();
+        self.queued_bytes = 0;
         self.inbound_qos2.clear();
         self.next_packet_id = 1;
     }
@@ -366,7 +396,11 @@ mod tests {
         let mut s = Session::new(
             "c".into(),
             ProtocolVersion::V311,
-            SessionLimits { window, queue_max },
+            SessionLimits {
+                window,
+                queue_max,
+                queue_bytes_max: usize::MAX,
+            },
         );
         s.conn = Some(ConnId {
             slot: 0,
@@ -453,6 +487,37 @@ mod tests {
         };
         assert_eq!(&p.payload[..], &[1], "oldest was dropped");
         s.deliver(&message(9), QoS::AtLeastOnce, false, Some(&mut out));
+        assert_eq!(
+            s.deliver(&message(10), QoS::AtLeastOnce, false, Some(&mut out)),
+            Delivery::Overflow
+        );
+    }
+
+    #[test]
+    fn queue_is_bounded_in_bytes_too() {
+        let mut s = session(1, 1000);
+        s.set_limits(SessionLimits {
+            window: 1,
+            queue_max: 1000,
+            queue_bytes_max: 10,
+        });
+        s.conn = None;
+        // Each message weighs 2 bytes (topic "t" + 1 byte payload): 5 fit in 10 bytes.
+        for n in 0..8 {
+            s.deliver(&message(n), QoS::AtLeastOnce, false, None);
+        }
+        assert_eq!((s.queued_len(), s.dropped), (5, 3));
+        s.conn = Some(ConnId {
+            slot: 0,
+            generation: 0,
+        });
+        let mut out = BytesMut::new();
+        s.resume(&mut out);
+        assert_eq!(s.queued_len(), 4, "one moved into the window");
+        assert_eq!(
+            s.deliver(&message(9), QoS::AtLeastOnce, false, Some(&mut out)),
+            Delivery::Queued
+        );
         assert_eq!(
             s.deliver(&message(10), QoS::AtLeastOnce, false, Some(&mut out)),
             Delivery::Overflow
