@@ -242,19 +242,6 @@ macro_rules! properties {
                     self.user_properties.clear();
                 }
             }
-
-            /// The identifiers present, as a [`PropertySet`] (for tests and checks).
-            pub(crate) fn present(&self) -> PropertySet {
-                let mut bits = 0u64;
-                $( if self.$field.is_some() { bits |= 1 << $id; } )*
-                if !self.subscription_identifiers.is_empty() {
-                    bits |= 1 << id::SUBSCRIPTION_IDENTIFIER;
-                }
-                if !self.user_properties.is_empty() {
-                    bits |= 1 << id::USER_PROPERTY;
-                }
-                bits
-            }
         }
 
         const KNOWN: PropertySet =
@@ -511,14 +498,6 @@ impl Properties {
     pub(crate) fn encode(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         put_varint(out, self.content_len())?;
         self.write_content(out)
-    }
-
-    /// True when every present property is allowed in a packet of that kind; used by the
-    /// encoder's debug assertions and by tests.
-    #[allow(dead_code)]
-    pub(crate) fn fits(&self, allowed: Allowed) -> bool {
-        self.present() & !allowed.set == 0
-            && (allowed.many_subscription_ids || self.subscription_identifiers.len() <= 1)
     }
 }
 
