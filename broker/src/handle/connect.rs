@@ -6,7 +6,7 @@ use net::codec::{
 };
 
 use crate::ids::{home_shard, ConnId};
-use crate::session::{Session, SessionLimits};
+use crate::session::{encode, Session, SessionLimits};
 use crate::shard::mesh::ShardMsg;
 use crate::shard::{reply, take_for_handoff, Shard};
 
@@ -22,7 +22,7 @@ pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) 
             properties: Default::default(),
         };
         if let Some(conn) = shard.conn_mut(id) {
-            let _ = Packet::ConnAck(ack).encode(ProtocolVersion::V311, &mut conn.out);
+            encode(ProtocolVersion::V311, &Packet::ConnAck(ack), &mut conn.out);
         }
     }
     shard.close(id, None, &format!("bad first packet: {e}"));
@@ -41,7 +41,7 @@ fn refuse(shard: &mut Shard, id: ConnId, version: ProtocolVersion, reason: Reaso
     };
     if let Some(conn) = shard.conn_mut(id) {
         conn.decoder.version = version;
-        let _ = Packet::ConnAck(ack).encode(version, &mut conn.out);
+        encode(version, &Packet::ConnAck(ack), &mut conn.out);
     }
     shard.reject(id, None, why);
 }

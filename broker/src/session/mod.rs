@@ -110,9 +110,10 @@ fn weight(message: &Message) -> usize {
     message.topic.len() + message.payload.len()
 }
 
-fn encode(version: ProtocolVersion, packet: &Packet, out: &mut BytesMut) {
-    // Packets built here are always encodable (fields came from decoded packets, which
-    // respect the wire limits); an error would only drop this one packet.
+/// Appends `packet` to an output buffer. Packets the broker builds are always encodable
+/// (their fields came from decoded packets, which respect the wire limits); should one not be,
+/// only that packet is dropped, with a log line. The one place outbound packets are encoded.
+pub(crate) fn encode(version: ProtocolVersion, packet: &Packet, out: &mut BytesMut) {
     if let Err(e) = packet.encode(version, out) {
         tracing::warn!(error = %e, "dropping an outbound packet that cannot be encoded");
     }

@@ -455,7 +455,7 @@ impl Shard {
                 reason,
                 properties: Default::default(),
             };
-            let _ = Packet::Disconnect(d).encode(version, &mut conn.out);
+            crate::session::encode(version, &Packet::Disconnect(d), &mut conn.out);
         }
         conn.closing = true;
         if conn.recv != RecvState::Idle {
@@ -911,10 +911,7 @@ pub(crate) fn reply(shard: &mut Shard, id: ConnId, packet: &Packet) {
     let Some(conn) = shard.conn_mut(id) else {
         return;
     };
-    let version = conn.decoder.version;
-    if let Err(e) = packet.encode(version, &mut conn.out) {
-        tracing::warn!(error = %e, "dropping an outbound packet that cannot be encoded");
-    }
+    crate::session::encode(conn.decoder.version, packet, &mut conn.out);
     shard.mark_dirty(id);
 }
 
