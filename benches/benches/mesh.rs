@@ -41,13 +41,14 @@ fn hop(c: &mut Criterion) {
     if let Some(core) = cores.first().copied() {
         core_affinity::set_for_current(core);
     }
-    let message = Message {
-        topic: "bench/hop".into(),
-        payload: Bytes::from(vec![0u8; 64]),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Default::default(),
-    };
+    let message = Message::new(
+        "bench/hop".into(),
+        Bytes::from(vec![0u8; 64]),
+        QoS::AtLeastOnce,
+        false,
+        Default::default(),
+        Instant::now(),
+    );
     let mut g = c.benchmark_group("cross_shard_hop");
     g.throughput(Throughput::Elements(1));
     g.bench_function("publish_64B", |b| {

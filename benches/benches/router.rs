@@ -20,6 +20,7 @@ fn table() -> Router {
             &format!("site/{}/device/{i}/telemetry", i % 50),
             SessionId(i),
             opts,
+            0,
         );
     }
     for i in 0..900u32 {
@@ -27,10 +28,11 @@ fn table() -> Router {
             &format!("site/{}/device/+/alarm/{i}", i % 50),
             SessionId(10_000 + i),
             opts,
+            0,
         );
     }
     for i in 0..90u32 {
-        r.subscribe(&format!("site/{i}/#"), SessionId(20_000 + i), opts);
+        r.subscribe(&format!("site/{i}/#"), SessionId(20_000 + i), opts, 0);
     }
     for i in 0..10u32 {
         r.add_remote(&format!("fleet/{i}/+/status"), ShardId((i % 2) as u16));
@@ -44,16 +46,44 @@ fn router(c: &mut Criterion) {
     let mut g = c.benchmark_group("topic_match_10k_filters");
     g.throughput(Throughput::Elements(1));
     g.bench_function("exact_hit", |b| {
-        b.iter(|| black_box(r.matches(black_box("site/7/device/4207/telemetry"), &mut out)))
+        b.iter(|| {
+            black_box(r.matches(
+                black_box("site/7/device/4207/telemetry"),
+                ShardId(0),
+                &mut out,
+                None,
+            ))
+        })
     });
     g.bench_function("wildcard_hit", |b| {
-        b.iter(|| black_box(r.matches(black_box("site/12/device/77/alarm/512"), &mut out)))
+        b.iter(|| {
+            black_box(r.matches(
+                black_box("site/12/device/77/alarm/512"),
+                ShardId(0),
+                &mut out,
+                None,
+            ))
+        })
     });
     g.bench_function("miss", |b| {
-        b.iter(|| black_box(r.matches(black_box("other/tree/entirely/x"), &mut out)))
+        b.iter(|| {
+            black_box(r.matches(
+                black_box("other/tree/entirely/x"),
+                ShardId(0),
+                &mut out,
+                None,
+            ))
+        })
     });
     g.bench_function("remote_only", |b| {
-        b.iter(|| black_box(r.matches(black_box("fleet/3/truck9/status"), &mut out)))
+        b.iter(|| {
+            black_box(r.matches(
+                black_box("fleet/3/truck9/status"),
+                ShardId(0),
+                &mut out,
+                None,
+            ))
+        })
     });
     g.finish();
 }

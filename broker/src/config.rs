@@ -53,6 +53,46 @@ pub struct Config {
     pub wait_timeout_us: u64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it. Default "info".
     pub log: String,
+    /// Highest QoS the broker accepts and grants (0, 1 or 2), announced to MQTT 5 clients.
+    /// A PUBLISH above it is refused (0x9B); subscriptions are granted at most this.
+    /// Default 2.
+    pub qos_max: u8,
+    /// Retained messages are stored and announced as available. When false, a PUBLISH with
+    /// RETAIN is refused (0x9A). Default true.
+    pub retain_available: bool,
+    /// Retained messages kept (per shard replica). Past it, new retained topics are not
+    /// stored (counted, logged at debug). Default 100,000.
+    pub retained_count_max: usize,
+    /// Topic and payload bytes of retained messages kept. Default 256 MiB.
+    pub retained_bytes_max: usize,
+    /// Topic aliases a client may use towards the broker (announced as topic alias maximum).
+    /// 0 disables them. Default 64.
+    pub topic_alias_max: u16,
+    /// Longest keep alive, in seconds, a client may ask for. An MQTT 5 client asking for
+    /// more (or for 0) is told this value (server keep alive); an MQTT 3 client asking for
+    /// more is refused (identifier rejected), as Mosquitto does. Default 65,535 (no limit).
+    pub keep_alive_max_secs: u16,
+    /// Levels (`/`-separated parts) in a topic name or filter. Default 128.
+    pub topic_levels_max: usize,
+    /// Subscriptions per session; past it a subscription is refused (0x97 quota exceeded).
+    /// Default 10,000.
+    pub subscriptions_per_session_max: usize,
+    /// PUBLISH packets per second one client may send (a token bucket holding one second's
+    /// worth). A client over it is disconnected (0x96 message rate too high). 0 = no limit.
+    /// Default 0.
+    pub publish_rate_max: u32,
+    /// Clients without a user name are allowed. Default true.
+    pub allow_anonymous: bool,
+    /// Password file (`user:$argon2id$...` lines, written by `ringmq passwd`). When set,
+    /// a client giving a user name must give its password. Default none.
+    pub password_file: Option<PathBuf>,
+    /// ACL file (see README, "Auth and ACL"). When set, publish and subscribe are denied
+    /// unless a rule allows them. Default none.
+    pub acl_file: Option<PathBuf>,
+    /// Seconds between `$SYS/broker/...` publishes. 0 = off. Default 10.
+    pub sys_interval_secs: u64,
+    /// Address of the Prometheus `/metrics` HTTP endpoint. Default none (off).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -75,6 +115,20 @@ impl Default for Config {
             wait_completions_min: 1,
             wait_timeout_us: 100,
             log: "info".into(),
+            qos_max: 2,
+            retain_available: true,
+            retained_count_max: 100_000,
+            retained_bytes_max: 256 << 20,
+            topic_alias_max: 64,
+            keep_alive_max_secs: u16::MAX,
+            topic_levels_max: 128,
+            subscriptions_per_session_max: 10_000,
+            publish_rate_max: 0,
+            allow_anonymous: true,
+            password_file: None,
+            acl_file: None,
+            sys_interval_secs: 10,
+            metrics_listen: None,
         }
     }
 }
@@ -161,7 +215,28 @@ impl Config {
         if self.wait_timeout_us == 0 || self.wait_timeout_us > 1_000_000 {
             return Err(bad("wait_timeout_us", "must be between 1 and 1000000"));
         }
+        if self.qos_max > 2 {
+            return Err(bad("qos_max", "must be 0, 1 or 2"));
+        }
+        if self.keep_alive_max_secs == 0 {
+            return Err(bad("keep_alive_max_secs", "must be at least 1"));
+        }
+        if self.topic_levels_max == 0 {
+            return Err(bad("topic_levels_max", "must be at least 1"));
+        }
+        if self.subscriptions_per_session_max == 0 {
+            return Err(bad("subscriptions_per_session_max", "must be at least 1"));
+        }
         Ok(self)
+    }
+
+    /// The configured maximum QoS.
+    pub fn max_qos(&self) -> net::codec::QoS {
+        match self.qos_max {
+            0 => net::codec::QoS::AtMostOnce,
+            1 => net::codec::QoS::AtLeastOnce,
+            _ => net::codec::QoS::ExactlyOnce,
+        }
     }
 }
 

@@ -5,15 +5,21 @@
 //! - [`shard`]: one shard per core, its io_uring loop, its connections, and the mesh of SPSC
 //!   queues to its peers.
 //! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
-//! - [`router`]: the topic tree and the replicated route table.
+//! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
+//! - [`retained`]: the retained-message replica of each shard.
+//! - [`auth`]: anonymous access, the password file and the ACL.
+//! - [`metrics`]: counters, the latency histogram, `$SYS` topics and `/metrics`.
 //! - [`handle`]: one file per packet kind.
 //! - [`ids`]: identifier newtypes and the home-shard hash.
 //! - [`broker`](crate::run): starting the shards and stopping them on a signal.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod handle;
 pub mod ids;
+pub mod metrics;
+pub mod retained;
 pub mod router;
 pub mod session;
 pub mod shard;
@@ -43,6 +49,13 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         config.peer_queue_bytes_max,
     )?;
     let stop = Arc::new(AtomicBool::new(false));
+    let auth = Arc::new(auth::Auth::load(&config)?);
+    let metrics = Arc::new(metrics::Metrics::new(shards));
+    if let Some(addr) = config.metrics_listen {
+        let bound = metrics::http::serve(addr, metrics.clone())?;
+        tracing::info!(%bound, "Prometheus metrics at /metrics");
+    }
+    retained::start_clock();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
@@ -50,6 +63,8 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         let config = config.clone();
         let mesh = Mesh::new(mesh.clone(), ShardId(i as u16));
         let stop = stop.clone();
+        let auth = auth.clone();
+        let metrics = metrics.clone();
         let core = cores.get(i % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -58,7 +73,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                 if let Some(core) = core {
                     core_affinity::set_for_current(core);
                 }
-                match Shard::new(ShardId(i as u16), config, mesh, stop) {
+                match Shard::new(ShardId(i as u16), config, mesh, stop, auth, metrics) {
                     Ok(shard) => {
                         let _ = ready.send(Ok(()));
                         shard.run()
@@ -117,6 +132,9 @@ impl Broker {
             total.dropped += s.dropped;
             total.accepted += s.accepted;
             total.protocol_errors += s.protocol_errors;
+            total.bytes_in += s.bytes_in;
+            total.bytes_out += s.bytes_out;
+            total.auth_denied += s.auth_denied;
         }
         Ok(total)
     }

@@ -67,6 +67,65 @@ struct Cli {
     /// Log filter, e.g. "info" or "broker=debug".
     #[arg(long)]
     log: Option<String>,
+    /// Highest QoS accepted and granted (0, 1 or 2).
+    #[arg(long)]
+    qos_max: Option<u8>,
+    /// Store retained messages (true/false).
+    #[arg(long)]
+    retain_available: Option<bool>,
+    /// Retained messages kept.
+    #[arg(long)]
+    retained_count_max: Option<usize>,
+    /// Topic and payload bytes of retained messages kept.
+    #[arg(long)]
+    retained_bytes_max: Option<usize>,
+    /// Topic aliases a client may use (0 = none).
+    #[arg(long)]
+    topic_alias_max: Option<u16>,
+    /// Longest keep alive a client may ask for, in seconds.
+    #[arg(long)]
+    keep_alive_max_secs: Option<u16>,
+    /// Levels in a topic name or filter.
+    #[arg(long)]
+    topic_levels_max: Option<usize>,
+    /// Subscriptions per session.
+    #[arg(long)]
+    subscriptions_per_session_max: Option<usize>,
+    /// PUBLISH packets per second per client (0 = no limit).
+    #[arg(long)]
+    publish_rate_max: Option<u32>,
+    /// Allow clients without a user name (true/false).
+    #[arg(long)]
+    allow_anonymous: Option<bool>,
+    /// Password file written by `ringmq passwd`.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// ACL file.
+    #[arg(long)]
+    acl_file: Option<PathBuf>,
+    /// Seconds between $SYS publishes (0 = off).
+    #[arg(long)]
+    sys_interval_secs: Option<u64>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Adds or replaces a user in a password file (argon2id hash). The password is read
+    /// from the first line of standard input unless --password is given.
+    Passwd {
+        /// The password file (created if missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+        /// The password (visible in the process list: prefer standard input).
+        #[arg(long)]
+        password: Option<String>,
+    },
 }
 
 macro_rules! override_keys {
@@ -87,6 +146,24 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Passwd {
+        file,
+        user,
+        password,
+    }) = &cli.command
+    {
+        let password = match password {
+            Some(p) => p.clone(),
+            None => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+        };
+        broker::auth::passwd::add_user(file, user, &password)?;
+        println!("user {user} written to {}", file.display());
+        return Ok(());
+    }
     let mut config = match &cli.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
@@ -110,8 +187,28 @@ fn run() -> anyhow::Result<()> {
         recv_buffer_bytes,
         wait_completions_min,
         wait_timeout_us,
-        log
+        log,
+        qos_max,
+        retain_available,
+        retained_count_max,
+        retained_bytes_max,
+        topic_alias_max,
+        keep_alive_max_secs,
+        topic_levels_max,
+        subscriptions_per_session_max,
+        publish_rate_max,
+        allow_anonymous,
+        sys_interval_secs
     );
+    if let Some(v) = cli.password_file {
+        config.password_file = Some(v);
+    }
+    if let Some(v) = cli.acl_file {
+        config.acl_file = Some(v);
+    }
+    if let Some(v) = cli.metrics_listen {
+        config.metrics_listen = Some(v);
+    }
     let config = config.validate()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))

@@ -311,9 +311,14 @@ fn bad_input_gets_the_right_reason_and_costs_nothing_else() {
             ReasonCode::MALFORMED_PACKET,
         ),
         (
-            "topic alias not allowed",
-            &[0x30, 0x07, 0, 1, b'a', 3, 0x23, 0, 1],
+            "topic alias above topic_alias_max",
+            &[0x30, 0x07, 0, 1, b'a', 3, 0x23, 0, 65],
             ReasonCode::TOPIC_ALIAS_INVALID,
+        ),
+        (
+            "unknown topic alias",
+            &[0x30, 0x06, 0, 0, 3, 0x23, 0, 5],
+            ReasonCode::PROTOCOL_ERROR,
         ),
         (
             "SUBSCRIBE bad filter",

@@ -9,18 +9,19 @@ pub(crate) fn on_pub_resp(shard: &mut Shard, id: ConnId, r: PubResp) {
     let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
         return;
     };
+    let now = shard.now;
     let Some((session, conn)) = shard.session_and_conn(sid, id) else {
         return;
     };
     match r.kind {
         PubRespKind::PubAck => {
-            session.on_puback(r.packet_id, &mut conn.out);
+            session.on_puback(r.packet_id, now, &mut conn.out);
         }
         PubRespKind::PubRec => {
-            session.on_pubrec(r.packet_id, &mut conn.out);
+            session.on_pubrec(&r, now, &mut conn.out);
         }
         PubRespKind::PubComp => {
-            session.on_pubcomp(r.packet_id, &mut conn.out);
+            session.on_pubcomp(r.packet_id, now, &mut conn.out);
         }
         PubRespKind::PubRel => {
             let known = session.inbound_qos2_release(r.packet_id);

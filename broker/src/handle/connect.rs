@@ -1,12 +1,10 @@
-//! CONNECT: client id rules, moving the connection to its home shard, session takeover and
-//! resume, CONNACK.
+//! CONNECT: credentials, client id and keep-alive rules, the will, moving the connection to
+//! its home shard, session takeover and resume, CONNACK with the broker's capabilities.
 
-use net::codec::{
-    ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
-};
+use net::codec::{ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, ReasonCode};
 
 use crate::ids::{home_shard, ConnId};
-use crate::session::{encode, Session, SessionLimits};
+use crate::session::{encode, Message, Session, SessionLimits};
 use crate::shard::mesh::ShardMsg;
 use crate::shard::{reply, take_for_handoff, Shard};
 
@@ -28,17 +26,21 @@ pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) 
     shard.close(id, None, &format!("bad first packet: {e}"));
 }
 
-fn refuse(shard: &mut Shard, id: ConnId, version: ProtocolVersion, reason: ReasonCode, why: &str) {
+fn refuse(shard: &mut Shard, id: ConnId, connect: &Connect, reason: ReasonCode, why: &str) {
+    let version = connect.version;
     let code = if version.is_v5() {
         reason
     } else {
         reason.v3_connack()
     };
-    let ack = ConnAck {
+    let mut ack = ConnAck {
         session_present: false,
         code,
         properties: Default::default(),
     };
+    if version.is_v5() && connect.properties.request_problem_information != Some(false) {
+        ack.properties.reason_string = Some(why.into());
+    }
     if let Some(conn) = shard.conn_mut(id) {
         conn.decoder.version = version;
         encode(version, &Packet::ConnAck(ack), &mut conn.out);
@@ -46,28 +48,79 @@ fn refuse(shard: &mut Shard, id: ConnId, version: ProtocolVersion, reason: Reaso
     shard.reject(id, None, why);
 }
 
-/// CONNECT on the shard the socket was accepted on.
-pub(crate) fn on_connect(shard: &mut Shard, id: ConnId, connect: Box<Connect>) {
+/// Checks a CONNECT against the broker's rules and the credentials: the refusal, if any.
+fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
     let version = connect.version;
     if connect.properties.authentication_method.is_some() {
-        return refuse(
-            shard,
-            id,
-            version,
+        return Err((
             ReasonCode::BAD_AUTHENTICATION_METHOD,
             "enhanced authentication is not supported",
-        );
+        ));
     }
     if connect.client_id.is_empty()
         && (version == ProtocolVersion::V31 || (!version.is_v5() && !connect.clean_start))
     {
-        return refuse(
-            shard,
-            id,
-            version,
+        return Err((
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
             "empty client id without clean session [MQTT-3.1.3-8]",
-        );
+        ));
+    }
+    if !version.is_v5() && connect.keep_alive > shard.config.keep_alive_max_secs {
+        return Err((
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            "keep alive above keep_alive_max_secs",
+        ));
+    }
+    let user = connect.username.as_deref();
+    if let Err(code) =
+        shard
+            .auth
+            .check_connect(user, connect.password.as_deref(), &mut shard.verified)
+    {
+        shard.stats.auth_denied += 1;
+        return Err((
+            code,
+            if code == ReasonCode::NOT_AUTHORIZED {
+                "anonymous clients are not allowed"
+            } else {
+                "bad user name or password"
+            },
+        ));
+    }
+    if let Some(will) = &connect.will {
+        if will.qos > shard.config.max_qos() {
+            return Err((ReasonCode::QOS_NOT_SUPPORTED, "will QoS above qos_max"));
+        }
+        if will.retain && !shard.config.retain_available {
+            return Err((
+                ReasonCode::RETAIN_NOT_SUPPORTED,
+                "retained will but retain is off",
+            ));
+        }
+        if will.topic.split('/').count() > shard.config.topic_levels_max {
+            return Err((
+                ReasonCode::TOPIC_NAME_INVALID,
+                "will topic has too many levels",
+            ));
+        }
+        if !shard
+            .auth
+            .can_publish(user, &connect.client_id, &will.topic)
+        {
+            shard.stats.auth_denied += 1;
+            return Err((
+                ReasonCode::NOT_AUTHORIZED,
+                "will topic not allowed by the ACL",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// CONNECT on the shard the socket was accepted on.
+pub(crate) fn on_connect(shard: &mut Shard, id: ConnId, connect: Box<Connect>) {
+    if let Err((reason, why)) = check(shard, &connect) {
+        return refuse(shard, id, &connect, reason, why);
     }
     // Empty client ids get an assigned one on the shard they landed on: no need to move.
     let home = if connect.client_id.is_empty() {
@@ -107,7 +160,21 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
             }),
         queue_max: shard.config.session_queue_count_max,
         queue_bytes_max: shard.config.session_queue_bytes_max,
+        alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
+        packet_bytes_max: connect
+            .properties
+            .maximum_packet_size
+            .map(|n| n.get() as usize),
     };
+    let mut will_delay = 0;
+    let will = connect.will.take().map(|w| {
+        let mut properties = w.properties;
+        will_delay = properties.will_delay_interval.unwrap_or(0);
+        if will_delay != 0 {
+            properties.will_delay_interval = None;
+        }
+        Message::new(w.topic, w.payload, w.qos, w.retain, properties, shard.now)
+    });
 
     // Takeover: the same client id is connected already (necessarily on this shard).
     let existing = shard.by_client.get(&connect.client_id).copied();
@@ -146,10 +213,21 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     if let Some(session) = shard.session_mut(sid) {
         session.version = version;
         session.conn = Some(id);
+        session.user = connect.username.clone();
         session.expiry_interval = expiry;
         session.expires_at = None;
         session.set_limits(limits);
+        // A delayed will of the previous connection is not sent: the session resumed.
+        session.will = will;
+        session.will_delay = will_delay;
+        session.will_due = None;
     }
+    let keep_alive_max = shard.config.keep_alive_max_secs;
+    let server_keep_alive = (version.is_v5()
+        && (connect.keep_alive == 0 || connect.keep_alive > keep_alive_max)
+        && keep_alive_max != u16::MAX)
+        .then_some(keep_alive_max);
+    let keep_alive = server_keep_alive.unwrap_or(connect.keep_alive);
 
     let mut properties = Properties::default();
     if version.is_v5() {
@@ -158,20 +236,26 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
             .ok()
             .and_then(std::num::NonZeroU32::new);
         properties.assigned_client_identifier = assigned;
-        properties.retain_available = Some(false);
-        properties.shared_subscription_available = Some(false);
-        properties.subscription_identifier_available = Some(false);
+        properties.retain_available = Some(shard.config.retain_available);
+        properties.shared_subscription_available = Some(true);
+        properties.subscription_identifier_available = Some(true);
         properties.wildcard_subscription_available = Some(true);
-        properties.topic_alias_maximum = Some(0);
-        properties.maximum_qos = None::<QoS>;
+        properties.topic_alias_maximum = Some(shard.config.topic_alias_max);
+        properties.maximum_qos = (shard.config.qos_max < 2).then(|| shard.config.max_qos());
+        properties.server_keep_alive = server_keep_alive;
     }
+    let rate = shard.config.publish_rate_max;
+    let problem_info = connect.properties.request_problem_information != Some(false);
     let Some(conn) = shard.conn_mut(id) else {
         return;
     };
     conn.decoder.version = version;
     conn.session = Some(sid);
-    conn.keep_alive = (connect.keep_alive > 0)
-        .then(|| std::time::Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    conn.keep_alive =
+        (keep_alive > 0).then(|| std::time::Duration::from_millis(u64::from(keep_alive) * 1500));
+    conn.problem_info = problem_info;
+    conn.rate_tokens = f64::from(rate);
+    conn.aliases_in.clear();
     let ack = ConnAck {
         session_present,
         code: ReasonCode::SUCCESS,
@@ -179,8 +263,9 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     };
     reply(shard, id, &Packet::ConnAck(ack));
     // Resume: unacknowledged messages again (DUP), then the queue.
+    let now = shard.now;
     if let Some((session, conn)) = shard.session_and_conn(sid, id) {
-        session.resume(&mut conn.out);
+        session.resume(now, &mut conn.out);
     }
     tracing::debug!(shard = shard.id.0, client = %connect.client_id, session_present, "client connected");
 }

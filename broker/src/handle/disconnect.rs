@@ -1,4 +1,6 @@
-//! DISCONNECT from a client: a normal close; MQTT 5 may change the session expiry interval.
+//! DISCONNECT from a client: a normal close, which discards the will unless the MQTT 5
+//! reason is 0x04 (disconnect with will message); MQTT 5 may change the session expiry
+//! interval.
 
 use net::codec::{Disconnect, ReasonCode};
 
@@ -18,6 +20,12 @@ pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
                 );
             }
             session.expiry_interval = secs;
+        }
+    }
+    if d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {
+        let sid = shard.conn_mut(id).and_then(|c| c.session);
+        if let Some(session) = sid.and_then(|sid| shard.session_mut(sid)) {
+            session.will = None;
         }
     }
     shard.close(id, None, "client disconnected");

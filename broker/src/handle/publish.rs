@@ -1,30 +1,113 @@
-//! PUBLISH from a client: the spec checks the codec cannot make (they depend on connection
-//! state), QoS 2 exactly-once on receipt, routing, and the acknowledgement.
+//! PUBLISH from a client: the checks that depend on connection state (topic aliases, maximum
+//! QoS, retain availability, topic levels, the ACL, the publish rate), QoS 2 exactly-once on
+//! receipt, routing, and the acknowledgement.
 
+use bytestring::ByteString;
 use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
 use crate::ids::ConnId;
 use crate::session::Message;
-use crate::shard::{reply, Shard};
+use crate::shard::{reply, Origin, Shard};
+
+/// Resolves a topic alias [MQTT-3.3.2.3.4]: a PUBLISH with a topic and an alias sets the
+/// alias; with an empty topic it uses it. `Err` is the reason to disconnect with.
+fn resolve_alias(shard: &mut Shard, id: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
+    // Read through `Deref` first: writing through `DerefMut` would allocate properties for
+    // every PUBLISH that has none.
+    let Some(alias) = p.properties.topic_alias else {
+        return if p.topic.is_empty() {
+            Err(ReasonCode::PROTOCOL_ERROR)
+        } else {
+            Ok(())
+        };
+    };
+    p.properties.topic_alias = None;
+    let max = shard.config.topic_alias_max;
+    if alias.get() > max {
+        return Err(ReasonCode::TOPIC_ALIAS_INVALID);
+    }
+    let Some(conn) = shard.conn_mut(id) else {
+        return Ok(());
+    };
+    let slot = usize::from(alias.get() - 1);
+    if p.topic.is_empty() {
+        match conn.aliases_in.get(slot).cloned().flatten() {
+            Some(topic) => p.topic = topic,
+            None => return Err(ReasonCode::PROTOCOL_ERROR),
+        }
+    } else {
+        if conn.aliases_in.len() <= slot {
+            conn.aliases_in.resize(slot + 1, None);
+        }
+        if let Some(entry) = conn.aliases_in.get_mut(slot) {
+            *entry = Some(p.topic.clone());
+        }
+    }
+    Ok(())
+}
+
+fn ack_with(shard: &mut Shard, id: ConnId, p: &Publish, reason: ReasonCode, why: &str) {
+    let kind = match p.qos {
+        QoS::AtMostOnce => return,
+        QoS::AtLeastOnce => PubRespKind::PubAck,
+        QoS::ExactlyOnce => PubRespKind::PubRec,
+    };
+    let Some(pid) = p.packet_id else { return };
+    let v5 = shard
+        .conn_mut(id)
+        .is_some_and(|c| c.decoder.version.is_v5());
+    let problem_info = shard.conn_mut(id).is_some_and(|c| c.problem_info);
+    let mut r = PubResp::new(kind, pid);
+    if v5 {
+        // MQTT 3 has no way to refuse a PUBLISH: it is acknowledged and dropped.
+        r.reason = reason;
+        if problem_info {
+            r.properties.reason_string = Some(ByteString::from(why));
+        }
+    }
+    reply(shard, id, &Packet::PubResp(r));
+}
 
 pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
     shard.stats.publishes_in += 1;
     let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
         return;
     };
-    if p.properties.topic_alias.is_some() {
-        // CONNACK announced a topic alias maximum of 0 [MQTT-3.3.2-9].
-        return shard.reject(
-            id,
-            Some(ReasonCode::TOPIC_ALIAS_INVALID),
-            "topic alias sent but not allowed",
-        );
+    if let Err(reason) = resolve_alias(shard, id, &mut p) {
+        return shard.reject(id, Some(reason), "bad topic alias [MQTT-3.3.2-7/8]");
     }
     if !p.properties.subscription_identifiers.is_empty() {
         return shard.reject(
             id,
             Some(ReasonCode::PROTOCOL_ERROR),
             "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]",
+        );
+    }
+    if p.qos > shard.config.max_qos() {
+        return shard.reject(
+            id,
+            Some(ReasonCode::QOS_NOT_SUPPORTED),
+            "PUBLISH above the maximum QoS [MQTT-3.2.2-11]",
+        );
+    }
+    if p.retain && !shard.config.retain_available {
+        return shard.reject(
+            id,
+            Some(ReasonCode::RETAIN_NOT_SUPPORTED),
+            "retained PUBLISH but retain_available is false [MQTT-3.2.2-14]",
+        );
+    }
+    let rate = shard.config.publish_rate_max;
+    let now = shard.now;
+    if rate > 0
+        && !shard
+            .conn_mut(id)
+            .is_none_or(|c| c.take_publish_token(rate, now))
+    {
+        return shard.reject(
+            id,
+            Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
+            "publish rate above publish_rate_max",
         );
     }
     let max_inbound = usize::from(shard.config.inflight_count_max);
@@ -48,14 +131,44 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
             );
         }
     }
-    let message = Message {
-        topic: p.topic,
-        payload: p.payload,
-        qos: p.qos,
-        retain: p.retain,
-        properties: std::mem::take(&mut p.properties),
-    };
-    shard.route(message, Some(sid));
+    if p.topic.split('/').count() > shard.config.topic_levels_max {
+        forget_qos2(shard, sid, &p);
+        return ack_with(
+            shard,
+            id,
+            &p,
+            ReasonCode::TOPIC_NAME_INVALID,
+            "topic has more levels than topic_levels_max",
+        );
+    }
+    let allowed = !shard.auth.has_acl()
+        || match shard.sessions.get(sid.0 as usize).and_then(Option::as_ref) {
+            Some(s) => shard
+                .auth
+                .can_publish(s.user.as_deref(), &s.client_id, &p.topic),
+            None => return,
+        };
+    if !allowed {
+        shard.stats.auth_denied += 1;
+        tracing::debug!(shard = shard.id.0, topic = %p.topic, "publish denied by the ACL");
+        forget_qos2(shard, sid, &p);
+        return ack_with(
+            shard,
+            id,
+            &p,
+            ReasonCode::NOT_AUTHORIZED,
+            "publish not allowed by the ACL",
+        );
+    }
+    let message = Message::new(
+        p.topic,
+        p.payload,
+        p.qos,
+        p.retain,
+        std::mem::take(&mut p.properties),
+        now,
+    );
+    shard.publish(message, Origin::Client(sid));
     match (p.qos, p.packet_id) {
         (QoS::AtLeastOnce, Some(pid)) => reply(
             shard,
@@ -68,5 +181,17 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
             &Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)),
         ),
         _ => {}
+    }
+}
+
+/// A refused QoS 2 PUBLISH ends its flow at the PUBREC [MQTT-4.3.3-9] (MQTT 5); an MQTT 3
+/// client gets a plain PUBREC and will send PUBREL, so its id stays until then.
+fn forget_qos2(shard: &mut Shard, sid: crate::ids::SessionId, p: &Publish) {
+    if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
+        if let Some(s) = shard.session_mut(sid) {
+            if s.version.is_v5() {
+                s.inbound_qos2_release(pid);
+            }
+        }
     }
 }

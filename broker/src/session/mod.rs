@@ -1,10 +1,12 @@
 //! A client session, sans-IO: its subscriptions, the packet ids and inflight window of
 //! outbound QoS 1/2 messages, the queue of messages waiting for the window or for the client
-//! to come back, and the inbound QoS 2 packet ids awaiting PUBREL. Methods write the packets
-//! they produce into the caller's output buffer and never touch sockets or clocks.
+//! to come back, the inbound QoS 2 packet ids awaiting PUBREL, and its will. Methods write the
+//! packets they produce into the caller's output buffer and never touch sockets; the caller
+//! passes the time (`now`) where message expiry matters.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::num::NonZeroU16;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -28,8 +30,42 @@ pub struct Message {
     /// RETAIN flag as published.
     pub retain: bool,
     /// MQTT 5 properties passed through to subscribers (topic alias and subscription
-    /// identifiers removed).
+    /// identifiers removed; the message expiry interval is rewritten on the way out).
     pub properties: BoxedProperties,
+    /// When the broker received it (shard clock): delivery latency.
+    pub received_at: Instant,
+    /// When it expires (MQTT 5 message expiry interval), if it does.
+    pub expires_at: Option<Instant>,
+}
+
+impl Message {
+    /// A message received at `now`; its expiry comes from its message expiry interval.
+    pub fn new(
+        topic: ByteString,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        properties: BoxedProperties,
+        now: Instant,
+    ) -> Self {
+        let expires_at = properties
+            .message_expiry_interval
+            .map(|secs| now + Duration::from_secs(u64::from(secs)));
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            received_at: now,
+            expires_at,
+        }
+    }
+
+    /// True once the message's expiry interval has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,13 +78,29 @@ enum Awaiting {
     Comp,
 }
 
+/// A message on its way to this session: the QoS and RETAIN flag it goes out with and the
+/// identifier of the subscription that matched (0: none).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The message.
+    pub message: Message,
+    /// QoS granted (the publish's, capped by the subscription's).
+    pub qos: QoS,
+    /// RETAIN flag on the way out.
+    pub retain: bool,
+    /// Subscription identifier to send with it (MQTT 5), 0 for none.
+    pub sub_id: u32,
+    /// When it came through a shared subscription: the group's full filter
+    /// (`$share/group/filter`), so an unfinished copy can go to another member if this
+    /// session ends.
+    pub shared: Option<ByteString>,
+}
+
 #[derive(Debug)]
 struct Inflight {
     packet_id: PacketId,
     stage: Awaiting,
-    message: Message,
-    qos: QoS,
-    retain: bool,
+    out: Outgoing,
 }
 
 /// What happened to a message offered to a session.
@@ -58,7 +110,7 @@ pub enum Delivery {
     Sent,
     /// Queued (window full or client offline).
     Queued,
-    /// QoS 0 with nowhere to go: dropped.
+    /// QoS 0 with nowhere to go, expired, or larger than the client accepts: dropped.
     Dropped,
     /// Queued after dropping the oldest queued message (offline session at its bound).
     QueuedDroppedOldest,
@@ -76,6 +128,23 @@ pub struct SessionLimits {
     pub queue_max: usize,
     /// Queued topic and payload bytes.
     pub queue_bytes_max: usize,
+    /// Topic aliases the client accepts (its topic alias maximum; 0: none).
+    pub alias_max: u16,
+    /// Largest packet the client accepts (its maximum packet size), if it set one.
+    pub packet_bytes_max: Option<usize>,
+}
+
+impl SessionLimits {
+    /// Limits with no alias and no client packet size limit.
+    pub fn new(window: usize, queue_max: usize, queue_bytes_max: usize) -> Self {
+        Self {
+            window,
+            queue_max,
+            queue_bytes_max,
+            alias_max: 0,
+            packet_bytes_max: None,
+        }
+    }
 }
 
 /// One client's session on its home shard.
@@ -83,6 +152,8 @@ pub struct SessionLimits {
 pub struct Session {
     /// The client identifier.
     pub client_id: ByteString,
+    /// The user name the client authenticated with (ACL checks).
+    pub user: Option<ByteString>,
     /// Protocol version of the current (or last) connection.
     pub version: ProtocolVersion,
     /// The connection, while the client is connected.
@@ -92,17 +163,26 @@ pub struct Session {
     pub expiry_interval: u32,
     /// When a disconnected session expires.
     pub expires_at: Option<Instant>,
-    /// Subscriptions by filter.
-    pub subscriptions: FxHashMap<ByteString, SubscriptionOptions>,
-    /// Messages dropped for this session (QoS 0 with a full outbox, oldest queued ones).
+    /// Subscriptions by filter, with their subscription identifier (0: none).
+    pub subscriptions: FxHashMap<ByteString, (SubscriptionOptions, u32)>,
+    /// The will of the current connection, or of the last one while its delay runs.
+    pub will: Option<Message>,
+    /// Will delay interval in seconds (MQTT 5).
+    pub will_delay: u32,
+    /// When a delayed will is due (set at an abnormal disconnect).
+    pub will_due: Option<Instant>,
+    /// Messages dropped for this session (QoS 0 with a full outbox, oldest queued, expired,
+    /// too large for the client).
     pub dropped: u64,
     limits: SessionLimits,
     next_packet_id: u16,
     inflight: VecDeque<Inflight>,
-    queue: VecDeque<(Message, QoS, bool)>,
+    queue: VecDeque<Outgoing>,
     /// Topic and payload bytes in `queue`.
     queued_bytes: usize,
     inbound_qos2: FxHashSet<u16>,
+    /// Topic aliases given to the client on this connection (server to client).
+    aliases: FxHashMap<ByteString, NonZeroU16>,
 }
 
 /// Bytes a queued message holds on to (its topic and payload).
@@ -124,11 +204,15 @@ impl Session {
     pub fn new(client_id: ByteString, version: ProtocolVersion, limits: SessionLimits) -> Self {
         Self {
             client_id,
+            user: None,
             version,
             conn: None,
             expiry_interval: 0,
             expires_at: None,
             subscriptions: FxHashMap::default(),
+            will: None,
+            will_delay: 0,
+            will_due: None,
             dropped: 0,
             limits,
             next_packet_id: 1,
@@ -136,12 +220,15 @@ impl Session {
             queue: VecDeque::new(),
             queued_bytes: 0,
             inbound_qos2: FxHashSet::default(),
+            aliases: FxHashMap::default(),
         }
     }
 
-    /// Sets the limits for a new connection (its receive maximum).
+    /// Sets the limits for a new connection (its receive maximum, topic alias maximum and
+    /// maximum packet size); topic aliases start afresh.
     pub fn set_limits(&mut self, limits: SessionLimits) {
         self.limits = limits;
+        self.aliases.clear();
     }
 
     /// Outbound messages in flight.
@@ -166,42 +253,81 @@ impl Session {
         }
     }
 
-    fn write_publish(&self, f: &Inflight, dup: bool, out: &mut BytesMut) {
-        let publish = Publish {
+    /// Encodes one PUBLISH of `o` for this client, with what MQTT 5 adds on the way out: the
+    /// remaining message expiry interval, the subscription identifier, a topic alias when the
+    /// client accepts them. Returns false, writing nothing, when the packet is larger than the
+    /// client's maximum packet size [MQTT-3.1.2-25].
+    fn write_publish(
+        &mut self,
+        o: &Outgoing,
+        packet_id: Option<PacketId>,
+        dup: bool,
+        now: Instant,
+        out: &mut BytesMut,
+    ) -> bool {
+        let mut publish = Publish {
             dup,
-            qos: f.qos,
-            retain: f.retain,
-            topic: f.message.topic.clone(),
-            packet_id: Some(f.packet_id),
-            properties: f.message.properties.clone(),
-            payload: f.message.payload.clone(),
+            qos: o.qos,
+            retain: o.retain,
+            topic: o.message.topic.clone(),
+            packet_id,
+            properties: o.message.properties.clone(),
+            payload: o.message.payload.clone(),
         };
+        if self.version.is_v5() {
+            if let Some(at) = o.message.expires_at {
+                let left = at.saturating_duration_since(now).as_millis().div_ceil(1000);
+                publish.properties.message_expiry_interval =
+                    Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
+            }
+            if o.sub_id != 0 {
+                publish.properties.subscription_identifiers = vec![o.sub_id];
+            }
+        }
+        if let Some(max) = self.limits.packet_bytes_max {
+            // Checked with the full topic: an alias only makes the packet smaller.
+            let packet = Packet::Publish(publish);
+            if packet.encoded_len(self.version) > max {
+                self.dropped += 1;
+                return false;
+            }
+            let Packet::Publish(p) = packet else {
+                return false;
+            };
+            publish = p;
+        }
+        if self.version.is_v5() && self.limits.alias_max > 0 {
+            if let Some(&alias) = self.aliases.get(&publish.topic) {
+                publish.properties.topic_alias = Some(alias);
+                publish.topic = ByteString::new();
+            } else if self.aliases.len() < usize::from(self.limits.alias_max) {
+                let next = u16::try_from(self.aliases.len() + 1).ok();
+                if let Some(alias) = next.and_then(NonZeroU16::new) {
+                    self.aliases.insert(publish.topic.clone(), alias);
+                    publish.properties.topic_alias = Some(alias);
+                }
+            }
+        }
         encode(self.version, &Packet::Publish(publish), out);
+        true
     }
 
-    /// Offers a message at `qos` (already capped by the subscription). `out` is the
-    /// connection's output buffer while connected and able to take more, `None` otherwise.
-    pub fn deliver(
-        &mut self,
-        message: &Message,
-        qos: QoS,
-        retain: bool,
-        out: Option<&mut BytesMut>,
-    ) -> Delivery {
-        if qos == QoS::AtMostOnce {
+    /// Offers a message (QoS already capped by the subscription). `out` is the connection's
+    /// output buffer while connected and able to take more, `None` otherwise. Expired
+    /// messages and messages larger than the client accepts are dropped.
+    pub fn deliver(&mut self, o: Outgoing, now: Instant, out: Option<&mut BytesMut>) -> Delivery {
+        if o.message.expired(now) {
+            self.dropped += 1;
+            return Delivery::Dropped;
+        }
+        if o.qos == QoS::AtMostOnce {
             return match out {
                 Some(out) if self.conn.is_some() => {
-                    let publish = Publish {
-                        dup: false,
-                        qos,
-                        retain,
-                        topic: message.topic.clone(),
-                        packet_id: None,
-                        properties: message.properties.clone(),
-                        payload: message.payload.clone(),
-                    };
-                    encode(self.version, &Packet::Publish(publish), out);
-                    Delivery::Sent
+                    if self.write_publish(&o, None, false, now, out) {
+                        Delivery::Sent
+                    } else {
+                        Delivery::Dropped
+                    }
                 }
                 _ => {
                     self.dropped += 1;
@@ -214,18 +340,21 @@ impl Session {
                 && self.inflight.len() < self.limits.window
                 && self.queue.is_empty()
             {
-                self.send_new(message.clone(), qos, retain, out);
-                return Delivery::Sent;
+                return if self.send_new(o, now, out) {
+                    Delivery::Sent
+                } else {
+                    Delivery::Dropped
+                };
             }
         }
-        let weight = weight(message);
+        let weight = weight(&o.message);
         let full = |s: &Self| {
             !s.queue.is_empty()
                 && (s.queue.len() >= s.limits.queue_max
                     || s.queued_bytes + weight > s.limits.queue_bytes_max)
         };
         if !full(self) {
-            self.enqueue(message.clone(), qos, retain);
+            self.enqueue(o);
             return Delivery::Queued;
         }
         if self.conn.is_some() {
@@ -235,46 +364,51 @@ impl Session {
             self.dequeue();
             self.dropped += 1;
         }
-        self.enqueue(message.clone(), qos, retain);
+        self.enqueue(o);
         Delivery::QueuedDroppedOldest
     }
 
-    fn enqueue(&mut self, message: Message, qos: QoS, retain: bool) {
-        self.queued_bytes += weight(&message);
-        self.queue.push_back((message, qos, retain));
+    fn enqueue(&mut self, o: Outgoing) {
+        self.queued_bytes += weight(&o.message);
+        self.queue.push_back(o);
     }
 
-    fn dequeue(&mut self) -> Option<(Message, QoS, bool)> {
-        let entry = self.queue.pop_front()?;
-        self.queued_bytes = self.queued_bytes.saturating_sub(weight(&entry.0));
-        Some(entry)
+    fn dequeue(&mut self) -> Option<Outgoing> {
+        let o = self.queue.pop_front()?;
+        self.queued_bytes = self.queued_bytes.saturating_sub(weight(&o.message));
+        Some(o)
     }
 
-    fn send_new(&mut self, message: Message, qos: QoS, retain: bool, out: &mut BytesMut) {
+    /// Sends a QoS 1/2 message under a new packet id; false if it was too large to send.
+    fn send_new(&mut self, o: Outgoing, now: Instant, out: &mut BytesMut) -> bool {
         let packet_id = self.allocate_packet_id();
-        let stage = if qos == QoS::ExactlyOnce {
+        if !self.write_publish(&o, Some(packet_id), false, now, out) {
+            return false;
+        }
+        let stage = if o.qos == QoS::ExactlyOnce {
             Awaiting::Rec
         } else {
             Awaiting::Ack
         };
-        let f = Inflight {
+        self.inflight.push_back(Inflight {
             packet_id,
             stage,
-            message,
-            qos,
-            retain,
-        };
-        self.write_publish(&f, false, out);
-        self.inflight.push_back(f);
+            out: o,
+        });
+        true
     }
 
-    /// Moves queued messages into the window while it has room.
-    pub fn fill_window(&mut self, out: &mut BytesMut) {
+    /// Moves queued messages into the window while it has room (expired ones are dropped).
+    pub fn fill_window(&mut self, now: Instant, out: &mut BytesMut) {
         while self.inflight.len() < self.limits.window {
-            let Some((message, qos, retain)) = self.dequeue() else {
+            let Some(o) = self.dequeue() else {
                 break;
             };
-            self.send_new(message, qos, retain, out);
+            if o.message.expired(now) {
+                self.dropped += 1;
+                continue;
+            }
+            self.send_new(o, now, out);
         }
     }
 
@@ -285,17 +419,27 @@ impl Session {
     }
 
     /// PUBACK from the client. Returns false for an unknown packet id.
-    pub fn on_puback(&mut self, packet_id: PacketId, out: &mut BytesMut) -> bool {
+    pub fn on_puback(&mut self, packet_id: PacketId, now: Instant, out: &mut BytesMut) -> bool {
         let Some(i) = self.position(packet_id, Awaiting::Ack) else {
             return false;
         };
         self.inflight.remove(i);
-        self.fill_window(out);
+        self.fill_window(now, out);
         true
     }
 
-    /// PUBREC from the client: answer PUBREL (with 0x92 for an unknown id in MQTT 5).
-    pub fn on_pubrec(&mut self, packet_id: PacketId, out: &mut BytesMut) -> bool {
+    /// PUBREC from the client: answer PUBREL (with 0x92 for an unknown id in MQTT 5). A PUBREC
+    /// with an error reason ends the flow [MQTT-4.3.3-9].
+    pub fn on_pubrec(&mut self, r: &PubResp, now: Instant, out: &mut BytesMut) -> bool {
+        let packet_id = r.packet_id;
+        if r.reason.0 >= 0x80 {
+            let Some(i) = self.position(packet_id, Awaiting::Rec) else {
+                return false;
+            };
+            self.inflight.remove(i);
+            self.fill_window(now, out);
+            return true;
+        }
         let known = match self.position(packet_id, Awaiting::Rec) {
             Some(i) => {
                 if let Some(f) = self.inflight.get_mut(i) {
@@ -314,12 +458,12 @@ impl Session {
     }
 
     /// PUBCOMP from the client. Returns false for an unknown packet id.
-    pub fn on_pubcomp(&mut self, packet_id: PacketId, out: &mut BytesMut) -> bool {
+    pub fn on_pubcomp(&mut self, packet_id: PacketId, now: Instant, out: &mut BytesMut) -> bool {
         let Some(i) = self.position(packet_id, Awaiting::Comp) else {
             return false;
         };
         self.inflight.remove(i);
-        self.fill_window(out);
+        self.fill_window(now, out);
         true
     }
 
@@ -341,10 +485,13 @@ impl Session {
 
     /// A client resumed this session: resend every unacknowledged message (PUBLISH with DUP,
     /// or PUBREL) in the original order, then fill the window from the queue.
-    pub fn resume(&mut self, out: &mut BytesMut) {
-        for f in &self.inflight {
+    pub fn resume(&mut self, now: Instant, out: &mut BytesMut) {
+        let inflight = std::mem::take(&mut self.inflight);
+        for f in &inflight {
             match f.stage {
-                Awaiting::Ack | Awaiting::Rec => self.write_publish(f, true, out),
+                Awaiting::Ack | Awaiting::Rec => {
+                    self.write_publish(&f.out, Some(f.packet_id), true, now, out);
+                }
                 Awaiting::Comp => encode(
                     self.version,
                     &Packet::PubResp(PubResp::new(PubRespKind::PubRel, f.packet_id)),
@@ -352,17 +499,36 @@ impl Session {
                 ),
             }
         }
-        self.fill_window(out);
+        self.inflight = inflight;
+        self.fill_window(now, out);
     }
 
-    /// Clean start: forget everything but the identity.
-    pub fn clear(&mut self) {
-        self.subscriptions.clear();
-        self.inflight.clear();
-        self.queue.clear();
-        self.queued_bytes = 0;
-        self.inbound_qos2.clear();
-        self.next_packet_id = 1;
+    /// Takes the messages this session received through shared subscriptions and has not
+    /// finished (in flight before PUBREL, or queued), so they can go to another member of
+    /// their group when the session ends.
+    pub fn take_shared_unfinished(&mut self) -> Vec<(ByteString, Message)> {
+        let mut taken = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.inflight.len());
+        for mut f in self.inflight.drain(..) {
+            match f.out.shared.take() {
+                Some(group) if f.stage != Awaiting::Comp => taken.push((group, f.out.message)),
+                group => {
+                    f.out.shared = group;
+                    keep.push_back(f);
+                }
+            }
+        }
+        self.inflight = keep;
+        let mut queue = VecDeque::with_capacity(self.queue.len());
+        for mut o in self.queue.drain(..) {
+            match o.shared.take() {
+                Some(group) => taken.push((group, o.message)),
+                None => queue.push_back(o),
+            }
+        }
+        self.queue = queue;
+        self.queued_bytes = self.queue.iter().map(|o| weight(&o.message)).sum();
+        taken
     }
 }
 
@@ -372,12 +538,27 @@ mod tests {
     use net::codec::Decoder;
 
     fn message(n: u8) -> Message {
-        Message {
-            topic: "t".into(),
-            payload: Bytes::from(vec![n]),
-            qos: QoS::ExactlyOnce,
+        Message::new(
+            "t".into(),
+            Bytes::from(vec![n]),
+            QoS::ExactlyOnce,
+            false,
+            Default::default(),
+            now(),
+        )
+    }
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn o(n: u8, qos: QoS) -> Outgoing {
+        Outgoing {
+            message: message(n),
+            qos,
             retain: false,
-            properties: Default::default(),
+            sub_id: 0,
+            shared: None,
         }
     }
 
@@ -397,11 +578,7 @@ mod tests {
         let mut s = Session::new(
             "c".into(),
             ProtocolVersion::V311,
-            SessionLimits {
-                window,
-                queue_max,
-                queue_bytes_max: usize::MAX,
-            },
+            SessionLimits::new(window, queue_max, usize::MAX),
         );
         s.conn = Some(ConnId {
             slot: 0,
@@ -415,7 +592,7 @@ mod tests {
         let mut s = session(2, 10);
         let mut out = BytesMut::new();
         for n in 0..4 {
-            let d = s.deliver(&message(n), QoS::AtLeastOnce, false, Some(&mut out));
+            let d = s.deliver(o(n, QoS::AtLeastOnce), now(), Some(&mut out));
             assert_eq!(
                 d,
                 if n < 2 {
@@ -430,9 +607,9 @@ mod tests {
         let Packet::Publish(p) = &sent[0] else {
             panic!()
         };
-        assert!(s.on_puback(p.packet_id.unwrap(), &mut out));
+        assert!(s.on_puback(p.packet_id.unwrap(), now(), &mut out));
         assert!(
-            !s.on_puback(p.packet_id.unwrap(), &mut out),
+            !s.on_puback(p.packet_id.unwrap(), now(), &mut out),
             "second ack is unknown"
         );
         let next = packets(&mut out);
@@ -447,18 +624,22 @@ mod tests {
     fn qos2_outbound_flow_and_resume_with_dup() {
         let mut s = session(10, 10);
         let mut out = BytesMut::new();
-        s.deliver(&message(1), QoS::ExactlyOnce, false, Some(&mut out));
-        s.deliver(&message(2), QoS::ExactlyOnce, false, Some(&mut out));
+        s.deliver(o(1, QoS::ExactlyOnce), now(), Some(&mut out));
+        s.deliver(o(2, QoS::ExactlyOnce), now(), Some(&mut out));
         let sent = packets(&mut out);
         let Packet::Publish(first) = &sent[0] else {
             panic!()
         };
-        assert!(s.on_pubrec(first.packet_id.unwrap(), &mut out));
+        assert!(s.on_pubrec(
+            &PubResp::new(PubRespKind::PubRec, first.packet_id.unwrap()),
+            now(),
+            &mut out
+        ));
         assert!(
             matches!(&packets(&mut out)[0], Packet::PubResp(r) if r.kind == PubRespKind::PubRel)
         );
         // The client goes away and comes back: PUBREL for the first, DUP PUBLISH for the second.
-        s.resume(&mut out);
+        s.resume(now(), &mut out);
         let again = packets(&mut out);
         assert!(matches!(&again[0], Packet::PubResp(r) if r.kind == PubRespKind::PubRel));
         let Packet::Publish(p) = &again[1] else {
@@ -466,7 +647,7 @@ mod tests {
         };
         assert!(p.dup);
         assert_eq!(&p.payload[..], &[2]);
-        assert!(s.on_pubcomp(first.packet_id.unwrap(), &mut out));
+        assert!(s.on_pubcomp(first.packet_id.unwrap(), now(), &mut out));
     }
 
     #[test]
@@ -474,7 +655,7 @@ mod tests {
         let mut s = session(1, 2);
         s.conn = None;
         for n in 0..3 {
-            s.deliver(&message(n), QoS::AtLeastOnce, false, None);
+            s.deliver(o(n, QoS::AtLeastOnce), now(), None);
         }
         assert_eq!((s.queued_len(), s.dropped), (2, 1));
         s.conn = Some(ConnId {
@@ -482,14 +663,14 @@ mod tests {
             generation: 0,
         });
         let mut out = BytesMut::new();
-        s.resume(&mut out);
+        s.resume(now(), &mut out);
         let Packet::Publish(p) = &packets(&mut out)[0] else {
             panic!()
         };
         assert_eq!(&p.payload[..], &[1], "oldest was dropped");
-        s.deliver(&message(9), QoS::AtLeastOnce, false, Some(&mut out));
+        s.deliver(o(9, QoS::AtLeastOnce), now(), Some(&mut out));
         assert_eq!(
-            s.deliver(&message(10), QoS::AtLeastOnce, false, Some(&mut out)),
+            s.deliver(o(10, QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Overflow
         );
     }
@@ -497,15 +678,11 @@ mod tests {
     #[test]
     fn queue_is_bounded_in_bytes_too() {
         let mut s = session(1, 1000);
-        s.set_limits(SessionLimits {
-            window: 1,
-            queue_max: 1000,
-            queue_bytes_max: 10,
-        });
+        s.set_limits(SessionLimits::new(1, 1000, 10));
         s.conn = None;
         // Each message weighs 2 bytes (topic "t" + 1 byte payload): 5 fit in 10 bytes.
         for n in 0..8 {
-            s.deliver(&message(n), QoS::AtLeastOnce, false, None);
+            s.deliver(o(n, QoS::AtLeastOnce), now(), None);
         }
         assert_eq!((s.queued_len(), s.dropped), (5, 3));
         s.conn = Some(ConnId {
@@ -513,14 +690,14 @@ mod tests {
             generation: 0,
         });
         let mut out = BytesMut::new();
-        s.resume(&mut out);
+        s.resume(now(), &mut out);
         assert_eq!(s.queued_len(), 4, "one moved into the window");
         assert_eq!(
-            s.deliver(&message(9), QoS::AtLeastOnce, false, Some(&mut out)),
+            s.deliver(o(9, QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(&message(10), QoS::AtLeastOnce, false, Some(&mut out)),
+            s.deliver(o(10, QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Overflow
         );
     }

@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use bytestring::ByteString;
 use net::codec::Decoder;
 
 use crate::ids::{ConnId, SessionId};
@@ -54,6 +55,16 @@ pub struct Conn {
     pub dirty: bool,
     /// The receive was cancelled because input is paused (peer queue full).
     pub recv_paused: bool,
+    /// Topic aliases the client set (client to server), indexed by alias - 1; at most
+    /// `topic_alias_max`.
+    pub aliases_in: Vec<Option<ByteString>>,
+    /// The client allows reason strings and user properties on errors (MQTT 5 request
+    /// problem information, default true).
+    pub problem_info: bool,
+    /// Publish rate limit: tokens left and when they were last refilled.
+    pub rate_tokens: f64,
+    /// Last refill of `rate_tokens`.
+    pub rate_at: Instant,
 }
 
 impl Conn {
@@ -75,12 +86,31 @@ impl Conn {
             closing: false,
             dirty: false,
             recv_paused: false,
+            aliases_in: Vec::new(),
+            problem_info: true,
+            rate_tokens: 0.0,
+            rate_at: now,
         }
     }
 
     /// The raw socket, or -1 once it has moved away.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd())
+    }
+
+    /// Takes one token from the publish rate bucket (`rate` per second, holding at most one
+    /// second's worth); false when the client is over its rate.
+    pub fn take_publish_token(&mut self, rate: u32, now: Instant) -> bool {
+        let rate = f64::from(rate);
+        let elapsed = now.saturating_duration_since(self.rate_at).as_secs_f64();
+        self.rate_at = now;
+        self.rate_tokens = (self.rate_tokens + elapsed * rate).min(rate);
+        if self.rate_tokens >= 1.0 {
+            self.rate_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     /// Bytes queued or being sent.

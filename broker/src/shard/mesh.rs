@@ -20,6 +20,23 @@ use crate::session::Message;
 pub enum ShardMsg {
     /// A publish matched subscriptions on the receiving shard.
     Publish(Message),
+    /// A publish for one member of shared group `filter` (`$share/group/filter`) on the
+    /// receiving shard; `hops` counts moves between shards whose members had left.
+    SharedPublish {
+        /// The group's full filter.
+        filter: ByteString,
+        /// The message.
+        message: Box<Message>,
+        /// Moves so far.
+        hops: u8,
+    },
+    /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
+    Retain {
+        /// The message.
+        message: Box<Message>,
+        /// Its last-writer-wins version.
+        version: u64,
+    },
     /// The sender now has subscribers for this filter.
     RouteAdd(ByteString),
     /// The sender has no more subscribers for this filter.
@@ -57,6 +74,9 @@ impl ShardMsg {
         const OVERHEAD: u64 = 64;
         match self {
             ShardMsg::Publish(m) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
+            ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
+                OVERHEAD + (m.topic.len() + m.payload.len()) as u64
+            }
             ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,
             _ => OVERHEAD,
         }

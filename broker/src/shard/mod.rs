@@ -28,10 +28,13 @@ use net::codec::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use net::uring::{Completion, Ring, RingConfig};
 use rustc_hash::FxHashMap;
 
+use crate::auth::{Auth, VerifiedCache};
 use crate::config::Config;
 use crate::ids::{ConnId, SessionId, ShardId};
-use crate::router::{LocalMatch, Router};
-use crate::session::{Delivery, Message, Session};
+use crate::metrics::{Histogram, Metrics, Snapshot};
+use crate::retained::{Retained, SetOutcome};
+use crate::router::{LocalMatch, Router, SharedPick};
+use crate::session::{Delivery, Message, Outgoing, Session};
 use conn::{Conn, RecvState};
 use mesh::{Mesh, ShardMsg};
 
@@ -75,6 +78,23 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections closed for a protocol violation or bad input.
     pub protocol_errors: u64,
+    /// Bytes read from client sockets.
+    pub bytes_in: u64,
+    /// Bytes written to client sockets.
+    pub bytes_out: u64,
+    /// Refused CONNECTs and denied publishes or subscribes.
+    pub auth_denied: u64,
+}
+
+/// Where a message being routed came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client of this shard (its session): no-local applies, peers get a copy.
+    Client(SessionId),
+    /// The broker itself (a will, `$SYS`): peers get a copy.
+    Broker,
+    /// A peer shard, which already forwarded it and chose shared-subscription members.
+    Peer,
 }
 
 /// A shard.
@@ -113,13 +133,27 @@ pub struct Shard {
     /// publish made on any shard after the SUBACK reaches the subscriber.
     pending_subacks: FxHashMap<u64, PendingSubAck>,
     next_barrier: u64,
+    pub(crate) retained: Retained,
+    /// Scratch for retained messages matching a new subscription.
+    retained_found: Vec<Message>,
+    /// Scratch for shared-subscription picks.
+    shared_picks: Vec<SharedPick>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) verified: VerifiedCache,
+    metrics: Arc<Metrics>,
+    latency: Histogram,
+    last_sys: Instant,
 }
+
+/// Retained messages to send after a SUBACK: (filter, options, subscription identifier).
+pub(crate) type RetainedWanted = Vec<(ByteString, net::codec::SubscriptionOptions, u32)>;
 
 /// A SUBACK waiting for peers to confirm the route updates before it.
 #[derive(Debug)]
 struct PendingSubAck {
     conn: ConnId,
     ack: Packet,
+    retained: RetainedWanted,
     waiting: usize,
 }
 
@@ -139,6 +173,8 @@ impl Shard {
         config: Config,
         mesh: Mesh,
         stop: Arc<AtomicBool>,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
         let sq = 4096u32;
         let ring = Ring::new(RingConfig {
@@ -150,6 +186,8 @@ impl Shard {
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
         let listener = net::uring::reuseport_listener(config.listen, 4096)
             .map_err(|e| anyhow::anyhow!("shard {}: listen on {}: {e}", id.0, config.listen))?;
+        let retained = Retained::new(config.retained_count_max, config.retained_bytes_max);
+        let now = Instant::now();
         Ok(Self {
             id,
             config,
@@ -179,6 +217,14 @@ impl Shard {
             next_assigned_id: 0,
             pending_subacks: FxHashMap::default(),
             next_barrier: 0,
+            retained,
+            retained_found: Vec::new(),
+            shared_picks: Vec::new(),
+            auth,
+            verified: VerifiedCache::default(),
+            metrics,
+            latency: Histogram::default(),
+            last_sys: now,
         })
     }
 
@@ -376,6 +422,7 @@ impl Shard {
             }
         } else {
             conn.last_seen = self.now;
+            self.stats.bytes_in += c.result as u64;
             self.process_input(id);
         }
         self.after_recv(id);
@@ -451,10 +498,13 @@ impl Shard {
         let session = conn.session.take();
         let version = conn.decoder.version;
         if let (Some(reason), Some(_), ProtocolVersion::V5) = (reason, session, version) {
-            let d = Disconnect {
+            let mut d = Disconnect {
                 reason,
                 properties: Default::default(),
             };
+            if conn.problem_info {
+                d.properties.reason_string = Some(why.into());
+            }
             crate::session::encode(version, &Packet::Disconnect(d), &mut conn.out);
         }
         conn.closing = true;
@@ -529,6 +579,7 @@ impl Shard {
             return;
         }
         let sent = usize::try_from(c.result).unwrap_or(0);
+        self.stats.bytes_out += sent as u64;
         if sent < buf.len() {
             // A short send: the rest goes first, before anything queued since.
             buf.advance(sent);
@@ -555,6 +606,7 @@ impl Shard {
     /// Gives a session's queued messages a chance to go out (after acks or a drained outbox).
     pub(crate) fn refill(&mut self, sid: SessionId, id: ConnId) {
         let max = self.config.outbox_bytes_max;
+        let now = self.now;
         let Some((session, conn)) = self.session_and_conn(sid, id) else {
             return;
         };
@@ -562,7 +614,7 @@ impl Shard {
             return;
         }
         let before = conn.out.len();
-        session.fill_window(&mut conn.out);
+        session.fill_window(now, &mut conn.out);
         if conn.out.len() != before {
             self.mark_dirty(id);
         }
@@ -608,9 +660,11 @@ impl Shard {
         sid
     }
 
-    /// Removes a session and its subscriptions.
+    /// Removes a session and its subscriptions. A will still waiting for its delay is
+    /// published now (the session ends first [MQTT-3.1.3-9]); messages it holds from shared
+    /// subscriptions and has not finished go to other members of their groups.
     pub(crate) fn remove_session(&mut self, sid: SessionId) {
-        let Some(session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
+        let Some(mut session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
             return;
         };
         self.by_client.remove(&session.client_id);
@@ -618,6 +672,20 @@ impl Shard {
             self.unroute(filter, sid);
         }
         self.free_sessions.push(sid.0);
+        if session.conn.is_none() {
+            if let Some(will) = session.will.take() {
+                self.publish(will, Origin::Broker);
+            }
+        }
+        for (filter, message) in session.take_shared_unfinished() {
+            match self.router.pick_member(&filter, self.id, self.id) {
+                Some(pick) => self.deliver_shared(pick, &message, 0),
+                None => {
+                    self.stats.dropped += 1;
+                    tracing::debug!(shard = self.id.0, %filter, "shared message lost its last group member");
+                }
+            }
+        }
     }
 
     /// Drops `sid`'s subscription to `filter` from the route table, telling peers if it was
@@ -642,10 +710,25 @@ impl Shard {
             return;
         }
         session.conn = None;
+        // The will goes out now, or after its delay unless the session resumes first; never
+        // later than the session's end [MQTT-3.1.3-9].
+        let mut will_now = None;
+        if let Some(will) = session.will.take() {
+            let delay = session.will_delay.min(session.expiry_interval);
+            if delay == 0 {
+                will_now = Some(will);
+            } else {
+                session.will = Some(will);
+                session.will_due = Some(now + Duration::from_secs(u64::from(delay)));
+            }
+        }
         match session.expiry_interval {
             0 => self.remove_session(sid),
             u32::MAX => session.expires_at = None,
             secs => session.expires_at = Some(now + Duration::from_secs(u64::from(secs))),
+        }
+        if let Some(will) = will_now {
+            self.publish(will, Origin::Broker);
         }
     }
 
@@ -661,19 +744,74 @@ impl Shard {
 
     // ---- routing -----------------------------------------------------------------------
 
-    /// Delivers a message to the matching sessions on this shard and, when it came from a
-    /// client (`from` is its session), forwards it once to every peer shard with subscribers.
-    pub(crate) fn route(&mut self, message: Message, from: Option<SessionId>) {
+    /// Publishes a message from a client or the broker: a retained one updates the retained
+    /// store (here and, through the mesh, on every peer), then it is routed.
+    pub(crate) fn publish(&mut self, message: Message, origin: Origin) {
+        if message.retain {
+            let version = crate::retained::version(self.now, self.id);
+            self.store_retained(&message, version, true);
+        }
+        self.route(message, origin);
+    }
+
+    fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
+        match self.retained.set(message, version, self.now) {
+            SetOutcome::Stored | SetOutcome::Cleared if broadcast => {
+                self.broadcast(|| ShardMsg::Retain {
+                    message: Box::new(message.clone()),
+                    version,
+                });
+            }
+            SetOutcome::Full => {
+                tracing::debug!(shard = self.id.0, topic = %message.topic, "retained message not stored: retained_count_max or retained_bytes_max reached");
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the retained messages matching new subscriptions (after their SUBACK), with
+    /// RETAIN set [MQTT-3.3.1-9].
+    fn send_retained(&mut self, id: ConnId, wanted: RetainedWanted) {
+        let Some(sid) = self.conn_mut(id).and_then(|c| c.session) else {
+            return;
+        };
+        let mut found = std::mem::take(&mut self.retained_found);
+        for (filter, options, sub_id) in wanted {
+            self.retained.matching(&filter, self.now, &mut found);
+            for message in found.drain(..) {
+                self.deliver(sid, &message, options, sub_id, true, None);
+            }
+        }
+        self.retained_found = found;
+    }
+
+    /// Delivers a message to the matching sessions on this shard and one member of each
+    /// matching shared group and, unless it came from a peer, forwards it once to every peer
+    /// shard with subscribers.
+    pub(crate) fn route(&mut self, message: Message, origin: Origin) {
         let mut matches = std::mem::take(&mut self.matches);
-        let remote = self.router.matches(&message.topic, &mut matches);
-        for &(sid, options) in &matches {
+        let mut picks = std::mem::take(&mut self.shared_picks);
+        let shared = (origin != Origin::Peer).then_some(&mut picks);
+        let remote = self
+            .router
+            .matches(&message.topic, self.id, &mut matches, shared);
+        let from = match origin {
+            Origin::Client(sid) => Some(sid),
+            _ => None,
+        };
+        for &(sid, options, sub_id) in &matches {
             if options.no_local && Some(sid) == from {
                 continue;
             }
-            self.deliver(sid, &message, options);
+            let retain = options.retain_as_published && message.retain;
+            self.deliver(sid, &message, options, sub_id, retain, None);
         }
         self.matches = matches;
-        if from.is_some() {
+        for pick in picks.drain(..) {
+            self.deliver_shared(pick, &message, 0);
+        }
+        self.shared_picks = picks;
+        if origin != Origin::Peer {
             let mut mask = remote & !self.id.bit();
             while mask != 0 {
                 let peer = ShardId(mask.trailing_zeros() as u16);
@@ -684,26 +822,74 @@ impl Shard {
         }
     }
 
+    /// A message for one shared group: to the chosen local member, or to the chosen peer.
+    fn deliver_shared(&mut self, pick: SharedPick, message: &Message, hops: u8) {
+        match pick {
+            SharedPick::Local((sid, options, sub_id), filter) => {
+                let retain = options.retain_as_published && message.retain;
+                self.deliver(sid, message, options, sub_id, retain, Some(filter));
+            }
+            SharedPick::Remote(peer, filter) => {
+                self.stats.forwarded += 1;
+                self.send_to_peer(
+                    peer,
+                    ShardMsg::SharedPublish {
+                        filter,
+                        message: Box::new(message.clone()),
+                        hops,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A peer picked this shard for a shared group: one local member gets it; if none is left
+    /// it moves on to another peer with members (at most once round the shards).
+    fn on_shared_publish(&mut self, from: ShardId, filter: ByteString, message: Message, hops: u8) {
+        match self.router.pick_member(&filter, self.id, from) {
+            Some(pick @ SharedPick::Local(..)) => self.deliver_shared(pick, &message, hops),
+            Some(pick @ SharedPick::Remote(..)) if usize::from(hops) < self.mesh.shards() => {
+                self.deliver_shared(pick, &message, hops + 1);
+            }
+            _ => {
+                self.stats.dropped += 1;
+                tracing::debug!(shard = self.id.0, %filter, "shared message with no member left");
+            }
+        }
+    }
+
     fn deliver(
         &mut self,
         sid: SessionId,
         message: &Message,
         options: net::codec::SubscriptionOptions,
+        sub_id: u32,
+        retain: bool,
+        shared: Option<ByteString>,
     ) {
         let max = self.config.outbox_bytes_max;
+        let now = self.now;
         let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
             return;
         };
         let qos = crate::router::granted(message.qos, options.qos);
-        let retain = options.retain_as_published && message.retain;
+        let out = Outgoing {
+            message: message.clone(),
+            qos,
+            retain,
+            sub_id,
+            shared,
+        };
         let conn = session
             .conn
             .and_then(|id| lookup(&mut self.conns, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
-        match session.deliver(message, qos, retain, conn.map(|c| &mut c.out)) {
+        match session.deliver(out, now, conn.map(|c| &mut c.out)) {
             Delivery::Sent => {
                 self.stats.publishes_out += 1;
+                self.latency
+                    .record(now.saturating_duration_since(message.received_at));
                 if let Some(id) = conn_id {
                     self.mark_dirty(id);
                 }
@@ -767,7 +953,15 @@ impl Shard {
         self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
         for (from, msg) in inbox.drain(..) {
             match msg {
-                ShardMsg::Publish(message) => self.route(message, None),
+                ShardMsg::Publish(message) => self.route(message, Origin::Peer),
+                ShardMsg::SharedPublish {
+                    filter,
+                    message,
+                    hops,
+                } => self.on_shared_publish(from, filter, *message, hops),
+                ShardMsg::Retain { message, version } => {
+                    self.store_retained(&message, version, false);
+                }
                 ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
                 ShardMsg::RouteRemove(filter) => self.router.remove_remote(&filter, from),
                 ShardMsg::Barrier(token) => self.send_to_peer(from, ShardMsg::BarrierAck(token)),
@@ -792,10 +986,16 @@ impl Shard {
 
     /// Sends `ack` (a SUBACK) to `conn` once every peer has applied the route updates sent
     /// so far; at once on a single shard.
-    pub(crate) fn reply_after_routes(&mut self, conn: ConnId, ack: Packet) {
+    pub(crate) fn reply_after_routes(
+        &mut self,
+        conn: ConnId,
+        ack: Packet,
+        retained: RetainedWanted,
+    ) {
         let peers = self.mesh.shards().saturating_sub(1);
         if peers == 0 {
-            return reply(self, conn, &ack);
+            reply(self, conn, &ack);
+            return self.send_retained(conn, retained);
         }
         let token = self.next_barrier;
         self.next_barrier += 1;
@@ -804,6 +1004,7 @@ impl Shard {
             PendingSubAck {
                 conn,
                 ack,
+                retained,
                 waiting: peers,
             },
         );
@@ -818,6 +1019,7 @@ impl Shard {
         if pending.waiting == 0 {
             if let Some(p) = self.pending_subacks.remove(&token) {
                 reply(self, p.conn, &p.ack);
+                self.send_retained(p.conn, p.retained);
             }
         }
     }
@@ -843,10 +1045,12 @@ impl Shard {
         let now = self.now;
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let mut expired = Vec::new();
+        let mut connected = 0u64;
         for conn in self.conns.iter().flatten() {
             if conn.closing {
                 continue;
             }
+            connected += u64::from(conn.session.is_some());
             match (conn.session, conn.keep_alive) {
                 (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
                     expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
@@ -877,6 +1081,58 @@ impl Shard {
             .collect();
         for sid in expired_sessions {
             self.remove_session(sid);
+        }
+        let due_wills: Vec<Message> = self
+            .sessions
+            .iter_mut()
+            .flatten()
+            .filter(|s| s.conn.is_none() && s.will_due.is_some_and(|t| t <= now))
+            .filter_map(|s| {
+                s.will_due = None;
+                s.will.take()
+            })
+            .collect();
+        for will in due_wills {
+            self.publish(will, Origin::Broker);
+        }
+        self.retained.prune(now);
+        self.publish_metrics(connected);
+    }
+
+    fn publish_metrics(&mut self, connected: u64) {
+        let s = &self.stats;
+        let snapshot = Snapshot {
+            messages_received: s.publishes_in,
+            messages_sent: s.publishes_out,
+            messages_forwarded: s.forwarded,
+            messages_dropped: s.dropped,
+            bytes_received: s.bytes_in,
+            bytes_sent: s.bytes_out,
+            connections_accepted: s.accepted,
+            protocol_errors: s.protocol_errors,
+            auth_denied: s.auth_denied,
+            clients_connected: connected,
+            sessions: self.by_client.len() as u64,
+            retained: self.retained.len() as u64,
+        };
+        self.metrics
+            .store(self.id.index(), &snapshot, &self.latency);
+        let interval = Duration::from_secs(self.config.sys_interval_secs);
+        if self.id.0 != 0 || interval.is_zero() || self.now.duration_since(self.last_sys) < interval
+        {
+            return;
+        }
+        self.last_sys = self.now;
+        for (topic, value) in self.metrics.sys_topics() {
+            let message = Message::new(
+                topic.into(),
+                value.into(),
+                net::codec::QoS::AtMostOnce,
+                true,
+                Default::default(),
+                self.now,
+            );
+            self.publish(message, Origin::Broker);
         }
     }
 
