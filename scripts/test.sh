@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# Real MQTT clients the codec is checked against: mosquitto_pub/sub and python paho-mqtt 2.x.
+# Real MQTT clients the broker is checked against: mosquitto_pub/sub and python paho-mqtt 2.x.
 if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
   echo "== installing mosquitto-clients"
   as_root apt-get update -qq
@@ -16,6 +16,17 @@ fi
 if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
   echo "== installing paho-mqtt"
   python3 -m pip install -q 'paho-mqtt>=2.1,<3'
+fi
+
+# MQTT.js for the MQTT 5 smoke test (pinned by broker/tests/clients/js/package-lock.json).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "== installing nodejs and npm"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d broker/tests/clients/js/node_modules/mqtt ]; then
+  echo "== installing MQTT.js"
+  (cd broker/tests/clients/js && npm ci --no-audit --no-fund --silent)
 fi
 
 echo "== cargo fmt --check"

@@ -300,3 +300,52 @@ impl Raw {
 pub fn settle() {
     std::thread::sleep(Duration::from_millis(100));
 }
+
+/// A CONNECT with everything defaulted but the version and client id.
+pub fn connect_packet(version: ProtocolVersion, client_id: &str) -> Connect {
+    Connect {
+        version,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Default::default(),
+        client_id: client_id.into(),
+        will: None,
+        username: None,
+        password: None,
+    }
+}
+
+impl Raw {
+    /// TCP connect and send `connect`; returns the client and the broker's answer (a
+    /// CONNACK, whatever its code), `None` if it closed without one.
+    pub fn connect_with(addr: SocketAddr, connect: Connect) -> (Self, Option<ConnAck>) {
+        let mut raw = Self::connect_tcp(addr);
+        raw.decoder.version = connect.version;
+        raw.send(&Packet::Connect(Box::new(connect)));
+        match raw.recv() {
+            Some(Packet::ConnAck(ack)) => (raw, Some(ack)),
+            None => (raw, None),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    /// The next packet within `wait`, `None` on timeout or close.
+    pub fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        self.stream.set_read_timeout(Some(wait)).unwrap();
+        let mut chunk = [0u8; 65536];
+        let got = loop {
+            if let Some(p) = self.decoder.decode(&mut self.buf).unwrap() {
+                break Some(p);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => break None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break None,
+            }
+        };
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        got
+    }
+}
