@@ -131,7 +131,9 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
             );
         }
     }
-    if p.topic.split('/').count() > shard.config.topic_levels_max {
+    // A topic of n bytes has at most n + 1 levels: count only when it could be over.
+    let levels_max = shard.config.topic_levels_max;
+    if p.topic.len() >= levels_max && p.topic.split('/').count() > levels_max {
         forget_qos2(shard, sid, &p);
         return ack_with(
             shard,

@@ -78,12 +78,10 @@ enum Awaiting {
     Comp,
 }
 
-/// A message on its way to this session: the QoS and RETAIN flag it goes out with and the
-/// identifier of the subscription that matched (0: none).
+/// How a message goes out to this session: the QoS and RETAIN flag it is sent with, the
+/// identifier of the subscription that matched, and its shared group if any.
 #[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The message.
-    pub message: Message,
+pub struct Grant {
     /// QoS granted (the publish's, capped by the subscription's).
     pub qos: QoS,
     /// RETAIN flag on the way out.
@@ -94,6 +92,25 @@ pub struct Outgoing {
     /// (`$share/group/filter`), so an unfinished copy can go to another member if this
     /// session ends.
     pub shared: Option<ByteString>,
+}
+
+impl Grant {
+    /// A grant with only a QoS.
+    pub fn qos(qos: QoS) -> Self {
+        Self {
+            qos,
+            retain: false,
+            sub_id: 0,
+            shared: None,
+        }
+    }
+}
+
+/// A message held by the session (queued or in flight) with its grant.
+#[derive(Debug, Clone)]
+struct Outgoing {
+    message: Message,
+    grant: Grant,
 }
 
 #[derive(Debug)]
@@ -259,7 +276,8 @@ impl Session {
     /// client's maximum packet size [MQTT-3.1.2-25].
     fn write_publish(
         &mut self,
-        o: &Outgoing,
+        message: &Message,
+        grant: &Grant,
         packet_id: Option<PacketId>,
         dup: bool,
         now: Instant,
@@ -267,21 +285,21 @@ impl Session {
     ) -> bool {
         let mut publish = Publish {
             dup,
-            qos: o.qos,
-            retain: o.retain,
-            topic: o.message.topic.clone(),
+            qos: grant.qos,
+            retain: grant.retain,
+            topic: message.topic.clone(),
             packet_id,
-            properties: o.message.properties.clone(),
-            payload: o.message.payload.clone(),
+            properties: message.properties.clone(),
+            payload: message.payload.clone(),
         };
         if self.version.is_v5() {
-            if let Some(at) = o.message.expires_at {
+            if let Some(at) = message.expires_at {
                 let left = at.saturating_duration_since(now).as_millis().div_ceil(1000);
                 publish.properties.message_expiry_interval =
                     Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
             }
-            if o.sub_id != 0 {
-                publish.properties.subscription_identifiers = vec![o.sub_id];
+            if grant.sub_id != 0 {
+                publish.properties.subscription_identifiers = vec![grant.sub_id];
             }
         }
         if let Some(max) = self.limits.packet_bytes_max {
@@ -315,15 +333,21 @@ impl Session {
     /// Offers a message (QoS already capped by the subscription). `out` is the connection's
     /// output buffer while connected and able to take more, `None` otherwise. Expired
     /// messages and messages larger than the client accepts are dropped.
-    pub fn deliver(&mut self, o: Outgoing, now: Instant, out: Option<&mut BytesMut>) -> Delivery {
-        if o.message.expired(now) {
+    pub fn deliver(
+        &mut self,
+        message: &Message,
+        grant: Grant,
+        now: Instant,
+        out: Option<&mut BytesMut>,
+    ) -> Delivery {
+        if message.expired(now) {
             self.dropped += 1;
             return Delivery::Dropped;
         }
-        if o.qos == QoS::AtMostOnce {
+        if grant.qos == QoS::AtMostOnce {
             return match out {
                 Some(out) if self.conn.is_some() => {
-                    if self.write_publish(&o, None, false, now, out) {
+                    if self.write_publish(message, &grant, None, false, now, out) {
                         Delivery::Sent
                     } else {
                         Delivery::Dropped
@@ -340,6 +364,10 @@ impl Session {
                 && self.inflight.len() < self.limits.window
                 && self.queue.is_empty()
             {
+                let o = Outgoing {
+                    message: message.clone(),
+                    grant,
+                };
                 return if self.send_new(o, now, out) {
                     Delivery::Sent
                 } else {
@@ -347,7 +375,11 @@ impl Session {
                 };
             }
         }
-        let weight = weight(&o.message);
+        let weight = weight(message);
+        let o = Outgoing {
+            message: message.clone(),
+            grant,
+        };
         let full = |s: &Self| {
             !s.queue.is_empty()
                 && (s.queue.len() >= s.limits.queue_max
@@ -382,10 +414,10 @@ impl Session {
     /// Sends a QoS 1/2 message under a new packet id; false if it was too large to send.
     fn send_new(&mut self, o: Outgoing, now: Instant, out: &mut BytesMut) -> bool {
         let packet_id = self.allocate_packet_id();
-        if !self.write_publish(&o, Some(packet_id), false, now, out) {
+        if !self.write_publish(&o.message, &o.grant, Some(packet_id), false, now, out) {
             return false;
         }
-        let stage = if o.qos == QoS::ExactlyOnce {
+        let stage = if o.grant.qos == QoS::ExactlyOnce {
             Awaiting::Rec
         } else {
             Awaiting::Ack
@@ -486,19 +518,26 @@ impl Session {
     /// A client resumed this session: resend every unacknowledged message (PUBLISH with DUP,
     /// or PUBREL) in the original order, then fill the window from the queue.
     pub fn resume(&mut self, now: Instant, out: &mut BytesMut) {
-        let inflight = std::mem::take(&mut self.inflight);
-        for f in &inflight {
-            match f.stage {
-                Awaiting::Ack | Awaiting::Rec => {
-                    self.write_publish(&f.out, Some(f.packet_id), true, now, out);
-                }
-                Awaiting::Comp => encode(
+        let mut inflight = std::mem::take(&mut self.inflight);
+        // A message now larger than the client accepts is dropped, not kept in the window.
+        inflight.retain(|f| match f.stage {
+            Awaiting::Ack | Awaiting::Rec => self.write_publish(
+                &f.out.message,
+                &f.out.grant,
+                Some(f.packet_id),
+                true,
+                now,
+                out,
+            ),
+            Awaiting::Comp => {
+                encode(
                     self.version,
                     &Packet::PubResp(PubResp::new(PubRespKind::PubRel, f.packet_id)),
                     out,
-                ),
+                );
+                true
             }
-        }
+        });
         self.inflight = inflight;
         self.fill_window(now, out);
     }
@@ -510,10 +549,10 @@ impl Session {
         let mut taken = Vec::new();
         let mut keep = VecDeque::with_capacity(self.inflight.len());
         for mut f in self.inflight.drain(..) {
-            match f.out.shared.take() {
+            match f.out.grant.shared.take() {
                 Some(group) if f.stage != Awaiting::Comp => taken.push((group, f.out.message)),
                 group => {
-                    f.out.shared = group;
+                    f.out.grant.shared = group;
                     keep.push_back(f);
                 }
             }
@@ -521,7 +560,7 @@ impl Session {
         self.inflight = keep;
         let mut queue = VecDeque::with_capacity(self.queue.len());
         for mut o in self.queue.drain(..) {
-            match o.shared.take() {
+            match o.grant.shared.take() {
                 Some(group) => taken.push((group, o.message)),
                 None => queue.push_back(o),
             }
@@ -552,14 +591,8 @@ mod tests {
         Instant::now()
     }
 
-    fn o(n: u8, qos: QoS) -> Outgoing {
-        Outgoing {
-            message: message(n),
-            qos,
-            retain: false,
-            sub_id: 0,
-            shared: None,
-        }
+    fn g(qos: QoS) -> Grant {
+        Grant::qos(qos)
     }
 
     fn packets(out: &mut BytesMut) -> Vec<Packet> {
@@ -592,7 +625,7 @@ mod tests {
         let mut s = session(2, 10);
         let mut out = BytesMut::new();
         for n in 0..4 {
-            let d = s.deliver(o(n, QoS::AtLeastOnce), now(), Some(&mut out));
+            let d = s.deliver(&message(n), g(QoS::AtLeastOnce), now(), Some(&mut out));
             assert_eq!(
                 d,
                 if n < 2 {
@@ -624,8 +657,8 @@ mod tests {
     fn qos2_outbound_flow_and_resume_with_dup() {
         let mut s = session(10, 10);
         let mut out = BytesMut::new();
-        s.deliver(o(1, QoS::ExactlyOnce), now(), Some(&mut out));
-        s.deliver(o(2, QoS::ExactlyOnce), now(), Some(&mut out));
+        s.deliver(&message(1), g(QoS::ExactlyOnce), now(), Some(&mut out));
+        s.deliver(&message(2), g(QoS::ExactlyOnce), now(), Some(&mut out));
         let sent = packets(&mut out);
         let Packet::Publish(first) = &sent[0] else {
             panic!()
@@ -655,7 +688,7 @@ mod tests {
         let mut s = session(1, 2);
         s.conn = None;
         for n in 0..3 {
-            s.deliver(o(n, QoS::AtLeastOnce), now(), None);
+            s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None);
         }
         assert_eq!((s.queued_len(), s.dropped), (2, 1));
         s.conn = Some(ConnId {
@@ -668,9 +701,9 @@ mod tests {
             panic!()
         };
         assert_eq!(&p.payload[..], &[1], "oldest was dropped");
-        s.deliver(o(9, QoS::AtLeastOnce), now(), Some(&mut out));
+        s.deliver(&message(9), g(QoS::AtLeastOnce), now(), Some(&mut out));
         assert_eq!(
-            s.deliver(o(10, QoS::AtLeastOnce), now(), Some(&mut out)),
+            s.deliver(&message(10), g(QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Overflow
         );
     }
@@ -682,7 +715,7 @@ mod tests {
         s.conn = None;
         // Each message weighs 2 bytes (topic "t" + 1 byte payload): 5 fit in 10 bytes.
         for n in 0..8 {
-            s.deliver(o(n, QoS::AtLeastOnce), now(), None);
+            s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None);
         }
         assert_eq!((s.queued_len(), s.dropped), (5, 3));
         s.conn = Some(ConnId {
@@ -693,11 +726,11 @@ mod tests {
         s.resume(now(), &mut out);
         assert_eq!(s.queued_len(), 4, "one moved into the window");
         assert_eq!(
-            s.deliver(o(9, QoS::AtLeastOnce), now(), Some(&mut out)),
+            s.deliver(&message(9), g(QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Queued
         );
         assert_eq!(
-            s.deliver(o(10, QoS::AtLeastOnce), now(), Some(&mut out)),
+            s.deliver(&message(10), g(QoS::AtLeastOnce), now(), Some(&mut out)),
             Delivery::Overflow
         );
     }
@@ -710,5 +743,118 @@ mod tests {
         assert!(!s.inbound_qos2_begin(id));
         assert!(s.inbound_qos2_release(id));
         assert!(!s.inbound_qos2_release(id));
+    }
+
+    #[test]
+    fn expired_messages_are_dropped_and_the_rest_carry_what_is_left() {
+        let mut s = session(10, 10);
+        s.version = ProtocolVersion::V5;
+        let start = now();
+        let mut m = message(1);
+        m.expires_at = Some(start + std::time::Duration::from_secs(10));
+        let grant = Grant {
+            sub_id: 3,
+            ..g(QoS::AtLeastOnce)
+        };
+        let mut out = BytesMut::new();
+        assert_eq!(
+            s.deliver(
+                &m,
+                grant.clone(),
+                start + std::time::Duration::from_secs(4),
+                Some(&mut out)
+            ),
+            Delivery::Sent
+        );
+        let d = Decoder {
+            version: ProtocolVersion::V5,
+            packet_bytes_max: 1 << 20,
+        };
+        let Some(Packet::Publish(p)) = d.decode(&mut out).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.properties.message_expiry_interval, Some(6));
+        assert_eq!(p.properties.subscription_identifiers, vec![3]);
+        assert_eq!(
+            s.deliver(
+                &m,
+                grant,
+                start + std::time::Duration::from_secs(11),
+                Some(&mut out)
+            ),
+            Delivery::Dropped
+        );
+    }
+
+    #[test]
+    fn topic_aliases_and_client_packet_size() {
+        let mut s = session(10, 10);
+        s.version = ProtocolVersion::V5;
+        let mut limits = SessionLimits::new(10, 10, usize::MAX);
+        limits.alias_max = 1;
+        limits.packet_bytes_max = Some(64);
+        s.set_limits(limits);
+        let mut out = BytesMut::new();
+        let d = Decoder {
+            version: ProtocolVersion::V5,
+            packet_bytes_max: 1 << 20,
+        };
+        for _ in 0..2 {
+            s.deliver(&message(1), g(QoS::AtMostOnce), now(), Some(&mut out));
+        }
+        let Some(Packet::Publish(first)) = d.decode(&mut out).unwrap() else {
+            panic!()
+        };
+        let Some(Packet::Publish(second)) = d.decode(&mut out).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                &first.topic[..],
+                first.properties.topic_alias.map(|a| a.get())
+            ),
+            ("t", Some(1))
+        );
+        assert_eq!(
+            (
+                &second.topic[..],
+                second.properties.topic_alias.map(|a| a.get())
+            ),
+            ("", Some(1))
+        );
+        let mut big = message(1);
+        big.payload = Bytes::from(vec![0u8; 100]);
+        assert_eq!(
+            s.deliver(&big, g(QoS::AtLeastOnce), now(), Some(&mut out)),
+            Delivery::Dropped
+        );
+        assert_eq!(
+            s.inflight_len(),
+            0,
+            "a dropped message takes no window slot"
+        );
+    }
+
+    #[test]
+    fn unfinished_shared_messages_are_handed_back() {
+        let mut s = session(1, 10);
+        let mut out = BytesMut::new();
+        for n in 0..3 {
+            let grant = Grant {
+                shared: (n != 1).then(|| "$share/g/t".into()),
+                ..g(QoS::AtLeastOnce)
+            };
+            s.deliver(&message(n), grant, now(), Some(&mut out));
+        }
+        let taken: Vec<u8> = s
+            .take_shared_unfinished()
+            .iter()
+            .map(|(g, m)| {
+                assert_eq!(g, "$share/g/t");
+                m.payload[0]
+            })
+            .collect();
+        assert_eq!(taken, vec![0, 2]);
+        assert_eq!((s.inflight_len(), s.queued_len()), (0, 1));
     }
 }

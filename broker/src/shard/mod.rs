@@ -34,7 +34,7 @@ use crate::ids::{ConnId, SessionId, ShardId};
 use crate::metrics::{Histogram, Metrics, Snapshot};
 use crate::retained::{Retained, SetOutcome};
 use crate::router::{LocalMatch, Router, SharedPick};
-use crate::session::{Delivery, Message, Outgoing, Session};
+use crate::session::{Delivery, Grant, Message, Session};
 use conn::{Conn, RecvState};
 use mesh::{Mesh, ShardMsg};
 
@@ -872,10 +872,8 @@ impl Shard {
         let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
             return;
         };
-        let qos = crate::router::granted(message.qos, options.qos);
-        let out = Outgoing {
-            message: message.clone(),
-            qos,
+        let grant = Grant {
+            qos: crate::router::granted(message.qos, options.qos),
             retain,
             sub_id,
             shared,
@@ -885,7 +883,7 @@ impl Shard {
             .and_then(|id| lookup(&mut self.conns, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
-        match session.deliver(out, now, conn.map(|c| &mut c.out)) {
+        match session.deliver(message, grant, now, conn.map(|c| &mut c.out)) {
             Delivery::Sent => {
                 self.stats.publishes_out += 1;
                 self.latency
