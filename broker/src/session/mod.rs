@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use net::codec::{
-    BoxedProperties, Packet, PacketId, ProtocolVersion, PubResp, PubRespKind, Publish, QoS,
+    BoxedProperties, Packet, PacketId, ProtocolVersion, PubResp, PubRespKind, PublishRef, QoS,
     SubscriptionOptions,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -283,50 +283,62 @@ impl Session {
         now: Instant,
         out: &mut BytesMut,
     ) -> bool {
-        let mut publish = Publish {
-            dup,
-            qos: grant.qos,
-            retain: grant.retain,
-            topic: message.topic.clone(),
-            packet_id,
-            properties: message.properties.clone(),
-            payload: message.payload.clone(),
-        };
-        if self.version.is_v5() {
+        let v5 = self.version.is_v5();
+        // Properties are rewritten only when MQTT 5 asks for it; otherwise the message's own
+        // are encoded as they are (no copy, no reference count taken).
+        let rewrite =
+            v5 && (message.expires_at.is_some() || grant.sub_id != 0 || self.limits.alias_max > 0);
+        let mut owned = BoxedProperties::default();
+        if rewrite {
+            owned = message.properties.clone();
             if let Some(at) = message.expires_at {
                 let left = at.saturating_duration_since(now).as_millis().div_ceil(1000);
-                publish.properties.message_expiry_interval =
+                owned.message_expiry_interval =
                     Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
             }
             if grant.sub_id != 0 {
-                publish.properties.subscription_identifiers = vec![grant.sub_id];
+                owned.subscription_identifiers = vec![grant.sub_id];
             }
         }
+        let mut publish = PublishRef {
+            dup,
+            qos: grant.qos,
+            retain: grant.retain,
+            topic: &message.topic,
+            packet_id,
+            properties: if rewrite { &owned } else { &message.properties },
+            payload: &message.payload,
+        };
         if let Some(max) = self.limits.packet_bytes_max {
             // Checked with the full topic: an alias only makes the packet smaller.
-            let packet = Packet::Publish(publish);
-            if packet.encoded_len(self.version) > max {
+            if publish.encoded_len(self.version) > max {
                 self.dropped += 1;
                 return false;
             }
-            let Packet::Publish(p) = packet else {
-                return false;
-            };
-            publish = p;
         }
-        if self.version.is_v5() && self.limits.alias_max > 0 {
-            if let Some(&alias) = self.aliases.get(&publish.topic) {
-                publish.properties.topic_alias = Some(alias);
-                publish.topic = ByteString::new();
+        let mut alias = None;
+        if rewrite && self.limits.alias_max > 0 {
+            if let Some(&a) = self.aliases.get(&message.topic) {
+                alias = Some(a);
+                publish.topic = "";
             } else if self.aliases.len() < usize::from(self.limits.alias_max) {
                 let next = u16::try_from(self.aliases.len() + 1).ok();
-                if let Some(alias) = next.and_then(NonZeroU16::new) {
-                    self.aliases.insert(publish.topic.clone(), alias);
-                    publish.properties.topic_alias = Some(alias);
+                if let Some(a) = next.and_then(NonZeroU16::new) {
+                    self.aliases.insert(message.topic.clone(), a);
+                    alias = Some(a);
                 }
             }
         }
-        encode(self.version, &Packet::Publish(publish), out);
+        let aliased;
+        if let Some(a) = alias {
+            let mut p = owned.clone();
+            p.topic_alias = Some(a);
+            aliased = p;
+            publish.properties = &aliased;
+        }
+        if let Err(e) = publish.encode(self.version, out) {
+            tracing::warn!(error = %e, "dropping an outbound PUBLISH that cannot be encoded");
+        }
         true
     }
 

@@ -36,7 +36,7 @@ pub use connect::{ConnAck, Connect, Will};
 pub use control::{Auth, Disconnect};
 pub use error::{DecodeError, EncodeError};
 pub use properties::{id as property_id, BoxedProperties, Properties};
-pub use publish::Publish;
+pub use publish::{Publish, PublishRef};
 pub use reason::ReasonCode;
 pub use subscribe::{
     RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,

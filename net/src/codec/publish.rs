@@ -65,11 +65,62 @@ impl Publish {
         })
     }
 
+    /// A borrowed view for encoding.
+    pub fn as_ref(&self) -> PublishRef<'_> {
+        PublishRef {
+            dup: self.dup,
+            qos: self.qos,
+            retain: self.retain,
+            topic: &self.topic,
+            packet_id: self.packet_id,
+            properties: &self.properties,
+            payload: &self.payload,
+        }
+    }
+
     pub(crate) fn header_flags(&self) -> u8 {
-        u8::from(self.dup) << 3 | (self.qos as u8) << 1 | u8::from(self.retain)
+        self.as_ref().header_flags()
     }
 
     pub(crate) fn remaining_len(&self, version: ProtocolVersion) -> usize {
+        self.as_ref().remaining_len(version)
+    }
+
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        self.as_ref().write(version, out)
+    }
+}
+
+/// A PUBLISH to encode from borrowed parts: a broker forwarding a message encodes it once per
+/// subscriber without taking a reference count on its topic and payload each time.
+#[derive(Clone, Copy, Debug)]
+pub struct PublishRef<'a> {
+    /// DUP.
+    pub dup: bool,
+    /// QoS of this transmission.
+    pub qos: QoS,
+    /// RETAIN.
+    pub retain: bool,
+    /// Topic name (empty with a topic alias).
+    pub topic: &'a str,
+    /// Present exactly when `qos` is 1 or 2.
+    pub packet_id: Option<PacketId>,
+    /// MQTT 5 properties (ignored for MQTT 3).
+    pub properties: &'a BoxedProperties,
+    /// Application message.
+    pub payload: &'a [u8],
+}
+
+impl PublishRef<'_> {
+    fn header_flags(&self) -> u8 {
+        u8::from(self.dup) << 3 | (self.qos as u8) << 1 | u8::from(self.retain)
+    }
+
+    fn remaining_len(&self, version: ProtocolVersion) -> usize {
         let mut n = binary_len(self.topic.as_bytes()) + self.payload.len();
         if self.packet_id.is_some() {
             n += 2;
@@ -80,11 +131,13 @@ impl Publish {
         n
     }
 
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        out: &mut BytesMut,
-    ) -> Result<(), EncodeError> {
+    /// The packet's full size on the wire.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> usize {
+        let remaining = self.remaining_len(version);
+        1 + super::wire::varint_len(remaining) + remaining
+    }
+
+    fn write(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
         debug_assert_eq!(self.packet_id.is_some(), self.qos != QoS::AtMostOnce);
         put_binary(out, self.topic.as_bytes())?;
         if let Some(id) = self.packet_id {
@@ -93,7 +146,22 @@ impl Publish {
         if version.is_v5() {
             self.properties.encode(out)?;
         }
-        out.put_slice(&self.payload);
+        out.put_slice(self.payload);
         Ok(())
+    }
+
+    /// Appends the encoded PUBLISH to `out`, byte for byte what `Packet::Publish` encodes.
+    /// On error `out` is left as it was.
+    pub fn encode(&self, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
+        let remaining = self.remaining_len(version);
+        let start = out.len();
+        out.reserve(1 + super::wire::varint_len(remaining) + remaining);
+        out.put_u8((super::PacketType::Publish as u8) << 4 | self.header_flags());
+        let result =
+            super::wire::put_varint(out, remaining).and_then(|()| self.write(version, out));
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
     }
 }

@@ -447,6 +447,13 @@ proptest! {
         let decoded = decoder(version).decode(&mut buf).unwrap().unwrap();
         prop_assert_eq!(&decoded, &packet);
         prop_assert_eq!(&buf[..], &[0xC0, 0x00][..]);
+        // The borrowed PUBLISH encoder writes the same bytes.
+        if let Packet::Publish(p) = &packet {
+            let mut borrowed = BytesMut::new();
+            p.as_ref().encode(version, &mut borrowed).unwrap();
+            prop_assert_eq!(&borrowed[..], &encode(version, &packet)[..]);
+            prop_assert_eq!(p.as_ref().encoded_len(version), borrowed.len());
+        }
     }
 
     #[test]
