@@ -1,0 +1,299 @@
+//! The per-shard segment log on local disk: a directory of numbered segments
+//! (`00000001.log`, ...), a lock file, recovery at open, group commit (one write + one
+//! fdatasync per batch, O_DIRECT where the filesystem allows it), segment rolling and
+//! compaction (live state rewritten into a fresh segment, older segments deleted).
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::frame::{self, End};
+use crate::record::Record;
+use crate::segment::{Appender, BLOCK};
+use crate::state::State;
+use crate::Error;
+
+/// Settings of one log.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// The log's directory (one per shard).
+    pub dir: PathBuf,
+    /// A segment rolls over past this many bytes. Default 64 MiB.
+    pub segment_bytes_max: u64,
+    /// Compaction runs when the segments hold more than this many bytes and more than
+    /// twice the live state. Default 64 MiB.
+    pub compact_bytes_min: u64,
+    /// Open segments with O_DIRECT (falls back to buffered I/O where the filesystem refuses
+    /// it, e.g. tmpfs). Default true.
+    pub direct: bool,
+}
+
+impl LogConfig {
+    /// Defaults for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment_bytes_max: 64 << 20,
+            compact_bytes_min: 64 << 20,
+            direct: true,
+        }
+    }
+}
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Records replayed.
+    pub records: usize,
+    /// Segments read.
+    pub segments: usize,
+    /// A torn tail was cut: the segment and the offset it was truncated to.
+    pub truncated: Option<(PathBuf, u64)>,
+}
+
+/// An open log.
+#[derive(Debug)]
+pub struct Log {
+    config: LogConfig,
+    _lock: File,
+    /// Segment ids, oldest first; the last one is being appended to.
+    segments: Vec<u64>,
+    file: File,
+    appender: Appender,
+    /// Bytes in every segment.
+    bytes: u64,
+    state: State,
+    /// Bytes the live state took when last compacted (or replayed).
+    live_bytes: u64,
+}
+
+fn segment_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:08}.log"))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_segment(path: &Path, direct: bool) -> Result<File, Error> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true);
+    if direct {
+        match o.clone().custom_flags(libc::O_DIRECT).open(path) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(io(path)(e)),
+        }
+    }
+    o.open(path).map_err(io(path))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `config.dir`: takes the lock, replays every segment into
+    /// the state, truncates a torn tail of the last segment, and refuses damage anywhere else.
+    pub fn open(config: LogConfig) -> Result<(Self, Recovery), Error> {
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
+        let mut segments: Vec<u64> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".log")?.parse().ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        let mut state = State::default();
+        let mut recovery = Recovery::default();
+        let mut bytes = 0;
+        let mut last_len = 0;
+        for (i, &id) in segments.iter().enumerate() {
+            let path = segment_path(&dir, id);
+            let mut buf = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(io(&path))?;
+            let scan = frame::scan(&buf);
+            let is_last = i + 1 == segments.len();
+            match scan.end {
+                End::Clean => {}
+                End::TornTail(offset) if is_last => {
+                    tracing_warn(&path, offset);
+                    recovery.truncated = Some((path.clone(), offset));
+                }
+                End::TornTail(offset) | End::Corrupt(offset) => {
+                    return Err(Error::Corrupt { path, offset });
+                }
+            }
+            for (_, record) in &scan.records {
+                state.apply(record);
+            }
+            recovery.records += scan.records.len();
+            recovery.segments += 1;
+            bytes += scan.valid_len;
+            last_len = scan.valid_len;
+        }
+        if segments.is_empty() {
+            segments.push(1);
+        }
+        let last = *segments.last().unwrap_or(&1);
+        let path = segment_path(&dir, last);
+        let file = open_segment(&path, config.direct)?;
+        if recovery.truncated.is_some() {
+            // Cut the torn bytes off for good.
+            file.set_len(last_len).map_err(io(&path))?;
+            file.sync_all().map_err(io(&path))?;
+        }
+        let tail_start = last_len / BLOCK as u64 * BLOCK as u64;
+        let mut tail = vec![0u8; usize::try_from(last_len - tail_start).unwrap_or(0)];
+        if !tail.is_empty() {
+            File::open(&path)
+                .and_then(|f| f.read_exact_at(&mut tail, tail_start))
+                .map_err(io(&path))?;
+        }
+        let appender = Appender::new(last_len, &tail);
+        let live_bytes = bytes;
+        Ok((
+            Self {
+                config,
+                _lock: lock,
+                segments,
+                file,
+                appender,
+                bytes,
+                state,
+                live_bytes,
+            },
+            recovery,
+        ))
+    }
+
+    /// The state the log describes (including records not committed yet).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Adds a record to the current batch (durable after the next [`Log::commit`]).
+    pub fn append(&mut self, record: &Record) -> Result<(), Error> {
+        self.state.apply(record);
+        let n = self.appender.push(record)?;
+        self.bytes += n as u64;
+        Ok(())
+    }
+
+    /// Bytes appended since the last commit.
+    pub fn pending(&self) -> u64 {
+        self.appender.pending()
+    }
+
+    /// Bytes in all segments.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Segments on disk.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Group commit: one write of the batch and one fdatasync. Then rolls to a new segment
+    /// if this one is full, and compacts when the log has grown well past its live state.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        if self.appender.pending() > 0 {
+            let path = self.current_path();
+            let plan = self.appender.plan();
+            self.file
+                .write_all_at(plan.bytes, plan.offset)
+                .map_err(io(&path))?;
+            let end = plan.end;
+            self.file.sync_data().map_err(io(&path))?;
+            self.appender.written(end);
+        }
+        if self.appender.end() >= self.config.segment_bytes_max {
+            self.roll()?;
+        }
+        if self.bytes > self.config.compact_bytes_min && self.bytes > 2 * self.live_bytes.max(1) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn current_path(&self) -> PathBuf {
+        segment_path(&self.config.dir, *self.segments.last().unwrap_or(&1))
+    }
+
+    fn roll(&mut self) -> Result<(), Error> {
+        let id = self.segments.last().copied().unwrap_or(0) + 1;
+        let path = segment_path(&self.config.dir, id);
+        self.file = open_segment(&path, self.config.direct)?;
+        self.segments.push(id);
+        self.appender = Appender::new(0, &[]);
+        sync_dir(&self.config.dir)
+    }
+
+    /// Rewrites the live state into a new segment, makes it durable, then deletes every older
+    /// segment: disk use follows the live state, not the history.
+    pub fn compact(&mut self) -> Result<(), Error> {
+        self.commit_pending_only()?;
+        let old: Vec<u64> = self.segments.clone();
+        self.roll()?;
+        let records = self.state.live_records();
+        let mut written = 0u64;
+        for r in &records {
+            written += self.appender.push(r)? as u64;
+        }
+        self.commit_pending_only()?;
+        for id in old {
+            let path = segment_path(&self.config.dir, id);
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        }
+        let current = self.segments.last().copied();
+        self.segments.retain(|id| Some(*id) == current);
+        sync_dir(&self.config.dir)?;
+        self.bytes = written;
+        self.live_bytes = written;
+        Ok(())
+    }
+
+    fn commit_pending_only(&mut self) -> Result<(), Error> {
+        if self.appender.pending() == 0 {
+            return Ok(());
+        }
+        let path = self.current_path();
+        let plan = self.appender.plan();
+        self.file
+            .write_all_at(plan.bytes, plan.offset)
+            .map_err(io(&path))?;
+        let end = plan.end;
+        self.file.sync_data().map_err(io(&path))?;
+        self.appender.written(end);
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+fn tracing_warn(path: &Path, offset: u64) {
+    eprintln!(
+        "ringmq storage: {}: torn tail at offset {offset} (a write interrupted by a crash): truncated to the last valid record",
+        path.display()
+    );
+}

@@ -1,0 +1,184 @@
+//! Appending to a segment with group commit, sans-IO: records are framed into a buffer whose
+//! start is block-aligned (for O_DIRECT), and [`Appender::plan`] says which aligned bytes to
+//! write where. The last partial block is written again by the next commit, with more
+//! records in it, so every write is whole blocks at a block-aligned offset.
+
+use crate::frame;
+use crate::record::Record;
+
+/// O_DIRECT alignment of buffers, offsets and lengths.
+pub const BLOCK: usize = 4096;
+
+fn round_up(n: usize) -> usize {
+    n.div_ceil(BLOCK) * BLOCK
+}
+
+/// Bytes whose start is aligned to [`BLOCK`], zero past `len` (safe code: over-allocate and
+/// start at the first aligned byte).
+#[derive(Debug)]
+struct AlignedBuf {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn with_capacity(cap: usize) -> Self {
+        let raw = vec![0u8; round_up(cap.max(BLOCK)) + BLOCK];
+        let off = raw.as_ptr().align_offset(BLOCK);
+        Self { raw, off, len: 0 }
+    }
+
+    fn capacity(&self) -> usize {
+        self.raw.len() - self.off
+    }
+
+    fn data(&self) -> &[u8] {
+        self.raw.get(self.off..self.off + self.len).unwrap_or(&[])
+    }
+
+    fn padded(&self) -> &[u8] {
+        self.raw
+            .get(self.off..self.off + round_up(self.len))
+            .unwrap_or(&[])
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        let need = self.len + bytes.len();
+        if round_up(need) > self.capacity() {
+            let mut bigger = Self::with_capacity(need * 2);
+            bigger.extend(self.data());
+            *self = bigger;
+        }
+        if let Some(dst) = self.raw.get_mut(self.off + self.len..self.off + need) {
+            dst.copy_from_slice(bytes);
+        }
+        self.len = need;
+    }
+
+    /// Keeps only the bytes from `from` on, moved to the front; the rest is zeroed.
+    fn keep_from(&mut self, from: usize) {
+        let (off, len) = (self.off, self.len);
+        self.raw.copy_within(off + from..off + len, off);
+        self.len = len - from;
+        if let Some(rest) = self.raw.get_mut(off + self.len..off + len) {
+            rest.fill(0);
+        }
+    }
+}
+
+/// One write to issue: `bytes` (whole blocks, aligned) at file offset `offset`; after it and
+/// an fdatasync the segment is durable up to `end`.
+#[derive(Debug)]
+pub struct WritePlan<'a> {
+    /// Block-aligned file offset.
+    pub offset: u64,
+    /// Block-aligned bytes (zero padded past the last record).
+    pub bytes: &'a [u8],
+    /// Bytes of records up to which the segment is durable after this write.
+    pub end: u64,
+}
+
+/// The appending end of one segment.
+#[derive(Debug)]
+pub struct Appender {
+    buf: AlignedBuf,
+    /// File offset of the buffer's first byte (block aligned).
+    base: u64,
+    /// Records up to here are durable.
+    durable: u64,
+    scratch: Vec<u8>,
+}
+
+impl Appender {
+    /// Continues a segment whose valid records end at `len`; `tail` is the content of its last
+    /// partial block (`len % BLOCK` bytes), which the next write rewrites.
+    pub fn new(len: u64, tail: &[u8]) -> Self {
+        let mut buf = AlignedBuf::with_capacity(1 << 20);
+        buf.extend(tail);
+        Self {
+            buf,
+            base: len - tail.len() as u64,
+            durable: len,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Frames a record into the batch; returns its framed size.
+    pub fn push(&mut self, record: &Record) -> Result<usize, crate::Error> {
+        self.scratch.clear();
+        frame::encode(record, &mut self.scratch)?;
+        self.buf.extend(&self.scratch);
+        Ok(self.scratch.len())
+    }
+
+    /// Bytes appended but not durable yet.
+    pub fn pending(&self) -> u64 {
+        self.end() - self.durable
+    }
+
+    /// Where the segment's records end (durable or not).
+    pub fn end(&self) -> u64 {
+        self.base + self.buf.len as u64
+    }
+
+    /// Bytes known durable.
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
+    /// The write that makes everything appended so far durable (followed by fdatasync).
+    pub fn plan(&self) -> WritePlan<'_> {
+        WritePlan {
+            offset: self.base,
+            bytes: self.buf.padded(),
+            end: self.end(),
+        }
+    }
+
+    /// The plan's write and fdatasync completed: durable up to `end`; whole blocks leave the
+    /// buffer, the last partial block stays to be rewritten.
+    pub fn written(&mut self, end: u64) {
+        self.durable = self.durable.max(end);
+        let settled = usize::try_from(end.saturating_sub(self.base)).unwrap_or(0);
+        let whole = settled / BLOCK * BLOCK;
+        if whole > 0 {
+            self.buf.keep_from(whole);
+            self.base += whole as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_aligned_and_rewrite_the_partial_block() {
+        let mut a = Appender::new(0, &[]);
+        let mut file = vec![0u8; 0];
+        for round in 0..50u64 {
+            for i in 0..(round % 7 + 1) {
+                a.push(&Record::Done {
+                    client: "c".repeat(100),
+                    seq: round * 10 + i,
+                })
+                .unwrap();
+            }
+            let plan = a.plan();
+            assert_eq!(plan.offset % BLOCK as u64, 0);
+            assert_eq!(plan.bytes.len() % BLOCK, 0);
+            assert_eq!(plan.bytes.as_ptr().align_offset(BLOCK), 0);
+            let end = plan.offset as usize + plan.bytes.len();
+            if file.len() < end {
+                file.resize(end, 0);
+            }
+            file[plan.offset as usize..end].copy_from_slice(plan.bytes);
+            let e = plan.end;
+            a.written(e);
+            let scan = frame::scan(&file);
+            assert_eq!(scan.end, frame::End::Clean);
+            assert_eq!(scan.valid_len, e);
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The durable state the log describes, rebuilt by replaying records: persistent sessions
+//! (subscriptions, unacknowledged messages, inbound QoS 2 ids) and retained messages. Also
+//! what compaction writes back: the records that recreate exactly this state.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::record::{Record, StoredMessage, StoredSubscription};
+
+/// One persistent session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Session expiry interval, seconds.
+    pub expiry: u32,
+    /// Subscriptions by filter.
+    pub subscriptions: BTreeMap<String, StoredSubscription>,
+    /// Unacknowledged messages by sequence: the message and whether PUBREC arrived (QoS 2:
+    /// resend PUBREL, not the PUBLISH).
+    pub messages: BTreeMap<u64, (StoredMessage, bool)>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub qos2_received: BTreeSet<u16>,
+}
+
+/// Everything durable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// Persistent sessions by client id.
+    pub sessions: BTreeMap<String, SessionState>,
+    /// Retained messages by topic.
+    pub retained: BTreeMap<String, StoredMessage>,
+}
+
+impl State {
+    /// Applies one record. Records about an unknown session (one that ended) are ignored.
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Session { client, expiry } => {
+                self.sessions.entry(client.clone()).or_default().expiry = *expiry;
+            }
+            Record::SessionEnd { client } => {
+                self.sessions.remove(client);
+            }
+            Record::Subscribe { client, sub } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.subscriptions.insert(sub.filter.clone(), sub.clone());
+                }
+            }
+            Record::Unsubscribe { client, filter } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.subscriptions.remove(filter);
+                }
+            }
+            Record::Enqueue {
+                client,
+                seq,
+                message,
+            } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.messages.insert(*seq, (message.clone(), false));
+                }
+            }
+            Record::Released { client, seq } => {
+                if let Some(m) = self
+                    .sessions
+                    .get_mut(client)
+                    .and_then(|s| s.messages.get_mut(seq))
+                {
+                    m.1 = true;
+                }
+            }
+            Record::Done { client, seq } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.messages.remove(seq);
+                }
+            }
+            Record::Qos2Received { client, packet_id } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.qos2_received.insert(*packet_id);
+                }
+            }
+            Record::Qos2Released { client, packet_id } => {
+                if let Some(s) = self.sessions.get_mut(client) {
+                    s.qos2_received.remove(packet_id);
+                }
+            }
+            Record::Retain { message } => {
+                self.retained.insert(message.topic.clone(), message.clone());
+            }
+            Record::RetainClear { topic } => {
+                self.retained.remove(topic);
+            }
+        }
+    }
+
+    /// The records that rebuild this state from nothing (what compaction writes).
+    pub fn live_records(&self) -> Vec<Record> {
+        let mut out = Vec::new();
+        for (client, s) in &self.sessions {
+            out.push(Record::Session {
+                client: client.clone(),
+                expiry: s.expiry,
+            });
+            for sub in s.subscriptions.values() {
+                out.push(Record::Subscribe {
+                    client: client.clone(),
+                    sub: sub.clone(),
+                });
+            }
+            for (seq, (message, released)) in &s.messages {
+                out.push(Record::Enqueue {
+                    client: client.clone(),
+                    seq: *seq,
+                    message: message.clone(),
+                });
+                if *released {
+                    out.push(Record::Released {
+                        client: client.clone(),
+                        seq: *seq,
+                    });
+                }
+            }
+            for packet_id in &s.qos2_received {
+                out.push(Record::Qos2Received {
+                    client: client.clone(),
+                    packet_id: *packet_id,
+                });
+            }
+        }
+        for message in self.retained.values() {
+            out.push(Record::Retain {
+                message: message.clone(),
+            });
+        }
+        out
+    }
+}
