@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::frame::{self, End};
 use crate::record::Record;
-use crate::segment::{Appender, BLOCK};
+use crate::segment::{Appender, Flight, BLOCK};
 use crate::state::State;
 use crate::Error;
 
@@ -212,18 +212,66 @@ impl Log {
         self.segments.len()
     }
 
-    /// Group commit: one write of the batch and one fdatasync. Then rolls to a new segment
-    /// if this one is full, and compacts when the log has grown well past its live state.
+    /// Group commit, blocking: one write of the batch and one fdatasync, then
+    /// [`Log::after_commit`]. (The broker uses [`Log::take_flight`] on its ring instead.)
     pub fn commit(&mut self) -> Result<(), Error> {
-        if self.appender.pending() > 0 {
+        if let Some(flight) = self.appender.take_flight() {
             let path = self.current_path();
-            let plan = self.appender.plan();
-            self.file
-                .write_all_at(plan.bytes, plan.offset)
-                .map_err(io(&path))?;
-            let end = plan.end;
-            self.file.sync_data().map_err(io(&path))?;
-            self.appender.written(end);
+            let done = flight
+                .buf
+                .get(flight.range.clone())
+                .ok_or_else(|| Error::Encode("flight range".into()))
+                .and_then(|bytes| {
+                    self.file
+                        .write_all_at(bytes, flight.offset)
+                        .and_then(|()| self.file.sync_data())
+                        .map_err(io(&path))
+                });
+            let ok = done.is_ok();
+            self.appender.land(flight.buf, ok.then_some(flight.end));
+            done?;
+        }
+        self.after_commit()
+    }
+
+    /// The segment file being appended to (for a ring's write and fsync).
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
+
+    /// Group commit on an asynchronous writer: the batch to write and sync, if any is pending
+    /// and none is out. Records appended meanwhile go in the next one.
+    pub fn take_flight(&mut self) -> Option<Flight> {
+        self.appender.take_flight()
+    }
+
+    /// A flight came back: `ok` if its write and fdatasync succeeded (then everything up to
+    /// its `end` is durable), else its records stay pending. Then rolls and compacts as due.
+    pub fn land(&mut self, buf: Vec<u8>, end: u64, ok: bool) -> Result<(), Error> {
+        self.appender.land(buf, ok.then_some(end));
+        if ok {
+            self.after_commit()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Bytes durable in the current segment.
+    pub fn durable(&self) -> u64 {
+        self.appender.durable()
+    }
+
+    /// True while a flight is out.
+    pub fn flying(&self) -> bool {
+        self.appender.flying()
+    }
+
+    /// Rolls to a new segment if this one is full, and compacts when the log has grown well
+    /// past its live state (both blocking, and rare).
+    fn after_commit(&mut self) -> Result<(), Error> {
+        if self.appender.pending() > 0 || self.appender.flying() {
+            return Ok(());
         }
         if self.appender.end() >= self.config.segment_bytes_max {
             self.roll()?;
@@ -272,18 +320,23 @@ impl Log {
     }
 
     fn commit_pending_only(&mut self) -> Result<(), Error> {
-        if self.appender.pending() == 0 {
+        let Some(flight) = self.appender.take_flight() else {
             return Ok(());
-        }
+        };
         let path = self.current_path();
-        let plan = self.appender.plan();
-        self.file
-            .write_all_at(plan.bytes, plan.offset)
-            .map_err(io(&path))?;
-        let end = plan.end;
-        self.file.sync_data().map_err(io(&path))?;
-        self.appender.written(end);
-        Ok(())
+        let done = flight
+            .buf
+            .get(flight.range.clone())
+            .ok_or_else(|| Error::Encode("flight range".into()))
+            .and_then(|bytes| {
+                self.file
+                    .write_all_at(bytes, flight.offset)
+                    .and_then(|()| self.file.sync_data())
+                    .map_err(io(&path))
+            });
+        let ok = done.is_ok();
+        self.appender.land(flight.buf, ok.then_some(flight.end));
+        done
     }
 }
 

@@ -79,6 +79,20 @@ pub struct WritePlan<'a> {
     pub end: u64,
 }
 
+/// A commit handed to an asynchronous writer (the shard's io_uring): write
+/// `buf[range]` at `offset` then fdatasync; give `buf` back with [`Appender::land`].
+#[derive(Debug)]
+pub struct Flight {
+    /// The buffer (block aligned at `range.start`), owned by the writer until it lands.
+    pub buf: Vec<u8>,
+    /// The bytes to write: whole blocks.
+    pub range: std::ops::Range<usize>,
+    /// Block-aligned file offset.
+    pub offset: u64,
+    /// Durable up to here once written and synced.
+    pub end: u64,
+}
+
 /// The appending end of one segment.
 #[derive(Debug)]
 pub struct Appender {
@@ -88,6 +102,9 @@ pub struct Appender {
     /// Records up to here are durable.
     durable: u64,
     scratch: Vec<u8>,
+    /// A flight is out: `buf.raw` is with the writer; records go to `spare` meanwhile.
+    flying: bool,
+    spare: Vec<u8>,
 }
 
 impl Appender {
@@ -101,6 +118,8 @@ impl Appender {
             base: len - tail.len() as u64,
             durable: len,
             scratch: Vec::new(),
+            flying: false,
+            spare: Vec::new(),
         }
     }
 
@@ -108,7 +127,11 @@ impl Appender {
     pub fn push(&mut self, record: &Record) -> Result<usize, crate::Error> {
         self.scratch.clear();
         frame::encode(record, &mut self.scratch)?;
-        self.buf.extend(&self.scratch);
+        if self.flying {
+            self.spare.extend_from_slice(&self.scratch);
+        } else {
+            self.buf.extend(&self.scratch);
+        }
         Ok(self.scratch.len())
     }
 
@@ -119,7 +142,42 @@ impl Appender {
 
     /// Where the segment's records end (durable or not).
     pub fn end(&self) -> u64 {
-        self.base + self.buf.len as u64
+        self.base + (self.buf.len + self.spare.len()) as u64
+    }
+
+    /// True while a flight is out.
+    pub fn flying(&self) -> bool {
+        self.flying
+    }
+
+    /// Hands everything appended so far to an asynchronous writer, unless nothing is pending
+    /// or a flight is already out. Records appended meanwhile wait for the next flight.
+    pub fn take_flight(&mut self) -> Option<Flight> {
+        if self.flying || self.pending() == 0 {
+            return None;
+        }
+        let end = self.end();
+        let len = round_up(self.buf.len);
+        let buf = std::mem::take(&mut self.buf.raw);
+        self.flying = true;
+        Some(Flight {
+            range: self.buf.off..self.buf.off + len,
+            buf,
+            offset: self.base,
+            end,
+        })
+    }
+
+    /// The flight's buffer is back. `durable_to`: `Some(end)` if it was written and synced,
+    /// `None` if it failed (the records stay pending for the next flight).
+    pub fn land(&mut self, buf: Vec<u8>, durable_to: Option<u64>) {
+        self.buf.raw = buf;
+        self.flying = false;
+        if let Some(end) = durable_to {
+            self.written(end);
+        }
+        let spare = std::mem::take(&mut self.spare);
+        self.buf.extend(&spare);
     }
 
     /// Bytes known durable.

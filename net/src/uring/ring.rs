@@ -33,6 +33,8 @@ pub struct Completion {
     pub flags: u32,
     /// For a send: the buffer it sent from, handed back for reuse.
     pub send_buf: Option<BytesMut>,
+    /// For a file write: the buffer it wrote from, handed back.
+    pub write_buf: Option<Vec<u8>>,
 }
 
 impl Completion {
@@ -49,6 +51,8 @@ impl Completion {
 
 /// Marks user data of sends, whose buffers this module holds.
 const SEND_TAG: u64 = 1 << 63;
+/// Marks user data of file writes, whose buffers this module holds.
+const WRITE_TAG: u64 = 1 << 62;
 
 /// A shard's io_uring and the buffers its operations use. Field order matters: the `IoUring`
 /// is dropped (closing the ring and cancelling its operations) before any buffer.
@@ -57,6 +61,8 @@ pub struct Ring {
     bufs: BufRing,
     sends: Vec<Option<(u64, BytesMut)>>,
     free_sends: Vec<usize>,
+    writes: Vec<Option<(u64, Vec<u8>)>>,
+    free_writes: Vec<usize>,
     eventfd_word: Box<u64>,
     eventfd_one: Box<u64>,
     timespec: Box<types::Timespec>,
@@ -90,6 +96,8 @@ impl Ring {
             bufs,
             sends: Vec::new(),
             free_sends: Vec::new(),
+            writes: Vec::new(),
+            free_writes: Vec::new(),
             eventfd_word: Box::new(0),
             eventfd_one: Box::new(1),
             timespec: Box::new(types::Timespec::new()),
@@ -100,7 +108,8 @@ impl Ring {
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every entry built here points only at memory that outlives the
-            // operation: send buffers in `self.sends`, the eventfd words and the timespec in
+            // operation: send and write buffers in `self.sends` / `self.writes`, the eventfd
+            // words and the timespec in
             // boxes owned by `self`, receive buffers in `self.bufs`.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return;
@@ -171,6 +180,59 @@ impl Ring {
             .build()
             .user_data(SEND_TAG | slot as u64);
         self.push(e);
+    }
+
+    /// Writes `buf[start..start + len]` to file `fd` at `offset`, then (linked: only once the
+    /// write succeeded) `fdatasync`s the file. The write completes with `write_token` and
+    /// hands `buf` back (`write_buf`); the sync completes with `sync_token` (-ECANCELED if the
+    /// write failed or was short). For O_DIRECT files, `buf`, `start`, `len` and `offset` must
+    /// be block aligned. Returns `buf` if the range is out of bounds.
+    pub fn write_and_sync(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        offset: u64,
+        write_token: u64,
+        sync_token: u64,
+    ) -> Result<(), Vec<u8>> {
+        debug_assert_eq!(write_token & (SEND_TAG | WRITE_TAG), 0);
+        debug_assert_eq!(sync_token & (SEND_TAG | WRITE_TAG), 0);
+        let Some(bytes) = buf.get(range) else {
+            return Err(buf);
+        };
+        let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+        let slot = match self.free_writes.pop() {
+            Some(slot) => slot,
+            None => {
+                self.writes.push(None);
+                self.writes.len() - 1
+            }
+        };
+        if let Some(s) = self.writes.get_mut(slot) {
+            // The heap bytes behind `buf` do not move when the Vec value moves into the slab.
+            *s = Some((write_token, buf));
+        }
+        let write = opcode::Write::new(types::Fd(fd), ptr, len)
+            .offset(offset)
+            .build()
+            .flags(squeue::Flags::IO_LINK)
+            .user_data(WRITE_TAG | slot as u64);
+        let sync = opcode::Fsync::new(types::Fd(fd))
+            .flags(types::FsyncFlags::DATASYNC)
+            .build()
+            .user_data(sync_token);
+        // The pair must land in the same submission batch for the link to hold: make room.
+        let room = {
+            let sq = self.ring.submission();
+            sq.capacity() - sq.len()
+        };
+        if room < 2 {
+            let _ = self.ring.submit();
+        }
+        self.push(write);
+        self.push(sync);
+        Ok(())
     }
 
     /// Reads an eventfd (one such read in flight per ring).
@@ -244,23 +306,33 @@ impl Ring {
         cq.sync();
         for cqe in &mut cq {
             let data = cqe.user_data();
-            let (token, send_buf) = if data & SEND_TAG != 0 {
+            let (token, send_buf, write_buf) = if data & SEND_TAG != 0 {
                 let slot = (data & !SEND_TAG) as usize;
                 match self.sends.get_mut(slot).and_then(Option::take) {
                     Some((token, buf)) => {
                         self.free_sends.push(slot);
-                        (token, Some(buf))
+                        (token, Some(buf), None)
+                    }
+                    None => continue,
+                }
+            } else if data & WRITE_TAG != 0 {
+                let slot = (data & !WRITE_TAG) as usize;
+                match self.writes.get_mut(slot).and_then(Option::take) {
+                    Some((token, buf)) => {
+                        self.free_writes.push(slot);
+                        (token, None, Some(buf))
                     }
                     None => continue,
                 }
             } else {
-                (data, None)
+                (data, None, None)
             };
             self.completions.push(Completion {
                 token,
                 result: cqe.result(),
                 flags: cqe.flags(),
                 send_buf,
+                write_buf,
             });
         }
         Ok(())
