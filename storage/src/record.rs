@@ -70,6 +70,15 @@ pub enum Record {
         /// The message.
         message: StoredMessage,
     },
+    /// QoS 2 message `seq` went out under this packet id (a resend must reuse it).
+    Sent {
+        /// Client id.
+        client: String,
+        /// Sequence number.
+        seq: u64,
+        /// Packet id.
+        packet_id: u16,
+    },
     /// The client received PUBREC for message `seq` (QoS 2: PUBREL is what to resend).
     Released {
         /// Client id.
@@ -102,10 +111,14 @@ pub enum Record {
     Retain {
         /// The message (topic inside).
         message: StoredMessage,
+        /// Last-writer-wins version (wall-clock nanoseconds, shard id in the low bits).
+        version: u64,
     },
     /// A topic's retained message was cleared.
     RetainClear {
         /// Topic.
         topic: String,
+        /// Last-writer-wins version.
+        version: u64,
     },
 }

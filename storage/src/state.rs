@@ -6,6 +6,17 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::record::{Record, StoredMessage, StoredSubscription};
 
+/// An unacknowledged message of a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageState {
+    /// The message.
+    pub message: StoredMessage,
+    /// QoS 2: the packet id it went out under, if it did.
+    pub packet_id: Option<u16>,
+    /// QoS 2: PUBREC arrived (resend PUBREL, not the PUBLISH).
+    pub released: bool,
+}
+
 /// One persistent session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionState {
@@ -13,9 +24,8 @@ pub struct SessionState {
     pub expiry: u32,
     /// Subscriptions by filter.
     pub subscriptions: BTreeMap<String, StoredSubscription>,
-    /// Unacknowledged messages by sequence: the message and whether PUBREC arrived (QoS 2:
-    /// resend PUBREL, not the PUBLISH).
-    pub messages: BTreeMap<u64, (StoredMessage, bool)>,
+    /// Unacknowledged messages by sequence.
+    pub messages: BTreeMap<u64, MessageState>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub qos2_received: BTreeSet<u16>,
 }
@@ -25,8 +35,8 @@ pub struct SessionState {
 pub struct State {
     /// Persistent sessions by client id.
     pub sessions: BTreeMap<String, SessionState>,
-    /// Retained messages by topic.
-    pub retained: BTreeMap<String, StoredMessage>,
+    /// Retained messages by topic, with their versions.
+    pub retained: BTreeMap<String, (StoredMessage, u64)>,
 }
 
 impl State {
@@ -55,7 +65,27 @@ impl State {
                 message,
             } => {
                 if let Some(s) = self.sessions.get_mut(client) {
-                    s.messages.insert(*seq, (message.clone(), false));
+                    s.messages.insert(
+                        *seq,
+                        MessageState {
+                            message: message.clone(),
+                            packet_id: None,
+                            released: false,
+                        },
+                    );
+                }
+            }
+            Record::Sent {
+                client,
+                seq,
+                packet_id,
+            } => {
+                if let Some(m) = self
+                    .sessions
+                    .get_mut(client)
+                    .and_then(|s| s.messages.get_mut(seq))
+                {
+                    m.packet_id = Some(*packet_id);
                 }
             }
             Record::Released { client, seq } => {
@@ -64,7 +94,7 @@ impl State {
                     .get_mut(client)
                     .and_then(|s| s.messages.get_mut(seq))
                 {
-                    m.1 = true;
+                    m.released = true;
                 }
             }
             Record::Done { client, seq } => {
@@ -82,11 +112,20 @@ impl State {
                     s.qos2_received.remove(packet_id);
                 }
             }
-            Record::Retain { message } => {
-                self.retained.insert(message.topic.clone(), message.clone());
+            Record::Retain { message, version } => {
+                let newer = self
+                    .retained
+                    .get(&message.topic)
+                    .is_none_or(|(_, v)| v < version);
+                if newer {
+                    self.retained
+                        .insert(message.topic.clone(), (message.clone(), *version));
+                }
             }
-            Record::RetainClear { topic } => {
-                self.retained.remove(topic);
+            Record::RetainClear { topic, version } => {
+                if self.retained.get(topic).is_some_and(|(_, v)| v < version) {
+                    self.retained.remove(topic);
+                }
             }
         }
     }
@@ -105,13 +144,20 @@ impl State {
                     sub: sub.clone(),
                 });
             }
-            for (seq, (message, released)) in &s.messages {
+            for (seq, m) in &s.messages {
                 out.push(Record::Enqueue {
                     client: client.clone(),
                     seq: *seq,
-                    message: message.clone(),
+                    message: m.message.clone(),
                 });
-                if *released {
+                if let Some(packet_id) = m.packet_id {
+                    out.push(Record::Sent {
+                        client: client.clone(),
+                        seq: *seq,
+                        packet_id,
+                    });
+                }
+                if m.released {
                     out.push(Record::Released {
                         client: client.clone(),
                         seq: *seq,
@@ -125,9 +171,10 @@ impl State {
                 });
             }
         }
-        for message in self.retained.values() {
+        for (message, version) in self.retained.values() {
             out.push(Record::Retain {
                 message: message.clone(),
+                version: *version,
             });
         }
         out

@@ -57,7 +57,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        10 => (0u8..11, 0u8..4, any::<u64>()).prop_map(|(k, c, n)| Op::Record(k, c, n)),
+        10 => (0u8..12, 0u8..4, any::<u64>()).prop_map(|(k, c, n)| Op::Record(k, c, n)),
         3 => Just(Op::Commit),
         1 => Just(Op::Restart),
         1 => Just(Op::Crash),
@@ -101,9 +101,16 @@ fn record(kind: u8, c: u8, n: u64, seqs: &mut [u64; 4]) -> Record {
         },
         9 => Record::Retain {
             message: msg(&format!("r/{}", n % 5), n),
+            version: n,
         },
-        _ => Record::RetainClear {
+        10 => Record::RetainClear {
             topic: format!("r/{}", n % 5),
+            version: n,
+        },
+        _ => Record::Sent {
+            client,
+            seq,
+            packet_id: (n % 100) as u16 + 1,
         },
     }
 }
