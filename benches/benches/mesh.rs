@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use broker::ids::ShardId;
 use broker::session::Message;
-use broker::shard::mesh::{Mesh, MeshShared, ShardMsg};
+use broker::shard::mesh::{AckRef, Mesh, MeshShared, ShardMsg};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use net::codec::QoS;
@@ -56,7 +56,7 @@ fn hop(c: &mut Criterion) {
             let start = Instant::now();
             let target = received.load(Ordering::Acquire) + iters;
             for _ in 0..iters {
-                let mut msg = ShardMsg::Publish(message.clone());
+                let mut msg = ShardMsg::Publish(message.clone(), AckRef::NONE);
                 while let Err(back) = producer.push(ShardId(1), msg) {
                     msg = back;
                     std::hint::spin_loop();

@@ -7,6 +7,19 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+/// How acknowledged messages are kept (see ARCHITECTURE.md, "Durability contract").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// PUBACK / PUBREC only once the records are on disk (write + fdatasync, group commit).
+    #[default]
+    Sync,
+    /// Acknowledge at once; write and fdatasync every `fsync_interval_ms`.
+    Batch,
+    /// No disk: sessions live in memory only.
+    Memory,
+}
+
 /// Every setting, with its documented default (see README, "Configuration").
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -93,6 +106,12 @@ pub struct Config {
     pub sys_interval_secs: u64,
     /// Address of the Prometheus `/metrics` HTTP endpoint. Default none (off).
     pub metrics_listen: Option<SocketAddr>,
+    /// Durability mode: sync, batch or memory. Default sync.
+    pub durability: Durability,
+    /// Directory of the embedded log (one subdirectory per shard). Default `./data`.
+    pub data_dir: PathBuf,
+    /// In batch mode, the longest time between fdatasyncs (the loss window). Default 100.
+    pub fsync_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -129,6 +148,9 @@ impl Default for Config {
             acl_file: None,
             sys_interval_secs: 10,
             metrics_listen: None,
+            durability: Durability::Sync,
+            data_dir: PathBuf::from("./data"),
+            fsync_interval_ms: 100,
         }
     }
 }
@@ -214,6 +236,9 @@ impl Config {
         }
         if self.wait_timeout_us == 0 || self.wait_timeout_us > 1_000_000 {
             return Err(bad("wait_timeout_us", "must be between 1 and 1000000"));
+        }
+        if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 60_000 {
+            return Err(bad("fsync_interval_ms", "must be between 1 and 60000"));
         }
         if self.qos_max > 2 {
             return Err(bad("qos_max", "must be 0, 1 or 2"));

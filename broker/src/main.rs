@@ -109,6 +109,16 @@ struct Cli {
     /// Address of the Prometheus /metrics endpoint.
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Durability mode: sync (ack after fdatasync), batch (fdatasync every
+    /// fsync_interval_ms) or memory (no disk).
+    #[arg(long, value_enum)]
+    durability: Option<broker::config::Durability>,
+    /// Directory of the embedded log.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Batch mode: longest time between fdatasyncs, in milliseconds.
+    #[arg(long)]
+    fsync_interval_ms: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -198,7 +208,10 @@ fn run() -> anyhow::Result<()> {
         subscriptions_per_session_max,
         publish_rate_max,
         allow_anonymous,
-        sys_interval_secs
+        sys_interval_secs,
+        durability,
+        data_dir,
+        fsync_interval_ms
     );
     if let Some(v) = cli.password_file {
         config.password_file = Some(v);

@@ -142,6 +142,9 @@ fn forwarding_allocates_nothing_per_message() {
         shards: 2,
         // The publisher bursts all messages at once; room to queue them all.
         session_queue_count_max: 100_000,
+        // The forwarding path itself; sync durability adds nothing for clean sessions but a
+        // round trip per cross-shard QoS 1 publish.
+        durability: broker::config::Durability::Memory,
         ..Default::default()
     }
     .validate()

@@ -282,6 +282,9 @@ fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Child
                 "warn",
                 "--session-queue-count-max",
                 "100000",
+                // Like mosquitto's and rumqttd's defaults: no disk.
+                "--durability",
+                "memory",
             ]);
         }
         Broker::Mosquitto => {
@@ -574,7 +577,7 @@ fn write_report(
         version_of("mosquitto", &["-h"]),
         version_of("rumqttd", &["--version"])
     );
-    let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`.");
+    let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and shows the generator's own ceiling.");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");

@@ -27,6 +27,7 @@ fn ringmq() -> (broker::Broker, SocketAddr) {
     let config = broker::config::Config {
         listen: addr,
         shards: 2,
+        durability: broker::config::Durability::Memory,
         ..Default::default()
     }
     .validate()

@@ -3,7 +3,7 @@
 use net::codec::{Packet, PubResp, PubRespKind, ReasonCode};
 
 use crate::ids::ConnId;
-use crate::shard::{reply, Shard};
+use crate::shard::Shard;
 
 pub(crate) fn on_pub_resp(shard: &mut Shard, id: ConnId, r: PubResp) {
     let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
@@ -25,14 +25,19 @@ pub(crate) fn on_pub_resp(shard: &mut Shard, id: ConnId, r: PubResp) {
         }
         PubRespKind::PubRel => {
             let known = session.inbound_qos2_release(r.packet_id);
+            shard.journal_of(sid);
             let mut comp = PubResp::new(PubRespKind::PubComp, r.packet_id);
             if !known {
                 comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
             }
-            return reply(shard, id, &Packet::PubResp(comp));
+            return shard.reply_in_order(id, Packet::PubResp(comp));
         }
     }
-    if !conn.out.is_empty() {
+    let dirty = !conn.out.is_empty();
+    if !session.journal.is_empty() {
+        shard.journal_of(sid);
+    }
+    if dirty {
         shard.mark_dirty(id);
     }
 }

@@ -210,7 +210,17 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     } else {
         u32::MAX
     };
+    let journaled = shard.journal.is_some();
+    let mut log_session = None;
     if let Some(session) = shard.session_mut(sid) {
+        let durable = journaled && expiry != 0;
+        if durable && (!session.durable || session.expiry_interval != expiry) {
+            log_session = Some(session.client_id.to_string());
+        } else if session.durable && !durable {
+            // Persistent before, ends at this connection's end now: forget it on disk.
+            log_session = None;
+        }
+        session.durable = durable;
         session.version = version;
         session.conn = Some(id);
         session.user = connect.username.clone();
@@ -221,6 +231,9 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         session.will = will;
         session.will_delay = will_delay;
         session.will_due = None;
+    }
+    if let Some(client) = log_session {
+        shard.log(storage::record::Record::Session { client, expiry });
     }
     let keep_alive_max = shard.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()
@@ -267,5 +280,6 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     if let Some((session, conn)) = shard.session_and_conn(sid, id) {
         session.resume(now, &mut conn.out);
     }
+    shard.journal_of(sid);
     tracing::debug!(shard = shard.id.0, client = %connect.client_id, session_present, "client connected");
 }

@@ -20,6 +20,13 @@ pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
                 );
             }
             session.expiry_interval = secs;
+            if session.durable && secs != 0 {
+                let client = session.client_id.to_string();
+                shard.log(storage::record::Record::Session {
+                    client,
+                    expiry: secs,
+                });
+            }
         }
     }
     if d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {

@@ -7,7 +7,7 @@ use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
 use crate::ids::ConnId;
 use crate::session::Message;
-use crate::shard::{reply, Origin, Shard};
+use crate::shard::{Origin, Shard};
 
 /// Resolves a topic alias [MQTT-3.3.2.3.4]: a PUBLISH with a topic and an alias sets the
 /// alias; with an empty topic it uses it. `Err` is the reason to disconnect with.
@@ -65,11 +65,12 @@ fn ack_with(shard: &mut Shard, id: ConnId, p: &Publish, reason: ReasonCode, why:
             r.properties.reason_string = Some(ByteString::from(why));
         }
     }
-    reply(shard, id, &Packet::PubResp(r));
+    shard.reply_in_order(id, Packet::PubResp(r));
 }
 
 pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
     shard.stats.publishes_in += 1;
+    let before = shard.journal.as_ref().map_or(0, |j| j.appended());
     let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
         return;
     };
@@ -115,14 +116,16 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
         let Some(session) = shard.session_mut(sid) else {
             return;
         };
-        if !session.inbound_qos2_begin(pid) {
+        let new = session.inbound_qos2_begin(pid);
+        shard.journal_of(sid);
+        if !new {
             // A retransmission of a message already received: acknowledge, do not deliver.
-            return reply(
-                shard,
-                id,
-                &Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)),
-            );
+            return shard
+                .reply_in_order(id, Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)));
         }
+        let Some(session) = shard.session_mut(sid) else {
+            return;
+        };
         if session.inbound_qos2_len() > max_inbound {
             return shard.reject(
                 id,
@@ -170,20 +173,25 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
         std::mem::take(&mut p.properties),
         now,
     );
-    shard.publish(message, Origin::Client(sid));
-    match (p.qos, p.packet_id) {
-        (QoS::AtLeastOnce, Some(pid)) => reply(
-            shard,
-            id,
-            &Packet::PubResp(PubResp::new(PubRespKind::PubAck, pid)),
-        ),
-        (QoS::ExactlyOnce, Some(pid)) => reply(
-            shard,
-            id,
-            &Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)),
-        ),
-        _ => {}
+    let kind = match (p.qos, p.packet_id) {
+        (QoS::AtLeastOnce, Some(pid)) => Some((PubRespKind::PubAck, pid)),
+        (QoS::ExactlyOnce, Some(pid)) => Some((PubRespKind::PubRec, pid)),
+        _ => None,
+    };
+    // In sync durability the acknowledgement waits for the log (here and on the peers the
+    // message is forwarded to, which answer the token).
+    let holds = kind.is_some() && shard.journal.as_ref().is_some_and(|j| j.holds_acks());
+    if holds {
+        let token = shard.journal.as_mut().map(|j| j.next_token());
+        shard.ack_token = token;
+        shard.ack_peers = 0;
     }
+    shard.publish(message, Origin::Client(sid));
+    if let Some((kind, pid)) = kind {
+        shard.ack_when_durable(id, Packet::PubResp(PubResp::new(kind, pid)), before);
+    }
+    shard.ack_token = None;
+    shard.ack_peers = 0;
 }
 
 /// A refused QoS 2 PUBLISH ends its flow at the PUBREC [MQTT-4.3.3-9] (MQTT 5); an MQTT 3
@@ -194,6 +202,7 @@ fn forget_qos2(shard: &mut Shard, sid: crate::ids::SessionId, p: &Publish) {
             if s.version.is_v5() {
                 s.inbound_qos2_release(pid);
             }
+            shard.journal_of(sid);
         }
     }
 }

@@ -4,9 +4,11 @@
 
 use bytestring::ByteString;
 use net::codec::{
-    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck,
+    Unsubscribe,
 };
 use net::topic::is_shared;
+use storage::record::{Record, StoredSubscription};
 
 use crate::ids::ConnId;
 use crate::shard::mesh::ShardMsg;
@@ -77,10 +79,22 @@ pub(crate) fn on_subscribe(shard: &mut Shard, id: ConnId, s: Subscribe) {
         }
         let mut options = options;
         options.qos = granted(options.qos, max_qos);
+        let mut durable = false;
         if let Some(session) = shard.session_mut(sid) {
             session
                 .subscriptions
                 .insert(filter.clone(), (options, sub_id));
+            durable = session.durable;
+        }
+        if durable {
+            shard.log(Record::Subscribe {
+                client: client.to_string(),
+                sub: StoredSubscription {
+                    filter: filter.to_string(),
+                    options: options_to_byte(options),
+                    sub_id,
+                },
+            });
         }
         if shard.router.subscribe(&filter, sid, options, sub_id) {
             shard.broadcast(|| ShardMsg::RouteAdd(filter.clone()));
@@ -116,12 +130,22 @@ pub(crate) fn on_unsubscribe(shard: &mut Shard, id: ConnId, u: Unsubscribe) {
         .is_some_and(|c| c.decoder.version.is_v5());
     let mut reasons = Vec::with_capacity(u.filters.len());
     for filter in u.filters {
-        let existed = shard
-            .session_mut(sid)
-            .and_then(|s| s.subscriptions.remove(&filter))
-            .is_some();
+        let (existed, durable, client) = match shard.session_mut(sid) {
+            Some(s) => (
+                s.subscriptions.remove(&filter).is_some(),
+                s.durable,
+                s.client_id.clone(),
+            ),
+            None => return,
+        };
         if existed {
             shard.unroute(&filter, sid);
+            if durable {
+                shard.log(Record::Unsubscribe {
+                    client: client.to_string(),
+                    filter: filter.to_string(),
+                });
+            }
         }
         reasons.push(if existed {
             ReasonCode::SUCCESS
@@ -138,6 +162,34 @@ pub(crate) fn on_unsubscribe(shard: &mut Shard, id: ConnId, u: Unsubscribe) {
         reasons,
     };
     reply(shard, id, &Packet::UnsubAck(ack));
+}
+
+/// Subscription options as their wire byte (for the log).
+pub fn options_to_byte(o: SubscriptionOptions) -> u8 {
+    let rh = match o.retain_handling {
+        RetainHandling::OnSubscribe => 0,
+        RetainHandling::OnNewSubscription => 1,
+        RetainHandling::Never => 2,
+    };
+    o.qos as u8 | u8::from(o.no_local) << 2 | u8::from(o.retain_as_published) << 3 | rh << 4
+}
+
+/// Subscription options from their wire byte.
+pub fn options_from_byte(b: u8) -> SubscriptionOptions {
+    let qos = match b & 3 {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let mut o = SubscriptionOptions::qos(qos);
+    o.no_local = b & 4 != 0;
+    o.retain_as_published = b & 8 != 0;
+    o.retain_handling = match (b >> 4) & 3 {
+        0 => RetainHandling::OnSubscribe,
+        1 => RetainHandling::OnNewSubscription,
+        _ => RetainHandling::Never,
+    };
+    o
 }
 
 /// The QoS granted to a subscription (the requested one, capped by `qos_max`).

@@ -23,18 +23,30 @@ use crate::session::Message;
 /// How long a clear is remembered against late, older sets from peers.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
-static EPOCH: OnceLock<Instant> = OnceLock::new();
+/// The process's start on both clocks: versions follow the monotonic clock within a run and
+/// the wall clock across restarts (versions are logged).
+static EPOCH: OnceLock<(Instant, u64)> = OnceLock::new();
+
+fn epoch() -> (Instant, u64) {
+    *EPOCH.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (Instant::now(), u64::try_from(wall.as_micros()).unwrap_or(0))
+    })
+}
 
 /// Starts the version clock (call once before shards start).
 pub fn start_clock() {
-    EPOCH.get_or_init(Instant::now);
+    epoch();
 }
 
-/// The version of a retained set made at `now` on `shard`: later sets win everywhere.
+/// The version of a retained set made at `now` on `shard` (wall-clock microseconds, shard in
+/// the low 6 bits); the caller keeps its versions strictly increasing (`max(v, last + 64)`).
 pub fn version(now: Instant, shard: ShardId) -> u64 {
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    let nanos = u64::try_from(now.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX);
-    nanos << 6 | u64::from(shard.0 & 63)
+    let (start, wall) = epoch();
+    let us = u64::try_from(now.saturating_duration_since(start).as_micros()).unwrap_or(0);
+    (wall + us) << 6 | u64::from(shard.0 & 63)
 }
 
 #[derive(Debug)]

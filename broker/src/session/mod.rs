@@ -17,6 +17,60 @@ use net::codec::{
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::ids::ConnId;
+use storage::record::{Record, StoredMessage};
+
+/// Milliseconds of the Unix epoch for an `Instant` (0 for none).
+fn wall_ms(at: Option<Instant>, now: Instant) -> u64 {
+    let Some(at) = at else { return 0 };
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let wall = if at >= now {
+        wall + at.duration_since(now)
+    } else {
+        wall.saturating_sub(now.duration_since(at))
+    };
+    u64::try_from(wall.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A message as the log stores it.
+pub fn stored(message: &Message, qos: QoS, retain: bool, now: Instant) -> StoredMessage {
+    StoredMessage {
+        topic: message.topic.to_string(),
+        payload: message.payload.to_vec(),
+        qos: qos as u8,
+        retain,
+        properties: message.properties.to_publish_wire(),
+        expires_at_ms: wall_ms(message.expires_at, now),
+    }
+}
+
+/// A stored message back as a broker message (received now; expiry kept). `None` if its
+/// properties do not decode.
+pub fn unstored(m: &StoredMessage, now: Instant) -> Option<Message> {
+    let properties = BoxedProperties::from_publish_wire(&m.properties).ok()?;
+    let qos = match m.qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    };
+    let mut message = Message::new(
+        ByteString::from(m.topic.clone()),
+        Bytes::from(m.payload.clone()),
+        qos,
+        m.retain,
+        properties,
+        now,
+    );
+    message.expires_at = (m.expires_at_ms != 0).then(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let at = Duration::from_millis(m.expires_at_ms);
+        now + at.saturating_sub(wall)
+    });
+    Some(message)
+}
 
 /// An application message as it travels through the broker (payload shared, never copied).
 #[derive(Clone, Debug)]
@@ -111,6 +165,10 @@ impl Grant {
 struct Outgoing {
     message: Message,
     grant: Grant,
+    /// Sequence number in the session's durable record (0: not durable).
+    seq: u64,
+    /// Recovered from the log after a restart: may have been sent before (DUP).
+    recovered: bool,
 }
 
 #[derive(Debug)]
@@ -200,6 +258,12 @@ pub struct Session {
     inbound_qos2: FxHashSet<u16>,
     /// Topic aliases given to the client on this connection (server to client).
     aliases: FxHashMap<ByteString, NonZeroU16>,
+    /// The session is persistent and the broker keeps a log: its changes are journaled.
+    pub durable: bool,
+    /// Records of changes not yet handed to the shard's log.
+    pub journal: Vec<Record>,
+    /// Last sequence number given to a journaled message.
+    next_seq: u64,
 }
 
 /// Bytes a queued message holds on to (its topic and payload).
@@ -238,7 +302,77 @@ impl Session {
             queued_bytes: 0,
             inbound_qos2: FxHashSet::default(),
             aliases: FxHashMap::default(),
+            durable: false,
+            journal: Vec::new(),
+            next_seq: 0,
         }
+    }
+
+    fn journal(&mut self, record: Record) {
+        if self.durable {
+            self.journal.push(record);
+        }
+    }
+
+    fn journal_done(&mut self, seq: u64) {
+        if seq != 0 {
+            self.journal(Record::Done {
+                client: self.client_id.to_string(),
+                seq,
+            });
+        }
+    }
+
+    /// Journals a QoS 1/2 message given to a durable session; its sequence number (0 if the
+    /// session is not durable).
+    fn journal_enqueue(&mut self, message: &Message, grant: &Grant, now: Instant) -> u64 {
+        if !self.durable {
+            return 0;
+        }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.journal.push(Record::Enqueue {
+            client: self.client_id.to_string(),
+            seq,
+            message: stored(message, grant.qos, grant.retain, now),
+        });
+        seq
+    }
+
+    /// Puts back a message recovered from the log: in flight under its packet id if it had
+    /// one (QoS 2 sent, or released), else queued; it goes out with DUP.
+    pub fn restore(
+        &mut self,
+        seq: u64,
+        message: Message,
+        grant: Grant,
+        packet_id: Option<u16>,
+        released: bool,
+    ) {
+        self.next_seq = self.next_seq.max(seq);
+        let out = Outgoing {
+            message,
+            grant,
+            seq,
+            recovered: true,
+        };
+        match packet_id.and_then(PacketId::new) {
+            Some(packet_id) => self.inflight.push_back(Inflight {
+                packet_id,
+                stage: if released {
+                    Awaiting::Comp
+                } else {
+                    Awaiting::Rec
+                },
+                out,
+            }),
+            None => self.enqueue(out),
+        }
+    }
+
+    /// Puts back an inbound QoS 2 packet id recovered from the log.
+    pub fn restore_inbound_qos2(&mut self, packet_id: u16) {
+        self.inbound_qos2.insert(packet_id);
     }
 
     /// Sets the limits for a new connection (its receive maximum, topic alias maximum and
@@ -376,39 +510,53 @@ impl Session {
                 && self.inflight.len() < self.limits.window
                 && self.queue.is_empty()
             {
+                let seq = self.journal_enqueue(message, &grant, now);
                 let o = Outgoing {
                     message: message.clone(),
                     grant,
+                    seq,
+                    recovered: false,
                 };
                 return if self.send_new(o, now, out) {
                     Delivery::Sent
                 } else {
+                    self.journal_done(seq);
                     Delivery::Dropped
                 };
             }
         }
         let weight = weight(message);
-        let o = Outgoing {
-            message: message.clone(),
-            grant,
-        };
         let full = |s: &Self| {
             !s.queue.is_empty()
                 && (s.queue.len() >= s.limits.queue_max
                     || s.queued_bytes + weight > s.limits.queue_bytes_max)
         };
         if !full(self) {
-            self.enqueue(o);
+            let seq = self.journal_enqueue(message, &grant, now);
+            self.enqueue(Outgoing {
+                message: message.clone(),
+                grant,
+                seq,
+                recovered: false,
+            });
             return Delivery::Queued;
         }
         if self.conn.is_some() {
             return Delivery::Overflow;
         }
         while full(self) {
-            self.dequeue();
+            if let Some(old) = self.dequeue() {
+                self.journal_done(old.seq);
+            }
             self.dropped += 1;
         }
-        self.enqueue(o);
+        let seq = self.journal_enqueue(message, &grant, now);
+        self.enqueue(Outgoing {
+            message: message.clone(),
+            grant,
+            seq,
+            recovered: false,
+        });
         Delivery::QueuedDroppedOldest
     }
 
@@ -426,8 +574,15 @@ impl Session {
     /// Sends a QoS 1/2 message under a new packet id; false if it was too large to send.
     fn send_new(&mut self, o: Outgoing, now: Instant, out: &mut BytesMut) -> bool {
         let packet_id = self.allocate_packet_id();
-        if !self.write_publish(&o.message, &o.grant, Some(packet_id), false, now, out) {
+        if !self.write_publish(&o.message, &o.grant, Some(packet_id), o.recovered, now, out) {
             return false;
+        }
+        if o.grant.qos == QoS::ExactlyOnce && o.seq != 0 {
+            self.journal(Record::Sent {
+                client: self.client_id.to_string(),
+                seq: o.seq,
+                packet_id: packet_id.get(),
+            });
         }
         let stage = if o.grant.qos == QoS::ExactlyOnce {
             Awaiting::Rec
@@ -450,9 +605,13 @@ impl Session {
             };
             if o.message.expired(now) {
                 self.dropped += 1;
+                self.journal_done(o.seq);
                 continue;
             }
-            self.send_new(o, now, out);
+            let seq = o.seq;
+            if !self.send_new(o, now, out) {
+                self.journal_done(seq);
+            }
         }
     }
 
@@ -467,7 +626,9 @@ impl Session {
         let Some(i) = self.position(packet_id, Awaiting::Ack) else {
             return false;
         };
-        self.inflight.remove(i);
+        if let Some(f) = self.inflight.remove(i) {
+            self.journal_done(f.out.seq);
+        }
         self.fill_window(now, out);
         true
     }
@@ -480,14 +641,24 @@ impl Session {
             let Some(i) = self.position(packet_id, Awaiting::Rec) else {
                 return false;
             };
-            self.inflight.remove(i);
+            if let Some(f) = self.inflight.remove(i) {
+                self.journal_done(f.out.seq);
+            }
             self.fill_window(now, out);
             return true;
         }
         let known = match self.position(packet_id, Awaiting::Rec) {
             Some(i) => {
+                let mut seq = 0;
                 if let Some(f) = self.inflight.get_mut(i) {
                     f.stage = Awaiting::Comp;
+                    seq = f.out.seq;
+                }
+                if seq != 0 {
+                    self.journal(Record::Released {
+                        client: self.client_id.to_string(),
+                        seq,
+                    });
                 }
                 true
             }
@@ -506,7 +677,9 @@ impl Session {
         let Some(i) = self.position(packet_id, Awaiting::Comp) else {
             return false;
         };
-        self.inflight.remove(i);
+        if let Some(f) = self.inflight.remove(i) {
+            self.journal_done(f.out.seq);
+        }
         self.fill_window(now, out);
         true
     }
@@ -514,7 +687,14 @@ impl Session {
     /// An inbound QoS 2 PUBLISH: true if it is new (deliver it), false if it is a
     /// retransmission of one still awaiting PUBREL (do not deliver again).
     pub fn inbound_qos2_begin(&mut self, packet_id: PacketId) -> bool {
-        self.inbound_qos2.insert(packet_id.get())
+        let new = self.inbound_qos2.insert(packet_id.get());
+        if new {
+            self.journal(Record::Qos2Received {
+                client: self.client_id.to_string(),
+                packet_id: packet_id.get(),
+            });
+        }
+        new
     }
 
     /// Inbound QoS 2 packet ids awaiting PUBREL.
@@ -524,7 +704,14 @@ impl Session {
 
     /// PUBREL from the client: forget the id; true if it was known.
     pub fn inbound_qos2_release(&mut self, packet_id: PacketId) -> bool {
-        self.inbound_qos2.remove(&packet_id.get())
+        let known = self.inbound_qos2.remove(&packet_id.get());
+        if known {
+            self.journal(Record::Qos2Released {
+                client: self.client_id.to_string(),
+                packet_id: packet_id.get(),
+            });
+        }
+        known
     }
 
     /// A client resumed this session: resend every unacknowledged message (PUBLISH with DUP,
@@ -533,14 +720,20 @@ impl Session {
         let mut inflight = std::mem::take(&mut self.inflight);
         // A message now larger than the client accepts is dropped, not kept in the window.
         inflight.retain(|f| match f.stage {
-            Awaiting::Ack | Awaiting::Rec => self.write_publish(
-                &f.out.message,
-                &f.out.grant,
-                Some(f.packet_id),
-                true,
-                now,
-                out,
-            ),
+            Awaiting::Ack | Awaiting::Rec => {
+                let sent = self.write_publish(
+                    &f.out.message,
+                    &f.out.grant,
+                    Some(f.packet_id),
+                    true,
+                    now,
+                    out,
+                );
+                if !sent {
+                    self.journal_done(f.out.seq);
+                }
+                sent
+            }
             Awaiting::Comp => {
                 encode(
                     self.version,
@@ -560,9 +753,12 @@ impl Session {
     pub fn take_shared_unfinished(&mut self) -> Vec<(ByteString, Message)> {
         let mut taken = Vec::new();
         let mut keep = VecDeque::with_capacity(self.inflight.len());
-        for mut f in self.inflight.drain(..) {
+        for mut f in std::mem::take(&mut self.inflight) {
             match f.out.grant.shared.take() {
-                Some(group) if f.stage != Awaiting::Comp => taken.push((group, f.out.message)),
+                Some(group) if f.stage != Awaiting::Comp => {
+                    self.journal_done(f.out.seq);
+                    taken.push((group, f.out.message));
+                }
                 group => {
                     f.out.grant.shared = group;
                     keep.push_back(f);
@@ -571,9 +767,12 @@ impl Session {
         }
         self.inflight = keep;
         let mut queue = VecDeque::with_capacity(self.queue.len());
-        for mut o in self.queue.drain(..) {
+        for mut o in std::mem::take(&mut self.queue) {
             match o.grant.shared.take() {
-                Some(group) => taken.push((group, o.message)),
+                Some(group) => {
+                    self.journal_done(o.seq);
+                    taken.push((group, o.message));
+                }
                 None => queue.push_back(o),
             }
         }

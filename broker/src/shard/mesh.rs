@@ -18,8 +18,11 @@ use crate::session::Message;
 /// What shards tell each other.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A publish matched subscriptions on the receiving shard.
-    Publish(Message),
+    /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] (sync
+    /// durability) the receiver answers `DurableAck(token)` once what it logged is on disk.
+    Publish(Message, AckRef),
+    /// What a forwarded publish caused on the sender is durable.
+    DurableAck(u64),
     /// A publish for one member of shared group `filter` (`$share/group/filter`) on the
     /// receiving shard; `hops` counts moves between shards whose members had left.
     SharedPublish {
@@ -29,6 +32,8 @@ pub enum ShardMsg {
         message: Box<Message>,
         /// Moves so far.
         hops: u8,
+        /// Where the durability answer goes.
+        ack: AckRef,
     },
     /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
     Retain {
@@ -58,6 +63,26 @@ pub enum ShardMsg {
     },
 }
 
+/// Origin shard and token of a forwarded publish whose durability the origin waits for,
+/// packed in one word (origin in the top 16 bits); 0: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckRef(u64);
+
+impl AckRef {
+    /// No answer wanted.
+    pub const NONE: AckRef = AckRef(0);
+
+    /// An answer to `origin` for `token` (tokens stay below 2^48).
+    pub fn new(origin: ShardId, token: u64) -> Self {
+        Self(u64::from(origin.0) << 48 | (token & ((1 << 48) - 1)))
+    }
+
+    /// (origin, token), if an answer is wanted.
+    pub fn get(self) -> Option<(ShardId, u64)> {
+        (self.0 != 0).then_some((ShardId((self.0 >> 48) as u16), self.0 & ((1 << 48) - 1)))
+    }
+}
+
 /// A shard's end of the mesh wake-up: its eventfd and the "already woken" flag.
 #[derive(Debug)]
 pub struct Doorbell {
@@ -73,7 +98,7 @@ impl ShardMsg {
     fn weight(&self) -> u64 {
         const OVERHEAD: u64 = 64;
         match self {
-            ShardMsg::Publish(m) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
+            ShardMsg::Publish(m, _) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
             ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
                 OVERHEAD + (m.topic.len() + m.payload.len()) as u64
             }

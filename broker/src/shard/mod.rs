@@ -14,6 +14,7 @@
 //! - Packet handling is in `crate::handle`, one file per packet kind.
 
 pub mod conn;
+pub mod journal;
 pub mod mesh;
 
 use std::collections::VecDeque;
@@ -36,7 +37,7 @@ use crate::retained::{Retained, SetOutcome};
 use crate::router::{LocalMatch, Router, SharedPick};
 use crate::session::{Delivery, Grant, Message, Session};
 use conn::{Conn, RecvState};
-use mesh::{Mesh, ShardMsg};
+use mesh::{AckRef, Mesh, ShardMsg};
 
 const KIND_ACCEPT: u64 = 1;
 const KIND_RECV: u64 = 2;
@@ -44,6 +45,8 @@ const KIND_SEND: u64 = 3;
 const KIND_DOORBELL_READ: u64 = 4;
 const KIND_DOORBELL_WRITE: u64 = 5;
 const KIND_TIMER: u64 = 6;
+const KIND_LOG_WRITE: u64 = 7;
+const KIND_LOG_SYNC: u64 = 8;
 
 fn token(kind: u64, id: ConnId) -> u64 {
     kind << 56 | (u64::from(id.generation) & 0xFF_FFFF) << 32 | u64::from(id.slot)
@@ -143,6 +146,27 @@ pub struct Shard {
     metrics: Arc<Metrics>,
     latency: Histogram,
     last_sys: Instant,
+    /// The durable log (None in memory mode).
+    pub(crate) journal: Option<journal::Journal>,
+    /// While a client PUBLISH is routed: the token its forwards carry for durability acks,
+    /// and how many peers were sent one.
+    pub(crate) ack_token: Option<u64>,
+    pub(crate) ack_peers: usize,
+    last_retain_version: u64,
+}
+
+/// What a shard starts from after recovery: its log, the sessions in it, the retained
+/// messages merged from every shard's log, and the routes of the peers' recovered sessions.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The shard's log, replayed.
+    pub log: storage::log::Log,
+    /// The durable state of this shard's sessions.
+    pub state: storage::state::State,
+    /// Retained messages of all shards, newest version per topic.
+    pub retained: Vec<(storage::record::StoredMessage, u64)>,
+    /// (filter, peer shard) of the peers' recovered subscriptions.
+    pub remote_routes: Vec<(String, ShardId)>,
 }
 
 /// Retained messages to send after a SUBACK: (filter, options, subscription identifier).
@@ -175,6 +199,7 @@ impl Shard {
         stop: Arc<AtomicBool>,
         auth: Arc<Auth>,
         metrics: Arc<Metrics>,
+        recovered: Option<Recovered>,
     ) -> anyhow::Result<Self> {
         let sq = 4096u32;
         let ring = Ring::new(RingConfig {
@@ -188,7 +213,21 @@ impl Shard {
             .map_err(|e| anyhow::anyhow!("shard {}: listen on {}: {e}", id.0, config.listen))?;
         let retained = Retained::new(config.retained_count_max, config.retained_bytes_max);
         let now = Instant::now();
-        Ok(Self {
+        let fsync_interval = Duration::from_millis(config.fsync_interval_ms);
+        let durability = config.durability;
+        let (journal, recovered) = match recovered {
+            Some(Recovered {
+                log,
+                state,
+                retained,
+                remote_routes,
+            }) => (
+                Some(journal::Journal::new(log, durability, fsync_interval, now)),
+                Some((state, retained, remote_routes)),
+            ),
+            None => (None, None),
+        };
+        let mut shard = Self {
             id,
             config,
             ring,
@@ -225,7 +264,183 @@ impl Shard {
             metrics,
             latency: Histogram::default(),
             last_sys: now,
-        })
+            journal,
+            ack_token: None,
+            ack_peers: 0,
+            last_retain_version: 0,
+        };
+        if let Some((state, retained, routes)) = recovered {
+            shard.restore(state, retained, routes);
+        }
+        Ok(shard)
+    }
+
+    /// Rebuilds sessions, their subscriptions and queued messages, inbound QoS 2 ids, routes
+    /// and retained messages from the recovered log, before any connection is accepted.
+    fn restore(
+        &mut self,
+        state: storage::state::State,
+        retained: Vec<(storage::record::StoredMessage, u64)>,
+        remote_routes: Vec<(String, ShardId)>,
+    ) {
+        let now = self.now;
+        let (mut sessions, mut messages) = (0usize, 0usize);
+        for (client, st) in state.sessions {
+            let limits = crate::session::SessionLimits::new(
+                usize::from(self.config.inflight_count_max),
+                self.config.session_queue_count_max,
+                self.config.session_queue_bytes_max,
+            );
+            let mut session = Session::new(ByteString::from(client), ProtocolVersion::V311, limits);
+            session.durable = true;
+            session.expiry_interval = st.expiry;
+            session.expires_at =
+                (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
+            for (seq, m) in st.messages {
+                let Some(message) = crate::session::unstored(&m.message, now) else {
+                    tracing::warn!(seq, "recovered message with undecodable properties dropped");
+                    continue;
+                };
+                let grant = Grant {
+                    qos: message.qos,
+                    retain: m.message.retain,
+                    sub_id: 0,
+                    shared: None,
+                };
+                session.restore(seq, message, grant, m.packet_id, m.released);
+                messages += 1;
+            }
+            for packet_id in st.qos2_received {
+                session.restore_inbound_qos2(packet_id);
+            }
+            let subs: Vec<_> = st.subscriptions.into_values().collect();
+            let sid = self.add_session(session);
+            for sub in subs {
+                let options = crate::handle::subscribe::options_from_byte(sub.options);
+                let filter = ByteString::from(sub.filter);
+                if let Some(s) = self.session_mut(sid) {
+                    s.subscriptions
+                        .insert(filter.clone(), (options, sub.sub_id));
+                }
+                self.router.subscribe(&filter, sid, options, sub.sub_id);
+            }
+            sessions += 1;
+        }
+        for (filter, peer) in remote_routes {
+            self.router.add_remote(&filter, peer);
+        }
+        let retained_count = retained.len();
+        for (m, version) in retained {
+            if let Some(message) = crate::session::unstored(&m, now) {
+                self.retained.set(&message, version, now);
+                self.last_retain_version = self.last_retain_version.max(version);
+            }
+        }
+        tracing::info!(
+            shard = self.id.0,
+            sessions,
+            messages,
+            retained = retained_count,
+            "recovered from the log"
+        );
+    }
+
+    /// Moves a session's journal into the log.
+    pub(crate) fn journal_of(&mut self, sid: SessionId) {
+        let Some(journal) = self.journal.as_mut() else {
+            return;
+        };
+        let Some(session) = self
+            .sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        for record in session.journal.drain(..) {
+            journal.append(&record);
+        }
+    }
+
+    /// Appends one record to the log (if there is one).
+    pub(crate) fn log(&mut self, record: storage::record::Record) {
+        if let Some(j) = self.journal.as_mut() {
+            j.append(&record);
+        }
+    }
+
+    /// Sends `packet` (a PUBACK or PUBREC) once the publish it answers is durable: the records
+    /// appended since `before` here, and the peers it was forwarded to.
+    pub(crate) fn ack_when_durable(&mut self, id: ConnId, packet: Packet, before: u64) {
+        let token = self.ack_token.take();
+        let peers = std::mem::take(&mut self.ack_peers);
+        let Some(j) = self.journal.as_mut().filter(|j| j.holds_acks()) else {
+            return reply(self, id, &packet);
+        };
+        let mark = j.appended();
+        let mark = if mark > before { mark } else { 0 };
+        let token = token.unwrap_or_else(|| j.next_token());
+        for (conn, packet) in j.hold(token, id, packet, mark, peers) {
+            reply(self, conn, &packet);
+        }
+    }
+
+    /// Answers in the publish flow (PUBACK, PUBREC, PUBCOMP) leave in order: behind any held
+    /// acknowledgement of the same connection.
+    pub(crate) fn reply_in_order(&mut self, id: ConnId, packet: Packet) {
+        let Some(j) = self.journal.as_mut().filter(|j| j.has_held(id)) else {
+            return reply(self, id, &packet);
+        };
+        let token = j.next_token();
+        for (conn, packet) in j.hold(token, id, packet, 0, 0) {
+            reply(self, conn, &packet);
+        }
+    }
+
+    /// Starts the next group commit if one is due and none is in flight.
+    fn commit_log(&mut self) {
+        let now = self.now;
+        let Some((fd, flight)) = self.journal.as_mut().and_then(|j| j.due(now)) else {
+            return;
+        };
+        let (write, sync) = (
+            token(KIND_LOG_WRITE, NO_CONN),
+            token(KIND_LOG_SYNC, NO_CONN),
+        );
+        if let Err(buf) =
+            self.ring
+                .write_and_sync(fd, flight.buf, flight.range, flight.offset, write, sync)
+        {
+            if let Some(j) = self.journal.as_mut() {
+                j.not_sent(buf);
+            }
+        }
+    }
+
+    fn on_log_completion(&mut self, c: Completion) {
+        let Some(j) = self.journal.as_mut() else {
+            return;
+        };
+        let released = if c.token >> 56 == KIND_LOG_WRITE {
+            j.write_done(c.write_buf, c.result)
+        } else {
+            j.sync_done(c.result)
+        };
+        let Some(released) = released else {
+            return;
+        };
+        for (conn, packet) in released.acks {
+            reply(self, conn, &packet);
+        }
+        for (origin, token) in released.peer_acks {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token));
+        }
+    }
+
+    fn next_retain_version(&mut self) -> u64 {
+        let v = crate::retained::version(self.now, self.id).max(self.last_retain_version + 64);
+        self.last_retain_version = v;
+        v
     }
 
     /// Runs the loop until shutdown completes.
@@ -253,6 +468,7 @@ impl Shard {
             self.drain_mesh();
             self.retry_blocked();
             self.flush();
+            self.commit_log();
             self.wake_peers();
             if self.stop.load(Ordering::Relaxed) && self.stopping_since.is_none() {
                 self.begin_shutdown();
@@ -280,6 +496,7 @@ impl Shard {
                 }
             }
             KIND_TIMER => self.on_tick(),
+            KIND_LOG_WRITE | KIND_LOG_SYNC => self.on_log_completion(c),
             // Doorbell writes and cancel requests need nothing.
             _ => {}
         }
@@ -615,7 +832,11 @@ impl Shard {
         }
         let before = conn.out.len();
         session.fill_window(now, &mut conn.out);
-        if conn.out.len() != before {
+        let grew = conn.out.len() != before;
+        if !session.journal.is_empty() {
+            self.journal_of(sid);
+        }
+        if grew {
             self.mark_dirty(id);
         }
     }
@@ -672,6 +893,11 @@ impl Shard {
             self.unroute(filter, sid);
         }
         self.free_sessions.push(sid.0);
+        if session.durable {
+            self.log(storage::record::Record::SessionEnd {
+                client: session.client_id.to_string(),
+            });
+        }
         if session.conn.is_none() {
             if let Some(will) = session.will.take() {
                 self.publish(will, Origin::Broker);
@@ -748,14 +974,29 @@ impl Shard {
     /// store (here and, through the mesh, on every peer), then it is routed.
     pub(crate) fn publish(&mut self, message: Message, origin: Origin) {
         if message.retain {
-            let version = crate::retained::version(self.now, self.id);
+            let version = self.next_retain_version();
             self.store_retained(&message, version, true);
         }
         self.route(message, origin);
     }
 
     fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
-        match self.retained.set(message, version, self.now) {
+        let outcome = self.retained.set(message, version, self.now);
+        if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.journal.is_some() {
+            let record = if message.payload.is_empty() {
+                storage::record::Record::RetainClear {
+                    topic: message.topic.to_string(),
+                    version,
+                }
+            } else {
+                storage::record::Record::Retain {
+                    message: crate::session::stored(message, message.qos, true, self.now),
+                    version,
+                }
+            };
+            self.log(record);
+        }
+        match outcome {
             SetOutcome::Stored | SetOutcome::Cleared if broadcast => {
                 self.broadcast(|| ShardMsg::Retain {
                     message: Box::new(message.clone()),
@@ -791,6 +1032,9 @@ impl Shard {
     pub(crate) fn route(&mut self, message: Message, origin: Origin) {
         let mut matches = std::mem::take(&mut self.matches);
         let mut picks = std::mem::take(&mut self.shared_picks);
+        if origin == Origin::Peer {
+            self.ack_token = None;
+        }
         let shared = (origin != Origin::Peer).then_some(&mut picks);
         let remote = self
             .router
@@ -817,7 +1061,13 @@ impl Shard {
                 let peer = ShardId(mask.trailing_zeros() as u16);
                 mask &= mask - 1;
                 self.stats.forwarded += 1;
-                self.send_to_peer(peer, ShardMsg::Publish(message.clone()));
+                let ack = self
+                    .ack_token
+                    .map_or(AckRef::NONE, |t| AckRef::new(self.id, t));
+                if ack != AckRef::NONE {
+                    self.ack_peers += 1;
+                }
+                self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack));
             }
         }
     }
@@ -831,12 +1081,19 @@ impl Shard {
             }
             SharedPick::Remote(peer, filter) => {
                 self.stats.forwarded += 1;
+                let ack = self
+                    .ack_token
+                    .map_or(AckRef::NONE, |t| AckRef::new(self.id, t));
+                if ack != AckRef::NONE {
+                    self.ack_peers += 1;
+                }
                 self.send_to_peer(
                     peer,
                     ShardMsg::SharedPublish {
                         filter,
                         message: Box::new(message.clone()),
                         hops,
+                        ack,
                     },
                 );
             }
@@ -845,11 +1102,58 @@ impl Shard {
 
     /// A peer picked this shard for a shared group: one local member gets it; if none is left
     /// it moves on to another peer with members (at most once round the shards).
-    fn on_shared_publish(&mut self, from: ShardId, filter: ByteString, message: Message, hops: u8) {
+    fn on_shared_publish(
+        &mut self,
+        from: ShardId,
+        filter: ByteString,
+        message: Message,
+        hops: u8,
+        ack: AckRef,
+    ) {
+        let before = self.journal.as_ref().map_or(0, |j| j.appended());
+        // A move to another peer carries the origin's token on; confirm only what lands here.
+        self.ack_token = None;
+        self.ack_peers = 0;
+        self.shared_here(from, filter, message, hops, ack);
+        self.confirm_forward(ack, before);
+    }
+
+    /// Tells the origin of a forwarded message that what it caused here is durable (now, or
+    /// after the commit that covers it).
+    fn confirm_forward(&mut self, ack: AckRef, before: u64) {
+        let Some((origin, token)) = ack.get() else {
+            return;
+        };
+        let now = self
+            .journal
+            .as_mut()
+            .is_none_or(|j| j.wait_for_peer(origin, token, before));
+        if now {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token));
+        }
+    }
+
+    fn shared_here(
+        &mut self,
+        from: ShardId,
+        filter: ByteString,
+        message: Message,
+        hops: u8,
+        ack: AckRef,
+    ) {
         match self.router.pick_member(&filter, self.id, from) {
             Some(pick @ SharedPick::Local(..)) => self.deliver_shared(pick, &message, hops),
-            Some(pick @ SharedPick::Remote(..)) if usize::from(hops) < self.mesh.shards() => {
-                self.deliver_shared(pick, &message, hops + 1);
+            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
+                // Passed on: the next shard confirms to the origin directly.
+                self.send_to_peer(
+                    peer,
+                    ShardMsg::SharedPublish {
+                        filter,
+                        message: Box::new(message),
+                        hops: hops + 1,
+                        ack,
+                    },
+                );
             }
             _ => {
                 self.stats.dropped += 1;
@@ -883,7 +1187,14 @@ impl Shard {
             .and_then(|id| lookup(&mut self.conns, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
-        match session.deliver(message, grant, now, conn.map(|c| &mut c.out)) {
+        let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out));
+        if !session.journal.is_empty() {
+            self.journal_of(sid);
+        }
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        match delivery {
             Delivery::Sent => {
                 self.stats.publishes_out += 1;
                 self.latency
@@ -951,12 +1262,27 @@ impl Shard {
         self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
         for (from, msg) in inbox.drain(..) {
             match msg {
-                ShardMsg::Publish(message) => self.route(message, Origin::Peer),
+                ShardMsg::Publish(message, ack) => {
+                    let before = self.journal.as_ref().map_or(0, |j| j.appended());
+                    self.route(message, Origin::Peer);
+                    self.confirm_forward(ack, before);
+                }
                 ShardMsg::SharedPublish {
                     filter,
                     message,
                     hops,
-                } => self.on_shared_publish(from, filter, *message, hops),
+                    ack,
+                } => self.on_shared_publish(from, filter, *message, hops, ack),
+                ShardMsg::DurableAck(token) => {
+                    let ready = self
+                        .journal
+                        .as_mut()
+                        .map(|j| j.peer_confirmed(token))
+                        .unwrap_or_default();
+                    for (conn, packet) in ready {
+                        reply(self, conn, &packet);
+                    }
+                }
                 ShardMsg::Retain { message, version } => {
                     self.store_retained(&message, version, false);
                 }

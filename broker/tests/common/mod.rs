@@ -47,8 +47,23 @@ impl Broker {
         Self::start_with(Some(nofile), extra)
     }
 
+    /// Starts the broker on a given data directory (kept after the broker stops).
+    pub fn start_in(dir: &std::path::Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--data-dir", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Self::start_with(None, &args)
+    }
+
     fn start_with(nofile: Option<u32>, extra: &[&str]) -> Self {
         let port = free_port();
+        // Every broker gets its own data directory unless the test names one.
+        let own_dir;
+        let mut extra = extra.to_vec();
+        if !extra.contains(&"--data-dir") {
+            own_dir = scratch_dir("data");
+            extra.extend(["--data-dir", own_dir.to_str().unwrap()]);
+        }
+        let extra = &extra[..];
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut command = match nofile {
             Some(n) => {
@@ -135,6 +150,19 @@ impl Drop for Broker {
             self.stop();
         }
     }
+}
+
+/// A fresh directory under the system temp directory.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ringmq-test-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    d
 }
 
 /// A client id with `prefix` whose session is homed on `shard`.

@@ -312,6 +312,32 @@ static EMPTY: Properties = Properties::EMPTY;
 pub struct BoxedProperties(Option<Box<Properties>>);
 
 impl BoxedProperties {
+    /// The PUBLISH properties as on the wire (property length first), for storage; empty
+    /// for none.
+    pub fn to_publish_wire(&self) -> Vec<u8> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let mut out = BytesMut::with_capacity(self.encoded_len());
+        if self.encode(&mut out).is_err() {
+            return Vec::new();
+        }
+        out.to_vec()
+    }
+
+    /// Reads PUBLISH properties stored with [`BoxedProperties::to_publish_wire`].
+    pub fn from_publish_wire(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.is_empty() {
+            return Ok(Self::default());
+        }
+        let mut r = Reader::new(bytes::Bytes::copy_from_slice(bytes));
+        let p = Properties::decode(&mut r, PUBLISH)?;
+        if !r.is_empty() {
+            return Err(DecodeError::TrailingBytes);
+        }
+        Ok(p)
+    }
+
     /// True when no property is present. Inherent (not through `Deref`) so the common empty
     /// case is one branch rather than a look at every field.
     pub fn is_empty(&self) -> bool {
