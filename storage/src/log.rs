@@ -270,7 +270,7 @@ impl Log {
     /// Rolls to a new segment if this one is full, and compacts when the log has grown well
     /// past its live state (both blocking, and rare).
     fn after_commit(&mut self) -> Result<(), Error> {
-        if self.appender.pending() > 0 || self.appender.flying() {
+        if self.appender.flying() {
             return Ok(());
         }
         if self.appender.end() >= self.config.segment_bytes_max {
@@ -291,7 +291,10 @@ impl Log {
         let path = segment_path(&self.config.dir, id);
         self.file = open_segment(&path, self.config.direct)?;
         self.segments.push(id);
+        // Records not yet durable move to the new segment.
+        let pending = self.appender.take_pending();
         self.appender = Appender::new(0, &[]);
+        self.appender.push_framed(&pending);
         sync_dir(&self.config.dir)
     }
 

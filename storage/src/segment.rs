@@ -185,6 +185,29 @@ impl Appender {
         self.durable
     }
 
+    /// Takes the framed records not yet durable (none may be in flight): they move to the
+    /// next segment when this one rolls.
+    pub fn take_pending(&mut self) -> Vec<u8> {
+        debug_assert!(!self.flying);
+        let durable = usize::try_from(self.durable - self.base).unwrap_or(0);
+        let pending = self.buf.data().get(durable..).unwrap_or(&[]).to_vec();
+        let (off, len) = (self.buf.off, self.buf.len);
+        if let Some(rest) = self.buf.raw.get_mut(off + durable..off + len) {
+            rest.fill(0);
+        }
+        self.buf.len = durable;
+        pending
+    }
+
+    /// Appends already framed records.
+    pub fn push_framed(&mut self, bytes: &[u8]) {
+        if self.flying {
+            self.spare.extend_from_slice(bytes);
+        } else {
+            self.buf.extend(bytes);
+        }
+    }
+
     /// The write that makes everything appended so far durable (followed by fdatasync).
     pub fn plan(&self) -> WritePlan<'_> {
         WritePlan {

@@ -253,7 +253,12 @@ impl Journal {
             self.failing = false;
             tracing::info!("log writes succeed again");
         }
-        self.durable = out.mark;
+        // A compaction at landing may have made everything durable.
+        self.durable = if self.log.pending() == 0 && !self.log.flying() {
+            self.appended
+        } else {
+            out.mark
+        };
         let mut released = Released::default();
         let durable = self.durable;
         let conns: Vec<ConnId> = self.held.keys().copied().collect();
