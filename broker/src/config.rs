@@ -112,6 +112,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// In batch mode, the longest time between fdatasyncs (the loss window). Default 100.
     pub fsync_interval_ms: u64,
+    /// Background compaction budget: bytes of live records rewritten per second per shard.
+    /// Default 16 MiB.
+    pub compaction_bytes_per_second: u64,
 }
 
 impl Default for Config {
@@ -151,6 +154,7 @@ impl Default for Config {
             durability: Durability::Sync,
             data_dir: PathBuf::from("./data"),
             fsync_interval_ms: 100,
+            compaction_bytes_per_second: 16 << 20,
         }
     }
 }
@@ -236,6 +240,9 @@ impl Config {
         }
         if self.wait_timeout_us == 0 || self.wait_timeout_us > 1_000_000 {
             return Err(bad("wait_timeout_us", "must be between 1 and 1000000"));
+        }
+        if self.compaction_bytes_per_second < 4096 {
+            return Err(bad("compaction_bytes_per_second", "must be at least 4096"));
         }
         if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 60_000 {
             return Err(bad("fsync_interval_ms", "must be between 1 and 60000"));

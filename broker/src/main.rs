@@ -119,6 +119,9 @@ struct Cli {
     /// Batch mode: longest time between fdatasyncs, in milliseconds.
     #[arg(long)]
     fsync_interval_ms: Option<u64>,
+    /// Background compaction: live bytes rewritten per second per shard.
+    #[arg(long)]
+    compaction_bytes_per_second: Option<u64>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -211,7 +214,8 @@ fn run() -> anyhow::Result<()> {
         sys_interval_secs,
         durability,
         data_dir,
-        fsync_interval_ms
+        fsync_interval_ms,
+        compaction_bytes_per_second
     );
     if let Some(v) = cli.password_file {
         config.password_file = Some(v);

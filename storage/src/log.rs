@@ -1,7 +1,10 @@
 //! The per-shard segment log on local disk: a directory of numbered segments
 //! (`00000001.log`, ...), a lock file, recovery at open, group commit (one write + one
 //! fdatasync per batch, O_DIRECT where the filesystem allows it), segment rolling and
-//! compaction (live state rewritten into a fresh segment, older segments deleted).
+//! incremental compaction: [`Log::compact_step`] rewrites, within a byte budget, the live
+//! sessions and retained messages that still have records in the oldest segment into the
+//! current one, and deletes the oldest segment once nothing live is left in it and the
+//! rewritten records are durable. Disk use follows the live state, not the history.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -21,8 +24,8 @@ pub struct LogConfig {
     pub dir: PathBuf,
     /// A segment rolls over past this many bytes. Default 64 MiB.
     pub segment_bytes_max: u64,
-    /// Compaction runs when the segments hold more than this many bytes and more than
-    /// twice the live state. Default 64 MiB.
+    /// Background compaction ([`Log::compact_step`]) works while the segments hold more
+    /// than this many bytes. Default 64 MiB.
     pub compact_bytes_min: u64,
     /// Open segments with O_DIRECT (falls back to buffered I/O where the filesystem refuses
     /// it, e.g. tmpfs). Default true.
@@ -64,8 +67,72 @@ pub struct Log {
     /// Bytes in every segment.
     bytes: u64,
     state: State,
-    /// Bytes the live state took when last compacted (or replayed).
-    live_bytes: u64,
+    /// Per live session: the oldest segment that may hold one of its records.
+    session_seg: std::collections::HashMap<String, u64>,
+    /// Per retained topic: the segment holding its record.
+    retained_seg: std::collections::HashMap<String, u64>,
+    /// Bytes of records per segment.
+    sizes: std::collections::BTreeMap<u64, u64>,
+    /// The oldest segment holds nothing live: delete it once the current segment is durable
+    /// up to this position (segment id, offset).
+    unlink_after: Option<(u64, u64, u64)>,
+}
+
+/// Session or retained topic a record is about.
+enum Subject<'a> {
+    Session(&'a str),
+    Retained(&'a str),
+}
+
+fn subject(record: &Record) -> Subject<'_> {
+    match record {
+        Record::Session { client, .. }
+        | Record::SessionEnd { client }
+        | Record::Subscribe { client, .. }
+        | Record::Unsubscribe { client, .. }
+        | Record::Enqueue { client, .. }
+        | Record::Sent { client, .. }
+        | Record::Released { client, .. }
+        | Record::Done { client, .. }
+        | Record::Qos2Received { client, .. }
+        | Record::Qos2Released { client, .. } => Subject::Session(client),
+        Record::Retain { message, .. } => Subject::Retained(&message.topic),
+        Record::RetainClear { topic, .. } => Subject::Retained(topic),
+    }
+}
+
+/// Notes, after `record` was applied to `state`, which segment holds what is live.
+fn track(
+    state: &State,
+    record: &Record,
+    seg: u64,
+    sessions: &mut std::collections::HashMap<String, u64>,
+    retained: &mut std::collections::HashMap<String, u64>,
+) {
+    match subject(record) {
+        Subject::Session(client) => {
+            if state.sessions.contains_key(client) {
+                sessions.entry(client.to_string()).or_insert(seg);
+            } else {
+                sessions.remove(client);
+            }
+        }
+        Subject::Retained(topic) => {
+            let version = match record {
+                Record::Retain { version, .. } => Some(*version),
+                _ => None,
+            };
+            match state.retained.get(topic) {
+                Some((_, v)) if Some(*v) == version => {
+                    retained.insert(topic.to_string(), seg);
+                }
+                Some(_) => {}
+                None => {
+                    retained.remove(topic);
+                }
+            }
+        }
+    }
 }
 
 fn segment_path(dir: &Path, id: u64) -> PathBuf {
@@ -120,6 +187,9 @@ impl Log {
             .collect();
         segments.sort_unstable();
         let mut state = State::default();
+        let mut session_seg = std::collections::HashMap::new();
+        let mut retained_seg = std::collections::HashMap::new();
+        let mut sizes = std::collections::BTreeMap::new();
         let mut recovery = Recovery::default();
         let mut bytes = 0;
         let mut last_len = 0;
@@ -143,7 +213,9 @@ impl Log {
             }
             for (_, record) in &scan.records {
                 state.apply(record);
+                track(&state, record, id, &mut session_seg, &mut retained_seg);
             }
+            sizes.insert(id, scan.valid_len);
             recovery.records += scan.records.len();
             recovery.segments += 1;
             bytes += scan.valid_len;
@@ -168,7 +240,6 @@ impl Log {
                 .map_err(io(&path))?;
         }
         let appender = Appender::new(last_len, &tail);
-        let live_bytes = bytes;
         Ok((
             Self {
                 config,
@@ -178,7 +249,10 @@ impl Log {
                 appender,
                 bytes,
                 state,
-                live_bytes,
+                session_seg,
+                retained_seg,
+                sizes,
+                unlink_after: None,
             },
             recovery,
         ))
@@ -192,9 +266,99 @@ impl Log {
     /// Adds a record to the current batch (durable after the next [`Log::commit`]).
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.state.apply(record);
-        let n = self.appender.push(record)?;
-        self.bytes += n as u64;
+        let seg = self.current();
+        track(
+            &self.state,
+            record,
+            seg,
+            &mut self.session_seg,
+            &mut self.retained_seg,
+        );
+        self.push(record)
+    }
+
+    fn push(&mut self, record: &Record) -> Result<(), Error> {
+        let n = self.appender.push(record)? as u64;
+        self.bytes += n;
+        *self.sizes.entry(self.current()).or_default() += n;
         Ok(())
+    }
+
+    fn current(&self) -> u64 {
+        self.segments.last().copied().unwrap_or(1)
+    }
+
+    /// One step of background compaction: rewrites into the current segment, at most about
+    /// `budget` bytes per call, the live sessions and retained messages that still have
+    /// records in the oldest segment; once none is left there, the oldest segment is deleted
+    /// as soon as the rewritten records are durable (see [`Log::land`]). Runs only while the
+    /// log holds more than `compact_bytes_min`. Returns the bytes rewritten.
+    pub fn compact_step(&mut self, budget: u64) -> Result<u64, Error> {
+        if self.segments.len() < 2
+            || self.bytes <= self.config.compact_bytes_min
+            || self.unlink_after.is_some()
+        {
+            return Ok(0);
+        }
+        let oldest = self.segments.first().copied().unwrap_or(0);
+        let current = self.current();
+        let start = self.bytes;
+        let mut records = Vec::new();
+        let clients: Vec<String> = self
+            .session_seg
+            .iter()
+            .filter(|(_, seg)| **seg <= oldest)
+            .map(|(c, _)| c.clone())
+            .collect();
+        for client in clients {
+            if self.bytes - start >= budget {
+                return Ok(self.bytes - start);
+            }
+            records.clear();
+            self.state.session_records(&client, &mut records);
+            for r in &records {
+                self.push(r)?;
+            }
+            self.session_seg.insert(client, current);
+        }
+        let topics: Vec<String> = self
+            .retained_seg
+            .iter()
+            .filter(|(_, seg)| **seg <= oldest)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for topic in topics {
+            if self.bytes - start >= budget {
+                return Ok(self.bytes - start);
+            }
+            records.clear();
+            self.state.retained_record(&topic, &mut records);
+            for r in &records {
+                self.push(r)?;
+            }
+            self.retained_seg.insert(topic, current);
+        }
+        // Nothing live is left in the oldest segment.
+        self.unlink_after = Some((oldest, current, self.appender.end()));
+        self.try_unlink()?;
+        Ok(self.bytes - start)
+    }
+
+    /// Deletes the segment compaction emptied once what replaced it is durable.
+    fn try_unlink(&mut self) -> Result<(), Error> {
+        let Some((oldest, seg, end)) = self.unlink_after else {
+            return Ok(());
+        };
+        if self.current() == seg && self.appender.durable() < end {
+            return Ok(());
+        }
+        let path = segment_path(&self.config.dir, oldest);
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        self.segments.retain(|id| *id != oldest);
+        let freed = self.sizes.remove(&oldest).unwrap_or(0);
+        self.bytes = self.bytes.saturating_sub(freed);
+        self.unlink_after = None;
+        sync_dir(&self.config.dir)
     }
 
     /// Bytes appended since the last commit.
@@ -213,24 +377,9 @@ impl Log {
     }
 
     /// Group commit, blocking: one write of the batch and one fdatasync, then
-    /// [`Log::after_commit`]. (The broker uses [`Log::take_flight`] on its ring instead.)
+    /// rolls and deletes compacted segments as due. (The broker uses [`Log::take_flight`].)
     pub fn commit(&mut self) -> Result<(), Error> {
-        if let Some(flight) = self.appender.take_flight() {
-            let path = self.current_path();
-            let done = flight
-                .buf
-                .get(flight.range.clone())
-                .ok_or_else(|| Error::Encode("flight range".into()))
-                .and_then(|bytes| {
-                    self.file
-                        .write_all_at(bytes, flight.offset)
-                        .and_then(|()| self.file.sync_data())
-                        .map_err(io(&path))
-                });
-            let ok = done.is_ok();
-            self.appender.land(flight.buf, ok.then_some(flight.end));
-            done?;
-        }
+        self.commit_pending_only()?;
         self.after_commit()
     }
 
@@ -273,11 +422,9 @@ impl Log {
         if self.appender.flying() {
             return Ok(());
         }
+        self.try_unlink()?;
         if self.appender.end() >= self.config.segment_bytes_max {
             self.roll()?;
-        }
-        if self.bytes > self.config.compact_bytes_min && self.bytes > 2 * self.live_bytes.max(1) {
-            self.compact()?;
         }
         Ok(())
     }
@@ -293,13 +440,29 @@ impl Log {
         self.segments.push(id);
         // Records not yet durable move to the new segment.
         let pending = self.appender.take_pending();
+        let old = *self
+            .segments
+            .get(self.segments.len().saturating_sub(2))
+            .unwrap_or(&id);
+        if let Some(size) = self.sizes.get_mut(&old) {
+            *size = size.saturating_sub(pending.len() as u64);
+        }
+        self.sizes.insert(id, pending.len() as u64);
+        // Rewritten records waiting to be durable moved too: wait for them there.
+        if let Some((oldest, seg, _)) = self.unlink_after {
+            if seg == old {
+                self.unlink_after = Some((oldest, id, pending.len() as u64));
+            }
+        }
         self.appender = Appender::new(0, &[]);
         self.appender.push_framed(&pending);
+        // Whatever tracked the old segment for records that moved stays conservative (an
+        // older segment id only makes compaction rewrite it sooner).
         sync_dir(&self.config.dir)
     }
 
-    /// Rewrites the live state into a new segment, makes it durable, then deletes every older
-    /// segment: disk use follows the live state, not the history.
+    /// Full compaction, blocking: rewrites the whole live state into a new segment, makes it
+    /// durable, then deletes every older segment. (The broker uses [`Log::compact_step`].)
     pub fn compact(&mut self) -> Result<(), Error> {
         self.commit_pending_only()?;
         let old: Vec<u64> = self.segments.clone();
@@ -318,7 +481,16 @@ impl Log {
         self.segments.retain(|id| Some(*id) == current);
         sync_dir(&self.config.dir)?;
         self.bytes = written;
-        self.live_bytes = written;
+        let current = self.current();
+        self.sizes.clear();
+        self.sizes.insert(current, written);
+        for seg in self.session_seg.values_mut() {
+            *seg = current;
+        }
+        for seg in self.retained_seg.values_mut() {
+            *seg = current;
+        }
+        self.unlink_after = None;
         Ok(())
     }
 

@@ -130,53 +130,69 @@ impl State {
         }
     }
 
-    /// The records that rebuild this state from nothing (what compaction writes).
+    /// The records that rebuild this state from nothing (what a full compaction writes).
     pub fn live_records(&self) -> Vec<Record> {
         let mut out = Vec::new();
-        for (client, s) in &self.sessions {
-            out.push(Record::Session {
+        for client in self.sessions.keys() {
+            self.session_records(client, &mut out);
+        }
+        for topic in self.retained.keys() {
+            self.retained_record(topic, &mut out);
+        }
+        out
+    }
+
+    /// The records that rebuild one session (nothing if there is no such session).
+    pub fn session_records(&self, client: &str, out: &mut Vec<Record>) {
+        let Some(s) = self.sessions.get(client) else {
+            return;
+        };
+        let client = client.to_string();
+        out.push(Record::Session {
+            client: client.clone(),
+            expiry: s.expiry,
+        });
+        for sub in s.subscriptions.values() {
+            out.push(Record::Subscribe {
                 client: client.clone(),
-                expiry: s.expiry,
+                sub: sub.clone(),
             });
-            for sub in s.subscriptions.values() {
-                out.push(Record::Subscribe {
-                    client: client.clone(),
-                    sub: sub.clone(),
-                });
-            }
-            for (seq, m) in &s.messages {
-                out.push(Record::Enqueue {
+        }
+        for (seq, m) in &s.messages {
+            out.push(Record::Enqueue {
+                client: client.clone(),
+                seq: *seq,
+                message: m.message.clone(),
+            });
+            if let Some(packet_id) = m.packet_id {
+                out.push(Record::Sent {
                     client: client.clone(),
                     seq: *seq,
-                    message: m.message.clone(),
+                    packet_id,
                 });
-                if let Some(packet_id) = m.packet_id {
-                    out.push(Record::Sent {
-                        client: client.clone(),
-                        seq: *seq,
-                        packet_id,
-                    });
-                }
-                if m.released {
-                    out.push(Record::Released {
-                        client: client.clone(),
-                        seq: *seq,
-                    });
-                }
             }
-            for packet_id in &s.qos2_received {
-                out.push(Record::Qos2Received {
+            if m.released {
+                out.push(Record::Released {
                     client: client.clone(),
-                    packet_id: *packet_id,
+                    seq: *seq,
                 });
             }
         }
-        for (message, version) in self.retained.values() {
+        for packet_id in &s.qos2_received {
+            out.push(Record::Qos2Received {
+                client: client.clone(),
+                packet_id: *packet_id,
+            });
+        }
+    }
+
+    /// The record that rebuilds one retained message (nothing if there is none).
+    pub fn retained_record(&self, topic: &str, out: &mut Vec<Record>) {
+        if let Some((message, version)) = self.retained.get(topic) {
             out.push(Record::Retain {
                 message: message.clone(),
                 version: *version,
             });
         }
-        out
     }
 }

@@ -111,6 +111,22 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
             "publish rate above publish_rate_max",
         );
     }
+    if p.qos != QoS::AtMostOnce && shard.journal.as_ref().is_some_and(|j| j.failing()) {
+        // The log cannot be written: a message that needs durability is refused, not acked.
+        let v5 = shard
+            .conn_mut(id)
+            .is_some_and(|c| c.decoder.version.is_v5());
+        if !v5 {
+            return shard.close(id, None, "publish refused: the log cannot be written");
+        }
+        return ack_with(
+            shard,
+            id,
+            &p,
+            ReasonCode::QUOTA_EXCEEDED,
+            "the broker cannot write its log (disk full?)",
+        );
+    }
     let max_inbound = usize::from(shard.config.inflight_count_max);
     if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
         let Some(session) = shard.session_mut(sid) else {

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use net::codec::Packet;
+use net::codec::{Packet, ReasonCode};
 use rustc_hash::FxHashMap;
 use storage::log::Log;
 use storage::record::Record;
@@ -41,8 +41,18 @@ struct Out {
 pub(crate) struct Released {
     /// Acknowledgements to send now.
     pub acks: Vec<(ConnId, Packet)>,
-    /// Peers to tell that their forwarded message is durable here: (origin, token).
-    pub peer_acks: Vec<(ShardId, u64)>,
+    /// Peers to tell about their forwarded message: (origin, token, durable here).
+    pub peer_acks: Vec<(ShardId, u64, bool)>,
+}
+
+/// How long a failing log waits before writing again.
+const RETRY: Duration = Duration::from_millis(250);
+
+/// Turns a held acknowledgement into a refusal: the records it waited for could not be written.
+fn refuse(packet: &mut Packet) {
+    if let Packet::PubResp(r) = packet {
+        r.reason = ReasonCode::QUOTA_EXCEEDED;
+    }
 }
 
 /// The shard's log and the waits on it.
@@ -63,6 +73,7 @@ pub(crate) struct Journal {
     peer_waits: Vec<(u64, ShardId, u64)>,
     next_token: u64,
     failing: bool,
+    retry_at: Option<Instant>,
 }
 
 impl Journal {
@@ -80,6 +91,7 @@ impl Journal {
             peer_waits: Vec::new(),
             next_token: 1,
             failing: false,
+            retry_at: None,
         }
     }
 
@@ -149,8 +161,14 @@ impl Journal {
         }
     }
 
-    /// A peer confirmed `token`: what can go now.
-    pub fn peer_confirmed(&mut self, token: u64) -> Vec<(ConnId, Packet)> {
+    /// The last log write failed (full disk...): publishes that need durability are refused
+    /// until a retry succeeds.
+    pub fn failing(&self) -> bool {
+        self.failing
+    }
+
+    /// A peer answered `token`: durable there (`ok`) or refused. What can go now.
+    pub fn peer_confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, Packet)> {
         let mut out = Vec::new();
         let Some(&conn) = self.token_conn.get(&token) else {
             return out;
@@ -162,6 +180,10 @@ impl Journal {
             .and_then(|q| q.iter_mut().find(|h| h.token == token))
         {
             h.peers = h.peers.saturating_sub(1);
+            if !ok {
+                refuse(&mut h.packet);
+                h.peers = 0;
+            }
             done = h.peers == 0;
         }
         if done {
@@ -181,9 +203,20 @@ impl Journal {
         false
     }
 
+    /// A step of background compaction within `budget` bytes (records go out with the next
+    /// commits; the emptied segment is deleted once they are durable).
+    pub fn compact(&mut self, budget: u64) {
+        if let Err(e) = self.log.compact_step(budget) {
+            tracing::error!(error = %e, "log compaction failed");
+        }
+    }
+
     /// The next commit to hand to the ring, if one is due: (fd, flight).
     pub fn due(&mut self, now: Instant) -> Option<(i32, Flight)> {
         if self.out.is_some() || self.appended == self.durable && self.log.pending() == 0 {
+            return None;
+        }
+        if self.retry_at.is_some_and(|t| now < t) {
             return None;
         }
         if self.mode == Durability::Batch
@@ -245,13 +278,37 @@ impl Journal {
                 let w = out.write.unwrap_or(0);
                 let errno = if w < 0 { -w } else { -out.sync.unwrap_or(0) };
                 let error = std::io::Error::from_raw_os_error(errno);
-                tracing::error!(%error, "log write failed; acknowledgements wait and the write is retried");
+                tracing::error!(%error, "log write failed: publishes that need durability are refused (0x97) until a retry every 250 ms succeeds");
             }
-            return None;
+            self.retry_at = Some(self.last_commit + RETRY);
+            // What waited for this batch is refused; its records stay pending and are written
+            // by the retry (so a refused message may still be delivered: at least once).
+            let mut released = Released::default();
+            let durable = self.durable;
+            let conns: Vec<ConnId> = self.held.keys().copied().collect();
+            for conn in conns {
+                if let Some(q) = self.held.get_mut(&conn) {
+                    for h in q.iter_mut().filter(|h| h.mark > durable) {
+                        refuse(&mut h.packet);
+                        h.mark = 0;
+                    }
+                }
+                self.release(conn, &mut released.acks);
+            }
+            self.peer_waits.retain(|&(mark, origin, token)| {
+                if mark > durable {
+                    released.peer_acks.push((origin, token, false));
+                    false
+                } else {
+                    true
+                }
+            });
+            return Some(released);
         }
+        self.retry_at = None;
         if self.failing {
             self.failing = false;
-            tracing::info!("log writes succeed again");
+            tracing::info!("log writes succeed again: durable publishes accepted");
         }
         // A compaction at landing may have made everything durable.
         self.durable = if self.log.pending() == 0 && !self.log.flying() {
@@ -267,12 +324,94 @@ impl Journal {
         }
         self.peer_waits.retain(|&(mark, origin, token)| {
             if mark <= durable {
-                released.peer_acks.push((origin, token));
+                released.peer_acks.push((origin, token, true));
                 false
             } else {
                 true
             }
         });
         Some(released)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use net::codec::{PacketId, PubResp, PubRespKind};
+    use storage::log::LogConfig;
+
+    fn conn() -> ConnId {
+        ConnId {
+            slot: 1,
+            generation: 0,
+        }
+    }
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubResp(PubResp::new(
+            PubRespKind::PubAck,
+            PacketId::new(id).unwrap(),
+        ))
+    }
+
+    fn record() -> Record {
+        Record::Session {
+            client: "c".into(),
+            expiry: 10,
+        }
+    }
+
+    #[test]
+    fn acks_wait_for_the_commit_in_order_and_a_failed_write_refuses_them() {
+        let dir = std::env::temp_dir().join(format!("ringmq-journal-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (log, _) = Log::open(LogConfig::new(dir.clone())).unwrap();
+        let now = Instant::now();
+        let mut j = Journal::new(log, Durability::Sync, Duration::from_millis(100), now);
+        j.append(&record());
+        let mark = j.appended();
+        assert!(
+            j.hold(1, conn(), puback(1), mark, 0).is_empty(),
+            "waits for the disk"
+        );
+        // A later ack with nothing to wait for still queues behind it.
+        assert!(j.hold(2, conn(), puback(2), 0, 0).is_empty());
+        // The write fails (ENOSPC): both are refused, in order.
+        let (_, flight) = j.due(now).unwrap();
+        assert!(j.write_done(Some(flight.buf), -libc::ENOSPC).is_none());
+        let released = j.sync_done(-libc::ECANCELED).unwrap();
+        let reasons: Vec<(u16, u8)> = released
+            .acks
+            .iter()
+            .map(|(_, p)| match p {
+                Packet::PubResp(r) => (r.packet_id.get(), r.reason.0),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(reasons, vec![(1, 0x97), (2, 0)]);
+        assert!(j.failing());
+        // Retried only after a pause, then acks wait again and succeed.
+        assert!(j.due(now).is_none());
+        let later = now + RETRY;
+        j.append(&record());
+        let mark = j.appended();
+        assert!(j.hold(3, conn(), puback(3), mark, 0).is_empty());
+        let (_fd, flight) = j.due(later).unwrap();
+        let bytes = &flight.buf[flight.range.clone()];
+        let written = pwrite(&dir.join("00000001.log"), bytes, flight.offset);
+        assert!(j.write_done(Some(flight.buf.clone()), written).is_none());
+        let released = j.sync_done(0).unwrap();
+        assert_eq!(released.acks.len(), 1);
+        assert!(!j.failing());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Writes through std (the test stands in for the ring).
+    fn pwrite(path: &std::path::Path, bytes: &[u8], offset: u64) -> i32 {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+        f.sync_data().unwrap();
+        bytes.len() as i32
     }
 }

@@ -21,8 +21,9 @@ pub enum ShardMsg {
     /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] (sync
     /// durability) the receiver answers `DurableAck(token)` once what it logged is on disk.
     Publish(Message, AckRef),
-    /// What a forwarded publish caused on the sender is durable.
-    DurableAck(u64),
+    /// What a forwarded publish caused on the sender is durable (true) or could not be
+    /// written (false: the origin refuses the publish).
+    DurableAck(u64, bool),
     /// A publish for one member of shared group `filter` (`$share/group/filter`) on the
     /// receiving shard; `hops` counts moves between shards whose members had left.
     SharedPublish {

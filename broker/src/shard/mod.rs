@@ -381,8 +381,22 @@ impl Shard {
         let mark = if mark > before { mark } else { 0 };
         let token = token.unwrap_or_else(|| j.next_token());
         for (conn, packet) in j.hold(token, id, packet, mark, peers) {
-            reply(self, conn, &packet);
+            self.reply_ack(conn, &packet);
         }
+    }
+
+    /// Sends a released acknowledgement. A refusal (the log could not be written) goes to an
+    /// MQTT 5 client as the reason code; an MQTT 3 client cannot be refused, so its connection
+    /// closes and it publishes again after reconnecting.
+    fn reply_ack(&mut self, conn: ConnId, packet: &Packet) {
+        let refused = matches!(packet, Packet::PubResp(r) if r.reason.0 >= 0x80);
+        let v5 = self
+            .conn_mut(conn)
+            .is_some_and(|c| c.decoder.version.is_v5());
+        if refused && !v5 {
+            return self.close(conn, None, "cannot acknowledge: the log write failed");
+        }
+        reply(self, conn, packet);
     }
 
     /// Answers in the publish flow (PUBACK, PUBREC, PUBCOMP) leave in order: behind any held
@@ -393,7 +407,7 @@ impl Shard {
         };
         let token = j.next_token();
         for (conn, packet) in j.hold(token, id, packet, 0, 0) {
-            reply(self, conn, &packet);
+            self.reply_ack(conn, &packet);
         }
     }
 
@@ -430,10 +444,10 @@ impl Shard {
             return;
         };
         for (conn, packet) in released.acks {
-            reply(self, conn, &packet);
+            self.reply_ack(conn, &packet);
         }
-        for (origin, token) in released.peer_acks {
-            self.send_to_peer(origin, ShardMsg::DurableAck(token));
+        for (origin, token, ok) in released.peer_acks {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token, ok));
         }
     }
 
@@ -1129,7 +1143,7 @@ impl Shard {
             .as_mut()
             .is_none_or(|j| j.wait_for_peer(origin, token, before));
         if now {
-            self.send_to_peer(origin, ShardMsg::DurableAck(token));
+            self.send_to_peer(origin, ShardMsg::DurableAck(token, true));
         }
     }
 
@@ -1273,14 +1287,14 @@ impl Shard {
                     hops,
                     ack,
                 } => self.on_shared_publish(from, filter, *message, hops, ack),
-                ShardMsg::DurableAck(token) => {
+                ShardMsg::DurableAck(token, ok) => {
                     let ready = self
                         .journal
                         .as_mut()
-                        .map(|j| j.peer_confirmed(token))
+                        .map(|j| j.peer_confirmed(token, ok))
                         .unwrap_or_default();
                     for (conn, packet) in ready {
-                        reply(self, conn, &packet);
+                        self.reply_ack(conn, &packet);
                     }
                 }
                 ShardMsg::Retain { message, version } => {
@@ -1420,6 +1434,10 @@ impl Shard {
             self.publish(will, Origin::Broker);
         }
         self.retained.prune(now);
+        let budget = self.config.compaction_bytes_per_second / 4;
+        if let Some(j) = self.journal.as_mut() {
+            j.compact(budget);
+        }
         self.publish_metrics(connected);
     }
 
