@@ -461,39 +461,6 @@ impl Log {
         sync_dir(&self.config.dir)
     }
 
-    /// Full compaction, blocking: rewrites the whole live state into a new segment, makes it
-    /// durable, then deletes every older segment. (The broker uses [`Log::compact_step`].)
-    pub fn compact(&mut self) -> Result<(), Error> {
-        self.commit_pending_only()?;
-        let old: Vec<u64> = self.segments.clone();
-        self.roll()?;
-        let records = self.state.live_records();
-        let mut written = 0u64;
-        for r in &records {
-            written += self.appender.push(r)? as u64;
-        }
-        self.commit_pending_only()?;
-        for id in old {
-            let path = segment_path(&self.config.dir, id);
-            std::fs::remove_file(&path).map_err(io(&path))?;
-        }
-        let current = self.segments.last().copied();
-        self.segments.retain(|id| Some(*id) == current);
-        sync_dir(&self.config.dir)?;
-        self.bytes = written;
-        let current = self.current();
-        self.sizes.clear();
-        self.sizes.insert(current, written);
-        for seg in self.session_seg.values_mut() {
-            *seg = current;
-        }
-        for seg in self.retained_seg.values_mut() {
-            *seg = current;
-        }
-        self.unlink_after = None;
-        Ok(())
-    }
-
     fn commit_pending_only(&mut self) -> Result<(), Error> {
         let Some(flight) = self.appender.take_flight() else {
             return Ok(());

@@ -1,6 +1,6 @@
 //! Appending to a segment with group commit, sans-IO: records are framed into a buffer whose
-//! start is block-aligned (for O_DIRECT), and [`Appender::plan`] says which aligned bytes to
-//! write where. The last partial block is written again by the next commit, with more
+//! start is block-aligned (for O_DIRECT), and [`Appender::take_flight`] hands the aligned
+//! bytes to write, and where, to whoever writes them. The last partial block is written again by the next commit, with more
 //! records in it, so every write is whole blocks at a block-aligned offset.
 
 use crate::frame;
@@ -37,12 +37,6 @@ impl AlignedBuf {
         self.raw.get(self.off..self.off + self.len).unwrap_or(&[])
     }
 
-    fn padded(&self) -> &[u8] {
-        self.raw
-            .get(self.off..self.off + round_up(self.len))
-            .unwrap_or(&[])
-    }
-
     fn extend(&mut self, bytes: &[u8]) {
         let need = self.len + bytes.len();
         if round_up(need) > self.capacity() {
@@ -65,18 +59,6 @@ impl AlignedBuf {
             rest.fill(0);
         }
     }
-}
-
-/// One write to issue: `bytes` (whole blocks, aligned) at file offset `offset`; after it and
-/// an fdatasync the segment is durable up to `end`.
-#[derive(Debug)]
-pub struct WritePlan<'a> {
-    /// Block-aligned file offset.
-    pub offset: u64,
-    /// Block-aligned bytes (zero padded past the last record).
-    pub bytes: &'a [u8],
-    /// Bytes of records up to which the segment is durable after this write.
-    pub end: u64,
 }
 
 /// A commit handed to an asynchronous writer (the shard's io_uring): write
@@ -208,18 +190,9 @@ impl Appender {
         }
     }
 
-    /// The write that makes everything appended so far durable (followed by fdatasync).
-    pub fn plan(&self) -> WritePlan<'_> {
-        WritePlan {
-            offset: self.base,
-            bytes: self.buf.padded(),
-            end: self.end(),
-        }
-    }
-
-    /// The plan's write and fdatasync completed: durable up to `end`; whole blocks leave the
-    /// buffer, the last partial block stays to be rewritten.
-    pub fn written(&mut self, end: u64) {
+    /// A write and fdatasync completed: durable up to `end`; whole blocks leave the buffer,
+    /// the last partial block stays to be rewritten.
+    fn written(&mut self, end: u64) {
         self.durable = self.durable.max(end);
         let settled = usize::try_from(end.saturating_sub(self.base)).unwrap_or(0);
         let whole = settled / BLOCK * BLOCK;
@@ -246,17 +219,18 @@ mod tests {
                 })
                 .unwrap();
             }
-            let plan = a.plan();
-            assert_eq!(plan.offset % BLOCK as u64, 0);
-            assert_eq!(plan.bytes.len() % BLOCK, 0);
-            assert_eq!(plan.bytes.as_ptr().align_offset(BLOCK), 0);
-            let end = plan.offset as usize + plan.bytes.len();
+            let f = a.take_flight().unwrap();
+            let bytes = &f.buf[f.range.clone()];
+            assert_eq!(f.offset % BLOCK as u64, 0);
+            assert_eq!(bytes.len() % BLOCK, 0);
+            assert_eq!(bytes.as_ptr().align_offset(BLOCK), 0);
+            let end = f.offset as usize + bytes.len();
             if file.len() < end {
                 file.resize(end, 0);
             }
-            file[plan.offset as usize..end].copy_from_slice(plan.bytes);
-            let e = plan.end;
-            a.written(e);
+            file[f.offset as usize..end].copy_from_slice(bytes);
+            let e = f.end;
+            a.land(f.buf, Some(e));
             let scan = frame::scan(&file);
             assert_eq!(scan.end, frame::End::Clean);
             assert_eq!(scan.valid_len, e);

@@ -130,18 +130,6 @@ impl State {
         }
     }
 
-    /// The records that rebuild this state from nothing (what a full compaction writes).
-    pub fn live_records(&self) -> Vec<Record> {
-        let mut out = Vec::new();
-        for client in self.sessions.keys() {
-            self.session_records(client, &mut out);
-        }
-        for topic in self.retained.keys() {
-            self.retained_record(topic, &mut out);
-        }
-        out
-    }
-
     /// The records that rebuild one session (nothing if there is no such session).
     pub fn session_records(&self, client: &str, out: &mut Vec<Record>) {
         let Some(s) = self.sessions.get(client) else {
