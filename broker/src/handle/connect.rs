@@ -212,13 +212,14 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     };
     let journaled = shard.journal.is_some();
     let mut log_session = None;
+    let mut end_on_disk = None;
     if let Some(session) = shard.session_mut(sid) {
         let durable = journaled && expiry != 0;
         if durable && (!session.durable || session.expiry_interval != expiry) {
             log_session = Some(session.client_id.to_string());
         } else if session.durable && !durable {
-            // Persistent before, ends at this connection's end now: forget it on disk.
-            log_session = None;
+            // Persistent before, ends with this connection now: forget it on disk.
+            end_on_disk = Some(session.client_id.to_string());
         }
         session.durable = durable;
         session.version = version;
@@ -234,6 +235,9 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     }
     if let Some(client) = log_session {
         shard.log(storage::record::Record::Session { client, expiry });
+    }
+    if let Some(client) = end_on_disk {
+        shard.log(storage::record::Record::SessionEnd { client });
     }
     let keep_alive_max = shard.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()

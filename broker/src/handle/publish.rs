@@ -197,17 +197,16 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
     // In sync durability the acknowledgement waits for the log (here and on the peers the
     // message is forwarded to, which answer the token).
     let holds = kind.is_some() && shard.journal.as_ref().is_some_and(|j| j.holds_acks());
-    if holds {
-        let token = shard.journal.as_mut().map(|j| j.next_token());
-        shard.ack_token = token;
-        shard.ack_peers = 0;
-    }
-    shard.publish(message, Origin::Client(sid));
+    let token = if holds {
+        shard.journal.as_mut().map(|j| j.next_token())
+    } else {
+        None
+    };
+    let peers = shard.publish(message, Origin::Client(sid, token));
     if let Some((kind, pid)) = kind {
-        shard.ack_when_durable(id, Packet::PubResp(PubResp::new(kind, pid)), before);
+        let ack = Packet::PubResp(PubResp::new(kind, pid));
+        shard.ack_when_durable(id, ack, before, token, peers);
     }
-    shard.ack_token = None;
-    shard.ack_peers = 0;
 }
 
 /// A refused QoS 2 PUBLISH ends its flow at the PUBREC [MQTT-4.3.3-9] (MQTT 5); an MQTT 3

@@ -92,8 +92,9 @@ pub struct Stats {
 /// Where a message being routed came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
-    /// A client of this shard (its session): no-local applies, peers get a copy.
-    Client(SessionId),
+    /// A client of this shard (its session): no-local applies, peers get a copy; with a token
+    /// (sync durability), the copies ask the peers to confirm what they log.
+    Client(SessionId, Option<u64>),
     /// The broker itself (a will, `$SYS`): peers get a copy.
     Broker,
     /// A peer shard, which already forwarded it and chose shared-subscription members.
@@ -148,10 +149,6 @@ pub struct Shard {
     last_sys: Instant,
     /// The durable log (None in memory mode).
     pub(crate) journal: Option<journal::Journal>,
-    /// While a client PUBLISH is routed: the token its forwards carry for durability acks,
-    /// and how many peers were sent one.
-    pub(crate) ack_token: Option<u64>,
-    pub(crate) ack_peers: usize,
     last_retain_version: u64,
 }
 
@@ -265,8 +262,6 @@ impl Shard {
             latency: Histogram::default(),
             last_sys: now,
             journal,
-            ack_token: None,
-            ack_peers: 0,
             last_retain_version: 0,
         };
         if let Some((state, retained, routes)) = recovered {
@@ -370,10 +365,15 @@ impl Shard {
     }
 
     /// Sends `packet` (a PUBACK or PUBREC) once the publish it answers is durable: the records
-    /// appended since `before` here, and the peers it was forwarded to.
-    pub(crate) fn ack_when_durable(&mut self, id: ConnId, packet: Packet, before: u64) {
-        let token = self.ack_token.take();
-        let peers = std::mem::take(&mut self.ack_peers);
+    /// appended since `before` here, and the `peers` its copies carrying `token` went to.
+    pub(crate) fn ack_when_durable(
+        &mut self,
+        id: ConnId,
+        packet: Packet,
+        before: u64,
+        token: Option<u64>,
+        peers: usize,
+    ) {
         let Some(j) = self.journal.as_mut().filter(|j| j.holds_acks()) else {
             return reply(self, id, &packet);
         };
@@ -919,7 +919,9 @@ impl Shard {
         }
         for (filter, message) in session.take_shared_unfinished() {
             match self.router.pick_member(&filter, self.id, self.id) {
-                Some(pick) => self.deliver_shared(pick, &message, 0),
+                Some(pick) => {
+                    self.deliver_shared(pick, &message, 0, AckRef::NONE);
+                }
                 None => {
                     self.stats.dropped += 1;
                     tracing::debug!(shard = self.id.0, %filter, "shared message lost its last group member");
@@ -985,13 +987,14 @@ impl Shard {
     // ---- routing -----------------------------------------------------------------------
 
     /// Publishes a message from a client or the broker: a retained one updates the retained
-    /// store (here and, through the mesh, on every peer), then it is routed.
-    pub(crate) fn publish(&mut self, message: Message, origin: Origin) {
+    /// store (here and, through the mesh, on every peer), then it is routed. Returns how many
+    /// peers were asked to confirm durability.
+    pub(crate) fn publish(&mut self, message: Message, origin: Origin) -> usize {
         if message.retain {
             let version = self.next_retain_version();
             self.store_retained(&message, version, true);
         }
-        self.route(message, origin);
+        self.route(message, origin)
     }
 
     fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
@@ -1042,21 +1045,22 @@ impl Shard {
 
     /// Delivers a message to the matching sessions on this shard and one member of each
     /// matching shared group and, unless it came from a peer, forwards it once to every peer
-    /// shard with subscribers.
-    pub(crate) fn route(&mut self, message: Message, origin: Origin) {
+    /// shard with subscribers. Returns how many copies carry a durability token.
+    pub(crate) fn route(&mut self, message: Message, origin: Origin) -> usize {
         let mut matches = std::mem::take(&mut self.matches);
         let mut picks = std::mem::take(&mut self.shared_picks);
-        if origin == Origin::Peer {
-            self.ack_token = None;
-        }
+        let (from, ack) = match origin {
+            Origin::Client(sid, token) => (
+                Some(sid),
+                token.map_or(AckRef::NONE, |t| AckRef::new(self.id, t)),
+            ),
+            _ => (None, AckRef::NONE),
+        };
+        let mut confirming = 0;
         let shared = (origin != Origin::Peer).then_some(&mut picks);
         let remote = self
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
-        let from = match origin {
-            Origin::Client(sid) => Some(sid),
-            _ => None,
-        };
         for &(sid, options, sub_id) in &matches {
             if options.no_local && Some(sid) == from {
                 continue;
@@ -1066,7 +1070,7 @@ impl Shard {
         }
         self.matches = matches;
         for pick in picks.drain(..) {
-            self.deliver_shared(pick, &message, 0);
+            confirming += usize::from(self.deliver_shared(pick, &message, 0, ack));
         }
         self.shared_picks = picks;
         if origin != Origin::Peer {
@@ -1075,32 +1079,30 @@ impl Shard {
                 let peer = ShardId(mask.trailing_zeros() as u16);
                 mask &= mask - 1;
                 self.stats.forwarded += 1;
-                let ack = self
-                    .ack_token
-                    .map_or(AckRef::NONE, |t| AckRef::new(self.id, t));
-                if ack != AckRef::NONE {
-                    self.ack_peers += 1;
-                }
+                confirming += usize::from(ack != AckRef::NONE);
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack));
             }
         }
+        confirming
     }
 
-    /// A message for one shared group: to the chosen local member, or to the chosen peer.
-    fn deliver_shared(&mut self, pick: SharedPick, message: &Message, hops: u8) {
+    /// A message for one shared group: to the chosen local member, or to the chosen peer
+    /// (with `ack`; returns true if that asks the peer to confirm durability).
+    fn deliver_shared(
+        &mut self,
+        pick: SharedPick,
+        message: &Message,
+        hops: u8,
+        ack: AckRef,
+    ) -> bool {
         match pick {
             SharedPick::Local((sid, options, sub_id), filter) => {
                 let retain = options.retain_as_published && message.retain;
                 self.deliver(sid, message, options, sub_id, retain, Some(filter));
+                false
             }
             SharedPick::Remote(peer, filter) => {
                 self.stats.forwarded += 1;
-                let ack = self
-                    .ack_token
-                    .map_or(AckRef::NONE, |t| AckRef::new(self.id, t));
-                if ack != AckRef::NONE {
-                    self.ack_peers += 1;
-                }
                 self.send_to_peer(
                     peer,
                     ShardMsg::SharedPublish {
@@ -1110,6 +1112,7 @@ impl Shard {
                         ack,
                     },
                 );
+                ack != AckRef::NONE
             }
         }
     }
@@ -1125,9 +1128,6 @@ impl Shard {
         ack: AckRef,
     ) {
         let before = self.journal.as_ref().map_or(0, |j| j.appended());
-        // A move to another peer carries the origin's token on; confirm only what lands here.
-        self.ack_token = None;
-        self.ack_peers = 0;
         self.shared_here(from, filter, message, hops, ack);
         self.confirm_forward(ack, before);
     }
@@ -1156,7 +1156,10 @@ impl Shard {
         ack: AckRef,
     ) {
         match self.router.pick_member(&filter, self.id, from) {
-            Some(pick @ SharedPick::Local(..)) => self.deliver_shared(pick, &message, hops),
+            Some(pick @ SharedPick::Local(..)) => {
+                // Delivered here: this shard confirms (`on_shared_publish`).
+                self.deliver_shared(pick, &message, hops, AckRef::NONE);
+            }
             Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
                 // Passed on: the next shard confirms to the origin directly.
                 self.send_to_peer(
