@@ -277,3 +277,71 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         totals.2, totals.0, totals.1
     );
 }
+
+/// Runs the binary on `dir` until it exits (it must refuse to start); its stderr.
+fn refused_start(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the broker started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_second_broker_and_a_corrupt_log_are_refused_with_a_clear_error() {
+    let dir = scratch_dir("refuse");
+    let broker = Broker::start_in(&dir, &[]);
+    let (mut c, _) = Raw::connect(broker.addr, V4, &id_on("refuse", 0), false);
+    c.subscribe("r/#", QoS::AtLeastOnce);
+    let (mut p, _) = Raw::connect(broker.addr, V4, &id_on("refuse-pub", 0), true);
+    c.send(&Packet::Disconnect(Default::default()));
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 1..=50 {
+        p.publish_acked("r/x", format!("{i}").as_bytes(), i);
+    }
+    let err = refused_start(&dir);
+    assert!(err.contains("locked by another broker"), "{err}");
+    drop(p);
+    drop(broker);
+    // Damage a record in the middle of shard 0's log: start-up stops naming file and offset.
+    let seg = dir.join("shard-0").join("00000001.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let scan = storage::frame::scan(&bytes);
+    let victim = scan.records[scan.records.len() / 2].0 as usize;
+    bytes[victim + 10] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    let err = refused_start(&dir);
+    assert!(
+        err.contains("00000001.log") && err.contains(&format!("offset {victim}")),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_session_resumed_with_expiry_zero_does_not_come_back_after_a_restart() {
+    let dir = scratch_dir("expiry0");
+    let id = id_on("exp0", 1);
+    {
+        let broker = Broker::start_in(&dir, &[]);
+        let (mut c, _) = Raw::connect(broker.addr, ProtocolVersion::V5, &id, false);
+        c.subscribe("e/#", QoS::AtLeastOnce);
+        c.send(&Packet::Disconnect(Default::default()));
+        std::thread::sleep(Duration::from_millis(100));
+        // Resume with clean start 0 but session expiry 0: the session now ends with this
+        // connection.
+        let mut connect = common::connect_packet(ProtocolVersion::V5, &id);
+        connect.clean_start = false;
+        let (_c, ack) = Raw::connect_with(broker.addr, connect);
+        assert!(ack.unwrap().session_present);
+    }
+    let broker = Broker::start_in(&dir, &[]);
+    let mut connect = common::connect_packet(ProtocolVersion::V5, &id);
+    connect.clean_start = false;
+    let (_c, ack) = Raw::connect_with(broker.addr, connect);
+    assert!(!ack.unwrap().session_present, "the ended session came back");
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
