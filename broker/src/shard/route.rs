@@ -1,0 +1,267 @@
+//! Routing on a shard: publishing (retained store first), matching, local delivery into
+//! sessions, shared-subscription picks, forwarding to peers, and the retained messages a new
+//! subscription receives.
+
+use bytestring::ByteString;
+use net::codec::ReasonCode;
+
+use super::mesh::{AckRef, ShardMsg};
+use super::{lookup, Origin, RetainedWanted, Shard};
+use crate::ids::{ConnId, SessionId, ShardId};
+use crate::retained::SetOutcome;
+use crate::router::SharedPick;
+use crate::session::{Delivery, Grant, Message};
+
+impl Shard {
+    /// Publishes a message from a client or the broker: a retained one updates the retained
+    /// store (here and, through the mesh, on every peer), then it is routed. Returns how many
+    /// peers were asked to confirm durability.
+    pub(crate) fn publish(&mut self, message: Message, origin: Origin) -> usize {
+        if message.retain {
+            let version = self.next_retain_version();
+            self.store_retained(&message, version, true);
+        }
+        self.route(message, origin)
+    }
+
+    pub(super) fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
+        let outcome = self.retained.set(message, version, self.now);
+        if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.journal.is_some() {
+            let record = if message.payload.is_empty() {
+                storage::record::Record::RetainClear {
+                    topic: message.topic.to_string(),
+                    version,
+                }
+            } else {
+                storage::record::Record::Retain {
+                    message: crate::session::stored(message, message.qos, true, self.now),
+                    version,
+                }
+            };
+            self.log(record);
+        }
+        match outcome {
+            SetOutcome::Stored | SetOutcome::Cleared if broadcast => {
+                self.broadcast(|| ShardMsg::Retain {
+                    message: Box::new(message.clone()),
+                    version,
+                });
+            }
+            SetOutcome::Full => {
+                tracing::debug!(shard = self.id.0, topic = %message.topic, "retained message not stored: retained_count_max or retained_bytes_max reached");
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the retained messages matching new subscriptions (after their SUBACK), with
+    /// RETAIN set [MQTT-3.3.1-9].
+    pub(super) fn send_retained(&mut self, id: ConnId, wanted: RetainedWanted) {
+        let Some(sid) = self.conn_mut(id).and_then(|c| c.session) else {
+            return;
+        };
+        let mut found = std::mem::take(&mut self.retained_found);
+        for (filter, options, sub_id) in wanted {
+            self.retained.matching(&filter, self.now, &mut found);
+            for message in found.drain(..) {
+                self.deliver(sid, &message, options, sub_id, true, None);
+            }
+        }
+        self.retained_found = found;
+    }
+
+    /// Delivers a message to the matching sessions on this shard and one member of each
+    /// matching shared group and, unless it came from a peer, forwards it once to every peer
+    /// shard with subscribers. Returns how many copies carry a durability token.
+    pub(crate) fn route(&mut self, message: Message, origin: Origin) -> usize {
+        let mut matches = std::mem::take(&mut self.matches);
+        let mut picks = std::mem::take(&mut self.shared_picks);
+        let (from, ack) = match origin {
+            Origin::Client(sid, token) => (
+                Some(sid),
+                token.map_or(AckRef::NONE, |t| AckRef::new(self.id, t)),
+            ),
+            _ => (None, AckRef::NONE),
+        };
+        let mut confirming = 0;
+        let shared = (origin != Origin::Peer).then_some(&mut picks);
+        let remote = self
+            .router
+            .matches(&message.topic, self.id, &mut matches, shared);
+        for &(sid, options, sub_id) in &matches {
+            if options.no_local && Some(sid) == from {
+                continue;
+            }
+            let retain = options.retain_as_published && message.retain;
+            self.deliver(sid, &message, options, sub_id, retain, None);
+        }
+        self.matches = matches;
+        for pick in picks.drain(..) {
+            confirming += usize::from(self.deliver_shared(pick, &message, 0, ack));
+        }
+        self.shared_picks = picks;
+        if origin != Origin::Peer {
+            let mut mask = remote & !self.id.bit();
+            while mask != 0 {
+                let peer = ShardId(mask.trailing_zeros() as u16);
+                mask &= mask - 1;
+                self.stats.forwarded += 1;
+                confirming += usize::from(ack != AckRef::NONE);
+                self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack));
+            }
+        }
+        confirming
+    }
+
+    /// A message for one shared group: to the chosen local member, or to the chosen peer
+    /// (with `ack`; returns true if that asks the peer to confirm durability).
+    pub(super) fn deliver_shared(
+        &mut self,
+        pick: SharedPick,
+        message: &Message,
+        hops: u8,
+        ack: AckRef,
+    ) -> bool {
+        match pick {
+            SharedPick::Local((sid, options, sub_id), filter) => {
+                let retain = options.retain_as_published && message.retain;
+                self.deliver(sid, message, options, sub_id, retain, Some(filter));
+                false
+            }
+            SharedPick::Remote(peer, filter) => {
+                self.stats.forwarded += 1;
+                self.send_to_peer(
+                    peer,
+                    ShardMsg::SharedPublish {
+                        filter,
+                        message: Box::new(message.clone()),
+                        hops,
+                        ack,
+                    },
+                );
+                ack != AckRef::NONE
+            }
+        }
+    }
+
+    /// A peer picked this shard for a shared group: one local member gets it; if none is left
+    /// it moves on to another peer with members (at most once round the shards).
+    pub(super) fn on_shared_publish(
+        &mut self,
+        from: ShardId,
+        filter: ByteString,
+        message: Message,
+        hops: u8,
+        ack: AckRef,
+    ) {
+        let before = self.journal.as_ref().map_or(0, |j| j.appended());
+        self.shared_here(from, filter, message, hops, ack);
+        self.confirm_forward(ack, before);
+    }
+
+    /// Tells the origin of a forwarded message that what it caused here is durable (now, or
+    /// after the commit that covers it).
+    pub(super) fn confirm_forward(&mut self, ack: AckRef, before: u64) {
+        let Some((origin, token)) = ack.get() else {
+            return;
+        };
+        let now = self
+            .journal
+            .as_mut()
+            .is_none_or(|j| j.wait_for_peer(origin, token, before));
+        if now {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token, true));
+        }
+    }
+
+    pub(super) fn shared_here(
+        &mut self,
+        from: ShardId,
+        filter: ByteString,
+        message: Message,
+        hops: u8,
+        ack: AckRef,
+    ) {
+        match self.router.pick_member(&filter, self.id, from) {
+            Some(pick @ SharedPick::Local(..)) => {
+                // Delivered here: this shard confirms (`on_shared_publish`).
+                self.deliver_shared(pick, &message, hops, AckRef::NONE);
+            }
+            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
+                // Passed on: the next shard confirms to the origin directly.
+                self.send_to_peer(
+                    peer,
+                    ShardMsg::SharedPublish {
+                        filter,
+                        message: Box::new(message),
+                        hops: hops + 1,
+                        ack,
+                    },
+                );
+            }
+            _ => {
+                self.stats.dropped += 1;
+                tracing::debug!(shard = self.id.0, %filter, "shared message with no member left");
+            }
+        }
+    }
+
+    pub(super) fn deliver(
+        &mut self,
+        sid: SessionId,
+        message: &Message,
+        options: net::codec::SubscriptionOptions,
+        sub_id: u32,
+        retain: bool,
+        shared: Option<ByteString>,
+    ) {
+        let max = self.config.outbox_bytes_max;
+        let now = self.now;
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        let grant = Grant {
+            qos: crate::router::granted(message.qos, options.qos),
+            retain,
+            sub_id,
+            shared,
+        };
+        let conn = session
+            .conn
+            .and_then(|id| lookup(&mut self.conns, id))
+            .filter(|c| !c.closing && c.outbox_bytes() < max);
+        let conn_id = conn.as_ref().map(|c| c.id);
+        let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out));
+        if !session.journal.is_empty() {
+            self.journal_of(sid);
+        }
+        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
+            return;
+        };
+        match delivery {
+            Delivery::Sent => {
+                self.stats.publishes_out += 1;
+                self.latency
+                    .record(now.saturating_duration_since(message.received_at));
+                if let Some(id) = conn_id {
+                    self.mark_dirty(id);
+                }
+            }
+            Delivery::Queued => {}
+            Delivery::Dropped | Delivery::QueuedDroppedOldest => self.stats.dropped += 1,
+            Delivery::Overflow => {
+                if let Some(id) = session.conn {
+                    let (client, queued) = (session.client_id.clone(), session.queued_len());
+                    tracing::info!(shard = self.id.0, client = %client, queued, "disconnecting a client that is not keeping up: session queue full");
+                    self.close(id, Some(ReasonCode::QUOTA_EXCEEDED), "session queue full");
+                }
+            }
+        }
+    }
+
+    pub(super) fn next_retain_version(&mut self) -> u64 {
+        let v = crate::retained::version(self.now, self.id).max(self.last_retain_version + 64);
+        self.last_retain_version = v;
+        v
+    }
+}
