@@ -140,7 +140,19 @@ fn persistent_subscribers_offline_for_part_of_the_run_lose_nothing() {
     l.persistent = true;
     l.offline = Some(Duration::from_millis(400));
     let report = run(&Topology::p2p(4, "pers"), &l).unwrap();
-    assert_exact(&report, 1);
+    eprint!("{}", report.table());
+    // Going offline drops the connection with PUBACKs not yet written: those messages come
+    // again (DUP) on resume, which MQTT allows. Nothing may be lost.
+    assert!(report.sent > 0);
+    assert_eq!(
+        report.acknowledged, report.sent,
+        "every publish acknowledged"
+    );
+    assert_eq!(
+        report.delivered, report.acknowledged,
+        "every message delivered"
+    );
+    assert_eq!(report.lost, 0);
     // Messages queued while offline arrive later: the worst latency shows the offline time.
     assert!(
         report.latency.max_us > 300_000.0,
