@@ -144,8 +144,9 @@ impl Shard {
         }
     }
 
-    /// A peer picked this shard for a shared group: one local member gets it; if none is left
-    /// it moves on to another peer with members (at most once round the shards).
+    /// A peer picked this shard for a shared group: one local member gets it and this shard
+    /// confirms durability to the origin; if no member is left here the message moves on to
+    /// another peer with members (at most once round the shards), which confirms instead.
     pub(super) fn on_shared_publish(
         &mut self,
         from: ShardId,
@@ -155,7 +156,27 @@ impl Shard {
         ack: AckRef,
     ) {
         let before = self.journal.as_ref().map_or(0, |j| j.appended());
-        self.shared_here(from, filter, message, hops, ack);
+        match self.router.pick_member(&filter, self.id, from) {
+            Some(pick @ SharedPick::Local(..)) => {
+                self.deliver_shared(pick, &message, hops, AckRef::NONE);
+            }
+            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
+                self.send_to_peer(
+                    peer,
+                    ShardMsg::SharedPublish {
+                        filter,
+                        message: Box::new(message),
+                        hops: hops + 1,
+                        ack,
+                    },
+                );
+                return;
+            }
+            _ => {
+                self.stats.dropped += 1;
+                tracing::debug!(shard = self.id.0, %filter, "shared message with no member left");
+            }
+        }
         self.confirm_forward(ack, before);
     }
 
@@ -171,38 +192,6 @@ impl Shard {
             .is_none_or(|j| j.wait_for_peer(origin, token, before));
         if now {
             self.send_to_peer(origin, ShardMsg::DurableAck(token, true));
-        }
-    }
-
-    pub(super) fn shared_here(
-        &mut self,
-        from: ShardId,
-        filter: ByteString,
-        message: Message,
-        hops: u8,
-        ack: AckRef,
-    ) {
-        match self.router.pick_member(&filter, self.id, from) {
-            Some(pick @ SharedPick::Local(..)) => {
-                // Delivered here: this shard confirms (`on_shared_publish`).
-                self.deliver_shared(pick, &message, hops, AckRef::NONE);
-            }
-            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
-                // Passed on: the next shard confirms to the origin directly.
-                self.send_to_peer(
-                    peer,
-                    ShardMsg::SharedPublish {
-                        filter,
-                        message: Box::new(message),
-                        hops: hops + 1,
-                        ack,
-                    },
-                );
-            }
-            _ => {
-                self.stats.dropped += 1;
-                tracing::debug!(shard = self.id.0, %filter, "shared message with no member left");
-            }
         }
     }
 
