@@ -543,15 +543,7 @@ fn server_keep_alive_and_mqtt3_keep_alive_limit() {
 }
 
 fn publish_v5(raw: &mut Raw, topic: &str, qos: QoS, id: u16) -> Option<Packet> {
-    raw.send(&Packet::Publish(Publish {
-        dup: false,
-        qos,
-        retain: false,
-        topic: topic.into(),
-        packet_id: (qos != QoS::AtMostOnce).then(|| PacketId::new(id).unwrap()),
-        properties: Default::default(),
-        payload: Bytes::from_static(b"x"),
-    }));
+    raw.publish(topic, b"x", qos, id);
     raw.recv()
 }
 

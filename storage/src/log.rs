@@ -303,40 +303,37 @@ impl Log {
         let oldest = self.segments.first().copied().unwrap_or(0);
         let current = self.current();
         let start = self.bytes;
+        // Whole sessions and retained topics that may still have records in the oldest segment.
+        let stale = |m: &std::collections::HashMap<String, u64>| -> Vec<String> {
+            m.iter()
+                .filter(|(_, seg)| **seg <= oldest)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        let units = stale(&self.session_seg)
+            .into_iter()
+            .map(|c| (true, c))
+            .chain(stale(&self.retained_seg).into_iter().map(|t| (false, t)));
         let mut records = Vec::new();
-        let clients: Vec<String> = self
-            .session_seg
-            .iter()
-            .filter(|(_, seg)| **seg <= oldest)
-            .map(|(c, _)| c.clone())
-            .collect();
-        for client in clients {
+        for (session, key) in units.collect::<Vec<_>>() {
             if self.bytes - start >= budget {
                 return Ok(self.bytes - start);
             }
             records.clear();
-            self.state.session_records(&client, &mut records);
+            if session {
+                self.state.session_records(&key, &mut records);
+            } else {
+                self.state.retained_record(&key, &mut records);
+            }
             for r in &records {
                 self.push(r)?;
             }
-            self.session_seg.insert(client, current);
-        }
-        let topics: Vec<String> = self
-            .retained_seg
-            .iter()
-            .filter(|(_, seg)| **seg <= oldest)
-            .map(|(t, _)| t.clone())
-            .collect();
-        for topic in topics {
-            if self.bytes - start >= budget {
-                return Ok(self.bytes - start);
-            }
-            records.clear();
-            self.state.retained_record(&topic, &mut records);
-            for r in &records {
-                self.push(r)?;
-            }
-            self.retained_seg.insert(topic, current);
+            let map = if session {
+                &mut self.session_seg
+            } else {
+                &mut self.retained_seg
+            };
+            map.insert(key, current);
         }
         // Nothing live is left in the oldest segment.
         self.unlink_after = Some((oldest, current, self.appender.end()));
