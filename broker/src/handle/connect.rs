@@ -26,7 +26,14 @@ pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) 
     shard.close(id, None, &format!("bad first packet: {e}"));
 }
 
-fn refuse(shard: &mut Shard, id: ConnId, connect: &Connect, reason: ReasonCode, why: &str) {
+/// Answers a CONNECT with a refusal (MQTT 3: the matching return code) and closes.
+pub(crate) fn refuse(
+    shard: &mut Shard,
+    id: ConnId,
+    connect: &Connect,
+    reason: ReasonCode,
+    why: &str,
+) {
     let version = connect.version;
     let code = if version.is_v5() {
         reason

@@ -885,7 +885,20 @@ impl Shard {
                     mut connect,
                     rest,
                 } => {
+                    // The limit holds for connections handed over too, not only at accept.
+                    let full = self.conn_count >= self.config.connections_per_shard_max;
                     let id = self.add_conn(fd);
+                    if full {
+                        crate::handle::connect::refuse(
+                            self,
+                            id,
+                            &connect,
+                            ReasonCode::SERVER_BUSY,
+                            "connections_per_shard_max reached on the session's home shard",
+                        );
+                        self.flush();
+                        continue;
+                    }
                     if let Some(conn) = self.conn_mut(id) {
                         conn.rbuf = rest;
                     }
