@@ -8,9 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use broker::core::peer::{AckRef, ShardMsg};
 use broker::ids::ShardId;
 use broker::session::Message;
-use broker::shard::mesh::{AckRef, Mesh, MeshShared, ShardMsg};
+use broker::shard::mesh::{Mesh, MeshShared};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use net::codec::QoS;

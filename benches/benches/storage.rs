@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use storage::log::{Log, LogConfig};
+use storage::embedded::log::{Log, LogConfig};
 use storage::record::{Record, StoredMessage};
 
 fn bench(c: &mut Criterion) {

@@ -1,6 +1,11 @@
 //! The broker's configuration: one TOML file (`--config FILE`), every key also a CLI flag
 //! (flags win), validated at start with an error naming the bad key. Each shard gets its own
 //! read-only copy.
+//!
+//! Every key is listed once, in the `config_keys!` invocation below (name, type, default, and
+//! the README's default and meaning text). It generates [`Config`], its `Default`, the flags
+//! ([`ConfigFlags`]) and the documentation table [`KEYS`]; a test checks the README's
+//! "Configuration" table against [`KEYS`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,143 +25,225 @@ pub enum Durability {
     Memory,
 }
 
-/// Every setting, with its documented default (see README, "Configuration").
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    /// Address every shard listens on (SO_REUSEPORT). Default 127.0.0.1:1883.
-    pub listen: SocketAddr,
-    /// Shards (threads, one per core). 0 means one per available core. At most 64.
-    pub shards: usize,
-    /// Largest packet accepted from a client, fixed header included. Default 1 MiB.
-    pub packet_bytes_max: usize,
-    /// Outbound QoS 1/2 messages in flight per session when the client sets no receive
-    /// maximum, and the receive maximum announced to MQTT 5 clients. Default 1000.
-    pub inflight_count_max: u16,
-    /// Messages queued per session (offline, or beyond the inflight window). Default 10,000.
-    /// When offline the oldest is dropped (counted); when connected the client is
-    /// disconnected for not keeping up.
-    pub session_queue_count_max: usize,
-    /// Topic and payload bytes queued per session, with the same policy. Default 64 MiB.
-    pub session_queue_bytes_max: usize,
-    /// Encoded bytes waiting to be written per connection; QoS 0 messages past it are
-    /// dropped (counted). Default 4 MiB.
-    pub outbox_bytes_max: usize,
-    /// A connection that has not sent CONNECT within this many milliseconds is closed.
-    /// Default 10,000.
-    pub connect_timeout_ms: u64,
-    /// Connections per shard; further accepts are closed at once. Default 10,000.
-    pub connections_per_shard_max: usize,
-    /// Capacity, in messages, of each shard-to-shard queue. Default 65,536.
-    pub peer_queue_count_max: usize,
-    /// Payload and topic bytes one shard-to-shard queue may hold. Default 16 MiB.
-    pub peer_queue_bytes_max: usize,
-    /// Messages taken from all peer queues per loop pass. Default 4096.
-    pub peer_drain_count_max: usize,
-    /// Provided receive buffers per shard (a power of two). Default 1024.
-    pub recv_buffer_count: u16,
-    /// Bytes per receive buffer. Default 16 KiB.
-    pub recv_buffer_bytes: u32,
-    /// A shard's loop waits for this many completions (or `wait_timeout_us`) before
-    /// running a pass: more than 1 trades up to `wait_timeout_us` of latency for fewer
-    /// wake-ups at moderate load. Default 1 (wake on every completion).
-    pub wait_completions_min: u32,
-    /// The most a loop pass waits for `wait_completions_min` completions, in microseconds.
-    /// Default 100; used only when `wait_completions_min` > 1.
-    pub wait_timeout_us: u64,
-    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it. Default "info".
-    pub log: String,
-    /// Highest QoS the broker accepts and grants (0, 1 or 2), announced to MQTT 5 clients.
-    /// A PUBLISH above it is refused (0x9B); subscriptions are granted at most this.
-    /// Default 2.
-    pub qos_max: u8,
-    /// Retained messages are stored and announced as available. When false, a PUBLISH with
-    /// RETAIN is refused (0x9A). Default true.
-    pub retain_available: bool,
-    /// Retained messages kept (per shard replica). Past it, new retained topics are not
-    /// stored (counted, logged at debug). Default 100,000.
-    pub retained_count_max: usize,
-    /// Topic and payload bytes of retained messages kept. Default 256 MiB.
-    pub retained_bytes_max: usize,
-    /// Topic aliases a client may use towards the broker (announced as topic alias maximum).
-    /// 0 disables them. Default 64.
-    pub topic_alias_max: u16,
-    /// Longest keep alive, in seconds, a client may ask for. An MQTT 5 client asking for
-    /// more (or for 0) is told this value (server keep alive); an MQTT 3 client asking for
-    /// more is refused (identifier rejected), as Mosquitto does. Default 65,535 (no limit).
-    pub keep_alive_max_secs: u16,
-    /// Levels (`/`-separated parts) in a topic name or filter. Default 128.
-    pub topic_levels_max: usize,
-    /// Subscriptions per session; past it a subscription is refused (0x97 quota exceeded).
-    /// Default 10,000.
-    pub subscriptions_per_session_max: usize,
-    /// PUBLISH packets per second one client may send (a token bucket holding one second's
-    /// worth). A client over it is disconnected (0x96 message rate too high). 0 = no limit.
-    /// Default 0.
-    pub publish_rate_max: u32,
-    /// Clients without a user name are allowed. Default true.
-    pub allow_anonymous: bool,
-    /// Password file (`user:$argon2id$...` lines, written by `ringmq passwd`). When set,
-    /// a client giving a user name must give its password. Default none.
-    pub password_file: Option<PathBuf>,
-    /// ACL file (see README, "Auth and ACL"). When set, publish and subscribe are denied
-    /// unless a rule allows them. Default none.
-    pub acl_file: Option<PathBuf>,
-    /// Seconds between `$SYS/broker/...` publishes. 0 = off. Default 10.
-    pub sys_interval_secs: u64,
-    /// Address of the Prometheus `/metrics` HTTP endpoint. Default none (off).
-    pub metrics_listen: Option<SocketAddr>,
-    /// Durability mode: sync, batch or memory. Default sync.
-    pub durability: Durability,
-    /// Directory of the embedded log (one subdirectory per shard). Default `./data`.
-    pub data_dir: PathBuf,
-    /// In batch mode, the longest time between fdatasyncs (the loss window). Default 100.
-    pub fsync_interval_ms: u64,
-    /// Background compaction budget: bytes of live records rewritten per second per shard.
-    /// Default 16 MiB.
-    pub compaction_bytes_per_second: u64,
+/// One configuration key, as documented in the README's "Configuration" table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// The key: TOML name, `Config` field, and (with `-` for `_`) the `--flag`.
+    pub key: &'static str,
+    /// The default, as the README shows it (markdown).
+    pub default: &'static str,
+    /// What the key does, as the README says it (markdown).
+    pub meaning: &'static str,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
-            shards: 0,
-            packet_bytes_max: 1 << 20,
-            inflight_count_max: 1000,
-            session_queue_count_max: 10_000,
-            session_queue_bytes_max: 64 << 20,
-            outbox_bytes_max: 4 << 20,
-            connect_timeout_ms: 10_000,
-            connections_per_shard_max: 10_000,
-            peer_queue_count_max: 65_536,
-            peer_queue_bytes_max: 16 << 20,
-            peer_drain_count_max: 4096,
-            recv_buffer_count: 1024,
-            recv_buffer_bytes: 16 * 1024,
-            wait_completions_min: 1,
-            wait_timeout_us: 100,
-            log: "info".into(),
-            qos_max: 2,
-            retain_available: true,
-            retained_count_max: 100_000,
-            retained_bytes_max: 256 << 20,
-            topic_alias_max: 64,
-            keep_alive_max_secs: u16::MAX,
-            topic_levels_max: 128,
-            subscriptions_per_session_max: 10_000,
-            publish_rate_max: 0,
-            allow_anonymous: true,
-            password_file: None,
-            acl_file: None,
-            sys_interval_secs: 10,
-            metrics_listen: None,
-            durability: Durability::Sync,
-            data_dir: PathBuf::from("./data"),
-            fsync_interval_ms: 100,
-            compaction_bytes_per_second: 16 << 20,
+/// Generates everything derived from the key list: the [`Config`] struct and its `Default`,
+/// the [`ConfigFlags`] command-line flags with [`ConfigFlags::apply`], and [`KEYS`].
+///
+/// Each entry: `key: Type = default_expr, "README default", "README meaning";`. A key of
+/// type `Option<T>` (unset by default) takes `--key T` on the command line.
+macro_rules! config_keys {
+    // Normalise each entry to (key, type, flag type, wrap, default, default text, meaning),
+    // where `wrap` turns a flag value into the key's value.
+    (@munch [$($done:tt)*]) => {
+        config_keys!(@emit $($done)*);
+    };
+    (@munch [$($done:tt)*]
+        $key:ident: Option<$inner:ty> = $default:expr, $text:literal, $meaning:literal;
+        $($rest:tt)*
+    ) => {
+        config_keys!(@munch [$($done)*
+            ($key, Option<$inner>, $inner, Some, $default, $text, $meaning)
+        ] $($rest)*);
+    };
+    (@munch [$($done:tt)*]
+        $key:ident: $ty:ty = $default:expr, $text:literal, $meaning:literal;
+        $($rest:tt)*
+    ) => {
+        config_keys!(@munch [$($done)*
+            ($key, $ty, $ty, ::std::convert::identity, $default, $text, $meaning)
+        ] $($rest)*);
+    };
+    (@emit $((
+        $key:ident, $ty:ty, $flag:ty, $wrap:path, $default:expr, $text:literal, $meaning:literal
+    ))*) => {
+        /// Every setting, with its documented default (see README, "Configuration", and
+        /// [`KEYS`]).
+        #[derive(Clone, Debug, Deserialize, PartialEq)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Config {
+            $(
+                #[doc = $meaning]
+                #[doc = ""]
+                #[doc = concat!("Default: ", $text, ".")]
+                pub $key: $ty,
+            )*
         }
-    }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Self {
+                    $( $key: $default, )*
+                }
+            }
+        }
+
+        /// The command-line flags: `--key VALUE` for every configuration key (booleans take a
+        /// value too: `--allow-anonymous false`). Flags given override the file.
+        #[derive(Clone, Debug, Default, clap::Args)]
+        pub struct ConfigFlags {
+            $(
+                #[arg(long, help = concat!($meaning, " [default: ", $text, "]"))]
+                $key: Option<$flag>,
+            )*
+        }
+
+        impl ConfigFlags {
+            /// Sets every key given on the command line in `config`.
+            pub fn apply(self, config: &mut Config) {
+                $(
+                    if let Some(v) = self.$key {
+                        config.$key = $wrap(v);
+                    }
+                )*
+            }
+        }
+
+        /// Every key, in order, with the README's default and meaning text.
+        pub const KEYS: &[KeyDoc] = &[
+            $(
+                KeyDoc {
+                    key: stringify!($key),
+                    default: $text,
+                    meaning: $meaning,
+                },
+            )*
+        ];
+    };
+    ($($entries:tt)*) => {
+        config_keys!(@munch [] $($entries)*);
+    };
+}
+
+// The single list of keys. The default and meaning strings are the README table's cells,
+// verbatim (markdown); `tests::readme_table_matches_keys` checks that they agree.
+config_keys! {
+    listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1883)),
+        "`127.0.0.1:1883`",
+        "address every shard listens on (SO_REUSEPORT)";
+    shards: usize = 0,
+        "`0` (= cores)",
+        "shard threads, at most 64";
+    packet_bytes_max: usize = 1 << 20,
+        "1 MiB",
+        "largest packet accepted; larger ones get DISCONNECT 0x95 before their body is read";
+    inflight_count_max: u16 = 1000,
+        "1000",
+        "outbound QoS 1/2 window per session (unless the client's receive maximum is given); the \
+        receive maximum announced to MQTT 5 clients";
+    session_queue_count_max: usize = 10_000,
+        "10,000",
+        "messages queued per session. Offline: the oldest is dropped (counted). Connected: the \
+        client is not keeping up and is disconnected (MQTT 5: 0x97); a persistent session keeps \
+        queuing";
+    session_queue_bytes_max: usize = 64 << 20,
+        "64 MiB",
+        "topic and payload bytes queued per session, same policy as the count";
+    outbox_bytes_max: usize = 4 << 20,
+        "4 MiB",
+        "encoded bytes waiting per connection; QoS 0 messages past it are dropped (counted), QoS \
+        1/2 wait in the session queue";
+    connect_timeout_ms: u64 = 10_000,
+        "10,000",
+        "a connection without CONNECT is closed after this";
+    connections_per_shard_max: usize = 10_000,
+        "10,000",
+        "further connections are closed at accept";
+    peer_queue_count_max: usize = 65_536,
+        "65,536",
+        "messages in one shard-to-shard queue";
+    peer_queue_bytes_max: usize = 16 << 20,
+        "16 MiB",
+        "payload bytes in one shard-to-shard queue; when a queue is full the shard stops reading \
+        from its clients until it drains (nothing is dropped)";
+    peer_drain_count_max: usize = 4096,
+        "4096",
+        "messages a shard takes from its peers per loop pass";
+    recv_buffer_count: u16 = 1024,
+        "1024",
+        "provided receive buffers per shard (power of two)";
+    recv_buffer_bytes: u32 = 16 * 1024,
+        "16 KiB",
+        "bytes per receive buffer";
+    wait_completions_min: u32 = 1,
+        "1",
+        "completions a loop pass waits for (more trades up to `wait_timeout_us` of latency for \
+        fewer wake-ups)";
+    wait_timeout_us: u64 = 100,
+        "100",
+        "the longest such wait";
+    log: String = "info".into(),
+        "`info`",
+        "tracing filter (`RUST_LOG` wins)";
+    qos_max: u8 = 2,
+        "2",
+        "highest QoS accepted and granted; a PUBLISH above it gets DISCONNECT 0x9B; announced as \
+        maximum QoS when below 2";
+    retain_available: bool = true,
+        "true",
+        "store retained messages; when false a retained PUBLISH gets DISCONNECT 0x9A";
+    retained_count_max: usize = 100_000,
+        "100,000",
+        "retained messages kept (each shard holds a replica)";
+    retained_bytes_max: usize = 256 << 20,
+        "256 MiB",
+        "topic + payload bytes of retained messages kept";
+    topic_alias_max: u16 = 64,
+        "64",
+        "topic aliases a client may set (0: none); alias 0 or above it: DISCONNECT 0x94";
+    keep_alive_max_secs: u16 = u16::MAX,
+        "65,535",
+        "longest keep alive; MQTT 5 clients asking for more (or 0) are told this (server keep \
+        alive); MQTT 3 clients asking for more are refused (return code 2)";
+    topic_levels_max: usize = 128,
+        "128",
+        "levels in a topic or filter; PUBLISH over it: PUBACK 0x90, SUBSCRIBE: SUBACK 0x8F";
+    subscriptions_per_session_max: usize = 10_000,
+        "10,000",
+        "a subscription past it: SUBACK 0x97 (MQTT 3: 0x80)";
+    publish_rate_max: u32 = 0,
+        "0 (off)",
+        "PUBLISH packets per second per client (token bucket of one second); over it: DISCONNECT \
+        0x96";
+    allow_anonymous: bool = true,
+        "true",
+        "clients without a user name may connect";
+    password_file: Option<PathBuf> = None,
+        "none",
+        "`ringmq passwd` file; when set, a user name needs its password";
+    acl_file: Option<PathBuf> = None,
+        "none",
+        "ACL file (above); when set, what it does not allow is denied";
+    sys_interval_secs: u64 = 10,
+        "10",
+        "`$SYS` publish interval (0: off)";
+    metrics_listen: Option<SocketAddr> = None,
+        "none (off)",
+        "address of the Prometheus `/metrics` endpoint, e.g. `127.0.0.1:9883`";
+    durability: Durability = Durability::Sync,
+        "`sync`",
+        "`sync`: PUBACK/PUBREC after the records are on disk (fdatasync, group commit); `batch`: \
+        ack at once, fdatasync every `fsync_interval_ms`; `memory`: no disk. See \
+        ARCHITECTURE.md, \"Durability contract\"";
+    data_dir: PathBuf = PathBuf::from("./data"),
+        "`./data`",
+        "the embedded log (one directory per shard, a lock file against a second broker); a \
+        directory written with another `shards` count is refused";
+    fsync_interval_ms: u64 = 100,
+        "100",
+        "`batch` mode: longest time between fdatasyncs (the loss window)";
+    compaction_bytes_per_second: u64 = 16 << 20,
+        "16 MiB",
+        "background compaction budget per shard: live records rewritten out of the oldest segment";
 }
 
 /// A configuration value that is out of range; names the key.
@@ -301,5 +388,172 @@ mod tests {
         let c: Config = toml::from_str("listen = \"127.0.0.1:1999\"\nshards = 2").unwrap();
         assert_eq!((c.listen.port(), c.shards), (1999, 2));
         assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
+    }
+
+    #[test]
+    fn toml_sets_optional_keys() {
+        let c: Config = toml::from_str(
+            "password_file = \"/etc/ringmq/passwd\"\nmetrics_listen = \"127.0.0.1:9883\"\n\
+             durability = \"batch\"\nallow_anonymous = false",
+        )
+        .unwrap();
+        assert_eq!(c.password_file, Some(PathBuf::from("/etc/ringmq/passwd")));
+        assert_eq!(
+            c.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9883)))
+        );
+        assert_eq!(c.acl_file, None);
+        assert_eq!(c.durability, Durability::Batch);
+        assert!(!c.allow_anonymous);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        flags: ConfigFlags,
+    }
+
+    #[test]
+    fn flags_override_only_the_keys_given() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "ringmq",
+            "--listen",
+            "0.0.0.0:1999",
+            "--allow-anonymous",
+            "false",
+            "--password-file",
+            "/p",
+            "--metrics-listen",
+            "127.0.0.1:9883",
+            "--durability",
+            "memory",
+            "--log",
+            "debug",
+            "--compaction-bytes-per-second",
+            "8192",
+        ])
+        .unwrap();
+        let mut c = Config {
+            acl_file: Some("/acl".into()),
+            shards: 3,
+            ..Config::default()
+        };
+        cli.flags.apply(&mut c);
+        let expected = Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1999)),
+            allow_anonymous: false,
+            password_file: Some("/p".into()),
+            acl_file: Some("/acl".into()),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9883))),
+            durability: Durability::Memory,
+            log: "debug".into(),
+            compaction_bytes_per_second: 8192,
+            shards: 3,
+            ..Config::default()
+        };
+        assert_eq!(c, expected);
+        // Every key has its flag; a boolean flag needs its value.
+        let cmd = Cli::command();
+        for key in KEYS {
+            let long = key.key.replace('_', "-");
+            assert!(
+                cmd.get_arguments()
+                    .any(|a| a.get_long() == Some(long.as_str())),
+                "no flag --{long}"
+            );
+        }
+        assert!(Cli::try_parse_from(["ringmq", "--allow-anonymous"]).is_err());
+        assert!(Cli::try_parse_from(["ringmq", "--no-such-key", "1"]).is_err());
+    }
+
+    /// The cells of a README table row "| `key` | default | meaning |".
+    fn row_cells(line: &str) -> Option<(&str, &str, &str)> {
+        let mut cells = line
+            .strip_prefix("| ")?
+            .strip_suffix(" |")?
+            .splitn(3, " | ");
+        let key = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+        Some((key, cells.next()?, cells.next()?))
+    }
+
+    #[test]
+    fn readme_table_matches_keys() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let section = readme
+            .split_once("\n### Configuration\n")
+            .unwrap_or_else(|| panic!("{path}: no \"### Configuration\" section"))
+            .1;
+        // Up to the next heading.
+        let section = section.split("\n#").next().unwrap_or(section);
+        let table: Vec<&str> = section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        assert!(
+            table.len() >= 2
+                && table[0] == "| key | default | meaning |"
+                && table[1].starts_with("|---"),
+            "{path}: the Configuration table should start with \"| key | default | meaning |\" \
+             and a separator row, found {:?}",
+            table.get(..2)
+        );
+        let readme_rows: Vec<(&str, &str, &str)> = table[2..]
+            .iter()
+            .map(|&line| {
+                row_cells(line).unwrap_or_else(|| {
+                    panic!(
+                        "{path}: malformed Configuration row (want \"| `key` | default | \
+                         meaning |\"): {line}"
+                    )
+                })
+            })
+            .collect();
+        let keys: Vec<(&str, &str, &str)> =
+            KEYS.iter().map(|k| (k.key, k.default, k.meaning)).collect();
+        if readme_rows == keys {
+            return;
+        }
+        // Report by key, so that one missing row does not make every later row differ.
+        let mut diff = String::new();
+        for k in &keys {
+            match readme_rows.iter().find(|r| r.0 == k.0) {
+                None => diff += &format!("`{}`: missing from the README\n", k.0),
+                Some(r) => {
+                    for (column, readme, expected) in [("default", r.1, k.1), ("meaning", r.2, k.2)]
+                    {
+                        if readme != expected {
+                            diff += &format!(
+                                "`{}` {column}:\n  README: {readme:?}\n  KEYS:   {expected:?}\n",
+                                k.0
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        for r in &readme_rows {
+            if !keys.iter().any(|k| k.0 == r.0) {
+                diff += &format!("`{}`: in the README, not a key\n", r.0);
+            }
+        }
+        if diff.is_empty() {
+            let readme_order: Vec<&str> = readme_rows.iter().map(|r| r.0).collect();
+            let keys_order: Vec<&str> = keys.iter().map(|k| k.0).collect();
+            diff = format!("order:\n  README: {readme_order:?}\n  KEYS:   {keys_order:?}\n");
+        }
+        let expected: Vec<String> = keys
+            .iter()
+            .map(|(key, default, meaning)| format!("| `{key}` | {default} | {meaning} |"))
+            .collect();
+        panic!(
+            "{path}: the Configuration table differs from config::KEYS \
+             (the `config_keys!` list in broker/src/config.rs):\n{diff}\n\
+             The table KEYS expects:\n| key | default | meaning |\n|---|---|---|\n{}\n",
+            expected.join("\n")
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use broker::config::Config;
+use broker::config::{Config, ConfigFlags};
 
 /// ringmq: a thread-per-core MQTT broker on io_uring.
 ///
@@ -16,112 +16,9 @@ struct Cli {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Address to listen on (every shard binds it with SO_REUSEPORT).
-    #[arg(long)]
-    listen: Option<std::net::SocketAddr>,
-    /// Shards (threads); 0 = one per core.
-    #[arg(long)]
-    shards: Option<usize>,
-    /// Largest packet accepted from a client, in bytes.
-    #[arg(long)]
-    packet_bytes_max: Option<usize>,
-    /// Outbound QoS 1/2 window per session, and the receive maximum announced.
-    #[arg(long)]
-    inflight_count_max: Option<u16>,
-    /// Messages queued per session.
-    #[arg(long)]
-    session_queue_count_max: Option<usize>,
-    /// Topic and payload bytes queued per session.
-    #[arg(long)]
-    session_queue_bytes_max: Option<usize>,
-    /// Bytes waiting to be written per connection before QoS 0 messages are dropped.
-    #[arg(long)]
-    outbox_bytes_max: Option<usize>,
-    /// Milliseconds a new connection has to send CONNECT.
-    #[arg(long)]
-    connect_timeout_ms: Option<u64>,
-    /// Connections per shard.
-    #[arg(long)]
-    connections_per_shard_max: Option<usize>,
-    /// Capacity of each shard-to-shard queue, in messages.
-    #[arg(long)]
-    peer_queue_count_max: Option<usize>,
-    /// Payload and topic bytes each shard-to-shard queue may hold.
-    #[arg(long)]
-    peer_queue_bytes_max: Option<usize>,
-    /// Messages taken from peer queues per loop pass.
-    #[arg(long)]
-    peer_drain_count_max: Option<usize>,
-    /// Provided receive buffers per shard (power of two).
-    #[arg(long)]
-    recv_buffer_count: Option<u16>,
-    /// Bytes per receive buffer.
-    #[arg(long)]
-    recv_buffer_bytes: Option<u32>,
-    /// Completions a loop pass waits for (1 = wake on every completion).
-    #[arg(long)]
-    wait_completions_min: Option<u32>,
-    /// Longest wait for those completions, in microseconds.
-    #[arg(long)]
-    wait_timeout_us: Option<u64>,
-    /// Log filter, e.g. "info" or "broker=debug".
-    #[arg(long)]
-    log: Option<String>,
-    /// Highest QoS accepted and granted (0, 1 or 2).
-    #[arg(long)]
-    qos_max: Option<u8>,
-    /// Store retained messages (true/false).
-    #[arg(long)]
-    retain_available: Option<bool>,
-    /// Retained messages kept.
-    #[arg(long)]
-    retained_count_max: Option<usize>,
-    /// Topic and payload bytes of retained messages kept.
-    #[arg(long)]
-    retained_bytes_max: Option<usize>,
-    /// Topic aliases a client may use (0 = none).
-    #[arg(long)]
-    topic_alias_max: Option<u16>,
-    /// Longest keep alive a client may ask for, in seconds.
-    #[arg(long)]
-    keep_alive_max_secs: Option<u16>,
-    /// Levels in a topic name or filter.
-    #[arg(long)]
-    topic_levels_max: Option<usize>,
-    /// Subscriptions per session.
-    #[arg(long)]
-    subscriptions_per_session_max: Option<usize>,
-    /// PUBLISH packets per second per client (0 = no limit).
-    #[arg(long)]
-    publish_rate_max: Option<u32>,
-    /// Allow clients without a user name (true/false).
-    #[arg(long)]
-    allow_anonymous: Option<bool>,
-    /// Password file written by `ringmq passwd`.
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// ACL file.
-    #[arg(long)]
-    acl_file: Option<PathBuf>,
-    /// Seconds between $SYS publishes (0 = off).
-    #[arg(long)]
-    sys_interval_secs: Option<u64>,
-    /// Address of the Prometheus /metrics endpoint.
-    #[arg(long)]
-    metrics_listen: Option<std::net::SocketAddr>,
-    /// Durability mode: sync (ack after fdatasync), batch (fdatasync every
-    /// fsync_interval_ms) or memory (no disk).
-    #[arg(long, value_enum)]
-    durability: Option<broker::config::Durability>,
-    /// Directory of the embedded log.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// Batch mode: longest time between fdatasyncs, in milliseconds.
-    #[arg(long)]
-    fsync_interval_ms: Option<u64>,
-    /// Background compaction: live bytes rewritten per second per shard.
-    #[arg(long)]
-    compaction_bytes_per_second: Option<u64>,
+    // One `--key VALUE` flag per configuration key (see `broker::config::KEYS`).
+    #[command(flatten)]
+    keys: ConfigFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -139,12 +36,6 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
-}
-
-macro_rules! override_keys {
-    ($cli:ident, $config:ident, $($key:ident),*) => {
-        $( if let Some(v) = $cli.$key { $config.$key = v; } )*
-    };
 }
 
 fn main() -> std::process::ExitCode {
@@ -181,51 +72,7 @@ fn run() -> anyhow::Result<()> {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    override_keys!(
-        cli,
-        config,
-        listen,
-        shards,
-        packet_bytes_max,
-        inflight_count_max,
-        session_queue_count_max,
-        session_queue_bytes_max,
-        outbox_bytes_max,
-        connect_timeout_ms,
-        connections_per_shard_max,
-        peer_queue_count_max,
-        peer_queue_bytes_max,
-        peer_drain_count_max,
-        recv_buffer_count,
-        recv_buffer_bytes,
-        wait_completions_min,
-        wait_timeout_us,
-        log,
-        qos_max,
-        retain_available,
-        retained_count_max,
-        retained_bytes_max,
-        topic_alias_max,
-        keep_alive_max_secs,
-        topic_levels_max,
-        subscriptions_per_session_max,
-        publish_rate_max,
-        allow_anonymous,
-        sys_interval_secs,
-        durability,
-        data_dir,
-        fsync_interval_ms,
-        compaction_bytes_per_second
-    );
-    if let Some(v) = cli.password_file {
-        config.password_file = Some(v);
-    }
-    if let Some(v) = cli.acl_file {
-        config.acl_file = Some(v);
-    }
-    if let Some(v) = cli.metrics_listen {
-        config.metrics_listen = Some(v);
-    }
+    cli.keys.apply(&mut config);
     let config = config.validate()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))

@@ -1,21 +1,19 @@
-//! ringmq storage: durable records, batching and backends.
+//! ringmq storage: durable records, the store boundary and its embedded implementation.
 //!
+//! # Layout
 //! - [`record`]: what is stored (rkyv records: sessions, subscriptions, queued messages and
 //!   their acknowledgements, inbound QoS 2 ids, retained messages).
-//! - [`frame`]: length + crc32c framing and the recovery scan (torn tail vs corruption).
-//! - [`segment`]: the sans-IO appender: group commit into block-aligned writes.
 //! - [`state`]: the state the records describe, and the records that rebuild it.
-//! - [`log`]: the per-shard segment log on disk: lock, recovery, commit, roll, compaction.
-//!
-//! Not built yet: driving the log from the shard's io_uring and wiring it into the broker
-//! (issue 6 continues), Redis and Kafka backends (later issues).
+//! - [`store`]: the [`store::Store`] trait the broker writes through (sans-IO: I/O requests
+//!   out, completions in) and the memory store.
+//! - [`embedded`]: the per-shard segment log on local disk (framing, group commit, recovery,
+//!   rolling, compaction) behind that trait.
 #![forbid(unsafe_code)]
 
-pub mod frame;
-pub mod log;
+pub mod embedded;
 pub mod record;
-pub mod segment;
 pub mod state;
+pub mod store;
 
 use std::path::PathBuf;
 

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use storage::log::{Log, LogConfig};
+use storage::embedded::log::{Log, LogConfig};
 use storage::record::{Record, StoredMessage, StoredSubscription};
 use storage::state::State;
 use storage::Error;
@@ -205,7 +205,7 @@ fn a_truncated_tail_is_cut_to_the_last_whole_record() {
     let records = filled(&d, 60);
     let seg = d.join("00000001.log");
     let full = std::fs::read(&seg).unwrap();
-    let scan = storage::frame::scan(&full);
+    let scan = storage::embedded::frame::scan(&full);
     let offsets: Vec<u64> = scan.records.iter().map(|(o, _)| *o).collect();
     for cut in [
         scan.valid_len - 1,
@@ -246,7 +246,7 @@ fn a_flipped_bit_in_the_middle_stops_start_up_naming_file_and_offset() {
     filled(&d, 40);
     let seg = d.join("00000001.log");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let scan = storage::frame::scan(&bytes);
+    let scan = storage::embedded::frame::scan(&bytes);
     let victim = scan.records[20].0;
     bytes[victim as usize + 12] ^= 0x04;
     std::fs::write(&seg, &bytes).unwrap();

@@ -8,7 +8,7 @@
 )]
 
 use net::uring::{Ring, RingConfig};
-use storage::log::{Log, LogConfig};
+use storage::embedded::log::{Log, LogConfig};
 use storage::record::{Record, StoredMessage};
 use storage::state::State;
 

@@ -1,9 +1,13 @@
 //! Counters and the delivery latency histogram, exported as `$SYS/broker/...` topics and a
-//! Prometheus `/metrics` endpoint ([`http`]). Each shard counts in plain integers on its own
-//! thread and copies a snapshot into its slot of [`Metrics`] (relaxed atomic stores, one
-//! writer per slot) on every 250 ms tick; readers sum the slots.
+//! Prometheus `/metrics` endpoint ([`http`]). Each shard counts in plain integers ([`Stats`])
+//! on its own thread and copies them into its slot of [`Metrics`] (relaxed atomic stores, one
+//! writer per slot) on every 250 ms tick; readers sum the slots. Every counter and gauge, with
+//! its `$SYS` topic, Prometheus name and help, is one row of the table in [`counters`].
 
+pub mod counters;
 pub mod http;
+
+pub use counters::{CounterDoc, Kind, Stats, Sys, COUNT, COUNTERS};
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,135 +48,9 @@ impl Histogram {
     }
 }
 
-/// What one shard reports.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Snapshot {
-    /// PUBLISH packets received from clients.
-    pub messages_received: u64,
-    /// PUBLISH packets sent to clients (first transmissions).
-    pub messages_sent: u64,
-    /// Messages forwarded to peer shards.
-    pub messages_forwarded: u64,
-    /// Messages dropped (QoS 0 to a full outbox or offline session, oldest queued, expired,
-    /// too large for the client).
-    pub messages_dropped: u64,
-    /// Bytes read from client sockets.
-    pub bytes_received: u64,
-    /// Bytes written to client sockets.
-    pub bytes_sent: u64,
-    /// Connections accepted.
-    pub connections_accepted: u64,
-    /// Connections closed for bad input or a protocol violation.
-    pub protocol_errors: u64,
-    /// CONNECTs refused for credentials or authorisation, and denied publishes/subscribes.
-    pub auth_denied: u64,
-    /// Clients connected now (with a session).
-    pub clients_connected: u64,
-    /// Sessions homed on the shard (connected or not).
-    pub sessions: u64,
-    /// Retained messages in the shard's replica.
-    pub retained: u64,
-}
-
-const FIELDS: usize = 12;
-
-impl Snapshot {
-    fn values(&self) -> [u64; FIELDS] {
-        [
-            self.messages_received,
-            self.messages_sent,
-            self.messages_forwarded,
-            self.messages_dropped,
-            self.bytes_received,
-            self.bytes_sent,
-            self.connections_accepted,
-            self.protocol_errors,
-            self.auth_denied,
-            self.clients_connected,
-            self.sessions,
-            self.retained,
-        ]
-    }
-
-    fn from_values(v: [u64; FIELDS]) -> Self {
-        let [messages_received, messages_sent, messages_forwarded, messages_dropped, bytes_received, bytes_sent, connections_accepted, protocol_errors, auth_denied, clients_connected, sessions, retained] =
-            v;
-        Self {
-            messages_received,
-            messages_sent,
-            messages_forwarded,
-            messages_dropped,
-            bytes_received,
-            bytes_sent,
-            connections_accepted,
-            protocol_errors,
-            auth_denied,
-            clients_connected,
-            sessions,
-            retained,
-        }
-    }
-}
-
-/// Prometheus name, type and help of each snapshot field, in `values()` order.
-const DESCRIPTIONS: [(&str, &str, &str); FIELDS] = [
-    (
-        "ringmq_messages_received_total",
-        "counter",
-        "PUBLISH packets received from clients.",
-    ),
-    (
-        "ringmq_messages_sent_total",
-        "counter",
-        "PUBLISH packets sent to clients (first transmissions).",
-    ),
-    (
-        "ringmq_messages_forwarded_total",
-        "counter",
-        "Messages forwarded to peer shards.",
-    ),
-    (
-        "ringmq_messages_dropped_total",
-        "counter",
-        "Messages dropped (QoS 0 overflow, oldest queued, expired, too large).",
-    ),
-    (
-        "ringmq_bytes_received_total",
-        "counter",
-        "Bytes read from client sockets.",
-    ),
-    (
-        "ringmq_bytes_sent_total",
-        "counter",
-        "Bytes written to client sockets.",
-    ),
-    (
-        "ringmq_connections_accepted_total",
-        "counter",
-        "Connections accepted.",
-    ),
-    (
-        "ringmq_protocol_errors_total",
-        "counter",
-        "Connections closed for bad input or protocol violations.",
-    ),
-    (
-        "ringmq_auth_denied_total",
-        "counter",
-        "Refused CONNECTs and denied publishes or subscribes.",
-    ),
-    ("ringmq_clients_connected", "gauge", "Clients connected."),
-    ("ringmq_sessions", "gauge", "Sessions (connected or not)."),
-    (
-        "ringmq_retained_messages",
-        "gauge",
-        "Retained messages in the shard's replica.",
-    ),
-];
-
 #[derive(Debug)]
 struct Slot {
-    values: [AtomicU64; FIELDS],
+    values: [AtomicU64; COUNT],
     buckets: [AtomicU64; LATENCY_BUCKETS],
     sum_us: AtomicU64,
 }
@@ -187,7 +65,7 @@ impl Default for Slot {
     }
 }
 
-/// Every shard's latest snapshot.
+/// Every shard's latest [`Stats`] and latency histogram.
 #[derive(Debug)]
 pub struct Metrics {
     slots: Vec<Slot>,
@@ -208,22 +86,23 @@ impl Metrics {
         self.started.elapsed()
     }
 
-    /// Shard `shard` publishes its counters.
-    pub fn store(&self, shard: usize, s: &Snapshot, h: &Histogram) {
+    /// Shard `shard` publishes its counters and gauges (`stats`, gauges set) and its delivery
+    /// latency histogram.
+    pub fn store(&self, shard: usize, stats: &Stats, latency: &Histogram) {
         let Some(slot) = self.slots.get(shard) else {
             return;
         };
-        for (a, v) in slot.values.iter().zip(s.values()) {
+        for (a, v) in slot.values.iter().zip(stats.values()) {
             a.store(v, Ordering::Relaxed);
         }
-        for (a, v) in slot.buckets.iter().zip(h.buckets) {
+        for (a, v) in slot.buckets.iter().zip(latency.buckets) {
             a.store(v, Ordering::Relaxed);
         }
-        slot.sum_us.store(h.sum_us, Ordering::Relaxed);
+        slot.sum_us.store(latency.sum_us, Ordering::Relaxed);
     }
 
-    /// The latest snapshot of each shard.
-    pub fn shards(&self) -> Vec<(Snapshot, Histogram)> {
+    /// The latest [`Stats`] and histogram of each shard.
+    pub fn shards(&self) -> Vec<(Stats, Histogram)> {
         self.slots
             .iter()
             .map(|slot| {
@@ -234,7 +113,7 @@ impl Metrics {
                     slot.buckets.get(i).map_or(0, |a| a.load(Ordering::Relaxed))
                 });
                 (
-                    Snapshot::from_values(values),
+                    Stats::from_values(values),
                     Histogram {
                         buckets,
                         sum_us: slot.sum_us.load(Ordering::Relaxed),
@@ -245,14 +124,12 @@ impl Metrics {
     }
 
     /// The sum over shards.
-    pub fn total(&self) -> Snapshot {
-        let mut sum = [0u64; FIELDS];
+    pub fn total(&self) -> Stats {
+        let mut sum = Stats::default();
         for (s, _) in self.shards() {
-            for (t, v) in sum.iter_mut().zip(s.values()) {
-                *t += v;
-            }
+            sum.add(&s);
         }
-        Snapshot::from_values(sum)
+        sum
     }
 
     /// The Prometheus text exposition of every shard's counters and histogram.
@@ -265,11 +142,13 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE ringmq_uptime_seconds gauge");
         let _ = writeln!(out, "ringmq_uptime_seconds {}", self.uptime().as_secs());
-        for (i, (name, kind, help)) in DESCRIPTIONS.iter().enumerate() {
+        let values: Vec<[u64; COUNT]> = shards.iter().map(|(s, _)| s.values()).collect();
+        for (i, c) in COUNTERS.iter().enumerate() {
+            let (name, kind, help) = (c.prom, c.kind.as_str(), c.help);
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (shard, (s, _)) in shards.iter().enumerate() {
-                let v = s.values().get(i).copied().unwrap_or(0);
+            for (shard, v) in values.iter().enumerate() {
+                let v = v.get(i).copied().unwrap_or(0);
                 let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
             }
         }
@@ -303,9 +182,9 @@ impl Metrics {
         out
     }
 
-    /// `$SYS` topics and their values (the totals, then per shard).
+    /// `$SYS` topics and their values: version and uptime, the totals, then per shard (each in
+    /// [`COUNTERS`] order).
     pub fn sys_topics(&self) -> Vec<(String, String)> {
-        let t = self.total();
         let mut v = vec![
             (
                 "$SYS/broker/version".to_string(),
@@ -315,52 +194,23 @@ impl Metrics {
                 "$SYS/broker/uptime".to_string(),
                 format!("{} seconds", self.uptime().as_secs()),
             ),
-            (
-                "$SYS/broker/clients/connected".to_string(),
-                t.clients_connected.to_string(),
-            ),
-            ("$SYS/broker/sessions".to_string(), t.sessions.to_string()),
-            (
-                "$SYS/broker/messages/received".to_string(),
-                t.messages_received.to_string(),
-            ),
-            (
-                "$SYS/broker/messages/sent".to_string(),
-                t.messages_sent.to_string(),
-            ),
-            (
-                "$SYS/broker/messages/dropped".to_string(),
-                t.messages_dropped.to_string(),
-            ),
-            (
-                "$SYS/broker/messages/forwarded".to_string(),
-                t.messages_forwarded.to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/received".to_string(),
-                t.bytes_received.to_string(),
-            ),
-            (
-                "$SYS/broker/bytes/sent".to_string(),
-                t.bytes_sent.to_string(),
-            ),
         ];
-        for (i, (s, _)) in self.shards().iter().enumerate() {
-            let p = format!("$SYS/broker/shard/{i}");
-            v.push((
-                format!("{p}/clients/connected"),
-                s.clients_connected.to_string(),
-            ));
-            v.push((
-                format!("{p}/messages/received"),
-                s.messages_received.to_string(),
-            ));
-            v.push((format!("{p}/messages/sent"), s.messages_sent.to_string()));
-            v.push((
-                format!("{p}/messages/dropped"),
-                s.messages_dropped.to_string(),
-            ));
-            v.push((format!("{p}/retained/count"), s.retained.to_string()));
+        let shards = self.shards();
+        let mut total = Stats::default();
+        for (s, _) in &shards {
+            total.add(s);
+        }
+        for (c, value) in COUNTERS.iter().zip(total.values()) {
+            if let Some(name) = c.sys.total() {
+                v.push((format!("$SYS/broker/{name}"), value.to_string()));
+            }
+        }
+        for (i, (s, _)) in shards.iter().enumerate() {
+            for (c, value) in COUNTERS.iter().zip(s.values()) {
+                if let Some(name) = c.sys.shard() {
+                    v.push((format!("$SYS/broker/shard/{i}/{name}"), value.to_string()));
+                }
+            }
         }
         v
     }
@@ -371,15 +221,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshots_sum_and_export() {
+    fn stats_sum_and_export() {
         let m = Metrics::new(2);
         let mut h = Histogram::default();
         h.record(Duration::from_micros(3));
         h.record(Duration::from_secs(100));
         m.store(
             0,
-            &Snapshot {
-                messages_received: 5,
+            &Stats {
+                publishes_in: 5,
                 clients_connected: 1,
                 ..Default::default()
             },
@@ -387,13 +237,14 @@ mod tests {
         );
         m.store(
             1,
-            &Snapshot {
-                messages_received: 7,
+            &Stats {
+                publishes_in: 7,
                 ..Default::default()
             },
             &Histogram::default(),
         );
-        assert_eq!(m.total().messages_received, 12);
+        assert_eq!(m.total().publishes_in, 12);
+        assert_eq!(m.total().clients_connected, 1);
         let text = m.prometheus();
         assert!(
             text.contains("ringmq_messages_received_total{shard=\"1\"} 7"),
@@ -409,5 +260,161 @@ mod tests {
         );
         let sys = m.sys_topics();
         assert!(sys.contains(&("$SYS/broker/messages/received".into(), "12".into())));
+        assert!(sys.contains(&("$SYS/broker/shard/1/messages/received".into(), "7".into())));
+        assert!(sys.contains(&("$SYS/broker/clients/connected".into(), "1".into())));
+    }
+
+    #[test]
+    fn prometheus_has_help_type_and_shards_for_every_counter() {
+        let m = Metrics::new(2);
+        m.store(
+            1,
+            &Stats::from_values(std::array::from_fn(|i| 100 + i as u64)),
+            &Histogram::default(),
+        );
+        let text = m.prometheus();
+        for (i, c) in COUNTERS.iter().enumerate() {
+            let block = format!(
+                "# HELP {0} {1}\n# TYPE {0} {2}\n{0}{{shard=\"0\"}} 0\n{0}{{shard=\"1\"}} {3}\n",
+                c.prom,
+                c.help,
+                c.kind.as_str(),
+                100 + i
+            );
+            assert!(text.contains(&block), "{block}\n---\n{text}");
+        }
+    }
+
+    /// The exported names, help texts and types as they were before the table: each metric
+    /// family's text must not change (only the order of the families did).
+    #[test]
+    fn prometheus_text_unchanged() {
+        const BEFORE: [(&str, &str, &str); 13] = [
+            (
+                "ringmq_messages_received_total",
+                "counter",
+                "PUBLISH packets received from clients.",
+            ),
+            (
+                "ringmq_messages_sent_total",
+                "counter",
+                "PUBLISH packets sent to clients (first transmissions).",
+            ),
+            (
+                "ringmq_messages_forwarded_total",
+                "counter",
+                "Messages forwarded to peer shards.",
+            ),
+            (
+                "ringmq_messages_dropped_total",
+                "counter",
+                "Messages dropped (QoS 0 overflow, oldest queued, expired, too large).",
+            ),
+            (
+                "ringmq_bytes_received_total",
+                "counter",
+                "Bytes read from client sockets.",
+            ),
+            (
+                "ringmq_bytes_sent_total",
+                "counter",
+                "Bytes written to client sockets.",
+            ),
+            (
+                "ringmq_connections_accepted_total",
+                "counter",
+                "Connections accepted.",
+            ),
+            (
+                "ringmq_protocol_errors_total",
+                "counter",
+                "Connections closed for bad input or protocol violations.",
+            ),
+            (
+                "ringmq_auth_denied_total",
+                "counter",
+                "Refused CONNECTs and denied publishes or subscribes.",
+            ),
+            (
+                "ringmq_invariant_errors_total",
+                "counter",
+                "States that cannot happen, met and survived (each also logged as an error).",
+            ),
+            ("ringmq_clients_connected", "gauge", "Clients connected."),
+            ("ringmq_sessions", "gauge", "Sessions (connected or not)."),
+            (
+                "ringmq_retained_messages",
+                "gauge",
+                "Retained messages in the shard's replica.",
+            ),
+        ];
+        let m = Metrics::new(2);
+        m.store(0, &Stats::from_values([7; COUNT]), &Histogram::default());
+        let text = m.prometheus();
+        for (name, kind, help) in BEFORE {
+            let block = format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n\
+                 {name}{{shard=\"0\"}} 7\n{name}{{shard=\"1\"}} 0\n"
+            );
+            assert!(text.contains(&block), "{block}\n---\n{text}");
+        }
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 2, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 2, "{text}");
+        assert!(text.starts_with(
+            "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
+             # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
+        ));
+    }
+
+    /// The `$SYS` topics, values and order as they were before the table.
+    #[test]
+    fn sys_topics_unchanged() {
+        let m = Metrics::new(2);
+        let s = Stats {
+            publishes_in: 1,
+            publishes_out: 2,
+            forwarded: 3,
+            dropped: 4,
+            bytes_in: 5,
+            bytes_out: 6,
+            accepted: 7,
+            protocol_errors: 8,
+            auth_denied: 9,
+            clients_connected: 10,
+            sessions: 11,
+            retained: 12,
+            invariant_errors: 13,
+        };
+        m.store(0, &s, &Histogram::default());
+        m.store(1, &s, &Histogram::default());
+        let mut got = m.sys_topics();
+        let head: Vec<&str> = got.iter().take(2).map(|(t, _)| t.as_str()).collect();
+        assert_eq!(head, ["$SYS/broker/version", "$SYS/broker/uptime"]);
+        got.drain(..2);
+        let mut expected: Vec<(String, String)> = [
+            ("clients/connected", 20),
+            ("sessions", 22),
+            ("messages/received", 2),
+            ("messages/sent", 4),
+            ("messages/dropped", 8),
+            ("messages/forwarded", 6),
+            ("bytes/received", 10),
+            ("bytes/sent", 12),
+        ]
+        .iter()
+        .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))
+        .collect();
+        for shard in 0..2 {
+            for (t, v) in [
+                ("clients/connected", 10),
+                ("messages/received", 1),
+                ("messages/sent", 2),
+                ("messages/dropped", 4),
+                ("retained/count", 12),
+            ] {
+                expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));
+            }
+        }
+        assert_eq!(got, expected);
     }
 }

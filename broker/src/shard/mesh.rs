@@ -7,82 +7,10 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use bytestring::ByteString;
 use crossbeam_queue::ArrayQueue;
-use net::codec::Connect;
 
+use crate::core::peer::ShardMsg;
 use crate::ids::ShardId;
-use crate::session::Message;
-
-/// What shards tell each other.
-#[derive(Debug)]
-pub enum ShardMsg {
-    /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] (sync
-    /// durability) the receiver answers `DurableAck(token)` once what it logged is on disk.
-    Publish(Message, AckRef),
-    /// What a forwarded publish caused on the sender is durable (true) or could not be
-    /// written (false: the origin refuses the publish).
-    DurableAck(u64, bool),
-    /// A publish for one member of shared group `filter` (`$share/group/filter`) on the
-    /// receiving shard; `hops` counts moves between shards whose members had left.
-    SharedPublish {
-        /// The group's full filter.
-        filter: ByteString,
-        /// The message.
-        message: Box<Message>,
-        /// Moves so far.
-        hops: u8,
-        /// Where the durability answer goes.
-        ack: AckRef,
-    },
-    /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
-    Retain {
-        /// The message.
-        message: Box<Message>,
-        /// Its last-writer-wins version.
-        version: u64,
-    },
-    /// The sender now has subscribers for this filter.
-    RouteAdd(ByteString),
-    /// The sender has no more subscribers for this filter.
-    RouteRemove(ByteString),
-    /// Answer with `BarrierAck` once everything sent before it has been applied: SPSC order
-    /// makes this "the route updates I sent you are in effect".
-    Barrier(u64),
-    /// Reply to `Barrier`.
-    BarrierAck(u64),
-    /// A connection whose CONNECT arrived on the sender but whose session lives on the
-    /// receiver: the socket, the decoded CONNECT and whatever was read after it.
-    Adopt {
-        /// The client's socket, now owned by the receiver.
-        fd: OwnedFd,
-        /// Its CONNECT.
-        connect: Box<Connect>,
-        /// Bytes received after the CONNECT.
-        rest: BytesMut,
-    },
-}
-
-/// Origin shard and token of a forwarded publish whose durability the origin waits for,
-/// packed in one word (origin in the top 16 bits); 0: none.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AckRef(u64);
-
-impl AckRef {
-    /// No answer wanted.
-    pub const NONE: AckRef = AckRef(0);
-
-    /// An answer to `origin` for `token` (tokens stay below 2^48).
-    pub fn new(origin: ShardId, token: u64) -> Self {
-        Self(u64::from(origin.0) << 48 | (token & ((1 << 48) - 1)))
-    }
-
-    /// (origin, token), if an answer is wanted.
-    pub fn get(self) -> Option<(ShardId, u64)> {
-        (self.0 != 0).then_some((ShardId((self.0 >> 48) as u16), self.0 & ((1 << 48) - 1)))
-    }
-}
 
 /// A shard's end of the mesh wake-up: its eventfd and the "already woken" flag.
 #[derive(Debug)]
@@ -93,19 +21,17 @@ pub struct Doorbell {
     pub rung: AtomicBool,
 }
 
-impl ShardMsg {
-    /// Bytes this message holds on to while queued (payload and topic; a fixed overhead for
-    /// the rest), for the per-queue byte bound.
-    fn weight(&self) -> u64 {
-        const OVERHEAD: u64 = 64;
-        match self {
-            ShardMsg::Publish(m, _) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
-            ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
-                OVERHEAD + (m.topic.len() + m.payload.len()) as u64
-            }
-            ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,
-            _ => OVERHEAD,
+/// Bytes this message holds on to while queued (payload and topic; a fixed overhead for
+/// the rest), for the per-queue byte bound.
+fn weight(msg: &ShardMsg) -> u64 {
+    const OVERHEAD: u64 = 64;
+    match msg {
+        ShardMsg::Publish(m, _) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
+        ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
+            OVERHEAD + (m.topic.len() + m.payload.len()) as u64
         }
+        ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,
+        _ => OVERHEAD,
     }
 }
 
@@ -127,7 +53,7 @@ struct PeerQueue {
 pub struct MeshShared {
     /// `queues[from][to]`; `None` on the diagonal.
     queues: Vec<Vec<Option<PeerQueue>>>,
-    /// Bytes (by [`ShardMsg::weight`]) one queue may hold.
+    /// Bytes (by [`weight`]) one queue may hold.
     queue_bytes_max: u64,
     /// One doorbell per shard.
     pub doorbells: Vec<Doorbell>,
@@ -226,7 +152,7 @@ impl Mesh {
         let Some(pushed) = self.pushed_bytes.get_mut(peer.index()) else {
             return Err(msg);
         };
-        let weight = msg.weight();
+        let weight = weight(&msg);
         let fits = |pushed: u64| {
             let queued = pushed.saturating_sub(pq.consumed_bytes.load(Ordering::SeqCst));
             queued == 0 || queued + weight <= self.shared.queue_bytes_max
@@ -290,7 +216,7 @@ impl Mesh {
             let before = *drained;
             while taken < budget {
                 let Some(msg) = pq.queue.pop() else { break };
-                *drained += msg.weight();
+                *drained += weight(&msg);
                 f(ShardId(from as u16), msg);
                 taken += 1;
             }

@@ -46,6 +46,16 @@ impl SubscriptionOptions {
         }
     }
 
+    /// The options from their MQTT 5 wire byte (as the broker stores them).
+    pub fn from_byte(byte: u8) -> Result<Self, DecodeError> {
+        Self::decode(byte, ProtocolVersion::V5)
+    }
+
+    /// The options as their MQTT 5 wire byte (every option kept).
+    pub fn to_byte(self) -> u8 {
+        self.encode(ProtocolVersion::V5)
+    }
+
     fn decode(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let qos = QoS::from_bits(byte & 0x03).ok_or(DecodeError::InvalidQos)?;
         if !version.is_v5() {

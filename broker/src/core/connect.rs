@@ -3,14 +3,13 @@
 
 use net::codec::{ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, ReasonCode};
 
+use super::{Core, Effect};
 use crate::ids::{home_shard, ConnId};
 use crate::session::{encode, Message, Session, SessionLimits};
-use crate::shard::mesh::ShardMsg;
-use crate::shard::{reply, take_for_handoff, Shard};
 
 /// Refuses a connection whose first packet could not be decoded: a CONNACK with the reason
 /// where the protocol has one (unsupported protocol version), then close.
-pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) {
+pub(crate) fn refuse_undecodable(core: &mut Core, id: ConnId, e: DecodeError) {
     if e.reason_code() == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION {
         // The client's version is unknown; a 3.1.1-shaped CONNACK with return code 1 is what
         // every version understands [MQTT-3.1.2-2].
@@ -19,16 +18,16 @@ pub(crate) fn refuse_undecodable(shard: &mut Shard, id: ConnId, e: DecodeError) 
             code: ReasonCode(1),
             properties: Default::default(),
         };
-        if let Some(conn) = shard.conn_mut(id) {
+        if let Some(conn) = core.conn_mut(id) {
             encode(ProtocolVersion::V311, &Packet::ConnAck(ack), &mut conn.out);
         }
     }
-    shard.close(id, None, &format!("bad first packet: {e}"));
+    core.close(id, None, &format!("bad first packet: {e}"));
 }
 
 /// Answers a CONNECT with a refusal (MQTT 3: the matching return code) and closes.
 pub(crate) fn refuse(
-    shard: &mut Shard,
+    core: &mut Core,
     id: ConnId,
     connect: &Connect,
     reason: ReasonCode,
@@ -48,15 +47,15 @@ pub(crate) fn refuse(
     if version.is_v5() && connect.properties.request_problem_information != Some(false) {
         ack.properties.reason_string = Some(why.into());
     }
-    if let Some(conn) = shard.conn_mut(id) {
+    if let Some(conn) = core.conn_mut(id) {
         conn.decoder.version = version;
         encode(version, &Packet::ConnAck(ack), &mut conn.out);
     }
-    shard.reject(id, None, why);
+    core.reject(id, None, why);
 }
 
 /// Checks a CONNECT against the broker's rules and the credentials: the refusal, if any.
-fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
+fn check(core: &mut Core, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
     let version = connect.version;
     if connect.properties.authentication_method.is_some() {
         return Err((
@@ -72,7 +71,7 @@ fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'stat
             "empty client id without clean session [MQTT-3.1.3-8]",
         ));
     }
-    if !version.is_v5() && connect.keep_alive > shard.config.keep_alive_max_secs {
+    if !version.is_v5() && connect.keep_alive > core.config.keep_alive_max_secs {
         return Err((
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
             "keep alive above keep_alive_max_secs",
@@ -80,11 +79,10 @@ fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'stat
     }
     let user = connect.username.as_deref();
     if let Err(code) =
-        shard
-            .auth
-            .check_connect(user, connect.password.as_deref(), &mut shard.verified)
+        core.auth
+            .check_connect(user, connect.password.as_deref(), &mut core.verified)
     {
-        shard.stats.auth_denied += 1;
+        core.stats.auth_denied += 1;
         return Err((
             code,
             if code == ReasonCode::NOT_AUTHORIZED {
@@ -95,26 +93,23 @@ fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'stat
         ));
     }
     if let Some(will) = &connect.will {
-        if will.qos > shard.config.max_qos() {
+        if will.qos > core.config.max_qos() {
             return Err((ReasonCode::QOS_NOT_SUPPORTED, "will QoS above qos_max"));
         }
-        if will.retain && !shard.config.retain_available {
+        if will.retain && !core.config.retain_available {
             return Err((
                 ReasonCode::RETAIN_NOT_SUPPORTED,
                 "retained will but retain is off",
             ));
         }
-        if will.topic.split('/').count() > shard.config.topic_levels_max {
+        if will.topic.split('/').count() > core.config.topic_levels_max {
             return Err((
                 ReasonCode::TOPIC_NAME_INVALID,
                 "will topic has too many levels",
             ));
         }
-        if !shard
-            .auth
-            .can_publish(user, &connect.client_id, &will.topic)
-        {
-            shard.stats.auth_denied += 1;
+        if !core.auth.can_publish(user, &connect.client_id, &will.topic) {
+            core.stats.auth_denied += 1;
             return Err((
                 ReasonCode::NOT_AUTHORIZED,
                 "will topic not allowed by the ACL",
@@ -125,36 +120,34 @@ fn check(shard: &mut Shard, connect: &Connect) -> Result<(), (ReasonCode, &'stat
 }
 
 /// CONNECT on the shard the socket was accepted on.
-pub(crate) fn on_connect(shard: &mut Shard, id: ConnId, connect: Box<Connect>) {
-    if let Err((reason, why)) = check(shard, &connect) {
-        return refuse(shard, id, &connect, reason, why);
+pub(crate) fn on_connect(core: &mut Core, id: ConnId, connect: Box<Connect>) {
+    if let Err((reason, why)) = check(core, &connect) {
+        return refuse(core, id, &connect, reason, why);
     }
     // Empty client ids get an assigned one on the shard they landed on: no need to move.
     let home = if connect.client_id.is_empty() {
-        shard.id
+        core.id
     } else {
-        home_shard(connect.client_id.as_bytes(), shard.mesh.shards())
+        home_shard(connect.client_id.as_bytes(), core.shards)
     };
-    if home == shard.id {
+    if home == core.id {
         let mut connect = connect;
-        return accept(shard, id, &mut connect);
+        return accept(core, id, &mut connect);
     }
-    match take_for_handoff(shard, id) {
-        Some((fd, rest)) => shard.send_to_peer(home, ShardMsg::Adopt { fd, connect, rest }),
-        None => shard.close(
-            id,
-            None,
-            "cannot hand the connection over (receive still armed)",
-        ),
-    }
+    // The reactor moves the socket and its unread bytes; the link here goes with it.
+    core.effects.push_back(Effect::Handoff {
+        conn: id,
+        home,
+        connect,
+    });
 }
 
 /// CONNECT on the session's home shard: takeover, clean start or resume, CONNACK.
-pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
+pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
     let version = connect.version;
     let mut assigned = None;
     if connect.client_id.is_empty() {
-        let cid = shard.next_assigned_client_id();
+        let cid = core.next_assigned_client_id();
         assigned = Some(cid.clone());
         connect.client_id = cid;
     }
@@ -162,11 +155,11 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         window: connect
             .properties
             .receive_maximum
-            .map_or(usize::from(shard.config.inflight_count_max), |m| {
+            .map_or(usize::from(core.config.inflight_count_max), |m| {
                 usize::from(m.get())
             }),
-        queue_max: shard.config.session_queue_count_max,
-        queue_bytes_max: shard.config.session_queue_bytes_max,
+        queue_max: core.config.session_queue_count_max,
+        queue_bytes_max: core.config.session_queue_bytes_max,
         alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         packet_bytes_max: connect
             .properties
@@ -180,14 +173,14 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         if will_delay != 0 {
             properties.will_delay_interval = None;
         }
-        Message::new(w.topic, w.payload, w.qos, w.retain, properties, shard.now)
+        Message::new(w.topic, w.payload, w.qos, w.retain, properties, core.now)
     });
 
     // Takeover: the same client id is connected already (necessarily on this shard).
-    let existing = shard.by_client.get(&connect.client_id).copied();
+    let existing = core.by_client.get(&connect.client_id).copied();
     if let Some(sid) = existing {
-        if let Some(old) = shard.session_mut(sid).and_then(|s| s.conn) {
-            shard.close(
+        if let Some(old) = core.session_mut(sid).and_then(|s| s.conn) {
+            core.close(
                 old,
                 Some(ReasonCode::SESSION_TAKEN_OVER),
                 "session taken over by a new connection",
@@ -195,18 +188,18 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         }
     }
     // close() may have removed a non-persistent session.
-    let existing = shard.by_client.get(&connect.client_id).copied();
+    let existing = core.by_client.get(&connect.client_id).copied();
     let (sid, session_present) = match existing {
         Some(sid) if !connect.clean_start => (sid, true),
         Some(sid) => {
-            shard.remove_session(sid);
+            core.remove_session(sid);
             (
-                shard.add_session(Session::new(connect.client_id.clone(), version, limits)),
+                core.add_session(Session::new(connect.client_id.clone(), version, limits)),
                 false,
             )
         }
         None => (
-            shard.add_session(Session::new(connect.client_id.clone(), version, limits)),
+            core.add_session(Session::new(connect.client_id.clone(), version, limits)),
             false,
         ),
     };
@@ -217,10 +210,10 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
     } else {
         u32::MAX
     };
-    let journaled = shard.journal.is_some();
+    let journaled = core.durable.persistent();
     let mut log_session = None;
     let mut end_on_disk = None;
-    if let Some(session) = shard.session_mut(sid) {
+    if let Some(session) = core.session_mut(sid) {
         let durable = journaled && expiry != 0;
         if durable && (!session.durable || session.expiry_interval != expiry) {
             log_session = Some(session.client_id.to_string());
@@ -241,12 +234,12 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         session.will_due = None;
     }
     if let Some(client) = log_session {
-        shard.log(storage::record::Record::Session { client, expiry });
+        core.log(storage::record::Record::Session { client, expiry });
     }
     if let Some(client) = end_on_disk {
-        shard.log(storage::record::Record::SessionEnd { client });
+        core.log(storage::record::Record::SessionEnd { client });
     }
-    let keep_alive_max = shard.config.keep_alive_max_secs;
+    let keep_alive_max = core.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()
         && (connect.keep_alive == 0 || connect.keep_alive > keep_alive_max)
         && keep_alive_max != u16::MAX)
@@ -255,22 +248,22 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
 
     let mut properties = Properties::default();
     if version.is_v5() {
-        properties.receive_maximum = std::num::NonZeroU16::new(shard.config.inflight_count_max);
-        properties.maximum_packet_size = u32::try_from(shard.config.packet_bytes_max)
+        properties.receive_maximum = std::num::NonZeroU16::new(core.config.inflight_count_max);
+        properties.maximum_packet_size = u32::try_from(core.config.packet_bytes_max)
             .ok()
             .and_then(std::num::NonZeroU32::new);
         properties.assigned_client_identifier = assigned;
-        properties.retain_available = Some(shard.config.retain_available);
+        properties.retain_available = Some(core.config.retain_available);
         properties.shared_subscription_available = Some(true);
         properties.subscription_identifier_available = Some(true);
         properties.wildcard_subscription_available = Some(true);
-        properties.topic_alias_maximum = Some(shard.config.topic_alias_max);
-        properties.maximum_qos = (shard.config.qos_max < 2).then(|| shard.config.max_qos());
+        properties.topic_alias_maximum = Some(core.config.topic_alias_max);
+        properties.maximum_qos = (core.config.qos_max < 2).then(|| core.config.max_qos());
         properties.server_keep_alive = server_keep_alive;
     }
-    let rate = shard.config.publish_rate_max;
+    let rate = core.config.publish_rate_max;
     let problem_info = connect.properties.request_problem_information != Some(false);
-    let Some(conn) = shard.conn_mut(id) else {
+    let Some(conn) = core.conn_mut(id) else {
         return;
     };
     conn.decoder.version = version;
@@ -285,12 +278,12 @@ pub(crate) fn accept(shard: &mut Shard, id: ConnId, connect: &mut Connect) {
         code: ReasonCode::SUCCESS,
         properties: properties.into(),
     };
-    reply(shard, id, &Packet::ConnAck(ack));
+    core.reply(id, &Packet::ConnAck(ack));
     // Resume: unacknowledged messages again (DUP), then the queue.
-    let now = shard.now;
-    if let Some((session, conn)) = shard.session_and_conn(sid, id) {
+    let now = core.now;
+    if let Some((session, conn)) = core.session_and_conn(sid, id) {
         session.resume(now, &mut conn.out);
     }
-    shard.journal_of(sid);
-    tracing::debug!(shard = shard.id.0, client = %connect.client_id, session_present, "client connected");
+    core.journal_of(sid);
+    tracing::debug!(shard = core.id.0, client = %connect.client_id, session_present, "client connected");
 }

@@ -3,7 +3,7 @@
 //! bytes to write, and where, to whoever writes them. The last partial block is written again by the next commit, with more
 //! records in it, so every write is whole blocks at a block-aligned offset.
 
-use crate::frame;
+use super::frame;
 use crate::record::Record;
 
 /// O_DIRECT alignment of buffers, offsets and lengths.

@@ -11,9 +11,9 @@ use std::io::Read;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::frame::{self, End};
+use super::frame::{self, End};
+use super::segment::{Appender, Flight, BLOCK};
 use crate::record::Record;
-use crate::segment::{Appender, Flight, BLOCK};
 use crate::state::State;
 use crate::Error;
 
@@ -204,7 +204,7 @@ impl Log {
             match scan.end {
                 End::Clean => {}
                 End::TornTail(offset) if is_last => {
-                    tracing_warn(&path, offset);
+                    // Reported once, by the caller, from `Recovery::truncated`.
                     recovery.truncated = Some((path.clone(), offset));
                 }
                 End::TornTail(offset) | End::Corrupt(offset) => {
@@ -481,11 +481,4 @@ impl Log {
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-fn tracing_warn(path: &Path, offset: u64) {
-    eprintln!(
-        "ringmq storage: {}: torn tail at offset {offset} (a write interrupted by a crash): truncated to the last valid record",
-        path.display()
-    );
 }

@@ -5,14 +5,15 @@
 use bytestring::ByteString;
 use net::codec::ReasonCode;
 
-use super::mesh::{AckRef, ShardMsg};
-use super::{lookup, Origin, RetainedWanted, Shard};
+use super::link::lookup;
+use super::peer::{AckRef, ShardMsg};
+use super::{Core, Origin, RetainedWanted};
 use crate::ids::{ConnId, SessionId, ShardId};
 use crate::retained::SetOutcome;
 use crate::router::SharedPick;
 use crate::session::{Delivery, Grant, Message};
 
-impl Shard {
+impl Core {
     /// Publishes a message from a client or the broker: a retained one updates the retained
     /// store (here and, through the mesh, on every peer), then it is routed. Returns how many
     /// peers were asked to confirm durability.
@@ -26,7 +27,8 @@ impl Shard {
 
     pub(super) fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
         let outcome = self.retained.set(message, version, self.now);
-        if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.journal.is_some() {
+        if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.durable.persistent()
+        {
             let record = if message.payload.is_empty() {
                 storage::record::Record::RetainClear {
                     topic: message.topic.to_string(),
@@ -72,7 +74,8 @@ impl Shard {
 
     /// Delivers a message to the matching sessions on this shard and one member of each
     /// matching shared group and, unless it came from a peer, forwards it once to every peer
-    /// shard with subscribers. Returns how many copies carry a durability token.
+    /// shard with subscribers and offers it to the sinks that want it. Returns how many
+    /// confirmations (peers, sinks) the publisher's acknowledgement waits for.
     pub(crate) fn route(&mut self, message: Message, origin: Origin) -> usize {
         let mut matches = std::mem::take(&mut self.matches);
         let mut picks = std::mem::take(&mut self.shared_picks);
@@ -108,6 +111,13 @@ impl Shard {
                 self.stats.forwarded += 1;
                 confirming += usize::from(ack != AckRef::NONE);
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack));
+            }
+            if !self.sinks.is_empty() {
+                let token = match origin {
+                    Origin::Client(_, token) => token,
+                    _ => None,
+                };
+                confirming += self.sinks.offer(&message, token);
             }
         }
         confirming
@@ -155,12 +165,12 @@ impl Shard {
         hops: u8,
         ack: AckRef,
     ) {
-        let before = self.journal.as_ref().map_or(0, |j| j.appended());
+        let before = self.durable.appended();
         match self.router.pick_member(&filter, self.id, from) {
             Some(pick @ SharedPick::Local(..)) => {
                 self.deliver_shared(pick, &message, hops, AckRef::NONE);
             }
-            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.mesh.shards() => {
+            Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.shards => {
                 self.send_to_peer(
                     peer,
                     ShardMsg::SharedPublish {
@@ -186,11 +196,7 @@ impl Shard {
         let Some((origin, token)) = ack.get() else {
             return;
         };
-        let now = self
-            .journal
-            .as_mut()
-            .is_none_or(|j| j.wait_for_peer(origin, token, before));
-        if now {
+        if self.durable.wait_for_peer(origin, token, before) {
             self.send_to_peer(origin, ShardMsg::DurableAck(token, true));
         }
     }
@@ -217,7 +223,7 @@ impl Shard {
         };
         let conn = session
             .conn
-            .and_then(|id| lookup(&mut self.conns, id))
+            .and_then(|id| lookup(&mut self.links, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
         let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out));

@@ -5,13 +5,13 @@
 use bytestring::ByteString;
 use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
+use super::{Core, Origin};
 use crate::ids::ConnId;
 use crate::session::Message;
-use crate::shard::{Origin, Shard};
 
 /// Resolves a topic alias [MQTT-3.3.2.3.4]: a PUBLISH with a topic and an alias sets the
 /// alias; with an empty topic it uses it. `Err` is the reason to disconnect with.
-fn resolve_alias(shard: &mut Shard, id: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
+fn resolve_alias(core: &mut Core, id: ConnId, p: &mut Publish) -> Result<(), ReasonCode> {
     // Read through `Deref` first: writing through `DerefMut` would allocate properties for
     // every PUBLISH that has none.
     let Some(alias) = p.properties.topic_alias else {
@@ -22,11 +22,11 @@ fn resolve_alias(shard: &mut Shard, id: ConnId, p: &mut Publish) -> Result<(), R
         };
     };
     p.properties.topic_alias = None;
-    let max = shard.config.topic_alias_max;
+    let max = core.config.topic_alias_max;
     if alias.get() > max {
         return Err(ReasonCode::TOPIC_ALIAS_INVALID);
     }
-    let Some(conn) = shard.conn_mut(id) else {
+    let Some(conn) = core.conn_mut(id) else {
         return Ok(());
     };
     let slot = usize::from(alias.get() - 1);
@@ -46,17 +46,15 @@ fn resolve_alias(shard: &mut Shard, id: ConnId, p: &mut Publish) -> Result<(), R
     Ok(())
 }
 
-fn ack_with(shard: &mut Shard, id: ConnId, p: &Publish, reason: ReasonCode, why: &str) {
+fn ack_with(core: &mut Core, id: ConnId, p: &Publish, reason: ReasonCode, why: &str) {
     let kind = match p.qos {
         QoS::AtMostOnce => return,
         QoS::AtLeastOnce => PubRespKind::PubAck,
         QoS::ExactlyOnce => PubRespKind::PubRec,
     };
     let Some(pid) = p.packet_id else { return };
-    let v5 = shard
-        .conn_mut(id)
-        .is_some_and(|c| c.decoder.version.is_v5());
-    let problem_info = shard.conn_mut(id).is_some_and(|c| c.problem_info);
+    let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
+    let problem_info = core.conn_mut(id).is_some_and(|c| c.problem_info);
     let mut r = PubResp::new(kind, pid);
     if v5 {
         // MQTT 3 has no way to refuse a PUBLISH: it is acknowledged and dropped.
@@ -65,85 +63,83 @@ fn ack_with(shard: &mut Shard, id: ConnId, p: &Publish, reason: ReasonCode, why:
             r.properties.reason_string = Some(ByteString::from(why));
         }
     }
-    shard.reply_in_order(id, Packet::PubResp(r));
+    core.reply_in_order(id, Packet::PubResp(r));
 }
 
-pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
-    shard.stats.publishes_in += 1;
-    let before = shard.journal.as_ref().map_or(0, |j| j.appended());
-    let Some(sid) = shard.conn_mut(id).and_then(|c| c.session) else {
+pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
+    core.stats.publishes_in += 1;
+    let before = core.durable.appended();
+    let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
         return;
     };
-    if let Err(reason) = resolve_alias(shard, id, &mut p) {
-        return shard.reject(id, Some(reason), "bad topic alias [MQTT-3.3.2-7/8]");
+    if let Err(reason) = resolve_alias(core, id, &mut p) {
+        return core.reject(id, Some(reason), "bad topic alias [MQTT-3.3.2-7/8]");
     }
     if !p.properties.subscription_identifiers.is_empty() {
-        return shard.reject(
+        return core.reject(
             id,
             Some(ReasonCode::PROTOCOL_ERROR),
             "subscription identifier in a client PUBLISH [MQTT-3.3.4-6]",
         );
     }
-    if p.qos > shard.config.max_qos() {
-        return shard.reject(
+    if p.qos > core.config.max_qos() {
+        return core.reject(
             id,
             Some(ReasonCode::QOS_NOT_SUPPORTED),
             "PUBLISH above the maximum QoS [MQTT-3.2.2-11]",
         );
     }
-    if p.retain && !shard.config.retain_available {
-        return shard.reject(
+    if p.retain && !core.config.retain_available {
+        return core.reject(
             id,
             Some(ReasonCode::RETAIN_NOT_SUPPORTED),
             "retained PUBLISH but retain_available is false [MQTT-3.2.2-14]",
         );
     }
-    let rate = shard.config.publish_rate_max;
-    let now = shard.now;
+    let rate = core.config.publish_rate_max;
+    let now = core.now;
     if rate > 0
-        && !shard
+        && !core
             .conn_mut(id)
             .is_none_or(|c| c.take_publish_token(rate, now))
     {
-        return shard.reject(
+        return core.reject(
             id,
             Some(ReasonCode::MESSAGE_RATE_TOO_HIGH),
             "publish rate above publish_rate_max",
         );
     }
-    if p.qos != QoS::AtMostOnce && shard.journal.as_ref().is_some_and(|j| j.failing()) {
+    if p.qos != QoS::AtMostOnce && core.durable.failing() {
         // The log cannot be written: a message that needs durability is refused, not acked.
-        let v5 = shard
-            .conn_mut(id)
-            .is_some_and(|c| c.decoder.version.is_v5());
+        let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
         if !v5 {
-            return shard.close(id, None, "publish refused: the log cannot be written");
+            return core.close(id, None, "publish refused: the log cannot be written");
         }
         return ack_with(
-            shard,
+            core,
             id,
             &p,
             ReasonCode::QUOTA_EXCEEDED,
             "the broker cannot write its log (disk full?)",
         );
     }
-    let max_inbound = usize::from(shard.config.inflight_count_max);
+    let max_inbound = usize::from(core.config.inflight_count_max);
     if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
-        let Some(session) = shard.session_mut(sid) else {
+        let Some(session) = core.session_mut(sid) else {
             return;
         };
         let new = session.inbound_qos2_begin(pid);
-        shard.journal_of(sid);
+        core.journal_of(sid);
         if !new {
             // A retransmission of a message already received: acknowledge, do not deliver.
-            return shard
+            return core
                 .reply_in_order(id, Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)));
         }
-        let Some(session) = shard.session_mut(sid) else {
+        let Some(session) = core.session_mut(sid) else {
             return;
         };
         if session.inbound_qos2_len() > max_inbound {
-            return shard.reject(
+            return core.reject(
                 id,
                 Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
                 "receive maximum exceeded [MQTT-3.3.4-9]",
@@ -151,30 +147,30 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
         }
     }
     // A topic of n bytes has at most n + 1 levels: count only when it could be over.
-    let levels_max = shard.config.topic_levels_max;
+    let levels_max = core.config.topic_levels_max;
     if p.topic.len() >= levels_max && p.topic.split('/').count() > levels_max {
-        forget_qos2(shard, sid, &p);
+        forget_qos2(core, sid, &p);
         return ack_with(
-            shard,
+            core,
             id,
             &p,
             ReasonCode::TOPIC_NAME_INVALID,
             "topic has more levels than topic_levels_max",
         );
     }
-    let allowed = !shard.auth.has_acl()
-        || match shard.sessions.get(sid.0 as usize).and_then(Option::as_ref) {
-            Some(s) => shard
+    let allowed = !core.auth.has_acl()
+        || match core.sessions.get(sid.0 as usize).and_then(Option::as_ref) {
+            Some(s) => core
                 .auth
                 .can_publish(s.user.as_deref(), &s.client_id, &p.topic),
             None => return,
         };
     if !allowed {
-        shard.stats.auth_denied += 1;
-        tracing::debug!(shard = shard.id.0, topic = %p.topic, "publish denied by the ACL");
-        forget_qos2(shard, sid, &p);
+        core.stats.auth_denied += 1;
+        tracing::debug!(shard = core.id.0, topic = %p.topic, "publish denied by the ACL");
+        forget_qos2(core, sid, &p);
         return ack_with(
-            shard,
+            core,
             id,
             &p,
             ReasonCode::NOT_AUTHORIZED,
@@ -196,28 +192,24 @@ pub(crate) fn on_publish(shard: &mut Shard, id: ConnId, mut p: Publish) {
     };
     // In sync durability the acknowledgement waits for the log (here and on the peers the
     // message is forwarded to, which answer the token).
-    let holds = kind.is_some() && shard.journal.as_ref().is_some_and(|j| j.holds_acks());
-    let token = if holds {
-        shard.journal.as_mut().map(|j| j.next_token())
-    } else {
-        None
-    };
-    let peers = shard.publish(message, Origin::Client(sid, token));
+    let holds = kind.is_some() && (core.durable.holds_acks() || !core.sinks.is_empty());
+    let token = holds.then(|| core.durable.next_token());
+    let peers = core.publish(message, Origin::Client(sid, token));
     if let Some((kind, pid)) = kind {
         let ack = Packet::PubResp(PubResp::new(kind, pid));
-        shard.ack_when_durable(id, ack, before, token, peers);
+        core.ack_when_durable(id, ack, before, token, peers);
     }
 }
 
 /// A refused QoS 2 PUBLISH ends its flow at the PUBREC [MQTT-4.3.3-9] (MQTT 5); an MQTT 3
 /// client gets a plain PUBREC and will send PUBREL, so its id stays until then.
-fn forget_qos2(shard: &mut Shard, sid: crate::ids::SessionId, p: &Publish) {
+fn forget_qos2(core: &mut Core, sid: crate::ids::SessionId, p: &Publish) {
     if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
-        if let Some(s) = shard.session_mut(sid) {
+        if let Some(s) = core.session_mut(sid) {
             if s.version.is_v5() {
                 s.inbound_qos2_release(pid);
             }
-            shard.journal_of(sid);
+            core.journal_of(sid);
         }
     }
 }

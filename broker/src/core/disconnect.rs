@@ -4,16 +4,16 @@
 
 use net::codec::{Disconnect, ReasonCode};
 
+use super::Core;
 use crate::ids::ConnId;
-use crate::shard::Shard;
 
-pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
+pub(crate) fn on_disconnect(core: &mut Core, id: ConnId, d: Disconnect) {
     if let Some(secs) = d.properties.session_expiry_interval {
-        let sid = shard.conn_mut(id).and_then(|c| c.session);
-        if let Some(session) = sid.and_then(|sid| shard.session_mut(sid)) {
+        let sid = core.conn_mut(id).and_then(|c| c.session);
+        if let Some(session) = sid.and_then(|sid| core.session_mut(sid)) {
             if session.expiry_interval == 0 && secs != 0 {
                 // [MQTT-3.14.2-2]: a session that was to end at disconnect cannot be extended.
-                return shard.reject(
+                return core.reject(
                     id,
                     Some(ReasonCode::PROTOCOL_ERROR),
                     "session expiry set at DISCONNECT after 0 at CONNECT",
@@ -22,7 +22,7 @@ pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
             session.expiry_interval = secs;
             if session.durable && secs != 0 {
                 let client = session.client_id.to_string();
-                shard.log(storage::record::Record::Session {
+                core.log(storage::record::Record::Session {
                     client,
                     expiry: secs,
                 });
@@ -30,10 +30,10 @@ pub(crate) fn on_disconnect(shard: &mut Shard, id: ConnId, d: Disconnect) {
         }
     }
     if d.reason != ReasonCode::DISCONNECT_WITH_WILL_MESSAGE {
-        let sid = shard.conn_mut(id).and_then(|c| c.session);
-        if let Some(session) = sid.and_then(|sid| shard.session_mut(sid)) {
+        let sid = core.conn_mut(id).and_then(|c| c.session);
+        if let Some(session) = sid.and_then(|sid| core.session_mut(sid)) {
             session.will = None;
         }
     }
-    shard.close(id, None, "client disconnected");
+    core.close(id, None, "client disconnected");
 }

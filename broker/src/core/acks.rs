@@ -1,0 +1,110 @@
+//! Acknowledgements and records: session journals moved into the store, PUBACK / PUBREC
+//! held on the ledger until durable (and confirmed by peers and sinks), answers kept in each
+//! connection's order, the store's completions and the sinks' confirmations applied.
+
+use net::codec::Packet;
+
+use super::peer::ShardMsg;
+use super::Core;
+use crate::ids::{ConnId, SessionId};
+
+impl Core {
+    /// Moves a session's journal into the log.
+    pub(crate) fn journal_of(&mut self, sid: SessionId) {
+        let Some(session) = self
+            .sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        for record in session.journal.drain(..) {
+            self.durable.append(&record);
+        }
+    }
+
+    /// Appends one record to the log (if there is one).
+    pub(crate) fn log(&mut self, record: storage::record::Record) {
+        if self.durable.persistent() {
+            self.durable.append(&record);
+        }
+    }
+
+    /// Sends `packet` (a PUBACK or PUBREC) once the publish it answers is durable: the records
+    /// appended since `before` here, and the `peers` its copies carrying `token` went to.
+    pub(crate) fn ack_when_durable(
+        &mut self,
+        id: ConnId,
+        packet: Packet,
+        before: u64,
+        token: Option<u64>,
+        peers: usize,
+    ) {
+        if token.is_none() && !self.durable.holds_acks() && !self.durable.has_held(id) {
+            return self.reply(id, &packet);
+        }
+        let mark = self.durable.appended();
+        let mark = if mark > before && self.durable.holds_acks() {
+            mark
+        } else {
+            0
+        };
+        let token = token.unwrap_or_else(|| self.durable.next_token());
+        for (conn, packet) in self.durable.hold(token, id, packet, mark, peers) {
+            self.reply_ack(conn, &packet);
+        }
+    }
+
+    /// Sends a released acknowledgement. A refusal (the log could not be written) goes to an
+    /// MQTT 5 client as the reason code; an MQTT 3 client cannot be refused, so its connection
+    /// closes and it publishes again after reconnecting.
+    pub(crate) fn reply_ack(&mut self, conn: ConnId, packet: &Packet) {
+        let refused = matches!(packet, Packet::PubResp(r) if r.reason.0 >= 0x80);
+        let v5 = self
+            .conn_mut(conn)
+            .is_some_and(|c| c.decoder.version.is_v5());
+        if refused && !v5 {
+            return self.close(conn, None, "cannot acknowledge: the log write failed");
+        }
+        self.reply(conn, packet);
+    }
+
+    /// Answers in the publish flow (PUBACK, PUBREC, PUBCOMP) leave in order: behind any held
+    /// acknowledgement of the same connection.
+    pub(crate) fn reply_in_order(&mut self, id: ConnId, packet: Packet) {
+        if !self.durable.has_held(id) {
+            return self.reply(id, &packet);
+        }
+        let token = self.durable.next_token();
+        for (conn, packet) in self.durable.hold(token, id, packet, 0, 0) {
+            self.reply_ack(conn, &packet);
+        }
+    }
+
+    /// One completion of the store's I/O: acknowledgements a landed batch released go out,
+    /// peers waiting for this shard's records are told.
+    pub fn store_io_done(&mut self, done: storage::store::IoDone) {
+        let Some(released) = self.durable.io_done(done) else {
+            return;
+        };
+        for (conn, packet) in released.acks {
+            self.reply_ack(conn, &packet);
+        }
+        for (origin, token, ok) in released.peer_acks {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token, ok));
+        }
+    }
+
+    /// Confirmations sinks have made since the last pass: held acknowledgements they
+    /// release go out.
+    pub fn poll_sinks(&mut self) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        for (token, ok) in self.sinks.confirmed() {
+            for (conn, packet) in self.durable.peer_confirmed(token, ok) {
+                self.reply_ack(conn, &packet);
+            }
+        }
+    }
+}

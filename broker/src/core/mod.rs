@@ -1,0 +1,498 @@
+//! The sans-IO core of a shard: everything MQTT decides, with no ring and no sockets.
+//!
+//! The reactor (`crate::shard`) hands the core decoded packets, peer messages, store
+//! completions and ticks, with the time; the core changes its state (sessions, routes,
+//! retained messages, the ack ledger, the store) and leaves what the reactor must do:
+//! encoded packets in each connection's [`link::Link::out`] with the connection in
+//! [`Core::dirty`] (send it), and [`Effect`]s (close a socket, hand a connection to its home
+//! shard, push a message to a peer shard). Store I/O is asked for through
+//! [`Core::durable`]. The core never imports the reactor.
+//!
+//! # Layout
+//! - `mod.rs`: [`Core`], [`Effect`], packet dispatch, links, close and reject, output.
+//! - `link.rs`: [`link::Link`], the protocol side of a connection.
+//! - `connect.rs`, `publish.rs`, `subscribe.rs`, `ack.rs`, `disconnect.rs`: one packet kind
+//!   each.
+//! - `route.rs`: publishing, matching, delivery to sessions, peers and sinks.
+//! - `acks.rs`: acknowledgements held on the ledger, records into the store.
+//! - `sessions.rs`: session life cycle, the tick (timeouts, expiry, wills, metrics).
+//! - `peer.rs`: [`peer::ShardMsg`] and how the core answers peers.
+//! - `restore.rs`: rebuilding state from a recovered store.
+
+pub mod ack;
+mod acks;
+pub mod connect;
+pub mod disconnect;
+pub mod link;
+pub mod peer;
+pub mod publish;
+mod restore;
+mod route;
+mod sessions;
+pub mod subscribe;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use net::codec::{Connect, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use rustc_hash::FxHashMap;
+
+use crate::auth::{Auth, VerifiedCache};
+use crate::config::Config;
+use crate::durable::recover::Recovered;
+use crate::durable::Durable;
+use crate::ids::{ConnId, SessionId, ShardId};
+use crate::metrics::{Histogram, Metrics};
+use crate::retained::Retained;
+use crate::router::{LocalMatch, Router, SharedPick};
+use crate::session::{Message, Session};
+use crate::sink::Sinks;
+use link::{lookup, Link};
+use peer::ShardMsg;
+
+pub use crate::metrics::Stats;
+
+/// What the reactor must do for the core, in order.
+#[derive(Debug)]
+pub enum Effect {
+    /// Stop reading from the connection; close its socket once its output is sent.
+    Close(ConnId),
+    /// Move the connection (socket and unread bytes) to the shard its session lives on.
+    Handoff {
+        /// The connection.
+        conn: ConnId,
+        /// Its session's home shard.
+        home: ShardId,
+        /// The CONNECT read from it.
+        connect: Box<Connect>,
+    },
+    /// Push a message onto the mesh queue to `peer` (in order with the others).
+    Peer(ShardId, ShardMsg),
+}
+
+/// Where a message being routed came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A client of this shard (its session): no-local applies, peers get a copy; with a token
+    /// (an acknowledgement held), the copies ask peers and sinks to confirm.
+    Client(SessionId, Option<u64>),
+    /// The broker itself (a will, `$SYS`): peers get a copy.
+    Broker,
+    /// A peer shard, which already forwarded it and chose shared-subscription members.
+    Peer,
+}
+
+/// Retained messages to send after a SUBACK: (filter, options, subscription identifier).
+pub(crate) type RetainedWanted = Vec<(ByteString, net::codec::SubscriptionOptions, u32)>;
+
+/// A SUBACK waiting for peers to confirm the route updates before it.
+#[derive(Debug)]
+pub(crate) struct PendingSubAck {
+    conn: ConnId,
+    ack: Packet,
+    retained: RetainedWanted,
+    waiting: usize,
+}
+
+/// The state of one shard, apart from its I/O.
+pub struct Core {
+    pub(crate) id: ShardId,
+    /// Shards in the broker.
+    pub(crate) shards: usize,
+    pub(crate) config: Config,
+    pub(crate) links: Vec<Option<Link>>,
+    pub(crate) sessions: Vec<Option<Session>>,
+    free_sessions: Vec<u32>,
+    pub(crate) by_client: FxHashMap<ByteString, SessionId>,
+    pub(crate) router: Router,
+    matches: Vec<LocalMatch>,
+    /// Connections with new output since the reactor last flushed (each once).
+    pub dirty: Vec<ConnId>,
+    /// What the reactor must do, in order.
+    pub effects: VecDeque<Effect>,
+    /// The time of the current loop pass.
+    pub now: Instant,
+    /// Counters (the reactor adds its byte and accept counts).
+    pub stats: Stats,
+    next_assigned_id: u64,
+    /// SUBACKs held until every peer has applied the subscription's route updates, so a
+    /// publish made on any shard after the SUBACK reaches the subscriber.
+    pending_subacks: FxHashMap<u64, PendingSubAck>,
+    next_barrier: u64,
+    pub(crate) retained: Retained,
+    /// Scratch for retained messages matching a new subscription.
+    retained_found: Vec<Message>,
+    /// Scratch for shared-subscription picks.
+    shared_picks: Vec<SharedPick>,
+    pub(crate) auth: Arc<Auth>,
+    pub(crate) verified: VerifiedCache,
+    metrics: Arc<Metrics>,
+    latency: Histogram,
+    last_sys: Instant,
+    /// The store and the acknowledgements waiting for it.
+    pub durable: Durable,
+    /// Outbound targets other than sessions and peers.
+    pub sinks: Sinks,
+    last_retain_version: u64,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("id", &self.id)
+            .field("sessions", &self.by_client.len())
+            .finish()
+    }
+}
+
+impl Core {
+    /// A shard's core, rebuilt from what its store recovered.
+    pub fn new(
+        id: ShardId,
+        config: Config,
+        auth: Arc<Auth>,
+        metrics: Arc<Metrics>,
+        recovered: Recovered,
+        now: Instant,
+    ) -> Self {
+        let shards = config.shards.max(1);
+        let retained = Retained::new(config.retained_count_max, config.retained_bytes_max);
+        let holds_acks = config.durability == crate::config::Durability::Sync;
+        let Recovered {
+            store,
+            state,
+            retained: recovered_retained,
+            remote_routes,
+        } = recovered;
+        let mut core = Self {
+            id,
+            shards,
+            config,
+            links: Vec::new(),
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_client: FxHashMap::default(),
+            router: Router::default(),
+            matches: Vec::new(),
+            dirty: Vec::new(),
+            effects: VecDeque::new(),
+            now,
+            stats: Stats::default(),
+            next_assigned_id: 0,
+            pending_subacks: FxHashMap::default(),
+            next_barrier: 0,
+            retained,
+            retained_found: Vec::new(),
+            shared_picks: Vec::new(),
+            auth,
+            verified: VerifiedCache::default(),
+            metrics,
+            latency: Histogram::default(),
+            last_sys: now,
+            durable: Durable::new(store, holds_acks),
+            sinks: Sinks::default(),
+            last_retain_version: 0,
+        };
+        if let Some(state) = state {
+            core.restore(state, recovered_retained, remote_routes);
+        }
+        core
+    }
+
+    /// A state that cannot happen did: a failed assertion in tests, an error line and a
+    /// count in release (the shard carries on).
+    #[track_caller]
+    pub(crate) fn invariant_broken(&mut self, what: &str) {
+        self.stats.invariant_errors += 1;
+        tracing::error!(shard = self.id.0, location = %std::panic::Location::caller(), "invariant broken: {what}");
+        debug_assert!(false, "invariant broken: {what}");
+    }
+
+    // ---- links -------------------------------------------------------------------------
+
+    /// A new connection (accepted or adopted) under `id`.
+    pub fn open_link(&mut self, id: ConnId) {
+        let slot = id.slot as usize;
+        if self.links.len() <= slot {
+            self.links.resize_with(slot + 1, || None);
+        }
+        let link = Link::new(id, self.config.packet_bytes_max, self.now);
+        if let Some(s) = self.links.get_mut(slot) {
+            debug_assert!(s.is_none(), "a link slot is reused only after it was freed");
+            *s = Some(link);
+        }
+    }
+
+    /// The reactor freed the connection's slot.
+    pub fn close_link(&mut self, id: ConnId) {
+        if let Some(s) = self.links.get_mut(id.slot as usize) {
+            if s.as_ref().is_some_and(|l| l.id == id) {
+                *s = None;
+            }
+        }
+    }
+
+    /// The live link `id`.
+    pub fn conn_mut(&mut self, id: ConnId) -> Option<&mut Link> {
+        lookup(&mut self.links, id)
+    }
+
+    /// Ids of every open link (for a shutdown).
+    pub fn link_ids(&self) -> Vec<ConnId> {
+        self.links.iter().flatten().map(|l| l.id).collect()
+    }
+
+    /// A session and its connection together (disjoint borrows).
+    pub(crate) fn session_and_conn(
+        &mut self,
+        sid: SessionId,
+        id: ConnId,
+    ) -> Option<(&mut Session, &mut Link)> {
+        let session = self
+            .sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)?;
+        let conn = lookup(&mut self.links, id)?;
+        Some((session, conn))
+    }
+
+    pub(crate) fn session_mut(&mut self, sid: SessionId) -> Option<&mut Session> {
+        self.sessions
+            .get_mut(sid.0 as usize)
+            .and_then(Option::as_mut)
+    }
+
+    // ---- input -------------------------------------------------------------------------
+
+    /// Decodes the next whole packet of connection `id` from `rbuf` (its protocol version
+    /// and size limit are the link's).
+    pub fn decode(
+        &mut self,
+        id: ConnId,
+        rbuf: &mut BytesMut,
+    ) -> Result<Option<Packet>, DecodeError> {
+        match self.conn_mut(id) {
+            Some(link) if !link.closing => link.decoder.decode(rbuf),
+            _ => Ok(None),
+        }
+    }
+
+    /// Bytes arrived on `id` (keep alive).
+    pub fn received(&mut self, id: ConnId, bytes: usize) {
+        let now = self.now;
+        self.stats.bytes_in += bytes as u64;
+        if let Some(link) = self.conn_mut(id) {
+            link.last_seen = now;
+        }
+    }
+
+    /// The connection's input could not be decoded.
+    pub fn decode_error(&mut self, id: ConnId, e: DecodeError) {
+        let connected = self.conn_mut(id).is_some_and(|c| c.session.is_some());
+        if connected {
+            self.reject(id, Some(e.reason_code()), &format!("malformed packet: {e}"));
+        } else {
+            connect::refuse_undecodable(self, id, e);
+        }
+    }
+
+    /// Handles one decoded packet from connection `id`.
+    pub fn packet(&mut self, id: ConnId, packet: Packet) {
+        let connected = self.conn_mut(id).is_some_and(|c| c.session.is_some());
+        match packet {
+            Packet::Connect(c) if !connected => connect::on_connect(self, id, c),
+            Packet::Connect(_) => {
+                self.reject(
+                    id,
+                    Some(ReasonCode::PROTOCOL_ERROR),
+                    "second CONNECT [MQTT-3.1.0-2]",
+                );
+            }
+            _ if !connected => {
+                self.reject(id, None, "packet before CONNECT [MQTT-3.1.0-1]");
+            }
+            Packet::Publish(p) => publish::on_publish(self, id, p),
+            Packet::PubResp(r) => ack::on_pub_resp(self, id, r),
+            Packet::Subscribe(s) => subscribe::on_subscribe(self, id, s),
+            Packet::Unsubscribe(u) => subscribe::on_unsubscribe(self, id, u),
+            Packet::PingReq => self.reply(id, &Packet::PingResp),
+            Packet::Disconnect(d) => disconnect::on_disconnect(self, id, d),
+            Packet::Auth(_) => {
+                self.reject(
+                    id,
+                    Some(ReasonCode::PROTOCOL_ERROR),
+                    "AUTH without an authentication method",
+                );
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                self.reject(
+                    id,
+                    Some(ReasonCode::PROTOCOL_ERROR),
+                    "server-to-client packet from a client",
+                );
+            }
+        }
+    }
+
+    /// A connection handed over by a peer (its CONNECT read there): refused when this shard
+    /// is at `connections_per_shard_max` (`full`), else accepted here.
+    pub fn adopt(&mut self, id: ConnId, mut connect: Box<Connect>, full: bool) {
+        if full {
+            return connect::refuse(
+                self,
+                id,
+                &connect,
+                ReasonCode::SERVER_BUSY,
+                "connections_per_shard_max reached on the session's home shard",
+            );
+        }
+        connect::accept(self, id, &mut connect);
+    }
+
+    // ---- output ------------------------------------------------------------------------
+
+    /// Appends `packet` to a connection's output.
+    pub(crate) fn reply(&mut self, id: ConnId, packet: &Packet) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        crate::session::encode(conn.decoder.version, packet, &mut conn.out);
+        self.mark_dirty(id);
+    }
+
+    pub(crate) fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// The reactor takes `id`'s output to send it (a `spare` buffer, if any, becomes the new
+    /// output buffer); None when there is nothing to send.
+    pub fn take_output(&mut self, id: ConnId, spare: &mut Option<BytesMut>) -> Option<BytesMut> {
+        let conn = self.conn_mut(id)?;
+        conn.dirty = false;
+        if conn.out.is_empty() || conn.sending != 0 {
+            return None;
+        }
+        let fresh = spare.take().unwrap_or_default();
+        let buf = std::mem::replace(&mut conn.out, fresh);
+        conn.sending = buf.len();
+        Some(buf)
+    }
+
+    /// The send of `id` finished (`sent` bytes, or failed); lets its session move queued
+    /// messages into the room that made.
+    pub fn sent(&mut self, id: ConnId, sent: usize, rest: usize) {
+        self.stats.bytes_out += sent as u64;
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        conn.sending = rest;
+        if rest != 0 {
+            return;
+        }
+        if !conn.out.is_empty() {
+            self.mark_dirty(id);
+        } else if let Some(sid) = conn.session.filter(|_| !conn.closing) {
+            self.refill(sid, id);
+        }
+    }
+
+    /// The connection's output cannot be sent (the socket failed): drop it.
+    pub fn discard_output(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id) {
+            conn.out.clear();
+            conn.sending = 0;
+        }
+    }
+
+    /// Nothing is waiting to be sent on `id`.
+    pub fn output_empty(&mut self, id: ConnId) -> bool {
+        self.conn_mut(id).is_none_or(|c| c.out.is_empty())
+    }
+
+    /// Gives a session's queued messages a chance to go out (after acks or a drained outbox).
+    pub(crate) fn refill(&mut self, sid: SessionId, id: ConnId) {
+        let max = self.config.outbox_bytes_max;
+        let now = self.now;
+        let Some((session, conn)) = self.session_and_conn(sid, id) else {
+            return;
+        };
+        if conn.closing || conn.outbox_bytes() >= max || session.queued_len() == 0 {
+            return;
+        }
+        let before = conn.out.len();
+        session.fill_window(now, &mut conn.out);
+        let grew = conn.out.len() != before;
+        if !session.journal.is_empty() {
+            self.journal_of(sid);
+        }
+        if grew {
+            self.mark_dirty(id);
+        }
+    }
+
+    /// Input must wait (a sink is full): the reactor stops reading until it drains.
+    pub fn input_paused(&self) -> bool {
+        self.sinks.any_full()
+    }
+
+    // ---- closing -----------------------------------------------------------------------
+
+    /// Starts closing a connection: optionally tells an MQTT 5 client why (DISCONNECT with
+    /// `reason`), detaches its session; the reactor closes the socket once the output is
+    /// flushed. Logs one line.
+    pub fn close(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        if conn.closing {
+            return;
+        }
+        let session = conn.session.take();
+        let version = conn.decoder.version;
+        if let (Some(reason), Some(_), ProtocolVersion::V5) = (reason, session, version) {
+            let mut d = Disconnect {
+                reason,
+                properties: Default::default(),
+            };
+            if conn.problem_info {
+                d.properties.reason_string = Some(why.into());
+            }
+            crate::session::encode(version, &Packet::Disconnect(d), &mut conn.out);
+        }
+        conn.closing = true;
+        let client = session
+            .and_then(|sid| self.sessions.get(sid.0 as usize))
+            .and_then(Option::as_ref)
+            .map(|s| s.client_id.clone());
+        tracing::debug!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
+        if let Some(sid) = session {
+            self.session_disconnected(sid, id);
+        }
+        self.effects.push_back(Effect::Close(id));
+        self.mark_dirty(id);
+    }
+
+    /// Closes a connection for bad input or a protocol violation: counted, and logged as one
+    /// line at info level naming the client (if known) and the rule.
+    pub(crate) fn reject(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
+        self.stats.protocol_errors += 1;
+        let client = self
+            .conn_mut(id)
+            .and_then(|c| c.session)
+            .and_then(|sid| self.sessions.get(sid.0 as usize))
+            .and_then(Option::as_ref)
+            .map(|s| s.client_id.clone());
+        tracing::info!(shard = self.id.0, client = ?client.as_deref(), reason = ?reason.map(|r| r.0), "rejecting connection: {why}");
+        self.close(id, reason, why);
+    }
+}

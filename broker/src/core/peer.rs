@@ -1,0 +1,171 @@
+//! What shards tell each other ([`ShardMsg`], carried by the reactor's mesh) and how the core
+//! answers it: forwarded publishes, durability confirmations, retained replicas, route
+//! updates, SUBACK barriers. A connection handed over (`Adopt`) is the reactor's to take.
+
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+use bytestring::ByteString;
+use net::codec::{Connect, Packet};
+
+use super::{Core, Effect, Origin, PendingSubAck, RetainedWanted};
+use crate::ids::{ConnId, ShardId};
+use crate::session::Message;
+
+/// What shards tell each other.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] (sync
+    /// durability) the receiver answers `DurableAck(token)` once what it logged is on disk.
+    Publish(Message, AckRef),
+    /// What a forwarded publish caused on the sender is durable (true) or could not be
+    /// written (false: the origin refuses the publish).
+    DurableAck(u64, bool),
+    /// A publish for one member of shared group `filter` (`$share/group/filter`) on the
+    /// receiving shard; `hops` counts moves between shards whose members had left.
+    SharedPublish {
+        /// The group's full filter.
+        filter: ByteString,
+        /// The message.
+        message: Box<Message>,
+        /// Moves so far.
+        hops: u8,
+        /// Where the durability answer goes.
+        ack: AckRef,
+    },
+    /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
+    Retain {
+        /// The message.
+        message: Box<Message>,
+        /// Its last-writer-wins version.
+        version: u64,
+    },
+    /// The sender now has subscribers for this filter.
+    RouteAdd(ByteString),
+    /// The sender has no more subscribers for this filter.
+    RouteRemove(ByteString),
+    /// Answer with `BarrierAck` once everything sent before it has been applied: SPSC order
+    /// makes this "the route updates I sent you are in effect".
+    Barrier(u64),
+    /// Reply to `Barrier`.
+    BarrierAck(u64),
+    /// A connection whose CONNECT arrived on the sender but whose session lives on the
+    /// receiver: the socket, the decoded CONNECT and whatever was read after it.
+    Adopt {
+        /// The client's socket, now owned by the receiver.
+        fd: OwnedFd,
+        /// Its CONNECT.
+        connect: Box<Connect>,
+        /// Bytes received after the CONNECT.
+        rest: BytesMut,
+    },
+}
+
+/// Origin shard and token of a forwarded publish whose durability the origin waits for,
+/// packed in one word (origin in the top 16 bits); 0: none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckRef(u64);
+
+impl AckRef {
+    /// No answer wanted.
+    pub const NONE: AckRef = AckRef(0);
+
+    /// An answer to `origin` for `token` (tokens stay below 2^48).
+    pub fn new(origin: ShardId, token: u64) -> Self {
+        Self(u64::from(origin.0) << 48 | (token & ((1 << 48) - 1)))
+    }
+
+    /// (origin, token), if an answer is wanted.
+    pub fn get(self) -> Option<(ShardId, u64)> {
+        (self.0 != 0).then_some((ShardId((self.0 >> 48) as u16), self.0 & ((1 << 48) - 1)))
+    }
+}
+
+impl Core {
+    /// Queues `msg` for `peer` (the reactor pushes it onto the mesh, in order).
+    pub(crate) fn send_to_peer(&mut self, peer: ShardId, msg: ShardMsg) {
+        debug_assert_ne!(peer, self.id, "a shard never sends to itself");
+        self.effects.push_back(Effect::Peer(peer, msg));
+    }
+
+    /// Sends a message built by `msg` to every peer.
+    pub(crate) fn broadcast(&mut self, mut msg: impl FnMut() -> ShardMsg) {
+        for peer in 0..self.shards {
+            if peer != self.id.index() {
+                self.send_to_peer(ShardId(peer as u16), msg());
+            }
+        }
+    }
+
+    /// A message from peer `from` (anything but `Adopt`, which the reactor handles).
+    pub fn on_peer(&mut self, from: ShardId, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Publish(message, ack) => {
+                let before = self.durable.appended();
+                self.route(message, Origin::Peer);
+                self.confirm_forward(ack, before);
+            }
+            ShardMsg::SharedPublish {
+                filter,
+                message,
+                hops,
+                ack,
+            } => self.on_shared_publish(from, filter, *message, hops, ack),
+            ShardMsg::DurableAck(token, ok) => {
+                for (conn, packet) in self.durable.peer_confirmed(token, ok) {
+                    self.reply_ack(conn, &packet);
+                }
+            }
+            ShardMsg::Retain { message, version } => {
+                self.store_retained(&message, version, false);
+            }
+            ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
+            ShardMsg::RouteRemove(filter) => self.router.remove_remote(&filter, from),
+            ShardMsg::Barrier(token) => self.send_to_peer(from, ShardMsg::BarrierAck(token)),
+            ShardMsg::BarrierAck(token) => self.barrier_acked(token),
+            ShardMsg::Adopt { .. } => {
+                self.invariant_broken("a handed-over connection reached the core");
+            }
+        }
+    }
+
+    /// Sends `ack` (a SUBACK) to `conn` once every peer has applied the route updates sent
+    /// so far; at once on a single shard.
+    pub(crate) fn reply_after_routes(
+        &mut self,
+        conn: ConnId,
+        ack: Packet,
+        retained: RetainedWanted,
+    ) {
+        let peers = self.shards.saturating_sub(1);
+        if peers == 0 {
+            self.reply(conn, &ack);
+            return self.send_retained(conn, retained);
+        }
+        let token = self.next_barrier;
+        self.next_barrier += 1;
+        self.pending_subacks.insert(
+            token,
+            PendingSubAck {
+                conn,
+                ack,
+                retained,
+                waiting: peers,
+            },
+        );
+        self.broadcast(|| ShardMsg::Barrier(token));
+    }
+
+    fn barrier_acked(&mut self, token: u64) {
+        let Some(pending) = self.pending_subacks.get_mut(&token) else {
+            return self.invariant_broken("a barrier answer with no SUBACK waiting");
+        };
+        pending.waiting -= 1;
+        if pending.waiting == 0 {
+            if let Some(p) = self.pending_subacks.remove(&token) {
+                self.reply(p.conn, &p.ack);
+                self.send_retained(p.conn, p.retained);
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! Rebuilding a shard's state from what its store recovered: sessions, their subscriptions
+//! and queued messages, inbound QoS 2 ids, routes and retained messages, before any
+//! connection is accepted.
+
+use std::time::Duration;
+
+use bytestring::ByteString;
+use net::codec::ProtocolVersion;
+
+use super::Core;
+use crate::ids::ShardId;
+use crate::session::{Grant, Session};
+
+impl Core {
+    /// Rebuilds sessions, their subscriptions and queued messages, inbound QoS 2 ids, routes
+    /// and retained messages from the recovered log, before any connection is accepted.
+    pub(super) fn restore(
+        &mut self,
+        state: storage::state::State,
+        retained: Vec<(storage::record::StoredMessage, u64)>,
+        remote_routes: Vec<(String, ShardId)>,
+    ) {
+        let now = self.now;
+        let (mut sessions, mut messages) = (0usize, 0usize);
+        for (client, st) in state.sessions {
+            let limits = crate::session::SessionLimits::new(
+                usize::from(self.config.inflight_count_max),
+                self.config.session_queue_count_max,
+                self.config.session_queue_bytes_max,
+            );
+            let mut session = Session::new(ByteString::from(client), ProtocolVersion::V311, limits);
+            session.durable = true;
+            session.expiry_interval = st.expiry;
+            session.expires_at =
+                (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
+            for (seq, m) in st.messages {
+                let Some(message) = crate::session::unstored(&m.message, now) else {
+                    tracing::warn!(seq, "recovered message with undecodable properties dropped");
+                    continue;
+                };
+                let grant = Grant {
+                    qos: message.qos,
+                    retain: m.message.retain,
+                    sub_id: 0,
+                    shared: None,
+                };
+                session.restore(seq, message, grant, m.packet_id, m.released);
+                messages += 1;
+            }
+            for packet_id in st.qos2_received {
+                session.restore_inbound_qos2(packet_id);
+            }
+            let subs: Vec<_> = st.subscriptions.into_values().collect();
+            let sid = self.add_session(session);
+            for sub in subs {
+                let Ok(options) = net::codec::SubscriptionOptions::from_byte(sub.options) else {
+                    tracing::warn!(filter = %sub.filter, "recovered subscription with invalid options dropped");
+                    continue;
+                };
+                let filter = ByteString::from(sub.filter);
+                if let Some(s) = self.session_mut(sid) {
+                    s.subscriptions
+                        .insert(filter.clone(), (options, sub.sub_id));
+                }
+                self.router.subscribe(&filter, sid, options, sub.sub_id);
+            }
+            sessions += 1;
+        }
+        for (filter, peer) in remote_routes {
+            self.router.add_remote(&filter, peer);
+        }
+        let retained_count = retained.len();
+        for (m, version) in retained {
+            if let Some(message) = crate::session::unstored(&m, now) {
+                self.retained.set(&message, version, now);
+                self.last_retain_version = self.last_retain_version.max(version);
+            }
+        }
+        tracing::info!(
+            shard = self.id.0,
+            sessions,
+            messages,
+            retained = retained_count,
+            "recovered from the log"
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! Sessions on their home shard: adding and removing them (with their routes, their will and
+//! their unfinished shared messages), a connection going away, and the periodic tick.
+
+use std::time::Duration;
+
+use bytestring::ByteString;
+use net::codec::ReasonCode;
+
+use super::peer::ShardMsg;
+use super::{Core, Origin};
+use crate::ids::{ConnId, SessionId};
+use crate::session::{Message, Session};
+
+impl Core {
+    pub(crate) fn add_session(&mut self, session: Session) -> SessionId {
+        let client_id = session.client_id.clone();
+        let sid = match self.free_sessions.pop() {
+            Some(slot) => {
+                if let Some(s) = self.sessions.get_mut(slot as usize) {
+                    *s = Some(session);
+                }
+                SessionId(slot)
+            }
+            None => {
+                self.sessions.push(Some(session));
+                SessionId((self.sessions.len() - 1) as u32)
+            }
+        };
+        self.by_client.insert(client_id, sid);
+        sid
+    }
+
+    /// Removes a session and its subscriptions. A will still waiting for its delay is
+    /// published now (the session ends first [MQTT-3.1.3-9]); messages it holds from shared
+    /// subscriptions and has not finished go to other members of their groups.
+    pub(crate) fn remove_session(&mut self, sid: SessionId) {
+        let Some(mut session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_client.remove(&session.client_id);
+        for filter in session.subscriptions.keys() {
+            self.unroute(filter, sid);
+        }
+        self.free_sessions.push(sid.0);
+        if session.durable {
+            self.log(storage::record::Record::SessionEnd {
+                client: session.client_id.to_string(),
+            });
+        }
+        if session.conn.is_none() {
+            if let Some(will) = session.will.take() {
+                self.publish(will, Origin::Broker);
+            }
+        }
+        for (filter, message) in session.take_shared_unfinished() {
+            match self.router.pick_member(&filter, self.id, self.id) {
+                Some(pick) => {
+                    self.deliver_shared(pick, &message, 0, super::peer::AckRef::NONE);
+                }
+                None => {
+                    self.stats.dropped += 1;
+                    tracing::debug!(shard = self.id.0, %filter, "shared message lost its last group member");
+                }
+            }
+        }
+    }
+
+    /// Drops `sid`'s subscription to `filter` from the route table, telling peers if it was
+    /// the filter's last local subscriber.
+    pub(crate) fn unroute(&mut self, filter: &ByteString, sid: SessionId) -> bool {
+        match self.router.unsubscribe(filter, sid) {
+            Some(true) => {
+                self.broadcast(|| ShardMsg::RouteRemove(filter.clone()));
+                true
+            }
+            Some(false) => true,
+            None => false,
+        }
+    }
+
+    pub(crate) fn session_disconnected(&mut self, sid: SessionId, id: ConnId) {
+        let now = self.now;
+        let Some(session) = self.session_mut(sid) else {
+            return;
+        };
+        if session.conn != Some(id) {
+            return;
+        }
+        session.conn = None;
+        // The will goes out now, or after its delay unless the session resumes first; never
+        // later than the session's end [MQTT-3.1.3-9].
+        let mut will_now = None;
+        if let Some(will) = session.will.take() {
+            let delay = session.will_delay.min(session.expiry_interval);
+            if delay == 0 {
+                will_now = Some(will);
+            } else {
+                session.will = Some(will);
+                session.will_due = Some(now + Duration::from_secs(u64::from(delay)));
+            }
+        }
+        match session.expiry_interval {
+            0 => self.remove_session(sid),
+            u32::MAX => session.expires_at = None,
+            secs => session.expires_at = Some(now + Duration::from_secs(u64::from(secs))),
+        }
+        if let Some(will) = will_now {
+            self.publish(will, Origin::Broker);
+        }
+    }
+
+    pub(crate) fn next_assigned_client_id(&mut self) -> ByteString {
+        self.next_assigned_id += 1;
+        ByteString::from(format!(
+            "ringmq-{}-{}-{}",
+            self.id.0,
+            std::process::id(),
+            self.next_assigned_id
+        ))
+    }
+
+    /// The shard's periodic work (every 250 ms): CONNECT and keep-alive timeouts, session
+    /// expiry, delayed wills, retained tombstones, store maintenance, metrics and `$SYS`.
+    pub fn tick(&mut self) {
+        let now = self.now;
+        let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let mut expired = Vec::new();
+        let mut connected = 0u64;
+        for conn in self.links.iter().flatten() {
+            if conn.closing {
+                continue;
+            }
+            connected += u64::from(conn.session.is_some());
+            match (conn.session, conn.keep_alive) {
+                (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
+                    expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
+                }
+                (Some(_), Some(ka)) if now.duration_since(conn.last_seen) > ka => {
+                    expired.push((
+                        conn.id,
+                        Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+                        "keep alive timeout",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for (id, reason, why) in expired {
+            tracing::info!(shard = self.id.0, "closing connection: {why}");
+            self.close(id, reason, why);
+        }
+        let expired_sessions: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let s = s.as_ref()?;
+                (s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now))
+                    .then_some(SessionId(i as u32))
+            })
+            .collect();
+        for sid in expired_sessions {
+            self.remove_session(sid);
+        }
+        let due_wills: Vec<Message> = self
+            .sessions
+            .iter_mut()
+            .flatten()
+            .filter(|s| s.conn.is_none() && s.will_due.is_some_and(|t| t <= now))
+            .filter_map(|s| {
+                s.will_due = None;
+                s.will.take()
+            })
+            .collect();
+        for will in due_wills {
+            self.publish(will, Origin::Broker);
+        }
+        self.retained.prune(now);
+        let budget = self.config.compaction_bytes_per_second / 4;
+        self.durable.maintain(budget);
+        self.publish_metrics(connected);
+    }
+
+    fn publish_metrics(&mut self, connected: u64) {
+        self.stats.clients_connected = connected;
+        self.stats.sessions = self.by_client.len() as u64;
+        self.stats.retained = self.retained.len() as u64;
+        self.metrics
+            .store(self.id.index(), &self.stats, &self.latency);
+        let interval = Duration::from_secs(self.config.sys_interval_secs);
+        if self.id.0 != 0 || interval.is_zero() || self.now.duration_since(self.last_sys) < interval
+        {
+            return;
+        }
+        self.last_sys = self.now;
+        for (topic, value) in self.metrics.sys_topics() {
+            let message = Message::new(
+                topic.into(),
+                value.into(),
+                net::codec::QoS::AtMostOnce,
+                true,
+                Default::default(),
+                self.now,
+            );
+            self.publish(message, Origin::Broker);
+        }
+    }
+
+    /// Shutdown: every connection is told (MQTT 5: DISCONNECT 0x8B) and closed.
+    pub fn shutdown(&mut self) {
+        for id in self.link_ids() {
+            self.close(
+                id,
+                Some(ReasonCode::SERVER_SHUTTING_DOWN),
+                "server shutting down",
+            );
+        }
+    }
+}

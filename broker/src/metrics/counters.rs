@@ -1,0 +1,258 @@
+//! The one table of counters and gauges. Each row names a [`Stats`] field once, with its kind,
+//! its `$SYS/broker/...` topic (if any), its Prometheus name and its help text; the macro
+//! generates [`Stats`], its field-wise sum and array view, and [`COUNTERS`], which the `$SYS`
+//! and Prometheus exporters walk. A new counter is one new row.
+
+/// A Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows (the name ends in `_total`).
+    Counter,
+    /// A current level, set by the shard before it stores its [`Stats`].
+    Gauge,
+}
+
+impl Kind {
+    /// The word of the `# TYPE` line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
+    }
+}
+
+/// Where a value is published under `$SYS/broker/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sys {
+    /// Not published as a `$SYS` topic.
+    Off,
+    /// The sum over shards, as `$SYS/broker/{name}`.
+    Total(&'static str),
+    /// Each shard's value, as `$SYS/broker/shard/{N}/{name}`.
+    Shard(&'static str),
+    /// Both the sum and each shard's value.
+    Both(&'static str),
+}
+
+impl Sys {
+    /// The topic suffix of the sum over shards, if published.
+    pub const fn total(self) -> Option<&'static str> {
+        match self {
+            Sys::Total(name) | Sys::Both(name) => Some(name),
+            Sys::Off | Sys::Shard(_) => None,
+        }
+    }
+
+    /// The topic suffix of each shard's value (after `shard/{N}/`), if published.
+    pub const fn shard(self) -> Option<&'static str> {
+        match self {
+            Sys::Shard(name) | Sys::Both(name) => Some(name),
+            Sys::Off | Sys::Total(_) => None,
+        }
+    }
+}
+
+/// One row of the table: a [`Stats`] field and how it is exported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CounterDoc {
+    /// The [`Stats`] field name.
+    pub field: &'static str,
+    /// Counter or gauge (the Prometheus `# TYPE`).
+    pub kind: Kind,
+    /// The `$SYS/broker/...` topic(s).
+    pub sys: Sys,
+    /// The Prometheus metric name.
+    pub prom: &'static str,
+    /// The Prometheus `# HELP` text, also the field's doc comment.
+    pub help: &'static str,
+}
+
+macro_rules! counters {
+    ($(
+        $field:ident: $kind:ident,
+        sys $sys:ident $(($sys_name:literal))?,
+        prom $prom:literal,
+        help $help:literal;
+    )*) => {
+        /// The counters and gauges of one shard. The shard counts in the counters on its own
+        /// thread, sets the gauges and stores a copy in [`Metrics`](super::Metrics) every tick;
+        /// joining the broker sums every shard's last copy ([`Stats::add`]).
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct Stats {
+            $(
+                #[doc = $help]
+                pub $field: u64,
+            )*
+        }
+
+        /// Every [`Stats`] field, in declaration order (the order of [`Stats::values`], of the
+        /// Prometheus text and of the `$SYS` topics).
+        pub const COUNTERS: &[CounterDoc] = &[
+            $(
+                CounterDoc {
+                    field: stringify!($field),
+                    kind: Kind::$kind,
+                    sys: Sys::$sys $(($sys_name))?,
+                    prom: $prom,
+                    help: $help,
+                },
+            )*
+        ];
+
+        impl Stats {
+            /// The fields in [`COUNTERS`] order.
+            pub fn values(&self) -> [u64; COUNT] {
+                [$(self.$field),*]
+            }
+
+            /// The inverse of [`Stats::values`].
+            pub fn from_values(values: [u64; COUNT]) -> Self {
+                let [$($field),*] = values;
+                Self { $($field),* }
+            }
+
+            /// Adds `other` field by field (gauges too: the sum over shards).
+            pub fn add(&mut self, other: &Stats) {
+                $(self.$field = self.$field.saturating_add(other.$field);)*
+            }
+        }
+    };
+}
+
+/// The number of [`Stats`] fields.
+pub const COUNT: usize = COUNTERS.len();
+
+// Row order is the order of the `$SYS` topics (kept as before the table: subscribers taking
+// the first few see the connected clients) and of the Prometheus metric families.
+counters! {
+    clients_connected: Gauge,
+        sys Both("clients/connected"),
+        prom "ringmq_clients_connected",
+        help "Clients connected.";
+    sessions: Gauge,
+        sys Total("sessions"),
+        prom "ringmq_sessions",
+        help "Sessions (connected or not).";
+    publishes_in: Counter,
+        sys Both("messages/received"),
+        prom "ringmq_messages_received_total",
+        help "PUBLISH packets received from clients.";
+    publishes_out: Counter,
+        sys Both("messages/sent"),
+        prom "ringmq_messages_sent_total",
+        help "PUBLISH packets sent to clients (first transmissions).";
+    dropped: Counter,
+        sys Both("messages/dropped"),
+        prom "ringmq_messages_dropped_total",
+        help "Messages dropped (QoS 0 overflow, oldest queued, expired, too large).";
+    forwarded: Counter,
+        sys Total("messages/forwarded"),
+        prom "ringmq_messages_forwarded_total",
+        help "Messages forwarded to peer shards.";
+    bytes_in: Counter,
+        sys Total("bytes/received"),
+        prom "ringmq_bytes_received_total",
+        help "Bytes read from client sockets.";
+    bytes_out: Counter,
+        sys Total("bytes/sent"),
+        prom "ringmq_bytes_sent_total",
+        help "Bytes written to client sockets.";
+    retained: Gauge,
+        sys Shard("retained/count"),
+        prom "ringmq_retained_messages",
+        help "Retained messages in the shard's replica.";
+    accepted: Counter,
+        sys Off,
+        prom "ringmq_connections_accepted_total",
+        help "Connections accepted.";
+    protocol_errors: Counter,
+        sys Off,
+        prom "ringmq_protocol_errors_total",
+        help "Connections closed for bad input or protocol violations.";
+    auth_denied: Counter,
+        sys Off,
+        prom "ringmq_auth_denied_total",
+        help "Refused CONNECTs and denied publishes or subscribes.";
+    invariant_errors: Counter,
+        sys Off,
+        prom "ringmq_invariant_errors_total",
+        help "States that cannot happen, met and survived (each also logged as an error).";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn unique<'a>(mut names: impl Iterator<Item = &'a str>) -> bool {
+        let mut seen = HashSet::new();
+        names.all(|n| seen.insert(n))
+    }
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        assert!(unique(COUNTERS.iter().map(|c| c.field)));
+        assert!(unique(COUNTERS.iter().map(|c| c.prom)));
+        assert!(unique(COUNTERS.iter().filter_map(|c| c.sys.total())));
+        assert!(unique(COUNTERS.iter().filter_map(|c| c.sys.shard())));
+        for c in COUNTERS {
+            assert!(c.prom.starts_with("ringmq_"), "{c:?}");
+            assert!(
+                c.prom
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{c:?}"
+            );
+            assert_eq!(c.kind == Kind::Counter, c.prom.ends_with("_total"), "{c:?}");
+            assert!(!c.help.is_empty() && !c.help.contains('\n'), "{c:?}");
+            assert!(!c.help.contains('\\'), "{c:?}");
+            for name in [c.sys.total(), c.sys.shard()].into_iter().flatten() {
+                assert!(!name.is_empty(), "{c:?}");
+                assert!(!name.starts_with('/') && !name.ends_with('/'), "{c:?}");
+                assert!(!name.contains(['+', '#']), "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_follow_the_table() {
+        assert_eq!(COUNT, 13);
+        let s = Stats {
+            publishes_in: 1,
+            bytes_out: 2,
+            auth_denied: 3,
+            retained: 4,
+            ..Default::default()
+        };
+        let values = s.values();
+        for (c, v) in COUNTERS.iter().zip(values) {
+            let expected = match c.field {
+                "publishes_in" => 1,
+                "bytes_out" => 2,
+                "auth_denied" => 3,
+                "retained" => 4,
+                _ => 0,
+            };
+            assert_eq!(v, expected, "{c:?}");
+        }
+        assert_eq!(Stats::from_values(values), s);
+        let all: [u64; COUNT] = std::array::from_fn(|i| i as u64 + 1);
+        assert_eq!(Stats::from_values(all).values(), all);
+    }
+
+    #[test]
+    fn add_sums_every_field() {
+        let a = Stats::from_values(std::array::from_fn(|i| i as u64));
+        let b = Stats::from_values([10; COUNT]);
+        let mut sum = a;
+        sum.add(&b);
+        assert_eq!(
+            sum.values(),
+            std::array::from_fn::<u64, COUNT, _>(|i| i as u64 + 10)
+        );
+        let mut max = Stats::from_values([u64::MAX; COUNT]);
+        max.add(&b);
+        assert_eq!(max.values(), [u64::MAX; COUNT]);
+    }
+}

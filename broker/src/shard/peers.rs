@@ -1,0 +1,128 @@
+//! The reactor's side of the mesh and of the store: pushing to peers (and pausing input while
+//! a queue is full), draining what peers sent (adopting handed-over connections), waking
+//! peers, and performing the I/O the store asks for.
+
+use storage::store::{IoDone, IoRequest};
+
+use super::{lookup, store_token, token, Shard, KIND_DOORBELL_WRITE, NO_CONN};
+use crate::core::peer::ShardMsg;
+use crate::ids::ShardId;
+
+impl Shard {
+    pub(super) fn send_to_peer(&mut self, peer: ShardId, msg: ShardMsg) {
+        if !self.blocked.is_empty() {
+            self.blocked.push_back((peer, msg));
+            return;
+        }
+        if let Err(msg) = self.mesh.push(peer, msg) {
+            tracing::debug!(
+                shard = self.core.id.0,
+                peer = peer.0,
+                "peer queue full: pausing input"
+            );
+            self.blocked.push_back((peer, msg));
+        }
+    }
+
+    /// Input waits while a peer queue or a sink is full.
+    pub(super) fn paused(&self) -> bool {
+        !self.blocked.is_empty() || self.core.input_paused()
+    }
+
+    pub(super) fn retry_blocked(&mut self) {
+        while let Some((peer, msg)) = self.blocked.pop_front() {
+            if let Err(msg) = self.mesh.push(peer, msg) {
+                self.blocked.push_front((peer, msg));
+                return;
+            }
+        }
+        if self.core.input_paused() {
+            return;
+        }
+        // Unblocked: resume the connections that stopped mid-buffer.
+        let stalled = std::mem::take(&mut self.stalled);
+        for id in stalled {
+            if let Some(conn) = lookup(&mut self.conns, id) {
+                conn.recv_paused = false;
+            }
+            self.process_input(id);
+            self.after_recv(id);
+        }
+    }
+
+    pub(super) fn drain_mesh(&mut self) {
+        let budget = self.core.config.peer_drain_count_max;
+        let mut inbox = std::mem::take(&mut self.inbox);
+        self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
+        for (from, msg) in inbox.drain(..) {
+            match msg {
+                ShardMsg::Adopt { fd, connect, rest } => {
+                    // The limit holds for connections handed over too, not only at accept.
+                    let full = self.conn_count >= self.core.config.connections_per_shard_max;
+                    let id = self.add_conn(fd);
+                    if let Some(conn) = lookup(&mut self.conns, id) {
+                        conn.rbuf = rest;
+                    }
+                    self.core.adopt(id, connect, full);
+                    self.apply();
+                    if full {
+                        self.flush();
+                        continue;
+                    }
+                    self.process_input(id);
+                    self.after_recv(id);
+                }
+                msg => {
+                    self.core.on_peer(from, msg);
+                    self.apply();
+                }
+            }
+        }
+        self.inbox = inbox;
+    }
+
+    pub(super) fn wake_peers(&mut self) {
+        let mut wakes = std::mem::take(&mut self.wakes);
+        self.mesh.take_wakes(&mut wakes);
+        for fd in wakes.drain(..) {
+            self.ring
+                .write_eventfd(fd, token(KIND_DOORBELL_WRITE, NO_CONN));
+        }
+        self.wakes = wakes;
+    }
+
+    /// Submits the I/O the store asks for (its next batch), if any.
+    pub(super) fn submit_store_io(&mut self) {
+        let Some(request) = self.core.durable.next_io(self.core.now) else {
+            return;
+        };
+        match request {
+            IoRequest::WriteAndSync {
+                fd,
+                buf,
+                range,
+                offset,
+                write_op,
+                sync_op,
+            } => {
+                let (write, sync) = (store_token(write_op), store_token(sync_op));
+                if let Err(buf) = self
+                    .ring
+                    .write_and_sync(fd, buf, range, offset, write, sync)
+                {
+                    // Cannot happen for batches the store builds: fail the batch, retried.
+                    for (op, result, buf) in [
+                        (write_op, -libc::EINVAL, Some(buf)),
+                        (sync_op, -libc::ECANCELED, None),
+                    ] {
+                        self.core.store_io_done(IoDone { op, result, buf });
+                    }
+                    self.apply();
+                }
+            }
+            other => {
+                tracing::error!(request = ?other, "store I/O of a kind this reactor cannot perform");
+            }
+        }
+    }
+}

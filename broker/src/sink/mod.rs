@@ -1,0 +1,88 @@
+//! Sinks: outbound targets other than local sessions and peer shards (the Kafka bridge, then
+//! cluster downlinks). A message published on a shard is offered to every sink that wants its
+//! topic, once, on the shard where it was published (never again on the peers it is forwarded
+//! to). A sink has the two hooks a session has:
+//!
+//! - **durable acknowledgement**: offered a message with a token, a sink may answer
+//!   [`Offer::Pending`]; the publisher's PUBACK / PUBREC then waits on the ack ledger until the
+//!   sink reports the token confirmed (or refused: the publisher gets 0x97);
+//! - **backpressure**: while a sink says it is [`Sink::full`], the shard stops reading from
+//!   its clients (their receives are not re-armed) until it drains.
+//!
+//! Sinks run on the shard thread and must not block; one that talks to a library with its
+//! own threads (rdkafka) hands messages over through a bounded queue and collects the
+//! confirmations it gets back in [`Sink::confirmed`], which the reactor calls every pass.
+
+use crate::session::Message;
+
+/// A sink's answer to an offered message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Taken; nothing to wait for (no token given, or the message is safe already).
+    Taken,
+    /// Taken; the token will be confirmed (or refused) later through [`Sink::confirmed`].
+    Pending,
+}
+
+/// An outbound target registered on a shard.
+pub trait Sink: std::fmt::Debug {
+    /// A short name for logs and metrics.
+    fn name(&self) -> &str;
+    /// True when the sink takes messages published on `topic`.
+    fn wants(&self, topic: &str) -> bool;
+    /// Takes `message`. With `token`, the publisher's acknowledgement may wait for it:
+    /// answer [`Offer::Pending`] and report the token later.
+    fn offer(&mut self, message: &Message, token: Option<u64>) -> Offer;
+    /// Above the sink's high watermark: the shard pauses its clients' input.
+    fn full(&self) -> bool;
+    /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
+    fn confirmed(&mut self, out: &mut Vec<(u64, bool)>);
+}
+
+/// The sinks of one shard.
+#[derive(Debug, Default)]
+pub struct Sinks {
+    list: Vec<Box<dyn Sink>>,
+}
+
+impl Sinks {
+    /// Registers a sink.
+    pub fn add(&mut self, sink: Box<dyn Sink>) {
+        tracing::info!(sink = sink.name(), "sink registered");
+        self.list.push(sink);
+    }
+
+    /// No sink registered (the publish path skips them).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Some sink is above its high watermark.
+    pub fn any_full(&self) -> bool {
+        self.list.iter().any(|s| s.full())
+    }
+
+    /// Offers `message` to every sink that wants it; how many will confirm `token` later.
+    pub fn offer(&mut self, message: &Message, token: Option<u64>) -> usize {
+        let mut pending = 0;
+        for sink in &mut self.list {
+            if sink.wants(&message.topic) && sink.offer(message, token) == Offer::Pending {
+                debug_assert!(
+                    token.is_some(),
+                    "a sink waits only for a token it was given"
+                );
+                pending += usize::from(token.is_some());
+            }
+        }
+        pending
+    }
+
+    /// Every sink's confirmations since the last call.
+    pub fn confirmed(&mut self) -> Vec<(u64, bool)> {
+        let mut out = Vec::new();
+        for sink in &mut self.list {
+            sink.confirmed(&mut out);
+        }
+        out
+    }
+}

@@ -1,0 +1,120 @@
+//! The store boundary: what the broker's shards write durable records through, whatever keeps
+//! them (the embedded segment log, later Redis).
+//!
+//! A store is sans-IO. The shard appends records; the store groups them and asks for the I/O
+//! to perform next ([`Store::next_io`], e.g. a write linked to an fdatasync on the shard's own
+//! io_uring); the shard performs it and hands each completion back ([`Store::io_done`]); when a
+//! batch lands the store says how far records are durable ([`Landed`]). Positions count
+//! records in append order: [`Store::appended`] is a position to wait for, and a landed
+//! batch makes every record up to [`Landed::durable`] durable. A store whose I/O is a socket
+//! (Redis: requests to send, replies to read) asks for other [`IoRequest`] kinds through the
+//! same two calls.
+
+use std::ops::Range;
+use std::os::fd::RawFd;
+use std::time::Instant;
+
+use crate::record::Record;
+use crate::Error;
+
+/// I/O a store asks the shard to perform; each operation completes with an [`IoDone`]
+/// carrying the `op` number given here.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum IoRequest {
+    /// Write `buf[range]` at `offset` of `fd`, then fdatasync `fd` (linked: the sync runs only
+    /// after the write). `buf` comes back with the write's completion.
+    WriteAndSync {
+        /// The file.
+        fd: RawFd,
+        /// The bytes (owned by the operation until it completes).
+        buf: Vec<u8>,
+        /// The part of `buf` to write.
+        range: Range<usize>,
+        /// File offset.
+        offset: u64,
+        /// `op` of the write's completion.
+        write_op: u32,
+        /// `op` of the sync's completion.
+        sync_op: u32,
+    },
+}
+
+/// One completed operation of an [`IoRequest`].
+#[derive(Debug)]
+pub struct IoDone {
+    /// Which operation (the number the request gave it).
+    pub op: u32,
+    /// The kernel's result (negative errno on failure).
+    pub result: i32,
+    /// The buffer the operation owned, if it had one.
+    pub buf: Option<Vec<u8>>,
+}
+
+/// A batch landed.
+#[derive(Debug, Default)]
+pub struct Landed {
+    /// Every record up to this position is durable.
+    pub durable: u64,
+    /// The batch could not be written: what waits for records after `durable` is refused
+    /// (the records stay pending and are written by a later retry).
+    pub failed: Option<std::io::Error>,
+    /// The batch is durable but the maintenance after it (segment roll, compaction) failed.
+    pub maintenance: Option<Error>,
+}
+
+/// Where a shard's durable records go.
+pub trait Store: std::fmt::Debug {
+    /// Keeps records at all (false for the memory store: the broker need not build them).
+    fn persistent(&self) -> bool;
+    /// Appends one record; it is durable once a later [`Landed`] covers its position.
+    fn append(&mut self, record: &Record) -> Result<(), Error>;
+    /// Records appended so far: the position the last append must reach to be durable.
+    fn appended(&self) -> u64;
+    /// The last write failed and no retry has succeeded yet: refuse what needs durability.
+    fn failing(&self) -> bool;
+    /// The next I/O to perform, if a batch is due (at most one batch is out at a time).
+    fn next_io(&mut self, now: Instant) -> Option<IoRequest>;
+    /// One completion of the I/O asked for; a [`Landed`] once the batch is complete.
+    fn io_done(&mut self, done: IoDone) -> Option<Landed>;
+    /// Background work (compaction) within `budget` bytes; called on the shard's tick.
+    fn maintain(&mut self, budget: u64) -> Result<(), Error>;
+}
+
+/// The `memory` store: nothing is kept, so every record is durable at once (acknowledgements
+/// still go through the same ledger as with a disk).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    appended: u64,
+}
+
+impl Store for MemoryStore {
+    fn persistent(&self) -> bool {
+        false
+    }
+
+    fn append(&mut self, _record: &Record) -> Result<(), Error> {
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    fn failing(&self) -> bool {
+        false
+    }
+
+    fn next_io(&mut self, _now: Instant) -> Option<IoRequest> {
+        None
+    }
+
+    fn io_done(&mut self, _done: IoDone) -> Option<Landed> {
+        None
+    }
+
+    fn maintain(&mut self, _budget: u64) -> Result<(), Error> {
+        Ok(())
+    }
+}
