@@ -23,13 +23,6 @@ impl Core {
         }
     }
 
-    /// Appends one record to the log (if there is one).
-    pub(crate) fn log(&mut self, record: storage::record::Record) {
-        if self.durable.persistent() {
-            self.durable.append(&record);
-        }
-    }
-
     /// Sends `packet` (a PUBACK or PUBREC) once the publish it answers is durable: the records
     /// appended since `before` here, and the `peers` its copies carrying `token` went to.
     pub(crate) fn ack_when_durable(

@@ -211,15 +211,15 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
         u32::MAX
     };
     let journaled = core.durable.persistent();
-    let mut log_session = None;
-    let mut end_on_disk = None;
+    let mut log_session = false;
+    let mut end_on_disk = false;
     if let Some(session) = core.session_mut(sid) {
         let durable = journaled && expiry != 0;
         if durable && (!session.durable || session.expiry_interval != expiry) {
-            log_session = Some(session.client_id.to_string());
+            log_session = true;
         } else if session.durable && !durable {
             // Persistent before, ends with this connection now: forget it on disk.
-            end_on_disk = Some(session.client_id.to_string());
+            end_on_disk = true;
         }
         session.durable = durable;
         session.version = version;
@@ -232,12 +232,12 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
         session.will = will;
         session.will_delay = will_delay;
         session.will_due = None;
-    }
-    if let Some(client) = log_session {
-        core.log(storage::record::Record::Session { client, expiry });
-    }
-    if let Some(client) = end_on_disk {
-        core.log(storage::record::Record::SessionEnd { client });
+        if log_session {
+            session.journal_expiry();
+        }
+        if end_on_disk {
+            session.journal_end();
+        }
     }
     let keep_alive_max = core.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()

@@ -20,12 +20,8 @@ pub(crate) fn on_disconnect(core: &mut Core, id: ConnId, d: Disconnect) {
                 );
             }
             session.expiry_interval = secs;
-            if session.durable && secs != 0 {
-                let client = session.client_id.to_string();
-                core.log(storage::record::Record::Session {
-                    client,
-                    expiry: secs,
-                });
+            if secs != 0 {
+                session.journal_expiry();
             }
         }
     }

@@ -29,18 +29,8 @@ impl Core {
         let outcome = self.retained.set(message, version, self.now);
         if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.durable.persistent()
         {
-            let record = if message.payload.is_empty() {
-                storage::record::Record::RetainClear {
-                    topic: message.topic.to_string(),
-                    version,
-                }
-            } else {
-                storage::record::Record::Retain {
-                    message: crate::session::stored(message, message.qos, true, self.now),
-                    version,
-                }
-            };
-            self.log(record);
+            let record = crate::retained::record(message, version, self.now);
+            self.durable.append(&record);
         }
         match outcome {
             SetOutcome::Stored | SetOutcome::Cleared if broadcast => {

@@ -43,9 +43,10 @@ impl Core {
         }
         self.free_sessions.push(sid.0);
         if session.durable {
-            self.log(storage::record::Record::SessionEnd {
-                client: session.client_id.to_string(),
-            });
+            session.journal_end();
+        }
+        for record in session.journal.drain(..) {
+            self.durable.append(&record);
         }
         if session.conn.is_none() {
             if let Some(will) = session.will.take() {

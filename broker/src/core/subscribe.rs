@@ -7,7 +7,6 @@ use net::codec::{
     Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use net::topic::is_shared;
-use storage::record::{Record, StoredSubscription};
 
 use super::peer::ShardMsg;
 use super::{Core, RetainedWanted};
@@ -77,23 +76,13 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
         }
         let mut options = options;
         options.qos = granted(options.qos, max_qos);
-        let mut durable = false;
         if let Some(session) = core.session_mut(sid) {
             session
                 .subscriptions
                 .insert(filter.clone(), (options, sub_id));
-            durable = session.durable;
+            session.journal_subscribe(&filter, options, sub_id);
         }
-        if durable {
-            core.log(Record::Subscribe {
-                client: client.to_string(),
-                sub: StoredSubscription {
-                    filter: filter.to_string(),
-                    options: options.to_byte(),
-                    sub_id,
-                },
-            });
-        }
+        core.journal_of(sid);
         if core.router.subscribe(&filter, sid, options, sub_id) {
             core.broadcast(|| ShardMsg::RouteAdd(filter.clone()));
         }
@@ -126,22 +115,19 @@ pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
     let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
     let mut reasons = Vec::with_capacity(u.filters.len());
     for filter in u.filters {
-        let (existed, durable, client) = match core.session_mut(sid) {
-            Some(s) => (
-                s.subscriptions.remove(&filter).is_some(),
-                s.durable,
-                s.client_id.clone(),
-            ),
+        let existed = match core.session_mut(sid) {
+            Some(s) => {
+                let existed = s.subscriptions.remove(&filter).is_some();
+                if existed {
+                    s.journal_unsubscribe(&filter);
+                }
+                existed
+            }
             None => return,
         };
         if existed {
             core.unroute(&filter, sid);
-            if durable {
-                core.log(Record::Unsubscribe {
-                    client: client.to_string(),
-                    filter: filter.to_string(),
-                });
-            }
+            core.journal_of(sid);
         }
         reasons.push(if existed {
             ReasonCode::SUCCESS

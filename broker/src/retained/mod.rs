@@ -20,6 +20,22 @@ use crate::ids::ShardId;
 use crate::router::filter;
 use crate::session::Message;
 
+/// The record that keeps a retained message (or its clear, an empty payload) at `version`:
+/// retained records are built here, session records in the session's journal.
+pub fn record(message: &Message, version: u64, now: Instant) -> storage::record::Record {
+    if message.payload.is_empty() {
+        storage::record::Record::RetainClear {
+            topic: message.topic.to_string(),
+            version,
+        }
+    } else {
+        storage::record::Record::Retain {
+            message: crate::session::stored(message, message.qos, true, now),
+            version,
+        }
+    }
+}
+
 /// How long a clear is remembered against late, older sets from peers.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 

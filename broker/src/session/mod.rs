@@ -314,6 +314,37 @@ impl Session {
         }
     }
 
+    /// Journals the session itself with its expiry (persistent from now, or a new expiry).
+    pub fn journal_expiry(&mut self) {
+        let client = self.client_id.to_string();
+        let expiry = self.expiry_interval;
+        self.journal(Record::Session { client, expiry });
+    }
+
+    /// Journals the session's end (also once `durable` is cleared: it was on disk).
+    pub fn journal_end(&mut self) {
+        let client = self.client_id.to_string();
+        self.journal.push(Record::SessionEnd { client });
+    }
+
+    /// Journals a subscription with its options and identifier.
+    pub fn journal_subscribe(&mut self, filter: &str, options: SubscriptionOptions, sub_id: u32) {
+        let client = self.client_id.to_string();
+        let sub = storage::record::StoredSubscription {
+            filter: filter.to_string(),
+            options: options.to_byte(),
+            sub_id,
+        };
+        self.journal(Record::Subscribe { client, sub });
+    }
+
+    /// Journals the removal of a subscription.
+    pub fn journal_unsubscribe(&mut self, filter: &str) {
+        let client = self.client_id.to_string();
+        let filter = filter.to_string();
+        self.journal(Record::Unsubscribe { client, filter });
+    }
+
     fn journal_done(&mut self, seq: u64) {
         if seq != 0 {
             self.journal(Record::Done {

@@ -496,10 +496,9 @@ impl Shard {
                 _ => {}
             }
         }
-        // Reuse the list's allocation unless the core queued more meanwhile.
-        if self.core.dirty.is_empty() {
-            self.core.dirty = dirty;
-        }
+        // Keep the list's allocation; anything the core queued meanwhile stays queued.
+        dirty.append(&mut self.core.dirty);
+        self.core.dirty = dirty;
     }
 
     fn on_send(&mut self, id: ConnId, c: Completion) {
