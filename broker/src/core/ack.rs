@@ -7,7 +7,8 @@ use crate::ids::ConnId;
 
 pub(crate) fn on_pub_resp(core: &mut Core, id: ConnId, r: PubResp) {
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
-        return;
+        // `Core::packet` hands these packets over only for connected links.
+        return core.invariant_broken("a packet after CONNECT on a link without a session");
     };
     let now = core.now;
     let Some((session, conn)) = core.session_and_conn(sid, id) else {

@@ -70,7 +70,8 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
     core.stats.publishes_in += 1;
     let before = core.durable.appended();
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
-        return;
+        // `Core::packet` hands these packets over only for connected links.
+        return core.invariant_broken("a packet after CONNECT on a link without a session");
     };
     if let Err(reason) = resolve_alias(core, id, &mut p) {
         return core.reject(id, Some(reason), "bad topic alias [MQTT-3.3.2-7/8]");

@@ -203,7 +203,8 @@ impl Core {
         let max = self.config.outbox_bytes_max;
         let now = self.now;
         let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
-            return;
+            // Routes and links are removed with their session.
+            return self.invariant_broken("delivery to a session that does not exist");
         };
         let grant = Grant {
             qos: crate::router::granted(message.qos, options.qos),

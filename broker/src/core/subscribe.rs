@@ -14,7 +14,8 @@ use crate::ids::ConnId;
 
 pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
-        return;
+        // `Core::packet` hands these packets over only for connected links.
+        return core.invariant_broken("a packet after CONNECT on a link without a session");
     };
     let (v5, problem_info) = core.conn_mut(id).map_or((false, false), |c| {
         (c.decoder.version.is_v5(), c.problem_info)
@@ -110,7 +111,8 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
 
 pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
-        return;
+        // `Core::packet` hands these packets over only for connected links.
+        return core.invariant_broken("a packet after CONNECT on a link without a session");
     };
     let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
     let mut reasons = Vec::with_capacity(u.filters.len());
