@@ -106,6 +106,15 @@ impl Sink for TestSink {
     }
 }
 
+/// Lands the test store's batch: everything appended so far becomes durable.
+fn land(core: &mut Core) {
+    core.store_io_done(IoDone {
+        op: 0,
+        result: 0,
+        buf: None,
+    });
+}
+
 fn config(durability: Durability, shards: usize) -> Config {
     Config {
         shards,
@@ -310,11 +319,7 @@ fn qos1_to_an_offline_persistent_session_is_logged_and_acked_once_durable() {
     core.close(conn(1), None, "test: subscriber goes away");
     core.close_link(conn(1));
     // Everything so far is durable.
-    core.store_io_done(IoDone {
-        op: 0,
-        result: 0,
-        buf: None,
-    });
+    land(&mut core);
     let before = records.lock().unwrap().len();
     connect(
         &mut core,
@@ -328,11 +333,7 @@ fn qos1_to_an_offline_persistent_session_is_logged_and_acked_once_durable() {
         "{logged:?}"
     );
     assert!(acks(&output(&mut core, 2)).is_empty(), "held until durable");
-    core.store_io_done(IoDone {
-        op: 0,
-        result: 0,
-        buf: None,
-    });
+    land(&mut core);
     assert_eq!(
         acks(&output(&mut core, 2)),
         vec![(PubRespKind::PubAck, 9, 0)]
@@ -360,11 +361,7 @@ fn acks_leave_in_publish_order_behind_a_held_one() {
     // Nothing to log for this one, but it must not overtake the first.
     core.packet(conn(2), publish("nobody", QoS::AtLeastOnce, 2));
     assert!(acks(&output(&mut core, 2)).is_empty());
-    core.store_io_done(IoDone {
-        op: 0,
-        result: 0,
-        buf: None,
-    });
+    land(&mut core);
     assert_eq!(
         acks(&output(&mut core, 2)),
         vec![(PubRespKind::PubAck, 1, 0), (PubRespKind::PubAck, 2, 0)]

@@ -1,5 +1,6 @@
 //! Session state machine tests: windows, queues, QoS 2 flows, resume, expiry, aliases.
 use super::*;
+use bytes::Bytes;
 use net::codec::Decoder;
 
 fn message(n: u8) -> Message {
