@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use broker::core::flow::PublisherRef;
 use broker::core::peer::{AckRef, ShardMsg};
 use broker::ids::ShardId;
 use broker::session::Message;
@@ -57,7 +58,7 @@ fn hop(c: &mut Criterion) {
             let start = Instant::now();
             let target = received.load(Ordering::Acquire) + iters;
             for _ in 0..iters {
-                let mut msg = ShardMsg::Publish(message.clone(), AckRef::NONE);
+                let mut msg = ShardMsg::Publish(message.clone(), AckRef::NONE, PublisherRef::NONE);
                 while let Err(back) = producer.push(ShardId(1), msg) {
                     msg = back;
                     std::hint::spin_loop();

@@ -25,6 +25,21 @@ pub enum Durability {
     Memory,
 }
 
+/// What a message meets when a session's queue is at `session_queue_count_max` or
+/// `session_queue_bytes_max` (see ARCHITECTURE.md, "Backpressure").
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueueFullPolicy {
+    /// The oldest queued message is dropped (counted) to make room.
+    #[default]
+    DropOldest,
+    /// The new message is dropped (counted).
+    DropNewest,
+    /// The publish is refused: PUBACK / PUBREC 0x97 to an MQTT 5 publisher; dropped (counted)
+    /// for an MQTT 3 publisher or the broker's own messages, which cannot be told.
+    Refuse,
+}
+
 /// One configuration key, as documented in the README's "Configuration" table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyDoc {
@@ -142,12 +157,28 @@ config_keys! {
         receive maximum announced to MQTT 5 clients";
     session_queue_count_max: usize = 10_000,
         "10,000",
-        "messages queued per session. Offline: the oldest is dropped (counted). Connected: the \
-        client is not keeping up and is disconnected (MQTT 5: 0x97); a persistent session keeps \
-        queuing";
+        "messages queued per session; at it `session_queue_full_policy` applies (a connected \
+        session queues past it what its paused publishers had already sent)";
     session_queue_bytes_max: usize = 64 << 20,
         "64 MiB",
         "topic and payload bytes queued per session, same policy as the count";
+    session_queue_full_policy: QueueFullPolicy = QueueFullPolicy::DropOldest,
+        "`drop-oldest`",
+        "at the queue bound: `drop-oldest`, `drop-newest` (both counted) or `refuse` (PUBACK / \
+        PUBREC 0x97 to MQTT 5 publishers; dropped and counted for MQTT 3 ones)";
+    session_queue_high_watermark: usize = 1000,
+        "1000",
+        "a connected session with this many messages queued (or half of \
+        `session_queue_bytes_max`) pauses the connections publishing to it: their input is not \
+        read";
+    session_queue_low_watermark: usize = 100,
+        "100",
+        "paused publishers resume once every session they fed is at or below this (and an \
+        eighth of `session_queue_bytes_max`)";
+    slow_consumer_timeout_ms: u64 = 30_000,
+        "30,000",
+        "a connected client that takes nothing (no bytes sent to it) for this long while messages \
+        wait for it is disconnected (MQTT 5: 0x97); `0`: never";
     outbox_bytes_max: usize = 4 << 20,
         "4 MiB",
         "encoded bytes waiting per connection; QoS 0 messages past it are dropped (counted), QoS \
@@ -291,6 +322,20 @@ impl Config {
         }
         if self.session_queue_bytes_max < 1024 {
             return Err(bad("session_queue_bytes_max", "must be at least 1024"));
+        }
+        if self.session_queue_high_watermark == 0
+            || self.session_queue_high_watermark > self.session_queue_count_max
+        {
+            return Err(bad(
+                "session_queue_high_watermark",
+                "must be between 1 and session_queue_count_max",
+            ));
+        }
+        if self.session_queue_low_watermark >= self.session_queue_high_watermark {
+            return Err(bad(
+                "session_queue_low_watermark",
+                "must be below session_queue_high_watermark",
+            ));
         }
         if self.outbox_bytes_max < 1024 {
             return Err(bad("outbox_bytes_max", "must be at least 1024"));

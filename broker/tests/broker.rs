@@ -232,32 +232,6 @@ fn slow_qos0_subscriber_does_not_grow_memory_and_others_carry_on() {
     still_serving(&broker);
 }
 
-#[test]
-fn slow_qos1_subscriber_is_disconnected_at_its_queue_bound() {
-    let broker = Broker::start(&[
-        "--inflight-count-max",
-        "10",
-        "--session-queue-count-max",
-        "100",
-    ]);
-    let (mut slow, _) = Raw::connect(broker.addr, V5, &id_on("slow1", 0), true);
-    slow.subscribe("q1flood", QoS::AtLeastOnce);
-    let (mut publ, _) = Raw::connect(broker.addr, V4, &id_on("q1pub", 1), true);
-    for i in 0..200u16 {
-        publ.publish_acked("q1flood", b"x", i + 1);
-    }
-    let seen = slow.until_closed();
-    let publishes = seen
-        .iter()
-        .filter(|p| matches!(p, Packet::Publish(_)))
-        .count();
-    assert_eq!(publishes, 10, "only the inflight window was sent");
-    assert!(
-        matches!(seen.last(), Some(Packet::Disconnect(d)) if d.reason == ReasonCode::QUOTA_EXCEEDED)
-    );
-    still_serving(&broker);
-}
-
 /// Connects, sends `bytes`, returns everything the broker sent before closing.
 fn bad_input(broker: &Broker, version: ProtocolVersion, bytes: &[u8]) -> Vec<Packet> {
     let (mut c, _) = Raw::connect(broker.addr, version, &id_on("bad", 0), true);

@@ -13,6 +13,7 @@
 pub mod accounting;
 pub mod compare;
 pub mod loadgen;
+mod matrix;
 pub mod procstat;
 pub mod relay;
 pub mod report;

@@ -35,8 +35,15 @@ pub(crate) fn on_pub_resp(core: &mut Core, id: ConnId, r: PubResp) {
         }
     }
     let dirty = !conn.out.is_empty();
+    let drops = session.drops.total != 0;
     if !session.journal.is_empty() {
         core.journal_of(sid);
+    }
+    if drops {
+        core.take_drops(sid);
+    }
+    if !core.congested.is_empty() {
+        core.relieve(sid);
     }
     if dirty {
         core.mark_dirty(id);

@@ -160,6 +160,7 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
             }),
         queue_max: core.config.session_queue_count_max,
         queue_bytes_max: core.config.session_queue_bytes_max,
+        full_policy: core.config.session_queue_full_policy,
         alias_max: connect.properties.topic_alias_maximum.unwrap_or(0),
         packet_bytes_max: connect
             .properties
@@ -285,5 +286,6 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
         session.resume(now, &mut conn.out);
     }
     core.journal_of(sid);
+    core.take_drops(sid);
     tracing::debug!(shard = core.id.0, client = %connect.client_id, session_present, "client connected");
 }

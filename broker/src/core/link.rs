@@ -44,6 +44,10 @@ pub struct Link {
     pub rate_tokens: f64,
     /// Last refill of `rate_tokens`.
     pub rate_at: Instant,
+    /// Congested sessions holding this publisher paused (0: read normally).
+    pub held_by: u32,
+    /// Last time the client took output (a send made progress), or had none waiting.
+    pub last_progress: Instant,
 }
 
 impl Link {
@@ -64,6 +68,8 @@ impl Link {
             problem_info: true,
             rate_tokens: 0.0,
             rate_at: now,
+            held_by: 0,
+            last_progress: now,
         }
     }
 

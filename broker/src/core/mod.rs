@@ -15,6 +15,8 @@
 //!   each.
 //! - `route.rs`: publishing, matching, delivery to sessions, peers and sinks.
 //! - `acks.rs`: acknowledgements held on the ledger, records into the store.
+//! - `flow.rs`: backpressure (publishers paused by congested sessions), drop counting,
+//!   stuck consumers.
 //! - `sessions.rs`: session life cycle, the tick (timeouts, expiry, wills, metrics).
 //! - `peer.rs`: [`peer::ShardMsg`] and how the core answers peers.
 //! - `restore.rs`: rebuilding state from a recovered store.
@@ -23,6 +25,9 @@ pub mod ack;
 mod acks;
 pub mod connect;
 pub mod disconnect;
+pub mod flow;
+#[cfg(test)]
+mod flow_tests;
 pub mod link;
 pub mod peer;
 pub mod publish;
@@ -73,6 +78,12 @@ pub enum Effect {
     },
     /// Push a message onto the mesh queue to `peer` (in order with the others).
     Peer(ShardId, ShardMsg),
+    /// Stop reading the connection (a session it publishes to is congested).
+    Pause(ConnId),
+    /// Read the connection again (every session that paused it drained).
+    Resume(ConnId),
+    /// Abandon the connection's output (its client takes nothing): cancel its send.
+    Abort(ConnId),
 }
 
 /// Where a message being routed came from.
@@ -139,6 +150,12 @@ pub struct Core {
     /// Outbound targets other than sessions and peers.
     pub sinks: Sinks,
     last_retain_version: u64,
+    /// The connection the message being routed came from (None: the broker's own).
+    pub(crate) publisher: Option<flow::Publisher>,
+    /// A delivery of the message being routed met a full queue under the `refuse` policy.
+    pub(crate) refused: bool,
+    /// Connected sessions over their high watermark, with the publishers they paused.
+    pub(crate) congested: FxHashMap<SessionId, flow::Paused>,
 }
 
 impl std::fmt::Debug for Core {
@@ -197,6 +214,9 @@ impl Core {
             durable: Durable::new(store, holds_acks),
             sinks: Sinks::default(),
             last_retain_version: 0,
+            publisher: None,
+            refused: false,
+            congested: FxHashMap::default(),
         };
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
@@ -392,10 +412,14 @@ impl Core {
     /// messages into the room that made.
     pub fn sent(&mut self, id: ConnId, sent: usize, rest: usize) {
         self.stats.bytes_out += sent as u64;
+        let now = self.now;
         let Some(conn) = self.conn_mut(id) else {
             return;
         };
         conn.sending = rest;
+        if sent > 0 {
+            conn.last_progress = now;
+        }
         if rest != 0 {
             return;
         }
@@ -426,14 +450,27 @@ impl Core {
         let Some((session, conn)) = self.session_and_conn(sid, id) else {
             return;
         };
+        if session.queued_len() == 0 {
+            session.drop_logged = false;
+        }
         if conn.closing || conn.outbox_bytes() >= max || session.queued_len() == 0 {
+            if !self.congested.is_empty() {
+                self.relieve(sid);
+            }
             return;
         }
         let before = conn.out.len();
         session.fill_window(now, &mut conn.out);
         let grew = conn.out.len() != before;
+        let drops = session.drops.total != 0;
         if !session.journal.is_empty() {
             self.journal_of(sid);
+        }
+        if drops {
+            self.take_drops(sid);
+        }
+        if !self.congested.is_empty() {
+            self.relieve(sid);
         }
         if grew {
             self.mark_dirty(id);

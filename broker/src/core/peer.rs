@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use net::codec::{Connect, Packet};
 
+use super::flow::PublisherRef;
 use super::{Core, Effect, Origin, PendingSubAck, RetainedWanted};
 use crate::ids::{ConnId, ShardId};
 use crate::session::Message;
@@ -15,9 +16,10 @@ use crate::session::Message;
 /// What shards tell each other.
 #[derive(Debug)]
 pub enum ShardMsg {
-    /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] (sync
-    /// durability) the receiver answers `DurableAck(token)` once what it logged is on disk.
-    Publish(Message, AckRef),
+    /// A publish matched subscriptions on the receiving shard; with an [`AckRef`] the
+    /// receiver answers `DurableAck(token)` once what it logged is on disk (or refused). The
+    /// publisher, if a client, is who a congested session there pauses.
+    Publish(Message, AckRef, PublisherRef),
     /// What a forwarded publish caused on the sender is durable (true) or could not be
     /// written (false: the origin refuses the publish).
     DurableAck(u64, bool),
@@ -32,6 +34,8 @@ pub enum ShardMsg {
         hops: u8,
         /// Where the durability answer goes.
         ack: AckRef,
+        /// The publishing connection, if a client.
+        publisher: PublisherRef,
     },
     /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
     Retain {
@@ -49,6 +53,11 @@ pub enum ShardMsg {
     Barrier(u64),
     /// Reply to `Barrier`.
     BarrierAck(u64),
+    /// A session on the sender is congested by this publishing connection of the receiver:
+    /// stop reading it (one more hold).
+    Pause(ConnId),
+    /// One hold on this publishing connection ends.
+    Resume(ConnId),
     /// A connection whose CONNECT arrived on the sender but whose session lives on the
     /// receiver: the socket, the decoded CONNECT and whatever was read after it.
     Adopt {
@@ -100,17 +109,27 @@ impl Core {
     /// A message from peer `from` (anything but `Adopt`, which the reactor handles).
     pub fn on_peer(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
-            ShardMsg::Publish(message, ack) => {
+            ShardMsg::Publish(message, ack, publisher) => {
                 let before = self.durable.appended();
+                (self.publisher, self.refused) = (publisher.get(), false);
                 self.route(message, Origin::Peer);
+                self.publisher = None;
                 self.confirm_forward(ack, before);
+                self.refused = false;
             }
             ShardMsg::SharedPublish {
                 filter,
                 message,
                 hops,
                 ack,
-            } => self.on_shared_publish(from, filter, *message, hops, ack),
+                publisher,
+            } => {
+                (self.publisher, self.refused) = (publisher.get(), false);
+                self.on_shared_publish(from, filter, *message, hops, ack);
+                (self.publisher, self.refused) = (None, false);
+            }
+            ShardMsg::Pause(conn) => self.hold_link(conn, true),
+            ShardMsg::Resume(conn) => self.hold_link(conn, false),
             ShardMsg::DurableAck(token, ok) => {
                 for (conn, packet) in self.durable.peer_confirmed(token, ok) {
                     self.reply_ack(conn, &packet);

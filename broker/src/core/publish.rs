@@ -5,7 +5,9 @@
 use bytestring::ByteString;
 use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
+use super::flow::Publisher;
 use super::{Core, Origin};
+use crate::config::QueueFullPolicy;
 use crate::ids::ConnId;
 use crate::session::Message;
 
@@ -191,14 +193,42 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
         (QoS::ExactlyOnce, Some(pid)) => Some((PubRespKind::PubRec, pid)),
         _ => None,
     };
+    let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
     // In sync durability the acknowledgement waits for the log (here and on the peers the
-    // message is forwarded to, which answer the token).
-    let holds = kind.is_some() && (core.durable.holds_acks() || !core.sinks.is_empty());
+    // message is forwarded to, which answer the token); under the `refuse` queue policy an
+    // MQTT 5 publisher's waits for the peers' verdict too.
+    let refusable =
+        v5 && core.shards > 1 && core.config.session_queue_full_policy == QueueFullPolicy::Refuse;
+    let holds =
+        kind.is_some() && (core.durable.holds_acks() || !core.sinks.is_empty() || refusable);
     let token = holds.then(|| core.durable.next_token());
+    core.publisher = Some(Publisher {
+        shard: core.id,
+        conn: id,
+        v5,
+    });
+    core.refused = false;
     let peers = core.publish(message, Origin::Client(sid, token));
+    core.publisher = None;
+    let refused = std::mem::take(&mut core.refused);
     if let Some((kind, pid)) = kind {
-        let ack = Packet::PubResp(PubResp::new(kind, pid));
-        core.ack_when_durable(id, ack, before, token, peers);
+        let mut r = PubResp::new(kind, pid);
+        if refused {
+            // MQTT 5 only: the flow ends at this PUBREC [MQTT-4.3.3-9].
+            if kind == PubRespKind::PubRec {
+                if let Some(s) = core.session_mut(sid) {
+                    s.inbound_qos2_release(pid);
+                }
+                core.journal_of(sid);
+            }
+            r.reason = ReasonCode::QUOTA_EXCEEDED;
+            if core.conn_mut(id).is_some_and(|c| c.problem_info) {
+                r.properties.reason_string = Some(ByteString::from_static(
+                    "a subscriber's session queue is full (session_queue_full_policy = refuse)",
+                ));
+            }
+        }
+        core.ack_when_durable(id, Packet::PubResp(r), before, token, peers);
     }
 }
 

@@ -23,11 +23,12 @@ impl Core {
         let now = self.now;
         let (mut sessions, mut messages) = (0usize, 0usize);
         for (client, st) in state.sessions {
-            let limits = crate::session::SessionLimits::new(
+            let mut limits = crate::session::SessionLimits::new(
                 usize::from(self.config.inflight_count_max),
                 self.config.session_queue_count_max,
                 self.config.session_queue_bytes_max,
             );
+            limits.full_policy = self.config.session_queue_full_policy;
             let mut session = Session::new(ByteString::from(client), ProtocolVersion::V311, limits);
             session.durable = true;
             session.expiry_interval = st.expiry;

@@ -3,8 +3,8 @@
 //! subscription receives.
 
 use bytestring::ByteString;
-use net::codec::ReasonCode;
 
+use super::flow::PublisherRef;
 use super::link::lookup;
 use super::peer::{AckRef, ShardMsg};
 use super::{Core, Origin, RetainedWanted};
@@ -100,7 +100,8 @@ impl Core {
                 mask &= mask - 1;
                 self.stats.forwarded += 1;
                 confirming += usize::from(ack != AckRef::NONE);
-                self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack));
+                let publisher = PublisherRef::new(self.publisher);
+                self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack, publisher));
             }
             if !self.sinks.is_empty() {
                 let token = match origin {
@@ -130,6 +131,7 @@ impl Core {
             }
             SharedPick::Remote(peer, filter) => {
                 self.stats.forwarded += 1;
+                let publisher = PublisherRef::new(self.publisher);
                 self.send_to_peer(
                     peer,
                     ShardMsg::SharedPublish {
@@ -137,6 +139,7 @@ impl Core {
                         message: Box::new(message.clone()),
                         hops,
                         ack,
+                        publisher,
                     },
                 );
                 ack != AckRef::NONE
@@ -161,6 +164,7 @@ impl Core {
                 self.deliver_shared(pick, &message, hops, AckRef::NONE);
             }
             Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.shards => {
+                let publisher = PublisherRef::new(self.publisher);
                 self.send_to_peer(
                     peer,
                     ShardMsg::SharedPublish {
@@ -168,12 +172,13 @@ impl Core {
                         message: Box::new(message),
                         hops: hops + 1,
                         ack,
+                        publisher,
                     },
                 );
                 return;
             }
             _ => {
-                self.stats.dropped += 1;
+                self.stats.dropped_no_subscriber += 1;
                 tracing::debug!(shard = self.id.0, %filter, "shared message with no member left");
             }
         }
@@ -181,11 +186,14 @@ impl Core {
     }
 
     /// Tells the origin of a forwarded message that what it caused here is durable (now, or
-    /// after the commit that covers it).
+    /// after the commit that covers it), or that a full queue refused it (`self.refused`).
     pub(super) fn confirm_forward(&mut self, ack: AckRef, before: u64) {
         let Some((origin, token)) = ack.get() else {
             return;
         };
+        if std::mem::take(&mut self.refused) {
+            return self.send_to_peer(origin, ShardMsg::DurableAck(token, false));
+        }
         if self.durable.wait_for_peer(origin, token, before) {
             self.send_to_peer(origin, ShardMsg::DurableAck(token, true));
         }
@@ -217,13 +225,18 @@ impl Core {
             .and_then(|id| lookup(&mut self.links, id))
             .filter(|c| !c.closing && c.outbox_bytes() < max);
         let conn_id = conn.as_ref().map(|c| c.id);
-        let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out));
+        // A connected session fed by a client publisher pauses it instead of dropping (the
+        // overshoot is what was in flight before the pause took: bounded by the read and
+        // mesh buffers); a client feeding its own subscription cannot be paused by it.
+        let may_exceed = match (self.publisher, session.conn) {
+            (Some(p), Some(own)) => p.shard != self.id || p.conn != own,
+            _ => false,
+        };
+        let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out), may_exceed);
+        let drops = session.drops.total != 0;
         if !session.journal.is_empty() {
             self.journal_of(sid);
         }
-        let Some(Some(session)) = self.sessions.get_mut(sid.0 as usize) else {
-            return;
-        };
         match delivery {
             Delivery::Sent => {
                 self.stats.publishes_out += 1;
@@ -233,15 +246,26 @@ impl Core {
                     self.mark_dirty(id);
                 }
             }
-            Delivery::Queued => {}
-            Delivery::Dropped | Delivery::QueuedDroppedOldest => self.stats.dropped += 1,
-            Delivery::Overflow => {
-                if let Some(id) = session.conn {
-                    let (client, queued) = (session.client_id.clone(), session.queued_len());
-                    tracing::info!(shard = self.id.0, client = %client, queued, "disconnecting a client that is not keeping up: session queue full");
-                    self.close(id, Some(ReasonCode::QUOTA_EXCEEDED), "session queue full");
+            Delivery::Queued => self.queued_for(sid),
+            Delivery::Dropped => {}
+            Delivery::Full => match self.publisher {
+                // Refused: the publisher learns it from its PUBACK / PUBREC.
+                Some(p) if p.v5 => {
+                    self.refused = true;
+                    self.stats.refused_queue_full += 1;
                 }
-            }
+                // MQTT 3 publishers and the broker's own messages cannot be told.
+                _ => {
+                    if let Some(session) = self.session_mut(sid) {
+                        session.dropped += 1;
+                        session.drops.count(crate::session::DropReason::QueueFull);
+                    }
+                    return self.take_drops(sid);
+                }
+            },
+        }
+        if drops {
+            self.take_drops(sid);
         }
     }
 

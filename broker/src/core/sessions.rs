@@ -34,6 +34,8 @@ impl Core {
     /// published now (the session ends first [MQTT-3.1.3-9]); messages it holds from shared
     /// subscriptions and has not finished go to other members of their groups.
     pub(crate) fn remove_session(&mut self, sid: SessionId) {
+        self.take_drops(sid);
+        self.release_publishers(sid);
         let Some(mut session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
             return;
         };
@@ -59,7 +61,7 @@ impl Core {
                     self.deliver_shared(pick, &message, 0, super::peer::AckRef::NONE);
                 }
                 None => {
-                    self.stats.dropped += 1;
+                    self.stats.dropped_no_subscriber += 1;
                     tracing::debug!(shard = self.id.0, %filter, "shared message lost its last group member");
                 }
             }
@@ -88,6 +90,11 @@ impl Core {
             return;
         }
         session.conn = None;
+        // Offline, the queue policy applies instead: its publishers go on.
+        self.release_publishers(sid);
+        let Some(session) = self.session_mut(sid) else {
+            return;
+        };
         // The will goes out now, or after its delay unless the session resumes first; never
         // later than the session's end [MQTT-3.1.3-9].
         let mut will_now = None;
@@ -136,7 +143,10 @@ impl Core {
                 (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
                     expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
                 }
-                (Some(_), Some(ka)) if now.duration_since(conn.last_seen) > ka => {
+                // A publisher held by backpressure is not read: its silence is ours.
+                (Some(_), Some(ka))
+                    if conn.held_by == 0 && now.duration_since(conn.last_seen) > ka =>
+                {
                     expired.push((
                         conn.id,
                         Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
@@ -150,6 +160,7 @@ impl Core {
             tracing::info!(shard = self.id.0, "closing connection: {why}");
             self.close(id, reason, why);
         }
+        self.close_stuck_consumers();
         let expired_sessions: Vec<SessionId> = self
             .sessions
             .iter()

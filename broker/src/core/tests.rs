@@ -115,7 +115,7 @@ fn land(core: &mut Core) {
     });
 }
 
-fn config(durability: Durability, shards: usize) -> Config {
+pub(super) fn config(durability: Durability, shards: usize) -> Config {
     Config {
         shards,
         durability,
@@ -123,7 +123,7 @@ fn config(durability: Durability, shards: usize) -> Config {
     }
 }
 
-fn core_with(config: Config, store: Box<dyn Store + Send>) -> Core {
+pub(super) fn core_with(config: Config, store: Box<dyn Store + Send>) -> Core {
     let auth = Arc::new(Auth::load(&config).unwrap());
     let metrics = Arc::new(Metrics::new(config.shards));
     let recovered = Recovered {
@@ -135,25 +135,25 @@ fn core_with(config: Config, store: Box<dyn Store + Send>) -> Core {
     Core::new(ShardId(0), config, auth, metrics, recovered, Instant::now())
 }
 
-fn memory_core() -> Core {
+pub(super) fn memory_core() -> Core {
     core_with(
         config(Durability::Memory, 1),
         Box::new(storage::store::MemoryStore::default()),
     )
 }
 
-fn conn(slot: u32) -> ConnId {
+pub(super) fn conn(slot: u32) -> ConnId {
     ConnId {
         slot,
         generation: 0,
     }
 }
 
-fn pid(n: u16) -> PacketId {
+pub(super) fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()
 }
 
-fn connect_packet(client: &str, version: ProtocolVersion, clean: bool) -> Box<Connect> {
+pub(super) fn connect_packet(client: &str, version: ProtocolVersion, clean: bool) -> Box<Connect> {
     Box::new(Connect {
         version,
         clean_start: clean,
@@ -167,7 +167,7 @@ fn connect_packet(client: &str, version: ProtocolVersion, clean: bool) -> Box<Co
 }
 
 /// Opens connection `slot` and sends `connect`; returns the CONNACK.
-fn connect(core: &mut Core, slot: u32, c: Box<Connect>) -> Packet {
+pub(super) fn connect(core: &mut Core, slot: u32, c: Box<Connect>) -> Packet {
     core.open_link(conn(slot));
     core.packet(conn(slot), Packet::Connect(c));
     let mut out = output(core, slot);
@@ -176,7 +176,7 @@ fn connect(core: &mut Core, slot: u32, c: Box<Connect>) -> Packet {
 }
 
 /// Decodes (and clears) what the core wrote to connection `slot`.
-fn output(core: &mut Core, slot: u32) -> Vec<Packet> {
+pub(super) fn output(core: &mut Core, slot: u32) -> Vec<Packet> {
     let Some(link) = core.conn_mut(conn(slot)) else {
         return Vec::new();
     };
@@ -191,7 +191,7 @@ fn output(core: &mut Core, slot: u32) -> Vec<Packet> {
     packets
 }
 
-fn publish(topic: &str, qos: QoS, id: u16) -> Packet {
+pub(super) fn publish(topic: &str, qos: QoS, id: u16) -> Packet {
     Packet::Publish(Publish {
         dup: false,
         qos,
@@ -203,7 +203,7 @@ fn publish(topic: &str, qos: QoS, id: u16) -> Packet {
     })
 }
 
-fn subscribe(core: &mut Core, slot: u32, filter: &str, qos: QoS) {
+pub(super) fn subscribe(core: &mut Core, slot: u32, filter: &str, qos: QoS) {
     core.packet(
         conn(slot),
         Packet::Subscribe(Subscribe {
@@ -216,20 +216,20 @@ fn subscribe(core: &mut Core, slot: u32, filter: &str, qos: QoS) {
     assert!(matches!(out.as_slice(), [Packet::SubAck(_)]), "{out:?}");
 }
 
-fn closes(core: &mut Core, slot: u32) -> bool {
+pub(super) fn closes(core: &mut Core, slot: u32) -> bool {
     core.effects
         .iter()
         .any(|e| matches!(e, Effect::Close(id) if *id == conn(slot)))
 }
 
-fn disconnect_reason(packets: &[Packet]) -> Option<ReasonCode> {
+pub(super) fn disconnect_reason(packets: &[Packet]) -> Option<ReasonCode> {
     packets.iter().find_map(|p| match p {
         Packet::Disconnect(d) => Some(d.reason),
         _ => None,
     })
 }
 
-fn acks(packets: &[Packet]) -> Vec<(PubRespKind, u16, u8)> {
+pub(super) fn acks(packets: &[Packet]) -> Vec<(PubRespKind, u16, u8)> {
     packets
         .iter()
         .filter_map(|p| match p {

@@ -84,6 +84,11 @@ impl Ledger {
         out
     }
 
+    /// Records durable in the store so far (a position).
+    pub fn durable(&self) -> u64 {
+        self.durable
+    }
+
     /// True when `conn` has acks waiting (later answers must queue behind them).
     pub fn has_held(&self, conn: ConnId) -> bool {
         self.held.contains_key(&conn)

@@ -60,6 +60,11 @@ impl Durable {
         self.store.appended()
     }
 
+    /// Everything appended is durable (a shutdown may end without losing a record).
+    pub fn settled(&self) -> bool {
+        self.ledger.durable() >= self.store.appended()
+    }
+
     /// Appends one record; an error is logged (once per streak) and the record is lost, which
     /// the failing state then reports to publishers.
     pub fn append(&mut self, record: &Record) {

@@ -62,10 +62,25 @@ pub struct CounterDoc {
     pub kind: Kind,
     /// The `$SYS/broker/...` topic(s).
     pub sys: Sys,
-    /// The Prometheus metric name.
+    /// The Prometheus metric name, with its labels if it is one series of a family
+    /// (`family{label="value"}`); a family's rows are adjacent and share their help text.
     pub prom: &'static str,
     /// The Prometheus `# HELP` text, also the field's doc comment.
     pub help: &'static str,
+}
+
+impl CounterDoc {
+    /// The metric family: the name without labels.
+    pub fn family(&self) -> &'static str {
+        self.prom.split_once('{').map_or(self.prom, |(f, _)| f)
+    }
+
+    /// The labels inside the braces (`reason="x"`), or "" for none.
+    pub fn labels(&self) -> &'static str {
+        self.prom
+            .split_once('{')
+            .map_or("", |(_, l)| l.trim_end_matches('}'))
+    }
 }
 
 macro_rules! counters {
@@ -142,10 +157,38 @@ counters! {
         sys Both("messages/sent"),
         prom "ringmq_messages_sent_total",
         help "PUBLISH packets sent to clients (first transmissions).";
-    dropped: Counter,
-        sys Both("messages/dropped"),
-        prom "ringmq_messages_dropped_total",
-        help "Messages dropped (QoS 0 overflow, oldest queued, expired, too large).";
+    dropped_outbox: Counter,
+        sys Both("messages/dropped/outbox_full"),
+        prom "ringmq_messages_dropped_total{reason=\"outbox_full\"}",
+        help "Messages dropped, by reason: outbox_full (QoS 0 with the outbox full or the client offline), queue_full (session_queue_full_policy), expired, too_large (above the client's maximum packet size), no_subscriber (a shared message whose group emptied).";
+    dropped_queue_full: Counter,
+        sys Both("messages/dropped/queue_full"),
+        prom "ringmq_messages_dropped_total{reason=\"queue_full\"}",
+        help "Messages dropped, by reason: outbox_full (QoS 0 with the outbox full or the client offline), queue_full (session_queue_full_policy), expired, too_large (above the client's maximum packet size), no_subscriber (a shared message whose group emptied).";
+    dropped_expired: Counter,
+        sys Both("messages/dropped/expired"),
+        prom "ringmq_messages_dropped_total{reason=\"expired\"}",
+        help "Messages dropped, by reason: outbox_full (QoS 0 with the outbox full or the client offline), queue_full (session_queue_full_policy), expired, too_large (above the client's maximum packet size), no_subscriber (a shared message whose group emptied).";
+    dropped_too_large: Counter,
+        sys Both("messages/dropped/too_large"),
+        prom "ringmq_messages_dropped_total{reason=\"too_large\"}",
+        help "Messages dropped, by reason: outbox_full (QoS 0 with the outbox full or the client offline), queue_full (session_queue_full_policy), expired, too_large (above the client's maximum packet size), no_subscriber (a shared message whose group emptied).";
+    dropped_no_subscriber: Counter,
+        sys Both("messages/dropped/no_subscriber"),
+        prom "ringmq_messages_dropped_total{reason=\"no_subscriber\"}",
+        help "Messages dropped, by reason: outbox_full (QoS 0 with the outbox full or the client offline), queue_full (session_queue_full_policy), expired, too_large (above the client's maximum packet size), no_subscriber (a shared message whose group emptied).";
+    refused_queue_full: Counter,
+        sys Both("messages/refused/queue_full"),
+        prom "ringmq_publishes_refused_total{reason=\"queue_full\"}",
+        help "QoS 1/2 publishes refused with PUBACK / PUBREC 0x97 (session_queue_full_policy = refuse), by reason.";
+    publisher_pauses: Counter,
+        sys Total("clients/paused"),
+        prom "ringmq_publisher_pauses_total",
+        help "Times a publishing connection was paused because a session it publishes to was over session_queue_high_watermark.";
+    slow_consumers: Counter,
+        sys Total("clients/slow_consumer_disconnects"),
+        prom "ringmq_slow_consumer_disconnects_total",
+        help "Clients disconnected for taking nothing for slow_consumer_timeout_ms while messages waited.";
     forwarded: Counter,
         sys Total("messages/forwarded"),
         prom "ringmq_messages_forwarded_total",
@@ -194,17 +237,40 @@ mod tests {
     fn names_are_unique_and_well_formed() {
         assert!(unique(COUNTERS.iter().map(|c| c.field)));
         assert!(unique(COUNTERS.iter().map(|c| c.prom)));
+        // A family's rows are adjacent and agree on kind and help.
+        let mut families = HashSet::new();
+        for pair in COUNTERS.windows(2) {
+            if let [a, b] = pair {
+                if a.family() == b.family() {
+                    assert_eq!((a.kind, a.help), (b.kind, b.help), "{b:?}");
+                } else {
+                    assert!(
+                        families.insert(a.family()),
+                        "{a:?} not adjacent to its family"
+                    );
+                }
+            }
+        }
         assert!(unique(COUNTERS.iter().filter_map(|c| c.sys.total())));
         assert!(unique(COUNTERS.iter().filter_map(|c| c.sys.shard())));
         for c in COUNTERS {
             assert!(c.prom.starts_with("ringmq_"), "{c:?}");
             assert!(
-                c.prom
+                c.family()
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{c:?}"
             );
-            assert_eq!(c.kind == Kind::Counter, c.prom.ends_with("_total"), "{c:?}");
+            assert_eq!(
+                c.kind == Kind::Counter,
+                c.family().ends_with("_total"),
+                "{c:?}"
+            );
+            let labels = c.labels();
+            assert!(
+                labels.is_empty() || (labels.contains("=\"") && labels.ends_with('"')),
+                "{c:?}"
+            );
             assert!(!c.help.is_empty() && !c.help.contains('\n'), "{c:?}");
             assert!(!c.help.contains('\\'), "{c:?}");
             for name in [c.sys.total(), c.sys.shard()].into_iter().flatten() {
@@ -217,7 +283,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 13);
+        assert_eq!(COUNT, 20);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

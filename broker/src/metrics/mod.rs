@@ -143,13 +143,21 @@ impl Metrics {
         let _ = writeln!(out, "# TYPE ringmq_uptime_seconds gauge");
         let _ = writeln!(out, "ringmq_uptime_seconds {}", self.uptime().as_secs());
         let values: Vec<[u64; COUNT]> = shards.iter().map(|(s, _)| s.values()).collect();
+        let mut family = "";
         for (i, c) in COUNTERS.iter().enumerate() {
-            let (name, kind, help) = (c.prom, c.kind.as_str(), c.help);
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            let (name, kind, help) = (c.family(), c.kind.as_str(), c.help);
+            if name != family {
+                family = name;
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+            }
+            let labels = match c.labels() {
+                "" => String::new(),
+                l => format!("{l},"),
+            };
             for (shard, v) in values.iter().enumerate() {
                 let v = v.get(i).copied().unwrap_or(0);
-                let _ = writeln!(out, "{name}{{shard=\"{shard}\"}} {v}");
+                let _ = writeln!(out, "{name}{{{labels}shard=\"{shard}\"}} {v}");
             }
         }
         let name = "ringmq_delivery_latency_seconds";
@@ -274,22 +282,28 @@ mod tests {
         );
         let text = m.prometheus();
         for (i, c) in COUNTERS.iter().enumerate() {
-            let block = format!(
-                "# HELP {0} {1}\n# TYPE {0} {2}\n{0}{{shard=\"0\"}} 0\n{0}{{shard=\"1\"}} {3}\n",
-                c.prom,
-                c.help,
-                c.kind.as_str(),
+            let (family, help, kind) = (c.family(), c.help, c.kind.as_str());
+            let head = format!("# HELP {family} {help}\n# TYPE {family} {kind}\n");
+            assert_eq!(text.matches(&head).count(), 1, "{head}\n---\n{text}");
+            let labels = match c.labels() {
+                "" => String::new(),
+                l => format!("{l},"),
+            };
+            let series = format!(
+                "{family}{{{labels}shard=\"0\"}} 0\n{family}{{{labels}shard=\"1\"}} {}\n",
                 100 + i
             );
-            assert!(text.contains(&block), "{block}\n---\n{text}");
+            assert!(text.contains(&series), "{series}\n---\n{text}");
         }
+        let dropped = "ringmq_messages_dropped_total{reason=\"queue_full\",shard=\"1\"}";
+        assert!(text.contains(dropped), "{text}");
     }
 
     /// The exported names, help texts and types as they were before the table: each metric
     /// family's text must not change (only the order of the families did).
     #[test]
     fn prometheus_text_unchanged() {
-        const BEFORE: [(&str, &str, &str); 13] = [
+        const BEFORE: [(&str, &str, &str); 12] = [
             (
                 "ringmq_messages_received_total",
                 "counter",
@@ -304,11 +318,6 @@ mod tests {
                 "ringmq_messages_forwarded_total",
                 "counter",
                 "Messages forwarded to peer shards.",
-            ),
-            (
-                "ringmq_messages_dropped_total",
-                "counter",
-                "Messages dropped (QoS 0 overflow, oldest queued, expired, too large).",
             ),
             (
                 "ringmq_bytes_received_total",
@@ -358,23 +367,24 @@ mod tests {
             );
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 2, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 2, "{text}");
+        // Since the table: the dropped family by reason, refusals, pauses, slow consumers.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 6, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 6, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
         ));
     }
 
-    /// The `$SYS` topics, values and order as they were before the table.
+    /// The `$SYS` topics, values and order.
     #[test]
-    fn sys_topics_unchanged() {
+    fn sys_topics_in_order() {
         let m = Metrics::new(2);
         let s = Stats {
             publishes_in: 1,
             publishes_out: 2,
             forwarded: 3,
-            dropped: 4,
+            dropped_queue_full: 4,
             bytes_in: 5,
             bytes_out: 6,
             accepted: 7,
@@ -384,6 +394,8 @@ mod tests {
             sessions: 11,
             retained: 12,
             invariant_errors: 13,
+            publisher_pauses: 14,
+            ..Default::default()
         };
         m.store(0, &s, &Histogram::default());
         m.store(1, &s, &Histogram::default());
@@ -396,7 +408,14 @@ mod tests {
             ("sessions", 22),
             ("messages/received", 2),
             ("messages/sent", 4),
-            ("messages/dropped", 8),
+            ("messages/dropped/outbox_full", 0),
+            ("messages/dropped/queue_full", 8),
+            ("messages/dropped/expired", 0),
+            ("messages/dropped/too_large", 0),
+            ("messages/dropped/no_subscriber", 0),
+            ("messages/refused/queue_full", 0),
+            ("clients/paused", 28),
+            ("clients/slow_consumer_disconnects", 0),
             ("messages/forwarded", 6),
             ("bytes/received", 10),
             ("bytes/sent", 12),
@@ -409,7 +428,12 @@ mod tests {
                 ("clients/connected", 10),
                 ("messages/received", 1),
                 ("messages/sent", 2),
-                ("messages/dropped", 4),
+                ("messages/dropped/outbox_full", 0),
+                ("messages/dropped/queue_full", 4),
+                ("messages/dropped/expired", 0),
+                ("messages/dropped/too_large", 0),
+                ("messages/dropped/no_subscriber", 0),
+                ("messages/refused/queue_full", 0),
                 ("retained/count", 12),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));

@@ -19,8 +19,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use crate::ids::ConnId;
 use storage::record::Record;
 
+mod drops;
 mod message;
+pub use drops::{DropReason, Drops};
 pub use message::{stored, unstored, Message};
+
+use crate::config::QueueFullPolicy;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Awaiting {
@@ -85,13 +89,11 @@ pub enum Delivery {
     Sent,
     /// Queued (window full or client offline).
     Queued,
-    /// QoS 0 with nowhere to go, expired, or larger than the client accepts: dropped.
+    /// Dropped (counted in [`Session::drops`] with its reason).
     Dropped,
-    /// Queued after dropping the oldest queued message (offline session at its bound).
-    QueuedDroppedOldest,
-    /// A connected client's queue is at its bound: it is not keeping up and must be
-    /// disconnected. The message was not queued.
-    Overflow,
+    /// The queue is at its bound and the policy is `refuse`: nothing was queued or dropped;
+    /// the caller refuses the publish (or drops it when the publisher cannot be told).
+    Full,
 }
 
 /// The limits a session works within (from the config and the client's CONNECT).
@@ -107,6 +109,8 @@ pub struct SessionLimits {
     pub alias_max: u16,
     /// Largest packet the client accepts (its maximum packet size), if it set one.
     pub packet_bytes_max: Option<usize>,
+    /// What a message meets when the queue is at its bound.
+    pub full_policy: QueueFullPolicy,
 }
 
 impl SessionLimits {
@@ -118,6 +122,7 @@ impl SessionLimits {
             queue_bytes_max,
             alias_max: 0,
             packet_bytes_max: None,
+            full_policy: QueueFullPolicy::DropOldest,
         }
     }
 }
@@ -149,6 +154,10 @@ pub struct Session {
     /// Messages dropped for this session (QoS 0 with a full outbox, oldest queued, expired,
     /// too large for the client).
     pub dropped: u64,
+    /// Drops not yet moved into the shard's counters (the core takes them).
+    pub drops: Drops,
+    /// A drop episode was logged; cleared when the queue empties.
+    pub drop_logged: bool,
     limits: SessionLimits,
     next_packet_id: u16,
     inflight: VecDeque<Inflight>,
@@ -164,6 +173,8 @@ pub struct Session {
     pub journal: Vec<Record>,
     /// Last sequence number given to a journaled message.
     next_seq: u64,
+    /// The window holds ids recovered from the log (not in allocation order).
+    ids_unordered: bool,
 }
 
 /// Bytes a queued message holds on to (its topic and payload).
@@ -195,6 +206,8 @@ impl Session {
             will_delay: 0,
             will_due: None,
             dropped: 0,
+            drops: Drops::default(),
+            drop_logged: false,
             limits,
             next_packet_id: 1,
             inflight: VecDeque::new(),
@@ -205,6 +218,7 @@ impl Session {
             durable: false,
             journal: Vec::new(),
             next_seq: 0,
+            ids_unordered: false,
         }
     }
 
@@ -288,15 +302,18 @@ impl Session {
             recovered: true,
         };
         match packet_id.and_then(PacketId::new) {
-            Some(packet_id) => self.inflight.push_back(Inflight {
-                packet_id,
-                stage: if released {
-                    Awaiting::Comp
-                } else {
-                    Awaiting::Rec
-                },
-                out,
-            }),
+            Some(packet_id) => {
+                self.ids_unordered = true;
+                self.inflight.push_back(Inflight {
+                    packet_id,
+                    stage: if released {
+                        Awaiting::Comp
+                    } else {
+                        Awaiting::Rec
+                    },
+                    out,
+                });
+            }
             None => self.enqueue(out),
         }
     }
@@ -323,16 +340,41 @@ impl Session {
         self.queue.len()
     }
 
+    /// Topic and payload bytes queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes
+    }
+
     fn allocate_packet_id(&mut self) -> PacketId {
+        if self.inflight.is_empty() {
+            self.ids_unordered = false;
+        }
         loop {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(pid) = PacketId::new(id) {
-                if !self.inflight.iter().any(|f| f.packet_id == pid) {
+                if !self.may_be_in_flight(pid) || !self.inflight.iter().any(|f| f.packet_id == pid)
+                {
                     return pid;
                 }
             }
         }
+    }
+
+    /// False when `pid` cannot be in flight, without a scan: ids are given in cyclic order and
+    /// the window keeps that order (oldest first), so every id in flight lies between the
+    /// front's and the back's. Ids recovered from the log may not: then always scan.
+    fn may_be_in_flight(&self, pid: PacketId) -> bool {
+        let (Some(front), Some(back)) = (self.inflight.front(), self.inflight.back()) else {
+            return false;
+        };
+        if self.ids_unordered {
+            return true;
+        }
+        // Cyclic distance over ids 1..=65535.
+        let dist = |a: u16, b: u16| (i32::from(b) - i32::from(a)).rem_euclid(65_535);
+        let f = front.packet_id.get();
+        dist(f, pid.get()) <= dist(f, back.packet_id.get())
     }
 
     /// Encodes one PUBLISH of `o` for this client, with what MQTT 5 adds on the way out: the
@@ -377,7 +419,7 @@ impl Session {
         if let Some(max) = self.limits.packet_bytes_max {
             // Checked with the full topic: an alias only makes the packet smaller.
             if publish.encoded_len(self.version) > max {
-                self.dropped += 1;
+                self.drop(DropReason::TooLarge);
                 return false;
             }
         }
@@ -409,16 +451,19 @@ impl Session {
 
     /// Offers a message (QoS already capped by the subscription). `out` is the connection's
     /// output buffer while connected and able to take more, `None` otherwise. Expired
-    /// messages and messages larger than the client accepts are dropped.
+    /// messages and messages larger than the client accepts are dropped. With `may_exceed`
+    /// (a connected session fed by a publisher the caller pauses) a QoS 1/2 message is
+    /// queued even past the queue bound; otherwise the bound's policy applies.
     pub fn deliver(
         &mut self,
         message: &Message,
         grant: Grant,
         now: Instant,
         out: Option<&mut BytesMut>,
+        may_exceed: bool,
     ) -> Delivery {
         if message.expired(now) {
-            self.dropped += 1;
+            self.drop(DropReason::Expired);
             return Delivery::Dropped;
         }
         if grant.qos == QoS::AtMostOnce {
@@ -431,7 +476,7 @@ impl Session {
                     }
                 }
                 _ => {
-                    self.dropped += 1;
+                    self.drop(DropReason::Outbox);
                     Delivery::Dropped
                 }
             };
@@ -462,7 +507,7 @@ impl Session {
                 && (s.queue.len() >= s.limits.queue_max
                     || s.queued_bytes + weight > s.limits.queue_bytes_max)
         };
-        if !full(self) {
+        if may_exceed || !full(self) {
             let seq = self.journal_enqueue(message, &grant, now);
             self.enqueue(Outgoing {
                 message: message.clone(),
@@ -472,14 +517,19 @@ impl Session {
             });
             return Delivery::Queued;
         }
-        if self.conn.is_some() {
-            return Delivery::Overflow;
+        match self.limits.full_policy {
+            QueueFullPolicy::Refuse => return Delivery::Full,
+            QueueFullPolicy::DropNewest => {
+                self.drop(DropReason::QueueFull);
+                return Delivery::Dropped;
+            }
+            QueueFullPolicy::DropOldest => {}
         }
         while full(self) {
             if let Some(old) = self.dequeue() {
                 self.journal_done(old.seq);
             }
-            self.dropped += 1;
+            self.drop(DropReason::QueueFull);
         }
         let seq = self.journal_enqueue(message, &grant, now);
         self.enqueue(Outgoing {
@@ -488,7 +538,13 @@ impl Session {
             seq,
             recovered: false,
         });
-        Delivery::QueuedDroppedOldest
+        Delivery::Queued
+    }
+
+    /// Counts a dropped message.
+    fn drop(&mut self, reason: DropReason) {
+        self.dropped += 1;
+        self.drops.count(reason);
     }
 
     fn enqueue(&mut self, o: Outgoing) {
@@ -535,7 +591,7 @@ impl Session {
                 break;
             };
             if o.message.expired(now) {
-                self.dropped += 1;
+                self.drop(DropReason::Expired);
                 self.journal_done(o.seq);
                 continue;
             }

@@ -52,7 +52,13 @@ fn window_queue_and_acks() {
     let mut s = session(2, 10);
     let mut out = BytesMut::new();
     for n in 0..4 {
-        let d = s.deliver(&message(n), g(QoS::AtLeastOnce), now(), Some(&mut out));
+        let d = s.deliver(
+            &message(n),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false,
+        );
         assert_eq!(
             d,
             if n < 2 {
@@ -84,8 +90,20 @@ fn window_queue_and_acks() {
 fn qos2_outbound_flow_and_resume_with_dup() {
     let mut s = session(10, 10);
     let mut out = BytesMut::new();
-    s.deliver(&message(1), g(QoS::ExactlyOnce), now(), Some(&mut out));
-    s.deliver(&message(2), g(QoS::ExactlyOnce), now(), Some(&mut out));
+    s.deliver(
+        &message(1),
+        g(QoS::ExactlyOnce),
+        now(),
+        Some(&mut out),
+        false,
+    );
+    s.deliver(
+        &message(2),
+        g(QoS::ExactlyOnce),
+        now(),
+        Some(&mut out),
+        false,
+    );
     let sent = packets(&mut out);
     let Packet::Publish(first) = &sent[0] else {
         panic!()
@@ -109,13 +127,14 @@ fn qos2_outbound_flow_and_resume_with_dup() {
 }
 
 #[test]
-fn offline_queue_drops_oldest_online_overflows() {
+fn full_queue_drops_oldest_by_default_connected_or_not() {
     let mut s = session(1, 2);
     s.conn = None;
     for n in 0..3 {
-        s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None);
+        s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None, false);
     }
     assert_eq!((s.queued_len(), s.dropped), (2, 1));
+    assert_eq!(s.drops.by_reason, [0, 1, 0, 0]);
     s.conn = Some(ConnId {
         slot: 0,
         generation: 0,
@@ -126,11 +145,61 @@ fn offline_queue_drops_oldest_online_overflows() {
         panic!()
     };
     assert_eq!(&p.payload[..], &[1], "oldest was dropped");
-    s.deliver(&message(9), g(QoS::AtLeastOnce), now(), Some(&mut out));
-    assert_eq!(
-        s.deliver(&message(10), g(QoS::AtLeastOnce), now(), Some(&mut out)),
-        Delivery::Overflow
+    s.deliver(
+        &message(9),
+        g(QoS::AtLeastOnce),
+        now(),
+        Some(&mut out),
+        false,
     );
+    s.deliver(
+        &message(10),
+        g(QoS::AtLeastOnce),
+        now(),
+        Some(&mut out),
+        false,
+    );
+    assert_eq!(
+        s.deliver(
+            &message(11),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false
+        ),
+        Delivery::Queued
+    );
+    assert_eq!((s.queued_len(), s.dropped), (2, 3));
+}
+
+#[test]
+fn full_queue_policies_drop_newest_or_refuse() {
+    for (policy, expected, dropped) in [
+        (QueueFullPolicy::DropNewest, Delivery::Dropped, 1),
+        (QueueFullPolicy::Refuse, Delivery::Full, 0),
+    ] {
+        let mut s = session(1, 2);
+        let mut limits = SessionLimits::new(1, 2, usize::MAX);
+        limits.full_policy = policy;
+        s.set_limits(limits);
+        s.conn = None;
+        for n in 0..2 {
+            s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None, false);
+        }
+        let got = s.deliver(&message(2), g(QoS::AtLeastOnce), now(), None, false);
+        assert_eq!((got, s.dropped), (expected, dropped), "{policy:?}");
+        assert_eq!(s.queued_len(), 2);
+        let mut out = BytesMut::new();
+        s.conn = Some(ConnId {
+            slot: 0,
+            generation: 0,
+        });
+        s.resume(now(), &mut out);
+        let Packet::Publish(p) = &packets(&mut out)[0] else {
+            panic!()
+        };
+        assert_eq!(&p.payload[..], &[0], "{policy:?} keeps the oldest");
+    }
 }
 
 #[test]
@@ -140,7 +209,7 @@ fn queue_is_bounded_in_bytes_too() {
     s.conn = None;
     // Each message weighs 2 bytes (topic "t" + 1 byte payload): 5 fit in 10 bytes.
     for n in 0..8 {
-        s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None);
+        s.deliver(&message(n), g(QoS::AtLeastOnce), now(), None, false);
     }
     assert_eq!((s.queued_len(), s.dropped), (5, 3));
     s.conn = Some(ConnId {
@@ -151,13 +220,27 @@ fn queue_is_bounded_in_bytes_too() {
     s.resume(now(), &mut out);
     assert_eq!(s.queued_len(), 4, "one moved into the window");
     assert_eq!(
-        s.deliver(&message(9), g(QoS::AtLeastOnce), now(), Some(&mut out)),
+        s.deliver(
+            &message(9),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false
+        ),
         Delivery::Queued
     );
     assert_eq!(
-        s.deliver(&message(10), g(QoS::AtLeastOnce), now(), Some(&mut out)),
-        Delivery::Overflow
+        s.deliver(
+            &message(10),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false
+        ),
+        Delivery::Queued,
+        "the oldest makes room"
     );
+    assert_eq!(s.queued_len(), 5);
 }
 
 #[test]
@@ -187,7 +270,8 @@ fn expired_messages_are_dropped_and_the_rest_carry_what_is_left() {
             &m,
             grant.clone(),
             start + std::time::Duration::from_secs(4),
-            Some(&mut out)
+            Some(&mut out),
+            false
         ),
         Delivery::Sent
     );
@@ -205,7 +289,8 @@ fn expired_messages_are_dropped_and_the_rest_carry_what_is_left() {
             &m,
             grant,
             start + std::time::Duration::from_secs(11),
-            Some(&mut out)
+            Some(&mut out),
+            false
         ),
         Delivery::Dropped
     );
@@ -225,7 +310,13 @@ fn topic_aliases_and_client_packet_size() {
         packet_bytes_max: 1 << 20,
     };
     for _ in 0..2 {
-        s.deliver(&message(1), g(QoS::AtMostOnce), now(), Some(&mut out));
+        s.deliver(
+            &message(1),
+            g(QoS::AtMostOnce),
+            now(),
+            Some(&mut out),
+            false,
+        );
     }
     let Some(Packet::Publish(first)) = d.decode(&mut out).unwrap() else {
         panic!()
@@ -250,7 +341,7 @@ fn topic_aliases_and_client_packet_size() {
     let mut big = message(1);
     big.payload = Bytes::from(vec![0u8; 100]);
     assert_eq!(
-        s.deliver(&big, g(QoS::AtLeastOnce), now(), Some(&mut out)),
+        s.deliver(&big, g(QoS::AtLeastOnce), now(), Some(&mut out), false),
         Delivery::Dropped
     );
     assert_eq!(
@@ -269,7 +360,7 @@ fn unfinished_shared_messages_are_handed_back() {
             shared: (n != 1).then(|| "$share/g/t".into()),
             ..g(QoS::AtLeastOnce)
         };
-        s.deliver(&message(n), grant, now(), Some(&mut out));
+        s.deliver(&message(n), grant, now(), Some(&mut out), false);
     }
     let taken: Vec<u8> = s
         .take_shared_unfinished()
@@ -281,4 +372,38 @@ fn unfinished_shared_messages_are_handed_back() {
         .collect();
     assert_eq!(taken, vec![0, 2]);
     assert_eq!((s.inflight_len(), s.queued_len()), (0, 1));
+}
+
+#[test]
+fn packet_ids_wrap_around_an_id_still_in_flight() {
+    let mut s = session(2, 10);
+    let mut out = BytesMut::new();
+    s.deliver(
+        &message(0),
+        g(QoS::AtLeastOnce),
+        now(),
+        Some(&mut out),
+        false,
+    );
+    let Packet::Publish(first) = &packets(&mut out)[0] else {
+        panic!()
+    };
+    let held = first.packet_id.unwrap();
+    // The first stays unacknowledged while 70,000 others come and go: its id is skipped.
+    for n in 0..70_000u32 {
+        s.deliver(
+            &message(n as u8),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false,
+        );
+        let Packet::Publish(p) = &packets(&mut out)[0] else {
+            panic!()
+        };
+        let id = p.packet_id.unwrap();
+        assert_ne!(id, held, "allocation {n} reused an id in flight");
+        assert!(s.on_puback(id, now(), &mut out));
+    }
+    assert!(s.on_puback(held, now(), &mut out));
 }

@@ -39,6 +39,9 @@ pub struct Conn {
     pub recv_paused: bool,
     /// Bytes of the send in flight (0: none).
     pub sending: usize,
+    /// Paused by a congested session (the core's `Link::held_by` is above zero): nothing
+    /// more is decoded and the receive is not re-armed.
+    pub held: bool,
 }
 
 impl Conn {
@@ -53,6 +56,7 @@ impl Conn {
             closing: false,
             recv_paused: false,
             sending: 0,
+            held: false,
         }
     }
 

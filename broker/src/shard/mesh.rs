@@ -26,7 +26,7 @@ pub struct Doorbell {
 fn weight(msg: &ShardMsg) -> u64 {
     const OVERHEAD: u64 = 64;
     match msg {
-        ShardMsg::Publish(m, _) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
+        ShardMsg::Publish(m, ..) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
         ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
             OVERHEAD + (m.topic.len() + m.payload.len()) as u64
         }
@@ -144,7 +144,9 @@ impl Mesh {
     }
 
     /// Pushes to `peer`'s queue; gives the message back when the queue is full (in messages,
-    /// or in bytes unless it is empty).
+    /// or in bytes unless it is empty). The message comes back by value on purpose: the
+    /// queue's slots hold it by value too (no allocation per forwarded publish).
+    #[allow(clippy::result_large_err)]
     pub fn push(&mut self, peer: ShardId, msg: ShardMsg) -> Result<(), ShardMsg> {
         let Some(pq) = self.shared.queue(self.me.index(), peer.index()) else {
             return Err(msg);

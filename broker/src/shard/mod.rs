@@ -184,7 +184,10 @@ impl Shard {
                 self.begin_shutdown();
             }
             if let Some(since) = self.stopping_since {
-                if self.conn_count == 0 || self.core.now.duration_since(since) > SHUTDOWN_GRACE {
+                // Done when every client is gone and what their sessions' ends appended is
+                // on disk (or the grace is over).
+                let done = self.conn_count == 0 && self.core.durable.settled();
+                if done || self.core.now.duration_since(since) > SHUTDOWN_GRACE {
                     break;
                 }
             }
@@ -233,6 +236,37 @@ impl Shard {
                     conn.closing = true;
                     if conn.recv != RecvState::Idle {
                         self.ring.cancel(token(KIND_RECV, id));
+                    }
+                }
+                Effect::Pause(id) => {
+                    let Some(conn) = lookup(&mut self.conns, id) else {
+                        continue;
+                    };
+                    // Decoding stops; the armed receive is cancelled only once the read
+                    // buffer holds more than a little (`after_recv`), so a short pause costs
+                    // no ring operation.
+                    conn.held = true;
+                }
+                Effect::Resume(id) => {
+                    // Read again in the loop (not here: this may run inside another
+                    // connection's packet).
+                    if let Some(conn) = lookup(&mut self.conns, id) {
+                        conn.held = false;
+                        if !self.stalled.contains(&id) {
+                            self.stalled.push(id);
+                        }
+                    }
+                }
+                Effect::Abort(id) => {
+                    let Some(conn) = lookup(&mut self.conns, id) else {
+                        continue;
+                    };
+                    conn.closing = true;
+                    if conn.recv != RecvState::Idle {
+                        self.ring.cancel(token(KIND_RECV, id));
+                    }
+                    if conn.sending != 0 {
+                        self.ring.cancel(token(KIND_SEND, id));
                     }
                 }
                 Effect::Handoff {
@@ -427,6 +461,16 @@ impl Shard {
             self.release_if_idle(id);
             return;
         }
+        if conn.held {
+            // Held by a congested session: nothing is decoded until it resumes; the receive
+            // stops once two receive buffers' worth is waiting.
+            let held_limit = 2 * config.recv_buffer_bytes as usize;
+            if conn.rbuf.len() >= held_limit && conn.recv != RecvState::Idle && !conn.recv_paused {
+                self.ring.cancel(token(KIND_RECV, id));
+                conn.recv_paused = true;
+            }
+            return;
+        }
         if paused && conn.rbuf.len() >= limit {
             if conn.recv != RecvState::Idle && !conn.recv_paused {
                 self.ring.cancel(token(KIND_RECV, id));
@@ -441,7 +485,14 @@ impl Shard {
 
     /// Decodes and hands the core every whole packet in the connection's read buffer,
     /// applying its effects after each (so a full peer queue pauses before the next).
+    ///
+    /// A connection held by a congested session is not decoded; one that becomes held while
+    /// its buffer is decoded finishes the bytes already read (what its client sent before
+    /// the pause), so a resumed publisher's acknowledgements leave in one send, not one each.
     fn process_input(&mut self, id: ConnId) {
+        if lookup(&mut self.conns, id).is_some_and(|c| c.held) {
+            return;
+        }
         loop {
             if self.paused() {
                 if !self.stalled.contains(&id) {

@@ -55,6 +55,17 @@ impl Broker {
     }
 
     fn start_with(nofile: Option<u32>, extra: &[&str]) -> Self {
+        // A free port can be taken by another test between the probe and the broker's bind
+        // (the broker then exits): try again on another.
+        for _ in 0..5 {
+            if let Some(broker) = Self::try_start(nofile, extra) {
+                return broker;
+            }
+        }
+        panic!("ringmq did not start on any of 5 free ports");
+    }
+
+    fn try_start(nofile: Option<u32>, extra: &[&str]) -> Option<Self> {
         let port = free_port();
         // Every broker gets its own data directory unless the test names one.
         let own_dir;
@@ -74,7 +85,7 @@ impl Broker {
             }
             None => Command::new(env!("CARGO_BIN_EXE_ringmq")),
         };
-        let child = command
+        let mut child = command
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -88,11 +99,21 @@ impl Broker {
             .spawn()
             .expect("start ringmq");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if TcpStream::connect(addr).is_ok() {
+                // The listener answering must be this broker's: it is still running.
+                std::thread::sleep(Duration::from_millis(20));
+                if child.try_wait().unwrap().is_some() {
+                    return None;
+                }
+                return Some(Self { child, addr });
+            }
             assert!(Instant::now() < deadline, "broker did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, addr }
     }
 
     pub fn port(&self) -> u16 {

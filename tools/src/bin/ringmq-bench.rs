@@ -189,6 +189,10 @@ enum Command {
         /// Only write the report and charts again from OUT/results.json.
         #[arg(long)]
         render_only: bool,
+        /// Run only these cells (comma-separated ids, e.g. fan-in,fan-in-1000) and merge
+        /// their results into OUT/results.json before writing the report again.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// A trivial single-threaded MQTT relay (exact topics, no sessions): the baseline.
     Relay {
@@ -254,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             broker_core,
             load_core,
             render_only,
+            only,
         } => {
             let bench = std::env::current_exe()?;
             let ringmq = ringmq.unwrap_or_else(|| bench.with_file_name("ringmq"));
@@ -275,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                 bench,
                 broker_core,
                 load_core,
+                only,
             };
             if render_only {
                 tools::compare::render(&cfg)?;

@@ -1,0 +1,154 @@
+//! The scenario matrix `ringmq-bench compare` runs: each cell a topology and a load (or a
+//! connection count), quick or full.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use net::codec::{ProtocolVersion, QoS};
+
+use crate::compare::Mode;
+use crate::loadgen::topology::Topology;
+use crate::loadgen::Load;
+
+#[derive(Debug, Clone)]
+pub(crate) enum Work {
+    Messages(Box<Topology>, Load),
+    Connections(usize),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Cell {
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) work: Work,
+}
+
+fn msgs(topology: Topology, load: Load) -> Work {
+    Work::Messages(Box::new(topology), load)
+}
+
+fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
+    Load {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        qos,
+        payload_bytes: payload,
+        rate,
+        inflight: 64,
+        warmup: Duration::from_secs(1),
+        duration: Duration::from_secs_f64(seconds),
+        drain: Duration::from_secs(5),
+        version: ProtocolVersion::V311,
+        broker_pid: None,
+        persistent: false,
+        offline: None,
+    }
+}
+
+fn qos_of(q: u8) -> QoS {
+    QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
+}
+
+pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
+    let p2p = |n| Topology::p2p(n, "cmp");
+    let mut cells = vec![
+        Cell {
+            id: "p2p-max".into(),
+            title: "P2P, 100 pairs, QoS 1, 64 B, max rate".into(),
+            work: msgs(
+                p2p(100),
+                load(
+                    QoS::AtLeastOnce,
+                    64,
+                    0.0,
+                    if mode == Mode::Quick { 3.0 } else { 8.0 },
+                ),
+            ),
+        },
+        Cell {
+            id: "p2p-30k".into(),
+            title: "P2P, 100 pairs, QoS 1, 64 B, 30k msg/s offered".into(),
+            work: msgs(
+                p2p(100),
+                load(
+                    QoS::AtLeastOnce,
+                    64,
+                    300.0,
+                    if mode == Mode::Quick { 3.0 } else { 8.0 },
+                ),
+            ),
+        },
+        Cell {
+            id: "p2p-1000-qos0".into(),
+            title: "P2P, 1000 pairs, QoS 0, 64 B, 20 msg/s each".into(),
+            work: msgs(p2p(1000), load(QoS::AtMostOnce, 64, 20.0, 3.0)),
+        },
+    ];
+    if mode == Mode::Quick {
+        return cells;
+    }
+    for q in 0..=2u8 {
+        for payload in [16usize, 64, 1024, 16384] {
+            cells.push(Cell {
+                id: format!("p2p-max-q{q}-{payload}"),
+                title: format!("P2P, 100 pairs, QoS {q}, {payload} B, max rate"),
+                work: msgs(p2p(100), load(qos_of(q), payload, 0.0, 6.0)),
+            });
+            cells.push(Cell {
+                id: format!("p2p-30k-q{q}-{payload}"),
+                title: format!("P2P, 100 pairs, QoS {q}, {payload} B, 30k msg/s offered"),
+                work: msgs(p2p(100), load(qos_of(q), payload, 300.0, 6.0)),
+            });
+        }
+    }
+    cells.push(Cell {
+        id: "p2p-5000".into(),
+        title: "P2P, 5000 pairs, QoS 1, 64 B, 30 msg/s each (150k msg/s)".into(),
+        work: msgs(p2p(5000), load(QoS::AtLeastOnce, 64, 30.0, 8.0)),
+    });
+    cells.push(Cell {
+        id: "fan-in".into(),
+        title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),
+        work: msgs(
+            Topology::fan_in(100, 2, false, "cmp"),
+            load(QoS::AtLeastOnce, 64, 0.0, 6.0),
+        ),
+    });
+    cells.push(Cell {
+        id: "fan-in-1000".into(),
+        title: "Fan-in, 1000 publishers -> 1 subscriber, QoS 1, 64 B, max rate".into(),
+        work: msgs(
+            Topology::fan_in(1000, 1, false, "cmp"),
+            load(QoS::AtLeastOnce, 64, 0.0, 6.0),
+        ),
+    });
+    cells.push(Cell {
+        id: "fan-in-shared".into(),
+        title: "Fan-in, 100 publishers -> $share group of 2, QoS 1, 64 B, 100 msg/s each".into(),
+        work: msgs(
+            Topology::fan_in(100, 2, true, "cmp"),
+            load(QoS::AtLeastOnce, 64, 100.0, 6.0),
+        ),
+    });
+    cells.push(Cell {
+        id: "fan-out".into(),
+        title: "Fan-out, 1 publisher -> 100 subscribers, QoS 1, 64 B, 1000 msg/s".into(),
+        work: msgs(
+            Topology::fan_out(1, 100, "cmp"),
+            load(QoS::AtLeastOnce, 64, 1000.0, 6.0),
+        ),
+    });
+    let mut persistent = load(QoS::AtLeastOnce, 64, 300.0, 6.0);
+    persistent.persistent = true;
+    persistent.offline = Some(Duration::from_secs(2));
+    cells.push(Cell {
+        id: "p2p-persistent".into(),
+        title: "P2P, 100 pairs, QoS 1, persistent subscribers offline 2 s of 6".into(),
+        work: msgs(p2p(100), persistent),
+    });
+    cells.push(Cell {
+        id: "conn-5000".into(),
+        title: "5000 connections, 4 connectors".into(),
+        work: Work::Connections(5000),
+    });
+    cells
+}
