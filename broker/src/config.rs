@@ -25,6 +25,17 @@ pub enum Durability {
     Memory,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event (colours only when stderr is a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 /// What a message meets when a session's queue is at `session_queue_count_max` or
 /// `session_queue_bytes_max` (see ARCHITECTURE.md, "Backpressure").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -215,6 +226,9 @@ config_keys! {
     log: String = "info".into(),
         "`info`",
         "tracing filter (`RUST_LOG` wins)";
+    log_format: LogFormat = LogFormat::Text,
+        "`text`",
+        "`text` (colours only on a terminal) or `json` (one object per line)";
     qos_max: u8 = 2,
         "2",
         "highest QoS accepted and granted; a PUBLISH above it gets DISCONNECT 0x9B; announced as \

@@ -46,6 +46,24 @@ pub struct Broker {
     threads: Vec<std::thread::JoinHandle<anyhow::Result<shard::Stats>>>,
 }
 
+/// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
+/// and the kernel would split new clients between the two. A probe bind without SO_REUSEPORT
+/// fails while anyone listens there (SO_REUSEADDR, which std sets, only lets it past
+/// connections in TIME_WAIT).
+fn refuse_shared_port(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_probe) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "listen on {addr}: another process already listens on this address (is another \
+             ringmq running?); refusing to share it"
+        )),
+        Err(e) => Err(anyhow::anyhow!("listen on {addr}: {e}")),
+    }
+}
+
 /// Starts one pinned shard thread per configured shard (after recovering the logs); returns
 /// once every shard listens.
 pub fn run(config: Config) -> anyhow::Result<Broker> {
@@ -55,6 +73,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         config.peer_queue_count_max,
         config.peer_queue_bytes_max,
     )?;
+    refuse_shared_port(config.listen)?;
     let stop = Arc::new(AtomicBool::new(false));
     let auth = Arc::new(auth::Auth::load(&config)?);
     let metrics = Arc::new(metrics::Metrics::new(shards));

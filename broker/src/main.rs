@@ -77,10 +77,16 @@ fn run() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .map_err(|e| anyhow::anyhow!("config key `log`: {e}"))?;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        broker::config::LogFormat::Json => logs.json().init(),
+        broker::config::LogFormat::Text => {
+            use std::io::IsTerminal;
+            logs.with_ansi(std::io::stderr().is_terminal()).init();
+        }
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -93,6 +99,20 @@ fn run() -> anyhow::Result<()> {
     }
     broker.stop();
     let stats = broker.join()?;
-    tracing::info!(?stats, "stopped");
+    tracing::info!(
+        "stopped: {} clients accepted, {} messages received, {} sent, {} forwarded between \
+         shards, {} dropped, {} refused, {} protocol errors",
+        stats.accepted,
+        stats.publishes_in,
+        stats.publishes_out,
+        stats.forwarded,
+        stats.dropped_outbox
+            + stats.dropped_queue_full
+            + stats.dropped_expired
+            + stats.dropped_too_large
+            + stats.dropped_no_subscriber,
+        stats.refused_queue_full,
+        stats.protocol_errors,
+    );
     Ok(())
 }

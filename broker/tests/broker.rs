@@ -508,3 +508,21 @@ fn full_peer_queue_pauses_the_publisher_and_loses_nothing() {
         }
     }
 }
+
+#[test]
+fn a_second_broker_on_the_same_address_is_refused() {
+    let broker = Broker::start(&[]);
+    let dir = common::scratch_dir("second");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--listen", &broker.addr.to_string(), "--shards", "2"])
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&broker.addr.to_string()) && stderr.contains("already listens"),
+        "{stderr}"
+    );
+    still_serving(&broker);
+}

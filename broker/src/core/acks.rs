@@ -59,6 +59,18 @@ impl Core {
         if refused && !v5 {
             return self.close(conn, None, "cannot acknowledge: the log write failed");
         }
+        if let Packet::PubResp(r) = packet {
+            if refused && r.kind == net::codec::PubRespKind::PubRec {
+                // A refused QoS 2 flow ends at this PUBREC [MQTT-4.3.3-9]: the client may
+                // reuse the id at once.
+                if let Some(sid) = self.conn_mut(conn).and_then(|c| c.session) {
+                    if let Some(session) = self.session_mut(sid) {
+                        session.inbound_qos2_release(r.packet_id);
+                    }
+                    self.journal_of(sid);
+                }
+            }
+        }
         self.reply(conn, packet);
     }
 

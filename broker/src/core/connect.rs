@@ -170,10 +170,9 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
     let mut will_delay = 0;
     let will = connect.will.take().map(|w| {
         let mut properties = w.properties;
-        will_delay = properties.will_delay_interval.unwrap_or(0);
-        if will_delay != 0 {
-            properties.will_delay_interval = None;
-        }
+        // The interval is the will's, not the message's: a PUBLISH cannot carry it (present
+        // and 0 included, or the will could not be encoded for its subscribers).
+        will_delay = properties.will_delay_interval.take().unwrap_or(0);
         Message::new(w.topic, w.payload, w.qos, w.retain, properties, core.now)
     });
 

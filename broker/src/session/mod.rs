@@ -173,7 +173,8 @@ pub struct Session {
     pub journal: Vec<Record>,
     /// Last sequence number given to a journaled message.
     next_seq: u64,
-    /// The window holds ids recovered from the log (not in allocation order).
+    /// The window's ids are not all between its front's and its back's (ids recovered from the
+    /// log, or an id given inside the span after a wrap): allocation scans.
     ids_unordered: bool,
 }
 
@@ -353,8 +354,13 @@ impl Session {
             let id = self.next_packet_id;
             self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
             if let Some(pid) = PacketId::new(id) {
-                if !self.may_be_in_flight(pid) || !self.inflight.iter().any(|f| f.packet_id == pid)
-                {
+                if !self.may_be_in_flight(pid) {
+                    return pid;
+                }
+                if !self.inflight.iter().any(|f| f.packet_id == pid) {
+                    // Free, but inside the window's span: the window now spans more than one
+                    // cycle of ids and the span no longer bounds them. Scan until it empties.
+                    self.ids_unordered = true;
                     return pid;
                 }
             }

@@ -407,3 +407,49 @@ fn packet_ids_wrap_around_an_id_still_in_flight() {
     }
     assert!(s.on_puback(held, now(), &mut out));
 }
+
+#[test]
+fn packet_ids_stay_unique_with_two_ids_stuck_a_cycle_apart() {
+    let mut s = session(4, 10);
+    let mut out = BytesMut::new();
+    let mut stuck = Vec::new();
+    let mut others = std::collections::VecDeque::new();
+    // Two messages stay unacknowledged, given a cycle of ids apart; up to two more are in
+    // flight at any time, acknowledged newest first; an id in flight never comes back.
+    for n in 0..200_000u32 {
+        s.deliver(
+            &message(n as u8),
+            g(QoS::AtLeastOnce),
+            now(),
+            Some(&mut out),
+            false,
+        );
+        for p in packets(&mut out) {
+            let Packet::Publish(p) = p else { continue };
+            let id = p.packet_id.unwrap();
+            assert!(
+                !stuck.contains(&id) && !others.contains(&id),
+                "allocation {n} reused id {id:?} in flight"
+            );
+            // The first sticks early; the second is the id just before it, a cycle later.
+            let second = stuck.len() == 1
+                && stuck
+                    .first()
+                    .is_some_and(|f: &PacketId| u32::from(f.get()) == u32::from(id.get()) + 1);
+            if (n == 5 && stuck.is_empty()) || second {
+                stuck.push(id);
+            } else {
+                others.push_back(id);
+            }
+        }
+        while others.len() > 1 {
+            let id = if n % 3 == 0 {
+                others.pop_back()
+            } else {
+                others.pop_front()
+            };
+            assert!(s.on_puback(id.unwrap(), now(), &mut out));
+        }
+    }
+    assert_eq!(stuck.len(), 2);
+}

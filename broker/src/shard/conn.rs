@@ -42,6 +42,8 @@ pub struct Conn {
     /// Paused by a congested session (the core's `Link::held_by` is above zero): nothing
     /// more is decoded and the receive is not re-armed.
     pub held: bool,
+    /// Its output was abandoned (a client taking nothing): a short send is not continued.
+    pub aborted: bool,
 }
 
 impl Conn {
@@ -57,6 +59,7 @@ impl Conn {
             recv_paused: false,
             sending: 0,
             held: false,
+            aborted: false,
         }
     }
 

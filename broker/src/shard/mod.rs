@@ -177,6 +177,13 @@ impl Shard {
             self.core.poll_sinks();
             self.apply();
             self.retry_blocked();
+            // Connections resumed while the stalled ones were handled: this pass, not the next.
+            for _ in 0..4 {
+                if self.stalled.is_empty() || self.paused() {
+                    break;
+                }
+                self.retry_blocked();
+            }
             self.flush();
             self.submit_store_io();
             self.wake_peers();
@@ -262,6 +269,7 @@ impl Shard {
                         continue;
                     };
                     conn.closing = true;
+                    conn.aborted = true;
                     if conn.recv != RecvState::Idle {
                         self.ring.cancel(token(KIND_RECV, id));
                     }
@@ -426,6 +434,8 @@ impl Shard {
             conn.recv = RecvState::Idle;
         }
         if c.result == 0 {
+            // What it sent before closing counts (its DISCONNECT too), even while held.
+            self.process_input_held(id, true);
             self.core.close(id, None, "peer closed the connection");
             self.apply();
             self.release_if_idle(id);
@@ -489,10 +499,18 @@ impl Shard {
     /// A connection held by a congested session is not decoded; one that becomes held while
     /// its buffer is decoded finishes the bytes already read (what its client sent before
     /// the pause), so a resumed publisher's acknowledgements leave in one send, not one each.
+    ///
+    /// While held, packets at the head of the buffer other than PUBLISH (acknowledgements,
+    /// PINGREQ, DISCONNECT) are still handled, so a held client that also subscribes keeps
+    /// acknowledging what it receives; the first PUBLISH stops it.
     fn process_input(&mut self, id: ConnId) {
-        if lookup(&mut self.conns, id).is_some_and(|c| c.held) {
-            return;
-        }
+        self.process_input_held(id, false);
+    }
+
+    /// `process_input`; with `ignore_hold` (the client closed its side) everything it sent is
+    /// handled, held or not.
+    fn process_input_held(&mut self, id: ConnId, ignore_hold: bool) {
+        let held = !ignore_hold && lookup(&mut self.conns, id).is_some_and(|c| c.held);
         loop {
             if self.paused() {
                 if !self.stalled.contains(&id) {
@@ -504,6 +522,9 @@ impl Shard {
                 return;
             };
             if conn.closing || conn.fd.is_none() {
+                return;
+            }
+            if held && conn.rbuf.first().is_some_and(|b| b >> 4 == 3) {
                 return;
             }
             match self.core.decode(id, &mut conn.rbuf) {
@@ -567,6 +588,13 @@ impl Shard {
             return;
         }
         let sent = usize::try_from(c.result).unwrap_or(0);
+        if sent < buf.len() && conn.aborted {
+            // Abandoned: the rest is not sent.
+            self.core.sent(id, sent, 0);
+            self.core.discard_output(id);
+            self.release_if_idle(id);
+            return;
+        }
         if sent < buf.len() {
             // A short send: the rest goes first, before anything queued since.
             buf.advance(sent);

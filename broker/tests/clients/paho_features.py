@@ -156,6 +156,13 @@ def case_will():
     check((m.topic, m.payload) == ("will/a", b"gone"), f"will on abnormal close: {m.topic}")
     check(m.properties.ContentType == "text/plain", "will content type")
     check(("k", "v") in m.properties.UserProperty, "will user property")
+    # Will Delay Interval present and 0: published at once, user properties in order.
+    w0 = props(PacketTypes.WILLMESSAGE, WillDelayInterval=0, UserProperty=[("a", "1"), ("b", "2")])
+    w = Client(A, will={"topic": "will/zero", "payload": b"now", "qos": 1, "properties": w0})
+    w.drop()
+    m = sub.get()
+    check(m.topic == "will/zero", f"will with delay 0: {m.topic}")
+    check(m.properties.UserProperty == [("a", "1"), ("b", "2")], f"will user properties in order: {m.properties.UserProperty}")
     # A normal DISCONNECT discards the will.
     w = Client(A, will={"topic": "will/b", "payload": b"x", "qos": 1})
     w.bye()
