@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Real MQTT clients the broker is checked against: mosquitto_pub/sub and python paho-mqtt 2.x.
-if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null; then
-  echo "== installing mosquitto-clients"
+if ! command -v mosquitto_pub >/dev/null || ! command -v mosquitto_sub >/dev/null \
+  || ! command -v mosquitto >/dev/null; then
+  echo "== installing mosquitto (a bridge peer) and mosquitto-clients"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto-clients >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
 fi
 if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
   echo "== installing paho-mqtt"

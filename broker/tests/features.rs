@@ -680,3 +680,115 @@ fn mqtt_js_v5_smoke() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A Mosquitto process, killed on drop.
+struct Mosquitto(std::process::Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The next PUBLISH within `wait`, or None.
+fn publish_within(raw: &mut Raw, wait: Duration) -> Option<Publish> {
+    raw.stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match raw.decode_received() {
+            Some(Packet::Publish(p)) => return Some(p),
+            Some(_) => continue,
+            None => {}
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        match raw.stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => raw.received(&buf[..n]),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn a_mosquitto_bridge_connects_and_carries_topics_both_ways_without_loops() {
+    let broker = Broker::start(&[]);
+    let mport = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = temp_dir("bridge");
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {mport} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+             connection ringmq\naddress 127.0.0.1:{}\ntopic bridge/# both 1\n\
+             bridge_protocol_version mqttv311\ntry_private true\ncleansession true\n\
+             restart_timeout 1\n",
+            broker.port()
+        ),
+    )
+    .unwrap();
+    let _mosquitto = Mosquitto(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mosquitto (installed by scripts/test.sh)"),
+    );
+    let maddr: std::net::SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(maddr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mosquitto did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut on_ringmq, _) = Raw::connect(broker.addr, V4, &id_on("br-sub", 0), true);
+    on_ringmq.subscribe("bridge/#", QoS::AtLeastOnce);
+    let (mut on_mosquitto, _) = Raw::connect(maddr, V4, "br-msub", true);
+    on_mosquitto.subscribe("bridge/#", QoS::AtLeastOnce);
+    // Mosquitto -> ringmq, once the bridge is up (it retries every second).
+    let (mut mpub, _) = Raw::connect(maddr, V4, "br-mpub", true);
+    let mut got = None;
+    for i in 0..20u16 {
+        mpub.publish_acked("bridge/from-mosquitto", b"m", i + 1);
+        got = publish_within(&mut on_ringmq, Duration::from_millis(500));
+        if got.is_some() {
+            break;
+        }
+    }
+    let got = got.expect("the bridge never delivered to ringmq");
+    assert_eq!(&*got.topic, "bridge/from-mosquitto");
+    // Drain what the retries left on both sides.
+    std::thread::sleep(Duration::from_millis(500));
+    while publish_within(&mut on_ringmq, Duration::from_millis(200)).is_some() {}
+    while publish_within(&mut on_mosquitto, Duration::from_millis(200)).is_some() {}
+    // ringmq -> Mosquitto.
+    let (mut rpub, _) = Raw::connect(broker.addr, V4, &id_on("br-rpub", 1), true);
+    rpub.publish_acked("bridge/from-ringmq", b"r", 1);
+    let p = publish_within(&mut on_mosquitto, Duration::from_secs(5)).expect("ringmq -> mosquitto");
+    assert_eq!(&*p.topic, "bridge/from-ringmq");
+    let p =
+        publish_within(&mut on_ringmq, Duration::from_secs(5)).expect("ringmq's own subscriber");
+    assert_eq!(&*p.topic, "bridge/from-ringmq");
+    // No loop: one more publish on each side reaches each subscriber exactly once.
+    mpub.publish_acked("bridge/once", b"1", 99);
+    let mut copies = 0;
+    while publish_within(&mut on_mosquitto, Duration::from_millis(1500)).is_some() {
+        copies += 1;
+    }
+    assert_eq!(copies, 1, "a bridged message came back to Mosquitto");
+    let mut copies = 0;
+    while publish_within(&mut on_ringmq, Duration::from_millis(500)).is_some() {
+        copies += 1;
+    }
+    assert_eq!(copies, 1);
+}

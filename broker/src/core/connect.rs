@@ -273,6 +273,7 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
     conn.problem_info = problem_info;
     conn.rate_tokens = f64::from(rate);
     conn.aliases_in.clear();
+    conn.bridge = connect.bridge;
     let ack = ConnAck {
         session_present,
         code: ReasonCode::SUCCESS,

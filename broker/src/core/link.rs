@@ -44,6 +44,10 @@ pub struct Link {
     pub rate_tokens: f64,
     /// Last refill of `rate_tokens`.
     pub rate_at: Instant,
+    /// A broker bridging to this one (protocol level with the top bit set): its
+    /// subscriptions are no local and retain as published, so its own publications do not
+    /// come back to it.
+    pub bridge: bool,
     /// Congested sessions holding this publisher paused (0: read normally).
     pub held_by: u32,
     /// Last time the client took output (a send made progress), or had none waiting.
@@ -68,6 +72,7 @@ impl Link {
             problem_info: true,
             rate_tokens: 0.0,
             rate_at: now,
+            bridge: false,
             held_by: 0,
             last_progress: now,
         }

@@ -30,8 +30,15 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
     let mut reasons = Vec::with_capacity(s.filters.len());
     let mut retained: RetainedWanted = Vec::new();
     let mut refused = None;
-    for (filter, options) in s.filters {
+    let bridge = core.conn_mut(id).is_some_and(|c| c.bridge);
+    for (filter, mut options) in s.filters {
         let shared = is_shared(&filter);
+        if bridge && !shared {
+            // As Mosquitto treats bridges: nothing the bridge published comes back to it,
+            // retained messages stay retained.
+            options.no_local = true;
+            options.retain_as_published = true;
+        }
         if shared && options.no_local {
             return core.reject(
                 id,

@@ -163,6 +163,7 @@ pub(super) fn connect_packet(client: &str, version: ProtocolVersion, clean: bool
         will: None,
         username: None,
         password: None,
+        bridge: false,
     })
 }
 

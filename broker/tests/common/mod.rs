@@ -241,6 +241,7 @@ impl Raw {
             will: None,
             username: None,
             password: None,
+            bridge: false,
         };
         raw.send(&Packet::Connect(Box::new(connect)));
         match raw.recv() {
@@ -250,6 +251,16 @@ impl Raw {
             }
             other => panic!("expected CONNACK, got {other:?}"),
         }
+    }
+
+    /// The next packet already received, if whole (for readers with their own timeouts).
+    pub fn decode_received(&mut self) -> Option<Packet> {
+        self.decoder.decode(&mut self.buf).unwrap()
+    }
+
+    /// Adds bytes read by the caller.
+    pub fn received(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
     }
 
     pub fn send(&mut self, packet: &Packet) {
@@ -361,6 +372,7 @@ pub fn connect_packet(version: ProtocolVersion, client_id: &str) -> Connect {
         will: None,
         username: None,
         password: None,
+        bridge: false,
     }
 }
 

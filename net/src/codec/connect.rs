@@ -29,6 +29,9 @@ pub struct Connect {
     pub username: Option<ByteString>,
     /// Password, if its flag is set.
     pub password: Option<Bytes>,
+    /// The protocol level had its top bit set: a broker bridging to this one (Mosquitto's
+    /// `try_private`), speaking the version in the low bits.
+    pub bridge: bool,
 }
 
 /// The will message of a CONNECT.
@@ -57,6 +60,8 @@ impl Connect {
     pub(crate) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let name = r.binary()?;
         let level = r.u8()?;
+        let bridge = level & 0x80 != 0;
+        let level = level & 0x7F;
         let version = match (&name[..], level) {
             (b"MQIsdp", 3) => ProtocolVersion::V31,
             (b"MQTT", 4) => ProtocolVersion::V311,
@@ -127,6 +132,7 @@ impl Connect {
             will,
             username,
             password,
+            bridge,
         })
     }
 
@@ -175,7 +181,7 @@ impl Connect {
     pub(crate) fn write(&self, out: &mut BytesMut) -> Result<(), EncodeError> {
         let v5 = self.version.is_v5();
         put_binary(out, self.version.protocol_name().as_bytes())?;
-        out.put_u8(self.version.level());
+        out.put_u8(self.version.level() | if self.bridge { 0x80 } else { 0 });
         out.put_u8(self.flags());
         out.put_u16(self.keep_alive);
         if v5 {

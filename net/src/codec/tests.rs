@@ -194,6 +194,8 @@ fn arb_connect(version: ProtocolVersion) -> impl Strategy<Value = Packet> {
                     will,
                     username,
                     password,
+                    // Exercise the bridge bit of the protocol level too.
+                    bridge: keep_alive % 7 == 0,
                 }))
             },
         )

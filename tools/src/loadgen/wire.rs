@@ -70,6 +70,7 @@ pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshak
         will: None,
         username: None,
         password: None,
+        bridge: false,
     };
     let mut out = BytesMut::new();
     Packet::Connect(Box::new(connect)).encode(version, &mut out)?;
