@@ -526,3 +526,40 @@ fn a_second_broker_on_the_same_address_is_refused() {
     );
     still_serving(&broker);
 }
+
+#[test]
+fn a_client_flooding_past_its_receive_maximum_still_reads_its_disconnect() {
+    let broker = Broker::start(&["--inflight-count-max", "10"]);
+    for round in 0..5 {
+        let (mut c, _) = Raw::connect(broker.addr, V5, &id_on(&format!("linger{round}"), 0), true);
+        // 2000 QoS 2 publishes, never released: the 11th is past the receive maximum.
+        let mut out = bytes::BytesMut::new();
+        for i in 0..2000u16 {
+            let p = net::codec::Publish {
+                dup: false,
+                qos: QoS::ExactlyOnce,
+                retain: false,
+                topic: "linger/t".into(),
+                packet_id: PacketId::new(i + 1),
+                properties: Default::default(),
+                payload: vec![0u8; 512].into(),
+            };
+            Packet::Publish(p).encode(V5, &mut out).unwrap();
+        }
+        // It writes everything before it reads (the write may fail once the broker closes).
+        {
+            use std::io::Write;
+            let _ = c.stream.write_all(&out);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let seen = c.until_closed();
+        assert_eq!(
+            disconnect_reason(&seen),
+            Some(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+            "round {round}: {} packets, last {:?}",
+            seen.len(),
+            seen.last()
+        );
+    }
+    still_serving(&broker);
+}
