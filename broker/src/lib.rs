@@ -42,6 +42,8 @@ use shard::Shard;
 #[derive(Debug)]
 pub struct Broker {
     stop: Arc<AtomicBool>,
+    auth: Arc<auth::reload::Reloadable>,
+    config: Config,
     mesh: Arc<MeshShared>,
     threads: Vec<std::thread::JoinHandle<anyhow::Result<shard::Stats>>>,
 }
@@ -75,7 +77,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     )?;
     refuse_shared_port(config.listen)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let auth = Arc::new(auth::Auth::load(&config)?);
+    let auth = Arc::new(auth::reload::Reloadable::new(auth::Auth::load(&config)?));
     let metrics = Arc::new(metrics::Metrics::new(shards));
     if let Some(addr) = config.metrics_listen {
         let bound = metrics::http::serve(addr, metrics.clone())?;
@@ -128,6 +130,8 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     drop(ready_tx);
     let broker = Broker {
         stop,
+        auth,
+        config,
         mesh,
         threads,
     };
@@ -148,6 +152,17 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
 }
 
 impl Broker {
+    /// Reads the password and ACL files again (SIGHUP). Shards take the new settings on their
+    /// next tick; on an error the old ones stay. Logs one line either way.
+    pub fn reload_auth(&self) {
+        match self.auth.reload(&self.config) {
+            Ok(change) => tracing::info!("reloaded the password and ACL files: {change}"),
+            Err(e) => {
+                tracing::error!("reload failed, keeping the previous password and ACL files: {e:#}")
+            }
+        }
+    }
+
     /// Asks every shard to close its clients and stop.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -91,11 +91,17 @@ fn run() -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])?;
     let broker = broker::run(config.clone())?;
     tracing::info!(listen = %config.listen, shards = config.shards, "ringmq listening");
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            broker.reload_auth();
+            continue;
+        }
         tracing::info!(signal = sig, "shutting down");
+        break;
     }
     broker.stop();
     let stats = broker.join()?;

@@ -693,22 +693,16 @@ impl Drop for Mosquitto {
 
 /// The next PUBLISH within `wait`, or None.
 fn publish_within(raw: &mut Raw, wait: Duration) -> Option<Publish> {
-    raw.stream.set_read_timeout(Some(wait)).unwrap();
-    let mut buf = [0u8; 4096];
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match raw.decode_received() {
-            Some(Packet::Publish(p)) => return Some(p),
-            Some(_) => continue,
-            None => {}
-        }
-        if std::time::Instant::now() > deadline {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
             return None;
         }
-        match raw.stream.read(&mut buf) {
-            Ok(0) => return None,
-            Ok(n) => raw.received(&buf[..n]),
-            Err(_) => return None,
+        match raw.recv_within(left) {
+            Some(Packet::Publish(p)) => return Some(p),
+            Some(_) => continue,
+            None => return None,
         }
     }
 }
@@ -791,4 +785,69 @@ fn a_mosquitto_bridge_connects_and_carries_topics_both_ways_without_loops() {
         copies += 1;
     }
     assert_eq!(copies, 1);
+}
+
+/// An MQTT 5 raw client logged in as `user`, or the CONNACK reason when refused.
+fn login(broker: &Broker, client: &str, user: &str, password: &str) -> Result<Raw, u8> {
+    let mut c = connect_packet(V5, client);
+    c.username = Some(user.into());
+    c.password = Some(Bytes::copy_from_slice(password.as_bytes()));
+    let (raw, ack) = Raw::connect_with(broker.addr, c);
+    match ack {
+        Some(a) if a.code.is_success() => Ok(raw),
+        Some(a) => Err(a.code.0),
+        None => Err(0xFF),
+    }
+}
+
+#[test]
+fn sighup_reloads_the_password_and_acl_files_and_keeps_them_on_a_bad_line() {
+    let (passwd, acl) = auth_files("reload");
+    let broker = Broker::start(&[
+        "--password-file",
+        &passwd,
+        "--acl-file",
+        &acl,
+        "--allow-anonymous",
+        "false",
+    ]);
+    let reason = |raw: &mut Raw, id: u16| match publish_v5(raw, "public/x", QoS::AtLeastOnce, id) {
+        Some(Packet::PubResp(r)) => Some(r.reason.0),
+        _ => None,
+    };
+    let hup = |broker: &Broker| {
+        let status = Command::new("kill")
+            .args(["-HUP", &broker.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(700)); // a tick on every shard
+    };
+    let mut alice = login(&broker, &id_on("hup-a", 1), "alice", "s3cret").unwrap();
+    assert_eq!(reason(&mut alice, 1), Some(0));
+    // The ACL no longer lets anyone write public/#; bob is removed from the password file.
+    std::fs::write(
+        &acl,
+        "topic read public/#\npattern readwrite devices/%c/#\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    let without_bob: String = text
+        .lines()
+        .filter(|l| !l.starts_with("bob:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&passwd, without_bob).unwrap();
+    hup(&broker);
+    // The connected client is checked again on its next publish.
+    assert_eq!(reason(&mut alice, 2), Some(0x87));
+    assert_eq!(
+        login(&broker, &id_on("hup-b", 0), "bob", "hunter2").err(),
+        Some(0x86)
+    );
+    // A bad line: the broker keeps what it had and carries on.
+    std::fs::write(&acl, "topic readwrite public/#\nthis is not a rule\n").unwrap();
+    hup(&broker);
+    assert_eq!(reason(&mut alice, 3), Some(0x87));
+    assert!(login(&broker, &id_on("hup-a2", 0), "alice", "s3cret").is_ok());
 }

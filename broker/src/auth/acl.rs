@@ -65,6 +65,16 @@ fn access(word: &str) -> Option<Access> {
 }
 
 impl Acl {
+    /// Rules in the file.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// No rule at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
     /// Reads an ACL file; a bad line is an error naming the file and line.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)

@@ -1,10 +1,11 @@
 //! Who may connect, publish and subscribe: anonymous access, the password file
-//! ([`passwd`]) and the ACL file ([`acl`]). Loaded once at start and shared read-only by
-//! every shard; each shard keeps its own cache of verified passwords so that argon2 (slow by
+//! ([`passwd`]) and the ACL file ([`acl`]). Loaded at start and again on SIGHUP
+//! ([`reload`]), shared read-only by every shard; each shard keeps its own cache of verified passwords so that argon2 (slow by
 //! design) runs once per user and password per shard, not on every CONNECT.
 
 pub mod acl;
 pub mod passwd;
+pub mod reload;
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -53,6 +54,20 @@ impl Auth {
             acl,
             salt: [a.finish(), b.finish()],
         })
+    }
+
+    /// What is loaded, for a log line: users and ACL rules.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} users, {} ACL rules, anonymous {}",
+            self.passwords.as_ref().map_or(0, |p| p.len()),
+            self.acl.as_ref().map_or(0, |a| a.len()),
+            if self.allow_anonymous {
+                "allowed"
+            } else {
+                "refused"
+            }
+        )
     }
 
     /// Everyone may do everything (the embedded default).

@@ -141,6 +141,8 @@ pub struct Core {
     /// Scratch for shared-subscription picks.
     shared_picks: Vec<SharedPick>,
     pub(crate) auth: Arc<Auth>,
+    /// Where newer auth settings come from (SIGHUP), and the version in use.
+    auth_source: Option<(Arc<crate::auth::reload::Reloadable>, u64)>,
     pub(crate) verified: VerifiedCache,
     metrics: Arc<Metrics>,
     latency: Histogram,
@@ -207,6 +209,7 @@ impl Core {
             retained_found: Vec::new(),
             shared_picks: Vec::new(),
             auth,
+            auth_source: None,
             verified: VerifiedCache::default(),
             metrics,
             latency: Histogram::default(),
@@ -222,6 +225,24 @@ impl Core {
             core.restore(state, recovered_retained, remote_routes);
         }
         core
+    }
+
+    /// Takes newer auth settings from `source` on each tick (SIGHUP reloads).
+    pub fn follow_auth(&mut self, source: Arc<crate::auth::reload::Reloadable>) {
+        self.auth_source = Some((source, 0));
+    }
+
+    /// Swaps in reloaded auth settings, if any: the whole set at once; verified passwords are
+    /// forgotten (a changed password must be checked again).
+    pub(crate) fn refresh_auth(&mut self) {
+        let Some((source, seen)) = &mut self.auth_source else {
+            return;
+        };
+        if let Some(auth) = source.newer(seen) {
+            self.auth = auth;
+            self.verified = VerifiedCache::default();
+            tracing::debug!(shard = self.id.0, "auth settings reloaded");
+        }
     }
 
     /// A state that cannot happen did: a failed assertion in tests, an error line and a

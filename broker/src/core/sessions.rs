@@ -130,6 +130,7 @@ impl Core {
     /// The shard's periodic work (every 250 ms): CONNECT and keep-alive timeouts, session
     /// expiry, delayed wills, retained tombstones, store maintenance, metrics and `$SYS`.
     pub fn tick(&mut self) {
+        self.refresh_auth();
         let now = self.now;
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let mut expired = Vec::new();

@@ -29,7 +29,7 @@ use bytes::Buf;
 use net::uring::{Completion, Ring, RingConfig};
 use storage::store::IoDone;
 
-use crate::auth::Auth;
+use crate::auth::reload::Reloadable;
 use crate::config::Config;
 use crate::core::peer::ShardMsg;
 use crate::core::{Core, Effect};
@@ -118,7 +118,7 @@ impl Shard {
         config: Config,
         mesh: Mesh,
         stop: Arc<AtomicBool>,
-        auth: Arc<Auth>,
+        auth: Arc<Reloadable>,
         metrics: Arc<Metrics>,
         recovered: Recovered,
     ) -> anyhow::Result<Self> {
@@ -132,7 +132,15 @@ impl Shard {
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
         let listener = net::uring::reuseport_listener(config.listen, 4096)
             .map_err(|e| anyhow::anyhow!("shard {}: listen on {}: {e}", id.0, config.listen))?;
-        let core = Core::new(id, config, auth, metrics, recovered, Instant::now());
+        let mut core = Core::new(
+            id,
+            config,
+            auth.current(),
+            metrics,
+            recovered,
+            Instant::now(),
+        );
+        core.follow_auth(auth);
         Ok(Self {
             ring,
             listener,

@@ -253,16 +253,6 @@ impl Raw {
         }
     }
 
-    /// The next packet already received, if whole (for readers with their own timeouts).
-    pub fn decode_received(&mut self) -> Option<Packet> {
-        self.decoder.decode(&mut self.buf).unwrap()
-    }
-
-    /// Adds bytes read by the caller.
-    pub fn received(&mut self, bytes: &[u8]) {
-        self.buf.extend_from_slice(bytes);
-    }
-
     pub fn send(&mut self, packet: &Packet) {
         let mut out = BytesMut::new();
         packet.encode(self.decoder.version, &mut out).unwrap();
