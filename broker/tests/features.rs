@@ -121,17 +121,22 @@ fn auth_files(name: &str) -> (String, String) {
     )
 }
 
+/// A broker that needs a password and applies the ACL.
+fn start_with_auth(passwd: &str, acl: &str) -> Broker {
+    Broker::start(&[
+        "--password-file",
+        passwd,
+        "--acl-file",
+        acl,
+        "--allow-anonymous",
+        "false",
+    ])
+}
+
 #[test]
 fn auth_and_acl_paho_and_mqtt3_return_codes() {
     let (passwd, acl) = auth_files("auth");
-    let broker = Broker::start(&[
-        "--password-file",
-        &passwd,
-        "--acl-file",
-        &acl,
-        "--allow-anonymous",
-        "false",
-    ]);
+    let broker = start_with_auth(&passwd, &acl);
     paho(&broker, "auth", &["alice", "s3cret"]);
     // MQTT 3.1.1 return codes: 4 bad user name or password, 5 not authorised.
     let mut c = connect_packet(V4, "v3-auth");
@@ -803,14 +808,7 @@ fn login(broker: &Broker, client: &str, user: &str, password: &str) -> Result<Ra
 #[test]
 fn sighup_reloads_the_password_and_acl_files_and_keeps_them_on_a_bad_line() {
     let (passwd, acl) = auth_files("reload");
-    let broker = Broker::start(&[
-        "--password-file",
-        &passwd,
-        "--acl-file",
-        &acl,
-        "--allow-anonymous",
-        "false",
-    ]);
+    let broker = start_with_auth(&passwd, &acl);
     let reason = |raw: &mut Raw, id: u16| match publish_v5(raw, "public/x", QoS::AtLeastOnce, id) {
         Some(Packet::PubResp(r)) => Some(r.reason.0),
         _ => None,
