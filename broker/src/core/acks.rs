@@ -34,7 +34,7 @@ impl Core {
         peers: usize,
     ) {
         if token.is_none() && !self.durable.holds_acks() && !self.durable.has_held(id) {
-            return self.reply(id, &packet);
+            return self.reply_ack(id, &packet);
         }
         let mark = self.durable.appended();
         let mark = if mark > before && self.durable.holds_acks() {

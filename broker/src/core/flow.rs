@@ -240,12 +240,7 @@ impl Core {
         }
         for (id, queued) in stuck {
             self.stats.slow_consumers += 1;
-            let client = self
-                .conn_mut(id)
-                .and_then(|l| l.session)
-                .and_then(|sid| self.sessions.get(sid.0 as usize))
-                .and_then(Option::as_ref)
-                .map(|s| s.client_id.clone());
+            let client = self.client_of(id);
             tracing::info!(shard = self.id.0, client = ?client.as_deref(), queued, "disconnecting a client that took nothing for slow_consumer_timeout_ms while messages waited");
             self.close(
                 id,

@@ -540,16 +540,20 @@ impl Core {
         self.mark_dirty(id);
     }
 
+    /// The client id of connection `id`'s session, if it has one (for log lines).
+    pub(crate) fn client_of(&mut self, id: ConnId) -> Option<ByteString> {
+        let sid = self.conn_mut(id)?.session?;
+        self.sessions
+            .get(sid.0 as usize)?
+            .as_ref()
+            .map(|s| s.client_id.clone())
+    }
+
     /// Closes a connection for bad input or a protocol violation: counted, and logged as one
     /// line at info level naming the client (if known) and the rule.
     pub(crate) fn reject(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
         self.stats.protocol_errors += 1;
-        let client = self
-            .conn_mut(id)
-            .and_then(|c| c.session)
-            .and_then(|sid| self.sessions.get(sid.0 as usize))
-            .and_then(Option::as_ref)
-            .map(|s| s.client_id.clone());
+        let client = self.client_of(id);
         tracing::info!(shard = self.id.0, client = ?client.as_deref(), reason = ?reason.map(|r| r.0), "rejecting connection: {why}");
         self.close(id, reason, why);
     }

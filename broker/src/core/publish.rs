@@ -152,10 +152,10 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
     // A topic of n bytes has at most n + 1 levels: count only when it could be over.
     let levels_max = core.config.topic_levels_max;
     if p.topic.len() >= levels_max && p.topic.split('/').count() > levels_max {
-        forget_qos2(core, sid, &p);
-        return ack_with(
+        return refuse(
             core,
             id,
+            sid,
             &p,
             ReasonCode::TOPIC_NAME_INVALID,
             "topic has more levels than topic_levels_max",
@@ -171,10 +171,10 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
     if !allowed {
         core.stats.auth_denied += 1;
         tracing::debug!(shard = core.id.0, topic = %p.topic, "publish denied by the ACL");
-        forget_qos2(core, sid, &p);
-        return ack_with(
+        return refuse(
             core,
             id,
+            sid,
             &p,
             ReasonCode::NOT_AUTHORIZED,
             "publish not allowed by the ACL",
@@ -214,13 +214,7 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
     if let Some((kind, pid)) = kind {
         let mut r = PubResp::new(kind, pid);
         if refused {
-            // MQTT 5 only: the flow ends at this PUBREC [MQTT-4.3.3-9].
-            if kind == PubRespKind::PubRec {
-                if let Some(s) = core.session_mut(sid) {
-                    s.inbound_qos2_release(pid);
-                }
-                core.journal_of(sid);
-            }
+            // MQTT 5 only; a refused PUBREC releases its id when it is sent (`reply_ack`).
             r.reason = ReasonCode::QUOTA_EXCEEDED;
             if core.conn_mut(id).is_some_and(|c| c.problem_info) {
                 r.properties.reason_string = Some(ByteString::from_static(
@@ -230,6 +224,19 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
         }
         core.ack_when_durable(id, Packet::PubResp(r), before, token, peers);
     }
+}
+
+/// Refuses a PUBLISH whose QoS 2 flow had begun: the id is forgotten, the reason answered.
+fn refuse(
+    core: &mut Core,
+    id: ConnId,
+    sid: crate::ids::SessionId,
+    p: &Publish,
+    reason: ReasonCode,
+    why: &str,
+) {
+    forget_qos2(core, sid, p);
+    ack_with(core, id, p, reason, why);
 }
 
 /// A refused QoS 2 PUBLISH ends its flow at the PUBREC [MQTT-4.3.3-9] (MQTT 5); an MQTT 3

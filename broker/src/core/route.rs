@@ -257,8 +257,7 @@ impl Core {
                 // MQTT 3 publishers and the broker's own messages cannot be told.
                 _ => {
                     if let Some(session) = self.session_mut(sid) {
-                        session.dropped += 1;
-                        session.drops.count(crate::session::DropReason::QueueFull);
+                        session.drop(crate::session::DropReason::QueueFull);
                     }
                     return self.take_drops(sid);
                 }

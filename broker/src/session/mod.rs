@@ -547,8 +547,9 @@ impl Session {
         Delivery::Queued
     }
 
-    /// Counts a dropped message.
-    fn drop(&mut self, reason: DropReason) {
+    /// Counts a dropped message (also for drops the caller decides, as a refusal nobody can
+    /// be told of).
+    pub fn drop(&mut self, reason: DropReason) {
         self.dropped += 1;
         self.drops.count(reason);
     }
