@@ -190,6 +190,15 @@ config_keys! {
         "30,000",
         "a connected client that takes nothing (no bytes sent to it) for this long while messages \
         wait for it is disconnected (MQTT 5: 0x97); `0`: never";
+    linger_close_ms: u64 = 2000,
+        "2,000",
+        "when the broker closes a connection with something still to say (a DISCONNECT reason, \
+        a CONNACK refusal), it sends it, shuts its side, and reads and discards the client's \
+        input for up to this long (or until the client closes) so the kernel does not reset the \
+        connection over unread input and lose the last packet; `0`: close at once";
+    linger_close_bytes: usize = 1 << 20,
+        "1 MiB",
+        "input read and discarded during a lingering close before the socket is closed anyway";
     outbox_bytes_max: usize = 4 << 20,
         "4 MiB",
         "encoded bytes waiting per connection; QoS 0 messages past it are dropped (counted), QoS \
@@ -282,7 +291,7 @@ config_keys! {
     data_dir: PathBuf = PathBuf::from("./data"),
         "`./data`",
         "the embedded log (one directory per shard, a lock file against a second broker); a \
-        directory written with another `shards` count is refused";
+        directory written with another `shards` count is re-sharded at start (crash-safe)";
     fsync_interval_ms: u64 = 100,
         "100",
         "`batch` mode: longest time between fdatasyncs (the loss window)";

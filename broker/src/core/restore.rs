@@ -42,7 +42,7 @@ impl Core {
                 let grant = Grant {
                     qos: message.qos,
                     retain: m.message.retain,
-                    sub_id: 0,
+                    sub_ids: crate::session::SubIds::None,
                     shared: None,
                 };
                 session.restore(seq, message, grant, m.packet_id, m.released);

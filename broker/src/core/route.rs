@@ -11,7 +11,7 @@ use super::{Core, Origin, RetainedWanted};
 use crate::ids::{ConnId, SessionId, ShardId};
 use crate::retained::SetOutcome;
 use crate::router::SharedPick;
-use crate::session::{Delivery, Grant, Message};
+use crate::session::{Delivery, Grant, Message, SubIds};
 
 impl Core {
     /// Publishes a message from a client or the broker: a retained one updates the retained
@@ -56,7 +56,7 @@ impl Core {
         for (filter, options, sub_id) in wanted {
             self.retained.matching(&filter, self.now, &mut found);
             for message in found.drain(..) {
-                self.deliver(sid, &message, options, sub_id, true, None);
+                self.deliver(sid, &message, options.qos, SubIds::one(sub_id), true, None);
             }
         }
         self.retained_found = found;
@@ -81,14 +81,20 @@ impl Core {
         let remote = self
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
-        for &(sid, options, sub_id) in &matches {
-            if options.no_local && Some(sid) == from {
-                continue;
-            }
-            let retain = options.retain_as_published && message.retain;
-            self.deliver(sid, &message, options, sub_id, retain, None);
-        }
+        let mut copies = std::mem::take(&mut self.copies);
+        crate::router::local_copies(&matches, from, message.retain, &mut copies);
         self.matches = matches;
+        for copy in copies.drain(..) {
+            self.deliver(
+                copy.session,
+                &message,
+                copy.qos,
+                copy.sub_ids,
+                copy.retain,
+                None,
+            );
+        }
+        self.copies = copies;
         for pick in picks.drain(..) {
             confirming += usize::from(self.deliver_shared(pick, &message, 0, ack));
         }
@@ -126,7 +132,8 @@ impl Core {
         match pick {
             SharedPick::Local((sid, options, sub_id), filter) => {
                 let retain = options.retain_as_published && message.retain;
-                self.deliver(sid, message, options, sub_id, retain, Some(filter));
+                let sub_ids = SubIds::one(sub_id);
+                self.deliver(sid, message, options.qos, sub_ids, retain, Some(filter));
                 false
             }
             SharedPick::Remote(peer, filter) => {
@@ -203,8 +210,8 @@ impl Core {
         &mut self,
         sid: SessionId,
         message: &Message,
-        options: net::codec::SubscriptionOptions,
-        sub_id: u32,
+        subscription_qos: net::codec::QoS,
+        sub_ids: SubIds,
         retain: bool,
         shared: Option<ByteString>,
     ) {
@@ -215,9 +222,9 @@ impl Core {
             return self.invariant_broken("delivery to a session that does not exist");
         };
         let grant = Grant {
-            qos: crate::router::granted(message.qos, options.qos),
+            qos: crate::router::granted(message.qos, subscription_qos),
             retain,
-            sub_id,
+            sub_ids,
             shared,
         };
         let conn = session

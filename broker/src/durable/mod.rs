@@ -7,9 +7,11 @@
 //! - `ledger.rs`: held acknowledgements and the confirmations owed to peers.
 //! - `recover.rs`: opening every shard's store at start, replaying it, merging retained
 //!   messages and routes across shards.
+//! - `reshard.rs`: rewriting a data directory written with another shard count, crash-safe.
 
 pub mod ledger;
 pub mod recover;
+pub mod reshard;
 
 use std::time::Instant;
 

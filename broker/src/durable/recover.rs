@@ -42,8 +42,8 @@ impl Recovered {
 
 /// Opens every shard's log (sync and batch modes), replays it, and prepares what each shard
 /// starts from: its sessions, the retained messages merged from all logs, and its peers'
-/// recovered routes. Refuses a data directory written with another shard count (sessions are
-/// homed by `hash(client id) % shards`).
+/// recovered routes. A data directory written with another shard count is re-sharded first
+/// (`reshard.rs`).
 pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     let shards = config.shards;
     if config.durability == Durability::Memory {
@@ -57,23 +57,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("config key `data_dir`: {}: {e}", dir.display()))?;
-    let meta = dir.join("shards");
-    match std::fs::read_to_string(&meta) {
-        Ok(text) => {
-            let written: usize = text.trim().parse().unwrap_or(0);
-            if written != shards {
-                anyhow::bail!(
-                    "{} was written by a broker with {written} shards; start with --shards {written} (sessions are homed by shard)",
-                    dir.display()
-                );
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::write(&meta, format!("{shards}\n"))
-                .map_err(|e| anyhow::anyhow!("{}: {e}", meta.display()))?;
-        }
-        Err(e) => anyhow::bail!("{}: {e}", meta.display()),
-    }
+    super::reshard::prepare(dir, shards)?;
     let mut opened = Vec::with_capacity(shards);
     for i in 0..shards {
         let (store, recovery, state) = EmbeddedStore::open(

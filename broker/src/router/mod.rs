@@ -19,7 +19,9 @@ use net::codec::{QoS, SubscriptionOptions};
 use net::topic::split_shared;
 use rustc_hash::FxHashMap;
 
+mod copies;
 pub mod filter;
+pub use copies::{local_copies, LocalCopy};
 
 use crate::ids::{SessionId, ShardId};
 
@@ -263,8 +265,8 @@ impl Router {
         self.filters
     }
 
-    /// Collects the local subscribers matching `topic` into `out` (one entry per session and
-    /// subscription identifier, with the highest QoS of its matching subscriptions), one pick
+    /// Collects the local subscriptions matching `topic` into `out` (sorted by session and
+    /// subscription identifier; `local_copies` makes them the copies to send), one pick
     /// per matching shared group into `shared` (when given), and returns the mask of peer shards with
     /// matching (non-shared) subscriptions. `$`-topics are not matched by filters starting
     /// with a wildcard. `own` is this shard's id (never picked as a peer).
@@ -287,18 +289,6 @@ impl Router {
         let out = c.out;
         if out.len() > 1 {
             out.sort_unstable_by_key(|(s, _, id)| (*s, *id));
-            out.dedup_by(|later, kept| {
-                if later.0 == kept.0 && later.2 == kept.2 {
-                    if later.1.qos > kept.1.qos {
-                        kept.1.qos = later.1.qos;
-                    }
-                    kept.1.retain_as_published |= later.1.retain_as_published;
-                    kept.1.no_local |= later.1.no_local;
-                    true
-                } else {
-                    false
-                }
-            });
         }
         c.remote
     }
@@ -435,8 +425,11 @@ mod tests {
         r.subscribe("a/+", SessionId(1), opts(QoS::ExactlyOnce), 0);
         let mut out = Vec::new();
         r.matches("a/b", ShardId(0), &mut out, None);
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].1.qos, QoS::ExactlyOnce);
+        assert_eq!(out.len(), 2, "both subscriptions match");
+        let mut copies = Vec::new();
+        local_copies(&out, None, false, &mut copies);
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].qos, QoS::ExactlyOnce);
     }
 
     #[test]

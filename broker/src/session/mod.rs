@@ -20,8 +20,10 @@ use crate::ids::ConnId;
 use storage::record::Record;
 
 mod drops;
+mod grant;
 mod message;
 pub use drops::{DropReason, Drops};
+pub use grant::{Grant, SubIds};
 pub use message::{stored, unstored, Message};
 
 use crate::config::QueueFullPolicy;
@@ -34,34 +36,6 @@ enum Awaiting {
     Rec,
     /// PUBREL sent, waiting for PUBCOMP.
     Comp,
-}
-
-/// How a message goes out to this session: the QoS and RETAIN flag it is sent with, the
-/// identifier of the subscription that matched, and its shared group if any.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    /// QoS granted (the publish's, capped by the subscription's).
-    pub qos: QoS,
-    /// RETAIN flag on the way out.
-    pub retain: bool,
-    /// Subscription identifier to send with it (MQTT 5), 0 for none.
-    pub sub_id: u32,
-    /// When it came through a shared subscription: the group's full filter
-    /// (`$share/group/filter`), so an unfinished copy can go to another member if this
-    /// session ends.
-    pub shared: Option<ByteString>,
-}
-
-impl Grant {
-    /// A grant with only a QoS.
-    pub fn qos(qos: QoS) -> Self {
-        Self {
-            qos,
-            retain: false,
-            sub_id: 0,
-            shared: None,
-        }
-    }
 }
 
 /// A message held by the session (queued or in flight) with its grant.
@@ -399,8 +373,10 @@ impl Session {
         let v5 = self.version.is_v5();
         // Properties are rewritten only when MQTT 5 asks for it; otherwise the message's own
         // are encoded as they are (no copy, no reference count taken).
-        let rewrite =
-            v5 && (message.expires_at.is_some() || grant.sub_id != 0 || self.limits.alias_max > 0);
+        let rewrite = v5
+            && (message.expires_at.is_some()
+                || !grant.sub_ids.is_empty()
+                || self.limits.alias_max > 0);
         let mut owned = BoxedProperties::default();
         if rewrite {
             owned = message.properties.clone();
@@ -409,8 +385,8 @@ impl Session {
                 owned.message_expiry_interval =
                     Some(u32::try_from(left).unwrap_or(u32::MAX).max(1));
             }
-            if grant.sub_id != 0 {
-                owned.subscription_identifiers = vec![grant.sub_id];
+            if !grant.sub_ids.is_empty() {
+                owned.subscription_identifiers = grant.sub_ids.as_slice().to_vec();
             }
         }
         let mut publish = PublishRef {

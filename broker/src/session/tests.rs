@@ -261,7 +261,7 @@ fn expired_messages_are_dropped_and_the_rest_carry_what_is_left() {
     let mut m = message(1);
     m.expires_at = Some(start + std::time::Duration::from_secs(10));
     let grant = Grant {
-        sub_id: 3,
+        sub_ids: super::SubIds::one(3),
         ..g(QoS::AtLeastOnce)
     };
     let mut out = BytesMut::new();

@@ -4,6 +4,7 @@
 //! `core::link::Link`.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -18,6 +19,25 @@ pub enum RecvState {
     Single,
     /// Multishot (after CONNECT).
     Multi,
+}
+
+/// Where a connection is in a lingering close (see `shard::linger`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Linger {
+    /// Closes at once when its operations end.
+    No,
+    /// The broker closes it with something still to say: once that is sent, linger.
+    Wanted,
+    /// Write side shut; input read and discarded until the client closes, `until`, or
+    /// `left` bytes more.
+    Active {
+        /// Deadline.
+        until: Instant,
+        /// Input bytes still to discard before giving up.
+        left: usize,
+    },
+    /// Over: the socket closes when its operations end.
+    Done,
 }
 
 /// A connection's I/O state.
@@ -44,6 +64,10 @@ pub struct Conn {
     pub held: bool,
     /// Its output was abandoned (a client taking nothing): a short send is not continued.
     pub aborted: bool,
+    /// The client closed its side or the socket failed: nothing lingers.
+    pub peer_gone: bool,
+    /// Lingering close state.
+    pub linger: Linger,
 }
 
 impl Conn {
@@ -60,6 +84,8 @@ impl Conn {
             sending: 0,
             held: false,
             aborted: false,
+            peer_gone: false,
+            linger: Linger::No,
         }
     }
 

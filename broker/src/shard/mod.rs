@@ -11,11 +11,13 @@
 //! # Layout
 //! - `mod.rs`: [`Shard`], the loop, completion dispatch, connection life cycle, effects.
 //! - `conn.rs`: [`conn::Conn`], a connection's I/O side.
+//! - `linger.rs`: lingering close (the last packet reaches a client that is still sending).
 //! - `mesh.rs`: SPSC queues between shards and their doorbells.
 //! - `peers.rs`: the reactor's side of the mesh (pushing, pausing on a full queue, draining,
 //!   adopting handed-over connections, waking peers) and the store's I/O.
 
 pub mod conn;
+mod linger;
 pub mod mesh;
 mod peers;
 
@@ -36,7 +38,7 @@ use crate::core::{Core, Effect};
 use crate::durable::recover::Recovered;
 use crate::ids::{ConnId, ShardId};
 use crate::metrics::Metrics;
-use conn::{Conn, RecvState};
+use conn::{Conn, Linger, RecvState};
 use mesh::Mesh;
 
 pub use crate::metrics::Stats;
@@ -91,6 +93,8 @@ pub struct Shard {
     blocked: VecDeque<(ShardId, ShardMsg)>,
     /// Connections with undecoded input left while paused.
     stalled: Vec<ConnId>,
+    /// Connections in a lingering close (`linger.rs`), checked for their deadline each tick.
+    lingering: Vec<ConnId>,
     stop: Arc<AtomicBool>,
     stopping_since: Option<Instant>,
     accept_armed: bool,
@@ -151,6 +155,7 @@ impl Shard {
             conn_count: 0,
             blocked: VecDeque::new(),
             stalled: Vec::new(),
+            lingering: Vec::new(),
             stop,
             stopping_since: None,
             accept_armed: false,
@@ -245,6 +250,7 @@ impl Shard {
             match effect {
                 Effect::Peer(peer, msg) => self.send_to_peer(peer, msg),
                 Effect::Close(id) => {
+                    self.mark_linger(id);
                     let Some(conn) = lookup(&mut self.conns, id) else {
                         continue;
                     };
@@ -345,6 +351,17 @@ impl Shard {
         if !conn.closing || !conn.idle() || !self.core.output_empty(id) {
             return;
         }
+        let linger = conn.linger;
+        match linger {
+            Linger::Wanted if self.start_linger(id) => return,
+            // Its receive is re-armed by `on_linger_recv` or ended by `expire_lingers`.
+            Linger::Active { .. } => return,
+            _ => {}
+        }
+        let Some(conn) = lookup(&mut self.conns, id) else {
+            return;
+        };
+        debug_assert!(conn.idle());
         if let Some(s) = self.conns.get_mut(id.slot as usize) {
             *s = None;
         }
@@ -432,6 +449,13 @@ impl Shard {
             self.ring.received(c, |_| {});
             return;
         };
+        if matches!(conn.linger, Linger::Active { .. } | Linger::Done) {
+            self.on_linger_recv(id, c);
+            return;
+        }
+        if c.result == 0 || (c.result < 0 && !is_transient(-c.result)) {
+            conn.peer_gone = true;
+        }
         let closing = conn.closing;
         self.ring.received(c, |bytes| {
             if !closing {
@@ -451,7 +475,7 @@ impl Shard {
         }
         if c.result < 0 {
             match -c.result {
-                libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN => {}
+                errno if is_transient(errno) => {}
                 errno => {
                     let error = std::io::Error::from_raw_os_error(errno);
                     self.core
@@ -588,6 +612,7 @@ impl Shard {
         };
         conn.sending = 0;
         if c.result < 0 {
+            conn.peer_gone = true;
             let err = std::io::Error::from_raw_os_error(-c.result);
             self.core.discard_output(id);
             self.core.close(id, None, &format!("send failed: {err}"));
@@ -632,6 +657,7 @@ impl Shard {
         }
         self.core.tick();
         self.apply();
+        self.expire_lingers();
     }
 
     fn begin_shutdown(&mut self) {
@@ -643,6 +669,14 @@ impl Shard {
         self.apply();
         self.flush();
     }
+}
+
+/// A receive error that ends nothing: out of buffers, cancelled, interrupted.
+fn is_transient(errno: i32) -> bool {
+    matches!(
+        errno,
+        libc::ENOBUFS | libc::ECANCELED | libc::EINTR | libc::EAGAIN
+    )
 }
 
 /// The live connection `id` in `conns` (slot and generation match).

@@ -85,15 +85,12 @@ impl Broker {
             }
             None => Command::new(env!("CARGO_BIN_EXE_ringmq")),
         };
+        // `--shards` in `extra` replaces the default count.
+        if !extra.contains(&"--shards") {
+            command.args(["--shards", &SHARDS.to_string()]);
+        }
         let mut child = command
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--shards",
-                &SHARDS.to_string(),
-                "--log",
-                "warn",
-            ])
+            .args(["--listen", &addr.to_string(), "--log", "warn"])
             .args(extra)
             .stdin(Stdio::null())
             .spawn()

@@ -102,6 +102,12 @@ pub fn set_nodelay(fd: &OwnedFd) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Shuts the write side of a socket: the peer reads what was queued, then end of stream.
+pub fn shutdown_write(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: shutdown on an fd we own.
+    check(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) }).map(|_| ())
+}
+
 /// An eventfd for waking a shard. Blocking on purpose: io_uring returns EAGAIN for reads of
 /// O_NONBLOCK files instead of waiting, and a write only blocks at a counter of 2^64 - 1.
 pub fn eventfd() -> io::Result<OwnedFd> {

@@ -21,5 +21,5 @@ mod fd;
 mod ring;
 
 pub use bufring::BufRing;
-pub use fd::{adopt_fd, eventfd, reuseport_listener, set_nodelay, signal_eventfd};
+pub use fd::{adopt_fd, eventfd, reuseport_listener, set_nodelay, shutdown_write, signal_eventfd};
 pub use ring::{Completion, Ring, RingConfig};

@@ -1,0 +1,146 @@
+//! From the subscriptions a topic matched to the copies sent: one copy per session, carrying
+//! the identifiers of all its matching subscriptions, at the highest QoS among them (MQTT 5
+//! 3.3.4); a session gets a second copy only when its matching subscriptions disagree on
+//! what the copy looks like (retain as published on a retained message). No-local
+//! subscriptions are skipped for the session that published.
+
+use net::codec::QoS;
+
+use super::LocalMatch;
+use crate::ids::SessionId;
+use crate::session::SubIds;
+
+/// One copy of a message for one local session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalCopy {
+    /// The session.
+    pub session: SessionId,
+    /// The highest QoS of the subscriptions it stands for.
+    pub qos: QoS,
+    /// The RETAIN flag it goes out with.
+    pub retain: bool,
+    /// Their subscription identifiers.
+    pub sub_ids: SubIds,
+}
+
+/// Groups `matches` (sorted by session, as `Router::matches` leaves them) into `out`.
+/// `from` is the publishing session (no local), `retained` the message's RETAIN flag.
+pub fn local_copies(
+    matches: &[LocalMatch],
+    from: Option<SessionId>,
+    retained: bool,
+    out: &mut Vec<LocalCopy>,
+) {
+    out.clear();
+    let mut first_of_session = 0;
+    for &(session, options, sub_id) in matches {
+        if options.no_local && Some(session) == from {
+            continue;
+        }
+        let retain = options.retain_as_published && retained;
+        if out.last().is_none_or(|c| c.session != session) {
+            first_of_session = out.len();
+        }
+        let same = out
+            .get_mut(first_of_session..)
+            .and_then(|copies| copies.iter_mut().find(|c| c.retain == retain));
+        match same {
+            Some(copy) => {
+                copy.qos = copy.qos.max(options.qos);
+                copy.sub_ids.add(sub_id);
+            }
+            None => out.push(LocalCopy {
+                session,
+                qos: options.qos,
+                retain,
+                sub_ids: SubIds::one(sub_id),
+            }),
+        }
+    }
+    debug_assert!(out.is_sorted_by_key(|c| c.session));
+}
+
+#[cfg(test)]
+mod tests {
+    use net::codec::{QoS, SubscriptionOptions};
+
+    use super::*;
+
+    fn m(session: u32, qos: QoS, sub_id: u32, no_local: bool, rap: bool) -> LocalMatch {
+        let mut o = SubscriptionOptions::qos(qos);
+        o.no_local = no_local;
+        o.retain_as_published = rap;
+        (SessionId(session), o, sub_id)
+    }
+
+    #[test]
+    fn one_copy_per_session_with_every_identifier_at_the_highest_qos() {
+        let matches = [
+            m(1, QoS::AtMostOnce, 2, false, false),
+            m(1, QoS::ExactlyOnce, 5, false, false),
+            m(1, QoS::AtLeastOnce, 0, false, false),
+            m(2, QoS::AtLeastOnce, 0, false, false),
+        ];
+        let mut out = Vec::new();
+        local_copies(&matches, None, false, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                LocalCopy {
+                    session: SessionId(1),
+                    qos: QoS::ExactlyOnce,
+                    retain: false,
+                    sub_ids: SubIds::Many(vec![2, 5].into()),
+                },
+                LocalCopy {
+                    session: SessionId(2),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    sub_ids: SubIds::None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn differing_retain_as_published_on_a_retained_message_makes_two_copies() {
+        let matches = [
+            m(1, QoS::AtLeastOnce, 1, false, true),
+            m(1, QoS::AtLeastOnce, 2, false, false),
+            m(1, QoS::AtMostOnce, 3, false, true),
+        ];
+        let mut out = Vec::new();
+        local_copies(&matches, None, true, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|c| (c.retain, c.sub_ids.as_slice().to_vec()))
+            .collect();
+        assert_eq!(got, vec![(true, vec![1, 3]), (false, vec![2])]);
+        // Not retained: the flag is off either way, one copy.
+        local_copies(&matches, None, false, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].sub_ids.as_slice(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn no_local_skips_only_the_publishers_own_subscriptions() {
+        let matches = [
+            m(1, QoS::AtLeastOnce, 1, true, false),
+            m(1, QoS::AtMostOnce, 2, false, false),
+            m(2, QoS::AtLeastOnce, 3, true, false),
+        ];
+        let mut out = Vec::new();
+        local_copies(&matches, Some(SessionId(1)), false, &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|c| (c.session.0, c.qos, c.sub_ids.as_slice().to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, QoS::AtMostOnce, vec![2]),
+                (2, QoS::AtLeastOnce, vec![3])
+            ]
+        );
+    }
+}
