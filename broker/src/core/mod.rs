@@ -122,8 +122,6 @@ pub struct Core {
     pub(crate) by_client: FxHashMap<ByteString, SessionId>,
     pub(crate) router: Router,
     matches: Vec<LocalMatch>,
-    /// Reused by `route`: the copies those matches make.
-    copies: Vec<crate::router::LocalCopy>,
     /// Connections with new output since the reactor last flushed (each once).
     pub dirty: Vec<ConnId>,
     /// What the reactor must do, in order.
@@ -200,7 +198,6 @@ impl Core {
             by_client: FxHashMap::default(),
             router: Router::default(),
             matches: Vec::new(),
-            copies: Vec::new(),
             dirty: Vec::new(),
             effects: VecDeque::new(),
             now,

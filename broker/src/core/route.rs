@@ -81,20 +81,11 @@ impl Core {
         let remote = self
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
-        let mut copies = std::mem::take(&mut self.copies);
-        crate::router::local_copies(&matches, from, message.retain, &mut copies);
+        crate::router::local_copies(&matches, from, message.retain, |copy| {
+            let (sid, qos, retain) = (copy.session, copy.qos, copy.retain);
+            self.deliver(sid, &message, qos, copy.sub_ids, retain, None);
+        });
         self.matches = matches;
-        for copy in copies.drain(..) {
-            self.deliver(
-                copy.session,
-                &message,
-                copy.qos,
-                copy.sub_ids,
-                copy.retain,
-                None,
-            );
-        }
-        self.copies = copies;
         for pick in picks.drain(..) {
             confirming += usize::from(self.deliver_shared(pick, &message, 0, ack));
         }

@@ -23,41 +23,46 @@ pub struct LocalCopy {
     pub sub_ids: SubIds,
 }
 
-/// Groups `matches` (sorted by session, as `Router::matches` leaves them) into `out`.
-/// `from` is the publishing session (no local), `retained` the message's RETAIN flag.
+/// Groups `matches` (sorted by session, as `Router::matches` leaves them) into copies,
+/// handed to `each` in session order. `from` is the publishing session (no local),
+/// `retained` the message's RETAIN flag. A session matched once (the usual case) costs no
+/// grouping.
 pub fn local_copies(
     matches: &[LocalMatch],
     from: Option<SessionId>,
     retained: bool,
-    out: &mut Vec<LocalCopy>,
+    mut each: impl FnMut(LocalCopy),
 ) {
-    out.clear();
-    let mut first_of_session = 0;
-    for &(session, options, sub_id) in matches {
-        if options.no_local && Some(session) == from {
-            continue;
-        }
-        let retain = options.retain_as_published && retained;
-        if out.last().is_none_or(|c| c.session != session) {
-            first_of_session = out.len();
-        }
-        let same = out
-            .get_mut(first_of_session..)
-            .and_then(|copies| copies.iter_mut().find(|c| c.retain == retain));
-        match same {
-            Some(copy) => {
-                copy.qos = copy.qos.max(options.qos);
-                copy.sub_ids.add(sub_id);
+    let mut rest = matches;
+    while let Some(&(session, ..)) = rest.first() {
+        let n = rest.iter().take_while(|m| m.0 == session).count();
+        let (run, after) = rest.split_at(n);
+        rest = after;
+        // At most two copies: one per RETAIN flag.
+        let (mut plain, mut kept): (Option<LocalCopy>, Option<LocalCopy>) = (None, None);
+        for &(_, options, sub_id) in run {
+            if options.no_local && Some(session) == from {
+                continue;
             }
-            None => out.push(LocalCopy {
-                session,
-                qos: options.qos,
-                retain,
-                sub_ids: SubIds::one(sub_id),
-            }),
+            let retain = options.retain_as_published && retained;
+            let slot = if retain { &mut kept } else { &mut plain };
+            match slot {
+                Some(copy) => {
+                    copy.qos = copy.qos.max(options.qos);
+                    copy.sub_ids.add(sub_id);
+                }
+                slot @ None => {
+                    *slot = Some(LocalCopy {
+                        session,
+                        qos: options.qos,
+                        retain,
+                        sub_ids: SubIds::one(sub_id),
+                    })
+                }
+            }
         }
+        kept.into_iter().chain(plain).for_each(&mut each);
     }
-    debug_assert!(out.is_sorted_by_key(|c| c.session));
 }
 
 #[cfg(test)]
@@ -82,7 +87,7 @@ mod tests {
             m(2, QoS::AtLeastOnce, 0, false, false),
         ];
         let mut out = Vec::new();
-        local_copies(&matches, None, false, &mut out);
+        local_copies(&matches, None, false, |c| out.push(c));
         assert_eq!(
             out,
             vec![
@@ -110,14 +115,15 @@ mod tests {
             m(1, QoS::AtMostOnce, 3, false, true),
         ];
         let mut out = Vec::new();
-        local_copies(&matches, None, true, &mut out);
+        local_copies(&matches, None, true, |c| out.push(c));
         let got: Vec<_> = out
             .iter()
             .map(|c| (c.retain, c.sub_ids.as_slice().to_vec()))
             .collect();
         assert_eq!(got, vec![(true, vec![1, 3]), (false, vec![2])]);
         // Not retained: the flag is off either way, one copy.
-        local_copies(&matches, None, false, &mut out);
+        out.clear();
+        local_copies(&matches, None, false, |c| out.push(c));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].sub_ids.as_slice(), &[1, 2, 3]);
     }
@@ -130,7 +136,7 @@ mod tests {
             m(2, QoS::AtLeastOnce, 3, true, false),
         ];
         let mut out = Vec::new();
-        local_copies(&matches, Some(SessionId(1)), false, &mut out);
+        local_copies(&matches, Some(SessionId(1)), false, |c| out.push(c));
         let got: Vec<_> = out
             .iter()
             .map(|c| (c.session.0, c.qos, c.sub_ids.as_slice().to_vec()))

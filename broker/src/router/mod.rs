@@ -427,7 +427,7 @@ mod tests {
         r.matches("a/b", ShardId(0), &mut out, None);
         assert_eq!(out.len(), 2, "both subscriptions match");
         let mut copies = Vec::new();
-        local_copies(&out, None, false, &mut copies);
+        local_copies(&out, None, false, |c| copies.push(c));
         assert_eq!(copies.len(), 1);
         assert_eq!(copies[0].qos, QoS::ExactlyOnce);
     }
