@@ -219,9 +219,10 @@ config_keys! {
     peer_drain_count_max: usize = 4096,
         "4096",
         "messages a shard takes from its peers per loop pass";
-    recv_buffer_count: u16 = 1024,
-        "1024",
-        "provided receive buffers per shard (power of two)";
+    recv_buffer_count: u16 = 256,
+        "256",
+        "provided receive buffers per shard (power of two); the pool (count x \
+        `recv_buffer_bytes`, 4 MiB by default) is resident from the start";
     recv_buffer_bytes: u32 = 16 * 1024,
         "16 KiB",
         "bytes per receive buffer";

@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod capacity;
 pub mod config;
 pub mod core;
 pub mod durable;
@@ -70,6 +71,9 @@ fn refuse_shared_port(addr: std::net::SocketAddr) -> anyhow::Result<()> {
 /// once every shard listens.
 pub fn run(config: Config) -> anyhow::Result<Broker> {
     let shards = config.shards;
+    // Large buffers (read buffers grown by big packets, outboxes) go back to the kernel
+    // when freed (`crate::capacity`).
+    net::uring::set_mmap_threshold(256 << 10);
     let mesh = MeshShared::new(
         shards,
         config.peer_queue_count_max,

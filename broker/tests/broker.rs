@@ -597,3 +597,29 @@ fn set_recv_buffer(stream: &std::net::TcpStream, bytes: i32) {
     };
     assert_eq!(rc, 0, "SO_RCVBUF");
 }
+
+#[test]
+fn a_client_resumes_the_session_under_the_identifier_the_broker_assigned() {
+    let broker = Broker::start(&[]);
+    for round in 0..6 {
+        let mut connect = common::connect_packet(V5, "");
+        connect.clean_start = false;
+        let p = net::codec::Properties {
+            session_expiry_interval: Some(60),
+            ..Default::default()
+        };
+        connect.properties = p.clone().into();
+        let (mut c, ack) = Raw::connect_with(broker.addr, connect);
+        let ack = ack.unwrap();
+        let id = ack.properties.assigned_client_identifier.clone().unwrap();
+        c.subscribe(&format!("assigned/{round}"), QoS::AtLeastOnce);
+        c.send(&Packet::Disconnect(Default::default()));
+        drop(c);
+        settle();
+        let mut again = common::connect_packet(V5, &id);
+        again.clean_start = false;
+        again.properties = p.into();
+        let (_c, ack) = Raw::connect_with(broker.addr, again);
+        assert!(ack.unwrap().session_present, "round {round}: {id}");
+    }
+}

@@ -118,7 +118,8 @@ pub struct Core {
     pub(crate) config: Config,
     pub(crate) links: Vec<Option<Link>>,
     pub(crate) sessions: Vec<Option<Session>>,
-    free_sessions: Vec<u32>,
+    /// Free slots of `sessions`, lowest first.
+    free_sessions: crate::capacity::FreeSlots,
     pub(crate) by_client: FxHashMap<ByteString, SessionId>,
     pub(crate) router: Router,
     matches: Vec<LocalMatch>,
@@ -194,7 +195,7 @@ impl Core {
             config,
             links: Vec::new(),
             sessions: Vec::new(),
-            free_sessions: Vec::new(),
+            free_sessions: crate::capacity::FreeSlots::default(),
             by_client: FxHashMap::default(),
             router: Router::default(),
             matches: Vec::new(),
@@ -267,6 +268,34 @@ impl Core {
             debug_assert!(s.is_none(), "a link slot is reused only after it was freed");
             *s = Some(link);
         }
+    }
+
+    /// Gives back the capacity a past peak left in the core's containers
+    /// (`crate::capacity`); true if something shrank.
+    pub fn shrink(&mut self) -> bool {
+        use crate::capacity::{shrink_deque, shrink_map, shrink_slab, shrink_vec};
+        let live_end = self
+            .links
+            .iter()
+            .rposition(Option::is_some)
+            .map_or(0, |i| i + 1);
+        self.links.truncate(live_end);
+        let mut shrunk = shrink_vec(&mut self.links);
+        shrunk |= shrink_slab(&mut self.sessions, &mut self.free_sessions);
+        shrunk |= shrink_map(&mut self.by_client);
+        shrunk |= shrink_map(&mut self.pending_subacks);
+        shrunk |= shrink_map(&mut self.congested);
+        shrunk |= shrink_vec(&mut self.dirty);
+        shrunk |= shrink_vec(&mut self.matches);
+        shrunk |= shrink_vec(&mut self.retained_found);
+        shrunk |= shrink_vec(&mut self.shared_picks);
+        shrunk |= shrink_deque(&mut self.effects);
+        debug_assert_eq!(
+            self.sessions.iter().flatten().count(),
+            self.by_client.len(),
+            "every session is named"
+        );
+        shrunk
     }
 
     /// The reactor freed the connection's slot.

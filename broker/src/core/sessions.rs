@@ -14,7 +14,7 @@ use crate::session::{Message, Session};
 impl Core {
     pub(crate) fn add_session(&mut self, session: Session) -> SessionId {
         let client_id = session.client_id.clone();
-        let sid = match self.free_sessions.pop() {
+        let sid = match self.free_sessions.take() {
             Some(slot) => {
                 if let Some(s) = self.sessions.get_mut(slot as usize) {
                     *s = Some(session);
@@ -43,7 +43,7 @@ impl Core {
         for filter in session.subscriptions.keys() {
             self.unroute(filter, sid);
         }
-        self.free_sessions.push(sid.0);
+        self.free_sessions.put(sid.0);
         if session.durable {
             session.journal_end();
         }
@@ -117,14 +117,21 @@ impl Core {
         }
     }
 
+    /// A new client id for a client that sent none (MQTT 5), homed on this shard (so a
+    /// reconnect with it finds the session here). About `shards` tries.
     pub(crate) fn next_assigned_client_id(&mut self) -> ByteString {
-        self.next_assigned_id += 1;
-        ByteString::from(format!(
-            "ringmq-{}-{}-{}",
-            self.id.0,
-            std::process::id(),
-            self.next_assigned_id
-        ))
+        loop {
+            self.next_assigned_id += 1;
+            let id = format!(
+                "ringmq-{}-{}-{}",
+                self.id.0,
+                std::process::id(),
+                self.next_assigned_id
+            );
+            if crate::ids::home_shard(id.as_bytes(), self.shards) == self.id {
+                return ByteString::from(id);
+            }
+        }
     }
 
     /// The shard's periodic work (every 250 ms): CONNECT and keep-alive timeouts, session

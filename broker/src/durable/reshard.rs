@@ -14,8 +14,13 @@
 //!    that finds `reshard.commit` redoes step 3 (each part is idempotent: roll forward).
 //!
 //! Nothing acknowledged is lost at any point: until the commit, the old logs are the truth;
-//! after it, the staged logs are complete and durable.
+//! after it, the staged logs are complete and durable (segments, their directories and the
+//! staging directory synced before the commit file is written).
+//!
+//! Memory: the whole durable state is held up to three times during a re-shard (the old
+//! logs' replayed states, the merged state, the staged logs' states).
 
+use std::collections::btree_map::Entry;
 use std::path::Path;
 use std::time::Instant;
 
@@ -42,8 +47,14 @@ pub fn prepare(dir: &Path, shards: usize) -> anyhow::Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| lock_path.display().to_string())?;
-    if lock.try_lock().is_err() {
-        anyhow::bail!("{}: locked by another broker", dir.display());
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("{}: locked by another broker", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| lock_path.display().to_string())
+        }
     }
     if let Some(to) = read_count(&dir.join(COMMIT))? {
         tracing::warn!(dir = %dir.display(), shards = to, "finishing an interrupted re-shard");
@@ -57,7 +68,9 @@ pub fn prepare(dir: &Path, shards: usize) -> anyhow::Result<()> {
         Some(n) => reshard(dir, n, shards)?,
         None => write_atomic(dir, COUNT, shards)?,
     }
-    drop(lock);
+    // Held until the process exits: no other broker may re-shard the directory under this
+    // one between here and the shard logs' own locks.
+    std::mem::forget(lock);
     Ok(())
 }
 
@@ -87,7 +100,24 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
         let (log, _) = Log::open(LogConfig::new(dir.join(format!("shard-{i}"))))?;
         let state = log.state();
         for (client, session) in &state.sessions {
-            all.sessions.insert(client.clone(), session.clone());
+            // A client id in two logs (a session left on another shard than its home, as
+            // older versions assigned ids): the copy on its home shard is the live one.
+            let home = home_shard(client.as_bytes(), from).0 as usize == i;
+            match all.sessions.entry(client.clone()) {
+                Entry::Vacant(e) => {
+                    e.insert(session.clone());
+                }
+                Entry::Occupied(mut e) => {
+                    tracing::warn!(
+                        client,
+                        shard = i,
+                        "client id in two shards' logs: keeping its home shard's session"
+                    );
+                    if home {
+                        e.insert(session.clone());
+                    }
+                }
+            }
         }
         for (topic, (message, version)) in &state.retained {
             if all
@@ -130,6 +160,9 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
         log.commit()?;
     }
     drop(logs);
+    for i in 0..to {
+        sync_dir(&staging.join(format!("shard-{i}")))?;
+    }
     sync_dir(&staging)?;
     crash_point("staged");
     write_atomic(dir, COMMIT, to)?;

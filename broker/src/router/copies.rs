@@ -38,30 +38,44 @@ pub fn local_copies(
         let n = rest.iter().take_while(|m| m.0 == session).count();
         let (run, after) = rest.split_at(n);
         rest = after;
-        // At most two copies: one per RETAIN flag.
-        let (mut plain, mut kept): (Option<LocalCopy>, Option<LocalCopy>) = (None, None);
+        if let [(_, options, sub_id)] = run {
+            // Matched once: one copy as it is.
+            if !(options.no_local && Some(session) == from) {
+                each(LocalCopy {
+                    session,
+                    qos: options.qos,
+                    retain: options.retain_as_published && retained,
+                    sub_ids: SubIds::one(*sub_id),
+                });
+            }
+            continue;
+        }
+        // At most two copies, one per RETAIN flag: (highest QoS, identifiers) of each.
+        let mut by_flag: [(Option<QoS>, Vec<u32>); 2] = [(None, Vec::new()), (None, Vec::new())];
         for &(_, options, sub_id) in run {
             if options.no_local && Some(session) == from {
                 continue;
             }
             let retain = options.retain_as_published && retained;
-            let slot = if retain { &mut kept } else { &mut plain };
-            match slot {
-                Some(copy) => {
-                    copy.qos = copy.qos.max(options.qos);
-                    copy.sub_ids.add(sub_id);
-                }
-                slot @ None => {
-                    *slot = Some(LocalCopy {
-                        session,
-                        qos: options.qos,
-                        retain,
-                        sub_ids: SubIds::one(sub_id),
-                    })
-                }
+            let (qos, ids) = if retain {
+                &mut by_flag[1]
+            } else {
+                &mut by_flag[0]
+            };
+            *qos = Some(qos.map_or(options.qos, |q| q.max(options.qos)));
+            ids.push(sub_id);
+        }
+        let [(plain_qos, plain_ids), (kept_qos, kept_ids)] = by_flag;
+        for (retain, qos, ids) in [(true, kept_qos, kept_ids), (false, plain_qos, plain_ids)] {
+            if let Some(qos) = qos {
+                each(LocalCopy {
+                    session,
+                    qos,
+                    retain,
+                    sub_ids: SubIds::from_ids(ids),
+                });
             }
         }
-        kept.into_iter().chain(plain).for_each(&mut each);
     }
 }
 

@@ -44,19 +44,16 @@ impl SubIds {
         }
     }
 
-    /// Adds `id` (0 and repeats are ignored).
-    pub fn add(&mut self, id: u32) {
-        if id == 0 || self.as_slice().contains(&id) {
-            return;
-        }
-        let mut ids = self.as_slice().to_vec();
-        ids.push(id);
+    /// The set of `ids` (0 and repeats dropped).
+    pub fn from_ids(mut ids: Vec<u32>) -> Self {
+        ids.retain(|&id| id != 0);
         ids.sort_unstable();
-        *self = match ids.as_slice() {
+        ids.dedup();
+        match ids.as_slice() {
+            [] => Self::None,
             [one] => Self::One(*one),
             _ => Self::Many(ids.into()),
-        };
-        debug_assert!(!self.as_slice().contains(&0));
+        }
     }
 }
 
@@ -94,14 +91,10 @@ mod tests {
 
     #[test]
     fn identifiers_stay_ascending_unique_and_non_zero() {
-        let mut ids = SubIds::one(0);
-        assert!(ids.is_empty());
-        ids.add(7);
-        assert_eq!(ids, SubIds::One(7));
-        ids.add(0);
-        ids.add(3);
-        ids.add(7);
-        ids.add(5);
+        assert!(SubIds::one(0).is_empty());
+        assert!(SubIds::from_ids(vec![0, 0]).is_empty());
+        assert_eq!(SubIds::from_ids(vec![7, 0, 7]), SubIds::One(7));
+        let ids = SubIds::from_ids(vec![7, 0, 3, 7, 5]);
         assert_eq!(ids.as_slice(), &[3, 5, 7]);
     }
 }

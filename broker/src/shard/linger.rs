@@ -107,6 +107,22 @@ impl Shard {
         self.release_if_idle(id);
     }
 
+    /// The broker is stopping: lingers started earlier last at most
+    /// [`LINGER_WHILE_STOPPING`] more.
+    pub(super) fn shorten_lingers(&mut self) {
+        let until = self.core.now + LINGER_WHILE_STOPPING;
+        for &id in &self.lingering {
+            if let Some(conn) = lookup(&mut self.conns, id) {
+                if let Linger::Active { until: u, left } = conn.linger {
+                    conn.linger = Linger::Active {
+                        until: u.min(until),
+                        left,
+                    };
+                }
+            }
+        }
+    }
+
     /// Ends the lingers past their deadline (each tick).
     pub(super) fn expire_lingers(&mut self) {
         if self.lingering.is_empty() {

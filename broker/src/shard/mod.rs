@@ -32,6 +32,7 @@ use net::uring::{Completion, Ring, RingConfig};
 use storage::store::IoDone;
 
 use crate::auth::reload::Reloadable;
+use crate::capacity::{self, FreeSlots, SHRINK_EVERY};
 use crate::config::Config;
 use crate::core::peer::ShardMsg;
 use crate::core::{Core, Effect};
@@ -86,8 +87,13 @@ pub struct Shard {
     listener: OwnedFd,
     mesh: Mesh,
     conns: Vec<Option<Conn>>,
-    free_conns: Vec<u32>,
-    generations: Vec<u32>,
+    /// Free slots of `conns`, lowest first (so the free tail can be given back).
+    free_conns: FreeSlots,
+    /// The generation the next connection gets (24 bits, never 0): a slot reused, or cut
+    /// off and grown again, never carries an old connection's id.
+    next_generation: u32,
+    /// Ticks until the next shrink pass (`crate::capacity`).
+    shrink_in: u32,
     conn_count: usize,
     /// Mesh messages that found their peer's queue full, in order; input is paused while any.
     blocked: VecDeque<(ShardId, ShardMsg)>,
@@ -150,8 +156,9 @@ impl Shard {
             listener,
             mesh,
             conns: Vec::new(),
-            free_conns: Vec::new(),
-            generations: Vec::new(),
+            free_conns: FreeSlots::default(),
+            next_generation: 1,
+            shrink_in: SHRINK_EVERY,
             conn_count: 0,
             blocked: VecDeque::new(),
             stalled: Vec::new(),
@@ -325,15 +332,18 @@ impl Shard {
     // ---- connections -------------------------------------------------------------------
 
     fn add_conn(&mut self, fd: OwnedFd) -> ConnId {
-        let slot = match self.free_conns.pop() {
+        let slot = match self.free_conns.take() {
             Some(slot) => slot,
             None => {
                 self.conns.push(None);
-                self.generations.push(0);
                 (self.conns.len() - 1) as u32
             }
         };
-        let generation = self.generations.get(slot as usize).copied().unwrap_or(0);
+        let generation = self.next_generation;
+        self.next_generation = (generation + 1) & 0xFF_FFFF;
+        if self.next_generation == 0 {
+            self.next_generation = 1;
+        }
         let id = ConnId { slot, generation };
         if let Some(s) = self.conns.get_mut(slot as usize) {
             *s = Some(Conn::new(id, fd));
@@ -365,10 +375,7 @@ impl Shard {
         if let Some(s) = self.conns.get_mut(id.slot as usize) {
             *s = None;
         }
-        if let Some(g) = self.generations.get_mut(id.slot as usize) {
-            *g = g.wrapping_add(1) & 0xFF_FFFF;
-        }
-        self.free_conns.push(id.slot);
+        self.free_conns.put(id.slot);
         self.conn_count -= 1;
         self.core.close_link(id);
     }
@@ -494,7 +501,10 @@ impl Shard {
     /// paused with a full read buffer.
     fn after_recv(&mut self, id: ConnId) {
         let config = &self.core.config;
-        let limit = config.packet_bytes_max + config.recv_buffer_bytes as usize;
+        // Paused (a peer queue or a sink is full) or held: nothing is decoded until it ends,
+        // and the receive stops once two receive buffers' worth is waiting (the rest waits in
+        // the socket, where TCP pushes back), so many paused publishers cost little memory.
+        let limit = 2 * config.recv_buffer_bytes as usize;
         let paused = self.paused();
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
@@ -504,10 +514,7 @@ impl Shard {
             return;
         }
         if conn.held {
-            // Held by a congested session: nothing is decoded until it resumes; the receive
-            // stops once two receive buffers' worth is waiting.
-            let held_limit = 2 * config.recv_buffer_bytes as usize;
-            if conn.rbuf.len() >= held_limit && conn.recv != RecvState::Idle && !conn.recv_paused {
+            if conn.rbuf.len() >= limit && conn.recv != RecvState::Idle && !conn.recv_paused {
                 self.ring.cancel(token(KIND_RECV, id));
                 conn.recv_paused = true;
             }
@@ -658,10 +665,35 @@ impl Shard {
         self.core.tick();
         self.apply();
         self.expire_lingers();
+        self.shrink_in -= 1;
+        if self.shrink_in == 0 {
+            self.shrink_in = SHRINK_EVERY;
+            self.shrink();
+        }
+    }
+
+    /// Gives back the capacity a past peak left in the reactor's and the core's containers
+    /// (`crate::capacity`), then free heap memory to the kernel.
+    fn shrink(&mut self) {
+        let mut shrunk = capacity::shrink_slab(&mut self.conns, &mut self.free_conns);
+        shrunk |= capacity::shrink_vec(&mut self.stalled);
+        shrunk |= capacity::shrink_vec(&mut self.lingering);
+        shrunk |= capacity::shrink_vec(&mut self.inbox);
+        shrunk |= capacity::shrink_deque(&mut self.blocked);
+        shrunk |= self.core.shrink();
+        debug_assert_eq!(
+            self.conns.iter().flatten().count(),
+            self.conn_count,
+            "every live connection has a slot"
+        );
+        // Also when nothing shrank: connections that ended freed their buffers.
+        let _ = shrunk;
+        net::uring::trim_heap();
     }
 
     fn begin_shutdown(&mut self) {
         self.stopping_since = Some(self.core.now);
+        self.shorten_lingers();
         if self.accept_armed {
             self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
         }

@@ -48,7 +48,10 @@ impl BufRing {
         if entries.is_null() {
             return Err(io::Error::new(io::ErrorKind::OutOfMemory, "buffer ring"));
         }
-        let memory = vec![0u8; usize::from(count) * size as usize].into_boxed_slice();
+        // Filled (not zeroed: calloc'd pages would stay unmapped until the kernel first
+        // writes each): the pool is resident from the start, a fixed reservation, instead of
+        // growing the process's RSS page by page as receives walk through it.
+        let memory = vec![0xAAu8; usize::from(count) * size as usize].into_boxed_slice();
         let mut this = Self {
             entries,
             entries_layout,

@@ -15,11 +15,14 @@
 //! - `ring.rs`: [`Ring`], the operations and [`Completion`].
 //! - `bufring.rs`: [`BufRing`], the provided buffer ring for receives.
 //! - `fd.rs`: listeners with SO_REUSEPORT, eventfds, socket options, adopting raw fds.
+//! - `heap.rs`: giving free heap memory back to the kernel.
 
 mod bufring;
 mod fd;
+mod heap;
 mod ring;
 
 pub use bufring::BufRing;
 pub use fd::{adopt_fd, eventfd, reuseport_listener, set_nodelay, shutdown_write, signal_eventfd};
+pub use heap::{set_mmap_threshold, trim_heap};
 pub use ring::{Completion, Ring, RingConfig};

@@ -221,12 +221,17 @@ impl Log {
             bytes += scan.valid_len;
             last_len = scan.valid_len;
         }
-        if segments.is_empty() {
+        let created = segments.is_empty();
+        if created {
             segments.push(1);
         }
         let last = *segments.last().unwrap_or(&1);
         let path = segment_path(&dir, last);
         let file = open_segment(&path, config.direct)?;
+        if created {
+            // The first segment's directory entry is durable before any record counts on it.
+            sync_dir(&dir)?;
+        }
         if recovery.truncated.is_some() {
             // Cut the torn bytes off for good.
             file.set_len(last_len).map_err(io(&path))?;
