@@ -271,8 +271,8 @@ impl Core {
     }
 
     /// Gives back the capacity a past peak left in the core's containers
-    /// (`crate::capacity`); true if something shrank.
-    pub fn shrink(&mut self) -> bool {
+    /// (`crate::capacity`).
+    pub fn shrink(&mut self) {
         use crate::capacity::{shrink_deque, shrink_map, shrink_slab, shrink_vec};
         let live_end = self
             .links
@@ -280,22 +280,21 @@ impl Core {
             .rposition(Option::is_some)
             .map_or(0, |i| i + 1);
         self.links.truncate(live_end);
-        let mut shrunk = shrink_vec(&mut self.links);
-        shrunk |= shrink_slab(&mut self.sessions, &mut self.free_sessions);
-        shrunk |= shrink_map(&mut self.by_client);
-        shrunk |= shrink_map(&mut self.pending_subacks);
-        shrunk |= shrink_map(&mut self.congested);
-        shrunk |= shrink_vec(&mut self.dirty);
-        shrunk |= shrink_vec(&mut self.matches);
-        shrunk |= shrink_vec(&mut self.retained_found);
-        shrunk |= shrink_vec(&mut self.shared_picks);
-        shrunk |= shrink_deque(&mut self.effects);
+        shrink_vec(&mut self.links);
+        shrink_slab(&mut self.sessions, &mut self.free_sessions);
+        shrink_map(&mut self.by_client);
+        shrink_map(&mut self.pending_subacks);
+        shrink_map(&mut self.congested);
+        shrink_vec(&mut self.dirty);
+        shrink_vec(&mut self.matches);
+        shrink_vec(&mut self.retained_found);
+        shrink_vec(&mut self.shared_picks);
+        shrink_deque(&mut self.effects);
         debug_assert_eq!(
             self.sessions.iter().flatten().count(),
             self.by_client.len(),
             "every session is named"
         );
-        shrunk
     }
 
     /// The reactor freed the connection's slot.

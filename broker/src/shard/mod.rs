@@ -675,19 +675,19 @@ impl Shard {
     /// Gives back the capacity a past peak left in the reactor's and the core's containers
     /// (`crate::capacity`), then free heap memory to the kernel.
     fn shrink(&mut self) {
-        let mut shrunk = capacity::shrink_slab(&mut self.conns, &mut self.free_conns);
-        shrunk |= capacity::shrink_vec(&mut self.stalled);
-        shrunk |= capacity::shrink_vec(&mut self.lingering);
-        shrunk |= capacity::shrink_vec(&mut self.inbox);
-        shrunk |= capacity::shrink_deque(&mut self.blocked);
-        shrunk |= self.core.shrink();
+        capacity::shrink_slab(&mut self.conns, &mut self.free_conns);
+        capacity::shrink_vec(&mut self.stalled);
+        capacity::shrink_vec(&mut self.lingering);
+        capacity::shrink_vec(&mut self.inbox);
+        capacity::shrink_deque(&mut self.blocked);
+        self.core.shrink();
         debug_assert_eq!(
             self.conns.iter().flatten().count(),
             self.conn_count,
             "every live connection has a slot"
         );
-        // Also when nothing shrank: connections that ended freed their buffers.
-        let _ = shrunk;
+        // Every pass, not only when a container shrank: connections that ended freed their
+        // buffers too.
         net::uring::trim_heap();
     }
 
