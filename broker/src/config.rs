@@ -246,12 +246,20 @@ config_keys! {
     retain_available: bool = true,
         "true",
         "store retained messages; when false a retained PUBLISH gets DISCONNECT 0x9A";
-    retained_count_max: usize = 100_000,
-        "100,000",
-        "retained messages kept (each shard holds a replica)";
-    retained_bytes_max: usize = 256 << 20,
-        "256 MiB",
-        "topic + payload bytes of retained messages kept";
+    retained_count_max: usize = 2_000_000,
+        "2,000,000",
+        "retained messages the node keeps (topics are partitioned across shards; each shard \
+        holds at most its share, rounded up)";
+    retained_bytes_max: usize = 1 << 30,
+        "1 GiB",
+        "topic + payload bytes of retained messages the node keeps (each shard its share)";
+    retained_page_max: usize = 256,
+        "256",
+        "retained messages one page of a new subscription's matches holds: matches are paged \
+        from each shard's store as the subscriber drains them, never queued all at once";
+    retained_page_bytes_max: usize = 256 << 10,
+        "256 KiB",
+        "payload bytes after which a page of retained matches ends";
     topic_alias_max: u16 = 64,
         "64",
         "topic aliases a client may set (0: none); alias 0 or above it: DISCONNECT 0x94";
@@ -359,6 +367,12 @@ impl Config {
             return Err(bad(
                 "session_queue_low_watermark",
                 "must be below session_queue_high_watermark",
+            ));
+        }
+        if self.retained_page_max == 0 || self.retained_page_bytes_max == 0 {
+            return Err(bad(
+                "retained_page_max",
+                "retained_page_max and retained_page_bytes_max must be at least 1",
             ));
         }
         if self.outbox_bytes_max < 1024 {

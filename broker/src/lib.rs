@@ -11,7 +11,7 @@
 //! - [`sink`]: outbound targets other than sessions and peers (the Kafka bridge, later).
 //! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
 //! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
-//! - [`retained`]: the retained-message replica of each shard.
+//! - [`retained`]: retained messages, partitioned across shards by topic, paged by filter.
 //! - [`auth`]: anonymous access, the password file and the ACL.
 //! - [`metrics`]: counters, the latency histogram, `$SYS` topics and `/metrics`.
 //! - [`ids`]: identifier newtypes and the home-shard hash.

@@ -35,6 +35,31 @@ struct Acked {
     q2: BTreeSet<u32>,
 }
 
+/// Writes what `out` holds; false once the broker is gone.
+fn write_out(stream: &mut std::net::TcpStream, out: &mut BytesMut) -> bool {
+    if out.is_empty() {
+        return true;
+    }
+    let ok = stream.write_all(out).is_ok();
+    out.clear();
+    ok
+}
+
+/// One read (or its timeout) into `rbuf`; false once the broker is gone.
+fn read_some(stream: &mut std::net::TcpStream, rbuf: &mut BytesMut, chunk: &mut [u8]) -> bool {
+    match stream.read(chunk) {
+        Ok(0) => false,
+        Ok(n) => {
+            rbuf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 fn publish_until_dead(
     addr: std::net::SocketAddr,
     id: &str,
@@ -80,22 +105,14 @@ fn publish_until_dead(
             next += 1;
         }
         progress.store(next, std::sync::atomic::Ordering::Relaxed);
-        if !out.is_empty() {
-            if stream.write_all(&out).is_err() {
-                return acked;
-            }
-            out.clear();
+        if !write_out(&mut stream, &mut out) {
+            return acked;
         }
         if next == QOS1 + QOS2 && inflight.is_empty() {
             return acked;
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => return acked,
-            Ok(n) => rbuf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(_) => return acked,
+        if !read_some(&mut stream, &mut rbuf, &mut chunk) {
+            return acked;
         }
         while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
             let Packet::PubResp(r) = p else { continue };
@@ -344,4 +361,151 @@ fn a_session_resumed_with_expiry_zero_does_not_come_back_after_a_restart() {
     assert!(!ack.unwrap().session_present, "the ended session came back");
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+const RETAIN_OPS: u32 = 30_000;
+const RETAIN_TOPICS: u32 = 64;
+
+/// Op `i` of the retained crash test: topic `crash/r/<i % 64>`, a clear (empty payload) for
+/// every fifth op, otherwise the payload `i`.
+fn retain_op(i: u32) -> (String, Option<u32>) {
+    let topic = format!("crash/r/{}", i % RETAIN_TOPICS);
+    (topic, (i % 5 != 4).then_some(i))
+}
+
+/// Publishes the retained ops as QoS 1 (a window of 200) until the broker dies; returns the
+/// ops acknowledged.
+fn retain_until_dead(
+    addr: std::net::SocketAddr,
+    id: &str,
+    progress: &std::sync::atomic::AtomicU32,
+) -> BTreeSet<u32> {
+    let (raw, _) = Raw::connect(addr, V4, id, true);
+    let mut stream = raw.stream;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let decoder = Decoder::new(1 << 20);
+    let (mut acked, mut inflight) = (BTreeSet::new(), HashMap::new());
+    let (mut next, mut rbuf, mut out) = (0u32, BytesMut::new(), BytesMut::new());
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        while inflight.len() < WINDOW && next < RETAIN_OPS {
+            let pid = (next % 60_000 + 1) as u16;
+            inflight.insert(pid, next);
+            let (topic, value) = retain_op(next);
+            Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: true,
+                topic: topic.into(),
+                packet_id: PacketId::new(pid),
+                properties: Default::default(),
+                payload: value.map_or_else(Bytes::new, |v| Bytes::from(v.to_string())),
+            })
+            .encode(V4, &mut out)
+            .unwrap();
+            next += 1;
+        }
+        progress.store(next, std::sync::atomic::Ordering::Relaxed);
+        if !write_out(&mut stream, &mut out) {
+            return acked;
+        }
+        if next == RETAIN_OPS && inflight.is_empty() {
+            return acked;
+        }
+        if !read_some(&mut stream, &mut rbuf, &mut chunk) {
+            return acked;
+        }
+        while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
+            if let Packet::PubResp(r) = p {
+                if let Some(op) = inflight.remove(&r.packet_id.get()) {
+                    acked.insert(op);
+                }
+            }
+        }
+    }
+}
+
+/// Retained messages across SIGKILL on 2 shards (topics owned by both, the publisher homed on
+/// one): after the restart each topic holds the result of an op at or after the last one
+/// acknowledged for it (a set with its value, or nothing after a clear), never an older one.
+#[test]
+fn acknowledged_retained_sets_and_clears_survive_sigkill() {
+    let rounds: u64 = std::env::var("RINGMQ_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(6, |r: u64| r.div_ceil(3));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    eprintln!("seed {seed}");
+    let mut rng = Rng(seed);
+    for round in 0..rounds {
+        let dir = scratch_dir("crash-retained");
+        let mut broker = Broker::start_in(&dir, &[]);
+        let addr = broker.addr;
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let p2 = progress.clone();
+        let id = id_on("crash-retainer", 0);
+        let publisher = std::thread::spawn(move || retain_until_dead(addr, &id, &p2));
+        let target = 200 + rng.below(u64::from(RETAIN_OPS) - 1_000) as u32;
+        let started = Instant::now();
+        while progress.load(std::sync::atomic::Ordering::Relaxed) < target
+            && !publisher.is_finished()
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        broker.child.kill().unwrap();
+        broker.child.wait().unwrap();
+        let acked = publisher.join().unwrap();
+        let sent = progress.load(std::sync::atomic::Ordering::Relaxed);
+        let broker = Broker::start_in(&dir, &[]);
+        let (mut sub, _) = Raw::connect(broker.addr, V4, &id_on("crash-looker", 1), true);
+        sub.subscribe("crash/r/#", QoS::AtMostOnce);
+        let mut state: HashMap<String, u32> = HashMap::new();
+        while let Some(p) = sub.recv_within(Duration::from_millis(1500)) {
+            if let Packet::Publish(p) = p {
+                let v = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+                assert!(
+                    state.insert(p.topic.to_string(), v).is_none(),
+                    "a topic twice"
+                );
+            }
+        }
+        for t in 0..RETAIN_TOPICS {
+            let topic = format!("crash/r/{t}");
+            let last_acked = acked.iter().rev().find(|&&op| op % RETAIN_TOPICS == t);
+            match (state.get(&topic), last_acked) {
+                (Some(&v), last) => {
+                    assert_eq!(v % RETAIN_TOPICS, t, "round {round}: {topic} holds {v}");
+                    assert!(v < sent && retain_op(v).1.is_some(), "round {round}: {v}");
+                    assert!(
+                        last.is_none_or(|&a| v >= a),
+                        "round {round}: {topic} went back to {v}, {last:?} was acknowledged"
+                    );
+                }
+                (None, Some(&a)) => {
+                    let cleared = (a..sent)
+                        .filter(|op| op % RETAIN_TOPICS == t)
+                        .any(|op| retain_op(op).1.is_none());
+                    assert!(
+                        cleared,
+                        "round {round}: {topic} lost; op {a} was acknowledged"
+                    );
+                }
+                (None, None) => {}
+            }
+        }
+        eprintln!(
+            "round {round}: killed at ~{target} ops sent, {} acknowledged, {} topics retained after restart",
+            acked.len(),
+            state.len()
+        );
+        drop(broker);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -321,7 +321,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
         serde_json::to_string_pretty(&outcomes)?,
     )?;
     let md = write_report(cfg, &cells, &brokers, &outcomes, started.elapsed())?;
-    std::fs::write(&cfg.report, md)?;
+    crate::report::write_keeping_hand_run(&cfg.report, &md)?;
     Ok(outcomes)
 }
 
@@ -351,7 +351,7 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
     .filter(|b| outcomes.iter().any(|o| o.broker == b.name()))
     .collect();
     let md = write_report(&cfg, &matrix(mode), &brokers, &outcomes, Duration::ZERO)?;
-    std::fs::write(&cfg.report, md)?;
+    crate::report::write_keeping_hand_run(&cfg.report, &md)?;
     Ok(())
 }
 

@@ -214,3 +214,21 @@ impl ConnReport {
         s
     }
 }
+
+/// The line after which BENCHMARKS.md holds sections measured by hand (scenarios `compare`
+/// does not run yet); `compare` keeps them when it writes the report again.
+pub const HAND_RUN_MARKER: &str =
+    "<!-- hand-run sections below: kept when compare rewrites this file -->";
+
+/// Writes a generated report to `path`, keeping what the file holds from
+/// [`HAND_RUN_MARKER`] on.
+pub fn write_keeping_hand_run(path: &std::path::Path, generated: &str) -> std::io::Result<()> {
+    let kept = std::fs::read_to_string(path).ok().and_then(|old| {
+        old.find(HAND_RUN_MARKER)
+            .and_then(|at| old.get(at..).map(str::to_string))
+    });
+    match kept {
+        Some(kept) => std::fs::write(path, format!("{}\n{kept}", generated.trim_end())),
+        None => std::fs::write(path, generated),
+    }
+}

@@ -48,4 +48,7 @@ pub(crate) fn on_pub_resp(core: &mut Core, id: ConnId, r: PubResp) {
     if dirty {
         core.mark_dirty(id);
     }
+    if core.feeds.contains_key(&sid) {
+        core.pump_retained(sid);
+    }
 }

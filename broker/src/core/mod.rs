@@ -32,6 +32,7 @@ pub mod link;
 pub mod peer;
 pub mod publish;
 mod restore;
+mod retained_feed;
 mod route;
 mod sessions;
 pub mod subscribe;
@@ -137,7 +138,7 @@ pub struct Core {
     pending_subacks: FxHashMap<u64, PendingSubAck>,
     next_barrier: u64,
     pub(crate) retained: Retained,
-    /// Scratch for retained messages matching a new subscription.
+    /// Scratch for a page of retained messages matching a new subscription.
     retained_found: Vec<Message>,
     /// Scratch for shared-subscription picks.
     shared_picks: Vec<SharedPick>,
@@ -159,6 +160,11 @@ pub struct Core {
     pub(crate) refused: bool,
     /// Connected sessions over their high watermark, with the publishers they paused.
     pub(crate) congested: FxHashMap<SessionId, flow::Paused>,
+    /// Sessions streaming the retained messages of new subscriptions.
+    feeds: FxHashMap<SessionId, retained_feed::Feed>,
+    next_feed_token: u64,
+    /// Feeds to pump again on the next loop pass (each once: `Feed::due`).
+    feeds_due: Vec<SessionId>,
 }
 
 impl std::fmt::Debug for Core {
@@ -181,12 +187,16 @@ impl Core {
         now: Instant,
     ) -> Self {
         let shards = config.shards.max(1);
-        let retained = Retained::new(config.retained_count_max, config.retained_bytes_max);
+        let retained = Retained::new(
+            config.retained_count_max.div_ceil(shards),
+            config.retained_bytes_max.div_ceil(shards),
+        );
         let holds_acks = config.durability == crate::config::Durability::Sync;
         let Recovered {
             store,
             state,
             retained: recovered_retained,
+            retain_version,
             remote_routes,
         } = recovered;
         let mut core = Self {
@@ -217,10 +227,13 @@ impl Core {
             last_sys: now,
             durable: Durable::new(store, holds_acks),
             sinks: Sinks::default(),
-            last_retain_version: 0,
+            last_retain_version: retain_version,
             publisher: None,
             refused: false,
             congested: FxHashMap::default(),
+            feeds: FxHashMap::default(),
+            next_feed_token: 0,
+            feeds_due: Vec::new(),
         };
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
@@ -285,6 +298,8 @@ impl Core {
         shrink_map(&mut self.by_client);
         shrink_map(&mut self.pending_subacks);
         shrink_map(&mut self.congested);
+        shrink_map(&mut self.feeds);
+        shrink_vec(&mut self.feeds_due);
         shrink_vec(&mut self.dirty);
         shrink_vec(&mut self.matches);
         shrink_vec(&mut self.retained_found);
@@ -476,6 +491,9 @@ impl Core {
             self.mark_dirty(id);
         } else if let Some(sid) = conn.session.filter(|_| !conn.closing) {
             self.refill(sid, id);
+            if self.feeds.contains_key(&sid) {
+                self.pump_retained(sid);
+            }
         }
     }
 

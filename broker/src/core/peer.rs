@@ -1,6 +1,6 @@
 //! What shards tell each other ([`ShardMsg`], carried by the reactor's mesh) and how the core
-//! answers it: forwarded publishes, durability confirmations, retained replicas, route
-//! updates, SUBACK barriers. A connection handed over (`Adopt`) is the reactor's to take.
+//! answers it: forwarded publishes, durability confirmations, retained messages for their
+//! owner shard and pages of them for new subscriptions, route updates, SUBACK barriers. A connection handed over (`Adopt`) is the reactor's to take.
 
 use std::os::fd::OwnedFd;
 
@@ -10,7 +10,8 @@ use net::codec::{Connect, Packet};
 
 use super::flow::PublisherRef;
 use super::{Core, Effect, Origin, PendingSubAck, RetainedWanted};
-use crate::ids::{ConnId, ShardId};
+use crate::ids::{ConnId, SessionId, ShardId};
+use crate::retained::Cursor;
 use crate::session::Message;
 
 /// What shards tell each other.
@@ -37,12 +38,39 @@ pub enum ShardMsg {
         /// The publishing connection, if a client.
         publisher: PublisherRef,
     },
-    /// A retained message (or a clear, empty payload) to apply to the receiver's replica.
+    /// A retained message (or a clear, empty payload) for the receiver's part of the
+    /// retained store (it owns the topic); with an [`AckRef`] the receiver answers
+    /// `DurableAck(token)` once it is logged.
     Retain {
         /// The message.
         message: Box<Message>,
         /// Its last-writer-wins version.
         version: u64,
+        /// Where the durability answer goes.
+        ack: AckRef,
+    },
+    /// A page of the receiver's retained messages matching `filter` after `cursor`, for a
+    /// new subscription of session `sid` on the sender (answered with `RetainedPage`).
+    RetainedQuery {
+        /// The subscriber's session on the sender.
+        sid: SessionId,
+        /// The stream asking.
+        token: u64,
+        /// The subscription's filter.
+        filter: ByteString,
+        /// Where the page starts.
+        cursor: Cursor,
+    },
+    /// Reply to `RetainedQuery`: matches, and where the next page starts.
+    RetainedPage {
+        /// The subscriber's session.
+        sid: SessionId,
+        /// The stream that asked.
+        token: u64,
+        /// The matches.
+        messages: Vec<Message>,
+        /// Where the next page starts (`Done`: this shard has no more).
+        cursor: Cursor,
     },
     /// The sender now has subscribers for this filter.
     RouteAdd(ByteString),
@@ -135,9 +163,27 @@ impl Core {
                     self.reply_ack(conn, &packet);
                 }
             }
-            ShardMsg::Retain { message, version } => {
-                self.store_retained(&message, version, false);
+            ShardMsg::Retain {
+                message,
+                version,
+                ack,
+            } => {
+                let before = self.durable.appended();
+                self.store_retained(&message, version);
+                self.confirm_forward(ack, before);
             }
+            ShardMsg::RetainedQuery {
+                sid,
+                token,
+                filter,
+                cursor,
+            } => self.on_retained_query(from, sid, token, filter, cursor),
+            ShardMsg::RetainedPage {
+                sid,
+                token,
+                messages,
+                cursor,
+            } => self.on_retained_page(from, sid, token, messages, cursor),
             ShardMsg::RouteAdd(filter) => self.router.add_remote(&filter, from),
             ShardMsg::RouteRemove(filter) => self.router.remove_remote(&filter, from),
             ShardMsg::Barrier(token) => self.send_to_peer(from, ShardMsg::BarrierAck(token)),
@@ -159,7 +205,7 @@ impl Core {
         let peers = self.shards.saturating_sub(1);
         if peers == 0 {
             self.reply(conn, &ack);
-            return self.send_retained(conn, retained);
+            return self.retained_after_suback(conn, retained);
         }
         let token = self.next_barrier;
         self.next_barrier += 1;
@@ -183,8 +229,14 @@ impl Core {
         if pending.waiting == 0 {
             if let Some(p) = self.pending_subacks.remove(&token) {
                 self.reply(p.conn, &p.ack);
-                self.send_retained(p.conn, p.retained);
+                self.retained_after_suback(p.conn, p.retained);
             }
+        }
+    }
+
+    fn retained_after_suback(&mut self, conn: ConnId, retained: RetainedWanted) {
+        if let Some(sid) = self.conn_mut(conn).and_then(|c| c.session) {
+            self.send_retained(sid, retained);
         }
     }
 }

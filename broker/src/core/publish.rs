@@ -180,6 +180,9 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
             "publish not allowed by the ACL",
         );
     }
+    // A retained message whose topic another shard owns is acknowledged once the owner has
+    // it, so a subscription made after the acknowledgement finds it.
+    let retained_elsewhere = p.retain && crate::retained::owner(&p.topic, core.shards) != core.id;
     let message = Message::new(
         p.topic,
         p.payload,
@@ -199,8 +202,8 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
     // MQTT 5 publisher's waits for the peers' verdict too.
     let refusable =
         v5 && core.shards > 1 && core.config.session_queue_full_policy == QueueFullPolicy::Refuse;
-    let holds =
-        kind.is_some() && (core.durable.holds_acks() || !core.sinks.is_empty() || refusable);
+    let holds = kind.is_some()
+        && (core.durable.holds_acks() || !core.sinks.is_empty() || refusable || retained_elsewhere);
     let token = holds.then(|| core.durable.next_token());
     core.publisher = Some(Publisher {
         shard: core.id,

@@ -71,11 +71,21 @@ impl Core {
             self.router.add_remote(&filter, peer);
         }
         let retained_count = retained.len();
+        let mut not_kept = 0usize;
         for (m, version) in retained {
             if let Some(message) = crate::session::unstored(&m, now) {
-                self.retained.set(&message, version, now);
+                if self.retained.set(&message, version, now) == crate::retained::SetOutcome::Full {
+                    not_kept += 1;
+                }
                 self.last_retain_version = self.last_retain_version.max(version);
             }
+        }
+        if not_kept > 0 {
+            tracing::warn!(
+                shard = self.id.0,
+                not_kept,
+                "recovered retained messages over this shard's share of retained_count_max / retained_bytes_max: not kept"
+            );
         }
         tracing::info!(
             shard = self.id.0,

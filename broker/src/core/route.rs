@@ -7,59 +7,55 @@ use bytestring::ByteString;
 use super::flow::PublisherRef;
 use super::link::lookup;
 use super::peer::{AckRef, ShardMsg};
-use super::{Core, Origin, RetainedWanted};
-use crate::ids::{ConnId, SessionId, ShardId};
+use super::{Core, Origin};
+use crate::ids::{SessionId, ShardId};
 use crate::retained::SetOutcome;
 use crate::router::SharedPick;
 use crate::session::{Delivery, Grant, Message, SubIds};
 
 impl Core {
     /// Publishes a message from a client or the broker: a retained one updates the retained
-    /// store (here and, through the mesh, on every peer), then it is routed. Returns how many
-    /// peers were asked to confirm durability.
+    /// store of its topic's owner shard (this one, or a peer through the mesh, which then
+    /// confirms durability like a forwarded publish), then it is routed. Returns how many
+    /// confirmations (peers, sinks) the publisher's acknowledgement waits for.
     pub(crate) fn publish(&mut self, message: Message, origin: Origin) -> usize {
+        let mut confirming = 0;
         if message.retain {
             let version = self.next_retain_version();
-            self.store_retained(&message, version, true);
+            let owner = crate::retained::owner(&message.topic, self.shards);
+            if owner == self.id {
+                self.store_retained(&message, version);
+            } else {
+                let ack = match origin {
+                    Origin::Client(_, Some(token)) => AckRef::new(self.id, token),
+                    _ => AckRef::NONE,
+                };
+                confirming += usize::from(ack != AckRef::NONE);
+                let message = Box::new(message.clone());
+                self.send_to_peer(
+                    owner,
+                    ShardMsg::Retain {
+                        message,
+                        version,
+                        ack,
+                    },
+                );
+            }
         }
-        self.route(message, origin)
+        confirming + self.route(message, origin)
     }
 
-    pub(super) fn store_retained(&mut self, message: &Message, version: u64, broadcast: bool) {
+    /// Applies a retained message (or clear) to this shard's part of the store, and logs it.
+    pub(super) fn store_retained(&mut self, message: &Message, version: u64) {
         let outcome = self.retained.set(message, version, self.now);
         if matches!(outcome, SetOutcome::Stored | SetOutcome::Cleared) && self.durable.persistent()
         {
             let record = crate::retained::record(message, version, self.now);
             self.durable.append(&record);
         }
-        match outcome {
-            SetOutcome::Stored | SetOutcome::Cleared if broadcast => {
-                self.broadcast(|| ShardMsg::Retain {
-                    message: Box::new(message.clone()),
-                    version,
-                });
-            }
-            SetOutcome::Full => {
-                tracing::debug!(shard = self.id.0, topic = %message.topic, "retained message not stored: retained_count_max or retained_bytes_max reached");
-            }
-            _ => {}
+        if outcome == SetOutcome::Full {
+            tracing::debug!(shard = self.id.0, topic = %message.topic, "retained message not stored: retained_count_max or retained_bytes_max reached");
         }
-    }
-
-    /// Sends the retained messages matching new subscriptions (after their SUBACK), with
-    /// RETAIN set [MQTT-3.3.1-9].
-    pub(super) fn send_retained(&mut self, id: ConnId, wanted: RetainedWanted) {
-        let Some(sid) = self.conn_mut(id).and_then(|c| c.session) else {
-            return;
-        };
-        let mut found = std::mem::take(&mut self.retained_found);
-        for (filter, options, sub_id) in wanted {
-            self.retained.matching(&filter, self.now, &mut found);
-            for message in found.drain(..) {
-                self.deliver(sid, &message, options.qos, SubIds::one(sub_id), true, None);
-            }
-        }
-        self.retained_found = found;
     }
 
     /// Delivers a message to the matching sessions on this shard and one member of each
@@ -81,9 +77,13 @@ impl Core {
         let remote = self
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
+        let feeds = message.retain && !self.feeds.is_empty();
         crate::router::local_copies(&matches, from, message.retain, |copy| {
             let (sid, qos, retain) = (copy.session, copy.qos, copy.retain);
             self.deliver(sid, &message, qos, copy.sub_ids, retain, None);
+            if feeds {
+                self.note_live_retained(sid, &message.topic);
+            }
         });
         self.matches = matches;
         for pick in picks.drain(..) {

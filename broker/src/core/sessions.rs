@@ -36,6 +36,7 @@ impl Core {
     pub(crate) fn remove_session(&mut self, sid: SessionId) {
         self.take_drops(sid);
         self.release_publishers(sid);
+        self.feeds.remove(&sid);
         let Some(mut session) = self.sessions.get_mut(sid.0 as usize).and_then(Option::take) else {
             return;
         };
@@ -92,6 +93,7 @@ impl Core {
         session.conn = None;
         // Offline, the queue policy applies instead: its publishers go on.
         self.release_publishers(sid);
+        self.park_retained(sid);
         let Some(session) = self.session_mut(sid) else {
             return;
         };

@@ -137,6 +137,7 @@ pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
         if existed {
             core.unroute(&filter, sid);
             core.journal_of(sid);
+            core.end_retained(sid, &filter);
         }
         reasons.push(if existed {
             ReasonCode::SUCCESS

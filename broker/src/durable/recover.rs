@@ -1,29 +1,32 @@
 //! Start-up recovery: every shard's store opened and replayed before any connection is
-//! accepted, retained messages merged across shards (newest version per topic), and each
+//! accepted, retained messages merged across shards (newest version per topic) and given to
+//! the shard that owns each topic, and each
 //! shard told which routes its peers' recovered sessions hold.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use storage::embedded::log::LogConfig;
+use storage::embedded::log::{Log, LogConfig};
 use storage::embedded::EmbeddedStore;
-use storage::record::StoredMessage;
+use storage::record::{Record, StoredMessage};
 use storage::state::State;
 use storage::store::{MemoryStore, Store};
 
 use crate::config::{Config, Durability};
 use crate::ids::ShardId;
 
-/// What a shard starts from: its store, the state replayed from it, the retained messages
-/// merged from every shard's store, and the routes of the peers' recovered sessions.
+/// What a shard starts from: its store, the state replayed from it, the retained messages it
+/// owns (merged from every shard's store), and the routes of the peers' recovered sessions.
 #[derive(Debug)]
 pub struct Recovered {
     /// The shard's store, replayed.
     pub store: Box<dyn Store + Send>,
     /// The durable state of this shard's sessions (None: nothing kept, memory).
     pub state: Option<State>,
-    /// Retained messages of all shards, newest version per topic.
+    /// The retained messages of the topics this shard owns, newest version of each.
     pub retained: Vec<(StoredMessage, u64)>,
+    /// The highest retained version in any log: every shard versions its sets above it.
+    pub retain_version: u64,
     /// (filter, peer shard) of the peers' recovered subscriptions.
     pub remote_routes: Vec<(String, ShardId)>,
 }
@@ -35,13 +38,14 @@ impl Recovered {
             store: Box::new(MemoryStore::default()),
             state: None,
             retained: Vec::new(),
+            retain_version: 0,
             remote_routes: Vec::new(),
         }
     }
 }
 
 /// Opens every shard's log (sync and batch modes), replays it, and prepares what each shard
-/// starts from: its sessions, the retained messages merged from all logs, and its peers'
+/// starts from: its sessions, the retained messages of the topics it owns, and its peers'
 /// recovered routes. A data directory written with another shard count is re-sharded first
 /// (`reshard.rs`).
 pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
@@ -60,11 +64,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     super::reshard::prepare(dir, shards)?;
     let mut opened = Vec::with_capacity(shards);
     for i in 0..shards {
-        let (store, recovery, state) = EmbeddedStore::open(
-            LogConfig::new(dir.join(format!("shard-{i}"))),
-            commit_interval,
-            now,
-        )?;
+        let (log, recovery) = Log::open(LogConfig::new(dir.join(format!("shard-{i}"))))?;
         if let Some((path, offset)) = &recovery.truncated {
             tracing::warn!(path = %path.display(), offset, "torn tail of the log truncated to the last valid record");
         }
@@ -74,17 +74,21 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             segments = recovery.segments,
             "log replayed"
         );
-        opened.push((store, state));
+        opened.push(log);
     }
-    let mut retained: BTreeMap<String, (StoredMessage, u64)> = BTreeMap::new();
-    for (_, state) in &opened {
-        for (topic, (m, v)) in &state.retained {
-            if retained.get(topic).is_none_or(|(_, have)| have < v) {
-                retained.insert(topic.clone(), (m.clone(), *v));
-            }
-        }
-    }
-    let retained: Vec<_> = retained.into_values().collect();
+    let retain_version = own_retained(&mut opened, shards)?;
+    let opened: Vec<(EmbeddedStore, State)> = opened
+        .into_iter()
+        .map(|log| {
+            let state = log.state().clone();
+            (EmbeddedStore::new(log, commit_interval, now), state)
+        })
+        .collect();
+    // Each log now holds the retained messages of the topics its shard owns, and only those.
+    let owned: Vec<Vec<(StoredMessage, u64)>> = opened
+        .iter()
+        .map(|(_, state)| state.retained.values().cloned().collect())
+        .collect();
     let filters: Vec<Vec<String>> = opened
         .iter()
         .map(|(_, state)| {
@@ -100,8 +104,9 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         .collect();
     Ok(opened
         .into_iter()
+        .zip(owned)
         .enumerate()
-        .map(|(i, (store, state))| {
+        .map(|(i, ((store, state), retained))| {
             let remote_routes = filters
                 .iter()
                 .enumerate()
@@ -111,9 +116,78 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             Recovered {
                 store: Box::new(store),
                 state: Some(state),
-                retained: retained.clone(),
+                retained,
+                retain_version,
                 remote_routes,
             }
         })
         .collect())
+}
+
+/// Makes each retained message live in its owner shard's log only. A directory written when
+/// every shard kept a replica has topics in logs that do not own them: the owner's log gets
+/// the newest version if it lacks it (committed first), then the other logs get a clear of
+/// the topic (committed), so an owner's later clear cannot be undone by an old copy and a
+/// crash in between loses nothing. Returns the highest retained version in any log (every
+/// shard versions its sets above it).
+fn own_retained(logs: &mut [Log], shards: usize) -> anyhow::Result<u64> {
+    let owner_of = |topic: &str| crate::retained::owner(topic, shards).index();
+    let mut newest: BTreeMap<String, (StoredMessage, u64)> = BTreeMap::new();
+    let mut strays = false;
+    for (i, log) in logs.iter().enumerate() {
+        for (topic, (m, v)) in &log.state().retained {
+            strays |= owner_of(topic) != i;
+            if newest.get(topic).is_none_or(|(_, have)| have < v) {
+                newest.insert(topic.clone(), (m.clone(), *v));
+            }
+        }
+    }
+    let max = newest.values().map(|(_, v)| *v).max().unwrap_or(0);
+    if !strays {
+        return Ok(max);
+    }
+    let (mut moved, mut cleared) = (0usize, 0usize);
+    for (topic, (m, v)) in &newest {
+        let Some(log) = logs.get_mut(owner_of(topic)) else {
+            continue;
+        };
+        if log
+            .state()
+            .retained
+            .get(topic)
+            .is_none_or(|(_, have)| have < v)
+        {
+            log.append(&Record::Retain {
+                message: m.clone(),
+                version: *v,
+            })?;
+            moved += 1;
+        }
+    }
+    for log in logs.iter_mut() {
+        log.commit()?;
+    }
+    for (i, log) in logs.iter_mut().enumerate() {
+        let strays: Vec<String> = log
+            .state()
+            .retained
+            .keys()
+            .filter(|t| owner_of(t) != i)
+            .cloned()
+            .collect();
+        for topic in strays {
+            log.append(&Record::RetainClear {
+                topic,
+                version: u64::MAX,
+            })?;
+            cleared += 1;
+        }
+        log.commit()?;
+    }
+    tracing::info!(
+        moved,
+        cleared,
+        "retained messages moved to the shards that own their topics"
+    );
+    Ok(max)
 }

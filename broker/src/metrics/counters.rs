@@ -202,9 +202,9 @@ counters! {
         prom "ringmq_bytes_sent_total",
         help "Bytes written to client sockets.";
     retained: Gauge,
-        sys Shard("retained/count"),
+        sys Both("retained/count"),
         prom "ringmq_retained_messages",
-        help "Retained messages in the shard's replica.";
+        help "Retained messages held (each shard holds the topics it owns).";
     accepted: Counter,
         sys Off,
         prom "ringmq_connections_accepted_total",

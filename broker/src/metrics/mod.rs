@@ -354,7 +354,7 @@ mod tests {
             (
                 "ringmq_retained_messages",
                 "gauge",
-                "Retained messages in the shard's replica.",
+                "Retained messages held (each shard holds the topics it owns).",
             ),
         ];
         let m = Metrics::new(2);
@@ -419,6 +419,7 @@ mod tests {
             ("messages/forwarded", 6),
             ("bytes/received", 10),
             ("bytes/sent", 12),
+            ("retained/count", 24),
         ]
         .iter()
         .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))

@@ -1,24 +1,39 @@
-//! Retained messages: the last retained message of each topic. Every shard keeps a full
-//! replica: the shard a retained PUBLISH arrives on stores it and sends it to every peer, so a
-//! new subscription is answered from the subscriber's own shard. Replicas converge by
-//! last-writer-wins on a version (monotonic clock, then shard id); a clear (empty payload)
-//! leaves a tombstone for [`TOMBSTONE_TTL`] so an older set arriving late cannot resurrect
-//! the topic.
+//! Retained messages: the last retained message of each topic, one copy per node. Topics are
+//! partitioned across shards by [`owner`] (the hash that homes client ids): a retained
+//! PUBLISH is stored by its topic's owner shard (forwarded there through the mesh if it
+//! arrived elsewhere), and a new subscription asks every owner for pages of its matches
+//! (`core/retained_feed.rs`). Sets from different shards converge by last-writer-wins on a
+//! version (wall clock, then shard id); a clear (empty payload) leaves a tombstone for
+//! [`TOMBSTONE_TTL`] so an older set arriving late cannot resurrect the topic.
 //!
-//! Bounded by `retained_count_max` messages and `retained_bytes_max` topic + payload bytes:
-//! a retained message over the bound is delivered to current subscribers but not stored
-//! (counted).
+//! The store is a map sorted by key (`scan.rs`), walked by a skip-scan that visits only the
+//! branches a filter can match, from a cursor (the last key a page looked at). Each message
+//! is kept compact: its topic once (the key) and its payload in its own exact allocation, so
+//! a stored message never pins the buffer it was received in.
+//!
+//! Bounded by `retained_count_max` messages and `retained_bytes_max` topic + payload bytes
+//! per node (each shard holds at most its share, rounded up): a retained message over the
+//! bound is delivered to current subscribers but not stored (counted).
 
-use std::collections::VecDeque;
+pub mod scan;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use bytestring::ByteString;
-use rustc_hash::FxHashMap;
+use net::codec::{BoxedProperties, QoS};
 
 use crate::ids::ShardId;
-use crate::router::filter;
 use crate::session::Message;
+use scan::Step;
+
+/// The shard that owns a topic's retained message.
+pub fn owner(topic: &str, shards: usize) -> ShardId {
+    crate::ids::home_shard(topic.as_bytes(), shards)
+}
 
 /// The record that keeps a retained message (or its clear, an empty payload) at `version`:
 /// retained records are built here, session records in the session's journal.
@@ -38,6 +53,9 @@ pub fn record(message: &Message, version: u64, now: Instant) -> storage::record:
 
 /// How long a clear is remembered against late, older sets from peers.
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// Keys a page may look at beyond its matches before it returns (with a cursor) anyway.
+pub const PAGE_VISITS: usize = 4096;
 
 /// The process's start on both clocks: versions follow the monotonic clock within a run and
 /// the wall clock across restarts (versions are logged).
@@ -65,11 +83,31 @@ pub fn version(now: Instant, shard: ShardId) -> u64 {
     (wall + us) << 6 | u64::from(shard.0 & 63)
 }
 
+/// A topic as the store's key (`scan.rs`): inline up to 24 bytes, so most keys cost no
+/// allocation and comparing them touches no other memory.
+pub type Key = compact_str::CompactString;
+
+/// A jump target of the scan as a key. Jumps are cut at level boundaries of UTF-8 keys and
+/// filters and extended with ASCII bytes, so they are UTF-8; were one not, the scan would
+/// restart past every key rather than loop.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|_| char::MAX.to_string())
+}
+
+/// What is kept of a retained message besides its topic (the key).
+#[derive(Debug)]
+struct Kept {
+    payload: Box<[u8]>,
+    properties: BoxedProperties,
+    expires_at: Option<Instant>,
+    qos: QoS,
+}
+
 #[derive(Debug)]
 struct Entry {
     version: u64,
     /// `None`: cleared (a tombstone).
-    message: Option<Message>,
+    kept: Option<Box<Kept>>,
 }
 
 /// What a set did.
@@ -85,31 +123,43 @@ pub enum SetOutcome {
     Full,
 }
 
-/// One shard's replica.
+/// Where a page of matches ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cursor {
+    /// Nothing looked at yet.
+    Start,
+    /// The last key looked at: the next page starts after it.
+    After(Key),
+    /// The next page starts at this key (a match not delivered yet).
+    From(Key),
+    /// Every match has been given.
+    Done,
+}
+
+/// One shard's part of the node's retained messages.
 #[derive(Debug)]
 pub struct Retained {
-    entries: FxHashMap<ByteString, Entry>,
+    entries: BTreeMap<Key, Entry>,
     live: usize,
     bytes: usize,
     count_max: usize,
     bytes_max: usize,
-    tombstones: VecDeque<(Instant, ByteString, u64)>,
-}
-
-fn weight(m: &Message) -> usize {
-    m.topic.len() + m.payload.len()
+    tombstones: VecDeque<(Instant, Key, u64)>,
+    /// Scratch for a topic's key.
+    key: String,
 }
 
 impl Retained {
     /// An empty store with its bounds.
     pub fn new(count_max: usize, bytes_max: usize) -> Self {
         Self {
-            entries: FxHashMap::default(),
+            entries: BTreeMap::new(),
             live: 0,
             bytes: 0,
             count_max,
             bytes_max,
             tombstones: VecDeque::new(),
+            key: String::new(),
         }
     }
 
@@ -130,85 +180,160 @@ impl Retained {
 
     /// Applies a retained PUBLISH (an empty payload clears the topic) made at `version`.
     pub fn set(&mut self, message: &Message, version: u64, now: Instant) -> SetOutcome {
-        let old = self.entries.get(&message.topic);
-        if old.is_some_and(|e| e.version >= version) {
+        scan::key_of(&message.topic, &mut self.key);
+        let topic_len = message.topic.len();
+        let clear = message.payload.is_empty();
+        let new_weight = topic_len + message.payload.len();
+        let kept = || {
+            Box::new(Kept {
+                payload: message.payload.as_ref().into(),
+                properties: message.properties.clone(),
+                expires_at: message.expires_at,
+                qos: message.qos,
+            })
+        };
+        let old = self.entries.get_mut(self.key.as_str());
+        if old.as_ref().is_some_and(|e| e.version >= version) {
             return SetOutcome::Stale;
         }
-        let old_weight = old.and_then(|e| e.message.as_ref()).map(weight);
-        if message.payload.is_empty() {
-            if let Some(w) = old_weight {
-                self.live -= 1;
-                self.bytes -= w;
+        let old_weight = old
+            .as_ref()
+            .and_then(|e| e.kept.as_ref())
+            .map(|k| topic_len + k.payload.len());
+        if !clear {
+            let bytes_after = self.bytes - old_weight.unwrap_or(0) + new_weight;
+            let count_after = self.live + usize::from(old_weight.is_none());
+            if bytes_after > self.bytes_max || count_after > self.count_max {
+                return SetOutcome::Full;
             }
-            self.entries.insert(
-                message.topic.clone(),
-                Entry {
-                    version,
-                    message: None,
-                },
-            );
+        }
+        if let Some(w) = old_weight {
+            self.live -= 1;
+            self.bytes -= w;
+        }
+        if !clear {
+            self.live += 1;
+            self.bytes += new_weight;
+        }
+        let entry = Entry {
+            version,
+            kept: (!clear).then(kept),
+        };
+        // One lookup when the topic is known (a replacement, a clear, a stale set).
+        match old {
+            Some(e) => *e = entry,
+            None => {
+                self.entries.insert(Key::from(self.key.as_str()), entry);
+            }
+        }
+        if clear {
             self.tombstones
-                .push_back((now, message.topic.clone(), version));
+                .push_back((now, Key::from(self.key.as_str()), version));
             return SetOutcome::Cleared;
         }
-        let w = weight(message);
-        let bytes_after = self.bytes - old_weight.unwrap_or(0) + w;
-        let count_after = self.live + usize::from(old_weight.is_none());
-        if bytes_after > self.bytes_max || count_after > self.count_max {
-            return SetOutcome::Full;
-        }
-        self.bytes = bytes_after;
-        self.live = count_after;
-        self.entries.insert(
-            message.topic.clone(),
-            Entry {
-                version,
-                message: Some(message.clone()),
-            },
-        );
         SetOutcome::Stored
     }
 
-    /// The unexpired retained messages whose topics `filter` matches.
-    pub fn matching(&self, filter: &str, now: Instant, out: &mut Vec<Message>) {
-        out.clear();
-        let live = |e: &Entry| e.message.as_ref().filter(|m| !m.expired(now)).cloned();
-        if !filter.contains(['+', '#']) {
-            out.extend(self.entries.get(filter).and_then(live));
-            return;
+    /// Up to `limit` unexpired retained messages (and about `bytes_max` payload bytes) that
+    /// `filter` matches, in key order, starting after `cursor`; returns where the next page
+    /// starts. A page also ends after [`PAGE_VISITS`] keys looked at, so one call costs a
+    /// bounded amount whatever the store holds.
+    pub fn page(
+        &self,
+        filter: &str,
+        cursor: &Cursor,
+        limit: usize,
+        bytes_max: usize,
+        now: Instant,
+        out: &mut Vec<Message>,
+    ) -> Cursor {
+        let levels: Vec<&str> = filter.split('/').collect();
+        let mut lower: Bound<String> = match cursor {
+            Cursor::Start => Bound::Included(utf8(scan::first_key(&levels))),
+            Cursor::After(k) => Bound::Excluded(k.to_string()),
+            Cursor::From(k) => Bound::Included(k.to_string()),
+            Cursor::Done => return Cursor::Done,
+        };
+        let (mut visited, mut bytes, mut found) = (0usize, 0usize, 0usize);
+        loop {
+            let range = self
+                .entries
+                .range::<str, _>((as_ref(&lower), Bound::Unbounded));
+            let mut jump = None;
+            for (key, entry) in range {
+                visited += 1;
+                match scan::step(&levels, key.as_bytes()) {
+                    Step::Match => {
+                        if let Some(m) = entry.kept.as_ref().and_then(|k| message(key, k, now)) {
+                            bytes += m.payload.len();
+                            found += 1;
+                            out.push(m);
+                        }
+                    }
+                    Step::Next => {}
+                    Step::To(to) => jump = Some(to),
+                    Step::Done => return Cursor::Done,
+                }
+                if found >= limit || bytes >= bytes_max || visited >= PAGE_VISITS + limit {
+                    return Cursor::After(key.clone());
+                }
+                if jump.is_some() {
+                    break;
+                }
+            }
+            match jump {
+                Some(to) => lower = Bound::Included(utf8(to)),
+                None => return Cursor::Done,
+            }
         }
-        out.extend(
-            self.entries
-                .iter()
-                .filter(|(topic, _)| filter::matches(filter, topic))
-                .filter_map(|(_, e)| live(e)),
-        );
-        out.sort_by(|a, b| a.topic.cmp(&b.topic));
     }
 
     /// Forgets tombstones older than [`TOMBSTONE_TTL`].
     pub fn prune(&mut self, now: Instant) {
-        while let Some((at, topic, version)) = self.tombstones.front() {
+        while let Some((at, key, version)) = self.tombstones.front() {
             if now.duration_since(*at) < TOMBSTONE_TTL {
                 break;
             }
             if self
                 .entries
-                .get(topic)
-                .is_some_and(|e| e.version == *version && e.message.is_none())
+                .get(key)
+                .is_some_and(|e| e.version == *version && e.kept.is_none())
             {
-                self.entries.remove(topic);
+                self.entries.remove(key);
             }
             self.tombstones.pop_front();
         }
     }
 }
 
+fn as_ref(b: &Bound<String>) -> Bound<&str> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_str()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_str()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// A kept message as a broker message to deliver now (`None` once expired).
+fn message(key: &str, kept: &Kept, now: Instant) -> Option<Message> {
+    if kept.expires_at.is_some_and(|t| t <= now) {
+        return None;
+    }
+    let mut m = Message::new(
+        ByteString::from(scan::topic_of(key)),
+        Bytes::copy_from_slice(&kept.payload),
+        kept.qos,
+        true,
+        kept.properties.clone(),
+        now,
+    );
+    m.expires_at = kept.expires_at;
+    Some(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
-    use net::codec::QoS;
 
     fn m(topic: &str, payload: &'static [u8], now: Instant) -> Message {
         Message::new(
@@ -221,6 +346,15 @@ mod tests {
         )
     }
 
+    fn all(r: &Retained, filter: &str, now: Instant) -> Vec<Message> {
+        let mut out = Vec::new();
+        let mut cursor = Cursor::Start;
+        while cursor != Cursor::Done {
+            cursor = r.page(filter, &cursor, 2, usize::MAX, now, &mut out);
+        }
+        out
+    }
+
     #[test]
     fn set_clear_match_and_last_writer_wins() {
         let now = Instant::now();
@@ -228,19 +362,54 @@ mod tests {
         assert_eq!(r.set(&m("a/b", b"1", now), 10, now), SetOutcome::Stored);
         assert_eq!(r.set(&m("a/c", b"2", now), 11, now), SetOutcome::Stored);
         assert_eq!(r.set(&m("a/b", b"old", now), 9, now), SetOutcome::Stale);
-        let mut out = Vec::new();
-        r.matching("a/+", now, &mut out);
+        let out = all(&r, "a/+", now);
         let payloads: Vec<&[u8]> = out.iter().map(|m| &m.payload[..]).collect();
         assert_eq!(payloads, vec![&b"1"[..], &b"2"[..]]);
-        r.matching("a/b", now, &mut out);
-        assert_eq!(out.len(), 1);
+        assert!(out.iter().all(|m| m.retain));
+        assert_eq!(&all(&r, "a/b", now)[0].topic[..], "a/b");
         assert_eq!(r.set(&m("a/b", b"", now), 12, now), SetOutcome::Cleared);
         assert_eq!(r.set(&m("a/b", b"late", now), 11, now), SetOutcome::Stale);
-        r.matching("#", now, &mut out);
-        assert_eq!(out.len(), 1);
+        assert_eq!(all(&r, "#", now).len(), 1);
         assert_eq!((r.len(), r.bytes()), (1, 4));
         r.prune(now + TOMBSTONE_TTL);
         assert_eq!(r.set(&m("a/b", b"new", now), 13, now), SetOutcome::Stored);
+    }
+
+    #[test]
+    fn pages_resume_from_their_cursor_and_stay_bounded() {
+        let now = Instant::now();
+        let mut r = Retained::new(100_000, usize::MAX);
+        for i in 0..10_000u32 {
+            let t = format!("p/{}/{}", i % 100, i / 100);
+            r.set(&m(&t, b"x", now), u64::from(i) + 1, now);
+        }
+        let mut out = Vec::new();
+        let mut cursor = Cursor::Start;
+        let mut pages = 0;
+        while cursor != Cursor::Done {
+            let before = out.len();
+            cursor = r.page("p/#", &cursor, 256, usize::MAX, now, &mut out);
+            assert!(out.len() - before <= 256);
+            pages += 1;
+        }
+        assert_eq!((out.len(), pages), (10_000, 40));
+        let mut topics: Vec<&str> = out.iter().map(|m| &m.topic[..]).collect();
+        topics.dedup();
+        assert_eq!(topics.len(), 10_000, "no message twice");
+        // A filter matching nothing in a large store ends within the visit bound per page.
+        let mut none = Vec::new();
+        let c = r.page(
+            "+/+/nothing",
+            &Cursor::Start,
+            256,
+            usize::MAX,
+            now,
+            &mut none,
+        );
+        assert!(none.is_empty());
+        assert!(matches!(c, Cursor::After(_) | Cursor::Done));
+        assert_eq!(all(&r, "+/+/nothing", now).len(), 0);
+        assert_eq!(all(&r, "p/+/7", now).len(), 100);
     }
 
     #[test]
@@ -261,10 +430,7 @@ mod tests {
         let mut msg = m("a", b"1", now);
         msg.expires_at = Some(now + Duration::from_secs(1));
         r.set(&msg, 1, now);
-        let mut out = Vec::new();
-        r.matching("a", now, &mut out);
-        assert_eq!(out.len(), 1);
-        r.matching("a", now + Duration::from_secs(2), &mut out);
-        assert!(out.is_empty());
+        assert_eq!(all(&r, "a", now).len(), 1);
+        assert!(all(&r, "a", now + Duration::from_secs(2)).is_empty());
     }
 }

@@ -310,6 +310,12 @@ impl Session {
         self.inflight.len()
     }
 
+    /// A QoS 1/2 message given now would be sent at once (connected, nothing queued before
+    /// it, room in the inflight window).
+    pub fn window_open(&self) -> bool {
+        self.conn.is_some() && self.queue.is_empty() && self.inflight.len() < self.limits.window
+    }
+
     /// Messages queued.
     pub fn queued_len(&self) -> usize {
         self.queue.len()

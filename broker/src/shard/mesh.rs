@@ -31,6 +31,11 @@ fn weight(msg: &ShardMsg) -> u64 {
             OVERHEAD + (m.topic.len() + m.payload.len()) as u64
         }
         ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,
+        ShardMsg::RetainedPage { messages, .. } => messages
+            .iter()
+            .map(|m| OVERHEAD + (m.topic.len() + m.payload.len()) as u64)
+            .sum::<u64>()
+            .max(OVERHEAD),
         _ => OVERHEAD,
     }
 }

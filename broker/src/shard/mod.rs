@@ -182,7 +182,10 @@ impl Shard {
         let batch = self.core.config.wait_completions_min as usize;
         let batch_timeout = Duration::from_micros(self.core.config.wait_timeout_us);
         loop {
-            if batch > 1 {
+            if self.core.feeds_due() {
+                // Retained streams to go on with: look at completions without blocking.
+                self.ring.submit_and_wait(0)?;
+            } else if batch > 1 {
                 self.ring.submit_and_wait_batch(batch, batch_timeout)?;
             } else {
                 self.ring.submit_and_wait(1)?;
@@ -195,6 +198,7 @@ impl Shard {
             self.ring.return_completions(completions);
             self.drain_mesh();
             self.core.poll_sinks();
+            self.core.pump_due_feeds();
             self.apply();
             self.retry_blocked();
             // Connections resumed while the stalled ones were handled: this pass, not the next.

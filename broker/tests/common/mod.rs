@@ -183,6 +183,12 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// The shard (of [`SHARDS`]) that owns a retained topic (the same hash homes client ids).
+#[allow(dead_code)]
+pub fn home_shard_of(topic: &str) -> u16 {
+    home_shard(topic.as_bytes(), SHARDS).0
+}
+
 /// A client id with `prefix` whose session is homed on `shard`.
 pub fn id_on(prefix: &str, shard: u16) -> String {
     (0..)

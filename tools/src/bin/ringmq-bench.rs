@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use net::codec::{ProtocolVersion, QoS};
 use tools::loadgen::conn::{run_conn, ConnLoad};
+use tools::loadgen::retained::{run_retained, RetainedLoad};
 use tools::loadgen::topology::Topology;
 use tools::loadgen::{run, Load};
 
@@ -104,6 +105,23 @@ impl LoadArgs {
     }
 }
 
+/// The broker a one-shot scenario runs against, and where its report goes.
+#[derive(Debug, Args)]
+struct Target {
+    /// Broker host:port.
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    addr: SocketAddr,
+    /// Broker pid (CPU, memory).
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Client id prefix.
+    #[arg(long, default_value = "rb")]
+    client_prefix: String,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// N publishers, N subscribers; publisher i -> its own topic -> subscriber i.
@@ -142,9 +160,8 @@ enum Command {
     },
     /// Open many connections: connection rate, CONNACK latency, broker memory per connection.
     Conn {
-        /// Broker host:port.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        addr: SocketAddr,
+        #[command(flatten)]
+        target: Target,
         /// Connections (stay under the open-file limit).
         #[arg(long, default_value_t = 5000)]
         clients: usize,
@@ -154,15 +171,33 @@ enum Command {
         /// MQTT version.
         #[arg(long, value_enum, default_value = "3.1.1")]
         mqtt: Version,
-        /// Broker pid, for memory per connection.
-        #[arg(long)]
-        broker_pid: Option<u32>,
-        /// Client id prefix.
-        #[arg(long, default_value = "rb")]
-        client_prefix: String,
-        /// Also write the report as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
+    },
+    /// Retained messages at scale: store COUNT, then broker memory, a new `#` subscriber at
+    /// each QoS (time to the last message), and narrow `ret/7/+` subscribes.
+    Retained {
+        #[command(flatten)]
+        target: Target,
+        /// Retained messages to store.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u32,
+        /// Payload bytes.
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Branches of the topic space (`ret/<branch>/<n>`).
+        #[arg(long, default_value_t = 1000)]
+        branches: u32,
+        /// Storing connections.
+        #[arg(long, default_value_t = 4)]
+        publishers: u32,
+        /// QoS 1 publishes in flight per storing connection.
+        #[arg(long, default_value_t = 1000)]
+        window: u32,
+        /// QoS of the `#` subscribers, one run each (comma-separated).
+        #[arg(long, value_delimiter = ',', default_values_t = [0u8, 1])]
+        subscribe_qos: Vec<u8>,
+        /// Narrow subscribes measured.
+        #[arg(long, default_value_t = 200)]
+        rounds: u32,
     },
     /// Run the scenario matrix against ringmq, Mosquitto and rumqttd (whichever are installed)
     /// and write BENCHMARKS.md, results.json and SVG charts.
@@ -231,24 +266,21 @@ fn main() -> anyhow::Result<()> {
             load,
         ),
         Command::Conn {
-            addr,
+            target,
             clients,
             workers,
             mqtt,
-            broker_pid,
-            client_prefix,
-            json,
         } => {
             let report = run_conn(&ConnLoad {
-                addr,
+                addr: target.addr,
                 clients,
                 workers,
                 version: mqtt.into(),
-                broker_pid,
-                prefix: client_prefix,
+                broker_pid: target.broker_pid,
+                prefix: target.client_prefix,
             })?;
             print!("{}", report.table());
-            return write_json(json.as_ref(), &report);
+            return write_json(target.json.as_ref(), &report);
         }
         Command::Compare {
             full,
@@ -289,6 +321,39 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("wrote {} and {}", cfg.report.display(), cfg.out.display());
             return Ok(());
+        }
+        Command::Retained {
+            target,
+            count,
+            payload,
+            branches,
+            publishers,
+            window,
+            subscribe_qos,
+            rounds,
+        } => {
+            let subscribe_qos = subscribe_qos
+                .into_iter()
+                .map(|q| match q {
+                    0 => Ok(QoS::AtMostOnce),
+                    1 => Ok(QoS::AtLeastOnce),
+                    _ => Err(anyhow::anyhow!("--subscribe-qos: {q}: 0 or 1")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = run_retained(&RetainedLoad {
+                addr: target.addr,
+                count,
+                payload_bytes: payload,
+                branches: branches.max(1),
+                publishers: publishers.max(1),
+                window: window.clamp(1, 60_000),
+                subscribe_qos,
+                rounds,
+                broker_pid: target.broker_pid,
+                prefix: target.client_prefix,
+            })?;
+            print!("{}", report.table());
+            return write_json(target.json.as_ref(), &report);
         }
         Command::Relay { listen } => {
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

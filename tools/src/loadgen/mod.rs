@@ -13,6 +13,7 @@
 //! - `conn.rs`: the connection-rate scenario.
 
 pub mod conn;
+pub mod retained;
 pub mod topology;
 pub mod wire;
 
