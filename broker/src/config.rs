@@ -36,6 +36,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// What an MQTT 5 QoS 0 PUBLISH the AsyncAPI document refuses meets.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidQos0 {
+    /// DISCONNECT with the reason (0x99 payload format invalid, 0x90, 0x87), as Zilla does.
+    #[default]
+    Disconnect,
+    /// Not delivered; counted.
+    Drop,
+}
+
+/// What an MQTT 3 PUBLISH the AsyncAPI document refuses meets (MQTT 3 has no reason codes).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InvalidMqtt3 {
+    /// Acknowledged, not delivered; counted.
+    #[default]
+    Drop,
+    /// The connection is closed.
+    Close,
+}
+
 /// What a message meets when a session's queue is at `session_queue_count_max` or
 /// `session_queue_bytes_max` (see ARCHITECTURE.md, "Backpressure").
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -286,6 +308,22 @@ config_keys! {
     acl_file: Option<PathBuf> = None,
         "none",
         "ACL file (above); when set, what it does not allow is denied";
+    asyncapi: Option<PathBuf> = None,
+        "none",
+        "AsyncAPI 3.0 or 2.6 document (YAML or JSON): its channels' parameters, operations and \
+        payload schemas are enforced on PUBLISH and SUBSCRIBE; reloaded on SIGHUP";
+    asyncapi_strict: bool = false,
+        "false",
+        "refuse topics and filters that match no channel (MQTT 5: PUBACK 0x90 / SUBACK 0x8F; \
+        MQTT 3: dropped and counted / SUBACK 0x80)";
+    asyncapi_invalid_qos0: InvalidQos0 = InvalidQos0::Disconnect,
+        "`disconnect`",
+        "an MQTT 5 QoS 0 PUBLISH the document refuses: `disconnect` (DISCONNECT 0x99, or the \
+        topic's reason code) or `drop` (counted)";
+    asyncapi_invalid_mqtt3: InvalidMqtt3 = InvalidMqtt3::Drop,
+        "`drop`",
+        "an MQTT 3 PUBLISH the document refuses: `drop` (acknowledged, not delivered, counted) \
+        or `close` (the connection)";
     sys_interval_secs: u64 = 10,
         "10",
         "`$SYS` publish interval (0: off)";

@@ -13,11 +13,13 @@
 //! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
 //! - [`retained`]: retained messages, partitioned across shards by topic, paged by filter.
 //! - [`auth`]: anonymous access, the password file and the ACL.
+//! - [`asyncapi`]: topics, permissions and payload schemas from an AsyncAPI document.
 //! - [`metrics`]: counters, the latency histogram, `$SYS` topics and `/metrics`.
 //! - [`ids`]: identifier newtypes and the home-shard hash.
 //! - [`broker`](crate::run): starting the shards and stopping them on a signal.
 #![forbid(unsafe_code)]
 
+pub mod asyncapi;
 pub mod auth;
 pub mod capacity;
 pub mod config;

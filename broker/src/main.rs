@@ -36,6 +36,22 @@ enum Command {
         #[arg(long)]
         password: Option<String>,
     },
+    /// AsyncAPI documents.
+    Asyncapi {
+        #[command(subcommand)]
+        action: AsyncapiAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AsyncapiAction {
+    /// Loads a document as the broker would and prints its topic map, who may publish or
+    /// subscribe, and each channel's messages; a bad document gives one error naming the
+    /// JSON pointer of what is wrong.
+    Check {
+        /// The document (YAML or JSON).
+        file: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +66,15 @@ fn main() -> std::process::ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Asyncapi {
+        action: AsyncapiAction::Check { file },
+    }) = &cli.command
+    {
+        let api = broker::asyncapi::Api::load(file, false)?;
+        println!("{}", api.describe());
+        print!("{}", api.topic_map());
+        return Ok(());
+    }
     if let Some(Command::Passwd {
         file,
         user,

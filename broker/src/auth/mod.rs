@@ -24,6 +24,8 @@ pub struct Auth {
     allow_anonymous: bool,
     passwords: Option<passwd::Passwords>,
     acl: Option<acl::Acl>,
+    /// The AsyncAPI document's rules, if one is configured.
+    pub api: Option<crate::asyncapi::Api>,
     /// Per-process random salt for the verified-password cache digests.
     salt: [u64; 2],
 }
@@ -43,6 +45,11 @@ impl Auth {
             .map(passwd::Passwords::load)
             .transpose()?;
         let acl = config.acl_file.as_deref().map(acl::Acl::load).transpose()?;
+        let api = config
+            .asyncapi
+            .as_deref()
+            .map(|p| crate::asyncapi::Api::load(p, config.asyncapi_strict))
+            .transpose()?;
         let random = std::collections::hash_map::RandomState::new();
         let mut a = random.build_hasher();
         a.write_u64(1);
@@ -52,6 +59,7 @@ impl Auth {
             allow_anonymous: config.allow_anonymous,
             passwords,
             acl,
+            api,
             salt: [a.finish(), b.finish()],
         })
     }
@@ -59,14 +67,18 @@ impl Auth {
     /// What is loaded, for a log line: users and ACL rules.
     pub fn describe(&self) -> String {
         format!(
-            "{} users, {} ACL rules, anonymous {}",
+            "{} users, {} ACL rules, anonymous {}{}",
             self.passwords.as_ref().map_or(0, |p| p.len()),
             self.acl.as_ref().map_or(0, |a| a.len()),
             if self.allow_anonymous {
                 "allowed"
             } else {
                 "refused"
-            }
+            },
+            self.api
+                .as_ref()
+                .map(|a| format!(", {}", a.describe()))
+                .unwrap_or_default()
         )
     }
 
@@ -76,6 +88,7 @@ impl Auth {
             allow_anonymous: true,
             passwords: None,
             acl: None,
+            api: None,
             salt: [0, 0],
         }
     }

@@ -1,6 +1,7 @@
 //! CONNECT: credentials, client id and keep-alive rules, the will, moving the connection to
 //! its home shard, session takeover and resume, CONNACK with the broker's capabilities.
 
+use crate::asyncapi::Verdict;
 use net::codec::{ConnAck, Connect, DecodeError, Packet, Properties, ProtocolVersion, ReasonCode};
 
 use super::{Core, Effect};
@@ -114,6 +115,29 @@ fn check(core: &mut Core, connect: &Connect) -> Result<(), (ReasonCode, &'static
                 ReasonCode::NOT_AUTHORIZED,
                 "will topic not allowed by the ACL",
             ));
+        }
+        let verdict = core
+            .auth
+            .api
+            .as_ref()
+            .map(|api| api.check_message(&will.topic, &will.payload, &will.properties));
+        if let Some(verdict) = verdict.filter(|v| *v != Verdict::Valid) {
+            core.stats.asyncapi_invalid += 1;
+            tracing::debug!(shard = core.id.0, topic = %will.topic, ?verdict, "will refused by the AsyncAPI document");
+            return Err(match verdict {
+                Verdict::Invalid(_) => (
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    "will payload refused by the AsyncAPI document",
+                ),
+                Verdict::NotAllowed(_) => (
+                    ReasonCode::NOT_AUTHORIZED,
+                    "will topic: clients may not publish there (AsyncAPI operations)",
+                ),
+                _ => (
+                    ReasonCode::TOPIC_NAME_INVALID,
+                    "will topic refused by the AsyncAPI document",
+                ),
+            });
         }
     }
     Ok(())

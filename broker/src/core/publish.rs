@@ -7,7 +7,8 @@ use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
 use super::flow::Publisher;
 use super::{Core, Origin};
-use crate::config::QueueFullPolicy;
+use crate::asyncapi::Verdict;
+use crate::config::{InvalidMqtt3, InvalidQos0, QueueFullPolicy};
 use crate::ids::ConnId;
 use crate::session::Message;
 
@@ -180,6 +181,14 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
             "publish not allowed by the ACL",
         );
     }
+    let verdict = core
+        .auth
+        .api
+        .as_ref()
+        .map(|api| api.check_message(&p.topic, &p.payload, &p.properties));
+    if let Some(verdict) = verdict.filter(|v| *v != Verdict::Valid) {
+        return refuse_by_api(core, id, sid, &p, verdict);
+    }
     // A retained message whose topic another shard owns is acknowledged once the owner has
     // it, so a subscription made after the acknowledgement finds it.
     let retained_elsewhere = p.retain && crate::retained::owner(&p.topic, core.shards) != core.id;
@@ -227,6 +236,48 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
         }
         core.ack_when_durable(id, Packet::PubResp(r), before, token, peers);
     }
+}
+
+/// A PUBLISH the AsyncAPI document refuses: MQTT 5 QoS 1/2 get the reason (0x99 invalid
+/// payload with the failing schema path, 0x90 topic, 0x87 operation); MQTT 5 QoS 0 and
+/// MQTT 3 follow `asyncapi_invalid_qos0` / `asyncapi_invalid_mqtt3`. Counted either way.
+fn refuse_by_api(
+    core: &mut Core,
+    id: ConnId,
+    sid: crate::ids::SessionId,
+    p: &Publish,
+    verdict: Verdict,
+) {
+    let (code, why) = match verdict {
+        Verdict::Valid => return,
+        Verdict::NoChannel => (
+            ReasonCode::TOPIC_NAME_INVALID,
+            "the topic matches no channel of the AsyncAPI document (asyncapi_strict)".to_string(),
+        ),
+        Verdict::BadParameter(why) => (ReasonCode::TOPIC_NAME_INVALID, why),
+        Verdict::NotAllowed(why) => (ReasonCode::NOT_AUTHORIZED, why),
+        Verdict::Invalid(why) => (ReasonCode::PAYLOAD_FORMAT_INVALID, why),
+    };
+    core.stats.asyncapi_invalid += 1;
+    tracing::debug!(shard = core.id.0, topic = %p.topic, "publish refused by the AsyncAPI document: {why}");
+    let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
+    if !v5 && core.config.asyncapi_invalid_mqtt3 == InvalidMqtt3::Close {
+        // The QoS 2 id this PUBLISH began is released: the session may outlive the close.
+        if let (QoS::ExactlyOnce, Some(pid)) = (p.qos, p.packet_id) {
+            if let Some(s) = core.session_mut(sid) {
+                s.inbound_qos2_release(pid);
+            }
+            core.journal_of(sid);
+        }
+        return core.close(id, None, &format!("AsyncAPI: {why}"));
+    }
+    if v5 && p.qos == QoS::AtMostOnce {
+        if core.config.asyncapi_invalid_qos0 == InvalidQos0::Disconnect {
+            core.close(id, Some(code), &format!("AsyncAPI: {why}"));
+        }
+        return;
+    }
+    refuse(core, id, sid, p, code, &why);
 }
 
 /// Refuses a PUBLISH whose QoS 2 flow had begun: the id is forgotten, the reason answered.

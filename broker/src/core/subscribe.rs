@@ -10,6 +10,7 @@ use net::topic::is_shared;
 
 use super::peer::ShardMsg;
 use super::{Core, RetainedWanted};
+use crate::asyncapi::SubscribeVerdict;
 use crate::ids::ConnId;
 
 pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
@@ -70,7 +71,7 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
                     "subscription not allowed by the ACL",
                 ))
             } else {
-                None
+                api_refusal(core, &filter, shared)
             };
         if let Some((code, why)) = refusal {
             tracing::debug!(shard = core.id.0, client = %client, %filter, "subscription refused: {why}");
@@ -154,6 +155,27 @@ pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
         reasons,
     };
     core.reply(id, &Packet::UnsubAck(ack));
+}
+
+/// What the AsyncAPI document says of a filter (the filter inside `$share/group/...`).
+fn api_refusal(core: &Core, filter: &str, shared: bool) -> Option<(ReasonCode, &'static str)> {
+    let api = core.auth.api.as_ref()?;
+    let inner = if shared {
+        filter.splitn(3, '/').nth(2).unwrap_or(filter)
+    } else {
+        filter
+    };
+    match api.check_subscribe(inner) {
+        SubscribeVerdict::Allowed => None,
+        SubscribeVerdict::NoChannel => Some((
+            ReasonCode::TOPIC_FILTER_INVALID,
+            "the filter matches no channel of the AsyncAPI document (asyncapi_strict)",
+        )),
+        SubscribeVerdict::NotAllowed => Some((
+            ReasonCode::NOT_AUTHORIZED,
+            "no channel the filter matches lets clients subscribe (AsyncAPI operations)",
+        )),
+    }
 }
 
 /// The QoS granted to a subscription (the requested one, capped by `qos_max`).

@@ -213,6 +213,10 @@ counters! {
         sys Off,
         prom "ringmq_protocol_errors_total",
         help "Connections closed for bad input or protocol violations.";
+    asyncapi_invalid: Counter,
+        sys Both("messages/refused/asyncapi"),
+        prom "ringmq_asyncapi_refused_total",
+        help "Publishes the AsyncAPI document refused (invalid payload, topic or parameter, operation), by reason: refused with a reason code, dropped or closed by policy.";
     auth_denied: Counter,
         sys Off,
         prom "ringmq_auth_denied_total",
@@ -283,7 +287,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 20);
+        assert_eq!(COUNT, 21);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -367,9 +367,10 @@ mod tests {
             );
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
-        // Since the table: the dropped family by reason, refusals, pauses, slow consumers.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 6, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 6, "{text}");
+        // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
+        // AsyncAPI refusals.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 7, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 7, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -420,6 +421,7 @@ mod tests {
             ("bytes/received", 10),
             ("bytes/sent", 12),
             ("retained/count", 24),
+            ("messages/refused/asyncapi", 0),
         ]
         .iter()
         .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))
@@ -436,6 +438,7 @@ mod tests {
                 ("messages/dropped/no_subscriber", 0),
                 ("messages/refused/queue_full", 0),
                 ("retained/count", 12),
+                ("messages/refused/asyncapi", 0),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));
             }

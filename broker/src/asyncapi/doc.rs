@@ -1,0 +1,423 @@
+//! Reading an AsyncAPI document (3.0 or 2.6, YAML or JSON) into the channels the broker
+//! enforces: local `$ref`s resolved, channel addresses split into levels, parameters,
+//! who may publish or subscribe, and the messages clients publish with their payload
+//! schemas. Errors name the JSON pointer of what is wrong.
+//!
+//! Perspective: the document describes the broker's API, as Zilla's do. In 3.0 an operation
+//! with `action: receive` is one the broker receives (clients publish on its channel), `send`
+//! one the broker sends (clients subscribe). In 2.6, as 2.x code generators read it,
+//! `publish` is what clients may publish and `subscribe` what they may subscribe to. A
+//! channel with no operation allows both.
+
+use serde_json::Value;
+
+/// A document as read, before compiling its schemas.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    /// The `asyncapi` version string.
+    pub version: String,
+    /// Its channels.
+    pub channels: Vec<ChannelSpec>,
+}
+
+/// One channel of the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelSpec {
+    /// The channel's key (3.0) or address (2.6).
+    pub name: String,
+    /// `devices/{deviceId}/telemetry`.
+    pub address: String,
+    /// Each parameter with the JSON Schema its level must satisfy (a string).
+    pub parameters: Vec<(String, Value)>,
+    /// Clients may publish here.
+    pub publish: bool,
+    /// Clients may subscribe here.
+    pub subscribe: bool,
+    /// The messages clients may publish here.
+    pub messages: Vec<MessageSpec>,
+}
+
+/// One message clients may publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageSpec {
+    /// Its name (key, `name` or `messageId`).
+    pub name: String,
+    /// `contentType`, or the document's `defaultContentType`.
+    pub content_type: Option<String>,
+    /// The payload's JSON Schema, resolved (no schema: any payload).
+    pub schema: Option<Value>,
+    /// JSON pointer of the schema in the document (for errors).
+    pub pointer: String,
+}
+
+/// `$ref`s followed in a chain before giving up (a cycle).
+const REF_DEPTH_MAX: usize = 64;
+
+/// Parses a document's text (YAML, which includes JSON).
+pub fn parse(text: &str) -> Result<Spec, String> {
+    let raw: Value = serde_yaml::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
+    let mut resolving = Resolving {
+        stack: Vec::new(),
+        expansions: 0,
+    };
+    let doc = resolve(&raw, &raw, "", &mut resolving)?;
+    let version = doc
+        .get("asyncapi")
+        .and_then(Value::as_str)
+        .ok_or("/asyncapi: missing (the document's AsyncAPI version)")?
+        .to_string();
+    let default_ct = doc
+        .get("defaultContentType")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let channels = if version.starts_with("3.") {
+        channels_v3(&raw, &doc, default_ct.as_deref())?
+    } else if version.starts_with("2.") {
+        channels_v2(&doc, default_ct.as_deref())?
+    } else {
+        return Err(format!(
+            "/asyncapi: version {version} (3.0 and 2.6 are read)"
+        ));
+    };
+    Ok(Spec { version, channels })
+}
+
+/// A key as a JSON pointer token.
+pub fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// `%XX` escapes of a URI fragment decoded (a `$ref` is a URI).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b, hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+/// `$ref`s a document may expand in all (a document reusing schemas many times over).
+const REF_EXPANSIONS_MAX: usize = 100_000;
+
+/// Where a resolution is: the targets being expanded (a repeat is a cycle) and the budget.
+struct Resolving {
+    stack: Vec<String>,
+    expansions: usize,
+}
+
+/// Replaces every local `$ref` under `v` (at `pointer`) by what it points to, recursively.
+/// A `$ref` object's other keys are ignored (as JSON Schema draft 7 does).
+fn resolve(root: &Value, v: &Value, pointer: &str, r: &mut Resolving) -> Result<Value, String> {
+    match v {
+        Value::Object(map) => {
+            if let Some(target) = map.get("$ref") {
+                let target = target
+                    .as_str()
+                    .ok_or_else(|| format!("{pointer}/$ref: not a string"))?;
+                let Some(local) = target.strip_prefix('#') else {
+                    return Err(format!(
+                        "{pointer}/$ref: {target}: only local references (#/...) are read"
+                    ));
+                };
+                let local = percent_decode(local);
+                if r.stack.contains(&local) {
+                    return Err(format!(
+                        "{pointer}/$ref: {target} refers to itself (a cycle: recursive schemas are not read)"
+                    ));
+                }
+                r.expansions += 1;
+                if r.expansions > REF_EXPANSIONS_MAX || r.stack.len() >= REF_DEPTH_MAX {
+                    return Err(format!(
+                        "{pointer}/$ref: more than {REF_EXPANSIONS_MAX} $ref expansions or {REF_DEPTH_MAX} nested"
+                    ));
+                }
+                let found = root
+                    .pointer(&local)
+                    .ok_or_else(|| format!("{pointer}/$ref: {target} points at nothing"))?;
+                r.stack.push(local.clone());
+                let resolved = resolve(root, found, &local, r);
+                r.stack.pop();
+                return resolved;
+            }
+            let mut out = serde_json::Map::new();
+            for (k, item) in map {
+                let p = format!("{pointer}/{}", escape(k));
+                out.insert(k.clone(), resolve(root, item, &p, r)?);
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| resolve(root, item, &format!("{pointer}/{i}"), r))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Ok(other.clone()),
+    }
+}
+
+fn object<'a>(
+    v: Option<&'a Value>,
+    pointer: &str,
+) -> Result<Option<&'a serde_json::Map<String, Value>>, String> {
+    match v {
+        None => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(format!("{pointer}: not an object")),
+    }
+}
+
+/// A schema format the broker validates with: AsyncAPI schemas and JSON Schema (in JSON or
+/// YAML); Avro, RAML, Protobuf are not read.
+fn schema_format_read(format: &str) -> bool {
+    let media = format.split(';').next().unwrap_or("").trim();
+    media.starts_with("application/vnd.aai.asyncapi")
+        || media == "application/schema+json"
+        || media == "application/schema+yaml"
+}
+
+/// A message object (after `$ref`s) as a [`MessageSpec`].
+fn message(
+    name: &str,
+    m: &Value,
+    pointer: &str,
+    default_ct: Option<&str>,
+) -> Result<MessageSpec, String> {
+    let m = m
+        .as_object()
+        .ok_or_else(|| format!("{pointer}: a message is an object"))?;
+    let name = m
+        .get("name")
+        .or_else(|| m.get("messageId"))
+        .and_then(Value::as_str)
+        .unwrap_or(name)
+        .to_string();
+    let content_type = m
+        .get("contentType")
+        .and_then(Value::as_str)
+        .or(default_ct)
+        .map(str::to_string);
+    // 2.6: the message's own `schemaFormat`.
+    if let Some(format) = m.get("schemaFormat").and_then(Value::as_str) {
+        if !schema_format_read(format) {
+            return Err(format!(
+                "{pointer}/schemaFormat: {format} (JSON Schema and AsyncAPI schemas are read)"
+            ));
+        }
+    }
+    let (schema, pointer) = match m.get("payload") {
+        None => (None, format!("{pointer}/payload")),
+        // 3.0 multi-format schema object: { schemaFormat, schema }.
+        Some(Value::Object(p)) if p.contains_key("schemaFormat") => {
+            let format = p.get("schemaFormat").and_then(Value::as_str).unwrap_or("");
+            if !schema_format_read(format) {
+                return Err(format!("{pointer}/payload/schemaFormat: {format} (JSON Schema and AsyncAPI schemas are read)"));
+            }
+            (
+                p.get("schema").cloned(),
+                format!("{pointer}/payload/schema"),
+            )
+        }
+        Some(p) => (Some(p.clone()), format!("{pointer}/payload")),
+    };
+    Ok(MessageSpec {
+        name,
+        content_type,
+        schema,
+        pointer,
+    })
+}
+
+/// A channel address's parameters from `parameters` (3.0: `enum`; 2.6: `schema`).
+fn parameters(
+    ch: &serde_json::Map<String, Value>,
+    pointer: &str,
+    v3: bool,
+) -> Result<Vec<(String, Value)>, String> {
+    let mut out = Vec::new();
+    if let Some(params) = object(ch.get("parameters"), &format!("{pointer}/parameters"))? {
+        for (name, p) in params {
+            let schema = if v3 {
+                match p.get("enum") {
+                    Some(e) => serde_json::json!({ "type": "string", "enum": e }),
+                    None => serde_json::json!({ "type": "string" }),
+                }
+            } else {
+                p.get("schema").cloned().unwrap_or(serde_json::json!({}))
+            };
+            out.push((name.clone(), schema));
+        }
+    }
+    Ok(out)
+}
+
+/// The channel key a 3.0 operation's (unresolved) `channel: {$ref: '#/channels/KEY'}` names.
+fn operation_channel(raw: &Value, op_name: &str) -> Result<String, String> {
+    let pointer = format!("/operations/{}/channel", escape(op_name));
+    let target = raw
+        .pointer(&format!("{pointer}/$ref"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{pointer}: an operation's channel is a $ref to #/channels/..."))?;
+    let decoded = percent_decode(target.strip_prefix('#').unwrap_or(target));
+    decoded
+        .strip_prefix("/channels/")
+        .filter(|k| !k.contains('/'))
+        .map(|k| k.replace("~1", "/").replace("~0", "~"))
+        .ok_or_else(|| format!("{pointer}/$ref: {target} is not a channel (#/channels/KEY)"))
+}
+
+fn channels_v3(
+    raw: &Value,
+    doc: &Value,
+    default_ct: Option<&str>,
+) -> Result<Vec<ChannelSpec>, String> {
+    let mut out = Vec::new();
+    let channels = object(doc.get("channels"), "/channels")?;
+    let operations = object(doc.get("operations"), "/operations")?;
+    // Each operation's channel, from its reference (not by comparing resolved objects).
+    let mut op_channels = Vec::new();
+    for (op_name, op) in operations.into_iter().flatten() {
+        let key = operation_channel(raw, op_name)?;
+        if !channels.is_some_and(|c| c.contains_key(&key)) {
+            return Err(format!(
+                "/operations/{}/channel: no channel {key}",
+                escape(op_name)
+            ));
+        }
+        op_channels.push((key, op_name, op));
+    }
+    for (key, ch) in channels.into_iter().flatten() {
+        let pointer = format!("/channels/{}", escape(key));
+        let c = ch
+            .as_object()
+            .ok_or_else(|| format!("{pointer}: a channel is an object"))?;
+        // An absent address means the channel's key (documented: 3.0 calls it unknown).
+        let address = match c.get("address") {
+            Some(Value::String(a)) => a.clone(),
+            Some(Value::Null) | None => key.clone(),
+            Some(_) => return Err(format!("{pointer}/address: not a string")),
+        };
+        let mut all = Vec::new();
+        for (name, m) in object(c.get("messages"), &format!("{pointer}/messages"))?
+            .into_iter()
+            .flatten()
+        {
+            all.push(message(
+                name,
+                m,
+                &format!("{pointer}/messages/{}", escape(name)),
+                default_ct,
+            )?);
+        }
+        let (mut publish, mut subscribe, mut any_op) = (false, false, false);
+        // The messages receive operations list; `None` once one lists none (all of them).
+        let mut received: Option<Vec<MessageSpec>> = Some(Vec::new());
+        for (_, op_name, op) in op_channels.iter().filter(|(k, ..)| k == key) {
+            any_op = true;
+            let op_pointer = format!("/operations/{}", escape(op_name));
+            match op.get("action").and_then(Value::as_str) {
+                Some("receive") => {
+                    publish = true;
+                    match op.get("messages") {
+                        Some(Value::Array(ms)) if !ms.is_empty() => {
+                            for (i, m) in ms.iter().enumerate() {
+                                let pointer = format!("{op_pointer}/messages/{i}");
+                                let spec =
+                                    message(&format!("{op_name}#{i}"), m, &pointer, default_ct)?;
+                                // The channel's own entry (same object) keeps its name.
+                                let named = all.iter().find(|a| {
+                                    a.schema == spec.schema && a.content_type == spec.content_type
+                                });
+                                if let Some(list) = received.as_mut() {
+                                    list.push(named.cloned().unwrap_or(spec));
+                                }
+                            }
+                        }
+                        _ => received = None,
+                    }
+                }
+                Some("send") => subscribe = true,
+                _ => return Err(format!("{op_pointer}/action: send or receive")),
+            }
+        }
+        if !any_op {
+            (publish, subscribe) = (true, true);
+        }
+        let messages = match received {
+            Some(list) if !list.is_empty() => list,
+            _ => all,
+        };
+        out.push(ChannelSpec {
+            name: key.clone(),
+            parameters: parameters(c, &pointer, true)?,
+            address,
+            publish,
+            subscribe,
+            messages,
+        });
+    }
+    Ok(out)
+}
+
+fn channels_v2(doc: &Value, default_ct: Option<&str>) -> Result<Vec<ChannelSpec>, String> {
+    let mut out = Vec::new();
+    for (address, ch) in object(doc.get("channels"), "/channels")?
+        .into_iter()
+        .flatten()
+    {
+        let pointer = format!(
+            "/channels/{}",
+            address.replace('~', "~0").replace('/', "~1")
+        );
+        let c = ch
+            .as_object()
+            .ok_or_else(|| format!("{pointer}: a channel is an object"))?;
+        let publish_op = c.get("publish");
+        let subscribe_op = c.get("subscribe");
+        let any_op = publish_op.is_some() || subscribe_op.is_some();
+        let mut messages = Vec::new();
+        if let Some(op) = publish_op {
+            let mp = format!("{pointer}/publish/message");
+            match op.get("message") {
+                None => {}
+                Some(m) => match m.get("oneOf") {
+                    Some(Value::Array(ms)) => {
+                        for (i, m) in ms.iter().enumerate() {
+                            messages.push(message(
+                                &format!("message{i}"),
+                                m,
+                                &format!("{mp}/oneOf/{i}"),
+                                default_ct,
+                            )?);
+                        }
+                    }
+                    _ => messages.push(message("message", m, &mp, default_ct)?),
+                },
+            }
+        }
+        out.push(ChannelSpec {
+            name: address.clone(),
+            address: address.clone(),
+            parameters: parameters(c, &pointer, false)?,
+            publish: publish_op.is_some() || !any_op,
+            subscribe: subscribe_op.is_some() || !any_op,
+            messages,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,420 @@
+//! AsyncAPI-defined topics (`asyncapi = FILE`): the document (`doc.rs`) compiled once into
+//! topic patterns with their parameter checks, who may publish or subscribe, and JSON Schema
+//! validators of the payloads clients publish; checked on the shard that receives the
+//! PUBLISH or SUBSCRIBE. Held by [`crate::auth::Auth`], so a SIGHUP reloads it with the
+//! password and ACL files (a document that fails to load keeps the old settings).
+//!
+//! A topic belongs to the channel whose address has its shape (same number of levels, literal
+//! levels equal; a `{parameter}` level is one whole level), the one with the most literal
+//! levels if several do; its parameters must then satisfy their schemas. A payload is valid if it satisfies one of the channel's messages:
+//! the MQTT 5 content type, when the publisher sets one, equals the message's `contentType`;
+//! a payload format indicator of 1 means UTF-8; a JSON Schema (drafts 7 and 2020-12) applies
+//! to the payload parsed as JSON when the message's content type is JSON or not given.
+
+pub mod doc;
+
+use std::path::Path;
+
+use serde_json::Value;
+
+/// What a PUBLISH meets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Deliver it.
+    Valid,
+    /// The topic matches no channel and `asyncapi_strict` is on (MQTT 5: 0x90).
+    NoChannel,
+    /// The topic has a channel's shape but a parameter fails its schema (MQTT 5: 0x90).
+    BadParameter(String),
+    /// The channel has no operation that lets clients publish (MQTT 5: 0x87).
+    NotAllowed(String),
+    /// The payload matches none of the channel's messages (MQTT 5: 0x99).
+    Invalid(String),
+}
+
+/// What a SUBSCRIBE filter meets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeVerdict {
+    /// Allowed.
+    Allowed,
+    /// Matches no channel and `asyncapi_strict` is on (MQTT 5: 0x8F).
+    NoChannel,
+    /// It can match a channel clients may not subscribe to (MQTT 5: 0x87).
+    NotAllowed,
+}
+
+#[derive(Debug)]
+enum Level {
+    Literal(String),
+    Param(String, jsonschema::Validator),
+}
+
+#[derive(Debug)]
+struct Message {
+    name: String,
+    content_type: Option<String>,
+    schema: Option<jsonschema::Validator>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: String,
+    address: String,
+    levels: Vec<Level>,
+    publish: bool,
+    subscribe: bool,
+    messages: Vec<Message>,
+}
+
+/// A compiled document.
+#[derive(Debug)]
+pub struct Api {
+    version: String,
+    channels: Vec<Channel>,
+    strict: bool,
+}
+
+/// A JSON Schema compiled: draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
+fn compile(schema: &Value, pointer: &str) -> Result<jsonschema::Validator, String> {
+    let compiled = if schema.get("$schema").is_some() {
+        jsonschema::validator_for(schema)
+    } else {
+        jsonschema::draft7::new(schema)
+    };
+    compiled.map_err(|e| format!("{pointer}: invalid JSON Schema: {e}"))
+}
+
+/// The media type of a content type (`application/json; charset=utf-8` -> `application/json`).
+fn media_type(content_type: &str) -> &str {
+    content_type.split(';').next().unwrap_or("").trim()
+}
+
+/// A JSON media type: `application/json`, `text/json` or a `+json` suffix.
+fn is_json(media: &str) -> bool {
+    let m = media.to_ascii_lowercase();
+    m == "application/json" || m == "text/json" || m.ends_with("+json")
+}
+
+/// A reason string kept short: within a PUBACK and any client's maximum packet size.
+const REASON_BYTES_MAX: usize = 256;
+
+fn shorten(mut why: String) -> String {
+    if why.len() > REASON_BYTES_MAX {
+        let mut end = REASON_BYTES_MAX - 3;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+        why.push_str("...");
+    }
+    why
+}
+
+impl Api {
+    /// Reads and compiles the document at `path`.
+    pub fn load(path: &Path, strict: bool) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {}: {e}", path.display()))?;
+        Self::from_text(&text, strict)
+            .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {}: {e}", path.display()))
+    }
+
+    /// Compiles a document's text.
+    pub fn from_text(text: &str, strict: bool) -> Result<Self, String> {
+        let spec = doc::parse(text)?;
+        let mut channels = Vec::new();
+        for c in spec.channels {
+            let mut levels = Vec::new();
+            for level in c.address.split('/') {
+                match level.strip_prefix('{').and_then(|l| l.strip_suffix('}')) {
+                    Some(name) => {
+                        let schema = c
+                            .parameters
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map_or(serde_json::json!({ "type": "string" }), |(_, s)| s.clone());
+                        let pointer = format!("/channels/{}/parameters/{name}", c.name);
+                        levels.push(Level::Param(name.to_string(), compile(&schema, &pointer)?));
+                    }
+                    None if level.contains(['{', '}', '+', '#']) => {
+                        return Err(format!(
+                            "/channels/{}: address level `{level}`: a parameter must be a whole level, and + and # are not topic characters",
+                            c.name
+                        ))
+                    }
+                    None => levels.push(Level::Literal(level.to_string())),
+                }
+            }
+            let mut messages = Vec::new();
+            for m in c.messages {
+                let schema = m
+                    .schema
+                    .as_ref()
+                    .map(|s| compile(s, &m.pointer))
+                    .transpose()?;
+                messages.push(Message {
+                    name: m.name,
+                    content_type: m.content_type,
+                    schema,
+                });
+            }
+            channels.push(Channel {
+                name: c.name,
+                address: c.address,
+                levels,
+                publish: c.publish,
+                subscribe: c.subscribe,
+                messages,
+            });
+        }
+        Ok(Self {
+            version: spec.version,
+            channels,
+            strict,
+        })
+    }
+
+    /// A line for the log: version, channels, strictness.
+    pub fn describe(&self) -> String {
+        format!(
+            "AsyncAPI {} with {} channels{}",
+            self.version,
+            self.channels.len(),
+            if self.strict { ", strict" } else { "" }
+        )
+    }
+
+    /// The topic map, one line per channel (`ringmq asyncapi check`).
+    pub fn topic_map(&self) -> String {
+        let mut s = String::new();
+        for c in &self.channels {
+            let pattern: Vec<String> = c
+                .levels
+                .iter()
+                .map(|l| match l {
+                    Level::Literal(t) => t.clone(),
+                    Level::Param(..) => "+".to_string(),
+                })
+                .collect();
+            let who = match (c.publish, c.subscribe) {
+                (true, true) => "publish, subscribe",
+                (true, false) => "publish",
+                (false, true) => "subscribe",
+                (false, false) => "none",
+            };
+            let messages: Vec<String> = c
+                .messages
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}{}{}",
+                        m.name,
+                        m.content_type
+                            .as_deref()
+                            .map(|t| format!(" ({t})"))
+                            .unwrap_or_default(),
+                        if m.schema.is_some() { " [schema]" } else { "" }
+                    )
+                })
+                .collect();
+            s += &format!(
+                "{}  topic {}  clients may: {who}  messages: {}\n",
+                c.address,
+                pattern.join("/"),
+                if messages.is_empty() {
+                    "any".to_string()
+                } else {
+                    messages.join(", ")
+                }
+            );
+        }
+        s
+    }
+
+    /// The channel a topic has the shape of, with its parameter verdict.
+    fn channel_of(&self, topic: &str) -> Option<(&Channel, Result<(), String>)> {
+        let levels: Vec<&str> = topic.split('/').collect();
+        // (A Vec per PUBLISH: measured as noise beside the JSON parse.)
+        // Of the channels with the topic's shape, the one with the most literal levels.
+        let c = self
+            .channels
+            .iter()
+            .filter(|c| {
+                c.levels.len() == levels.len()
+                    && c.levels.iter().zip(&levels).all(|(l, t)| match l {
+                        Level::Literal(lit) => lit == t,
+                        Level::Param(..) => true,
+                    })
+            })
+            .max_by_key(|c| {
+                c.levels
+                    .iter()
+                    .filter(|l| matches!(l, Level::Literal(_)))
+                    .count()
+            })?;
+        for (l, t) in c.levels.iter().zip(&levels) {
+            if let Level::Param(name, v) = l {
+                let level = Value::String((*t).to_string());
+                // A level is text; a parameter typed as a number or boolean gets it parsed.
+                let parsed = serde_json::from_str::<Value>(t)
+                    .ok()
+                    .filter(|p| p.is_number() || p.is_boolean());
+                if !v.is_valid(&level) && !parsed.is_some_and(|p| v.is_valid(&p)) {
+                    let why = v
+                        .iter_errors(&level)
+                        .next()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    return Some((c, Err(format!("topic level {name} = {t:?}: {why}"))));
+                }
+            }
+        }
+        Some((c, Ok(())))
+    }
+
+    /// Checks a PUBLISH: its topic, the publisher's content type and payload format
+    /// indicator (MQTT 5), and its payload.
+    pub fn check_publish(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content_type: Option<&str>,
+        utf8: bool,
+    ) -> Verdict {
+        let Some((c, params)) = self.channel_of(topic) else {
+            return if self.strict {
+                Verdict::NoChannel
+            } else {
+                Verdict::Valid
+            };
+        };
+        if let Err(why) = params {
+            return Verdict::BadParameter(shorten(format!("channel {}: {why}", c.name)));
+        }
+        if !c.publish {
+            return Verdict::NotAllowed(format!(
+                "channel {} has no operation clients publish with",
+                c.name
+            ));
+        }
+        if utf8 && std::str::from_utf8(payload).is_err() {
+            return Verdict::Invalid(format!(
+                "channel {}: payload format indicator says UTF-8, the payload is not",
+                c.name
+            ));
+        }
+        if c.messages.is_empty() {
+            return Verdict::Valid;
+        }
+        let mut first_failure = None;
+        let mut parsed: Option<Result<Value, String>> = None;
+        for m in &c.messages {
+            if let (Some(theirs), Some(ours)) = (content_type, m.content_type.as_deref()) {
+                if !media_type(theirs).eq_ignore_ascii_case(media_type(ours)) {
+                    first_failure.get_or_insert_with(|| {
+                        format!("message {}: content type {theirs}, expected {ours}", m.name)
+                    });
+                    continue;
+                }
+            }
+            // A schema applies to JSON payloads (no content type, or a JSON one).
+            let json = m
+                .content_type
+                .as_deref()
+                .is_none_or(|t| is_json(media_type(t)));
+            let Some(schema) = m.schema.as_ref().filter(|_| json) else {
+                return Verdict::Valid;
+            };
+            let value = parsed.get_or_insert_with(|| {
+                serde_json::from_slice::<Value>(payload)
+                    .map_err(|e| format!("payload is not JSON: {e}"))
+            });
+            match value {
+                // The fast check first; the errors (for the reason string) only on failure.
+                Ok(v) if schema.is_valid(v) => return Verdict::Valid,
+                Ok(v) => match schema.iter_errors(v).next() {
+                    None => return Verdict::Valid,
+                    Some(e) => {
+                        first_failure.get_or_insert_with(|| {
+                            format!(
+                                "message {}: {e} at {} (schema {})",
+                                m.name,
+                                e.instance_path(),
+                                e.schema_path()
+                            )
+                        });
+                    }
+                },
+                Err(why) => {
+                    first_failure.get_or_insert_with(|| format!("message {}: {why}", m.name));
+                }
+            }
+        }
+        Verdict::Invalid(shorten(format!(
+            "channel {}: {}",
+            c.name,
+            first_failure.unwrap_or_default()
+        )))
+    }
+
+    /// [`Api::check_publish`] with the content type and payload format indicator taken from
+    /// a PUBLISH's (or a will's) MQTT 5 properties.
+    pub fn check_message(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        properties: &net::codec::Properties,
+    ) -> Verdict {
+        self.check_publish(
+            topic,
+            payload,
+            properties.content_type.as_deref(),
+            properties.payload_format_indicator == Some(true),
+        )
+    }
+
+    /// Checks a SUBSCRIBE filter against the channels it can match: every one of them must
+    /// let clients subscribe (messages are not checked again on delivery, so `#` is refused
+    /// while any channel is publish-only); in strict mode it must match one.
+    pub fn check_subscribe(&self, filter_text: &str) -> SubscribeVerdict {
+        let f: Vec<&str> = filter_text.split('/').collect();
+        let mut matched = false;
+        for c in &self.channels {
+            if intersects(&f, &c.levels) {
+                if !c.subscribe {
+                    return SubscribeVerdict::NotAllowed;
+                }
+                matched = true;
+            }
+        }
+        // `$SYS/...` and other `$` filters are the broker's, not the document's.
+        if matched || !self.strict || filter_text.starts_with('$') {
+            SubscribeVerdict::Allowed
+        } else {
+            SubscribeVerdict::NoChannel
+        }
+    }
+}
+
+/// True when some topic matches both the filter and the channel's shape.
+fn intersects(filter_levels: &[&str], channel: &[Level]) -> bool {
+    for (i, f) in filter_levels.iter().enumerate() {
+        if *f == "#" {
+            return true;
+        }
+        let Some(level) = channel.get(i) else {
+            return false;
+        };
+        let ok = match level {
+            Level::Param(..) => true,
+            Level::Literal(lit) => *f == "+" || f == lit,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    filter_levels.len() == channel.len()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const V3: &str = include_str!("../../tests/asyncapi/fleet-3.0.yaml");
+const V2: &str = include_str!("../../tests/asyncapi/fleet-2.6.yaml");
+
+fn api(text: &str, strict: bool) -> Api {
+    Api::from_text(text, strict).unwrap()
+}
+
+#[test]
+fn versions_2_6_and_3_0_of_one_api_give_the_same_topic_map() {
+    let shape = |a: &Api| -> Vec<(String, bool, bool)> {
+        let mut v: Vec<_> = a
+            .channels
+            .iter()
+            .map(|c| (c.address.clone(), c.publish, c.subscribe))
+            .collect();
+        v.sort();
+        v
+    };
+    let (v3, v2) = (api(V3, false), api(V2, false));
+    assert_eq!(shape(&v3), shape(&v2));
+    assert_eq!(
+        shape(&v3),
+        vec![
+            ("devices/{deviceId}/commands".to_string(), false, true),
+            ("devices/{deviceId}/telemetry".to_string(), true, true),
+            ("devices/{deviceId}/uplink".to_string(), true, false),
+            ("fleet/status".to_string(), true, true),
+        ]
+    );
+    assert!(v3.topic_map().contains("devices/+/telemetry"));
+}
+
+#[test]
+fn payloads_topics_and_operations_are_checked() {
+    for text in [V3, V2] {
+        let a = api(text, false);
+        let ok = br#"{"t": 21.5, "unit": "C"}"#;
+        assert_eq!(
+            a.check_publish("devices/d1/telemetry", ok, None, false),
+            Verdict::Valid
+        );
+        let Verdict::Invalid(why) = a.check_publish(
+            "devices/d1/telemetry",
+            br#"{"t": "hot", "unit": "C"}"#,
+            None,
+            false,
+        ) else {
+            panic!("a string temperature must be invalid");
+        };
+        assert!(why.contains("/t"), "{why}");
+        assert!(matches!(
+            a.check_publish("devices/d1/telemetry", br#"{"t": 1}"#, None, false),
+            Verdict::Invalid(w) if w.contains("unit")
+        ));
+        assert!(matches!(
+            a.check_publish("devices/d1/telemetry", b"not json", None, false),
+            Verdict::Invalid(w) if w.contains("not JSON")
+        ));
+        assert!(matches!(
+            a.check_publish("devices/d9/telemetry", ok, None, false),
+            Verdict::BadParameter(w) if w.contains("deviceId")
+        ));
+        assert!(matches!(
+            a.check_publish("devices/d1/commands", br#"{"op":"reboot"}"#, None, false),
+            Verdict::NotAllowed(_)
+        ));
+        assert_eq!(
+            a.check_publish("devices/d1/uplink", b"\x00raw", None, false),
+            Verdict::Valid
+        );
+        assert!(matches!(
+            a.check_publish("devices/d1/telemetry", ok, Some("text/plain"), false),
+            Verdict::Invalid(w) if w.contains("content type")
+        ));
+        assert_eq!(
+            a.check_publish("devices/d1/telemetry", ok, Some("application/json"), false),
+            Verdict::Valid
+        );
+        // A text message: no JSON parsing, but the UTF-8 promise is kept.
+        assert_eq!(
+            a.check_publish("fleet/status", b"all good", None, true),
+            Verdict::Valid
+        );
+        assert!(matches!(
+            a.check_publish("fleet/status", &[0xff, 0xfe], None, true),
+            Verdict::Invalid(_)
+        ));
+        // Not strict: other topics pass; strict: refused.
+        assert_eq!(
+            a.check_publish("other/topic", b"x", None, false),
+            Verdict::Valid
+        );
+        let strict = api(text, true);
+        assert_eq!(
+            strict.check_publish("other/topic", b"x", None, false),
+            Verdict::NoChannel
+        );
+        // Subscriptions.
+        assert_eq!(
+            a.check_subscribe("devices/+/commands"),
+            SubscribeVerdict::Allowed
+        );
+        assert_eq!(
+            a.check_subscribe("devices/d1/telemetry"),
+            SubscribeVerdict::Allowed
+        );
+        assert_eq!(
+            a.check_subscribe("devices/d1/uplink"),
+            SubscribeVerdict::NotAllowed
+        );
+        assert_eq!(a.check_subscribe("devices/#"), SubscribeVerdict::NotAllowed);
+        assert_eq!(a.check_subscribe("fleet/+"), SubscribeVerdict::Allowed);
+        assert_eq!(a.check_subscribe("other/#"), SubscribeVerdict::Allowed);
+        assert_eq!(
+            strict.check_subscribe("other/#"),
+            SubscribeVerdict::NoChannel
+        );
+        assert_eq!(strict.check_subscribe("fleet/#"), SubscribeVerdict::Allowed);
+    }
+}
+
+#[test]
+fn malformed_documents_give_one_clear_error() {
+    let cases = [
+        ("asyncapi: 3.0.0\nchannels: [", "not YAML"),
+        ("info: {}\n", "/asyncapi"),
+        ("asyncapi: 1.2.0\n", "version 1.2.0"),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        $ref: '#/components/messages/nope'\n",
+            "/channels/a/messages/m/$ref: #/components/messages/nope points at nothing",
+        ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        payload: { type: 12 }\n",
+            "/channels/a/messages/m/payload: invalid JSON Schema",
+        ),
+        (
+            "asyncapi: 3.0.0\ncomponents:\n  x: { $ref: '#/components/y' }\n  y: { $ref: '#/components/x' }\n",
+            "cycle",
+        ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a/b{x}\n",
+            "whole level",
+        ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    $ref: 'other.yaml#/a'\n",
+            "only local references",
+        ),
+    ];
+    for (text, expected) in cases {
+        let err = Api::from_text(text, false).unwrap_err();
+        assert!(err.contains(expected), "{text:?}: {err}");
+    }
+}
+
+proptest! {
+    /// The broker's verdict on a payload equals the jsonschema crate's on the same schema.
+    #[test]
+    fn the_verdict_equals_the_jsonschema_crates(
+        t in prop_oneof![
+            (-100.0f64..200.0).prop_map(|v| serde_json::json!(v)),
+            "[a-z]{0,5}".prop_map(|s| serde_json::json!(s)),
+            Just(serde_json::Value::Null),
+        ],
+        unit in prop_oneof![Just("C"), Just("F"), Just("K"), Just("")],
+        with_unit in any::<bool>(),
+    ) {
+        let a = api(V3, false);
+        let mut obj = serde_json::json!({ "t": t });
+        if with_unit {
+            obj["unit"] = serde_json::json!(unit);
+        }
+        let payload = serde_json::to_vec(&obj).unwrap();
+        let schema: serde_json::Value = serde_json::json!({
+            "type": "object", "required": ["t", "unit"],
+            "properties": {
+                "t": { "type": "number", "minimum": -50, "maximum": 150 },
+                "unit": { "type": "string", "enum": ["C", "F"] }
+            }
+        });
+        let expected = jsonschema::validator_for(&schema).unwrap().is_valid(&obj);
+        let got = a.check_publish("devices/d2/telemetry", &payload, None, false) == Verdict::Valid;
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn reviewed_edges() {
+    // A branching recursive schema is refused at once, not expanded forever.
+    let tree = "asyncapi: 3.0.0\ncomponents:\n  schemas:\n    node:\n      properties:\n        l: { $ref: '#/components/schemas/node' }\n        r: { $ref: '#/components/schemas/node' }\n";
+    let err = Api::from_text(tree, false).unwrap_err();
+    assert!(err.contains("cycle"), "{err}");
+    // An operation must name a channel that exists.
+    let dangling = "asyncapi: 3.0.0\nchannels: {}\noperations:\n  x:\n    action: send\n    channel: { $ref: '#/channels/none' }\n";
+    let err = Api::from_text(dangling, false).unwrap_err();
+    assert!(err.contains("/operations/x/channel"), "{err}");
+    let a = api(V3, true);
+    // An empty level is a (refused) parameter value, not a way around the channel.
+    assert!(matches!(
+        a.check_publish("devices//telemetry", b"{}", None, false),
+        Verdict::BadParameter(_)
+    ));
+    // A media type with parameters is compared by its media type.
+    assert_eq!(
+        a.check_publish(
+            "devices/d1/telemetry",
+            br#"{"t": 1, "unit": "C"}"#,
+            Some("application/json; charset=utf-8"),
+            false
+        ),
+        Verdict::Valid
+    );
+    // `$` filters are the broker's, even in strict mode.
+    assert_eq!(a.check_subscribe("$SYS/#"), SubscribeVerdict::Allowed);
+    // A 2.6 integer parameter accepts numeric levels; reason strings stay short.
+    let ints = "asyncapi: 2.6.0\nchannels:\n  rooms/{n}:\n    parameters:\n      n:\n        schema: { type: integer, maximum: 10 }\n    publish:\n      message:\n        payload: { type: string, maxLength: 1 }\n";
+    let a = api(ints, false);
+    assert_eq!(
+        a.check_publish("rooms/7", br#""x""#, None, false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        a.check_publish("rooms/70", br#""x""#, None, false),
+        Verdict::BadParameter(_)
+    ));
+    let long = format!("\"{}\"", "y".repeat(100_000));
+    let Verdict::Invalid(why) = a.check_publish("rooms/7", long.as_bytes(), None, false) else {
+        panic!("too long");
+    };
+    assert!(why.len() <= 256, "{}", why.len());
+}

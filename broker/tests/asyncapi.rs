@@ -1,0 +1,148 @@
+//! AsyncAPI enforcement with the real binary (2 shards) and real clients: paho-mqtt MQTT 5
+//! (reason codes and reason strings for invalid payloads, topics, parameters and operations;
+//! DISCONNECT 0x99 for an invalid QoS 0 publish; strict mode), mosquitto_pub / mosquitto_sub
+//! MQTT 3.1.1 (an invalid publish is acknowledged, not delivered, and counted in `$SYS`), and
+//! a malformed document refused at start with one error naming its JSON pointer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{connect_packet, id_on, Broker, Raw};
+use net::codec::{ProtocolVersion, QoS, ReasonCode, Will};
+
+fn doc(name: &str) -> String {
+    format!("{}/tests/asyncapi/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn paho(broker: &Broker, case: &str) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/paho_asyncapi.py"
+    );
+    let out = Command::new("python3")
+        .args([script, &broker.port().to_string(), case])
+        .output()
+        .expect("python3 with paho-mqtt");
+    assert!(
+        out.status.success(),
+        "paho {case}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn paho_v5_gets_the_documents_reason_codes() {
+    let d = doc("fleet-3.0.yaml");
+    paho(&Broker::start(&["--asyncapi", &d]), "lenient");
+    paho(
+        &Broker::start(&["--asyncapi", &d, "--asyncapi-strict", "true"]),
+        "strict",
+    );
+}
+
+#[test]
+fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
+    let d = doc("fleet-2.6.yaml");
+    let broker = Broker::start(&["--asyncapi", &d, "--sys-interval-secs", "1"]);
+    let port = broker.port().to_string();
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            &port,
+            "-i",
+            &id_on("m3-sub", 1),
+            "-t",
+            "devices/+/telemetry",
+        ])
+        .args([
+            "-t",
+            "$SYS/broker/messages/refused/asyncapi",
+            "-v",
+            "-W",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    for (payload, id) in [
+        (r#"{"t": "hot", "unit": "C"}"#, "m3-bad"),
+        (r#"{"t": 20, "unit": "F"}"#, "m3-good"),
+    ] {
+        let out = Command::new("mosquitto_pub")
+            .args(["-p", &port, "-i", &id_on(id, 0), "-q", "1"])
+            .args(["-t", "devices/d3/telemetry", "-m", payload])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "MQTT 3: acknowledged either way");
+    }
+    let out = sub.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let readings: Vec<&str> = text.lines().filter(|l| l.starts_with("devices/")).collect();
+    assert_eq!(
+        readings,
+        vec![r#"devices/d3/telemetry {"t": 20, "unit": "F"}"#]
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "$SYS/broker/messages/refused/asyncapi 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_malformed_document_stops_the_start_with_one_clear_error() {
+    let dir = common::scratch_dir("asyncapi-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        payload: { type: 12 }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--asyncapi",
+            bad.to_str().unwrap(),
+        ])
+        .args(["--data-dir", dir.join("data").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("config key `asyncapi`") && err.contains("/channels/a/messages/m/payload"),
+        "{err}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["asyncapi", "check", &doc("fleet-3.0.yaml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("devices/+/telemetry"));
+}
+
+#[test]
+fn a_will_the_document_refuses_refuses_the_connect() {
+    let broker = Broker::start(&["--asyncapi", &doc("fleet-3.0.yaml")]);
+    let mut connect = connect_packet(ProtocolVersion::V5, &id_on("bad-will", 0));
+    connect.will = Some(Will {
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Default::default(),
+        topic: "devices/d1/telemetry".into(),
+        payload: bytes::Bytes::from_static(b"{\"t\": \"hot\"}"),
+    });
+    let (_, ack) = Raw::connect_with(broker.addr, connect);
+    assert_eq!(ack.unwrap().code, ReasonCode::PAYLOAD_FORMAT_INVALID);
+}
