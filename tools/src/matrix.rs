@@ -32,6 +32,7 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         qos,
         payload_bytes: payload,
+        json: false,
         rate,
         inflight: 64,
         warmup: Duration::from_secs(1),

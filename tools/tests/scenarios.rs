@@ -40,6 +40,7 @@ fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
         addr,
         qos,
         payload_bytes: 64,
+        json: false,
         rate: 300.0,
         inflight: 16,
         warmup: Duration::from_millis(200),
@@ -99,6 +100,34 @@ fn p2p_every_qos_and_version() {
         }
         assert!(report.broker_cpu_seconds.is_some());
     }
+    broker.stop();
+    broker.join().unwrap();
+}
+
+/// JSON payloads through a broker validating them against `benches/asyncapi/p2p.yaml`:
+/// every message valid, none lost (the set-up of the AsyncAPI cost benchmark).
+#[test]
+fn json_payloads_through_asyncapi_validation() {
+    let addr = free_addr();
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/../benches/asyncapi/p2p.yaml");
+    let config = broker::config::Config {
+        listen: addr,
+        shards: 2,
+        durability: broker::config::Durability::Memory,
+        asyncapi: Some(doc.into()),
+        asyncapi_strict: true,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let broker = broker::run(config).unwrap();
+    let load = Load {
+        payload_bytes: 200,
+        json: true,
+        ..load(addr, QoS::AtLeastOnce, ProtocolVersion::V5)
+    };
+    let report = run(&Topology::p2p(8, "json"), &load).unwrap();
+    assert_exact(&report, 1);
     broker.stop();
     broker.join().unwrap();
 }

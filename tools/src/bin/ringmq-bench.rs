@@ -50,6 +50,9 @@ struct LoadArgs {
     /// Payload bytes (16 to 16 MiB).
     #[arg(long, default_value_t = 64)]
     payload: usize,
+    /// Payloads are a 10-field JSON object (at least 166 bytes) carrying the stamp in hex.
+    #[arg(long)]
+    json_payload: bool,
     /// Messages per second per publisher; 0 = as fast as the window allows.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
@@ -92,6 +95,7 @@ impl LoadArgs {
             qos: QoS::from_bits(self.qos)
                 .ok_or_else(|| anyhow::anyhow!("--qos must be 0, 1 or 2"))?,
             payload_bytes: self.payload,
+            json: self.json_payload,
             rate: self.rate,
             inflight: self.inflight,
             warmup: Duration::from_secs_f64(self.warmup),

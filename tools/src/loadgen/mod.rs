@@ -46,6 +46,8 @@ pub struct Load {
     pub qos: QoS,
     /// Payload bytes (16 to 16 MiB).
     pub payload_bytes: usize,
+    /// Payloads are a 10-field JSON object (see `wire::JSON_FIELDS`), for validating brokers.
+    pub json: bool,
     /// Messages per second per publisher; 0 for as fast as the window allows.
     pub rate: f64,
     /// Unacknowledged messages per publisher (QoS 1/2), or messages per send (QoS 0).
@@ -142,6 +144,7 @@ impl Run<'_> {
             version: self.load.version,
             qos: self.load.qos,
             payload_bytes: self.load.payload_bytes,
+            json: self.load.json,
         };
         let window = self.load.inflight.max(1);
         let Some(c) = self.clients.get_mut(i) else {
@@ -454,6 +457,12 @@ impl Run<'_> {
 pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
     if load.payload_bytes < PAYLOAD_HEADER_BYTES || load.payload_bytes > PAYLOAD_BYTES_MAX {
         bail!("payload must be between {PAYLOAD_HEADER_BYTES} bytes (publisher, sequence, timestamp) and {PAYLOAD_BYTES_MAX}");
+    }
+    if load.json && load.payload_bytes < wire::JSON_FIXED_BYTES {
+        bail!(
+            "a JSON payload is at least {} bytes",
+            wire::JSON_FIXED_BYTES
+        );
     }
     if load.offline.is_some() && !load.persistent {
         bail!("--offline needs --persistent");

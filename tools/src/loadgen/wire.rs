@@ -138,9 +138,21 @@ pub struct PublishShape {
     pub version: ProtocolVersion,
     /// QoS.
     pub qos: QoS,
-    /// Payload bytes (at least [`PAYLOAD_HEADER_BYTES`]).
+    /// Payload bytes (at least [`PAYLOAD_HEADER_BYTES`], or [`JSON_FIXED_BYTES`] as JSON).
     pub payload_bytes: usize,
+    /// The payload is a 10-field JSON object ([`JSON_HEAD`]) carrying the stamp in hex, for
+    /// brokers that validate payloads (AsyncAPI).
+    pub json: bool,
 }
+
+/// The start of a JSON payload; 32 hex digits of the stamp follow.
+pub const JSON_HEAD: &str = r#"{"s":""#;
+
+/// The rest of a JSON payload, before the padding and the closing `"}`.
+pub const JSON_FIELDS: &str = r#"","id":"device-000042","t":21.5,"h":40.25,"p":101325,"unit":"C","ok":true,"seq":7,"ts":1764580000000,"site":"plant-7","note":""#;
+
+/// The smallest JSON payload (no padding).
+pub const JSON_FIXED_BYTES: usize = JSON_HEAD.len() + 32 + JSON_FIELDS.len() + 2;
 
 /// What a payload says about its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +166,17 @@ pub struct Stamp {
 }
 
 impl Stamp {
-    /// Reads the stamp at the start of a payload.
+    /// Reads the stamp at the start of a payload (binary, or hex in a JSON payload).
     pub fn read(payload: &[u8]) -> Option<Self> {
+        if let Some(hex) = payload.strip_prefix(JSON_HEAD.as_bytes()) {
+            let hex = std::str::from_utf8(hex.get(..32)?).ok()?;
+            let word = |r: std::ops::Range<usize>| u64::from_str_radix(hex.get(r)?, 16).ok();
+            return Some(Self {
+                publisher: u32::try_from(word(0..8)?).ok()?,
+                seq: u32::try_from(word(8..16)?).ok()?,
+                sent_ns: word(16..32)?,
+            });
+        }
         let b = payload.get(..PAYLOAD_HEADER_BYTES)?;
         Some(Self {
             publisher: u32::from_be_bytes(b.get(0..4)?.try_into().ok()?),
@@ -171,8 +192,14 @@ pub fn put_publish(out: &mut BytesMut, shape: PublishShape, topic: &[u8], pid: u
         version,
         qos,
         payload_bytes,
+        json,
     } = shape;
-    let payload_bytes = payload_bytes.clamp(PAYLOAD_HEADER_BYTES, PAYLOAD_BYTES_MAX);
+    let least = if json {
+        JSON_FIXED_BYTES
+    } else {
+        PAYLOAD_HEADER_BYTES
+    };
+    let payload_bytes = payload_bytes.clamp(least, PAYLOAD_BYTES_MAX);
     let mut remaining = 2 + topic.len() + payload_bytes;
     if qos != QoS::AtMostOnce {
         remaining += 2;
@@ -192,6 +219,18 @@ pub fn put_publish(out: &mut BytesMut, shape: PublishShape, topic: &[u8], pid: u
     if version.is_v5() {
         out.put_u8(0);
     }
+    if json {
+        let hex = format!(
+            "{:08x}{:08x}{:016x}",
+            stamp.publisher, stamp.seq, stamp.sent_ns
+        );
+        out.put_slice(JSON_HEAD.as_bytes());
+        out.put_slice(hex.as_bytes());
+        out.put_slice(JSON_FIELDS.as_bytes());
+        out.put_bytes(b'x', payload_bytes - JSON_FIXED_BYTES);
+        out.put_slice(b"\"}");
+        return;
+    }
     out.put_u32(stamp.publisher);
     out.put_u32(stamp.seq);
     out.put_u64(stamp.sent_ns);
@@ -204,7 +243,11 @@ mod tests {
 
     #[test]
     fn publish_encoding_decodes() {
-        for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        for (version, json) in [
+            (ProtocolVersion::V311, false),
+            (ProtocolVersion::V5, false),
+            (ProtocolVersion::V311, true),
+        ] {
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
                 let mut out = BytesMut::new();
                 let stamp = Stamp {
@@ -218,6 +261,7 @@ mod tests {
                         version,
                         qos,
                         payload_bytes: 200,
+                        json,
                     },
                     b"a/b",
                     7,
@@ -237,6 +281,10 @@ mod tests {
                     (qos != QoS::AtMostOnce).then_some(7)
                 );
                 assert_eq!(Stamp::read(&p.payload), Some(stamp));
+                if json {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+                    assert_eq!(v["unit"], "C");
+                }
             }
         }
     }
