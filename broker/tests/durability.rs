@@ -29,7 +29,6 @@ const QOS2: u32 = 10_000;
 const WINDOW: usize = 200;
 
 /// What the publisher saw acknowledged before the broker died.
-#[derive(Default)]
 struct Acked {
     q1: BTreeSet<u32>,
     q2: BTreeSet<u32>,
@@ -60,55 +59,44 @@ fn read_some(stream: &mut std::net::TcpStream, rbuf: &mut BytesMut, chunk: &mut 
     }
 }
 
-fn publish_until_dead(
+/// Publishes ops `0..total` (op `i` as `publish(i)`, QoS 1 or 2) with a window of
+/// [`WINDOW`] in flight until all are acknowledged or the broker dies; returns the ops
+/// acknowledged (PUBACK, or PUBCOMP after answering PUBREC with PUBREL).
+fn publish_window_until_dead(
     addr: std::net::SocketAddr,
     id: &str,
     progress: &std::sync::atomic::AtomicU32,
-) -> Acked {
+    total: u32,
+    publish: impl Fn(u32) -> Publish,
+) -> BTreeSet<u32> {
     let (raw, _) = Raw::connect(addr, V4, id, true);
     let mut stream = raw.stream;
     stream
         .set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     let decoder = Decoder::new(1 << 20);
-    let mut acked = Acked::default();
-    let mut inflight: HashMap<u16, (u8, u32)> = HashMap::new();
-    let mut next = 0u32; // 0..QOS1 are QoS 1, then QOS2 QoS 2 messages
-    let mut next_pid = 1u16;
-    let mut rbuf = BytesMut::new();
-    let mut out = BytesMut::new();
+    let (mut acked, mut inflight) = (BTreeSet::new(), HashMap::new());
+    let (mut next, mut next_pid) = (0u32, 1u16);
+    let (mut rbuf, mut out) = (BytesMut::new(), BytesMut::new());
     let mut chunk = vec![0u8; 1 << 16];
     loop {
-        while inflight.len() < WINDOW && next < QOS1 + QOS2 {
-            let (qos, seq, topic) = if next < QOS1 {
-                (QoS::AtLeastOnce, next, "crash/q1")
-            } else {
-                (QoS::ExactlyOnce, next - QOS1, "crash/q2")
-            };
+        while inflight.len() < WINDOW && next < total {
             while inflight.contains_key(&next_pid) {
                 next_pid = next_pid.checked_add(1).unwrap_or(1);
             }
             let pid = next_pid;
             next_pid = next_pid.checked_add(1).unwrap_or(1);
-            inflight.insert(pid, (qos as u8, seq));
-            Packet::Publish(Publish {
-                dup: false,
-                qos,
-                retain: false,
-                topic: topic.into(),
-                packet_id: PacketId::new(pid),
-                properties: Default::default(),
-                payload: Bytes::from(seq.to_be_bytes().to_vec()),
-            })
-            .encode(V4, &mut out)
-            .unwrap();
+            inflight.insert(pid, next);
+            let mut p = publish(next);
+            p.packet_id = PacketId::new(pid);
+            Packet::Publish(p).encode(V4, &mut out).unwrap();
             next += 1;
         }
         progress.store(next, std::sync::atomic::Ordering::Relaxed);
         if !write_out(&mut stream, &mut out) {
             return acked;
         }
-        if next == QOS1 + QOS2 && inflight.is_empty() {
+        if next == total && inflight.is_empty() {
             return acked;
         }
         if !read_some(&mut stream, &mut rbuf, &mut chunk) {
@@ -116,11 +104,10 @@ fn publish_until_dead(
         }
         while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
             let Packet::PubResp(r) = p else { continue };
-            let pid = r.packet_id.get();
             match r.kind {
-                PubRespKind::PubAck => {
-                    if let Some((_, seq)) = inflight.remove(&pid) {
-                        acked.q1.insert(seq);
+                PubRespKind::PubAck | PubRespKind::PubComp => {
+                    if let Some(op) = inflight.remove(&r.packet_id.get()) {
+                        acked.insert(op);
                     }
                 }
                 PubRespKind::PubRec => {
@@ -128,14 +115,42 @@ fn publish_until_dead(
                         .encode(V4, &mut out)
                         .unwrap();
                 }
-                PubRespKind::PubComp => {
-                    if let Some((_, seq)) = inflight.remove(&pid) {
-                        acked.q2.insert(seq);
-                    }
-                }
                 PubRespKind::PubRel => {}
             }
         }
+    }
+}
+
+/// The crash test's publisher: QOS1 QoS 1 messages on `crash/q1`, then QOS2 QoS 2 messages
+/// on `crash/q2`, each carrying its sequence number within its QoS.
+fn publish_until_dead(
+    addr: std::net::SocketAddr,
+    id: &str,
+    progress: &std::sync::atomic::AtomicU32,
+) -> Acked {
+    let ops = publish_window_until_dead(addr, id, progress, QOS1 + QOS2, |op| {
+        let (qos, seq, topic) = if op < QOS1 {
+            (QoS::AtLeastOnce, op, "crash/q1")
+        } else {
+            (QoS::ExactlyOnce, op - QOS1, "crash/q2")
+        };
+        Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: topic.into(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: Bytes::from(seq.to_be_bytes().to_vec()),
+        }
+    });
+    Acked {
+        q1: ops.iter().copied().filter(|&op| op < QOS1).collect(),
+        q2: ops
+            .iter()
+            .filter(|&&op| op >= QOS1)
+            .map(|op| op - QOS1)
+            .collect(),
     }
 }
 
@@ -380,51 +395,18 @@ fn retain_until_dead(
     id: &str,
     progress: &std::sync::atomic::AtomicU32,
 ) -> BTreeSet<u32> {
-    let (raw, _) = Raw::connect(addr, V4, id, true);
-    let mut stream = raw.stream;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(20)))
-        .unwrap();
-    let decoder = Decoder::new(1 << 20);
-    let (mut acked, mut inflight) = (BTreeSet::new(), HashMap::new());
-    let (mut next, mut rbuf, mut out) = (0u32, BytesMut::new(), BytesMut::new());
-    let mut chunk = vec![0u8; 1 << 16];
-    loop {
-        while inflight.len() < WINDOW && next < RETAIN_OPS {
-            let pid = (next % 60_000 + 1) as u16;
-            inflight.insert(pid, next);
-            let (topic, value) = retain_op(next);
-            Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: true,
-                topic: topic.into(),
-                packet_id: PacketId::new(pid),
-                properties: Default::default(),
-                payload: value.map_or_else(Bytes::new, |v| Bytes::from(v.to_string())),
-            })
-            .encode(V4, &mut out)
-            .unwrap();
-            next += 1;
+    publish_window_until_dead(addr, id, progress, RETAIN_OPS, |op| {
+        let (topic, value) = retain_op(op);
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: topic.into(),
+            packet_id: None,
+            properties: Default::default(),
+            payload: value.map_or_else(Bytes::new, |v| Bytes::from(v.to_string())),
         }
-        progress.store(next, std::sync::atomic::Ordering::Relaxed);
-        if !write_out(&mut stream, &mut out) {
-            return acked;
-        }
-        if next == RETAIN_OPS && inflight.is_empty() {
-            return acked;
-        }
-        if !read_some(&mut stream, &mut rbuf, &mut chunk) {
-            return acked;
-        }
-        while let Ok(Some(p)) = decoder.decode(&mut rbuf) {
-            if let Packet::PubResp(r) = p {
-                if let Some(op) = inflight.remove(&r.packet_id.get()) {
-                    acked.insert(op);
-                }
-            }
-        }
-    }
+    })
 }
 
 /// Retained messages across SIGKILL on 2 shards (topics owned by both, the publisher homed on

@@ -77,18 +77,19 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         opened.push(log);
     }
     let retain_version = own_retained(&mut opened, shards)?;
-    let opened: Vec<(EmbeddedStore, State)> = opened
+    // Each log now holds the retained messages of the topics its shard owns, and only those:
+    // they move out of the state copy the shard starts from.
+    let (opened, owned): (Vec<(EmbeddedStore, State)>, Vec<Vec<Retained>>) = opened
         .into_iter()
         .map(|log| {
-            let state = log.state().clone();
-            (EmbeddedStore::new(log, commit_interval, now), state)
+            let mut state = log.state().clone();
+            let retained = std::mem::take(&mut state.retained).into_values().collect();
+            (
+                (EmbeddedStore::new(log, commit_interval, now), state),
+                retained,
+            )
         })
-        .collect();
-    // Each log now holds the retained messages of the topics its shard owns, and only those.
-    let owned: Vec<Vec<(StoredMessage, u64)>> = opened
-        .iter()
-        .map(|(_, state)| state.retained.values().cloned().collect())
-        .collect();
+        .unzip();
     let filters: Vec<Vec<String>> = opened
         .iter()
         .map(|(_, state)| {
@@ -124,6 +125,9 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         .collect())
 }
 
+/// A retained message as recovered, with its version.
+type Retained = (StoredMessage, u64);
+
 /// Makes each retained message live in its owner shard's log only. A directory written when
 /// every shard kept a replica has topics in logs that do not own them: the owner's log gets
 /// the newest version if it lacks it (committed first), then the other logs get a clear of
@@ -132,19 +136,25 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
 /// shard versions its sets above it).
 fn own_retained(logs: &mut [Log], shards: usize) -> anyhow::Result<u64> {
     let owner_of = |topic: &str| crate::retained::owner(topic, shards).index();
-    let mut newest: BTreeMap<String, (StoredMessage, u64)> = BTreeMap::new();
+    let mut max = 0;
     let mut strays = false;
     for (i, log) in logs.iter().enumerate() {
-        for (topic, (m, v)) in &log.state().retained {
+        for (topic, (_, v)) in &log.state().retained {
             strays |= owner_of(topic) != i;
+            max = max.max(*v);
+        }
+    }
+    if !strays {
+        // The usual start: nothing to move, nothing copied.
+        return Ok(max);
+    }
+    let mut newest: BTreeMap<String, (StoredMessage, u64)> = BTreeMap::new();
+    for log in logs.iter() {
+        for (topic, (m, v)) in &log.state().retained {
             if newest.get(topic).is_none_or(|(_, have)| have < v) {
                 newest.insert(topic.clone(), (m.clone(), *v));
             }
         }
-    }
-    let max = newest.values().map(|(_, v)| *v).max().unwrap_or(0);
-    if !strays {
-        return Ok(max);
     }
     let (mut moved, mut cleared) = (0usize, 0usize);
     for (topic, (m, v)) in &newest {
