@@ -1,9 +1,10 @@
 //! Durability with the real binary: nothing acknowledged is lost across SIGKILL.
 //!
-//! A persistent subscriber (clean session false) subscribes and goes offline; a publisher on
+//! Two persistent subscribers (clean session false) on one shard subscribe and go offline (each
+//! message is logged there once, the second subscriber's copy as a reference); a publisher on
 //! the other shard sends 50,000 QoS 1 and 10,000 QoS 2 messages (a window of 200 in flight);
 //! the broker is killed with SIGKILL at a random moment; it restarts on the same data
-//! directory; the subscriber reconnects and must get every message that was PUBACKed or
+//! directory; each subscriber reconnects and must get every message that was PUBACKed or
 //! PUBCOMPed: QoS 1 none missing (a duplicate only with DUP), QoS 2 exactly once, each
 //! publisher's messages in order. `RINGMQ_CRASH_ROUNDS` kill points (default 20).
 #![allow(
@@ -216,7 +217,7 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         | 1;
     eprintln!("seed {seed}");
     let mut rng = Rng(seed);
-    let sub_id = id_on("crash-sub", 0);
+    let sub_ids = [id_on("crash-sub", 0), id_on("crash-sub-b", 0)];
     let pub_id = id_on("crash-pub", 1);
     let mut totals = (0usize, 0usize, 0usize);
     for round in 0..rounds {
@@ -224,8 +225,8 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         // The offline queue must hold the whole run (its bound drops the oldest, by policy).
         let args = ["--session-queue-count-max", "100000"];
         let mut broker = Broker::start_in(&dir, &args);
-        {
-            let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
+        for sub_id in &sub_ids {
+            let (mut sub, _) = Raw::connect(broker.addr, V4, sub_id, false);
             sub.subscribe("crash/q1", QoS::AtLeastOnce);
             sub.subscribe("crash/q2", QoS::ExactlyOnce);
             sub.send(&Packet::Disconnect(Default::default()));
@@ -256,51 +257,69 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         broker.child.wait().unwrap();
         let acked = publisher.join().unwrap();
         let broker = Broker::start_in(&dir, &args);
-        let (q1, q2) = drain(broker.addr, &sub_id);
-        eprintln!(
-            "round {round}: killed after {kill_after:?} at ~{target} sent: acked {} + {}, redelivered {} + {}",
-            acked.q1.len(),
-            acked.q2.len(),
-            q1.len(),
-            q2.len()
-        );
-        // QoS 1: every acknowledged message arrived; a repeat only with DUP; order kept for
-        // first deliveries.
-        let mut seen = BTreeSet::new();
-        let mut last = None;
-        for &(seq, dup) in &q1 {
-            if !seen.insert(seq) {
-                assert!(dup, "round {round}: QoS 1 seq {seq} repeated without DUP");
-                continue;
+        for (n, sub_id) in sub_ids.iter().enumerate() {
+            let (q1, q2) = drain(broker.addr, sub_id);
+            let round = format!("{round}, subscriber {n}");
+            eprintln!(
+                "round {round}: killed after {kill_after:?} at ~{target} sent: acked {} + {}, redelivered {} + {}",
+                acked.q1.len(),
+                acked.q2.len(),
+                q1.len(),
+                q2.len()
+            );
+            // QoS 1: every acknowledged message arrived; a repeat only with DUP; order kept for
+            // first deliveries.
+            let mut seen = BTreeSet::new();
+            let mut last = None;
+            for &(seq, dup) in &q1 {
+                if !seen.insert(seq) {
+                    assert!(dup, "round {round}: QoS 1 seq {seq} repeated without DUP");
+                    continue;
+                }
+                assert!(
+                    last < Some(seq),
+                    "round {round}: QoS 1 out of order at {seq}"
+                );
+                last = Some(seq);
             }
+            let missing: Vec<u32> = acked.q1.difference(&seen).copied().take(5).collect();
             assert!(
-                last < Some(seq),
-                "round {round}: QoS 1 out of order at {seq}"
+                missing.is_empty(),
+                "round {round}: acknowledged QoS 1 lost: {missing:?}..."
             );
-            last = Some(seq);
-        }
-        let missing: Vec<u32> = acked.q1.difference(&seen).copied().take(5).collect();
-        assert!(
-            missing.is_empty(),
-            "round {round}: acknowledged QoS 1 lost: {missing:?}..."
-        );
-        // QoS 2: exactly once, in order, none acknowledged missing.
-        let mut seen2 = BTreeSet::new();
-        for w in q2.windows(2) {
+            // QoS 2: exactly once, in order, none acknowledged missing.
+            let mut seen2 = BTreeSet::new();
+            for w in q2.windows(2) {
+                assert!(
+                    w[0] < w[1],
+                    "round {round}: QoS 2 out of order or repeated: {w:?}"
+                );
+            }
+            seen2.extend(q2.iter().copied());
+            let missing: Vec<u32> = acked.q2.difference(&seen2).copied().take(5).collect();
             assert!(
-                w[0] < w[1],
-                "round {round}: QoS 2 out of order or repeated: {w:?}"
+                missing.is_empty(),
+                "round {round}: completed QoS 2 lost: {missing:?}..."
             );
+            totals.1 += q1.len() + q2.len();
         }
-        seen2.extend(q2.iter().copied());
-        let missing: Vec<u32> = acked.q2.difference(&seen2).copied().take(5).collect();
-        assert!(
-            missing.is_empty(),
-            "round {round}: completed QoS 2 lost: {missing:?}..."
-        );
         totals.0 += acked.q1.len() + acked.q2.len();
-        totals.1 += q1.len() + q2.len();
         totals.2 += 1;
+        // The drains' acknowledgements (batched per loop pass) are on disk after the idle
+        // second the drain ended with: another SIGKILL brings nothing back.
+        let mut broker = broker;
+        broker.child.kill().unwrap();
+        broker.child.wait().unwrap();
+        let broker = Broker::start_in(&dir, &args);
+        for sub_id in &sub_ids {
+            let (q1, q2) = drain(broker.addr, sub_id);
+            assert!(
+                q1.is_empty() && q2.is_empty(),
+                "round {round}: acknowledged deliveries came back: {} + {}",
+                q1.len(),
+                q2.len()
+            );
+        }
         drop(broker);
         let _ = std::fs::remove_dir_all(&dir);
     }

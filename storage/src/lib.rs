@@ -1,8 +1,11 @@
 //! ringmq storage: durable records, the store boundary and its embedded implementation.
 //!
 //! # Layout
+//! - [`compact`]: the hand-encoded records of the hot path (a message written once, further
+//!   recipients as references, acknowledgements in batches) and message bodies.
 //! - [`record`]: what is stored (rkyv records: sessions, subscriptions, queued messages and
 //!   their acknowledgements, inbound QoS 2 ids, retained messages).
+//! - [`queue`]: a session's unacknowledged messages in sequence order.
 //! - [`state`]: the state the records describe, and the records that rebuild it.
 //! - [`store`]: the [`store::Store`] trait the broker writes through (sans-IO: I/O requests
 //!   out, completions in) and the memory store.
@@ -10,7 +13,9 @@
 //!   rolling, compaction) behind that trait.
 #![forbid(unsafe_code)]
 
+pub mod compact;
 pub mod embedded;
+pub mod queue;
 pub mod record;
 pub mod state;
 pub mod store;

@@ -107,6 +107,40 @@ pub enum Record {
         /// Packet id.
         packet_id: u16,
     },
+    /// A QoS 1/2 message given to a session, written once per shard however many sessions
+    /// get it: its body (see [`crate::compact`]) and its first recipient. `id` is the
+    /// shard's message id and the recipient's sequence number. Encoded compactly.
+    Message {
+        /// Client id of the first recipient.
+        client: String,
+        /// Message id (the sequence number in every recipient's queue).
+        id: u64,
+        /// QoS it goes out with to this recipient.
+        qos: u8,
+        /// RETAIN flag on the way out to this recipient.
+        retain: bool,
+        /// The body, encoded ([`crate::compact::put_body`]).
+        body: Vec<u8>,
+    },
+    /// A further recipient of the message `id` written just before. Encoded compactly.
+    Ref {
+        /// Client id.
+        client: String,
+        /// Message id.
+        id: u64,
+        /// QoS it goes out with to this recipient.
+        qos: u8,
+        /// RETAIN flag on the way out.
+        retain: bool,
+    },
+    /// A batch of the session's messages is done (acknowledged, expired or dropped): the
+    /// batched form of [`Record::Done`]. Encoded compactly.
+    Acked {
+        /// Client id.
+        client: String,
+        /// Sequence numbers (a set).
+        seqs: Vec<u64>,
+    },
     /// A retained message was set.
     Retain {
         /// The message (topic inside).

@@ -3,18 +3,34 @@
 //! what compaction writes back: the records that recreate exactly this state.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
+use crate::compact::{self, Body};
+use crate::queue::Queue;
 use crate::record::{Record, StoredMessage, StoredSubscription};
 
 /// An unacknowledged message of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageState {
-    /// The message.
-    pub message: StoredMessage,
+    /// The message body, shared with the other sessions that got the same message.
+    pub body: Body,
+    /// QoS it goes out with.
+    pub qos: u8,
+    /// RETAIN flag on the way out.
+    pub retain: bool,
     /// QoS 2: the packet id it went out under, if it did.
     pub packet_id: Option<u16>,
     /// QoS 2: PUBREC arrived (resend PUBREL, not the PUBLISH).
     pub released: bool,
+}
+
+impl MessageState {
+    /// The message as stored (`None` if its body does not decode).
+    pub fn message(&self) -> Option<StoredMessage> {
+        compact::stored(&self.body, self.qos, self.retain)
+    }
 }
 
 /// One persistent session.
@@ -25,7 +41,7 @@ pub struct SessionState {
     /// Subscriptions by filter.
     pub subscriptions: BTreeMap<String, StoredSubscription>,
     /// Unacknowledged messages by sequence.
-    pub messages: BTreeMap<u64, MessageState>,
+    pub messages: Queue,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub qos2_received: BTreeSet<u16>,
 }
@@ -34,10 +50,26 @@ pub struct SessionState {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
     /// Persistent sessions by client id.
-    pub sessions: BTreeMap<String, SessionState>,
+    pub sessions: FxHashMap<String, SessionState>,
     /// Retained messages by topic, with their versions.
     pub retained: BTreeMap<String, (StoredMessage, u64)>,
+    /// The body of the last [`Record::Message`]: what the [`Record::Ref`]s that follow it
+    /// refer to (the broker writes a message's references right after its body).
+    pub last_body: LastBody,
 }
+
+/// The last message body written, by id; not part of the state's equality (it only
+/// resolves the references that follow it).
+#[derive(Clone, Debug, Default)]
+pub struct LastBody(Option<(u64, Body)>);
+
+impl PartialEq for LastBody {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LastBody {}
 
 impl State {
     /// Applies one record. Records about an unknown session (one that ended) are ignored.
@@ -68,13 +100,29 @@ impl State {
                     s.messages.insert(
                         *seq,
                         MessageState {
-                            message: message.clone(),
+                            body: compact::body_of(message),
+                            qos: message.qos,
+                            retain: message.retain,
                             packet_id: None,
                             released: false,
                         },
                     );
                 }
             }
+            Record::Message {
+                client,
+                id,
+                qos,
+                retain,
+                body,
+            } => self.apply_message(client, *id, *qos, *retain, body),
+            Record::Ref {
+                client,
+                id,
+                qos,
+                retain,
+            } => self.apply_ref(client, *id, *qos, *retain),
+            Record::Acked { client, seqs } => self.apply_acked(client, seqs),
             Record::Sent {
                 client,
                 seq,
@@ -83,7 +131,7 @@ impl State {
                 if let Some(m) = self
                     .sessions
                     .get_mut(client)
-                    .and_then(|s| s.messages.get_mut(seq))
+                    .and_then(|s| s.messages.get_mut(*seq))
                 {
                     m.packet_id = Some(*packet_id);
                 }
@@ -92,16 +140,12 @@ impl State {
                 if let Some(m) = self
                     .sessions
                     .get_mut(client)
-                    .and_then(|s| s.messages.get_mut(seq))
+                    .and_then(|s| s.messages.get_mut(*seq))
                 {
                     m.released = true;
                 }
             }
-            Record::Done { client, seq } => {
-                if let Some(s) = self.sessions.get_mut(client) {
-                    s.messages.remove(seq);
-                }
-            }
+            Record::Done { client, seq } => self.apply_acked(client, std::slice::from_ref(seq)),
             Record::Qos2Received { client, packet_id } => {
                 if let Some(s) = self.sessions.get_mut(client) {
                     s.qos2_received.insert(*packet_id);
@@ -130,6 +174,56 @@ impl State {
         }
     }
 
+    /// Applies a [`Record::Message`] given by parts (the hot path: no record is built).
+    pub fn apply_message(&mut self, client: &str, id: u64, qos: u8, retain: bool, body: &[u8]) {
+        let body: Body = Arc::from(body);
+        self.last_body = LastBody(Some((id, body.clone())));
+        let Some(s) = self.sessions.get_mut(client) else {
+            return;
+        };
+        s.messages.insert(
+            id,
+            MessageState {
+                body,
+                qos,
+                retain,
+                packet_id: None,
+                released: false,
+            },
+        );
+    }
+
+    /// Applies a [`Record::Ref`].
+    pub fn apply_ref(&mut self, client: &str, id: u64, qos: u8, retain: bool) {
+        let body = match &self.last_body.0 {
+            Some((last, body)) if *last == id => body,
+            _ => return,
+        };
+        let Some(s) = self.sessions.get_mut(client) else {
+            return;
+        };
+        s.messages.insert(
+            id,
+            MessageState {
+                body: body.clone(),
+                qos,
+                retain,
+                packet_id: None,
+                released: false,
+            },
+        );
+    }
+
+    /// Applies a [`Record::Acked`] (or a [`Record::Done`]) given by parts.
+    pub fn apply_acked(&mut self, client: &str, seqs: &[u64]) {
+        let Some(s) = self.sessions.get_mut(client) else {
+            return;
+        };
+        for seq in seqs {
+            s.messages.remove(*seq);
+        }
+    }
+
     /// The records that rebuild one session (nothing if there is no such session).
     pub fn session_records(&self, client: &str, out: &mut Vec<Record>) {
         let Some(s) = self.sessions.get(client) else {
@@ -146,23 +240,25 @@ impl State {
                 sub: sub.clone(),
             });
         }
-        for (seq, m) in &s.messages {
-            out.push(Record::Enqueue {
+        for (seq, m) in s.messages.iter() {
+            out.push(Record::Message {
                 client: client.clone(),
-                seq: *seq,
-                message: m.message.clone(),
+                id: seq,
+                qos: m.qos,
+                retain: m.retain,
+                body: m.body.to_vec(),
             });
             if let Some(packet_id) = m.packet_id {
                 out.push(Record::Sent {
                     client: client.clone(),
-                    seq: *seq,
+                    seq,
                     packet_id,
                 });
             }
             if m.released {
                 out.push(Record::Released {
                     client: client.clone(),
-                    seq: *seq,
+                    seq,
                 });
             }
         }

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::os::fd::RawFd;
 use std::time::Instant;
 
+use crate::compact::MessageRef;
 use crate::record::Record;
 use crate::Error;
 
@@ -69,6 +70,33 @@ pub trait Store: std::fmt::Debug {
     fn persistent(&self) -> bool;
     /// Appends one record; it is durable once a later [`Landed`] covers its position.
     fn append(&mut self, record: &Record) -> Result<(), Error>;
+    /// Appends a [`Record::Message`] given by parts (a store may encode it straight from
+    /// them; by default it builds the record).
+    fn append_message(
+        &mut self,
+        client: &str,
+        id: u64,
+        qos: u8,
+        retain: bool,
+        message: &MessageRef<'_>,
+    ) -> Result<(), Error> {
+        let mut body = Vec::new();
+        crate::compact::put_body(&mut body, message);
+        self.append(&Record::Message {
+            client: client.to_string(),
+            id,
+            qos,
+            retain,
+            body,
+        })
+    }
+    /// Appends a [`Record::Acked`] given by parts.
+    fn append_acked(&mut self, client: &str, seqs: &[u64]) -> Result<(), Error> {
+        self.append(&Record::Acked {
+            client: client.to_string(),
+            seqs: seqs.to_vec(),
+        })
+    }
     /// Records appended so far: the position the last append must reach to be durable.
     fn appended(&self) -> u64;
     /// The last write failed and no retry has succeeded yet: refuse what needs durability.
@@ -94,6 +122,23 @@ impl Store for MemoryStore {
     }
 
     fn append(&mut self, _record: &Record) -> Result<(), Error> {
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn append_message(
+        &mut self,
+        _client: &str,
+        _id: u64,
+        _qos: u8,
+        _retain: bool,
+        _message: &MessageRef<'_>,
+    ) -> Result<(), Error> {
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn append_acked(&mut self, _client: &str, _seqs: &[u64]) -> Result<(), Error> {
         self.appended += 1;
         Ok(())
     }

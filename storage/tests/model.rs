@@ -57,17 +57,56 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        10 => (0u8..12, 0u8..4, any::<u64>()).prop_map(|(k, c, n)| Op::Record(k, c, n)),
+        10 => (0u8..16, 0u8..4, any::<u64>()).prop_map(|(k, c, n)| Op::Record(k, c, n)),
         3 => Just(Op::Commit),
         1 => Just(Op::Restart),
         1 => Just(Op::Crash),
     ]
 }
 
-fn record(kind: u8, c: u8, n: u64, seqs: &mut [u64; 4]) -> Record {
+/// Sequence numbers given so far: per client (legacy `Enqueue`), and message ids (one
+/// counter for the shard, as the broker gives them) with the last id given to each client.
+#[derive(Default)]
+struct Seqs {
+    legacy: [u64; 4],
+    id: u64,
+    last: [u64; 4],
+}
+
+fn record(kind: u8, c: u8, n: u64, seqs: &mut Seqs) -> Record {
     let client = format!("client-{c}");
-    let seq = n % (seqs[c as usize] + 1);
+    let seq = if n.is_multiple_of(2) {
+        n % (seqs.legacy[c as usize] + 1)
+    } else {
+        seqs.last[c as usize].saturating_sub(n % 3)
+    };
     match kind {
+        // A message written once (its body), then references from other clients.
+        12 => {
+            seqs.id += 1;
+            seqs.last[c as usize] = seqs.id;
+            let m = msg("t/m", n);
+            Record::Message {
+                client,
+                id: seqs.id,
+                qos: m.qos,
+                retain: m.retain,
+                body: storage::compact::body_of(&m).to_vec(),
+            }
+        }
+        13 => {
+            seqs.last[c as usize] = seqs.id;
+            Record::Ref {
+                client,
+                id: seqs.id,
+                qos: 1,
+                retain: n.is_multiple_of(2),
+            }
+        }
+        14 | 15 => Record::Acked {
+            client,
+            seqs: vec![seq, seq.saturating_sub(1), n % (seqs.id + 1)],
+        },
         0 => Record::Session {
             client,
             expiry: (n % 1000) as u32,
@@ -86,10 +125,10 @@ fn record(kind: u8, c: u8, n: u64, seqs: &mut [u64; 4]) -> Record {
             filter: format!("f/{}", n % 7),
         },
         4 | 5 => {
-            seqs[c as usize] += 1;
+            seqs.legacy[c as usize] += 1;
             Record::Enqueue {
                 client,
-                seq: seqs[c as usize],
+                seq: seqs.legacy[c as usize],
                 message: msg("t/q", n),
             }
         }
@@ -124,12 +163,22 @@ proptest! {
         let (mut log, _) = Log::open(small(&d)).unwrap();
         let mut committed = State::default();
         let mut pending: Vec<Record> = Vec::new();
-        let mut seqs = [0u64; 4];
+        let mut seqs = Seqs::default();
         for op in ops {
             match op {
                 Op::Record(k, c, n) => {
                     let r = record(k, c, n, &mut seqs);
-                    log.append(&r).unwrap();
+                    match &r {
+                        // The broker's path: encoded straight from borrowed parts.
+                        Record::Message { client, id, qos, retain, body } if n % 3 != 0 => {
+                            let m = storage::compact::parse_body(body).unwrap();
+                            log.append_message(client, *id, *qos, *retain, &m).unwrap();
+                        }
+                        Record::Acked { client, seqs } if n % 3 != 0 => {
+                            log.append_acked(client, seqs).unwrap();
+                        }
+                        _ => log.append(&r).unwrap(),
+                    }
                     pending.push(r);
                 }
                 Op::Commit => {

@@ -1,6 +1,6 @@
 //! PUBACK, PUBREC, PUBREL and PUBCOMP from a client.
 
-use net::codec::{Packet, PubResp, PubRespKind, ReasonCode};
+use net::codec::{PubResp, PubRespKind, ReasonCode};
 
 use super::Core;
 use crate::ids::ConnId;
@@ -31,12 +31,12 @@ pub(crate) fn on_pub_resp(core: &mut Core, id: ConnId, r: PubResp) {
             if !known {
                 comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
             }
-            return core.reply_in_order(id, Packet::PubResp(comp));
+            return core.reply_in_order(id, comp);
         }
     }
     let dirty = !conn.out.is_empty();
     let drops = session.drops.total != 0;
-    if !session.journal.is_empty() {
+    if session.journal_pending() {
         core.journal_of(sid);
     }
     if drops {

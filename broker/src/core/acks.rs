@@ -2,14 +2,15 @@
 //! held on the ledger until durable (and confirmed by peers and sinks), answers kept in each
 //! connection's order, the store's completions and the sinks' confirmations applied.
 
-use net::codec::Packet;
+use net::codec::{Packet, PubResp};
 
 use super::peer::ShardMsg;
 use super::Core;
 use crate::ids::{ConnId, SessionId};
 
 impl Core {
-    /// Moves a session's journal into the log.
+    /// Moves a session's journal into the log; its done sequence numbers wait for the end of
+    /// the loop pass ([`Core::flush_acked`]).
     pub(crate) fn journal_of(&mut self, sid: SessionId) {
         let Some(session) = self
             .sessions
@@ -18,9 +19,35 @@ impl Core {
         else {
             return;
         };
-        for record in session.journal.drain(..) {
-            self.durable.append(&record);
+        for entry in session.journal.drain(..) {
+            self.durable.append_journal(&session.client_id, entry);
         }
+        if !session.acked.is_empty() && !session.acked_listed {
+            session.acked_listed = true;
+            self.acked_dirty.push(sid);
+        }
+    }
+
+    /// Writes each session's done sequence numbers of this loop pass as one record (called
+    /// once per pass, before the store's next batch is taken).
+    pub fn flush_acked(&mut self) {
+        let mut dirty = std::mem::take(&mut self.acked_dirty);
+        for sid in dirty.drain(..) {
+            let Some(session) = self
+                .sessions
+                .get_mut(sid.0 as usize)
+                .and_then(Option::as_mut)
+            else {
+                continue;
+            };
+            session.acked_listed = false;
+            if !session.acked.is_empty() {
+                self.durable
+                    .append_acked(&session.client_id, &session.acked);
+                session.acked.clear();
+            }
+        }
+        self.acked_dirty = dirty;
     }
 
     /// Sends `packet` (a PUBACK or PUBREC) once the publish it answers is durable: the records
@@ -28,13 +55,13 @@ impl Core {
     pub(crate) fn ack_when_durable(
         &mut self,
         id: ConnId,
-        packet: Packet,
+        packet: PubResp,
         before: u64,
         token: Option<u64>,
         peers: usize,
     ) {
         if token.is_none() && !self.durable.holds_acks() && !self.durable.has_held(id) {
-            return self.reply_ack(id, &packet);
+            return self.reply_ack(id, packet);
         }
         let mark = self.durable.appended();
         let mark = if mark > before && self.durable.holds_acks() {
@@ -44,60 +71,60 @@ impl Core {
         };
         let token = token.unwrap_or_else(|| self.durable.next_token());
         for (conn, packet) in self.durable.hold(token, id, packet, mark, peers) {
-            self.reply_ack(conn, &packet);
+            self.reply_ack(conn, packet);
         }
     }
 
     /// Sends a released acknowledgement. A refusal (the log could not be written) goes to an
     /// MQTT 5 client as the reason code; an MQTT 3 client cannot be refused, so its connection
     /// closes and it publishes again after reconnecting.
-    pub(crate) fn reply_ack(&mut self, conn: ConnId, packet: &Packet) {
-        let refused = matches!(packet, Packet::PubResp(r) if r.reason.0 >= 0x80);
+    pub(crate) fn reply_ack(&mut self, conn: ConnId, r: PubResp) {
+        let refused = r.reason.0 >= 0x80;
         let v5 = self
             .conn_mut(conn)
             .is_some_and(|c| c.decoder.version.is_v5());
         if refused && !v5 {
             return self.close(conn, None, "cannot acknowledge: the log write failed");
         }
-        if let Packet::PubResp(r) = packet {
-            if refused && r.kind == net::codec::PubRespKind::PubRec {
-                // A refused QoS 2 flow ends at this PUBREC [MQTT-4.3.3-9]: the client may
-                // reuse the id at once.
-                if let Some(sid) = self.conn_mut(conn).and_then(|c| c.session) {
-                    if let Some(session) = self.session_mut(sid) {
-                        session.inbound_qos2_release(r.packet_id);
-                    }
-                    self.journal_of(sid);
+        if refused && r.kind == net::codec::PubRespKind::PubRec {
+            // A refused QoS 2 flow ends at this PUBREC [MQTT-4.3.3-9]: the client may
+            // reuse the id at once.
+            if let Some(sid) = self.conn_mut(conn).and_then(|c| c.session) {
+                if let Some(session) = self.session_mut(sid) {
+                    session.inbound_qos2_release(r.packet_id);
                 }
+                self.journal_of(sid);
             }
         }
-        self.reply(conn, packet);
+        self.reply(conn, &Packet::PubResp(r));
     }
 
     /// Answers in the publish flow (PUBACK, PUBREC, PUBCOMP) leave in order: behind any held
     /// acknowledgement of the same connection.
-    pub(crate) fn reply_in_order(&mut self, id: ConnId, packet: Packet) {
+    pub(crate) fn reply_in_order(&mut self, id: ConnId, packet: PubResp) {
         if !self.durable.has_held(id) {
-            return self.reply(id, &packet);
+            return self.reply(id, &Packet::PubResp(packet));
         }
         let token = self.durable.next_token();
         for (conn, packet) in self.durable.hold(token, id, packet, 0, 0) {
-            self.reply_ack(conn, &packet);
+            self.reply_ack(conn, packet);
         }
     }
 
     /// One completion of the store's I/O: acknowledgements a landed batch released go out,
     /// peers waiting for this shard's records are told.
     pub fn store_io_done(&mut self, done: storage::store::IoDone) {
-        let Some(released) = self.durable.io_done(done) else {
+        let Some(mut released) = self.durable.io_done(done, self.now, &mut self.stats) else {
             return;
         };
-        for (conn, packet) in released.acks {
-            self.reply_ack(conn, &packet);
+        self.stats.acks_released += released.acks.len() as u64;
+        for (conn, packet) in released.acks.drain(..) {
+            self.reply_ack(conn, packet);
         }
-        for (origin, token, ok) in released.peer_acks {
+        for (origin, token, ok) in released.peer_acks.drain(..) {
             self.send_to_peer(origin, ShardMsg::DurableAck(token, ok));
         }
+        self.durable.recycle(released);
     }
 
     /// Confirmations sinks have made since the last pass: held acknowledgements they
@@ -108,7 +135,7 @@ impl Core {
         }
         for (token, ok) in self.sinks.confirmed() {
             for (conn, packet) in self.durable.peer_confirmed(token, ok) {
-                self.reply_ack(conn, &packet);
+                self.reply_ack(conn, packet);
             }
         }
     }

@@ -165,6 +165,9 @@ pub struct Core {
     next_feed_token: u64,
     /// Feeds to pump again on the next loop pass (each once: `Feed::due`).
     feeds_due: Vec<SessionId>,
+    /// Sessions with done sequence numbers to write at the end of the pass (each once:
+    /// `Session::acked_listed`).
+    acked_dirty: Vec<SessionId>,
 }
 
 impl std::fmt::Debug for Core {
@@ -234,6 +237,7 @@ impl Core {
             feeds: FxHashMap::default(),
             next_feed_token: 0,
             feeds_due: Vec::new(),
+            acked_dirty: Vec::new(),
         };
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
@@ -530,7 +534,7 @@ impl Core {
         session.fill_window(now, &mut conn.out);
         let grew = conn.out.len() != before;
         let drops = session.drops.total != 0;
-        if !session.journal.is_empty() {
+        if session.journal_pending() {
             self.journal_of(sid);
         }
         if drops {

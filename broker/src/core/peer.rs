@@ -160,7 +160,7 @@ impl Core {
             ShardMsg::Resume(conn) => self.hold_link(conn, false),
             ShardMsg::DurableAck(token, ok) => {
                 for (conn, packet) in self.durable.peer_confirmed(token, ok) {
-                    self.reply_ack(conn, &packet);
+                    self.reply_ack(conn, packet);
                 }
             }
             ShardMsg::Retain {

@@ -3,7 +3,7 @@
 //! receipt, routing, and the acknowledgement.
 
 use bytestring::ByteString;
-use net::codec::{Packet, PubResp, PubRespKind, Publish, QoS, ReasonCode};
+use net::codec::{PubResp, PubRespKind, Publish, QoS, ReasonCode};
 
 use super::flow::Publisher;
 use super::{Core, Origin};
@@ -66,7 +66,7 @@ fn ack_with(core: &mut Core, id: ConnId, p: &Publish, reason: ReasonCode, why: &
             r.properties.reason_string = Some(ByteString::from(why));
         }
     }
-    core.reply_in_order(id, Packet::PubResp(r));
+    core.reply_in_order(id, r);
 }
 
 pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
@@ -136,8 +136,7 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
         core.journal_of(sid);
         if !new {
             // A retransmission of a message already received: acknowledge, do not deliver.
-            return core
-                .reply_in_order(id, Packet::PubResp(PubResp::new(PubRespKind::PubRec, pid)));
+            return core.reply_in_order(id, PubResp::new(PubRespKind::PubRec, pid));
         }
         let Some(session) = core.session_mut(sid) else {
             return;
@@ -234,7 +233,7 @@ pub(crate) fn on_publish(core: &mut Core, id: ConnId, mut p: Publish) {
                 ));
             }
         }
-        core.ack_when_durable(id, Packet::PubResp(r), before, token, peers);
+        core.ack_when_durable(id, r, before, token, peers);
     }
 }
 

@@ -35,13 +35,18 @@ impl Core {
             session.expires_at =
                 (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
             for (seq, m) in st.messages {
-                let Some(message) = crate::session::unstored(&m.message, now) else {
+                self.durable.ids_above(seq);
+                let stored = m.message();
+                let Some(message) = stored
+                    .as_ref()
+                    .and_then(|s| crate::session::unstored(s, now))
+                else {
                     tracing::warn!(seq, "recovered message with undecodable properties dropped");
                     continue;
                 };
                 let grant = Grant {
                     qos: message.qos,
-                    retain: m.message.retain,
+                    retain: m.retain,
                     sub_ids: crate::session::SubIds::None,
                     shared: None,
                 };

@@ -223,7 +223,16 @@ impl Core {
                 else {
                     break;
                 };
-                self.deliver(sid, &m, subscription_qos, SubIds::one(sub_id), true, None);
+                let log_id = self.durable.next_message_id();
+                self.deliver(
+                    sid,
+                    &m,
+                    subscription_qos,
+                    SubIds::one(sub_id),
+                    true,
+                    None,
+                    log_id,
+                );
                 continue;
             }
             if stream.asked {

@@ -78,16 +78,18 @@ impl Core {
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
         let feeds = message.retain && !self.feeds.is_empty();
+        // One id for every durable session here that gets the message: its body is logged once.
+        let log_id = self.durable.next_message_id();
         crate::router::local_copies(&matches, from, message.retain, |copy| {
             let (sid, qos, retain) = (copy.session, copy.qos, copy.retain);
-            self.deliver(sid, &message, qos, copy.sub_ids, retain, None);
+            self.deliver(sid, &message, qos, copy.sub_ids, retain, None, log_id);
             if feeds {
                 self.note_live_retained(sid, &message.topic);
             }
         });
         self.matches = matches;
         for pick in picks.drain(..) {
-            confirming += usize::from(self.deliver_shared(pick, &message, 0, ack));
+            confirming += usize::from(self.deliver_shared(pick, &message, 0, ack, log_id));
         }
         self.shared_picks = picks;
         if origin != Origin::Peer {
@@ -112,19 +114,29 @@ impl Core {
     }
 
     /// A message for one shared group: to the chosen local member, or to the chosen peer
-    /// (with `ack`; returns true if that asks the peer to confirm durability).
+    /// (with `ack`; returns true if that asks the peer to confirm durability). `log_id`: the
+    /// message's id on this shard ([`crate::durable::Durable::next_message_id`]).
     pub(super) fn deliver_shared(
         &mut self,
         pick: SharedPick,
         message: &Message,
         hops: u8,
         ack: AckRef,
+        log_id: u64,
     ) -> bool {
         match pick {
             SharedPick::Local((sid, options, sub_id), filter) => {
                 let retain = options.retain_as_published && message.retain;
                 let sub_ids = SubIds::one(sub_id);
-                self.deliver(sid, message, options.qos, sub_ids, retain, Some(filter));
+                self.deliver(
+                    sid,
+                    message,
+                    options.qos,
+                    sub_ids,
+                    retain,
+                    Some(filter),
+                    log_id,
+                );
                 false
             }
             SharedPick::Remote(peer, filter) => {
@@ -159,7 +171,8 @@ impl Core {
         let before = self.durable.appended();
         match self.router.pick_member(&filter, self.id, from) {
             Some(pick @ SharedPick::Local(..)) => {
-                self.deliver_shared(pick, &message, hops, AckRef::NONE);
+                let log_id = self.durable.next_message_id();
+                self.deliver_shared(pick, &message, hops, AckRef::NONE, log_id);
             }
             Some(SharedPick::Remote(peer, filter)) if usize::from(hops) < self.shards => {
                 let publisher = PublisherRef::new(self.publisher);
@@ -197,6 +210,9 @@ impl Core {
         }
     }
 
+    /// Offers `message` to one session. `log_id`: the message's id on this shard, the same
+    /// for every session the routing of one message reaches (its body is logged once).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn deliver(
         &mut self,
         sid: SessionId,
@@ -205,6 +221,7 @@ impl Core {
         sub_ids: SubIds,
         retain: bool,
         shared: Option<ByteString>,
+        log_id: u64,
     ) {
         let max = self.config.outbox_bytes_max;
         let now = self.now;
@@ -230,9 +247,10 @@ impl Core {
             (Some(p), Some(own)) => p.shard != self.id || p.conn != own,
             _ => false,
         };
+        session.log_id = log_id;
         let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out), may_exceed);
         let drops = session.drops.total != 0;
-        if !session.journal.is_empty() {
+        if session.journal_pending() {
             self.journal_of(sid);
         }
         match delivery {

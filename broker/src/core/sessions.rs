@@ -48,8 +48,8 @@ impl Core {
         if session.durable {
             session.journal_end();
         }
-        for record in session.journal.drain(..) {
-            self.durable.append(&record);
+        for entry in session.journal.drain(..) {
+            self.durable.append_journal(&session.client_id, entry);
         }
         if session.conn.is_none() {
             if let Some(will) = session.will.take() {
@@ -59,7 +59,8 @@ impl Core {
         for (filter, message) in session.take_shared_unfinished() {
             match self.router.pick_member(&filter, self.id, self.id) {
                 Some(pick) => {
-                    self.deliver_shared(pick, &message, 0, super::peer::AckRef::NONE);
+                    let log_id = self.durable.next_message_id();
+                    self.deliver_shared(pick, &message, 0, super::peer::AckRef::NONE, log_id);
                 }
                 None => {
                     self.stats.dropped_no_subscriber += 1;
@@ -207,6 +208,7 @@ impl Core {
         self.stats.clients_connected = connected;
         self.stats.sessions = self.by_client.len() as u64;
         self.stats.retained = self.retained.len() as u64;
+        self.stats.acks_held = self.durable.held_len() as u64;
         self.metrics
             .store(self.id.index(), &self.stats, &self.latency);
         let interval = Duration::from_secs(self.config.sys_interval_secs);

@@ -331,7 +331,7 @@ fn qos1_to_an_offline_persistent_session_is_logged_and_acked_once_durable() {
     core.packet(conn(2), publish("t", QoS::AtLeastOnce, 9));
     let logged: Vec<Record> = records.lock().unwrap()[before..].to_vec();
     assert!(
-        matches!(logged.as_slice(), [Record::Enqueue { client, .. }] if client == "sub"),
+        matches!(logged.as_slice(), [Record::Message { client, .. }] if client == "sub"),
         "{logged:?}"
     );
     assert!(acks(&output(&mut core, 2)).is_empty(), "held until durable");

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use net::codec::{Packet, ReasonCode};
+use net::codec::{PubResp, ReasonCode};
 use rustc_hash::FxHashMap;
 use storage::store::Landed;
 
@@ -16,7 +16,7 @@ use crate::ids::{ConnId, ShardId};
 #[derive(Debug)]
 struct Held {
     token: u64,
-    packet: Packet,
+    packet: PubResp,
     /// Records appended up to here must be durable.
     mark: u64,
     /// Peers and sinks that have not confirmed yet.
@@ -27,16 +27,14 @@ struct Held {
 #[derive(Debug, Default)]
 pub struct Released {
     /// Acknowledgements to send now.
-    pub acks: Vec<(ConnId, Packet)>,
+    pub acks: Vec<(ConnId, PubResp)>,
     /// Peers to tell about their forwarded message: (origin, token, durable here).
     pub peer_acks: Vec<(ShardId, u64, bool)>,
 }
 
 /// Turns a held acknowledgement into a refusal: what it waited for could not be made durable.
-fn refuse(packet: &mut Packet) {
-    if let Packet::PubResp(r) = packet {
-        r.reason = ReasonCode::QUOTA_EXCEEDED;
-    }
+fn refuse(packet: &mut PubResp) {
+    packet.reason = ReasonCode::QUOTA_EXCEEDED;
 }
 
 /// Held acknowledgements and owed confirmations.
@@ -66,19 +64,22 @@ impl Ledger {
         &mut self,
         token: u64,
         conn: ConnId,
-        packet: Packet,
+        packet: PubResp,
         mark: u64,
         pending: usize,
-    ) -> Vec<(ConnId, Packet)> {
+    ) -> Vec<(ConnId, PubResp)> {
         if pending > 0 {
             self.token_conn.insert(token, conn);
         }
-        self.held.entry(conn).or_default().push_back(Held {
-            token,
-            packet,
-            mark,
-            pending,
-        });
+        self.held
+            .entry(conn)
+            .or_insert_with(|| VecDeque::with_capacity(16))
+            .push_back(Held {
+                token,
+                packet,
+                mark,
+                pending,
+            });
         let mut out = Vec::new();
         self.release(conn, &mut out);
         out
@@ -99,7 +100,7 @@ impl Ledger {
         self.held.values().map(VecDeque::len).sum()
     }
 
-    fn release(&mut self, conn: ConnId, out: &mut Vec<(ConnId, Packet)>) {
+    fn release(&mut self, conn: ConnId, out: &mut Vec<(ConnId, PubResp)>) {
         let durable = self.durable;
         let Some(q) = self.held.get_mut(&conn) else {
             return;
@@ -118,7 +119,7 @@ impl Ledger {
     }
 
     /// A peer or sink answered `token`: durable there (`ok`) or refused. What can go now.
-    pub fn confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, Packet)> {
+    pub fn confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, PubResp)> {
         let mut out = Vec::new();
         let Some(&conn) = self.token_conn.get(&token) else {
             return out;
@@ -150,24 +151,32 @@ impl Ledger {
     }
 
     /// The store landed a batch: release what it made durable, or refuse what waited for it.
-    pub fn landed(&mut self, landed: &Landed) -> Released {
-        let mut released = Released::default();
+    /// `released` comes back filled (give it back empty to reuse its allocation).
+    pub fn landed(&mut self, landed: &Landed, mut released: Released) -> Released {
+        released.acks.clear();
+        released.peer_acks.clear();
         let failed = landed.failed.is_some();
         debug_assert!(landed.durable >= self.durable, "durability never goes back");
         self.durable = self.durable.max(landed.durable);
         let durable = self.durable;
-        let conns: Vec<ConnId> = self.held.keys().copied().collect();
-        for conn in conns {
+        let acks = &mut released.acks;
+        self.held.retain(|&conn, q| {
             if failed {
-                if let Some(q) = self.held.get_mut(&conn) {
-                    for h in q.iter_mut().filter(|h| h.mark > durable) {
-                        refuse(&mut h.packet);
-                        h.mark = 0;
-                    }
+                for h in q.iter_mut().filter(|h| h.mark > durable) {
+                    refuse(&mut h.packet);
+                    h.mark = 0;
                 }
             }
-            self.release(conn, &mut released.acks);
-        }
+            while q
+                .front()
+                .is_some_and(|h| h.mark <= durable && h.pending == 0)
+            {
+                if let Some(h) = q.pop_front() {
+                    acks.push((conn, h.packet));
+                }
+            }
+            !q.is_empty()
+        });
         self.peer_waits.retain(|&(mark, origin, token)| {
             if mark <= durable {
                 released.peer_acks.push((origin, token, true));

@@ -15,11 +15,13 @@ pub mod reshard;
 
 use std::time::Instant;
 
-use net::codec::Packet;
+use net::codec::PubResp;
+use storage::compact::MessageRef;
 use storage::record::Record;
 use storage::store::{IoDone, IoRequest, Store};
 
 use crate::ids::{ConnId, ShardId};
+use crate::session::Journal;
 use ledger::{Ledger, Released};
 
 /// The shard's store and the acknowledgements waiting for it.
@@ -33,6 +35,19 @@ pub struct Durable {
     append_failing: bool,
     /// The last batch failed (logged once per streak).
     write_failing: bool,
+    /// The last message id given (ids order every session's queue; above every recovered
+    /// sequence number).
+    last_id: u64,
+    /// The message whose body the store holds from the current routing (its further
+    /// recipients are written as references); 0 once acknowledgements may have been written.
+    body_written: u64,
+    /// Scratch for a message's encoded properties.
+    properties: Vec<u8>,
+    /// The commit in flight: when it was submitted, its bytes, records durable before it.
+    commit: Option<(Instant, u64, u64)>,
+    /// What the last landing released, handed back empty ([`Durable::recycle`]): its
+    /// allocation serves the next landing.
+    released: Released,
 }
 
 impl Durable {
@@ -44,7 +59,86 @@ impl Durable {
             holds_acks,
             append_failing: false,
             write_failing: false,
+            last_id: 0,
+            body_written: 0,
+            properties: Vec::new(),
+            commit: None,
+            released: Released::default(),
         }
+    }
+
+    /// Gives back what a landing released, once handled (its allocation is reused).
+    pub fn recycle(&mut self, mut released: Released) {
+        released.acks.clear();
+        released.peer_acks.clear();
+        self.released = released;
+    }
+
+    /// A fresh message id: the sequence number the message gets in every session of the shard
+    /// it is queued for.
+    pub fn next_message_id(&mut self) -> u64 {
+        self.last_id += 1;
+        self.last_id
+    }
+
+    /// Later message ids are above `seq` (a recovered sequence number).
+    pub fn ids_above(&mut self, seq: u64) {
+        self.last_id = self.last_id.max(seq);
+    }
+
+    /// Hands one journaled change of `client`'s session to the store: a queued message as its
+    /// body the first time the shard's routing of it reaches a durable session, then as
+    /// references.
+    pub fn append_journal(&mut self, client: &str, entry: Journal) {
+        let result = match entry {
+            Journal::Record(record) => {
+                if matches!(record, Record::SessionEnd { .. }) {
+                    // The end may release the body: later recipients get it whole.
+                    self.body_written = 0;
+                }
+                self.store.append(&record)
+            }
+            Journal::Enqueue {
+                seq, qos, retain, ..
+            } if seq == self.body_written => self.store.append(&Record::Ref {
+                client: client.to_string(),
+                id: seq,
+                qos,
+                retain,
+            }),
+            Journal::Enqueue {
+                seq,
+                message,
+                qos,
+                retain,
+                expires_at_ms,
+            } => {
+                self.properties.clear();
+                if !message.properties.is_empty() {
+                    self.properties = message.properties.to_publish_wire();
+                }
+                let body = MessageRef {
+                    topic: &message.topic,
+                    properties: &self.properties,
+                    expires_at_ms,
+                    payload: &message.payload,
+                };
+                let r = self.store.append_message(client, seq, qos, retain, &body);
+                if r.is_ok() {
+                    self.body_written = seq;
+                }
+                r
+            }
+        };
+        self.note_append(result);
+    }
+
+    /// Hands a batch of `client`'s done sequence numbers to the store (one record).
+    pub fn append_acked(&mut self, client: &str, seqs: &[u64]) {
+        // A body written before may be released by this: later recipients get it whole.
+        self.body_written = 0;
+        let result = self.store.append_acked(client, seqs);
+        self.note_append(result);
     }
 
     /// Sessions are kept by the store (records are worth building).
@@ -70,7 +164,12 @@ impl Durable {
     /// Appends one record; an error is logged (once per streak) and the record is lost, which
     /// the failing state then reports to publishers.
     pub fn append(&mut self, record: &Record) {
-        match self.store.append(record) {
+        let result = self.store.append(record);
+        self.note_append(result);
+    }
+
+    fn note_append(&mut self, result: Result<(), storage::Error>) {
+        match result {
             Ok(()) => self.append_failing = false,
             Err(e) => {
                 if !self.append_failing {
@@ -96,10 +195,10 @@ impl Durable {
         &mut self,
         token: u64,
         conn: ConnId,
-        packet: Packet,
+        packet: PubResp,
         mark: u64,
         pending: usize,
-    ) -> Vec<(ConnId, Packet)> {
+    ) -> Vec<(ConnId, PubResp)> {
         self.ledger.hold(token, conn, packet, mark, pending)
     }
 
@@ -114,7 +213,7 @@ impl Durable {
     }
 
     /// A peer or sink answered `token`. What can go now.
-    pub fn peer_confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, Packet)> {
+    pub fn peer_confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, PubResp)> {
         self.ledger.confirmed(token, ok)
     }
 
@@ -129,14 +228,37 @@ impl Durable {
         false
     }
 
-    /// The next I/O the store asks for.
-    pub fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
-        self.store.next_io(now)
+    /// A commit is out (submitted, not landed).
+    pub fn committing(&self) -> bool {
+        self.commit.is_some()
     }
 
-    /// One completion of the store's I/O; what a landed batch released.
-    pub fn io_done(&mut self, done: IoDone) -> Option<Released> {
+    /// The next I/O the store asks for.
+    pub fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
+        let request = self.store.next_io(now)?;
+        let bytes = match &request {
+            IoRequest::WriteAndSync { range, .. } => range.len() as u64,
+            _ => 0,
+        };
+        self.commit = Some((now, bytes, self.ledger.durable()));
+        Some(request)
+    }
+
+    /// One completion of the store's I/O; what a landed batch released (counted in `stats`).
+    pub fn io_done(
+        &mut self,
+        done: IoDone,
+        now: Instant,
+        stats: &mut crate::metrics::Stats,
+    ) -> Option<Released> {
         let landed = self.store.io_done(done)?;
+        if let Some((at, bytes, before)) = self.commit.take() {
+            stats.store_commits += 1;
+            stats.store_commit_bytes += bytes;
+            stats.store_commit_micros +=
+                u64::try_from(now.saturating_duration_since(at).as_micros()).unwrap_or(u64::MAX);
+            stats.store_records += landed.durable.saturating_sub(before);
+        }
         if let Some(e) = &landed.maintenance {
             tracing::error!(error = %e, "store maintenance (segment roll, compaction) failed");
         }
@@ -151,7 +273,8 @@ impl Durable {
             }
             _ => {}
         }
-        Some(self.ledger.landed(&landed))
+        let scratch = std::mem::take(&mut self.released);
+        Some(self.ledger.landed(&landed, scratch))
     }
 
     /// Background work on the store within `budget` bytes.

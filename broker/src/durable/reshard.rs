@@ -20,7 +20,7 @@
 //! Memory: the whole durable state is held up to three times during a re-shard (the old
 //! logs' replayed states, the merged state, the staged logs' states).
 
-use std::collections::btree_map::Entry;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 use std::time::Instant;
 

@@ -368,9 +368,9 @@ mod tests {
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
-        // AsyncAPI refusals.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 7, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 7, "{text}");
+        // AsyncAPI refusals, the store's six.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 13, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 13, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -439,6 +439,12 @@ mod tests {
                 ("messages/refused/queue_full", 0),
                 ("retained/count", 12),
                 ("messages/refused/asyncapi", 0),
+                ("store/records", 0),
+                ("store/commits", 0),
+                ("store/bytes", 0),
+                ("store/commit_micros", 0),
+                ("store/acks_released", 0),
+                ("store/acks_held", 0),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));
             }

@@ -21,9 +21,11 @@ use storage::record::Record;
 
 mod drops;
 mod grant;
+mod journal;
 mod message;
 pub use drops::{DropReason, Drops};
 pub use grant::{Grant, SubIds};
+pub use journal::Journal;
 pub use message::{stored, unstored, Message};
 
 use crate::config::QueueFullPolicy;
@@ -143,10 +145,16 @@ pub struct Session {
     aliases: FxHashMap<ByteString, NonZeroU16>,
     /// The session is persistent and the broker keeps a log: its changes are journaled.
     pub durable: bool,
-    /// Records of changes not yet handed to the shard's log.
-    pub journal: Vec<Record>,
-    /// Last sequence number given to a journaled message.
-    next_seq: u64,
+    /// Changes not yet handed to the shard's log.
+    pub journal: Vec<Journal>,
+    /// Sequence numbers of messages done (acknowledged, expired, dropped) not yet handed to
+    /// the shard's log: one batched record per loop pass.
+    pub acked: Vec<u64>,
+    /// The core has this session on its list of sessions with `acked` to write.
+    pub acked_listed: bool,
+    /// The shard's id of the message being delivered: the sequence number a journaled message
+    /// gets (set by the core before each delivery).
+    pub log_id: u64,
     /// The window's ids are not all between its front's and its back's (ids recovered from the
     /// log, or an id given inside the span after a wrap): allocation scans.
     ids_unordered: bool,
@@ -192,71 +200,11 @@ impl Session {
             aliases: FxHashMap::default(),
             durable: false,
             journal: Vec::new(),
-            next_seq: 0,
+            acked: Vec::new(),
+            acked_listed: false,
+            log_id: 0,
             ids_unordered: false,
         }
-    }
-
-    fn journal(&mut self, record: Record) {
-        if self.durable {
-            self.journal.push(record);
-        }
-    }
-
-    /// Journals the session itself with its expiry (persistent from now, or a new expiry).
-    pub fn journal_expiry(&mut self) {
-        let client = self.client_id.to_string();
-        let expiry = self.expiry_interval;
-        self.journal(Record::Session { client, expiry });
-    }
-
-    /// Journals the session's end (also once `durable` is cleared: it was on disk).
-    pub fn journal_end(&mut self) {
-        let client = self.client_id.to_string();
-        self.journal.push(Record::SessionEnd { client });
-    }
-
-    /// Journals a subscription with its options and identifier.
-    pub fn journal_subscribe(&mut self, filter: &str, options: SubscriptionOptions, sub_id: u32) {
-        let client = self.client_id.to_string();
-        let sub = storage::record::StoredSubscription {
-            filter: filter.to_string(),
-            options: options.to_byte(),
-            sub_id,
-        };
-        self.journal(Record::Subscribe { client, sub });
-    }
-
-    /// Journals the removal of a subscription.
-    pub fn journal_unsubscribe(&mut self, filter: &str) {
-        let client = self.client_id.to_string();
-        let filter = filter.to_string();
-        self.journal(Record::Unsubscribe { client, filter });
-    }
-
-    fn journal_done(&mut self, seq: u64) {
-        if seq != 0 {
-            self.journal(Record::Done {
-                client: self.client_id.to_string(),
-                seq,
-            });
-        }
-    }
-
-    /// Journals a QoS 1/2 message given to a durable session; its sequence number (0 if the
-    /// session is not durable).
-    fn journal_enqueue(&mut self, message: &Message, grant: &Grant, now: Instant) -> u64 {
-        if !self.durable {
-            return 0;
-        }
-        self.next_seq += 1;
-        let seq = self.next_seq;
-        self.journal.push(Record::Enqueue {
-            client: self.client_id.to_string(),
-            seq,
-            message: stored(message, grant.qos, grant.retain, now),
-        });
-        seq
     }
 
     /// Puts back a message recovered from the log: in flight under its packet id if it had
@@ -269,7 +217,6 @@ impl Session {
         packet_id: Option<u16>,
         released: bool,
     ) {
-        self.next_seq = self.next_seq.max(seq);
         let out = Outgoing {
             message,
             grant,

@@ -52,6 +52,11 @@ const KIND_DOORBELL_WRITE: u64 = 5;
 const KIND_TIMER: u64 = 6;
 /// The store's I/O; the operation number the store gave rides in the slot bits.
 const KIND_STORE: u64 = 7;
+/// In a long loop pass, the store is looked at every this many completions: a landed commit
+/// releases its acknowledgements and the next commit starts mid-pass (see `kick_store`).
+const COMMIT_KICK_EVERY: usize = 8;
+/// ... once this long has passed since the pass began or the last look.
+const COMMIT_KICK_AFTER: Duration = Duration::from_micros(250);
 
 fn token(kind: u64, id: ConnId) -> u64 {
     kind << 56 | (u64::from(id.generation) & 0xFF_FFFF) << 32 | u64::from(id.slot)
@@ -99,6 +104,8 @@ pub struct Shard {
     blocked: VecDeque<(ShardId, ShardMsg)>,
     /// Connections with undecoded input left while paused.
     stalled: Vec<ConnId>,
+    /// Scratch for the store completions a mid-pass look takes (`kick_store`).
+    landed: Vec<Completion>,
     /// Connections in a lingering close (`linger.rs`), checked for their deadline each tick.
     lingering: Vec<ConnId>,
     stop: Arc<AtomicBool>,
@@ -162,6 +169,7 @@ impl Shard {
             conn_count: 0,
             blocked: VecDeque::new(),
             stalled: Vec::new(),
+            landed: Vec::new(),
             lingering: Vec::new(),
             stop,
             stopping_since: None,
@@ -192,8 +200,21 @@ impl Shard {
             }
             self.core.now = Instant::now();
             let mut completions = self.ring.completions();
-            for c in completions.drain(..) {
+            if completions.iter().any(|c| c.token >> 56 == KIND_STORE) {
+                // Landed commits first: their acknowledgements leave this pass and the next
+                // commit may start while the rest of the pass is handled.
+                completions.sort_by_key(|c| c.token >> 56 != KIND_STORE);
+            }
+            let mut looked = self.core.now;
+            for (n, c) in completions.drain(..).enumerate() {
                 self.on_completion(c);
+                if n % COMMIT_KICK_EVERY == COMMIT_KICK_EVERY - 1 {
+                    let now = Instant::now();
+                    if now.duration_since(looked) >= COMMIT_KICK_AFTER {
+                        looked = now;
+                        self.kick_store()?;
+                    }
+                }
             }
             self.ring.return_completions(completions);
             self.drain_mesh();
@@ -209,6 +230,7 @@ impl Shard {
                 self.retry_blocked();
             }
             self.flush();
+            self.core.flush_acked();
             self.submit_store_io();
             self.wake_peers();
             if self.stop.load(Ordering::Relaxed) && self.stopping_since.is_none() {

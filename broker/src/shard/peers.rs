@@ -2,6 +2,7 @@
 //! a queue is full), draining what peers sent (adopting handed-over connections), waking
 //! peers, and performing the I/O the store asks for.
 
+use std::time::Instant;
 use storage::store::{IoDone, IoRequest};
 
 use super::{lookup, store_token, token, Shard, KIND_DOORBELL_WRITE, NO_CONN};
@@ -91,10 +92,41 @@ impl Shard {
         self.wakes = wakes;
     }
 
-    /// Submits the I/O the store asks for (its next batch), if any.
-    pub(super) fn submit_store_io(&mut self) {
+    /// Mid-pass, in a long pass: takes the store's landed commit if there is one (its
+    /// acknowledgements leave at once) and starts the next commit, so commits overlap the
+    /// handling of a burst instead of following it.
+    pub(super) fn kick_store(&mut self) -> std::io::Result<()> {
+        if !self.core.durable.persistent() {
+            return Ok(());
+        }
+        self.core.now = Instant::now();
+        if self.core.durable.committing() {
+            // Submits what is queued and gathers what completed, without waiting.
+            self.ring.submit_and_wait(0)?;
+            let mut landed = std::mem::take(&mut self.landed);
+            self.ring
+                .take_completions(|c| c.token >> 56 == super::KIND_STORE, &mut landed);
+            let any = !landed.is_empty();
+            for c in landed.drain(..) {
+                self.on_completion(c);
+            }
+            self.landed = landed;
+            if !any {
+                return Ok(());
+            }
+            self.flush();
+        }
+        self.core.flush_acked();
+        if self.submit_store_io() {
+            self.ring.submit()?;
+        }
+        Ok(())
+    }
+
+    /// Submits the I/O the store asks for (its next batch), if any; true if it did.
+    pub(super) fn submit_store_io(&mut self) -> bool {
         let Some(request) = self.core.durable.next_io(self.core.now) else {
-            return;
+            return false;
         };
         match request {
             IoRequest::WriteAndSync {
@@ -124,5 +156,6 @@ impl Shard {
                 tracing::error!(request = ?other, "store I/O of a kind this reactor cannot perform");
             }
         }
+        true
     }
 }

@@ -88,6 +88,8 @@ impl Ring {
             .setup_coop_taskrun()
             .setup_single_issuer()
             .setup_defer_taskrun()
+            // The kernel flags pending task work, so a non-waiting enter still reaps.
+            .setup_taskrun_flag()
             .setup_cqsize(config.cq_entries)
             .build(config.sq_entries)?;
         let bufs = BufRing::new(&ring, 0, config.recv_buffer_count, config.recv_buffer_bytes)?;
@@ -282,6 +284,16 @@ impl Ring {
         self.reap(entered)
     }
 
+    /// Submits everything queued without waiting and without reaping: operations start now,
+    /// their completions are gathered by the next [`Ring::submit_and_wait`].
+    pub fn submit(&mut self) -> io::Result<()> {
+        match self.ring.submit() {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Like [`Ring::submit_and_wait`], but returns after `timeout` even with fewer than
     /// `want` completions: batching wake-ups at moderate load, at a latency cost bounded by
     /// `timeout`.
@@ -345,6 +357,16 @@ impl Ring {
     }
 
     /// Returns an emptied completion vector for reuse.
+    /// Moves the gathered completions `pick` selects into `out` (the others stay, in order,
+    /// for [`Ring::completions`]).
+    pub fn take_completions(
+        &mut self,
+        pick: impl Fn(&Completion) -> bool,
+        out: &mut Vec<Completion>,
+    ) {
+        out.extend(self.completions.extract_if(.., |c| pick(c)));
+    }
+
     pub fn return_completions(&mut self, mut v: Vec<Completion>) {
         v.clear();
         if self.completions.is_empty() {

@@ -1,9 +1,11 @@
-//! Framing of records in a segment: `[length u32 LE][crc32c u32 LE][rkyv bytes]`, and the
-//! scan that recovery runs over a segment: every valid frame, and where and why it stopped.
+//! Framing of records in a segment: `[length u32 LE][crc32c u32 LE][payload]`, the payload
+//! rkyv bytes, or a compact record ([`crate::compact`]) when the length's top bit is set; and
+//! the scan that recovery runs over a segment: every valid frame, and where and why it stopped.
 
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
 
+use crate::compact;
 use crate::record::Record;
 
 /// Bytes before each record's payload.
@@ -13,6 +15,14 @@ pub const RECORD_BYTES_MAX: usize = 260 << 20;
 
 /// Appends one framed record to `out`.
 pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), crate::Error> {
+    if matches!(
+        record,
+        Record::Message { .. } | Record::Ref { .. } | Record::Acked { .. }
+    ) {
+        return encode_with(out, |out| {
+            compact::put_record(out, record);
+        });
+    }
     let bytes =
         rkyv::to_bytes::<RkyvError>(record).map_err(|e| crate::Error::Encode(e.to_string()))?;
     let len =
@@ -23,6 +33,28 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), crate::Error> {
     Ok(())
 }
 
+/// Appends one compact frame whose payload `put` writes straight into `out` (no
+/// intermediate buffer).
+pub fn encode_with(out: &mut Vec<u8>, put: impl FnOnce(&mut Vec<u8>)) -> Result<(), crate::Error> {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    put(out);
+    let payload = out.get(start + HEADER_BYTES..).unwrap_or(&[]);
+    let len = payload.len();
+    if len == 0 || len > RECORD_BYTES_MAX {
+        out.truncate(start);
+        return Err(crate::Error::Encode("record too large".into()));
+    }
+    let crc = crc32c::crc32c(payload);
+    let word = len as u32 | compact::COMPACT;
+    if let Some(h) = out.get_mut(start..start + HEADER_BYTES) {
+        let (w, c) = h.split_at_mut(4);
+        w.copy_from_slice(&word.to_le_bytes());
+        c.copy_from_slice(&crc.to_le_bytes());
+    }
+    Ok(())
+}
+
 fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     let b: [u8; 4] = buf.get(at..at + 4)?.try_into().ok()?;
     Some(u32::from_le_bytes(b))
@@ -30,7 +62,8 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 
 /// The frame at `at`, if it is whole, its checksum matches and it decodes: (record, size).
 fn frame_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
-    let len = read_u32(buf, at)? as usize;
+    let word = read_u32(buf, at)?;
+    let len = (word & !compact::COMPACT) as usize;
     if len == 0 || len > RECORD_BYTES_MAX {
         return None;
     }
@@ -38,6 +71,9 @@ fn frame_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
     let payload = buf.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?;
     if crc32c::crc32c(payload) != crc {
         return None;
+    }
+    if word & compact::COMPACT != 0 {
+        return Some((compact::parse(payload)?, HEADER_BYTES + len));
     }
     let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
     aligned.extend_from_slice(payload);

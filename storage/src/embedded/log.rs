@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use super::frame::{self, End};
 use super::segment::{Appender, Flight, BLOCK};
+use rustc_hash::FxHashMap;
+
+use crate::compact::{self, MessageRef};
 use crate::record::Record;
 use crate::state::State;
 use crate::Error;
@@ -68,9 +71,9 @@ pub struct Log {
     bytes: u64,
     state: State,
     /// Per live session: the oldest segment that may hold one of its records.
-    session_seg: std::collections::HashMap<String, u64>,
+    session_seg: FxHashMap<String, u64>,
     /// Per retained topic: the segment holding its record.
-    retained_seg: std::collections::HashMap<String, u64>,
+    retained_seg: FxHashMap<String, u64>,
     /// Bytes of records per segment.
     sizes: std::collections::BTreeMap<u64, u64>,
     /// The oldest segment holds nothing live: delete it once the current segment is durable
@@ -95,7 +98,10 @@ fn subject(record: &Record) -> Subject<'_> {
         | Record::Released { client, .. }
         | Record::Done { client, .. }
         | Record::Qos2Received { client, .. }
-        | Record::Qos2Released { client, .. } => Subject::Session(client),
+        | Record::Qos2Released { client, .. }
+        | Record::Message { client, .. }
+        | Record::Ref { client, .. }
+        | Record::Acked { client, .. } => Subject::Session(client),
         Record::Retain { message, .. } => Subject::Retained(&message.topic),
         Record::RetainClear { topic, .. } => Subject::Retained(topic),
     }
@@ -106,17 +112,11 @@ fn track(
     state: &State,
     record: &Record,
     seg: u64,
-    sessions: &mut std::collections::HashMap<String, u64>,
-    retained: &mut std::collections::HashMap<String, u64>,
+    sessions: &mut FxHashMap<String, u64>,
+    retained: &mut FxHashMap<String, u64>,
 ) {
     match subject(record) {
-        Subject::Session(client) => {
-            if state.sessions.contains_key(client) {
-                sessions.entry(client.to_string()).or_insert(seg);
-            } else {
-                sessions.remove(client);
-            }
-        }
+        Subject::Session(client) => track_session(state, client, seg, sessions),
         Subject::Retained(topic) => {
             let version = match record {
                 Record::Retain { version, .. } => Some(*version),
@@ -132,6 +132,15 @@ fn track(
                 }
             }
         }
+    }
+}
+
+/// Notes that `client`'s session has a record in `seg` (or is gone).
+fn track_session(state: &State, client: &str, seg: u64, sessions: &mut FxHashMap<String, u64>) {
+    if !state.sessions.contains_key(client) {
+        sessions.remove(client);
+    } else if !sessions.contains_key(client) {
+        sessions.insert(client.to_string(), seg);
     }
 }
 
@@ -187,8 +196,8 @@ impl Log {
             .collect();
         segments.sort_unstable();
         let mut state = State::default();
-        let mut session_seg = std::collections::HashMap::new();
-        let mut retained_seg = std::collections::HashMap::new();
+        let mut session_seg = FxHashMap::default();
+        let mut retained_seg = FxHashMap::default();
         let mut sizes = std::collections::BTreeMap::new();
         let mut recovery = Recovery::default();
         let mut bytes = 0;
@@ -282,11 +291,52 @@ impl Log {
         self.push(record)
     }
 
+    /// Adds a message given to `client`'s session with id `id`, written once for the shard
+    /// (further recipients: [`Record::Ref`]); encoded straight from the borrowed parts.
+    pub fn append_message(
+        &mut self,
+        client: &str,
+        id: u64,
+        qos: u8,
+        retain: bool,
+        message: &MessageRef<'_>,
+    ) -> Result<(), Error> {
+        let mut body_at = 0;
+        let framed = self.appender.push_with(|out| {
+            compact::put_message(out, client, id, qos, retain, message);
+            // The body is the tail of the payload: what follows the recipient's flags.
+            body_at = out.len() - compact::body_len(message);
+        })?;
+        let n = framed.len();
+        let body = framed.get(body_at..).unwrap_or(&[]);
+        self.state.apply_message(client, id, qos, retain, body);
+        track_session(&self.state, client, self.current(), &mut self.session_seg);
+        self.count(n);
+        Ok(())
+    }
+
+    /// Adds a batch of `client`'s sequence numbers that are done (a [`Record::Acked`]).
+    pub fn append_acked(&mut self, client: &str, seqs: &[u64]) -> Result<(), Error> {
+        let n = self
+            .appender
+            .push_with(|out| compact::put_acked(out, client, seqs))?
+            .len();
+        self.state.apply_acked(client, seqs);
+        track_session(&self.state, client, self.current(), &mut self.session_seg);
+        self.count(n);
+        Ok(())
+    }
+
     fn push(&mut self, record: &Record) -> Result<(), Error> {
-        let n = self.appender.push(record)? as u64;
+        let n = self.appender.push(record)?;
+        self.count(n);
+        Ok(())
+    }
+
+    fn count(&mut self, n: usize) {
+        let n = n as u64;
         self.bytes += n;
         *self.sizes.entry(self.current()).or_default() += n;
-        Ok(())
     }
 
     fn current(&self) -> u64 {
@@ -309,7 +359,7 @@ impl Log {
         let current = self.current();
         let start = self.bytes;
         // Whole sessions and retained topics that may still have records in the oldest segment.
-        let stale = |m: &std::collections::HashMap<String, u64>| -> Vec<String> {
+        let stale = |m: &FxHashMap<String, u64>| -> Vec<String> {
             m.iter()
                 .filter(|(_, seg)| **seg <= oldest)
                 .map(|(k, _)| k.clone())

@@ -13,6 +13,7 @@ pub mod segment;
 
 use std::time::{Duration, Instant};
 
+use crate::compact::MessageRef;
 use crate::record::Record;
 use crate::state::State;
 use crate::store::{IoDone, IoRequest, Landed, Store};
@@ -123,6 +124,25 @@ impl Store for EmbeddedStore {
 
     fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.log.append(record)?;
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn append_message(
+        &mut self,
+        client: &str,
+        id: u64,
+        qos: u8,
+        retain: bool,
+        message: &MessageRef<'_>,
+    ) -> Result<(), Error> {
+        self.log.append_message(client, id, qos, retain, message)?;
+        self.appended += 1;
+        Ok(())
+    }
+
+    fn append_acked(&mut self, client: &str, seqs: &[u64]) -> Result<(), Error> {
+        self.log.append_acked(client, seqs)?;
         self.appended += 1;
         Ok(())
     }

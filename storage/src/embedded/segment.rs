@@ -1,7 +1,7 @@
 //! Appending to a segment with group commit, sans-IO: records are framed into a buffer whose
 //! start is block-aligned (for O_DIRECT), and [`Appender::take_flight`] hands the aligned
-//! bytes to write, and where, to whoever writes them. The last partial block is written again by the next commit, with more
-//! records in it, so every write is whole blocks at a block-aligned offset.
+//! bytes to write, and where, to whoever writes them. The last partial block is written
+//! again by the next commit, with more records in it, so every write is whole blocks at a block-aligned offset.
 
 use super::frame;
 use crate::record::Record;
@@ -117,6 +117,19 @@ impl Appender {
         Ok(self.scratch.len())
     }
 
+    /// Frames a compact record whose payload `put` writes (into a cleared buffer, after the
+    /// frame header); returns the framed record.
+    pub fn push_with(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> Result<&[u8], crate::Error> {
+        self.scratch.clear();
+        frame::encode_with(&mut self.scratch, put)?;
+        if self.flying {
+            self.spare.extend_from_slice(&self.scratch);
+        } else {
+            self.buf.extend(&self.scratch);
+        }
+        Ok(&self.scratch)
+    }
+
     /// Bytes appended but not durable yet.
     pub fn pending(&self) -> u64 {
         self.end() - self.durable
@@ -158,8 +171,11 @@ impl Appender {
         if let Some(end) = durable_to {
             self.written(end);
         }
+        // The spare buffer keeps its capacity for the next flight.
         let spare = std::mem::take(&mut self.spare);
         self.buf.extend(&spare);
+        self.spare = spare;
+        self.spare.clear();
     }
 
     /// Bytes known durable.
