@@ -107,6 +107,22 @@ pub enum Record {
         /// Packet id.
         packet_id: u16,
     },
+    /// A retained message was set.
+    Retain {
+        /// The message (topic inside).
+        message: StoredMessage,
+        /// Last-writer-wins version (wall-clock nanoseconds, shard id in the low bits).
+        version: u64,
+    },
+    /// A topic's retained message was cleared.
+    RetainClear {
+        /// Topic.
+        topic: String,
+        /// Last-writer-wins version.
+        version: u64,
+    },
+    // The compact records come last: rkyv tags variants by position, and logs written before
+    // them hold the variants above under their old tags.
     /// A QoS 1/2 message given to a session, written once per shard however many sessions
     /// get it: its body (see [`crate::compact`]) and its first recipient. `id` is the
     /// shard's message id and the recipient's sequence number. Encoded compactly.
@@ -140,19 +156,5 @@ pub enum Record {
         client: String,
         /// Sequence numbers (a set).
         seqs: Vec<u64>,
-    },
-    /// A retained message was set.
-    Retain {
-        /// The message (topic inside).
-        message: StoredMessage,
-        /// Last-writer-wins version (wall-clock nanoseconds, shard id in the low bits).
-        version: u64,
-    },
-    /// A topic's retained message was cleared.
-    RetainClear {
-        /// Topic.
-        topic: String,
-        /// Last-writer-wins version.
-        version: u64,
     },
 }

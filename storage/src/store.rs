@@ -23,8 +23,9 @@ use crate::Error;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum IoRequest {
-    /// Write `buf[range]` at `offset` of `fd`, then fdatasync `fd` (linked: the sync runs only
-    /// after the write). `buf` comes back with the write's completion.
+    /// Write `buf[range]` at `offset` of `fd` durably, as a write followed by an fdatasync of
+    /// `fd` (the shard's ring does it as one `RWF_DSYNC` write; the sync's completion is 0 only
+    /// once the whole write is durable). `buf` comes back with the write's completion.
     WriteAndSync {
         /// The file.
         fd: RawFd,

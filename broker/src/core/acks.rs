@@ -19,6 +19,20 @@ impl Core {
         else {
             return;
         };
+        // A done message's packet id may be given to the next one in the same pass: its
+        // `Acked` goes before that `Sent`, or a crash between them would restore both under
+        // one id.
+        let sends = |j: &crate::session::Journal| {
+            matches!(
+                j,
+                crate::session::Journal::Record(storage::record::Record::Sent { .. })
+            )
+        };
+        if !session.acked.is_empty() && session.journal.iter().any(sends) {
+            self.durable
+                .append_acked(&session.client_id, &session.acked);
+            session.acked.clear();
+        }
         for entry in session.journal.drain(..) {
             self.durable.append_journal(&session.client_id, entry);
         }

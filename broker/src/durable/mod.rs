@@ -113,8 +113,9 @@ impl Durable {
                 retain,
                 expires_at_ms,
             } => {
-                self.properties.clear();
-                if !message.properties.is_empty() {
+                if message.properties.is_empty() {
+                    self.properties.clear();
+                } else {
                     self.properties = message.properties.to_publish_wire();
                 }
                 let body = MessageRef {

@@ -232,7 +232,7 @@ counters! {
     store_commits: Counter,
         sys Shard("store/commits"),
         prom "ringmq_store_commits_total",
-        help "Group commits landed (one write and one fdatasync each).";
+        help "Group commits landed (one durable write each).";
     store_commit_bytes: Counter,
         sys Shard("store/bytes"),
         prom "ringmq_store_written_bytes_total",

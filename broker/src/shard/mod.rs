@@ -190,9 +190,10 @@ impl Shard {
         let batch = self.core.config.wait_completions_min as usize;
         let batch_timeout = Duration::from_micros(self.core.config.wait_timeout_us);
         loop {
-            if self.core.feeds_due() {
-                // Retained streams to go on with: look at completions without blocking.
-                self.ring.submit_and_wait(0)?;
+            if self.core.feeds_due() || self.ring.has_completions() {
+                // Retained streams to go on with, or completions a mid-pass look gathered:
+                // gather what is ready without blocking.
+                self.ring.submit_and_reap()?;
             } else if batch > 1 {
                 self.ring.submit_and_wait_batch(batch, batch_timeout)?;
             } else {

@@ -102,7 +102,7 @@ impl Shard {
         self.core.now = Instant::now();
         if self.core.durable.committing() {
             // Submits what is queued and gathers what completed, without waiting.
-            self.ring.submit_and_wait(0)?;
+            self.ring.submit_and_reap()?;
             let mut landed = std::mem::take(&mut self.landed);
             self.ring
                 .take_completions(|c| c.token >> 56 == super::KIND_STORE, &mut landed);

@@ -61,7 +61,8 @@ pub struct Ring {
     bufs: BufRing,
     sends: Vec<Option<(u64, BytesMut)>>,
     free_sends: Vec<usize>,
-    writes: Vec<Option<(u64, Vec<u8>)>>,
+    /// Durable writes in flight.
+    writes: Vec<Option<DurableWrite>>,
     free_writes: Vec<usize>,
     eventfd_word: Box<u64>,
     eventfd_one: Box<u64>,
@@ -80,6 +81,19 @@ impl std::fmt::Debug for Ring {
     }
 }
 
+/// A durable write in flight: its tokens, its buffer (owned by the kernel until it completes)
+/// and its length (a short write fails the sync).
+#[derive(Debug)]
+struct DurableWrite {
+    token: u64,
+    buf: Vec<u8>,
+    sync_token: u64,
+    len: u32,
+}
+
+/// `IORING_ENTER_GETEVENTS` (linux/io_uring.h; the crate keeps its `sys` module private).
+const ENTER_GETEVENTS: u32 = 1;
+
 impl Ring {
     /// Sets up a ring with COOP_TASKRUN, SINGLE_ISSUER and DEFER_TASKRUN and registers its
     /// provided buffer ring as group 0. Must be used only from the thread that creates it.
@@ -88,8 +102,6 @@ impl Ring {
             .setup_coop_taskrun()
             .setup_single_issuer()
             .setup_defer_taskrun()
-            // The kernel flags pending task work, so a non-waiting enter still reaps.
-            .setup_taskrun_flag()
             .setup_cqsize(config.cq_entries)
             .build(config.sq_entries)?;
         let bufs = BufRing::new(&ring, 0, config.recv_buffer_count, config.recv_buffer_bytes)?;
@@ -184,10 +196,11 @@ impl Ring {
         self.push(e);
     }
 
-    /// Writes `buf[start..start + len]` to file `fd` at `offset`, then (linked: only once the
-    /// write succeeded) `fdatasync`s the file. The write completes with `write_token` and
-    /// hands `buf` back (`write_buf`); the sync completes with `sync_token` (-ECANCELED if the
-    /// write failed or was short). For O_DIRECT files, `buf`, `start`, `len` and `offset` must
+    /// Writes `buf[start..start + len]` to file `fd` at `offset` durably (one write with
+    /// RWF_DSYNC: data and the metadata to find it are stable when it completes, as after an
+    /// `fdatasync`). The write completes with `write_token` and hands `buf` back
+    /// (`write_buf`); a second completion with `sync_token` follows it, 0 or -ECANCELED if the
+    /// write failed or was short (what a linked fdatasync would give). For O_DIRECT files, `buf`, `start`, `len` and `offset` must
     /// be block aligned. Returns `buf` if the range is out of bounds.
     pub fn write_and_sync(
         &mut self,
@@ -213,27 +226,22 @@ impl Ring {
         };
         if let Some(s) = self.writes.get_mut(slot) {
             // The heap bytes behind `buf` do not move when the Vec value moves into the slab.
-            *s = Some((write_token, buf));
+            *s = Some(DurableWrite {
+                token: write_token,
+                buf,
+                sync_token,
+                len,
+            });
         }
+        // One write with RWF_DSYNC: durable when it completes (a FUA write or a cache flush,
+        // and the size change on an extending write), with no linked fsync that would wait
+        // for this thread to enter the kernel again before it starts.
         let write = opcode::Write::new(types::Fd(fd), ptr, len)
             .offset(offset)
+            .rw_flags(libc::RWF_DSYNC)
             .build()
-            .flags(squeue::Flags::IO_LINK)
             .user_data(WRITE_TAG | slot as u64);
-        let sync = opcode::Fsync::new(types::Fd(fd))
-            .flags(types::FsyncFlags::DATASYNC)
-            .build()
-            .user_data(sync_token);
-        // The pair must land in the same submission batch for the link to hold: make room.
-        let room = {
-            let sq = self.ring.submission();
-            sq.capacity() - sq.len()
-        };
-        if room < 2 {
-            let _ = self.ring.submit();
-        }
         self.push(write);
-        self.push(sync);
         Ok(())
     }
 
@@ -284,6 +292,20 @@ impl Ring {
         self.reap(entered)
     }
 
+    /// Submits everything queued and gathers what has completed, without waiting (an enter
+    /// with GETEVENTS and no minimum: it runs the deferred task work that posts completions).
+    pub fn submit_and_reap(&mut self) -> io::Result<()> {
+        let to_submit = self.ring.submission().len() as u32;
+        // SAFETY: no argument is passed (`None`: a null pointer, which the kernel ignores
+        // without IORING_ENTER_EXT_ARG), only counts and a flag.
+        let entered = unsafe {
+            self.ring
+                .submitter()
+                .enter::<libc::sigset_t>(to_submit, 0, ENTER_GETEVENTS, None)
+        };
+        self.reap(entered)
+    }
+
     /// Submits everything queued without waiting and without reaping: operations start now,
     /// their completions are gathered by the next [`Ring::submit_and_wait`].
     pub fn submit(&mut self) -> io::Result<()> {
@@ -330,9 +352,31 @@ impl Ring {
             } else if data & WRITE_TAG != 0 {
                 let slot = (data & !WRITE_TAG) as usize;
                 match self.writes.get_mut(slot).and_then(Option::take) {
-                    Some((token, buf)) => {
+                    Some(DurableWrite {
+                        token,
+                        buf,
+                        sync_token,
+                        len,
+                    }) => {
                         self.free_writes.push(slot);
-                        (token, None, Some(buf))
+                        // The sync's completion, as a linked fsync would give it: done with
+                        // the write, cancelled by a failed or short one.
+                        let whole = u32::try_from(cqe.result()).is_ok_and(|n| n == len);
+                        self.completions.push(Completion {
+                            token,
+                            result: cqe.result(),
+                            flags: cqe.flags(),
+                            send_buf: None,
+                            write_buf: Some(buf),
+                        });
+                        self.completions.push(Completion {
+                            token: sync_token,
+                            result: if whole { 0 } else { -libc::ECANCELED },
+                            flags: 0,
+                            send_buf: None,
+                            write_buf: None,
+                        });
+                        continue;
                     }
                     None => continue,
                 }
@@ -356,7 +400,11 @@ impl Ring {
         std::mem::take(&mut self.completions)
     }
 
-    /// Returns an emptied completion vector for reuse.
+    /// True when completions were gathered and not taken yet (the next pass must not wait).
+    pub fn has_completions(&self) -> bool {
+        !self.completions.is_empty()
+    }
+
     /// Moves the gathered completions `pick` selects into `out` (the others stay, in order,
     /// for [`Ring::completions`]).
     pub fn take_completions(
@@ -367,11 +415,12 @@ impl Ring {
         out.extend(self.completions.extract_if(.., |c| pick(c)));
     }
 
+    /// Returns an emptied completion vector for reuse (completions gathered meanwhile move
+    /// into it, in order).
     pub fn return_completions(&mut self, mut v: Vec<Completion>) {
         v.clear();
-        if self.completions.is_empty() {
-            self.completions = v;
-        }
+        v.append(&mut self.completions);
+        self.completions = v;
     }
 
     /// For a receive completion: hands the received bytes (if any) to `f` and returns the
