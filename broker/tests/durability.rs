@@ -196,6 +196,17 @@ fn drain(addr: std::net::SocketAddr, id: &str) -> (Vec<(u32, bool)>, Vec<u32>) {
 
 struct Rng(u64);
 impl Rng {
+    /// Seeded from the clock (never zero); the seed is printed so a failure can be replayed.
+    fn from_clock() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            | 1;
+        eprintln!("seed {seed}");
+        Rng(seed)
+    }
+
     fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -210,13 +221,7 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_clock();
     let sub_ids = [id_on("crash-sub", 0), id_on("crash-sub-b", 0)];
     let pub_id = id_on("crash-pub", 1);
     let mut totals = (0usize, 0usize, 0usize);
@@ -437,13 +442,7 @@ fn acknowledged_retained_sets_and_clears_survive_sigkill() {
         .ok()
         .and_then(|v| v.parse().ok())
         .map_or(6, |r: u64| r.div_ceil(3));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    eprintln!("seed {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::from_clock();
     for round in 0..rounds {
         let dir = scratch_dir("crash-retained");
         let mut broker = Broker::start_in(&dir, &[]);

@@ -8,6 +8,14 @@ use super::peer::ShardMsg;
 use super::Core;
 use crate::ids::{ConnId, SessionId};
 
+/// Writes a session's done sequence numbers as one record, if it has any.
+fn write_acked(durable: &mut crate::durable::Durable, session: &mut crate::session::Session) {
+    if !session.acked.is_empty() {
+        durable.append_acked(&session.client_id, &session.acked);
+        session.acked.clear();
+    }
+}
+
 impl Core {
     /// Moves a session's journal into the log; its done sequence numbers wait for the end of
     /// the loop pass ([`Core::flush_acked`]).
@@ -22,16 +30,8 @@ impl Core {
         // A done message's packet id may be given to the next one in the same pass: its
         // `Acked` goes before that `Sent`, or a crash between them would restore both under
         // one id.
-        let sends = |j: &crate::session::Journal| {
-            matches!(
-                j,
-                crate::session::Journal::Record(storage::record::Record::Sent { .. })
-            )
-        };
-        if !session.acked.is_empty() && session.journal.iter().any(sends) {
-            self.durable
-                .append_acked(&session.client_id, &session.acked);
-            session.acked.clear();
+        if !session.acked.is_empty() && session.journal_has_send() {
+            write_acked(&mut self.durable, session);
         }
         for entry in session.journal.drain(..) {
             self.durable.append_journal(&session.client_id, entry);
@@ -55,11 +55,7 @@ impl Core {
                 continue;
             };
             session.acked_listed = false;
-            if !session.acked.is_empty() {
-                self.durable
-                    .append_acked(&session.client_id, &session.acked);
-                session.acked.clear();
-            }
+            write_acked(&mut self.durable, session);
         }
         self.acked_dirty = dirty;
     }

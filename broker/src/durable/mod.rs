@@ -38,8 +38,8 @@ pub struct Durable {
     /// The last message id given (ids order every session's queue; above every recovered
     /// sequence number).
     last_id: u64,
-    /// The message whose body the store holds from the current routing (its further
-    /// recipients are written as references); 0 once acknowledgements may have been written.
+    /// The id of the last `Message` record appended: a later recipient of the same routing
+    /// is written as a `Ref` to it (ids are unique per routing, so an older id never matches).
     body_written: u64,
     /// Scratch for a message's encoded properties.
     properties: Vec<u8>,
@@ -91,13 +91,7 @@ impl Durable {
     /// references.
     pub fn append_journal(&mut self, client: &str, entry: Journal) {
         let result = match entry {
-            Journal::Record(record) => {
-                if matches!(record, Record::SessionEnd { .. }) {
-                    // The end may release the body: later recipients get it whole.
-                    self.body_written = 0;
-                }
-                self.store.append(&record)
-            }
+            Journal::Record(record) => self.store.append(&record),
             Journal::Enqueue {
                 seq, qos, retain, ..
             } if seq == self.body_written => self.store.append(&Record::Ref {
@@ -136,8 +130,6 @@ impl Durable {
 
     /// Hands a batch of `client`'s done sequence numbers to the store (one record).
     pub fn append_acked(&mut self, client: &str, seqs: &[u64]) {
-        // A body written before may be released by this: later recipients get it whole.
-        self.body_written = 0;
         let result = self.store.append_acked(client, seqs);
         self.note_append(result);
     }

@@ -39,6 +39,13 @@ impl Session {
         !self.journal.is_empty() || !self.acked.is_empty() && !self.acked_listed
     }
 
+    /// The journal holds a `Sent` (a QoS 2 packet id given to a message).
+    pub fn journal_has_send(&self) -> bool {
+        self.journal
+            .iter()
+            .any(|j| matches!(j, Journal::Record(Record::Sent { .. })))
+    }
+
     pub(super) fn journal(&mut self, record: Record) {
         if self.durable {
             self.journal.push(Journal::Record(record));

@@ -303,9 +303,7 @@ impl Log {
     ) -> Result<(), Error> {
         let mut body_at = 0;
         let framed = self.appender.push_with(|out| {
-            compact::put_message(out, client, id, qos, retain, message);
-            // The body is the tail of the payload: what follows the recipient's flags.
-            body_at = out.len() - compact::body_len(message);
+            body_at = compact::put_message(out, client, id, qos, retain, message);
         })?;
         let n = framed.len();
         let body = framed.get(body_at..).unwrap_or(&[]);
