@@ -25,6 +25,17 @@ pub enum Durability {
     Memory,
 }
 
+/// Where persistent sessions, their messages and retained messages are kept.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// The embedded log in `data_dir` (one per shard).
+    #[default]
+    Embedded,
+    /// Redis at `redis_url` (see ARCHITECTURE.md, "The Redis store").
+    Redis,
+}
+
 /// How log lines are written to stderr.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -345,6 +356,28 @@ config_keys! {
     compaction_bytes_per_second: u64 = 16 << 20,
         "16 MiB",
         "background compaction budget per shard: live records rewritten out of the oldest segment";
+    store: StoreKind = StoreKind::Embedded,
+        "`embedded`",
+        "`embedded`: the log in `data_dir`; `redis`: sessions, queued messages, QoS 2 state and \
+        retained messages in Redis at `redis_url`, written in batches across clients (needs \
+        `durability` `sync` or `batch`)";
+    redis_url: String = "redis://127.0.0.1:6379".to_string(),
+        "`redis://127.0.0.1:6379`",
+        "`redis://[[user]:password@]host[:port][/db]` of the Redis store";
+    redis_connect_timeout_ms: u64 = 1000,
+        "1000",
+        "longest wait for one connection to Redis (a shard waits for it when reconnecting)";
+    redis_start_wait_secs: u64 = 30,
+        "30",
+        "at start, how long to retry an unreachable Redis before giving up with an error";
+    redis_hold_ms: u64 = 5000,
+        "5000",
+        "while Redis is unreachable or refusing writes, acknowledgements are held this long; \
+        then they and new durable publishes are refused (0x97; MQTT 3: the connection closes) \
+        until writes land again";
+    redis_pending_bytes_max: usize = 64 << 20,
+        "64 MiB",
+        "commands per shard waiting for Redis beyond which durable publishes are refused";
 }
 
 /// A configuration value that is out of range; names the key.
@@ -368,6 +401,16 @@ fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
 pub const SHARDS_MAX: usize = 64;
 
 impl Config {
+    /// The Redis store's settings, from `redis_url` and the `redis_*` keys.
+    pub fn redis(&self) -> Result<storage::redis::RedisConfig, String> {
+        storage::redis::RedisConfig::parse(
+            &self.redis_url,
+            std::time::Duration::from_millis(self.redis_connect_timeout_ms),
+            std::time::Duration::from_millis(self.redis_hold_ms),
+            self.redis_pending_bytes_max,
+        )
+    }
+
     /// Reads a TOML file; unknown keys are errors.
     pub fn from_file(path: &PathBuf) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -451,6 +494,29 @@ impl Config {
         }
         if self.compaction_bytes_per_second < 4096 {
             return Err(bad("compaction_bytes_per_second", "must be at least 4096"));
+        }
+        if self.store == StoreKind::Redis {
+            if self.durability == Durability::Memory {
+                return Err(bad(
+                    "store",
+                    "`redis` needs `durability` `sync` or `batch` (memory keeps nothing)",
+                ));
+            }
+            if let Err(e) = self.redis() {
+                return Err(bad("redis_url", e));
+            }
+        }
+        if self.redis_connect_timeout_ms == 0 || self.redis_connect_timeout_ms > 60_000 {
+            return Err(bad(
+                "redis_connect_timeout_ms",
+                "must be between 1 and 60000",
+            ));
+        }
+        if self.redis_hold_ms > 3_600_000 {
+            return Err(bad("redis_hold_ms", "must be at most 3600000"));
+        }
+        if self.redis_pending_bytes_max < 1 << 20 {
+            return Err(bad("redis_pending_bytes_max", "must be at least 1048576"));
         }
         if self.fsync_interval_ms == 0 || self.fsync_interval_ms > 60_000 {
             return Err(bad("fsync_interval_ms", "must be between 1 and 60000"));

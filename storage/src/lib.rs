@@ -11,12 +11,15 @@
 //!   out, completions in) and the memory store.
 //! - [`embedded`]: the per-shard segment log on local disk (framing, group commit, recovery,
 //!   rolling, compaction) behind that trait.
+//! - [`redis`]: the same trait over Redis (sessions as hash-tagged keys, batches of commands
+//!   pipelined on the shard's ring, the start-up load).
 #![forbid(unsafe_code)]
 
 pub mod compact;
 pub mod embedded;
 pub mod queue;
 pub mod record;
+pub mod redis;
 pub mod state;
 pub mod store;
 

@@ -40,6 +40,36 @@ pub enum IoRequest {
         /// `op` of the sync's completion.
         sync_op: u32,
     },
+    /// Send `buf[range]` on socket `fd` (all of it, or a short count the store goes on
+    /// from); `buf` comes back with the completion.
+    Send {
+        /// The socket.
+        fd: RawFd,
+        /// The bytes (owned by the operation until it completes).
+        buf: Vec<u8>,
+        /// The part of `buf` to send.
+        range: Range<usize>,
+        /// `op` of the completion.
+        op: u32,
+    },
+    /// Receive into `buf[range]` from socket `fd` (the result: bytes received, 0 at end of
+    /// stream); `buf` comes back with the completion.
+    Recv {
+        /// The socket.
+        fd: RawFd,
+        /// The buffer (owned by the operation until it completes).
+        buf: Vec<u8>,
+        /// Where in `buf` to receive.
+        range: Range<usize>,
+        /// `op` of the completion.
+        op: u32,
+    },
+    /// Complete at once with `op` (the store has something to report, e.g. a refusal once
+    /// its backend stayed away too long, and no other I/O to report it through).
+    Wake {
+        /// `op` of the completion.
+        op: u32,
+    },
 }
 
 /// One completed operation of an [`IoRequest`].
@@ -104,8 +134,19 @@ pub trait Store: std::fmt::Debug {
     fn failing(&self) -> bool;
     /// The next I/O to perform, if a batch is due (at most one batch is out at a time).
     fn next_io(&mut self, now: Instant) -> Option<IoRequest>;
+    /// More I/O for the batch out, asked for after [`Store::next_io`] and after each
+    /// completion (a socket store's receive, the rest of a short send); none by default.
+    fn continue_io(&mut self) -> Option<IoRequest> {
+        None
+    }
     /// One completion of the I/O asked for; a [`Landed`] once the batch is complete.
     fn io_done(&mut self, done: IoDone) -> Option<Landed>;
+    /// A persistent session's client connected (a store that expires sessions by itself
+    /// stops doing so); nothing by default.
+    fn session_online(&mut self, _client: &str) {}
+    /// A persistent session's client went away: the session may be forgotten `expiry`
+    /// seconds from now (`u32::MAX`: never); nothing by default (the broker ends sessions).
+    fn session_offline(&mut self, _client: &str, _expiry: u32) {}
     /// Background work (compaction) within `budget` bytes; called on the shard's tick.
     fn maintain(&mut self, budget: u64) -> Result<(), Error>;
 }

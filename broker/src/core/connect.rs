@@ -262,6 +262,10 @@ pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
         if end_on_disk {
             session.journal_end();
         }
+        if durable {
+            let client = session.client_id.clone();
+            core.durable.session_online(&client);
+        }
     }
     let keep_alive_max = core.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()

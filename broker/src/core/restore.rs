@@ -97,7 +97,7 @@ impl Core {
             sessions,
             messages,
             retained = retained_count,
-            "recovered from the log"
+            "recovered from the store"
         );
     }
 }

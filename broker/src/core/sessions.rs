@@ -113,7 +113,13 @@ impl Core {
         match session.expiry_interval {
             0 => self.remove_session(sid),
             u32::MAX => session.expires_at = None,
-            secs => session.expires_at = Some(now + Duration::from_secs(u64::from(secs))),
+            secs => {
+                session.expires_at = Some(now + Duration::from_secs(u64::from(secs)));
+                if session.durable {
+                    let client = session.client_id.clone();
+                    self.durable.session_offline(&client, secs);
+                }
+            }
         }
         if let Some(will) = will_now {
             self.publish(will, Origin::Broker);

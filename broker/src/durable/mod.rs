@@ -11,6 +11,7 @@
 
 pub mod ledger;
 pub mod recover;
+pub mod recover_redis;
 pub mod reshard;
 
 use std::time::Instant;
@@ -230,11 +231,28 @@ impl Durable {
     pub fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
         let request = self.store.next_io(now)?;
         let bytes = match &request {
-            IoRequest::WriteAndSync { range, .. } => range.len() as u64,
+            IoRequest::WriteAndSync { range, .. } | IoRequest::Send { range, .. } => {
+                range.len() as u64
+            }
             _ => 0,
         };
         self.commit = Some((now, bytes, self.ledger.durable()));
         Some(request)
+    }
+
+    /// Further I/O the batch out needs (see [`Store::continue_io`]).
+    pub fn continue_io(&mut self) -> Option<IoRequest> {
+        self.store.continue_io()
+    }
+
+    /// A persistent session's client connected (see [`Store::session_online`]).
+    pub fn session_online(&mut self, client: &str) {
+        self.store.session_online(client);
+    }
+
+    /// A persistent session's client went away (see [`Store::session_offline`]).
+    pub fn session_offline(&mut self, client: &str, expiry: u32) {
+        self.store.session_offline(client, expiry);
     }
 
     /// One completion of the store's I/O; what a landed batch released (counted in `stats`).
@@ -260,7 +278,7 @@ impl Durable {
                 self.write_failing = true;
                 tracing::error!(%error, "store write failed: publishes that need durability are refused (0x97) until a retry succeeds");
             }
-            None if self.write_failing => {
+            None if self.write_failing && landed.durable > self.ledger.durable() => {
                 self.write_failing = false;
                 tracing::info!("store writes succeed again: durable publishes accepted");
             }

@@ -12,7 +12,7 @@ use storage::record::{Record, StoredMessage};
 use storage::state::State;
 use storage::store::{MemoryStore, Store};
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability, StoreKind};
 use crate::ids::ShardId;
 
 /// What a shard starts from: its store, the state replayed from it, the retained messages it
@@ -53,6 +53,9 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     if config.durability == Durability::Memory {
         return Ok((0..shards).map(|_| Recovered::memory()).collect());
     }
+    if config.store == StoreKind::Redis {
+        return super::recover_redis::recover(config);
+    }
     let commit_interval = match config.durability {
         Durability::Batch => Duration::from_millis(config.fsync_interval_ms),
         _ => Duration::ZERO,
@@ -90,9 +93,41 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             )
         })
         .unzip();
-    let filters: Vec<Vec<String>> = opened
+    let parts = opened
+        .into_iter()
+        .zip(owned)
+        .map(|((store, state), retained)| {
+            (Box::new(store) as Box<dyn Store + Send>, state, retained)
+        })
+        .collect();
+    Ok(assemble(parts, retain_version))
+}
+
+/// What each shard starts from, given its store, state and retained messages: adds the routes
+/// of its peers' recovered subscriptions.
+pub(super) fn assemble(
+    parts: Vec<(Box<dyn Store + Send>, State, Vec<Retained>)>,
+    retain_version: u64,
+) -> Vec<Recovered> {
+    let remote = remote_routes(&parts.iter().map(|(_, state, _)| state).collect::<Vec<_>>());
+    parts
+        .into_iter()
+        .zip(remote)
+        .map(|((store, state, retained), remote_routes)| Recovered {
+            store,
+            state: Some(state),
+            retained,
+            retain_version,
+            remote_routes,
+        })
+        .collect()
+}
+
+/// For each shard, the (filter, peer) routes of its peers' recovered subscriptions.
+fn remote_routes(states: &[&State]) -> Vec<Vec<(String, ShardId)>> {
+    let filters: Vec<Vec<String>> = states
         .iter()
-        .map(|(_, state)| {
+        .map(|state| {
             let mut f: Vec<String> = state
                 .sessions
                 .values()
@@ -103,30 +138,20 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             f
         })
         .collect();
-    Ok(opened
-        .into_iter()
-        .zip(owned)
-        .enumerate()
-        .map(|(i, ((store, state), retained))| {
-            let remote_routes = filters
+    (0..states.len())
+        .map(|i| {
+            filters
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
                 .flat_map(|(j, fs)| fs.iter().map(move |f| (f.clone(), ShardId(j as u16))))
-                .collect();
-            Recovered {
-                store: Box::new(store),
-                state: Some(state),
-                retained,
-                retain_version,
-                remote_routes,
-            }
+                .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// A retained message as recovered, with its version.
-type Retained = (StoredMessage, u64);
+pub(super) type Retained = (StoredMessage, u64);
 
 /// Makes each retained message live in its owner shard's log only. A directory written when
 /// every shard kept a replica has topics in logs that do not own them: the owner's log gets

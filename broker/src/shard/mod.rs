@@ -269,6 +269,7 @@ impl Shard {
                     result: c.result,
                     buf: c.write_buf,
                 });
+                self.continue_store_io();
                 self.apply();
             }
             // Doorbell writes and cancel requests need nothing.

@@ -128,7 +128,26 @@ impl Shard {
         let Some(request) = self.core.durable.next_io(self.core.now) else {
             return false;
         };
-        match request {
+        self.perform_store_io(request);
+        self.continue_store_io();
+        true
+    }
+
+    /// Submits the further I/O the store's batch out needs (a socket store's receive, the
+    /// rest of a short send).
+    pub(super) fn continue_store_io(&mut self) {
+        // Bounded: a store asks for at most a send and a receive at once.
+        for _ in 0..4 {
+            let Some(request) = self.core.durable.continue_io() else {
+                return;
+            };
+            self.perform_store_io(request);
+        }
+    }
+
+    fn perform_store_io(&mut self, request: IoRequest) {
+        // What the ring could not take fails at once, through the store's own path.
+        let refused = match request {
             IoRequest::WriteAndSync {
                 fd,
                 buf,
@@ -138,24 +157,43 @@ impl Shard {
                 sync_op,
             } => {
                 let (write, sync) = (store_token(write_op), store_token(sync_op));
-                if let Err(buf) = self
+                match self
                     .ring
                     .write_and_sync(fd, buf, range, offset, write, sync)
                 {
-                    // Cannot happen for batches the store builds: fail the batch, retried.
-                    for (op, result, buf) in [
+                    Ok(()) => Vec::new(),
+                    Err(buf) => vec![
                         (write_op, -libc::EINVAL, Some(buf)),
                         (sync_op, -libc::ECANCELED, None),
-                    ] {
-                        self.core.store_io_done(IoDone { op, result, buf });
-                    }
-                    self.apply();
+                    ],
                 }
+            }
+            IoRequest::Send { fd, buf, range, op } => {
+                match self.ring.send_owned(fd, buf, range, store_token(op)) {
+                    Ok(()) => Vec::new(),
+                    Err(buf) => vec![(op, -libc::EINVAL, Some(buf))],
+                }
+            }
+            IoRequest::Recv { fd, buf, range, op } => {
+                match self.ring.recv_owned(fd, buf, range, store_token(op)) {
+                    Ok(()) => Vec::new(),
+                    Err(buf) => vec![(op, -libc::EINVAL, Some(buf))],
+                }
+            }
+            IoRequest::Wake { op } => {
+                self.ring.nop(store_token(op));
+                Vec::new()
             }
             other => {
                 tracing::error!(request = ?other, "store I/O of a kind this reactor cannot perform");
+                Vec::new()
             }
+        };
+        if !refused.is_empty() {
+            for (op, result, buf) in refused {
+                self.core.store_io_done(IoDone { op, result, buf });
+            }
+            self.apply();
         }
-        true
     }
 }

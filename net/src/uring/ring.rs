@@ -61,7 +61,7 @@ pub struct Ring {
     bufs: BufRing,
     sends: Vec<Option<(u64, BytesMut)>>,
     free_sends: Vec<usize>,
-    /// Durable writes in flight.
+    /// Durable writes and a store's socket operations in flight.
     writes: Vec<Option<DurableWrite>>,
     free_writes: Vec<usize>,
     eventfd_word: Box<u64>,
@@ -81,13 +81,14 @@ impl std::fmt::Debug for Ring {
     }
 }
 
-/// A durable write in flight: its tokens, its buffer (owned by the kernel until it completes)
-/// and its length (a short write fails the sync).
+/// A durable write, or a store's socket send or receive, in flight: its token, its buffer
+/// (owned by the kernel until it completes), for a durable write the token of the sync
+/// completion synthesized after it and its length (a short write fails the sync).
 #[derive(Debug)]
 struct DurableWrite {
     token: u64,
     buf: Vec<u8>,
-    sync_token: u64,
+    sync_token: Option<u64>,
     len: u32,
 }
 
@@ -122,7 +123,8 @@ impl Ring {
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every entry built here points only at memory that outlives the
-            // operation: send and write buffers in `self.sends` / `self.writes`, the eventfd
+            // operation: send buffers in `self.sends`, write and store socket buffers in
+            // `self.writes`, the eventfd
             // words and the timespec in
             // boxes owned by `self`, receive buffers in `self.bufs`.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
@@ -217,22 +219,12 @@ impl Ring {
             return Err(buf);
         };
         let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
-        let slot = match self.free_writes.pop() {
-            Some(slot) => slot,
-            None => {
-                self.writes.push(None);
-                self.writes.len() - 1
-            }
-        };
-        if let Some(s) = self.writes.get_mut(slot) {
-            // The heap bytes behind `buf` do not move when the Vec value moves into the slab.
-            *s = Some(DurableWrite {
-                token: write_token,
-                buf,
-                sync_token,
-                len,
-            });
-        }
+        let slot = self.owned_slot(DurableWrite {
+            token: write_token,
+            buf,
+            sync_token: Some(sync_token),
+            len,
+        });
         // One write with RWF_DSYNC: durable when it completes (a FUA write or a cache flush,
         // and the size change on an extending write), with no linked fsync that would wait
         // for this thread to enter the kernel again before it starts.
@@ -243,6 +235,84 @@ impl Ring {
             .user_data(WRITE_TAG | slot as u64);
         self.push(write);
         Ok(())
+    }
+
+    fn owned_slot(&mut self, op: DurableWrite) -> usize {
+        let slot = match self.free_writes.pop() {
+            Some(slot) => slot,
+            None => {
+                self.writes.push(None);
+                self.writes.len() - 1
+            }
+        };
+        if let Some(s) = self.writes.get_mut(slot) {
+            // The heap bytes behind the buffer do not move when the Vec moves into the slab.
+            *s = Some(op);
+        }
+        slot
+    }
+
+    /// Sends `buf[range]` on socket `fd` (waiting for all of it; a short count only on an
+    /// error or a closed peer); `buf` comes back in the completion (`write_buf`). Returns
+    /// `buf` if the range is out of bounds.
+    pub fn send_owned(
+        &mut self,
+        fd: RawFd,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        token: u64,
+    ) -> Result<(), Vec<u8>> {
+        debug_assert_eq!(token & (SEND_TAG | WRITE_TAG), 0);
+        let Some(bytes) = buf.get(range) else {
+            return Err(buf);
+        };
+        let (ptr, len) = (bytes.as_ptr(), bytes.len() as u32);
+        let slot = self.owned_slot(DurableWrite {
+            token,
+            buf,
+            sync_token: None,
+            len,
+        });
+        let e = opcode::Send::new(types::Fd(fd), ptr, len)
+            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+            .build()
+            .user_data(WRITE_TAG | slot as u64);
+        self.push(e);
+        Ok(())
+    }
+
+    /// Receives into `buf[range]` from socket `fd`; `buf` comes back in the completion
+    /// (`write_buf`), the result is the bytes received. Returns `buf` if the range is out of
+    /// bounds or empty.
+    pub fn recv_owned(
+        &mut self,
+        fd: RawFd,
+        mut buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        token: u64,
+    ) -> Result<(), Vec<u8>> {
+        debug_assert_eq!(token & (SEND_TAG | WRITE_TAG), 0);
+        let Some(bytes) = buf.get_mut(range).filter(|b| !b.is_empty()) else {
+            return Err(buf);
+        };
+        let (ptr, len) = (bytes.as_mut_ptr(), bytes.len() as u32);
+        let slot = self.owned_slot(DurableWrite {
+            token,
+            buf,
+            sync_token: None,
+            len,
+        });
+        let e = opcode::Recv::new(types::Fd(fd), ptr, len)
+            .build()
+            .user_data(WRITE_TAG | slot as u64);
+        self.push(e);
+        Ok(())
+    }
+
+    /// An operation that completes at once with `token` (result 0).
+    pub fn nop(&mut self, token: u64) {
+        debug_assert_eq!(token & (SEND_TAG | WRITE_TAG), 0);
+        self.push(opcode::Nop::new().build().user_data(token));
     }
 
     /// Reads an eventfd (one such read in flight per ring).
@@ -359,9 +429,6 @@ impl Ring {
                         len,
                     }) => {
                         self.free_writes.push(slot);
-                        // The sync's completion, as a linked fsync would give it: done with
-                        // the write, cancelled by a failed or short one.
-                        let whole = u32::try_from(cqe.result()).is_ok_and(|n| n == len);
                         self.completions.push(Completion {
                             token,
                             result: cqe.result(),
@@ -369,13 +436,18 @@ impl Ring {
                             send_buf: None,
                             write_buf: Some(buf),
                         });
-                        self.completions.push(Completion {
-                            token: sync_token,
-                            result: if whole { 0 } else { -libc::ECANCELED },
-                            flags: 0,
-                            send_buf: None,
-                            write_buf: None,
-                        });
+                        // A durable write's sync completion, as a linked fsync would give
+                        // it: done with the write, cancelled by a failed or short one.
+                        if let Some(sync_token) = sync_token {
+                            let whole = u32::try_from(cqe.result()).is_ok_and(|n| n == len);
+                            self.completions.push(Completion {
+                                token: sync_token,
+                                result: if whole { 0 } else { -libc::ECANCELED },
+                                flags: 0,
+                                send_buf: None,
+                                write_buf: None,
+                            });
+                        }
                         continue;
                     }
                     None => continue,

@@ -220,7 +220,10 @@ mod tests {
         use std::os::unix::fs::FileExt;
         let IoRequest::WriteAndSync {
             buf, range, offset, ..
-        } = request;
+        } = request
+        else {
+            panic!("the embedded store asks only for durable writes");
+        };
         let f = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("00000001.log"))

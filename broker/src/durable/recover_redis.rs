@@ -1,0 +1,93 @@
+//! Start-up recovery with the Redis store: every session and retained message loaded from
+//! Redis (retrying an unreachable Redis for `redis_start_wait_secs`), each session given to
+//! its client's home shard and each retained message to its topic's owner, and one Redis
+//! connection opened per shard for its store.
+
+use std::time::{Duration, Instant};
+
+use storage::redis::load::{self, Loaded};
+use storage::redis::RedisStore;
+use storage::state::State;
+use storage::store::Store;
+
+use super::recover::{assemble, Recovered, Retained};
+use crate::config::Config;
+
+/// Loads everything from Redis and prepares what each shard starts from.
+pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
+    let shards = config.shards;
+    let redis = config
+        .redis()
+        .map_err(|e| anyhow::anyhow!("config key `redis_url`: {e}"))?;
+    let started = Instant::now();
+    let wait = Duration::from_secs(config.redis_start_wait_secs);
+    let mut said = false;
+    let loaded: Loaded = loop {
+        match load::load(&redis) {
+            Ok(loaded) => break loaded,
+            Err(e) if started.elapsed() < wait => {
+                if !said {
+                    tracing::warn!(url = %redis.url, error = %e, wait_secs = config.redis_start_wait_secs, "Redis unreachable at start; retrying");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => anyhow::bail!(
+                "the Redis store at {} is unreachable: {e} (retried for {} s, `redis_start_wait_secs`)",
+                redis.url,
+                config.redis_start_wait_secs
+            ),
+        }
+    };
+    tracing::info!(
+        url = %redis.url,
+        sessions = loaded.sessions.len(),
+        retained = loaded.retained.len(),
+        skipped = loaded.skipped,
+        millis = started.elapsed().as_millis() as u64,
+        "sessions loaded from Redis"
+    );
+    let now = Instant::now();
+    let mut states: Vec<State> = (0..shards).map(|_| State::default()).collect();
+    let mut stores = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let conn = redis
+            .connect()
+            .map_err(|e| anyhow::anyhow!("the Redis store at {}: {e}", redis.url))?;
+        stores.push(RedisStore::new(redis.clone(), conn, now));
+    }
+    for session in loaded.sessions {
+        let home = crate::ids::home_shard(session.client.as_bytes(), shards).index();
+        let (Some(state), Some(store)) = (states.get_mut(home), stores.get_mut(home)) else {
+            continue;
+        };
+        for record in &session.records {
+            state.apply(record);
+        }
+        if session.qos2 {
+            store.loaded_qos2(&session.client);
+        }
+        // Offline from now until its client connects: its keys expire with it.
+        if session.expiry != u32::MAX {
+            store.session_offline(&session.client, session.expiry);
+        }
+    }
+    let mut retained: Vec<Vec<Retained>> = (0..shards).map(|_| Vec::new()).collect();
+    let mut retain_version = 0;
+    for (message, version) in loaded.retained {
+        retain_version = retain_version.max(version);
+        let owner = crate::retained::owner(&message.topic, shards).index();
+        if let Some(r) = retained.get_mut(owner) {
+            r.push((message, version));
+        }
+    }
+    let parts = stores
+        .into_iter()
+        .zip(states)
+        .zip(retained)
+        .map(|((store, state), retained)| {
+            (Box::new(store) as Box<dyn Store + Send>, state, retained)
+        })
+        .collect();
+    Ok(assemble(parts, retain_version))
+}

@@ -1,0 +1,286 @@
+//! The start-up load: every session and retained message in Redis, read with a blocking
+//! connection in bounded batches (`SCAN` of session keys, `COUNT` per step; one pipeline of
+//! reads per step), validated, and turned into the records that rebuild them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use super::layout::{self, INBOUND, PACKET_IDS, PREFIX, QUEUE, RELEASED, RETAINED, SESSION};
+use super::resp::{self, Reply};
+use super::RedisConfig;
+use crate::record::{Record, StoredMessage};
+
+/// Keys asked for per `SCAN` / `HSCAN` step.
+const SCAN_COUNT: &[u8] = b"1000";
+
+/// What the load found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Per session: its client id, expiry, whether it has outbound QoS 2 state, and the
+    /// records that rebuild it (in an order [`crate::state::State::apply`] takes).
+    pub sessions: Vec<LoadedSession>,
+    /// Retained messages with their versions.
+    pub retained: Vec<(StoredMessage, u64)>,
+    /// Values that did not validate (skipped, logged).
+    pub skipped: usize,
+}
+
+/// One session read back.
+#[derive(Debug)]
+pub struct LoadedSession {
+    /// Client id.
+    pub client: String,
+    /// Expiry interval, seconds.
+    pub expiry: u32,
+    /// It has outbound QoS 2 state.
+    pub qos2: bool,
+    /// The records that rebuild it.
+    pub records: Vec<Record>,
+}
+
+/// A blocking connection for the load.
+#[derive(Debug)]
+struct Client {
+    stream: TcpStream,
+    rx: Vec<u8>,
+}
+
+impl Client {
+    /// Sends `commands` as one pipeline; their replies, in order.
+    fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
+        let out: Vec<u8> = commands.concat();
+        self.stream.write_all(&out)?;
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut buf = vec![0u8; 256 << 10];
+        let mut at = 0;
+        while replies.len() < commands.len() {
+            match resp::parse(self.rx.get(at..).unwrap_or_default())
+                .map_err(std::io::Error::other)?
+            {
+                Some((reply, used)) => {
+                    at += used;
+                    replies.push(reply);
+                }
+                None => {
+                    let n = self.stream.read(&mut buf)?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                    self.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                }
+            }
+        }
+        self.rx.drain(..at);
+        Ok(replies)
+    }
+}
+
+fn bulk(reply: Reply) -> Option<Vec<u8>> {
+    match reply {
+        Reply::Bulk(b) => b,
+        _ => None,
+    }
+}
+
+fn items(reply: Reply) -> std::io::Result<Vec<Reply>> {
+    match reply {
+        Reply::Array(Some(items)) => Ok(items),
+        Reply::Error(e) => Err(std::io::Error::other(format!("Redis: {e}"))),
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// Pairs of a `HGETALL` / `HSCAN` page.
+fn pairs(reply: Reply) -> std::io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut it = items(reply)?.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        if let (Some(k), Some(v)) = (bulk(k), bulk(v)) {
+            out.push((k, v));
+        }
+    }
+    Ok(out)
+}
+
+/// A `SCAN`-like reply: the next cursor and the page.
+fn page(reply: Reply) -> std::io::Result<(Vec<u8>, Reply)> {
+    let mut it = items(reply)?.into_iter();
+    match (it.next().and_then(bulk), it.next()) {
+        (Some(cursor), Some(page)) => Ok((cursor, page)),
+        _ => Err(std::io::Error::other("Redis: malformed SCAN reply")),
+    }
+}
+
+fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
+    [PREFIX, client.as_bytes(), suffix].concat()
+}
+
+/// Reads every session and retained message from Redis.
+pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
+    let mut client = Client {
+        stream: config.connect()?,
+        rx: Vec::new(),
+    };
+    let mut loaded = Loaded::default();
+    let pattern = [PREFIX, b"*", SESSION].concat();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = client.pipeline(&[resp::command(&[
+            b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", SCAN_COUNT,
+        ])])?;
+        let (next, keys) = page(reply.into_iter().next().unwrap_or(Reply::Array(None)))?;
+        let clients: Vec<String> = items(keys)?
+            .into_iter()
+            .filter_map(bulk)
+            .filter_map(|k| layout::client_of_session_key(&k).map(str::to_string))
+            .collect();
+        let mut commands = Vec::with_capacity(clients.len() * 5);
+        for c in &clients {
+            commands.push(resp::command(&[b"HGETALL", &key(c, SESSION)]));
+            commands.push(resp::command(&[b"HGETALL", &key(c, QUEUE)]));
+            commands.push(resp::command(&[b"HGETALL", &key(c, PACKET_IDS)]));
+            commands.push(resp::command(&[b"SMEMBERS", &key(c, RELEASED)]));
+            commands.push(resp::command(&[b"SMEMBERS", &key(c, INBOUND)]));
+        }
+        let mut replies = client.pipeline(&commands)?.into_iter();
+        for c in clients {
+            let mut next_reply = || replies.next().unwrap_or(Reply::Array(None));
+            let (s, q, p, r, i) = (
+                next_reply(),
+                next_reply(),
+                next_reply(),
+                next_reply(),
+                next_reply(),
+            );
+            if let Some(session) = session(c, s, q, p, r, i, &mut loaded.skipped)? {
+                loaded.sessions.push(session);
+            }
+        }
+        if next == b"0" {
+            break;
+        }
+        cursor = next;
+    }
+    let mut cursor = b"0".to_vec();
+    loop {
+        let reply = client.pipeline(&[resp::command(&[
+            b"HSCAN", RETAINED, &cursor, b"COUNT", SCAN_COUNT,
+        ])])?;
+        let (next, entries) = page(reply.into_iter().next().unwrap_or(Reply::Array(None)))?;
+        for (topic, value) in pairs(entries)? {
+            match layout::retained_of(&value) {
+                Some((m, v)) if m.topic.as_bytes() == topic.as_slice() => {
+                    loaded.retained.push((m, v));
+                }
+                _ => {
+                    tracing::error!(topic = %String::from_utf8_lossy(&topic), "a retained message in Redis does not decode: skipped");
+                    loaded.skipped += 1;
+                }
+            }
+        }
+        if next == b"0" {
+            break;
+        }
+        cursor = next;
+    }
+    Ok(loaded)
+}
+
+/// One session from its five keys' replies (None: its session hash vanished meanwhile).
+fn session(
+    client: String,
+    s: Reply,
+    q: Reply,
+    p: Reply,
+    r: Reply,
+    i: Reply,
+    skipped: &mut usize,
+) -> std::io::Result<Option<LoadedSession>> {
+    let mut bad = |what: &str| {
+        tracing::error!(client = %client, "a {what} in Redis does not decode: skipped");
+        *skipped += 1;
+    };
+    let fields = pairs(s)?;
+    let Some(expiry) = fields
+        .iter()
+        .find(|(k, _)| k == b"e")
+        .and_then(|(_, v)| <[u8; 4]>::try_from(v.as_slice()).ok())
+        .map(u32::from_be_bytes)
+    else {
+        return Ok(None);
+    };
+    let mut records = vec![Record::Session {
+        client: client.clone(),
+        expiry,
+    }];
+    for (field, value) in &fields {
+        let Some(filter) = field.strip_prefix(b"f") else {
+            continue;
+        };
+        match layout::subscription_of(filter, value) {
+            Some(sub) => records.push(Record::Subscribe {
+                client: client.clone(),
+                sub,
+            }),
+            None => bad("subscription"),
+        }
+    }
+    let mut queued: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (field, value) in pairs(q)? {
+        match layout::u64_of(&field) {
+            Some(seq) if layout::queued_of(&value).is_some() => queued.push((seq, value)),
+            _ => bad("queued message"),
+        }
+    }
+    queued.sort_unstable_by_key(|(seq, _)| *seq);
+    let ids: Vec<(u64, u16)> = pairs(p)?
+        .into_iter()
+        .filter_map(|(f, v)| Some((layout::u64_of(&f)?, layout::u16_of(&v)?)))
+        .collect();
+    let released: Vec<u64> = items(r)?
+        .into_iter()
+        .filter_map(bulk)
+        .filter_map(|m| layout::u64_of(&m))
+        .collect();
+    let qos2 = !ids.is_empty() || !released.is_empty();
+    for (seq, value) in queued {
+        let Some((qos, retain, body)) = layout::queued_of(&value) else {
+            continue;
+        };
+        records.push(Record::Message {
+            client: client.clone(),
+            id: seq,
+            qos,
+            retain,
+            body: body.to_vec(),
+        });
+    }
+    for (seq, packet_id) in ids {
+        records.push(Record::Sent {
+            client: client.clone(),
+            seq,
+            packet_id,
+        });
+    }
+    for seq in released {
+        records.push(Record::Released {
+            client: client.clone(),
+            seq,
+        });
+    }
+    for member in items(i)?.into_iter().filter_map(bulk) {
+        match layout::u16_of(&member) {
+            Some(packet_id) => records.push(Record::Qos2Received {
+                client: client.clone(),
+                packet_id,
+            }),
+            None => bad("inbound QoS 2 id"),
+        }
+    }
+    Ok(Some(LoadedSession {
+        client,
+        expiry,
+        qos2,
+        records,
+    }))
+}
