@@ -91,13 +91,43 @@ pub fn u16_of(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(bytes.try_into().ok()?))
 }
 
+/// A queued message's commands in the pending buffer (the `HSET`, and its `PEXPIREAT` if
+/// offline): dropped if the message is acknowledged before the buffer is sent.
+#[derive(Debug)]
+struct Written {
+    start: usize,
+    end: usize,
+    /// Where the client id sits in its key.
+    client_at: usize,
+    client_len: usize,
+    commands: usize,
+    /// The next written entry of the same message id (further recipients), or `NONE`.
+    next: u32,
+    dead: bool,
+}
+
+const NONE: u32 = u32::MAX;
+
 /// Turns records into commands, appended to one pipeline buffer; counts the commands (each
 /// gets one reply). Keeps what the records alone do not say: the body a [`Record::Ref`]
 /// refers to, which sessions are offline (and their deadline), which have QoS 2 state.
+///
+/// A message acknowledged while its `HSET` still waits in the buffer is *elided*: the `HSET`
+/// is cut out when the buffer is taken ([`Encoder::take`]) and no `HDEL` is written for it.
+/// Redis ends in the same state (set then deleted); a crash before the buffer lands loses
+/// nothing acknowledged (its recipient has it), and what waits for the buffer's position still
+/// waits for the buffer to land.
 #[derive(Debug, Default)]
 pub struct Encoder {
-    /// Commands encoded so far (since the last [`Encoder::take_count`]).
+    /// Live commands in the buffer (since the last [`Encoder::take`]).
     commands: usize,
+    /// Queued messages written into the buffer, in buffer order, and the first by id.
+    written: Vec<Written>,
+    written_by_id: FxHashMap<u64, u32>,
+    /// Scratch: sequence numbers of an acknowledgement batch not elided.
+    remaining: Vec<u64>,
+    /// Commands cut out so far (a counter for the store's figures).
+    elided: u64,
     /// The last message body written, by id (what the `Ref`s after it carry again: every
     /// client's queue is its own key).
     last_body: Option<(u64, Vec<u8>)>,
@@ -108,9 +138,50 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Commands encoded since the last call.
-    pub fn take_count(&mut self) -> usize {
+    /// Live commands in the buffer.
+    pub fn commands(&self) -> usize {
+        self.commands
+    }
+
+    /// Messages elided so far.
+    pub fn elided(&self) -> u64 {
+        self.elided
+    }
+
+    /// The buffer `out` is about to be sent: cuts out the elided commands; how many commands
+    /// it holds. The next records start a new buffer.
+    pub fn take(&mut self, out: &mut Vec<u8>) -> usize {
+        let mut kept = 0;
+        let mut from = 0;
+        for w in self.written.iter().filter(|w| w.dead) {
+            out.copy_within(from..w.start, kept);
+            kept += w.start - from;
+            from = w.end;
+        }
+        if from > 0 {
+            let len = out.len();
+            out.copy_within(from..len, kept);
+            out.truncate(kept + len - from);
+        }
+        self.written.clear();
+        self.written_by_id.clear();
         std::mem::take(&mut self.commands)
+    }
+
+    /// Marks the live written entry of (`client`, `id`) dead; false if there is none.
+    fn elide(&mut self, out: &[u8], client: &str, id: u64) -> bool {
+        let mut at = self.written_by_id.get(&id).copied().unwrap_or(NONE);
+        while let Some(w) = self.written.get_mut(at as usize) {
+            let same = out.get(w.client_at..w.client_at + w.client_len) == Some(client.as_bytes());
+            if same && !w.dead {
+                w.dead = true;
+                self.commands -= w.commands;
+                self.elided += 1;
+                return true;
+            }
+            at = w.next;
+        }
+        false
     }
 
     fn command(&mut self, out: &mut Vec<u8>, args: usize) {
@@ -186,12 +257,33 @@ impl Encoder {
         retain: bool,
         body: &[u8],
     ) {
+        let (start, commands) = (out.len(), self.commands);
         self.command(out, 4);
         put_arg(out, b"HSET");
         Self::key(out, client, QUEUE);
+        let client_at = out.len() - (client.len() + QUEUE.len() + 2);
         put_arg(out, &id.to_be_bytes());
         put_arg_parts(out, &[&[qos, u8::from(retain)], body]);
         self.keep_deadline(out, client, QUEUE);
+        let index = u32::try_from(self.written.len()).unwrap_or(NONE);
+        let next = match self.written_by_id.insert(id, index) {
+            Some(first) => {
+                // Keep the first of the id at the head; chain this one after it.
+                self.written_by_id.insert(id, first);
+                let head = self.written.get_mut(first as usize).map(|w| &mut w.next);
+                head.map_or(NONE, |n| std::mem::replace(n, index))
+            }
+            None => NONE,
+        };
+        self.written.push(Written {
+            start,
+            end: out.len(),
+            client_at,
+            client_len: client.len(),
+            commands: self.commands - commands,
+            next,
+            dead: false,
+        });
     }
 
     /// A batch of done sequence numbers.
@@ -200,7 +292,21 @@ impl Encoder {
             return;
         }
         let qos2 = self.qos2_out.contains(client);
-        let suffixes: &[(&[u8], &[u8])] = if qos2 {
+        let mut remaining = std::mem::take(&mut self.remaining);
+        remaining.clear();
+        if qos2 {
+            remaining.extend_from_slice(seqs);
+        } else {
+            for &seq in seqs {
+                if !self.elide(out, client, seq) {
+                    remaining.push(seq);
+                }
+            }
+        }
+        let seqs = &remaining[..];
+        let suffixes: &[(&[u8], &[u8])] = if seqs.is_empty() {
+            &[]
+        } else if qos2 {
             &[(b"HDEL", QUEUE), (b"HDEL", PACKET_IDS), (b"SREM", RELEASED)]
         } else {
             &[(b"HDEL", QUEUE)]
@@ -213,6 +319,7 @@ impl Encoder {
                 put_arg(out, &seq.to_be_bytes());
             }
         }
+        self.remaining = remaining;
     }
 
     /// Any record.
@@ -384,7 +491,7 @@ mod tests {
         let mut e = Encoder::default();
         let mut out = Vec::new();
         e.offline(&mut out, "c", Some(123));
-        assert_eq!(e.take_count(), ALL.len());
+        assert_eq!(e.take(&mut out), ALL.len());
         out.clear();
         e.record(
             &mut out,
@@ -393,10 +500,10 @@ mod tests {
                 packet_id: 1,
             },
         );
-        assert_eq!(e.take_count(), 2);
+        assert_eq!(e.take(&mut out), 2);
         assert!(out.windows(9).any(|w| w == b"PEXPIREAT"));
         e.online(&mut out, "c");
-        e.take_count();
+        e.take(&mut out);
         out.clear();
         e.record(
             &mut out,
@@ -405,6 +512,91 @@ mod tests {
                 packet_id: 1,
             },
         );
-        assert_eq!(e.take_count(), 1);
+        assert_eq!(e.take(&mut out), 1);
+    }
+
+    /// Parses a pipeline into its commands' arguments.
+    fn commands(mut buf: &[u8]) -> Vec<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        while !buf.is_empty() {
+            // A command has the shape of an array reply of bulk strings.
+            let (reply, used) = super::super::resp::parse(buf).unwrap().unwrap();
+            let super::super::resp::Reply::Array(Some(items)) = reply else {
+                panic!("not a command")
+            };
+            out.push(
+                items
+                    .into_iter()
+                    .map(|i| match i {
+                        super::super::resp::Reply::Bulk(Some(b)) => b,
+                        other => panic!("{other:?}"),
+                    })
+                    .collect(),
+            );
+            buf = &buf[used..];
+        }
+        out
+    }
+
+    #[test]
+    fn messages_acknowledged_before_the_buffer_is_sent_are_cut_out() {
+        let mut e = Encoder::default();
+        let mut out = Vec::new();
+        let m = MessageRef {
+            topic: "t",
+            properties: &[],
+            expires_at_ms: 0,
+            payload: b"p",
+        };
+        e.message(&mut out, "a", 1, 1, false, &m);
+        e.record(
+            &mut out,
+            &Record::Ref {
+                client: "b".into(),
+                id: 1,
+                qos: 1,
+                retain: false,
+            },
+        );
+        e.offline(&mut out, "c", Some(9));
+        e.record(
+            &mut out,
+            &Record::Ref {
+                client: "c".into(),
+                id: 1,
+                qos: 1,
+                retain: false,
+            },
+        );
+        e.message(&mut out, "a", 2, 1, false, &m);
+        // b and c acknowledge 1 (c's HSET and PEXPIREAT go), a acknowledges 2 and 7 (7 was
+        // written by an earlier buffer: an HDEL for it alone).
+        e.acked(&mut out, "b", &[1]);
+        e.acked(&mut out, "c", &[1]);
+        e.acked(&mut out, "a", &[2, 7]);
+        let n = e.take(&mut out);
+        let cmds = commands(&out);
+        assert_eq!(n, cmds.len());
+        let summary: Vec<(String, String)> = cmds
+            .iter()
+            .map(|c| {
+                (
+                    String::from_utf8_lossy(&c[0]).into_owned(),
+                    String::from_utf8_lossy(&c[1]).into_owned(),
+                )
+            })
+            .filter(|(verb, _)| verb != "PEXPIREAT")
+            .collect();
+        let expect = [("HSET", "ringmq:{a}:q"), ("HDEL", "ringmq:{a}:q")];
+        assert_eq!(
+            summary,
+            expect.map(|(v, k)| (v.to_string(), k.to_string())).to_vec()
+        );
+        assert_eq!(cmds.last().unwrap()[2], 7u64.to_be_bytes());
+        assert_eq!(e.elided(), 3);
+        // The next buffer starts clean: nothing of the last one can be elided any more.
+        out.clear();
+        e.acked(&mut out, "a", &[1]);
+        assert_eq!(e.take(&mut out), 1);
     }
 }

@@ -217,9 +217,10 @@ pub struct RedisStore {
     config: RedisConfig,
     encoder: layout::Encoder,
     conn: Option<TcpStream>,
-    /// Commands not sent yet, and how many.
+    /// Commands not sent yet (the encoder counts them).
     pending: Vec<u8>,
-    pending_commands: usize,
+    /// Records whose commands were all elided, landed without I/O (reported by a wake).
+    landed_empty: Option<u64>,
     appended: u64,
     durable: u64,
     batch: Option<Batch>,
@@ -251,7 +252,7 @@ impl RedisStore {
             encoder: layout::Encoder::default(),
             conn: Some(conn),
             pending: Vec::new(),
-            pending_commands: 0,
+            landed_empty: None,
             appended: 0,
             durable: 0,
             batch: None,
@@ -273,10 +274,6 @@ impl RedisStore {
     /// Remembers that a loaded session has outbound QoS 2 state.
     pub fn loaded_qos2(&mut self, client: &str) {
         self.encoder.has_qos2(client);
-    }
-
-    fn note_commands(&mut self) {
-        self.pending_commands += self.encoder.take_count();
     }
 
     fn op(&self, kind: u32) -> u32 {
@@ -458,7 +455,6 @@ impl Store for RedisStore {
 
     fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.encoder.record(&mut self.pending, record);
-        self.note_commands();
         self.appended += 1;
         Ok(())
     }
@@ -473,21 +469,18 @@ impl Store for RedisStore {
     ) -> Result<(), Error> {
         self.encoder
             .message(&mut self.pending, client, id, qos, retain, message);
-        self.note_commands();
         self.appended += 1;
         Ok(())
     }
 
     fn append_acked(&mut self, client: &str, seqs: &[u64]) -> Result<(), Error> {
         self.encoder.acked(&mut self.pending, client, seqs);
-        self.note_commands();
         self.appended += 1;
         Ok(())
     }
 
     fn session_online(&mut self, client: &str) {
         self.encoder.online(&mut self.pending, client);
-        self.note_commands();
     }
 
     fn session_offline(&mut self, client: &str, expiry: u32) {
@@ -498,7 +491,6 @@ impl Store for RedisStore {
             now + u64::from(expiry) * 1000
         });
         self.encoder.offline(&mut self.pending, client, deadline);
-        self.note_commands();
     }
 
     fn appended(&self) -> u64 {
@@ -526,13 +518,24 @@ impl Store for RedisStore {
                 self.retry = Some(b);
                 return self.wake_to_refuse(now);
             }
-            None if self.pending_commands == 0 => return None,
+            None if self.appended == self.durable && self.encoder.commands() == 0 => return None,
             None => {
+                let commands = self.encoder.take(&mut self.pending);
+                if commands == 0 {
+                    // Every record's commands were elided: landed, nothing to send.
+                    self.pending.clear();
+                    self.durable = self.appended;
+                    self.landed_empty = Some(self.appended);
+                    self.wake_out = true;
+                    return Some(IoRequest::Wake {
+                        op: self.op(OP_WAKE),
+                    });
+                }
                 let buf = std::mem::take(&mut self.pending);
                 Batch {
                     len: buf.len(),
                     buf: Some(buf),
-                    commands: std::mem::take(&mut self.pending_commands),
+                    commands,
                     end: self.appended,
                     ..Batch::default()
                 }
@@ -567,6 +570,12 @@ impl Store for RedisStore {
         match done.op & 3 {
             OP_WAKE => {
                 self.wake_out = false;
+                if let Some(durable) = self.landed_empty.take() {
+                    return Some(Landed {
+                        durable,
+                        ..Landed::default()
+                    });
+                }
                 // Always a landing (maybe of nothing): it ends what `next_io` started.
                 return Some(self.landed_nothing(now));
             }
