@@ -371,3 +371,58 @@ fn an_unreachable_redis_or_a_bad_url_is_a_clear_start_up_error() {
     let err = refused_start(&["--store", "redis", "--durability", "memory"]);
     assert!(err.contains("`store`"), "{err}");
 }
+
+#[test]
+fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing() {
+    let redis = Redis::start();
+    let broker = broker_on(&redis, &[]);
+    // A second broker on the same database waits, then refuses to start.
+    let url = redis.url();
+    let err = refused_start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--redis-start-wait-secs",
+        "1",
+    ]);
+    assert!(err.contains("ringmq:lock") && err.contains(&url), "{err}");
+    // Another broker takes the lock (as after an outage longer than its TTL): this one stops
+    // writing and refuses durable publishes.
+    let sub_id = id_on("lock-sub", 0);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
+    sub.subscribe("lock/#", QoS::AtLeastOnce);
+    sub.send(&Packet::Disconnect(Default::default()));
+    let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("lock-pub", 1), true);
+    publ.publish("lock/a", b"1", QoS::AtLeastOnce, 1);
+    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    assert_eq!(
+        redis
+            .cli(&["SET", "ringmq:lock", "another-host 1 1", "PX", "60000"])
+            .trim(),
+        "OK"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 2u16;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after losing the lock"
+        );
+        publ.publish("lock/a", b"x", QoS::AtLeastOnce, id);
+        if puback(&mut publ, id, Duration::from_secs(8)) == Some(0x97) {
+            break;
+        }
+        id += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let queued = redis.int(&["HLEN", &format!("ringmq:{{{sub_id}}}:q")]);
+    std::thread::sleep(Duration::from_millis(1500));
+    publ.publish("lock/a", b"y", QoS::AtLeastOnce, 999);
+    assert_eq!(puback(&mut publ, 999, Duration::from_secs(8)), Some(0x97));
+    assert_eq!(
+        redis.int(&["HLEN", &format!("ringmq:{{{sub_id}}}:q")]),
+        queued,
+        "a fenced broker writes nothing more"
+    );
+}

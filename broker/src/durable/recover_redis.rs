@@ -22,6 +22,38 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     let started = Instant::now();
     let wait = Duration::from_secs(config.redis_start_wait_secs);
     let mut said = false;
+    // One broker per database: wait for a live holder of the lock, take a dead one's.
+    let lock = storage::redis::lock::value();
+    let mut holder_said = false;
+    loop {
+        match load::lock(&redis, &lock) {
+            Ok(None) => break,
+            Ok(Some(holder)) if started.elapsed() < wait => {
+                if !holder_said && !holder.is_empty() {
+                    tracing::warn!(url = %redis.url, %holder, wait_secs = config.redis_start_wait_secs, "another ringmq broker holds this Redis database (ringmq:lock); waiting");
+                    holder_said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(Some(holder)) => anyhow::bail!(
+                "another ringmq broker ({holder}) uses the Redis store at {} (key ringmq:lock): one broker per Redis database (waited {} s, `redis_start_wait_secs`)",
+                redis.url,
+                config.redis_start_wait_secs
+            ),
+            Err(e) if started.elapsed() < wait => {
+                if !said {
+                    tracing::warn!(url = %redis.url, error = %e, wait_secs = config.redis_start_wait_secs, "Redis unreachable at start; retrying");
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => anyhow::bail!(
+                "the Redis store at {} is unreachable: {e} (retried for {} s, `redis_start_wait_secs`)",
+                redis.url,
+                config.redis_start_wait_secs
+            ),
+        }
+    }
     let loaded: Loaded = loop {
         match load::load(&redis) {
             Ok(loaded) => break loaded,
@@ -54,7 +86,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         let conn = redis
             .connect()
             .map_err(|e| anyhow::anyhow!("the Redis store at {}: {e}", redis.url))?;
-        stores.push(RedisStore::new(redis.clone(), conn, now));
+        stores.push(RedisStore::new(redis.clone(), conn, lock.clone(), now));
     }
     for session in loaded.sessions {
         let home = crate::ids::home_shard(session.client.as_bytes(), shards).index();

@@ -216,6 +216,17 @@ impl Encoder {
         }
     }
 
+    /// Renews the database's lock held with `value` (see [`super::lock`]).
+    pub fn renew_lock(&mut self, out: &mut Vec<u8>, value: &str) {
+        self.command(out, 6);
+        put_arg(out, b"EVAL");
+        put_arg(out, super::lock::RENEW);
+        put_arg(out, b"1");
+        put_arg(out, super::lock::KEY);
+        put_arg(out, value.as_bytes());
+        put_arg_u64(out, super::lock::TTL_MS);
+    }
+
     /// A connected session: its keys do not expire.
     pub fn online(&mut self, out: &mut Vec<u8>, client: &str) {
         self.offline.remove(client);

@@ -38,16 +38,24 @@ pub struct LoadedSession {
     pub records: Vec<Record>,
 }
 
-/// A blocking connection for the load.
+/// A blocking connection (the load, the lock).
 #[derive(Debug)]
-struct Client {
+pub(super) struct Client {
     stream: TcpStream,
     rx: Vec<u8>,
 }
 
 impl Client {
+    /// Connected, authenticated, on the database.
+    pub(super) fn connect(config: &RedisConfig) -> std::io::Result<Self> {
+        Ok(Self {
+            stream: config.connect()?,
+            rx: Vec::new(),
+        })
+    }
+
     /// Sends `commands` as one pipeline; their replies, in order.
-    fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
+    pub(super) fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
         let out: Vec<u8> = commands.concat();
         self.stream.write_all(&out)?;
         let mut replies = Vec::with_capacity(commands.len());
@@ -115,12 +123,15 @@ fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
     [PREFIX, client.as_bytes(), suffix].concat()
 }
 
+/// Takes the database's lock for this broker (`value`, see [`super::lock`]): `Ok(None)` when
+/// taken, `Ok(Some(holder))` while another broker holds it.
+pub fn lock(config: &RedisConfig, value: &str) -> std::io::Result<Option<String>> {
+    super::lock::acquire(&mut Client::connect(config)?, value)
+}
+
 /// Reads every session and retained message from Redis.
 pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
-    let mut client = Client {
-        stream: config.connect()?,
-        rx: Vec::new(),
-    };
+    let mut client = Client::connect(config)?;
     let mut loaded = Loaded::default();
     let pattern = [PREFIX, b"*", SESSION].concat();
     let mut cursor = b"0".to_vec();

@@ -18,9 +18,11 @@
 //! - [`resp`]: the protocol.
 //! - [`layout`]: keys, values, records as commands.
 //! - [`load`]: the blocking start-up load of every session and retained message.
+//! - [`lock`]: one broker per Redis database.
 
 pub mod layout;
 pub mod load;
+pub mod lock;
 pub mod resp;
 
 use std::io::{Read, Write};
@@ -241,12 +243,17 @@ pub struct RedisStore {
     last_error: String,
     /// Bumped per connection: a completion of an older one only returns its buffer.
     generation: u32,
+    /// This broker's value of the database's lock, and when this store last renewed it.
+    lock: String,
+    renewed: Instant,
+    /// Another broker took the lock: nothing is written any more.
+    fenced: bool,
 }
 
 impl RedisStore {
     /// A store that writes to Redis; connected already (the load's connection is not reused:
     /// this one is the shard's).
-    pub fn new(config: RedisConfig, conn: TcpStream, now: Instant) -> Self {
+    pub fn new(config: RedisConfig, conn: TcpStream, lock: String, now: Instant) -> Self {
         Self {
             config,
             encoder: layout::Encoder::default(),
@@ -268,6 +275,9 @@ impl RedisStore {
             wake_out: false,
             last_error: String::new(),
             generation: 0,
+            lock,
+            renewed: now,
+            fenced: false,
         }
     }
 
@@ -316,8 +326,10 @@ impl RedisStore {
     }
 
     fn hold_over(&self, now: Instant) -> bool {
-        self.down_since
-            .is_some_and(|since| now.duration_since(since) >= self.config.hold)
+        self.fenced
+            || self
+                .down_since
+                .is_some_and(|since| now.duration_since(since) >= self.config.hold)
     }
 
     /// The batch has nothing in flight any more: how it ended.
@@ -343,6 +355,17 @@ impl RedisStore {
                 durable: self.durable,
                 ..Landed::default()
             };
+        }
+        if batch
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(lock::LOST))
+            && !self.fenced
+        {
+            tracing::error!(url = %self.config.url, "another broker took this Redis database's lock (ringmq:lock): this broker writes nothing more there and refuses durable publishes; restart it");
+            self.fenced = true;
+            self.refused_upto = 0;
+            self.down_since.get_or_insert(now);
         }
         if let Some(e) = batch.error.take() {
             // Redis answered but refused a command: the batch goes again after a backoff.
@@ -498,12 +521,15 @@ impl Store for RedisStore {
     }
 
     fn failing(&self) -> bool {
-        self.refused || self.pending.len() > self.config.pending_bytes_max
+        self.fenced || self.refused || self.pending.len() > self.config.pending_bytes_max
     }
 
     fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
         if self.batch.is_some() || self.wake_out {
             return None;
+        }
+        if self.fenced {
+            return self.wake_to_refuse(now);
         }
         if self.conn.is_none() && now >= self.next_attempt {
             self.try_connect(now);
@@ -619,6 +645,15 @@ impl Store for RedisStore {
     }
 
     fn maintain(&mut self, _budget: u64) -> Result<(), Error> {
+        // Renews the database's lock (a command in the next batch; a reply of `LOST`
+        // fences this store).
+        let now = Instant::now();
+        if !self.fenced
+            && now.duration_since(self.renewed) >= Duration::from_millis(lock::RENEW_EVERY_MS)
+        {
+            self.renewed = now;
+            self.encoder.renew_lock(&mut self.pending, &self.lock);
+        }
         Ok(())
     }
 }
