@@ -364,6 +364,10 @@ config_keys! {
     redis_url: String = "redis://127.0.0.1:6379".to_string(),
         "`redis://127.0.0.1:6379`",
         "`redis://[[user]:password@]host[:port][/db]` of the Redis store";
+    redis_cluster: bool = false,
+        "false",
+        "`redis_url` is a seed node of a Redis Cluster: the masters are read with `CLUSTER \
+        SLOTS` and each key goes to its slot's master (one connection per master per shard)";
     redis_connect_timeout_ms: u64 = 1000,
         "1000",
         "longest wait for one connection to Redis (a shard waits for it when reconnecting)";
@@ -403,12 +407,17 @@ pub const SHARDS_MAX: usize = 64;
 impl Config {
     /// The Redis store's settings, from `redis_url` and the `redis_*` keys.
     pub fn redis(&self) -> Result<storage::redis::RedisConfig, String> {
-        storage::redis::RedisConfig::parse(
+        let mut redis = storage::redis::RedisConfig::parse(
             &self.redis_url,
             std::time::Duration::from_millis(self.redis_connect_timeout_ms),
             std::time::Duration::from_millis(self.redis_hold_ms),
             self.redis_pending_bytes_max,
-        )
+        )?;
+        if self.redis_cluster && redis.db != 0 {
+            return Err("a Redis Cluster has only database 0".into());
+        }
+        redis.cluster = self.redis_cluster;
+        Ok(redis)
     }
 
     /// Reads a TOML file; unknown keys are errors.

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use storage::redis::cluster::Topology;
 use storage::redis::load::{self, Loaded};
 use storage::redis::RedisStore;
 use storage::state::State;
@@ -22,41 +23,32 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     let started = Instant::now();
     let wait = Duration::from_secs(config.redis_start_wait_secs);
     let mut said = false;
-    // One broker per database: wait for a live holder of the lock, take a dead one's.
+    // Where the data is (one Redis, or a cluster's masters), then one broker per database:
+    // wait for a live holder of the lock, take a dead one's; then load. An unreachable Redis
+    // is retried meanwhile.
     let lock = storage::redis::lock::value();
     let mut holder_said = false;
-    loop {
-        match load::lock(&redis, &lock) {
-            Ok(None) => break,
-            Ok(Some(holder)) if started.elapsed() < wait => {
+    let (topology, loaded): (Topology, Loaded) = loop {
+        let attempt = load::topology(&redis).and_then(|topology| {
+            Ok(match load::lock(&redis, &topology, &lock)? {
+                None => Ok((load::load(&redis, &topology)?, topology)),
+                Some(holder) => Err(holder),
+            })
+        });
+        match attempt {
+            Ok(Ok((loaded, topology))) => break (topology, loaded),
+            Ok(Err(holder)) if started.elapsed() < wait => {
                 if !holder_said && !holder.is_empty() {
                     tracing::warn!(url = %redis.url, %holder, wait_secs = config.redis_start_wait_secs, "another ringmq broker holds this Redis database (ringmq:lock); waiting");
                     holder_said = true;
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Ok(Some(holder)) => anyhow::bail!(
+            Ok(Err(holder)) => anyhow::bail!(
                 "another ringmq broker ({holder}) uses the Redis store at {} (key ringmq:lock): one broker per Redis database (waited {} s, `redis_start_wait_secs`)",
                 redis.url,
                 config.redis_start_wait_secs
             ),
-            Err(e) if started.elapsed() < wait => {
-                if !said {
-                    tracing::warn!(url = %redis.url, error = %e, wait_secs = config.redis_start_wait_secs, "Redis unreachable at start; retrying");
-                    said = true;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(e) => anyhow::bail!(
-                "the Redis store at {} is unreachable: {e} (retried for {} s, `redis_start_wait_secs`)",
-                redis.url,
-                config.redis_start_wait_secs
-            ),
-        }
-    }
-    let loaded: Loaded = loop {
-        match load::load(&redis) {
-            Ok(loaded) => break loaded,
             Err(e) if started.elapsed() < wait => {
                 if !said {
                     tracing::warn!(url = %redis.url, error = %e, wait_secs = config.redis_start_wait_secs, "Redis unreachable at start; retrying");
@@ -75,19 +67,16 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         url = %redis.url,
         sessions = loaded.sessions.len(),
         retained = loaded.retained.len(),
+        masters = topology.nodes.len(),
         skipped = loaded.skipped,
         millis = started.elapsed().as_millis() as u64,
         "sessions loaded from Redis"
     );
     let now = Instant::now();
     let mut states: Vec<State> = (0..shards).map(|_| State::default()).collect();
-    let mut stores = Vec::with_capacity(shards);
-    for _ in 0..shards {
-        let conn = redis
-            .connect()
-            .map_err(|e| anyhow::anyhow!("the Redis store at {}: {e}", redis.url))?;
-        stores.push(RedisStore::new(redis.clone(), conn, lock.clone(), now));
-    }
+    let mut stores: Vec<RedisStore> = (0..shards)
+        .map(|_| RedisStore::new(redis.clone(), topology.clone(), lock.clone(), now))
+        .collect();
     for session in loaded.sessions {
         let home = crate::ids::home_shard(session.client.as_bytes(), shards).index();
         let (Some(state), Some(store)) = (states.get_mut(home), stores.get_mut(home)) else {

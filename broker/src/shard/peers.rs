@@ -9,6 +9,10 @@ use super::{lookup, store_token, token, Shard, KIND_DOORBELL_WRITE, NO_CONN};
 use crate::core::peer::ShardMsg;
 use crate::ids::ShardId;
 
+/// Most store requests submitted after one completion: a send and a receive for each of up to
+/// 256 Redis Cluster masters, and a wake.
+const STORE_REQUESTS_MAX: usize = 2 * 256 + 1;
+
 impl Shard {
     pub(super) fn send_to_peer(&mut self, peer: ShardId, msg: ShardMsg) {
         if !self.blocked.is_empty() {
@@ -136,8 +140,8 @@ impl Shard {
     /// Submits the further I/O the store's batch out needs (a socket store's receive, the
     /// rest of a short send).
     pub(super) fn continue_store_io(&mut self) {
-        // Bounded: a store asks for at most a send and a receive at once.
-        for _ in 0..4 {
+        // Bounded: a store asks for at most a send and a receive per connection at once.
+        for _ in 0..STORE_REQUESTS_MAX {
             let Some(request) = self.core.durable.continue_io() else {
                 return;
             };

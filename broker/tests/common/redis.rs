@@ -1,6 +1,8 @@
 //! A real redis-server (Debian's, installed by scripts/test.sh) on a free loopback port, with
 //! `appendonly yes` and `appendfsync always` in its own directory; killed on drop.
 
+#![allow(dead_code)]
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +31,10 @@ impl Redis {
     }
 
     fn spawn(port: u16, dir: &std::path::Path) -> Child {
+        Self::spawn_with(port, dir, &[])
+    }
+
+    fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -41,6 +47,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (installed by scripts/test.sh)");
@@ -97,5 +104,94 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), each a redis-server with `appendonly yes`
+/// and `appendfsync always` on a free port; created with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let dir = scratch_dir("redis-cluster");
+            std::fs::create_dir_all(&dir).unwrap();
+            let child = Redis::spawn_with(
+                port,
+                &dir,
+                &[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ],
+            );
+            nodes.push(Redis { child, port, dir });
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            while !n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster did not become ready"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Self { nodes }
+    }
+
+    /// `redis://` of the first node (the seed).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// Keys on each master.
+    pub fn key_counts(&self) -> Vec<i64> {
+        self.nodes.iter().map(|n| n.int(&["DBSIZE"])).collect()
+    }
+
+    /// Moves `slots` slots from the first master to the second (`redis-cli --cluster reshard`).
+    pub fn reshard(&self, slots: u32) {
+        let id = |n: &Redis| n.cli(&["CLUSTER", "MYID"]).trim().to_string();
+        let out = Command::new("redis-cli")
+            .args([
+                "--cluster",
+                "reshard",
+                &format!("127.0.0.1:{}", self.nodes[0].port),
+            ])
+            .args(["--cluster-from", &id(&self.nodes[0])])
+            .args(["--cluster-to", &id(&self.nodes[1])])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster reshard");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }

@@ -39,10 +39,35 @@ pub const INBOUND: &[u8] = b"}:i";
 /// Every per-client key suffix.
 pub const ALL: [&[u8]; 5] = [SESSION, QUEUE, PACKET_IDS, RELEASED, INBOUND];
 
+/// A client id as it sits between the braces of its keys: `%`, `{` and `}` as `%25`, `%7B`,
+/// `%7D` (so the hash tag is the whole id, and ids map to keys one to one), the empty id as
+/// `%` (a hash tag must not be empty).
+pub fn escaped(client: &str) -> std::borrow::Cow<'_, str> {
+    if client.is_empty() {
+        return "%".into();
+    }
+    if !client.contains(['%', '{', '}']) {
+        return client.into();
+    }
+    client
+        .replace('%', "%25")
+        .replace('{', "%7B")
+        .replace('}', "%7D")
+        .into()
+}
+
 /// The client id of a session key (`ringmq:{cid}:s`), if it is one.
-pub fn client_of_session_key(key: &[u8]) -> Option<&str> {
-    let inner = key.strip_prefix(PREFIX)?.strip_suffix(SESSION)?;
-    std::str::from_utf8(inner).ok()
+pub fn client_of_session_key(key: &[u8]) -> Option<String> {
+    let inner = std::str::from_utf8(key.strip_prefix(PREFIX)?.strip_suffix(SESSION)?).ok()?;
+    if inner == "%" {
+        return Some(String::new());
+    }
+    Some(
+        inner
+            .replace("%7B", "{")
+            .replace("%7D", "}")
+            .replace("%25", "%"),
+    )
 }
 
 /// A subscription as a field and value of the session hash.
@@ -172,7 +197,8 @@ impl Encoder {
     fn elide(&mut self, out: &[u8], client: &str, id: u64) -> bool {
         let mut at = self.written_by_id.get(&id).copied().unwrap_or(NONE);
         while let Some(w) = self.written.get_mut(at as usize) {
-            let same = out.get(w.client_at..w.client_at + w.client_len) == Some(client.as_bytes());
+            let same = out.get(w.client_at..w.client_at + w.client_len)
+                == Some(escaped(client).as_bytes());
             if same && !w.dead {
                 w.dead = true;
                 self.commands -= w.commands;
@@ -190,7 +216,7 @@ impl Encoder {
     }
 
     fn key(out: &mut Vec<u8>, client: &str, suffix: &[u8]) {
-        put_arg_parts(out, &[PREFIX, client.as_bytes(), suffix]);
+        put_arg_parts(out, &[PREFIX, escaped(client).as_bytes(), suffix]);
     }
 
     /// After writing `suffix` of an offline `client`: the key gets its deadline again.
@@ -272,7 +298,8 @@ impl Encoder {
         self.command(out, 4);
         put_arg(out, b"HSET");
         Self::key(out, client, QUEUE);
-        let client_at = out.len() - (client.len() + QUEUE.len() + 2);
+        let client_len = escaped(client).len();
+        let client_at = out.len() - (client_len + QUEUE.len() + 2);
         put_arg(out, &id.to_be_bytes());
         put_arg_parts(out, &[&[qos, u8::from(retain)], body]);
         self.keep_deadline(out, client, QUEUE);
@@ -290,7 +317,7 @@ impl Encoder {
             start,
             end: out.len(),
             client_at,
-            client_len: client.len(),
+            client_len,
             commands: self.commands - commands,
             next,
             dead: false,
@@ -349,6 +376,7 @@ impl Encoder {
                 self.qos2_out.remove(client.as_str());
                 self.command(out, 1 + ALL.len());
                 put_arg(out, b"DEL");
+                // One hash tag: the five keys share a slot (a cluster takes the one DEL).
                 for suffix in ALL {
                     Self::key(out, client, suffix);
                 }
@@ -493,8 +521,16 @@ mod tests {
         assert_eq!(compact::parse_body(body).unwrap().payload, b"p");
         assert_eq!(queued_of(&[3, 0]), None);
         assert_eq!(queued_of(&[1, 0, 0xff]), None);
-        assert_eq!(client_of_session_key(b"ringmq:{dev-1}:s"), Some("dev-1"));
+        assert_eq!(
+            client_of_session_key(b"ringmq:{dev-1}:s").as_deref(),
+            Some("dev-1")
+        );
         assert_eq!(client_of_session_key(b"ringmq:{dev-1}:q"), None);
+        for id in ["", "%", "a}b{c", "%7B", "}"] {
+            let key = [PREFIX, escaped(id).as_bytes(), SESSION].concat();
+            assert_eq!(client_of_session_key(&key).as_deref(), Some(id), "{id:?}");
+            assert!(!escaped(id).contains(['{', '}']) && !escaped(id).is_empty());
+        }
     }
 
     #[test]

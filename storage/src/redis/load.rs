@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use super::cluster::Topology;
 use super::layout::{self, INBOUND, PACKET_IDS, PREFIX, QUEUE, RELEASED, RETAINED, SESSION};
 use super::resp::{self, Reply};
 use super::RedisConfig;
@@ -46,10 +47,10 @@ pub(super) struct Client {
 }
 
 impl Client {
-    /// Connected, authenticated, on the database.
-    pub(super) fn connect(config: &RedisConfig) -> std::io::Result<Self> {
+    /// Connected to `addr`, authenticated, on the database.
+    pub(super) fn connect_to(config: &RedisConfig, addr: &str) -> std::io::Result<Self> {
         Ok(Self {
-            stream: config.connect()?,
+            stream: config.connect_to(addr)?,
             rx: Vec::new(),
         })
     }
@@ -120,19 +121,49 @@ fn page(reply: Reply) -> std::io::Result<(Vec<u8>, Reply)> {
 }
 
 fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
-    [PREFIX, client.as_bytes(), suffix].concat()
+    [PREFIX, layout::escaped(client).as_bytes(), suffix].concat()
+}
+
+/// Where Redis is: one Redis, or the masters of a Redis Cluster (`CLUSTER SLOTS`).
+pub fn topology(config: &RedisConfig) -> std::io::Result<Topology> {
+    if config.cluster {
+        Topology::discover(config, &[])
+    } else {
+        Ok(Topology::single(&config.addr))
+    }
 }
 
 /// Takes the database's lock for this broker (`value`, see [`super::lock`]): `Ok(None)` when
 /// taken, `Ok(Some(holder))` while another broker holds it.
-pub fn lock(config: &RedisConfig, value: &str) -> std::io::Result<Option<String>> {
-    super::lock::acquire(&mut Client::connect(config)?, value)
+pub fn lock(
+    config: &RedisConfig,
+    topology: &Topology,
+    value: &str,
+) -> std::io::Result<Option<String>> {
+    let addr = node_addr(topology, super::lock::KEY);
+    super::lock::acquire(&mut Client::connect_to(config, addr)?, value)
 }
 
-/// Reads every session and retained message from Redis.
-pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
-    let mut client = Client::connect(config)?;
+fn node_addr<'a>(topology: &'a Topology, key: &[u8]) -> &'a str {
+    topology
+        .nodes
+        .get(topology.node_of(key))
+        .map_or("", String::as_str)
+}
+
+/// Reads every session (from every master) and retained message from Redis.
+pub fn load(config: &RedisConfig, topology: &Topology) -> std::io::Result<Loaded> {
     let mut loaded = Loaded::default();
+    for addr in &topology.nodes {
+        load_sessions(&mut Client::connect_to(config, addr)?, &mut loaded)?;
+    }
+    let mut client = Client::connect_to(config, node_addr(topology, RETAINED))?;
+    load_retained(&mut client, &mut loaded)?;
+    Ok(loaded)
+}
+
+/// The sessions stored on one node.
+fn load_sessions(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()> {
     let pattern = [PREFIX, b"*", SESSION].concat();
     let mut cursor = b"0".to_vec();
     loop {
@@ -143,7 +174,7 @@ pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
         let clients: Vec<String> = items(keys)?
             .into_iter()
             .filter_map(bulk)
-            .filter_map(|k| layout::client_of_session_key(&k).map(str::to_string))
+            .filter_map(|k| layout::client_of_session_key(&k))
             .collect();
         let mut commands = Vec::with_capacity(clients.len() * 5);
         for c in &clients {
@@ -168,10 +199,14 @@ pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
             }
         }
         if next == b"0" {
-            break;
+            return Ok(());
         }
         cursor = next;
     }
+}
+
+/// The retained messages.
+fn load_retained(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()> {
     let mut cursor = b"0".to_vec();
     loop {
         let reply = client.pipeline(&[resp::command(&[
@@ -190,11 +225,10 @@ pub fn load(config: &RedisConfig) -> std::io::Result<Loaded> {
             }
         }
         if next == b"0" {
-            break;
+            return Ok(());
         }
         cursor = next;
     }
-    Ok(loaded)
 }
 
 /// One session from its five keys' replies (None: its session hash vanished meanwhile).

@@ -64,6 +64,10 @@ pub(super) fn acquire(client: &mut Client, value: &str) -> std::io::Result<Optio
         // Expired meanwhile: try again.
         _ => return Ok(Some(String::new())),
     };
+    if holder == value {
+        // Ours already (a retried start).
+        return Ok(None);
+    }
     if stale(&holder) {
         let steal = resp::command(&[
             b"EVAL",

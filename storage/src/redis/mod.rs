@@ -3,7 +3,8 @@
 //!
 //! Sans-IO like every [`Store`]: records become commands ([`layout::Encoder`]) appended to one
 //! pipeline buffer; once per loop pass (when the previous batch answered) the whole buffer
-//! goes out as one send on the shard's own io_uring ([`IoRequest::Send`]) and the replies come
+//! goes out as one send per Redis connection on the shard's own io_uring
+//! ([`IoRequest::Send`]; with a Redis Cluster, split by each key's master) and the replies come
 //! back through [`IoRequest::Recv`]. When every command of a batch answered without an error
 //! its records are durable (as durable as Redis's `appendonly` / `appendfsync` make them).
 //!
@@ -14,235 +15,68 @@
 //! ([`Store::failing`]) until a batch lands again.
 //!
 //! # Layout
-//! - `mod.rs`: [`RedisStore`] (batches, the connection's state, backoff).
+//! - `mod.rs`: [`RedisStore`] (batches, outages, the hold, fencing).
+//! - `node.rs`: one connection (per master) and its part of the batch.
+//! - [`cluster`]: slots, the slot map, splitting a pipeline by master.
+//! - [`config`]: where Redis is; connection set-up.
 //! - [`resp`]: the protocol.
 //! - [`layout`]: keys, values, records as commands.
 //! - [`load`]: the blocking start-up load of every session and retained message.
 //! - [`lock`]: one broker per Redis database.
 
+pub mod cluster;
+pub mod config;
 pub mod layout;
 pub mod load;
 pub mod lock;
+mod node;
 pub mod resp;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+pub use config::RedisConfig;
+
 use std::time::{Duration, Instant};
+
+use cluster::Topology;
+use node::{Node, Part, BACKOFF_MAX, BACKOFF_MIN, OP_WAKE};
 
 use crate::compact::MessageRef;
 use crate::record::Record;
 use crate::store::{IoDone, IoRequest, Landed, Store};
 use crate::Error;
 
-/// Where Redis is and how the store treats it.
-#[derive(Clone, Debug)]
-pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`, as configured (for log lines).
-    pub url: String,
-    /// `host:port`.
-    pub addr: String,
-    /// Database number (`SELECT`).
-    pub db: u32,
-    /// ACL user (None: `default`).
-    pub user: Option<String>,
-    /// Password (None: no `AUTH`).
-    pub password: Option<String>,
-    /// Longest wait for a connection (blocking, on the shard's thread).
-    pub connect_timeout: Duration,
-    /// How long acknowledgements stay held while Redis is unreachable before they are
-    /// refused.
-    pub hold: Duration,
-    /// Bytes of commands waiting for Redis beyond which durable publishes are refused.
-    pub pending_bytes_max: usize,
-}
-
-impl RedisConfig {
-    /// Parses `url` (`redis://[[user]:password@]host[:port][/db]`); the other fields from the
-    /// arguments.
-    pub fn parse(
-        url: &str,
-        connect_timeout: Duration,
-        hold: Duration,
-        pending_bytes_max: usize,
-    ) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or("must start with redis:// (rediss:// needs TLS, not built yet)")?;
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((auth, rest)) => (Some(auth), rest),
-            None => (None, rest),
-        };
-        let (hostport, db) = match rest.split_once('/') {
-            Some((h, "")) => (h, 0),
-            Some((h, db)) => (h, db.parse().map_err(|_| "the database must be a number")?),
-            None => (rest, 0),
-        };
-        if hostport.is_empty() {
-            return Err("no host".into());
-        }
-        let addr = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:6379")
-        };
-        let (user, password) = match auth {
-            None => (None, None),
-            Some(a) => match a.split_once(':') {
-                Some(("", p)) => (None, Some(p.to_string())),
-                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                None => (None, Some(a.to_string())),
-            },
-        };
-        Ok(Self {
-            url: redact(url),
-            addr,
-            db,
-            user,
-            password,
-            connect_timeout,
-            hold,
-            pending_bytes_max,
-        })
-    }
-
-    /// A connection, authenticated and on the right database (blocking, bounded by
-    /// `connect_timeout` per step).
-    pub fn connect(&self) -> std::io::Result<TcpStream> {
-        let addrs: Vec<_> = self.addr.to_socket_addrs()?.collect();
-        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => return self.handshake(stream),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    fn handshake(&self, mut stream: TcpStream) -> std::io::Result<TcpStream> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.connect_timeout))?;
-        stream.set_write_timeout(Some(self.connect_timeout))?;
-        let mut out = Vec::new();
-        let mut replies = 0;
-        if let Some(password) = &self.password {
-            let user = self.user.as_deref().unwrap_or("default");
-            out.extend(resp::command(&[
-                b"AUTH",
-                user.as_bytes(),
-                password.as_bytes(),
-            ]));
-            replies += 1;
-        }
-        if self.db != 0 {
-            out.extend(resp::command(&[b"SELECT", self.db.to_string().as_bytes()]));
-            replies += 1;
-        }
-        out.extend(resp::command(&[b"PING"]));
-        replies += 1;
-        stream.write_all(&out)?;
-        let mut rx = Vec::new();
-        let mut buf = [0u8; 4096];
-        let mut done = 0;
-        let mut at = 0;
-        while done < replies {
-            match resp::parse(rx.get(at..).unwrap_or_default()).map_err(std::io::Error::other)? {
-                Some((reply, used)) => {
-                    if let Some(e) = reply.error() {
-                        return Err(std::io::Error::other(format!("Redis refused: {e}")));
-                    }
-                    at += used;
-                    done += 1;
-                }
-                None => {
-                    let n = stream.read(&mut buf)?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
-                    }
-                    rx.extend_from_slice(buf.get(..n).unwrap_or_default());
-                }
-            }
-        }
-        stream.set_read_timeout(None)?;
-        stream.set_write_timeout(None)?;
-        Ok(stream)
-    }
-}
-
-/// The URL without its password, for log lines.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(a)) if a > s => format!("{}***{}", &url[..s + 3], &url[a..]),
-        _ => url.to_string(),
-    }
-}
-
-/// Operation numbers of the requests (the low bits; a connection generation above them).
-const OP_SEND: u32 = 0;
-const OP_RECV: u32 = 1;
-const OP_WAKE: u32 = 2;
-
-/// Bytes of the receive buffer at first, and at most (write replies are a few bytes each).
-const RX_BYTES: usize = 64 << 10;
-const RX_BYTES_MAX: usize = 16 << 20;
-
-/// Backoff between connection attempts: first, and at most.
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
-
-/// One pipeline sent to Redis, until all its replies are read.
-#[derive(Debug, Default)]
-struct Batch {
-    /// The commands (None while the kernel holds the buffer for a send).
-    buf: Option<Vec<u8>>,
-    len: usize,
-    commands: usize,
-    /// Records up to here are durable once every reply came without error.
-    end: u64,
-    sent: usize,
-    replies: usize,
-    /// The first error reply.
-    error: Option<String>,
-    send_out: bool,
-    recv_out: bool,
-    /// The connection broke under this batch: it goes again, whole.
-    broken: bool,
-}
-
-/// A shard's store in Redis (one connection per shard).
+/// A shard's store in Redis: one connection per master (one for a single Redis).
 #[derive(Debug)]
 pub struct RedisStore {
     config: RedisConfig,
     encoder: layout::Encoder,
-    conn: Option<TcpStream>,
+    topology: Topology,
+    nodes: Vec<Node>,
     /// Commands not sent yet (the encoder counts them).
     pending: Vec<u8>,
+    /// Emptied part buffers, reused.
+    spare: Vec<Vec<u8>>,
     /// Records whose commands were all elided, landed without I/O (reported by a wake).
     landed_empty: Option<u64>,
     appended: u64,
     durable: u64,
-    batch: Option<Batch>,
-    /// A batch that did not land, to send again (whole) once connected.
-    retry: Option<Batch>,
-    rx: Option<Vec<u8>>,
-    rx_len: usize,
-    rx_parsed: usize,
+    /// The batch out: every record up to here is durable once each part answered.
+    batch_end: Option<u64>,
+    /// With a cluster: the batch out, whole (sent again, re-split, if it does not land).
+    batch_whole: Option<Vec<u8>>,
+    /// A batch that did not land: its commands, their count, its end.
+    retry: Option<(Vec<u8>, usize, u64)>,
+    next_retry: Instant,
+    backoff: Duration,
+    /// A redirection or a lost node: read the slot map again before the next batch.
+    topology_stale: bool,
     /// Since when batches do not land (connection lost, error replies).
     down_since: Option<Instant>,
-    next_attempt: Instant,
-    backoff: Duration,
     /// The hold ran out: held acks were refused, durable publishes are.
     refused: bool,
     /// Records appended up to the last refusal (later ones wait for the next).
     refused_upto: u64,
     wake_out: bool,
     last_error: String,
-    /// Bumped per connection: a completion of an older one only returns its buffer.
-    generation: u32,
     /// This broker's value of the database's lock, and when this store last renewed it.
     lock: String,
     renewed: Instant,
@@ -251,30 +85,35 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// A store that writes to Redis; connected already (the load's connection is not reused:
-    /// this one is the shard's).
-    pub fn new(config: RedisConfig, conn: TcpStream, lock: String, now: Instant) -> Self {
+    /// A store writing to the masters of `topology` (connected at its first batch).
+    pub fn new(config: RedisConfig, topology: Topology, lock: String, now: Instant) -> Self {
+        let nodes = topology
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| Node::new(addr.clone(), i, None, now))
+            .collect();
         Self {
             config,
             encoder: layout::Encoder::default(),
-            conn: Some(conn),
+            topology,
+            nodes,
             pending: Vec::new(),
+            spare: Vec::new(),
             landed_empty: None,
             appended: 0,
             durable: 0,
-            batch: None,
+            batch_end: None,
+            batch_whole: None,
             retry: None,
-            rx: Some(vec![0; RX_BYTES]),
-            rx_len: 0,
-            rx_parsed: 0,
-            down_since: None,
-            next_attempt: now,
+            next_retry: now,
             backoff: BACKOFF_MIN,
+            topology_stale: false,
+            down_since: None,
             refused: false,
             refused_upto: 0,
             wake_out: false,
             last_error: String::new(),
-            generation: 0,
             lock,
             renewed: now,
             fenced: false,
@@ -286,45 +125,6 @@ impl RedisStore {
         self.encoder.has_qos2(client);
     }
 
-    fn op(&self, kind: u32) -> u32 {
-        kind | (self.generation << 2)
-    }
-
-    /// The connection failed: close it (so operations on it complete), back off.
-    fn broken(&mut self, why: String, now: Instant) {
-        if let Some(conn) = self.conn.take() {
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-            if self.down_since.is_none() {
-                tracing::warn!(url = %self.config.url, error = %why, "Redis connection lost; acknowledgements held, reconnecting");
-            }
-        }
-        self.last_error = why;
-        self.down_since.get_or_insert(now);
-        self.next_attempt = now + self.backoff;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-        if let Some(b) = &mut self.batch {
-            b.broken = true;
-        }
-        self.rx_len = 0;
-        self.rx_parsed = 0;
-    }
-
-    fn try_connect(&mut self, now: Instant) {
-        match self.config.connect() {
-            Ok(conn) => {
-                tracing::info!(url = %self.config.url, "Redis connected");
-                self.conn = Some(conn);
-                self.generation = self.generation.wrapping_add(1) & 0x3fff_ffff;
-                self.backoff = BACKOFF_MIN;
-            }
-            Err(e) => {
-                self.last_error = e.to_string();
-                self.next_attempt = now + self.backoff;
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-            }
-        }
-    }
-
     fn hold_over(&self, now: Instant) -> bool {
         self.fenced
             || self
@@ -332,23 +132,82 @@ impl RedisStore {
                 .is_some_and(|since| now.duration_since(since) >= self.config.hold)
     }
 
-    /// The batch has nothing in flight any more: how it ended.
+    /// Batches stop landing from now (logged once per outage).
+    fn down(&mut self, why: &str, now: Instant) {
+        if self.down_since.is_none() {
+            tracing::warn!(url = %self.config.url, error = %why, "Redis unavailable; acknowledgements held, retrying");
+        }
+        self.last_error = why.to_string();
+        self.down_since.get_or_insert(now);
+    }
+
+    /// Reads the slot map again; nodes whose address stays keep their connection.
+    fn refresh_topology(&mut self, now: Instant) -> bool {
+        let seeds: Vec<String> = self.topology.nodes.clone();
+        match Topology::discover(&self.config, &seeds) {
+            Ok(topology) => {
+                if topology != self.topology {
+                    tracing::info!(url = %self.config.url, masters = topology.nodes.len(), "Redis Cluster slot map changed");
+                }
+                let mut old: Vec<Node> = std::mem::take(&mut self.nodes);
+                self.nodes = topology
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, addr)| {
+                        let conn = old
+                            .iter_mut()
+                            .find(|n| n.addr == *addr)
+                            .and_then(Node::take_conn);
+                        Node::new(addr.clone(), i, conn, now)
+                    })
+                    .collect();
+                self.topology = topology;
+                self.topology_stale = false;
+                true
+            }
+            Err(e) => {
+                self.down(&format!("reading the cluster's slot map: {e}"), now);
+                self.next_retry = now + self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                false
+            }
+        }
+    }
+
+    /// Every node's part is over: how the batch ended.
     fn finish(&mut self, now: Instant) -> Landed {
-        let Some(mut batch) = self.batch.take() else {
-            return Landed {
-                durable: self.durable,
-                ..Landed::default()
+        let end = self.batch_end.take().unwrap_or(self.durable);
+        let mut error = None;
+        let mut broken = false;
+        let mut commands = 0;
+        let mut bufs = Vec::with_capacity(self.nodes.len());
+        for node in &mut self.nodes {
+            let Some(mut part) = node.part.take() else {
+                continue;
             };
-        };
-        if !batch.broken && batch.error.is_none() {
-            self.durable = batch.end;
+            broken |= part.broken;
+            commands += part.commands;
+            if error.is_none() {
+                error = part.error.take();
+            }
+            if let Some(buf) = part.buf.take() {
+                bufs.push(buf);
+            }
+        }
+        if !broken && error.is_none() {
+            self.durable = end;
             self.down_since = None;
             self.refused = false;
-            // Its buffer serves the next batch.
-            if let Some(mut buf) = batch.buf.take() {
-                if self.pending.is_empty() {
-                    buf.clear();
-                    self.pending = buf;
+            self.backoff = BACKOFF_MIN;
+            bufs.extend(self.batch_whole.take());
+            for mut buf in bufs {
+                buf.clear();
+                if self.pending.is_empty() && self.pending.capacity() < buf.capacity() {
+                    std::mem::swap(&mut self.pending, &mut buf);
+                }
+                if self.spare.len() < self.nodes.len() {
+                    self.spare.push(buf);
                 }
             }
             return Landed {
@@ -356,31 +215,33 @@ impl RedisStore {
                 ..Landed::default()
             };
         }
-        if batch
-            .error
-            .as_deref()
-            .is_some_and(|e| e.starts_with(lock::LOST))
-            && !self.fenced
-        {
-            tracing::error!(url = %self.config.url, "another broker took this Redis database's lock (ringmq:lock): this broker writes nothing more there and refuses durable publishes; restart it");
-            self.fenced = true;
-            self.refused_upto = 0;
-            self.down_since.get_or_insert(now);
-        }
-        if let Some(e) = batch.error.take() {
-            // Redis answered but refused a command: the batch goes again after a backoff.
-            if self.down_since.is_none() {
-                tracing::warn!(url = %self.config.url, error = %e, "Redis refused a write; acknowledgements held, retrying");
+        if let Some(e) = &error {
+            if e.starts_with(lock::LOST) && !self.fenced {
+                tracing::error!(url = %self.config.url, "another broker took this Redis database's lock (ringmq:lock): this broker writes nothing more there and refuses durable publishes; restart it");
+                self.fenced = true;
+                self.refused_upto = 0;
             }
-            self.last_error = e;
-            self.down_since.get_or_insert(now);
-            self.next_attempt = now + self.backoff;
+            if ["MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN"]
+                .iter()
+                .any(|p| e.starts_with(p))
+            {
+                self.topology_stale = self.config.cluster;
+            }
+            // Redis answered but refused a command: the batch goes again after a backoff.
+            self.down(&format!("Redis refused a write: {e}"), now);
+            self.next_retry = now + self.backoff;
             self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
         }
-        batch.sent = 0;
-        batch.replies = 0;
-        batch.broken = false;
-        self.retry = Some(batch);
+        if broken && self.config.cluster {
+            // A master may have failed over: ask the cluster again.
+            self.topology_stale = true;
+        }
+        // Sent again whole: the commands are idempotent.
+        let whole = match self.batch_whole.take() {
+            Some(whole) => whole,
+            None => bufs.pop().unwrap_or_default(),
+        };
+        self.retry = Some((whole, commands, end));
         self.landed_nothing(now)
     }
 
@@ -406,68 +267,48 @@ impl RedisStore {
         }
     }
 
-    /// Reads the replies that arrived (counted; the first error kept).
-    fn parse_replies(&mut self, now: Instant) {
-        let (Some(batch), Some(rx)) = (&mut self.batch, &self.rx) else {
-            return;
-        };
-        let mut malformed = None;
-        while batch.replies < batch.commands {
-            let window = rx.get(self.rx_parsed..self.rx_len).unwrap_or_default();
-            match resp::skip(window) {
-                Ok(Some((error, used))) => {
-                    if error && batch.error.is_none() {
-                        let text = resp::parse(window)
-                            .ok()
-                            .flatten()
-                            .and_then(|(r, _)| r.error().map(str::to_string))
-                            .unwrap_or_default();
-                        batch.error = Some(text);
-                    }
-                    self.rx_parsed += used;
-                    batch.replies += 1;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    malformed = Some(e.to_string());
-                    break;
-                }
-            }
+    /// Once the hold is over, records appended since the last refusal are refused too: a
+    /// completion at once reports it (nothing else would while Redis is away).
+    fn wake_to_refuse(&mut self, now: Instant) -> Option<IoRequest> {
+        if self.hold_over(now) && self.appended > self.refused_upto.max(self.durable) {
+            return self.wake();
         }
-        if self.rx_parsed == self.rx_len {
-            self.rx_parsed = 0;
-            self.rx_len = 0;
-        }
-        if let Some(why) = malformed {
-            self.broken(why, now);
-        }
+        None
     }
 
-    fn recv_request(&mut self) -> Option<IoRequest> {
-        let fd = self.conn.as_ref()?.as_raw_fd();
-        let mut rx = self.rx.take()?;
-        if self.rx_len == rx.len() {
-            if self.rx_parsed > 0 {
-                rx.copy_within(self.rx_parsed..self.rx_len, 0);
-                self.rx_len -= self.rx_parsed;
-                self.rx_parsed = 0;
-            } else if rx.len() < RX_BYTES_MAX {
-                rx.resize(rx.len() * 2, 0);
+    fn wake(&mut self) -> Option<IoRequest> {
+        self.wake_out = true;
+        Some(IoRequest::Wake { op: OP_WAKE })
+    }
+
+    /// Hands `buf` (`commands` commands, records up to `end`) to the nodes.
+    fn start_batch(&mut self, buf: Vec<u8>, commands: usize, end: u64) {
+        self.batch_end = Some(end);
+        if self.nodes.len() == 1 {
+            if let Some(node) = self.nodes.first_mut() {
+                node.part = Some(Part::new(buf, commands));
+            }
+            return;
+        }
+        let mut parts: Vec<(Vec<u8>, usize)> = (0..self.nodes.len())
+            .map(|_| (self.spare.pop().unwrap_or_default(), 0))
+            .collect();
+        cluster::route(&buf, &self.topology, &mut parts);
+        for (node, (part, n)) in self.nodes.iter_mut().zip(parts) {
+            if n > 0 {
+                node.part = Some(Part::new(part, n));
+            } else {
+                self.spare.push(part);
             }
         }
-        if self.rx_len == rx.len() {
-            // A reply larger than any write gets: not Redis.
-            self.rx = Some(rx);
-            self.broken("reply too large".into(), Instant::now());
-            return None;
-        }
-        let range = self.rx_len..rx.len();
-        Some(IoRequest::Recv {
-            fd,
-            buf: rx,
-            range,
-            op: self.op(OP_RECV),
-        })
+        self.batch_whole = Some(buf);
+    }
+
+    /// True once no node has a part in flight.
+    fn batch_over(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| n.part.as_ref().is_none_or(Part::over))
     }
 }
 
@@ -525,120 +366,80 @@ impl Store for RedisStore {
     }
 
     fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
-        if self.batch.is_some() || self.wake_out {
+        if self.batch_end.is_some() || self.wake_out {
             return None;
         }
         if self.fenced {
             return self.wake_to_refuse(now);
         }
-        if self.conn.is_none() && now >= self.next_attempt {
-            self.try_connect(now);
-        }
-        let retry_due = self.retry.is_some() && now >= self.next_attempt;
-        let Some(fd) = self.conn.as_ref().map(AsRawFd::as_raw_fd) else {
+        if self.topology_stale && (now < self.next_retry || !self.refresh_topology(now)) {
             return self.wake_to_refuse(now);
-        };
-        let batch = match self.retry.take() {
-            Some(b) if retry_due => b,
-            Some(b) => {
-                self.retry = Some(b);
+        }
+        let config = &self.config;
+        let mut all = true;
+        for node in &mut self.nodes {
+            all &= node.connect(config, now);
+        }
+        if !all {
+            let why = self
+                .nodes
+                .iter()
+                .find(|n| !n.connected())
+                .map(|n| format!("{}: {}", n.addr, n.last_error))
+                .unwrap_or_default();
+            self.down(&why, now);
+            return self.wake_to_refuse(now);
+        }
+        if let Some((buf, commands, end)) = self.retry.take() {
+            if now < self.next_retry {
+                self.retry = Some((buf, commands, end));
                 return self.wake_to_refuse(now);
             }
-            None if self.appended == self.durable && self.encoder.commands() == 0 => return None,
-            None => {
-                let commands = self.encoder.take(&mut self.pending);
-                if commands == 0 {
-                    // Every record's commands were elided: landed, nothing to send.
-                    self.pending.clear();
-                    self.durable = self.appended;
-                    self.landed_empty = Some(self.appended);
-                    self.wake_out = true;
-                    return Some(IoRequest::Wake {
-                        op: self.op(OP_WAKE),
-                    });
-                }
-                let buf = std::mem::take(&mut self.pending);
-                Batch {
-                    len: buf.len(),
-                    buf: Some(buf),
-                    commands,
-                    end: self.appended,
-                    ..Batch::default()
-                }
-            }
-        };
-        self.batch = Some(batch);
-        self.send_request(fd)
+            self.start_batch(buf, commands, end);
+            return self.continue_io();
+        }
+        if self.appended == self.durable && self.encoder.commands() == 0 {
+            return None;
+        }
+        let commands = self.encoder.take(&mut self.pending);
+        if commands == 0 {
+            // Every record's commands were elided: landed, nothing to send.
+            self.pending.clear();
+            self.durable = self.appended;
+            self.landed_empty = Some(self.appended);
+            return self.wake();
+        }
+        let buf = std::mem::replace(&mut self.pending, self.spare.pop().unwrap_or_default());
+        self.start_batch(buf, commands, self.appended);
+        self.continue_io()
     }
 
     fn continue_io(&mut self) -> Option<IoRequest> {
-        let fd = self.conn.as_ref()?.as_raw_fd();
-        let batch = self.batch.as_ref()?;
-        if batch.broken {
-            return None;
-        }
-        if !batch.send_out && batch.sent < batch.len {
-            return self.send_request(fd);
-        }
-        if !batch.recv_out && batch.replies < batch.commands {
-            let request = self.recv_request();
-            if let Some(b) = &mut self.batch {
-                b.recv_out = request.is_some();
-            }
-            return request;
-        }
-        None
+        self.batch_end?;
+        self.nodes.iter_mut().find_map(Node::request)
     }
 
     fn io_done(&mut self, done: IoDone) -> Option<Landed> {
         let now = Instant::now();
-        let current = done.op >> 2 == self.generation;
-        match done.op & 3 {
-            OP_WAKE => {
-                self.wake_out = false;
-                if let Some(durable) = self.landed_empty.take() {
-                    return Some(Landed {
-                        durable,
-                        ..Landed::default()
-                    });
-                }
-                // Always a landing (maybe of nothing): it ends what `next_io` started.
-                return Some(self.landed_nothing(now));
+        let kind = done.op & 3;
+        if kind == OP_WAKE {
+            self.wake_out = false;
+            if let Some(durable) = self.landed_empty.take() {
+                return Some(Landed {
+                    durable,
+                    ..Landed::default()
+                });
             }
-            OP_SEND => {
-                let batch = self.batch.as_mut()?;
-                batch.send_out = false;
-                batch.buf = done.buf;
-                if !current || batch.broken {
-                } else if done.result < 0 {
-                    let e = std::io::Error::from_raw_os_error(-done.result);
-                    self.broken(format!("send: {e}"), now);
-                } else {
-                    batch.sent += done.result as usize;
-                }
-            }
-            OP_RECV => {
-                self.rx = done.buf;
-                let batch = self.batch.as_mut()?;
-                batch.recv_out = false;
-                if !current || batch.broken {
-                } else if done.result <= 0 {
-                    let why = if done.result == 0 {
-                        "closed by Redis".to_string()
-                    } else {
-                        format!("recv: {}", std::io::Error::from_raw_os_error(-done.result))
-                    };
-                    self.broken(why, now);
-                } else {
-                    self.rx_len += done.result as usize;
-                    self.parse_replies(now);
-                }
-            }
-            _ => return None,
+            // Always a landing (maybe of nothing): it ends what `next_io` started.
+            return Some(self.landed_nothing(now));
         }
-        let batch = self.batch.as_ref()?;
-        let answered = batch.replies == batch.commands && batch.sent == batch.len;
-        if batch.send_out || batch.recv_out || !(answered || batch.broken) {
+        let (index, generation) = node::op_target(done.op);
+        let node = self.nodes.get_mut(index)?;
+        if let Some(why) = node.done(kind, generation, done, now) {
+            let why = format!("{}: {why}", node.addr);
+            self.down(&why, now);
+        }
+        if self.batch_end.is_none() || !self.batch_over() {
             return None;
         }
         Some(self.finish(now))
@@ -655,60 +456,5 @@ impl Store for RedisStore {
             self.encoder.renew_lock(&mut self.pending, &self.lock);
         }
         Ok(())
-    }
-}
-
-impl RedisStore {
-    /// Once the hold is over, records appended since the last refusal are refused too: a
-    /// completion at once reports it (nothing else would while Redis is away).
-    fn wake_to_refuse(&mut self, now: Instant) -> Option<IoRequest> {
-        if self.hold_over(now) && self.appended > self.refused_upto.max(self.durable) {
-            self.wake_out = true;
-            return Some(IoRequest::Wake {
-                op: self.op(OP_WAKE),
-            });
-        }
-        None
-    }
-
-    fn send_request(&mut self, fd: i32) -> Option<IoRequest> {
-        let batch = self.batch.as_mut()?;
-        let buf = batch.buf.take()?;
-        batch.send_out = true;
-        let range = batch.sent..batch.len;
-        Some(IoRequest::Send {
-            fd,
-            buf,
-            range,
-            op: OP_SEND | (self.generation << 2),
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_parse_with_auth_port_and_database() {
-        let d = Duration::from_millis(1);
-        let c = RedisConfig::parse("redis://u:p@127.0.0.1:7000/3", d, d, 1).unwrap();
-        assert_eq!(
-            (
-                c.addr.as_str(),
-                c.db,
-                c.user.as_deref(),
-                c.password.as_deref()
-            ),
-            ("127.0.0.1:7000", 3, Some("u"), Some("p"))
-        );
-        assert_eq!(c.url, "redis://***@127.0.0.1:7000/3");
-        let c = RedisConfig::parse("redis://:pw@host", d, d, 1).unwrap();
-        assert_eq!(
-            (c.addr.as_str(), c.user, c.password.as_deref()),
-            ("host:6379", None, Some("pw"))
-        );
-        assert!(RedisConfig::parse("http://x", d, d, 1).is_err());
-        assert!(RedisConfig::parse("redis://h:1/x", d, d, 1).is_err());
     }
 }

@@ -1,0 +1,303 @@
+//! One Redis connection of a shard's store (one per master): the part of the batch it
+//! carries, its send and receive on the shard's ring, and its replies, counted.
+
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use super::config::RedisConfig;
+use super::resp;
+use crate::store::{IoDone, IoRequest};
+
+/// Operation kinds (the low 2 bits of an `op`; the node's index and the connection's
+/// generation above them).
+pub(super) const OP_SEND: u32 = 0;
+pub(super) const OP_RECV: u32 = 1;
+pub(super) const OP_WAKE: u32 = 2;
+
+/// Bytes of the receive buffer at first, and at most (write replies are a few bytes each).
+const RX_BYTES: usize = 64 << 10;
+const RX_BYTES_MAX: usize = 16 << 20;
+
+/// Backoff between connection attempts: first, and at most.
+pub(super) const BACKOFF_MIN: Duration = Duration::from_millis(50);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// `op` for a request of `kind` on node `index`, connection `generation`.
+pub(super) fn op(kind: u32, index: usize, generation: u32) -> u32 {
+    kind | ((index as u32 & 0xff) << 2) | (generation << 10)
+}
+
+/// The node and generation of an `op`.
+pub(super) fn op_target(op: u32) -> (usize, u32) {
+    (((op >> 2) & 0xff) as usize, op >> 10)
+}
+
+/// A node's part of the batch out: its commands until every reply is counted.
+#[derive(Debug, Default)]
+pub(super) struct Part {
+    /// The commands (None while the kernel holds the buffer for a send).
+    pub buf: Option<Vec<u8>>,
+    pub len: usize,
+    pub commands: usize,
+    sent: usize,
+    replies: usize,
+    send_out: bool,
+    recv_out: bool,
+    /// The first error reply.
+    pub error: Option<String>,
+    /// The connection broke under it.
+    pub broken: bool,
+}
+
+impl Part {
+    /// `commands` commands in `buf`.
+    pub fn new(buf: Vec<u8>, commands: usize) -> Self {
+        Self {
+            len: buf.len(),
+            buf: Some(buf),
+            commands,
+            ..Self::default()
+        }
+    }
+
+    /// Nothing of it is in flight and it has all its replies or broke.
+    pub fn over(&self) -> bool {
+        !self.send_out
+            && !self.recv_out
+            && (self.broken || (self.sent == self.len && self.replies == self.commands))
+    }
+}
+
+/// One connection and what it carries.
+#[derive(Debug)]
+pub(super) struct Node {
+    pub addr: String,
+    index: usize,
+    conn: Option<TcpStream>,
+    /// Bumped per connection: a completion of an older one only returns its buffer.
+    generation: u32,
+    rx: Option<Vec<u8>>,
+    rx_len: usize,
+    rx_parsed: usize,
+    pub part: Option<Part>,
+    pub next_attempt: Instant,
+    backoff: Duration,
+    pub last_error: String,
+}
+
+impl Node {
+    /// Node `index` at `addr`, with a connection if one is given.
+    pub fn new(addr: String, index: usize, conn: Option<TcpStream>, now: Instant) -> Self {
+        Self {
+            addr,
+            index,
+            conn,
+            generation: 0,
+            rx: Some(vec![0; RX_BYTES]),
+            rx_len: 0,
+            rx_parsed: 0,
+            part: None,
+            next_attempt: now,
+            backoff: BACKOFF_MIN,
+            last_error: String::new(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Takes the connection (to hand it to a node of a new topology).
+    pub fn take_conn(&mut self) -> Option<TcpStream> {
+        self.conn.take()
+    }
+
+    /// Tries to connect if due; true if connected now.
+    pub fn connect(&mut self, config: &RedisConfig, now: Instant) -> bool {
+        if self.conn.is_some() {
+            return true;
+        }
+        if now < self.next_attempt {
+            return false;
+        }
+        match config.connect_to(&self.addr) {
+            Ok(conn) => {
+                tracing::info!(url = %config.url, node = %self.addr, "Redis connected");
+                self.conn = Some(conn);
+                self.generation = self.generation.wrapping_add(1) & 0x3f_ffff;
+                self.backoff = BACKOFF_MIN;
+                true
+            }
+            Err(e) => {
+                self.last_error = e.to_string();
+                self.next_attempt = now + self.backoff;
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                false
+            }
+        }
+    }
+
+    /// The connection failed: close it (so operations on it complete), back off; true if it
+    /// was open.
+    pub fn broken(&mut self, why: String, now: Instant) -> bool {
+        self.last_error = why;
+        self.next_attempt = now + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        if let Some(p) = &mut self.part {
+            p.broken = true;
+        }
+        self.rx_len = 0;
+        self.rx_parsed = 0;
+        match self.conn.take() {
+            Some(conn) => {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next request its part needs (the rest of the send, a receive), if any.
+    pub fn request(&mut self) -> Option<IoRequest> {
+        let fd = self.conn.as_ref()?.as_raw_fd();
+        let op_of = |kind| op(kind, self.index, self.generation);
+        let (send_op, recv_op) = (op_of(OP_SEND), op_of(OP_RECV));
+        let part = self.part.as_mut().filter(|p| !p.broken)?;
+        if !part.send_out && part.sent < part.len {
+            let buf = part.buf.take()?;
+            part.send_out = true;
+            return Some(IoRequest::Send {
+                fd,
+                buf,
+                range: part.sent..part.len,
+                op: send_op,
+            });
+        }
+        if part.recv_out || part.replies == part.commands {
+            return None;
+        }
+        let mut rx = self.rx.take()?;
+        if self.rx_len == rx.len() {
+            if self.rx_parsed > 0 {
+                rx.copy_within(self.rx_parsed..self.rx_len, 0);
+                self.rx_len -= self.rx_parsed;
+                self.rx_parsed = 0;
+            } else if rx.len() < RX_BYTES_MAX {
+                rx.resize(rx.len() * 2, 0);
+            }
+        }
+        if self.rx_len == rx.len() {
+            // A reply larger than any write gets: not Redis.
+            self.rx = Some(rx);
+            self.broken("reply too large".into(), Instant::now());
+            return None;
+        }
+        part.recv_out = true;
+        let range = self.rx_len..rx.len();
+        Some(IoRequest::Recv {
+            fd,
+            buf: rx,
+            range,
+            op: recv_op,
+        })
+    }
+
+    /// A completion of one of its operations (`generation` it was issued under); the reason
+    /// if it broke the connection.
+    pub fn done(
+        &mut self,
+        kind: u32,
+        generation: u32,
+        done: IoDone,
+        now: Instant,
+    ) -> Option<String> {
+        let current = generation == self.generation && self.conn.is_some();
+        let why = match kind {
+            OP_SEND => {
+                let part = self.part.as_mut()?;
+                part.send_out = false;
+                part.buf = done.buf;
+                if !current || part.broken {
+                    None
+                } else if done.result < 0 {
+                    Some(format!(
+                        "send: {}",
+                        std::io::Error::from_raw_os_error(-done.result)
+                    ))
+                } else {
+                    part.sent += done.result as usize;
+                    None
+                }
+            }
+            OP_RECV => {
+                self.rx = done.buf;
+                let part = self.part.as_mut()?;
+                part.recv_out = false;
+                if !current || part.broken {
+                    None
+                } else if done.result <= 0 {
+                    Some(if done.result == 0 {
+                        "closed by Redis".to_string()
+                    } else {
+                        format!("recv: {}", std::io::Error::from_raw_os_error(-done.result))
+                    })
+                } else {
+                    self.rx_len += done.result as usize;
+                    self.parse_replies()
+                }
+            }
+            _ => None,
+        };
+        let why = why?;
+        self.broken(why.clone(), now).then_some(why)
+    }
+
+    /// Counts the replies that arrived (the first error kept); a reason if the stream is not
+    /// Redis's.
+    fn parse_replies(&mut self) -> Option<String> {
+        let (Some(part), Some(rx)) = (&mut self.part, &self.rx) else {
+            return None;
+        };
+        let mut malformed = None;
+        while part.replies < part.commands {
+            let window = rx.get(self.rx_parsed..self.rx_len).unwrap_or_default();
+            match resp::skip(window) {
+                Ok(Some((error, used))) => {
+                    if error && part.error.is_none() {
+                        let text = resp::parse(window)
+                            .ok()
+                            .flatten()
+                            .and_then(|(r, _)| r.error().map(str::to_string))
+                            .unwrap_or_default();
+                        part.error = Some(text);
+                    }
+                    self.rx_parsed += used;
+                    part.replies += 1;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    malformed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if self.rx_parsed == self.rx_len {
+            self.rx_parsed = 0;
+            self.rx_len = 0;
+        }
+        malformed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_carry_kind_node_and_generation() {
+        let o = op(OP_RECV, 7, 0x3f_ffff);
+        assert_eq!(o & 3, OP_RECV);
+        assert_eq!(op_target(o), (7, 0x3f_ffff));
+    }
+}
