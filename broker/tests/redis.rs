@@ -174,7 +174,27 @@ fn puback(c: &mut Raw, id: u16, wait: Duration) -> Option<u8> {
 #[test]
 fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     let mut redis = Redis::start();
-    let broker = broker_on(&redis, &["--redis-hold-ms", "1500"]);
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let broker = broker_on(
+        &redis,
+        &["--redis-hold-ms", "1500", "--metrics-listen", &metrics],
+    );
+    // `ringmq_store_up` of shard 0 (the subscriber's, where the records land).
+    let store_up = || {
+        let mut s = std::net::TcpStream::connect(&metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("ringmq_store_up{shard=\"0\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .unwrap()
+    };
     let sub_id = id_on("outage-sub", 0);
     let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
     sub.subscribe("out/#", QoS::AtLeastOnce);
@@ -204,6 +224,8 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     let (mut v3, _) = Raw::connect(broker.addr, V4, &id_on("outage-v3", 1), true);
     v3.publish("out/a", b"v3", QoS::AtLeastOnce, 1);
     assert_eq!(puback(&mut v3, 1, Duration::from_secs(3)), None);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(store_up(), "0", "the outage shows in the metrics");
     redis.restart();
     let mut accepted = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -218,6 +240,8 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
         }
         id += 1;
     }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(store_up(), "1");
     // Everything acknowledged with 0x00 reaches the offline subscriber.
     let (mut sub, ack) = Raw::connect(broker.addr, V4, &sub_id, false);
     assert!(ack.session_present);
@@ -425,4 +449,44 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
         queued,
         "a fenced broker writes nothing more"
     );
+}
+
+#[test]
+fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_is_refused() {
+    let redis = Redis::start_with_password("admin-pw");
+    // The store's whole command set, on its own keys only (README: "The Redis store").
+    let acl = "ACL SETUSER ringmq on >store-pw ~ringmq:* +ping +hset +hdel +del +sadd +srem \
+               +pexpire +pexpireat +persist +eval +set +get +scan +hscan +hgetall +smembers";
+    let mut args = vec!["-a", "admin-pw", "--no-auth-warning"];
+    args.extend(acl.split(' '));
+    assert_eq!(redis.cli(&args).trim(), "OK");
+    let url = format!("redis://ringmq:store-pw@127.0.0.1:{}", redis.port);
+    let mut broker = Broker::start(&["--store", "redis", "--redis-url", &url]);
+    let id = id_on("acl-sub", 0);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &id, false);
+    sub.subscribe("acl/#", QoS::AtLeastOnce);
+    sub.send(&Packet::Disconnect(Default::default()));
+    let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("acl-pub", 1), true);
+    publ.publish("acl/a", b"kept", QoS::AtLeastOnce, 1);
+    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    sigkill(&mut broker);
+    let broker = Broker::start(&["--store", "redis", "--redis-url", &url]);
+    let (mut sub, ack) = Raw::connect(broker.addr, V4, &id, false);
+    assert!(ack.session_present);
+    match sub.recv_within(Duration::from_secs(3)) {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"kept"),
+        other => panic!("expected the queued message, got {other:?}"),
+    }
+    drop(broker);
+    let bad = format!("redis://ringmq:wrong@127.0.0.1:{}", redis.port);
+    let err = refused_start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &bad,
+        "--redis-start-wait-secs",
+        "1",
+    ]);
+    assert!(err.contains("WRONGPASS"), "{err}");
+    assert!(!err.contains("wrong@"), "the password is not logged: {err}");
 }

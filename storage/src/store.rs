@@ -132,6 +132,11 @@ pub trait Store: std::fmt::Debug {
     fn appended(&self) -> u64;
     /// The last write failed and no retry has succeeded yet: refuse what needs durability.
     fn failing(&self) -> bool;
+    /// Writes land (false during an outage, before refusals start too); by default, not
+    /// [`Store::failing`].
+    fn available(&self) -> bool {
+        !self.failing()
+    }
     /// The next I/O to perform, if a batch is due (at most one batch is out at a time).
     fn next_io(&mut self, now: Instant) -> Option<IoRequest>;
     /// More I/O for the batch out, asked for after [`Store::next_io`] and after each

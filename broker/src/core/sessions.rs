@@ -215,6 +215,7 @@ impl Core {
         self.stats.sessions = self.by_client.len() as u64;
         self.stats.retained = self.retained.len() as u64;
         self.stats.acks_held = self.durable.held_len() as u64;
+        self.stats.store_up = u64::from(self.durable.available());
         self.metrics
             .store(self.id.index(), &self.stats, &self.latency);
         let interval = Duration::from_secs(self.config.sys_interval_secs);

@@ -174,6 +174,11 @@ impl Durable {
         }
     }
 
+    /// The store lands its writes (see [`Store::available`]).
+    pub fn available(&self) -> bool {
+        self.store.available() && !self.append_failing
+    }
+
     /// The store cannot write: publishes that need durability are refused.
     pub fn failing(&self) -> bool {
         self.store.failing() || self.append_failing

@@ -249,6 +249,10 @@ counters! {
         sys Shard("store/acks_held"),
         prom "ringmq_store_acks_held",
         help "PUBACK / PUBREC packets waiting for durability now.";
+    store_up: Gauge,
+        sys Shard("store/up"),
+        prom "ringmq_store_up",
+        help "1 while the shard's store lands its writes, 0 during an outage (Redis unreachable or refusing writes, a failing disk).";
 }
 
 #[cfg(test)]
@@ -311,7 +315,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 27);
+        assert_eq!(COUNT, 28);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

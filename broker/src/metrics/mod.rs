@@ -445,6 +445,7 @@ mod tests {
                 ("store/commit_micros", 0),
                 ("store/acks_released", 0),
                 ("store/acks_held", 0),
+                ("store/up", 0),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));
             }

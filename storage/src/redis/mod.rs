@@ -365,6 +365,10 @@ impl Store for RedisStore {
         self.fenced || self.refused || self.pending.len() > self.config.pending_bytes_max
     }
 
+    fn available(&self) -> bool {
+        self.down_since.is_none() && !self.fenced
+    }
+
     fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
         if self.batch_end.is_some() || self.wake_out {
             return None;
