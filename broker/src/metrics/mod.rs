@@ -368,9 +368,9 @@ mod tests {
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
-        // AsyncAPI refusals, the store's six.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 13, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 13, "{text}");
+        // AsyncAPI refusals, the store's seven.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 14, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 14, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
