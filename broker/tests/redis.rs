@@ -226,6 +226,8 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     assert_eq!(puback(&mut v3, 1, Duration::from_secs(3)), None);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(store_up(), "0", "the outage shows in the metrics");
+    // Longer than the lock's TTL: the lock expires meanwhile and is taken again, not lost.
+    std::thread::sleep(Duration::from_millis(5500));
     redis.restart();
     let mut accepted = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -456,7 +458,7 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
     let redis = Redis::start_with_password("admin-pw");
     // The store's whole command set, on its own keys only (README: "The Redis store").
     let acl = "ACL SETUSER ringmq on >store-pw ~ringmq:* +ping +hset +hdel +del +sadd +srem \
-               +pexpire +pexpireat +persist +eval +set +get +scan +hscan +hgetall +smembers";
+               +pexpire +persist +eval +set +get +scan +hscan +hgetall +smembers";
     let mut args = vec!["-a", "admin-pw", "--no-auth-warning"];
     args.extend(acl.split(' '));
     assert_eq!(redis.cli(&args).trim(), "OK");
@@ -489,4 +491,49 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
     ]);
     assert!(err.contains("WRONGPASS"), "{err}");
     assert!(!err.contains("wrong@"), "the password is not logged: {err}");
+}
+
+#[test]
+fn a_redis_that_stops_answering_is_an_outage_too() {
+    let redis = Redis::start();
+    let broker = broker_on(&redis, &["--redis-hold-ms", "1500"]);
+    let sub_id = id_on("stop-sub", 0);
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
+    sub.subscribe("stop/#", QoS::AtLeastOnce);
+    sub.send(&Packet::Disconnect(Default::default()));
+    let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("stop-pub", 1), true);
+    publ.publish("stop/a", &1u16.to_be_bytes(), QoS::AtLeastOnce, 1);
+    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    // SIGSTOP: the connection stays open and silent; the batch out times out after the hold.
+    redis.pause();
+    publ.publish("stop/a", &2u16.to_be_bytes(), QoS::AtLeastOnce, 2);
+    assert!(
+        publ.recv_within(Duration::from_millis(700)).is_none(),
+        "held"
+    );
+    assert_eq!(puback(&mut publ, 2, Duration::from_secs(6)), Some(0x97));
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut id = 3u16;
+    loop {
+        assert!(Instant::now() < deadline, "publishes not accepted again");
+        publ.publish("stop/a", &id.to_be_bytes(), QoS::AtLeastOnce, id);
+        if puback(&mut publ, id, Duration::from_secs(5)) == Some(0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        id += 1;
+    }
+    let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
+    let mut got = std::collections::BTreeSet::new();
+    while let Some(p) = sub.recv_within(Duration::from_millis(1500)) {
+        if let Packet::Publish(p) = p {
+            got.insert(u16::from_be_bytes(p.payload[..2].try_into().unwrap()));
+            sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
+        }
+    }
+    assert!(
+        got.contains(&1) && got.contains(&id),
+        "acknowledged messages arrive: {got:?}"
+    );
 }

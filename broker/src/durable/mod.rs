@@ -152,7 +152,7 @@ impl Durable {
 
     /// Everything appended is durable (a shutdown may end without losing a record).
     pub fn settled(&self) -> bool {
-        self.ledger.durable() >= self.store.appended()
+        self.ledger.durable() >= self.store.appended() && self.store.idle()
     }
 
     /// Appends one record; an error is logged (once per streak) and the record is lost, which

@@ -74,6 +74,20 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// SIGSTOP: connections stay open, nothing answers.
+    pub fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// SIGCONT.
+    pub fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     /// Starts it again on the same port and directory.
     pub fn restart(&mut self) {
         self.kill();

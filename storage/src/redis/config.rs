@@ -93,23 +93,30 @@ impl RedisConfig {
 
     /// A connection to `addr` (a cluster node), set up as [`RedisConfig::connect`]'s.
     pub fn connect_to(&self, addr: &str) -> std::io::Result<TcpStream> {
+        self.handshake(self.connect_tcp(addr)?)
+    }
+
+    /// A TCP connection to `addr` with no Redis handshake (the store sends
+    /// [`RedisConfig::handshake_commands`] ahead of its first batch on it).
+    pub fn connect_tcp(&self, addr: &str) -> std::io::Result<TcpStream> {
         let addrs: Vec<_> = addr.to_socket_addrs()?.collect();
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, self.connect_timeout) {
-                Ok(stream) => return self.handshake(stream),
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    fn handshake(&self, mut stream: TcpStream) -> std::io::Result<TcpStream> {
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(self.connect_timeout))?;
-        stream.set_write_timeout(Some(self.connect_timeout))?;
+    /// `AUTH` and `SELECT` as the configuration needs them, and how many commands.
+    pub fn handshake_commands(&self) -> (Vec<u8>, usize) {
         let mut out = Vec::new();
-        let mut replies = 0;
+        let mut commands = 0;
         if let Some(password) = &self.password {
             let user = self.user.as_deref().unwrap_or("default");
             out.extend(resp::command(&[
@@ -117,12 +124,20 @@ impl RedisConfig {
                 user.as_bytes(),
                 password.as_bytes(),
             ]));
-            replies += 1;
+            commands += 1;
         }
         if self.db != 0 && !self.cluster {
             out.extend(resp::command(&[b"SELECT", self.db.to_string().as_bytes()]));
-            replies += 1;
+            commands += 1;
         }
+        (out, commands)
+    }
+
+    fn handshake(&self, stream: TcpStream) -> std::io::Result<TcpStream> {
+        let mut stream = stream;
+        stream.set_read_timeout(Some(self.connect_timeout))?;
+        stream.set_write_timeout(Some(self.connect_timeout))?;
+        let (mut out, mut replies) = self.handshake_commands();
         out.extend(resp::command(&[b"PING"]));
         replies += 1;
         stream.write_all(&out)?;

@@ -13,7 +13,7 @@
 //!
 //! Every command is idempotent (it sets state, never increments), so a batch may be sent
 //! again after a lost connection. While a session is offline, each key written gets the
-//! session's deadline again (`PEXPIREAT`): a hash emptied and recreated never lives without
+//! session's deadline again (`PEXPIRE`): a hash emptied and recreated never lives without
 //! its TTL.
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -70,6 +70,13 @@ pub fn client_of_session_key(key: &[u8]) -> Option<String> {
     )
 }
 
+/// Milliseconds of the Unix epoch now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// A subscription as a field and value of the session hash.
 pub fn subscription_value(sub: &StoredSubscription) -> [u8; 5] {
     let id = sub.sub_id.to_be_bytes();
@@ -116,7 +123,7 @@ pub fn u16_of(bytes: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// A queued message's commands in the pending buffer (the `HSET`, and its `PEXPIREAT` if
+/// A queued message's commands in the pending buffer (the `HSET`, and its `PEXPIRE` if
 /// offline): dropped if the message is acknowledged before the buffer is sent.
 #[derive(Debug)]
 struct Written {
@@ -222,10 +229,12 @@ impl Encoder {
     /// After writing `suffix` of an offline `client`: the key gets its deadline again.
     fn keep_deadline(&mut self, out: &mut Vec<u8>, client: &str, suffix: &[u8]) {
         if let Some(&at) = self.offline.get(client) {
+            // Relative to this broker's clock: Redis's may differ.
+            let left = at.saturating_sub(now_ms()).max(1);
             self.command(out, 3);
-            put_arg(out, b"PEXPIREAT");
+            put_arg(out, b"PEXPIRE");
             Self::key(out, client, suffix);
-            put_arg_u64(out, at);
+            put_arg_u64(out, left);
         }
     }
 
@@ -537,7 +546,7 @@ mod tests {
     fn offline_sessions_get_their_deadline_on_every_write() {
         let mut e = Encoder::default();
         let mut out = Vec::new();
-        e.offline(&mut out, "c", Some(123));
+        e.offline(&mut out, "c", Some(now_ms() + 60_000));
         assert_eq!(e.take(&mut out), ALL.len());
         out.clear();
         e.record(
@@ -548,7 +557,7 @@ mod tests {
             },
         );
         assert_eq!(e.take(&mut out), 2);
-        assert!(out.windows(9).any(|w| w == b"PEXPIREAT"));
+        assert!(out.windows(7).any(|w| w == b"PEXPIRE"));
         e.online(&mut out, "c");
         e.take(&mut out);
         out.clear();
@@ -605,7 +614,7 @@ mod tests {
                 retain: false,
             },
         );
-        e.offline(&mut out, "c", Some(9));
+        e.offline(&mut out, "c", Some(now_ms() + 9_000));
         e.record(
             &mut out,
             &Record::Ref {
@@ -616,7 +625,7 @@ mod tests {
             },
         );
         e.message(&mut out, "a", 2, 1, false, &m);
-        // b and c acknowledge 1 (c's HSET and PEXPIREAT go), a acknowledges 2 and 7 (7 was
+        // b and c acknowledge 1 (c's HSET and PEXPIRE go), a acknowledges 2 and 7 (7 was
         // written by an earlier buffer: an HDEL for it alone).
         e.acked(&mut out, "b", &[1]);
         e.acked(&mut out, "c", &[1]);
@@ -632,7 +641,7 @@ mod tests {
                     String::from_utf8_lossy(&c[1]).into_owned(),
                 )
             })
-            .filter(|(verb, _)| verb != "PEXPIREAT")
+            .filter(|(verb, _)| verb != "PEXPIRE")
             .collect();
         let expect = [("HSET", "ringmq:{a}:q"), ("HDEL", "ringmq:{a}:q")];
         assert_eq!(

@@ -1,9 +1,10 @@
 //! One broker per Redis database: the `ringmq:lock` key names the broker that writes there
-//! (host, pid, start time), with a short TTL every shard's store renews. A second broker
-//! waits for it (`redis_start_wait_secs`) and then refuses to start; a lock left by a broker
-//! of this host that is gone (SIGKILL) is taken at once. A store that finds the lock taken by
-//! another broker (after an outage longer than the TTL) stops writing for good: it is
-//! *fenced*, durable publishes are refused, and the log says to restart it.
+//! (host, pid, start time), with a short TTL every shard's store renews (taking it again if it
+//! expired meanwhile). A second broker waits for it (`redis_start_wait_secs`) and then
+//! refuses to start; a lock left by a broker of this host that is gone (SIGKILL) is taken at
+//! once. A store that finds the lock held by another broker (which could take it during an
+//! outage longer than the TTL) stops writing for good: it is *fenced*, durable publishes are
+//! refused, and the log says to restart it.
 
 use super::load::Client;
 use super::resp::{self, Reply};
@@ -17,9 +18,11 @@ pub const RENEW_EVERY_MS: u64 = 1000;
 /// Marks the error a renewal gets once another broker holds the lock.
 pub const LOST: &str = "RINGMQ-LOCK-LOST";
 
-/// Renews the lock if it is still `ARGV[1]`'s, else fails with [`LOST`].
-pub const RENEW: &[u8] = b"if redis.call('get', KEYS[1]) == ARGV[1] then \
-return redis.call('pexpire', KEYS[1], ARGV[2]) end \
+/// Renews the lock if it is still `ARGV[1]`'s, takes it again if it expired (an outage, a
+/// long start-up load, a Redis restarted without persistence), else fails with [`LOST`].
+pub const RENEW: &[u8] = b"local v = redis.call('get', KEYS[1]) \
+if v == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end \
+if not v then return redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2]) end \
 return redis.error_reply('RINGMQ-LOCK-LOST another broker holds ringmq:lock')";
 
 /// Takes the lock if it is still `ARGV[1]` (a stale holder), for `ARGV[3]` ms.

@@ -44,6 +44,9 @@ use crate::record::Record;
 use crate::store::{IoDone, IoRequest, Landed, Store};
 use crate::Error;
 
+/// The shortest wait for a batch's replies (the wait is `redis_hold_ms`, at least this).
+const REPLY_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+
 /// A shard's store in Redis: one connection per master (one for a single Redis).
 #[derive(Debug)]
 pub struct RedisStore {
@@ -59,8 +62,9 @@ pub struct RedisStore {
     landed_empty: Option<u64>,
     appended: u64,
     durable: u64,
-    /// The batch out: every record up to here is durable once each part answered.
+    /// The batch out: every record up to here is durable once each part answered; since when.
     batch_end: Option<u64>,
+    batch_since: Instant,
     /// With a cluster: the batch out, whole (sent again, re-split, if it does not land).
     batch_whole: Option<Vec<u8>>,
     /// A batch that did not land: its commands, their count, its end.
@@ -104,6 +108,7 @@ impl RedisStore {
             appended: 0,
             durable: 0,
             batch_end: None,
+            batch_since: now,
             batch_whole: None,
             retry: None,
             next_retry: now,
@@ -186,6 +191,8 @@ impl RedisStore {
             let Some(mut part) = node.part.take() else {
                 continue;
             };
+            node.release_closing();
+            node.handshaken |= !part.broken && part.error.is_none();
             broken |= part.broken;
             commands += part.commands;
             if error.is_none() {
@@ -284,21 +291,36 @@ impl RedisStore {
     /// Hands `buf` (`commands` commands, records up to `end`) to the nodes.
     fn start_batch(&mut self, buf: Vec<u8>, commands: usize, end: u64) {
         self.batch_end = Some(end);
+        self.batch_since = Instant::now();
         if self.nodes.len() == 1 {
             if let Some(node) = self.nodes.first_mut() {
-                node.part = Some(Part::new(buf, commands));
+                node.start(buf, commands, &self.config);
             }
             return;
         }
         let mut parts: Vec<(Vec<u8>, usize)> = (0..self.nodes.len())
             .map(|_| (self.spare.pop().unwrap_or_default(), 0))
             .collect();
-        cluster::route(&buf, &self.topology, &mut parts);
+        let routed = cluster::route(&buf, &self.topology, &mut parts);
+        debug_assert_eq!(routed, commands, "the encoder writes whole commands");
         for (node, (part, n)) in self.nodes.iter_mut().zip(parts) {
             if n > 0 {
-                node.part = Some(Part::new(part, n));
+                node.start(part, n, &self.config);
             } else {
                 self.spare.push(part);
+            }
+        }
+        if routed != commands {
+            // Cannot happen (the encoder writes whole commands): fail the batch, never hang.
+            tracing::error!(
+                routed,
+                commands,
+                "a Redis pipeline did not split into whole commands"
+            );
+            for node in &mut self.nodes {
+                if let Some(p) = &mut node.part {
+                    p.error = Some("ringmq: malformed pipeline".into());
+                }
             }
         }
         self.batch_whole = Some(buf);
@@ -367,6 +389,10 @@ impl Store for RedisStore {
 
     fn available(&self) -> bool {
         self.down_since.is_none() && !self.fenced
+    }
+
+    fn idle(&self) -> bool {
+        self.batch_end.is_none() && self.retry.is_none() && self.encoder.commands() == 0
     }
 
     fn next_io(&mut self, now: Instant) -> Option<IoRequest> {
@@ -450,9 +476,27 @@ impl Store for RedisStore {
     }
 
     fn maintain(&mut self, _budget: u64) -> Result<(), Error> {
+        let now = Instant::now();
+        // A batch Redis has not answered within the hold (stopped, partitioned, a dead host
+        // without a reset): its connections are broken, which completes what is out on them,
+        // and the batch goes again once reconnected.
+        let timeout = self.config.hold.max(REPLY_TIMEOUT_MIN);
+        if self.batch_end.is_some() && now.duration_since(self.batch_since) >= timeout {
+            let why = format!("no reply within {} ms", timeout.as_millis());
+            for node in &mut self.nodes {
+                if node.in_flight() {
+                    node.broken(why.clone(), now);
+                }
+            }
+            let first = self.down_since.is_none();
+            self.down(&why, now);
+            if first {
+                // The outage began when the batch went out unanswered.
+                self.down_since = Some(self.batch_since);
+            }
+        }
         // Renews the database's lock (a command in the next batch; a reply of `LOST`
         // fences this store).
-        let now = Instant::now();
         if !self.fenced
             && now.duration_since(self.renewed) >= Duration::from_millis(lock::RENEW_EVERY_MS)
         {

@@ -61,11 +61,14 @@ impl Part {
         }
     }
 
+    /// Nothing of it is in flight.
+    pub fn idle(&self) -> bool {
+        !self.send_out && !self.recv_out
+    }
+
     /// Nothing of it is in flight and it has all its replies or broke.
     pub fn over(&self) -> bool {
-        !self.send_out
-            && !self.recv_out
-            && (self.broken || (self.sent == self.len && self.replies == self.commands))
+        self.idle() && (self.broken || (self.sent == self.len && self.replies == self.commands))
     }
 }
 
@@ -75,8 +78,15 @@ pub(super) struct Node {
     pub addr: String,
     index: usize,
     conn: Option<TcpStream>,
+    /// A broken connection, shut down but kept open until its part has nothing in flight:
+    /// a request queued on the ring but not submitted yet still names this fd, which must
+    /// not be reused meanwhile.
+    closing: Option<TcpStream>,
     /// Bumped per connection: a completion of an older one only returns its buffer.
     generation: u32,
+    /// A part answered without error on this connection (its `AUTH` / `SELECT` went
+    /// through); until then each part starts with them.
+    pub handshaken: bool,
     rx: Option<Vec<u8>>,
     rx_len: usize,
     rx_parsed: usize,
@@ -87,13 +97,32 @@ pub(super) struct Node {
 }
 
 impl Node {
+    /// Starts `commands` commands of `buf` on this connection, behind the handshake while it
+    /// has not gone through.
+    pub fn start(&mut self, buf: Vec<u8>, commands: usize, config: &RedisConfig) {
+        let (mut first, n) = if self.handshaken {
+            (Vec::new(), 0)
+        } else {
+            config.handshake_commands()
+        };
+        let part = if n == 0 {
+            Part::new(buf, commands)
+        } else {
+            first.extend_from_slice(&buf);
+            Part::new(first, commands + n)
+        };
+        self.part = Some(part);
+    }
+
     /// Node `index` at `addr`, with a connection if one is given.
     pub fn new(addr: String, index: usize, conn: Option<TcpStream>, now: Instant) -> Self {
         Self {
             addr,
             index,
             conn,
+            closing: None,
             generation: 0,
+            handshaken: true,
             rx: Some(vec![0; RX_BYTES]),
             rx_len: 0,
             rx_parsed: 0,
@@ -113,18 +142,35 @@ impl Node {
         self.conn.take()
     }
 
+    /// Closes a broken connection once nothing of its part is in flight.
+    pub fn release_closing(&mut self) {
+        if self.part.as_ref().is_none_or(Part::idle) {
+            self.closing = None;
+        }
+    }
+
+    /// True while its part has a send or a receive out.
+    pub fn in_flight(&self) -> bool {
+        self.part.as_ref().is_some_and(|p| !p.idle())
+    }
+
     /// Tries to connect if due; true if connected now.
     pub fn connect(&mut self, config: &RedisConfig, now: Instant) -> bool {
         if self.conn.is_some() {
             return true;
         }
+        self.release_closing();
         if now < self.next_attempt {
             return false;
         }
-        match config.connect_to(&self.addr) {
+        // TCP only (bounded by `redis_connect_timeout_ms`; at once on a local host): the
+        // handshake goes ahead of the next part, so a Redis that accepts and then stays
+        // silent does not block the shard.
+        match config.connect_tcp(&self.addr) {
             Ok(conn) => {
                 tracing::info!(url = %config.url, node = %self.addr, "Redis connected");
                 self.conn = Some(conn);
+                self.handshaken = false;
                 self.generation = self.generation.wrapping_add(1) & 0x3f_ffff;
                 self.backoff = BACKOFF_MIN;
                 true
@@ -151,7 +197,9 @@ impl Node {
         self.rx_parsed = 0;
         match self.conn.take() {
             Some(conn) => {
+                // Operations out on it complete now; the fd stays ours until they did.
                 let _ = conn.shutdown(std::net::Shutdown::Both);
+                self.closing = Some(conn);
                 true
             }
             None => false,
