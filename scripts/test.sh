@@ -20,6 +20,18 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+# tansu, a Kafka-protocol broker, for the Kafka bridge's tests (broker/tests/kafka.rs); reused
+# when already installed (~9 minutes to build). librdkafka is built from source by the rdkafka
+# crate: gcc, make and zlib.
+if ! command -v gcc >/dev/null || ! command -v make >/dev/null || ! dpkg -s zlib1g-dev >/dev/null 2>&1; then
+  echo "== installing gcc, make, zlib1g-dev (librdkafka)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc make zlib1g-dev >/dev/null
+fi
+if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
+  echo "== installing tansu 0.6.0 (cargo install, several minutes)"
+  cargo install tansu --version 0.6.0 --locked --features dynostore,libsql
+fi
 if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
   echo "== installing paho-mqtt"
   python3 -m pip install -q 'paho-mqtt>=2.1,<3'

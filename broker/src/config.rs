@@ -136,12 +136,15 @@ macro_rules! config_keys {
                 #[doc = concat!("Default: ", $text, ".")]
                 pub $key: $ty,
             )*
+            /// The `[kafka]` table (file only; README "Kafka"): the MQTT -> Kafka bridge.
+            pub kafka: Option<crate::kafka::config::KafkaConfig>,
         }
 
         impl Default for Config {
             fn default() -> Self {
                 Self {
                     $( $key: $default, )*
+                    kafka: None,
                 }
             }
         }
@@ -513,6 +516,11 @@ impl Config {
             }
             if let Err(e) = self.redis() {
                 return Err(bad("redis_url", e));
+            }
+        }
+        if let Some(kafka) = &self.kafka {
+            if let Err(e) = kafka.check() {
+                return Err(bad("kafka", e));
             }
         }
         if self.redis_connect_timeout_ms == 0 || self.redis_connect_timeout_ms > 60_000 {

@@ -8,7 +8,8 @@
 //!   routing, sessions' life cycle; state and packets in, output and effects out.
 //! - [`durable`]: the shard's store and the ledger of acknowledgements waiting for it;
 //!   recovery at start.
-//! - [`sink`]: outbound targets other than sessions and peers (the Kafka bridge, later).
+//! - [`sink`]: outbound targets other than sessions and peers.
+//! - [`kafka`]: the MQTT -> Kafka bridge (a sink per shard, rdkafka).
 //! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
 //! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
 //! - [`retained`]: retained messages, partitioned across shards by topic, paged by filter.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod core;
 pub mod durable;
 pub mod ids;
+pub mod kafka;
 pub mod metrics;
 pub mod retained;
 pub mod router;
@@ -90,6 +92,9 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         tracing::info!(%bound, "Prometheus metrics at /metrics");
     }
     retained::start_clock();
+    if let Some(kafka) = &config.kafka {
+        kafka::create_topics(kafka, &kafka::rules(kafka)?)?;
+    }
     let mut recovered = durable::recover::recover(&config)?.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -103,11 +103,16 @@ impl Core {
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack, publisher));
             }
             if !self.sinks.is_empty() {
-                let token = match origin {
-                    Origin::Client(_, token) => token,
-                    _ => None,
+                let (publisher, token) = match origin {
+                    Origin::Client(sid, token) => (
+                        self.session_mut(sid)
+                            .map(|s| s.client_id.clone())
+                            .unwrap_or_default(),
+                        token,
+                    ),
+                    _ => (Default::default(), None),
                 };
-                confirming += self.sinks.offer(&message, token);
+                confirming += self.sinks.offer(&message, &publisher, token);
             }
         }
         confirming

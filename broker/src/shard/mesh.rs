@@ -141,6 +141,17 @@ impl Mesh {
     }
 
     /// This shard's eventfd.
+    /// A duplicate of this shard's doorbell eventfd, for a library thread (rdkafka's) to wake
+    /// the shard with (writing 1 as a native-endian u64).
+    pub fn doorbell_file(&self) -> std::io::Result<std::fs::File> {
+        let bell = self
+            .shared
+            .doorbells
+            .get(self.me.index())
+            .ok_or_else(|| std::io::Error::other("no doorbell"))?;
+        Ok(std::fs::File::from(bell.fd.try_clone()?))
+    }
+
     pub fn doorbell_fd(&self) -> RawFd {
         self.shared
             .doorbells

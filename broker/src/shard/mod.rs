@@ -158,6 +158,16 @@ impl Shard {
             Instant::now(),
         );
         core.follow_auth(auth);
+        if let Some(kafka) = &core.config.kafka {
+            let rules = crate::kafka::rules(kafka)?;
+            let sink = crate::kafka::sink::KafkaSink::new(
+                kafka,
+                rules,
+                id.index(),
+                mesh.doorbell_file()?,
+            )?;
+            core.sinks.add(Box::new(sink));
+        }
         Ok(Self {
             ring,
             listener,

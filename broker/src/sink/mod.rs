@@ -30,9 +30,10 @@ pub trait Sink: std::fmt::Debug {
     fn name(&self) -> &str;
     /// True when the sink takes messages published on `topic`.
     fn wants(&self, topic: &str) -> bool;
-    /// Takes `message`. With `token`, the publisher's acknowledgement may wait for it:
-    /// answer [`Offer::Pending`] and report the token later.
-    fn offer(&mut self, message: &Message, token: Option<u64>) -> Offer;
+    /// Takes `message`, published by client `publisher` (empty for the broker's own). With
+    /// `token`, the publisher's acknowledgement may wait for it: answer [`Offer::Pending`] and
+    /// report the token later.
+    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer;
     /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
@@ -63,10 +64,11 @@ impl Sinks {
     }
 
     /// Offers `message` to every sink that wants it; how many will confirm `token` later.
-    pub fn offer(&mut self, message: &Message, token: Option<u64>) -> usize {
+    pub fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> usize {
         let mut pending = 0;
         for sink in &mut self.list {
-            if sink.wants(&message.topic) && sink.offer(message, token) == Offer::Pending {
+            if sink.wants(&message.topic) && sink.offer(message, publisher, token) == Offer::Pending
+            {
                 debug_assert!(
                     token.is_some(),
                     "a sink waits only for a token it was given"

@@ -1,0 +1,124 @@
+//! The `[kafka]` table: where Kafka is, the producer's settings (each one set explicitly on
+//! rdkafka, never left to its defaults), and the `[[kafka.to_kafka]]` rules, checked at start
+//! with errors naming the rule.
+
+use serde::Deserialize;
+
+/// `[kafka]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap list, `host:port[,host:port]`.
+    pub brokers: String,
+    /// Kafka client id.
+    pub client_id: String,
+    /// How long the producer waits to fill a batch (`linger.ms`).
+    pub linger_ms: u64,
+    /// `none`, `gzip`, `snappy`, `lz4` or `zstd` (`compression.type`).
+    pub compression: String,
+    /// Largest producer batch per partition, bytes (`batch.size`).
+    pub batch_bytes_max: u64,
+    /// Create missing `to_kafka` topics at start (a fixed topic only; templated ones must
+    /// exist).
+    pub create_topics: bool,
+    /// Partitions of a created topic.
+    pub partitions: i32,
+    /// Replication factor of a created topic.
+    pub replication: i32,
+    /// A record Kafka has not acknowledged within this is failed (`message.timeout.ms`): its
+    /// publisher gets 0x97 (MQTT 3: the connection closes).
+    pub timeout_ms: u64,
+    /// Records a shard may have in flight to Kafka; above it the shard stops reading its
+    /// clients (backpressure) until deliveries come back.
+    pub queue_count_max: usize,
+    /// MQTT -> Kafka rules; the first whose filter matches a topic wins.
+    pub to_kafka: Vec<ToKafka>,
+    /// Kafka -> MQTT rules (not built yet: a non-empty list is refused at start).
+    pub to_mqtt: Vec<toml::Value>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "ringmq".into(),
+            linger_ms: 5,
+            compression: "lz4".into(),
+            batch_bytes_max: 1 << 20,
+            create_topics: true,
+            partitions: 8,
+            replication: 1,
+            timeout_ms: 10_000,
+            queue_count_max: 100_000,
+            to_kafka: Vec::new(),
+            to_mqtt: Vec::new(),
+        }
+    }
+}
+
+/// `[[kafka.to_kafka]]`: one MQTT -> Kafka rule.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToKafka {
+    /// MQTT topic filter.
+    pub filter: String,
+    /// Kafka topic; `{1}`, `{2}`, ... are the topic levels the filter's wildcards matched
+    /// (`#` counts as one, all its levels joined by `/`), `{client_id}` the publisher's.
+    pub topic: String,
+    /// The record key: `client_id`, `topic`, `level:N` (the topic's Nth level, from 1), or
+    /// `none`.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// `kafka`: the PUBACK / PUBREC waits for Kafka's acknowledgement (acks = all).
+    #[serde(default = "default_ack")]
+    pub ack: String,
+}
+
+fn default_key() -> String {
+    "client_id".into()
+}
+
+fn default_ack() -> String {
+    "kafka".into()
+}
+
+impl KafkaConfig {
+    /// Checks every value and rule; the error names the key or the rule.
+    pub fn check(&self) -> Result<(), String> {
+        if self.brokers.trim().is_empty() {
+            return Err("kafka.brokers: empty".into());
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
+            return Err(format!(
+                "kafka.compression: `{}`: one of none, gzip, snappy, lz4, zstd",
+                self.compression
+            ));
+        }
+        if self.linger_ms > 60_000 {
+            return Err("kafka.linger_ms: at most 60000".into());
+        }
+        if !(1..=16 << 20).contains(&self.batch_bytes_max) {
+            return Err("kafka.batch_bytes_max: between 1 and 16777216".into());
+        }
+        if self.partitions < 1 || self.replication < 1 {
+            return Err("kafka.partitions and kafka.replication: at least 1".into());
+        }
+        if !(1_000..=3_600_000).contains(&self.timeout_ms) {
+            return Err("kafka.timeout_ms: between 1000 and 3600000".into());
+        }
+        if !(1..=10_000_000).contains(&self.queue_count_max) {
+            return Err("kafka.queue_count_max: between 1 and 10000000".into());
+        }
+        if !self.to_mqtt.is_empty() {
+            return Err("kafka.to_mqtt: Kafka -> MQTT is not built yet (issue 14)".into());
+        }
+        if self.to_kafka.is_empty() {
+            return Err("kafka: no [[kafka.to_kafka]] rule".into());
+        }
+        for (i, rule) in self.to_kafka.iter().enumerate() {
+            super::rule::Rule::compile(rule)
+                .map_err(|e| format!("kafka.to_kafka[{i}] (filter `{}`): {e}", rule.filter))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,96 @@
+//! The Kafka bridge: MQTT -> Kafka (`[[kafka.to_kafka]]` rules) through the sink boundary,
+//! with rdkafka. A publish matching a rule is produced to the mapped topic and key, with its
+//! MQTT 5 properties and context as headers; with `ack = "kafka"` its PUBACK / PUBREC waits
+//! for Kafka's acknowledgement (acks = all), and a record Kafka does not acknowledge within
+//! `kafka.timeout_ms` refuses its publisher (0x97). Kafka -> MQTT is not built yet.
+//!
+//! # Layout
+//! - [`config`]: the `[kafka]` table and its checks.
+//! - [`rule`]: a compiled rule (filter, topic template, key).
+//! - [`sink`]: the per-shard producer behind the `Sink` trait.
+//! - `mod.rs`: topic creation at start.
+
+pub mod config;
+pub mod rule;
+pub mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+
+use config::KafkaConfig;
+use rule::Rule;
+
+/// A client context that sends librdkafka's lines to debug (it repeats every failed
+/// connect; the broker's own lines say what matters).
+#[derive(Clone, Copy, Debug)]
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(?level, fac, "librdkafka: {log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka: {reason}");
+    }
+}
+
+/// The compiled rules (checked already by `KafkaConfig::check`).
+pub fn rules(config: &KafkaConfig) -> anyhow::Result<Arc<Vec<Rule>>> {
+    let rules = config
+        .to_kafka
+        .iter()
+        .map(Rule::compile)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("kafka.to_kafka: {e}"))?;
+    Ok(Arc::new(rules))
+}
+
+/// Creates the rules' fixed topics that do not exist yet (`kafka.create_topics`); an
+/// unreachable Kafka is a clear error.
+pub fn create_topics(config: &KafkaConfig, rules: &[Rule]) -> anyhow::Result<()> {
+    let mut names: Vec<&str> = rules
+        .iter()
+        .filter_map(|r| r.fixed_topic.as_deref())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if !config.create_topics || names.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<Quiet> = sink::producer_config(config, 0)
+        .create_with_context(Quiet)
+        .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                config.partitions,
+                TopicReplication::Fixed(config.replication),
+            )
+        })
+        .collect();
+    let wait = Duration::from_millis(config.timeout_ms);
+    let options = AdminOptions::new()
+        .request_timeout(Some(wait))
+        .operation_timeout(Some(wait));
+    let results = futures_executor::block_on(admin.create_topics(&topics, &options))
+        .map_err(|e| anyhow::anyhow!("kafka at {}: creating topics: {e}", config.brokers))?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "Kafka topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                anyhow::bail!("kafka at {}: creating topic {name}: {code}", config.brokers)
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! The MQTT -> Kafka sink of one shard: an rdkafka `ThreadedProducer` (its own thread, acks =
+//! all, idempotent), fed from the shard without blocking; delivery reports come back through a
+//! lock-free queue and wake the shard through its doorbell eventfd.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_queue::SegQueue;
+use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::config::KafkaConfig;
+use super::rule::Rule;
+use crate::session::Message;
+use crate::sink::{Offer, Sink};
+
+/// What rdkafka's thread shares with the shard.
+#[derive(Debug)]
+pub struct Reports {
+    /// (token, delivered) of acknowledged messages.
+    done: SegQueue<(u64, bool)>,
+    /// Records handed to rdkafka and not reported yet.
+    in_flight: AtomicUsize,
+    /// The shard is woken once per batch of reports.
+    woken: AtomicBool,
+    /// The shard's doorbell (an eventfd, duplicated).
+    doorbell: std::fs::File,
+    /// A delivery failed since the shard last looked (it logs once per streak).
+    failed: AtomicBool,
+}
+
+/// The producer's context: the shared reports.
+#[derive(Debug)]
+pub struct Ctx(Arc<Reports>);
+
+impl ClientContext for Ctx {
+    /// librdkafka's own lines go to debug: it repeats every failed connect; the sink logs one
+    /// line when deliveries start failing and one when they succeed again.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(?level, fac, "librdkafka: {log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka: {reason}");
+    }
+}
+
+impl ProducerContext for Ctx {
+    /// The publisher's token + 1, or 0 for none.
+    type DeliveryOpaque = usize;
+
+    /// On rdkafka's thread: the report goes to the shard's queue; the shard is woken once
+    /// per batch of reports.
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let r = &self.0;
+        r.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let ok = result.is_ok();
+        if !ok {
+            r.failed.store(true, Ordering::Release);
+        }
+        if opaque != 0 {
+            r.done.push(((opaque - 1) as u64, ok));
+        }
+        if !r.woken.swap(true, Ordering::AcqRel) {
+            let _ = (&r.doorbell).write(&1u64.to_ne_bytes());
+        }
+    }
+}
+
+/// One shard's producer and rules.
+pub struct KafkaSink {
+    rules: Arc<Vec<Rule>>,
+    producer: ThreadedProducer<Ctx>,
+    reports: Arc<Reports>,
+    queue_max: usize,
+    topic: String,
+    /// Logged once per streak of failures.
+    failing: bool,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("rules", &self.rules.len())
+            .field("in_flight", &self.reports.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// The producer settings, every one set explicitly.
+pub fn producer_config(config: &KafkaConfig, shard: usize) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers)
+        .set("client.id", format!("{}-{shard}", config.client_id))
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("retries", "2147483647")
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("batch.size", config.batch_bytes_max.to_string())
+        .set("compression.type", &config.compression)
+        .set("message.timeout.ms", config.timeout_ms.to_string())
+        .set("request.timeout.ms", "5000")
+        .set(
+            "queue.buffering.max.messages",
+            (config.queue_count_max + 1024).to_string(),
+        )
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("socket.keepalive.enable", "true")
+        .set("broker.address.family", "v4");
+    c
+}
+
+impl KafkaSink {
+    /// A producer for shard `shard` whose reports wake it through `doorbell` (an eventfd).
+    pub fn new(
+        config: &KafkaConfig,
+        rules: Arc<Vec<Rule>>,
+        shard: usize,
+        doorbell: std::fs::File,
+    ) -> anyhow::Result<Self> {
+        let reports = Arc::new(Reports {
+            done: SegQueue::new(),
+            in_flight: AtomicUsize::new(0),
+            woken: AtomicBool::new(false),
+            doorbell,
+            failed: AtomicBool::new(false),
+        });
+        let producer: ThreadedProducer<Ctx> = producer_config(config, shard)
+            .create_with_context(Ctx(reports.clone()))
+            .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
+        Ok(Self {
+            rules,
+            producer,
+            reports,
+            queue_max: config.queue_count_max,
+            topic: String::new(),
+            failing: false,
+        })
+    }
+}
+
+fn bytes(s: &str) -> &[u8] {
+    s.as_bytes()
+}
+
+/// MQTT 5 properties and the MQTT context as Kafka headers.
+fn headers(message: &Message, publisher: &str) -> OwnedHeaders {
+    let p = &*message.properties;
+    let qos = [b'0' + message.qos as u8];
+    let mut h = OwnedHeaders::new_with_capacity(4 + p.user_properties.len())
+        .insert(Header {
+            key: "mqtt.topic",
+            value: Some(bytes(&message.topic)),
+        })
+        .insert(Header {
+            key: "mqtt.client_id",
+            value: Some(publisher.as_bytes()),
+        })
+        .insert(Header {
+            key: "mqtt.qos",
+            value: Some(&qos[..]),
+        });
+    if let Some(ct) = &p.content_type {
+        h = h.insert(Header {
+            key: "content-type",
+            value: Some(bytes(ct)),
+        });
+    }
+    if let Some(pfi) = p.payload_format_indicator {
+        h = h.insert(Header {
+            key: "mqtt.payload_format_indicator",
+            value: Some(if pfi { &b"1"[..] } else { &b"0"[..] }),
+        });
+    }
+    if let Some(rt) = &p.response_topic {
+        h = h.insert(Header {
+            key: "mqtt.response_topic",
+            value: Some(bytes(rt)),
+        });
+    }
+    if let Some(cd) = &p.correlation_data {
+        h = h.insert(Header {
+            key: "mqtt.correlation_data",
+            value: Some(&cd[..]),
+        });
+    }
+    for (k, v) in &p.user_properties {
+        h = h.insert(Header {
+            key: &k[..],
+            value: Some(bytes(v)),
+        });
+    }
+    h
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn wants(&self, topic: &str) -> bool {
+        self.rules.iter().any(|r| r.wants(topic))
+    }
+
+    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer {
+        let rules = self.rules.clone();
+        let Some(rule) = rules.iter().find(|r| r.wants(&message.topic)) else {
+            return Offer::Taken;
+        };
+        let refuse = |sink: &mut Self, why: &str| {
+            if !sink.failing {
+                tracing::warn!(topic = %message.topic, reason = why, "a message for Kafka was not produced: its publisher is refused");
+                sink.failing = true;
+            }
+            match token {
+                Some(t) => {
+                    sink.reports.done.push((t, false));
+                    Offer::Pending
+                }
+                None => Offer::Taken,
+            }
+        };
+        let mut topic = std::mem::take(&mut self.topic);
+        if !rule.render_topic(&message.topic, publisher, &mut topic) {
+            self.topic = topic;
+            return refuse(self, "the rule's topic template gives no valid Kafka topic");
+        }
+        let key = rule.key(&message.topic, publisher);
+        let opaque = token.map_or(0, |t| t as usize + 1);
+        let mut record = BaseRecord::with_opaque_to(&topic, opaque)
+            .payload(&message.payload[..])
+            .headers(headers(message, publisher));
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        self.reports.in_flight.fetch_add(1, Ordering::AcqRel);
+        let sent = self.producer.send(record).map_err(|(e, _)| e);
+        self.topic = topic;
+        match sent {
+            Ok(()) => match token {
+                Some(_) => Offer::Pending,
+                None => Offer::Taken,
+            },
+            Err(e) => {
+                self.reports.in_flight.fetch_sub(1, Ordering::AcqRel);
+                refuse(self, &e.to_string())
+            }
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.reports.in_flight.load(Ordering::Acquire) >= self.queue_max
+    }
+
+    fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
+        self.reports.woken.store(false, Ordering::Release);
+        while let Some(done) = self.reports.done.pop() {
+            out.push(done);
+        }
+        if self.reports.failed.swap(false, Ordering::AcqRel) {
+            if !self.failing {
+                tracing::warn!("Kafka did not acknowledge messages within kafka.timeout_ms: their publishers are refused (0x97)");
+                self.failing = true;
+            }
+        } else if self.failing && !out.is_empty() && out.iter().all(|(_, ok)| *ok) {
+            tracing::info!("Kafka acknowledges again");
+            self.failing = false;
+        }
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Delivers what is queued (bounded by the message timeout).
+        let _ = self.producer.flush(std::time::Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,250 @@
+//! The MQTT -> Kafka bridge with the real binary (2 shards) and a real Kafka-protocol broker
+//! (tansu) on a free port: records arrive with the mapped topic, key and headers, in order
+//! per key; PUBACKs wait for Kafka and a Kafka that is gone refuses publishers (0x97);
+//! MQTT subscribers of the same topic still get the messages; bad rules are start-up errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+#[path = "common/kafka.rs"]
+mod kafka;
+
+use std::time::{Duration, Instant};
+
+use common::{id_on, scratch_dir, Broker, Raw};
+use kafka::{consume, Tansu};
+use net::codec::{Packet, ProtocolVersion, PubRespKind, Publish, QoS};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn config_file(body: &str) -> std::path::PathBuf {
+    let dir = scratch_dir("kafka-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringmq.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn broker_with(tansu: &Tansu, extra: &str) -> Broker {
+    let path = config_file(&format!(
+        "[kafka]\nbrokers = \"{}\"\npartitions = 3\ntimeout_ms = 2000\n{extra}\n\
+         [[kafka.to_kafka]]\nfilter = \"devices/+/telemetry\"\ntopic = \"telemetry\"\nkey = \"level:2\"\n",
+        tansu.brokers()
+    ));
+    Broker::start(&["--config", path.to_str().unwrap()])
+}
+
+/// Waits for the PUBACK of `id`: its reason code, None if the connection closed or timed out.
+fn puback(c: &mut Raw, id: u16, wait: Duration) -> Option<u8> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match c.recv_within(deadline - Instant::now()) {
+            Some(Packet::PubResp(r))
+                if r.kind == PubRespKind::PubAck && r.packet_id.get() == id =>
+            {
+                return Some(r.reason.0)
+            }
+            Some(_) => {}
+            None => return None,
+        }
+    }
+    None
+}
+
+fn telemetry(device: &str, seq: u16, user: bool) -> Publish {
+    let mut properties = net::codec::BoxedProperties::default();
+    if user {
+        properties
+            .user_properties
+            .push(("site".into(), "lab".into()));
+    }
+    Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        topic: format!("devices/{device}/telemetry").into(),
+        packet_id: net::codec::PacketId::new(seq),
+        properties,
+        payload: bytes::Bytes::from(seq.to_be_bytes().to_vec()),
+    }
+}
+
+#[test]
+fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() {
+    let tansu = Tansu::start();
+    let broker = broker_with(&tansu, "");
+    // An MQTT subscriber of the same topics still gets everything.
+    let (mut sub, _) = Raw::connect(broker.addr, V5, &id_on("k-sub", 0), true);
+    sub.subscribe("devices/#", QoS::AtLeastOnce);
+    // Publishers homed on both shards, 3 devices each.
+    const N: u16 = 60;
+    let mut publishers = Vec::new();
+    for shard in 0..2u16 {
+        let id = id_on(&format!("k-pub-{shard}"), shard);
+        let (c, _) = Raw::connect(broker.addr, V5, &id, true);
+        publishers.push((id, c));
+    }
+    for seq in 1..=N {
+        for (shard, (_, c)) in publishers.iter_mut().enumerate() {
+            let device = format!("d{shard}-{}", seq % 3);
+            c.send(&Packet::Publish(telemetry(&device, seq, seq == 1)));
+        }
+    }
+    for (_, c) in publishers.iter_mut() {
+        for seq in 1..=N {
+            assert_eq!(
+                puback(c, seq, Duration::from_secs(30)),
+                Some(0),
+                "PUBACK {seq}"
+            );
+        }
+    }
+    let records = consume(
+        &tansu.brokers(),
+        "telemetry",
+        2 * N as usize,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        records.len(),
+        2 * N as usize,
+        "every acknowledged publish is in Kafka"
+    );
+    for shard in 0..2 {
+        for d in 0..3 {
+            let key = format!("d{shard}-{d}");
+            let seqs: Vec<u16> = records
+                .iter()
+                .filter(|r| r.key.as_deref() == Some(&key))
+                .map(|r| u16::from_be_bytes(r.payload[..2].try_into().unwrap()))
+                .collect();
+            let expected: Vec<u16> = (1..=N).filter(|s| s % 3 == d).collect();
+            assert_eq!(seqs, expected, "key {key}: all, in publish order");
+        }
+    }
+    let first = records
+        .iter()
+        .find(|r| r.payload == 1u16.to_be_bytes() && r.key.as_deref() == Some("d0-1"))
+        .unwrap();
+    let header = |k: &str| {
+        first
+            .headers
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    };
+    assert_eq!(
+        header("mqtt.topic").as_deref(),
+        Some("devices/d0-1/telemetry")
+    );
+    assert_eq!(
+        header("mqtt.client_id").as_deref(),
+        Some(publishers[0].0.as_str())
+    );
+    assert_eq!(header("mqtt.qos").as_deref(), Some("1"));
+    assert_eq!(
+        header("site").as_deref(),
+        Some("lab"),
+        "user properties as headers"
+    );
+    let mut got = 0;
+    while let Some(p) = sub.recv_within(Duration::from_secs(2)) {
+        if let Packet::Publish(p) = p {
+            got += 1;
+            sub.ack(PubRespKind::PubAck, p.packet_id.unwrap());
+        }
+    }
+    assert_eq!(got, 2 * N as usize, "MQTT subscribers still get them");
+}
+
+#[test]
+fn a_kafka_that_is_gone_refuses_publishers_instead_of_acknowledging() {
+    let mut tansu = Tansu::start();
+    let broker = broker_with(&tansu, "");
+    let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("k-down", 1), true);
+    publ.send(&Packet::Publish(telemetry("x", 1, false)));
+    assert_eq!(puback(&mut publ, 1, Duration::from_secs(30)), Some(0));
+    tansu.kill();
+    let sent = Instant::now();
+    publ.send(&Packet::Publish(telemetry("x", 2, false)));
+    // Held while Kafka is away, refused once `kafka.timeout_ms` (2 s) passed: never
+    // acknowledged and dropped.
+    assert_eq!(puback(&mut publ, 2, Duration::from_secs(15)), Some(0x97));
+    assert!(sent.elapsed() >= Duration::from_millis(1500), "held first");
+}
+
+/// Runs the binary until it exits (it must refuse to start); its stderr.
+fn refused_start(config: &str) -> String {
+    let path = config_file(config);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--durability",
+            "memory",
+        ])
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the broker started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_kafka_rules_are_start_up_errors_naming_the_rule() {
+    let err = refused_start("[kafka]\n[[kafka.to_kafka]]\nfilter = \"a/+\"\ntopic = \"t-{2}\"\n");
+    assert!(err.contains("to_kafka[0]") && err.contains("{2}"), "{err}");
+    let err = refused_start(
+        "[kafka]\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n[[kafka.to_mqtt]]\ntopic = \"c\"\n",
+    );
+    assert!(err.contains("not built yet"), "{err}");
+    // Nothing listens on port 1: topic creation fails with the brokers named.
+    let err = refused_start(
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_ms = 1000\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n",
+    );
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+#[test]
+fn mosquitto_pub_with_user_properties_to_a_kafka_consumer() {
+    let tansu = Tansu::start();
+    let broker = broker_with(&tansu, "");
+    for i in 0..5 {
+        let status = std::process::Command::new("mosquitto_pub")
+            .args(["-p", &broker.port().to_string(), "-V", "mqttv5", "-q", "1"])
+            .args(["-t", "devices/m1/telemetry", "-m", &format!("hello {i}")])
+            .args(["-D", "publish", "user-property", "site", "lab"])
+            .args(["-D", "publish", "content-type", "text/plain"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_pub got its PUBACK");
+    }
+    let records = consume(&tansu.brokers(), "telemetry", 5, Duration::from_secs(30));
+    let payloads: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect();
+    assert_eq!(
+        payloads,
+        (0..5).map(|i| format!("hello {i}")).collect::<Vec<_>>()
+    );
+    for r in &records {
+        assert_eq!(r.key.as_deref(), Some("m1"));
+        let has = |k: &str, v: &str| {
+            r.headers
+                .iter()
+                .any(|(hk, hv)| hk == k && hv == v.as_bytes())
+        };
+        assert!(
+            has("site", "lab") && has("content-type", "text/plain"),
+            "{:?}",
+            r.headers
+        );
+    }
+}
