@@ -93,7 +93,8 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     }
     retained::start_clock();
     if let Some(kafka) = &config.kafka {
-        kafka::create_topics(kafka, &kafka::rules(kafka)?)?;
+        let record = kafka::record_bytes_max(config.packet_bytes_max);
+        kafka::create_topics(kafka, &kafka::rules(kafka)?, record)?;
     }
     let mut recovered = durable::recover::recover(&config)?.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();

@@ -221,6 +221,7 @@ fn mosquitto_pub_with_user_properties_to_a_kafka_consumer() {
             .args(["-t", "devices/m1/telemetry", "-m", &format!("hello {i}")])
             .args(["-D", "publish", "user-property", "site", "lab"])
             .args(["-D", "publish", "content-type", "text/plain"])
+            .args(["-D", "publish", "user-property", "mqtt.client_id", "spoof"])
             .status()
             .unwrap();
         assert!(status.success(), "mosquitto_pub got its PUBACK");

@@ -94,7 +94,11 @@ impl Core {
             .conn_mut(conn)
             .is_some_and(|c| c.decoder.version.is_v5());
         if refused && !v5 {
-            return self.close(conn, None, "cannot acknowledge: the store write failed");
+            return self.close(
+                conn,
+                None,
+                "cannot acknowledge: the store or a sink refused the message",
+            );
         }
         if refused && r.kind == net::codec::PubRespKind::PubRec {
             // A refused QoS 2 flow ends at this PUBREC [MQTT-4.3.3-9]: the client may

@@ -31,6 +31,8 @@ pub struct KafkaConfig {
     /// Records a shard may have in flight to Kafka; above it the shard stops reading its
     /// clients (backpressure) until deliveries come back.
     pub queue_count_max: usize,
+    /// Payload bytes a shard may have in flight to Kafka, same backpressure.
+    pub queue_bytes_max: u64,
     /// MQTT -> Kafka rules; the first whose filter matches a topic wins.
     pub to_kafka: Vec<ToKafka>,
     /// Kafka -> MQTT rules (not built yet: a non-empty list is refused at start).
@@ -50,6 +52,7 @@ impl Default for KafkaConfig {
             replication: 1,
             timeout_ms: 10_000,
             queue_count_max: 100_000,
+            queue_bytes_max: 256 << 20,
             to_kafka: Vec::new(),
             to_mqtt: Vec::new(),
         }
@@ -108,6 +111,12 @@ impl KafkaConfig {
         }
         if !(1..=10_000_000).contains(&self.queue_count_max) {
             return Err("kafka.queue_count_max: between 1 and 10000000".into());
+        }
+        if !(1 << 20..=16 << 30).contains(&self.queue_bytes_max) {
+            return Err("kafka.queue_bytes_max: between 1048576 and 17179869184".into());
+        }
+        if self.linger_ms >= self.timeout_ms {
+            return Err("kafka.linger_ms: must be below kafka.timeout_ms".into());
         }
         if !self.to_mqtt.is_empty() {
             return Err("kafka.to_mqtt: Kafka -> MQTT is not built yet (issue 14)".into());

@@ -41,6 +41,11 @@ impl ClientContext for Quiet {
     }
 }
 
+/// One Kafka record at most: an MQTT packet (`packet_bytes_max`) and room for its headers.
+pub fn record_bytes_max(packet_bytes_max: usize) -> usize {
+    packet_bytes_max + (64 << 10)
+}
+
 /// The compiled rules (checked already by `KafkaConfig::check`).
 pub fn rules(config: &KafkaConfig) -> anyhow::Result<Arc<Vec<Rule>>> {
     let rules = config
@@ -54,7 +59,11 @@ pub fn rules(config: &KafkaConfig) -> anyhow::Result<Arc<Vec<Rule>>> {
 
 /// Creates the rules' fixed topics that do not exist yet (`kafka.create_topics`); an
 /// unreachable Kafka is a clear error.
-pub fn create_topics(config: &KafkaConfig, rules: &[Rule]) -> anyhow::Result<()> {
+pub fn create_topics(
+    config: &KafkaConfig,
+    rules: &[Rule],
+    record_bytes_max: usize,
+) -> anyhow::Result<()> {
     let mut names: Vec<&str> = rules
         .iter()
         .filter_map(|r| r.fixed_topic.as_deref())
@@ -64,7 +73,7 @@ pub fn create_topics(config: &KafkaConfig, rules: &[Rule]) -> anyhow::Result<()>
     if !config.create_topics || names.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<Quiet> = sink::producer_config(config, 0)
+    let admin: AdminClient<Quiet> = sink::producer_config(config, 0, record_bytes_max)
         .create_with_context(Quiet)
         .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
     let topics: Vec<NewTopic<'_>> = names

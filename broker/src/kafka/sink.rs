@@ -12,6 +12,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 use super::config::KafkaConfig;
@@ -24,14 +25,24 @@ use crate::sink::{Offer, Sink};
 pub struct Reports {
     /// (token, delivered) of acknowledged messages.
     done: SegQueue<(u64, bool)>,
-    /// Records handed to rdkafka and not reported yet.
+    /// Records handed to rdkafka and not reported yet, and their payload bytes.
     in_flight: AtomicUsize,
+    in_flight_bytes: AtomicUsize,
     /// The shard is woken once per batch of reports.
     woken: AtomicBool,
     /// The shard's doorbell (an eventfd, duplicated).
     doorbell: std::fs::File,
     /// A delivery failed since the shard last looked (it logs once per streak).
     failed: AtomicBool,
+}
+
+impl Reports {
+    /// Wakes the shard unless a wake is pending (after pushing to `done`).
+    fn ring(&self) {
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            let _ = (&self.doorbell).write(&1u64.to_ne_bytes());
+        }
+    }
 }
 
 /// The producer's context: the shared reports.
@@ -46,7 +57,13 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(%error, "librdkafka: {reason}");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+            // The idempotent producer cannot go on: every later send fails (publishers are
+            // refused) until the broker restarts.
+            tracing::error!(%error, "Kafka producer failed for good (restart the broker): {reason}");
+        } else {
+            tracing::debug!(%error, "librdkafka: {reason}");
+        }
     }
 }
 
@@ -58,17 +75,19 @@ impl ProducerContext for Ctx {
     /// per batch of reports.
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let r = &self.0;
+        let (ok, bytes) = match result {
+            Ok(m) => (true, m.payload_len()),
+            Err((_, m)) => (false, m.payload_len()),
+        };
         r.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let ok = result.is_ok();
+        r.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
         if !ok {
             r.failed.store(true, Ordering::Release);
         }
         if opaque != 0 {
             r.done.push(((opaque - 1) as u64, ok));
         }
-        if !r.woken.swap(true, Ordering::AcqRel) {
-            let _ = (&r.doorbell).write(&1u64.to_ne_bytes());
-        }
+        r.ring();
     }
 }
 
@@ -78,6 +97,9 @@ pub struct KafkaSink {
     producer: ThreadedProducer<Ctx>,
     reports: Arc<Reports>,
     queue_max: usize,
+    queue_bytes_max: usize,
+    /// How long a shutdown waits for what is queued.
+    flush_wait: std::time::Duration,
     topic: String,
     /// Logged once per streak of failures.
     failing: bool,
@@ -92,8 +114,13 @@ impl std::fmt::Debug for KafkaSink {
     }
 }
 
-/// The producer settings, every one set explicitly.
-pub fn producer_config(config: &KafkaConfig, shard: usize) -> ClientConfig {
+/// The producer settings, set explicitly (librdkafka's other defaults apply); `record_bytes_max`
+/// bounds one record (the MQTT packet size limit plus headers).
+pub fn producer_config(
+    config: &KafkaConfig,
+    shard: usize,
+    record_bytes_max: usize,
+) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers)
         .set("client.id", format!("{}-{shard}", config.client_id))
@@ -110,7 +137,16 @@ pub fn producer_config(config: &KafkaConfig, shard: usize) -> ClientConfig {
             "queue.buffering.max.messages",
             (config.queue_count_max + 1024).to_string(),
         )
-        .set("queue.buffering.max.kbytes", "1048576")
+        .set(
+            "queue.buffering.max.kbytes",
+            (config.queue_bytes_max / 1024 + (record_bytes_max as u64 >> 9) + 1024).to_string(),
+        )
+        .set(
+            "message.max.bytes",
+            record_bytes_max.max(1_000_000).to_string(),
+        )
+        .set("partitioner", "murmur2_random")
+        .set("allow.auto.create.topics", "false")
         .set("socket.keepalive.enable", "true")
         .set("broker.address.family", "v4");
     c
@@ -122,16 +158,18 @@ impl KafkaSink {
         config: &KafkaConfig,
         rules: Arc<Vec<Rule>>,
         shard: usize,
+        record_bytes_max: usize,
         doorbell: std::fs::File,
     ) -> anyhow::Result<Self> {
         let reports = Arc::new(Reports {
             done: SegQueue::new(),
             in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
             woken: AtomicBool::new(false),
             doorbell,
             failed: AtomicBool::new(false),
         });
-        let producer: ThreadedProducer<Ctx> = producer_config(config, shard)
+        let producer: ThreadedProducer<Ctx> = producer_config(config, shard, record_bytes_max)
             .create_with_context(Ctx(reports.clone()))
             .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
         Ok(Self {
@@ -139,6 +177,8 @@ impl KafkaSink {
             producer,
             reports,
             queue_max: config.queue_count_max,
+            queue_bytes_max: usize::try_from(config.queue_bytes_max).unwrap_or(usize::MAX),
+            flush_wait: std::time::Duration::from_millis(config.timeout_ms.min(5_000)),
             topic: String::new(),
             failing: false,
         })
@@ -190,7 +230,12 @@ fn headers(message: &Message, publisher: &str) -> OwnedHeaders {
             value: Some(&cd[..]),
         });
     }
-    for (k, v) in &p.user_properties {
+    // A user property cannot pose as one of the broker's headers.
+    for (k, v) in p
+        .user_properties
+        .iter()
+        .filter(|(k, _)| !k.starts_with("mqtt."))
+    {
         h = h.insert(Header {
             key: &k[..],
             value: Some(bytes(v)),
@@ -221,6 +266,7 @@ impl Sink for KafkaSink {
             match token {
                 Some(t) => {
                     sink.reports.done.push((t, false));
+                    sink.reports.ring();
                     Offer::Pending
                 }
                 None => Offer::Taken,
@@ -231,7 +277,11 @@ impl Sink for KafkaSink {
             self.topic = topic;
             return refuse(self, "the rule's topic template gives no valid Kafka topic");
         }
-        let key = rule.key(&message.topic, publisher);
+        // The broker's own messages (wills are published for a gone client) have no
+        // publisher: no client-id key.
+        let key = rule
+            .key(&message.topic, publisher)
+            .filter(|k| !k.is_empty());
         let opaque = token.map_or(0, |t| t as usize + 1);
         let mut record = BaseRecord::with_opaque_to(&topic, opaque)
             .payload(&message.payload[..])
@@ -239,7 +289,11 @@ impl Sink for KafkaSink {
         if let Some(key) = key {
             record = record.key(key);
         }
+        let bytes = message.payload.len();
         self.reports.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.reports
+            .in_flight_bytes
+            .fetch_add(bytes, Ordering::AcqRel);
         let sent = self.producer.send(record).map_err(|(e, _)| e);
         self.topic = topic;
         match sent {
@@ -249,6 +303,9 @@ impl Sink for KafkaSink {
             },
             Err(e) => {
                 self.reports.in_flight.fetch_sub(1, Ordering::AcqRel);
+                self.reports
+                    .in_flight_bytes
+                    .fetch_sub(bytes, Ordering::AcqRel);
                 refuse(self, &e.to_string())
             }
         }
@@ -256,10 +313,13 @@ impl Sink for KafkaSink {
 
     fn full(&self) -> bool {
         self.reports.in_flight.load(Ordering::Acquire) >= self.queue_max
+            || self.reports.in_flight_bytes.load(Ordering::Acquire) >= self.queue_bytes_max
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
-        self.reports.woken.store(false, Ordering::Release);
+        // A read-modify-write: a report pushed after it rings again, one pushed before it is
+        // visible to the pops below.
+        self.reports.woken.swap(false, Ordering::AcqRel);
         while let Some(done) = self.reports.done.pop() {
             out.push(done);
         }
@@ -277,7 +337,7 @@ impl Sink for KafkaSink {
 
 impl Drop for KafkaSink {
     fn drop(&mut self) {
-        // Delivers what is queued (bounded by the message timeout).
-        let _ = self.producer.flush(std::time::Duration::from_secs(5));
+        // At shutdown: delivers what is queued, waiting at most min(timeout_ms, 5 s).
+        let _ = self.producer.flush(self.flush_wait);
     }
 }

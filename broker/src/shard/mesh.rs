@@ -218,7 +218,10 @@ impl Mesh {
     /// pushes after this will ring again.
     pub fn doorbell_answered(&self) {
         if let Some(bell) = self.shared.doorbells.get(self.me.index()) {
-            bell.rung.store(false, Ordering::Release);
+            // A read-modify-write, not a store: a producer's `swap(true)` either sees this
+            // false (and rings) or is ordered before it, and then its push is visible to
+            // the drain that follows.
+            bell.rung.swap(false, Ordering::AcqRel);
         }
     }
 

@@ -164,6 +164,7 @@ impl Shard {
                 kafka,
                 rules,
                 id.index(),
+                crate::kafka::record_bytes_max(core.config.packet_bytes_max),
                 mesh.doorbell_file()?,
             )?;
             core.sinks.add(Box::new(sink));
