@@ -30,12 +30,31 @@ fn config_file(body: &str) -> std::path::PathBuf {
 }
 
 fn broker_with(tansu: &Tansu, extra: &str) -> Broker {
+    broker_with_flags(tansu, extra, &[])
+}
+
+fn broker_with_flags(tansu: &Tansu, extra: &str, flags: &[&str]) -> Broker {
     let path = config_file(&format!(
         "[kafka]\nbrokers = \"{}\"\npartitions = 3\ntimeout_ms = 2000\n{extra}\n\
          [[kafka.to_kafka]]\nfilter = \"devices/+/telemetry\"\ntopic = \"telemetry\"\nkey = \"level:2\"\n",
         tansu.brokers()
     ));
-    Broker::start(&["--config", path.to_str().unwrap()])
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    Broker::start(&args)
+}
+
+/// The sum over shards of a Prometheus counter.
+fn metric(addr: &str, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// Waits for the PUBACK of `id`: its reason code, None if the connection closed or timed out.
@@ -76,7 +95,13 @@ fn telemetry(device: &str, seq: u16, user: bool) -> Publish {
 #[test]
 fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() {
     let tansu = Tansu::start();
-    let broker = broker_with(&tansu, "");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let broker = broker_with_flags(&tansu, "", &["--metrics-listen", &metrics]);
     // An MQTT subscriber of the same topics still gets everything.
     let (mut sub, _) = Raw::connect(broker.addr, V5, &id_on("k-sub", 0), true);
     sub.subscribe("devices/#", QoS::AtLeastOnce);
@@ -159,6 +184,14 @@ fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() 
         }
     }
     assert_eq!(got, 2 * N as usize, "MQTT subscribers still get them");
+    // Counted (the shards publish their counters on their 250 ms tick).
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        metric(&metrics, "ringmq_kafka_delivered_total"),
+        2 * N as u64
+    );
+    assert_eq!(metric(&metrics, "ringmq_kafka_failed_total"), 0);
+    assert_eq!(metric(&metrics, "ringmq_kafka_in_flight"), 0);
 }
 
 #[test]

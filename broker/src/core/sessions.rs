@@ -216,6 +216,13 @@ impl Core {
         self.stats.retained = self.retained.len() as u64;
         self.stats.acks_held = self.durable.held_len() as u64;
         self.stats.store_up = u64::from(self.durable.available());
+        if !self.sinks.is_empty() {
+            let c = self.sinks.counts();
+            self.stats.kafka_delivered = c.delivered;
+            self.stats.kafka_failed = c.failed;
+            self.stats.kafka_in_flight = c.in_flight;
+            self.stats.kafka_latency_millis = c.latency_millis;
+        }
         self.metrics
             .store(self.id.index(), &self.stats, &self.latency);
         let interval = Duration::from_secs(self.config.sys_interval_secs);

@@ -41,6 +41,13 @@ impl ClientContext for Quiet {
     }
 }
 
+/// Milliseconds of the Unix epoch now (Kafka's timestamps).
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// One Kafka record at most: an MQTT packet (`packet_bytes_max`) and room for its headers.
 pub fn record_bytes_max(packet_bytes_max: usize) -> usize {
     packet_bytes_max + (64 << 10)

@@ -3,14 +3,14 @@
 //! lock-free queue and wake the shard through its doorbell eventfd.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_queue::SegQueue;
 use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientContext;
@@ -18,7 +18,7 @@ use rdkafka::ClientContext;
 use super::config::KafkaConfig;
 use super::rule::Rule;
 use crate::session::Message;
-use crate::sink::{Offer, Sink};
+use crate::sink::{Offer, Sink, SinkCounts};
 
 /// What rdkafka's thread shares with the shard.
 #[derive(Debug)]
@@ -34,6 +34,11 @@ pub struct Reports {
     doorbell: std::fs::File,
     /// A delivery failed since the shard last looked (it logs once per streak).
     failed: AtomicBool,
+    /// Totals for the metrics: acknowledged, failed (at delivery or at send), and the
+    /// produce latency summed (record creation to acknowledgement, milliseconds).
+    delivered_total: AtomicU64,
+    failed_total: AtomicU64,
+    latency_millis_total: AtomicU64,
 }
 
 impl Reports {
@@ -76,8 +81,21 @@ impl ProducerContext for Ctx {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let r = &self.0;
         let (ok, bytes) = match result {
-            Ok(m) => (true, m.payload_len()),
-            Err((_, m)) => (false, m.payload_len()),
+            Ok(m) => {
+                if let Some(created) = m.timestamp().to_millis() {
+                    let now = crate::kafka::now_millis();
+                    r.latency_millis_total.fetch_add(
+                        u64::try_from(now.saturating_sub(created)).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                }
+                r.delivered_total.fetch_add(1, Ordering::Relaxed);
+                (true, m.payload_len())
+            }
+            Err((_, m)) => {
+                r.failed_total.fetch_add(1, Ordering::Relaxed);
+                (false, m.payload_len())
+            }
         };
         r.in_flight.fetch_sub(1, Ordering::AcqRel);
         r.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -168,6 +186,9 @@ impl KafkaSink {
             woken: AtomicBool::new(false),
             doorbell,
             failed: AtomicBool::new(false),
+            delivered_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+            latency_millis_total: AtomicU64::new(0),
         });
         let producer: ThreadedProducer<Ctx> = producer_config(config, shard, record_bytes_max)
             .create_with_context(Ctx(reports.clone()))
@@ -302,6 +323,7 @@ impl Sink for KafkaSink {
                 None => Offer::Taken,
             },
             Err(e) => {
+                self.reports.failed_total.fetch_add(1, Ordering::Relaxed);
                 self.reports.in_flight.fetch_sub(1, Ordering::AcqRel);
                 self.reports
                     .in_flight_bytes
@@ -314,6 +336,16 @@ impl Sink for KafkaSink {
     fn full(&self) -> bool {
         self.reports.in_flight.load(Ordering::Acquire) >= self.queue_max
             || self.reports.in_flight_bytes.load(Ordering::Acquire) >= self.queue_bytes_max
+    }
+
+    fn counts(&self) -> SinkCounts {
+        let r = &self.reports;
+        SinkCounts {
+            delivered: r.delivered_total.load(Ordering::Relaxed),
+            failed: r.failed_total.load(Ordering::Relaxed),
+            in_flight: r.in_flight.load(Ordering::Relaxed) as u64,
+            latency_millis: r.latency_millis_total.load(Ordering::Relaxed),
+        }
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {

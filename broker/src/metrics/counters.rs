@@ -249,6 +249,22 @@ counters! {
         sys Shard("store/acks_held"),
         prom "ringmq_store_acks_held",
         help "PUBACK / PUBREC packets waiting for durability now.";
+    kafka_delivered: Counter,
+        sys Shard("kafka/delivered"),
+        prom "ringmq_kafka_delivered_total",
+        help "Messages produced to Kafka and acknowledged by it.";
+    kafka_failed: Counter,
+        sys Shard("kafka/failed"),
+        prom "ringmq_kafka_failed_total",
+        help "Messages for Kafka that failed (not taken, or not acknowledged within kafka.timeout_ms): their publishers were refused.";
+    kafka_in_flight: Gauge,
+        sys Shard("kafka/in_flight"),
+        prom "ringmq_kafka_in_flight",
+        help "Messages handed to the Kafka producer and not acknowledged yet.";
+    kafka_latency_millis: Counter,
+        sys Shard("kafka/latency_millis"),
+        prom "ringmq_kafka_latency_millis_total",
+        help "Time from producing a message to Kafka's acknowledgement, summed, milliseconds (divide by delivered for the mean).";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",
@@ -315,7 +331,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 28);
+        assert_eq!(COUNT, 32);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -368,9 +368,9 @@ mod tests {
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
-        // AsyncAPI refusals, the store's seven.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 14, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 14, "{text}");
+        // AsyncAPI refusals, the store's seven, Kafka's four.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 18, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 18, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -445,6 +445,10 @@ mod tests {
                 ("store/commit_micros", 0),
                 ("store/acks_released", 0),
                 ("store/acks_held", 0),
+                ("kafka/delivered", 0),
+                ("kafka/failed", 0),
+                ("kafka/in_flight", 0),
+                ("kafka/latency_millis", 0),
                 ("store/up", 0),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));

@@ -24,6 +24,19 @@ pub enum Offer {
     Pending,
 }
 
+/// A sink's running totals, read on the shard's tick for the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SinkCounts {
+    /// Messages the target acknowledged.
+    pub delivered: u64,
+    /// Messages that failed (not taken, or not acknowledged in time).
+    pub failed: u64,
+    /// Messages handed over and not reported yet.
+    pub in_flight: u64,
+    /// Time from hand-over to the target's acknowledgement, summed, milliseconds.
+    pub latency_millis: u64,
+}
+
 /// An outbound target registered on a shard.
 pub trait Sink: std::fmt::Debug {
     /// A short name for logs and metrics.
@@ -38,6 +51,10 @@ pub trait Sink: std::fmt::Debug {
     fn full(&self) -> bool;
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>);
+    /// Running totals (none by default).
+    fn counts(&self) -> SinkCounts {
+        SinkCounts::default()
+    }
 }
 
 /// The sinks of one shard.
@@ -77,6 +94,19 @@ impl Sinks {
             }
         }
         pending
+    }
+
+    /// Every sink's totals, summed.
+    pub fn counts(&self) -> SinkCounts {
+        self.list.iter().fold(SinkCounts::default(), |a, s| {
+            let c = s.counts();
+            SinkCounts {
+                delivered: a.delivered + c.delivered,
+                failed: a.failed + c.failed,
+                in_flight: a.in_flight + c.in_flight,
+                latency_millis: a.latency_millis + c.latency_millis,
+            }
+        })
     }
 
     /// Every sink's confirmations since the last call.
