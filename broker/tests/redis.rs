@@ -495,8 +495,18 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
 
 #[test]
 fn a_redis_that_stops_answering_is_an_outage_too() {
-    let redis = Redis::start();
-    let broker = broker_on(&redis, &["--redis-hold-ms", "1500"]);
+    // With a password: every new connection's first batch carries AUTH, and the batches that
+    // time out on them are retried without it piling up.
+    let redis = Redis::start_with_password("pw");
+    let url = format!("redis://:pw@127.0.0.1:{}", redis.port);
+    let broker = Broker::start(&[
+        "--store",
+        "redis",
+        "--redis-url",
+        &url,
+        "--redis-hold-ms",
+        "1500",
+    ]);
     let sub_id = id_on("stop-sub", 0);
     let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
     sub.subscribe("stop/#", QoS::AtLeastOnce);

@@ -280,6 +280,7 @@ impl Sink for KafkaSink {
             return Offer::Taken;
         };
         let refuse = |sink: &mut Self, why: &str| {
+            sink.reports.failed_total.fetch_add(1, Ordering::Relaxed);
             if !sink.failing {
                 tracing::warn!(topic = %message.topic, reason = why, "a message for Kafka was not produced: its publisher is refused");
                 sink.failing = true;
@@ -300,9 +301,10 @@ impl Sink for KafkaSink {
         }
         // The broker's own messages (wills are published for a gone client) have no
         // publisher: no client-id key.
-        let key = rule
-            .key(&message.topic, publisher)
-            .filter(|k| !k.is_empty());
+        let key = match rule.key {
+            crate::kafka::rule::Key::ClientId if publisher.is_empty() => None,
+            _ => rule.key(&message.topic, publisher),
+        };
         let opaque = token.map_or(0, |t| t as usize + 1);
         let mut record = BaseRecord::with_opaque_to(&topic, opaque)
             .payload(&message.payload[..])
@@ -323,7 +325,6 @@ impl Sink for KafkaSink {
                 None => Offer::Taken,
             },
             Err(e) => {
-                self.reports.failed_total.fetch_add(1, Ordering::Relaxed);
                 self.reports.in_flight.fetch_sub(1, Ordering::AcqRel);
                 self.reports
                     .in_flight_bytes

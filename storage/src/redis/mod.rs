@@ -65,6 +65,8 @@ pub struct RedisStore {
     /// The batch out: every record up to here is durable once each part answered; since when.
     batch_end: Option<u64>,
     batch_since: Instant,
+    /// When the batch out last made progress (bytes sent, replies read).
+    progress_at: Instant,
     /// With a cluster: the batch out, whole (sent again, re-split, if it does not land).
     batch_whole: Option<Vec<u8>>,
     /// A batch that did not land: its commands, their count, its end.
@@ -109,6 +111,7 @@ impl RedisStore {
             durable: 0,
             batch_end: None,
             batch_since: now,
+            progress_at: now,
             batch_whole: None,
             retry: None,
             next_retry: now,
@@ -194,11 +197,13 @@ impl RedisStore {
             node.release_closing();
             node.handshaken |= !part.broken && part.error.is_none();
             broken |= part.broken;
-            commands += part.commands;
+            // The batch's own commands: a retry goes without this connection's handshake.
+            commands += part.commands - part.prefix.0;
             if error.is_none() {
                 error = part.error.take();
             }
-            if let Some(buf) = part.buf.take() {
+            if let Some(mut buf) = part.buf.take() {
+                buf.drain(..part.prefix.1.min(buf.len()));
                 bufs.push(buf);
             }
         }
@@ -292,6 +297,7 @@ impl RedisStore {
     fn start_batch(&mut self, buf: Vec<u8>, commands: usize, end: u64) {
         self.batch_end = Some(end);
         self.batch_since = Instant::now();
+        self.progress_at = self.batch_since;
         if self.nodes.len() == 1 {
             if let Some(node) = self.nodes.first_mut() {
                 node.start(buf, commands, &self.config);
@@ -465,9 +471,12 @@ impl Store for RedisStore {
         }
         let (index, generation) = node::op_target(done.op);
         let node = self.nodes.get_mut(index)?;
-        if let Some(why) = node.done(kind, generation, done, now) {
-            let why = format!("{}: {why}", node.addr);
-            self.down(&why, now);
+        match node.done(kind, generation, done, now) {
+            Some(why) => {
+                let why = format!("{}: {why}", node.addr);
+                self.down(&why, now);
+            }
+            None => self.progress_at = now,
         }
         if self.batch_end.is_none() || !self.batch_over() {
             return None;
@@ -481,10 +490,10 @@ impl Store for RedisStore {
         // without a reset): its connections are broken, which completes what is out on them,
         // and the batch goes again once reconnected.
         let timeout = self.config.hold.max(REPLY_TIMEOUT_MIN);
-        if self.batch_end.is_some() && now.duration_since(self.batch_since) >= timeout {
-            let why = format!("no reply within {} ms", timeout.as_millis());
+        if self.batch_end.is_some() && now.duration_since(self.progress_at) >= timeout {
+            let why = format!("no progress within {} ms", timeout.as_millis());
             for node in &mut self.nodes {
-                if node.in_flight() {
+                if node.in_flight() && node.connected() {
                     node.broken(why.clone(), now);
                 }
             }

@@ -48,6 +48,8 @@ pub(super) struct Part {
     pub error: Option<String>,
     /// The connection broke under it.
     pub broken: bool,
+    /// The handshake ahead of the batch's commands (commands, bytes): not part of a retry.
+    pub prefix: (usize, usize),
 }
 
 impl Part {
@@ -108,21 +110,26 @@ impl Node {
         let part = if n == 0 {
             Part::new(buf, commands)
         } else {
+            let prefix_bytes = first.len();
             first.extend_from_slice(&buf);
-            Part::new(first, commands + n)
+            let mut part = Part::new(first, commands + n);
+            part.prefix = (n, prefix_bytes);
+            part
         };
         self.part = Some(part);
     }
 
     /// Node `index` at `addr`, with a connection if one is given.
     pub fn new(addr: String, index: usize, conn: Option<TcpStream>, now: Instant) -> Self {
+        // A connection carried over from an older slot map sends its handshake again.
+        let handshaken = conn.is_none();
         Self {
             addr,
             index,
             conn,
             closing: None,
             generation: 0,
-            handshaken: true,
+            handshaken,
             rx: Some(vec![0; RX_BYTES]),
             rx_len: 0,
             rx_parsed: 0,
