@@ -44,15 +44,9 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Runs the binary on `dir` until it exits (it must refuse to start); its stderr.
+/// The binary refusing to start on `dir` (its stderr).
 fn refused_start(dir: &std::path::Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--data-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the broker started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::refused_start(&["--shards", "2", "--data-dir", dir.to_str().unwrap()])
 }
 
 #[test]

@@ -44,36 +44,6 @@ fn broker_with_flags(tansu: &Tansu, extra: &str, flags: &[&str]) -> Broker {
     Broker::start(&args)
 }
 
-/// The sum over shards of a Prometheus counter.
-fn metric(addr: &str, name: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Waits for the PUBACK of `id`: its reason code, None if the connection closed or timed out.
-fn puback(c: &mut Raw, id: u16, wait: Duration) -> Option<u8> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        match c.recv_within(deadline - Instant::now()) {
-            Some(Packet::PubResp(r))
-                if r.kind == PubRespKind::PubAck && r.packet_id.get() == id =>
-            {
-                return Some(r.reason.0)
-            }
-            Some(_) => {}
-            None => return None,
-        }
-    }
-    None
-}
-
 fn telemetry(device: &str, seq: u16, user: bool) -> Publish {
     let mut properties = net::codec::BoxedProperties::default();
     if user {
@@ -95,12 +65,7 @@ fn telemetry(device: &str, seq: u16, user: bool) -> Publish {
 #[test]
 fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() {
     let tansu = Tansu::start();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let broker = broker_with_flags(&tansu, "", &["--metrics-listen", &metrics]);
     // An MQTT subscriber of the same topics still gets everything.
     let (mut sub, _) = Raw::connect(broker.addr, V5, &id_on("k-sub", 0), true);
@@ -122,7 +87,7 @@ fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() 
     for (_, c) in publishers.iter_mut() {
         for seq in 1..=N {
             assert_eq!(
-                puback(c, seq, Duration::from_secs(30)),
+                c.puback_within(seq, Duration::from_secs(30)),
                 Some(0),
                 "PUBACK {seq}"
             );
@@ -187,11 +152,11 @@ fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() 
     // Counted (the shards publish their counters on their 250 ms tick).
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
-        metric(&metrics, "ringmq_kafka_delivered_total"),
+        common::metric(&metrics, "ringmq_kafka_delivered_total{"),
         2 * N as u64
     );
-    assert_eq!(metric(&metrics, "ringmq_kafka_failed_total"), 0);
-    assert_eq!(metric(&metrics, "ringmq_kafka_in_flight"), 0);
+    assert_eq!(common::metric(&metrics, "ringmq_kafka_failed_total{"), 0);
+    assert_eq!(common::metric(&metrics, "ringmq_kafka_in_flight{"), 0);
 }
 
 #[test]
@@ -200,33 +165,27 @@ fn a_kafka_that_is_gone_refuses_publishers_instead_of_acknowledging() {
     let broker = broker_with(&tansu, "");
     let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("k-down", 1), true);
     publ.send(&Packet::Publish(telemetry("x", 1, false)));
-    assert_eq!(puback(&mut publ, 1, Duration::from_secs(30)), Some(0));
+    assert_eq!(publ.puback_within(1, Duration::from_secs(30)), Some(0));
     tansu.kill();
     let sent = Instant::now();
     publ.send(&Packet::Publish(telemetry("x", 2, false)));
     // Held while Kafka is away, refused once `kafka.timeout_ms` (2 s) passed: never
     // acknowledged and dropped.
-    assert_eq!(puback(&mut publ, 2, Duration::from_secs(15)), Some(0x97));
+    assert_eq!(publ.puback_within(2, Duration::from_secs(15)), Some(0x97));
     assert!(sent.elapsed() >= Duration::from_millis(1500), "held first");
 }
 
-/// Runs the binary until it exits (it must refuse to start); its stderr.
+/// The binary refusing to start with `config` (its stderr).
 fn refused_start(config: &str) -> String {
     let path = config_file(config);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--durability",
-            "memory",
-        ])
-        .args(["--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the broker started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    common::refused_start(&[
+        "--shards",
+        "1",
+        "--durability",
+        "memory",
+        "--config",
+        path.to_str().unwrap(),
+    ])
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{id_on, Broker, Raw};
+use common::{id_on, refused_start, Broker, Raw};
 use net::codec::{Packet, ProtocolVersion, PubRespKind, QoS};
 use redis::Redis;
 
@@ -154,47 +154,16 @@ fn nothing_acknowledged_is_lost_across_sigkill_with_redis() {
     });
 }
 
-/// Waits for the PUBACK of `id`: its reason code, None if the connection closed.
-fn puback(c: &mut Raw, id: u16, wait: Duration) -> Option<u8> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        match c.recv_within(deadline - Instant::now()) {
-            Some(Packet::PubResp(r))
-                if r.kind == PubRespKind::PubAck && r.packet_id.get() == id =>
-            {
-                return Some(r.reason.0)
-            }
-            Some(_) => {}
-            None => return None,
-        }
-    }
-    None
-}
-
 #[test]
 fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     let mut redis = Redis::start();
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics = format!("127.0.0.1:{metrics_port}");
+    let metrics = format!("127.0.0.1:{}", common::free_port());
     let broker = broker_on(
         &redis,
         &["--redis-hold-ms", "1500", "--metrics-listen", &metrics],
     );
     // `ringmq_store_up` of shard 0 (the subscriber's, where the records land).
-    let store_up = || {
-        let mut s = std::net::TcpStream::connect(&metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
-        text.lines()
-            .find(|l| l.starts_with("ringmq_store_up{shard=\"0\"}"))
-            .map(|l| l.rsplit(' ').next().unwrap().to_string())
-            .unwrap()
-    };
+    let store_up = || common::metric(&metrics, "ringmq_store_up{shard=\"0\"}");
     let sub_id = id_on("outage-sub", 0);
     let (mut sub, _) = Raw::connect(broker.addr, V4, &sub_id, false);
     sub.subscribe("out/#", QoS::AtLeastOnce);
@@ -204,7 +173,7 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("outage-pub", 1), true);
     for i in 1..=100u16 {
         publ.publish("out/a", &i.to_be_bytes(), QoS::AtLeastOnce, i);
-        assert_eq!(puback(&mut publ, i, Duration::from_secs(5)), Some(0));
+        assert_eq!(publ.puback_within(i, Duration::from_secs(5)), Some(0));
     }
     redis.kill();
     publ.publish("out/a", &101u16.to_be_bytes(), QoS::AtLeastOnce, 101);
@@ -217,15 +186,15 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
         other => panic!("QoS 0 during the outage: {other:?}"),
     }
     // ... then refused once the hold is over; new durable publishes too.
-    assert_eq!(puback(&mut publ, 101, Duration::from_secs(5)), Some(0x97));
+    assert_eq!(publ.puback_within(101, Duration::from_secs(5)), Some(0x97));
     publ.publish("out/a", &102u16.to_be_bytes(), QoS::AtLeastOnce, 102);
-    assert_eq!(puback(&mut publ, 102, Duration::from_secs(2)), Some(0x97));
+    assert_eq!(publ.puback_within(102, Duration::from_secs(2)), Some(0x97));
     // An MQTT 3 publisher cannot be told: its connection closes.
     let (mut v3, _) = Raw::connect(broker.addr, V4, &id_on("outage-v3", 1), true);
     v3.publish("out/a", b"v3", QoS::AtLeastOnce, 1);
-    assert_eq!(puback(&mut v3, 1, Duration::from_secs(3)), None);
+    assert_eq!(v3.puback_within(1, Duration::from_secs(3)), None);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(store_up(), "0", "the outage shows in the metrics");
+    assert_eq!(store_up(), 0, "the outage shows in the metrics");
     // Longer than the lock's TTL: the lock expires meanwhile and is taken again, not lost.
     std::thread::sleep(Duration::from_millis(5500));
     redis.restart();
@@ -235,7 +204,7 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
     while accepted.len() < 20 {
         assert!(Instant::now() < deadline, "publishes not accepted again");
         publ.publish("out/a", &id.to_be_bytes(), QoS::AtLeastOnce, id);
-        if puback(&mut publ, id, Duration::from_secs(5)) == Some(0) {
+        if publ.puback_within(id, Duration::from_secs(5)) == Some(0) {
             accepted.push(id);
         } else {
             std::thread::sleep(Duration::from_millis(100));
@@ -243,7 +212,7 @@ fn a_redis_outage_holds_then_refuses_and_traffic_resumes_by_itself() {
         id += 1;
     }
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(store_up(), "1");
+    assert_eq!(store_up(), 1);
     // Everything acknowledged with 0x00 reaches the offline subscriber.
     let (mut sub, ack) = Raw::connect(broker.addr, V4, &sub_id, false);
     assert!(ack.session_present);
@@ -364,26 +333,12 @@ fn ttls_follow_the_session_expiry_and_survive_updates() {
     assert!((1..=60_000).contains(&ttl), "recreated queue: PTTL {ttl}");
 }
 
-/// Runs the binary until it exits (it must refuse to start); its stderr.
-fn refused_start(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "1"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "the broker started");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn an_unreachable_redis_or_a_bad_url_is_a_clear_start_up_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("redis://127.0.0.1:{port}");
+    let url = format!("redis://127.0.0.1:{}", common::free_port());
     let err = refused_start(&[
+        "--shards",
+        "1",
         "--store",
         "redis",
         "--redis-url",
@@ -392,9 +347,23 @@ fn an_unreachable_redis_or_a_bad_url_is_a_clear_start_up_error() {
         "1",
     ]);
     assert!(err.contains(&url) && err.contains("unreachable"), "{err}");
-    let err = refused_start(&["--store", "redis", "--redis-url", "http://x"]);
+    let err = refused_start(&[
+        "--shards",
+        "1",
+        "--store",
+        "redis",
+        "--redis-url",
+        "http://x",
+    ]);
     assert!(err.contains("redis_url"), "{err}");
-    let err = refused_start(&["--store", "redis", "--durability", "memory"]);
+    let err = refused_start(&[
+        "--shards",
+        "1",
+        "--store",
+        "redis",
+        "--durability",
+        "memory",
+    ]);
     assert!(err.contains("`store`"), "{err}");
 }
 
@@ -405,6 +374,8 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
     // A second broker on the same database waits, then refuses to start.
     let url = redis.url();
     let err = refused_start(&[
+        "--shards",
+        "1",
         "--store",
         "redis",
         "--redis-url",
@@ -421,7 +392,7 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
     sub.send(&Packet::Disconnect(Default::default()));
     let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("lock-pub", 1), true);
     publ.publish("lock/a", b"1", QoS::AtLeastOnce, 1);
-    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    assert_eq!(publ.puback_within(1, Duration::from_secs(5)), Some(0));
     assert_eq!(
         redis
             .cli(&["SET", "ringmq:lock", "another-host 1 1", "PX", "60000"])
@@ -436,7 +407,7 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
             "still accepting after losing the lock"
         );
         publ.publish("lock/a", b"x", QoS::AtLeastOnce, id);
-        if puback(&mut publ, id, Duration::from_secs(8)) == Some(0x97) {
+        if publ.puback_within(id, Duration::from_secs(8)) == Some(0x97) {
             break;
         }
         id += 1;
@@ -445,7 +416,7 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
     let queued = redis.int(&["HLEN", &format!("ringmq:{{{sub_id}}}:q")]);
     std::thread::sleep(Duration::from_millis(1500));
     publ.publish("lock/a", b"y", QoS::AtLeastOnce, 999);
-    assert_eq!(puback(&mut publ, 999, Duration::from_secs(8)), Some(0x97));
+    assert_eq!(publ.puback_within(999, Duration::from_secs(8)), Some(0x97));
     assert_eq!(
         redis.int(&["HLEN", &format!("ringmq:{{{sub_id}}}:q")]),
         queued,
@@ -470,7 +441,7 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
     sub.send(&Packet::Disconnect(Default::default()));
     let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("acl-pub", 1), true);
     publ.publish("acl/a", b"kept", QoS::AtLeastOnce, 1);
-    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    assert_eq!(publ.puback_within(1, Duration::from_secs(5)), Some(0));
     sigkill(&mut broker);
     let broker = Broker::start(&["--store", "redis", "--redis-url", &url]);
     let (mut sub, ack) = Raw::connect(broker.addr, V4, &id, false);
@@ -482,6 +453,8 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
     drop(broker);
     let bad = format!("redis://ringmq:wrong@127.0.0.1:{}", redis.port);
     let err = refused_start(&[
+        "--shards",
+        "1",
         "--store",
         "redis",
         "--redis-url",
@@ -513,7 +486,7 @@ fn a_redis_that_stops_answering_is_an_outage_too() {
     sub.send(&Packet::Disconnect(Default::default()));
     let (mut publ, _) = Raw::connect(broker.addr, V5, &id_on("stop-pub", 1), true);
     publ.publish("stop/a", &1u16.to_be_bytes(), QoS::AtLeastOnce, 1);
-    assert_eq!(puback(&mut publ, 1, Duration::from_secs(5)), Some(0));
+    assert_eq!(publ.puback_within(1, Duration::from_secs(5)), Some(0));
     // SIGSTOP: the connection stays open and silent; the batch out times out after the hold.
     redis.pause();
     publ.publish("stop/a", &2u16.to_be_bytes(), QoS::AtLeastOnce, 2);
@@ -521,14 +494,14 @@ fn a_redis_that_stops_answering_is_an_outage_too() {
         publ.recv_within(Duration::from_millis(700)).is_none(),
         "held"
     );
-    assert_eq!(puback(&mut publ, 2, Duration::from_secs(6)), Some(0x97));
+    assert_eq!(publ.puback_within(2, Duration::from_secs(6)), Some(0x97));
     redis.resume();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut id = 3u16;
     loop {
         assert!(Instant::now() < deadline, "publishes not accepted again");
         publ.publish("stop/a", &id.to_be_bytes(), QoS::AtLeastOnce, id);
-        if puback(&mut publ, id, Duration::from_secs(5)) == Some(0) {
+        if publ.puback_within(id, Duration::from_secs(5)) == Some(0) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));

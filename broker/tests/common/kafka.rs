@@ -3,7 +3,7 @@
 //! reads a topic from the beginning (partitions assigned, no group join).
 #![allow(dead_code)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::common::scratch_dir;
+use super::common::{free_port, scratch_dir};
 
 /// The tansu binary: `$TANSU`, else `~/.cargo/bin/tansu`, else `tansu` on the PATH.
 fn tansu_bin() -> String {
@@ -36,11 +36,7 @@ pub struct Tansu {
 
 impl Tansu {
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = scratch_dir("tansu");
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("tcp://127.0.0.1:{port}");

@@ -29,12 +29,38 @@ pub struct Broker {
     pub addr: SocketAddr,
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs the binary with `--listen 127.0.0.1:0` and `args` until it exits (it must refuse to
+/// start); its stderr.
+pub fn refused_start(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the broker started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The sum of the Prometheus samples at `addr` (a `--metrics-listen` address) whose line
+/// starts with `series` (a name and `{`, or a name with its labels).
+pub fn metric(addr: &str, series: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Broker {
@@ -330,6 +356,24 @@ impl Raw {
 
     pub fn ack(&mut self, kind: PubRespKind, id: PacketId) {
         self.send(&Packet::PubResp(PubResp::new(kind, id)));
+    }
+
+    /// Waits for the PUBACK of `id`: its reason code; None if the connection closed or
+    /// `wait` passed.
+    pub fn puback_within(&mut self, id: u16, wait: Duration) -> Option<u8> {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            match self.recv_within(deadline - Instant::now()) {
+                Some(Packet::PubResp(r))
+                    if r.kind == PubRespKind::PubAck && r.packet_id.get() == id =>
+                {
+                    return Some(r.reason.0)
+                }
+                Some(_) => {}
+                None => return None,
+            }
+        }
+        None
     }
 
     /// Publishes QoS 1 and waits for its PUBACK.

@@ -3,11 +3,10 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::scratch_dir;
+use super::common::{free_port, scratch_dir};
 
 /// A redis-server process.
 pub struct Redis {
@@ -19,14 +18,20 @@ pub struct Redis {
 impl Redis {
     /// Starts one on a free port.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        Self::start_with(&[])
+    }
+
+    /// Starts one whose default user needs `password`.
+    pub fn start_with_password(password: &str) -> Self {
+        Self::start_with(&["--requirepass", password])
+    }
+
+    /// Starts one with `extra` settings, on a free port, in a fresh directory.
+    fn start_with(extra: &[&str]) -> Self {
+        let port = free_port();
         let dir = scratch_dir("redis");
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Self::spawn(port, &dir);
+        let child = Self::spawn_with(port, &dir, extra);
         Self { child, port, dir }
     }
 
@@ -53,7 +58,9 @@ impl Redis {
             .expect("redis-server (installed by scripts/test.sh)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if Self::cli_at(port, &["PING"]).trim() == "PONG" {
+            // Up: PONG, or NOAUTH when it has a password.
+            let answer = Self::cli_at(port, &["PING"]);
+            if answer.trim() == "PONG" || answer.starts_with("NOAUTH") {
                 return child;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -99,35 +106,6 @@ impl Redis {
         Self::cli_at(self.port, args)
     }
 
-    /// Starts one whose default user needs `password`.
-    pub fn start_with_password(password: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = scratch_dir("redis");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--requirepass", password])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Self::cli_at(port, &["-a", password, "--no-auth-warning", "PING"]).trim() != "PONG" {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("redis-server did not answer");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, dir }
-    }
-
     fn cli_at(port: u16, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &port.to_string()])
@@ -160,11 +138,7 @@ impl RedisCluster {
     pub fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let dir = scratch_dir("redis-cluster");
             std::fs::create_dir_all(&dir).unwrap();
             let child = Redis::spawn_with(

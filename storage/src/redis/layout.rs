@@ -200,12 +200,12 @@ impl Encoder {
         std::mem::take(&mut self.commands)
     }
 
-    /// Marks the live written entry of (`client`, `id`) dead; false if there is none.
-    fn elide(&mut self, out: &[u8], client: &str, id: u64) -> bool {
+    /// Marks the live written entry of `id` for the client whose key holds `client` (its
+    /// escaped id) dead; false if there is none.
+    fn elide(&mut self, out: &[u8], client: &[u8], id: u64) -> bool {
         let mut at = self.written_by_id.get(&id).copied().unwrap_or(NONE);
         while let Some(w) = self.written.get_mut(at as usize) {
-            let same = out.get(w.client_at..w.client_at + w.client_len)
-                == Some(escaped(client).as_bytes());
+            let same = out.get(w.client_at..w.client_at + w.client_len) == Some(client);
             if same && !w.dead {
                 w.dead = true;
                 self.commands -= w.commands;
@@ -344,8 +344,9 @@ impl Encoder {
         if qos2 {
             remaining.extend_from_slice(seqs);
         } else {
+            let key_id = escaped(client);
             for &seq in seqs {
-                if !self.elide(out, client, seq) {
+                if !self.elide(out, key_id.as_bytes(), seq) {
                     remaining.push(seq);
                 }
             }
