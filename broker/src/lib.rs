@@ -9,7 +9,9 @@
 //! - [`durable`]: the shard's store and the ledger of acknowledgements waiting for it;
 //!   recovery at start.
 //! - [`sink`]: outbound targets other than sessions and peers.
-//! - [`kafka`]: the MQTT -> Kafka bridge (a sink per shard, rdkafka).
+//! - [`source`]: inbound feeds other than clients.
+//! - [`kafka`]: the Kafka bridge: MQTT -> Kafka (a sink per shard), Kafka -> MQTT (a
+//!   consumer per group feeding a source per shard), rdkafka.
 //! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
 //! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
 //! - [`retained`]: retained messages, partitioned across shards by topic, paged by filter.
@@ -34,6 +36,7 @@ pub mod router;
 pub mod session;
 pub mod shard;
 pub mod sink;
+pub mod source;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,6 +54,8 @@ pub struct Broker {
     config: Config,
     mesh: Arc<MeshShared>,
     threads: Vec<std::thread::JoinHandle<anyhow::Result<shard::Stats>>>,
+    /// Kafka -> MQTT consumer threads (none without `[[kafka.to_mqtt]]`).
+    consumers: kafka::consumer::Consumers,
 }
 
 /// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
@@ -92,10 +97,22 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         tracing::info!(%bound, "Prometheus metrics at /metrics");
     }
     retained::start_clock();
+    let mut groups = Vec::new();
+    let mut sources: source::PerShard = (0..shards).map(|_| Vec::new()).collect();
     if let Some(kafka) = &config.kafka {
         let record = kafka::record_bytes_max(config.packet_bytes_max);
         kafka::create_topics(kafka, &kafka::rules(kafka)?, record)?;
+        if !kafka.to_mqtt.is_empty() {
+            let bells = mesh.doorbell_files()?;
+            (groups, sources) = kafka::consumer::prepare(
+                kafka,
+                &bells,
+                config.topic_levels_max,
+                config.packet_bytes_max,
+            )?;
+        }
     }
+    let mut sources = sources.into_iter();
     let mut recovered = durable::recover::recover(&config)?.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -109,6 +126,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         let recovered = recovered
             .next()
             .unwrap_or_else(durable::recover::Recovered::memory);
+        let shard_sources = sources.next().unwrap_or_default();
         let core = cores.get(i % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -126,7 +144,10 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                     metrics,
                     recovered,
                 ) {
-                    Ok(shard) => {
+                    Ok(mut shard) => {
+                        for s in shard_sources {
+                            shard.add_source(s);
+                        }
                         let _ = ready.send(Ok(()));
                         shard.run()
                     }
@@ -140,12 +161,13 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         threads.push(thread);
     }
     drop(ready_tx);
-    let broker = Broker {
+    let mut broker = Broker {
         stop,
         auth,
         config,
         mesh,
         threads,
+        consumers: kafka::consumer::Consumers::default(),
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -158,6 +180,14 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                 broker.stop();
                 anyhow::bail!("a shard thread died during start-up");
             }
+        }
+    }
+    // Records flow once every shard runs.
+    match kafka::consumer::start(groups) {
+        Ok(consumers) => broker.consumers = consumers,
+        Err(e) => {
+            broker.stop();
+            return Err(e);
         }
     }
     Ok(broker)
@@ -187,12 +217,15 @@ impl Broker {
     /// Waits for every shard to finish; the summed counters.
     pub fn join(self) -> anyhow::Result<shard::Stats> {
         let mut total = shard::Stats::default();
+        let consumers = self.consumers;
         for t in self.threads {
             let s = t
                 .join()
                 .map_err(|_| anyhow::anyhow!("a shard thread panicked"))??;
             total.add(&s);
         }
+        // After the shards: what they reported handed on is committed.
+        consumers.stop_and_join();
         Ok(total)
     }
 }

@@ -89,6 +89,10 @@ impl Core {
     /// MQTT 5 client as the reason code; an MQTT 3 client cannot be refused, so its connection
     /// closes and it publishes again after reconnecting.
     pub(crate) fn reply_ack(&mut self, conn: ConnId, r: PubResp) {
+        if crate::source::Sources::is_lane(conn) {
+            // A source's message: the source learns it was handed on (or refused).
+            return self.sources.released(conn, r.reason.0 < 0x80);
+        }
         let refused = r.reason.0 >= 0x80;
         let v5 = self
             .conn_mut(conn)

@@ -15,6 +15,7 @@
 //!   each.
 //! - `route.rs`: publishing, matching, delivery to sessions, peers and sinks.
 //! - `acks.rs`: acknowledgements held on the ledger, records into the store.
+//! - `inbound.rs`: messages from sources (Kafka), published like a client's.
 //! - `flow.rs`: backpressure (publishers paused by congested sessions), drop counting,
 //!   stuck consumers.
 //! - `sessions.rs`: session life cycle, the tick (timeouts, expiry, wills, metrics).
@@ -28,6 +29,7 @@ pub mod disconnect;
 pub mod flow;
 #[cfg(test)]
 mod flow_tests;
+mod inbound;
 pub mod link;
 pub mod peer;
 pub mod publish;
@@ -95,6 +97,9 @@ pub(crate) enum Origin {
     Client(SessionId, Option<u64>),
     /// The broker itself (a will, `$SYS`): peers get a copy.
     Broker,
+    /// A source (Kafka -> MQTT): peers get a copy, sinks do not (no loop back to Kafka);
+    /// with a token, the copies ask peers to confirm.
+    Source(Option<u64>),
     /// A peer shard, which already forwarded it and chose shared-subscription members.
     Peer,
 }
@@ -153,6 +158,10 @@ pub struct Core {
     pub durable: Durable,
     /// Outbound targets other than sessions and peers.
     pub sinks: Sinks,
+    /// Inbound feeds other than clients.
+    pub sources: crate::source::Sources,
+    /// Scratch for a batch of source messages.
+    inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
     /// The connection the message being routed came from (None: the broker's own).
     pub(crate) publisher: Option<flow::Publisher>,
@@ -230,6 +239,8 @@ impl Core {
             last_sys: now,
             durable: Durable::new(store, holds_acks),
             sinks: Sinks::default(),
+            sources: crate::source::Sources::default(),
+            inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
             publisher: None,
             refused: false,

@@ -27,7 +27,9 @@ impl Core {
                 self.store_retained(&message, version);
             } else {
                 let ack = match origin {
-                    Origin::Client(_, Some(token)) => AckRef::new(self.id, token),
+                    Origin::Client(_, Some(token)) | Origin::Source(Some(token)) => {
+                        AckRef::new(self.id, token)
+                    }
                     _ => AckRef::NONE,
                 };
                 confirming += usize::from(ack != AckRef::NONE);
@@ -70,6 +72,10 @@ impl Core {
                 Some(sid),
                 token.map_or(AckRef::NONE, |t| AckRef::new(self.id, t)),
             ),
+            Origin::Source(token) => (
+                None,
+                token.map_or(AckRef::NONE, |t| AckRef::new(self.id, t)),
+            ),
             _ => (None, AckRef::NONE),
         };
         let mut confirming = 0;
@@ -102,7 +108,7 @@ impl Core {
                 let publisher = PublisherRef::new(self.publisher);
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack, publisher));
             }
-            if !self.sinks.is_empty() {
+            if !self.sinks.is_empty() && !matches!(origin, Origin::Source(_)) {
                 let (publisher, token) = match origin {
                     Origin::Client(sid, token) => (
                         self.session_mut(sid)

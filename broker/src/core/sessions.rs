@@ -223,6 +223,13 @@ impl Core {
             self.stats.kafka_in_flight = c.in_flight;
             self.stats.kafka_latency_millis = c.latency_millis;
         }
+        if !self.sources.is_empty() {
+            let c = self.sources.counts();
+            self.stats.kafka_in_received = c.received;
+            self.stats.kafka_in_handed_on = c.handed_on;
+            self.stats.kafka_in_refused = c.refused;
+            self.stats.kafka_in_invalid = c.invalid;
+        }
         self.metrics
             .store(self.id.index(), &self.stats, &self.latency);
         let interval = Duration::from_secs(self.config.sys_interval_secs);

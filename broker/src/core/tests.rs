@@ -571,3 +571,102 @@ fn a_sink_holds_the_puback_until_it_confirms_and_pauses_input_when_full() {
     state.lock().unwrap().full = true;
     assert!(core.input_paused());
 }
+
+/// A source that gives what `queue` holds and records the reports.
+#[derive(Debug, Default)]
+struct TestSource {
+    state: Arc<Mutex<SourceState>>,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    queue: Vec<crate::source::Inbound>,
+    done: Vec<(u32, i64, bool)>,
+}
+
+impl crate::source::Source for TestSource {
+    fn name(&self) -> &str {
+        "test"
+    }
+    fn take(&mut self, max: usize, out: &mut Vec<crate::source::Inbound>) {
+        let mut s = self.state.lock().unwrap();
+        let n = max.min(s.queue.len());
+        out.extend(s.queue.drain(..n));
+    }
+    fn done(&mut self, lane: u32, seq: i64, ok: bool) {
+        self.state.lock().unwrap().done.push((lane, seq, ok));
+    }
+    fn counts(&self) -> crate::source::SourceCounts {
+        crate::source::SourceCounts::default()
+    }
+}
+
+#[test]
+fn source_messages_are_reported_once_durable_in_lane_order_and_not_offered_to_sinks() {
+    let store = HeldStore::default();
+    let mut core = core_with(config(Durability::Sync, 1), Box::new(store));
+    let sink = TestSink::default();
+    let taken = sink.state.clone();
+    core.sinks.add(Box::new(sink));
+    connect(
+        &mut core,
+        1,
+        connect_packet("away", ProtocolVersion::V311, false),
+    );
+    subscribe(&mut core, 1, "sink/#", QoS::AtLeastOnce);
+    core.close(conn(1), None, "test: subscriber goes away");
+    core.close_link(conn(1));
+    connect(
+        &mut core,
+        2,
+        connect_packet("live", ProtocolVersion::V311, true),
+    );
+    subscribe(&mut core, 2, "sink/#", QoS::AtLeastOnce);
+    land(&mut core);
+    let _ = output(&mut core, 2);
+    let source = TestSource::default();
+    let state = source.state.clone();
+    let message = |topic: &str| {
+        Message::new(
+            ByteString::from(topic),
+            Bytes::from_static(b"m"),
+            QoS::AtLeastOnce,
+            false,
+            Default::default(),
+            Instant::now(),
+        )
+    };
+    state.lock().unwrap().queue = [(7, 10, "sink/a"), (8, 5, "sink/b"), (7, 11, "sink/c")]
+        .into_iter()
+        .map(|(lane, seq, topic)| crate::source::Inbound {
+            lane,
+            seq,
+            message: message(topic),
+        })
+        .collect();
+    core.sources.add(Box::new(source));
+    core.poll_sources();
+    let delivered = output(&mut core, 2)
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count();
+    assert_eq!(delivered, 3, "the connected subscriber has them at once");
+    assert!(
+        state.lock().unwrap().done.is_empty(),
+        "not handed on before the offline session's copies are durable"
+    );
+    assert!(
+        taken.lock().unwrap().taken.is_empty(),
+        "a source's message is not offered to the sinks (no loop back to Kafka)"
+    );
+    land(&mut core);
+    let done = state.lock().unwrap().done.clone();
+    let lane = |l: u32| -> Vec<(i64, bool)> {
+        done.iter()
+            .filter(|d| d.0 == l)
+            .map(|d| (d.1, d.2))
+            .collect()
+    };
+    assert_eq!(lane(7), vec![(10, true), (11, true)], "in lane order");
+    assert_eq!(lane(8), vec![(5, true)]);
+}

@@ -1,6 +1,6 @@
-//! The `[kafka]` table: where Kafka is, the producer's settings (each one set explicitly on
-//! rdkafka, never left to its defaults), and the `[[kafka.to_kafka]]` rules, checked at start
-//! with errors naming the rule.
+//! The `[kafka]` table: where Kafka is, the producer's and the consumer's settings (each one
+//! set explicitly on rdkafka, never left to its defaults), the `[[kafka.to_kafka]]` and
+//! `[[kafka.to_mqtt]]` rules, checked at start with errors naming the rule.
 
 use serde::Deserialize;
 
@@ -35,8 +35,21 @@ pub struct KafkaConfig {
     pub queue_bytes_max: u64,
     /// MQTT -> Kafka rules; the first whose filter matches a topic wins.
     pub to_kafka: Vec<ToKafka>,
-    /// Kafka -> MQTT rules (not built yet: a non-empty list is refused at start).
-    pub to_mqtt: Vec<toml::Value>,
+    /// Kafka -> MQTT: records a node's consumer may have handed to its shards and not seen
+    /// handed on yet; above it the consumer pauses its partitions.
+    pub consume_in_flight_max: usize,
+    /// Kafka -> MQTT: records a shard takes from its queue per loop pass.
+    pub consume_batch_max: usize,
+    /// Kafka -> MQTT: bytes the consumer prefetches (`queued.max.messages.kbytes`).
+    pub consume_prefetch_bytes_max: u64,
+    /// Kafka -> MQTT: how often the consumer commits the offsets of records handed on
+    /// (`auto.commit.interval.ms`).
+    pub commit_interval_ms: u64,
+    /// Kafka -> MQTT: a consumer that stops answering leaves its group after this
+    /// (`session.timeout.ms`); a node killed and restarted gets its partitions back after it.
+    pub session_timeout_ms: u64,
+    /// Kafka -> MQTT rules; a Kafka topic is in one rule at most.
+    pub to_mqtt: Vec<ToMqtt>,
 }
 
 impl Default for KafkaConfig {
@@ -54,6 +67,11 @@ impl Default for KafkaConfig {
             queue_count_max: 100_000,
             queue_bytes_max: 256 << 20,
             to_kafka: Vec::new(),
+            consume_in_flight_max: 10_000,
+            consume_batch_max: 512,
+            consume_prefetch_bytes_max: 16 << 20,
+            commit_interval_ms: 1_000,
+            session_timeout_ms: 10_000,
             to_mqtt: Vec::new(),
         }
     }
@@ -75,6 +93,38 @@ pub struct ToKafka {
     /// `kafka`: the PUBACK / PUBREC waits for Kafka's acknowledgement (acks = all).
     #[serde(default = "default_ack")]
     pub ack: String,
+}
+
+/// `[[kafka.to_mqtt]]`: one Kafka -> MQTT rule.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToMqtt {
+    /// Kafka topic.
+    pub topic: String,
+    /// MQTT topic template: `{key}` (the record key), `{header:NAME}` (a header's value),
+    /// `{topic}` (the Kafka topic); each placeholder must give one non-empty topic level.
+    pub mqtt_topic: String,
+    /// QoS of the MQTT publish (0, 1 or 2).
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Consumer group (one consumer per group per node).
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Where a group without a committed offset starts: `earliest` or `latest`.
+    #[serde(default = "default_offset_reset")]
+    pub offset_reset: String,
+}
+
+fn default_qos() -> u8 {
+    1
+}
+
+fn default_group() -> String {
+    "ringmq".into()
+}
+
+fn default_offset_reset() -> String {
+    "earliest".into()
 }
 
 fn default_key() -> String {
@@ -118,11 +168,38 @@ impl KafkaConfig {
         if self.linger_ms >= self.timeout_ms {
             return Err("kafka.linger_ms: must be below kafka.timeout_ms".into());
         }
-        if !self.to_mqtt.is_empty() {
-            return Err("kafka.to_mqtt: Kafka -> MQTT is not built yet (issue 14)".into());
+        if !(1..=1_000_000).contains(&self.consume_in_flight_max) {
+            return Err("kafka.consume_in_flight_max: between 1 and 1000000".into());
         }
-        if self.to_kafka.is_empty() {
-            return Err("kafka: no [[kafka.to_kafka]] rule".into());
+        if !(1..=65_536).contains(&self.consume_batch_max) {
+            return Err("kafka.consume_batch_max: between 1 and 65536".into());
+        }
+        if !(1 << 20..=2 << 30).contains(&self.consume_prefetch_bytes_max) {
+            return Err("kafka.consume_prefetch_bytes_max: between 1048576 and 2147483648".into());
+        }
+        if !(100..=60_000).contains(&self.commit_interval_ms) {
+            return Err("kafka.commit_interval_ms: between 100 and 60000".into());
+        }
+        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
+            return Err("kafka.session_timeout_ms: between 1000 and 3600000".into());
+        }
+        if self.to_kafka.is_empty() && self.to_mqtt.is_empty() {
+            return Err("kafka: no [[kafka.to_kafka]] or [[kafka.to_mqtt]] rule".into());
+        }
+        for (i, rule) in self.to_mqtt.iter().enumerate() {
+            super::to_mqtt::Route::compile(rule)
+                .map_err(|e| format!("kafka.to_mqtt[{i}] (topic `{}`): {e}", rule.topic))?;
+            if let Some(j) = self
+                .to_mqtt
+                .iter()
+                .take(i)
+                .position(|r| r.topic == rule.topic)
+            {
+                return Err(format!(
+                    "kafka.to_mqtt[{i}] (topic `{}`): the topic is in kafka.to_mqtt[{j}] already",
+                    rule.topic
+                ));
+            }
         }
         for (i, rule) in self.to_kafka.iter().enumerate() {
             super::rule::Rule::compile(rule)

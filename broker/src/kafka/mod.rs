@@ -2,17 +2,23 @@
 //! with rdkafka. A publish matching a rule is produced to the mapped topic and key, with its
 //! MQTT 5 properties and context as headers; with `ack = "kafka"` its PUBACK / PUBREC waits
 //! for Kafka's acknowledgement (acks = all), and a record Kafka does not acknowledge within
-//! `kafka.timeout_ms` refuses its publisher (0x97). Kafka -> MQTT is not built yet.
+//! `kafka.timeout_ms` refuses its publisher (0x97). Kafka -> MQTT (`[[kafka.to_mqtt]]`
+//! rules): a consumer per group on the node hands records to the shards as a source; each is
+//! published like a client's PUBLISH and its offset committed once it is handed on.
 //!
 //! # Layout
 //! - [`config`]: the `[kafka]` table and its checks.
 //! - [`rule`]: a compiled rule (filter, topic template, key).
 //! - [`sink`]: the per-shard producer behind the `Sink` trait.
+//! - [`to_mqtt`]: a compiled Kafka -> MQTT rule; a record mapped to an MQTT message.
+//! - [`consumer`]: the consumer threads, lanes and offsets; the per-shard source.
 //! - `mod.rs`: topic creation at start.
 
 pub mod config;
+pub mod consumer;
 pub mod rule;
 pub mod sink;
+pub mod to_mqtt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +47,38 @@ impl ClientContext for Quiet {
     }
 }
 
+/// A shard's doorbell (its eventfd, duplicated) as a library thread rings it: once per batch
+/// of work (a flag both sides swap, so nothing pushed is left unnoticed).
+#[derive(Debug)]
+pub struct Bell {
+    woken: std::sync::atomic::AtomicBool,
+    doorbell: std::fs::File,
+}
+
+impl Bell {
+    /// A bell on `doorbell` (an eventfd).
+    pub fn new(doorbell: std::fs::File) -> Self {
+        Self {
+            woken: std::sync::atomic::AtomicBool::new(false),
+            doorbell,
+        }
+    }
+
+    /// Wakes the shard unless a wake is pending (call after pushing the work).
+    pub fn ring(&self) {
+        use std::io::Write;
+        if !self.woken.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let _ = (&self.doorbell).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// The shard is about to look (call before popping): work pushed after this rings again.
+    pub fn answered(&self) {
+        // A read-modify-write: ordered with the pusher's swap.
+        self.woken.swap(false, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Milliseconds of the Unix epoch now (Kafka's timestamps).
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -64,7 +102,7 @@ pub fn rules(config: &KafkaConfig) -> anyhow::Result<Arc<Vec<Rule>>> {
     Ok(Arc::new(rules))
 }
 
-/// Creates the rules' fixed topics that do not exist yet (`kafka.create_topics`); an
+/// Creates the rules' fixed topics (and the `to_mqtt` topics) that do not exist yet (`kafka.create_topics`); an
 /// unreachable Kafka is a clear error.
 pub fn create_topics(
     config: &KafkaConfig,
@@ -74,6 +112,7 @@ pub fn create_topics(
     let mut names: Vec<&str> = rules
         .iter()
         .filter_map(|r| r.fixed_topic.as_deref())
+        .chain(config.to_mqtt.iter().map(|r| r.topic.as_str()))
         .collect();
     names.sort_unstable();
     names.dedup();

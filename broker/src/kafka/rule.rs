@@ -50,19 +50,11 @@ impl Rule {
             .filter(|l| *l == "+" || *l == "#")
             .count();
         let mut parts = Vec::new();
-        let mut rest = rule.topic.as_str();
-        while let Some(open) = rest.find('{') {
-            let close = rest
-                .get(open..)
-                .and_then(|r| r.find('}'))
-                .ok_or("topic: `{` without `}`")?;
-            if open > 0 {
-                parts.push(Part::Text(rest.get(..open).unwrap_or_default().into()));
-            }
-            let name = rest.get(open + 1..open + close).unwrap_or_default();
-            parts.push(match name {
-                "client_id" => Part::ClientId,
-                n => match n.parse::<usize>() {
+        for piece in template(&rule.topic, "topic")? {
+            parts.push(match piece {
+                Piece::Text(t) => Part::Text(t.into()),
+                Piece::Name("client_id") => Part::ClientId,
+                Piece::Name(n) => match n.parse::<usize>() {
                     Ok(i) if (1..=wildcards).contains(&i) => Part::Level(i),
                     _ => {
                         return Err(format!(
@@ -71,10 +63,6 @@ impl Rule {
                     }
                 },
             });
-            rest = rest.get(open + close + 1..).unwrap_or_default();
-        }
-        if !rest.is_empty() {
-            parts.push(Part::Text(rest.into()));
         }
         if parts.is_empty() {
             return Err("topic: empty".into());
@@ -142,6 +130,36 @@ impl Rule {
     }
 }
 
+/// A piece of a template: literal text or a `{name}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Piece<'a> {
+    Text(&'a str),
+    Name(&'a str),
+}
+
+/// Splits template `s` (the config key `field`) into text and `{name}`s.
+pub(crate) fn template<'a>(s: &'a str, field: &str) -> Result<Vec<Piece<'a>>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = s;
+    while let Some(open) = rest.find('{') {
+        let close = rest
+            .get(open..)
+            .and_then(|r| r.find('}'))
+            .ok_or_else(|| format!("{field}: `{{` without `}}`"))?;
+        if open > 0 {
+            pieces.push(Piece::Text(rest.get(..open).unwrap_or_default()));
+        }
+        pieces.push(Piece::Name(
+            rest.get(open + 1..open + close).unwrap_or_default(),
+        ));
+        rest = rest.get(open + close + 1..).unwrap_or_default();
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest));
+    }
+    Ok(pieces)
+}
+
 /// The part of `topic` the `i`th wildcard (from 1) of `filter` matched.
 fn capture<'a>(filter: &str, topic: &'a str, i: usize) -> Option<&'a str> {
     let mut seen = 0;
@@ -168,7 +186,7 @@ fn capture<'a>(filter: &str, topic: &'a str, i: usize) -> Option<&'a str> {
 }
 
 /// Kafka's rule for topic names: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
-fn check_kafka_topic(t: &str) -> Result<(), String> {
+pub(crate) fn check_kafka_topic(t: &str) -> Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 249
         && t != "."

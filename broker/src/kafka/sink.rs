@@ -2,7 +2,6 @@
 //! all, idempotent), fed from the shard without blocking; delivery reports come back through a
 //! lock-free queue and wake the shard through its doorbell eventfd.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,9 +28,7 @@ pub struct Reports {
     in_flight: AtomicUsize,
     in_flight_bytes: AtomicUsize,
     /// The shard is woken once per batch of reports.
-    woken: AtomicBool,
-    /// The shard's doorbell (an eventfd, duplicated).
-    doorbell: std::fs::File,
+    bell: super::Bell,
     /// A delivery failed since the shard last looked (it logs once per streak).
     failed: AtomicBool,
     /// Totals for the metrics: acknowledged, failed (at delivery or at send), and the
@@ -44,9 +41,7 @@ pub struct Reports {
 impl Reports {
     /// Wakes the shard unless a wake is pending (after pushing to `done`).
     fn ring(&self) {
-        if !self.woken.swap(true, Ordering::AcqRel) {
-            let _ = (&self.doorbell).write(&1u64.to_ne_bytes());
-        }
+        self.bell.ring();
     }
 }
 
@@ -183,8 +178,7 @@ impl KafkaSink {
             done: SegQueue::new(),
             in_flight: AtomicUsize::new(0),
             in_flight_bytes: AtomicUsize::new(0),
-            woken: AtomicBool::new(false),
-            doorbell,
+            bell: super::Bell::new(doorbell),
             failed: AtomicBool::new(false),
             delivered_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
@@ -350,9 +344,7 @@ impl Sink for KafkaSink {
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
-        // A read-modify-write: a report pushed after it rings again, one pushed before it is
-        // visible to the pops below.
-        self.reports.woken.swap(false, Ordering::AcqRel);
+        self.reports.bell.answered();
         while let Some(done) = self.reports.done.pop() {
             out.push(done);
         }

@@ -265,6 +265,22 @@ counters! {
         sys Shard("kafka/latency_millis"),
         prom "ringmq_kafka_latency_millis_total",
         help "Time from producing a message to Kafka's acknowledgement, summed, milliseconds (divide by delivered for the mean).";
+    kafka_in_received: Counter,
+        sys Shard("kafka/in_received"),
+        prom "ringmq_kafka_in_received_total",
+        help "Kafka records (Kafka -> MQTT) taken by the shard to publish.";
+    kafka_in_handed_on: Counter,
+        sys Shard("kafka/in_handed_on"),
+        prom "ringmq_kafka_in_handed_on_total",
+        help "Kafka records published and safe (durable where the durability mode says so): their offsets may be committed.";
+    kafka_in_refused: Counter,
+        sys Shard("kafka/in_refused"),
+        prom "ringmq_kafka_in_refused_total",
+        help "Kafka records that could not be made safe (the store failed): consumed again.";
+    kafka_in_invalid: Counter,
+        sys Shard("kafka/in_invalid"),
+        prom "ringmq_kafka_in_invalid_total",
+        help "Kafka records skipped: no valid MQTT topic from the rule, a non-UTF-8 header, larger than packet_bytes_max.";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",
@@ -331,7 +347,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 32);
+        assert_eq!(COUNT, 36);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -368,9 +368,9 @@ mod tests {
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
-        // AsyncAPI refusals, the store's seven, Kafka's four.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 18, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 18, "{text}");
+        // AsyncAPI refusals, the store's seven, Kafka's four out and four in.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 22, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 22, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -449,6 +449,10 @@ mod tests {
                 ("kafka/failed", 0),
                 ("kafka/in_flight", 0),
                 ("kafka/latency_millis", 0),
+                ("kafka/in_received", 0),
+                ("kafka/in_handed_on", 0),
+                ("kafka/in_refused", 0),
+                ("kafka/in_invalid", 0),
                 ("store/up", 0),
             ] {
                 expected.push((format!("$SYS/broker/shard/{shard}/{t}"), v.to_string()));

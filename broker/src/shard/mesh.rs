@@ -96,6 +96,15 @@ impl MeshShared {
         }))
     }
 
+    /// A duplicate of every shard's doorbell eventfd, in shard order, for a thread outside
+    /// the shards (the Kafka consumer) to wake them with.
+    pub fn doorbell_files(&self) -> std::io::Result<Vec<std::fs::File>> {
+        self.doorbells
+            .iter()
+            .map(|bell| Ok(std::fs::File::from(bell.fd.try_clone()?)))
+            .collect()
+    }
+
     /// Shards in the mesh.
     pub fn shards(&self) -> usize {
         self.doorbells.len()

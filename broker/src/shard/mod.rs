@@ -158,7 +158,12 @@ impl Shard {
             Instant::now(),
         );
         core.follow_auth(auth);
-        if let Some(kafka) = &core.config.kafka {
+        if let Some(kafka) = core
+            .config
+            .kafka
+            .as_ref()
+            .filter(|k| !k.to_kafka.is_empty())
+        {
             let rules = crate::kafka::rules(kafka)?;
             let sink = crate::kafka::sink::KafkaSink::new(
                 kafka,
@@ -190,6 +195,11 @@ impl Shard {
             inbox: Vec::new(),
             core,
         })
+    }
+
+    /// Registers an inbound source (Kafka -> MQTT) on this shard.
+    pub fn add_source(&mut self, source: Box<dyn crate::source::Source + Send>) {
+        self.core.sources.add(source);
     }
 
     /// Runs the loop until shutdown completes.
@@ -240,6 +250,11 @@ impl Shard {
                     break;
                 }
                 self.retry_blocked();
+            }
+            if self.stopping_since.is_none() && !self.core.sources.is_empty() && !self.paused() {
+                // Sources feed like clients: not while input is paused or the shard stops.
+                self.core.poll_sources();
+                self.apply();
             }
             self.flush();
             self.core.flush_acked();

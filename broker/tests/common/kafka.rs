@@ -140,3 +140,47 @@ pub fn consume(brokers: &str, topic: &str, want: usize, wait: Duration) -> Vec<R
     }
     out
 }
+
+/// A record to produce: key, payload, headers.
+pub type Produced = (Option<String>, Vec<u8>, Vec<(String, String)>);
+
+/// Produces `records` (key, payload, headers) to `topic`, idempotent, acks = all; waits until
+/// Kafka acknowledged every one.
+pub fn produce(brokers: &str, topic: &str, records: &[Produced]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("broker.address.family", "v4")
+        .create()
+        .unwrap();
+    for (key, payload, headers) in records {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = BaseRecord::to(topic).payload(payload).headers(h);
+        if let Some(k) = key {
+            record = record.key(k.as_bytes());
+        }
+        let mut record = record;
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}

@@ -1,0 +1,58 @@
+//! Messages from sources (Kafka -> MQTT): taken from each source a bounded batch per loop
+//! pass, published like a client's PUBLISH (retained to its owner shard, routed to sessions,
+//! shared groups and peers; never offered back to the sinks), and reported to the source
+//! when the broker took responsibility: the moment a client's PUBACK would leave, through the
+//! same ack ledger, in each lane's order (a lane is a connection on the ledger).
+
+use net::codec::{PacketId, PubResp, PubRespKind, QoS};
+
+use super::{Core, Origin};
+use crate::source::Inbound;
+
+impl Core {
+    /// Takes and publishes what the sources have, at most `consume_batch_max` per source.
+    /// Called by the reactor once per loop pass while its input is not paused.
+    pub fn poll_sources(&mut self) {
+        if self.sources.is_empty() {
+            return;
+        }
+        let max = self
+            .config
+            .kafka
+            .as_ref()
+            .map_or(512, |k| k.consume_batch_max);
+        let mut batch = std::mem::take(&mut self.inbound_scratch);
+        for index in 0..self.sources.len() {
+            if self.durable.failing() || !self.durable.available() {
+                // QoS 1/2 messages need the store: they wait in the source (bounded there).
+                break;
+            }
+            self.sources.take(index, max, &mut batch);
+            for inbound in batch.drain(..) {
+                self.publish_inbound(index, inbound);
+            }
+        }
+        self.inbound_scratch = batch;
+    }
+
+    fn publish_inbound(&mut self, index: usize, inbound: Inbound) {
+        let Inbound { lane, seq, message } = inbound;
+        let before = self.durable.appended();
+        let retained_elsewhere =
+            message.retain && crate::retained::owner(&message.topic, self.shards) != self.id;
+        let holds =
+            message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || retained_elsewhere);
+        let token = holds.then(|| self.durable.next_token());
+        // Nobody to pause: a full subscriber queue drops (counted), as for the broker's own.
+        self.publisher = None;
+        self.refused = false;
+        let peers = self.publish(message, Origin::Source(token));
+        self.refused = false;
+        let conn = self.sources.hold(index, lane, seq);
+        let Some(id) = PacketId::new(1) else {
+            return;
+        };
+        let ack = PubResp::new(PubRespKind::PubAck, id);
+        self.ack_when_durable(conn, ack, before, token, peers);
+    }
+}

@@ -1,0 +1,635 @@
+//! Kafka -> MQTT: one consumer thread per consumer group on a node (rdkafka `BaseConsumer`,
+//! subscribed to the group's `to_mqtt` topics), handing records to the shards as
+//! [`Inbound`] messages through a bounded queue per shard ([`Inbox`], woken through the
+//! shard's doorbell), and committing offsets only past records the shards reported handed on.
+//!
+//! - **Lanes**: each assigned partition is a lane, always on the same shard, so its records
+//!   are published in offset order and their reports come back in that order. A lane's
+//!   records wait in `pending` until reported; the offset after the longest reported prefix is
+//!   stored (`enable.auto.offset.store = false`) and committed every `commit_interval_ms`, and
+//!   at shutdown. A crash therefore repeats records, never loses one.
+//! - **Refused** (the shard's store failed): the partition is sought back to that record and
+//!   gets a new lane id (reports of the old one are ignored); the records after it that were
+//!   already handed on are delivered again.
+//! - **Bounded**: at most `consume_in_flight_max` records are handed to shards and not
+//!   reported; above it the consumer pauses its partitions (and still serves the group), and
+//!   resumes when reports come back. librdkafka's prefetch is `consume_prefetch_bytes_max`.
+//! - **Rebalance**: lanes are forgotten (offsets stored so far are committed by librdkafka);
+//!   the next records start new lanes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::{ArrayQueue, SegQueue};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::{ClientContext, Offset};
+use rustc_hash::FxHashMap;
+
+use super::config::KafkaConfig;
+use super::to_mqtt::{Record, Route};
+use crate::source::{Inbound, PerShard, Source, SourceCounts};
+
+/// Wakes a parked consumer thread (it parks while over its in-flight bound).
+#[derive(Debug, Default)]
+struct Waker {
+    parked: AtomicBool,
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// One shard's queue from one consumer, and the reports back.
+#[derive(Debug)]
+pub struct Inbox {
+    queue: ArrayQueue<Inbound>,
+    /// (lane, offset, handed on) in lane order.
+    done: SegQueue<(u32, i64, bool)>,
+    /// The shard is woken once per batch of records.
+    bell: super::Bell,
+    waker: Arc<Waker>,
+    received: AtomicU64,
+    handed_on: AtomicU64,
+    refused: AtomicU64,
+    invalid: AtomicU64,
+}
+
+impl Inbox {
+    /// Wakes the shard unless a wake is pending.
+    fn ring(&self) {
+        self.bell.ring();
+    }
+}
+
+/// The shard's side of an [`Inbox`].
+#[derive(Debug)]
+pub struct KafkaSource {
+    inbox: Arc<Inbox>,
+    name: String,
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn take(&mut self, max: usize, out: &mut Vec<Inbound>) {
+        self.inbox.bell.answered();
+        let mut n = 0;
+        while n < max {
+            let Some(inbound) = self.inbox.queue.pop() else {
+                break;
+            };
+            out.push(inbound);
+            n += 1;
+        }
+        self.inbox.received.fetch_add(n as u64, Ordering::Relaxed);
+        if n == max && !self.inbox.queue.is_empty() {
+            // More than one pass's worth: come back next pass.
+            self.inbox.ring();
+        }
+    }
+
+    fn done(&mut self, lane: u32, seq: i64, ok: bool) {
+        let counter = if ok {
+            &self.inbox.handed_on
+        } else {
+            &self.inbox.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.inbox.done.push((lane, seq, ok));
+        let waker = &self.inbox.waker;
+        if waker.parked.load(Ordering::Acquire) {
+            if let Some(t) = waker.thread.get() {
+                t.unpark();
+            }
+        }
+    }
+
+    fn counts(&self) -> SourceCounts {
+        let i = &self.inbox;
+        SourceCounts {
+            received: i.received.load(Ordering::Relaxed),
+            handed_on: i.handed_on.load(Ordering::Relaxed),
+            refused: i.refused.load(Ordering::Relaxed),
+            invalid: i.invalid.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The consumer's context: librdkafka's lines to debug, rebalances noted for the loop.
+#[derive(Debug)]
+struct Ctx {
+    group: String,
+    rebalanced: AtomicBool,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(?level, fac, "librdkafka: {log_message}");
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka consumer: {reason}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.rebalanced.store(true, Ordering::Release);
+        match rebalance {
+            Rebalance::Assign(list) => {
+                tracing::info!(group = %self.group, partitions = list.count(), "Kafka consumer: partitions assigned")
+            }
+            Rebalance::Revoke(list) => {
+                tracing::info!(group = %self.group, partitions = list.count(), "Kafka consumer: partitions revoked")
+            }
+            Rebalance::Error(e) => {
+                tracing::warn!(group = %self.group, "Kafka consumer: rebalance failed: {e}")
+            }
+        }
+    }
+}
+
+/// The consumer threads of a node.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Consumers {
+    /// Stops every consumer: what shards reported is committed first.
+    pub fn stop_and_join(self) {
+        self.stop.store(true, Ordering::Release);
+        for t in &self.threads {
+            t.thread().unpark();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One group's consumer, ready to run.
+pub struct Group {
+    consumer: BaseConsumer<Ctx>,
+    feed: Feed,
+}
+
+/// What a group's consumer feeds, and its limits.
+struct Feed {
+    routes: Vec<Route>,
+    inboxes: Vec<Arc<Inbox>>,
+    waker: Arc<Waker>,
+    in_flight_max: usize,
+    levels_max: usize,
+    bytes_max: usize,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("routes", &self.feed.routes.len())
+            .field("shards", &self.feed.inboxes.len())
+            .finish()
+    }
+}
+
+/// Creates one consumer per group of `config.to_mqtt` (subscribed, not polled yet) and its
+/// inboxes, one per shard (`doorbells`). Returns the groups and each shard's sources.
+pub fn prepare(
+    config: &KafkaConfig,
+    doorbells: &[std::fs::File],
+    levels_max: usize,
+    bytes_max: usize,
+) -> anyhow::Result<(Vec<Group>, PerShard)> {
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, rule) in config.to_mqtt.iter().enumerate() {
+        routes.push(Route::compile(rule).map_err(|e| anyhow::anyhow!("kafka.to_mqtt[{i}]: {e}"))?);
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let mut sources: PerShard = doorbells.iter().map(|_| Vec::new()).collect();
+    let mut names: Vec<String> = routes.iter().map(|r| r.group.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let mine: Vec<Route> = routes.iter().filter(|r| r.group == name).cloned().collect();
+        let reset = mine.first().map_or("earliest", |r| r.offset_reset.as_str());
+        let consumer: BaseConsumer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("client.id", format!("{}-in", config.client_id))
+            .set("group.id", &name)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval_ms.to_string(),
+            )
+            .set("auto.offset.reset", reset)
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 3).max(100).to_string(),
+            )
+            .set("max.poll.interval.ms", "300000")
+            .set("isolation.level", "read_committed")
+            .set(
+                "queued.max.messages.kbytes",
+                (config.consume_prefetch_bytes_max / 1024).to_string(),
+            )
+            .set("fetch.max.bytes", (bytes_max.max(1 << 20) * 2).to_string())
+            .set(
+                "max.partition.fetch.bytes",
+                bytes_max.max(1 << 20).to_string(),
+            )
+            .set("allow.auto.create.topics", "false")
+            .set("socket.keepalive.enable", "true")
+            .set("broker.address.family", "v4")
+            .create_with_context(Ctx {
+                group: name.clone(),
+                rebalanced: AtomicBool::new(false),
+            })
+            .map_err(|e| anyhow::anyhow!("kafka: cannot create a consumer: {e}"))?;
+        let topics: Vec<&str> = mine.iter().map(|r| r.topic.as_str()).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            anyhow::anyhow!("kafka: group {name}: cannot subscribe to {topics:?}: {e}")
+        })?;
+        let waker = Arc::new(Waker::default());
+        let mut inboxes = Vec::with_capacity(doorbells.len());
+        for (shard, bell) in doorbells.iter().enumerate() {
+            let inbox = Arc::new(Inbox {
+                queue: ArrayQueue::new(config.consume_in_flight_max + POLL_BATCH),
+                done: SegQueue::new(),
+                bell: super::Bell::new(bell.try_clone()?),
+                waker: waker.clone(),
+                received: AtomicU64::new(0),
+                handed_on: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                invalid: AtomicU64::new(0),
+            });
+            if let Some(list) = sources.get_mut(shard) {
+                list.push(Box::new(KafkaSource {
+                    inbox: inbox.clone(),
+                    name: format!("kafka:{name}"),
+                }));
+            }
+            inboxes.push(inbox);
+        }
+        groups.push(Group {
+            consumer,
+            feed: Feed {
+                routes: mine,
+                inboxes,
+                waker,
+                in_flight_max: config.consume_in_flight_max,
+                levels_max,
+                bytes_max,
+            },
+        });
+    }
+    Ok((groups, sources))
+}
+
+/// Starts a thread per group.
+pub fn start(groups: Vec<Group>) -> anyhow::Result<Consumers> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for group in groups {
+        let stop = stop.clone();
+        let waker = group.feed.waker.clone();
+        let t = std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || Loop::new(group).run(&stop))?;
+        let _ = waker.thread.set(t.thread().clone());
+        threads.push(t);
+    }
+    Ok(Consumers { stop, threads })
+}
+
+/// Records polled per loop turn at most.
+const POLL_BATCH: usize = 256;
+
+/// A partition's records handed to a shard and not yet reported.
+#[derive(Debug)]
+struct Lane {
+    id: u32,
+    shard: usize,
+    /// (offset, reported handed on), in offset order.
+    pending: VecDeque<(i64, bool)>,
+}
+
+/// The consumer thread: its consumer, and the state the records change.
+struct Loop {
+    consumer: BaseConsumer<Ctx>,
+    st: State,
+}
+
+/// What the consumer thread keeps apart from the consumer.
+struct State {
+    feed: Feed,
+    /// (route index, partition) -> lane.
+    lanes: FxHashMap<(usize, i32), Lane>,
+    /// Lane id -> (route index, partition).
+    by_id: FxHashMap<u32, (usize, i32)>,
+    next_lane: u32,
+    in_flight: usize,
+    paused: bool,
+    /// Records a full inbox did not take yet, per shard.
+    backlog: Vec<VecDeque<Inbound>>,
+    /// Logged once per streak.
+    failing: bool,
+    skipped_logged_at: Option<Instant>,
+}
+
+impl Loop {
+    fn new(g: Group) -> Self {
+        let shards = g.feed.inboxes.len();
+        Self {
+            consumer: g.consumer,
+            st: State {
+                feed: g.feed,
+                lanes: FxHashMap::default(),
+                by_id: FxHashMap::default(),
+                next_lane: 0,
+                in_flight: 0,
+                paused: false,
+                backlog: (0..shards).map(|_| VecDeque::new()).collect(),
+                failing: false,
+                skipped_logged_at: None,
+            },
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Acquire) {
+            self.st.reap(&self.consumer);
+            self.st.flush_backlog();
+            let over = self.st.in_flight >= self.st.feed.in_flight_max
+                || self.st.backlog.iter().any(|b| !b.is_empty());
+            if over != self.st.paused {
+                self.set_paused(over);
+            }
+            if over {
+                // Serve the group (heartbeats, rebalances) without taking more; wake on a
+                // report.
+                let waker = &self.st.feed.waker;
+                waker.parked.store(true, Ordering::Release);
+                if self.st.feed.inboxes.iter().all(|i| i.done.is_empty()) {
+                    std::thread::park_timeout(Duration::from_millis(100));
+                }
+                waker.parked.store(false, Ordering::Release);
+                self.poll(Duration::ZERO);
+            } else {
+                self.poll(Duration::from_millis(100));
+            }
+        }
+        self.st.reap(&self.consumer);
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("Kafka consumer: offsets committed at shutdown"),
+            Err(e) => tracing::debug!("Kafka consumer: commit at shutdown: {e}"),
+        }
+    }
+
+    fn set_paused(&mut self, pause: bool) {
+        let Ok(assigned) = self.consumer.assignment() else {
+            return;
+        };
+        let result = if pause {
+            self.consumer.pause(&assigned)
+        } else {
+            self.consumer.resume(&assigned)
+        };
+        if let Err(e) = result {
+            tracing::debug!("Kafka consumer: pause/resume: {e}");
+        }
+        self.st.paused = pause;
+    }
+
+    /// Takes up to a batch of records (the first within `wait`) and hands them to the shards.
+    fn poll(&mut self, wait: Duration) {
+        let mut rung = vec![false; self.st.feed.inboxes.len()];
+        let mut wait = wait;
+        for _ in 0..POLL_BATCH {
+            let polled = self.consumer.poll(wait);
+            if self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::AcqRel)
+            {
+                // Partitions were revoked and assigned again: their records start over from
+                // the committed offsets in new lanes; reports of the old lanes are ignored.
+                self.st.lanes.clear();
+                self.st.by_id.clear();
+            }
+            let Some(result) = polled else {
+                break;
+            };
+            wait = Duration::ZERO;
+            match result {
+                Ok(m) => {
+                    if self.st.failing {
+                        tracing::info!("Kafka consumer: receiving again");
+                        self.st.failing = false;
+                    }
+                    let headers: Vec<(&str, Option<&[u8]>)> = m
+                        .headers()
+                        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+                        .unwrap_or_default();
+                    let record = Record {
+                        topic: m.topic(),
+                        key: m.key(),
+                        payload: m.payload().unwrap_or_default(),
+                        headers,
+                    };
+                    let shard =
+                        self.st
+                            .dispatch(&self.consumer, &record, m.partition(), m.offset());
+                    if let Some(r) = shard.and_then(|s| rung.get_mut(s)) {
+                        *r = true;
+                    }
+                }
+                Err(e) => {
+                    if !self.st.failing {
+                        tracing::warn!(
+                            "Kafka consumer: {e} (records wait in Kafka until it recovers)"
+                        );
+                        self.st.failing = true;
+                    }
+                    break;
+                }
+            }
+            if self.st.in_flight >= self.st.feed.in_flight_max {
+                break;
+            }
+        }
+        for (inbox, rung) in self.st.feed.inboxes.iter().zip(rung) {
+            if rung {
+                inbox.ring();
+            }
+        }
+    }
+}
+
+impl State {
+    /// The record's lane (created on its first record).
+    fn lane(&mut self, route: usize, partition: i32) -> &mut Lane {
+        let shards = self.feed.inboxes.len().max(1);
+        let id = self.next_lane;
+        let lane = self
+            .lanes
+            .entry((route, partition))
+            .or_insert_with(|| Lane {
+                id,
+                shard: (route * 31 + partition.unsigned_abs() as usize) % shards,
+                pending: VecDeque::new(),
+            });
+        if lane.id == id {
+            self.next_lane = self.next_lane.wrapping_add(1);
+            self.by_id.insert(id, (route, partition));
+        }
+        lane
+    }
+
+    /// Maps a record and hands it to its lane's shard (or skips it); the shard to wake.
+    fn dispatch(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        record: &Record<'_>,
+        partition: i32,
+        offset: i64,
+    ) -> Option<usize> {
+        let route = self
+            .feed
+            .routes
+            .iter()
+            .position(|r| r.topic == record.topic)?;
+        let mapped = self.feed.routes.get(route).map(|r| {
+            r.message(
+                record,
+                self.feed.levels_max,
+                self.feed.bytes_max,
+                Instant::now(),
+            )
+        })?;
+        let lane = self.lane(route, partition);
+        let (id, shard) = (lane.id, lane.shard);
+        lane.pending.push_back((offset, mapped.is_err()));
+        match mapped {
+            Ok(message) => {
+                self.in_flight += 1;
+                let inbound = Inbound {
+                    lane: id,
+                    seq: offset,
+                    message,
+                };
+                let backlog = self.backlog.get_mut(shard)?;
+                if !backlog.is_empty() {
+                    backlog.push_back(inbound);
+                } else if let Err(inbound) = self.feed.inboxes.get(shard)?.queue.push(inbound) {
+                    backlog.push_back(inbound);
+                }
+                Some(shard)
+            }
+            Err(why) => {
+                if let Some(inbox) = self.feed.inboxes.get(shard) {
+                    inbox.invalid.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = Instant::now();
+                if self
+                    .skipped_logged_at
+                    .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                {
+                    self.skipped_logged_at = Some(now);
+                    tracing::warn!(topic = record.topic, partition, offset, "Kafka record skipped: {why} (more are counted in ringmq_kafka_in_invalid_total)");
+                }
+                self.advance(consumer, route, partition);
+                None
+            }
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        for (backlog, inbox) in self.backlog.iter_mut().zip(&self.feed.inboxes) {
+            let mut moved = false;
+            while let Some(inbound) = backlog.pop_front() {
+                if let Err(inbound) = inbox.queue.push(inbound) {
+                    backlog.push_front(inbound);
+                    break;
+                }
+                moved = true;
+            }
+            if moved {
+                inbox.ring();
+            }
+        }
+    }
+
+    /// Applies the shards' reports.
+    fn reap(&mut self, consumer: &BaseConsumer<Ctx>) {
+        for s in 0..self.feed.inboxes.len() {
+            while let Some((lane, offset, ok)) = self.feed.inboxes.get(s).and_then(|i| i.done.pop())
+            {
+                self.in_flight = self.in_flight.saturating_sub(1);
+                let Some(&(route, partition)) = self.by_id.get(&lane) else {
+                    continue; // a lane forgotten by a rebalance or a rewind
+                };
+                if ok {
+                    if let Some(l) = self.lanes.get_mut(&(route, partition)) {
+                        if let Some(e) = l.pending.iter_mut().find(|e| e.0 == offset) {
+                            e.1 = true;
+                        }
+                    }
+                    self.advance(consumer, route, partition);
+                } else {
+                    self.rewind(consumer, route, partition, offset);
+                }
+            }
+        }
+    }
+
+    /// Stores the offset after the lane's reported prefix.
+    fn advance(&mut self, consumer: &BaseConsumer<Ctx>, route: usize, partition: i32) {
+        let Some(l) = self.lanes.get_mut(&(route, partition)) else {
+            return;
+        };
+        let mut last = None;
+        while let Some(&(offset, true)) = l.pending.front() {
+            last = Some(offset);
+            l.pending.pop_front();
+        }
+        let (Some(offset), Some(r)) = (last, self.feed.routes.get(route)) else {
+            return;
+        };
+        if let Err(e) = consumer.store_offset(&r.topic, partition, offset + 1) {
+            tracing::debug!(topic = %r.topic, partition, "Kafka consumer: store offset: {e}");
+        }
+    }
+
+    /// A record was refused: consume its partition again from it, in a new lane.
+    fn rewind(&mut self, consumer: &BaseConsumer<Ctx>, route: usize, partition: i32, offset: i64) {
+        let Some(r) = self.feed.routes.get(route) else {
+            return;
+        };
+        tracing::warn!(topic = %r.topic, partition, offset, "a Kafka record could not be handed on (the store failed): consuming again from it");
+        if let Err(e) = consumer.seek(
+            &r.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(1),
+        ) {
+            tracing::warn!(topic = %r.topic, partition, "Kafka consumer: seek back failed: {e}");
+        }
+        if let Some(old) = self.lanes.get_mut(&(route, partition)) {
+            self.by_id.remove(&old.id);
+            old.id = self.next_lane;
+            old.pending.clear();
+            self.by_id.insert(old.id, (route, partition));
+            self.next_lane = self.next_lane.wrapping_add(1);
+        }
+    }
+}
