@@ -474,10 +474,11 @@ impl Config {
         if self.connect_timeout_ms == 0 {
             return Err(bad("connect_timeout_ms", "must be at least 1"));
         }
-        if self.connections_per_shard_max == 0 || self.connections_per_shard_max > 1 << 24 {
+        // Slot 2^24 - 1 stands for the shard's sources as a publisher (`Sources::PUBLISHER`).
+        if self.connections_per_shard_max == 0 || self.connections_per_shard_max >= 1 << 24 {
             return Err(bad(
                 "connections_per_shard_max",
-                "must be between 1 and 16777216",
+                "must be between 1 and 16777215",
             ));
         }
         if self.peer_queue_count_max < 16 {

@@ -283,3 +283,73 @@ fn bad_to_mqtt_rules_are_start_up_errors_naming_the_rule() {
         );
     }
 }
+
+#[test]
+fn a_subscriber_that_stops_reading_holds_the_records_back_in_kafka_instead_of_dropping() {
+    let tansu = Tansu::start();
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let path = config(
+        &tansu,
+        "in-slow",
+        "session_queue_count_max = 200\nsession_queue_high_watermark = 50\n\
+         session_queue_low_watermark = 10\noutbox_bytes_max = 4096",
+    );
+    let broker = Broker::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ]);
+    let (mut c, _) = Raw::connect(broker.addr, V5, &id_on("in-slow-sub", 0), true);
+    c.subscribe("devices/+/commands", QoS::AtLeastOnce);
+    // Ten times the subscriber's queue, with payloads large enough to fill socket buffers.
+    const N: usize = 2_000;
+    let records: Vec<_> = (0..N)
+        .map(|i| {
+            let mut payload = format!("{i:06}").into_bytes();
+            payload.resize(2048, b'.');
+            (Some(format!("k{}", i % 4)), payload, vec![])
+        })
+        .collect();
+    produce(&tansu.brokers(), "commands", &records);
+    // The subscriber reads nothing for a while: its queue passes the high watermark and the
+    // Kafka source is paused (the records wait in Kafka) rather than the queue dropping.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while common::metric(&metrics, "ringmq_kafka_in_received_total{") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumer joined and took records"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let taken = common::metric(&metrics, "ringmq_kafka_in_received_total{");
+    assert!(
+        taken < N as u64,
+        "the source was held back: {taken} taken of {N}"
+    );
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < N && Instant::now() < deadline {
+        for p in drain(&mut c, 500, Duration::from_secs(1)) {
+            let i: usize = std::str::from_utf8(&p.payload[..6])
+                .unwrap()
+                .parse()
+                .unwrap();
+            seen.insert(i);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        N,
+        "every record arrived once the subscriber read again"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "ringmq_messages_dropped_total{reason=\"queue_full\""
+        ),
+        0
+    );
+}

@@ -42,6 +42,7 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
         broker_pid: None,
         persistent: false,
         offline: None,
+        kafka_in: None,
     }
 }
 

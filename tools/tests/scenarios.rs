@@ -1,14 +1,20 @@
 //! The load generator against the real broker (in-process, 2 shards) and against the trivial
-//! relay, on a few messages: exact loss / duplicate accounting, histograms, every scenario.
+//! relay, on a few messages: exact loss / duplicate accounting, histograms, every scenario;
+//! `kafka-in` with a real Kafka-protocol broker (tansu, installed by scripts/test.sh) on a
+//! free port, a Kafka producer standing for the publishers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use broker::kafka::config::{KafkaConfig, ToMqtt};
 
 use net::codec::{ProtocolVersion, QoS};
 use tools::loadgen::conn::{run_conn, ConnLoad};
+use tools::loadgen::kafka::KafkaIn;
 use tools::loadgen::topology::Topology;
 use tools::loadgen::{run, Load};
 use tools::report::Report;
@@ -50,6 +56,7 @@ fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
         broker_pid: Some(std::process::id()),
         persistent: false,
         offline: None,
+        kafka_in: None,
     }
 }
 
@@ -227,6 +234,100 @@ fn connection_scenario() {
     assert_eq!(report.clients, 300);
     assert!(report.per_second > 10.0 && report.connack_latency.count == 300);
     assert!(report.broker_bytes_per_connection.is_some());
+    broker.stop();
+    broker.join().unwrap();
+}
+
+/// tansu in memory on a free port (killed on drop).
+struct Tansu(std::process::Child);
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tansu(addr: SocketAddr) -> Tansu {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let bin = std::env::var("TANSU").unwrap_or_else(|_| format!("{home}/.cargo/bin/tansu"));
+    let url = format!("tcp://{addr}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (installed by scripts/test.sh)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "tansu listens");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Tansu(child)
+}
+
+#[test]
+fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
+    let kafka = free_addr();
+    let _tansu = tansu(kafka);
+    let addr = free_addr();
+    let config = broker::config::Config {
+        listen: addr,
+        shards: 2,
+        durability: broker::config::Durability::Memory,
+        kafka: Some(KafkaConfig {
+            brokers: kafka.to_string(),
+            partitions: 3,
+            to_mqtt: vec![ToMqtt {
+                topic: "rb-in".into(),
+                mqtt_topic: "rb/kafka/{key}".into(),
+                qos: 1,
+                group: "bench".into(),
+                offset_reset: "earliest".into(),
+            }],
+            ..KafkaConfig::default()
+        }),
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let broker = broker::run(config).unwrap();
+    let load = Load {
+        addr,
+        qos: QoS::AtLeastOnce,
+        payload_bytes: 64,
+        json: false,
+        rate: 200.0,
+        inflight: 64,
+        // The consumer group's first join is in the warm-up; its records wait in Kafka.
+        warmup: Duration::from_secs(4),
+        duration: Duration::from_secs(2),
+        drain: Duration::from_secs(30),
+        version: ProtocolVersion::V5,
+        broker_pid: Some(std::process::id()),
+        persistent: false,
+        offline: None,
+        kafka_in: Some(KafkaIn {
+            brokers: kafka.to_string(),
+            topic: "rb-in".into(),
+        }),
+    };
+    let report = run(&Topology::kafka_in(4, 2, "ki"), &load).unwrap();
+    eprint!("{}", report.table());
+    assert!(report.sent > 0 && report.acknowledged == report.sent);
+    assert_eq!(
+        report.lost, 0,
+        "every record Kafka acknowledged reached both subscribers"
+    );
+    assert_eq!(report.delivered, 2 * report.acknowledged);
+    assert_eq!((report.duplicated, report.out_of_order), (0, 0));
     broker.stop();
     broker.join().unwrap();
 }

@@ -157,6 +157,16 @@ impl Core {
     /// One more (`pause`) or one fewer session holds the publishing connection `id`; the
     /// reactor stops or resumes reading it when the count leaves or reaches zero.
     pub(crate) fn hold_link(&mut self, id: ConnId, pause: bool) {
+        if id == crate::source::Sources::PUBLISHER {
+            // The sources: nothing is taken from them while held.
+            if !self.sources.hold_input(pause) {
+                self.invariant_broken("a resume for the sources no session paused");
+            }
+            if pause {
+                self.stats.publisher_pauses += 1;
+            }
+            return;
+        }
         let now = self.now;
         let Some(link) = self.conn_mut(id) else {
             // Closed meanwhile: nothing to pause or resume.

@@ -1,13 +1,15 @@
 //! Messages from sources (Kafka -> MQTT): taken from each source a bounded batch per loop
 //! pass, published like a client's PUBLISH (retained to its owner shard, routed to sessions,
-//! shared groups and peers; never offered back to the sinks), and reported to the source
+//! shared groups and peers; never offered back to the sinks; paused by congested subscribers
+//! like a client publisher), and reported to the source
 //! when the broker took responsibility: the moment a client's PUBACK would leave, through the
 //! same ack ledger, in each lane's order (a lane is a connection on the ledger).
 
 use net::codec::{PacketId, PubResp, PubRespKind, QoS};
 
+use super::flow::Publisher;
 use super::{Core, Origin};
-use crate::source::Inbound;
+use crate::source::{Inbound, Sources};
 
 impl Core {
     /// Takes and publishes what the sources have, at most `consume_batch_max` per source.
@@ -23,8 +25,9 @@ impl Core {
             .map_or(512, |k| k.consume_batch_max);
         let mut batch = std::mem::take(&mut self.inbound_scratch);
         for index in 0..self.sources.len() {
-            if self.durable.failing() || !self.durable.available() {
-                // QoS 1/2 messages need the store: they wait in the source (bounded there).
+            if self.durable.failing() || !self.durable.available() || self.sources.input_held() {
+                // QoS 1/2 messages need the store; a congested subscriber holds the sources
+                // back as it would a publisher: they wait in the source (bounded there).
                 break;
             }
             self.sources.take(index, max, &mut batch);
@@ -43,10 +46,16 @@ impl Core {
         let holds =
             message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || retained_elsewhere);
         let token = holds.then(|| self.durable.next_token());
-        // Nobody to pause: a full subscriber queue drops (counted), as for the broker's own.
-        self.publisher = None;
+        // The sources publish as one pseudo connection: a congested subscriber (here or on a
+        // peer) pauses them like a client publisher (`Sources::PUBLISHER`).
+        self.publisher = Some(Publisher {
+            shard: self.id,
+            conn: Sources::PUBLISHER,
+            v5: false,
+        });
         self.refused = false;
         let peers = self.publish(message, Origin::Source(token));
+        self.publisher = None;
         self.refused = false;
         let conn = self.sources.hold(index, lane, seq);
         let Some(id) = PacketId::new(1) else {

@@ -42,6 +42,9 @@ pub struct KafkaConfig {
     pub consume_batch_max: usize,
     /// Kafka -> MQTT: bytes the consumer prefetches (`queued.max.messages.kbytes`).
     pub consume_prefetch_bytes_max: u64,
+    /// Kafka -> MQTT: how long a fetch waits on the Kafka broker for records
+    /// (`fetch.wait.max.ms`): the latency floor of an idle partition's next record.
+    pub consume_fetch_wait_ms: u64,
     /// Kafka -> MQTT: how often the consumer commits the offsets of records handed on
     /// (`auto.commit.interval.ms`).
     pub commit_interval_ms: u64,
@@ -70,6 +73,7 @@ impl Default for KafkaConfig {
             consume_in_flight_max: 10_000,
             consume_batch_max: 512,
             consume_prefetch_bytes_max: 16 << 20,
+            consume_fetch_wait_ms: 10,
             commit_interval_ms: 1_000,
             session_timeout_ms: 10_000,
             to_mqtt: Vec::new(),
@@ -176,6 +180,9 @@ impl KafkaConfig {
         }
         if !(1 << 20..=2 << 30).contains(&self.consume_prefetch_bytes_max) {
             return Err("kafka.consume_prefetch_bytes_max: between 1048576 and 2147483648".into());
+        }
+        if !(1..=10_000).contains(&self.consume_fetch_wait_ms) {
+            return Err("kafka.consume_fetch_wait_ms: between 1 and 10000".into());
         }
         if !(100..=60_000).contains(&self.commit_interval_ms) {
             return Err("kafka.commit_interval_ms: between 100 and 60000".into());

@@ -230,6 +230,10 @@ pub fn prepare(
             )
             .set("auto.offset.reset", reset)
             .set("enable.partition.eof", "false")
+            .set(
+                "fetch.wait.max.ms",
+                config.consume_fetch_wait_ms.to_string(),
+            )
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
             .set(
                 "heartbeat.interval.ms",
@@ -320,6 +324,16 @@ struct Lane {
     shard: usize,
     /// (offset, reported handed on), in offset order.
     pending: VecDeque<(i64, bool)>,
+}
+
+/// Pops a lane's done prefix; the last offset popped.
+fn pop_done(lane: &mut Lane) -> Option<i64> {
+    let mut last = None;
+    while let Some(&(offset, true)) = lane.pending.front() {
+        last = Some(offset);
+        lane.pending.pop_front();
+    }
+    last
 }
 
 /// The consumer thread: its consumer, and the state the records change.
@@ -413,6 +427,7 @@ impl Loop {
     fn poll(&mut self, wait: Duration) {
         let mut rung = vec![false; self.st.feed.inboxes.len()];
         let mut wait = wait;
+        let mut batch_time = None;
         for _ in 0..POLL_BATCH {
             let polled = self.consumer.poll(wait);
             if self
@@ -446,9 +461,11 @@ impl Loop {
                         payload: m.payload().unwrap_or_default(),
                         headers,
                     };
+                    // One clock read per batch: the records' receive time.
+                    let now = *batch_time.get_or_insert_with(Instant::now);
                     let shard =
                         self.st
-                            .dispatch(&self.consumer, &record, m.partition(), m.offset());
+                            .dispatch(&self.consumer, &record, m.partition(), m.offset(), now);
                     if let Some(r) = shard.and_then(|s| rung.get_mut(s)) {
                         *r = true;
                     }
@@ -502,20 +519,18 @@ impl State {
         record: &Record<'_>,
         partition: i32,
         offset: i64,
+        now: Instant,
     ) -> Option<usize> {
         let route = self
             .feed
             .routes
             .iter()
             .position(|r| r.topic == record.topic)?;
-        let mapped = self.feed.routes.get(route).map(|r| {
-            r.message(
-                record,
-                self.feed.levels_max,
-                self.feed.bytes_max,
-                Instant::now(),
-            )
-        })?;
+        let mapped = self
+            .feed
+            .routes
+            .get(route)
+            .map(|r| r.message(record, self.feed.levels_max, self.feed.bytes_max, now))?;
         let lane = self.lane(route, partition);
         let (id, shard) = (lane.id, lane.shard);
         lane.pending.push_back((offset, mapped.is_err()));
@@ -547,7 +562,7 @@ impl State {
                     self.skipped_logged_at = Some(now);
                     tracing::warn!(topic = record.topic, partition, offset, "Kafka record skipped: {why} (more are counted in ringmq_kafka_in_invalid_total)");
                 }
-                self.advance(consumer, route, partition);
+                self.advance(consumer, (route, partition));
                 None
             }
         }
@@ -571,41 +586,55 @@ impl State {
 
     /// Applies the shards' reports.
     fn reap(&mut self, consumer: &BaseConsumer<Ctx>) {
+        // Offsets are stored once per lane per call, not per report (an FFI call each).
+        let mut touched: Vec<((usize, i32), i64)> = Vec::new();
         for s in 0..self.feed.inboxes.len() {
             while let Some((lane, offset, ok)) = self.feed.inboxes.get(s).and_then(|i| i.done.pop())
             {
                 self.in_flight = self.in_flight.saturating_sub(1);
-                let Some(&(route, partition)) = self.by_id.get(&lane) else {
+                let Some(&key) = self.by_id.get(&lane) else {
                     continue; // a lane forgotten by a rebalance or a rewind
                 };
-                if ok {
-                    if let Some(l) = self.lanes.get_mut(&(route, partition)) {
-                        if let Some(e) = l.pending.iter_mut().find(|e| e.0 == offset) {
-                            e.1 = true;
-                        }
+                if !ok {
+                    self.advance(consumer, key);
+                    self.rewind(consumer, key.0, key.1, offset);
+                    continue;
+                }
+                let Some(l) = self.lanes.get_mut(&key) else {
+                    continue;
+                };
+                // Reports come in lane order: the first entry not done is this one.
+                if let Some(e) = l.pending.iter_mut().find(|e| !e.1 || e.0 == offset) {
+                    if e.0 == offset {
+                        e.1 = true;
                     }
-                    self.advance(consumer, route, partition);
-                } else {
-                    self.rewind(consumer, route, partition, offset);
+                }
+                if let Some(last) = pop_done(l) {
+                    match touched.iter_mut().find(|t| t.0 == key) {
+                        Some(t) => t.1 = last,
+                        None => touched.push((key, last)),
+                    }
                 }
             }
         }
+        for (key, last) in touched {
+            self.store(consumer, key, last);
+        }
     }
 
-    /// Stores the offset after the lane's reported prefix.
-    fn advance(&mut self, consumer: &BaseConsumer<Ctx>, route: usize, partition: i32) {
-        let Some(l) = self.lanes.get_mut(&(route, partition)) else {
-            return;
-        };
-        let mut last = None;
-        while let Some(&(offset, true)) = l.pending.front() {
-            last = Some(offset);
-            l.pending.pop_front();
+    /// Pops and stores the lane's done prefix.
+    fn advance(&mut self, consumer: &BaseConsumer<Ctx>, key: (usize, i32)) {
+        if let Some(last) = self.lanes.get_mut(&key).and_then(pop_done) {
+            self.store(consumer, key, last);
         }
-        let (Some(offset), Some(r)) = (last, self.feed.routes.get(route)) else {
+    }
+
+    /// Stores the offset after `last` for the next commit.
+    fn store(&self, consumer: &BaseConsumer<Ctx>, (route, partition): (usize, i32), last: i64) {
+        let Some(r) = self.feed.routes.get(route) else {
             return;
         };
-        if let Err(e) = consumer.store_offset(&r.topic, partition, offset + 1) {
+        if let Err(e) = consumer.store_offset(&r.topic, partition, last + 1) {
             tracing::debug!(topic = %r.topic, partition, "Kafka consumer: store offset: {e}");
         }
     }

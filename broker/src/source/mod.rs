@@ -59,12 +59,41 @@ const LANE_SLOT_BASE: u32 = u32::MAX - 255;
 #[derive(Debug, Default)]
 pub struct Sources {
     list: Vec<Box<dyn Source + Send>>,
+    /// Congested sessions (here or on peers) holding the sources back, as they would hold a
+    /// publishing connection: nothing is taken while above zero.
+    held_by: u32,
     /// Per lane (as its ledger connection): the sequence numbers handed to the ledger and not
     /// released yet, in order.
     waiting: rustc_hash::FxHashMap<ConnId, std::collections::VecDeque<i64>>,
 }
 
 impl Sources {
+    /// The shard's sources as a publisher, for backpressure: the connection that congested
+    /// sessions pause and resume (its slot is above every real one; it fits a
+    /// `PublisherRef`).
+    pub const PUBLISHER: ConnId = ConnId {
+        slot: (1 << 24) - 1,
+        generation: 0,
+    };
+
+    /// One more (`pause`) or one fewer congested session holds the sources back; false for
+    /// a resume nobody paused.
+    pub fn hold_input(&mut self, pause: bool) -> bool {
+        if pause {
+            self.held_by += 1;
+        } else if self.held_by == 0 {
+            return false;
+        } else {
+            self.held_by -= 1;
+        }
+        true
+    }
+
+    /// Some congested session holds the sources back.
+    pub fn input_held(&self) -> bool {
+        self.held_by > 0
+    }
+
     /// Registers a source (at most 256 per shard).
     pub fn add(&mut self, source: Box<dyn Source + Send>) {
         assert!(self.list.len() < 256, "at most 256 sources per shard");

@@ -105,6 +105,7 @@ impl LoadArgs {
             broker_pid: self.broker_pid,
             persistent: self.persistent,
             offline: self.offline.map(Duration::from_secs_f64),
+            kafka_in: None,
         })
     }
 }
@@ -159,6 +160,26 @@ enum Command {
         /// Subscribers.
         #[arg(long, default_value_t = 100)]
         subscribers: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Kafka -> MQTT: a Kafka producer writes stamped records with keys k0..kN-1 to a topic the
+    /// broker maps to MQTT `rb/kafka/{key}` (`[[kafka.to_mqtt]] mqtt_topic = "rb/kafka/{key}"`);
+    /// MQTT subscribers of `rb/kafka/+` measure produce -> deliver latency and losses (against
+    /// what Kafka acknowledged). --rate is per key; --addr is the MQTT broker.
+    KafkaIn {
+        /// Kafka keys (virtual publishers; order is checked per key).
+        #[arg(long, default_value_t = 10)]
+        keys: usize,
+        /// MQTT subscribers, each seeing every record.
+        #[arg(long, default_value_t = 1)]
+        subscribers: usize,
+        /// Kafka bootstrap list.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Kafka topic.
+        #[arg(long, default_value = "rb-in")]
+        topic: String,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -269,6 +290,20 @@ fn main() -> anyhow::Result<()> {
             Topology::fan_out(publishers, subscribers, &load.client_prefix),
             load,
         ),
+        Command::KafkaIn {
+            keys,
+            subscribers,
+            brokers,
+            topic,
+            load,
+        } => {
+            let topology = Topology::kafka_in(keys, subscribers, &load.client_prefix);
+            let mut l = load.load()?;
+            l.kafka_in = Some(tools::loadgen::kafka::KafkaIn { brokers, topic });
+            let report = tools::loadgen::run(&topology, &l)?;
+            print!("{}", report.table());
+            return write_json(load.json.as_ref(), &report);
+        }
         Command::Conn {
             target,
             clients,

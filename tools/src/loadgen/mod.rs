@@ -13,6 +13,7 @@
 //! - `conn.rs`: the connection-rate scenario.
 
 pub mod conn;
+pub mod kafka;
 pub mod retained;
 pub mod topology;
 pub mod wire;
@@ -67,6 +68,9 @@ pub struct Load {
     /// With `persistent`: subscribers disconnect at the start of the measurement window and
     /// come back after this long; the broker must queue for them.
     pub offline: Option<Duration>,
+    /// The publishers are Kafka keys (`kafka-in`): a producer thread writes the stamped
+    /// records to Kafka instead of MQTT clients publishing.
+    pub kafka_in: Option<kafka::KafkaIn>,
 }
 
 const KIND_RECV: u64 = 1;
@@ -118,6 +122,8 @@ struct Run<'t> {
     dirty: Vec<usize>,
     last_tick: Instant,
     last_ping: Instant,
+    /// The Kafka producer standing for the publishers (`Load::kafka_in`).
+    producing: Option<kafka::Producing>,
 }
 
 fn account_key(group: u32, publisher: u32) -> u64 {
@@ -513,7 +519,12 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             Vec::new(),
         ));
     }
-    for (index, p) in topology.publishers.iter().enumerate() {
+    let mqtt_publishers = if load.kafka_in.is_some() {
+        &[][..]
+    } else {
+        &topology.publishers[..]
+    };
+    for (index, p) in mqtt_publishers.iter().enumerate() {
         let hello = Hello {
             client_id: &p.client_id,
             version: load.version,
@@ -556,7 +567,17 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         dirty: Vec::new(),
         last_tick: Instant::now(),
         last_ping: Instant::now(),
+        producing: None,
     };
+    if let Some(target) = &load.kafka_in {
+        run.producing = Some(kafka::start(
+            target,
+            topology.publishers.len(),
+            load.rate,
+            load.payload_bytes,
+            run.start,
+        )?);
+    }
     for i in 0..run.clients.len() {
         run.arm_recv(i);
         run.top_up(i);
@@ -611,23 +632,25 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         if run.measuring && now >= measure_end {
             run.measuring = false;
             run.publishing = false;
+            if let Some(p) = &run.producing {
+                p.stop();
+            }
             window_seconds = window_started.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
             broker_after = load.broker_pid.and_then(procstat::sample);
             self_after = procstat::sample(std::process::id());
         }
         if !run.publishing && !offline {
             let unacked: usize = run.clients.iter().map(|c| c.unacked).sum();
-            if (unacked == 0 && all_delivered(&run)) || now >= hard_end {
+            let flushed = run.producing.as_ref().is_none_or(|p| p.finished());
+            if (unacked == 0 && flushed && all_delivered(&run)) || now >= hard_end {
                 break;
             }
         }
     }
-    let acknowledged: u64 = run
-        .clients
-        .iter()
-        .filter(|c| matches!(c.role, Role::Publisher(_)))
-        .map(|c| c.acked)
-        .sum();
+    let acknowledged: u64 = acked_per_publisher(&run).iter().sum();
+    if let Some(p) = &run.producing {
+        run.sent = p.sent.load(std::sync::atomic::Ordering::Relaxed);
+    }
     let lost = missing(&run);
     let delivered: u64 = run
         .accounts
@@ -675,6 +698,13 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
 }
 
 fn acked_per_publisher(run: &Run<'_>) -> Vec<u64> {
+    if let Some(p) = &run.producing {
+        return p
+            .acked
+            .iter()
+            .map(|a| a.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+    }
     let mut acked = vec![0; run.topology.publishers.len()];
     for c in &run.clients {
         if let Role::Publisher(p) = c.role {

@@ -120,6 +120,21 @@ impl Topology {
         }
     }
 
+    /// Kafka -> MQTT: `keys` Kafka keys stand for the publishers (the broker maps a record
+    /// with key `kK` to MQTT `rb/kafka/kK`); every subscriber (`rb/kafka/+`) sees every record.
+    pub fn kafka_in(keys: usize, subscribers: usize, prefix: &str) -> Self {
+        let mut t = Self::fan_out(keys, subscribers, prefix);
+        t.name = "kafka-in".into();
+        for (i, p) in t.publishers.iter_mut().enumerate() {
+            p.client_id = format!("k{i}");
+            p.topic = format!("rb/kafka/k{i}");
+        }
+        for s in &mut t.subscribers {
+            s.filter = "rb/kafka/+".into();
+        }
+        t
+    }
+
     /// Deliveries per published message (fan-out factor; 1 for p2p and shared fan-in).
     pub fn deliveries_per_message(&self) -> f64 {
         if self.publishers.is_empty() {

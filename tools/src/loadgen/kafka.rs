@@ -1,0 +1,180 @@
+//! Kafka as the publishing side of a run (`ringmq-bench kafka-in`): a producer thread writes
+//! stamped records (the same stamp as an MQTT publisher's payload: key index, sequence, send
+//! time since the run started) to one Kafka topic, one key per virtual publisher (`k0`,
+//! `k1`, ...), at a rate per key or as fast as librdkafka takes them; the broker's
+//! `[[kafka.to_mqtt]]` rule maps them to `rb/kafka/{key}` and the run's MQTT subscribers
+//! measure produce -> deliver latency and count losses against what Kafka acknowledged.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use super::wire::PAYLOAD_HEADER_BYTES;
+
+/// Where the records go.
+#[derive(Debug, Clone)]
+pub struct KafkaIn {
+    /// Bootstrap list.
+    pub brokers: String,
+    /// Kafka topic (the broker maps it to MQTT `rb/kafka/{key}`).
+    pub topic: String,
+}
+
+/// Acknowledged records per key, shared with the delivery callback.
+struct Acks(Arc<Vec<AtomicU64>>);
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, key: usize) {
+        if result.is_ok() {
+            if let Some(a) = self.0.get(key) {
+                a.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A running producer thread.
+pub(super) struct Producing {
+    /// Records Kafka acknowledged, per key (virtual publisher).
+    pub acked: Arc<Vec<AtomicU64>>,
+    /// Records handed to librdkafka.
+    pub sent: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Producing {
+    /// Stops producing; the thread flushes what librdkafka holds.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The thread has flushed and ended.
+    pub fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+}
+
+impl Drop for Producing {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts producing `keys` keys at `rate` records per second per key (0: as fast as
+/// librdkafka takes them), `payload_bytes` each, stamped relative to `start`.
+pub(super) fn start(
+    target: &KafkaIn,
+    keys: usize,
+    rate: f64,
+    payload_bytes: usize,
+    start: Instant,
+) -> anyhow::Result<Producing> {
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
+    let producer: BaseProducer<Acks> = ClientConfig::new()
+        .set("bootstrap.servers", &target.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "200000")
+        .set("broker.address.family", "v4")
+        .create_with_context(Acks(acked.clone()))
+        .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let topic = target.topic.clone();
+    let (thread_sent, thread_stop) = (sent.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("kafka-producer".into())
+        .spawn(move || {
+            produce(
+                &producer,
+                &topic,
+                keys,
+                rate,
+                payload_bytes,
+                start,
+                &thread_sent,
+                &thread_stop,
+            );
+            let _ = producer.flush(Duration::from_secs(30));
+        })?;
+    Ok(Producing {
+        acked,
+        sent,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn produce(
+    producer: &BaseProducer<Acks>,
+    topic: &str,
+    keys: usize,
+    rate: f64,
+    payload_bytes: usize,
+    start: Instant,
+    sent: &AtomicU64,
+    stop: &AtomicBool,
+) {
+    let names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
+    let mut seqs = vec![0u32; keys];
+    let mut payload = vec![0u8; payload_bytes.max(PAYLOAD_HEADER_BYTES)];
+    let total_rate = rate * keys as f64;
+    let mut tokens = 0.0f64;
+    let mut last = Instant::now();
+    let mut key = 0usize;
+    while !stop.load(Ordering::Acquire) {
+        if total_rate > 0.0 {
+            let now = Instant::now();
+            tokens = (tokens + total_rate * now.duration_since(last).as_secs_f64())
+                .min(total_rate * 0.005 + 1.0);
+            last = now;
+            if tokens < 1.0 {
+                producer.poll(Duration::from_micros(200));
+                continue;
+            }
+        }
+        let (Some(name), Some(seq)) = (names.get(key), seqs.get_mut(key)) else {
+            key = 0;
+            continue;
+        };
+        let sent_ns = start.elapsed().as_nanos() as u64;
+        let stamp = (key as u32)
+            .to_be_bytes()
+            .into_iter()
+            .chain(seq.to_be_bytes())
+            .chain(sent_ns.to_be_bytes());
+        for (dst, src) in payload.iter_mut().zip(stamp) {
+            *dst = src;
+        }
+        let record = BaseRecord::with_opaque_to(topic, key)
+            .key(name.as_bytes())
+            .payload(&payload[..]);
+        match producer.send(record) {
+            Ok(()) => {
+                *seq = seq.wrapping_add(1);
+                sent.fetch_add(1, Ordering::Relaxed);
+                tokens -= 1.0;
+                key = (key + 1) % keys.max(1);
+                producer.poll(Duration::ZERO);
+            }
+            // Queue full: let deliveries drain.
+            Err(_) => {
+                producer.poll(Duration::from_millis(1));
+            }
+        }
+    }
+}
