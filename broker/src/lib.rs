@@ -218,14 +218,19 @@ impl Broker {
     pub fn join(self) -> anyhow::Result<shard::Stats> {
         let mut total = shard::Stats::default();
         let consumers = self.consumers;
+        let mut failed = None;
         for t in self.threads {
-            let s = t
-                .join()
-                .map_err(|_| anyhow::anyhow!("a shard thread panicked"))??;
-            total.add(&s);
+            match t.join() {
+                Ok(Ok(s)) => total.add(&s),
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(_) => failed = failed.or(Some(anyhow::anyhow!("a shard thread panicked"))),
+            }
         }
-        // After the shards: what they reported handed on is committed.
+        // After the shards (even a failed one): what they reported handed on is committed.
         consumers.stop_and_join();
-        Ok(total)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
     }
 }

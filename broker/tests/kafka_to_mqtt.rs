@@ -267,6 +267,10 @@ fn bad_to_mqtt_rules_are_start_up_errors_naming_the_rule() {
         ("topic = \"commands\"\nmqtt_topic = \"a/#\"", "wildcard"),
         ("topic = \"bad topic\"\nmqtt_topic = \"a\"", "Kafka topic"),
         ("topic = \"c\"\nmqtt_topic = \"a\"\nqos = 3", "qos"),
+        (
+            "topic = \"c\"\nmqtt_topic = \"a\"\n[[kafka.to_mqtt]]\ntopic = \"d\"\nmqtt_topic = \"b\"\noffset_reset = \"latest\"",
+            "offset_reset differs",
+        ),
     ] {
         let dir = scratch_dir("kafka-in-bad");
         std::fs::create_dir_all(&dir).unwrap();

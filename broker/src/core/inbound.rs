@@ -39,7 +39,14 @@ impl Core {
     }
 
     fn publish_inbound(&mut self, index: usize, inbound: Inbound) {
-        let Inbound { lane, seq, message } = inbound;
+        let Inbound {
+            lane,
+            seq,
+            mut message,
+        } = inbound;
+        // The broker's own limits apply as to a client's PUBLISH.
+        message.qos = message.qos.min(self.config.max_qos());
+        message.retain &= self.config.retain_available;
         let before = self.durable.appended();
         let retained_elsewhere =
             message.retain && crate::retained::owner(&message.topic, self.shards) != self.id;

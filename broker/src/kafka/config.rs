@@ -4,6 +4,9 @@
 
 use serde::Deserialize;
 
+/// Consumer groups (and so consumer threads and sources per shard) at most.
+pub const GROUPS_MAX: usize = 16;
+
 /// `[kafka]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -178,8 +181,8 @@ impl KafkaConfig {
         if !(1..=65_536).contains(&self.consume_batch_max) {
             return Err("kafka.consume_batch_max: between 1 and 65536".into());
         }
-        if !(1 << 20..=2 << 30).contains(&self.consume_prefetch_bytes_max) {
-            return Err("kafka.consume_prefetch_bytes_max: between 1048576 and 2147483648".into());
+        if !(1 << 20..=1 << 30).contains(&self.consume_prefetch_bytes_max) {
+            return Err("kafka.consume_prefetch_bytes_max: between 1048576 and 1073741824".into());
         }
         if !(1..=10_000).contains(&self.consume_fetch_wait_ms) {
             return Err("kafka.consume_fetch_wait_ms: between 1 and 10000".into());
@@ -187,21 +190,36 @@ impl KafkaConfig {
         if !(100..=60_000).contains(&self.commit_interval_ms) {
             return Err("kafka.commit_interval_ms: between 100 and 60000".into());
         }
-        if !(1_000..=3_600_000).contains(&self.session_timeout_ms) {
-            return Err("kafka.session_timeout_ms: between 1000 and 3600000".into());
+        // librdkafka: at most max.poll.interval.ms (300000, set by the consumer).
+        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
+            return Err("kafka.session_timeout_ms: between 1000 and 300000".into());
         }
         if self.to_kafka.is_empty() && self.to_mqtt.is_empty() {
             return Err("kafka: no [[kafka.to_kafka]] or [[kafka.to_mqtt]] rule".into());
         }
+        let mut groups: Vec<&str> = self.to_mqtt.iter().map(|r| r.group.as_str()).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        if groups.len() > GROUPS_MAX {
+            return Err(format!(
+                "kafka.to_mqtt: {} consumer groups; at most {GROUPS_MAX} (a consumer thread each)",
+                groups.len()
+            ));
+        }
         for (i, rule) in self.to_mqtt.iter().enumerate() {
             super::to_mqtt::Route::compile(rule)
                 .map_err(|e| format!("kafka.to_mqtt[{i}] (topic `{}`): {e}", rule.topic))?;
-            if let Some(j) = self
-                .to_mqtt
-                .iter()
-                .take(i)
-                .position(|r| r.topic == rule.topic)
+            let earlier = self.to_mqtt.iter().take(i);
+            if let Some(j) = earlier
+                .clone()
+                .position(|r| r.group == rule.group && r.offset_reset != rule.offset_reset)
             {
+                return Err(format!(
+                    "kafka.to_mqtt[{i}] (topic `{}`): offset_reset differs from kafka.to_mqtt[{j}] in group `{}` (one consumer per group)",
+                    rule.topic, rule.group
+                ));
+            }
+            if let Some(j) = earlier.clone().position(|r| r.topic == rule.topic) {
                 return Err(format!(
                     "kafka.to_mqtt[{i}] (topic `{}`): the topic is in kafka.to_mqtt[{j}] already",
                     rule.topic

@@ -15,6 +15,9 @@ use super::config::ToMqtt;
 use super::rule::{template, Piece};
 use crate::session::Message;
 
+/// The longest MQTT string or binary field.
+const STRING_MAX: usize = 65_535;
+
 /// A piece of an MQTT topic template.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
@@ -162,6 +165,12 @@ impl Route {
         let topic = self.render(record)?;
         net::topic::validate_topic_name(&topic)
             .map_err(|e| format!("`{topic}` is not an MQTT topic name: {e}"))?;
+        if topic.starts_with('$') {
+            return Err(format!("`{topic}`: a `$` topic is the broker's own"));
+        }
+        if topic.len() > STRING_MAX {
+            return Err("the MQTT topic is longer than 65535 bytes".into());
+        }
         if topic.split('/').count() > levels_max {
             return Err(format!("`{topic}` has more than topic_levels_max levels"));
         }
@@ -169,6 +178,10 @@ impl Route {
         let mut retain = false;
         let mut size = topic.len() + record.payload.len();
         for &(name, value) in &record.headers {
+            if value.is_some_and(|v| v.len() > STRING_MAX) || name.len() > STRING_MAX {
+                // An MQTT string or binary property holds at most 65535 bytes.
+                return Err(format!("header `{name}` is longer than 65535 bytes"));
+            }
             let text = value.and_then(|v| std::str::from_utf8(v).ok());
             match name {
                 "mqtt.retain" => retain = matches!(text, Some("1" | "true")),
@@ -307,6 +320,25 @@ mod tests {
             .message(&record(Some(b"d"), vec![]), 128, 10, now)
             .unwrap_err()
             .contains("packet_bytes_max"));
+        let long = vec![b'x'; 70_000];
+        assert!(r
+            .message(
+                &record(Some(b"d"), vec![("big", Some(&long))]),
+                128,
+                1 << 20,
+                now
+            )
+            .unwrap_err()
+            .contains("65535"));
+        assert!(r
+            .message(&record(Some(&long), vec![]), 128, 1 << 20, now)
+            .unwrap_err()
+            .contains("65535"));
+        let dollar = route("{key}/x").unwrap();
+        assert!(dollar
+            .message(&record(Some(b"$SYS"), vec![]), 128, 1 << 20, now)
+            .unwrap_err()
+            .contains("$"));
         let bad_user = record(Some(b"d"), vec![("x", Some(b"\xff"))]);
         assert!(r
             .message(&bad_user, 128, 1 << 20, now)
