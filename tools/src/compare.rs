@@ -261,7 +261,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             &Load {
                                 addr,
                                 broker_pid: Some(pid),
-                                ..load.clone()
+                                ..(**load).clone()
                             },
                         )
                         .map(|r| (Some(r), None)),

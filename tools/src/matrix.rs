@@ -12,7 +12,7 @@ use crate::loadgen::Load;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Work {
-    Messages(Box<Topology>, Load),
+    Messages(Box<Topology>, Box<Load>),
     Connections(usize),
 }
 
@@ -24,7 +24,7 @@ pub(crate) struct Cell {
 }
 
 fn msgs(topology: Topology, load: Load) -> Work {
-    Work::Messages(Box::new(topology), load)
+    Work::Messages(Box::new(topology), Box::new(load))
 }
 
 fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
@@ -43,6 +43,7 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
         persistent: false,
         offline: None,
         kafka_in: None,
+        kafka_out: None,
     }
 }
 

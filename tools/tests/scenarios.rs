@@ -29,11 +29,17 @@ fn free_addr() -> SocketAddr {
 }
 
 fn ringmq() -> (broker::Broker, SocketAddr) {
+    ringmq_with(None)
+}
+
+/// The broker in-process (2 shards, memory), with a `[kafka]` table if given.
+fn ringmq_with(kafka: Option<KafkaConfig>) -> (broker::Broker, SocketAddr) {
     let addr = free_addr();
     let config = broker::config::Config {
         listen: addr,
         shards: 2,
         durability: broker::config::Durability::Memory,
+        kafka,
         ..Default::default()
     }
     .validate()
@@ -57,6 +63,7 @@ fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
         persistent: false,
         offline: None,
         kafka_in: None,
+        kafka_out: None,
     }
 }
 
@@ -277,28 +284,18 @@ fn tansu(addr: SocketAddr) -> Tansu {
 fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
     let kafka = free_addr();
     let _tansu = tansu(kafka);
-    let addr = free_addr();
-    let config = broker::config::Config {
-        listen: addr,
-        shards: 2,
-        durability: broker::config::Durability::Memory,
-        kafka: Some(KafkaConfig {
-            brokers: kafka.to_string(),
-            partitions: 3,
-            to_mqtt: vec![ToMqtt {
-                topic: "rb-in".into(),
-                mqtt_topic: "rb/kafka/{key}".into(),
-                qos: 1,
-                group: "bench".into(),
-                offset_reset: "earliest".into(),
-            }],
-            ..KafkaConfig::default()
-        }),
-        ..Default::default()
-    }
-    .validate()
-    .unwrap();
-    let broker = broker::run(config).unwrap();
+    let (broker, addr) = ringmq_with(Some(KafkaConfig {
+        brokers: kafka.to_string(),
+        partitions: 3,
+        to_mqtt: vec![ToMqtt {
+            topic: "rb-in".into(),
+            mqtt_topic: "rb/kafka/{key}".into(),
+            qos: 1,
+            group: "bench".into(),
+            offset_reset: "earliest".into(),
+        }],
+        ..KafkaConfig::default()
+    }));
     let load = Load {
         addr,
         qos: QoS::AtLeastOnce,
@@ -314,6 +311,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
         broker_pid: Some(std::process::id()),
         persistent: false,
         offline: None,
+        kafka_out: None,
         kafka_in: Some(KafkaIn {
             brokers: kafka.to_string(),
             topic: "rb-in".into(),
@@ -328,6 +326,42 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
     );
     assert_eq!(report.delivered, 2 * report.acknowledged);
     assert_eq!((report.duplicated, report.out_of_order), (0, 0));
+    broker.stop();
+    broker.join().unwrap();
+}
+
+#[test]
+fn kafka_out_accounts_for_every_puback_at_a_kafka_consumer() {
+    let kafka = free_addr();
+    let _tansu = tansu(kafka);
+    let (broker, addr) = ringmq_with(Some(KafkaConfig {
+        brokers: kafka.to_string(),
+        partitions: 3,
+        to_kafka: vec![broker::kafka::config::ToKafka {
+            filter: "rb/kout/+".into(),
+            topic: "rb-out".into(),
+            key: "client_id".into(),
+            ack: "kafka".into(),
+        }],
+        ..KafkaConfig::default()
+    }));
+    let mut load = load(addr, QoS::AtLeastOnce, ProtocolVersion::V5);
+    load.warmup = Duration::from_secs(3);
+    load.duration = Duration::from_secs(2);
+    load.drain = Duration::from_secs(30);
+    load.kafka_out = Some(tools::loadgen::kafka::KafkaOut {
+        brokers: kafka.to_string(),
+        topic: "rb-out".into(),
+    });
+    let report = run(&Topology::kafka_out(4, "ko"), &load).unwrap();
+    eprint!("{}", report.table());
+    assert!(report.sent > 0 && report.acknowledged == report.sent);
+    assert_eq!(
+        report.lost, 0,
+        "every PUBACKed message reached the Kafka consumer"
+    );
+    assert_eq!(report.delivered, report.acknowledged);
+    assert_eq!(report.out_of_order, 0, "in order per publisher (its key)");
     broker.stop();
     broker.join().unwrap();
 }

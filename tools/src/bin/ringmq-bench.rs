@@ -106,6 +106,7 @@ impl LoadArgs {
             persistent: self.persistent,
             offline: self.offline.map(Duration::from_secs_f64),
             kafka_in: None,
+            kafka_out: None,
         })
     }
 }
@@ -179,6 +180,23 @@ enum Command {
         brokers: String,
         /// Kafka topic.
         #[arg(long, default_value = "rb-in")]
+        topic: String,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// MQTT -> Kafka: MQTT publishers on `rb/kout/i`, produced to Kafka by the broker's
+    /// `[[kafka.to_kafka]]` rule (`filter = "rb/kout/+"`, key `client_id`); a Kafka consumer
+    /// (all partitions, from the end) measures publish -> Kafka consumer latency and losses
+    /// against the PUBACKs. Give --warmup of 3 s or more (the consumer settles for 2 s).
+    KafkaOut {
+        /// MQTT publishers.
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        /// Kafka bootstrap list.
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Kafka topic.
+        #[arg(long, default_value = "rb-out")]
         topic: String,
         #[command(flatten)]
         load: LoadArgs,
@@ -300,6 +318,19 @@ fn main() -> anyhow::Result<()> {
             let topology = Topology::kafka_in(keys, subscribers, &load.client_prefix);
             let mut l = load.load()?;
             l.kafka_in = Some(tools::loadgen::kafka::KafkaIn { brokers, topic });
+            let report = tools::loadgen::run(&topology, &l)?;
+            print!("{}", report.table());
+            return write_json(load.json.as_ref(), &report);
+        }
+        Command::KafkaOut {
+            publishers,
+            brokers,
+            topic,
+            load,
+        } => {
+            let topology = Topology::kafka_out(publishers, &load.client_prefix);
+            let mut l = load.load()?;
+            l.kafka_out = Some(tools::loadgen::kafka::KafkaOut { brokers, topic });
             let report = tools::loadgen::run(&topology, &l)?;
             print!("{}", report.table());
             return write_json(load.json.as_ref(), &report);

@@ -178,3 +178,130 @@ fn produce(
         }
     }
 }
+
+/// Where the records come from (`kafka-out`): the broker's `[[kafka.to_kafka]]` rule produces
+/// the run's MQTT publishes (`rb/kout/+`) to this topic.
+#[derive(Debug, Clone)]
+pub struct KafkaOut {
+    /// Bootstrap list.
+    pub brokers: String,
+    /// Kafka topic.
+    pub topic: String,
+}
+
+/// What the consumer thread counted.
+pub(super) struct Consumed {
+    /// Per publisher (the stamp's index) as group 0.
+    pub accounts: rustc_hash::FxHashMap<u64, crate::accounting::PairAccount>,
+    /// Publish -> Kafka consumer latency, ns, in the measurement window.
+    pub latency: hdrhistogram::Histogram<u64>,
+    /// Records consumed in the window.
+    pub window: u64,
+}
+
+/// A running consumer thread.
+pub(super) struct Consuming {
+    /// Distinct records seen so far (for the end of the run).
+    pub distinct: Arc<AtomicU64>,
+    /// Set while the run measures.
+    pub measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<Consumed>>>,
+}
+
+impl Consuming {
+    /// Stops the thread; what it counted.
+    pub fn finish(mut self) -> anyhow::Result<Consumed> {
+        self.stop.store(true, Ordering::Release);
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => anyhow::bail!("the Kafka consumer thread failed"),
+        }
+    }
+}
+
+/// Starts reading `source.topic` from its end (every partition assigned, no group), stamps
+/// measured against `start`; returns once the assignment is in place.
+pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consuming> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &source.brokers)
+        .set("group.id", "ringmq-bench")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .set("broker.address.family", "v4")
+        .create()
+        .map_err(|e| anyhow::anyhow!("kafka consumer: {e}"))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&source.topic), Duration::from_secs(10))
+        .map_err(|e| anyhow::anyhow!("kafka: metadata of {}: {e}", source.topic))?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == source.topic)
+        .map_or(0, |t| t.partitions().len());
+    if partitions == 0 {
+        anyhow::bail!(
+            "kafka: topic {} has no partitions (does it exist?)",
+            source.topic
+        );
+    }
+    let mut list = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        list.add_partition_offset(&source.topic, p, rdkafka::Offset::End)
+            .map_err(|e| anyhow::anyhow!("kafka: {e}"))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| anyhow::anyhow!("kafka: assign: {e}"))?;
+    // Let the assignment resolve its end offsets before anything is published.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < settle {
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let distinct = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (d, m, s) = (distinct.clone(), measuring.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || {
+            let mut out = Consumed {
+                accounts: rustc_hash::FxHashMap::default(),
+                latency: hdrhistogram::Histogram::new_with_bounds(1, 600_000_000_000, 3)?,
+                window: 0,
+            };
+            let mut seen = 0u64;
+            while !s.load(Ordering::Acquire) {
+                let Some(Ok(msg)) = consumer.poll(Duration::from_millis(50)) else {
+                    continue;
+                };
+                let now = start.elapsed().as_nanos() as u64;
+                let Some(stamp) = super::wire::Stamp::read(msg.payload().unwrap_or_default())
+                else {
+                    continue;
+                };
+                let new = out
+                    .accounts
+                    .entry(u64::from(stamp.publisher))
+                    .or_default()
+                    .record(u64::from(stamp.seq));
+                if new {
+                    seen += 1;
+                    d.store(seen, Ordering::Release);
+                }
+                if m.load(Ordering::Acquire) {
+                    out.window += 1;
+                    let _ = out.latency.record(now.saturating_sub(stamp.sent_ns).max(1));
+                }
+            }
+            Ok(out)
+        })?;
+    Ok(Consuming {
+        distinct,
+        measuring,
+        stop,
+        thread: Some(thread),
+    })
+}

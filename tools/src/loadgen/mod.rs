@@ -71,6 +71,9 @@ pub struct Load {
     /// The publishers are Kafka keys (`kafka-in`): a producer thread writes the stamped
     /// records to Kafka instead of MQTT clients publishing.
     pub kafka_in: Option<kafka::KafkaIn>,
+    /// The subscriber is a Kafka consumer (`kafka-out`): the broker produces the run's
+    /// publishes to Kafka and a consumer thread accounts for them.
+    pub kafka_out: Option<kafka::KafkaOut>,
 }
 
 const KIND_RECV: u64 = 1;
@@ -124,6 +127,8 @@ struct Run<'t> {
     last_ping: Instant,
     /// The Kafka producer standing for the publishers (`Load::kafka_in`).
     producing: Option<kafka::Producing>,
+    /// The Kafka consumer standing for the subscribers (`Load::kafka_out`).
+    consuming: Option<kafka::Consuming>,
 }
 
 fn account_key(group: u32, publisher: u32) -> u64 {
@@ -568,7 +573,11 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         last_tick: Instant::now(),
         last_ping: Instant::now(),
         producing: None,
+        consuming: None,
     };
+    if let Some(source) = &load.kafka_out {
+        run.consuming = Some(kafka::consume(source, run.start)?);
+    }
     if let Some(target) = &load.kafka_in {
         run.producing = Some(kafka::start(
             target,
@@ -620,6 +629,10 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             self_before = procstat::sample(std::process::id());
             run.latency.reset();
             run.ack_latency.reset();
+            if let Some(c) = &run.consuming {
+                c.measuring
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             if load.offline.is_some() {
                 run.subscribers_offline();
                 offline = true;
@@ -635,6 +648,10 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             if let Some(p) = &run.producing {
                 p.stop();
             }
+            if let Some(c) = &run.consuming {
+                c.measuring
+                    .store(false, std::sync::atomic::Ordering::Release);
+            }
             window_seconds = window_started.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
             broker_after = load.broker_pid.and_then(procstat::sample);
             self_after = procstat::sample(std::process::id());
@@ -642,10 +659,23 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         if !run.publishing && !offline {
             let unacked: usize = run.clients.iter().map(|c| c.unacked).sum();
             let flushed = run.producing.as_ref().is_none_or(|p| p.finished());
-            if (unacked == 0 && flushed && all_delivered(&run)) || now >= hard_end {
+            let delivered = match &run.consuming {
+                Some(c) => {
+                    c.distinct.load(std::sync::atomic::Ordering::Acquire)
+                        >= acked_per_publisher(&run).iter().sum::<u64>()
+                }
+                None => all_delivered(&run),
+            };
+            if (unacked == 0 && flushed && delivered) || now >= hard_end {
                 break;
             }
         }
+    }
+    if let Some(c) = run.consuming.take() {
+        let consumed = c.finish()?;
+        run.accounts = consumed.accounts;
+        run.latency = consumed.latency;
+        run.window_delivered = consumed.window;
     }
     let acknowledged: u64 = acked_per_publisher(&run).iter().sum();
     if let Some(p) = &run.producing {

@@ -135,6 +135,19 @@ impl Topology {
         t
     }
 
+    /// MQTT -> Kafka: `publishers` MQTT publishers on `rb/kout/i`, produced to Kafka by the
+    /// broker's `[[kafka.to_kafka]]` rule; one Kafka consumer (group 0) sees every message.
+    pub fn kafka_out(publishers: usize, prefix: &str) -> Self {
+        let mut t = Self::p2p(publishers, prefix);
+        t.name = "kafka-out".into();
+        for (i, p) in t.publishers.iter_mut().enumerate() {
+            p.topic = format!("rb/kout/{i}");
+        }
+        t.subscribers.clear();
+        t.expected = (0..publishers as u32).map(|p| (0, p)).collect();
+        t
+    }
+
     /// Deliveries per published message (fan-out factor; 1 for p2p and shared fan-in).
     pub fn deliveries_per_message(&self) -> f64 {
         if self.publishers.is_empty() {
