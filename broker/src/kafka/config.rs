@@ -39,7 +39,8 @@ pub struct KafkaConfig {
     /// MQTT -> Kafka rules; the first whose filter matches a topic wins.
     pub to_kafka: Vec<ToKafka>,
     /// Kafka -> MQTT: records a node's consumer may have handed to its shards and not seen
-    /// handed on yet; above it the consumer pauses its partitions.
+    /// handed on yet; above it the consumer stops taking records (librdkafka's prefetch,
+    /// `consume_prefetch_bytes_max`, then holds its fetching back).
     pub consume_in_flight_max: usize,
     /// Kafka -> MQTT: records a shard takes from its queue per loop pass.
     pub consume_batch_max: usize,

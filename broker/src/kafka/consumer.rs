@@ -14,7 +14,8 @@
 //! - **Bounded**: at most `consume_in_flight_max` records are handed to shards and not
 //!   reported; above it the consumer stops polling records (librdkafka's prefetch,
 //!   `consume_prefetch_bytes_max`, fills and its fetching stops; the group is still served
-//!   once a second), and goes on when reports come back.
+//!   every 5 s, one record at most, none at twice the bound), and goes on when reports come
+//!   back.
 //! - **Rebalance**: lanes are forgotten (offsets stored so far are committed by librdkafka);
 //!   the next records start new lanes.
 
@@ -268,7 +269,8 @@ pub fn prepare(
         let mut inboxes = Vec::with_capacity(doorbells.len());
         for (shard, bell) in doorbells.iter().enumerate() {
             let inbox = Arc::new(Inbox {
-                // Larger bounds spill into the consumer's backlog (bounded by the same max).
+                // Records a full inbox does not take wait in the consumer's backlog, which
+                // stops the polling: per shard, at most 65,536 + 256 take effect.
                 queue: ArrayQueue::new(config.consume_in_flight_max.min(1 << 16) + POLL_BATCH),
                 done: SegQueue::new(),
                 bell: super::Bell::new(bell.try_clone()?),
@@ -404,8 +406,10 @@ impl Loop {
                 // `consume_prefetch_bytes_max` and its fetching stops (Kafka keeps the rest).
                 // Partitions are not paused: against tansu 0.6.0, pause / resume made some
                 // records come twice and others never (3 runs of 11 at 150k msg/s; 0 of 6
-                // without). Wake on a report; serve the group once a second (a record polled
-                // then joins the backlog: at most one batch per second).
+                // without). Wake on a report; serve the group (rebalances, the poll interval)
+                // every 5 s, taking at most one record then, and not at all at twice the
+                // bound: the overshoot is bounded (past 300 s without a poll the group
+                // reassigns the partitions and they start again from the committed offsets).
                 let waker = &self.st.feed.waker;
                 waker.parked.store(true, Ordering::SeqCst);
                 // Paired with the fence in `done`: a report pushed before it is seen here, or
@@ -415,13 +419,15 @@ impl Loop {
                     std::thread::park_timeout(Duration::from_millis(100));
                 }
                 waker.parked.store(false, Ordering::Release);
-                if served.elapsed() >= Duration::from_secs(1) {
+                let queued: usize = self.st.backlog.iter().map(VecDeque::len).sum();
+                let room = self.st.in_flight < 2 * max && queued < max;
+                if room && served.elapsed() >= Duration::from_secs(5) {
                     served = Instant::now();
-                    self.poll(Duration::ZERO);
+                    self.poll(Duration::ZERO, 1);
                 }
             } else {
                 served = Instant::now();
-                self.poll(Duration::from_millis(100));
+                self.poll(Duration::from_millis(100), POLL_BATCH);
             }
         }
         self.st.reap(&self.consumer);
@@ -431,12 +437,13 @@ impl Loop {
         }
     }
 
-    /// Takes up to a batch of records (the first within `wait`) and hands them to the shards.
-    fn poll(&mut self, wait: Duration) {
+    /// Takes up to `records_max` records (the first within `wait`) and hands them to the
+    /// shards.
+    fn poll(&mut self, wait: Duration, records_max: usize) {
         let mut rung = vec![false; self.st.feed.inboxes.len()];
         let mut wait = wait;
         let mut batch_time = None;
-        for _ in 0..POLL_BATCH {
+        for _ in 0..records_max {
             let polled = self.consumer.poll(wait);
             if self
                 .consumer
@@ -446,6 +453,10 @@ impl Loop {
             {
                 // Partitions were revoked and assigned again: their records start over from
                 // the committed offsets in new lanes; reports of the old lanes are ignored.
+                // This holds for the eager assignment strategies (librdkafka's default, left
+                // as is): every partition is revoked, and the stored offsets (never past an
+                // unreported or refused record) are committed first. A cooperative strategy
+                // would keep partitions fetching past records whose reports are now ignored.
                 self.st.lanes.clear();
                 self.st.by_id.clear();
             }

@@ -186,8 +186,8 @@ enum Command {
     },
     /// MQTT -> Kafka: MQTT publishers on `rb/kout/i`, produced to Kafka by the broker's
     /// `[[kafka.to_kafka]]` rule (`filter = "rb/kout/+"`, key `client_id`); a Kafka consumer
-    /// (all partitions, from the end) measures publish -> Kafka consumer latency and losses
-    /// against the PUBACKs. Give --warmup of 3 s or more (the consumer settles for 2 s).
+    /// (all partitions, from their end at the start) measures publish -> Kafka consumer
+    /// latency and losses against the PUBACKs.
     KafkaOut {
         /// MQTT publishers.
         #[arg(long, default_value_t = 10)]

@@ -209,6 +209,15 @@ pub(super) struct Consuming {
     thread: Option<std::thread::JoinHandle<anyhow::Result<Consumed>>>,
 }
 
+impl Drop for Consuming {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Consuming {
     /// Stops the thread; what it counted.
     pub fn finish(mut self) -> anyhow::Result<Consumed> {
@@ -220,8 +229,8 @@ impl Consuming {
     }
 }
 
-/// Starts reading `source.topic` from its end (every partition assigned, no group), stamps
-/// measured against `start`; returns once the assignment is in place.
+/// Starts reading `source.topic` from its end now (every partition assigned at its high
+/// watermark, no group), stamps measured against `start`.
 pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consuming> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
@@ -230,6 +239,9 @@ pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consu
         .set("group.id", "ringmq-bench")
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "10")
+        // An explicit start offset the broker calls out of range falls back to the
+        // beginning (repeats, counted as duplicates), never to the end (false losses).
+        .set("auto.offset.reset", "earliest")
         .set("broker.address.family", "v4")
         .create()
         .map_err(|e| anyhow::anyhow!("kafka consumer: {e}"))?;
@@ -249,14 +261,18 @@ pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consu
     }
     let mut list = rdkafka::TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        list.add_partition_offset(&source.topic, p, rdkafka::Offset::End)
+        // The end now, as an explicit offset: nothing published after this is skipped.
+        let (_, high) = consumer
+            .fetch_watermarks(&source.topic, p, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("kafka: watermarks of {}: {e}", source.topic))?;
+        list.add_partition_offset(&source.topic, p, rdkafka::Offset::Offset(high))
             .map_err(|e| anyhow::anyhow!("kafka: {e}"))?;
     }
     consumer
         .assign(&list)
         .map_err(|e| anyhow::anyhow!("kafka: assign: {e}"))?;
-    // Let the assignment resolve its end offsets before anything is published.
-    let settle = Instant::now() + Duration::from_secs(2);
+    // Let the fetchers start before anything is published.
+    let settle = Instant::now() + Duration::from_secs(1);
     while Instant::now() < settle {
         let _ = consumer.poll(Duration::from_millis(100));
     }
