@@ -35,36 +35,63 @@ pub struct Tansu {
 }
 
 impl Tansu {
+    /// In memory (gone when killed).
     pub fn start() -> Self {
-        let port = free_port();
         let dir = scratch_dir("tansu");
         std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu (installed by scripts/test.sh: cargo install tansu)");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("tansu did not listen on {port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port, dir }
+        Self::start_on(free_port(), dir, "memory://tansu/")
     }
 
+    /// On an SQLite file in its directory: `restart` brings the same data back.
+    pub fn start_sqlite() -> Self {
+        let dir = scratch_dir("tansu");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_on(free_port(), dir, "sqlite://tansu.db")
+    }
+
+    /// Kills it, waits `down`, and starts it again on the same port and directory (SQLite:
+    /// same data).
+    pub fn restart_after(&mut self, down: Duration) {
+        self.kill();
+        std::thread::sleep(down);
+        self.child = spawn(self.port, &self.dir, "sqlite://tansu.db");
+    }
+
+    fn start_on(port: u16, dir: std::path::PathBuf, storage: &str) -> Self {
+        let child = spawn(port, &dir, storage);
+        Self { child, port, dir }
+    }
+}
+
+/// Starts tansu on `port` in `dir` and waits until it listens.
+fn spawn(port: u16, dir: &std::path::Path, storage: &str) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(tansu_bin())
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", storage])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu (installed by scripts/test.sh: cargo install tansu)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tansu did not listen on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+impl Tansu {
     pub fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
