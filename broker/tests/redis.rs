@@ -19,7 +19,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{id_on, refused_start, Broker, Raw};
+use common::{id_on, Broker, Raw};
 use net::codec::{Packet, ProtocolVersion, PubRespKind, QoS};
 use redis::Redis;
 
@@ -333,37 +333,21 @@ fn ttls_follow_the_session_expiry_and_survive_updates() {
     assert!((1..=60_000).contains(&ttl), "recreated queue: PTTL {ttl}");
 }
 
+/// The binary refusing to start with the Redis store, one shard and `extra` (its stderr).
+fn redis_refused(extra: &[&str]) -> String {
+    let mut args = vec!["--shards", "1", "--store", "redis"];
+    args.extend_from_slice(extra);
+    common::refused_start(&args)
+}
+
 #[test]
 fn an_unreachable_redis_or_a_bad_url_is_a_clear_start_up_error() {
     let url = format!("redis://127.0.0.1:{}", common::free_port());
-    let err = refused_start(&[
-        "--shards",
-        "1",
-        "--store",
-        "redis",
-        "--redis-url",
-        &url,
-        "--redis-start-wait-secs",
-        "1",
-    ]);
+    let err = redis_refused(&["--redis-url", &url, "--redis-start-wait-secs", "1"]);
     assert!(err.contains(&url) && err.contains("unreachable"), "{err}");
-    let err = refused_start(&[
-        "--shards",
-        "1",
-        "--store",
-        "redis",
-        "--redis-url",
-        "http://x",
-    ]);
+    let err = redis_refused(&["--redis-url", "http://x"]);
     assert!(err.contains("redis_url"), "{err}");
-    let err = refused_start(&[
-        "--shards",
-        "1",
-        "--store",
-        "redis",
-        "--durability",
-        "memory",
-    ]);
+    let err = redis_refused(&["--durability", "memory"]);
     assert!(err.contains("`store`"), "{err}");
 }
 
@@ -373,16 +357,7 @@ fn one_broker_per_redis_database_and_a_broker_that_lost_the_lock_stops_writing()
     let broker = broker_on(&redis, &[]);
     // A second broker on the same database waits, then refuses to start.
     let url = redis.url();
-    let err = refused_start(&[
-        "--shards",
-        "1",
-        "--store",
-        "redis",
-        "--redis-url",
-        &url,
-        "--redis-start-wait-secs",
-        "1",
-    ]);
+    let err = redis_refused(&["--redis-url", &url, "--redis-start-wait-secs", "1"]);
     assert!(err.contains("ringmq:lock") && err.contains(&url), "{err}");
     // Another broker takes the lock (as after an outage longer than its TTL): this one stops
     // writing and refuses durable publishes.
@@ -452,16 +427,7 @@ fn an_acl_user_with_only_the_commands_the_store_needs_works_and_a_bad_password_i
     }
     drop(broker);
     let bad = format!("redis://ringmq:wrong@127.0.0.1:{}", redis.port);
-    let err = refused_start(&[
-        "--shards",
-        "1",
-        "--store",
-        "redis",
-        "--redis-url",
-        &bad,
-        "--redis-start-wait-secs",
-        "1",
-    ]);
+    let err = redis_refused(&["--redis-url", &bad, "--redis-start-wait-secs", "1"]);
     assert!(err.contains("WRONGPASS"), "{err}");
     assert!(!err.contains("wrong@"), "the password is not logged: {err}");
 }

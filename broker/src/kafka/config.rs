@@ -7,6 +7,15 @@ use serde::Deserialize;
 /// Consumer groups (and so consumer threads and sources per shard) at most.
 pub const GROUPS_MAX: usize = 16;
 
+/// `kafka.KEY` must be within `lo..=hi`; the error says so (bounds and message from one place).
+fn within<T: PartialOrd + std::fmt::Display>(key: &str, v: T, lo: T, hi: T) -> Result<(), String> {
+    if lo <= v && v <= hi {
+        Ok(())
+    } else {
+        Err(format!("kafka.{key}: between {lo} and {hi}"))
+    }
+}
+
 /// `[kafka]`.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -158,43 +167,43 @@ impl KafkaConfig {
         if self.linger_ms > 60_000 {
             return Err("kafka.linger_ms: at most 60000".into());
         }
-        if !(1..=16 << 20).contains(&self.batch_bytes_max) {
-            return Err("kafka.batch_bytes_max: between 1 and 16777216".into());
-        }
+        within("batch_bytes_max", self.batch_bytes_max, 1, 16 << 20)?;
         if self.partitions < 1 || self.replication < 1 {
             return Err("kafka.partitions and kafka.replication: at least 1".into());
         }
-        if !(1_000..=3_600_000).contains(&self.timeout_ms) {
-            return Err("kafka.timeout_ms: between 1000 and 3600000".into());
-        }
-        if !(1..=10_000_000).contains(&self.queue_count_max) {
-            return Err("kafka.queue_count_max: between 1 and 10000000".into());
-        }
-        if !(1 << 20..=16 << 30).contains(&self.queue_bytes_max) {
-            return Err("kafka.queue_bytes_max: between 1048576 and 17179869184".into());
-        }
+        within("timeout_ms", self.timeout_ms, 1_000, 3_600_000)?;
+        within("queue_count_max", self.queue_count_max, 1, 10_000_000)?;
+        within("queue_bytes_max", self.queue_bytes_max, 1 << 20, 16 << 30)?;
         if self.linger_ms >= self.timeout_ms {
             return Err("kafka.linger_ms: must be below kafka.timeout_ms".into());
         }
-        if !(1..=1_000_000).contains(&self.consume_in_flight_max) {
-            return Err("kafka.consume_in_flight_max: between 1 and 1000000".into());
-        }
-        if !(1..=65_536).contains(&self.consume_batch_max) {
-            return Err("kafka.consume_batch_max: between 1 and 65536".into());
-        }
-        if !(1 << 20..=1 << 30).contains(&self.consume_prefetch_bytes_max) {
-            return Err("kafka.consume_prefetch_bytes_max: between 1048576 and 1073741824".into());
-        }
-        if !(1..=10_000).contains(&self.consume_fetch_wait_ms) {
-            return Err("kafka.consume_fetch_wait_ms: between 1 and 10000".into());
-        }
-        if !(100..=60_000).contains(&self.commit_interval_ms) {
-            return Err("kafka.commit_interval_ms: between 100 and 60000".into());
-        }
+        within(
+            "consume_in_flight_max",
+            self.consume_in_flight_max,
+            1,
+            1_000_000,
+        )?;
+        within("consume_batch_max", self.consume_batch_max, 1, 65_536)?;
+        within(
+            "consume_prefetch_bytes_max",
+            self.consume_prefetch_bytes_max,
+            1 << 20,
+            1 << 30,
+        )?;
+        within(
+            "consume_fetch_wait_ms",
+            self.consume_fetch_wait_ms,
+            1,
+            10_000,
+        )?;
+        within("commit_interval_ms", self.commit_interval_ms, 100, 60_000)?;
         // librdkafka: at most max.poll.interval.ms (300000, set by the consumer).
-        if !(1_000..=300_000).contains(&self.session_timeout_ms) {
-            return Err("kafka.session_timeout_ms: between 1000 and 300000".into());
-        }
+        within(
+            "session_timeout_ms",
+            self.session_timeout_ms,
+            1_000,
+            300_000,
+        )?;
         if self.to_kafka.is_empty() && self.to_mqtt.is_empty() {
             return Err("kafka: no [[kafka.to_kafka]] or [[kafka.to_mqtt]] rule".into());
         }

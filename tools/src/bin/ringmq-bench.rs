@@ -289,8 +289,11 @@ fn write_json<T: serde::Serialize>(path: Option<&PathBuf>, value: &T) -> anyhow:
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let (topology, args) = match cli.command {
-        Command::P2p { pairs, load } => (Topology::p2p(pairs, &load.client_prefix), load),
+    // The message scenarios: a topology, its load, and Kafka standing for one side.
+    let (topology, args, kafka_in, kafka_out) = match cli.command {
+        Command::P2p { pairs, load } => {
+            (Topology::p2p(pairs, &load.client_prefix), load, None, None)
+        }
         Command::FanIn {
             publishers,
             subscribers,
@@ -299,6 +302,8 @@ fn main() -> anyhow::Result<()> {
         } => (
             Topology::fan_in(publishers, subscribers, shared, &load.client_prefix),
             load,
+            None,
+            None,
         ),
         Command::FanOut {
             publishers,
@@ -307,6 +312,8 @@ fn main() -> anyhow::Result<()> {
         } => (
             Topology::fan_out(publishers, subscribers, &load.client_prefix),
             load,
+            None,
+            None,
         ),
         Command::KafkaIn {
             keys,
@@ -314,27 +321,23 @@ fn main() -> anyhow::Result<()> {
             brokers,
             topic,
             load,
-        } => {
-            let topology = Topology::kafka_in(keys, subscribers, &load.client_prefix);
-            let mut l = load.load()?;
-            l.kafka_in = Some(tools::loadgen::kafka::KafkaIn { brokers, topic });
-            let report = tools::loadgen::run(&topology, &l)?;
-            print!("{}", report.table());
-            return write_json(load.json.as_ref(), &report);
-        }
+        } => (
+            Topology::kafka_in(keys, subscribers, &load.client_prefix),
+            load,
+            Some(tools::loadgen::kafka::KafkaIn { brokers, topic }),
+            None,
+        ),
         Command::KafkaOut {
             publishers,
             brokers,
             topic,
             load,
-        } => {
-            let topology = Topology::kafka_out(publishers, &load.client_prefix);
-            let mut l = load.load()?;
-            l.kafka_out = Some(tools::loadgen::kafka::KafkaOut { brokers, topic });
-            let report = tools::loadgen::run(&topology, &l)?;
-            print!("{}", report.table());
-            return write_json(load.json.as_ref(), &report);
-        }
+        } => (
+            Topology::kafka_out(publishers, &load.client_prefix),
+            load,
+            None,
+            Some(tools::loadgen::kafka::KafkaOut { brokers, topic }),
+        ),
         Command::Conn {
             target,
             clients,
@@ -432,7 +435,10 @@ fn main() -> anyhow::Result<()> {
             return tools::relay::run(listen, stop);
         }
     };
-    let report = run(&topology, &args.load()?)?;
+    let mut load = args.load()?;
+    load.kafka_in = kafka_in;
+    load.kafka_out = kafka_out;
+    let report = run(&topology, &load)?;
     print!("{}", report.table());
     write_json(args.json.as_ref(), &report)
 }
