@@ -20,6 +20,12 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
 fi
+# openssl makes the TLS tests' certificates (broker/tests/tls_ws.rs).
+if ! command -v openssl >/dev/null; then
+  echo "== installing openssl"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 # tansu, a Kafka-protocol broker, for the Kafka bridge's tests (broker/tests/kafka.rs); reused
 # when already installed (~9 minutes to build). librdkafka is built from source by the rdkafka
 # crate: gcc, make and zlib.
@@ -37,14 +43,22 @@ if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split
   python3 -m pip install -q 'paho-mqtt>=2.1,<3'
 fi
 
-# MQTT.js for the MQTT 5 smoke test (pinned by broker/tests/clients/js/package-lock.json).
+# MQTT.js for the MQTT 5 smoke test and the WebSocket tests, playwright-core for the browser
+# test (pinned by broker/tests/clients/js/package-lock.json).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "== installing nodejs and npm"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
-if [ ! -d broker/tests/clients/js/node_modules/mqtt ]; then
-  echo "== installing MQTT.js"
+# Debian's chromium for the browser test (broker/tests/tls_ws.rs, driven by playwright-core).
+if ! command -v chromium >/dev/null; then
+  echo "== installing chromium"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d broker/tests/clients/js/node_modules/mqtt ] \
+  || [ ! -d broker/tests/clients/js/node_modules/playwright-core ]; then
+  echo "== installing MQTT.js and playwright-core"
   (cd broker/tests/clients/js && npm ci --no-audit --no-fund --silent)
 fi
 

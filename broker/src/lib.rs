@@ -37,6 +37,7 @@ pub mod session;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod transport;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -198,9 +199,11 @@ impl Broker {
     /// next tick; on an error the old ones stay. Logs one line either way.
     pub fn reload_auth(&self) {
         match self.auth.reload(&self.config) {
-            Ok(change) => tracing::info!("reloaded the password and ACL files: {change}"),
+            Ok(change) => {
+                tracing::info!("reloaded the password, ACL and TLS certificate files: {change}")
+            }
             Err(e) => {
-                tracing::error!("reload failed, keeping the previous password and ACL files: {e:#}")
+                tracing::error!("reload failed, keeping the previous password, ACL and TLS certificate files: {e:#}")
             }
         }
     }

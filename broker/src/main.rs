@@ -119,7 +119,15 @@ fn run() -> anyhow::Result<()> {
         signal_hook::consts::SIGHUP,
     ])?;
     let broker = broker::run(config.clone())?;
-    tracing::info!(listen = %config.listen, shards = config.shards, "ringmq listening");
+    let also = [
+        ("tls", config.tls_listen),
+        ("ws", config.ws_listen),
+        ("wss", config.wss_listen),
+    ]
+    .iter()
+    .filter_map(|(name, addr)| addr.map(|a| format!(" {name}={a}")))
+    .collect::<String>();
+    tracing::info!(listen = %config.listen, shards = config.shards, "ringmq listening{also}");
     for sig in signals.forever() {
         if sig == signal_hook::consts::SIGHUP {
             broker.reload_auth();

@@ -26,6 +26,8 @@ pub struct Auth {
     acl: Option<acl::Acl>,
     /// The AsyncAPI document's rules, if one is configured.
     pub api: Option<crate::asyncapi::Api>,
+    /// The TLS listeners' server configuration (certificates are reloaded with the rest).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Per-process random salt for the verified-password cache digests.
     salt: [u64; 2],
 }
@@ -50,6 +52,7 @@ impl Auth {
             .as_deref()
             .map(|p| crate::asyncapi::Api::load(p, config.asyncapi_strict))
             .transpose()?;
+        let tls = crate::transport::tls::server_config(config)?;
         let random = std::collections::hash_map::RandomState::new();
         let mut a = random.build_hasher();
         a.write_u64(1);
@@ -60,6 +63,7 @@ impl Auth {
             passwords,
             acl,
             api,
+            tls,
             salt: [a.finish(), b.finish()],
         })
     }
@@ -79,7 +83,11 @@ impl Auth {
                 .as_ref()
                 .map(|a| format!(", {}", a.describe()))
                 .unwrap_or_default()
-        )
+        ) + if self.tls.is_some() {
+            ", TLS certificate loaded"
+        } else {
+            ""
+        }
     }
 
     /// Everyone may do everything (the embedded default).
@@ -89,6 +97,7 @@ impl Auth {
             passwords: None,
             acl: None,
             api: None,
+            tls: None,
             salt: [0, 0],
         }
     }

@@ -56,7 +56,11 @@ pub(crate) fn refuse(
 }
 
 /// Checks a CONNECT against the broker's rules and the credentials: the refusal, if any.
-fn check(core: &mut Core, connect: &Connect) -> Result<(), (ReasonCode, &'static str)> {
+fn check(
+    core: &mut Core,
+    connect: &Connect,
+    certified: bool,
+) -> Result<(), (ReasonCode, &'static str)> {
     let version = connect.version;
     if connect.properties.authentication_method.is_some() {
         return Err((
@@ -79,10 +83,14 @@ fn check(core: &mut Core, connect: &Connect) -> Result<(), (ReasonCode, &'static
         ));
     }
     let user = connect.username.as_deref();
-    if let Err(code) =
+    // A verified client certificate named the user (`tls_cert_as_username`): no password.
+    let verdict = if certified {
+        Ok(())
+    } else {
         core.auth
             .check_connect(user, connect.password.as_deref(), &mut core.verified)
-    {
+    };
+    if let Err(code) = verdict {
         core.stats.auth_denied += 1;
         return Err((
             code,
@@ -144,8 +152,13 @@ fn check(core: &mut Core, connect: &Connect) -> Result<(), (ReasonCode, &'static
 }
 
 /// CONNECT on the shard the socket was accepted on.
-pub(crate) fn on_connect(core: &mut Core, id: ConnId, connect: Box<Connect>) {
-    if let Err((reason, why)) = check(core, &connect) {
+pub(crate) fn on_connect(core: &mut Core, id: ConnId, mut connect: Box<Connect>) {
+    let certified = core.conn_mut(id).and_then(|l| l.cert_user.take());
+    if let Some(name) = &certified {
+        connect.username = Some(name.as_ref().into());
+        connect.password = None;
+    }
+    if let Err((reason, why)) = check(core, &connect, certified.is_some()) {
         return refuse(core, id, &connect, reason, why);
     }
     // Empty client ids get an assigned one on the shard they landed on: no need to move.

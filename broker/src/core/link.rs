@@ -52,6 +52,11 @@ pub struct Link {
     pub held_by: u32,
     /// Last time the client took output (a send made progress), or had none waiting.
     pub last_progress: Instant,
+    /// A TLS or WebSocket handshake is under way (`handshake_timeout_ms` applies).
+    pub handshaking: bool,
+    /// The verified client certificate's name, when it is the user name
+    /// (`tls_cert_as_username`); taken by CONNECT.
+    pub cert_user: Option<Box<str>>,
 }
 
 impl Link {
@@ -75,6 +80,8 @@ impl Link {
             bridge: false,
             held_by: 0,
             last_progress: now,
+            handshaking: false,
+            cert_user: None,
         }
     }
 

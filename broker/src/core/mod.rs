@@ -381,6 +381,25 @@ impl Core {
         }
     }
 
+    /// A TLS or WebSocket handshake starts on `id` (`handshake_timeout_ms` applies).
+    pub fn handshake_started(&mut self, id: ConnId) {
+        if let Some(link) = self.conn_mut(id) {
+            link.handshaking = true;
+        }
+    }
+
+    /// The handshake on `id` is done; `client` is the verified client certificate's name,
+    /// the user name CONNECT will carry when `tls_cert_as_username` is set.
+    pub fn handshake_done(&mut self, id: ConnId, client: Option<String>) {
+        let as_user = self.config.tls_cert_as_username;
+        if let Some(link) = self.conn_mut(id) {
+            link.handshaking = false;
+            if as_user {
+                link.cert_user = client.map(String::into_boxed_str);
+            }
+        }
+    }
+
     /// Bytes arrived on `id` (keep alive).
     pub fn received(&mut self, id: ConnId, bytes: usize) {
         let now = self.now;

@@ -95,6 +95,8 @@ pub enum ShardMsg {
         connect: Box<Connect>,
         /// Bytes received after the CONNECT.
         rest: BytesMut,
+        /// Its TLS / WebSocket layers (plain TCP: none).
+        transport: Option<Box<crate::transport::Transport>>,
     },
 }
 

@@ -149,6 +149,7 @@ impl Core {
         self.refresh_auth();
         let now = self.now;
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let handshake_timeout = Duration::from_millis(self.config.handshake_timeout_ms);
         let mut expired = Vec::new();
         let mut connected = 0u64;
         for conn in self.links.iter().flatten() {
@@ -157,6 +158,16 @@ impl Core {
             }
             connected += u64::from(conn.session.is_some());
             match (conn.session, conn.keep_alive) {
+                (None, _)
+                    if conn.handshaking
+                        && now.duration_since(conn.accepted_at) > handshake_timeout =>
+                {
+                    expired.push((
+                        conn.id,
+                        None,
+                        "TLS / WebSocket handshake not finished within handshake_timeout_ms",
+                    ));
+                }
                 (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
                     expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
                 }

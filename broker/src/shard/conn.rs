@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use crate::ids::ConnId;
+use net::codec::Connect;
+
+use crate::ids::{ConnId, ShardId};
+use crate::transport::Transport;
 
 /// Whether a receive is armed on the socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +71,12 @@ pub struct Conn {
     pub peer_gone: bool,
     /// Lingering close state.
     pub linger: Linger,
+    /// TLS / WebSocket layers (`crate::transport`); none for plain TCP.
+    pub transport: Option<Box<Transport>>,
+    /// The layers' handshakes are done (told to the core).
+    pub layers_up: bool,
+    /// A hand-over to the home shard waiting for the send in flight to finish.
+    pub handoff: Option<(ShardId, Box<Connect>)>,
 }
 
 impl Conn {
@@ -86,6 +95,9 @@ impl Conn {
             aborted: false,
             peer_gone: false,
             linger: Linger::No,
+            transport: None,
+            layers_up: false,
+            handoff: None,
         }
     }
 

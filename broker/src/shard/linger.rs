@@ -25,7 +25,7 @@ impl Shard {
     /// At the close of connection `id`: whether it should linger once its output is sent
     /// (something is still to be sent, and the client has not gone).
     pub(super) fn mark_linger(&mut self, id: ConnId) {
-        let pending = !self.core.output_empty(id);
+        let pending = !self.core.output_empty(id) || self.layers_pending(id);
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };

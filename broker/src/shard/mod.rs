@@ -12,17 +12,20 @@
 //! - `mod.rs`: [`Shard`], the loop, completion dispatch, connection life cycle, effects.
 //! - `conn.rs`: [`conn::Conn`], a connection's I/O side.
 //! - `linger.rs`: lingering close (the last packet reaches a client that is still sending).
+//! - `listeners.rs`: the listeners (TCP, TLS, WebSocket, secure WebSocket), accepting, a
+//!   connection's TLS / WebSocket layers, the hand-over to the home shard.
 //! - `mesh.rs`: SPSC queues between shards and their doorbells.
 //! - `peers.rs`: the reactor's side of the mesh (pushing, pausing on a full queue, draining,
 //!   adopting handed-over connections, waking peers) and the store's I/O.
 
 pub mod conn;
 mod linger;
+mod listeners;
 pub mod mesh;
 mod peers;
 
 use std::collections::VecDeque;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +92,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// A shard: the reactor and its core.
 pub struct Shard {
     ring: Ring,
-    listener: OwnedFd,
+    listeners: Vec<listeners::Listener>,
+    /// WebSocket settings for the connections of WebSocket listeners.
+    ws_settings: Arc<crate::transport::WsSettings>,
     mesh: Mesh,
     conns: Vec<Option<Conn>>,
     /// Free slots of `conns`, lowest first (so the free tail can be given back).
@@ -110,7 +115,6 @@ pub struct Shard {
     lingering: Vec<ConnId>,
     stop: Arc<AtomicBool>,
     stopping_since: Option<Instant>,
-    accept_armed: bool,
     /// Accept is failing (EMFILE...): logged once when it starts and once when it ends.
     accept_failing: bool,
     wakes: Vec<RawFd>,
@@ -147,8 +151,8 @@ impl Shard {
             recv_buffer_bytes: config.recv_buffer_bytes,
         })
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
-        let listener = net::uring::reuseport_listener(config.listen, 4096)
-            .map_err(|e| anyhow::anyhow!("shard {}: listen on {}: {e}", id.0, config.listen))?;
+        let listeners = listeners::open(&config, id.0)?;
+        let ws_settings = listeners::ws_settings(&config);
         let mut core = Core::new(
             id,
             config,
@@ -176,7 +180,8 @@ impl Shard {
         }
         Ok(Self {
             ring,
-            listener,
+            listeners,
+            ws_settings,
             mesh,
             conns: Vec::new(),
             free_conns: FreeSlots::default(),
@@ -189,7 +194,6 @@ impl Shard {
             lingering: Vec::new(),
             stop,
             stopping_since: None,
-            accept_armed: false,
             accept_failing: false,
             wakes: Vec::new(),
             inbox: Vec::new(),
@@ -356,36 +360,14 @@ impl Shard {
                     conn: id,
                     home,
                     connect,
-                } => match self.take_for_handoff(id) {
-                    Some((fd, rest)) => {
-                        self.send_to_peer(home, ShardMsg::Adopt { fd, connect, rest })
-                    }
-                    None => self.core.close(
-                        id,
-                        None,
-                        "cannot hand the connection over (receive still armed)",
-                    ),
-                },
+                } => self.hand_over(id, home, connect),
             }
         }
     }
 
-    /// The socket and the read buffer that follows a CONNECT moving to another shard.
-    fn take_for_handoff(&mut self, id: ConnId) -> Option<(OwnedFd, bytes::BytesMut)> {
-        let conn = lookup(&mut self.conns, id)?;
-        if conn.recv != RecvState::Idle {
-            return None;
-        }
-        let fd = conn.fd.take()?;
-        let rest = std::mem::take(&mut conn.rbuf);
-        conn.closing = true;
-        self.release_if_idle(id);
-        Some((fd, rest))
-    }
-
     // ---- connections -------------------------------------------------------------------
 
-    fn add_conn(&mut self, fd: OwnedFd) -> ConnId {
+    fn add_conn(&mut self, fd: std::os::fd::OwnedFd) -> ConnId {
         let slot = match self.free_conns.take() {
             Some(slot) => slot,
             None => {
@@ -412,7 +394,8 @@ impl Shard {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        if !conn.closing || !conn.idle() || !self.core.output_empty(id) {
+        let layered = conn.transport.as_deref().is_some_and(|t| t.has_output());
+        if !conn.closing || !conn.idle() || layered || !self.core.output_empty(id) {
             return;
         }
         let linger = conn.linger;
@@ -434,64 +417,16 @@ impl Shard {
         self.core.close_link(id);
     }
 
-    fn arm_accept(&mut self) {
-        self.ring
-            .accept_multi(self.listener.as_raw_fd(), token(KIND_ACCEPT, NO_CONN));
-        self.accept_armed = true;
-    }
-
-    fn on_accept(&mut self, c: &Completion) {
-        if !c.more() {
-            self.accept_armed = false;
-        }
-        if c.result == -libc::ECANCELED {
-            return;
-        }
-        let shard = self.core.id.0;
-        if c.result < 0 {
-            // EMFILE/ENFILE and friends: stop accepting until the next tick instead of
-            // spinning on an error the kernel will keep returning.
-            if self.accept_armed {
-                self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
-            }
-            if !self.accept_failing {
-                self.accept_failing = true;
-                let error = std::io::Error::from_raw_os_error(-c.result);
-                tracing::warn!(shard, %error, "accept failed; retrying every tick until it succeeds");
-            }
-            return;
-        }
-        let fd = net::uring::adopt_fd(c.result);
-        if self.accept_failing {
-            self.accept_failing = false;
-            tracing::info!(shard, "accepting connections again");
-        }
-        if self.stopping_since.is_some() {
-            return;
-        }
-        let limit = self.core.config.connections_per_shard_max;
-        if self.conn_count >= limit {
-            tracing::warn!(
-                shard,
-                limit,
-                "connection refused: connections_per_shard_max reached"
-            );
-            return;
-        }
-        if let Err(e) = net::uring::set_nodelay(&fd) {
-            tracing::debug!(error = %e, "TCP_NODELAY");
-        }
-        self.core.stats.accepted += 1;
-        let id = self.add_conn(fd);
-        self.arm_recv(id);
-    }
-
     fn arm_recv(&mut self, id: ConnId) {
         let connected = self.core.conn_mut(id).is_some_and(|l| l.session.is_some());
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        if conn.recv != RecvState::Idle || conn.closing || conn.fd.is_none() {
+        if conn.recv != RecvState::Idle
+            || conn.closing
+            || conn.fd.is_none()
+            || conn.handoff.is_some()
+        {
             return;
         }
         let fd = conn.raw_fd();
@@ -518,15 +453,22 @@ impl Shard {
             conn.peer_gone = true;
         }
         let closing = conn.closing;
-        self.ring.received(c, |bytes| {
-            if !closing {
-                conn.rbuf.extend_from_slice(bytes);
-            }
-        });
+        let mut failed = None;
+        self.ring
+            .received(c, |bytes| match conn.transport.as_deref_mut() {
+                _ if closing => {}
+                None => conn.rbuf.extend_from_slice(bytes),
+                Some(layers) if failed.is_none() => {
+                    failed = layers.input(bytes, &mut conn.rbuf).err()
+                }
+                Some(_) => {}
+            });
         if !c.more() {
             conn.recv = RecvState::Idle;
         }
-        if c.result == 0 {
+        let layered = conn.transport.is_some();
+        let ended = layered && !closing && self.after_layers(id, failed);
+        if c.result == 0 || ended {
             // What it sent before closing counts (its DISCONNECT too), even while held.
             self.process_input_held(id, true);
             self.core.close(id, None, "peer closed the connection");
@@ -614,7 +556,7 @@ impl Shard {
             let Some(conn) = lookup(&mut self.conns, id) else {
                 return;
             };
-            if conn.closing || conn.fd.is_none() {
+            if conn.closing || conn.fd.is_none() || conn.handoff.is_some() {
                 return;
             }
             if held && conn.rbuf.first().is_some_and(|b| b >> 4 == 3) {
@@ -645,7 +587,12 @@ impl Shard {
                 continue;
             };
             let buf = if conn.sending == 0 && conn.fd.is_some() {
-                self.core.take_output(id, &mut conn.spare)
+                let plain = self.core.take_output(id, &mut conn.spare);
+                match conn.transport.as_deref_mut() {
+                    None => plain,
+                    // TLS records / WebSocket frames, with the layers' own answers.
+                    Some(layers) => layers.wrap(plain, &mut conn.spare),
+                }
             } else {
                 if let Some(link) = self.core.conn_mut(id) {
                     link.dirty = false;
@@ -703,7 +650,17 @@ impl Shard {
             conn.spare = Some(buf);
         }
         let closing = conn.closing;
+        let handoff = conn.handoff.take();
         self.core.sent(id, sent, 0);
+        if let Some((home, connect)) = handoff {
+            // Held back while the send was in flight.
+            self.hand_over(id, home, connect);
+            self.apply();
+            return;
+        }
+        if self.layers_pending(id) {
+            self.core.mark_dirty(id);
+        }
         if closing {
             self.release_if_idle(id);
         }
@@ -713,7 +670,7 @@ impl Shard {
     // ---- time --------------------------------------------------------------------------
 
     fn on_tick(&mut self) {
-        if !self.accept_armed && self.stopping_since.is_none() {
+        if !self.accepting() && self.stopping_since.is_none() {
             self.arm_accept();
         }
         self.core.tick();
@@ -748,9 +705,7 @@ impl Shard {
     fn begin_shutdown(&mut self) {
         self.stopping_since = Some(self.core.now);
         self.shorten_lingers();
-        if self.accept_armed {
-            self.ring.cancel(token(KIND_ACCEPT, NO_CONN));
-        }
+        self.cancel_accept();
         self.core.shutdown();
         self.apply();
         self.flush();

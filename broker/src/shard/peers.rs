@@ -61,14 +61,27 @@ impl Shard {
         self.mesh.drain(budget, |from, msg| inbox.push((from, msg)));
         for (from, msg) in inbox.drain(..) {
             match msg {
-                ShardMsg::Adopt { fd, connect, rest } => {
+                ShardMsg::Adopt {
+                    fd,
+                    connect,
+                    rest,
+                    transport,
+                } => {
                     // The limit holds for connections handed over too, not only at accept.
                     let full = self.conn_count >= self.core.config.connections_per_shard_max;
                     let id = self.add_conn(fd);
+                    let mut pending = false;
                     if let Some(conn) = lookup(&mut self.conns, id) {
                         conn.rbuf = rest;
+                        pending = transport.as_deref().is_some_and(|t| t.has_output());
+                        conn.layers_up = transport.is_some();
+                        conn.transport = transport;
                     }
                     self.core.adopt(id, connect, full);
+                    if pending {
+                        // What the layers still had to say (a TLS session ticket) goes first.
+                        self.core.mark_dirty(id);
+                    }
                     self.apply();
                     if full {
                         self.flush();

@@ -84,6 +84,19 @@ pub enum QueueFullPolicy {
     Refuse,
 }
 
+/// Whether TLS listeners ask for client certificates.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsClientAuth {
+    /// Not asked for.
+    #[default]
+    None,
+    /// Asked for and verified when given; clients without one still connect.
+    Optional,
+    /// The handshake fails without a certificate chaining to `tls_ca`.
+    Required,
+}
+
 /// One configuration key, as documented in the README's "Configuration" table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyDoc {
@@ -192,6 +205,46 @@ config_keys! {
     listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1883)),
         "`127.0.0.1:1883`",
         "address every shard listens on (SO_REUSEPORT)";
+    tls_listen: Option<SocketAddr> = None,
+        "none (off)",
+        "MQTT over TLS (1.2 and 1.3, e.g. `0.0.0.0:8883`); needs `tls_cert` and `tls_key`";
+    ws_listen: Option<SocketAddr> = None,
+        "none (off)",
+        "MQTT over WebSocket (e.g. `0.0.0.0:8083`)";
+    wss_listen: Option<SocketAddr> = None,
+        "none (off)",
+        "MQTT over secure WebSocket (e.g. `0.0.0.0:8084`); needs `tls_cert` and `tls_key`";
+    tls_cert: Option<PathBuf> = None,
+        "none",
+        "the server's certificate chain (PEM, leaf first); reloaded on SIGHUP";
+    tls_key: Option<PathBuf> = None,
+        "none",
+        "the server's private key (PEM: PKCS#8, PKCS#1 or SEC1); reloaded on SIGHUP";
+    tls_ca: Option<PathBuf> = None,
+        "none",
+        "CA certificates (PEM) client certificates must chain to; needed by \
+        `tls_client_auth` `optional` / `required`";
+    tls_client_auth: TlsClientAuth = TlsClientAuth::None,
+        "`none`",
+        "client certificates: `none` (not asked for), `optional` (verified when given), \
+        `required` (the handshake fails without a valid one)";
+    tls_cert_as_username: bool = false,
+        "false",
+        "a verified client certificate's subject CN (else its first DNS SAN) is the client's \
+        user name for the ACL, its CONNECT user name and password ignored";
+    ws_path: Option<String> = None,
+        "none (any)",
+        "the only request path WebSocket upgrades are accepted on (commonly `/mqtt`); others get \
+        HTTP 404";
+    ws_frame_bytes_max: usize = 1 << 20,
+        "1 MiB",
+        "largest WebSocket frame payload accepted; larger: close 1009";
+    handshake_bytes_max: usize = 8192,
+        "8192",
+        "largest WebSocket upgrade request; larger: HTTP 431";
+    handshake_timeout_ms: u64 = 10_000,
+        "10,000",
+        "a TLS or WebSocket connection whose handshake has not finished by then is closed";
     shards: usize = 0,
         "`0` (= cores)",
         "shard threads, at most 64";
@@ -548,6 +601,18 @@ impl Config {
         if self.topic_levels_max == 0 {
             return Err(bad("topic_levels_max", "must be at least 1"));
         }
+        if let Err((key, e)) = crate::transport::tls::check(&self) {
+            return Err(bad(key, &e));
+        }
+        if self.ws_frame_bytes_max < 1024 || self.handshake_bytes_max < 1024 {
+            return Err(bad(
+                "ws_frame_bytes_max",
+                "ws_frame_bytes_max and handshake_bytes_max must be at least 1024",
+            ));
+        }
+        if self.handshake_timeout_ms == 0 {
+            return Err(bad("handshake_timeout_ms", "must be at least 1"));
+        }
         if self.subscriptions_per_session_max == 0 {
             return Err(bad("subscriptions_per_session_max", "must be at least 1"));
         }
@@ -565,200 +630,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_validate_and_errors_name_the_key() {
-        let c = Config::default().validate().unwrap();
-        assert!(c.shards >= 1);
-        let e = Config {
-            recv_buffer_count: 1000,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert_eq!(e.key, "recv_buffer_count");
-        let e = Config {
-            packet_bytes_max: 1,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("packet_bytes_max"));
-    }
-
-    #[test]
-    fn toml_rejects_unknown_keys() {
-        let c: Config = toml::from_str("listen = \"127.0.0.1:1999\"\nshards = 2").unwrap();
-        assert_eq!((c.listen.port(), c.shards), (1999, 2));
-        assert!(toml::from_str::<Config>("no_such_key = 1").is_err());
-    }
-
-    #[test]
-    fn toml_sets_optional_keys() {
-        let c: Config = toml::from_str(
-            "password_file = \"/etc/ringmq/passwd\"\nmetrics_listen = \"127.0.0.1:9883\"\n\
-             durability = \"batch\"\nallow_anonymous = false",
-        )
-        .unwrap();
-        assert_eq!(c.password_file, Some(PathBuf::from("/etc/ringmq/passwd")));
-        assert_eq!(
-            c.metrics_listen,
-            Some(SocketAddr::from(([127, 0, 0, 1], 9883)))
-        );
-        assert_eq!(c.acl_file, None);
-        assert_eq!(c.durability, Durability::Batch);
-        assert!(!c.allow_anonymous);
-    }
-
-    #[derive(Debug, clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        flags: ConfigFlags,
-    }
-
-    #[test]
-    fn flags_override_only_the_keys_given() {
-        use clap::{CommandFactory, Parser};
-        Cli::command().debug_assert();
-        let cli = Cli::try_parse_from([
-            "ringmq",
-            "--listen",
-            "0.0.0.0:1999",
-            "--allow-anonymous",
-            "false",
-            "--password-file",
-            "/p",
-            "--metrics-listen",
-            "127.0.0.1:9883",
-            "--durability",
-            "memory",
-            "--log",
-            "debug",
-            "--compaction-bytes-per-second",
-            "8192",
-        ])
-        .unwrap();
-        let mut c = Config {
-            acl_file: Some("/acl".into()),
-            shards: 3,
-            ..Config::default()
-        };
-        cli.flags.apply(&mut c);
-        let expected = Config {
-            listen: SocketAddr::from(([0, 0, 0, 0], 1999)),
-            allow_anonymous: false,
-            password_file: Some("/p".into()),
-            acl_file: Some("/acl".into()),
-            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9883))),
-            durability: Durability::Memory,
-            log: "debug".into(),
-            compaction_bytes_per_second: 8192,
-            shards: 3,
-            ..Config::default()
-        };
-        assert_eq!(c, expected);
-        // Every key has its flag; a boolean flag needs its value.
-        let cmd = Cli::command();
-        for key in KEYS {
-            let long = key.key.replace('_', "-");
-            assert!(
-                cmd.get_arguments()
-                    .any(|a| a.get_long() == Some(long.as_str())),
-                "no flag --{long}"
-            );
-        }
-        assert!(Cli::try_parse_from(["ringmq", "--allow-anonymous"]).is_err());
-        assert!(Cli::try_parse_from(["ringmq", "--no-such-key", "1"]).is_err());
-    }
-
-    /// The cells of a README table row "| `key` | default | meaning |".
-    fn row_cells(line: &str) -> Option<(&str, &str, &str)> {
-        let mut cells = line
-            .strip_prefix("| ")?
-            .strip_suffix(" |")?
-            .splitn(3, " | ");
-        let key = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
-        Some((key, cells.next()?, cells.next()?))
-    }
-
-    #[test]
-    fn readme_table_matches_keys() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
-        let readme = std::fs::read_to_string(path).unwrap();
-        let section = readme
-            .split_once("\n### Configuration\n")
-            .unwrap_or_else(|| panic!("{path}: no \"### Configuration\" section"))
-            .1;
-        // Up to the next heading.
-        let section = section.split("\n#").next().unwrap_or(section);
-        let table: Vec<&str> = section
-            .lines()
-            .skip_while(|l| !l.starts_with('|'))
-            .take_while(|l| l.starts_with('|'))
-            .collect();
-        assert!(
-            table.len() >= 2
-                && table[0] == "| key | default | meaning |"
-                && table[1].starts_with("|---"),
-            "{path}: the Configuration table should start with \"| key | default | meaning |\" \
-             and a separator row, found {:?}",
-            table.get(..2)
-        );
-        let readme_rows: Vec<(&str, &str, &str)> = table[2..]
-            .iter()
-            .map(|&line| {
-                row_cells(line).unwrap_or_else(|| {
-                    panic!(
-                        "{path}: malformed Configuration row (want \"| `key` | default | \
-                         meaning |\"): {line}"
-                    )
-                })
-            })
-            .collect();
-        let keys: Vec<(&str, &str, &str)> =
-            KEYS.iter().map(|k| (k.key, k.default, k.meaning)).collect();
-        if readme_rows == keys {
-            return;
-        }
-        // Report by key, so that one missing row does not make every later row differ.
-        let mut diff = String::new();
-        for k in &keys {
-            match readme_rows.iter().find(|r| r.0 == k.0) {
-                None => diff += &format!("`{}`: missing from the README\n", k.0),
-                Some(r) => {
-                    for (column, readme, expected) in [("default", r.1, k.1), ("meaning", r.2, k.2)]
-                    {
-                        if readme != expected {
-                            diff += &format!(
-                                "`{}` {column}:\n  README: {readme:?}\n  KEYS:   {expected:?}\n",
-                                k.0
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        for r in &readme_rows {
-            if !keys.iter().any(|k| k.0 == r.0) {
-                diff += &format!("`{}`: in the README, not a key\n", r.0);
-            }
-        }
-        if diff.is_empty() {
-            let readme_order: Vec<&str> = readme_rows.iter().map(|r| r.0).collect();
-            let keys_order: Vec<&str> = keys.iter().map(|k| k.0).collect();
-            diff = format!("order:\n  README: {readme_order:?}\n  KEYS:   {keys_order:?}\n");
-        }
-        let expected: Vec<String> = keys
-            .iter()
-            .map(|(key, default, meaning)| format!("| `{key}` | {default} | {meaning} |"))
-            .collect();
-        panic!(
-            "{path}: the Configuration table differs from config::KEYS \
-             (the `config_keys!` list in broker/src/config.rs):\n{diff}\n\
-             The table KEYS expects:\n| key | default | meaning |\n|---|---|---|\n{}\n",
-            expected.join("\n")
-        );
-    }
-}
+mod tests;
