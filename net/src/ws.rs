@@ -236,6 +236,9 @@ pub struct FrameDecoder {
     frame_max: u64,
     /// Inside a fragmented binary message.
     fragmented: bool,
+    /// Frames must be masked (a server reading a client); a client reading a server
+    /// refuses masked ones.
+    masked: bool,
     /// A control frame's payload so far.
     control: Vec<u8>,
 }
@@ -248,7 +251,16 @@ impl FrameDecoder {
             header: [0; 14],
             frame_max: frame_max as u64,
             fragmented: false,
+            masked: true,
             control: Vec::new(),
+        }
+    }
+
+    /// A client's decoder of a server's (unmasked) frames.
+    pub fn for_client(frame_max: usize) -> Self {
+        Self {
+            masked: false,
+            ..Self::new(frame_max)
         }
     }
 
@@ -354,10 +366,14 @@ impl FrameDecoder {
                 "reserved bits set (no extension agreed)",
             ));
         }
-        if b1 & 0x80 == 0 {
+        if b1 & 0x80 == 0 && self.masked {
             return Err(bad(close::PROTOCOL, "unmasked client frame"));
         }
-        let ext = self.header.get(2..len - 4).unwrap_or(&[]);
+        if b1 & 0x80 != 0 && !self.masked {
+            return Err(bad(close::PROTOCOL, "masked server frame"));
+        }
+        let mask_len = if self.masked { 4 } else { 0 };
+        let ext = self.header.get(2..len - mask_len).unwrap_or(&[]);
         let payload = match b1 & 0x7F {
             126 => u64::from(u16::from_be_bytes([
                 ext.first().copied().unwrap_or(0),
@@ -375,7 +391,9 @@ impl FrameDecoder {
             n => u64::from(n),
         };
         let mut mask = [0u8; 4];
-        mask.copy_from_slice(self.header.get(len - 4..len).unwrap_or(&[0; 4]));
+        if self.masked {
+            mask.copy_from_slice(self.header.get(len - 4..len).unwrap_or(&[0; 4]));
+        }
         match opcode {
             opcode::BINARY if self.fragmented => {
                 return Err(bad(close::PROTOCOL, "new message inside a fragmented one"))
@@ -446,6 +464,9 @@ impl FrameDecoder {
 
 /// XORs `buf` with `mask`, starting at phase `at`.
 fn unmask(buf: &mut [u8], mask: [u8; 4], at: usize) {
+    if mask == [0; 4] {
+        return;
+    }
     let mut key = [0u8; 8];
     for (i, k) in key.iter_mut().enumerate() {
         *k = mask.get((at + i) % 4).copied().unwrap_or(0);
@@ -478,6 +499,23 @@ pub fn encode_frame(opcode: u8, payload: &[u8], out: &mut BytesMut) {
         }
     }
     out.extend_from_slice(payload);
+}
+
+/// Appends one masked (client) frame with `payload` to `out`.
+pub fn encode_masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut BytesMut) {
+    let from = out.len();
+    encode_frame(opcode, payload, out);
+    let head = out.len() - payload.len();
+    // The mask bit, then the key between the header and the payload.
+    if let Some(b1) = out.get_mut(from + 1) {
+        *b1 |= 0x80;
+    }
+    let body = out.split_off(head);
+    out.extend_from_slice(&mask);
+    out.extend_from_slice(&body);
+    if let Some(dst) = out.get_mut(head + 4..) {
+        unmask(dst, mask, 0);
+    }
 }
 
 /// Appends a close frame with `code` to `out`.

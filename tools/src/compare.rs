@@ -272,6 +272,8 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             version: ProtocolVersion::V311,
                             broker_pid: Some(pid),
                             prefix: "cmp".into(),
+                            layers: Default::default(),
+                            settle: std::time::Duration::from_millis(300),
                         })
                         .map(|r| (None, Some(r))),
                     };

@@ -44,6 +44,7 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
         offline: None,
         kafka_in: None,
         kafka_out: None,
+        layers: Default::default(),
     }
 }
 

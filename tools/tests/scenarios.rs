@@ -64,6 +64,7 @@ fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
         offline: None,
         kafka_in: None,
         kafka_out: None,
+        layers: Default::default(),
     }
 }
 
@@ -235,6 +236,8 @@ fn connection_scenario() {
         version: ProtocolVersion::V311,
         broker_pid: Some(std::process::id()),
         prefix: "conn".into(),
+        layers: Default::default(),
+        settle: std::time::Duration::from_millis(300),
     })
     .unwrap();
     eprint!("{}", report.table());
@@ -316,6 +319,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
             brokers: kafka.to_string(),
             topic: "rb-in".into(),
         }),
+        layers: Default::default(),
     };
     let report = run(&Topology::kafka_in(4, 2, "ki"), &load).unwrap();
     eprint!("{}", report.table());

@@ -454,15 +454,22 @@ impl Shard {
         }
         let closing = conn.closing;
         let mut failed = None;
-        self.ring
-            .received(c, |bytes| match conn.transport.as_deref_mut() {
-                _ if closing => {}
-                None => conn.rbuf.extend_from_slice(bytes),
-                Some(layers) if failed.is_none() => {
-                    failed = layers.input(bytes, &mut conn.rbuf).err()
+        match conn.transport.as_deref_mut() {
+            None => self.ring.received(c, |bytes| {
+                if !closing {
+                    conn.rbuf.extend_from_slice(bytes);
                 }
-                Some(_) => {}
-            });
+            }),
+            // TLS / WebSocket: the MQTT bytes the received ones carry.
+            Some(layers) => {
+                let rbuf = &mut conn.rbuf;
+                self.ring.received(c, |bytes| {
+                    if !closing && failed.is_none() {
+                        failed = layers.input(bytes, rbuf).err();
+                    }
+                });
+            }
+        }
         if !c.more() {
             conn.recv = RecvState::Idle;
         }
@@ -651,6 +658,7 @@ impl Shard {
         }
         let closing = conn.closing;
         let handoff = conn.handoff.take();
+        let layered = conn.transport.as_deref().is_some_and(|t| t.has_output());
         self.core.sent(id, sent, 0);
         if let Some((home, connect)) = handoff {
             // Held back while the send was in flight.
@@ -658,7 +666,8 @@ impl Shard {
             self.apply();
             return;
         }
-        if self.layers_pending(id) {
+        if layered {
+            // The layers' own answers (a pong, a TLS record) queued meanwhile.
             self.core.mark_dirty(id);
         }
         if closing {

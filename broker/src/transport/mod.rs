@@ -82,7 +82,8 @@ enum WsState {
 /// One connection's layers.
 #[derive(Debug)]
 pub struct Transport {
-    tls: Option<rustls::ServerConnection>,
+    /// Boxed: a WebSocket-only connection does not carry its ~1.2 KB.
+    tls: Option<Box<rustls::ServerConnection>>,
     ws: Option<(WsState, Arc<WsSettings>)>,
     /// Wire bytes waiting to be sent.
     out: BytesMut,
@@ -107,7 +108,7 @@ impl Transport {
                 let mut c = rustls::ServerConnection::new(config.clone())?;
                 // The core bounds what it queues; TLS keeps nothing back.
                 c.set_buffer_limit(None);
-                Some(c)
+                Some(Box::new(c))
             }
             (Kind::Tls | Kind::Wss, None) => {
                 return Err(rustls::Error::General("no TLS configuration".into()).into())

@@ -1,11 +1,6 @@
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::Command;
-
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::Config;
 
 fn ws_settings() -> Arc<WsSettings> {
     Arc::new(WsSettings {
@@ -87,132 +82,6 @@ fn websocket_refusals_queue_their_answer() {
     );
 }
 
-/// A CA and a server certificate for 127.0.0.1 made by Debian's openssl.
-fn server_files(dir: &Path) -> Config {
-    std::fs::create_dir_all(dir).unwrap();
-    let run = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .unwrap()
-            .status
-            .success();
-        assert!(ok, "openssl {args:?}");
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let split = |line: String| line.split(' ').map(str::to_owned).collect::<Vec<_>>();
-    let ca = split(format!(
-        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=t"
-    ));
-    run(&ca.iter().map(String::as_str).collect::<Vec<_>>());
-    let csr = split(format!("req {ec} -keyout s.key -out s.csr -subj /CN=s"));
-    run(&csr.iter().map(String::as_str).collect::<Vec<_>>());
-    std::fs::write(dir.join("s.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "s.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "s.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "s.ext",
-    ]);
-    Config {
-        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
-        tls_cert: Some(dir.join("s.pem")),
-        tls_key: Some(dir.join("s.key")),
-        ..Config::default()
-    }
-}
-
-fn client(dir: &Path) -> rustls::ClientConnection {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    rustls::ClientConnection::new(Arc::new(config), name).unwrap()
-}
-
-use rustls::pki_types::pem::PemObject;
-
-/// Moves bytes both ways until neither side has anything to say.
-fn pump(c: &mut rustls::ClientConnection, t: &mut Transport, plain: &mut BytesMut) {
-    for _ in 0..10 {
-        let mut wire = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut wire).unwrap();
-        }
-        t.input(&wire, plain).unwrap();
-        let back = drain(t);
-        if back.is_empty() && wire.is_empty() {
-            return;
-        }
-        let mut rd = &back[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-        }
-    }
-}
-
-#[test]
-fn tls_and_secure_websocket_carry_mqtt_bytes_both_ways() {
-    let dir = std::env::temp_dir().join(format!("ringmq-transport-{}", std::process::id()));
-    let config = server_files(&dir);
-    let server = tls::server_config(&config).unwrap().unwrap();
-    for kind in [Kind::Tls, Kind::Wss] {
-        let mut t = Transport::new(kind, Some(&server), &ws_settings()).unwrap();
-        let mut c = client(&dir);
-        let mut plain = BytesMut::new();
-        if kind == Kind::Wss {
-            c.writer().write_all(UPGRADE).unwrap();
-            c.writer()
-                .write_all(&masked(ws::opcode::BINARY, b"\xC0\x00"))
-                .unwrap();
-        } else {
-            c.writer().write_all(b"\xC0\x00").unwrap();
-        }
-        pump(&mut c, &mut t, &mut plain);
-        assert!(t.established() && !c.is_handshaking());
-        assert_eq!(&plain[..], b"\xC0\x00");
-        assert_eq!(t.client_name(), None, "no client certificate");
-        let mut spare = None;
-        let out = t
-            .wrap(Some(BytesMut::from(&b"\xD0\x00"[..])), &mut spare)
-            .unwrap();
-        let mut rd = &out[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-        }
-        let mut got = Vec::new();
-        let _ = c.reader().read_to_end(&mut got);
-        let want: &[u8] = if kind == Kind::Wss {
-            b"\x82\x02\xD0\x00"
-        } else {
-            b"\xD0\x00"
-        };
-        assert!(got.ends_with(want), "{kind:?}: {got:?}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]
@@ -235,25 +104,4 @@ proptest! {
             }
         }
     }
-}
-
-#[test]
-fn tls_arbitrary_bytes_end_in_an_error_not_a_panic() {
-    let dir = std::env::temp_dir().join(format!("ringmq-transport-junk-{}", std::process::id()));
-    let config = server_files(&dir);
-    let server = tls::server_config(&config).unwrap().unwrap();
-    for seed in 0..200u32 {
-        let junk: Vec<u8> = (0..seed * 13 % 3000)
-            .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
-            .collect();
-        let mut t = Transport::new(Kind::Wss, Some(&server), &ws_settings()).unwrap();
-        let mut plain = BytesMut::new();
-        for piece in junk.chunks(1 + seed as usize % 97) {
-            if t.input(piece, &mut plain).is_err() {
-                break;
-            }
-        }
-        assert!(plain.is_empty());
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -204,6 +204,32 @@ fn server_frames_encode_lengths() {
     }
 }
 
+#[test]
+fn client_side_round_trip() {
+    // A client's masked frame reads back on the server side, and the reverse.
+    let mut out = BytesMut::new();
+    encode_masked_frame(
+        opcode::BINARY,
+        b"hello world, masked",
+        [9, 8, 7, 6],
+        &mut out,
+    );
+    let (data, _) = decode_all(&mut FrameDecoder::new(100), &out).unwrap();
+    assert_eq!(data, b"hello world, masked");
+    let mut out = BytesMut::new();
+    encode_frame(opcode::BINARY, b"from server", &mut out);
+    let (data, _) = decode_all(&mut FrameDecoder::for_client(100), &out).unwrap();
+    assert_eq!(data, b"from server");
+    let mut masked = BytesMut::new();
+    encode_masked_frame(opcode::BINARY, b"x", [1, 2, 3, 4], &mut masked);
+    assert_eq!(
+        decode_all(&mut FrameDecoder::for_client(100), &masked)
+            .unwrap_err()
+            .code,
+        close::PROTOCOL
+    );
+}
+
 proptest! {
     #[test]
     fn never_panics(input in proptest::collection::vec(any::<u8>(), 0..512), step in 1usize..64) {

@@ -38,6 +38,41 @@ impl From<Version> for ProtocolVersion {
     }
 }
 
+/// TLS and WebSocket between the clients and the broker.
+#[derive(Debug, Args)]
+struct LayerArgs {
+    /// Connect over TLS (the broker's `tls_listen` / `wss_listen`); needs --tls-ca.
+    #[arg(long)]
+    tls: bool,
+    /// CA certificates (PEM) the broker's certificate chains to.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Resume TLS sessions across connections (tickets); else every handshake is full.
+    #[arg(long)]
+    tls_resume: bool,
+    /// MQTT over WebSocket (the broker's `ws_listen` / `wss_listen`, with --tls).
+    #[arg(long)]
+    ws: bool,
+    /// The WebSocket request path.
+    #[arg(long, default_value = "/mqtt")]
+    ws_path: String,
+}
+
+impl LayerArgs {
+    fn layers(&self) -> anyhow::Result<tools::loadgen::layers::Layers> {
+        use tools::loadgen::layers::Layers;
+        let tls = match (self.tls, &self.tls_ca) {
+            (true, Some(ca)) => Some(Layers::tls_config(ca, self.tls_resume)?),
+            (true, None) => anyhow::bail!("--tls needs --tls-ca"),
+            (false, _) => None,
+        };
+        Ok(Layers {
+            tls,
+            ws_path: self.ws.then(|| self.ws_path.clone()),
+        })
+    }
+}
+
 /// Knobs shared by the message scenarios.
 #[derive(Debug, Args)]
 struct LoadArgs {
@@ -86,6 +121,8 @@ struct LoadArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    layers: LayerArgs,
 }
 
 impl LoadArgs {
@@ -107,6 +144,7 @@ impl LoadArgs {
             offline: self.offline.map(Duration::from_secs_f64),
             kafka_in: None,
             kafka_out: None,
+            layers: self.layers.layers()?,
         })
     }
 }
@@ -214,6 +252,12 @@ enum Command {
         /// MQTT version.
         #[arg(long, value_enum, default_value = "3.1.1")]
         mqtt: Version,
+        #[command(flatten)]
+        layers: LayerArgs,
+        /// Milliseconds the connections stay idle before the broker's memory is read (the
+        /// broker gives freed heap back every 5 s).
+        #[arg(long, default_value_t = 300)]
+        settle_ms: u64,
     },
     /// Retained messages at scale: store COUNT, then broker memory, a new `#` subscriber at
     /// each QoS (time to the last message), and narrow `ret/7/+` subscribes.
@@ -343,6 +387,8 @@ fn main() -> anyhow::Result<()> {
             clients,
             workers,
             mqtt,
+            layers,
+            settle_ms,
         } => {
             let report = run_conn(&ConnLoad {
                 addr: target.addr,
@@ -351,6 +397,8 @@ fn main() -> anyhow::Result<()> {
                 version: mqtt.into(),
                 broker_pid: target.broker_pid,
                 prefix: target.client_prefix,
+                layers: layers.layers()?,
+                settle: Duration::from_millis(settle_ms),
             })?;
             print!("{}", report.table());
             return write_json(target.json.as_ref(), &report);

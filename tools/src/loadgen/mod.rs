@@ -11,9 +11,11 @@
 //! - `wire.rs`: set-up handshake, the PUBLISH writer, payload stamps.
 //! - `topology.rs`: scenarios as publishers, subscribers and expected pairs.
 //! - `conn.rs`: the connection-rate scenario.
+//! - `layers.rs`: TLS and WebSocket on the client side.
 
 pub mod conn;
 pub mod kafka;
+pub mod layers;
 pub mod retained;
 pub mod topology;
 pub mod wire;
@@ -74,6 +76,8 @@ pub struct Load {
     /// The subscriber is a Kafka consumer (`kafka-out`): the broker produces the run's
     /// publishes to Kafka and a consumer thread accounts for them.
     pub kafka_out: Option<kafka::KafkaOut>,
+    /// TLS / WebSocket between the clients and the broker.
+    pub layers: layers::Layers,
 }
 
 const KIND_RECV: u64 = 1;
@@ -107,6 +111,7 @@ struct Client {
     next_pid: u16,
     sent_at: Vec<u64>,
     tokens: f64,
+    link: Option<Box<layers::ClientLink>>,
 }
 
 struct Run<'t> {
@@ -269,8 +274,15 @@ impl Run<'_> {
         let Some(client) = self.clients.get_mut(i) else {
             return;
         };
-        self.ring
-            .received(c, |bytes| client.rbuf.extend_from_slice(bytes));
+        let (rbuf, link) = (&mut client.rbuf, &mut client.link);
+        self.ring.received(c, |bytes| match link {
+            None => rbuf.extend_from_slice(bytes),
+            Some(l) => {
+                if let Err(e) = l.input(bytes, rbuf) {
+                    eprintln!("ringmq-bench: connection {i}: {e}");
+                }
+            }
+        });
         if !c.more() {
             client.recv_armed = false;
         }
@@ -371,7 +383,14 @@ impl Run<'_> {
             };
             if !c.sending && !c.out.is_empty() {
                 let fresh = c.spare.take().unwrap_or_default();
-                let buf = std::mem::replace(&mut c.out, fresh);
+                let mut buf = std::mem::replace(&mut c.out, fresh);
+                if let Some(link) = c.link.as_mut() {
+                    let mut wire = BytesMut::with_capacity(buf.len() + 64);
+                    let _ = link.wrap(&buf, &mut wire);
+                    buf.clear();
+                    c.out = buf;
+                    buf = wire;
+                }
                 c.sending = true;
                 self.ring.send(fd, buf, token(KIND_SEND, i));
             }
@@ -449,10 +468,12 @@ impl Run<'_> {
                 clean: false,
                 session_expiry: 3600,
                 subscribe: None,
+                layers: &self.load.layers,
             };
-            let (stream, _, early) = handshake(self.load.addr, &hello)?;
+            let (stream, _, early, link) = handshake(self.load.addr, &hello)?;
             if let Some(c) = self.clients.get_mut(i) {
                 c.fd = Some(OwnedFd::from(stream));
+                c.link = link;
                 c.recv_armed = false;
                 c.sending = false;
                 c.rbuf = early;
@@ -484,7 +505,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         version: load.version,
         packet_bytes_max: 1 << 25,
     };
-    let blank = |fd: OwnedFd, role: Role, topic: Vec<u8>| Client {
+    let blank = |fd: OwnedFd, role: Role, topic: Vec<u8>, link| Client {
         fd: Some(fd),
         role,
         decoder,
@@ -505,6 +526,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             Vec::new()
         },
         tokens: 0.0,
+        link,
     };
     for (index, s) in topology.subscribers.iter().enumerate() {
         let hello = Hello {
@@ -513,8 +535,9 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             clean: !load.persistent,
             session_expiry: 3600,
             subscribe: Some((&s.filter, load.qos)),
+            layers: &load.layers,
         };
-        let (stream, _, _) = handshake(load.addr, &hello)?;
+        let (stream, _, _, link) = handshake(load.addr, &hello)?;
         clients.push(blank(
             stream.into(),
             Role::Subscriber {
@@ -522,6 +545,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
                 group: s.group,
             },
             Vec::new(),
+            link,
         ));
     }
     let mqtt_publishers = if load.kafka_in.is_some() {
@@ -536,12 +560,14 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             clean: true,
             session_expiry: 0,
             subscribe: None,
+            layers: &load.layers,
         };
-        let (stream, _, _) = handshake(load.addr, &hello)?;
+        let (stream, _, _, link) = handshake(load.addr, &hello)?;
         clients.push(blank(
             stream.into(),
             Role::Publisher(index as u32),
             p.topic.clone().into_bytes(),
+            link,
         ));
     }
     let entries = (clients.len() as u32 * 4)

@@ -21,6 +21,7 @@ use net::codec::{
 };
 use serde::Serialize;
 
+use super::layers::Layers;
 use super::wire::{handshake, Hello};
 use crate::procstat;
 
@@ -171,8 +172,9 @@ fn store(load: &RetainedLoad, who: u32) -> anyhow::Result<()> {
         clean: true,
         session_expiry: 0,
         subscribe: None,
+        layers: &Layers::none(),
     };
-    let (mut s, _, mut buf) = handshake(load.addr, &hello)?;
+    let (mut s, _, mut buf, _) = handshake(load.addr, &hello)?;
     let decoder = Decoder::new(1 << 20);
     let (mut out, mut chunk) = (BytesMut::new(), vec![0u8; 1 << 16]);
     let mut next = who;
@@ -229,8 +231,9 @@ fn subscribe_all(
         clean: true,
         session_expiry: 0,
         subscribe: None,
+        layers: &Layers::none(),
     };
-    let (mut s, _, mut buf) = handshake(load.addr, &hello)?;
+    let (mut s, _, mut buf, _) = handshake(load.addr, &hello)?;
     let mut out = BytesMut::new();
     Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(1).context("packet id")?,

@@ -6,6 +6,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+
+use super::layers::{ClientLink, Layers};
 use bytes::{BufMut, BytesMut};
 use net::codec::{
     Connect, Decoder, Packet, PacketId, Properties, ProtocolVersion, QoS, Subscribe,
@@ -35,6 +37,8 @@ pub struct Hello<'a> {
     pub session_expiry: u32,
     /// A subscription to make after CONNACK.
     pub subscribe: Option<(&'a str, QoS)>,
+    /// TLS / WebSocket.
+    pub layers: &'a Layers,
 }
 
 fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
@@ -47,15 +51,17 @@ fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     }
 }
 
-/// What a handshake leaves: the socket, whether the broker had a session, and bytes already
-/// read past the acknowledgements (a resumed session's first deliveries).
-pub type Handshaken = (TcpStream, bool, BytesMut);
+/// What a handshake leaves: the socket, whether the broker had a session, bytes already read
+/// past the acknowledgements (a resumed session's first deliveries), and the TLS / WebSocket
+/// layers (none for plain TCP).
+pub type Handshaken = (TcpStream, bool, BytesMut, Option<Box<ClientLink>>);
 
 /// Connects, sends CONNECT (and SUBSCRIBE), waits for CONNACK (and SUBACK).
 pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshaken> {
     let mut s = retry(|| TcpStream::connect(addr)).with_context(|| format!("connect {addr}"))?;
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut link = ClientLink::open(&mut s, hello.layers, addr)?;
     let version = hello.version;
     let mut properties = Properties::default();
     if version.is_v5() && !hello.clean {
@@ -82,7 +88,10 @@ pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshak
         };
         Packet::Subscribe(sub).encode(version, &mut out)?;
     }
-    let mut rest: &[u8] = &out;
+    if let Some(link) = link.as_mut() {
+        link.write_all(&mut s, &out)?;
+    }
+    let mut rest: &[u8] = if link.is_some() { &[] } else { &out };
     while !rest.is_empty() {
         let n = retry(|| s.write(rest))?;
         rest = rest.get(n..).unwrap_or(&[]);
@@ -115,6 +124,14 @@ pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshak
                 break;
             }
             Some(other) => bail!("{}: unexpected {other:?} during set-up", hello.client_id),
+            None if link.is_some() => {
+                if link.as_mut().map_or(Ok(0), |l| l.read(&mut s, &mut buf))? == 0 {
+                    bail!(
+                        "{}: broker closed the connection during set-up",
+                        hello.client_id
+                    );
+                }
+            }
             None => {
                 let mut chunk = [0u8; 4096];
                 let n = retry(|| s.read(&mut chunk))?;
@@ -128,7 +145,7 @@ pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshak
             }
         }
     }
-    Ok((s, session_present, buf))
+    Ok((s, session_present, buf, link))
 }
 
 /// The fixed shape of the PUBLISHes a run sends.
