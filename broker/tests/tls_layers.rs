@@ -20,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use broker::config::Config;
-use broker::transport::{tls, Kind, Transport, WsSettings};
+use broker::transport::{tls, Kind, LayerSettings, Transport};
 use bytes::BytesMut;
 use rustls::pki_types::pem::PemObject;
 
@@ -79,7 +79,7 @@ fn setup(
 ) -> (
     Arc<rustls::ServerConfig>,
     Arc<rustls::ClientConfig>,
-    Arc<WsSettings>,
+    Arc<LayerSettings>,
 ) {
     let certs = certs::Certs::new(common::scratch_dir(name));
     certs.server("server", "ca");
@@ -91,10 +91,11 @@ fn setup(
     };
     let server = tls::server_config(&config).unwrap().unwrap();
     let client = client_config(&certs.pem("ca"));
-    let ws = Arc::new(WsSettings {
+    let ws = Arc::new(LayerSettings {
         path: Some("/mqtt".into()),
         frame_max: 1 << 20,
         request_max: 8192,
+        output_max: 1 << 16,
     });
     (server, client, ws)
 }
@@ -141,6 +142,27 @@ fn tls_and_secure_websocket_carry_mqtt_bytes_both_ways() {
         };
         assert!(got.ends_with(want), "{kind:?}: {got:?}");
     }
+}
+
+#[test]
+fn bytes_after_close_notify_are_ignored_not_looped_on() {
+    let (server, client, ws) = setup("tls-close");
+    let mut t = Transport::new(Kind::Tls, Some(&server), &ws).unwrap();
+    let mut c = connection(&client);
+    let mut plain = BytesMut::new();
+    pump(&mut c, &mut t, &mut plain);
+    assert!(t.established());
+    // Data, close_notify, then more than rustls' buffer takes at once, in one chunk.
+    c.writer().write_all(b"\xC0\x00").unwrap();
+    c.send_close_notify();
+    let mut wire = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut wire).unwrap();
+    }
+    wire.extend(std::iter::repeat_n(0x17u8, 20_000));
+    let _ = t.input(&wire, &mut plain);
+    assert!(t.peer_closed());
+    assert_eq!(&plain[..], b"\xC0\x00");
 }
 
 #[test]

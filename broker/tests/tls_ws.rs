@@ -276,6 +276,12 @@ fn mutual_tls_names_the_user_and_the_acl_applies() {
     assert!(publish(&alice, "alice/x", "from-alice").status.success());
     assert_eq!(lines(watch), vec!["alice/x from-alice".to_owned()]);
 
+    // Without a password file, user names come from certificates only: a TCP client
+    // claiming alice is refused (CONNACK 5 / 0x86).
+    let mut claim = tcp(&b, "claims-alice");
+    claim.extend(args(&["-u", "alice"]));
+    let out = publish(&claim, "alice/x", "impostor");
+    assert!(!out.status.success(), "a claimed user name was let in");
     // Refused handshakes: no certificate, an expired one, one from another CA.
     for cert in [None, Some("expired"), Some("rogue-alice")] {
         let mut a = tls(&b, "refused");

@@ -483,21 +483,36 @@ fn unmask(buf: &mut [u8], mask: [u8; 4], at: usize) {
     }
 }
 
-/// Appends one unmasked (server) frame with `payload` to `out`.
-pub fn encode_frame(opcode: u8, payload: &[u8], out: &mut BytesMut) {
-    out.reserve(payload.len() + 10);
+/// The header of an unmasked (server) frame with a payload of `len` bytes: the bytes and
+/// how many of them are used.
+pub fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
+    let mut h = [0u8; 10];
+    let mut out = &mut h[..];
     out.put_u8(0x80 | (opcode & 0x0F));
-    match payload.len() {
-        n if n < 126 => out.put_u8(n as u8),
+    let n = match len {
+        n if n < 126 => {
+            out.put_u8(n as u8);
+            2
+        }
         n if n <= 0xFFFF => {
             out.put_u8(126);
             out.put_u16(n as u16);
+            4
         }
         n => {
             out.put_u8(127);
             out.put_u64(n as u64);
+            10
         }
-    }
+    };
+    (h, n)
+}
+
+/// Appends one unmasked (server) frame with `payload` to `out`.
+pub fn encode_frame(opcode: u8, payload: &[u8], out: &mut BytesMut) {
+    let (header, n) = frame_header(opcode, payload.len());
+    out.reserve(payload.len() + n);
+    out.extend_from_slice(header.get(..n).unwrap_or(&[]));
     out.extend_from_slice(payload);
 }
 

@@ -90,6 +90,11 @@ impl Auth {
         }
     }
 
+    /// A password file is loaded (user names are checked).
+    pub fn has_passwords(&self) -> bool {
+        self.passwords.is_some()
+    }
+
     /// Everyone may do everything (the embedded default).
     pub fn open() -> Self {
         Self {

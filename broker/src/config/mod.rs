@@ -231,7 +231,8 @@ config_keys! {
     tls_cert_as_username: bool = false,
         "false",
         "a verified client certificate's subject CN (else its first DNS SAN) is the client's \
-        user name for the ACL, its CONNECT user name and password ignored";
+        user name for the ACL, its CONNECT user name and password ignored; without \
+        `password_file`, a client without a certificate may not give a user name (CONNACK 0x86)";
     ws_path: Option<String> = None,
         "none (any)",
         "the only request path WebSocket upgrades are accepted on (commonly `/mqtt`); others get \
@@ -244,7 +245,8 @@ config_keys! {
         "largest WebSocket upgrade request; larger: HTTP 431";
     handshake_timeout_ms: u64 = 10_000,
         "10,000",
-        "a TLS or WebSocket connection whose handshake has not finished by then is closed";
+        "a TLS or WebSocket connection whose handshake has not finished by then is closed \
+        (`connect_timeout_ms` still applies from the accept)";
     shards: usize = 0,
         "`0` (= cores)",
         "shard threads, at most 64";

@@ -15,7 +15,7 @@ use super::{lookup, token, Shard, KIND_ACCEPT};
 use crate::config::Config;
 use crate::core::peer::ShardMsg;
 use crate::ids::{ConnId, ShardId};
-use crate::transport::{Kind, Transport, TransportError, WsSettings};
+use crate::transport::{Kind, LayerSettings, Transport, TransportError};
 
 /// One listening socket.
 #[derive(Debug)]
@@ -48,12 +48,13 @@ pub(super) fn open(config: &Config, shard: u16) -> anyhow::Result<Vec<Listener>>
     Ok(listeners)
 }
 
-/// WebSocket settings from the config.
-pub(super) fn ws_settings(config: &Config) -> Arc<WsSettings> {
-    Arc::new(WsSettings {
+/// The layers' settings from the config.
+pub(super) fn layer_settings(config: &Config) -> Arc<LayerSettings> {
+    Arc::new(LayerSettings {
         path: config.ws_path.clone(),
         frame_max: config.ws_frame_bytes_max,
         request_max: config.handshake_bytes_max,
+        output_max: config.outbox_bytes_max,
     })
 }
 
@@ -194,6 +195,10 @@ impl Shard {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
+        if conn.closing {
+            // Closed while the hand-over waited (shutdown, a timeout): it does not happen.
+            return;
+        }
         if conn.sending != 0 {
             conn.handoff = Some((home, connect));
             return;

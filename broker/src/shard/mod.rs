@@ -93,8 +93,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 pub struct Shard {
     ring: Ring,
     listeners: Vec<listeners::Listener>,
-    /// WebSocket settings for the connections of WebSocket listeners.
-    ws_settings: Arc<crate::transport::WsSettings>,
+    /// Settings for the TLS / WebSocket layers of connections.
+    ws_settings: Arc<crate::transport::LayerSettings>,
     mesh: Mesh,
     conns: Vec<Option<Conn>>,
     /// Free slots of `conns`, lowest first (so the free tail can be given back).
@@ -152,7 +152,7 @@ impl Shard {
         })
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
         let listeners = listeners::open(&config, id.0)?;
-        let ws_settings = listeners::ws_settings(&config);
+        let ws_settings = listeners::layer_settings(&config);
         let mut core = Core::new(
             id,
             config,
@@ -394,7 +394,10 @@ impl Shard {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        let layered = conn.transport.as_deref().is_some_and(|t| t.has_output());
+        // The layers' answers still to send (nothing is, to a gone or abandoned peer).
+        let layered = !conn.aborted
+            && !conn.peer_gone
+            && conn.transport.as_deref().is_some_and(|t| t.has_output());
         if !conn.closing || !conn.idle() || layered || !self.core.output_empty(id) {
             return;
         }
@@ -598,7 +601,13 @@ impl Shard {
                 match conn.transport.as_deref_mut() {
                     None => plain,
                     // TLS records / WebSocket frames, with the layers' own answers.
-                    Some(layers) => layers.wrap(plain, &mut conn.spare),
+                    Some(layers) => {
+                        let wire = layers.wrap(plain, &mut conn.spare);
+                        if layers.failed() {
+                            self.core.close(id, None, "TLS write failed");
+                        }
+                        wire
+                    }
                 }
             } else {
                 if let Some(link) = self.core.conn_mut(id) {
@@ -628,6 +637,9 @@ impl Shard {
         conn.sending = 0;
         if c.result < 0 {
             conn.peer_gone = true;
+            if let Some(layers) = conn.transport.as_deref_mut() {
+                layers.discard_output();
+            }
             let err = std::io::Error::from_raw_os_error(-c.result);
             self.core.discard_output(id);
             self.core.close(id, None, &format!("send failed: {err}"));
@@ -638,6 +650,9 @@ impl Shard {
         let sent = usize::try_from(c.result).unwrap_or(0);
         if sent < buf.len() && conn.aborted {
             // Abandoned: the rest is not sent.
+            if let Some(layers) = conn.transport.as_deref_mut() {
+                layers.discard_output();
+            }
             self.core.sent(id, sent, 0);
             self.core.discard_output(id);
             self.release_if_idle(id);

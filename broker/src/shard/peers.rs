@@ -70,10 +70,11 @@ impl Shard {
                     // The limit holds for connections handed over too, not only at accept.
                     let full = self.conn_count >= self.core.config.connections_per_shard_max;
                     let id = self.add_conn(fd);
-                    let mut pending = false;
+                    let (mut pending, mut ended) = (false, false);
                     if let Some(conn) = lookup(&mut self.conns, id) {
                         conn.rbuf = rest;
                         pending = transport.as_deref().is_some_and(|t| t.has_output());
+                        ended = transport.as_deref().is_some_and(|t| t.peer_closed());
                         conn.layers_up = transport.is_some();
                         conn.transport = transport;
                     }
@@ -88,6 +89,11 @@ impl Shard {
                         continue;
                     }
                     self.process_input(id);
+                    if ended {
+                        // The peer's close came with its CONNECT.
+                        self.core.close(id, None, "peer closed the connection");
+                        self.apply();
+                    }
                     self.after_recv(id);
                 }
                 msg => {

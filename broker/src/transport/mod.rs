@@ -10,11 +10,14 @@
 
 pub mod tls;
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use net::ws::{self, Control, FrameDecoder};
+
+/// Capacity the TLS-to-WebSocket scratch buffer may keep between uses.
+const MID_KEPT_MAX: usize = 32 * 1024;
 
 /// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,15 +44,18 @@ impl Kind {
     }
 }
 
-/// WebSocket settings (read once at start).
+/// The layers' settings (read once at start).
 #[derive(Debug, Clone)]
-pub struct WsSettings {
-    /// The only path accepted, if set.
+pub struct LayerSettings {
+    /// The only WebSocket path accepted, if set.
     pub path: Option<String>,
-    /// Largest frame payload.
+    /// Largest WebSocket frame payload.
     pub frame_max: usize,
     /// Largest upgrade request.
     pub request_max: usize,
+    /// Most bytes the layers' own answers (handshake, pongs, alerts) may keep waiting while
+    /// the peer does not read them (`outbox_bytes_max`).
+    pub output_max: usize,
 }
 
 /// Why a transport gave up on its connection (what to answer was queued already).
@@ -67,6 +73,9 @@ pub enum TransportError {
     /// A broken frame rule (a close frame was queued).
     #[error("{0}")]
     Frame(#[from] ws::FrameError),
+    /// The peer does not read the layers' answers (pongs...) while sending more.
+    #[error("over outbox_bytes_max of TLS / WebSocket answers waiting: the peer does not read")]
+    Backlog,
 }
 
 #[derive(Debug)]
@@ -84,16 +93,18 @@ enum WsState {
 pub struct Transport {
     /// Boxed: a WebSocket-only connection does not carry its ~1.2 KB.
     tls: Option<Box<rustls::ServerConnection>>,
-    ws: Option<(WsState, Arc<WsSettings>)>,
+    ws: Option<WsState>,
+    settings: Arc<LayerSettings>,
     /// Wire bytes waiting to be sent.
     out: BytesMut,
-    /// TLS plaintext on its way to the WebSocket layer, and WebSocket frames on their way
-    /// into TLS (secure WebSocket only).
+    /// TLS plaintext on its way to the WebSocket layer (secure WebSocket only).
     mid: BytesMut,
     /// The handshakes (TLS, upgrade) are done.
     established: bool,
     /// The peer ended the stream cleanly (TLS close_notify, a WebSocket close frame).
     peer_closed: bool,
+    /// Output could not be wrapped (the connection must close: bytes were lost).
+    failed: bool,
 }
 
 impl Transport {
@@ -101,7 +112,7 @@ impl Transport {
     pub fn new(
         kind: Kind,
         tls: Option<&Arc<rustls::ServerConfig>>,
-        ws_settings: &Arc<WsSettings>,
+        settings: &Arc<LayerSettings>,
     ) -> Result<Self, TransportError> {
         let tls = match (kind, tls) {
             (Kind::Tls | Kind::Wss, Some(config)) => {
@@ -115,11 +126,12 @@ impl Transport {
             }
             _ => None,
         };
-        let ws = matches!(kind, Kind::Ws | Kind::Wss)
-            .then(|| (WsState::Upgrade(BytesMut::new()), ws_settings.clone()));
+        let ws = matches!(kind, Kind::Ws | Kind::Wss).then(|| WsState::Upgrade(BytesMut::new()));
         Ok(Self {
             tls,
             ws,
+            settings: settings.clone(),
+            failed: false,
             out: BytesMut::new(),
             mid: BytesMut::new(),
             established: false,
@@ -142,6 +154,16 @@ impl Transport {
         !self.out.is_empty()
     }
 
+    /// The socket failed or the output was abandoned: nothing waiting will be sent.
+    pub fn discard_output(&mut self) {
+        self.out = BytesMut::new();
+    }
+
+    /// MQTT output could not be wrapped: the connection must close.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// The verified client certificate's name (`tls::client_name`), once established.
     pub fn client_name(&self) -> Option<String> {
         let cert = self.tls.as_ref()?.peer_certificates()?.first()?;
@@ -152,15 +174,19 @@ impl Transport {
     /// answers (handshake, pong, close) are queued. On error, what to tell the peer (an
     /// alert, an HTTP error, a close frame) is queued and the connection should close.
     pub fn input(&mut self, wire: &[u8], plain: &mut BytesMut) -> Result<(), TransportError> {
-        let result = self.input_inner(wire, plain);
-        if let Err(e) = &result {
-            if let (Some((state, _)), TransportError::Frame(_) | TransportError::Upgrade(_)) =
-                (&mut self.ws, e)
-            {
-                *state = WsState::Closed;
-            }
+        let mut result = self.input_inner(wire, plain);
+        if let (Some(state), Err(TransportError::Frame(_) | TransportError::Upgrade(_))) =
+            (&mut self.ws, &result)
+        {
+            *state = WsState::Closed;
         }
         self.drain_tls();
+        if result.is_ok() && self.out.len() > self.settings.output_max {
+            result = Err(TransportError::Backlog);
+        }
+        if self.mid.capacity() > MID_KEPT_MAX {
+            self.mid = BytesMut::new();
+        }
         result
     }
 
@@ -169,12 +195,16 @@ impl Transport {
             let mut reply = BytesMut::new();
             let result = self.ws_input(wire, plain, &mut reply);
             self.out.extend_from_slice(&reply);
-            self.established = matches!(self.ws, Some((WsState::Open(_), _)));
+            self.established = matches!(self.ws, Some(WsState::Open(_)));
             return result;
         };
         let mut rest = wire;
         while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
+            // 0: nothing more is read (after the peer's close_notify, whatever follows it is
+            // ignored).
+            if tls.read_tls(&mut rest)? == 0 {
+                break;
+            }
             let state = match tls.process_new_packets() {
                 Ok(state) => state,
                 Err(e) => {
@@ -198,6 +228,7 @@ impl Transport {
             }
             if state.peer_has_closed() {
                 self.peer_closed = true;
+                break;
             }
         }
         let tls_done = !tls.is_handshaking();
@@ -217,7 +248,7 @@ impl Transport {
         self.established = tls_done
             && match &self.ws {
                 None => true,
-                Some((state, _)) => matches!(state, WsState::Open(_)),
+                Some(state) => matches!(state, WsState::Open(_)),
             };
         Ok(())
     }
@@ -229,13 +260,24 @@ impl Transport {
         plain: &mut BytesMut,
         reply: &mut BytesMut,
     ) -> Result<(), TransportError> {
-        let Some((state, settings)) = self.ws.as_mut() else {
+        let settings = &self.settings;
+        let Some(state) = self.ws.as_mut() else {
             plain.extend_from_slice(bytes);
             return Ok(());
         };
         let mut bytes = bytes;
         if let WsState::Upgrade(request) = state {
+            let first = request.is_empty();
+            let from = request.len().saturating_sub(3);
             request.extend_from_slice(bytes);
+            // Parsed on the first bytes (not HTTP at all: refused at once), then once the
+            // blank line ending the headers is in or at the limit: a request sent a byte at
+            // a time is not parsed again for each.
+            let tail = request.get(from..).unwrap_or(&[]);
+            let ended = tail.windows(4).any(|w| w == b"\r\n\r\n");
+            if !first && !ended && request.len() < settings.request_max {
+                return Ok(());
+            }
             let parsed = ws::parse_upgrade(request, settings.request_max, settings.path.as_deref());
             match parsed {
                 Ok(None) => return Ok(()),
@@ -267,7 +309,7 @@ impl Transport {
         plain: &mut BytesMut,
         reply: &mut BytesMut,
     ) -> Result<(), TransportError> {
-        let Some((WsState::Open(decoder), _)) = self.ws.as_mut() else {
+        let Some(WsState::Open(decoder)) = self.ws.as_mut() else {
             return Ok(());
         };
         let mut closed = None;
@@ -281,7 +323,7 @@ impl Transport {
         if closed.is_some() {
             ws::encode_close(ws::close::NORMAL, reply);
             self.peer_closed = true;
-            if let Some((state, _)) = self.ws.as_mut() {
+            if let Some(state) = self.ws.as_mut() {
                 *state = WsState::Closed;
             }
         }
@@ -297,7 +339,8 @@ impl Transport {
     ) -> Option<BytesMut> {
         if let Some(mut plain) = plain {
             if let Err(e) = self.output(&plain) {
-                tracing::debug!(error = %e, "TLS write failed");
+                tracing::warn!(error = %e, "TLS write failed; the connection closes");
+                self.failed = true;
             }
             plain.clear();
             if spare.is_none() {
@@ -317,10 +360,16 @@ impl Transport {
             (None, Some(_)) => ws::encode_frame(ws::opcode::BINARY, plain, &mut self.out),
             (Some(tls), None) => tls.writer().write_all(plain)?,
             (Some(tls), Some(_)) => {
-                self.mid.clear();
-                ws::encode_frame(ws::opcode::BINARY, plain, &mut self.mid);
-                tls.writer().write_all(&self.mid)?;
-                self.mid.clear();
+                // The frame header and the payload in one write: one run of records, no copy.
+                let (header, n) = ws::frame_header(ws::opcode::BINARY, plain.len());
+                let parts = [
+                    IoSlice::new(header.get(..n).unwrap_or(&[])),
+                    IoSlice::new(plain),
+                ];
+                let written = tls.writer().write_vectored(&parts)?;
+                if written != n + plain.len() {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
             }
         }
         self.drain_tls();

@@ -2,11 +2,12 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn ws_settings() -> Arc<WsSettings> {
-    Arc::new(WsSettings {
+fn ws_settings() -> Arc<LayerSettings> {
+    Arc::new(LayerSettings {
         path: Some("/mqtt".into()),
         frame_max: 1024,
         request_max: 4096,
+        output_max: 1 << 16,
     })
 }
 
@@ -80,6 +81,27 @@ fn websocket_refusals_queue_their_answer() {
         drain(&mut t).ends_with(&[0x88, 0x02, 0x03, 0xEB]),
         "close 1003"
     );
+}
+
+#[test]
+fn unread_answers_are_bounded() {
+    // A peer that pings and never reads: past output_max the connection is given up.
+    let settings = Arc::new(LayerSettings {
+        output_max: 10_000,
+        ..(*ws_settings()).clone()
+    });
+    let mut t = Transport::new(Kind::Ws, None, &settings).unwrap();
+    let mut plain = BytesMut::new();
+    t.input(UPGRADE, &mut plain).unwrap();
+    let ping = masked(ws::opcode::PING, &[7; 125]);
+    let mut result = Ok(());
+    for _ in 0..100 {
+        result = t.input(&ping, &mut plain);
+        if result.is_err() {
+            break;
+        }
+    }
+    assert!(matches!(result, Err(TransportError::Backlog)), "{result:?}");
 }
 
 proptest! {

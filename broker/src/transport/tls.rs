@@ -125,7 +125,7 @@ fn common_name(mut name: &[u8]) -> Option<String> {
             let (tag, oid, value) = der(attr)?;
             if tag == 0x06 && oid == CN {
                 let (_, text, _) = der(value)?;
-                return String::from_utf8(text.to_vec()).ok();
+                return self::name(text);
             }
             set = more;
         }
@@ -151,7 +151,7 @@ fn dns_san(ext: &[u8]) -> Option<String> {
             let (_, mut names, _) = der(octets)?;
             while let Some((tag, name, more)) = der(names) {
                 if tag == 0x82 {
-                    return String::from_utf8(name.to_vec()).ok();
+                    return self::name(name);
                 }
                 names = more;
             }
@@ -160,6 +160,12 @@ fn dns_san(ext: &[u8]) -> Option<String> {
         list = rest;
     }
     None
+}
+
+/// A usable user name: UTF-8, not empty, no control characters (a BMPString's NULs).
+fn name(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    (!text.is_empty() && !text.chars().any(char::is_control)).then(|| text.to_owned())
 }
 
 /// One DER element: its tag, its contents and what follows it.

@@ -90,6 +90,8 @@ impl ClientLink {
             Some(config) => {
                 let name = ServerName::IpAddress(addr.ip().into());
                 let mut c = rustls::ClientConnection::new(config.clone(), name)?;
+                // A whole batch is written at once (the default limit is 64 KiB).
+                c.set_buffer_limit(None);
                 while c.is_handshaking() {
                     c.complete_io(s).context("TLS handshake")?;
                 }
@@ -133,13 +135,18 @@ impl ClientLink {
         let mut rest = wire;
         let mut clear = BytesMut::new();
         while !rest.is_empty() {
-            tls.read_tls(&mut rest)?;
+            if tls.read_tls(&mut rest)? == 0 {
+                break;
+            }
             let state = tls.process_new_packets()?;
             let n = state.plaintext_bytes_to_read();
             let from = clear.len();
             clear.resize(from + n, 0);
             if let Some(dst) = clear.get_mut(from..) {
                 tls.reader().read_exact(dst)?;
+            }
+            if state.peer_has_closed() {
+                break;
             }
         }
         self.ws_input(&clear, plain)

@@ -386,7 +386,10 @@ impl Run<'_> {
                 let mut buf = std::mem::replace(&mut c.out, fresh);
                 if let Some(link) = c.link.as_mut() {
                     let mut wire = BytesMut::with_capacity(buf.len() + 64);
-                    let _ = link.wrap(&buf, &mut wire);
+                    if let Err(e) = link.wrap(&buf, &mut wire) {
+                        // Not a silent truncation: the run reports the connection.
+                        eprintln!("ringmq-bench: connection {i}: TLS write: {e}");
+                    }
                     buf.clear();
                     c.out = buf;
                     buf = wire;
