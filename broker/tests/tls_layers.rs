@@ -95,7 +95,8 @@ fn setup(
         path: Some("/mqtt".into()),
         frame_max: 1 << 20,
         request_max: 8192,
-        output_max: 1 << 16,
+        // The smallest outbox_bytes_max accepted: handshakes must not trip it.
+        output_max: 1024,
     });
     (server, client, ws)
 }

@@ -197,7 +197,7 @@ impl Shard {
         };
         if conn.closing {
             // Closed while the hand-over waited (shutdown, a timeout): it does not happen.
-            return;
+            return self.release_if_idle(id);
         }
         if conn.sending != 0 {
             conn.handoff = Some((home, connect));

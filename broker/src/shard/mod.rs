@@ -394,10 +394,9 @@ impl Shard {
         let Some(conn) = lookup(&mut self.conns, id) else {
             return;
         };
-        // The layers' answers still to send (nothing is, to a gone or abandoned peer).
-        let layered = !conn.aborted
-            && !conn.peer_gone
-            && conn.transport.as_deref().is_some_and(|t| t.has_output());
+        // The layers' answers still to send (nothing is, to an abandoned peer; a failed
+        // send discarded them).
+        let layered = !conn.aborted && conn.transport.as_deref().is_some_and(|t| t.has_output());
         if !conn.closing || !conn.idle() || layered || !self.core.output_empty(id) {
             return;
         }
@@ -672,7 +671,8 @@ impl Shard {
             conn.spare = Some(buf);
         }
         let closing = conn.closing;
-        let handoff = conn.handoff.take();
+        // A hand-over that waited for this send (not if the connection closed meanwhile).
+        let handoff = conn.handoff.take().filter(|_| !closing);
         let layered = conn.transport.as_deref().is_some_and(|t| t.has_output());
         self.core.sent(id, sent, 0);
         if let Some((home, connect)) = handoff {

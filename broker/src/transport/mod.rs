@@ -181,7 +181,8 @@ impl Transport {
             *state = WsState::Closed;
         }
         self.drain_tls();
-        if result.is_ok() && self.out.len() > self.settings.output_max {
+        // After the handshake (whose flight may exceed a small bound on its own).
+        if result.is_ok() && self.established && self.out.len() > self.settings.output_max {
             result = Err(TransportError::Backlog);
         }
         if self.mid.capacity() > MID_KEPT_MAX {
@@ -274,7 +275,9 @@ impl Transport {
             // blank line ending the headers is in or at the limit: a request sent a byte at
             // a time is not parsed again for each.
             let tail = request.get(from..).unwrap_or(&[]);
-            let ended = tail.windows(4).any(|w| w == b"\r\n\r\n");
+            // The blank line: CRLF CRLF, or the bare-LF forms httparse accepts too.
+            let ended =
+                tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
             if !first && !ended && request.len() < settings.request_max {
                 return Ok(());
             }
@@ -338,7 +341,11 @@ impl Transport {
         spare: &mut Option<BytesMut>,
     ) -> Option<BytesMut> {
         if let Some(mut plain) = plain {
-            if let Err(e) = self.output(&plain) {
+            // After a failed write nothing more is wrapped (the connection is closing; bytes
+            // after a gap must not reach the peer).
+            if self.failed {
+                plain.clear();
+            } else if let Err(e) = self.output(&plain) {
                 tracing::warn!(error = %e, "TLS write failed; the connection closes");
                 self.failed = true;
             }
