@@ -518,17 +518,17 @@ pub fn encode_frame(opcode: u8, payload: &[u8], out: &mut BytesMut) {
 
 /// Appends one masked (client) frame with `payload` to `out`.
 pub fn encode_masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut BytesMut) {
-    let from = out.len();
-    encode_frame(opcode, payload, out);
-    let head = out.len() - payload.len();
+    let (mut header, n) = frame_header(opcode, payload.len());
     // The mask bit, then the key between the header and the payload.
-    if let Some(b1) = out.get_mut(from + 1) {
+    if let Some(b1) = header.get_mut(1) {
         *b1 |= 0x80;
     }
-    let body = out.split_off(head);
+    out.reserve(n + 4 + payload.len());
+    out.extend_from_slice(header.get(..n).unwrap_or(&[]));
     out.extend_from_slice(&mask);
-    out.extend_from_slice(&body);
-    if let Some(dst) = out.get_mut(head + 4..) {
+    let from = out.len();
+    out.extend_from_slice(payload);
+    if let Some(dst) = out.get_mut(from..) {
         unmask(dst, mask, 0);
     }
 }

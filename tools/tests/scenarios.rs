@@ -4,13 +4,30 @@
 //! free port, a Kafka producer standing for the publishers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+#[path = "../../broker/tests/common/kafka.rs"]
+mod kafka;
+
+/// What the broker tests' tansu harness (`common/kafka.rs`) takes from their `common`.
+mod common {
+    pub fn free_port() -> u16 {
+        super::free_addr().port()
+    }
+
+    pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        std::env::temp_dir().join(format!("ringmq-bench-{name}-{}-{n}", std::process::id()))
+    }
+}
+
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use broker::kafka::config::{KafkaConfig, ToMqtt};
+use kafka::Tansu;
 
 use net::codec::{ProtocolVersion, QoS};
 use tools::loadgen::conn::{run_conn, ConnLoad};
@@ -248,45 +265,10 @@ fn connection_scenario() {
     broker.join().unwrap();
 }
 
-/// tansu in memory on a free port (killed on drop).
-struct Tansu(std::process::Child);
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tansu(addr: SocketAddr) -> Tansu {
-    let home = std::env::var("HOME").unwrap_or_default();
-    let bin = std::env::var("TANSU").unwrap_or_else(|_| format!("{home}/.cargo/bin/tansu"));
-    let url = format!("tcp://{addr}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu (installed by scripts/test.sh)");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu listens");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Tansu(child)
-}
-
 #[test]
 fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
-    let kafka = free_addr();
-    let _tansu = tansu(kafka);
+    let tansu = Tansu::start();
+    let kafka = tansu.brokers();
     let (broker, addr) = ringmq_with(Some(KafkaConfig {
         brokers: kafka.to_string(),
         partitions: 3,
@@ -336,8 +318,8 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
 
 #[test]
 fn kafka_out_accounts_for_every_puback_at_a_kafka_consumer() {
-    let kafka = free_addr();
-    let _tansu = tansu(kafka);
+    let tansu = Tansu::start();
+    let kafka = tansu.brokers();
     let (broker, addr) = ringmq_with(Some(KafkaConfig {
         brokers: kafka.to_string(),
         partitions: 3,

@@ -26,6 +26,9 @@ pub struct Auth {
     acl: Option<acl::Acl>,
     /// The AsyncAPI document's rules, if one is configured.
     pub api: Option<crate::asyncapi::Api>,
+    /// User names come from verified client certificates (`tls_cert_as_username`): without
+    /// a password file, a client without one may not give a user name.
+    names_from_certificates: bool,
     /// The TLS listeners' server configuration (certificates are reloaded with the rest).
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// Per-process random salt for the verified-password cache digests.
@@ -63,6 +66,7 @@ impl Auth {
             passwords,
             acl,
             api,
+            names_from_certificates: config.tls_cert_as_username,
             tls,
             salt: [a.finish(), b.finish()],
         })
@@ -90,11 +94,6 @@ impl Auth {
         }
     }
 
-    /// A password file is loaded (user names are checked).
-    pub fn has_passwords(&self) -> bool {
-        self.passwords.is_some()
-    }
-
     /// Everyone may do everything (the embedded default).
     pub fn open() -> Self {
         Self {
@@ -102,6 +101,7 @@ impl Auth {
             passwords: None,
             acl: None,
             api: None,
+            names_from_certificates: false,
             tls: None,
             salt: [0, 0],
         }
@@ -116,13 +116,18 @@ impl Auth {
     }
 
     /// Checks a CONNECT's credentials: `Err(0x87)` for an anonymous client when anonymous
-    /// access is off, `Err(0x86)` for an unknown user or a wrong password.
+    /// access is off, `Err(0x86)` for an unknown user or a wrong password. `certified`: the
+    /// user name is a verified client certificate's (no password needed).
     pub fn check_connect(
         &self,
         user: Option<&str>,
         password: Option<&[u8]>,
+        certified: bool,
         cache: &mut VerifiedCache,
     ) -> Result<(), ReasonCode> {
+        if certified {
+            return Ok(());
+        }
         let Some(user) = user else {
             return if self.allow_anonymous {
                 Ok(())
@@ -131,7 +136,12 @@ impl Auth {
             };
         };
         let Some(passwords) = &self.passwords else {
-            return Ok(());
+            // Unchecked names, unless names are what certificates vouch for.
+            return if self.names_from_certificates {
+                Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+            } else {
+                Ok(())
+            };
         };
         let (Some(hash), Some(password)) = (passwords.hash_of(user), password) else {
             return Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD);

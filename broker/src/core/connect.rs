@@ -84,16 +84,12 @@ fn check(
     }
     let user = connect.username.as_deref();
     // A verified client certificate named the user (`tls_cert_as_username`): no password.
-    // Without a password file, user names come from certificates only: a client without one
-    // (another listener, `optional`) may not claim a user name and with it a user's ACL.
-    let verdict = if certified {
-        Ok(())
-    } else if core.config.tls_cert_as_username && user.is_some() && !core.auth.has_passwords() {
-        Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
-    } else {
-        core.auth
-            .check_connect(user, connect.password.as_deref(), &mut core.verified)
-    };
+    let verdict = core.auth.check_connect(
+        user,
+        connect.password.as_deref(),
+        certified,
+        &mut core.verified,
+    );
     if let Err(code) = verdict {
         core.stats.auth_denied += 1;
         return Err((

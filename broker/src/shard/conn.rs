@@ -73,8 +73,6 @@ pub struct Conn {
     pub linger: Linger,
     /// TLS / WebSocket layers (`crate::transport`); none for plain TCP.
     pub transport: Option<Box<Transport>>,
-    /// The layers' handshakes are done (told to the core).
-    pub layers_up: bool,
     /// A hand-over to the home shard waiting for the send in flight to finish.
     pub handoff: Option<(ShardId, Box<Connect>)>,
 }
@@ -96,7 +94,6 @@ impl Conn {
             peer_gone: false,
             linger: Linger::No,
             transport: None,
-            layers_up: false,
             handoff: None,
         }
     }

@@ -141,7 +141,7 @@ impl Shard {
         }
         let transport = match kind {
             Kind::Tcp => None,
-            _ => match Transport::new(kind, self.core.auth.tls.as_ref(), &self.ws_settings) {
+            _ => match Transport::new(kind, self.core.auth.tls.as_ref(), &self.layer_settings) {
                 Ok(t) => Some(Box::new(t)),
                 Err(e) => {
                     tracing::warn!(shard, listener = kind.key(), error = %e, "connection refused");
@@ -173,8 +173,9 @@ impl Shard {
             return false;
         };
         let (established, output, closed) = (t.established(), t.has_output(), t.peer_closed());
-        let client = (established && !conn.layers_up).then(|| t.client_name());
-        conn.layers_up = established;
+        // The core's link still counts the handshake as under way: this is its end.
+        let handshaking = self.core.conn_mut(id).is_some_and(|l| l.handshaking);
+        let client = (established && handshaking).then(|| t.client_name());
         if let Some(client) = client {
             self.core.handshake_done(id, client);
         }

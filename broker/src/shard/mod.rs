@@ -25,7 +25,7 @@ pub mod mesh;
 mod peers;
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ pub struct Shard {
     ring: Ring,
     listeners: Vec<listeners::Listener>,
     /// Settings for the TLS / WebSocket layers of connections.
-    ws_settings: Arc<crate::transport::LayerSettings>,
+    layer_settings: Arc<crate::transport::LayerSettings>,
     mesh: Mesh,
     conns: Vec<Option<Conn>>,
     /// Free slots of `conns`, lowest first (so the free tail can be given back).
@@ -152,7 +152,7 @@ impl Shard {
         })
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
         let listeners = listeners::open(&config, id.0)?;
-        let ws_settings = listeners::layer_settings(&config);
+        let layer_settings = listeners::layer_settings(&config);
         let mut core = Core::new(
             id,
             config,
@@ -181,7 +181,7 @@ impl Shard {
         Ok(Self {
             ring,
             listeners,
-            ws_settings,
+            layer_settings,
             mesh,
             conns: Vec::new(),
             free_conns: FreeSlots::default(),
@@ -367,7 +367,7 @@ impl Shard {
 
     // ---- connections -------------------------------------------------------------------
 
-    fn add_conn(&mut self, fd: std::os::fd::OwnedFd) -> ConnId {
+    fn add_conn(&mut self, fd: OwnedFd) -> ConnId {
         let slot = match self.free_conns.take() {
             Some(slot) => slot,
             None => {

@@ -75,7 +75,6 @@ impl Shard {
                         conn.rbuf = rest;
                         pending = transport.as_deref().is_some_and(|t| t.has_output());
                         ended = transport.as_deref().is_some_and(|t| t.peer_closed());
-                        conn.layers_up = transport.is_some();
                         conn.transport = transport;
                     }
                     self.core.adopt(id, connect, full);

@@ -175,6 +175,13 @@ impl Transport {
     /// alert, an HTTP error, a close frame) is queued and the connection should close.
     pub fn input(&mut self, wire: &[u8], plain: &mut BytesMut) -> Result<(), TransportError> {
         let mut result = self.input_inner(wire, plain);
+        // Established once the TLS handshake and the upgrade are done (and stays so).
+        let tls_done = self.tls.as_ref().is_none_or(|t| !t.is_handshaking());
+        let upgraded = self
+            .ws
+            .as_ref()
+            .is_none_or(|s| matches!(s, WsState::Open(_)));
+        self.established |= tls_done && upgraded;
         if let (Some(state), Err(TransportError::Frame(_) | TransportError::Upgrade(_))) =
             (&mut self.ws, &result)
         {
@@ -196,7 +203,6 @@ impl Transport {
             let mut reply = BytesMut::new();
             let result = self.ws_input(wire, plain, &mut reply);
             self.out.extend_from_slice(&reply);
-            self.established = matches!(self.ws, Some(WsState::Open(_)));
             return result;
         };
         let mut rest = wire;
@@ -232,7 +238,6 @@ impl Transport {
                 break;
             }
         }
-        let tls_done = !tls.is_handshaking();
         if self.ws.is_some() && !self.mid.is_empty() {
             let mid = std::mem::take(&mut self.mid);
             let mut reply = BytesMut::new();
@@ -246,11 +251,6 @@ impl Transport {
             }
             result?;
         }
-        self.established = tls_done
-            && match &self.ws {
-                None => true,
-                Some(state) => matches!(state, WsState::Open(_)),
-            };
         Ok(())
     }
 
@@ -395,14 +395,6 @@ impl Transport {
                 Ok(_) => {}
             }
         }
-    }
-
-    /// Releases buffers an idle connection does not need (after a burst).
-    pub fn shrink(&mut self) {
-        if self.out.is_empty() {
-            self.out = BytesMut::new();
-        }
-        self.mid = BytesMut::new();
     }
 }
 

@@ -42,21 +42,6 @@ impl Tansu {
         Self::start_on(free_port(), dir, "memory://tansu/")
     }
 
-    /// On an SQLite file in its directory: `restart` brings the same data back.
-    pub fn start_sqlite() -> Self {
-        let dir = scratch_dir("tansu");
-        std::fs::create_dir_all(&dir).unwrap();
-        Self::start_on(free_port(), dir, "sqlite://tansu.db")
-    }
-
-    /// Kills it, waits `down`, and starts it again on the same port and directory (SQLite:
-    /// same data).
-    pub fn restart_after(&mut self, down: Duration) {
-        self.kill();
-        std::thread::sleep(down);
-        self.child = spawn(self.port, &self.dir, "sqlite://tansu.db");
-    }
-
     fn start_on(port: u16, dir: std::path::PathBuf, storage: &str) -> Self {
         let child = spawn(port, &dir, storage);
         Self { child, port, dir }

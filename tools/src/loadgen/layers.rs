@@ -133,23 +133,32 @@ impl ClientLink {
             return self.ws_input(wire, plain);
         };
         let mut rest = wire;
+        // Plaintext straight into `plain` over TLS; through the frame decoder over WSS.
         let mut clear = BytesMut::new();
+        let target = if self.websocket {
+            &mut clear
+        } else {
+            &mut *plain
+        };
         while !rest.is_empty() {
             if tls.read_tls(&mut rest)? == 0 {
                 break;
             }
             let state = tls.process_new_packets()?;
             let n = state.plaintext_bytes_to_read();
-            let from = clear.len();
-            clear.resize(from + n, 0);
-            if let Some(dst) = clear.get_mut(from..) {
+            let from = target.len();
+            target.resize(from + n, 0);
+            if let Some(dst) = target.get_mut(from..) {
                 tls.reader().read_exact(dst)?;
             }
             if state.peer_has_closed() {
                 break;
             }
         }
-        self.ws_input(&clear, plain)
+        if self.websocket {
+            self.ws_input(&clear, plain)?;
+        }
+        Ok(())
     }
 
     fn ws_input(&mut self, bytes: &[u8], plain: &mut BytesMut) -> anyhow::Result<()> {
@@ -169,9 +178,8 @@ impl ClientLink {
                 );
             }
             self.ws = Some(FrameDecoder::for_client(1 << 26));
-            let after = self.mid.split_off(end + 4);
-            self.mid = after;
-            let rest = std::mem::take(&mut self.mid);
+            let rest = self.mid.split_off(end + 4);
+            self.mid = BytesMut::new();
             return self.frames(&rest, plain);
         }
         self.frames(bytes, plain)
