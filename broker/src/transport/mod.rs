@@ -1,23 +1,23 @@
 //! The layers between a connection's socket and the MQTT codec, sans-IO: TLS (rustls'
-//! `ServerConnection` over the bytes the ring received and will send), WebSocket (the HTTP
+//! unbuffered server connection over the bytes the ring received and will send), WebSocket (the HTTP
 //! upgrade, then binary frames; `net::ws`), or both (secure WebSocket: TLS outside). The
 //! reactor feeds a connection's received bytes through [`Transport::input`] into the read
 //! buffer the codec decodes, and wraps the core's output with [`Transport::wrap`]; everything
 //! runs on the shard owning the connection, and moves with it to its home shard after
 //! CONNECT. Plain TCP connections have no `Transport` at all.
 //!
-//! [`tls`]: the rustls configuration and client certificate names.
+//! [`tls`]: the rustls configuration and client certificate names; [`tls_layer`]: one
+//! connection's TLS records.
 
 pub mod tls;
+pub mod tls_layer;
 
-use std::io::{IoSlice, Read, Write};
 use std::sync::Arc;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use net::ws::{self, Control, FrameDecoder};
 
-/// Capacity the TLS-to-WebSocket scratch buffer may keep between uses.
-const MID_KEPT_MAX: usize = 32 * 1024;
+use tls_layer::TlsLayer;
 
 /// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,9 +64,6 @@ pub enum TransportError {
     /// The TLS handshake or a record failed (an alert was queued).
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
-    /// The TLS layer's I/O over memory failed.
-    #[error("TLS: {0}")]
-    Io(#[from] std::io::Error),
     /// A bad upgrade request (the HTTP error was queued).
     #[error("{0}")]
     Upgrade(#[from] ws::UpgradeError),
@@ -91,17 +88,15 @@ enum WsState {
 /// One connection's layers.
 #[derive(Debug)]
 pub struct Transport {
-    /// Boxed: a WebSocket-only connection does not carry its ~1.2 KB.
-    tls: Option<Box<rustls::ServerConnection>>,
+    /// Boxed: a WebSocket-only connection does not carry it.
+    tls: Option<Box<TlsLayer>>,
     ws: Option<WsState>,
     settings: Arc<LayerSettings>,
     /// Wire bytes waiting to be sent.
     out: BytesMut,
-    /// TLS plaintext on its way to the WebSocket layer (secure WebSocket only).
-    mid: BytesMut,
     /// The handshakes (TLS, upgrade) are done.
     established: bool,
-    /// The peer ended the stream cleanly (TLS close_notify, a WebSocket close frame).
+    /// The peer ended the stream cleanly (a WebSocket close frame).
     peer_closed: bool,
     /// Output could not be wrapped (the connection must close: bytes were lost).
     failed: bool,
@@ -115,12 +110,7 @@ impl Transport {
         settings: &Arc<LayerSettings>,
     ) -> Result<Self, TransportError> {
         let tls = match (kind, tls) {
-            (Kind::Tls | Kind::Wss, Some(config)) => {
-                let mut c = rustls::ServerConnection::new(config.clone())?;
-                // The core bounds what it queues; TLS keeps nothing back.
-                c.set_buffer_limit(None);
-                Some(Box::new(c))
-            }
+            (Kind::Tls | Kind::Wss, Some(config)) => Some(Box::new(TlsLayer::new(config.clone())?)),
             (Kind::Tls | Kind::Wss, None) => {
                 return Err(rustls::Error::General("no TLS configuration".into()).into())
             }
@@ -133,7 +123,6 @@ impl Transport {
             settings: settings.clone(),
             failed: false,
             out: BytesMut::new(),
-            mid: BytesMut::new(),
             established: false,
             peer_closed: false,
         })
@@ -146,7 +135,7 @@ impl Transport {
 
     /// The peer ended its stream cleanly.
     pub fn peer_closed(&self) -> bool {
-        self.peer_closed
+        self.peer_closed || self.tls.as_ref().is_some_and(|t| t.peer_closed())
     }
 
     /// Wire bytes are waiting to be sent.
@@ -187,150 +176,52 @@ impl Transport {
         {
             *state = WsState::Closed;
         }
-        self.drain_tls();
         // After the handshake (whose flight may exceed a small bound on its own).
         if result.is_ok() && self.established && self.out.len() > self.settings.output_max {
             result = Err(TransportError::Backlog);
-        }
-        if self.mid.capacity() > MID_KEPT_MAX {
-            self.mid = BytesMut::new();
         }
         result
     }
 
     fn input_inner(&mut self, wire: &[u8], plain: &mut BytesMut) -> Result<(), TransportError> {
-        let Some(tls) = self.tls.as_mut() else {
+        let Self {
+            tls,
+            ws,
+            settings,
+            out,
+            peer_closed,
+            ..
+        } = self;
+        let Some(tls) = tls.as_mut() else {
             let mut reply = BytesMut::new();
-            let result = self.ws_input(wire, plain, &mut reply);
-            self.out.extend_from_slice(&reply);
-            return result;
-        };
-        let mut rest = wire;
-        while !rest.is_empty() {
-            // 0: nothing more is read (after the peer's close_notify, whatever follows it is
-            // ignored).
-            if tls.read_tls(&mut rest)? == 0 {
-                break;
-            }
-            let state = match tls.process_new_packets() {
-                Ok(state) => state,
-                Err(e) => {
-                    // The alert goes out before the close.
-                    self.drain_tls();
-                    return Err(e.into());
+            let result = match ws {
+                Some(state) => ws_input(state, settings, wire, plain, &mut reply, peer_closed),
+                None => {
+                    plain.extend_from_slice(wire);
+                    Ok(())
                 }
             };
-            let n = state.plaintext_bytes_to_read();
-            if n > 0 {
-                let target = if self.ws.is_some() {
-                    &mut self.mid
-                } else {
-                    &mut *plain
-                };
-                let from = target.len();
-                target.resize(from + n, 0);
-                if let Some(dst) = target.get_mut(from..) {
-                    tls.reader().read_exact(dst)?;
-                }
-            }
-            if state.peer_has_closed() {
-                self.peer_closed = true;
-                break;
-            }
-        }
-        if self.ws.is_some() && !self.mid.is_empty() {
-            let mid = std::mem::take(&mut self.mid);
-            let mut reply = BytesMut::new();
-            let result = self.ws_input(&mid, plain, &mut reply);
-            self.mid = mid;
-            self.mid.clear();
-            if !reply.is_empty() {
-                if let Some(tls) = self.tls.as_mut() {
-                    tls.writer().write_all(&reply)?;
-                }
-            }
-            result?;
-        }
-        Ok(())
-    }
-
-    /// The WebSocket layer: the upgrade, then frames.
-    fn ws_input(
-        &mut self,
-        bytes: &[u8],
-        plain: &mut BytesMut,
-        reply: &mut BytesMut,
-    ) -> Result<(), TransportError> {
-        let settings = &self.settings;
-        let Some(state) = self.ws.as_mut() else {
-            plain.extend_from_slice(bytes);
-            return Ok(());
+            out.extend_from_slice(&reply);
+            return result;
         };
-        let mut bytes = bytes;
-        if let WsState::Upgrade(request) = state {
-            let first = request.is_empty();
-            let from = request.len().saturating_sub(3);
-            request.extend_from_slice(bytes);
-            // Parsed on the first bytes (not HTTP at all: refused at once), then once the
-            // blank line ending the headers is in or at the limit: a request sent a byte at
-            // a time is not parsed again for each.
-            let tail = request.get(from..).unwrap_or(&[]);
-            // The blank line: CRLF CRLF, or the bare-LF forms httparse accepts too.
-            let ended =
-                tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
-            if !first && !ended && request.len() < settings.request_max {
-                return Ok(());
-            }
-            let parsed = ws::parse_upgrade(request, settings.request_max, settings.path.as_deref());
-            match parsed {
-                Ok(None) => return Ok(()),
-                Ok(Some((upgrade, used))) => {
-                    ws::accept_response(&upgrade, reply);
-                    let after = request.split_off(used);
-                    *state = WsState::Open(FrameDecoder::new(settings.frame_max));
-                    if after.is_empty() {
-                        return Ok(());
-                    }
-                    // Frames sent right behind the request.
-                    return self.frames(&after, plain, reply);
-                }
-                Err(e) => {
-                    ws::reject_response(&e, reply);
-                    return Err(e.into());
-                }
-            }
-        }
-        if matches!(state, WsState::Closed) {
-            bytes = &[];
-        }
-        self.frames(bytes, plain, reply)
-    }
-
-    fn frames(
-        &mut self,
-        bytes: &[u8],
-        plain: &mut BytesMut,
-        reply: &mut BytesMut,
-    ) -> Result<(), TransportError> {
-        let Some(WsState::Open(decoder)) = self.ws.as_mut() else {
-            return Ok(());
+        let Some(state) = ws.as_mut() else {
+            // TLS: each record's plaintext is MQTT.
+            return Ok(tls.input(wire, out, &mut |bytes| plain.extend_from_slice(bytes))?);
         };
-        let mut closed = None;
-        let result = decoder.decode(bytes, plain, &mut |control| match control {
-            Control::Ping(payload) => ws::encode_frame(ws::opcode::PONG, &payload, reply),
-            Control::Close(code) => closed = Some(code),
+        // Secure WebSocket: each record's plaintext goes through the WebSocket layer, whose
+        // answers are encrypted after (the first broken rule ends the reading).
+        let mut reply = BytesMut::new();
+        let mut ws_result = Ok(());
+        let tls_result = tls.input(wire, out, &mut |bytes| {
+            if ws_result.is_ok() {
+                ws_result = ws_input(state, settings, bytes, plain, &mut reply, peer_closed);
+            }
         });
-        if let Err(e) = &result {
-            ws::encode_close(e.code, reply);
+        if !reply.is_empty() && tls_result.is_ok() {
+            tls.encrypt(&[&reply], out)?;
         }
-        if closed.is_some() {
-            ws::encode_close(ws::close::NORMAL, reply);
-            self.peer_closed = true;
-            if let Some(state) = self.ws.as_mut() {
-                *state = WsState::Closed;
-            }
-        }
-        Ok(result?)
+        tls_result?;
+        ws_result
     }
 
     /// Wraps MQTT output (`plain`, if any) for the wire and returns everything waiting to be
@@ -361,41 +252,94 @@ impl Transport {
         Some(std::mem::replace(&mut self.out, fresh))
     }
 
-    fn output(&mut self, plain: &[u8]) -> std::io::Result<()> {
+    fn output(&mut self, plain: &[u8]) -> Result<(), rustls::Error> {
         match (&mut self.tls, &self.ws) {
             (None, None) => self.out.extend_from_slice(plain),
             (None, Some(_)) => ws::encode_frame(ws::opcode::BINARY, plain, &mut self.out),
-            (Some(tls), None) => tls.writer().write_all(plain)?,
+            (Some(tls), None) => tls.encrypt(&[plain], &mut self.out)?,
             (Some(tls), Some(_)) => {
-                // The frame header and the payload in one write: one run of records, no copy.
+                // The frame header and the payload in one run of records.
                 let (header, n) = ws::frame_header(ws::opcode::BINARY, plain.len());
-                let parts = [
-                    IoSlice::new(header.get(..n).unwrap_or(&[])),
-                    IoSlice::new(plain),
-                ];
-                let written = tls.writer().write_vectored(&parts)?;
-                if written != n + plain.len() {
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
+                let header = header.get(..n).unwrap_or(&[]);
+                tls.encrypt(&[header, plain], &mut self.out)?;
             }
         }
-        self.drain_tls();
         Ok(())
     }
+}
 
-    /// Moves the TLS layer's records into the wire output.
-    fn drain_tls(&mut self) {
-        let Some(tls) = self.tls.as_mut() else {
-            return;
-        };
-        let mut w = (&mut self.out).writer();
-        while tls.wants_write() {
-            match tls.write_tls(&mut w) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
+/// The WebSocket layer: the upgrade, then frames.
+fn ws_input(
+    state: &mut WsState,
+    settings: &LayerSettings,
+    bytes: &[u8],
+    plain: &mut BytesMut,
+    reply: &mut BytesMut,
+    peer_closed: &mut bool,
+) -> Result<(), TransportError> {
+    if let WsState::Upgrade(request) = state {
+        let first = request.is_empty();
+        let from = request.len().saturating_sub(3);
+        request.extend_from_slice(bytes);
+        // Parsed on the first bytes (not HTTP at all: refused at once), then once the
+        // blank line ending the headers is in or at the limit: a request sent a byte at
+        // a time is not parsed again for each.
+        let tail = request.get(from..).unwrap_or(&[]);
+        // The blank line: CRLF CRLF, or the bare-LF forms httparse accepts too.
+        let ended =
+            tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n");
+        if !first && !ended && request.len() < settings.request_max {
+            return Ok(());
+        }
+        let parsed = ws::parse_upgrade(request, settings.request_max, settings.path.as_deref());
+        match parsed {
+            Ok(None) => return Ok(()),
+            Ok(Some((upgrade, used))) => {
+                ws::accept_response(&upgrade, reply);
+                let after = request.split_off(used);
+                *state = WsState::Open(FrameDecoder::new(settings.frame_max));
+                if after.is_empty() {
+                    return Ok(());
+                }
+                // Frames sent right behind the request.
+                return frames(state, &after, plain, reply, peer_closed);
+            }
+            Err(e) => {
+                ws::reject_response(&e, reply);
+                *state = WsState::Closed;
+                return Err(e.into());
             }
         }
     }
+    frames(state, bytes, plain, reply, peer_closed)
+}
+
+fn frames(
+    state: &mut WsState,
+    bytes: &[u8],
+    plain: &mut BytesMut,
+    reply: &mut BytesMut,
+    peer_closed: &mut bool,
+) -> Result<(), TransportError> {
+    let WsState::Open(decoder) = state else {
+        // Closed: input is ignored.
+        return Ok(());
+    };
+    let mut closed = None;
+    let result = decoder.decode(bytes, plain, &mut |control| match control {
+        Control::Ping(payload) => ws::encode_frame(ws::opcode::PONG, &payload, reply),
+        Control::Close(code) => closed = Some(code),
+    });
+    if let Err(e) = &result {
+        ws::encode_close(e.code, reply);
+        *state = WsState::Closed;
+    }
+    if closed.is_some() {
+        ws::encode_close(ws::close::NORMAL, reply);
+        *peer_closed = true;
+        *state = WsState::Closed;
+    }
+    Ok(result?)
 }
 
 #[cfg(test)]
