@@ -232,12 +232,16 @@ impl Transport {
         spare: &mut Option<BytesMut>,
     ) -> Option<BytesMut> {
         if let Some(mut plain) = plain {
+            let tls_failed = self.tls.as_ref().is_some_and(|t| t.failed());
             // After a failed write nothing more is wrapped (the connection is closing; bytes
             // after a gap must not reach the peer).
             if self.failed {
                 plain.clear();
             } else if let Err(e) = self.output(&plain) {
-                tracing::warn!(error = %e, "TLS write failed; the connection closes");
+                // Said once: a connection whose TLS failed on input was logged then.
+                if !tls_failed {
+                    tracing::warn!(error = %e, "TLS write failed; the connection closes");
+                }
                 self.failed = true;
             }
             plain.clear();

@@ -64,6 +64,11 @@ impl TlsLayer {
         })
     }
 
+    /// A TLS error ended the connection (its alert was queued).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
     /// The handshake is not finished.
     pub fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
@@ -91,21 +96,14 @@ impl TlsLayer {
             return Ok(());
         }
         if !self.pending.is_empty() {
-            if self.pending.len() + wire.len() > PENDING_MAX {
-                self.failed = true;
-                return Err(rustls::Error::General(format!(
-                    "over {PENDING_MAX} bytes of an incomplete TLS message"
-                )));
-            }
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(wire);
             let (used, result) = self.process(&mut pending, out, plaintext);
             pending.drain(..used.min(pending.len()));
-            if pending.capacity() > 4 * FRAGMENT_MAX {
+            if pending.capacity() > 2 * pending.len() + 1024 {
                 pending.shrink_to_fit();
             }
-            self.keep(pending);
-            return result;
+            return self.keep(pending, result);
         }
         SCRATCH.with(|cell| {
             let Ok(mut scratch) = cell.try_borrow_mut() else {
@@ -113,31 +111,38 @@ impl TlsLayer {
                 let mut local = wire.to_vec();
                 let (used, result) = self.process(&mut local, out, plaintext);
                 local.drain(..used.min(local.len()));
-                self.keep(local);
-                return result;
+                local.shrink_to_fit();
+                return self.keep(local, result);
             };
             scratch.clear();
             scratch.extend_from_slice(wire);
             let (used, result) = self.process(&mut scratch, out, plaintext);
-            let rest = scratch.get(used..).unwrap_or(&[]);
-            if !rest.is_empty() {
-                self.keep(rest.to_vec());
-            }
-            scratch.clear();
-            if scratch.capacity() > SCRATCH_KEPT_MAX {
-                *scratch = Vec::new();
-            }
-            result
+            let rest = scratch.get(used..).unwrap_or(&[]).to_vec();
+            trim(&mut scratch);
+            self.keep(rest, result)
         })
     }
 
-    /// Keeps the unconsumed bytes (none after the peer's close_notify or an error).
-    fn keep(&mut self, rest: Vec<u8>) {
+    /// Keeps the unconsumed bytes (none after the peer's close_notify or an error), at most
+    /// [`PENDING_MAX`].
+    fn keep(
+        &mut self,
+        rest: Vec<u8>,
+        result: Result<(), rustls::Error>,
+    ) -> Result<(), rustls::Error> {
+        if rest.len() > PENDING_MAX && result.is_ok() {
+            self.failed = true;
+            self.pending = Vec::new();
+            return Err(rustls::Error::General(format!(
+                "over {PENDING_MAX} bytes of an incomplete TLS record or handshake message"
+            )));
+        }
         self.pending = if rest.is_empty() || self.peer_closed || self.failed {
             Vec::new()
         } else {
             rest
         };
+        result
     }
 
     /// Runs rustls over `buf` until it needs more bytes; returns how many it consumed.
@@ -247,7 +252,7 @@ impl TlsLayer {
                     scratch.clear();
                     parts.iter().for_each(|p| scratch.extend_from_slice(p));
                     let result = self.encrypt_one(&scratch, out);
-                    scratch.clear();
+                    trim(&mut scratch);
                     result
                 }
                 Err(_) => self.encrypt_one(&parts.concat(), out),
@@ -298,6 +303,14 @@ impl TlsLayer {
         }
         self.pending = pending;
         result
+    }
+}
+
+/// Empties the shared scratch, dropping it when it grew past [`SCRATCH_KEPT_MAX`].
+fn trim(scratch: &mut Vec<u8>) {
+    scratch.clear();
+    if scratch.capacity() > SCRATCH_KEPT_MAX {
+        *scratch = Vec::new();
     }
 }
 
