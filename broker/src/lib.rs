@@ -93,6 +93,13 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     let stop = Arc::new(AtomicBool::new(false));
     let auth = Arc::new(auth::reload::Reloadable::new(auth::Auth::load(&config)?));
     let metrics = Arc::new(metrics::Metrics::new(shards));
+    let counted = auth.clone();
+    metrics.set_channel_counts(Box::new(move || {
+        let auth = counted.current();
+        let refusals = auth.api.as_ref().map(|api| api.refusals());
+        let named = refusals.into_iter().flatten();
+        named.map(|(c, n)| (c.map(str::to_string), n)).collect()
+    }));
     if let Some(addr) = config.metrics_listen {
         let bound = metrics::http::serve(addr, metrics.clone())?;
         tracing::info!(%bound, "Prometheus metrics at /metrics");

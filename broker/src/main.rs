@@ -71,8 +71,11 @@ fn run() -> anyhow::Result<()> {
     }) = &cli.command
     {
         let api = broker::asyncapi::Api::load(file, false)?;
+        let kafka = broker::asyncapi::kafka::Mapping::load(file)
+            .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {e}"))?;
         println!("{}", api.describe());
         print!("{}", api.topic_map());
+        print!("{}", kafka.describe());
         return Ok(());
     }
     if let Some(Command::Passwd {

@@ -1,7 +1,8 @@
 //! AsyncAPI enforcement with the real binary (2 shards) and real clients: paho-mqtt MQTT 5
 //! (reason codes and reason strings for invalid payloads, topics, parameters and operations;
 //! DISCONNECT 0x99 for an invalid QoS 0 publish; strict mode), mosquitto_pub / mosquitto_sub
-//! MQTT 3.1.1 (an invalid publish is acknowledged, not delivered, and counted in `$SYS`), and
+//! MQTT 3.1.1 (an invalid publish is acknowledged, not delivered, and counted in `$SYS` and
+//! Prometheus, in all and per channel), and
 //! a malformed document refused at start with one error naming its JSON pointer.
 #![allow(
     clippy::unwrap_used,
@@ -51,7 +52,15 @@ fn paho_v5_gets_the_documents_reason_codes() {
 #[test]
 fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
     let d = doc("fleet-2.6.yaml");
-    let broker = Broker::start(&["--asyncapi", &d, "--sys-interval-secs", "1"]);
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let broker = Broker::start(&[
+        "--asyncapi",
+        &d,
+        "--sys-interval-secs",
+        "1",
+        "--metrics-listen",
+        &metrics,
+    ]);
     let port = broker.port().to_string();
     let sub = Command::new("mosquitto_sub")
         .args([
@@ -65,6 +74,8 @@ fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
         .args([
             "-t",
             "$SYS/broker/messages/refused/asyncapi",
+            "-t",
+            "$SYS/broker/asyncapi/#",
             "-v",
             "-W",
             "4",
@@ -95,6 +106,26 @@ fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
         text.lines()
             .any(|l| l == "$SYS/broker/messages/refused/asyncapi 1"),
         "{text}"
+    );
+    // Per channel (2.6: a channel's name is its address).
+    assert!(
+        text.lines()
+            .any(|l| l == "$SYS/broker/asyncapi/channels/devices/{deviceId}/telemetry/refused 1"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l == "$SYS/broker/asyncapi/no_channel/refused 0"),
+        "{text}"
+    );
+    let series = "ringmq_asyncapi_channel_refused_total{channel=\"devices/{deviceId}/telemetry\"}";
+    assert_eq!(common::metric(&metrics, series), 1);
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "ringmq_asyncapi_channel_refused_total{channel=\"fleet/status\"}"
+        ),
+        0
     );
 }
 

@@ -1,7 +1,8 @@
 //! The MQTT -> Kafka bridge with the real binary (2 shards) and a real Kafka-protocol broker
 //! (tansu) on a free port: records arrive with the mapped topic, key and headers, in order
 //! per key; PUBACKs wait for Kafka and a Kafka that is gone refuses publishers (0x97);
-//! MQTT subscribers of the same topic still get the messages; bad rules are start-up errors.
+//! MQTT subscribers of the same topic still get the messages; bad rules are start-up errors;
+//! an AsyncAPI document's Kafka bindings give the rules (valid payloads only reach Kafka).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,7 +17,7 @@ mod kafka;
 use std::time::{Duration, Instant};
 
 use common::{id_on, scratch_dir, Broker, Raw};
-use kafka::{consume, Tansu};
+use kafka::{consume, produce, Tansu};
 use net::codec::{Packet, ProtocolVersion, PubRespKind, Publish, QoS};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -42,6 +43,14 @@ fn broker_with_flags(tansu: &Tansu, extra: &str, flags: &[&str]) -> Broker {
     let mut args = vec!["--config", path.to_str().unwrap()];
     args.extend_from_slice(flags);
     Broker::start(&args)
+}
+
+/// The records' payloads as text.
+fn texts(records: &[kafka::Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect()
 }
 
 fn telemetry(device: &str, seq: u16, user: bool) -> Publish {
@@ -222,10 +231,7 @@ fn mosquitto_pub_with_user_properties_to_a_kafka_consumer() {
         assert!(status.success(), "mosquitto_pub got its PUBACK");
     }
     let records = consume(&tansu.brokers(), "telemetry", 5, Duration::from_secs(30));
-    let payloads: Vec<String> = records
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
-        .collect();
+    let payloads = texts(&records);
     assert_eq!(
         payloads,
         (0..5).map(|i| format!("hello {i}")).collect::<Vec<_>>()
@@ -243,4 +249,122 @@ fn mosquitto_pub_with_user_properties_to_a_kafka_consumer() {
             r.headers
         );
     }
+}
+
+const BOUND_API: &str = r#"
+asyncapi: 3.0.0
+info: { title: Bound, version: 1.0.0 }
+defaultContentType: application/json
+channels:
+  telemetry:
+    address: devices/{deviceId}/telemetry
+    parameters: { deviceId: {} }
+    bindings:
+      kafka: { topic: api-telemetry, partitions: 2 }
+    messages:
+      reading:
+        payload:
+          type: object
+          required: [t]
+          properties: { t: { type: number } }
+  commands:
+    address: devices/{deviceId}/commands/{kind}
+    parameters: { deviceId: {}, kind: {} }
+    bindings:
+      kafka: { topic: api-commands }
+operations:
+  sendReading: { action: receive, channel: { $ref: '#/channels/telemetry' } }
+  sendCommand:
+    action: send
+    channel: { $ref: '#/channels/commands' }
+    bindings: { mqtt: { qos: 1 } }
+"#;
+
+#[test]
+fn asyncapi_kafka_bindings_bridge_valid_messages_both_ways() {
+    let tansu = Tansu::start();
+    let dir = scratch_dir("kafka-asyncapi");
+    std::fs::create_dir_all(&dir).unwrap();
+    let api = dir.join("api.yaml");
+    std::fs::write(&api, BOUND_API).unwrap();
+    // `ringmq asyncapi check` shows the mapping.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["asyncapi", "check", api.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("kafka: devices/+/telemetry -> Kafka topic api-telemetry (key level:2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "kafka: Kafka topic api-commands -> devices/{key}/commands/{header:kind} (QoS 1"
+        ),
+        "{text}"
+    );
+    // No rule in the config: the document gives both.
+    let config = config_file(&format!(
+        "asyncapi = \"{}\"\n[kafka]\nbrokers = \"{}\"\ntimeout_ms = 2000\n",
+        api.display(),
+        tansu.brokers()
+    ));
+    let broker = Broker::start(&["--config", config.to_str().unwrap()]);
+    let (mut sub, _) = Raw::connect(broker.addr, V5, &id_on("api-sub", 1), true);
+    sub.subscribe("devices/+/commands/#", QoS::AtLeastOnce);
+    let (mut c, _) = Raw::connect(broker.addr, V5, &id_on("api-pub", 0), true);
+    let sends = [
+        (1u16, "{\"t\": 21.5}"),
+        (2, "{\"t\": \"warm\"}"),
+        (3, "{\"t\": 22}"),
+    ];
+    for (id, body) in sends {
+        c.publish(
+            "devices/d1/telemetry",
+            body.as_bytes(),
+            QoS::AtLeastOnce,
+            id,
+        );
+    }
+    let codes: Vec<Option<u8>> = [1, 2, 3]
+        .iter()
+        .map(|id| c.puback_within(*id, Duration::from_secs(30)))
+        .collect();
+    assert_eq!(
+        codes,
+        [Some(0), Some(0x99), Some(0)],
+        "the invalid one refused"
+    );
+    let records = consume(
+        &tansu.brokers(),
+        "api-telemetry",
+        3,
+        Duration::from_secs(10),
+    );
+    let payloads = texts(&records);
+    assert_eq!(
+        payloads,
+        ["{\"t\": 21.5}", "{\"t\": 22}"],
+        "only valid payloads reach Kafka"
+    );
+    assert!(records.iter().all(|r| r.key.as_deref() == Some("d1")));
+    // Kafka -> MQTT: the record key is the device, a header the last level.
+    produce(
+        &tansu.brokers(),
+        "api-commands",
+        &[(
+            Some("d2".into()),
+            b"reboot now".to_vec(),
+            vec![("kind".into(), "reboot".into())],
+        )],
+    );
+    let p = sub.recv_publish();
+    assert_eq!(&*p.topic, "devices/d2/commands/reboot");
+    assert_eq!(&p.payload[..], b"reboot now");
+    assert_eq!(p.qos, QoS::AtLeastOnce);
+    // Bindings without a [kafka] section: a start-up error.
+    let config = config_file(&format!("asyncapi = \"{}\"\n", api.display()));
+    let err = common::refused_start(&["--config", config.to_str().unwrap()]);
+    assert!(err.contains("no [kafka] section"), "{err}");
 }

@@ -278,6 +278,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
             qos: 1,
             group: "bench".into(),
             offset_reset: "earliest".into(),
+            partitions: None,
         }],
         ..KafkaConfig::default()
     }));
@@ -328,6 +329,7 @@ fn kafka_out_accounts_for_every_puback_at_a_kafka_consumer() {
             topic: "rb-out".into(),
             key: "client_id".into(),
             ack: "kafka".into(),
+            partitions: None,
         }],
         ..KafkaConfig::default()
     }));

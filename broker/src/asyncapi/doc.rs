@@ -35,6 +35,27 @@ pub struct ChannelSpec {
     pub subscribe: bool,
     /// The messages clients may publish here.
     pub messages: Vec<MessageSpec>,
+    /// Its Kafka binding, if any (`bindings.kafka`).
+    pub kafka: Option<KafkaSpec>,
+}
+
+/// A channel's Kafka binding (`bindings.kafka`), with what the bindings of the operation
+/// clients subscribe by add (`asyncapi::kafka` turns it into a bridge rule).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct KafkaSpec {
+    /// `topic`: the Kafka topic (`{parameter}`s allowed where clients publish).
+    pub topic: Option<String>,
+    /// `partitions`: for a topic the broker creates.
+    pub partitions: Option<i32>,
+    /// `x-key`: the record key: a channel parameter, `client_id`, `topic` or `none`.
+    pub key: Option<String>,
+    /// The subscribe operation's `bindings.kafka.groupId` (a schema's `const` or only `enum`
+    /// value): the consumer group.
+    pub group: Option<String>,
+    /// The subscribe operation's `bindings.mqtt.qos`.
+    pub qos: Option<u8>,
+    /// JSON pointer of the binding (for errors).
+    pub pointer: String,
 }
 
 /// One message clients may publish.
@@ -266,6 +287,69 @@ fn parameters(
     Ok(out)
 }
 
+/// A channel's `bindings.kafka` and the `bindings` of the operation clients subscribe by
+/// (`sub`: the resolved operation and its pointer).
+fn kafka_binding(
+    ch: &serde_json::Map<String, Value>,
+    pointer: &str,
+    sub: Option<(&Value, String)>,
+) -> Result<Option<KafkaSpec>, String> {
+    let Some(b) = ch.get("bindings").and_then(|b| b.get("kafka")) else {
+        return Ok(None);
+    };
+    let pointer = format!("{pointer}/bindings/kafka");
+    let b = b
+        .as_object()
+        .ok_or_else(|| format!("{pointer}: not an object"))?;
+    let text = |key: &str| -> Result<Option<String>, String> {
+        match b.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{pointer}/{key}: not a string")),
+        }
+    };
+    let partitions = match b.get("partitions") {
+        None => None,
+        Some(v) => Some(
+            v.as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("{pointer}/partitions: a positive integer"))?,
+        ),
+    };
+    let mut spec = KafkaSpec {
+        topic: text("topic")?,
+        partitions,
+        key: text("x-key")?,
+        pointer: pointer.clone(),
+        ..KafkaSpec::default()
+    };
+    if let Some((op, op_pointer)) = sub {
+        let bindings = op.get("bindings");
+        if let Some(group) = bindings.and_then(|b| b.pointer("/kafka/groupId")) {
+            let one = match (group.get("const"), group.get("enum")) {
+                (Some(Value::String(c)), _) => Some(c.clone()),
+                (None, Some(Value::Array(e))) if e.len() == 1 => {
+                    e.first().and_then(Value::as_str).map(str::to_string)
+                }
+                _ => None,
+            };
+            spec.group = Some(one.ok_or_else(|| {
+                format!("{op_pointer}/bindings/kafka/groupId: a schema with a string `const` or one `enum` value")
+            })?);
+        }
+        if let Some(qos) = bindings.and_then(|b| b.pointer("/mqtt/qos")) {
+            spec.qos = Some(
+                qos.as_u64()
+                    .filter(|q| *q <= 2)
+                    .and_then(|q| u8::try_from(q).ok())
+                    .ok_or_else(|| format!("{op_pointer}/bindings/mqtt/qos: 0, 1 or 2"))?,
+            );
+        }
+    }
+    Ok(Some(spec))
+}
+
 /// The channel key a 3.0 operation's (unresolved) `channel: {$ref: '#/channels/KEY'}` names.
 fn operation_channel(raw: &Value, op_name: &str) -> Result<String, String> {
     let pointer = format!("/operations/{}/channel", escape(op_name));
@@ -325,6 +409,7 @@ fn channels_v3(
             )?);
         }
         let (mut publish, mut subscribe, mut any_op) = (false, false, false);
+        let mut send_op = None;
         // The messages receive operations list; `None` once one lists none (all of them).
         let mut received: Option<Vec<MessageSpec>> = Some(Vec::new());
         for (_, op_name, op) in op_channels.iter().filter(|(k, ..)| k == key) {
@@ -351,7 +436,10 @@ fn channels_v3(
                         _ => received = None,
                     }
                 }
-                Some("send") => subscribe = true,
+                Some("send") => {
+                    subscribe = true;
+                    send_op.get_or_insert((*op, op_pointer.clone()));
+                }
                 _ => return Err(format!("{op_pointer}/action: send or receive")),
             }
         }
@@ -365,6 +453,7 @@ fn channels_v3(
         out.push(ChannelSpec {
             name: key.clone(),
             parameters: parameters(c, &pointer, true)?,
+            kafka: kafka_binding(c, &pointer, send_op)?,
             address,
             publish,
             subscribe,
@@ -410,10 +499,12 @@ fn channels_v2(doc: &Value, default_ct: Option<&str>) -> Result<Vec<ChannelSpec>
                 },
             }
         }
+        let sub = subscribe_op.map(|op| (op, format!("{pointer}/subscribe")));
         out.push(ChannelSpec {
             name: address.clone(),
             address: address.clone(),
             parameters: parameters(c, &pointer, false)?,
+            kafka: kafka_binding(c, &pointer, sub)?,
             publish: publish_op.is_some() || !any_op,
             subscribe: subscribe_op.is_some() || !any_op,
             messages,

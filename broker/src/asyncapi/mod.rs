@@ -12,8 +12,10 @@
 //! to the payload parsed as JSON when the message's content type is JSON or not given.
 
 pub mod doc;
+pub mod kafka;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::Value;
 
@@ -72,6 +74,9 @@ pub struct Api {
     version: String,
     channels: Vec<Channel>,
     strict: bool,
+    /// PUBLISHes (and wills) refused per channel, then those matching no channel (strict);
+    /// shared by the shards (a refusal is one relaxed add).
+    refused: Vec<AtomicU64>,
 }
 
 /// A JSON Schema compiled: draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
@@ -169,6 +174,7 @@ impl Api {
         }
         Ok(Self {
             version: spec.version,
+            refused: (0..=channels.len()).map(|_| AtomicU64::new(0)).collect(),
             channels,
             strict,
         })
@@ -232,21 +238,22 @@ impl Api {
     }
 
     /// The channel a topic has the shape of, with its parameter verdict.
-    fn channel_of(&self, topic: &str) -> Option<(&Channel, Result<(), String>)> {
+    fn channel_of(&self, topic: &str) -> Option<(usize, &Channel, Result<(), String>)> {
         let levels: Vec<&str> = topic.split('/').collect();
         // (A Vec per PUBLISH: measured as noise beside the JSON parse.)
         // Of the channels with the topic's shape, the one with the most literal levels.
-        let c = self
+        let (at, c) = self
             .channels
             .iter()
-            .filter(|c| {
+            .enumerate()
+            .filter(|(_, c)| {
                 c.levels.len() == levels.len()
                     && c.levels.iter().zip(&levels).all(|(l, t)| match l {
                         Level::Literal(lit) => lit == t,
                         Level::Param(..) => true,
                     })
             })
-            .max_by_key(|c| {
+            .max_by_key(|(_, c)| {
                 c.levels
                     .iter()
                     .filter(|l| matches!(l, Level::Literal(_)))
@@ -265,11 +272,11 @@ impl Api {
                         .next()
                         .map(|e| e.to_string())
                         .unwrap_or_default();
-                    return Some((c, Err(format!("topic level {name} = {t:?}: {why}"))));
+                    return Some((at, c, Err(format!("topic level {name} = {t:?}: {why}"))));
                 }
             }
         }
-        Some((c, Ok(())))
+        Some((at, c, Ok(())))
     }
 
     /// Checks a PUBLISH: its topic, the publisher's content type and payload format
@@ -281,13 +288,69 @@ impl Api {
         content_type: Option<&str>,
         utf8: bool,
     ) -> Verdict {
-        let Some((c, params)) = self.channel_of(topic) else {
-            return if self.strict {
+        let (at, verdict) = self.verdict(topic, payload, content_type, utf8);
+        if verdict != Verdict::Valid {
+            let counter = at.map_or(self.channels.len(), |i| i);
+            if let Some(n) = self.refused.get(counter) {
+                n.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        verdict
+    }
+
+    /// Refusals so far per channel name, then `(None, n)` for topics matching no channel.
+    pub fn refusals(&self) -> Vec<(Option<&str>, u64)> {
+        let names = self.channels.iter().map(|c| Some(c.name.as_str()));
+        names
+            .chain(std::iter::once(None))
+            .zip(&self.refused)
+            .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Carries the counts of a document this one replaces (SIGHUP), by channel name.
+    pub fn carry_counts(&self, old: &Api) {
+        for (name, n) in old.refusals() {
+            let at = match name {
+                Some(name) => self.channels.iter().position(|c| c.name == name),
+                None => Some(self.channels.len()),
+            };
+            if let Some(counter) = at.and_then(|i| self.refused.get(i)) {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The verdict and the index of the channel it concerns (None: no channel).
+    fn verdict(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        content_type: Option<&str>,
+        utf8: bool,
+    ) -> (Option<usize>, Verdict) {
+        let Some((at, c, params)) = self.channel_of(topic) else {
+            let v = if self.strict {
                 Verdict::NoChannel
             } else {
                 Verdict::Valid
             };
+            return (None, v);
         };
+        (
+            Some(at),
+            self.channel_verdict(c, params, payload, content_type, utf8),
+        )
+    }
+
+    fn channel_verdict(
+        &self,
+        c: &Channel,
+        params: Result<(), String>,
+        payload: &[u8],
+        content_type: Option<&str>,
+        utf8: bool,
+    ) -> Verdict {
         if let Err(why) = params {
             return Verdict::BadParameter(shorten(format!("channel {}: {why}", c.name)));
         }

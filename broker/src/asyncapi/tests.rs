@@ -232,3 +232,32 @@ fn reviewed_edges() {
     };
     assert!(why.len() <= 256, "{}", why.len());
 }
+
+#[test]
+fn refusals_are_counted_per_channel_and_survive_a_reload() {
+    let a = api(V3, true);
+    assert!(a.check_publish("devices/d1/telemetry", b"{}", None, false) != Verdict::Valid);
+    assert!(a.check_publish("devices/d1/telemetry", b"[", None, false) != Verdict::Valid);
+    assert!(a.check_publish("nowhere", b"{}", None, false) == Verdict::NoChannel);
+    assert!(
+        a.check_publish(
+            "devices/d1/telemetry",
+            br#"{"t": 20, "unit": "C"}"#,
+            None,
+            false
+        ) == Verdict::Valid
+    );
+    let count = |a: &Api, name: Option<&str>| {
+        a.refusals()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, c)| c)
+    };
+    assert_eq!(count(&a, Some("telemetry")), Some(2));
+    assert_eq!(count(&a, Some("status")), Some(0));
+    assert_eq!(count(&a, None), Some(1));
+    let reloaded = api(V3, true);
+    reloaded.carry_counts(&a);
+    assert_eq!(count(&reloaded, Some("telemetry")), Some(2));
+    assert_eq!(count(&reloaded, None), Some(1));
+}

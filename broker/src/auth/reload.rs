@@ -38,6 +38,10 @@ impl Reloadable {
     pub fn reload(&self, config: &Config) -> anyhow::Result<String> {
         let new = Auth::load(config)?;
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        // The AsyncAPI refusals per channel go on counting across the reload.
+        if let (Some(new_api), Some(old_api)) = (&new.api, &current.api) {
+            new_api.carry_counts(old_api);
+        }
         let change = format!("{} -> {}", current.describe(), new.describe());
         *current = Arc::new(new);
         self.version.fetch_add(1, Ordering::Release);

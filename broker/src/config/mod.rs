@@ -574,6 +574,20 @@ impl Config {
                 return Err(bad("redis_url", e));
             }
         }
+        // The AsyncAPI document's Kafka bindings join the `[kafka]` rules before their check.
+        if let Some(path) = &self.asyncapi {
+            let mapping =
+                crate::asyncapi::kafka::Mapping::load(path).map_err(|e| bad("asyncapi", e))?;
+            if !mapping.is_empty() {
+                let Some(kafka) = self.kafka.as_mut() else {
+                    return Err(bad(
+                        "asyncapi",
+                        "the document binds channels to Kafka (bindings.kafka) but there is no [kafka] section",
+                    ));
+                };
+                mapping.merge_into(kafka).map_err(|e| bad("asyncapi", e))?;
+            }
+        }
         if let Some(kafka) = &self.kafka {
             if let Err(e) = kafka.check() {
                 return Err(bad("kafka", e));

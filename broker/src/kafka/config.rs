@@ -110,6 +110,9 @@ pub struct ToKafka {
     /// `kafka`: the PUBACK / PUBREC waits for Kafka's acknowledgement (acks = all).
     #[serde(default = "default_ack")]
     pub ack: String,
+    /// Partitions of the topic if the broker creates it (default `kafka.partitions`).
+    #[serde(default)]
+    pub partitions: Option<i32>,
 }
 
 /// `[[kafka.to_mqtt]]`: one Kafka -> MQTT rule.
@@ -130,6 +133,9 @@ pub struct ToMqtt {
     /// Where a group without a committed offset starts: `earliest` or `latest`.
     #[serde(default = "default_offset_reset")]
     pub offset_reset: String,
+    /// Partitions of the topic if the broker creates it (default `kafka.partitions`).
+    #[serde(default)]
+    pub partitions: Option<i32>,
 }
 
 fn default_qos() -> u8 {
@@ -239,6 +245,13 @@ impl KafkaConfig {
         for (i, rule) in self.to_kafka.iter().enumerate() {
             super::rule::Rule::compile(rule)
                 .map_err(|e| format!("kafka.to_kafka[{i}] (filter `{}`): {e}", rule.filter))?;
+        }
+        let partitions = self.to_kafka.iter().map(|r| (r.partitions, "to_kafka"));
+        let partitions = partitions.chain(self.to_mqtt.iter().map(|r| (r.partitions, "to_mqtt")));
+        for (p, rules) in partitions {
+            if let Some(p) = p {
+                within(&format!("{rules}.partitions"), p, 1, 100_000)?;
+            }
         }
         Ok(())
     }

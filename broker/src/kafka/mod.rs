@@ -109,13 +109,22 @@ pub fn create_topics(
     rules: &[Rule],
     record_bytes_max: usize,
 ) -> anyhow::Result<()> {
-    let mut names: Vec<&str> = rules
+    // Each fixed topic with its partitions (a rule's own, else `kafka.partitions`); the
+    // rules are compiled from `config.to_kafka` in order.
+    let mut names: Vec<(&str, i32)> = rules
         .iter()
-        .filter_map(|r| r.fixed_topic.as_deref())
-        .chain(config.to_mqtt.iter().map(|r| r.topic.as_str()))
+        .zip(&config.to_kafka)
+        .filter_map(|(r, c)| Some((r.fixed_topic.as_deref()?, c.partitions)))
+        .chain(
+            config
+                .to_mqtt
+                .iter()
+                .map(|r| (r.topic.as_str(), r.partitions)),
+        )
+        .map(|(name, p)| (name, p.unwrap_or(config.partitions)))
         .collect();
     names.sort_unstable();
-    names.dedup();
+    names.dedup_by(|a, b| a.0 == b.0);
     if !config.create_topics || names.is_empty() {
         return Ok(());
     }
@@ -124,12 +133,8 @@ pub fn create_topics(
         .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| {
-            NewTopic::new(
-                n,
-                config.partitions,
-                TopicReplication::Fixed(config.replication),
-            )
+        .map(|(n, partitions)| {
+            NewTopic::new(n, *partitions, TopicReplication::Fixed(config.replication))
         })
         .collect();
     let wait = Duration::from_millis(config.timeout_ms);

@@ -212,6 +212,7 @@ mod tests {
             topic: topic.into(),
             key: key.into(),
             ack: "kafka".into(),
+            partitions: None,
         })
     }
 

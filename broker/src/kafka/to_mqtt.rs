@@ -255,6 +255,7 @@ mod tests {
             qos: 1,
             group: "g".into(),
             offset_reset: "earliest".into(),
+            partitions: None,
         })
     }
 
@@ -359,6 +360,7 @@ mod tests {
             qos: 1,
             group: "g".into(),
             offset_reset: "earliest".into(),
+            partitions: None,
         };
         assert!(Route::compile(&bad).unwrap_err().contains("Kafka topic"));
         bad.topic = "t".into();

@@ -65,11 +65,31 @@ impl Default for Slot {
     }
 }
 
+/// Counts kept outside the shards' [`Stats`], read when exported: the AsyncAPI document's
+/// refusals per channel (`None`: topics matching no channel).
+pub type ChannelCounts = Box<dyn Fn() -> Vec<(Option<String>, u64)> + Send + Sync>;
+
 /// Every shard's latest [`Stats`] and latency histogram.
-#[derive(Debug)]
 pub struct Metrics {
     slots: Vec<Slot>,
     started: Instant,
+    channels: std::sync::OnceLock<ChannelCounts>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("slots", &self.slots)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Prometheus label value escaped (backslash, quote, newline).
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 impl Metrics {
@@ -78,7 +98,17 @@ impl Metrics {
         Self {
             slots: (0..shards).map(|_| Slot::default()).collect(),
             started: Instant::now(),
+            channels: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where the AsyncAPI refusals per channel are read from (set once, at start).
+    pub fn set_channel_counts(&self, counts: ChannelCounts) {
+        let _ = self.channels.set(counts);
+    }
+
+    fn channel_counts(&self) -> Vec<(Option<String>, u64)> {
+        self.channels.get().map(|f| f()).unwrap_or_default()
     }
 
     /// Seconds since start.
@@ -187,6 +217,16 @@ impl Metrics {
             );
             let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
         }
+        let channels = self.channel_counts();
+        if !channels.is_empty() {
+            let name = "ringmq_asyncapi_channel_refused_total";
+            let _ = writeln!(out, "# HELP {name} PUBLISHes and wills the AsyncAPI document refused, per channel (\"\": matching no channel).");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (channel, n) in channels {
+                let channel = label_value(channel.as_deref().unwrap_or(""));
+                let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {n}");
+            }
+        }
         out
     }
 
@@ -219,6 +259,13 @@ impl Metrics {
                     v.push((format!("$SYS/broker/shard/{i}/{name}"), value.to_string()));
                 }
             }
+        }
+        for (channel, n) in self.channel_counts() {
+            let topic = match channel {
+                Some(name) => format!("$SYS/broker/asyncapi/channels/{name}/refused"),
+                None => "$SYS/broker/asyncapi/no_channel/refused".to_string(),
+            };
+            v.push((topic, n.to_string()));
         }
         v
     }

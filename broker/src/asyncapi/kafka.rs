@@ -1,0 +1,240 @@
+//! The Kafka bridge rules an AsyncAPI document's Kafka bindings give, and how they join the
+//! `[kafka]` rules of the config (at start; a SIGHUP reload changes validation only).
+//!
+//! A channel with `bindings.kafka` (`topic`, optional `partitions`, and `x-key`: the channel
+//! parameter that is the record key, or `client_id` / `topic` / `none`; default: its first
+//! parameter, else `client_id`):
+//! - clients publish on it: a `[[kafka.to_kafka]]` rule: the filter is the address with `+`
+//!   for each parameter, the Kafka topic the binding's with `{parameter}`s filled from the
+//!   MQTT topic, `ack = "kafka"`;
+//! - clients only subscribe to it: a `[[kafka.to_mqtt]]` rule: the Kafka topic (literal) to
+//!   the address, the key parameter from the record key and the others from the headers of
+//!   the same name; QoS from the subscribe operation's `bindings.mqtt.qos` (1), the consumer
+//!   group from its `bindings.kafka.groupId` (`ringmq`).
+//!
+//! A channel clients both publish and subscribe on is bridged to Kafka only (bringing its
+//! records back would deliver each client message twice). An explicit config rule with the
+//! same filter (to Kafka) or Kafka topic (to MQTT) replaces the generated one; a generated
+//! rule overlapping another rule otherwise is a start-up error naming both.
+
+use std::path::Path;
+
+use super::doc::{self, ChannelSpec, KafkaSpec, Spec};
+use crate::kafka::config::{KafkaConfig, ToKafka, ToMqtt};
+
+/// The rules a document's Kafka bindings give, each with its channel's name.
+#[derive(Debug, Default)]
+pub struct Mapping {
+    /// MQTT -> Kafka.
+    pub to_kafka: Vec<(String, ToKafka)>,
+    /// Kafka -> MQTT.
+    pub to_mqtt: Vec<(String, ToMqtt)>,
+}
+
+impl Mapping {
+    /// The mapping of the document at `path`.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let spec = doc::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::from_spec(&spec).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The mapping of a parsed document.
+    pub fn from_spec(spec: &Spec) -> Result<Self, String> {
+        let mut m = Self::default();
+        for c in &spec.channels {
+            if let Some(k) = &c.kafka {
+                m.channel(c, k)?;
+            }
+        }
+        Ok(m)
+    }
+
+    /// No channel is bound to Kafka.
+    pub fn is_empty(&self) -> bool {
+        self.to_kafka.is_empty() && self.to_mqtt.is_empty()
+    }
+
+    fn channel(&mut self, c: &ChannelSpec, k: &KafkaSpec) -> Result<(), String> {
+        let levels: Vec<&str> = c.address.split('/').collect();
+        // Each parameter with its level (whole levels only, as the topic map requires).
+        let params: Vec<(&str, usize)> = levels
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let name = l.strip_prefix('{')?.strip_suffix('}')?;
+                Some((name, i))
+            })
+            .collect();
+        let topic = k.topic.as_deref().ok_or_else(|| {
+            format!(
+                "{}/topic: missing (the Kafka topic; a channel address is not a Kafka topic name)",
+                k.pointer
+            )
+        })?;
+        let key = match k.key.as_deref() {
+            Some("client_id") => Key::Fixed("client_id"),
+            Some("topic") => Key::Fixed("topic"),
+            Some("none") => Key::Fixed("none"),
+            Some(p) => Key::Param(params.iter().position(|(name, _)| *name == p).ok_or_else(
+                || {
+                    format!(
+                        "{}/x-key: `{p}` is not a parameter of {} (nor client_id, topic, none)",
+                        k.pointer, c.address
+                    )
+                },
+            )?),
+            None if params.is_empty() => Key::Fixed("client_id"),
+            None => Key::Param(0),
+        };
+        if c.publish {
+            // `{parameter}` -> `{N}`: the Nth wildcard of the filter.
+            let mut kafka_topic = topic.to_string();
+            for (i, (name, _)) in params.iter().enumerate() {
+                kafka_topic =
+                    kafka_topic.replace(&format!("{{{name}}}"), &format!("{{{}}}", i + 1));
+            }
+            let filter: Vec<&str> = levels
+                .iter()
+                .map(|l| if l.starts_with('{') { "+" } else { l })
+                .collect();
+            let key = match key {
+                Key::Fixed(f) => f.to_string(),
+                Key::Param(i) => format!("level:{}", params.get(i).map_or(0, |p| p.1) + 1),
+            };
+            self.to_kafka.push((
+                c.name.clone(),
+                ToKafka {
+                    filter: filter.join("/"),
+                    topic: kafka_topic,
+                    key,
+                    ack: "kafka".into(),
+                    partitions: k.partitions,
+                },
+            ));
+        } else if c.subscribe {
+            if topic.contains('{') {
+                return Err(format!(
+                    "{}/topic: `{topic}`: clients subscribe here, so the Kafka topic is read and must be literal",
+                    k.pointer
+                ));
+            }
+            let mqtt_topic: Vec<String> = levels
+                .iter()
+                .enumerate()
+                .map(
+                    |(level, l)| match params.iter().position(|(_, at)| *at == level) {
+                        Some(i) if key == Key::Param(i) => "{key}".to_string(),
+                        Some(i) => format!("{{header:{}}}", params.get(i).map_or("", |p| p.0)),
+                        None => l.to_string(),
+                    },
+                )
+                .collect();
+            self.to_mqtt.push((
+                c.name.clone(),
+                ToMqtt {
+                    topic: topic.to_string(),
+                    mqtt_topic: mqtt_topic.join("/"),
+                    qos: k.qos.unwrap_or(1),
+                    group: k.group.clone().unwrap_or_else(|| "ringmq".into()),
+                    offset_reset: "earliest".into(),
+                    partitions: k.partitions,
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lines for `ringmq asyncapi check`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (channel, r) in &self.to_kafka {
+            s.push_str(&format!(
+                "kafka: {} -> Kafka topic {} (key {}, ack {}; channel {channel})\n",
+                r.filter, r.topic, r.key, r.ack
+            ));
+        }
+        for (channel, r) in &self.to_mqtt {
+            s.push_str(&format!(
+                "kafka: Kafka topic {} -> {} (QoS {}, group {}; channel {channel})\n",
+                r.topic, r.mqtt_topic, r.qos, r.group
+            ));
+        }
+        s
+    }
+
+    /// Adds the generated rules to the config's (explicit rules win; see the module doc).
+    pub fn merge_into(self, config: &mut KafkaConfig) -> Result<(), String> {
+        let explicit = config.to_kafka.len();
+        for (channel, rule) in self.to_kafka {
+            if config
+                .to_kafka
+                .iter()
+                .take(explicit)
+                .any(|e| e.filter == rule.filter)
+            {
+                continue;
+            }
+            if let Some((i, e)) = config
+                .to_kafka
+                .iter()
+                .enumerate()
+                .find(|(_, e)| overlap(&e.filter, &rule.filter))
+            {
+                let other = if i < explicit {
+                    format!("kafka.to_kafka[{i}]")
+                } else {
+                    "another channel's binding".into()
+                };
+                return Err(format!(
+                    "channel {channel}: its Kafka binding (filter `{}`) overlaps {other} (filter `{}`): a message would be produced twice (an explicit rule with the same filter replaces a binding)",
+                    rule.filter, e.filter
+                ));
+            }
+            config.to_kafka.push(rule);
+        }
+        let explicit = config.to_mqtt.len();
+        for (channel, rule) in self.to_mqtt {
+            match config.to_mqtt.iter().position(|e| e.topic == rule.topic) {
+                Some(i) if i < explicit => {}
+                Some(_) => {
+                    return Err(format!(
+                        "channel {channel}: Kafka topic `{}` is bound to another channel already",
+                        rule.topic
+                    ))
+                }
+                None => config.to_mqtt.push(rule),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a channel's record key comes from.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Key {
+    /// `client_id`, `topic` or `none`.
+    Fixed(&'static str),
+    /// The channel's Nth parameter.
+    Param(usize),
+}
+
+/// Some topic matches both filters.
+pub fn overlap(a: &str, b: &str) -> bool {
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(x), Some(y)) => {
+                if x != y && x != "+" && y != "+" {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
