@@ -1,7 +1,8 @@
 //! AsyncAPI validation per PUBLISH, as the shard that receives it runs it: the topic's
 //! channel found, its parameter checked, the payload parsed as JSON and checked against a
 //! 10-field object schema. A ~200 B payload and a ~4 KiB one (the same object with a long
-//! string field); `parse_only` is the JSON parse alone, for scale.
+//! string field); `parse_only` is the `serde_json::Value` parse alone, for scale, and
+//! `tape_only` the read into the tape the valid path validates on.
 //!
 //! Run: `cargo bench -p ringmq-benches --bench asyncapi`
 
@@ -64,6 +65,9 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("parse_only_{name}"), |b| {
             b.iter(|| black_box(serde_json::from_slice::<serde_json::Value>(black_box(&p)).is_ok()))
+        });
+        g.bench_function(format!("tape_only_{name}"), |b| {
+            b.iter(|| black_box(broker::asyncapi::tape::with_payload(black_box(&p), |_| ())))
         });
     }
     g.finish();

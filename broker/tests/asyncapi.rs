@@ -109,8 +109,9 @@ fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
     );
     // Per channel (2.6: a channel's name is its address).
     assert!(
-        text.lines()
-            .any(|l| l == "$SYS/broker/asyncapi/channels/devices/{deviceId}/telemetry/refused 1"),
+        text.lines().any(
+            |l| l == "$SYS/broker/asyncapi/channels/devices%2F{deviceId}%2Ftelemetry/refused 1"
+        ),
         "{text}"
     );
     assert!(

@@ -15,12 +15,17 @@
 //! A channel clients both publish and subscribe on is bridged to Kafka only (bringing its
 //! records back would deliver each client message twice). An explicit config rule with the
 //! same filter (to Kafka) or Kafka topic (to MQTT) replaces the generated one; a generated
-//! rule overlapping another rule otherwise is a start-up error naming both.
+//! filter overlapping another rule's is a start-up error naming both (the first matching
+//! rule takes a message, so one would silently take the other's). A generated Kafka -> MQTT
+//! rule in a group an explicit rule uses takes that rule's `offset_reset`. Each generated
+//! rule is compiled here, so its errors name the binding's JSON pointer.
 
 use std::path::Path;
 
 use super::doc::{self, ChannelSpec, KafkaSpec, Spec};
 use crate::kafka::config::{KafkaConfig, ToKafka, ToMqtt};
+use crate::kafka::rule::{template, Piece, Rule};
+use crate::kafka::to_mqtt::Route;
 
 /// The rules a document's Kafka bindings give, each with its channel's name.
 #[derive(Debug, Default)]
@@ -72,7 +77,10 @@ impl Mapping {
                 k.pointer
             )
         })?;
+        let param = |p: &str| params.iter().position(|(name, _)| *name == p);
         let key = match k.key.as_deref() {
+            // A parameter first (one may be named like a keyword).
+            Some(p) if param(p).is_some() => Key::Param(param(p).unwrap_or(0)),
             Some("client_id") => Key::Fixed("client_id"),
             Some("topic") => Key::Fixed("topic"),
             Some("none") => Key::Fixed("none"),
@@ -88,11 +96,22 @@ impl Mapping {
             None => Key::Param(0),
         };
         if c.publish {
-            // `{parameter}` -> `{N}`: the Nth wildcard of the filter.
-            let mut kafka_topic = topic.to_string();
-            for (i, (name, _)) in params.iter().enumerate() {
-                kafka_topic =
-                    kafka_topic.replace(&format!("{{{name}}}"), &format!("{{{}}}", i + 1));
+            // `{parameter}` -> `{N}`: its wildcard of the filter; `{client_id}` stays.
+            let mut kafka_topic = String::new();
+            for piece in template(topic, "topic").map_err(|e| format!("{}/{e}", k.pointer))? {
+                match piece {
+                    Piece::Text(t) => kafka_topic.push_str(t),
+                    Piece::Name(n) => match param(n) {
+                        Some(i) => kafka_topic.push_str(&format!("{{{}}}", i + 1)),
+                        None if n == "client_id" => kafka_topic.push_str("{client_id}"),
+                        None => {
+                            return Err(format!(
+                                "{}/topic: `{{{n}}}` is not a parameter of {} (nor {{client_id}})",
+                                k.pointer, c.address
+                            ))
+                        }
+                    },
+                }
             }
             let filter: Vec<&str> = levels
                 .iter()
@@ -102,16 +121,16 @@ impl Mapping {
                 Key::Fixed(f) => f.to_string(),
                 Key::Param(i) => format!("level:{}", params.get(i).map_or(0, |p| p.1) + 1),
             };
-            self.to_kafka.push((
-                c.name.clone(),
-                ToKafka {
-                    filter: filter.join("/"),
-                    topic: kafka_topic,
-                    key,
-                    ack: "kafka".into(),
-                    partitions: k.partitions,
-                },
-            ));
+            let rule = ToKafka {
+                filter: filter.join("/"),
+                topic: kafka_topic,
+                key,
+                ack: "kafka".into(),
+                partitions: k.partitions,
+            };
+            // Checked here, so an error names the binding rather than a generated rule.
+            Rule::compile(&rule).map_err(|e| format!("{}: {e}", k.pointer))?;
+            self.to_kafka.push((c.name.clone(), rule));
         } else if c.subscribe {
             if topic.contains('{') {
                 return Err(format!(
@@ -130,17 +149,16 @@ impl Mapping {
                     },
                 )
                 .collect();
-            self.to_mqtt.push((
-                c.name.clone(),
-                ToMqtt {
-                    topic: topic.to_string(),
-                    mqtt_topic: mqtt_topic.join("/"),
-                    qos: k.qos.unwrap_or(1),
-                    group: k.group.clone().unwrap_or_else(|| "ringmq".into()),
-                    offset_reset: "earliest".into(),
-                    partitions: k.partitions,
-                },
-            ));
+            let rule = ToMqtt {
+                topic: topic.to_string(),
+                mqtt_topic: mqtt_topic.join("/"),
+                qos: k.qos.unwrap_or(1),
+                group: k.group.clone().unwrap_or_else(|| "ringmq".into()),
+                offset_reset: "earliest".into(),
+                partitions: k.partitions,
+            };
+            Route::compile(&rule).map_err(|e| format!("{}: {e}", k.pointer))?;
+            self.to_mqtt.push((c.name.clone(), rule));
         }
         Ok(())
     }
@@ -166,13 +184,11 @@ impl Mapping {
     /// Adds the generated rules to the config's (explicit rules win; see the module doc).
     pub fn merge_into(self, config: &mut KafkaConfig) -> Result<(), String> {
         let explicit = config.to_kafka.len();
+        // The channel of each generated rule added.
+        let mut added: Vec<String> = Vec::new();
         for (channel, rule) in self.to_kafka {
-            if config
-                .to_kafka
-                .iter()
-                .take(explicit)
-                .any(|e| e.filter == rule.filter)
-            {
+            let explicit_rules = config.to_kafka.iter().take(explicit);
+            if explicit_rules.clone().any(|e| e.filter == rule.filter) {
                 continue;
             }
             if let Some((i, e)) = config
@@ -181,29 +197,38 @@ impl Mapping {
                 .enumerate()
                 .find(|(_, e)| overlap(&e.filter, &rule.filter))
             {
-                let other = if i < explicit {
-                    format!("kafka.to_kafka[{i}]")
-                } else {
-                    "another channel's binding".into()
+                let other = match added.get(i.wrapping_sub(explicit)) {
+                    Some(c) if i >= explicit => format!("channel {c}'s binding"),
+                    _ => format!("kafka.to_kafka[{i}]"),
                 };
                 return Err(format!(
-                    "channel {channel}: its Kafka binding (filter `{}`) overlaps {other} (filter `{}`): a message would be produced twice (an explicit rule with the same filter replaces a binding)",
+                    "channel {channel}: its Kafka binding (filter `{}`) overlaps {other} (filter `{}`): the first matching rule takes a message, so one would take the other's (an explicit rule with the same filter replaces a binding)",
                     rule.filter, e.filter
                 ));
             }
             config.to_kafka.push(rule);
+            added.push(channel);
         }
         let explicit = config.to_mqtt.len();
-        for (channel, rule) in self.to_mqtt {
+        let mut added: Vec<String> = Vec::new();
+        for (channel, mut rule) in self.to_mqtt {
             match config.to_mqtt.iter().position(|e| e.topic == rule.topic) {
                 Some(i) if i < explicit => {}
-                Some(_) => {
+                Some(i) => {
+                    let other = added.get(i - explicit).cloned().unwrap_or_default();
                     return Err(format!(
-                        "channel {channel}: Kafka topic `{}` is bound to another channel already",
+                        "channels {other} and {channel}: both bound to Kafka topic `{}`",
                         rule.topic
-                    ))
+                    ));
                 }
-                None => config.to_mqtt.push(rule),
+                None => {
+                    // One consumer per group: a group's start position is the explicit one.
+                    if let Some(e) = config.to_mqtt.iter().find(|e| e.group == rule.group) {
+                        rule.offset_reset = e.offset_reset.clone();
+                    }
+                    config.to_mqtt.push(rule);
+                    added.push(channel);
+                }
             }
         }
         Ok(())

@@ -246,11 +246,32 @@ impl KafkaConfig {
             super::rule::Rule::compile(rule)
                 .map_err(|e| format!("kafka.to_kafka[{i}] (filter `{}`): {e}", rule.filter))?;
         }
-        let partitions = self.to_kafka.iter().map(|r| (r.partitions, "to_kafka"));
-        let partitions = partitions.chain(self.to_mqtt.iter().map(|r| (r.partitions, "to_mqtt")));
-        for (p, rules) in partitions {
-            if let Some(p) = p {
-                within(&format!("{rules}.partitions"), p, 1, 100_000)?;
+        // Partitions: for a topic the broker creates (a fixed one), the same wherever given.
+        let mut said: Vec<(&str, i32)> = Vec::new();
+        let to_kafka = self
+            .to_kafka
+            .iter()
+            .map(|r| (&r.topic, r.partitions, "to_kafka"));
+        let to_mqtt = self
+            .to_mqtt
+            .iter()
+            .map(|r| (&r.topic, r.partitions, "to_mqtt"));
+        for (topic, p, rules) in to_kafka.chain(to_mqtt) {
+            let Some(p) = p else { continue };
+            within(&format!("{rules}.partitions"), p, 1, 100_000)?;
+            if topic.contains('{') {
+                return Err(format!(
+                    "kafka.{rules} (topic `{topic}`): partitions apply to a topic the broker creates (no placeholder)"
+                ));
+            }
+            match said.iter().find(|(t, _)| *t == topic.as_str()) {
+                Some((_, q)) if *q != p => {
+                    return Err(format!(
+                        "kafka.{rules} (topic `{topic}`): partitions {p} here, {q} in another rule"
+                    ))
+                }
+                Some(_) => {}
+                None => said.push((topic, p)),
             }
         }
         Ok(())

@@ -111,7 +111,7 @@ pub fn create_topics(
 ) -> anyhow::Result<()> {
     // Each fixed topic with its partitions (a rule's own, else `kafka.partitions`); the
     // rules are compiled from `config.to_kafka` in order.
-    let mut names: Vec<(&str, i32)> = rules
+    let mut names: Vec<(&str, Option<i32>)> = rules
         .iter()
         .zip(&config.to_kafka)
         .filter_map(|(r, c)| Some((r.fixed_topic.as_deref()?, c.partitions)))
@@ -121,10 +121,15 @@ pub fn create_topics(
                 .iter()
                 .map(|r| (r.topic.as_str(), r.partitions)),
         )
+        .collect();
+    // A topic in several rules: the one that says its partitions (the check refuses two
+    // that differ), else `kafka.partitions`.
+    names.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    names.dedup_by(|a, b| a.0 == b.0);
+    let names: Vec<(&str, i32)> = names
+        .into_iter()
         .map(|(name, p)| (name, p.unwrap_or(config.partitions)))
         .collect();
-    names.sort_unstable();
-    names.dedup_by(|a, b| a.0 == b.0);
     if !config.create_topics || names.is_empty() {
         return Ok(());
     }

@@ -85,6 +85,24 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// A name as one topic level: `/`, `+`, `#`, `%`, `$` and control characters percent-encoded
+/// (a 2.6 channel's name is its address; a 3.0 channel key may hold anything).
+fn topic_level(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        match c {
+            '/' | '+' | '#' | '%' | '$' | '\0'..='\x1f' | '\x7f' => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A Prometheus label value escaped (backslash, quote, newline).
 fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -262,7 +280,10 @@ impl Metrics {
         }
         for (channel, n) in self.channel_counts() {
             let topic = match channel {
-                Some(name) => format!("$SYS/broker/asyncapi/channels/{name}/refused"),
+                Some(name) => format!(
+                    "$SYS/broker/asyncapi/channels/{}/refused",
+                    topic_level(&name)
+                ),
                 None => "$SYS/broker/asyncapi/no_channel/refused".to_string(),
             };
             v.push((topic, n.to_string()));

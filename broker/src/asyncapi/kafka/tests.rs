@@ -216,13 +216,44 @@ fn explicit_rules_win_and_overlaps_are_errors() {
     mapping(DOC_3).unwrap().merge_into(&mut config).unwrap();
     assert_eq!(config.to_mqtt.len(), 1);
     assert_eq!(config.to_mqtt[0].mqtt_topic, "cmd/{key}");
+    // A generated rule in an explicit rule's group starts where that group does.
+    let mut config = KafkaConfig {
+        to_mqtt: vec![ToMqtt {
+            topic: "other".into(),
+            mqtt_topic: "o/{key}".into(),
+            qos: 0,
+            group: "cmd".into(),
+            offset_reset: "latest".into(),
+            partitions: None,
+        }],
+        ..KafkaConfig::default()
+    };
+    mapping(DOC_3).unwrap().merge_into(&mut config).unwrap();
+    assert_eq!(config.to_mqtt[1].offset_reset, "latest");
+    config.check().unwrap();
     // Two channels of the document that overlap.
     let doc = "asyncapi: 3.0.0\nchannels:\n  a:\n    address: x/{p}\n    parameters: { p: {} }\n    bindings: { kafka: { topic: ta } }\n  b:\n    address: x/y\n    bindings: { kafka: { topic: tb } }\n";
     let err = mapping(doc)
         .unwrap()
         .merge_into(&mut KafkaConfig::default())
         .unwrap_err();
-    assert!(err.contains("another channel's binding"), "{err}");
+    assert!(err.contains("channel a's binding"), "{err}");
+    // A placeholder that is no parameter, and a topic Kafka cannot have: errors naming the
+    // binding.
+    let one = |topic: &str| {
+        format!("asyncapi: 3.0.0\nchannels:\n  c:\n    address: x/{{p}}\n    parameters: {{ p: {{}} }}\n    bindings: {{ kafka: {{ topic: '{topic}' }} }}\n")
+    };
+    let err = mapping(&one("t-{q}")).unwrap_err();
+    assert!(
+        err.contains("/channels/c/bindings/kafka/topic: `{q}`"),
+        "{err}"
+    );
+    let err = mapping(&one("a/b")).unwrap_err();
+    assert!(err.starts_with("/channels/c/bindings/kafka: "), "{err}");
+    // Parameters mapped by name, whatever their order in the topic.
+    let doc = "asyncapi: 3.0.0\nchannels:\n  c:\n    address: s/{a}/{b}\n    parameters: { a: {}, b: {} }\n    bindings: { kafka: { topic: 't.{b}.{a}.{client_id}' } }\n";
+    let (to_kafka, _) = rules(&mapping(doc).unwrap());
+    assert_eq!(to_kafka[0].topic, "t.{2}.{1}.{client_id}");
 }
 
 #[test]

@@ -1,0 +1,828 @@
+//! A JSON payload read into a flat tape that the `jsonschema` crate validates in place (its
+//! custom-representation interface): one reusable buffer per thread, strings borrowed from the
+//! payload, no allocation per message, where `serde_json::Value` allocates per string, object
+//! and array. The tape is a fast path for payloads that are valid: anything it does not read
+//! exactly as `serde_json` would (a `\u` escape, a duplicate key, nesting past 128, a large
+//! object, any syntax error) is [`Unread`], and the caller falls back to `serde_json::Value`,
+//! which also words the errors. Numbers are `serde_json::Number`s as serde_json makes them:
+//! integers that fit as `u64` / `i64`, the rest as correctly rounded `f64`s (serde_json is
+//! built with `float_roundtrip` here).
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use jsonschema::json::{Array, Json, Node, NodeIdentity, Object};
+use jsonschema::JsonType;
+use serde_json::{Number, Value};
+
+/// Nesting the tape reads (serde_json refuses past 127).
+const DEPTH_MAX: usize = 100;
+
+/// Members of one object the tape reads (its duplicate-key check is quadratic).
+const MEMBERS_MAX: usize = 32;
+
+/// Slots a tape keeps between payloads.
+const SLOTS_KEPT_MAX: usize = 4096;
+
+/// The payload is not read by the tape (the caller parses it with `serde_json`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unread;
+
+/// One value on the tape. A container is followed by its children (an object's as key, value,
+/// key, value...); `end` is the index after its last descendant.
+#[derive(Debug, Clone)]
+enum Slot {
+    Null,
+    Bool(bool),
+    Num(Number),
+    /// A byte range of the payload, or of the decoded strings when `decoded`; an object key
+    /// carries its [`key_hash`] (0 otherwise).
+    Str {
+        at: u32,
+        len: u32,
+        decoded: bool,
+        hash: u32,
+    },
+    Arr {
+        len: u32,
+        end: u32,
+    },
+    Obj {
+        len: u32,
+        end: u32,
+    },
+}
+
+/// A tape's storage, reused between payloads.
+#[derive(Debug, Default)]
+pub struct Tape {
+    slots: Vec<Slot>,
+    decoded: String,
+}
+
+thread_local! {
+    static TAPE: RefCell<Tape> = RefCell::new(Tape::default());
+}
+
+/// Reads `payload` into this thread's tape and runs `f` on its root (None: [`Unread`]).
+pub fn with_payload<T>(payload: &[u8], f: impl FnOnce(TapeNode<'_>) -> T) -> Option<T> {
+    let text = std::str::from_utf8(payload).ok()?;
+    TAPE.with(|cell| {
+        let mut tape = cell.try_borrow_mut().ok()?;
+        tape.slots.clear();
+        tape.decoded.clear();
+        let read = Reader {
+            src: text.as_bytes(),
+            pos: 0,
+            tape: &mut tape,
+        }
+        .document();
+        let result = read.ok().map(|()| {
+            let doc = Doc {
+                slots: &tape.slots,
+                src: text,
+                decoded: &tape.decoded,
+            };
+            f(TapeNode { doc: &doc, at: 0 })
+        });
+        if tape.slots.capacity() > SLOTS_KEPT_MAX {
+            *tape = Tape::default();
+        }
+        result
+    })
+}
+
+/// Runs `f` on a string node holding `text` (a topic level checked against a parameter).
+pub fn with_str<T>(text: &str, f: impl FnOnce(TapeNode<'_>) -> T) -> T {
+    let slots = [Slot::Str {
+        at: 0,
+        len: u32::try_from(text.len()).unwrap_or(0),
+        decoded: false,
+        hash: 0,
+    }];
+    let doc = Doc {
+        slots: &slots,
+        src: text,
+        decoded: "",
+    };
+    f(TapeNode { doc: &doc, at: 0 })
+}
+
+struct Reader<'t> {
+    src: &'t [u8],
+    pos: usize,
+    tape: &'t mut Tape,
+}
+
+impl Reader<'_> {
+    fn document(mut self) -> Result<(), Unread> {
+        self.value(0)?;
+        self.space();
+        if self.pos == self.src.len() {
+            Ok(())
+        } else {
+            Err(Unread)
+        }
+    }
+
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.src.get(self.pos).copied()
+    }
+
+    fn literal(&mut self, word: &[u8], slot: Slot) -> Result<(), Unread> {
+        if self.src.get(self.pos..self.pos + word.len()) != Some(word) {
+            return Err(Unread);
+        }
+        self.pos += word.len();
+        self.tape.slots.push(slot);
+        Ok(())
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), Unread> {
+        self.space();
+        match self.peek().ok_or(Unread)? {
+            b'n' => self.literal(b"null", Slot::Null),
+            b't' => self.literal(b"true", Slot::Bool(true)),
+            b'f' => self.literal(b"false", Slot::Bool(false)),
+            b'"' => self.string(),
+            b'[' => self.array(depth + 1),
+            b'{' => self.object(depth + 1),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => Err(Unread),
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let from = self.pos;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.pos += 1;
+        }
+        self.pos - from
+    }
+
+    /// JSON's number grammar; plain integers converted here, the rest by `serde_json`.
+    fn number(&mut self) -> Result<(), Unread> {
+        let from = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let int_from = self.pos;
+        let int_len = self.digits();
+        if int_len == 0 || (int_len > 1 && self.src.get(int_from) == Some(&b'0')) {
+            return Err(Unread);
+        }
+        let mut plain = true;
+        if self.peek() == Some(b'.') {
+            self.pos += 1;
+            if self.digits() == 0 {
+                return Err(Unread);
+            }
+            plain = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            if self.digits() == 0 {
+                return Err(Unread);
+            }
+            plain = false;
+        }
+        let token = self.src.get(from..self.pos).ok_or(Unread)?;
+        let digits = self.src.get(int_from..int_from + int_len).ok_or(Unread)?;
+        let number = match (plain, int_len <= 18) {
+            (true, true) => {
+                let n = digits
+                    .iter()
+                    .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+                match (negative, n) {
+                    (false, n) => Number::from(n.unsigned_abs()),
+                    // `-0` is a float to serde_json.
+                    (true, 0) => Number::from_f64(-0.0).ok_or(Unread)?,
+                    (true, n) => Number::from(-n),
+                }
+            }
+            _ => {
+                let text = std::str::from_utf8(token).map_err(|_| Unread)?;
+                let integer = match (plain, negative) {
+                    (true, false) => text.parse::<u64>().ok().map(Number::from),
+                    (true, true) => text.parse::<i64>().ok().map(Number::from),
+                    (false, _) => None,
+                };
+                // serde_json is built with `float_roundtrip` here (jsonschema asks for it):
+                // its floats are correctly rounded, as `str::parse` is. Out of range (an
+                // error to serde_json) and underflow are left to it.
+                match integer {
+                    Some(n) => n,
+                    None => {
+                        let f = text.parse::<f64>().map_err(|_| Unread)?;
+                        let underflow = f == 0.0
+                            && digits
+                                .iter()
+                                .chain(token)
+                                .any(|d| (b'1'..=b'9').contains(d));
+                        if underflow {
+                            return Err(Unread);
+                        }
+                        Number::from_f64(f).ok_or(Unread)?
+                    }
+                }
+            }
+        };
+        self.tape.slots.push(Slot::Num(number));
+        Ok(())
+    }
+
+    /// A string; simple escapes decoded into the tape's own buffer, `\u` left to serde_json.
+    fn string(&mut self) -> Result<(), Unread> {
+        self.pos += 1;
+        let from = self.pos;
+        let rest = self.src.get(from..).ok_or(Unread)?;
+        let n = special_at(rest).ok_or(Unread)?;
+        self.pos = from + n;
+        match rest.get(n) {
+            Some(b'"') => {}
+            Some(b'\\') => return self.escaped(from),
+            _ => return Err(Unread),
+        }
+        let slot = Slot::Str {
+            at: u32::try_from(from).map_err(|_| Unread)?,
+            len: u32::try_from(n).map_err(|_| Unread)?,
+            decoded: false,
+            hash: 0,
+        };
+        self.pos += 1;
+        self.tape.slots.push(slot);
+        Ok(())
+    }
+
+    fn escaped(&mut self, from: usize) -> Result<(), Unread> {
+        let start = self.tape.decoded.len();
+        let head = std::str::from_utf8(self.src.get(from..self.pos).ok_or(Unread)?);
+        self.tape.decoded.push_str(head.map_err(|_| Unread)?);
+        loop {
+            let b = self.peek().ok_or(Unread)?;
+            self.pos += 1;
+            let c = match b {
+                b'"' => break,
+                b'\\' => match self.peek().ok_or(Unread)? {
+                    b'"' => '"',
+                    b'\\' => '\\',
+                    b'/' => '/',
+                    b'b' => '\u{8}',
+                    b'f' => '\u{c}',
+                    b'n' => '\n',
+                    b'r' => '\r',
+                    b't' => '\t',
+                    _ => return Err(Unread),
+                },
+                0..=0x1f => return Err(Unread),
+                _ => {
+                    // One UTF-8 character (the payload is valid UTF-8).
+                    let rest = self.src.get(self.pos - 1..).ok_or(Unread)?;
+                    let width = utf8_width(b);
+                    let ch = std::str::from_utf8(rest.get(..width).ok_or(Unread)?)
+                        .map_err(|_| Unread)?;
+                    self.tape.decoded.push_str(ch);
+                    self.pos += width - 1;
+                    continue;
+                }
+            };
+            self.pos += 1;
+            self.tape.decoded.push(c);
+        }
+        let len = self.tape.decoded.len() - start;
+        self.tape.slots.push(Slot::Str {
+            at: u32::try_from(start).map_err(|_| Unread)?,
+            len: u32::try_from(len).map_err(|_| Unread)?,
+            decoded: true,
+            hash: 0,
+        });
+        Ok(())
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), Unread> {
+        if depth > DEPTH_MAX {
+            return Err(Unread);
+        }
+        self.pos += 1;
+        let at = self.tape.slots.len();
+        self.tape.slots.push(Slot::Arr { len: 0, end: 0 });
+        let mut len = 0u32;
+        self.space();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.value(depth)?;
+                len += 1;
+                self.space();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Unread),
+                }
+            }
+        }
+        let end = u32::try_from(self.tape.slots.len()).map_err(|_| Unread)?;
+        if let Some(slot) = self.tape.slots.get_mut(at) {
+            *slot = Slot::Arr { len, end };
+        }
+        Ok(())
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), Unread> {
+        if depth > DEPTH_MAX {
+            return Err(Unread);
+        }
+        self.pos += 1;
+        let at = self.tape.slots.len();
+        self.tape.slots.push(Slot::Obj { len: 0, end: 0 });
+        let mut keys: [(u32, usize); MEMBERS_MAX] = [(0, 0); MEMBERS_MAX];
+        let mut len = 0usize;
+        self.space();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+        } else {
+            loop {
+                self.space();
+                if self.peek() != Some(b'"') {
+                    return Err(Unread);
+                }
+                let key_at = self.tape.slots.len();
+                self.string()?;
+                let hash = key_hash(self.key(key_at));
+                if let Some(Slot::Str { hash: h, .. }) = self.tape.slots.get_mut(key_at) {
+                    *h = hash;
+                }
+                // A duplicate key (serde_json keeps the last value) is left to serde_json.
+                let earlier = keys.get(..len).ok_or(Unread)?;
+                if earlier
+                    .iter()
+                    .any(|(h, k)| *h == hash && self.key(*k) == self.key(key_at))
+                {
+                    return Err(Unread);
+                }
+                *keys.get_mut(len).ok_or(Unread)? = (hash, key_at);
+                len += 1;
+                self.space();
+                if self.peek() != Some(b':') {
+                    return Err(Unread);
+                }
+                self.pos += 1;
+                self.value(depth)?;
+                self.space();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b'}') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Unread),
+                }
+            }
+        }
+        let end = u32::try_from(self.tape.slots.len()).map_err(|_| Unread)?;
+        let len = u32::try_from(len).map_err(|_| Unread)?;
+        if let Some(slot) = self.tape.slots.get_mut(at) {
+            *slot = Slot::Obj { len, end };
+        }
+        Ok(())
+    }
+
+    /// The text of the key at slot `at`.
+    fn key(&self, at: usize) -> &[u8] {
+        match self.tape.slots.get(at) {
+            Some(Slot::Str {
+                at, len, decoded, ..
+            }) => {
+                let (at, len) = (*at as usize, *len as usize);
+                let bytes = if *decoded {
+                    self.tape.decoded.as_bytes()
+                } else {
+                    self.src
+                };
+                bytes.get(at..at + len).unwrap_or_default()
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// An object key's hash (FNV-1a; never 0, which marks a string that is no key).
+fn key_hash(key: &[u8]) -> u32 {
+    let h = key.iter().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    h.max(1)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Some byte of `x` is zero.
+fn zero_byte(x: u64) -> bool {
+    x.wrapping_sub(ONES) & !x & HIGHS != 0
+}
+
+/// The first quote, backslash or control character of `bytes`, eight bytes at a time while
+/// there is none.
+fn special_at(bytes: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(chunk) = bytes
+        .get(i..i + 8)
+        .and_then(|c| <[u8; 8]>::try_from(c).ok())
+    {
+        let x = u64::from_le_bytes(chunk);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
+        if control
+            || zero_byte(x ^ (ONES * u64::from(b'"')))
+            || zero_byte(x ^ (ONES * u64::from(b'\\')))
+        {
+            break;
+        }
+        i += 8;
+    }
+    let tail = bytes.get(i..)?;
+    let at = tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    Some(i + at)
+}
+
+/// Characters (code points) of `text`: its bytes that do not continue a character.
+fn chars(text: &str) -> u64 {
+    text.bytes().filter(|b| (b & 0xc0) != 0x80).count() as u64
+}
+
+/// Bytes of the UTF-8 character starting with `b`.
+fn utf8_width(b: u8) -> usize {
+    match b {
+        0xf0.. => 4,
+        0xe0.. => 3,
+        0xc0.. => 2,
+        _ => 1,
+    }
+}
+
+/// A read tape: its slots and the texts they point into.
+#[derive(Debug)]
+pub struct Doc<'a> {
+    slots: &'a [Slot],
+    src: &'a str,
+    decoded: &'a str,
+}
+
+impl<'a> Doc<'a> {
+    fn slot(&self, at: usize) -> &'a Slot {
+        self.slots.get(at).unwrap_or(&Slot::Null)
+    }
+
+    fn text(&self, at: usize) -> &'a str {
+        match self.slot(at) {
+            Slot::Str {
+                at, len, decoded, ..
+            } => {
+                let (at, len) = (*at as usize, *len as usize);
+                let text = if *decoded { self.decoded } else { self.src };
+                text.get(at..at + len).unwrap_or_default()
+            }
+            _ => "",
+        }
+    }
+
+    /// The index after the value at `at` and its descendants.
+    fn after(&self, at: usize) -> usize {
+        match self.slot(at) {
+            Slot::Arr { end, .. } | Slot::Obj { end, .. } => *end as usize,
+            _ => at + 1,
+        }
+    }
+}
+
+/// The tape as a `jsonschema` instance representation.
+#[derive(Debug)]
+pub struct TapeJson;
+
+impl Json for TapeJson {
+    type Node<'a> = TapeNode<'a>;
+    /// The name and its [`key_hash`].
+    type PreparedKey = (u32, String);
+    type StringBuffer = String;
+
+    // A lookup is a scan of the members: a pass over them is worth it early.
+    const KEYS_PER_LOOKUP: usize = 4;
+    const ACYCLIC: bool = true;
+
+    fn prepare_key(key: &str) -> (u32, String) {
+        (key_hash(key.as_bytes()), key.to_owned())
+    }
+
+    fn with_string_node<T>(
+        buffer: &mut String,
+        string: &str,
+        f: impl FnOnce(TapeNode<'_>) -> T,
+    ) -> T {
+        buffer.clear();
+        buffer.push_str(string);
+        let slots = [Slot::Str {
+            at: 0,
+            len: u32::try_from(buffer.len()).unwrap_or(0),
+            decoded: true,
+            hash: 0,
+        }];
+        let doc = Doc {
+            slots: &slots,
+            src: "",
+            decoded: buffer,
+        };
+        f(TapeNode { doc: &doc, at: 0 })
+    }
+}
+
+/// One value of a read tape.
+#[derive(Clone, Copy, Debug)]
+pub struct TapeNode<'a> {
+    doc: &'a Doc<'a>,
+    at: usize,
+}
+
+impl<'a> TapeNode<'a> {
+    fn slot(&self) -> &'a Slot {
+        self.doc.slot(self.at)
+    }
+}
+
+impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
+    type Object = TapeObject<'a>;
+    type Array = TapeArray<'a>;
+    type Number = &'a Number;
+
+    fn as_object(&self) -> Option<TapeObject<'a>> {
+        match self.slot() {
+            Slot::Obj { len, .. } => Some(TapeObject {
+                doc: self.doc,
+                at: self.at,
+                len: *len as usize,
+                hint: std::cell::Cell::new((0, self.at + 1)),
+            }),
+            _ => None,
+        }
+    }
+
+    fn as_array(&self) -> Option<TapeArray<'a>> {
+        match self.slot() {
+            Slot::Arr { len, .. } => Some(TapeArray {
+                doc: self.doc,
+                at: self.at,
+                len: *len as usize,
+            }),
+            _ => None,
+        }
+    }
+
+    fn as_string(&self) -> Option<Cow<'a, str>> {
+        matches!(self.slot(), Slot::Str { .. }).then(|| Cow::Borrowed(self.doc.text(self.at)))
+    }
+
+    fn as_number(&self) -> Option<&'a Number> {
+        match self.slot() {
+            Slot::Num(n) => Some(n),
+            _ => None,
+        }
+    }
+
+    fn as_boolean(&self) -> Option<bool> {
+        match self.slot() {
+            Slot::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn is_null(&self) -> bool {
+        matches!(self.slot(), Slot::Null)
+    }
+
+    fn string_length(&self) -> Option<u64> {
+        matches!(self.slot(), Slot::Str { .. }).then(|| chars(self.doc.text(self.at)))
+    }
+
+    fn string_length_within(&self, min: u64, max: u64) -> Option<bool> {
+        if !matches!(self.slot(), Slot::Str { .. }) {
+            return None;
+        }
+        // A character is one to four bytes: the byte count often decides alone.
+        let text = self.doc.text(self.at);
+        let bytes = text.len() as u64;
+        if bytes < min || bytes.div_ceil(4) > max {
+            return Some(false);
+        }
+        if min <= bytes.div_ceil(4) && bytes <= max {
+            return Some(true);
+        }
+        Some((min..=max).contains(&chars(text)))
+    }
+
+    fn json_type(&self) -> JsonType {
+        match self.slot() {
+            Slot::Null => JsonType::Null,
+            Slot::Bool(_) => JsonType::Boolean,
+            Slot::Num(_) => JsonType::Number,
+            Slot::Str { .. } => JsonType::String,
+            Slot::Arr { .. } => JsonType::Array,
+            Slot::Obj { .. } => JsonType::Object,
+        }
+    }
+
+    fn equals_value(&self, expected: &Value) -> bool {
+        // Scalars without building a `Value` (`enum` and `const` of strings are common).
+        match (self.slot(), expected) {
+            (Slot::Str { .. }, Value::String(s)) => self.doc.text(self.at) == s,
+            (Slot::Str { .. }, _) => false,
+            (Slot::Bool(b), Value::Bool(e)) => b == e,
+            (Slot::Null, Value::Null) => true,
+            (Slot::Num(n), Value::Number(e)) => jsonschema::json::cmp::equal_numbers(n, e),
+            (Slot::Num(_) | Slot::Bool(_) | Slot::Null, _) => false,
+            _ => jsonschema::json::cmp::equal(&self.to_value(), expected),
+        }
+    }
+
+    fn to_value(&self) -> Cow<'a, Value> {
+        Cow::Owned(match self.slot() {
+            Slot::Null => Value::Null,
+            Slot::Bool(b) => Value::Bool(*b),
+            Slot::Num(n) => Value::Number(n.clone()),
+            Slot::Str { .. } => Value::String(self.doc.text(self.at).to_string()),
+            Slot::Arr { .. } => Value::Array(
+                self.as_array()
+                    .into_iter()
+                    .flat_map(|a| a.elements())
+                    .map(|e| e.to_value().into_owned())
+                    .collect(),
+            ),
+            Slot::Obj { .. } => Value::Object(
+                self.as_object()
+                    .into_iter()
+                    .flat_map(|o| o.members())
+                    .map(|(k, v)| (k.to_string(), v.to_value().into_owned()))
+                    .collect(),
+            ),
+        })
+    }
+
+    fn identity(&self) -> Option<NodeIdentity> {
+        let doc = std::ptr::from_ref::<Doc<'a>>(self.doc) as usize;
+        Some(NodeIdentity::tagged(doc, u32::try_from(self.at).ok()?))
+    }
+}
+
+/// An object of a read tape.
+#[derive(Clone, Debug)]
+pub struct TapeObject<'a> {
+    doc: &'a Doc<'a>,
+    at: usize,
+    len: usize,
+    /// Where the last lookup ended (member index, key slot): schemas list properties in the
+    /// order payloads usually have them, so the next lookup starts there.
+    hint: std::cell::Cell<(usize, usize)>,
+}
+
+/// Its members in document order.
+#[derive(Debug)]
+pub struct Members<'a> {
+    doc: &'a Doc<'a>,
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = (&'a str, TapeNode<'a>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let (key, value) = (self.next, self.next + 1);
+        self.next = self.doc.after(value);
+        Some((
+            self.doc.text(key),
+            TapeNode {
+                doc: self.doc,
+                at: value,
+            },
+        ))
+    }
+}
+
+impl<'a> Object<'a, TapeJson> for TapeObject<'a> {
+    type Node = TapeNode<'a>;
+    type MemberName = &'a str;
+    type MembersIter = Members<'a>;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, key: &(u32, String)) -> Option<TapeNode<'a>> {
+        let (hash, name) = key;
+        // From the hint to the end, then from the start: every member once.
+        let (mut index, mut at) = self.hint.get();
+        for _ in 0..self.len {
+            if index == self.len {
+                (index, at) = (0, self.at + 1);
+            }
+            let value = at + 1;
+            let next = self.doc.after(value);
+            if let Slot::Str { hash: h, .. } = self.doc.slot(at) {
+                if h == hash && self.doc.text(at) == name {
+                    self.hint.set((index + 1, next));
+                    return Some(TapeNode {
+                        doc: self.doc,
+                        at: value,
+                    });
+                }
+            }
+            (index, at) = (index + 1, next);
+        }
+        None
+    }
+
+    fn members(&self) -> Members<'a> {
+        Members {
+            doc: self.doc,
+            next: self.at + 1,
+            left: self.len,
+        }
+    }
+}
+
+/// An array of a read tape.
+#[derive(Clone, Copy, Debug)]
+pub struct TapeArray<'a> {
+    doc: &'a Doc<'a>,
+    at: usize,
+    len: usize,
+}
+
+/// Its elements in order.
+#[derive(Debug)]
+pub struct Elements<'a> {
+    doc: &'a Doc<'a>,
+    next: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = TapeNode<'a>;
+
+    fn next(&mut self) -> Option<TapeNode<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let at = self.next;
+        self.next = self.doc.after(at);
+        Some(TapeNode { doc: self.doc, at })
+    }
+}
+
+impl<'a> Array<'a, TapeJson> for TapeArray<'a> {
+    type Node = TapeNode<'a>;
+    type ElementsIter = Elements<'a>;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn elements(&self) -> Elements<'a> {
+        Elements {
+            doc: self.doc,
+            next: self.at + 1,
+            left: self.len,
+        }
+    }
+}
+
+/// Reads numbers the way the representation reports them (for tests).
+#[cfg(test)]
+pub fn number_of(payload: &str) -> Option<f64> {
+    with_payload(payload.as_bytes(), |n| {
+        n.as_number().and_then(|n| n.as_f64())
+    })
+    .flatten()
+}
+
+#[cfg(test)]
+mod tests;
