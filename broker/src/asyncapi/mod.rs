@@ -89,7 +89,6 @@ pub struct Api {
     refused: Vec<AtomicU64>,
 }
 
-/// A JSON Schema compiled: draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
 /// [`compile`] for payloads read into a tape (same draft, same options).
 fn compile_fast(schema: &Value, pointer: &str) -> Result<jsonschema::Validator<TapeJson>, String> {
     let options = jsonschema::options_for::<TapeJson>();
@@ -101,6 +100,7 @@ fn compile_fast(schema: &Value, pointer: &str) -> Result<jsonschema::Validator<T
     compiled.map_err(|e| format!("{pointer}: invalid JSON Schema: {e}"))
 }
 
+/// A JSON Schema compiled: draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
 fn compile(schema: &Value, pointer: &str) -> Result<jsonschema::Validator, String> {
     let compiled = if schema.get("$schema").is_some() {
         jsonschema::validator_for(schema)
@@ -292,7 +292,7 @@ impl Api {
         for (l, t) in c.levels.iter().zip(topic.split('/')) {
             if let Level::Param(name, v, fast) = l {
                 // The level as a string first (on the tape: no allocation).
-                if tape::with_str(t, |level| fast.is_valid(level)) {
+                if tape::with_str(t, |level| fast.is_valid(level)) == Some(true) {
                     continue;
                 }
                 let level = Value::String(t.to_string());
@@ -405,6 +405,7 @@ impl Api {
         }
         let mut first_failure = None;
         let mut parsed: Option<Result<Value, String>> = None;
+        let mut unread = false;
         for m in &c.messages {
             if let (Some(theirs), Some(ours)) = (content_type, m.content_type.as_deref()) {
                 if !media_type(theirs).eq_ignore_ascii_case(media_type(ours)) {
@@ -424,10 +425,13 @@ impl Api {
             };
             // A valid payload is decided on the tape; anything else (invalid, or not read by
             // the tape) goes through `serde_json::Value`, which also words the reason.
-            let fast = m.fast.as_ref();
-            if fast.and_then(|f| tape::with_payload(payload, |root| f.is_valid(root))) == Some(true)
-            {
-                return Verdict::Valid;
+            if let Some(fast) = m.fast.as_ref().filter(|_| !unread) {
+                match tape::with_payload(payload, |root| fast.is_valid(root)) {
+                    Some(true) => return Verdict::Valid,
+                    Some(false) => {}
+                    // Not for the tape: not read again for the channel's other messages.
+                    None => unread = true,
+                }
             }
             let value = parsed.get_or_insert_with(|| {
                 serde_json::from_slice::<Value>(payload)

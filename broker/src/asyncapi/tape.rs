@@ -24,6 +24,9 @@ const MEMBERS_MAX: usize = 32;
 /// Slots a tape keeps between payloads.
 const SLOTS_KEPT_MAX: usize = 4096;
 
+/// Bytes of decoded (escaped) strings a tape keeps between payloads.
+const DECODED_KEPT_MAX: usize = 64 * 1024;
+
 /// The payload is not read by the tape (the caller parses it with `serde_json`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Unread;
@@ -85,18 +88,19 @@ pub fn with_payload<T>(payload: &[u8], f: impl FnOnce(TapeNode<'_>) -> T) -> Opt
             };
             f(TapeNode { doc: &doc, at: 0 })
         });
-        if tape.slots.capacity() > SLOTS_KEPT_MAX {
+        if tape.slots.capacity() > SLOTS_KEPT_MAX || tape.decoded.capacity() > DECODED_KEPT_MAX {
             *tape = Tape::default();
         }
         result
     })
 }
 
-/// Runs `f` on a string node holding `text` (a topic level checked against a parameter).
-pub fn with_str<T>(text: &str, f: impl FnOnce(TapeNode<'_>) -> T) -> T {
+/// Runs `f` on a string node holding `text` (a topic level checked against a parameter);
+/// None for a text over 4 GiB.
+pub fn with_str<T>(text: &str, f: impl FnOnce(TapeNode<'_>) -> T) -> Option<T> {
     let slots = [Slot::Str {
         at: 0,
-        len: u32::try_from(text.len()).unwrap_or(0),
+        len: u32::try_from(text.len()).ok()?,
         decoded: false,
         hash: 0,
     }];
@@ -105,7 +109,7 @@ pub fn with_str<T>(text: &str, f: impl FnOnce(TapeNode<'_>) -> T) -> T {
         src: text,
         decoded: "",
     };
-    f(TapeNode { doc: &doc, at: 0 })
+    Some(f(TapeNode { doc: &doc, at: 0 }))
 }
 
 struct Reader<'t> {
@@ -220,6 +224,12 @@ impl Reader<'_> {
                 // serde_json is built with `float_roundtrip` here (jsonschema asks for it):
                 // its floats are correctly rounded, as `str::parse` is. Out of range (an
                 // error to serde_json) and underflow are left to it.
+                // serde_json rounds numbers of more than 19 significant digits its own way
+                // (trailing integer zeros past 768 digits round up): those are left to it.
+                let significant = token.iter().take_while(|b| !matches!(b, b'e' | b'E'));
+                if integer.is_none() && significant.filter(|b| b.is_ascii_digit()).count() > 19 {
+                    return Err(Unread);
+                }
                 match integer {
                     Some(n) => n,
                     None => {
@@ -654,7 +664,22 @@ impl<'a> Node<'a, TapeJson> for TapeNode<'a> {
             (Slot::Null, Value::Null) => true,
             (Slot::Num(n), Value::Number(e)) => jsonschema::json::cmp::equal_numbers(n, e),
             (Slot::Num(_) | Slot::Bool(_) | Slot::Null, _) => false,
-            _ => jsonschema::json::cmp::equal(&self.to_value(), expected),
+            // Containers member by member (no `Value` built: an enum of arrays against a
+            // large payload array costs its length check).
+            (Slot::Arr { len, .. }, Value::Array(items)) => {
+                *len as usize == items.len()
+                    && self
+                        .as_array()
+                        .is_some_and(|a| a.elements().zip(items).all(|(x, e)| x.equals_value(e)))
+            }
+            (Slot::Obj { len, .. }, Value::Object(members)) => {
+                *len as usize == members.len()
+                    && self.as_object().is_some_and(|o| {
+                        o.members()
+                            .all(|(k, v)| members.get(k).is_some_and(|e| v.equals_value(e)))
+                    })
+            }
+            (Slot::Arr { .. } | Slot::Obj { .. }, _) => false,
         }
     }
 
