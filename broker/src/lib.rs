@@ -93,12 +93,14 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     let stop = Arc::new(AtomicBool::new(false));
     let auth = Arc::new(auth::reload::Reloadable::new(auth::Auth::load(&config)?));
     let metrics = Arc::new(metrics::Metrics::new(shards));
-    let counted = auth.clone();
+    let reloadable = auth.clone();
     metrics.set_channel_counts(Box::new(move || {
-        let auth = counted.current();
-        let refusals = auth.api.as_ref().map(|api| api.refusals());
-        let named = refusals.into_iter().flatten();
-        named.map(|(c, n)| (c.map(str::to_string), n)).collect()
+        let auth = reloadable.current();
+        let per_channel = auth.api.as_ref().map(|api| api.refusals());
+        let per_channel = per_channel.into_iter().flatten();
+        per_channel
+            .map(|(c, n)| (c.map(str::to_string), n))
+            .collect()
     }));
     if let Some(addr) = config.metrics_listen {
         let bound = metrics::http::serve(addr, metrics.clone())?;

@@ -72,7 +72,7 @@ fn run() -> anyhow::Result<()> {
     {
         let api = broker::asyncapi::Api::load(file, false)?;
         let kafka = broker::asyncapi::kafka::Mapping::load(file)
-            .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("asyncapi check: {e}"))?;
         println!("{}", api.describe());
         print!("{}", api.topic_map());
         print!("{}", kafka.describe());

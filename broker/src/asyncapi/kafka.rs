@@ -79,22 +79,33 @@ impl Mapping {
         })?;
         let param = |p: &str| params.iter().position(|(name, _)| *name == p);
         let key = match k.key.as_deref() {
-            // A parameter first (one may be named like a keyword).
-            Some(p) if param(p).is_some() => Key::Param(param(p).unwrap_or(0)),
-            Some("client_id") => Key::Fixed("client_id"),
-            Some("topic") => Key::Fixed("topic"),
-            Some("none") => Key::Fixed("none"),
-            Some(p) => Key::Param(params.iter().position(|(name, _)| *name == p).ok_or_else(
-                || {
-                    format!(
-                        "{}/x-key: `{p}` is not a parameter of {} (nor client_id, topic, none)",
-                        k.pointer, c.address
-                    )
-                },
-            )?),
             None if params.is_empty() => Key::Fixed("client_id"),
             None => Key::Param(0),
+            // A parameter first (one may be named like a keyword).
+            Some(p) => match (param(p), p) {
+                (Some(i), _) => Key::Param(i),
+                (None, "client_id") => Key::Fixed("client_id"),
+                (None, "topic") => Key::Fixed("topic"),
+                (None, "none") => Key::Fixed("none"),
+                (None, _) => {
+                    return Err(format!(
+                        "{}/x-key: `{p}` is not a parameter of {} (nor client_id, topic, none)",
+                        k.pointer, c.address
+                    ))
+                }
+            },
         };
+        if let Some(n) = k.partitions {
+            if n > 100_000 {
+                return Err(format!("{}/partitions: at most 100000", k.pointer));
+            }
+            if topic.contains('{') && c.publish {
+                return Err(format!(
+                    "{}/partitions: only for a topic the broker creates (no placeholder)",
+                    k.pointer
+                ));
+            }
+        }
         if c.publish {
             // `{parameter}` -> `{N}`: its wildcard of the filter; `{client_id}` stays.
             let mut kafka_topic = String::new();
@@ -183,6 +194,30 @@ impl Mapping {
 
     /// Adds the generated rules to the config's (explicit rules win; see the module doc).
     pub fn merge_into(self, config: &mut KafkaConfig) -> Result<(), String> {
+        // A binding's partitions must agree with every other rule naming its topic.
+        let generated = self
+            .to_kafka
+            .iter()
+            .map(|(c, r)| (c, &r.topic, r.partitions));
+        let generated = generated.chain(
+            self.to_mqtt
+                .iter()
+                .map(|(c, r)| (c, &r.topic, r.partitions)),
+        );
+        for (channel, topic, p) in generated {
+            let Some(p) = p else { continue };
+            let explicit = config.to_kafka.iter().map(|r| (&r.topic, r.partitions));
+            let explicit = explicit.chain(config.to_mqtt.iter().map(|r| (&r.topic, r.partitions)));
+            let others =
+                explicit.chain(self.to_kafka.iter().map(|(_, r)| (&r.topic, r.partitions)));
+            let mut others =
+                others.chain(self.to_mqtt.iter().map(|(_, r)| (&r.topic, r.partitions)));
+            if let Some(q) = others.find_map(|(t, q)| q.filter(|q| t == topic && *q != p)) {
+                return Err(format!(
+                    "channel {channel}: its binding gives Kafka topic `{topic}` {p} partitions, another rule {q}"
+                ));
+            }
+        }
         let explicit = config.to_kafka.len();
         // The channel of each generated rule added.
         let mut added: Vec<String> = Vec::new();
@@ -245,7 +280,7 @@ enum Key {
 }
 
 /// Some topic matches both filters.
-pub fn overlap(a: &str, b: &str) -> bool {
+fn overlap(a: &str, b: &str) -> bool {
     let (mut a, mut b) = (a.split('/'), b.split('/'));
     loop {
         match (a.next(), b.next()) {

@@ -9,7 +9,11 @@
 //! levels if several do; its parameters must then satisfy their schemas. A payload is valid if it satisfies one of the channel's messages:
 //! the MQTT 5 content type, when the publisher sets one, equals the message's `contentType`;
 //! a payload format indicator of 1 means UTF-8; a JSON Schema (drafts 7 and 2020-12) applies
-//! to the payload parsed as JSON when the message's content type is JSON or not given.
+//! to the payload parsed as JSON when the message's content type is JSON or not given: valid
+//! payloads are decided on a tape read from the payload (`tape.rs`), the rest through
+//! `serde_json::Value`. Refusals are counted per channel (shared by the shards, carried over a
+//! reload). `kafka.rs` turns the document's Kafka bindings into the Kafka bridge's rules (read
+//! at start by `Config::validate`).
 
 pub mod doc;
 pub mod kafka;
@@ -65,7 +69,7 @@ struct Message {
     schema: Option<jsonschema::Validator>,
     /// The same schema over a payload read into a tape ([`tape`]): valid payloads are decided
     /// without building a `serde_json::Value`.
-    fast: Option<jsonschema::Validator<TapeJson>>,
+    tape_schema: Option<jsonschema::Validator<TapeJson>>,
 }
 
 #[derive(Debug)]
@@ -89,9 +93,13 @@ pub struct Api {
     refused: Vec<AtomicU64>,
 }
 
-/// [`compile`] for payloads read into a tape (same draft, same options).
-fn compile_fast(schema: &Value, pointer: &str) -> Result<jsonschema::Validator<TapeJson>, String> {
-    let options = jsonschema::options_for::<TapeJson>();
+/// A JSON Schema compiled for instances in representation `F` (`serde_json::Value`, or the
+/// [`tape`]): draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
+fn compile_for<F: jsonschema::json::Json>(
+    schema: &Value,
+    pointer: &str,
+) -> Result<jsonschema::Validator<F>, String> {
+    let options = jsonschema::options_for::<F>();
     let compiled = if schema.get("$schema").is_some() {
         options.build(schema)
     } else {
@@ -100,14 +108,14 @@ fn compile_fast(schema: &Value, pointer: &str) -> Result<jsonschema::Validator<T
     compiled.map_err(|e| format!("{pointer}: invalid JSON Schema: {e}"))
 }
 
-/// A JSON Schema compiled: draft 7 (AsyncAPI's schema dialect) unless `$schema` says which.
+/// [`compile_for`] `serde_json::Value`s.
 fn compile(schema: &Value, pointer: &str) -> Result<jsonschema::Validator, String> {
-    let compiled = if schema.get("$schema").is_some() {
-        jsonschema::validator_for(schema)
-    } else {
-        jsonschema::draft7::new(schema)
-    };
-    compiled.map_err(|e| format!("{pointer}: invalid JSON Schema: {e}"))
+    compile_for::<jsonschema::json::SerdeJson>(schema, pointer)
+}
+
+/// [`compile_for`] payloads read into a tape.
+fn compile_fast(schema: &Value, pointer: &str) -> Result<jsonschema::Validator<TapeJson>, String> {
+    compile_for::<TapeJson>(schema, pointer)
 }
 
 /// The media type of a content type (`application/json; charset=utf-8` -> `application/json`).
@@ -182,7 +190,7 @@ impl Api {
                     .as_ref()
                     .map(|s| compile(s, &m.pointer))
                     .transpose()?;
-                let fast = m
+                let tape_schema = m
                     .schema
                     .as_ref()
                     .map(|s| compile_fast(s, &m.pointer))
@@ -191,7 +199,7 @@ impl Api {
                     name: m.name,
                     content_type: m.content_type,
                     schema,
-                    fast,
+                    tape_schema,
                 });
             }
             channels.push(Channel {
@@ -425,8 +433,8 @@ impl Api {
             };
             // A valid payload is decided on the tape; anything else (invalid, or not read by
             // the tape) goes through `serde_json::Value`, which also words the reason.
-            if let Some(fast) = m.fast.as_ref().filter(|_| !unread) {
-                match tape::with_payload(payload, |root| fast.is_valid(root)) {
+            if let Some(tape_schema) = m.tape_schema.as_ref().filter(|_| !unread) {
+                match tape::with_payload(payload, |root| tape_schema.is_valid(root)) {
                     Some(true) => return Verdict::Valid,
                     Some(false) => {}
                     // Not for the tape: not read again for the channel's other messages.

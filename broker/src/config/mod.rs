@@ -380,7 +380,7 @@ config_keys! {
     asyncapi: Option<PathBuf> = None,
         "none",
         "AsyncAPI 3.0 or 2.6 document (YAML or JSON): its channels' parameters, operations and \
-        payload schemas are enforced on PUBLISH and SUBSCRIBE; reloaded on SIGHUP";
+        payload schemas are enforced on PUBLISH and SUBSCRIBE; reloaded on SIGHUP; its Kafka bindings add Kafka bridge rules (read at start only)";
     asyncapi_strict: bool = false,
         "false",
         "refuse topics and filters that match no channel (MQTT 5: PUBACK 0x90 / SUBACK 0x8F; \

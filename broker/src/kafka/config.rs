@@ -247,7 +247,7 @@ impl KafkaConfig {
                 .map_err(|e| format!("kafka.to_kafka[{i}] (filter `{}`): {e}", rule.filter))?;
         }
         // Partitions: for a topic the broker creates (a fixed one), the same wherever given.
-        let mut said: Vec<(&str, i32)> = Vec::new();
+        let mut partitions_seen: Vec<(&str, i32)> = Vec::new();
         let to_kafka = self
             .to_kafka
             .iter()
@@ -264,14 +264,14 @@ impl KafkaConfig {
                     "kafka.{rules} (topic `{topic}`): partitions apply to a topic the broker creates (no placeholder)"
                 ));
             }
-            match said.iter().find(|(t, _)| *t == topic.as_str()) {
+            match partitions_seen.iter().find(|(t, _)| *t == topic.as_str()) {
                 Some((_, q)) if *q != p => {
                     return Err(format!(
                         "kafka.{rules} (topic `{topic}`): partitions {p} here, {q} in another rule"
                     ))
                 }
                 Some(_) => {}
-                None => said.push((topic, p)),
+                None => partitions_seen.push((topic, p)),
             }
         }
         Ok(())

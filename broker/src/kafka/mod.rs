@@ -109,12 +109,10 @@ pub fn create_topics(
     rules: &[Rule],
     record_bytes_max: usize,
 ) -> anyhow::Result<()> {
-    // Each fixed topic with its partitions (a rule's own, else `kafka.partitions`); the
-    // rules are compiled from `config.to_kafka` in order.
+    // Each fixed topic with its partitions (a rule's own, else `kafka.partitions`).
     let mut names: Vec<(&str, Option<i32>)> = rules
         .iter()
-        .zip(&config.to_kafka)
-        .filter_map(|(r, c)| Some((r.fixed_topic.as_deref()?, c.partitions)))
+        .filter_map(|r| Some((r.fixed_topic.as_deref()?, r.partitions)))
         .chain(
             config
                 .to_mqtt

@@ -35,6 +35,8 @@ pub struct Rule {
     pub key: Key,
     /// The Kafka topic when the template has no placeholder (created at start).
     pub fixed_topic: Option<String>,
+    /// Partitions of the fixed topic if the broker creates it (`kafka.partitions` if None).
+    pub partitions: Option<i32>,
 }
 
 impl Rule {
@@ -97,6 +99,7 @@ impl Rule {
             parts,
             key,
             fixed_topic,
+            partitions: rule.partitions,
         })
     }
 

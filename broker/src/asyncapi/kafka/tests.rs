@@ -1,3 +1,6 @@
+//! The Kafka rules AsyncAPI bindings give: both versions alike, errors naming pointers, the
+//! merge with explicit rules, filter overlap.
+
 use super::*;
 
 const DOC_3: &str = r#"
@@ -254,6 +257,32 @@ fn explicit_rules_win_and_overlaps_are_errors() {
     let doc = "asyncapi: 3.0.0\nchannels:\n  c:\n    address: s/{a}/{b}\n    parameters: { a: {}, b: {} }\n    bindings: { kafka: { topic: 't.{b}.{a}.{client_id}' } }\n";
     let (to_kafka, _) = rules(&mapping(doc).unwrap());
     assert_eq!(to_kafka[0].topic, "t.{2}.{1}.{client_id}");
+    // Partitions: only for a topic the broker creates, and agreeing with other rules.
+    let err = mapping(&one("t-{p}").replace("topic: 't-{p}'", "topic: 't-{p}', partitions: 2"))
+        .unwrap_err();
+    assert!(
+        err.contains("/channels/c/bindings/kafka/partitions: only for a topic"),
+        "{err}"
+    );
+    let mut config = KafkaConfig {
+        to_mqtt: vec![ToMqtt {
+            topic: "t".into(),
+            mqtt_topic: "o/{key}".into(),
+            qos: 0,
+            group: "g".into(),
+            offset_reset: "latest".into(),
+            partitions: Some(3),
+        }],
+        ..KafkaConfig::default()
+    };
+    let err = mapping(&one("t").replace("topic: 't'", "topic: 't', partitions: 2"))
+        .unwrap()
+        .merge_into(&mut config)
+        .unwrap_err();
+    assert!(
+        err.contains("channel c: its binding gives Kafka topic `t` 2 partitions, another rule 3"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -1,3 +1,6 @@
+//! The tape against serde_json + jsonschema: what it reads and leaves, equal verdicts on a
+//! schema with every common keyword, and a property test over generated JSON text.
+
 use proptest::prelude::*;
 
 use super::*;
