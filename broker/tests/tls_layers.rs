@@ -28,6 +28,15 @@ use rustls::pki_types::pem::PemObject;
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;
 
+/// The tests of this binary run one at a time: the heap count is process-wide.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const UPGRADE: &[u8] = b"GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n";
@@ -109,6 +118,7 @@ fn connection(client: &Arc<rustls::ClientConfig>) -> rustls::ClientConnection {
 
 #[test]
 fn tls_and_secure_websocket_carry_mqtt_bytes_both_ways() {
+    let _serial = serial();
     let (server, client, ws) = setup("tls-layers");
     for kind in [Kind::Tls, Kind::Wss] {
         let mut t = Transport::new(kind, Some(&server), &ws).unwrap();
@@ -138,6 +148,7 @@ fn tls_and_secure_websocket_carry_mqtt_bytes_both_ways() {
 
 #[test]
 fn bytes_after_close_notify_are_ignored_not_looped_on() {
+    let _serial = serial();
     let (server, client, ws) = setup("tls-close");
     let mut t = Transport::new(Kind::Tls, Some(&server), &ws).unwrap();
     let mut c = connection(&client);
@@ -182,6 +193,7 @@ fn client_wire(c: &mut rustls::ClientConnection) -> Vec<u8> {
 
 #[test]
 fn records_split_anywhere_are_joined_and_a_key_update_is_answered() {
+    let _serial = serial();
     let (server, client, ws) = setup("tls-split");
     for kind in [Kind::Tls, Kind::Wss] {
         for piece in [1usize, 3, 7, 100, 4095, 16_000, 70_000] {
@@ -242,6 +254,7 @@ fn records_split_anywhere_are_joined_and_a_key_update_is_answered() {
 
 #[test]
 fn tls_arbitrary_bytes_end_in_an_error_not_a_panic() {
+    let _serial = serial();
     let (server, _, ws) = setup("tls-junk");
     for seed in 0..200u32 {
         let junk: Vec<u8> = (0..seed * 13 % 3000)
@@ -260,6 +273,7 @@ fn tls_arbitrary_bytes_end_in_an_error_not_a_panic() {
 
 #[test]
 fn idle_tls_layers_keep_little_heap() {
+    let _serial = serial();
     let (server, client, ws) = setup("tls-memory");
     for kind in [Kind::Tls, Kind::Wss, Kind::Ws] {
         const N: usize = 200;
