@@ -5,22 +5,16 @@
 
 #[path = "../../broker/tests/common/certs.rs"]
 mod certs;
+mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use net::codec::{ProtocolVersion, QoS};
+use support::{free_addr, load};
 use tools::loadgen::conn::{run_conn, ConnLoad};
 use tools::loadgen::layers::Layers;
 use tools::loadgen::topology::Topology;
 use tools::loadgen::{run, Load};
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 #[test]
 fn p2p_and_connections_over_tls_and_websocket() {
@@ -54,22 +48,8 @@ fn p2p_and_connections_over_tls_and_websocket() {
         let layers = Layers { tls, ws_path };
         let name = layers.name();
         let load = Load {
-            addr,
-            qos: QoS::AtLeastOnce,
-            payload_bytes: 64,
-            json: false,
-            rate: 300.0,
-            inflight: 16,
-            warmup: Duration::from_millis(200),
-            duration: Duration::from_millis(800),
-            drain: Duration::from_secs(5),
-            version: ProtocolVersion::V5,
-            broker_pid: Some(std::process::id()),
-            persistent: false,
-            offline: None,
-            kafka_in: None,
-            kafka_out: None,
             layers,
+            ..load(addr, QoS::AtLeastOnce, ProtocolVersion::V5)
         };
         let report = run(&Topology::p2p(4, &format!("l{name}")), &load).unwrap();
         eprint!("{name}: {}", report.table());

@@ -6,11 +6,12 @@
 
 #[path = "../../broker/tests/common/kafka.rs"]
 mod kafka;
+mod support;
 
 /// What the broker tests' tansu harness (`common/kafka.rs`) takes from their `common`.
 mod common {
     pub fn free_port() -> u16 {
-        super::free_addr().port()
+        super::support::free_addr().port()
     }
 
     pub fn scratch_dir(name: &str) -> std::path::PathBuf {
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use broker::kafka::config::{KafkaConfig, ToMqtt};
 use kafka::Tansu;
+use support::{free_addr, load};
 
 use net::codec::{ProtocolVersion, QoS};
 use tools::loadgen::conn::{run_conn, ConnLoad};
@@ -35,15 +37,6 @@ use tools::loadgen::kafka::KafkaIn;
 use tools::loadgen::topology::Topology;
 use tools::loadgen::{run, Load};
 use tools::report::Report;
-
-fn free_addr() -> SocketAddr {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}").parse().unwrap()
-}
 
 fn ringmq() -> (broker::Broker, SocketAddr) {
     ringmq_with(None)
@@ -62,27 +55,6 @@ fn ringmq_with(kafka: Option<KafkaConfig>) -> (broker::Broker, SocketAddr) {
     .validate()
     .unwrap();
     (broker::run(config).unwrap(), addr)
-}
-
-fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
-    Load {
-        addr,
-        qos,
-        payload_bytes: 64,
-        json: false,
-        rate: 300.0,
-        inflight: 16,
-        warmup: Duration::from_millis(200),
-        duration: Duration::from_millis(800),
-        drain: Duration::from_secs(5),
-        version,
-        broker_pid: Some(std::process::id()),
-        persistent: false,
-        offline: None,
-        kafka_in: None,
-        kafka_out: None,
-        layers: Default::default(),
-    }
 }
 
 fn assert_exact(report: &Report, deliveries_per_message: u64) {

@@ -54,12 +54,13 @@ pub enum SubscribeVerdict {
 #[derive(Debug)]
 enum Level {
     Literal(String),
-    /// Its name, its schema, and the schema over the tape's string node (no allocation).
-    Param(
-        String,
-        jsonschema::Validator,
-        jsonschema::Validator<TapeJson>,
-    ),
+    /// A parameter: its name, its schema, and the same schema over the tape's string node
+    /// (checked first: no allocation).
+    Param {
+        name: String,
+        schema: jsonschema::Validator,
+        tape_schema: jsonschema::Validator<TapeJson>,
+    },
 }
 
 #[derive(Debug)]
@@ -168,11 +169,11 @@ impl Api {
                             .find(|(n, _)| n == name)
                             .map_or(serde_json::json!({ "type": "string" }), |(_, s)| s.clone());
                         let pointer = format!("/channels/{}/parameters/{name}", c.name);
-                        levels.push(Level::Param(
-                            name.to_string(),
-                            compile(&schema, &pointer)?,
-                            compile_fast(&schema, &pointer)?,
-                        ));
+                        levels.push(Level::Param {
+                            name: name.to_string(),
+                            schema: compile(&schema, &pointer)?,
+                            tape_schema: compile_fast(&schema, &pointer)?,
+                        });
                     }
                     None if level.contains(['{', '}', '+', '#']) => {
                         return Err(format!(
@@ -238,7 +239,7 @@ impl Api {
                 .iter()
                 .map(|l| match l {
                     Level::Literal(t) => t.clone(),
-                    Level::Param(..) => "+".to_string(),
+                    Level::Param { .. } => "+".to_string(),
                 })
                 .collect();
             let who = match (c.publish, c.subscribe) {
@@ -288,7 +289,7 @@ impl Api {
                 c.levels.len() == count
                     && c.levels.iter().zip(topic.split('/')).all(|(l, t)| match l {
                         Level::Literal(lit) => lit == t,
-                        Level::Param(..) => true,
+                        Level::Param { .. } => true,
                     })
             })
             .max_by_key(|(_, c)| {
@@ -298,9 +299,14 @@ impl Api {
                     .count()
             })?;
         for (l, t) in c.levels.iter().zip(topic.split('/')) {
-            if let Level::Param(name, v, fast) = l {
+            if let Level::Param {
+                name,
+                schema: v,
+                tape_schema,
+            } = l
+            {
                 // The level as a string first (on the tape: no allocation).
-                if tape::with_str(t, |level| fast.is_valid(level)) == Some(true) {
+                if tape::with_str(t, |level| tape_schema.is_valid(level)) == Some(true) {
                     continue;
                 }
                 let level = Value::String(t.to_string());
@@ -522,7 +528,7 @@ fn intersects(filter_levels: &[&str], channel: &[Level]) -> bool {
             return false;
         };
         let ok = match level {
-            Level::Param(..) => true,
+            Level::Param { .. } => true,
             Level::Literal(lit) => *f == "+" || f == lit,
         };
         if !ok {

@@ -98,21 +98,12 @@ impl TlsLayer {
         if !self.pending.is_empty() {
             let mut pending = std::mem::take(&mut self.pending);
             pending.extend_from_slice(wire);
-            let (used, result) = self.process(&mut pending, out, plaintext);
-            pending.drain(..used.min(pending.len()));
-            if pending.capacity() > 2 * pending.len() + 1024 {
-                pending.shrink_to_fit();
-            }
-            return self.keep(pending, result);
+            return self.process_owned(pending, out, plaintext);
         }
         SCRATCH.with(|cell| {
             let Ok(mut scratch) = cell.try_borrow_mut() else {
                 // Not re-entered in practice; a buffer of its own is as correct.
-                let mut local = wire.to_vec();
-                let (used, result) = self.process(&mut local, out, plaintext);
-                local.drain(..used.min(local.len()));
-                local.shrink_to_fit();
-                return self.keep(local, result);
+                return self.process_owned(wire.to_vec(), out, plaintext);
             };
             scratch.clear();
             scratch.extend_from_slice(wire);
@@ -121,6 +112,21 @@ impl TlsLayer {
             trim(&mut scratch);
             self.keep(rest, result)
         })
+    }
+
+    /// Processes a buffer of the connection's own and keeps what is left of it, shrunk.
+    fn process_owned(
+        &mut self,
+        mut buf: Vec<u8>,
+        out: &mut BytesMut,
+        plaintext: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), rustls::Error> {
+        let (used, result) = self.process(&mut buf, out, plaintext);
+        buf.drain(..used.min(buf.len()));
+        if buf.capacity() > 2 * buf.len() + 1024 {
+            buf.shrink_to_fit();
+        }
+        self.keep(buf, result)
     }
 
     /// Keeps the unconsumed bytes (none after the peer's close_notify or an error), at most
