@@ -28,18 +28,35 @@ impl Redis {
 
     /// Starts one with `extra` settings, on a free port, in a fresh directory.
     fn start_with(extra: &[&str]) -> Self {
-        let port = free_port();
-        let dir = scratch_dir("redis");
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Self::spawn_with(port, &dir, extra);
-        Self { child, port, dir }
+        Self::start_in("redis", |_| extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Starts one in a fresh directory named after `what`, with the settings `extra` gives for
+    /// its port. A free port can be taken by another test between the probe and redis-server's
+    /// bind, so a server that does not come up is tried again on fresh ports (five times).
+    fn start_in(what: &str, extra: impl Fn(u16) -> Vec<String>) -> Self {
+        for _ in 0..5 {
+            let port = free_port();
+            let dir = scratch_dir(what);
+            std::fs::create_dir_all(&dir).unwrap();
+            let args = extra(port);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            if let Some(child) = Self::try_spawn(port, &dir, &args) {
+                return Self { child, port, dir };
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        panic!("redis-server did not come up on five free ports");
     }
 
     fn spawn(port: u16, dir: &std::path::Path) -> Child {
-        Self::spawn_with(port, dir, &[])
+        Self::try_spawn(port, dir, &[])
+            .unwrap_or_else(|| panic!("redis-server did not answer on port {port}"))
     }
 
-    fn spawn_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    /// Starts redis-server on `port`; `None` (and the process reaped) when it does not answer
+    /// within ten seconds.
+    fn try_spawn(port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<Child> {
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
@@ -61,13 +78,16 @@ impl Redis {
             // Up: PONG, or NOAUTH when it has a password.
             let answer = Self::cli_at(port, &["PING"]);
             if answer.trim() == "PONG" || answer.starts_with("NOAUTH") {
-                return child;
+                return Some(child);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                return None; // exited: the port (or the bus port) was taken
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = child.kill();
         let _ = child.wait();
-        panic!("redis-server did not answer on port {port}");
+        None
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -138,20 +158,21 @@ impl RedisCluster {
     pub fn start() -> Self {
         let mut nodes = Vec::new();
         for _ in 0..3 {
-            let port = free_port();
-            let dir = scratch_dir("redis-cluster");
-            std::fs::create_dir_all(&dir).unwrap();
-            let child = Redis::spawn_with(
-                port,
-                &dir,
-                &[
+            // The cluster bus port is named: the default (port + 10000) can be past 65535 or
+            // in use when the port is an ephemeral one.
+            nodes.push(Redis::start_in("redis-cluster", |_| {
+                let bus = free_port().to_string();
+                [
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
-                ],
-            );
-            nodes.push(Redis { child, port, dir });
+                ]
+                .into_iter()
+                .map(String::from)
+                .chain(["--cluster-port".to_string(), bus])
+                .collect()
+            }));
         }
         let addrs: Vec<String> = nodes
             .iter()
