@@ -12,6 +12,8 @@
 //! - [`source`]: inbound feeds other than clients.
 //! - [`kafka`]: the Kafka bridge: MQTT -> Kafka (a sink per shard), Kafka -> MQTT (a
 //!   consumer per group feeding a source per shard), rdkafka.
+//! - [`cluster`]: several nodes over one Kafka: the routes thread, the route table, the
+//!   per-shard downlink sink.
 //! - [`session`]: the sans-IO session state machine (inflight window, packet ids, queue).
 //! - [`router`]: the topic tree, the replicated route table and shared-subscription groups.
 //! - [`retained`]: retained messages, partitioned across shards by topic, paged by filter.
@@ -25,6 +27,7 @@
 pub mod asyncapi;
 pub mod auth;
 pub mod capacity;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod durable;
@@ -55,8 +58,10 @@ pub struct Broker {
     config: Config,
     mesh: Arc<MeshShared>,
     threads: Vec<std::thread::JoinHandle<anyhow::Result<shard::Stats>>>,
-    /// Kafka -> MQTT consumer threads (none without `[[kafka.to_mqtt]]`).
+    /// Kafka -> MQTT consumer threads (none without `[[kafka.to_mqtt]]` or a cluster).
     consumers: kafka::consumer::Consumers,
+    /// The cluster's routes thread (`[cluster]`).
+    cluster: Option<cluster::routes::Node>,
 }
 
 /// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
@@ -109,13 +114,21 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     retained::start_clock();
     let mut groups = Vec::new();
     let mut sources: source::PerShard = (0..shards).map(|_| Vec::new()).collect();
+    let mut node = None;
     if let Some(kafka) = &config.kafka {
         let record = kafka::record_bytes_max(config.packet_bytes_max);
         kafka::create_topics(kafka, &kafka::rules(kafka)?, record)?;
-        if !kafka.to_mqtt.is_empty() {
+        // A cluster node consumes its downlink like a Kafka -> MQTT rule.
+        let mut downlink = Vec::new();
+        if let Some(c) = &config.cluster {
+            node = Some(cluster::routes::Node::start(kafka, c, record)?);
+            downlink.push(kafka::to_mqtt::Route::downlink(&c.downlink(), &c.group()));
+        }
+        if !kafka.to_mqtt.is_empty() || !downlink.is_empty() {
             let bells = mesh.doorbell_files()?;
             (groups, sources) = kafka::consumer::prepare(
                 kafka,
+                downlink,
                 &bells,
                 config.topic_levels_max,
                 config.packet_bytes_max,
@@ -137,6 +150,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
             .next()
             .unwrap_or_else(durable::recover::Recovered::memory);
         let shard_sources = sources.next().unwrap_or_default();
+        let shard_cluster = node.as_ref().map(|n| (n.table.clone(), n.feed.clone()));
         let core = cores.get(i % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -158,6 +172,13 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                         for s in shard_sources {
                             shard.add_source(s);
                         }
+                        if let Some((table, feed)) = shard_cluster {
+                            if let Err(e) = shard.join_cluster(table, feed) {
+                                let msg = e.to_string();
+                                let _ = ready.send(Err(e));
+                                return Err(anyhow::anyhow!(msg));
+                            }
+                        }
                         let _ = ready.send(Ok(()));
                         shard.run()
                     }
@@ -178,6 +199,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         mesh,
         threads,
         consumers: kafka::consumer::Consumers::default(),
+        cluster: node,
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -191,6 +213,9 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                 anyhow::bail!("a shard thread died during start-up");
             }
         }
+    }
+    if let Some(node) = &broker.cluster {
+        node.shards_ready();
     }
     // Records flow once every shard runs.
     match kafka::consumer::start(groups) {
@@ -240,6 +265,9 @@ impl Broker {
         }
         // After the shards (even a failed one): what they reported handed on is committed.
         consumers.stop_and_join();
+        if let Some(node) = self.cluster {
+            node.stop_and_join();
+        }
         match failed {
             Some(e) => Err(e),
             None => Ok(total),

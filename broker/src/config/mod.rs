@@ -151,6 +151,9 @@ macro_rules! config_keys {
             )*
             /// The `[kafka]` table (file only; README "Kafka"): the MQTT -> Kafka bridge.
             pub kafka: Option<crate::kafka::config::KafkaConfig>,
+            /// The `[cluster]` table (file only; README "Cluster"): this node in a cluster
+            /// over Kafka.
+            pub cluster: Option<crate::cluster::config::ClusterConfig>,
         }
 
         impl Default for Config {
@@ -158,6 +161,7 @@ macro_rules! config_keys {
                 Self {
                     $( $key: $default, )*
                     kafka: None,
+                    cluster: None,
                 }
             }
         }
@@ -591,6 +595,22 @@ impl Config {
         if let Some(kafka) = &self.kafka {
             if let Err(e) = kafka.check() {
                 return Err(bad("kafka", e));
+            }
+            // A cluster node uses Kafka without rules of its own.
+            if kafka.to_kafka.is_empty() && kafka.to_mqtt.is_empty() && self.cluster.is_none() {
+                return Err(bad(
+                    "kafka",
+                    "kafka: no [[kafka.to_kafka]] or [[kafka.to_mqtt]] rule",
+                ));
+            }
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.check().map_err(|e| bad("cluster", e))?;
+            if self.kafka.is_none() {
+                return Err(bad(
+                    "cluster",
+                    "a cluster node needs the [kafka] section (the nodes share its routes and downlink topics)",
+                ));
             }
         }
         if self.redis_connect_timeout_ms == 0 || self.redis_connect_timeout_ms > 60_000 {

@@ -43,6 +43,7 @@ impl Core {
             lane,
             seq,
             mut message,
+            shared_only,
         } = inbound;
         // The broker's own limits apply as to a client's PUBLISH.
         message.qos = message.qos.min(self.config.max_qos());
@@ -61,7 +62,9 @@ impl Core {
             v5: false,
         });
         self.refused = false;
+        self.shared_only = shared_only;
         let peers = self.publish(message, Origin::Source(token));
+        self.shared_only = None;
         self.publisher = None;
         self.refused = false;
         let conn = self.sources.hold(index, lane, seq);

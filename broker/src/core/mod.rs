@@ -160,6 +160,11 @@ pub struct Core {
     pub sinks: Sinks,
     /// Inbound feeds other than clients.
     pub sources: crate::source::Sources,
+    /// The shared groups the message being routed may reach (`Inbound::shared_only`); None:
+    /// every matching group.
+    pub(crate) shared_only: Option<Vec<ByteString>>,
+    /// Where this shard reports a filter's first and last local subscriber (a cluster node).
+    cluster: Option<Arc<crate::cluster::routes::Feed>>,
     /// Scratch for a batch of source messages.
     inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
@@ -240,6 +245,8 @@ impl Core {
             durable: Durable::new(store, holds_acks),
             sinks: Sinks::default(),
             sources: crate::source::Sources::default(),
+            cluster: None,
+            shared_only: None,
             inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
             publisher: None,
@@ -254,6 +261,30 @@ impl Core {
             core.restore(state, recovered_retained, remote_routes);
         }
         core
+    }
+
+    /// Reports this shard's route changes to a cluster node's routes thread from now on,
+    /// starting with every filter its restored sessions subscribe to.
+    pub fn join_cluster(&mut self, feed: Arc<crate::cluster::routes::Feed>) {
+        for session in self.sessions.iter().flatten() {
+            for filter in session.subscriptions.keys() {
+                feed.changed(self.id, filter, true);
+            }
+        }
+        self.cluster = Some(feed);
+    }
+
+    /// `filter` got its first local subscriber here (`on`) or lost its last one: peers learn
+    /// of it, and the cluster when there is one.
+    pub(crate) fn route_changed(&mut self, filter: &ByteString, on: bool) {
+        if let Some(feed) = &self.cluster {
+            feed.changed(self.id, filter, on);
+        }
+        if on {
+            self.broadcast(|| ShardMsg::RouteAdd(filter.clone()));
+        } else {
+            self.broadcast(|| ShardMsg::RouteRemove(filter.clone()));
+        }
     }
 
     /// Takes newer auth settings from `source` on each tick (SIGHUP reloads).

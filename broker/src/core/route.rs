@@ -83,6 +83,9 @@ impl Core {
         let remote = self
             .router
             .matches(&message.topic, self.id, &mut matches, shared);
+        if let Some(only) = &self.shared_only {
+            picks.retain(|p| only.contains(p.filter()));
+        }
         let feeds = message.retain && !self.feeds.is_empty();
         // One id for every durable session here that gets the message: its body is logged once.
         let log_id = self.durable.next_message_id();

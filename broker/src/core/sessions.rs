@@ -6,7 +6,6 @@ use std::time::Duration;
 use bytestring::ByteString;
 use net::codec::ReasonCode;
 
-use super::peer::ShardMsg;
 use super::{Core, Origin};
 use crate::ids::{ConnId, SessionId};
 use crate::session::{Message, Session};
@@ -75,7 +74,7 @@ impl Core {
     pub(crate) fn unroute(&mut self, filter: &ByteString, sid: SessionId) -> bool {
         match self.router.unsubscribe(filter, sid) {
             Some(true) => {
-                self.broadcast(|| ShardMsg::RouteRemove(filter.clone()));
+                self.route_changed(filter, false);
                 true
             }
             Some(false) => true,

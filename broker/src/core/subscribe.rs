@@ -8,7 +8,6 @@ use net::codec::{
 };
 use net::topic::is_shared;
 
-use super::peer::ShardMsg;
 use super::{Core, RetainedWanted};
 use crate::asyncapi::SubscribeVerdict;
 use crate::ids::ConnId;
@@ -93,7 +92,7 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
         }
         core.journal_of(sid);
         if core.router.subscribe(&filter, sid, options, sub_id) {
-            core.broadcast(|| ShardMsg::RouteAdd(filter.clone()));
+            core.route_changed(&filter, true);
         }
         let send_retained = !shared
             && match options.retain_handling {

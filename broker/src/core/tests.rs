@@ -642,6 +642,7 @@ fn source_messages_are_reported_once_durable_in_lane_order_and_not_offered_to_si
             lane,
             seq,
             message: message(topic),
+            shared_only: None,
         })
         .collect();
     core.sources.add(Box::new(source));

@@ -210,9 +210,6 @@ impl KafkaConfig {
             1_000,
             300_000,
         )?;
-        if self.to_kafka.is_empty() && self.to_mqtt.is_empty() {
-            return Err("kafka: no [[kafka.to_kafka]] or [[kafka.to_mqtt]] rule".into());
-        }
         let mut groups: Vec<&str> = self.to_mqtt.iter().map(|r| r.group.as_str()).collect();
         groups.sort_unstable();
         groups.dedup();

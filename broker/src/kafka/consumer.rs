@@ -201,10 +201,12 @@ impl std::fmt::Debug for Group {
     }
 }
 
-/// Creates one consumer per group of `config.to_mqtt` (subscribed, not polled yet) and its
-/// inboxes, one per shard (`doorbells`). Returns the groups and each shard's sources.
+/// Creates one consumer per group of `config.to_mqtt` and of `extra` (a cluster node's
+/// downlink; subscribed, not polled yet) and its inboxes, one per shard (`doorbells`).
+/// Returns the groups and each shard's sources.
 pub fn prepare(
     config: &KafkaConfig,
+    extra: Vec<Route>,
     doorbells: &[std::fs::File],
     levels_max: usize,
     bytes_max: usize,
@@ -213,6 +215,7 @@ pub fn prepare(
     for (i, rule) in config.to_mqtt.iter().enumerate() {
         routes.push(Route::compile(rule).map_err(|e| anyhow::anyhow!("kafka.to_mqtt[{i}]: {e}"))?);
     }
+    routes.extend(extra);
     let mut groups: Vec<Group> = Vec::new();
     let mut sources: PerShard = doorbells.iter().map(|_| Vec::new()).collect();
     let mut names: Vec<String> = routes.iter().map(|r| r.group.clone()).collect();
@@ -262,9 +265,14 @@ pub fn prepare(
             })
             .map_err(|e| anyhow::anyhow!("kafka: cannot create a consumer: {e}"))?;
         let topics: Vec<&str> = mine.iter().map(|r| r.topic.as_str()).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            anyhow::anyhow!("kafka: group {name}: cannot subscribe to {topics:?}: {e}")
-        })?;
+        if mine.iter().all(Route::is_downlink) {
+            assign_all(&consumer, &topics, Duration::from_millis(config.timeout_ms))
+                .map_err(|e| anyhow::anyhow!("kafka: group {name}: {e}"))?;
+        } else {
+            consumer.subscribe(&topics).map_err(|e| {
+                anyhow::anyhow!("kafka: group {name}: cannot subscribe to {topics:?}: {e}")
+            })?;
+        }
         let waker = Arc::new(Waker::default());
         let mut inboxes = Vec::with_capacity(doorbells.len());
         for (shard, bell) in doorbells.iter().enumerate() {
@@ -301,6 +309,36 @@ pub fn prepare(
         });
     }
     Ok((groups, sources))
+}
+
+/// Assigns every partition of `topics` to `consumer`, each from the group's committed offset
+/// (else `auto.offset.reset`). A cluster node's downlink is read by that node alone: no group
+/// membership to wait for after a restart (against tansu 0.6.0 a member killed and started
+/// again was assigned no partition: the dead member's were never given back).
+fn assign_all(consumer: &BaseConsumer<Ctx>, topics: &[&str], wait: Duration) -> Result<(), String> {
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), wait)
+            .map_err(|e| format!("reading the partitions of {topic}: {e}"))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == *topic)
+            .map(|t| t.partitions().len())
+            .unwrap_or(0);
+        if partitions == 0 {
+            return Err(format!("topic {topic} has no partitions"));
+        }
+        for p in 0..partitions {
+            assignment
+                .add_partition_offset(topic, p as i32, Offset::Stored)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    consumer
+        .assign(&assignment)
+        .map_err(|e| format!("assigning {topics:?}: {e}"))
 }
 
 /// Starts a thread per group.
@@ -546,11 +584,9 @@ impl State {
             .routes
             .iter()
             .position(|r| r.topic == record.topic)?;
-        let mapped = self
-            .feed
-            .routes
-            .get(route)
-            .map(|r| r.message(record, self.feed.levels_max, self.feed.bytes_max, now))?;
+        let rule = self.feed.routes.get(route)?;
+        let mapped = rule.message(record, self.feed.levels_max, self.feed.bytes_max, now);
+        let shared_only = rule.shared_only(record);
         let lane = self.lane(route, partition);
         if lane.ceiling.is_some_and(|c| offset <= c) {
             lane.ceiling = None; // the rewind took effect
@@ -564,6 +600,7 @@ impl State {
                     lane: id,
                     seq: offset,
                     message,
+                    shared_only,
                 };
                 let backlog = self.backlog.get_mut(shard)?;
                 if !backlog.is_empty() {
@@ -652,7 +689,9 @@ impl State {
         }
     }
 
-    /// Stores the offset after `last` for the next commit.
+    /// Stores the offset after `last` for the next commit. `rd_kafka_offset_store` (rdkafka's
+    /// `store_offset`) stores its argument + 1, so it is given `last` itself: given `last + 1`
+    /// it committed one record too far and a restart skipped that record.
     fn store(&self, consumer: &BaseConsumer<Ctx>, (route, partition): (usize, i32), last: i64) {
         let Some(r) = self.feed.routes.get(route) else {
             return;
@@ -662,7 +701,7 @@ impl State {
             .get(&(route, partition))
             .and_then(|l| l.ceiling)
             .unwrap_or(i64::MAX);
-        if let Err(e) = consumer.store_offset(&r.topic, partition, (last + 1).min(ceiling)) {
+        if let Err(e) = consumer.store_offset(&r.topic, partition, last.min(ceiling - 1)) {
             tracing::debug!(topic = %r.topic, partition, "Kafka consumer: store offset: {e}");
         }
     }

@@ -79,6 +79,8 @@ impl Bell {
     }
 }
 
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 /// Milliseconds of the Unix epoch now (Kafka's timestamps).
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()

@@ -205,7 +205,7 @@ fn bytes(s: &str) -> &[u8] {
 }
 
 /// MQTT 5 properties and the MQTT context as Kafka headers.
-fn headers(message: &Message, publisher: &str) -> OwnedHeaders {
+pub(crate) fn headers(message: &Message, publisher: &str) -> OwnedHeaders {
     let p = &*message.properties;
     let qos = [b'0' + message.qos as u8];
     let mut h = OwnedHeaders::new_with_capacity(4 + p.user_properties.len())

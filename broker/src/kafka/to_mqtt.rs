@@ -28,6 +28,8 @@ enum Part {
     Header(String),
     /// The Kafka topic.
     Topic,
+    /// The whole MQTT topic from the `mqtt.topic` header (a cluster downlink).
+    MqttTopic,
 }
 
 /// One Kafka -> MQTT rule.
@@ -36,8 +38,10 @@ pub struct Route {
     /// The Kafka topic.
     pub topic: String,
     parts: Vec<Part>,
-    /// QoS of the MQTT publish.
+    /// QoS of the MQTT publish (the most a `mqtt.qos` header may ask, on a downlink).
     pub qos: QoS,
+    /// The QoS comes from the record's `mqtt.qos` header (a cluster downlink).
+    qos_from_header: bool,
     /// Consumer group.
     pub group: String,
     /// `earliest` or `latest` (`auto.offset.reset`).
@@ -121,9 +125,45 @@ impl Route {
             topic: rule.topic.clone(),
             parts,
             qos,
+            qos_from_header: false,
             group: rule.group.clone(),
             offset_reset: rule.offset_reset.clone(),
         })
+    }
+
+    /// A cluster node's downlink: records other nodes produced for this node's subscribers,
+    /// each carrying its MQTT topic, QoS and RETAIN in the `mqtt.*` headers; consumed by
+    /// `group` from the earliest offset not committed.
+    pub fn downlink(topic: &str, group: &str) -> Self {
+        Self {
+            topic: topic.into(),
+            parts: vec![Part::MqttTopic],
+            qos: QoS::ExactlyOnce,
+            qos_from_header: true,
+            group: group.into(),
+            offset_reset: "earliest".into(),
+        }
+    }
+
+    /// A cluster node's downlink (read by that node alone, every partition assigned).
+    pub fn is_downlink(&self) -> bool {
+        self.qos_from_header
+    }
+
+    /// The shared groups a downlink record may reach (its `mqtt.cluster.shared` header);
+    /// `None` (every group) for a Kafka -> MQTT rule's record.
+    pub fn shared_only(&self, record: &Record<'_>) -> Option<Vec<ByteString>> {
+        if !self.qos_from_header {
+            return None;
+        }
+        let list = record.header("mqtt.cluster.shared").unwrap_or_default();
+        let list = std::str::from_utf8(list).unwrap_or_default();
+        Some(
+            list.split('\0')
+                .filter(|f| !f.is_empty())
+                .map(ByteString::from)
+                .collect(),
+        )
     }
 
     /// The MQTT topic for `record`, or why there is none.
@@ -136,6 +176,15 @@ impl Route {
                     continue;
                 }
                 Part::Topic => record.topic.as_bytes(),
+                Part::MqttTopic => {
+                    let topic = record
+                        .header("mqtt.topic")
+                        .ok_or("the record has no header `mqtt.topic`")?;
+                    let topic = std::str::from_utf8(topic)
+                        .map_err(|_| "header `mqtt.topic` is not UTF-8".to_string())?;
+                    out.push_str(topic);
+                    continue;
+                }
                 Part::Key => record.key.ok_or("the record has no key")?,
                 Part::Header(h) => record
                     .header(h)
@@ -233,10 +282,17 @@ impl Route {
         if properties.is_empty() {
             properties = BoxedProperties::default();
         }
+        let qos = match record.header("mqtt.qos") {
+            Some(b"0") if self.qos_from_header => QoS::AtMostOnce,
+            Some(b"1") if self.qos_from_header => QoS::AtLeastOnce,
+            Some(b"2") if self.qos_from_header => QoS::ExactlyOnce,
+            _ if self.qos_from_header => return Err("no valid `mqtt.qos` header".into()),
+            _ => self.qos,
+        };
         Ok(Message::new(
             ByteString::from(topic),
             Bytes::copy_from_slice(record.payload),
-            self.qos,
+            qos,
             retain,
             properties,
             now,

@@ -119,6 +119,15 @@ pub enum SharedPick {
     Remote(ShardId, ByteString),
 }
 
+impl SharedPick {
+    /// The group's full filter (`$share/g/f`).
+    pub fn filter(&self) -> &ByteString {
+        match self {
+            Self::Local(_, f) | Self::Remote(_, f) => f,
+        }
+    }
+}
+
 /// The replicated route table.
 #[derive(Debug, Default)]
 pub struct Router {

@@ -133,6 +133,30 @@ impl std::fmt::Debug for Shard {
 }
 
 impl Shard {
+    /// Makes this shard part of a cluster node: a downlink sink reading `table`, its route
+    /// changes reported to `feed`.
+    pub fn join_cluster(
+        &mut self,
+        table: Arc<arc_swap::ArcSwap<crate::cluster::table::RouteTable>>,
+        feed: Arc<crate::cluster::routes::Feed>,
+    ) -> anyhow::Result<()> {
+        let (Some(kafka), Some(cluster)) = (&self.core.config.kafka, &self.core.config.cluster)
+        else {
+            anyhow::bail!("a cluster node needs [kafka] and [cluster]");
+        };
+        let sink = crate::cluster::sink::ClusterSink::new(
+            kafka,
+            cluster,
+            table,
+            self.core.id.index(),
+            crate::kafka::record_bytes_max(self.core.config.packet_bytes_max),
+            self.mesh.doorbell_file()?,
+        )?;
+        self.core.sinks.add(Box::new(sink));
+        self.core.join_cluster(feed);
+        Ok(())
+    }
+
     /// Sets up the shard's ring and listener. Call on the shard's own thread.
     pub fn new(
         id: ShardId,

@@ -21,6 +21,10 @@ pub struct Inbound {
     pub seq: i64,
     /// The message, as if published by a client with this QoS.
     pub message: Message,
+    /// `None`: it reaches every matching shared group, as a client's would. `Some`: only the
+    /// groups listed (full `$share/g/f` filters; a cluster downlink's message, whose other
+    /// groups were served on another node).
+    pub shared_only: Option<Vec<bytestring::ByteString>>,
 }
 
 /// A source's running totals, read on the shard's tick for the metrics.

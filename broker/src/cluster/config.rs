@@ -1,0 +1,128 @@
+//! The `[cluster]` table: this node's id, the heartbeat and the node timeout, the Kafka topics
+//! the nodes share; checked at start with errors naming the key.
+
+use serde::Deserialize;
+
+/// `[cluster]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id: unique in the cluster and stable across restarts (its downlink topic
+    /// and consumer group are named after it); letters, digits, `.`, `_`, `-`, 1-64 bytes.
+    pub node_id: String,
+    /// How often this node writes its heartbeat to the routes topic.
+    pub heartbeat_ms: u64,
+    /// A node without a heartbeat for this long is dead: nothing is routed to it until it
+    /// beats again.
+    pub node_timeout_ms: u64,
+    /// The compacted topic of route changes and heartbeats (one partition, created at start).
+    pub routes_topic: String,
+    /// Node N's downlink topic is this prefix followed by N.
+    pub downlink_prefix: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            heartbeat_ms: 1_000,
+            node_timeout_ms: 10_000,
+            routes_topic: "ringmq.routes".into(),
+            downlink_prefix: "ringmq.downlink.".into(),
+        }
+    }
+}
+
+fn kafka_name(key: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 200
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(format!(
+            "cluster.{key}: `{name}`: 1-200 letters, digits, `.`, `_` or `-`"
+        ));
+    }
+    Ok(())
+}
+
+impl ClusterConfig {
+    /// Checks every value; the error names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.node_id.len() > 64 {
+            return Err("cluster.node_id: at most 64 bytes".into());
+        }
+        kafka_name("node_id", &self.node_id)?;
+        kafka_name("routes_topic", &self.routes_topic)?;
+        kafka_name("downlink_prefix", &self.downlink_prefix)?;
+        if !(10..=60_000).contains(&self.heartbeat_ms) {
+            return Err("cluster.heartbeat_ms: between 10 and 60000".into());
+        }
+        if self.node_timeout_ms < 2 * self.heartbeat_ms || self.node_timeout_ms > 3_600_000 {
+            return Err(
+                "cluster.node_timeout_ms: at least twice cluster.heartbeat_ms, at most 3600000"
+                    .into(),
+            );
+        }
+        if self.downlink() == self.routes_topic {
+            return Err("cluster.routes_topic: the same as this node's downlink topic".into());
+        }
+        Ok(())
+    }
+
+    /// This node's downlink topic.
+    pub fn downlink(&self) -> String {
+        self.downlink_of(&self.node_id)
+    }
+
+    /// Node `node`'s downlink topic.
+    pub fn downlink_of(&self, node: &str) -> String {
+        format!("{}{node}", self.downlink_prefix)
+    }
+
+    /// The consumer group of this node's downlink.
+    pub fn group(&self) -> String {
+        format!("ringmq-node-{}", self.node_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_name_the_key() {
+        let ok = ClusterConfig {
+            node_id: "n1".into(),
+            ..Default::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
+        assert_eq!(ok.downlink(), "ringmq.downlink.n1");
+        for (bad, key) in [
+            (
+                ClusterConfig {
+                    node_id: String::new(),
+                    ..ok.clone()
+                },
+                "cluster.node_id",
+            ),
+            (
+                ClusterConfig {
+                    node_id: "a/b".into(),
+                    ..ok.clone()
+                },
+                "cluster.node_id",
+            ),
+            (
+                ClusterConfig {
+                    node_timeout_ms: 1_000,
+                    ..ok.clone()
+                },
+                "cluster.node_timeout_ms",
+            ),
+        ] {
+            assert!(bad.check().unwrap_err().starts_with(key), "{bad:?}");
+        }
+    }
+}

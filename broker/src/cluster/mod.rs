@@ -1,0 +1,77 @@
+//! Clustering over Kafka: several ringmq nodes share one Kafka; a client may connect to any
+//! node and receives what is published on every node.
+//!
+//! - **Routes**: each node writes "node N has subscribers for filter F" (a shared group's
+//!   members too) to a compacted routes topic when a filter gets its first subscriber on the
+//!   node, and a tombstone when its last one goes, with a heartbeat; every node reads the
+//!   topic from its start (`routes.rs`) into a route table (`table.rs`) whose snapshots the
+//!   shards read without a lock.
+//! - **Delivery**: a message published on a node whose matching subscribers include other
+//!   live nodes is produced once per such node to that node's downlink topic (`sink.rs`, a
+//!   sink on each shard; the PUBACK waits for Kafka's acknowledgement of every copy). Each
+//!   node consumes its own downlink (the Kafka -> MQTT consumer, with a downlink route that
+//!   takes the MQTT topic, QoS and RETAIN from the record's headers) and publishes the
+//!   messages to its local subscribers only: a source's messages are never offered to the
+//!   sinks, so nothing loops.
+//! - **Shared groups**: a group with members on the publishing node is served there; one
+//!   without gets one copy, sent to one of the live nodes with members (rotating).
+//! - **Retained**: a retained message goes to every other live node, which keeps it too.
+//! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to;
+//!   a node stopping cleanly says so at once.
+//!
+//! Not built yet (see README, "Cluster"): sessions moving between nodes (each node keeps its
+//! own sessions), SUBACK waiting for the route record's acknowledgement, retained messages
+//! for a node that joins later.
+
+pub mod config;
+pub mod routes;
+pub mod sink;
+pub mod table;
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::kafka::config::KafkaConfig;
+use config::ClusterConfig;
+
+/// Creates the routes topic (one partition, compacted) and this node's downlink topic
+/// (`kafka.partitions`) when missing.
+pub fn create_topics(
+    kafka: &KafkaConfig,
+    config: &ClusterConfig,
+    record_bytes_max: usize,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<crate::kafka::Quiet> =
+        crate::kafka::sink::producer_config(kafka, 0, record_bytes_max)
+            .create_with_context(crate::kafka::Quiet)
+            .map_err(|e| anyhow::anyhow!("cluster: cannot create a Kafka admin client: {e}"))?;
+    let downlink = config.downlink();
+    let replication = || TopicReplication::Fixed(kafka.replication);
+    let topics = [
+        NewTopic::new(&config.routes_topic, 1, replication()).set("cleanup.policy", "compact"),
+        NewTopic::new(&downlink, kafka.partitions, replication()),
+    ];
+    let wait = Duration::from_millis(kafka.timeout_ms);
+    let options = AdminOptions::new()
+        .request_timeout(Some(wait))
+        .operation_timeout(Some(wait));
+    let results =
+        futures_executor::block_on(admin.create_topics(&topics, &options)).map_err(|e| {
+            anyhow::anyhow!("cluster: kafka at {}: creating topics: {e}", kafka.brokers)
+        })?;
+    for result in results {
+        match result {
+            Ok(name) => tracing::info!(topic = %name, "Kafka topic created"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                anyhow::bail!(
+                    "cluster: kafka at {}: creating topic {name}: {code}",
+                    kafka.brokers
+                )
+            }
+        }
+    }
+    Ok(())
+}

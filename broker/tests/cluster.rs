@@ -1,0 +1,336 @@
+//! A cluster of real ringmq nodes (2 shards each) over one real Kafka-protocol broker
+//! (tansu) on free ports: what is published on one node reaches subscribers on the others at
+//! QoS 0, 1 and 2, through wildcards, in order per publisher; mosquitto_pub / mosquitto_sub
+//! across nodes; retained messages kept on every node; a shared group served once across
+//! nodes; a node that stops is no longer routed to, and routes again when it comes back;
+//! configuration errors name the key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+mod common;
+#[path = "common/kafka.rs"]
+mod kafka;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{refused_start, scratch_dir, Broker, Raw};
+use kafka::Tansu;
+use net::codec::{Packet, ProtocolVersion, PubResp, PubRespKind, Publish, QoS};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// A node's configuration file.
+fn node_config(tansu: &Tansu, node: &str) -> std::path::PathBuf {
+    let dir = scratch_dir("cluster-config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ringmq.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 3000\nlinger_ms = 1\n\
+             session_timeout_ms = 6000\n\
+             [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n",
+            tansu.brokers()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start_node(tansu: &Tansu, node: &str) -> Broker {
+    let path = node_config(tansu, node);
+    Broker::start(&["--config", path.to_str().unwrap()])
+}
+
+/// Receives PUBLISHes until `want` arrived or `wait` passed, answering each QoS flow.
+fn drain_any(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        match c.recv_within(Duration::from_millis(200)) {
+            Some(Packet::Publish(p)) => {
+                match p.qos {
+                    QoS::AtMostOnce => {}
+                    QoS::AtLeastOnce => c.ack(PubRespKind::PubAck, p.packet_id.unwrap()),
+                    QoS::ExactlyOnce => c.ack(PubRespKind::PubRec, p.packet_id.unwrap()),
+                }
+                got.push(p);
+            }
+            Some(Packet::PubResp(PubResp {
+                kind: PubRespKind::PubRel,
+                packet_id,
+                ..
+            })) => c.ack(PubRespKind::PubComp, packet_id),
+            _ => {}
+        }
+    }
+    got
+}
+
+/// [`drain_any`] without the routing probes: `want` counts the other messages.
+fn drain(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    while got.len() < want && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = drain_any(c, want - got.len(), left.min(Duration::from_millis(200)));
+        got.extend(batch.into_iter().filter(|p| &p.payload[..] != b"probe"));
+    }
+    got
+}
+
+/// Publishes QoS 0 probes on `topic` through `publisher` until `subscriber` receives one (the
+/// route reached the publisher's node); how long it took.
+fn until_routed(publisher: &mut Raw, subscriber: &mut Raw, topic: &str) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        publisher.publish(topic, b"probe", QoS::AtMostOnce, 0);
+        let got = drain_any(subscriber, 1, Duration::from_millis(50));
+        if !got.is_empty() {
+            // Probes still on their way are taken too.
+            drain_any(subscriber, usize::MAX, Duration::from_millis(300));
+            return start.elapsed();
+        }
+    }
+    panic!("no route to the subscriber's node for {topic} within 20 s");
+}
+
+fn payloads(got: &[Publish]) -> Vec<String> {
+    got.iter()
+        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
+        .collect()
+}
+
+#[test]
+fn publishes_cross_nodes_at_each_qos_through_wildcards_in_order() {
+    let tansu = Tansu::start();
+    let a = start_node(&tansu, "a");
+    let b = start_node(&tansu, "b");
+    let mut subs = Vec::new();
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        let (mut c, _) = Raw::connect(b.addr, V5, &format!("sub-{i}"), true);
+        c.subscribe("site/+/temp", qos);
+        subs.push((qos, c));
+    }
+    let (mut publisher, _) = Raw::connect(a.addr, V5, "pub-a", true);
+    let mut routed = Duration::ZERO;
+    for (_, s) in &mut subs {
+        routed = routed.max(until_routed(&mut publisher, s, "site/probe/temp"));
+    }
+    println!("a subscription on node b routed from node a within {routed:?}");
+    const N: usize = 50;
+    for (qos, id) in [(QoS::AtLeastOnce, 1u16), (QoS::ExactlyOnce, 2u16)] {
+        for i in 0..N {
+            let payload = format!("{qos:?}-{i}");
+            publisher.publish("site/s1/temp", payload.as_bytes(), qos, id);
+            // The acknowledgement leaves once Kafka has the copy for node b.
+            match qos {
+                QoS::AtLeastOnce => assert_eq!(
+                    publisher.puback_within(id, Duration::from_secs(10)),
+                    Some(0)
+                ),
+                _ => loop {
+                    match publisher.recv_within(Duration::from_secs(10)) {
+                        Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubRec => {
+                            publisher.ack(PubRespKind::PubRel, r.packet_id);
+                        }
+                        Some(Packet::PubResp(r)) if r.kind == PubRespKind::PubComp => break,
+                        other => panic!("expected PUBREC / PUBCOMP, got {other:?}"),
+                    }
+                },
+            }
+        }
+    }
+    for (sub_qos, s) in &mut subs {
+        let got = drain(s, 2 * N, Duration::from_secs(20));
+        let want: Vec<String> = ["AtLeastOnce", "ExactlyOnce"]
+            .iter()
+            .flat_map(|q| (0..N).map(move |i| format!("{q}-{i}")))
+            .collect();
+        assert_eq!(
+            payloads(&got),
+            want,
+            "subscriber at {sub_qos:?}: every message, in order"
+        );
+        for p in &got {
+            assert_eq!(&*p.topic, "site/s1/temp");
+            assert!(p.qos <= *sub_qos);
+        }
+    }
+    // A publish with no subscriber anywhere else is acknowledged at once (no copy).
+    publisher.publish("nobody/here", b"x", QoS::AtLeastOnce, 3);
+    assert_eq!(publisher.puback_within(3, Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn mosquitto_clients_on_different_nodes_and_a_retained_message_on_every_node() {
+    let tansu = Tansu::start();
+    let a = start_node(&tansu, "ma");
+    let b = start_node(&tansu, "mb");
+    let (mut probe_sub, _) = Raw::connect(a.addr, V5, "probe-sub", true);
+    probe_sub.subscribe("m/#", QoS::AtMostOnce);
+    let (mut probe_pub, _) = Raw::connect(b.addr, V5, "probe-pub", true);
+    until_routed(&mut probe_pub, &mut probe_sub, "m/probe");
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &a.port().to_string()])
+        .args(["-t", "m/x", "-q", "1", "-C", "5", "-W", "20", "-i", "msub"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // mosquitto_sub's subscription must reach node b's table before the publishes.
+    until_routed(&mut probe_pub, &mut probe_sub, "m/probe2");
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        let ok = Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &b.port().to_string()])
+            .args(["-t", "m/x", "-q", "1", "-m", &format!("hello {i}")])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let out = sub.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines,
+        ["hello 0", "hello 1", "hello 2", "hello 3", "hello 4"],
+        "mosquitto_sub on node a got mosquitto_pub's messages from node b"
+    );
+    // Retained on b, then a subscriber arriving on a gets it from a's own copy.
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &b.port().to_string()])
+        .args(["-t", "state/lamp", "-q", "1", "-r", "-m", "on"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &a.port().to_string()])
+            .args(["-t", "state/#", "-C", "1", "-W", "1", "--retained-only"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "on" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the retained message did not reach node a"
+        );
+    }
+}
+
+#[test]
+fn a_shared_group_gets_each_message_once_across_nodes() {
+    let tansu = Tansu::start();
+    let a = start_node(&tansu, "sa");
+    let b = start_node(&tansu, "sb");
+    let (mut on_b1, _) = Raw::connect(b.addr, V5, "share-b1", true);
+    let (mut on_b2, _) = Raw::connect(b.addr, V5, "share-b2", true);
+    on_b1.subscribe("$share/g/jobs/#", QoS::AtLeastOnce);
+    on_b2.subscribe("$share/g/jobs/#", QoS::AtLeastOnce);
+    // A plain subscriber on b shows when b's routes are known on a.
+    let (mut watch, _) = Raw::connect(b.addr, V5, "watch-b", true);
+    watch.subscribe("jobs/#", QoS::AtMostOnce);
+    let (mut publisher, _) = Raw::connect(a.addr, V5, "share-pub", true);
+    until_routed(&mut publisher, &mut watch, "jobs/probe");
+    // The group's probes went to b's members once each too: start from empty.
+    drain(&mut on_b1, usize::MAX, Duration::from_millis(300));
+    drain(&mut on_b2, usize::MAX, Duration::from_millis(300));
+    const N: usize = 20;
+    for i in 0..N {
+        publisher.publish(&format!("jobs/{i}"), b"job", QoS::AtLeastOnce, 1);
+        assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
+    }
+    let got = drain(&mut on_b1, N, Duration::from_secs(3)).len()
+        + drain(&mut on_b2, N, Duration::from_secs(3)).len();
+    assert_eq!(got, N, "members only on node b: each job once there");
+    // A member on a: a's publishes are served by it alone.
+    let (mut on_a, _) = Raw::connect(a.addr, V5, "share-a", true);
+    on_a.subscribe("$share/g/jobs/#", QoS::AtLeastOnce);
+    common::settle();
+    for i in 0..N {
+        publisher.publish(&format!("jobs/{i}"), b"job", QoS::AtLeastOnce, 1);
+        assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
+    }
+    let here = drain(&mut on_a, N, Duration::from_secs(5)).len();
+    let there = drain(&mut on_b1, N, Duration::from_secs(1)).len()
+        + drain(&mut on_b2, N, Duration::from_secs(1)).len();
+    assert_eq!(
+        (here, there),
+        (N, 0),
+        "a group with a member here is served here, once"
+    );
+}
+
+#[test]
+fn a_stopped_node_is_not_routed_to_and_routes_again_after_its_restart() {
+    let tansu = Tansu::start();
+    let a = start_node(&tansu, "ra");
+    let b_dir = scratch_dir("cluster-node-b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_config = node_config(&tansu, "rb");
+    let start_b = || Broker::start_in(&b_dir, &["--config", b_config.to_str().unwrap()]);
+    let mut b = start_b();
+    let (mut sub, _) = Raw::connect(b.addr, V5, "persist", false);
+    sub.subscribe("r/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(a.addr, V5, "r-pub", true);
+    until_routed(&mut publisher, &mut sub, "r/probe");
+    drop(sub);
+    // SIGKILL: no "left" heartbeat; a stops routing to b after the node timeout.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    std::thread::sleep(Duration::from_millis(2500));
+    publisher.publish("r/while-dead", b"x", QoS::AtLeastOnce, 1);
+    assert_eq!(publisher.puback_within(1, Duration::from_secs(5)), Some(0));
+    // b back with its persistent session (its own store): routes come back from its restored
+    // subscription, without the client reconnecting first.
+    let b = start_b();
+    let start = Instant::now();
+    let mut delivered = false;
+    let mut i = 0;
+    while start.elapsed() < Duration::from_secs(20) && !delivered {
+        i += 1;
+        publisher.publish("r/after", format!("{i}").as_bytes(), QoS::AtLeastOnce, 1);
+        assert_eq!(publisher.puback_within(1, Duration::from_secs(5)), Some(0));
+        let (mut resumed, ack) = Raw::connect(b.addr, V5, "persist", false);
+        assert!(ack.session_present);
+        delivered = drain(&mut resumed, 1, Duration::from_millis(300))
+            .iter()
+            .any(|p| &*p.topic == "r/after");
+    }
+    assert!(
+        delivered,
+        "node b's restored subscription is routed to again"
+    );
+}
+
+#[test]
+fn cluster_configuration_errors_name_the_key() {
+    let dir = scratch_dir("cluster-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (text, want) in [
+        ("[cluster]\nnode_id = \"a\"\n", "needs the [kafka] section"),
+        (
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[cluster]\nnode_id = \"a/b\"\n",
+            "cluster.node_id",
+        ),
+        (
+            "[kafka]\nbrokers = \"127.0.0.1:1\"\n[cluster]\nnode_id = \"a\"\nheartbeat_ms = 1000\nnode_timeout_ms = 1000\n",
+            "cluster.node_timeout_ms",
+        ),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let err = refused_start(&["--config", path.to_str().unwrap()]);
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
