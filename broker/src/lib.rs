@@ -121,7 +121,8 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         // A cluster node consumes its downlink like a Kafka -> MQTT rule.
         let mut downlink = Vec::new();
         if let Some(c) = &config.cluster {
-            node = Some(cluster::routes::Node::start(kafka, c, record)?);
+            let bells = mesh.doorbell_files()?;
+            node = Some(cluster::routes::Node::start(kafka, c, record, bells)?);
             downlink.push(kafka::to_mqtt::Route::downlink(&c.downlink(), &c.group()));
         }
         if !kafka.to_mqtt.is_empty() || !downlink.is_empty() {

@@ -1,8 +1,8 @@
 //! A cluster of real ringmq nodes (2 shards each) over one real Kafka-protocol broker
 //! (tansu) on free ports: what is published on one node reaches subscribers on the others at
 //! QoS 0, 1 and 2, through wildcards, in order per publisher; mosquitto_pub / mosquitto_sub
-//! across nodes; retained messages kept on every node; a shared group served once across
-//! nodes; a node that stops is no longer routed to, and routes again when it comes back;
+//! across nodes; retained messages kept on every node; a will crossing nodes; a shared group
+//! served once across nodes; a node that stops is no longer routed to, and routes again when it comes back;
 //! configuration errors name the key.
 #![allow(
     clippy::unwrap_used,
@@ -26,6 +26,11 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// A node's configuration file.
 fn node_config(tansu: &Tansu, node: &str) -> std::path::PathBuf {
+    node_config_with(tansu, node, "")
+}
+
+/// A node's configuration file, with `extra` appended.
+fn node_config_with(tansu: &Tansu, node: &str, extra: &str) -> std::path::PathBuf {
     let dir = scratch_dir("cluster-config");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ringmq.toml");
@@ -34,7 +39,7 @@ fn node_config(tansu: &Tansu, node: &str) -> std::path::PathBuf {
         format!(
             "[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 3000\nlinger_ms = 1\n\
              session_timeout_ms = 6000\n\
-             [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n",
+             [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n{extra}",
             tansu.brokers()
         ),
     )
@@ -165,6 +170,14 @@ fn publishes_cross_nodes_at_each_qos_through_wildcards_in_order() {
             assert!(p.qos <= *sub_qos);
         }
     }
+    // Warm: a new subscription's route, from its SUBACK (sent once Kafka has the route
+    // record) to the first publish on the other node that reaches it.
+    let (mut late, _) = Raw::connect(b.addr, V5, "late-sub", true);
+    let start = Instant::now();
+    late.subscribe("late/topic", QoS::AtMostOnce);
+    let suback = start.elapsed();
+    let routed = until_routed(&mut publisher, &mut late, "late/topic");
+    println!("a new subscription: SUBACK after {suback:?}, routed from node a {routed:?} later");
     // A publish with no subscriber anywhere else is acknowledged at once (no copy).
     publisher.publish("nobody/here", b"x", QoS::AtLeastOnce, 3);
     assert_eq!(publisher.puback_within(3, Duration::from_secs(5)), Some(0));
@@ -198,7 +211,9 @@ fn mosquitto_clients_on_different_nodes_and_a_retained_message_on_every_node() {
     }
     let out = sub.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().collect();
+    // Five publishers (one mosquitto_pub each): MQTT orders each one's messages only.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
     assert_eq!(
         lines,
         ["hello 0", "hello 1", "hello 2", "hello 3", "hello 4"],
@@ -226,6 +241,24 @@ fn mosquitto_clients_on_different_nodes_and_a_retained_message_on_every_node() {
             "the retained message did not reach node a"
         );
     }
+    // The will of a client of node a that vanished reaches a subscriber on node b.
+    let (mut will_sub, _) = Raw::connect(b.addr, V5, "will-sub", true);
+    will_sub.subscribe("wills/#", QoS::AtLeastOnce);
+    let (mut on_a, _) = Raw::connect(a.addr, V5, "probe-a", true);
+    until_routed(&mut on_a, &mut will_sub, "wills/probe");
+    let mut doomed = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &a.port().to_string()])
+        .args(["-t", "none", "-i", "doomed"])
+        .args(["--will-topic", "wills/doomed", "--will-payload", "gone"])
+        .args(["--will-qos", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    doomed.kill().unwrap();
+    let _ = doomed.wait();
+    let got = drain(&mut will_sub, 1, Duration::from_secs(10));
+    assert_eq!(payloads(&got), ["gone"], "the will crossed to node b");
 }
 
 #[test]
@@ -311,6 +344,49 @@ fn a_stopped_node_is_not_routed_to_and_routes_again_after_its_restart() {
         delivered,
         "node b's restored subscription is routed to again"
     );
+}
+
+#[test]
+fn kafka_records_reach_the_subscribers_of_every_node() {
+    let tansu = Tansu::start();
+    let rule = "[[kafka.to_mqtt]]\ntopic = \"cmds\"\nmqtt_topic = \"cmd/{key}\"\nqos = 1\n\
+                group = \"cl-in\"\n";
+    let start = |node: &str| {
+        let path = node_config_with(&tansu, node, rule);
+        Broker::start(&["--config", path.to_str().unwrap()])
+    };
+    let (a, b) = (start("ka"), start("kb"));
+    let mut subs = Vec::new();
+    for (i, node) in [&a, &b].into_iter().enumerate() {
+        let (mut s, _) = Raw::connect(node.addr, V5, &format!("k-sub-{i}"), true);
+        s.subscribe("cmd/+", QoS::AtLeastOnce);
+        subs.push(s);
+    }
+    // Each node knows the other's route.
+    let (mut on_a, _) = Raw::connect(a.addr, V5, "k-probe-a", true);
+    let (mut on_b, _) = Raw::connect(b.addr, V5, "k-probe-b", true);
+    until_routed(&mut on_a, &mut subs[1], "cmd/probe");
+    until_routed(&mut on_b, &mut subs[0], "cmd/probe");
+    drain_any(&mut subs[0], usize::MAX, Duration::from_millis(300));
+    drain_any(&mut subs[1], usize::MAX, Duration::from_millis(300));
+    const N: usize = 20;
+    let records: Vec<_> = (0..N)
+        .map(|i| (Some(format!("k{i}")), format!("{i}").into_bytes(), vec![]))
+        .collect();
+    kafka::produce(&tansu.brokers(), "cmds", &records);
+    for (i, s) in subs.iter_mut().enumerate() {
+        let mut got: Vec<usize> = drain(s, N, Duration::from_secs(30))
+            .iter()
+            .map(|p| std::str::from_utf8(&p.payload).unwrap().parse().unwrap())
+            .collect();
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(
+            got.len(),
+            N,
+            "the subscriber on node {i} got every record (at least once)"
+        );
+    }
 }
 
 #[test]

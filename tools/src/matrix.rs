@@ -30,6 +30,8 @@ fn msgs(topology: Topology, load: Load) -> Work {
 fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
     Load {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        pub_addr: None,
+        other_pids: Vec::new(),
         qos,
         payload_bytes: payload,
         json: false,

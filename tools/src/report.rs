@@ -77,6 +77,10 @@ pub struct Report {
     pub broker_cpu_seconds: Option<f64>,
     /// Broker CPU microseconds per delivered message.
     pub broker_cpu_us_per_message: Option<f64>,
+    /// CPU microseconds per delivered message of each other process measured (`--other-pid`:
+    /// the other nodes of a cluster, Kafka), by pid.
+    #[serde(default)]
+    pub others_cpu_us_per_message: Vec<(u32, f64)>,
     /// Broker peak RSS (VmHWM) at the end, bytes.
     pub broker_peak_rss_bytes: Option<u64>,
     /// The load generator's own CPU seconds inside the window.
@@ -148,6 +152,13 @@ impl Report {
         }
         if let (Some(cpu), Some(per)) = (self.broker_cpu_seconds, self.broker_cpu_us_per_message) {
             line(&mut s, "broker cpu", format!("{cpu:.2} s, {per:.2} us/msg"));
+        }
+        for (pid, per) in &self.others_cpu_us_per_message {
+            line(
+                &mut s,
+                &format!("pid {pid} cpu"),
+                format!("{per:.2} us/msg"),
+            );
         }
         if let Some(rss) = self.broker_peak_rss_bytes {
             line(

@@ -256,6 +256,8 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
     }));
     let load = Load {
         addr,
+        pub_addr: None,
+        other_pids: Vec::new(),
         qos: QoS::AtLeastOnce,
         payload_bytes: 64,
         json: false,

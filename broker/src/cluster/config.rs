@@ -56,14 +56,13 @@ impl ClusterConfig {
         kafka_name("node_id", &self.node_id)?;
         kafka_name("routes_topic", &self.routes_topic)?;
         kafka_name("downlink_prefix", &self.downlink_prefix)?;
-        if !(10..=60_000).contains(&self.heartbeat_ms) {
-            return Err("cluster.heartbeat_ms: between 10 and 60000".into());
+        if !(100..=60_000).contains(&self.heartbeat_ms) {
+            return Err("cluster.heartbeat_ms: between 100 and 60000".into());
         }
-        if self.node_timeout_ms < 2 * self.heartbeat_ms || self.node_timeout_ms > 3_600_000 {
-            return Err(
-                "cluster.node_timeout_ms: at least twice cluster.heartbeat_ms, at most 3600000"
-                    .into(),
-            );
+        if self.node_timeout_ms < (3 * self.heartbeat_ms).max(1_000)
+            || self.node_timeout_ms > 3_600_000
+        {
+            return Err("cluster.node_timeout_ms: at least three times cluster.heartbeat_ms and 1000, at most 3600000".into());
         }
         if self.downlink() == self.routes_topic {
             return Err("cluster.routes_topic: the same as this node's downlink topic".into());

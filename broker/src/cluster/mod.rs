@@ -11,16 +11,19 @@
 //!   sink on each shard; the PUBACK waits for Kafka's acknowledgement of every copy). Each
 //!   node consumes its own downlink (the Kafka -> MQTT consumer, with a downlink route that
 //!   takes the MQTT topic, QoS and RETAIN from the record's headers) and publishes the
-//!   messages to its local subscribers only: a source's messages are never offered to the
-//!   sinks, so nothing loops.
+//!   messages to its local subscribers only: a downlink's messages are offered to no sink, so
+//!   nothing loops.
 //! - **Shared groups**: a group with members on the publishing node is served there; one
 //!   without gets one copy, sent to one of the live nodes with members (rotating).
 //! - **Retained**: a retained message goes to every other live node, which keeps it too.
 //! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to;
 //!   a node stopping cleanly says so at once.
 //!
-//! Not built yet (see README, "Cluster"): sessions moving between nodes (each node keeps its
-//! own sessions), SUBACK waiting for the route record's acknowledgement, retained messages
+//! - **Kafka -> MQTT**: a record a node's bridge consumed is offered to the cluster sink too
+//!   (never to the Kafka sink), so every node's subscribers get it.
+//!
+//! Not built yet (see README, "Cluster over Kafka"): sessions moving between nodes (each node
+//! keeps its own sessions), messages for a dead node's persistent sessions, retained messages
 //! for a node that joins later.
 
 pub mod config;
@@ -50,7 +53,11 @@ pub fn create_topics(
     let downlink = config.downlink();
     let replication = || TopicReplication::Fixed(kafka.replication);
     let topics = [
-        NewTopic::new(&config.routes_topic, 1, replication()).set("cleanup.policy", "compact"),
+        // Compacted, with segments rolled every 10 minutes so old heartbeats and routes go.
+        NewTopic::new(&config.routes_topic, 1, replication())
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "600000")
+            .set("min.cleanable.dirty.ratio", "0.1"),
         NewTopic::new(&downlink, kafka.partitions, replication()),
     ];
     let wait = Duration::from_millis(kafka.timeout_ms);

@@ -20,8 +20,8 @@ use crossbeam_queue::SegQueue;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::config::ClusterConfig;
@@ -29,32 +29,125 @@ use super::table::RouteTable;
 use crate::ids::ShardId;
 use crate::kafka::config::KafkaConfig;
 
-/// Route changes the shards report: (shard, filter, has subscribers).
-#[derive(Debug, Default)]
+/// What a shard tells the routes thread, in order.
+#[derive(Debug)]
+enum Change {
+    /// A filter's first subscriber on the shard (true) or its last one gone (false).
+    Route(u16, String, bool),
+    /// A SUBACK waits (its barrier token) until every route record written before it is
+    /// acknowledged by Kafka.
+    Barrier(u16, u64),
+}
+
+/// Between the shards and the routes thread: the shards' route changes and SUBACK barriers
+/// in, barriers answered out (each shard woken through its doorbell).
+#[derive(Debug)]
 pub struct Feed {
-    changes: SegQueue<(u16, String, bool)>,
+    changes: SegQueue<Change>,
+    /// Per shard: barrier tokens answered, and its doorbell.
+    answers: Vec<(SegQueue<u64>, crate::kafka::Bell)>,
+    /// Live nodes, this one included (for the metrics).
+    live: std::sync::atomic::AtomicU64,
 }
 
 impl Feed {
+    /// A feed for shards woken through `doorbells` (eventfds, in shard order).
+    pub fn new(doorbells: Vec<std::fs::File>) -> Self {
+        Self {
+            changes: SegQueue::new(),
+            answers: doorbells
+                .into_iter()
+                .map(|d| (SegQueue::new(), crate::kafka::Bell::new(d)))
+                .collect(),
+            live: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Live nodes, this one included.
+    pub fn nodes_live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Shard `shard`'s SUBACK barrier `token` is answered once the route records written so
+    /// far are acknowledged (at most one per SUBSCRIBE waits here).
+    pub fn barrier(&self, shard: ShardId, token: u64) {
+        self.changes.push(Change::Barrier(shard.0, token));
+    }
+
+    /// A barrier of shard `shard` answered since the last call.
+    pub fn answered(&self, shard: ShardId) -> Option<u64> {
+        let (queue, bell) = self.answers.get(shard.index())?;
+        bell.answered();
+        queue.pop()
+    }
+
     /// `filter` got its first local subscriber on `shard` (`on`), or lost its last one. Each
     /// change stands for a filter's first or last subscriber on a shard, so what waits here
     /// is bounded by the shards' subscriptions.
     pub fn changed(&self, shard: ShardId, filter: &str, on: bool) {
-        self.changes.push((shard.0, filter.to_string(), on));
+        self.changes
+            .push(Change::Route(shard.0, filter.to_string(), on));
     }
 }
 
 /// Records taken from the routes topic per loop pass at most.
 const RECORDS_PER_PASS: usize = 10_000;
 
+/// The routes producer's reports: records completed (acknowledged or failed, in order: one
+/// partition), and the keys of route records that failed (written again).
+#[derive(Debug, Default)]
+struct Written {
+    completed: std::sync::atomic::AtomicU64,
+    failed: SegQueue<String>,
+}
+
+/// The routes producer's context.
+struct WrittenCtx(Arc<Written>);
+
+impl ClientContext for WrittenCtx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        tracing::debug!(?level, fac, "librdkafka (cluster routes): {message}");
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka (cluster routes): {reason}");
+    }
+}
+
+impl ProducerContext for WrittenCtx {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+            if let Some(key) = key.filter(|k| k.contains('/')) {
+                tracing::warn!(
+                    key,
+                    "cluster: a route record was not acknowledged ({e}); writing it again"
+                );
+                self.0.failed.push(key.to_string());
+            }
+        }
+        self.0.completed.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// The routes thread's state.
 struct Routes {
     config: ClusterConfig,
     consumer: BaseConsumer<crate::kafka::Quiet>,
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<WrittenCtx>,
+    written: Arc<Written>,
+    /// Route records handed to the producer.
+    sent: u64,
+    /// SUBACK barriers: (records that must complete first, None until reconciled; shard,
+    /// token).
+    barriers: Vec<(Option<u64>, u16, u64)>,
     feed: Arc<Feed>,
     snapshot: Arc<ArcSwap<RouteTable>>,
     ready: Arc<AtomicBool>,
+    /// Set once the topic was read to its end at start (the node may serve).
+    started: Arc<AtomicBool>,
     table: RouteTable,
     /// When each node's last heartbeat was written (by its clock, as seen here).
     seen: FxHashMap<usize, Instant>,
@@ -91,6 +184,7 @@ impl Node {
         kafka: &KafkaConfig,
         config: &ClusterConfig,
         record_bytes_max: usize,
+        doorbells: Vec<std::fs::File>,
     ) -> anyhow::Result<Self> {
         super::create_topics(kafka, config, record_bytes_max)?;
         let consumer: BaseConsumer<crate::kafka::Quiet> = ClientConfig::new()
@@ -101,13 +195,29 @@ impl Node {
             )
             .set("group.id", format!("ringmq-routes-{}", config.node_id))
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "10")
             .set("allow.auto.create.topics", "false")
             .set("broker.address.family", "v4")
             .create_with_context(crate::kafka::Quiet)
             .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes consumer: {e}"))?;
         let wait = Duration::from_millis(kafka.timeout_ms);
+        // Records are written to partition 0 and read from it: another partition would hold
+        // routes nobody reads.
+        let metadata = consumer
+            .fetch_metadata(Some(&config.routes_topic), wait)
+            .map_err(|e| anyhow::anyhow!("cluster: kafka at {}: {e}", kafka.brokers))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.routes_topic)
+            .map_or(0, |t| t.partitions().len());
+        if partitions != 1 {
+            anyhow::bail!(
+                "cluster: {} has {partitions} partitions: the routes topic must have exactly one",
+                config.routes_topic
+            );
+        }
         let (_, end_at_start) = consumer
             .fetch_watermarks(&config.routes_topic, 0, wait)
             .map_err(|e| {
@@ -131,21 +241,27 @@ impl Node {
                 format!("{}-{}-routes", kafka.client_id, config.node_id),
             )
             .set("linger.ms", "1");
-        let producer: ThreadedProducer<DefaultProducerContext> = producer_config
-            .create()
+        let written = Arc::new(Written::default());
+        let producer: ThreadedProducer<WrittenCtx> = producer_config
+            .create_with_context(WrittenCtx(written.clone()))
             .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes producer: {e}"))?;
         let table = RouteTable::new(&config.node_id);
         let snapshot = Arc::new(ArcSwap::from_pointee(table.clone()));
-        let feed = Arc::new(Feed::default());
+        let feed = Arc::new(Feed::new(doorbells));
         let ready = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let mut routes = Routes {
             config: config.clone(),
             consumer,
             producer,
+            written,
+            sent: 0,
+            barriers: Vec::new(),
             feed: feed.clone(),
             snapshot: snapshot.clone(),
             ready: ready.clone(),
+            started: started.clone(),
             table,
             seen: FxHashMap::default(),
             published: FxHashSet::default(),
@@ -154,21 +270,36 @@ impl Node {
             caught_up: end_at_start <= 0,
             reconciled: false,
             last_beat: None,
-            changed: false,
+            // The first pass stores the snapshot and the live count.
+            changed: true,
             over_nodes_logged: false,
         };
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cluster-routes".into())
             .spawn(move || routes.run(&stopping))?;
-        tracing::info!(node = %config.node_id, routes = %config.routes_topic, downlink = %config.downlink(), "cluster node started");
-        Ok(Self {
+        let node = Self {
             table: snapshot,
             feed,
             ready,
             stop,
             thread: Some(thread),
-        })
+        };
+        // No client is served before the table holds the other nodes' routes and liveness:
+        // a publish acknowledged earlier would reach nobody there.
+        let deadline = Instant::now() + wait;
+        while !started.load(Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "cluster: kafka at {}: {} not read to its end within kafka.timeout_ms",
+                    kafka.brokers,
+                    config.routes_topic
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        tracing::info!(node = %config.node_id, routes = %config.routes_topic, downlink = %config.downlink(), "cluster node started");
+        Ok(node)
     }
 
     /// Every shard runs (its restored subscriptions reported): this node's routes may be
@@ -178,7 +309,14 @@ impl Node {
     }
 
     /// Writes the "left" heartbeat and stops the thread.
-    pub fn stop_and_join(mut self) {
+    pub fn stop_and_join(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Node {
+    /// Also on a failed start: the thread does not outlive the node.
+    fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -190,14 +328,25 @@ impl Routes {
     fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
             self.read();
+            // Read before the changes are drained: every restored filter a shard reported
+            // before saying it runs is then in `local` when `reconcile` compares.
+            let ready = self.ready.load(Ordering::Acquire);
             self.take_changes();
-            if self.caught_up && self.ready.load(Ordering::Acquire) {
+            if self.caught_up && ready {
                 self.reconcile();
             }
+            self.answer_barriers();
             self.beat();
             self.liveness();
             if std::mem::take(&mut self.changed) {
                 self.snapshot.store(Arc::new(self.table.clone()));
+                self.feed
+                    .live
+                    .store(u64::from(self.table.live().count_ones()), Ordering::Relaxed);
+            }
+            if self.caught_up {
+                // The table holds every node's routes and liveness: the node may serve.
+                self.started.store(true, Ordering::Release);
             }
         }
         // Other nodes stop routing here at once rather than after the node timeout.
@@ -215,6 +364,11 @@ impl Routes {
             wait = Duration::ZERO;
             let record = match result {
                 Ok(r) => r,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => {
+                    // At the end (compaction may have removed the last offset at start).
+                    self.caught_up_now();
+                    break;
+                }
                 Err(e) => {
                     tracing::debug!("cluster routes: {e}");
                     break;
@@ -230,13 +384,19 @@ impl Routes {
             if let Some(key) = key {
                 self.apply(&key, payload.as_deref());
             }
-            if !self.caught_up && offset + 1 >= self.end_at_start {
-                self.caught_up = true;
-                tracing::info!(
-                    nodes = self.seen.len(),
-                    "cluster routes read up to their end at start"
-                );
+            if offset + 1 >= self.end_at_start {
+                self.caught_up_now();
             }
+        }
+    }
+
+    fn caught_up_now(&mut self) {
+        if !self.caught_up {
+            self.caught_up = true;
+            tracing::info!(
+                nodes = self.seen.len(),
+                "cluster routes read up to their end at start"
+            );
         }
     }
 
@@ -281,9 +441,13 @@ impl Routes {
                     .unwrap_or(0);
                 let age = crate::kafka::now_millis().saturating_sub(written);
                 let timeout = i64::try_from(self.config.node_timeout_ms).unwrap_or(i64::MAX);
-                if written == 0 || age >= timeout {
+                if written == 0 {
                     self.seen.remove(&index);
-                } else {
+                } else if self.caught_up {
+                    // Live now: the time it arrived, not the writer's clock.
+                    self.seen.insert(index, Instant::now());
+                } else if age < timeout {
+                    // Catching up: the writer's clock tells old heartbeats from recent ones.
                     let age = Duration::from_millis(u64::try_from(age.max(0)).unwrap_or(0));
                     let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
                     self.seen.insert(index, at);
@@ -293,10 +457,19 @@ impl Routes {
     }
 
     /// The shards' route changes, applied to this node's filters (and its own bits in the
-    /// table, at once: a shared group with members here is served here).
+    /// table, at once: a shared group with members here is served here), and their SUBACK
+    /// barriers.
     fn take_changes(&mut self) {
         let own = self.table.own();
-        while let Some((shard, filter, on)) = self.feed.changes.pop() {
+        while let Some(change) = self.feed.changes.pop() {
+            let (shard, filter, on) = match change {
+                Change::Route(shard, filter, on) => (shard, filter, on),
+                Change::Barrier(shard, token) => {
+                    let after = self.reconciled.then_some(self.sent);
+                    self.barriers.push((after, shard, token));
+                    continue;
+                }
+            };
             let bit = 1u64 << (shard % 64);
             let mask = self.local.entry(filter.clone()).or_default();
             let before = *mask != 0;
@@ -343,6 +516,10 @@ impl Routes {
         for filter in &missing {
             self.publish(filter, true);
         }
+        // SUBACKs that came before wait for these records too.
+        for b in &mut self.barriers {
+            b.0 = Some(self.sent);
+        }
         tracing::info!(
             routes = self.local.len(),
             added = missing.len(),
@@ -361,12 +538,61 @@ impl Routes {
         self.send(&key, on.then_some(b"1".as_slice()));
     }
 
-    fn send(&self, key: &str, payload: Option<&[u8]>) {
-        let mut record = BaseRecord::<str, [u8]>::to(&self.config.routes_topic).key(key);
+    /// Route records Kafka did not acknowledge: their filter's current state, written again;
+    /// the SUBACKs waiting wait for the new records too.
+    fn rewrite_failed(&mut self) {
+        let mut any = false;
+        while let Some(key) = self.written.failed.pop() {
+            let Some((_, filter)) = key.split_once('/') else {
+                continue;
+            };
+            let on = self.local.contains_key(filter);
+            self.publish(filter, on);
+            any = true;
+        }
+        if any {
+            let sent = self.sent;
+            for b in self.barriers.iter_mut().filter(|b| b.0.is_some()) {
+                b.0 = Some(sent);
+            }
+        }
+    }
+
+    /// Answers the barriers whose records were all acknowledged.
+    fn answer_barriers(&mut self) {
+        // Completions counted before the failures are looked at: a failed record's key is
+        // pushed before its completion is counted, so it is rewritten (and its barriers moved
+        // past the rewrite) before any barrier is answered on its account.
+        let completed = self.written.completed.load(Ordering::Acquire);
+        self.rewrite_failed();
+        if self.barriers.is_empty() {
+            return;
+        }
+        let feed = &self.feed;
+        self.barriers.retain(|&(after, shard, token)| {
+            if after.is_none_or(|a| completed < a) {
+                return true;
+            }
+            if let Some((queue, bell)) = feed.answers.get(usize::from(shard)) {
+                queue.push(token);
+                bell.ring();
+            }
+            false
+        });
+    }
+
+    /// Produces one record (every record counts in `sent`: completions count them all).
+    fn send(&mut self, key: &str, payload: Option<&[u8]>) {
+        self.sent += 1;
+        let mut record = BaseRecord::<str, [u8]>::to(&self.config.routes_topic)
+            .key(key)
+            .partition(0);
         if let Some(p) = payload {
             record = record.payload(p);
         }
         if let Err((e, _)) = self.producer.send(record) {
+            // Never queued: it completes here.
+            self.written.completed.fetch_add(1, Ordering::AcqRel);
             tracing::warn!(key, "cluster: a routes record was not produced: {e}");
         }
     }

@@ -233,6 +233,11 @@ impl Sink for ClusterSink {
             let node = left.trailing_zeros() as usize;
             left &= left - 1;
             let Some(topic) = self.topic(&table, node) else {
+                // A node the snapshot does not name (cannot happen): the copy fails.
+                if let Some(s) = slot {
+                    self.reports.done.push((s, false));
+                    self.reports.bell.ring();
+                }
                 continue;
             };
             let mut headers = crate::kafka::sink::headers(message, publisher);

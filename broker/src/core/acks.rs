@@ -151,6 +151,10 @@ impl Core {
         if self.sinks.is_empty() {
             return;
         }
+        // SUBACKs whose route records Kafka acknowledged (a cluster node).
+        while let Some(token) = self.cluster.as_ref().and_then(|f| f.answered(self.id)) {
+            self.barrier_acked(token);
+        }
         for (token, ok) in self.sinks.confirmed() {
             for (conn, packet) in self.durable.peer_confirmed(token, ok) {
                 self.reply_ack(conn, packet);

@@ -1,7 +1,8 @@
-//! Messages from sources (Kafka -> MQTT): taken from each source a bounded batch per loop
-//! pass, published like a client's PUBLISH (retained to its owner shard, routed to sessions,
-//! shared groups and peers; never offered back to the sinks; paused by congested subscribers
-//! like a client publisher), and reported to the source
+//! Messages from sources (Kafka -> MQTT, a cluster node's downlink): taken from each source a
+//! bounded batch per loop pass, published like a client's PUBLISH (retained to its owner
+//! shard, routed to sessions, shared groups and peers; never offered back to the Kafka sink;
+//! a Kafka record offered to the cluster sink, a downlink's message to no sink; paused by
+//! congested subscribers like a client publisher), and reported to the source
 //! when the broker took responsibility: the moment a client's PUBACK would leave, through the
 //! same ack ledger, in each lane's order (a lane is a connection on the ledger).
 
@@ -51,8 +52,11 @@ impl Core {
         let before = self.durable.appended();
         let retained_elsewhere =
             message.retain && crate::retained::owner(&message.topic, self.shards) != self.id;
-        let holds =
-            message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || retained_elsewhere);
+        // A Kafka -> MQTT record may be copied to other nodes (the cluster sink): its report
+        // waits for Kafka to have those copies.
+        let to_nodes = shared_only.is_none() && !self.sinks.is_empty();
+        let holds = message.qos != QoS::AtMostOnce
+            && (self.durable.holds_acks() || retained_elsewhere || to_nodes);
         let token = holds.then(|| self.durable.next_token());
         // The sources publish as one pseudo connection: a congested subscriber (here or on a
         // peer) pauses them like a client publisher (`Sources::PUBLISHER`).

@@ -97,8 +97,10 @@ pub(crate) enum Origin {
     Client(SessionId, Option<u64>),
     /// The broker itself (a will, `$SYS`): peers get a copy.
     Broker,
-    /// A source (Kafka -> MQTT): peers get a copy, sinks do not (no loop back to Kafka);
-    /// with a token, the copies ask peers to confirm.
+    /// A source (Kafka -> MQTT, a cluster downlink): peers get a copy; the Kafka sink does
+    /// not (no loop back to Kafka), the cluster sink only for a Kafka -> MQTT record (a
+    /// downlink's message is never forwarded again); with a token, the copies ask peers
+    /// (and other nodes) to confirm.
     Source(Option<u64>),
     /// A peer shard, which already forwarded it and chose shared-subscription members.
     Peer,
@@ -164,7 +166,10 @@ pub struct Core {
     /// every matching group.
     pub(crate) shared_only: Option<Vec<ByteString>>,
     /// Where this shard reports a filter's first and last local subscriber (a cluster node).
-    cluster: Option<Arc<crate::cluster::routes::Feed>>,
+    pub(crate) cluster: Option<Arc<crate::cluster::routes::Feed>>,
+    /// The SUBSCRIBE being handled gave this node a new route: its SUBACK waits for the
+    /// route record (`reply_after_routes`).
+    pub(crate) cluster_routed: bool,
     /// Scratch for a batch of source messages.
     inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
@@ -246,6 +251,7 @@ impl Core {
             sinks: Sinks::default(),
             sources: crate::source::Sources::default(),
             cluster: None,
+            cluster_routed: false,
             shared_only: None,
             inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
@@ -279,6 +285,7 @@ impl Core {
     pub(crate) fn route_changed(&mut self, filter: &ByteString, on: bool) {
         if let Some(feed) = &self.cluster {
             feed.changed(self.id, filter, on);
+            self.cluster_routed |= on;
         }
         if on {
             self.broadcast(|| ShardMsg::RouteAdd(filter.clone()));

@@ -205,7 +205,10 @@ impl Core {
         retained: RetainedWanted,
     ) {
         let peers = self.shards.saturating_sub(1);
-        if peers == 0 {
+        // A new route of a cluster node: the SUBACK also waits for Kafka to have its record.
+        let cluster = std::mem::take(&mut self.cluster_routed);
+        let waiting = peers + usize::from(cluster);
+        if waiting == 0 {
             self.reply(conn, &ack);
             return self.retained_after_suback(conn, retained);
         }
@@ -217,13 +220,18 @@ impl Core {
                 conn,
                 ack,
                 retained,
-                waiting: peers,
+                waiting,
             },
         );
-        self.broadcast(|| ShardMsg::Barrier(token));
+        if peers > 0 {
+            self.broadcast(|| ShardMsg::Barrier(token));
+        }
+        if let Some(feed) = self.cluster.as_ref().filter(|_| cluster) {
+            feed.barrier(self.id, token);
+        }
     }
 
-    fn barrier_acked(&mut self, token: u64) {
+    pub(crate) fn barrier_acked(&mut self, token: u64) {
         let Some(pending) = self.pending_subacks.get_mut(&token) else {
             return self.invariant_broken("a barrier answer with no SUBACK waiting");
         };

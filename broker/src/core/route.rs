@@ -111,17 +111,26 @@ impl Core {
                 let publisher = PublisherRef::new(self.publisher);
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack, publisher));
             }
-            if !self.sinks.is_empty() && !matches!(origin, Origin::Source(_)) {
-                let (publisher, token) = match origin {
+            if !self.sinks.is_empty() {
+                let (publisher, token, only) = match origin {
                     Origin::Client(sid, token) => (
                         self.session_mut(sid)
                             .map(|s| s.client_id.clone())
                             .unwrap_or_default(),
                         token,
+                        None,
                     ),
-                    _ => (Default::default(), None),
+                    // A Kafka -> MQTT record reaches the other nodes' subscribers too; a
+                    // message from another node (it names its shared groups) stops here.
+                    Origin::Source(token) if self.shared_only.is_none() => {
+                        (Default::default(), token, Some("cluster"))
+                    }
+                    Origin::Source(_) => (Default::default(), None, Some("")),
+                    _ => (Default::default(), None, None),
                 };
-                confirming += self.sinks.offer(&message, &publisher, token);
+                if only != Some("") {
+                    confirming += self.sinks.offer(&message, &publisher, token, only);
+                }
             }
         }
         confirming

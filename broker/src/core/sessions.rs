@@ -227,18 +227,29 @@ impl Core {
         self.stats.acks_held = self.durable.held_len() as u64;
         self.stats.store_up = u64::from(self.durable.available());
         if !self.sinks.is_empty() {
-            let c = self.sinks.counts();
+            let c = self.sinks.counts("kafka");
             self.stats.kafka_delivered = c.delivered;
             self.stats.kafka_failed = c.failed;
             self.stats.kafka_in_flight = c.in_flight;
             self.stats.kafka_latency_millis = c.latency_millis;
+            let c = self.sinks.counts("cluster");
+            self.stats.cluster_out_delivered = c.delivered;
+            self.stats.cluster_out_failed = c.failed;
+            self.stats.cluster_out_in_flight = c.in_flight;
+            self.stats.cluster_out_latency_millis = c.latency_millis;
         }
         if !self.sources.is_empty() {
-            let c = self.sources.counts();
+            let c = self.sources.counts("kafka:");
             self.stats.kafka_in_received = c.received;
             self.stats.kafka_in_handed_on = c.handed_on;
             self.stats.kafka_in_refused = c.refused;
             self.stats.kafka_in_invalid = c.invalid;
+            let c = self.sources.counts("cluster:");
+            self.stats.cluster_in_received = c.received;
+            self.stats.cluster_in_handed_on = c.handed_on;
+        }
+        if let Some(feed) = self.cluster.as_ref().filter(|_| self.id.0 == 0) {
+            self.stats.cluster_nodes_live = feed.nodes_live();
         }
         self.metrics
             .store(self.id.index(), &self.stats, &self.latency);

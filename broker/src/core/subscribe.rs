@@ -13,6 +13,8 @@ use crate::asyncapi::SubscribeVerdict;
 use crate::ids::ConnId;
 
 pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
+    // Set by this SUBSCRIBE's new routes only (`reply_after_routes` takes it).
+    core.cluster_routed = false;
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
         // `Core::packet` hands these packets over only for connected links.
         return core.invariant_broken("a packet after CONNECT on a link without a session");

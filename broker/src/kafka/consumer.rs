@@ -291,7 +291,11 @@ pub fn prepare(
             if let Some(list) = sources.get_mut(shard) {
                 list.push(Box::new(KafkaSource {
                     inbox: inbox.clone(),
-                    name: format!("kafka:{name}"),
+                    name: if mine.iter().all(Route::is_downlink) {
+                        format!("cluster:{name}")
+                    } else {
+                        format!("kafka:{name}")
+                    },
                 }));
             }
             inboxes.push(inbox);

@@ -281,6 +281,34 @@ counters! {
         sys Shard("kafka/in_invalid"),
         prom "ringmq_kafka_in_invalid_total",
         help "Kafka records skipped: no valid MQTT topic from the rule, a non-UTF-8 header, larger than packet_bytes_max.";
+    cluster_out_delivered: Counter,
+        sys Total("cluster/out_delivered"),
+        prom "ringmq_cluster_out_delivered_total",
+        help "Copies of messages produced to other nodes' downlink topics and acknowledged by Kafka.";
+    cluster_out_failed: Counter,
+        sys Total("cluster/out_failed"),
+        prom "ringmq_cluster_out_failed_total",
+        help "Copies for other nodes that failed (not taken, or not acknowledged within kafka.timeout_ms): their publishers were refused.";
+    cluster_out_in_flight: Gauge,
+        sys Total("cluster/out_in_flight"),
+        prom "ringmq_cluster_out_in_flight",
+        help "Copies for other nodes handed to the producer and not acknowledged yet.";
+    cluster_out_latency_millis: Counter,
+        sys Off,
+        prom "ringmq_cluster_out_latency_millis_total",
+        help "Time from producing a copy for another node to Kafka's acknowledgement, summed, milliseconds (divide by out_delivered for the mean).";
+    cluster_in_received: Counter,
+        sys Total("cluster/in_received"),
+        prom "ringmq_cluster_in_received_total",
+        help "Messages from other nodes (this node's downlink) taken by the shard to publish.";
+    cluster_in_handed_on: Counter,
+        sys Total("cluster/in_handed_on"),
+        prom "ringmq_cluster_in_handed_on_total",
+        help "Messages from other nodes published here and safe: their downlink offsets may be committed.";
+    cluster_nodes_live: Gauge,
+        sys Total("cluster/nodes_live"),
+        prom "ringmq_cluster_nodes_live",
+        help "Nodes of the cluster with a recent heartbeat, this one included (0 outside a cluster).";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",
@@ -347,7 +375,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 36);
+        assert_eq!(COUNT, 43);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -80,10 +80,20 @@ impl Sinks {
         self.list.iter().any(|s| s.full())
     }
 
-    /// Offers `message` to every sink that wants it; how many will confirm `token` later.
-    pub fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> usize {
+    /// Offers `message` to every sink that wants it (of those named `only`, if given); how
+    /// many will confirm `token` later.
+    pub fn offer(
+        &mut self,
+        message: &Message,
+        publisher: &str,
+        token: Option<u64>,
+        only: Option<&str>,
+    ) -> usize {
         let mut pending = 0;
         for sink in &mut self.list {
+            if only.is_some_and(|name| sink.name() != name) {
+                continue;
+            }
             if sink.wants(&message.topic) && sink.offer(message, publisher, token) == Offer::Pending
             {
                 debug_assert!(
@@ -96,9 +106,10 @@ impl Sinks {
         pending
     }
 
-    /// Every sink's totals, summed.
-    pub fn counts(&self) -> SinkCounts {
-        self.list.iter().fold(SinkCounts::default(), |a, s| {
+    /// The totals of the sinks named `name`, summed.
+    pub fn counts(&self, name: &str) -> SinkCounts {
+        let named = self.list.iter().filter(|s| s.name() == name);
+        named.fold(SinkCounts::default(), |a, s| {
             let c = s.counts();
             SinkCounts {
                 delivered: a.delivered + c.delivered,

@@ -154,9 +154,10 @@ impl Sources {
         }
     }
 
-    /// Every source's totals, summed.
-    pub fn counts(&self) -> SourceCounts {
-        self.list.iter().fold(SourceCounts::default(), |a, s| {
+    /// The totals of the sources whose name starts with `prefix`, summed.
+    pub fn counts(&self, prefix: &str) -> SourceCounts {
+        let named = self.list.iter().filter(|s| s.name().starts_with(prefix));
+        named.fold(SourceCounts::default(), |a, s| {
             let c = s.counts();
             SourceCounts {
                 received: a.received + c.received,

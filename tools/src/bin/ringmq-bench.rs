@@ -76,9 +76,16 @@ impl LayerArgs {
 /// Knobs shared by the message scenarios.
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Broker host:port.
+    /// Broker host:port (the subscribers', and the publishers' unless --pub-addr).
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: SocketAddr,
+    /// Where the publishers connect instead (another node of a cluster).
+    #[arg(long)]
+    pub_addr: Option<SocketAddr>,
+    /// Another process whose CPU per delivered message is reported (repeatable: the other
+    /// nodes of a cluster, the Kafka broker).
+    #[arg(long)]
+    other_pid: Vec<u32>,
     /// QoS 0, 1 or 2.
     #[arg(long, default_value_t = 1)]
     qos: u8,
@@ -129,6 +136,8 @@ impl LoadArgs {
     fn load(&self) -> anyhow::Result<Load> {
         Ok(Load {
             addr: self.addr,
+            pub_addr: self.pub_addr,
+            other_pids: self.other_pid.clone(),
             qos: QoS::from_bits(self.qos)
                 .ok_or_else(|| anyhow::anyhow!("--qos must be 0, 1 or 2"))?,
             payload_bytes: self.payload,

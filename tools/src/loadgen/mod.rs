@@ -47,6 +47,11 @@ use wire::{
 pub struct Load {
     /// Broker address.
     pub addr: SocketAddr,
+    /// Where the publishers connect, if not `addr` (another node of a cluster).
+    pub pub_addr: Option<SocketAddr>,
+    /// Other processes whose CPU per delivered message is reported (the other cluster
+    /// nodes, Kafka).
+    pub other_pids: Vec<u32>,
     /// QoS of publishes and subscriptions.
     pub qos: QoS,
     /// Payload bytes (16 to 16 MiB).
@@ -513,7 +518,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             subscribe: None,
             layers: &load.layers,
         };
-        let (stream, _, _, link) = handshake(load.addr, &hello)?;
+        let (stream, _, _, link) = handshake(load.pub_addr.unwrap_or(load.addr), &hello)?;
         clients.push(blank(
             stream.into(),
             Role::Publisher(index as u32),
@@ -581,6 +586,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
     let hard_end = measure_end.max(back_online.unwrap_or(measure_end)) + load.drain;
     let (mut broker_before, mut self_before, mut broker_after, mut self_after) =
         (None, None, None, None);
+    let (mut others_before, mut others_after): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
     let mut window_started = None;
     let mut window_seconds = 0.0;
     let mut offline = false;
@@ -603,6 +609,11 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             run.measuring = true;
             window_started = Some(now);
             broker_before = load.broker_pid.and_then(procstat::sample);
+            others_before = load
+                .other_pids
+                .iter()
+                .map(|p| procstat::sample(*p))
+                .collect();
             self_before = procstat::sample(std::process::id());
             run.latency.reset();
             run.ack_latency.reset();
@@ -631,6 +642,11 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             }
             window_seconds = window_started.map_or(0.0, |s| now.duration_since(s).as_secs_f64());
             broker_after = load.broker_pid.and_then(procstat::sample);
+            others_after = load
+                .other_pids
+                .iter()
+                .map(|p| procstat::sample(*p))
+                .collect();
             self_after = procstat::sample(std::process::id());
         }
         if !run.publishing && !offline {
@@ -668,6 +684,15 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         (Some(b), Some(a)) => Some(a.cpu_seconds - b.cpu_seconds),
         _ => None,
     };
+    let others_cpu_us_per_message = load
+        .other_pids
+        .iter()
+        .zip(others_before.iter().zip(&others_after))
+        .filter_map(|(pid, (b, a))| {
+            let cpu = a.as_ref()?.cpu_seconds - b.as_ref()?.cpu_seconds;
+            (run.window_delivered > 0).then(|| (*pid, cpu * 1e6 / run.window_delivered as f64))
+        })
+        .collect();
     let loadgen_cpu = match (self_before, self_after) {
         (Some(b), Some(a)) => a.cpu_seconds - b.cpu_seconds,
         _ => 0.0,
@@ -696,6 +721,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         latency: Percentiles::from_histogram(&run.latency),
         ack_latency: Percentiles::from_histogram(&run.ack_latency),
         broker_cpu_seconds: broker_cpu,
+        others_cpu_us_per_message,
         broker_cpu_us_per_message: broker_cpu
             .filter(|_| run.window_delivered > 0)
             .map(|cpu| cpu * 1e6 / run.window_delivered as f64),

@@ -22,6 +22,8 @@ pub fn free_addr() -> SocketAddr {
 pub fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
     Load {
         addr,
+        pub_addr: None,
+        other_pids: Vec::new(),
         qos,
         payload_bytes: 64,
         json: false,
