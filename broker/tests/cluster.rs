@@ -37,7 +37,7 @@ fn node_config_with(tansu: &Tansu, node: &str, extra: &str) -> std::path::PathBu
     std::fs::write(
         &path,
         format!(
-            "[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 3000\nlinger_ms = 1\n\
+            "[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 10000\nlinger_ms = 1\n\
              session_timeout_ms = 6000\n\
              [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n{extra}",
             tansu.brokers()
