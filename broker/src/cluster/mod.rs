@@ -16,15 +16,47 @@
 //! - **Shared groups**: a group with members on the publishing node is served there; one
 //!   without gets one copy, sent to one of the live nodes with members (rotating).
 //! - **Retained**: a retained message goes to every other live node, which keeps it too.
-//! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to;
-//!   a node stopping cleanly says so at once.
+//! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to,
+//!   except for filters a persistent session there subscribes to ([`RouteState::Kept`]): those
+//!   copies wait in its downlink until it is back. A node stopping cleanly says so at once.
 //!
 //! - **Kafka -> MQTT**: a record a node's bridge consumed is offered to the cluster sink too
 //!   (never to the Kafka sink), so every node's subscribers get it.
 //!
 //! Not built yet (see README, "Cluster over Kafka"): sessions moving between nodes (each node
-//! keeps its own sessions), messages for a dead node's persistent sessions, retained messages
-//! for a node that joins later.
+//! keeps its own sessions), retained messages for a node that joins later.
+
+/// What a node's (or a shard's) subscribers of one filter ask of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteState {
+    /// No subscriber.
+    None,
+    /// Route here while this node is live (record value `1`).
+    Live,
+    /// A persistent session subscribes: route here even while this node is dead (record
+    /// value `p`), its messages wait in the downlink until it is back.
+    Kept,
+}
+
+impl RouteState {
+    /// The routes topic's record value (None: a tombstone).
+    pub fn value(self) -> Option<&'static [u8]> {
+        match self {
+            Self::None => None,
+            Self::Live => Some(b"1"),
+            Self::Kept => Some(b"p"),
+        }
+    }
+
+    /// From a record value.
+    pub fn of(value: Option<&[u8]>) -> Self {
+        match value {
+            None => Self::None,
+            Some(b"p") => Self::Kept,
+            Some(_) => Self::Live,
+        }
+    }
+}
 
 pub mod config;
 pub mod routes;

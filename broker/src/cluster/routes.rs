@@ -22,18 +22,19 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use super::config::ClusterConfig;
 use super::table::RouteTable;
+use super::RouteState;
 use crate::ids::ShardId;
 use crate::kafka::config::KafkaConfig;
 
 /// What a shard tells the routes thread, in order.
 #[derive(Debug)]
 enum Change {
-    /// A filter's first subscriber on the shard (true) or its last one gone (false).
-    Route(u16, String, bool),
+    /// A filter's state on the shard changed (or may have).
+    Route(u16, String, RouteState),
     /// A SUBACK waits (its barrier token) until every route record written before it is
     /// acknowledged by Kafka.
     Barrier(u16, u64),
@@ -81,12 +82,31 @@ impl Feed {
         queue.pop()
     }
 
-    /// `filter` got its first local subscriber on `shard` (`on`), or lost its last one. Each
-    /// change stands for a filter's first or last subscriber on a shard, so what waits here
-    /// is bounded by the shards' subscriptions.
-    pub fn changed(&self, shard: ShardId, filter: &str, on: bool) {
+    /// `filter`'s subscribers on `shard` now ask for `state`. Each change stands for a
+    /// SUBSCRIBE, UNSUBSCRIBE or session end, drained every pass (at least every 20 ms).
+    pub fn changed(&self, shard: ShardId, filter: &str, state: RouteState) {
         self.changes
-            .push(Change::Route(shard.0, filter.to_string(), on));
+            .push(Change::Route(shard.0, filter.to_string(), state));
+    }
+}
+
+/// The shards with routes kept while dead, and those with routes while live, a bit each.
+#[derive(Clone, Copy, Debug, Default)]
+struct Masks {
+    kept: u64,
+    live: u64,
+}
+
+impl Masks {
+    /// The node's state for the filter: the strongest any shard asks.
+    fn state(self) -> RouteState {
+        if self.kept != 0 {
+            RouteState::Kept
+        } else if self.live != 0 {
+            RouteState::Live
+        } else {
+            RouteState::None
+        }
     }
 }
 
@@ -152,9 +172,9 @@ struct Routes {
     /// When each node's last heartbeat was written (by its clock, as seen here).
     seen: FxHashMap<usize, Instant>,
     /// This node's filters in the topic, as read at start and written since.
-    published: FxHashSet<String>,
+    published: FxHashMap<String, RouteState>,
     /// This node's filters with subscribers, and on which shards (a bit each).
-    local: FxHashMap<String, u64>,
+    local: FxHashMap<String, Masks>,
     /// The topic's end at start: caught up once read past it.
     end_at_start: i64,
     caught_up: bool,
@@ -264,7 +284,7 @@ impl Node {
             started: started.clone(),
             table,
             seen: FxHashMap::default(),
-            published: FxHashSet::default(),
+            published: FxHashMap::default(),
             local: FxHashMap::default(),
             end_at_start,
             caught_up: end_at_start <= 0,
@@ -418,18 +438,18 @@ impl Routes {
         };
         match filter {
             Some(filter) if !filter.is_empty() => {
-                let on = payload.is_some();
+                let state = RouteState::of(payload);
                 if node == own {
                     if !self.caught_up {
-                        if on {
-                            self.published.insert(filter.to_string());
-                        } else {
+                        if state == RouteState::None {
                             self.published.remove(filter);
+                        } else {
+                            self.published.insert(filter.to_string(), state);
                         }
                     }
                     return; // applied when written
                 }
-                self.table.set(index, filter, on);
+                self.table.set_state(index, filter, state);
                 self.changed = true;
             }
             Some(_) => {}
@@ -462,8 +482,8 @@ impl Routes {
     fn take_changes(&mut self) {
         let own = self.table.own();
         while let Some(change) = self.feed.changes.pop() {
-            let (shard, filter, on) = match change {
-                Change::Route(shard, filter, on) => (shard, filter, on),
+            let (shard, filter, state) = match change {
+                Change::Route(shard, filter, state) => (shard, filter, state),
                 Change::Barrier(shard, token) => {
                     let after = self.reconciled.then_some(self.sent);
                     self.barriers.push((after, shard, token));
@@ -471,19 +491,21 @@ impl Routes {
                 }
             };
             let bit = 1u64 << (shard % 64);
-            let mask = self.local.entry(filter.clone()).or_default();
-            let before = *mask != 0;
-            if on {
-                *mask |= bit;
-            } else {
-                *mask &= !bit;
+            let masks = self.local.entry(filter.clone()).or_default();
+            let before = masks.state();
+            masks.kept &= !bit;
+            masks.live &= !bit;
+            match state {
+                RouteState::Kept => masks.kept |= bit,
+                RouteState::Live => masks.live |= bit,
+                RouteState::None => {}
             }
-            let after = *mask != 0;
-            if !after {
+            let after = masks.state();
+            if after == RouteState::None {
                 self.local.remove(&filter);
             }
             if before != after {
-                self.table.set(own, &filter, after);
+                self.table.set_state(own, &filter, after);
                 self.changed = true;
                 if self.reconciled {
                     self.publish(&filter, after);
@@ -500,21 +522,22 @@ impl Routes {
         self.reconciled = true;
         let stale: Vec<String> = self
             .published
-            .iter()
+            .keys()
             .filter(|f| !self.local.contains_key(*f))
             .cloned()
             .collect();
-        let missing: Vec<String> = self
+        let missing: Vec<(String, RouteState)> = self
             .local
-            .keys()
-            .filter(|f| !self.published.contains(*f))
-            .cloned()
+            .iter()
+            .map(|(f, m)| (f, m.state()))
+            .filter(|(f, state)| self.published.get(*f) != Some(state))
+            .map(|(f, state)| (f.clone(), state))
             .collect();
         for filter in &stale {
-            self.publish(filter, false);
+            self.publish(filter, RouteState::None);
         }
-        for filter in &missing {
-            self.publish(filter, true);
+        for (filter, state) in &missing {
+            self.publish(filter, *state);
         }
         // SUBACKs that came before wait for these records too.
         for b in &mut self.barriers {
@@ -528,14 +551,14 @@ impl Routes {
         );
     }
 
-    fn publish(&mut self, filter: &str, on: bool) {
-        if on {
-            self.published.insert(filter.to_string());
-        } else {
+    fn publish(&mut self, filter: &str, state: RouteState) {
+        if state == RouteState::None {
             self.published.remove(filter);
+        } else {
+            self.published.insert(filter.to_string(), state);
         }
         let key = format!("{}/{filter}", self.config.node_id);
-        self.send(&key, on.then_some(b"1".as_slice()));
+        self.send(&key, state.value());
     }
 
     /// Route records Kafka did not acknowledge: their filter's current state, written again;
@@ -546,8 +569,11 @@ impl Routes {
             let Some((_, filter)) = key.split_once('/') else {
                 continue;
             };
-            let on = self.local.contains_key(filter);
-            self.publish(filter, on);
+            let state = self
+                .local
+                .get(filter)
+                .map_or(RouteState::None, |m| m.state());
+            self.publish(filter, state);
             any = true;
         }
         if any {

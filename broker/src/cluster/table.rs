@@ -107,6 +107,8 @@ pub struct RouteTable {
     /// Nodes whose last heartbeat is recent (this one always).
     live: u64,
     root: Level,
+    /// The routes kept while their node is dead (persistent sessions subscribe).
+    kept: Level,
     /// Shared groups: (group, inner filter) -> nodes with members.
     shared: Vec<(Box<str>, Box<str>, u64)>,
 }
@@ -140,6 +142,18 @@ impl RouteTable {
     /// This node's index.
     pub fn own(&self) -> usize {
         self.own
+    }
+
+    /// Node `index`'s subscribers of `filter` ask for `state` (a `$share/g/f` filter: members
+    /// of group g, routed while live only).
+    pub fn set_state(&mut self, index: usize, filter_text: &str, state: super::RouteState) {
+        use super::RouteState;
+        self.set(index, filter_text, state != RouteState::None);
+        if !net::topic::is_shared(filter_text) {
+            let levels: Vec<&str> = filter_text.split('/').collect();
+            self.kept
+                .set(&levels, 1u64 << index, state == RouteState::Kept);
+        }
     }
 
     /// Node `index` has (`on`) or no longer has subscribers for `filter` (a `$share/g/f`
@@ -179,9 +193,9 @@ impl RouteTable {
         self.live
     }
 
-    /// True when no other node is live (nothing leaves this node).
+    /// True when no other node is known (nothing leaves this node).
     pub fn alone(&self) -> bool {
-        self.live & !(1u64 << self.own) == 0
+        self.nodes.len() <= 1
     }
 
     /// The other live nodes a message on `topic` goes to: those with a matching subscription;
@@ -192,11 +206,13 @@ impl RouteTable {
     pub fn destinations(&self, topic: &str, retain: bool, pick: &mut u64) -> Destinations {
         let own = 1u64 << self.own;
         let others = self.live & !own;
-        if others == 0 || topic.starts_with('$') {
+        if self.alone() || topic.starts_with('$') {
             return Destinations::default();
         }
         let levels: Vec<&str> = topic.split('/').collect();
-        let mut nodes = self.root.matching(&levels) & others;
+        let dead = !self.live;
+        let mut nodes =
+            (self.root.matching(&levels) & others) | (self.kept.matching(&levels) & dead);
         let mut shared = Vec::new();
         for (group, inner, mask) in &self.shared {
             if mask & own != 0 || mask & others == 0 || !filter::matches(inner, topic) {
@@ -253,6 +269,24 @@ mod tests {
         t.set(1, "s/+/t", false);
         assert_eq!(t.destinations("s/x/t", false, &mut pick).nodes, 0);
         assert!(t.root.children.get("s").is_some_and(|l| l.plus.is_none()));
+    }
+
+    #[test]
+    fn a_dead_node_keeps_the_routes_of_its_persistent_sessions() {
+        use crate::cluster::RouteState;
+        let mut t = table();
+        let mut pick = 0;
+        t.set_state(1, "k/#", RouteState::Kept);
+        t.set_state(2, "k/#", RouteState::Live);
+        t.set_live(1, false);
+        t.set_live(2, false);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0b010);
+        t.set_state(1, "k/#", RouteState::Live);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0);
+        t.set_live(1, true);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0b010);
+        t.set_state(1, "k/#", RouteState::None);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0);
     }
 
     #[test]

@@ -272,25 +272,52 @@ impl Core {
     /// Reports this shard's route changes to a cluster node's routes thread from now on,
     /// starting with every filter its restored sessions subscribe to.
     pub fn join_cluster(&mut self, feed: Arc<crate::cluster::routes::Feed>) {
-        for session in self.sessions.iter().flatten() {
-            for filter in session.subscriptions.keys() {
-                feed.changed(self.id, filter, true);
-            }
+        let mut filters: Vec<ByteString> = self
+            .sessions
+            .iter()
+            .flatten()
+            .flat_map(|s| s.subscriptions.keys().cloned())
+            .collect();
+        filters.sort_unstable();
+        filters.dedup();
+        for filter in filters {
+            feed.changed(self.id, &filter, self.route_state(&filter));
         }
         self.cluster = Some(feed);
     }
 
-    /// `filter` got its first local subscriber here (`on`) or lost its last one: peers learn
-    /// of it, and the cluster when there is one.
-    pub(crate) fn route_changed(&mut self, filter: &ByteString, on: bool) {
-        if let Some(feed) = &self.cluster {
-            feed.changed(self.id, filter, on);
-            self.cluster_routed |= on;
+    /// What this shard's subscribers of `filter` ask of the cluster: none, routes while the
+    /// node is live, or routes kept while it is dead too (a persistent session subscribes:
+    /// its messages wait in the node's downlink).
+    fn route_state(&self, filter: &str) -> crate::cluster::RouteState {
+        use crate::cluster::RouteState;
+        let local = self.router.local_of(filter);
+        let persistent = local.iter().any(|(sid, _, _)| {
+            self.sessions
+                .get(sid.0 as usize)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.expiry_interval > 0)
+        });
+        match (local.is_empty(), persistent) {
+            (true, _) => RouteState::None,
+            (false, false) => RouteState::Live,
+            (false, true) => RouteState::Kept,
         }
-        if on {
-            self.broadcast(|| ShardMsg::RouteAdd(filter.clone()));
-        } else {
-            self.broadcast(|| ShardMsg::RouteRemove(filter.clone()));
+    }
+
+    /// `filter`'s local subscribers changed (`peers`: its first one came, its last one went,
+    /// or neither): peers learn of the first and the last; a cluster node's routes thread of
+    /// the filter's state (its SUBACK then waits for the route record).
+    pub(crate) fn route_changed(&mut self, filter: &ByteString, peers: Option<bool>) {
+        if let Some(feed) = &self.cluster {
+            let state = self.route_state(filter);
+            feed.changed(self.id, filter, state);
+            self.cluster_routed |= state != crate::cluster::RouteState::None;
+        }
+        match peers {
+            Some(true) => self.broadcast(|| ShardMsg::RouteAdd(filter.clone())),
+            Some(false) => self.broadcast(|| ShardMsg::RouteRemove(filter.clone())),
+            None => {}
         }
     }
 

@@ -74,10 +74,16 @@ impl Core {
     pub(crate) fn unroute(&mut self, filter: &ByteString, sid: SessionId) -> bool {
         match self.router.unsubscribe(filter, sid) {
             Some(true) => {
-                self.route_changed(filter, false);
+                self.route_changed(filter, Some(false));
                 true
             }
-            Some(false) => true,
+            Some(false) => {
+                if self.cluster.is_some() {
+                    // Maybe the last persistent subscriber left.
+                    self.route_changed(filter, None);
+                }
+                true
+            }
             None => false,
         }
     }

@@ -93,8 +93,9 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
             session.journal_subscribe(&filter, options, sub_id);
         }
         core.journal_of(sid);
-        if core.router.subscribe(&filter, sid, options, sub_id) {
-            core.route_changed(&filter, true);
+        let first = core.router.subscribe(&filter, sid, options, sub_id);
+        if first || core.cluster.is_some() {
+            core.route_changed(&filter, first.then_some(true));
         }
         let send_retained = !shared
             && match options.retain_handling {

@@ -242,6 +242,16 @@ impl Router {
         removed
     }
 
+    /// The local subscribers of `filter` (a group's members for `$share/g/f`).
+    pub fn local_of(&self, filter: &str) -> &[LocalMatch] {
+        match split_shared(filter) {
+            Some((name, inner)) => Self::node(&self.root, inner)
+                .and_then(|n| n.groups.iter().find(|g| g.name == name))
+                .map_or(&[], |g| &g.local[..]),
+            None => Self::node(&self.root, filter).map_or(&[], |n| &n.local[..]),
+        }
+    }
+
     /// Peer `shard` has subscribers for `filter` (or members in its group).
     pub fn add_remote(&mut self, filter: &str, shard: ShardId) {
         match split_shared(filter) {
