@@ -15,6 +15,9 @@ pub struct ClusterConfig {
     /// A node without a heartbeat for this long is dead: nothing is routed to it until it
     /// beats again.
     pub node_timeout_ms: u64,
+    /// A dead node's persistent sessions keep their routes this long after its last
+    /// heartbeat (their messages wait in its downlink); after it, they are dropped too.
+    pub node_keep_ms: u64,
     /// The compacted topic of route changes and heartbeats (one partition, created at start).
     pub routes_topic: String,
     /// Node N's downlink topic is this prefix followed by N.
@@ -27,6 +30,7 @@ impl Default for ClusterConfig {
             node_id: String::new(),
             heartbeat_ms: 1_000,
             node_timeout_ms: 10_000,
+            node_keep_ms: 86_400_000,
             routes_topic: "ringmq.routes".into(),
             downlink_prefix: "ringmq.downlink.".into(),
         }
@@ -54,6 +58,9 @@ impl ClusterConfig {
             return Err("cluster.node_id: at most 64 bytes".into());
         }
         kafka_name("node_id", &self.node_id)?;
+        if self.node_keep_ms < self.node_timeout_ms {
+            return Err("cluster.node_keep_ms: at least cluster.node_timeout_ms".into());
+        }
         kafka_name("routes_topic", &self.routes_topic)?;
         kafka_name("downlink_prefix", &self.downlink_prefix)?;
         if !(100..=60_000).contains(&self.heartbeat_ms) {

@@ -2,8 +2,9 @@
 //! node and receives what is published on every node.
 //!
 //! - **Routes**: each node writes "node N has subscribers for filter F" (a shared group's
-//!   members too) to a compacted routes topic when a filter gets its first subscriber on the
-//!   node, and a tombstone when its last one goes, with a heartbeat; every node reads the
+//!   members too; `p` when a persistent session is among them) to a compacted routes topic
+//!   when that changes, and a tombstone when the last one goes, with a heartbeat; every node
+//!   reads the
 //!   topic from its start (`routes.rs`) into a route table (`table.rs`) whose snapshots the
 //!   shards read without a lock.
 //! - **Delivery**: a message published on a node whose matching subscribers include other

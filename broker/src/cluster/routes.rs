@@ -2,9 +2,11 @@
 //! (every node's "node N has subscribers for filter F" records, tombstones when it has no
 //! more, and heartbeats), keeps the route table and each node's liveness, and publishes a new
 //! snapshot for the shards when either changes. It writes this node's own records: a route
-//! record when a filter gets its first subscriber on any shard of this node, a tombstone when
-//! its last one goes, a heartbeat every `cluster.heartbeat_ms`, and a "left" heartbeat at a
-//! clean shutdown.
+//! record when a filter gets its first subscriber on any shard of this node (`1`), again when
+//! a persistent session starts or stops being among them (`p` / `1`, [`RouteState`]), a
+//! tombstone when its last one goes, a heartbeat every `cluster.heartbeat_ms`, and a "left"
+//! heartbeat at a clean shutdown. A dead node's `p` routes count for `cluster.node_keep_ms`
+//! after its last heartbeat.
 //!
 //! Reconciliation: once the topic has been read up to the end it had at start and the shards
 //! run (their restored subscriptions reported), this node's records in the topic are compared
@@ -169,8 +171,11 @@ struct Routes {
     /// Set once the topic was read to its end at start (the node may serve).
     started: Arc<AtomicBool>,
     table: RouteTable,
-    /// When each node's last heartbeat was written (by its clock, as seen here).
+    /// When each node's last heartbeat was written (by its clock while catching up, then
+    /// when it arrived).
     seen: FxHashMap<usize, Instant>,
+    /// Nodes whose last heartbeat said they left.
+    left: rustc_hash::FxHashSet<usize>,
     /// This node's filters in the topic, as read at start and written since.
     published: FxHashMap<String, RouteState>,
     /// This node's filters with subscribers, and on which shards (a bit each).
@@ -284,6 +289,7 @@ impl Node {
             started: started.clone(),
             table,
             seen: FxHashMap::default(),
+            left: rustc_hash::FxHashSet::default(),
             published: FxHashMap::default(),
             local: FxHashMap::default(),
             end_at_start,
@@ -460,17 +466,24 @@ impl Routes {
                     .and_then(|p| p.parse::<i64>().ok())
                     .unwrap_or(0);
                 let age = crate::kafka::now_millis().saturating_sub(written);
-                let timeout = i64::try_from(self.config.node_timeout_ms).unwrap_or(i64::MAX);
                 if written == 0 {
-                    self.seen.remove(&index);
+                    // Left: dead at once; its kept routes still count for node_keep_ms.
+                    self.left.insert(index);
+                    self.seen.entry(index).or_insert_with(Instant::now);
                 } else if self.caught_up {
                     // Live now: the time it arrived, not the writer's clock.
+                    self.left.remove(&index);
                     self.seen.insert(index, Instant::now());
-                } else if age < timeout {
+                } else {
                     // Catching up: the writer's clock tells old heartbeats from recent ones.
+                    self.left.remove(&index);
                     let age = Duration::from_millis(u64::try_from(age.max(0)).unwrap_or(0));
-                    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                    self.seen.insert(index, at);
+                    let at = Instant::now().checked_sub(age);
+                    match at {
+                        Some(at) => self.seen.insert(index, at),
+                        // Older than this machine's clock can say: dead, not kept.
+                        None => self.seen.remove(&index),
+                    };
                 }
             }
         }
@@ -635,12 +648,22 @@ impl Routes {
 
     fn liveness(&mut self) {
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
+        let keep = Duration::from_millis(self.config.node_keep_ms);
         let own = self.table.own();
-        let mut i = 0;
-        while let Some(node) = self.table.node(i) {
-            let live = i == own || self.seen.get(&i).is_some_and(|t| t.elapsed() < timeout);
-            let was = self.table.live() & (1u64 << i) != 0;
-            if live != was {
+        let nodes = (0..super::table::NODES_MAX)
+            .take_while(|i| self.table.node(*i).is_some())
+            .count();
+        for i in 0..nodes {
+            let since = self.seen.get(&i).map(Instant::elapsed);
+            let keepable = i != own && since.is_some_and(|t| t < keep);
+            let live = i == own || (!self.left.contains(&i) && since.is_some_and(|t| t < timeout));
+            let was_keepable = self.table.keepable() & (1u64 << i) != 0;
+            let was_live = self.table.live() & (1u64 << i) != 0;
+            let node = self.table.node(i).unwrap_or("?");
+            if keepable != was_keepable && !keepable && i != own {
+                tracing::info!(node, "cluster: node dead for longer than cluster.node_keep_ms: its persistent sessions' routes are dropped");
+            }
+            if live != was_live {
                 tracing::info!(
                     node,
                     live,
@@ -651,10 +674,12 @@ impl Routes {
                         "dead (no heartbeat within cluster.node_timeout_ms) or left"
                     }
                 );
+            }
+            if keepable != was_keepable || live != was_live {
+                self.table.set_keepable(i, keepable);
                 self.table.set_live(i, live);
                 self.changed = true;
             }
-            i += 1;
         }
     }
 }

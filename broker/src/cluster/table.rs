@@ -109,6 +109,8 @@ pub struct RouteTable {
     root: Level,
     /// The routes kept while their node is dead (persistent sessions subscribe).
     kept: Level,
+    /// Dead nodes whose kept routes still count (dead for less than `node_keep_ms`).
+    keepable: u64,
     /// Shared groups: (group, inner filter) -> nodes with members.
     shared: Vec<(Box<str>, Box<str>, u64)>,
 }
@@ -188,14 +190,26 @@ impl RouteTable {
         }
     }
 
+    /// Node `index`'s kept routes count while it is dead (`on`), or no longer.
+    pub fn set_keepable(&mut self, index: usize, on: bool) {
+        apply(&mut self.keepable, 1u64 << index, on);
+    }
+
+    /// The dead nodes whose kept routes count.
+    pub fn keepable(&self) -> u64 {
+        self.keepable
+    }
+
     /// The live nodes.
     pub fn live(&self) -> u64 {
         self.live
     }
 
-    /// True when no other node is known (nothing leaves this node).
+    /// True when no other node is live or keeps routes while dead (nothing leaves this
+    /// node).
     pub fn alone(&self) -> bool {
-        self.nodes.len() <= 1
+        let own = 1u64 << self.own;
+        self.live & !own == 0 && self.keepable & !self.live & !own == 0
     }
 
     /// The other live nodes a message on `topic` goes to: those with a matching subscription;
@@ -210,7 +224,7 @@ impl RouteTable {
             return Destinations::default();
         }
         let levels: Vec<&str> = topic.split('/').collect();
-        let dead = !self.live;
+        let dead = !self.live & self.keepable;
         let mut nodes =
             (self.root.matching(&levels) & others) | (self.kept.matching(&levels) & dead);
         let mut shared = Vec::new();
@@ -235,7 +249,7 @@ impl RouteTable {
             ));
         }
         if retain {
-            nodes = others;
+            nodes |= others;
         }
         Destinations { nodes, shared }
     }
@@ -280,7 +294,16 @@ mod tests {
         t.set_state(2, "k/#", RouteState::Live);
         t.set_live(1, false);
         t.set_live(2, false);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0);
+        t.set_keepable(1, true);
+        t.set_keepable(2, true);
+        assert!(!t.alone());
         assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0b010);
+        assert_eq!(
+            t.destinations("k/1", true, &mut pick).nodes,
+            0b010,
+            "a retained message too"
+        );
         t.set_state(1, "k/#", RouteState::Live);
         assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0);
         t.set_live(1, true);

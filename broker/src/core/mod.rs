@@ -167,9 +167,11 @@ pub struct Core {
     pub(crate) shared_only: Option<Vec<ByteString>>,
     /// Where this shard reports a filter's first and last local subscriber (a cluster node).
     pub(crate) cluster: Option<Arc<crate::cluster::routes::Feed>>,
-    /// The SUBSCRIBE being handled gave this node a new route: its SUBACK waits for the
-    /// route record (`reply_after_routes`).
+    /// The SUBSCRIBE being handled changed this shard's route state for a filter: its
+    /// SUBACK waits for the route record (`reply_after_routes`).
     pub(crate) cluster_routed: bool,
+    /// The route state last reported to the cluster per filter (absent: none).
+    cluster_reported: FxHashMap<ByteString, crate::cluster::RouteState>,
     /// Scratch for a batch of source messages.
     inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
@@ -252,6 +254,7 @@ impl Core {
             sources: crate::source::Sources::default(),
             cluster: None,
             cluster_routed: false,
+            cluster_reported: FxHashMap::default(),
             shared_only: None,
             inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
@@ -281,38 +284,89 @@ impl Core {
         filters.sort_unstable();
         filters.dedup();
         for filter in filters {
-            feed.changed(self.id, &filter, self.route_state(&filter));
+            let state = self.route_state(&filter);
+            feed.changed(self.id, &filter, state);
+            self.cluster_reported.insert(filter, state);
         }
         self.cluster = Some(feed);
     }
 
-    /// What this shard's subscribers of `filter` ask of the cluster: none, routes while the
-    /// node is live, or routes kept while it is dead too (a persistent session subscribes:
-    /// its messages wait in the node's downlink).
-    fn route_state(&self, filter: &str) -> crate::cluster::RouteState {
-        use crate::cluster::RouteState;
-        let local = self.router.local_of(filter);
-        let persistent = local.iter().any(|(sid, _, _)| {
-            self.sessions
+    /// True when `sid`'s session outlives its connection on a store that outlives the
+    /// broker (its messages are worth keeping for it while this node is dead).
+    fn kept_for(&self, sid: SessionId) -> bool {
+        self.durable.persistent()
+            && self
+                .sessions
                 .get(sid.0 as usize)
                 .and_then(Option::as_ref)
                 .is_some_and(|s| s.expiry_interval > 0)
-        });
-        match (local.is_empty(), persistent) {
-            (true, _) => RouteState::None,
-            (false, false) => RouteState::Live,
-            (false, true) => RouteState::Kept,
+    }
+
+    /// What this shard's subscribers of `filter` ask of the cluster, by looking at each: none,
+    /// routes while the node is live, or routes kept while it is dead too (a persistent
+    /// session subscribes: its messages wait in the node's downlink). Shared groups: live only.
+    fn route_state(&self, filter: &str) -> crate::cluster::RouteState {
+        use crate::cluster::RouteState;
+        let local = self.router.local_of(filter);
+        if local.is_empty() {
+            return RouteState::None;
+        }
+        let kept =
+            !net::topic::is_shared(filter) && local.iter().any(|(sid, _, _)| self.kept_for(*sid));
+        if kept {
+            RouteState::Kept
+        } else {
+            RouteState::Live
         }
     }
 
-    /// `filter`'s local subscribers changed (`peers`: its first one came, its last one went,
-    /// or neither): peers learn of the first and the last; a cluster node's routes thread of
-    /// the filter's state (its SUBACK then waits for the route record).
-    pub(crate) fn route_changed(&mut self, filter: &ByteString, peers: Option<bool>) {
-        if let Some(feed) = &self.cluster {
-            let state = self.route_state(filter);
-            feed.changed(self.id, filter, state);
-            self.cluster_routed |= state != crate::cluster::RouteState::None;
+    /// `filter`'s local subscribers changed: `sid` joined (`joined`) or left (`peers`: the
+    /// filter's first subscriber came, its last one went, or neither). Peers learn of the first
+    /// and the last; a cluster node's routes thread of the filter's state when it changed (the
+    /// SUBACK then waits for the route record). The state is worked out from the last one
+    /// reported and the session joining or leaving; all subscribers are looked at only when
+    /// one that kept the route leaves (or its session is already gone).
+    pub(crate) fn route_changed(
+        &mut self,
+        filter: &ByteString,
+        sid: SessionId,
+        joined: bool,
+        peers: Option<bool>,
+    ) {
+        if self.cluster.is_some() {
+            use crate::cluster::RouteState;
+            let last = self
+                .cluster_reported
+                .get(filter)
+                .copied()
+                .unwrap_or(RouteState::None);
+            let shared = net::topic::is_shared(filter);
+            let known = self
+                .sessions
+                .get(sid.0 as usize)
+                .is_some_and(Option::is_some);
+            let state = if self.router.local_of(filter).is_empty() {
+                RouteState::None
+            } else if joined && !shared && self.kept_for(sid) {
+                RouteState::Kept
+            } else if last == RouteState::None {
+                RouteState::Live
+            } else if !joined && last == RouteState::Kept && (!known || self.kept_for(sid)) {
+                self.route_state(filter)
+            } else {
+                last
+            };
+            if state != last {
+                if state == RouteState::None {
+                    self.cluster_reported.remove(filter);
+                } else {
+                    self.cluster_reported.insert(filter.clone(), state);
+                }
+                if let Some(feed) = &self.cluster {
+                    feed.changed(self.id, filter, state);
+                }
+                self.cluster_routed |= state != RouteState::None;
+            }
         }
         match peers {
             Some(true) => self.broadcast(|| ShardMsg::RouteAdd(filter.clone())),

@@ -205,7 +205,7 @@ impl Core {
         retained: RetainedWanted,
     ) {
         let peers = self.shards.saturating_sub(1);
-        // A new route of a cluster node: the SUBACK also waits for Kafka to have its record.
+        // A cluster node's route state changed: the SUBACK also waits for Kafka to have its record.
         let cluster = std::mem::take(&mut self.cluster_routed);
         let waiting = peers + usize::from(cluster);
         if waiting == 0 {

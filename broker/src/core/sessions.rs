@@ -74,13 +74,13 @@ impl Core {
     pub(crate) fn unroute(&mut self, filter: &ByteString, sid: SessionId) -> bool {
         match self.router.unsubscribe(filter, sid) {
             Some(true) => {
-                self.route_changed(filter, Some(false));
+                self.route_changed(filter, sid, false, Some(false));
                 true
             }
             Some(false) => {
                 if self.cluster.is_some() {
                     // Maybe the last persistent subscriber left.
-                    self.route_changed(filter, None);
+                    self.route_changed(filter, sid, false, None);
                 }
                 true
             }

@@ -13,7 +13,7 @@ use crate::asyncapi::SubscribeVerdict;
 use crate::ids::ConnId;
 
 pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
-    // Set by this SUBSCRIBE's new routes only (`reply_after_routes` takes it).
+    // Set by this SUBSCRIBE's route state changes only (`reply_after_routes` takes it).
     core.cluster_routed = false;
     let Some(sid) = core.conn_mut(id).and_then(|c| c.session) else {
         // `Core::packet` hands these packets over only for connected links.
@@ -95,7 +95,7 @@ pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
         core.journal_of(sid);
         let first = core.router.subscribe(&filter, sid, options, sub_id);
         if first || core.cluster.is_some() {
-            core.route_changed(&filter, first.then_some(true));
+            core.route_changed(&filter, sid, true, first.then_some(true));
         }
         let send_retained = !shared
             && match options.retain_handling {

@@ -517,6 +517,7 @@ impl Loop {
                         .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
                         .unwrap_or_default();
                     let record = Record {
+                        timestamp: m.timestamp().to_millis(),
                         topic: m.topic(),
                         key: m.key(),
                         payload: m.payload().unwrap_or_default(),

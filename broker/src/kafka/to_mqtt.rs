@@ -56,6 +56,8 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
     /// Headers in record order (a value may be absent).
     pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+    /// When it was produced (milliseconds of the Unix epoch), if Kafka says.
+    pub timestamp: Option<i64>,
 }
 
 impl Record<'_> {
@@ -279,6 +281,18 @@ impl Route {
         if size > bytes_max {
             return Err(format!("larger than packet_bytes_max ({bytes_max})"));
         }
+        // The expiry counts from the record's production: time spent in Kafka (a cluster
+        // node down, a consumer behind) is taken off, and a message past it is not delivered.
+        if let (Some(secs), Some(produced)) = (properties.message_expiry_interval, record.timestamp)
+        {
+            let waited = crate::kafka::now_millis().saturating_sub(produced).max(0);
+            let left = i64::from(secs) * 1000 - waited;
+            if left <= 0 {
+                return Err("its message expiry passed while it waited in Kafka".into());
+            }
+            properties.message_expiry_interval =
+                Some(u32::try_from((left + 999) / 1000).unwrap_or(secs));
+        }
         if properties.is_empty() {
             properties = BoxedProperties::default();
         }
@@ -321,7 +335,27 @@ mod tests {
             key,
             payload: b"on",
             headers,
+            timestamp: None,
         }
+    }
+
+    #[test]
+    fn the_expiry_counts_from_the_records_production() {
+        let r = route("devices/{key}").unwrap();
+        let now = Instant::now();
+        let mut rec = record(Some(b"d1"), vec![("mqtt.message_expiry", Some(b"10"))]);
+        rec.timestamp = Some(crate::kafka::now_millis() - 4_000);
+        let m = r.message(&rec, 16, 1 << 20, now).unwrap();
+        let left = m.properties.message_expiry_interval.unwrap();
+        assert!((5..=6).contains(&left), "{left}");
+        rec.timestamp = Some(crate::kafka::now_millis() - 11_000);
+        assert!(r
+            .message(&rec, 16, 1 << 20, now)
+            .unwrap_err()
+            .contains("expiry"));
+        rec.timestamp = None;
+        let m = r.message(&rec, 16, 1 << 20, now).unwrap();
+        assert_eq!(m.properties.message_expiry_interval, Some(10));
     }
 
     #[test]
