@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use common::{refused_start, scratch_dir, Broker, Raw};
 use kafka::Tansu;
-use net::codec::{Packet, ProtocolVersion, PubResp, PubRespKind, Publish, QoS};
+use net::codec::{Packet, ProtocolVersion, PubRespKind, Publish, QoS};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
@@ -53,38 +53,13 @@ fn start_node(tansu: &Tansu, node: &str) -> Broker {
     Broker::start(&["--config", path.to_str().unwrap()])
 }
 
-/// Receives PUBLISHes until `want` arrived or `wait` passed, answering each QoS flow.
-fn drain_any(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < want && Instant::now() < deadline {
-        match c.recv_within(Duration::from_millis(200)) {
-            Some(Packet::Publish(p)) => {
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => c.ack(PubRespKind::PubAck, p.packet_id.unwrap()),
-                    QoS::ExactlyOnce => c.ack(PubRespKind::PubRec, p.packet_id.unwrap()),
-                }
-                got.push(p);
-            }
-            Some(Packet::PubResp(PubResp {
-                kind: PubRespKind::PubRel,
-                packet_id,
-                ..
-            })) => c.ack(PubRespKind::PubComp, packet_id),
-            _ => {}
-        }
-    }
-    got
-}
-
-/// [`drain_any`] without the routing probes: `want` counts the other messages.
+/// `Raw::drain_publishes` without the routing probes: `want` counts the other messages.
 fn drain(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
     let deadline = Instant::now() + wait;
     let mut got = Vec::new();
     while got.len() < want && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        let batch = drain_any(c, want - got.len(), left.min(Duration::from_millis(200)));
+        let batch = c.drain_publishes(want - got.len(), left.min(Duration::from_millis(200)));
         got.extend(batch.into_iter().filter(|p| &p.payload[..] != b"probe"));
     }
     got
@@ -96,10 +71,10 @@ fn until_routed(publisher: &mut Raw, subscriber: &mut Raw, topic: &str) -> Durat
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         publisher.publish(topic, b"probe", QoS::AtMostOnce, 0);
-        let got = drain_any(subscriber, 1, Duration::from_millis(50));
+        let got = subscriber.drain_publishes(1, Duration::from_millis(50));
         if !got.is_empty() {
             // Probes still on their way are taken too.
-            drain_any(subscriber, usize::MAX, Duration::from_millis(300));
+            subscriber.drain_publishes(usize::MAX, Duration::from_millis(300));
             return start.elapsed();
         }
     }
@@ -370,8 +345,8 @@ fn kafka_records_reach_the_subscribers_of_every_node() {
     let (mut on_b, _) = Raw::connect(b.addr, V5, "k-probe-b", true);
     until_routed(&mut on_a, &mut subs[1], "cmd/probe");
     until_routed(&mut on_b, &mut subs[0], "cmd/probe");
-    drain_any(&mut subs[0], usize::MAX, Duration::from_millis(300));
-    drain_any(&mut subs[1], usize::MAX, Duration::from_millis(300));
+    subs[0].drain_publishes(usize::MAX, Duration::from_millis(300));
+    subs[1].drain_publishes(usize::MAX, Duration::from_millis(300));
     const N: usize = 20;
     let records: Vec<_> = (0..N)
         .map(|i| (Some(format!("k{i}")), format!("{i}").into_bytes(), vec![]))

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use common::{id_on, scratch_dir, Broker, Raw};
 use kafka::{produce, Tansu};
-use net::codec::{Packet, ProtocolVersion, PubResp, PubRespKind, Publish, QoS};
+use net::codec::{ProtocolVersion, Publish, QoS};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
@@ -43,31 +43,6 @@ fn config(tansu: &Tansu, group: &str, top: &str) -> std::path::PathBuf {
     )
     .unwrap();
     path
-}
-
-/// Receives PUBLISHes until `want` arrived or `wait` passed, answering each QoS flow.
-fn drain(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < want && Instant::now() < deadline {
-        match c.recv_within(Duration::from_millis(500)) {
-            Some(Packet::Publish(p)) => {
-                match p.qos {
-                    QoS::AtMostOnce => {}
-                    QoS::AtLeastOnce => c.ack(PubRespKind::PubAck, p.packet_id.unwrap()),
-                    QoS::ExactlyOnce => c.ack(PubRespKind::PubRec, p.packet_id.unwrap()),
-                }
-                got.push(p);
-            }
-            Some(Packet::PubResp(PubResp {
-                kind: PubRespKind::PubRel,
-                packet_id,
-                ..
-            })) => c.ack(PubRespKind::PubComp, packet_id),
-            _ => {}
-        }
-    }
-    got
 }
 
 fn user(p: &Publish, key: &str) -> Option<String> {
@@ -137,7 +112,7 @@ fn kafka_records_reach_subscribers_at_each_qos_and_a_resumed_session() {
     let want = N + 1;
     for (qos, c) in &mut subs {
         // The first join of a consumer group takes tansu ~15-20 s.
-        let got = drain(c, want, Duration::from_secs(90));
+        let got = c.drain_publishes(want, Duration::from_secs(90));
         assert_eq!(got.len(), want, "QoS {qos:?} subscriber got every record");
         assert!(got.iter().all(|p| p.qos == *qos), "granted QoS {qos:?}");
         for d in 0..3 {
@@ -164,7 +139,7 @@ fn kafka_records_reach_subscribers_at_each_qos_and_a_resumed_session() {
     // The persistent session got them while offline.
     let (mut c, ack) = Raw::connect(broker.addr, V5, &offline, false);
     assert!(ack.session_present);
-    let got = drain(&mut c, want, Duration::from_secs(10));
+    let got = c.drain_publishes(want, Duration::from_secs(10));
     assert_eq!(
         got.len(),
         want,
@@ -173,7 +148,7 @@ fn kafka_records_reach_subscribers_at_each_qos_and_a_resumed_session() {
     // The retained one is retained.
     let (mut late, _) = Raw::connect(broker.addr, V5, &id_on("in-late", 0), true);
     late.subscribe(filter, QoS::AtLeastOnce);
-    let got = drain(&mut late, 1, Duration::from_secs(5));
+    let got = late.drain_publishes(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
     assert!(
         got[0].retain && got[0].topic == "devices/r/commands" && &got[0].payload[..] == b"state"
@@ -242,7 +217,7 @@ fn a_sigkill_mid_stream_loses_no_record_a_persistent_session_was_due() {
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while seen.len() < N && Instant::now() < deadline {
-        for p in drain(&mut c, 1000, Duration::from_secs(1)) {
+        for p in c.drain_publishes(1000, Duration::from_secs(1)) {
             let i: usize = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
             seen.insert(i);
         }
@@ -280,7 +255,7 @@ fn a_restart_resumes_at_the_record_after_the_last_one_handed_on() {
     for i in 0..3 {
         produce(&tansu.brokers(), "commands", &one(i));
     }
-    let got = drain(&mut c, 3, Duration::from_secs(30));
+    let got = c.drain_publishes(3, Duration::from_secs(30));
     assert_eq!(got.len(), 3);
     drop(c);
     // A clean stop commits the offsets of what was handed on.
@@ -289,7 +264,8 @@ fn a_restart_resumes_at_the_record_after_the_last_one_handed_on() {
     let broker = Broker::start_in(&dir, &args);
     let (mut c, ack) = Raw::connect(broker.addr, V5, &id, false);
     assert!(ack.session_present);
-    let got: Vec<Vec<u8>> = drain(&mut c, 1, Duration::from_secs(30))
+    let got: Vec<Vec<u8>> = c
+        .drain_publishes(1, Duration::from_secs(30))
         .into_iter()
         .map(|p| p.payload.to_vec())
         .collect();
@@ -375,7 +351,7 @@ fn a_subscriber_that_stops_reading_holds_the_records_back_in_kafka_instead_of_dr
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < N && Instant::now() < deadline {
-        for p in drain(&mut c, 500, Duration::from_secs(1)) {
+        for p in c.drain_publishes(500, Duration::from_secs(1)) {
             let i: usize = std::str::from_utf8(&p.payload[..6])
                 .unwrap()
                 .parse()

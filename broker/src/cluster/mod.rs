@@ -64,10 +64,7 @@ pub mod routes;
 pub mod sink;
 pub mod table;
 
-use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::admin::{NewTopic, TopicReplication};
 
 use crate::kafka::config::KafkaConfig;
 use config::ClusterConfig;
@@ -79,10 +76,6 @@ pub fn create_topics(
     config: &ClusterConfig,
     record_bytes_max: usize,
 ) -> anyhow::Result<()> {
-    let admin: AdminClient<crate::kafka::Quiet> =
-        crate::kafka::sink::producer_config(kafka, 0, record_bytes_max)
-            .create_with_context(crate::kafka::Quiet)
-            .map_err(|e| anyhow::anyhow!("cluster: cannot create a Kafka admin client: {e}"))?;
     let downlink = config.downlink();
     let replication = || TopicReplication::Fixed(kafka.replication);
     let topics = [
@@ -93,25 +86,6 @@ pub fn create_topics(
             .set("min.cleanable.dirty.ratio", "0.1"),
         NewTopic::new(&downlink, kafka.partitions, replication()),
     ];
-    let wait = Duration::from_millis(kafka.timeout_ms);
-    let options = AdminOptions::new()
-        .request_timeout(Some(wait))
-        .operation_timeout(Some(wait));
-    let results =
-        futures_executor::block_on(admin.create_topics(&topics, &options)).map_err(|e| {
-            anyhow::anyhow!("cluster: kafka at {}: creating topics: {e}", kafka.brokers)
-        })?;
-    for result in results {
-        match result {
-            Ok(name) => tracing::info!(topic = %name, "Kafka topic created"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                anyhow::bail!(
-                    "cluster: kafka at {}: creating topic {name}: {code}",
-                    kafka.brokers
-                )
-            }
-        }
-    }
-    Ok(())
+    crate::kafka::create(kafka, &topics, record_bytes_max)
+        .map_err(|e| anyhow::anyhow!("cluster: {e}"))
 }

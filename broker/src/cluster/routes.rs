@@ -229,14 +229,8 @@ impl Node {
         let wait = Duration::from_millis(kafka.timeout_ms);
         // Records are written to partition 0 and read from it: another partition would hold
         // routes nobody reads.
-        let metadata = consumer
-            .fetch_metadata(Some(&config.routes_topic), wait)
+        let partitions = crate::kafka::partitions(&consumer, &config.routes_topic, wait)
             .map_err(|e| anyhow::anyhow!("cluster: kafka at {}: {e}", kafka.brokers))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == config.routes_topic)
-            .map_or(0, |t| t.partitions().len());
         if partitions != 1 {
             anyhow::bail!(
                 "cluster: {} has {partitions} partitions: the routes topic must have exactly one",

@@ -322,15 +322,8 @@ pub fn prepare(
 fn assign_all(consumer: &BaseConsumer<Ctx>, topics: &[&str], wait: Duration) -> Result<(), String> {
     let mut assignment = rdkafka::TopicPartitionList::new();
     for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), wait)
+        let partitions = super::partitions(consumer, topic, wait)
             .map_err(|e| format!("reading the partitions of {topic}: {e}"))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == *topic)
-            .map(|t| t.partitions().len())
-            .unwrap_or(0);
         if partitions == 0 {
             return Err(format!("topic {topic} has no partitions"));
         }

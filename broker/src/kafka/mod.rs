@@ -81,6 +81,21 @@ impl Bell {
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
+/// How many partitions Kafka says `topic` has (0: it does not know the topic).
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    topic: &str,
+    wait: Duration,
+) -> Result<usize, KafkaError> {
+    use rdkafka::consumer::Consumer;
+    let metadata = consumer.fetch_metadata(Some(topic), wait)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| t.partitions().len()))
+}
+
 /// Milliseconds of the Unix epoch now (Kafka's timestamps).
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
@@ -133,20 +148,30 @@ pub fn create_topics(
     if !config.create_topics || names.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<Quiet> = sink::producer_config(config, 0, record_bytes_max)
-        .create_with_context(Quiet)
-        .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|(n, partitions)| {
             NewTopic::new(n, *partitions, TopicReplication::Fixed(config.replication))
         })
         .collect();
+    create(config, &topics, record_bytes_max)
+}
+
+/// Creates `topics` that do not exist yet (one existing is fine); an unreachable Kafka or a
+/// refusal is a clear error.
+pub fn create(
+    config: &KafkaConfig,
+    topics: &[NewTopic<'_>],
+    record_bytes_max: usize,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<Quiet> = sink::producer_config(config, 0, record_bytes_max)
+        .create_with_context(Quiet)
+        .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
     let wait = Duration::from_millis(config.timeout_ms);
     let options = AdminOptions::new()
         .request_timeout(Some(wait))
         .operation_timeout(Some(wait));
-    let results = futures_executor::block_on(admin.create_topics(&topics, &options))
+    let results = futures_executor::block_on(admin.create_topics(topics, &options))
         .map_err(|e| anyhow::anyhow!("kafka at {}: creating topics: {e}", config.brokers))?;
     for result in results {
         match result {

@@ -39,15 +39,75 @@ pub struct Reports {
 }
 
 impl Reports {
+    /// Reports that wake the shard through `doorbell` (an eventfd). Shared by the Kafka sink
+    /// and the cluster's downlink sink.
+    pub(crate) fn new(doorbell: std::fs::File) -> Arc<Self> {
+        Arc::new(Self {
+            done: SegQueue::new(),
+            in_flight: AtomicUsize::new(0),
+            in_flight_bytes: AtomicUsize::new(0),
+            bell: super::Bell::new(doorbell),
+            failed: AtomicBool::new(false),
+            delivered_total: AtomicU64::new(0),
+            failed_total: AtomicU64::new(0),
+            latency_millis_total: AtomicU64::new(0),
+        })
+    }
+
     /// Wakes the shard unless a wake is pending (after pushing to `done`).
     fn ring(&self) {
         self.bell.ring();
     }
+
+    /// A record of `bytes` payload is about to be handed to the producer.
+    pub(crate) fn handing(&self, bytes: usize) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight_bytes.fetch_add(bytes, Ordering::AcqRel);
+    }
+
+    /// The producer did not take the record [`Reports::handing`] counted: a failure.
+    pub(crate) fn not_taken(&self, bytes: usize) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.in_flight_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.failed_total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reports `id` refused at once (a record never produced).
+    pub(crate) fn refuse(&self, id: u64) {
+        self.done.push((id, false));
+        self.ring();
+    }
+
+    /// At or above either bound of what is in flight.
+    pub(crate) fn full(&self, count_max: usize, bytes_max: usize) -> bool {
+        self.in_flight.load(Ordering::Acquire) >= count_max
+            || self.in_flight_bytes.load(Ordering::Acquire) >= bytes_max
+    }
+
+    /// The running totals.
+    pub(crate) fn counts(&self) -> SinkCounts {
+        SinkCounts {
+            delivered: self.delivered_total.load(Ordering::Relaxed),
+            failed: self.failed_total.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
+            latency_millis: self.latency_millis_total.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands each (id, delivered) reported since the last call to `f`; true when a delivery
+    /// failed since then.
+    pub(crate) fn drain(&self, mut f: impl FnMut(u64, bool)) -> bool {
+        self.bell.answered();
+        while let Some((id, ok)) = self.done.pop() {
+            f(id, ok);
+        }
+        self.failed.swap(false, Ordering::AcqRel)
+    }
 }
 
-/// The producer's context: the shared reports.
+/// The producer's context: the shared reports; a record's opaque is its id + 1 (0: none).
 #[derive(Debug)]
-pub struct Ctx(Arc<Reports>);
+pub struct Ctx(pub(crate) Arc<Reports>);
 
 impl ClientContext for Ctx {
     /// librdkafka's own lines go to debug: it repeats every failed connect; the sink logs one
@@ -174,16 +234,7 @@ impl KafkaSink {
         record_bytes_max: usize,
         doorbell: std::fs::File,
     ) -> anyhow::Result<Self> {
-        let reports = Arc::new(Reports {
-            done: SegQueue::new(),
-            in_flight: AtomicUsize::new(0),
-            in_flight_bytes: AtomicUsize::new(0),
-            bell: super::Bell::new(doorbell),
-            failed: AtomicBool::new(false),
-            delivered_total: AtomicU64::new(0),
-            failed_total: AtomicU64::new(0),
-            latency_millis_total: AtomicU64::new(0),
-        });
+        let reports = Reports::new(doorbell);
         let producer: ThreadedProducer<Ctx> = producer_config(config, shard, record_bytes_max)
             .create_with_context(Ctx(reports.clone()))
             .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
@@ -274,15 +325,13 @@ impl Sink for KafkaSink {
             return Offer::Taken;
         };
         let refuse = |sink: &mut Self, why: &str| {
-            sink.reports.failed_total.fetch_add(1, Ordering::Relaxed);
             if !sink.failing {
                 tracing::warn!(topic = %message.topic, reason = why, "a message for Kafka was not produced: its publisher is refused");
                 sink.failing = true;
             }
             match token {
                 Some(t) => {
-                    sink.reports.done.push((t, false));
-                    sink.reports.ring();
+                    sink.reports.refuse(t);
                     Offer::Pending
                 }
                 None => Offer::Taken,
@@ -291,6 +340,7 @@ impl Sink for KafkaSink {
         let mut topic = std::mem::take(&mut self.topic);
         if !rule.render_topic(&message.topic, publisher, &mut topic) {
             self.topic = topic;
+            self.reports.failed_total.fetch_add(1, Ordering::Relaxed);
             return refuse(self, "the rule's topic template gives no valid Kafka topic");
         }
         // The broker's own messages (wills are published for a gone client) have no
@@ -307,10 +357,7 @@ impl Sink for KafkaSink {
             record = record.key(key);
         }
         let bytes = message.payload.len();
-        self.reports.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.reports
-            .in_flight_bytes
-            .fetch_add(bytes, Ordering::AcqRel);
+        self.reports.handing(bytes);
         let sent = self.producer.send(record).map_err(|(e, _)| e);
         self.topic = topic;
         match sent {
@@ -319,36 +366,22 @@ impl Sink for KafkaSink {
                 None => Offer::Taken,
             },
             Err(e) => {
-                self.reports.in_flight.fetch_sub(1, Ordering::AcqRel);
-                self.reports
-                    .in_flight_bytes
-                    .fetch_sub(bytes, Ordering::AcqRel);
+                self.reports.not_taken(bytes);
                 refuse(self, &e.to_string())
             }
         }
     }
 
     fn full(&self) -> bool {
-        self.reports.in_flight.load(Ordering::Acquire) >= self.queue_max
-            || self.reports.in_flight_bytes.load(Ordering::Acquire) >= self.queue_bytes_max
+        self.reports.full(self.queue_max, self.queue_bytes_max)
     }
 
     fn counts(&self) -> SinkCounts {
-        let r = &self.reports;
-        SinkCounts {
-            delivered: r.delivered_total.load(Ordering::Relaxed),
-            failed: r.failed_total.load(Ordering::Relaxed),
-            in_flight: r.in_flight.load(Ordering::Relaxed) as u64,
-            latency_millis: r.latency_millis_total.load(Ordering::Relaxed),
-        }
+        self.reports.counts()
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
-        self.reports.bell.answered();
-        while let Some(done) = self.reports.done.pop() {
-            out.push(done);
-        }
-        if self.reports.failed.swap(false, Ordering::AcqRel) {
+        if self.reports.drain(|id, ok| out.push((id, ok))) {
             if !self.failing {
                 tracing::warn!("Kafka did not acknowledge messages within kafka.timeout_ms: their publishers are refused (0x97)");
                 self.failing = true;

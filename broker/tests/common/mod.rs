@@ -446,4 +446,30 @@ impl Raw {
             .unwrap();
         got
     }
+
+    /// Receives PUBLISHes until `want` arrived or `wait` passed, answering each QoS flow
+    /// (PUBACK, PUBREC, and PUBCOMP for a PUBREL).
+    pub fn drain_publishes(&mut self, want: usize, wait: Duration) -> Vec<Publish> {
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        while got.len() < want && Instant::now() < deadline {
+            match self.recv_within(Duration::from_millis(200)) {
+                Some(Packet::Publish(p)) => {
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => self.ack(PubRespKind::PubAck, p.packet_id.unwrap()),
+                        QoS::ExactlyOnce => self.ack(PubRespKind::PubRec, p.packet_id.unwrap()),
+                    }
+                    got.push(p);
+                }
+                Some(Packet::PubResp(PubResp {
+                    kind: PubRespKind::PubRel,
+                    packet_id,
+                    ..
+                })) => self.ack(PubRespKind::PubComp, packet_id),
+                _ => {}
+            }
+        }
+        got
+    }
 }
