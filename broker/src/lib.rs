@@ -117,6 +117,14 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     let mut node = None;
     if let Some(kafka) = &config.kafka {
         let record = kafka::record_bytes_max(config.packet_bytes_max);
+        let mut conflicts = kafka::check::Report::default();
+        kafka::check::conflicts(kafka, &mut conflicts);
+        for finding in &conflicts.findings {
+            tracing::warn!(
+                "{} (`ringmq kafka check` lists every finding)",
+                finding.text
+            );
+        }
         kafka::create_topics(kafka, &kafka::rules(kafka)?, record)?;
         // A cluster node consumes its downlink like a Kafka -> MQTT rule.
         let mut downlink = Vec::new();

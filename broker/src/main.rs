@@ -14,7 +14,7 @@ use broker::config::{Config, ConfigFlags};
 #[command(version, about)]
 struct Cli {
     /// TOML configuration file.
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     // One `--key VALUE` flag per configuration key (see `broker::config::KEYS`).
     #[command(flatten)]
@@ -41,6 +41,20 @@ enum Command {
         #[command(subcommand)]
         action: AsyncapiAction,
     },
+    /// The Kafka bridge.
+    Kafka {
+        #[command(subcommand)]
+        action: KafkaAction,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum KafkaAction {
+    /// Checks the configuration's `[kafka]` rules before a start: rules an earlier one hides
+    /// or overlaps, whether the Kafka brokers answer (within kafka.timeout_ms), and whether
+    /// each topic a rule names exists (or will be created) with the partitions asked for.
+    /// Prints one line per finding, naming the rule; fails if any is an error.
+    Check,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -102,6 +116,20 @@ fn run() -> anyhow::Result<()> {
     };
     cli.keys.apply(&mut config);
     let config = config.validate()?;
+    if let Some(Command::Kafka {
+        action: KafkaAction::Check,
+    }) = &cli.command
+    {
+        let kafka = config.kafka.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("kafka check: the configuration has no [kafka] table")
+        })?;
+        let report = broker::kafka::check::run(kafka, config.cluster.as_ref());
+        print!("{}", report.render());
+        if report.errors() > 0 {
+            anyhow::bail!("kafka check: {} errors", report.errors());
+        }
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log))
         .map_err(|e| anyhow::anyhow!("config key `log`: {e}"))?;

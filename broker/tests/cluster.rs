@@ -53,6 +53,19 @@ fn start_node(tansu: &Tansu, node: &str) -> Broker {
     Broker::start(&["--config", path.to_str().unwrap()])
 }
 
+/// A node serving Prometheus metrics, and their address.
+fn start_node_with_metrics(tansu: &Tansu, node: &str) -> (Broker, String) {
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let path = node_config(tansu, node);
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ];
+    (Broker::start(&args), metrics)
+}
+
 /// `Raw::drain_publishes` without the routing probes: `want` counts the other messages.
 fn drain(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
     let deadline = Instant::now() + wait;
@@ -277,6 +290,83 @@ fn a_shared_group_gets_each_message_once_across_nodes() {
         (here, there),
         (N, 0),
         "a group with a member here is served here, once"
+    );
+}
+
+#[test]
+fn three_nodes_route_to_each_other_and_a_group_across_two_gets_each_message_once() {
+    let tansu = Tansu::start();
+    let (x, metrics) = start_node_with_metrics(&tansu, "tx");
+    let (y, y_metrics) = start_node_with_metrics(&tansu, "ty");
+    let z = start_node(&tansu, "tz");
+    let (mut on_y, _) = Raw::connect(y.addr, V5, "plain-y", true);
+    let (mut on_z, _) = Raw::connect(z.addr, V5, "plain-z", true);
+    on_y.subscribe("fleet/#", QoS::AtLeastOnce);
+    on_z.subscribe("fleet/#", QoS::AtLeastOnce);
+    let (mut member_y, _) = Raw::connect(y.addr, V5, "member-y", true);
+    let (mut member_z, _) = Raw::connect(z.addr, V5, "member-z", true);
+    member_y.subscribe("$share/g3/fleet/#", QoS::AtLeastOnce);
+    member_z.subscribe("$share/g3/fleet/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(x.addr, V5, "pub-x", true);
+    until_routed(&mut publisher, &mut on_y, "fleet/probe");
+    until_routed(&mut publisher, &mut on_z, "fleet/probe");
+    common::settle();
+    for c in [&mut on_y, &mut on_z, &mut member_y, &mut member_z] {
+        drain(c, usize::MAX, Duration::from_millis(300));
+    }
+    const N: usize = 30;
+    for i in 0..N {
+        publisher.publish(
+            &format!("fleet/{i}"),
+            i.to_string().as_bytes(),
+            QoS::AtLeastOnce,
+            1,
+        );
+        assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
+    }
+    let want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    for (node, c) in [("y", &mut on_y), ("z", &mut on_z)] {
+        let got = drain(c, N, Duration::from_secs(20));
+        assert_eq!(
+            payloads(&got),
+            want,
+            "the subscriber on node {node}: all, in order"
+        );
+    }
+    let (from_y, from_z) = (
+        drain(&mut member_y, N, Duration::from_secs(3)).len(),
+        drain(&mut member_z, N, Duration::from_secs(1)).len(),
+    );
+    assert_eq!(
+        from_y + from_z,
+        N,
+        "the group across nodes y and z: each message once"
+    );
+    assert!(
+        from_y > 0 && from_z > 0,
+        "the group's copies rotate between its nodes: {from_y} / {from_z}"
+    );
+    // The other directions: z -> y and y -> z.
+    let (mut pub_z, _) = Raw::connect(z.addr, V5, "pub-z", true);
+    until_routed(&mut pub_z, &mut on_y, "fleet/from-z");
+    let (mut pub_y, _) = Raw::connect(y.addr, V5, "pub-y", true);
+    until_routed(&mut pub_y, &mut on_z, "fleet/from-y");
+    // Node x's view: three live nodes; each copy it produced counted once in its latency
+    // histogram.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(common::metric(&metrics, "ringmq_cluster_nodes_live{"), 3);
+    let copies = common::metric(&metrics, "ringmq_cluster_out_delivered_total{");
+    assert!(copies >= 2 * N as u64, "{copies} copies");
+    assert_eq!(
+        common::metric(&metrics, "ringmq_cluster_out_latency_seconds_count{"),
+        copies
+    );
+    // Node y's view: every message it read from its downlink aged in its lag histogram.
+    let read = common::metric(&y_metrics, "ringmq_cluster_in_received_total{");
+    assert!(read >= N as u64, "{read} read");
+    assert_eq!(
+        common::metric(&y_metrics, "ringmq_cluster_in_lag_seconds_count{"),
+        read
     );
 }
 

@@ -166,6 +166,21 @@ fn publishes_reach_kafka_mapped_and_in_order_per_key_after_kafka_acknowledged() 
     );
     assert_eq!(common::metric(&metrics, "ringmq_kafka_failed_total{"), 0);
     assert_eq!(common::metric(&metrics, "ringmq_kafka_in_flight{"), 0);
+    // The produce-latency histogram counts each acknowledged record once.
+    assert_eq!(
+        common::metric(&metrics, "ringmq_kafka_produce_latency_seconds_count{"),
+        2 * N as u64
+    );
+    assert_eq!(
+        common::metric(
+            &metrics,
+            "ringmq_kafka_produce_latency_seconds_bucket{shard=\"0\",le=\"+Inf\"}"
+        ) + common::metric(
+            &metrics,
+            "ringmq_kafka_produce_latency_seconds_bucket{shard=\"1\",le=\"+Inf\"}"
+        ),
+        2 * N as u64
+    );
 }
 
 #[test]
@@ -213,6 +228,75 @@ fn bad_kafka_rules_are_start_up_errors_naming_the_rule() {
         "[kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_ms = 1000\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n",
     );
     assert!(err.contains("127.0.0.1:1"), "{err}");
+}
+
+/// `ringmq --config FILE kafka check`: (success, stdout + stderr).
+fn kafka_check(config: &str) -> (bool, String) {
+    let path = config_file(config);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq"))
+        .args(["--config", path.to_str().unwrap(), "kafka", "check"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+#[test]
+fn kafka_check_names_hidden_rules_missing_topics_and_unreachable_brokers() {
+    let tansu = Tansu::start();
+    kafka::create_topic(&tansu.brokers(), "chk-a", 2);
+    let (ok, out) = kafka_check(&format!(
+        "[kafka]\nbrokers = \"{}\"\ncreate_topics = false\ntimeout_ms = 5000\n\
+         [[kafka.to_kafka]]\nfilter = \"a/#\"\ntopic = \"chk-a\"\npartitions = 3\n\
+         [[kafka.to_kafka]]\nfilter = \"a/b/+\"\ntopic = \"chk-b\"\n\
+         [[kafka.to_kafka]]\nfilter = \"dev/+/x\"\ntopic = \"t-{{1}}\"\n\
+         [[kafka.to_mqtt]]\ntopic = \"chk-in\"\nmqtt_topic = \"in/{{key}}\"\n",
+        tansu.brokers()
+    ));
+    assert!(!ok, "errors make the check fail: {out}");
+    for line in [
+        "error: kafka.to_kafka[1] (filter `a/b/+`) never takes a message: kafka.to_kafka[0] (filter `a/#`)",
+        "ok: kafka.brokers `127.0.0.1:",
+        "warning: kafka.to_kafka[0] (filter `a/#`): topic `chk-a` exists with 2 partitions (the rule asks for 3",
+        "error: kafka.to_kafka[1] (filter `a/b/+`): topic `chk-b` does not exist and kafka.create_topics is false",
+        "ok: kafka.to_kafka[2] (filter `dev/+/x`): templated topic `t-{1}`",
+        "error: kafka.to_mqtt[0] (topic `chk-in`): topic `chk-in` does not exist",
+        "3 errors, 1 warnings",
+    ] {
+        assert!(out.contains(line), "missing `{line}` in:\n{out}");
+    }
+    // The same rules with topic creation: only the hidden rule is an error.
+    let (ok, out) = kafka_check(&format!(
+        "[kafka]\nbrokers = \"{}\"\n\
+         [[kafka.to_kafka]]\nfilter = \"x/+\"\ntopic = \"chk-x\"\n\
+         [[kafka.to_kafka]]\nfilter = \"+/y\"\ntopic = \"chk-a\"\n",
+        tansu.brokers()
+    ));
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok: kafka.to_kafka[0] (filter `x/+`): topic `chk-x` does not exist; created at start with 8 partitions"),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: kafka.to_kafka[1] (filter `+/y`) overlaps kafka.to_kafka[0]"),
+        "{out}"
+    );
+    assert!(out.contains("0 errors, 1 warnings"), "{out}");
+    // Nothing listens on port 1.
+    let (ok, out) = kafka_check(
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_ms = 1000\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "error: kafka.brokers `127.0.0.1:1`: no answer within kafka.timeout_ms (1000 ms)"
+        ),
+        "{out}"
+    );
+    // No [kafka] table.
+    let (ok, out) = kafka_check("shards = 1\n");
+    assert!(!ok && out.contains("no [kafka] table"), "{out}");
 }
 
 #[test]

@@ -166,6 +166,11 @@ fn kafka_records_reach_subscribers_at_each_qos_and_a_resumed_session() {
         common::metric(&metrics, "ringmq_kafka_in_refused_total{"),
         0
     );
+    // Every record read, the invalid one too, aged once in the consumer-lag histogram.
+    assert_eq!(
+        common::metric(&metrics, "ringmq_kafka_in_lag_seconds_count{"),
+        want as u64 + 1
+    );
 }
 
 #[test]

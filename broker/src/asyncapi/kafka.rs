@@ -230,7 +230,7 @@ impl Mapping {
                 .to_kafka
                 .iter()
                 .enumerate()
-                .find(|(_, e)| overlap(&e.filter, &rule.filter))
+                .find(|(_, e)| crate::kafka::check::overlap(&e.filter, &rule.filter))
             {
                 let other = match added.get(i.wrapping_sub(explicit)) {
                     Some(c) if i >= explicit => format!("channel {c}'s binding"),
@@ -277,23 +277,6 @@ enum Key {
     Fixed(&'static str),
     /// The channel's Nth parameter.
     Param(usize),
-}
-
-/// Some topic matches both filters.
-fn overlap(a: &str, b: &str) -> bool {
-    let (mut a, mut b) = (a.split('/'), b.split('/'));
-    loop {
-        match (a.next(), b.next()) {
-            (Some("#"), _) | (_, Some("#")) => return true,
-            (None, None) => return true,
-            (None, Some(_)) | (Some(_), None) => return false,
-            (Some(x), Some(y)) => {
-                if x != y && x != "+" && y != "+" {
-                    return false;
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

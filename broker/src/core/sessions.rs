@@ -232,33 +232,40 @@ impl Core {
         self.stats.retained = self.retained.len() as u64;
         self.stats.acks_held = self.durable.held_len() as u64;
         self.stats.store_up = u64::from(self.durable.available());
+        // The sinks' and sources' histograms, in `metrics::HISTOGRAMS` order after the first.
+        let mut feeds = [crate::metrics::Histogram::default(); 4];
         if !self.sinks.is_empty() {
             let c = self.sinks.counts("kafka");
+            feeds[0] = c.latency;
             self.stats.kafka_delivered = c.delivered;
             self.stats.kafka_failed = c.failed;
             self.stats.kafka_in_flight = c.in_flight;
-            self.stats.kafka_latency_millis = c.latency_millis;
+            self.stats.kafka_latency_millis = c.latency.sum_us / 1000;
             let c = self.sinks.counts("cluster");
+            feeds[1] = c.latency;
             self.stats.cluster_out_delivered = c.delivered;
             self.stats.cluster_out_failed = c.failed;
             self.stats.cluster_out_in_flight = c.in_flight;
-            self.stats.cluster_out_latency_millis = c.latency_millis;
+            self.stats.cluster_out_latency_millis = c.latency.sum_us / 1000;
         }
         if !self.sources.is_empty() {
             let c = self.sources.counts("kafka:");
+            feeds[2] = c.lag;
             self.stats.kafka_in_received = c.received;
             self.stats.kafka_in_handed_on = c.handed_on;
             self.stats.kafka_in_refused = c.refused;
             self.stats.kafka_in_invalid = c.invalid;
             let c = self.sources.counts("cluster:");
+            feeds[3] = c.lag;
             self.stats.cluster_in_received = c.received;
             self.stats.cluster_in_handed_on = c.handed_on;
         }
         if let Some(feed) = self.cluster.as_ref().filter(|_| self.id.0 == 0) {
             self.stats.cluster_nodes_live = feed.nodes_live();
         }
-        self.metrics
-            .store(self.id.index(), &self.stats, &self.latency);
+        let [kafka, cluster, kafka_in, cluster_in] = &feeds;
+        let histograms = [&self.latency, kafka, cluster, kafka_in, cluster_in];
+        self.metrics.store(self.id.index(), &self.stats, histograms);
         let interval = Duration::from_secs(self.config.sys_interval_secs);
         if self.id.0 != 0 || interval.is_zero() || self.now.duration_since(self.last_sys) < interval
         {

@@ -56,6 +56,8 @@ pub struct Inbox {
     handed_on: AtomicU64,
     refused: AtomicU64,
     invalid: AtomicU64,
+    /// Records' age when the consumer read them.
+    lag: crate::metrics::SharedHistogram,
 }
 
 impl Inbox {
@@ -118,6 +120,7 @@ impl Source for KafkaSource {
             handed_on: i.handed_on.load(Ordering::Relaxed),
             refused: i.refused.load(Ordering::Relaxed),
             invalid: i.invalid.load(Ordering::Relaxed),
+            lag: i.lag.load(),
         }
     }
 }
@@ -287,6 +290,7 @@ pub fn prepare(
                 handed_on: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 invalid: AtomicU64::new(0),
+                lag: crate::metrics::SharedHistogram::default(),
             });
             if let Some(list) = sources.get_mut(shard) {
                 list.push(Box::new(KafkaSource {
@@ -591,6 +595,10 @@ impl State {
         }
         let (id, shard) = (lane.id, lane.shard);
         lane.pending.push_back((offset, mapped.is_err()));
+        if let (Some(stamp), Some(inbox)) = (record.timestamp, self.feed.inboxes.get(shard)) {
+            let age = super::now_millis().saturating_sub(stamp);
+            inbox.lag.record_millis(u64::try_from(age).unwrap_or(0));
+        }
         match mapped {
             Ok(message) => {
                 self.in_flight += 1;

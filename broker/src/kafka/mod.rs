@@ -8,12 +8,14 @@
 //!
 //! # Layout
 //! - [`config`]: the `[kafka]` table and its checks.
+//! - [`check`]: `ringmq kafka check` (rule conflicts, brokers, topics).
 //! - [`rule`]: a compiled rule (filter, topic template, key).
 //! - [`sink`]: the per-shard producer behind the `Sink` trait.
 //! - [`to_mqtt`]: a compiled Kafka -> MQTT rule; a record mapped to an MQTT message.
 //! - [`consumer`]: the consumer threads, lanes and offsets; the per-shard source.
 //! - `mod.rs`: topic creation at start.
 
+pub mod check;
 pub mod config;
 pub mod consumer;
 pub mod rule;

@@ -35,7 +35,7 @@ pub struct Reports {
     /// produce latency summed (record creation to acknowledgement, milliseconds).
     delivered_total: AtomicU64,
     failed_total: AtomicU64,
-    latency_millis_total: AtomicU64,
+    latency: crate::metrics::SharedHistogram,
 }
 
 impl Reports {
@@ -50,7 +50,7 @@ impl Reports {
             failed: AtomicBool::new(false),
             delivered_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
-            latency_millis_total: AtomicU64::new(0),
+            latency: crate::metrics::SharedHistogram::default(),
         })
     }
 
@@ -90,7 +90,7 @@ impl Reports {
             delivered: self.delivered_total.load(Ordering::Relaxed),
             failed: self.failed_total.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
-            latency_millis: self.latency_millis_total.load(Ordering::Relaxed),
+            latency: self.latency.load(),
         }
     }
 
@@ -139,10 +139,8 @@ impl ProducerContext for Ctx {
             Ok(m) => {
                 if let Some(created) = m.timestamp().to_millis() {
                     let now = crate::kafka::now_millis();
-                    r.latency_millis_total.fetch_add(
-                        u64::try_from(now.saturating_sub(created)).unwrap_or(0),
-                        Ordering::Relaxed,
-                    );
+                    let millis = u64::try_from(now.saturating_sub(created)).unwrap_or(0);
+                    r.latency.record_millis(millis);
                 }
                 r.delivered_total.fetch_add(1, Ordering::Relaxed);
                 (true, m.payload_len())

@@ -19,7 +19,7 @@ pub const LATENCY_BUCKETS: usize = 22;
 
 /// Delivery latency: from the loop pass that decoded a PUBLISH to the pass that encoded it for
 /// a subscriber (mesh hop and queueing included; the socket write is not).
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Histogram {
     /// Counts per bucket.
     pub buckets: [u64; LATENCY_BUCKETS],
@@ -40,27 +40,106 @@ impl Histogram {
     /// Records one observation.
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = (64 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        if let Some(b) = self.buckets.get_mut(i) {
+        if let Some(b) = self.buckets.get_mut(bucket(us)) {
             *b += 1;
         }
         self.sum_us = self.sum_us.saturating_add(us);
     }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// Adds `other`'s observations.
+    pub fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+    }
 }
+
+/// A histogram one thread records into and another reads (relaxed atomics): a sink's or a
+/// source's latencies, recorded on a library's thread; a shard's slot in [`Metrics`].
+#[derive(Debug, Default)]
+pub struct SharedHistogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS],
+    sum_us: AtomicU64,
+}
+
+impl SharedHistogram {
+    /// Records an observation of `millis` milliseconds.
+    pub fn record_millis(&self, millis: u64) {
+        let us = millis.saturating_mul(1000);
+        if let Some(b) = self.buckets.get(bucket(us)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// Replaces the contents with `h` (one writer).
+    fn store(&self, h: &Histogram) {
+        for (a, v) in self.buckets.iter().zip(h.buckets) {
+            a.store(v, Ordering::Relaxed);
+        }
+        self.sum_us.store(h.sum_us, Ordering::Relaxed);
+    }
+
+    /// What it holds now.
+    pub fn load(&self) -> Histogram {
+        Histogram {
+            buckets: self.buckets.each_ref().map(|a| a.load(Ordering::Relaxed)),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The bucket of an observation of `us` microseconds.
+pub fn bucket(us: u64) -> usize {
+    (64 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
+}
+
+/// The histograms each shard publishes, in this order: Prometheus name and help. The first is
+/// always exported, the others once they have an observation (a node without Kafka or a
+/// cluster does not list them).
+pub const HISTOGRAMS: [(&str, &str); 5] = [
+    (
+        "ringmq_delivery_latency_seconds",
+        "From the loop pass that decoded a PUBLISH to the pass that encoded it for a subscriber.",
+    ),
+    (
+        "ringmq_kafka_produce_latency_seconds",
+        "MQTT -> Kafka: from producing a message to Kafka's acknowledgement (millisecond resolution: Kafka's timestamps).",
+    ),
+    (
+        "ringmq_cluster_out_latency_seconds",
+        "From producing a copy for another node to Kafka's acknowledgement (millisecond resolution).",
+    ),
+    (
+        "ringmq_kafka_in_lag_seconds",
+        "Kafka -> MQTT: a record's age when this node's consumer read it (from its Kafka timestamp; millisecond resolution): how far the consumer is behind.",
+    ),
+    (
+        "ringmq_cluster_in_lag_seconds",
+        "A message from another node: its age when this node read it from its downlink topic (from the copy's Kafka timestamp; millisecond resolution): how far the downlink is behind.",
+    ),
+];
+
+/// A shard's histograms, in [`HISTOGRAMS`] order.
+pub type Histograms = [Histogram; HISTOGRAMS.len()];
 
 #[derive(Debug)]
 struct Slot {
     values: [AtomicU64; COUNT],
-    buckets: [AtomicU64; LATENCY_BUCKETS],
-    sum_us: AtomicU64,
+    histograms: [SharedHistogram; HISTOGRAMS.len()],
 }
 
 impl Default for Slot {
     fn default() -> Self {
         Self {
             values: std::array::from_fn(|_| AtomicU64::new(0)),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_us: AtomicU64::new(0),
+            histograms: std::array::from_fn(|_| SharedHistogram::default()),
         }
     }
 }
@@ -103,6 +182,36 @@ fn topic_level(name: &str) -> String {
     out
 }
 
+/// One histogram family, per shard, in the Prometheus text format.
+fn histogram(out: &mut String, name: &str, help: &str, shards: &[Histogram]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (shard, h) in shards.iter().enumerate() {
+        let mut cumulative = 0;
+        for (i, count) in h.buckets.iter().enumerate() {
+            cumulative += count;
+            if i + 1 == LATENCY_BUCKETS {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
+                );
+            } else {
+                let le = (1u64 << i) as f64 / 1e6;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum{{shard=\"{shard}\"}} {}",
+            h.sum_us as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
+    }
+}
+
 /// A Prometheus label value escaped (backslash, quote, newline).
 fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -134,39 +243,30 @@ impl Metrics {
         self.started.elapsed()
     }
 
-    /// Shard `shard` publishes its counters and gauges (`stats`, gauges set) and its delivery
-    /// latency histogram.
-    pub fn store(&self, shard: usize, stats: &Stats, latency: &Histogram) {
+    /// Shard `shard` publishes its counters and gauges (`stats`, gauges set) and its
+    /// histograms (in [`HISTOGRAMS`] order).
+    pub fn store(&self, shard: usize, stats: &Stats, histograms: [&Histogram; HISTOGRAMS.len()]) {
         let Some(slot) = self.slots.get(shard) else {
             return;
         };
         for (a, v) in slot.values.iter().zip(stats.values()) {
             a.store(v, Ordering::Relaxed);
         }
-        for (a, v) in slot.buckets.iter().zip(latency.buckets) {
-            a.store(v, Ordering::Relaxed);
+        for (to, from) in slot.histograms.iter().zip(histograms) {
+            to.store(from);
         }
-        slot.sum_us.store(latency.sum_us, Ordering::Relaxed);
     }
 
-    /// The latest [`Stats`] and histogram of each shard.
-    pub fn shards(&self) -> Vec<(Stats, Histogram)> {
+    /// The latest [`Stats`] and histograms of each shard.
+    pub fn shards(&self) -> Vec<(Stats, Histograms)> {
         self.slots
             .iter()
             .map(|slot| {
                 let values = std::array::from_fn(|i| {
                     slot.values.get(i).map_or(0, |a| a.load(Ordering::Relaxed))
                 });
-                let buckets = std::array::from_fn(|i| {
-                    slot.buckets.get(i).map_or(0, |a| a.load(Ordering::Relaxed))
-                });
-                (
-                    Stats::from_values(values),
-                    Histogram {
-                        buckets,
-                        sum_us: slot.sum_us.load(Ordering::Relaxed),
-                    },
-                )
+                let histograms = slot.histograms.each_ref().map(SharedHistogram::load);
+                (Stats::from_values(values), histograms)
             })
             .collect()
     }
@@ -208,32 +308,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}shard=\"{shard}\"}} {v}");
             }
         }
-        let name = "ringmq_delivery_latency_seconds";
-        let _ = writeln!(out, "# HELP {name} From the loop pass that decoded a PUBLISH to the pass that encoded it for a subscriber.");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (shard, (_, h)) in shards.iter().enumerate() {
-            let mut cumulative = 0;
-            for (i, count) in h.buckets.iter().enumerate() {
-                cumulative += count;
-                if i + 1 == LATENCY_BUCKETS {
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
-                    );
-                } else {
-                    let le = (1u64 << i) as f64 / 1e6;
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
-                    );
-                }
+        for (family, (name, help)) in HISTOGRAMS.iter().enumerate() {
+            let of = |(_, hs): &(Stats, Histograms)| hs.get(family).copied().unwrap_or_default();
+            let histograms: Vec<Histogram> = shards.iter().map(of).collect();
+            if family > 0 && histograms.iter().all(|h| h.count() == 0) {
+                continue;
             }
-            let _ = writeln!(
-                out,
-                "{name}_sum{{shard=\"{shard}\"}} {}",
-                h.sum_us as f64 / 1e6
-            );
-            let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
+            histogram(&mut out, name, help, &histograms);
         }
         let channels = self.channel_counts();
         if !channels.is_empty() {
@@ -309,7 +390,13 @@ mod tests {
                 clients_connected: 1,
                 ..Default::default()
             },
-            &h,
+            [
+                &h,
+                &Histogram::default(),
+                &Histogram::default(),
+                &Histogram::default(),
+                &Histogram::default(),
+            ],
         );
         m.store(
             1,
@@ -317,7 +404,7 @@ mod tests {
                 publishes_in: 7,
                 ..Default::default()
             },
-            &Histogram::default(),
+            [&Histogram::default(); 5],
         );
         assert_eq!(m.total().publishes_in, 12);
         assert_eq!(m.total().clients_connected, 1);
@@ -338,6 +425,33 @@ mod tests {
         assert!(sys.contains(&("$SYS/broker/messages/received".into(), "12".into())));
         assert!(sys.contains(&("$SYS/broker/shard/1/messages/received".into(), "7".into())));
         assert!(sys.contains(&("$SYS/broker/clients/connected".into(), "1".into())));
+        // A sink's histogram is listed once it has an observation.
+        assert!(
+            !text.contains("ringmq_kafka_produce_latency_seconds"),
+            "{text}"
+        );
+        let mut kafka = Histogram::default();
+        kafka.record(Duration::from_millis(3));
+        m.store(
+            1,
+            &Stats::default(),
+            [
+                &h,
+                &kafka,
+                &Histogram::default(),
+                &Histogram::default(),
+                &Histogram::default(),
+            ],
+        );
+        let text = m.prometheus();
+        assert!(
+            text.contains(
+                "ringmq_kafka_produce_latency_seconds_bucket{shard=\"1\",le=\"0.004096\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("ringmq_kafka_produce_latency_seconds_count{shard=\"0\"} 0"));
+        assert!(!text.contains("ringmq_cluster_out_latency_seconds"));
     }
 
     #[test]
@@ -346,7 +460,7 @@ mod tests {
         m.store(
             1,
             &Stats::from_values(std::array::from_fn(|i| 100 + i as u64)),
-            &Histogram::default(),
+            [&Histogram::default(); 5],
         );
         let text = m.prometheus();
         for (i, c) in COUNTERS.iter().enumerate() {
@@ -426,7 +540,11 @@ mod tests {
             ),
         ];
         let m = Metrics::new(2);
-        m.store(0, &Stats::from_values([7; COUNT]), &Histogram::default());
+        m.store(
+            0,
+            &Stats::from_values([7; COUNT]),
+            [&Histogram::default(); 5],
+        );
         let text = m.prometheus();
         for (name, kind, help) in BEFORE {
             let block = format!(
@@ -467,8 +585,8 @@ mod tests {
             publisher_pauses: 14,
             ..Default::default()
         };
-        m.store(0, &s, &Histogram::default());
-        m.store(1, &s, &Histogram::default());
+        m.store(0, &s, [&Histogram::default(); 5]);
+        m.store(1, &s, [&Histogram::default(); 5]);
         let mut got = m.sys_topics();
         let head: Vec<&str> = got.iter().take(2).map(|(t, _)| t.as_str()).collect();
         assert_eq!(head, ["$SYS/broker/version", "$SYS/broker/uptime"]);

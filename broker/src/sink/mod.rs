@@ -33,8 +33,8 @@ pub struct SinkCounts {
     pub failed: u64,
     /// Messages handed over and not reported yet.
     pub in_flight: u64,
-    /// Time from hand-over to the target's acknowledgement, summed, milliseconds.
-    pub latency_millis: u64,
+    /// Time from hand-over to the target's acknowledgement, per message.
+    pub latency: crate::metrics::Histogram,
 }
 
 /// An outbound target registered on a shard.
@@ -111,11 +111,13 @@ impl Sinks {
         let named = self.list.iter().filter(|s| s.name() == name);
         named.fold(SinkCounts::default(), |a, s| {
             let c = s.counts();
+            let mut latency = a.latency;
+            latency.add(&c.latency);
             SinkCounts {
                 delivered: a.delivered + c.delivered,
                 failed: a.failed + c.failed,
                 in_flight: a.in_flight + c.in_flight,
-                latency_millis: a.latency_millis + c.latency_millis,
+                latency,
             }
         })
     }

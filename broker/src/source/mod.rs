@@ -38,6 +38,8 @@ pub struct SourceCounts {
     pub refused: u64,
     /// Messages the source skipped as invalid (no valid MQTT topic, too large).
     pub invalid: u64,
+    /// Each message's age when the source read it (a Kafka record's, from its timestamp).
+    pub lag: crate::metrics::Histogram,
 }
 
 /// The sources each shard gets, in shard order (built before the shard threads start).
@@ -159,11 +161,14 @@ impl Sources {
         let named = self.list.iter().filter(|s| s.name().starts_with(prefix));
         named.fold(SourceCounts::default(), |a, s| {
             let c = s.counts();
+            let mut lag = a.lag;
+            lag.add(&c.lag);
             SourceCounts {
                 received: a.received + c.received,
                 handed_on: a.handed_on + c.handed_on,
                 refused: a.refused + c.refused,
                 invalid: a.invalid + c.invalid,
+                lag,
             }
         })
     }

@@ -196,3 +196,19 @@ pub fn produce(brokers: &str, topic: &str, records: &[Produced]) {
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
+
+/// Creates `topic` with `partitions` (replication 1); waits for Kafka's answer.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .unwrap();
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = futures_executor::block_on(admin.create_topics(&topics, &options)).unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
