@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::loadgen::conn::{run_conn, ConnLoad};
 use crate::loadgen::{run, Load};
 use crate::matrix::{matrix, Cell, Work};
+use crate::plot::short;
 use crate::report::{ConnReport, Report};
-use crate::svg::{bar_chart, short, Group};
+use crate::results::{Results, Run};
 
 /// Matrix size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub struct CompareConfig {
     /// Only these cells (ids) are run; their results replace the same cells' in the
     /// existing `results.json` and the report is written again from the merge. Empty: all.
     pub only: Vec<String>,
+    /// Rounds per (cell, broker); the brokers alternate within each round of a cell. Tables
+    /// and charts show the median round, tables the spread.
+    pub rounds: u32,
 }
 
 /// A broker under test.
@@ -65,7 +69,8 @@ pub enum Broker {
 }
 
 impl Broker {
-    fn name(self) -> &'static str {
+    /// The name in tables, charts and `results.json`.
+    pub fn name(self) -> &'static str {
         match self {
             Broker::Relay => "relay",
             Broker::Ringmq1 => "ringmq-1shard",
@@ -89,6 +94,9 @@ pub struct Outcome {
     pub conn: Option<ConnReport>,
     /// Why there is no result.
     pub error: Option<String>,
+    /// Which round of the (cell, broker) this is, from 0.
+    #[serde(default)]
+    pub round: u32,
 }
 
 fn available(mode: Mode) -> Vec<Broker> {
@@ -223,12 +231,13 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
     if cells.is_empty() {
         anyhow::bail!("no cell of the matrix is named {:?}", cfg.only);
     }
-    let total = cells.len() * brokers.len();
+    let rounds = cfg.rounds.max(1);
+    let total = cells.len() * brokers.len() * rounds as usize;
     let started = Instant::now();
     let mut outcomes = Vec::new();
     let mut done = 0;
     for cell in &cells {
-        for &broker in &brokers {
+        for (round, &broker) in (0..rounds).flat_map(|r| brokers.iter().map(move |b| (r, b))) {
             done += 1;
             let exact_topics_only = matches!(&cell.work, Work::Messages(t, _) if t.name == "p2p");
             if broker == Broker::Relay
@@ -238,10 +247,11 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                 continue;
             }
             eprintln!(
-                "[{done}/{total} {:>4.0}s] {} on {}",
+                "[{done}/{total} {:>4.0}s] {} on {} (round {})",
                 started.elapsed().as_secs_f64(),
                 cell.id,
-                broker.name()
+                broker.name(),
+                round + 1
             );
             let port = free_port();
             let outcome = match start(cfg, broker, port) {
@@ -251,6 +261,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                     report: None,
                     conn: None,
                     error: Some(format!("{e:#}")),
+                    round,
                 },
                 Ok(child) => {
                     let pid = child.id();
@@ -285,6 +296,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             report,
                             conn,
                             error: None,
+                            round,
                         },
                         Err(e) => Outcome {
                             cell: cell.id.clone(),
@@ -292,6 +304,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             report: None,
                             conn: None,
                             error: Some(format!("{e:#}")),
+                            round,
                         },
                     }
                 }
@@ -302,37 +315,52 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
             outcomes.push(outcome);
         }
     }
+    let path = cfg.out.join("results.json");
     if !cfg.only.is_empty() {
         // Merge into the last full run: replace these cells' outcomes for the brokers run.
-        let path = cfg.out.join("results.json");
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        let mut merged: Vec<Outcome> = serde_json::from_str(&text)?;
-        merged.retain(|o| {
+        let mut merged = Results::load(&path)?;
+        merged.outcomes.retain(|o| {
             !outcomes
                 .iter()
                 .any(|n| n.cell == o.cell && n.broker == o.broker)
         });
-        merged.extend(outcomes.iter().cloned());
-        std::fs::write(&path, serde_json::to_string_pretty(&merged)?)?;
+        merged.outcomes.extend(outcomes.iter().cloned());
+        merged.run.notes.push(format!(
+            "Cells {} were measured again later (`--only`, {rounds} rounds) on {}, with {}.",
+            cfg.only.join(", "),
+            crate::results::machine(),
+            crate::results::versions()
+        ));
+        merged.save(&path)?;
         render(cfg)?;
         return Ok(outcomes);
     }
-    std::fs::write(
-        cfg.out.join("results.json"),
-        serde_json::to_string_pretty(&outcomes)?,
-    )?;
-    let md = write_report(cfg, &cells, &brokers, &outcomes, started.elapsed())?;
+    let results = Results {
+        run: Run {
+            machine: crate::results::machine(),
+            versions: crate::results::versions(),
+            mode: if cfg.mode == Mode::Full {
+                "full"
+            } else {
+                "quick"
+            }
+            .into(),
+            rounds,
+            took_seconds: started.elapsed().as_secs_f64(),
+            notes: Vec::new(),
+        },
+        outcomes,
+    };
+    results.save(&path)?;
+    let md = write_report(cfg, &cells, &brokers, &results)?;
     crate::report::write_keeping_hand_run(&cfg.report, &md)?;
-    Ok(outcomes)
+    Ok(results.outcomes)
 }
 
 /// Writes the report and charts again from `out/results.json` (no measurement).
 pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
-    let path = cfg.out.join("results.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let outcomes: Vec<Outcome> = serde_json::from_str(&text)?;
+    let results = Results::load(&cfg.out.join("results.json"))?;
+    let outcomes = &results.outcomes;
     let mode = if outcomes.iter().any(|o| o.cell == "conn-5000") {
         Mode::Full
     } else {
@@ -352,123 +380,64 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
     .into_iter()
     .filter(|b| outcomes.iter().any(|o| o.broker == b.name()))
     .collect();
-    let md = write_report(&cfg, &matrix(mode), &brokers, &outcomes, Duration::ZERO)?;
+    let md = write_report(&cfg, &matrix(mode), &brokers, &results)?;
     crate::report::write_keeping_hand_run(&cfg.report, &md)?;
     Ok(())
 }
 
+/// The median round's report of (cell, broker).
 fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
-    outcome(outcomes, cell, broker).and_then(|o| o.report.as_ref())
+    crate::results::report(outcomes, cell, broker.name())
 }
 
+/// The median round of (cell, broker), or its failure.
 fn outcome<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Outcome> {
-    outcomes
-        .iter()
-        .find(|o| o.cell == cell && o.broker == broker.name())
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
-    // Count from /proc: this thread is pinned, so available_parallelism would say 1.
-    let cores = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |s| {
-        s.lines().filter(|l| l.starts_with("processor")).count()
-    });
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .next()
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024 / 1024);
-    format!("{cores} x {cpu}, {mem} GiB, Linux {}", kernel.trim())
-}
-
-fn version_of(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| {
-            let text = if o.stdout.is_empty() {
-                o.stderr
-            } else {
-                o.stdout
-            };
-            String::from_utf8_lossy(&text)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_string()
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "not installed".into())
-}
-
-fn write_chart(cfg: &CompareConfig, file: &str, svg: String) -> anyhow::Result<String> {
-    std::fs::write(cfg.out.join(file), svg)?;
-    let rel = relative(
-        &cfg.out.join(file),
-        cfg.report.parent().unwrap_or(Path::new(".")),
-    );
-    Ok(format!("![{file}]({rel})\n\n"))
-}
-
-fn relative(path: &Path, base: &Path) -> String {
-    path.strip_prefix(base)
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    crate::results::median(outcomes, cell, broker.name())
 }
 
 fn write_report(
     cfg: &CompareConfig,
     cells: &[Cell],
     brokers: &[Broker],
-    outcomes: &[Outcome],
-    took: Duration,
+    results: &Results,
 ) -> anyhow::Result<String> {
+    let (run, outcomes) = (&results.run, results.outcomes.as_slice());
+    let known = |v: &str| {
+        if v.is_empty() {
+            "not recorded".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     let mut md = String::new();
     let _ = writeln!(md, "# ringmq benchmarks\n");
-    let took = if took.is_zero() {
-        String::new()
+    let took = if run.took_seconds > 0.0 {
+        format!(" ({:.0} s)", run.took_seconds)
     } else {
-        format!(" ({:.0} s)", took.as_secs_f64())
+        String::new()
     };
     let flag = if cfg.mode == Mode::Full {
         " --full"
     } else {
         ""
     };
+    let rounds = run.rounds.max(1);
     let _ = writeln!(
         md,
-        "Written by `ringmq-bench compare{flag}`{took}. Regenerate: `cargo build --release -p ringmq -p ringmq-tools && target/release/ringmq-bench compare{flag}`.\n"
+        "Written by `ringmq-bench compare{flag} --rounds {rounds}`{took}. Regenerate: `cargo build --release -p ringmq -p ringmq-tools && target/release/ringmq-bench compare{flag}`; redraw from `bench-results/results.json` without measuring: `ringmq-bench compare --render-only`.\n"
     );
+    for note in &run.notes {
+        let _ = writeln!(md, "{note}\n");
+    }
     let _ = writeln!(md, "## Method\n");
-    let _ = writeln!(md, "- Machine: {}. Loopback only.", machine());
+    let _ = writeln!(md, "- Machine: {}. Loopback only.", known(&run.machine));
     let _ = writeln!(
         md,
         "- Each broker runs alone, pinned to core {} (`taskset`); the load generator (one thread, io_uring) is pinned to core {}. `ringmq-2shards` uses both cores and so shares the generator's.",
         cfg.broker_core, cfg.load_core
     );
-    let _ = writeln!(
-        md,
-        "- Versions: ringmq {} ({}), {}, {}.",
-        env!("CARGO_PKG_VERSION"),
-        version_of("git", &["rev-parse", "--short", "HEAD"]),
-        version_of("mosquitto", &["-h"]),
-        version_of("rumqttd", &["--version"])
-    );
+    let _ = writeln!(md, "- Versions: {}.", known(&run.versions));
+    let _ = writeln!(md, "- Rounds: {rounds} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s, tables also the lowest and highest of the rounds (min-max) when there are several.");
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and shows the generator's own ceiling.");
@@ -556,157 +525,30 @@ fn write_report(
     }
     md.push('\n');
 
-    // Charts.
-    let series: Vec<String> = brokers.iter().map(|b| b.name().to_string()).collect();
-    let chart_cells: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| matches!(c.work, Work::Messages(..)))
-        .take(3)
-        .collect();
-    let groups = |f: &dyn Fn(&Report) -> f64| -> Vec<Group> {
-        chart_cells
-            .iter()
-            .map(|c| Group {
-                label: c.id.clone(),
-                values: brokers
-                    .iter()
-                    .map(|&b| find(outcomes, &c.id, b).map(f))
-                    .collect(),
-            })
-            .collect()
-    };
-    md.push_str("## Charts\n\n");
-    md.push_str(&write_chart(
-        cfg,
-        "throughput.svg",
-        bar_chart(
-            "Delivered msg/s",
-            "msg/s",
-            &series,
-            &groups(&|r| r.delivered_per_second),
-        ),
-    )?);
-    md.push_str(&write_chart(
-        cfg,
-        "cpu-per-message.svg",
-        bar_chart(
-            "Broker CPU per delivered message",
-            "us",
-            &series,
-            &groups(&|r| r.broker_cpu_us_per_message.unwrap_or(0.0)),
-        ),
-    )?);
-    md.push_str(&write_chart(
-        cfg,
-        "latency-p99.svg",
-        bar_chart(
-            "End-to-end latency p99",
-            "us",
-            &series,
-            &groups(&|r| r.latency.p99_us),
-        ),
-    )?);
-    let percentiles: Vec<Group> = [("p50", 0usize), ("p90", 1), ("p99", 2), ("p99.9", 3)]
-        .iter()
-        .map(|(label, k)| Group {
-            label: (*label).into(),
-            values: brokers
-                .iter()
-                .map(|&b| {
-                    find(outcomes, "p2p-30k", b).map(|r| match k {
-                        0 => r.latency.p50_us,
-                        1 => r.latency.p90_us,
-                        2 => r.latency.p99_us,
-                        _ => r.latency.p999_us,
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    md.push_str(&write_chart(
-        cfg,
-        "latency-percentiles-30k.svg",
-        bar_chart(
-            "Latency percentiles at 30k msg/s offered (P2P, QoS 1, 64 B)",
-            "us",
-            &series,
-            &percentiles,
-        ),
-    )?);
-    md.push_str(&write_chart(
-        cfg,
-        "rss.svg",
-        bar_chart(
-            "Broker peak RSS",
-            "MiB",
-            &series,
-            &groups(&|r| r.broker_peak_rss_bytes.unwrap_or(0) as f64 / 1048576.0),
-        ),
-    )?);
-    if cfg.mode == Mode::Full {
-        let by_payload: Vec<Group> = [16usize, 64, 1024, 16384]
-            .iter()
-            .map(|p| Group {
-                label: format!("{p} B"),
-                values: brokers
-                    .iter()
-                    .map(|&b| {
-                        find(outcomes, &format!("p2p-max-q1-{p}"), b)
-                            .map(|r| r.delivered_per_second)
-                    })
-                    .collect(),
-            })
-            .collect();
-        md.push_str(&write_chart(
-            cfg,
-            "throughput-vs-payload.svg",
-            bar_chart(
-                "P2P QoS 1 max rate, delivered msg/s by payload",
-                "msg/s",
-                &series,
-                &by_payload,
-            ),
-        )?);
-        let clients = [
-            ("p2p-30k", "100 pairs, 30k/s"),
-            ("p2p-1000-qos0", "1000 pairs, 20k/s"),
-            ("p2p-5000", "5000 pairs, 150k/s"),
-        ];
-        let by_clients = |f: &dyn Fn(&Report) -> f64| -> Vec<Group> {
-            clients
-                .iter()
-                .map(|(id, label)| Group {
-                    label: (*label).into(),
-                    values: brokers
-                        .iter()
-                        .map(|&b| find(outcomes, id, b).map(f))
-                        .collect(),
-                })
-                .collect()
-        };
-        md.push_str(&write_chart(
-            cfg,
-            "throughput-vs-clients.svg",
-            bar_chart(
-                "Delivered msg/s by client count (fixed offered rates)",
-                "msg/s",
-                &series,
-                &by_clients(&|r| r.delivered_per_second),
-            ),
-        )?);
-        md.push_str(&write_chart(
-            cfg,
-            "cpu-vs-clients.svg",
-            bar_chart(
-                "Broker CPU per message by client count (fixed offered rates)",
-                "us",
-                &series,
-                &by_clients(&|r| r.broker_cpu_us_per_message.unwrap_or(0.0)),
-            ),
-        )?);
+    if let Some(h) = crate::figures::headline(cfg, brokers, outcomes)? {
+        md.push_str(&h);
     }
-
+    md.push_str("## Charts\n\n");
+    md.push_str("Log scales (the brokers' figures span decades); a point per broker and cell, missing where a broker could not run the cell (its table row says why). Drawn from `bench-results/results.json` by `ringmq-bench compare --render-only` without measuring again.\n\n");
+    md.push_str(&crate::figures::families(cfg, brokers, outcomes)?);
     md.push_str("## Results\n\n");
+    // With several rounds: " (min-max)" of a figure; lost and duplicated summed over them.
+    let range = |cell: &str,
+                 b: Broker,
+                 f: &dyn Fn(&Report) -> Option<f64>,
+                 show: &dyn Fn(f64) -> String| {
+        match crate::results::spread(outcomes, cell, b.name(), f) {
+            Some((lo, hi, n)) if n > 1 => format!(" ({}-{})", show(lo), show(hi)),
+            _ => String::new(),
+        }
+    };
+    let every = |cell: &str, b: Broker, f: &dyn Fn(&Report) -> u64| -> u64 {
+        outcomes
+            .iter()
+            .filter(|o| o.cell == cell && o.broker == b.name())
+            .filter_map(|o| o.report.as_ref().map(f))
+            .sum()
+    };
     for cell in cells {
         let _ = writeln!(md, "### {}\n", cell.title);
         match &cell.work {
@@ -740,7 +582,7 @@ fn write_report(
                 }
             }
             Work::Messages(..) => {
-                let _ = writeln!(md, "| broker | delivered msg/s | CPU us/msg | p50 / p99 / p99.9 ms | peak RSS MiB | lost / dup | ringmq-1shard CPU ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|");
+                let _ = writeln!(md, "| broker | delivered msg/s | CPU us/msg | p50 / p99 / p99.9 ms | peak RSS MiB | lost / dup (all rounds) | ringmq-1shard CPU ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|");
                 let ours = find(outcomes, &cell.id, Broker::Ringmq1);
                 for &b in brokers {
                     let o = outcome(outcomes, &cell.id, b);
@@ -760,16 +602,28 @@ fn write_report(
                                 md,
                                 "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} / {} | {} | {} |",
                                 b.name(),
-                                short(r.delivered_per_second),
+                                short(r.delivered_per_second)
+                                    + &range(
+                                        &cell.id,
+                                        b,
+                                        &|r| Some(r.delivered_per_second),
+                                        &short
+                                    ),
                                 r.broker_cpu_us_per_message
-                                    .map_or("-".into(), |v| format!("{v:.2}")),
+                                    .map_or("-".into(), |v| format!("{v:.2}"))
+                                    + &range(
+                                        &cell.id,
+                                        b,
+                                        &|r| r.broker_cpu_us_per_message,
+                                        &|v| format!("{v:.2}")
+                                    ),
                                 r.latency.p50_us / 1000.0,
                                 r.latency.p99_us / 1000.0,
                                 r.latency.p999_us / 1000.0,
                                 r.broker_peak_rss_bytes
                                     .map_or("-".into(), |v| format!("{:.0}", v as f64 / 1048576.0)),
-                                r.lost,
-                                r.duplicated,
+                                every(&cell.id, b, &|r| r.lost),
+                                every(&cell.id, b, &|r| r.duplicated),
                                 cpu_ratio.map_or("-".into(), |v| format!("{v:.2}")),
                                 tput_ratio.map_or("-".into(), |v| format!("{v:.2}")),
                             );

@@ -6,15 +6,20 @@
 //! - [`accounting`]: exact per-pair sequence accounting (lost, duplicated, out of order).
 //! - [`procstat`]: a process's CPU seconds and RSS from /proc.
 //! - [`report`]: the result, as a table and as JSON.
+//! - [`results`]: `results.json`: every round's outcome and the run's method facts.
 //! - [`relay`]: a trivial MQTT relay, the baseline the generator and brokers are measured
 //!   against.
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
+//! - [`figures`]: which charts BENCHMARKS.md shows, from a run's outcomes.
+//! - [`plot`]: the charts (plotters, SVG, log axes).
 
 pub mod accounting;
 pub mod compare;
+pub mod figures;
 pub mod loadgen;
 mod matrix;
+pub mod plot;
 pub mod procstat;
 pub mod relay;
 pub mod report;
-pub mod svg;
+pub mod results;

@@ -15,6 +15,9 @@ pub struct Percentiles {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
+    /// 99.99th percentile (0 in results written before it was kept).
+    #[serde(default)]
+    pub p9999_us: f64,
     /// Maximum.
     pub max_us: f64,
 }
@@ -29,6 +32,7 @@ impl Percentiles {
             p90_us: us(0.9),
             p99_us: us(0.99),
             p999_us: us(0.999),
+            p9999_us: us(0.9999),
             max_us: h.max() as f64 / 1000.0,
         }
     }

@@ -320,6 +320,10 @@ enum Command {
         /// Only write the report and charts again from OUT/results.json.
         #[arg(long)]
         render_only: bool,
+        /// Rounds per (cell, broker), the brokers alternating within each round of a cell
+        /// (default 3 quick, 2 full: a full run stays within an hour here).
+        #[arg(long)]
+        rounds: Option<u32>,
         /// Run only these cells (comma-separated ids, e.g. fan-in,fan-in-1000) and merge
         /// their results into OUT/results.json before writing the report again.
         #[arg(long, value_delimiter = ',')]
@@ -421,6 +425,7 @@ fn main() -> anyhow::Result<()> {
             load_core,
             render_only,
             only,
+            rounds,
         } => {
             let bench = std::env::current_exe()?;
             let ringmq = ringmq.unwrap_or_else(|| bench.with_file_name("ringmq"));
@@ -443,6 +448,7 @@ fn main() -> anyhow::Result<()> {
                 broker_core,
                 load_core,
                 only,
+                rounds: rounds.unwrap_or(if full { 2 } else { 3 }).clamp(1, 20),
             };
             if render_only {
                 tools::compare::render(&cfg)?;

@@ -1,0 +1,237 @@
+//! Which charts BENCHMARKS.md shows, drawn from the outcomes of a run (or of `results.json`,
+//! so they can be redrawn without measuring again): the headline, one figure per scenario
+//! family (P2P by payload at each QoS, latency percentile curves of the paced cells, the
+//! other topologies), each written as an SVG next to `results.json`.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::compare::{Broker, CompareConfig, Outcome};
+use crate::plot::{bars, panels, Bar, Panel, Series};
+use crate::report::Report;
+
+/// Payloads of the P2P matrix, with their labels.
+const PAYLOADS: [(usize, &str); 4] = [
+    (16, "16 B"),
+    (64, "64 B"),
+    (1024, "1 KiB"),
+    (16384, "16 KiB"),
+];
+
+/// The paced cells whose latency distributions are drawn, with their titles.
+const PACED: [(&str, &str); 3] = [
+    ("p2p-30k", "100 pairs, 30k msg/s"),
+    ("p2p-1000-qos0", "1000 pairs QoS 0, 20k msg/s"),
+    ("p2p-5000", "5000 pairs, 150k msg/s"),
+];
+
+/// The other topologies, drawn side by side.
+const TOPOLOGIES: [(&str, &str); 6] = [
+    ("p2p-max", "p2p"),
+    ("fan-in", "fan-in"),
+    ("fan-in-1000", "fan-in 1000"),
+    ("fan-in-shared", "shared"),
+    ("fan-out", "fan-out"),
+    ("p2p-persistent", "persistent"),
+];
+
+/// The median round's report of (cell, broker).
+fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
+    crate::results::report(outcomes, cell, broker.name())
+}
+
+/// One series per broker over `cells`, valued by `f`.
+fn series(
+    outcomes: &[Outcome],
+    brokers: &[Broker],
+    cells: &[String],
+    f: &dyn Fn(&Report) -> Option<f64>,
+) -> Vec<Series> {
+    brokers
+        .iter()
+        .map(|&b| Series {
+            name: b.name().into(),
+            values: cells
+                .iter()
+                .map(|c| find(outcomes, c, b).and_then(f))
+                .collect(),
+        })
+        .collect()
+}
+
+fn has_data(panels: &[Panel]) -> bool {
+    panels
+        .iter()
+        .flat_map(|p| &p.series)
+        .flat_map(|s| s.values.iter().flatten())
+        .any(|v| *v > 0.0)
+}
+
+/// Writes `svg` as `file` next to the results; the markdown that shows it.
+fn write(cfg: &CompareConfig, file: &str, svg: &str) -> anyhow::Result<String> {
+    std::fs::write(cfg.out.join(file), svg)?;
+    let base = cfg.report.parent().unwrap_or(Path::new("."));
+    let path = cfg.out.join(file);
+    let rel = path
+        .strip_prefix(base)
+        .unwrap_or(&path)
+        .display()
+        .to_string();
+    Ok(format!("![{file}]({rel})\n\n"))
+}
+
+/// The headline figure: P2P QoS 1 64 B at max rate, delivered msg/s and broker CPU per
+/// message, one bar per broker (relay last: it is the floor, not a broker).
+pub fn headline(
+    cfg: &CompareConfig,
+    brokers: &[Broker],
+    outcomes: &[Outcome],
+) -> anyhow::Result<Option<String>> {
+    let mut order: Vec<Broker> = brokers
+        .iter()
+        .copied()
+        .filter(|b| *b != Broker::Relay)
+        .collect();
+    if brokers.contains(&Broker::Relay) {
+        order.push(Broker::Relay);
+    }
+    let bar = |f: &dyn Fn(&Report) -> Option<f64>| -> Vec<Bar> {
+        order
+            .iter()
+            .map(|&b| Bar {
+                name: b.name().into(),
+                value: find(outcomes, "p2p-max", b).and_then(f),
+            })
+            .collect()
+    };
+    let tput = bar(&|r| Some(r.delivered_per_second));
+    if tput.iter().all(|b| b.value.is_none()) {
+        return Ok(None);
+    }
+    let svg = bars(
+        "P2P, 100 pairs, QoS 1, 64 B, max rate (broker on one core)",
+        &[
+            ("delivered msg/s (more is better)", "msg/s", tput),
+            (
+                "broker CPU per message (less is better)",
+                "us",
+                bar(&|r| r.broker_cpu_us_per_message),
+            ),
+        ],
+    )?;
+    write(cfg, "headline.svg", &svg).map(Some)
+}
+
+/// The figures of every scenario family the outcomes have, as markdown (charts written).
+pub fn families(
+    cfg: &CompareConfig,
+    brokers: &[Broker],
+    outcomes: &[Outcome],
+) -> anyhow::Result<String> {
+    let mut md = String::new();
+    // P2P by payload, a panel per QoS: max rate throughput and CPU, p99 at 30k offered.
+    let by_payload = |kind: &str, f: &dyn Fn(&Report) -> Option<f64>| -> Vec<Panel> {
+        (0..3u8)
+            .map(|q| {
+                let cells: Vec<String> = PAYLOADS
+                    .iter()
+                    .map(|(p, _)| format!("p2p-{kind}-q{q}-{p}"))
+                    .collect();
+                Panel {
+                    title: format!("QoS {q}"),
+                    x_labels: PAYLOADS.iter().map(|(_, l)| (*l).to_string()).collect(),
+                    series: series(outcomes, brokers, &cells, f),
+                }
+            })
+            .collect()
+    };
+    let figures: [(&str, &str, &str, Vec<Panel>); 3] = [
+        (
+            "p2p-throughput-by-payload.svg",
+            "P2P, 100 pairs, max rate: delivered msg/s by payload",
+            "msg/s",
+            by_payload("max", &|r| Some(r.delivered_per_second)),
+        ),
+        (
+            "p2p-cpu-by-payload.svg",
+            "P2P, 100 pairs, max rate: broker CPU per message by payload",
+            "us per message",
+            by_payload("max", &|r| r.broker_cpu_us_per_message),
+        ),
+        (
+            "p2p-p99-by-payload.svg",
+            "P2P, 100 pairs, 30k msg/s offered: p99 latency by payload",
+            "ms",
+            by_payload("30k", &|r| Some(r.latency.p99_us / 1000.0)),
+        ),
+    ];
+    for (file, title, unit, p) in figures {
+        if has_data(&p) {
+            md.push_str(&write(cfg, file, &panels(title, unit, &p, true)?)?);
+        }
+    }
+    // Latency distributions of the paced cells: percentile curves.
+    let quantiles = ["p50", "p90", "p99", "p99.9", "p99.99", "max"];
+    let paced: Vec<Panel> = PACED
+        .iter()
+        .map(|(cell, title)| Panel {
+            title: (*title).into(),
+            x_labels: quantiles.iter().map(|q| (*q).to_string()).collect(),
+            series: brokers
+                .iter()
+                .map(|&b| Series {
+                    name: b.name().into(),
+                    values: find(outcomes, cell, b).map_or(vec![None; 6], |r| {
+                        let l = &r.latency;
+                        [
+                            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us,
+                        ]
+                        .iter()
+                        .map(|us| Some(us / 1000.0))
+                        .collect()
+                    }),
+                })
+                .collect(),
+        })
+        .filter(|p| has_data(std::slice::from_ref(p)))
+        .collect();
+    if !paced.is_empty() {
+        let svg = panels(
+            "Publish-to-delivery latency percentiles at fixed offered rates (QoS 1 unless said)",
+            "ms",
+            &paced,
+            true,
+        )?;
+        md.push_str(&write(cfg, "latency-percentiles.svg", &svg)?);
+    }
+    // The other topologies: points only (the x positions are not an order).
+    let cells: Vec<String> = TOPOLOGIES.iter().map(|(c, _)| (*c).to_string()).collect();
+    let labels: Vec<String> = TOPOLOGIES.iter().map(|(_, l)| (*l).to_string()).collect();
+    let topology = |title: &str, f: &dyn Fn(&Report) -> Option<f64>| Panel {
+        title: title.into(),
+        x_labels: labels.clone(),
+        series: series(outcomes, brokers, &cells, f),
+    };
+    let p = [
+        topology("delivered msg/s", &|r| Some(r.delivered_per_second)),
+        topology("broker CPU us per message", &|r| {
+            r.broker_cpu_us_per_message
+        }),
+        topology("broker peak RSS, MiB", &|r| {
+            r.broker_peak_rss_bytes.map(|b| b as f64 / 1048576.0)
+        }),
+    ];
+    if has_data(&p) {
+        let svg = panels(
+            "Topologies (see the tables for each cell's load)",
+            "",
+            &p,
+            false,
+        )?;
+        md.push_str(&write(cfg, "topologies.svg", &svg)?);
+    }
+    if md.is_empty() {
+        let _ = writeln!(md, "(no chart: no cell with results)\n");
+    }
+    Ok(md)
+}

@@ -1,0 +1,333 @@
+//! Charts for BENCHMARKS.md, drawn with plotters as SVG: panels of lines (one per broker)
+//! over an ordered family of cells or over latency percentiles, on a log y axis because the
+//! brokers' figures span decades; and horizontal bars on a log x axis for the headline.
+//! Every broker keeps its colour across charts.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// One line: a name and a value per x position (None or <= 0: no point).
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend name.
+    pub name: String,
+    /// One per x label.
+    pub values: Vec<Option<f64>>,
+}
+
+/// One panel of a figure.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    /// Shown above the panel.
+    pub title: String,
+    /// The x positions, in order.
+    pub x_labels: Vec<String>,
+    /// The lines.
+    pub series: Vec<Series>,
+}
+
+/// The colour of series `name`: the brokers' fixed, anything else by position.
+fn colour(name: &str, index: usize) -> RGBColor {
+    const PALETTE: [RGBColor; 8] = [
+        RGBColor(214, 39, 40),
+        RGBColor(31, 119, 180),
+        RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(140, 86, 75),
+        RGBColor(23, 190, 207),
+        RGBColor(127, 127, 127),
+    ];
+    let fixed = [
+        "ringmq-1shard",
+        "relay",
+        "ringmq-2shards",
+        "mosquitto",
+        "rumqttd",
+    ];
+    let i = fixed.iter().position(|b| *b == name).unwrap_or(index);
+    PALETTE.get(i % PALETTE.len()).copied().unwrap_or(BLACK)
+}
+
+/// 1234567 -> "1.23M", 0.45 -> "0.45".
+pub fn short(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2}M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1}k", v / 1e3)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The positive values' range, widened so points sit inside the panel (a log axis).
+fn log_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    (hi > 0.0).then(|| (lo / 1.6, hi * 1.6))
+}
+
+fn draw_panel(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    panel: &Panel,
+    y_desc: &str,
+    lines: bool,
+) -> anyhow::Result<()> {
+    let all = panel
+        .series
+        .iter()
+        .flat_map(|s| s.values.iter().flatten().copied());
+    let Some((lo, hi)) = log_range(all) else {
+        area.titled(&format!("{}: no data", panel.title), ("sans-serif", 14))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        return Ok(());
+    };
+    let n = panel.x_labels.len().max(1);
+    // A usize range's last value is a key point too: 0..n - 1 gives n segments.
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 14))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(62)
+        .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), (lo..hi).log_scale())
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    let labels = &panel.x_labels;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| short(*v))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    for (k, s) in panel.series.iter().enumerate() {
+        let c = colour(&s.name, k);
+        let points: Vec<(SegmentValue<usize>, f64)> = s
+            .values
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                v.filter(|v| v.is_finite() && *v > 0.0)
+                    .map(|v| (SegmentValue::CenterOf(i), v))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        if lines {
+            chart
+                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        }
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The series names of every panel, once each, in order of appearance, with their colours.
+fn legend_entries(panels: &[Panel]) -> Vec<(String, RGBColor)> {
+    let mut seen: Vec<(String, RGBColor)> = Vec::new();
+    for panel in panels {
+        for (k, s) in panel.series.iter().enumerate() {
+            if !seen.iter().any(|(n, _)| *n == s.name) {
+                seen.push((s.name.clone(), colour(&s.name, k)));
+            }
+        }
+    }
+    seen
+}
+
+/// One legend for the whole figure, in its own column (never over the data).
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    entries: &[(String, RGBColor)],
+) -> anyhow::Result<()> {
+    let style =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (name, c)) in entries.iter().enumerate() {
+        let y = 60 + 20 * i32::try_from(i).unwrap_or(0);
+        area.draw(&Circle::new((12, y), 5, c.filled()))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        area.draw(&Text::new(name.clone(), (24, y), style.clone()))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    Ok(())
+}
+
+/// A figure of `panels` side by side under `title`, each with a log y axis described by
+/// `y_desc`; `lines` joins a series' points (an ordered x axis), else points only.
+pub fn panels(title: &str, y_desc: &str, panels: &[Panel], lines: bool) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    const LEGEND: u32 = 140;
+    let width = 360 * u32::try_from(panels.len().max(1)).unwrap_or(1) + LEGEND;
+    {
+        let root = SVGBackend::with_string(&mut svg, (width, 380)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        let body = root
+            .titled(title, ("sans-serif", 18))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        let (body, legend) = body.split_horizontally(width - LEGEND);
+        draw_legend(&legend, &legend_entries(panels))?;
+        let areas = body.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            draw_panel(area, panel, y_desc, lines)?;
+        }
+        root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    Ok(svg)
+}
+
+/// One bar of a [`bars`] figure.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// Who (also picks the colour).
+    pub name: String,
+    /// The value (None or <= 0: "not measured").
+    pub value: Option<f64>,
+}
+
+/// Horizontal bars, one figure per `(title, x_desc, bars)` side by side, on log x axes; each
+/// bar labelled with its name and value (`unit` after it).
+pub fn bars(title: &str, figures: &[(&str, &str, Vec<Bar>)]) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let width = 40 + 440 * u32::try_from(figures.len().max(1)).unwrap_or(1);
+        let root = SVGBackend::with_string(&mut svg, (width, 300)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        let body = root
+            .titled(title, ("sans-serif", 18))
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        let areas = body.split_evenly((1, figures.len().max(1)));
+        for (area, (caption, unit, bars)) in areas.iter().zip(figures) {
+            let values = bars.iter().filter_map(|b| b.value);
+            let Some((lo, hi)) = log_range(values) else {
+                continue;
+            };
+            // Room right of the longest bar for its label.
+            let hi = hi * 40.0;
+            let n = bars.len().max(1) as f64;
+            let mut chart = ChartBuilder::on(area)
+                .caption(*caption, ("sans-serif", 14))
+                .margin(8)
+                .x_label_area_size(28)
+                .y_label_area_size(4)
+                .build_cartesian_2d((lo..hi).log_scale(), 0.0..n)
+                .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(0)
+                .x_label_formatter(&|v| short(*v))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            let style = TextStyle::from(("sans-serif", 12).into_font())
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            for (i, bar) in bars.iter().enumerate() {
+                // Top to bottom in the order given.
+                let y = n - 1.0 - i as f64;
+                let text = match bar.value.filter(|v| *v > 0.0) {
+                    Some(v) => {
+                        let c = colour(&bar.name, i);
+                        chart
+                            .draw_series(std::iter::once(Rectangle::new(
+                                [(lo, y + 0.15), (v, y + 0.85)],
+                                c.filled(),
+                            )))
+                            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+                        (format!("{} {} {unit}", bar.name, short(v)), v * 1.1)
+                    }
+                    None => (format!("{}: not measured", bar.name), lo * 1.1),
+                };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text.0,
+                        (text.1, y + 0.5),
+                        style.clone(),
+                    )))
+                    .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+            }
+        }
+        root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panels_draw_a_point_per_value_and_a_legend_per_series() {
+        let panel = |t: &str| Panel {
+            title: t.into(),
+            x_labels: vec!["16 B".into(), "64 B".into(), "1 KiB".into()],
+            series: vec![
+                Series {
+                    name: "ringmq-1shard".into(),
+                    values: vec![Some(1.5e6), Some(1.4e6), None],
+                },
+                Series {
+                    name: "mosquitto".into(),
+                    values: vec![Some(7e4), Some(0.0), Some(6e4)],
+                },
+            ],
+        };
+        let svg = panels("t", "msg/s", &[panel("QoS 0"), panel("QoS 1")], true).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.contains("QoS 0") && svg.contains("QoS 1") && svg.contains("64 B"));
+        // Two panels x two points per series, and one legend marker per series.
+        assert_eq!(svg.matches("<circle").count(), 2 * 4 + 2, "{svg}");
+        assert!(
+            svg.contains("1.00M"),
+            "log axis labels as short numbers: {svg}"
+        );
+        let empty = Panel {
+            title: "none".into(),
+            x_labels: vec!["a".into()],
+            series: vec![],
+        };
+        assert!(panels("t", "us", &[empty], false)
+            .unwrap()
+            .contains("none: no data"));
+    }
+
+    #[test]
+    fn bars_label_each_value_or_say_not_measured() {
+        let svg = bars(
+            "h",
+            &[(
+                "delivered msg/s",
+                "msg/s",
+                vec![
+                    Bar {
+                        name: "ringmq-1shard".into(),
+                        value: Some(1.6e6),
+                    },
+                    Bar {
+                        name: "rumqttd".into(),
+                        value: None,
+                    },
+                ],
+            )],
+        )
+        .unwrap();
+        assert!(svg.contains("ringmq-1shard 1.60M msg/s"), "{svg}");
+        assert!(svg.contains("rumqttd: not measured"), "{svg}");
+        assert_eq!(short(1_500_000.0), "1.50M");
+        assert_eq!(short(0.456), "0.46");
+    }
+}
