@@ -120,10 +120,17 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         let mut conflicts = kafka::check::Report::default();
         kafka::check::conflicts(kafka, &mut conflicts);
         for finding in &conflicts.findings {
-            tracing::warn!(
-                "{} (`ringmq kafka check` lists every finding)",
-                finding.text
-            );
+            if finding.level == kafka::check::Level::Error {
+                tracing::error!(
+                    "{} (the broker starts anyway; `ringmq kafka check` lists every finding)",
+                    finding.text
+                );
+            } else {
+                tracing::warn!(
+                    "{} (`ringmq kafka check` lists every finding)",
+                    finding.text
+                );
+            }
         }
         kafka::create_topics(kafka, &kafka::rules(kafka)?, record)?;
         // A cluster node consumes its downlink like a Kafka -> MQTT rule.

@@ -258,11 +258,11 @@ fn kafka_check_names_hidden_rules_missing_topics_and_unreachable_brokers() {
     for line in [
         "error: kafka.to_kafka[1] (filter `a/b/+`) never takes a message: kafka.to_kafka[0] (filter `a/#`)",
         "ok: kafka.brokers `127.0.0.1:",
-        "warning: kafka.to_kafka[0] (filter `a/#`): topic `chk-a` exists with 2 partitions (the rule asks for 3",
+        "warning: kafka.to_kafka[0] (filter `a/#`): topic `chk-a` exists with 2 partitions (the rules ask for 3",
         "error: kafka.to_kafka[1] (filter `a/b/+`): topic `chk-b` does not exist and kafka.create_topics is false",
         "ok: kafka.to_kafka[2] (filter `dev/+/x`): templated topic `t-{1}`",
         "error: kafka.to_mqtt[0] (topic `chk-in`): topic `chk-in` does not exist",
-        "3 errors, 1 warnings",
+        "3 errors, 1 warning",
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }
@@ -282,7 +282,23 @@ fn kafka_check_names_hidden_rules_missing_topics_and_unreachable_brokers() {
         out.contains("warning: kafka.to_kafka[1] (filter `+/y`) overlaps kafka.to_kafka[0]"),
         "{out}"
     );
-    assert!(out.contains("0 errors, 1 warnings"), "{out}");
+    assert!(out.contains("0 errors, 1 warning"), "{out}");
+    // A cluster's routes topic with two partitions stops a start; three replicas on one broker
+    // cannot be created.
+    kafka::create_topic(&tansu.brokers(), "chk-routes", 2);
+    let (ok, out) = kafka_check(&format!(
+        "[kafka]\nbrokers = \"{}\"\nreplication = 3\n[cluster]\nnode_id = \"n1\"\nroutes_topic = \"chk-routes\"\n",
+        tansu.brokers()
+    ));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("error: cluster (node `n1`): topic `chk-routes` exists with 2 partitions (it must have exactly 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("error: kafka.replication 3: Kafka lists 1 broker(s)"),
+        "{out}"
+    );
     // Nothing listens on port 1.
     let (ok, out) = kafka_check(
         "[kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_ms = 1000\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n",

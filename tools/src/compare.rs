@@ -421,10 +421,13 @@ fn write_report(
     } else {
         ""
     };
-    let rounds = run.rounds.max(1);
+    let rounds = match run.rounds {
+        0 => String::new(),
+        n => format!(" --rounds {n}"),
+    };
     let _ = writeln!(
         md,
-        "Written by `ringmq-bench compare{flag} --rounds {rounds}`{took}. Regenerate: `cargo build --release -p ringmq -p ringmq-tools && target/release/ringmq-bench compare{flag}`; redraw from `bench-results/results.json` without measuring: `ringmq-bench compare --render-only`.\n"
+        "Written by `ringmq-bench compare{flag}{rounds}`{took}. Regenerate: `cargo build --release -p ringmq -p ringmq-tools && target/release/ringmq-bench compare{flag}`; redraw from `bench-results/results.json` without measuring: `ringmq-bench compare --render-only`.\n"
     );
     for note in &run.notes {
         let _ = writeln!(md, "{note}\n");
@@ -437,7 +440,7 @@ fn write_report(
         cfg.broker_core, cfg.load_core
     );
     let _ = writeln!(md, "- Versions: {}.", known(&run.versions));
-    let _ = writeln!(md, "- Rounds: {rounds} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s, tables also the lowest and highest of the rounds (min-max) when there are several.");
+    let _ = writeln!(md, "- Rounds: {} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s (with an even count, the lower of the two middle ones), tables also the lowest and highest of the rounds (min-max) and how many failed when there are several.", match run.rounds { 0 => "not recorded (one)".to_string(), n => n.to_string() });
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and shows the generator's own ceiling.");
@@ -542,6 +545,11 @@ fn write_report(
             _ => String::new(),
         }
     };
+    // A broker's name, and how many of its rounds failed if some did.
+    let who = |cell: &str, b: Broker| match crate::results::failed(outcomes, cell, b.name()) {
+        (0, _) => b.name().to_string(),
+        (k, n) => format!("{} ({k} of {n} rounds failed)", b.name()),
+    };
     let every = |cell: &str, b: Broker, f: &dyn Fn(&Report) -> u64| -> u64 {
         outcomes
             .iter()
@@ -561,7 +569,7 @@ fn write_report(
                             let _ = writeln!(
                                 md,
                                 "| {} | {:.0} | {:.0} / {:.0} | {} |",
-                                b.name(),
+                                who(&cell.id, b),
                                 c.per_second,
                                 c.connack_latency.p50_us,
                                 c.connack_latency.p99_us,
@@ -601,7 +609,7 @@ fn write_report(
                             let _ = writeln!(
                                 md,
                                 "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} / {} | {} | {} |",
-                                b.name(),
+                                who(&cell.id, b),
                                 short(r.delivered_per_second)
                                     + &range(
                                         &cell.id,

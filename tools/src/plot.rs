@@ -1,6 +1,6 @@
 //! Charts for BENCHMARKS.md, drawn with plotters as SVG: panels of lines (one per broker)
 //! over an ordered family of cells or over latency percentiles, on a log y axis because the
-//! brokers' figures span decades; and horizontal bars on a log x axis for the headline.
+//! brokers' figures span decades; and horizontal bars (linear, from zero) for the headline.
 //! Every broker keeps its colour across charts.
 
 use plotters::coord::Shift;
@@ -198,8 +198,8 @@ pub struct Bar {
     pub value: Option<f64>,
 }
 
-/// Horizontal bars, one figure per `(title, x_desc, bars)` side by side, on log x axes; each
-/// bar labelled with its name and value (`unit` after it).
+/// Horizontal bars, one figure per `(title, unit, bars)` side by side, on linear x axes from
+/// zero (a bar's length is its value); each bar labelled with its name and value.
 pub fn bars(title: &str, figures: &[(&str, &str, Vec<Bar>)]) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
@@ -212,24 +212,29 @@ pub fn bars(title: &str, figures: &[(&str, &str, Vec<Bar>)]) -> anyhow::Result<S
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         let areas = body.split_evenly((1, figures.len().max(1)));
         for (area, (caption, unit, bars)) in areas.iter().zip(figures) {
-            let values = bars.iter().filter_map(|b| b.value);
-            let Some((lo, hi)) = log_range(values) else {
+            let hi = bars
+                .iter()
+                .filter_map(|b| b.value)
+                .filter(|v| v.is_finite() && *v > 0.0)
+                .fold(0.0_f64, f64::max);
+            if hi <= 0.0 {
                 continue;
-            };
+            }
             // Room right of the longest bar for its label.
-            let hi = hi * 40.0;
+            let (lo, hi) = (0.0, hi * 1.9);
             let n = bars.len().max(1) as f64;
             let mut chart = ChartBuilder::on(area)
                 .caption(*caption, ("sans-serif", 14))
                 .margin(8)
                 .x_label_area_size(28)
                 .y_label_area_size(4)
-                .build_cartesian_2d((lo..hi).log_scale(), 0.0..n)
+                .build_cartesian_2d(lo..hi, 0.0..n)
                 .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
             chart
                 .configure_mesh()
                 .disable_y_mesh()
                 .y_labels(0)
+                .x_labels(5)
                 .x_label_formatter(&|v| short(*v))
                 .light_line_style(RGBColor(235, 235, 235))
                 .draw()
@@ -248,9 +253,9 @@ pub fn bars(title: &str, figures: &[(&str, &str, Vec<Bar>)]) -> anyhow::Result<S
                                 c.filled(),
                             )))
                             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
-                        (format!("{} {} {unit}", bar.name, short(v)), v * 1.1)
+                        (format!("{} {} {unit}", bar.name, short(v)), v + hi * 0.01)
                     }
-                    None => (format!("{}: not measured", bar.name), lo * 1.1),
+                    None => (format!("{}: not measured", bar.name), hi * 0.01),
                 };
                 chart
                     .draw_series(std::iter::once(Text::new(

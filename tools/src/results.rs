@@ -13,6 +13,7 @@ use crate::report::Report;
 
 /// The facts of a run the report's method section states.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Run {
     /// CPUs, memory, kernel.
     pub machine: String,
@@ -20,7 +21,7 @@ pub struct Run {
     pub versions: String,
     /// `quick` or `full`.
     pub mode: String,
-    /// Rounds per (cell, broker).
+    /// Rounds per (cell, broker) (0: not recorded).
     pub rounds: u32,
     /// Wall time of the whole run, seconds (0: not recorded).
     pub took_seconds: f64,
@@ -44,15 +45,15 @@ impl Results {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        if let Ok(results) = serde_json::from_str::<Results>(&text) {
-            return Ok(results);
+        let parse = || format!("parse {}", path.display());
+        if text.trim_start().starts_with('[') {
+            let outcomes: Vec<Outcome> = serde_json::from_str(&text).with_context(parse)?;
+            return Ok(Self {
+                run: Run::default(),
+                outcomes,
+            });
         }
-        let outcomes: Vec<Outcome> =
-            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-        Ok(Self {
-            run: Run::default(),
-            outcomes,
-        })
+        serde_json::from_str(&text).with_context(parse)
     }
 
     /// Writes `path`.
@@ -62,20 +63,38 @@ impl Results {
     }
 }
 
-/// The rounds of one (cell, broker) with a message report, and the median one by delivered
-/// msg/s (the lower middle for an even count).
+/// The rate a round is ranked by: delivered msg/s, or connections per second.
+fn rate(o: &Outcome) -> Option<f64> {
+    o.report
+        .as_ref()
+        .map(|r| r.delivered_per_second)
+        .or_else(|| o.conn.as_ref().map(|c| c.per_second))
+}
+
+/// The median round of one (cell, broker) by its rate (with an even count, the lower of the
+/// two middle ones), among the rounds that measured something; the first failure if none did.
 pub fn median<'a>(outcomes: &'a [Outcome], cell: &str, broker: &str) -> Option<&'a Outcome> {
-    let mut rounds: Vec<&Outcome> = outcomes
+    let rounds: Vec<&Outcome> = outcomes
         .iter()
         .filter(|o| o.cell == cell && o.broker == broker)
         .collect();
-    if rounds.iter().all(|o| o.report.is_none()) {
+    let mut measured: Vec<(f64, &Outcome)> =
+        rounds.iter().filter_map(|o| Some((rate(o)?, *o))).collect();
+    if measured.is_empty() {
         return rounds.first().copied();
     }
-    rounds.retain(|o| o.report.is_some());
-    let tput = |o: &&Outcome| o.report.as_ref().map_or(0.0, |r| r.delivered_per_second);
-    rounds.sort_by(|a, b| tput(a).total_cmp(&tput(b)));
-    rounds.get((rounds.len() - 1) / 2).copied()
+    measured.sort_by(|a, b| a.0.total_cmp(&b.0));
+    measured.get((measured.len() - 1) / 2).map(|(_, o)| *o)
+}
+
+/// How many rounds of (cell, broker) failed, of how many.
+pub fn failed(outcomes: &[Outcome], cell: &str, broker: &str) -> (usize, usize) {
+    let rounds = outcomes
+        .iter()
+        .filter(|o| o.cell == cell && o.broker == broker);
+    rounds.fold((0, 0), |(f, n), o| {
+        (f + usize::from(rate(o).is_none()), n + 1)
+    })
 }
 
 /// The median round's message report of (cell, broker).
@@ -126,7 +145,7 @@ pub fn machine() -> String {
     format!("{cores} x {cpu}, {mem} GiB, Linux {}", kernel.trim())
 }
 
-/// The first line `cmd args` prints, or "not installed".
+/// The first line `cmd args` prints, or "CMD not installed".
 pub fn version_of(cmd: &str, args: &[&str]) -> String {
     std::process::Command::new(cmd)
         .args(args)
@@ -146,7 +165,7 @@ pub fn version_of(cmd: &str, args: &[&str]) -> String {
                 .to_string()
         })
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "not installed".into())
+        .unwrap_or_else(|| format!("{cmd} not installed"))
 }
 
 /// ringmq's version and commit and the peers' versions, as the method section states them.
@@ -195,6 +214,7 @@ mod tests {
             "a failure shows"
         );
         assert!(median(&o, "c", "z").is_none());
+        assert_eq!(failed(&o, "c", "a"), (1, 4));
         let (lo, hi, n) = spread(&o, "c", "a", &|r| Some(r.delivered_per_second)).unwrap();
         assert_eq!((lo, hi, n), (1.0, 3.0, 3));
     }
@@ -208,6 +228,10 @@ mod tests {
         std::fs::write(&path, serde_json::to_string(&list).unwrap()).unwrap();
         let r = Results::load(&path).unwrap();
         assert_eq!((r.outcomes.len(), r.run.machine.as_str()), (1, ""));
+        // A broken file of the current shape says what is wrong with it.
+        std::fs::write(&path, r#"{"run": {"rounds": "x"}, "outcomes": []}"#).unwrap();
+        let e = format!("{:#}", Results::load(&path).unwrap_err());
+        assert!(e.contains("rounds") || e.contains("invalid type"), "{e}");
         let r = Results {
             run: Run {
                 machine: "m".into(),

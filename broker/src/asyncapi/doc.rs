@@ -1,5 +1,5 @@
 //! Reading an AsyncAPI document (3.0 or 2.6, YAML or JSON) into the channels the broker
-//! enforces: local `$ref`s resolved, channel addresses split into levels, parameters,
+//! enforces: `$ref`s resolved (`refs`), channel addresses split into levels, parameters,
 //! who may publish or subscribe, and the messages clients publish with their payload
 //! schemas. Errors name the JSON pointer of what is wrong.
 //!
@@ -71,17 +71,16 @@ pub struct MessageSpec {
     pub pointer: String,
 }
 
-/// `$ref`s followed in a chain before giving up (a cycle).
-const REF_DEPTH_MAX: usize = 64;
-
-/// Parses a document's text (YAML, which includes JSON).
+/// Parses a document's text (YAML, which includes JSON); local `$ref`s only.
 pub fn parse(text: &str) -> Result<Spec, String> {
+    parse_at(text, None)
+}
+
+/// Parses the text of the document read from `file` (its `$ref`s to other files are read
+/// relative to it), or given directly (`None`: local `$ref`s only).
+pub fn parse_at(text: &str, file: Option<&std::path::Path>) -> Result<Spec, String> {
     let raw: Value = serde_yaml::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
-    let mut resolving = Resolving {
-        stack: Vec::new(),
-        expansions: 0,
-    };
-    let doc = resolve(&raw, &raw, "", &mut resolving)?;
+    let doc = super::refs::resolve_document(&raw, file)?;
     let version = doc
         .get("asyncapi")
         .and_then(Value::as_str)
@@ -104,93 +103,8 @@ pub fn parse(text: &str) -> Result<Spec, String> {
 }
 
 /// A key as a JSON pointer token.
-pub fn escape(key: &str) -> String {
-    key.replace('~', "~0").replace('/', "~1")
-}
-
-/// `%XX` escapes of a URI fragment decoded (a `$ref` is a URI).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
-}
-
-/// `$ref`s a document may expand in all (a document reusing schemas many times over).
-const REF_EXPANSIONS_MAX: usize = 100_000;
-
-/// Where a resolution is: the targets being expanded (a repeat is a cycle) and the budget.
-struct Resolving {
-    stack: Vec<String>,
-    expansions: usize,
-}
-
-/// Replaces every local `$ref` under `v` (at `pointer`) by what it points to, recursively.
-/// A `$ref` object's other keys are ignored (as JSON Schema draft 7 does).
-fn resolve(root: &Value, v: &Value, pointer: &str, r: &mut Resolving) -> Result<Value, String> {
-    match v {
-        Value::Object(map) => {
-            if let Some(target) = map.get("$ref") {
-                let target = target
-                    .as_str()
-                    .ok_or_else(|| format!("{pointer}/$ref: not a string"))?;
-                let Some(local) = target.strip_prefix('#') else {
-                    return Err(format!(
-                        "{pointer}/$ref: {target}: only local references (#/...) are read"
-                    ));
-                };
-                let local = percent_decode(local);
-                if r.stack.contains(&local) {
-                    return Err(format!(
-                        "{pointer}/$ref: {target} refers to itself (a cycle: recursive schemas are not read)"
-                    ));
-                }
-                r.expansions += 1;
-                if r.expansions > REF_EXPANSIONS_MAX || r.stack.len() >= REF_DEPTH_MAX {
-                    return Err(format!(
-                        "{pointer}/$ref: more than {REF_EXPANSIONS_MAX} $ref expansions or {REF_DEPTH_MAX} nested"
-                    ));
-                }
-                let found = root
-                    .pointer(&local)
-                    .ok_or_else(|| format!("{pointer}/$ref: {target} points at nothing"))?;
-                r.stack.push(local.clone());
-                let resolved = resolve(root, found, &local, r);
-                r.stack.pop();
-                return resolved;
-            }
-            let mut out = serde_json::Map::new();
-            for (k, item) in map {
-                let p = format!("{pointer}/{}", escape(k));
-                out.insert(k.clone(), resolve(root, item, &p, r)?);
-            }
-            Ok(Value::Object(out))
-        }
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| resolve(root, item, &format!("{pointer}/{i}"), r))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-        other => Ok(other.clone()),
-    }
-}
+pub use super::refs::escape;
+use super::refs::percent_decode;
 
 fn object<'a>(
     v: Option<&'a Value>,

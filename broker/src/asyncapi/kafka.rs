@@ -40,7 +40,8 @@ impl Mapping {
     /// The mapping of the document at `path`.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let spec = doc::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let spec =
+            doc::parse_at(&text, Some(path)).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::from_spec(&spec).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -230,7 +231,7 @@ impl Mapping {
                 .to_kafka
                 .iter()
                 .enumerate()
-                .find(|(_, e)| crate::kafka::check::overlap(&e.filter, &rule.filter))
+                .find(|(_, e)| crate::router::filter::overlap(&e.filter, &rule.filter))
             {
                 let other = match added.get(i.wrapping_sub(explicit)) {
                     Some(c) if i >= explicit => format!("channel {c}'s binding"),

@@ -1,4 +1,5 @@
-//! AsyncAPI-defined topics (`asyncapi = FILE`): the document (`doc.rs`) compiled once into
+//! AsyncAPI-defined topics (`asyncapi = FILE`): the document (`doc.rs`, its `$ref`s to
+//! itself and to other files resolved by `refs.rs`) compiled once into
 //! topic patterns with their parameter checks, who may publish or subscribe, and JSON Schema
 //! validators of the payloads clients publish; checked on the shard that receives the
 //! PUBLISH or SUBSCRIBE. Held by [`crate::auth::Auth`], so a SIGHUP reloads it with the
@@ -17,6 +18,7 @@
 
 pub mod doc;
 pub mod kafka;
+mod refs;
 pub mod tape;
 
 use std::path::Path;
@@ -150,13 +152,18 @@ impl Api {
     pub fn load(path: &Path, strict: bool) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {}: {e}", path.display()))?;
-        Self::from_text(&text, strict)
+        Self::from_spec(doc::parse_at(&text, Some(path)), strict)
             .map_err(|e| anyhow::anyhow!("config key `asyncapi`: {}: {e}", path.display()))
     }
 
-    /// Compiles a document's text.
+    /// Compiles a document's text (local `$ref`s only).
     pub fn from_text(text: &str, strict: bool) -> Result<Self, String> {
-        let spec = doc::parse(text)?;
+        Self::from_spec(doc::parse(text), strict)
+    }
+
+    /// Compiles a parsed document.
+    fn from_spec(spec: Result<doc::Spec, String>, strict: bool) -> Result<Self, String> {
+        let spec = spec?;
         let mut channels = Vec::new();
         for c in spec.channels {
             let mut levels = Vec::new();

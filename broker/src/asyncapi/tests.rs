@@ -147,7 +147,11 @@ fn malformed_documents_give_one_clear_error() {
         ),
         (
             "asyncapi: 3.0.0\nchannels:\n  a:\n    $ref: 'other.yaml#/a'\n",
-            "only local references",
+            "needs the document read from a file",
+        ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    $ref: 'https://example.com/a.yaml#/a'\n",
+            "remote references are not read",
         ),
     ];
     for (text, expected) in cases {
@@ -260,4 +264,51 @@ fn refusals_are_counted_per_channel_and_survive_a_reload() {
     reloaded.carry_counts(&a);
     assert_eq!(count(&reloaded, Some("telemetry")), Some(2));
     assert_eq!(count(&reloaded, None), Some(1));
+}
+
+#[test]
+fn a_document_split_over_files_validates_with_the_schemas_it_references() {
+    let dir = std::env::temp_dir().join(format!("ringmq-asyncapi-files-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("messages")).unwrap();
+    std::fs::write(
+        dir.join("api.yaml"),
+        "asyncapi: 3.0.0\ninfo: { title: t, version: '1' }\n\
+         channels:\n  telemetry:\n    address: devices/{id}/telemetry\n    messages:\n      \
+         reading: { $ref: 'messages/reading.yaml' }\n",
+    )
+    .unwrap();
+    // The message file refers to a schema file next to it.
+    std::fs::write(
+        dir.join("messages/reading.yaml"),
+        "contentType: application/json\npayload: { $ref: 'schemas.json#/Reading' }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("messages/schemas.json"),
+        r#"{"Reading": {"type": "object", "required": ["t"], "properties": {"t": {"type": "number"}}}}"#,
+    )
+    .unwrap();
+    let a = Api::load(&dir.join("api.yaml"), false).unwrap();
+    let topic = "devices/d1/telemetry";
+    assert_eq!(
+        a.check_publish(topic, br#"{"t": 1.5}"#, None, false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        a.check_publish(topic, br#"{"t": "x"}"#, None, false),
+        Verdict::Invalid(w) if w.contains("/t")
+    ));
+    // The same document given as text cannot follow them, and says why.
+    let text = std::fs::read_to_string(dir.join("api.yaml")).unwrap();
+    let err = Api::from_text(&text, false).unwrap_err();
+    assert!(err.contains("needs the document read from a file"), "{err}");
+    // A missing file is an error naming the pointer and the path.
+    std::fs::remove_file(dir.join("messages/schemas.json")).unwrap();
+    let err = format!("{:#}", Api::load(&dir.join("api.yaml"), false).unwrap_err());
+    assert!(
+        err.contains("messages/reading.yaml#/payload/$ref") && err.contains("schemas.json"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -240,13 +240,13 @@ impl Core {
             self.stats.kafka_delivered = c.delivered;
             self.stats.kafka_failed = c.failed;
             self.stats.kafka_in_flight = c.in_flight;
-            self.stats.kafka_latency_millis = c.latency.sum_us / 1000;
+            self.stats.kafka_latency_millis = c.latency.sum;
             let c = self.sinks.counts("cluster");
             feeds[1] = c.latency;
             self.stats.cluster_out_delivered = c.delivered;
             self.stats.cluster_out_failed = c.failed;
             self.stats.cluster_out_in_flight = c.in_flight;
-            self.stats.cluster_out_latency_millis = c.latency.sum_us / 1000;
+            self.stats.cluster_out_latency_millis = c.latency.sum;
         }
         if !self.sources.is_empty() {
             let c = self.sources.counts("kafka:");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::config::KafkaConfig;
-use crate::router::filter::covers;
+use crate::router::filter::{hides, overlap};
 
 /// How bad a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,25 +68,14 @@ impl Report {
             .iter()
             .filter(|f| f.level == Level::Warning)
             .count();
-        let _ = writeln!(out, "{} errors, {warnings} warnings", self.errors());
+        let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+        let _ = writeln!(
+            out,
+            "{}, {}",
+            plural(self.errors(), "error"),
+            plural(warnings, "warning")
+        );
         out
-    }
-}
-
-/// Some topic matches both filters.
-pub fn overlap(a: &str, b: &str) -> bool {
-    let (mut a, mut b) = (a.split('/'), b.split('/'));
-    loop {
-        match (a.next(), b.next()) {
-            (Some("#"), _) | (_, Some("#")) => return true,
-            (None, None) => return true,
-            (None, Some(_)) | (Some(_), None) => return false,
-            (Some(x), Some(y)) => {
-                if x != y && x != "+" && y != "+" {
-                    return false;
-                }
-            }
-        }
     }
 }
 
@@ -95,7 +84,7 @@ pub fn conflicts(config: &KafkaConfig, report: &mut Report) {
     let rules = &config.to_kafka;
     for (j, later) in rules.iter().enumerate() {
         for (i, earlier) in rules.iter().enumerate().take(j) {
-            if covers(&earlier.filter, &later.filter) {
+            if hides(&earlier.filter, &later.filter) {
                 report.push(
                     Level::Error,
                     format!(
@@ -115,8 +104,8 @@ pub fn conflicts(config: &KafkaConfig, report: &mut Report) {
         }
     }
     for (i, out) in rules.iter().enumerate() {
-        let back = config.to_mqtt.iter().enumerate();
-        if let Some((j, back)) = back.clone().find(|(_, r)| r.topic == out.topic) {
+        let mut back = config.to_mqtt.iter().enumerate();
+        if let Some((j, back)) = back.find(|(_, r)| r.topic == out.topic) {
             report.push(
                 Level::Warning,
                 format!(
@@ -132,9 +121,12 @@ pub fn conflicts(config: &KafkaConfig, report: &mut Report) {
 struct Needed {
     topic: String,
     by: String,
+    /// Asked for by some rule naming the topic (the one that says; else `kafka.partitions`).
     partitions: Option<i32>,
     /// The broker creates it at start when missing.
     created: bool,
+    /// Another partition count stops the broker's start (the cluster's routes topic).
+    exact: bool,
 }
 
 /// Checks `config` (validated already: rules compile) against the Kafka it names, waiting at
@@ -146,6 +138,12 @@ pub fn run(
     let mut report = Report::default();
     conflicts(config, &mut report);
     let mut needed = Vec::new();
+    // The partitions a created topic gets: those of a rule that says, as `create_topics` does.
+    let said = |topic: &str| {
+        let out = config.to_kafka.iter().map(|r| (&r.topic, r.partitions));
+        let back = config.to_mqtt.iter().map(|r| (&r.topic, r.partitions));
+        out.chain(back).find_map(|(t, p)| p.filter(|_| t == topic))
+    };
     for (i, rule) in config.to_kafka.iter().enumerate() {
         let by = format!("kafka.to_kafka[{i}] (filter `{}`)", rule.filter);
         if rule.topic.contains('{') {
@@ -158,25 +156,28 @@ pub fn run(
         needed.push(Needed {
             topic: rule.topic.clone(),
             by,
-            partitions: rule.partitions,
+            partitions: said(&rule.topic),
             created: config.create_topics,
+            exact: false,
         });
     }
     for (i, rule) in config.to_mqtt.iter().enumerate() {
         needed.push(Needed {
             topic: rule.topic.clone(),
             by: format!("kafka.to_mqtt[{i}] (topic `{}`)", rule.topic),
-            partitions: rule.partitions,
+            partitions: said(&rule.topic),
             created: config.create_topics,
+            exact: false,
         });
     }
     if let Some(c) = cluster {
-        for (topic, partitions) in [(c.routes_topic.clone(), Some(1)), (c.downlink(), None)] {
+        for (topic, exact) in [(c.routes_topic.clone(), true), (c.downlink(), false)] {
             needed.push(Needed {
                 topic,
                 by: format!("cluster (node `{}`)", c.node_id),
-                partitions,
+                partitions: exact.then_some(1),
                 created: true,
+                exact,
             });
         }
     }
@@ -220,6 +221,16 @@ pub fn run(
             brokers.join(", ")
         ),
     );
+    let brokers_seen = metadata.brokers().len();
+    let replication = usize::try_from(config.replication).unwrap_or(0);
+    if needed.iter().any(|n| n.created) && replication > brokers_seen {
+        report.push(
+            Level::Error,
+            format!(
+                "kafka.replication {replication}: Kafka lists {brokers_seen} broker(s), so a topic created at start cannot have {replication} replicas"
+            ),
+        );
+    }
     for need in needed {
         let found = metadata
             .topics()
@@ -246,11 +257,16 @@ pub fn run(
                 let differs = need
                     .partitions
                     .is_some_and(|p| usize::try_from(p).ok() != Some(have));
-                let level = if differs { Level::Warning } else { Level::Ok };
-                let note = if differs {
-                    format!(" (the rule asks for {asked}; an existing topic is not changed)")
-                } else {
-                    String::new()
+                let (level, note) = match (differs, need.exact) {
+                    (false, _) => (Level::Ok, String::new()),
+                    (true, true) => (
+                        Level::Error,
+                        format!(" (it must have exactly {asked}: the broker does not start)"),
+                    ),
+                    (true, false) => (
+                        Level::Warning,
+                        format!(" (the rules ask for {asked}; an existing topic is not changed)"),
+                    ),
                 };
                 report.push(
                     level,
@@ -286,17 +302,27 @@ mod tests {
     #[test]
     fn a_hidden_rule_is_an_error_and_an_overlap_a_warning() {
         let mut report = Report::default();
-        conflicts(
-            &config(&["a/#", "a/b/+", "x/+/y", "x/z/+", "q"]),
-            &mut report,
-        );
+        // `#` takes no `$` topic: the `$dev/#` rule is neither hidden nor overlapped.
+        let rules = ["a/#", "a/b/+", "x/+/y", "x/z/+", "q", "#", "$dev/#"];
+        conflicts(&config(&rules), &mut report);
         let levels: Vec<Level> = report.findings.iter().map(|f| f.level).collect();
-        assert_eq!(levels, [Level::Error, Level::Warning], "{report:?}");
+        // a/b/+ hidden by a/#; x/z/+ overlaps x/+/y; `#` overlaps the five before it.
+        let mut want = vec![Level::Error];
+        want.extend([Level::Warning; 6]);
+        assert_eq!(levels, want, "{report:?}");
         assert!(report.findings[0].text.contains("kafka.to_kafka[1]"));
         assert!(report.findings[0].text.contains("kafka.to_kafka[0]"));
         assert!(report.findings[1].text.contains("kafka.to_kafka[3]"));
         assert_eq!(report.errors(), 1);
-        assert!(report.render().ends_with("1 errors, 1 warnings\n"));
+        assert!(!report.render().contains("$dev"), "{report:?}");
+        assert!(report.render().ends_with("1 error, 6 warnings\n"));
+    }
+
+    #[test]
+    fn a_wildcard_first_filter_hides_no_dollar_rule() {
+        assert!(hides("a/#", "a/b/+"));
+        assert!(!hides("#", "$dev/x"));
+        assert!(hides("$dev/#", "$dev/x"));
     }
 
     #[test]
@@ -310,6 +336,9 @@ mod tests {
             ("a/b", "a/b/c", false),
             ("+/+", "a", false),
             ("a/+/#", "a", false),
+            ("#", "$SYS/x", false),
+            ("+/x", "$a/x", false),
+            ("$a/#", "$a/b", true),
         ] {
             assert_eq!(overlap(a, b), want, "{a} vs {b}");
             assert_eq!(overlap(b, a), want, "{b} vs {a}");

@@ -13,37 +13,40 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Latency histogram buckets: bucket `i` counts deliveries that took under `2^i` microseconds;
-/// the last one everything slower.
+/// Histogram buckets: bucket `i` counts observations under `2^i` units (microseconds for the
+/// delivery latency, milliseconds for the Kafka and cluster families: [`HISTOGRAMS`]); the
+/// last one everything larger.
 pub const LATENCY_BUCKETS: usize = 22;
 
-/// Delivery latency: from the loop pass that decoded a PUBLISH to the pass that encoded it for
-/// a subscriber (mesh hop and queueing included; the socket write is not).
+/// A histogram of observations in one unit (the family's, [`HISTOGRAMS`]): the delivery latency
+/// (microseconds: from the loop pass that decoded a PUBLISH to the pass that encoded it for a
+/// subscriber, mesh hop and queueing included, the socket write not), a sink's latencies or a
+/// source's lag (milliseconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Histogram {
     /// Counts per bucket.
     pub buckets: [u64; LATENCY_BUCKETS],
-    /// Sum of the observations, in microseconds.
-    pub sum_us: u64,
+    /// Sum of the observations, in the family's unit (saturating).
+    pub sum: u64,
 }
 
 impl Default for Histogram {
     fn default() -> Self {
         Self {
             buckets: [0; LATENCY_BUCKETS],
-            sum_us: 0,
+            sum: 0,
         }
     }
 }
 
 impl Histogram {
-    /// Records one observation.
+    /// Records one observation of the delivery latency (microseconds).
     pub fn record(&mut self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         if let Some(b) = self.buckets.get_mut(bucket(us)) {
             *b += 1;
         }
-        self.sum_us = self.sum_us.saturating_add(us);
+        self.sum = self.sum.saturating_add(us);
     }
 
     /// Observations recorded.
@@ -56,7 +59,7 @@ impl Histogram {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
             *a += b;
         }
-        self.sum_us = self.sum_us.saturating_add(other.sum_us);
+        self.sum = self.sum.saturating_add(other.sum);
     }
 }
 
@@ -65,17 +68,21 @@ impl Histogram {
 #[derive(Debug, Default)]
 pub struct SharedHistogram {
     buckets: [AtomicU64; LATENCY_BUCKETS],
-    sum_us: AtomicU64,
+    sum: AtomicU64,
 }
 
 impl SharedHistogram {
-    /// Records an observation of `millis` milliseconds.
+    /// Records an observation of `millis` milliseconds (a millisecond family: bucket `i` is
+    /// under `2^i` ms, up to about 35 minutes; the sum saturates rather than wrap).
     pub fn record_millis(&self, millis: u64) {
-        let us = millis.saturating_mul(1000);
-        if let Some(b) = self.buckets.get(bucket(us)) {
+        if let Some(b) = self.buckets.get(bucket(millis)) {
             b.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let _ = self
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(s.saturating_add(millis))
+            });
     }
 
     /// Replaces the contents with `h` (one writer).
@@ -83,46 +90,52 @@ impl SharedHistogram {
         for (a, v) in self.buckets.iter().zip(h.buckets) {
             a.store(v, Ordering::Relaxed);
         }
-        self.sum_us.store(h.sum_us, Ordering::Relaxed);
+        self.sum.store(h.sum, Ordering::Relaxed);
     }
 
     /// What it holds now.
     pub fn load(&self) -> Histogram {
         Histogram {
             buckets: self.buckets.each_ref().map(|a| a.load(Ordering::Relaxed)),
-            sum_us: self.sum_us.load(Ordering::Relaxed),
+            sum: self.sum.load(Ordering::Relaxed),
         }
     }
 }
 
-/// The bucket of an observation of `us` microseconds.
-pub fn bucket(us: u64) -> usize {
-    (64 - us.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
+/// The bucket of an observation of `v` units: its bit length (bucket `i` holds
+/// `2^(i-1) ..< 2^i`, bucket 0 the zeros), the last bucket everything larger.
+pub fn bucket(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
 }
 
-/// The histograms each shard publishes, in this order: Prometheus name and help. The first is
-/// always exported, the others once they have an observation (a node without Kafka or a
-/// cluster does not list them).
-pub const HISTOGRAMS: [(&str, &str); 5] = [
+/// The histograms each shard publishes, in this order: Prometheus name, help, and the unit
+/// of its observations in seconds. The first is always exported, the others once they have
+/// an observation (a node without Kafka or a cluster does not list them).
+pub const HISTOGRAMS: [(&str, &str, f64); 5] = [
     (
         "ringmq_delivery_latency_seconds",
         "From the loop pass that decoded a PUBLISH to the pass that encoded it for a subscriber.",
+        1e-6,
     ),
     (
         "ringmq_kafka_produce_latency_seconds",
-        "MQTT -> Kafka: from producing a message to Kafka's acknowledgement (millisecond resolution: Kafka's timestamps).",
+        "MQTT -> Kafka: from producing a message to Kafka's acknowledgement (millisecond resolution: from the record's CreateTime timestamp).",
+        1e-3,
     ),
     (
         "ringmq_cluster_out_latency_seconds",
         "From producing a copy for another node to Kafka's acknowledgement (millisecond resolution).",
+        1e-3,
     ),
     (
         "ringmq_kafka_in_lag_seconds",
-        "Kafka -> MQTT: a record's age when this node's consumer read it (from its Kafka timestamp; millisecond resolution): how far the consumer is behind.",
+        "Kafka -> MQTT: a record's age when this node's consumer read it, from its Kafka timestamp (the producer's clock: skew shows; a record read again after a refusal counts again): how far the consumer is behind.",
+        1e-3,
     ),
     (
         "ringmq_cluster_in_lag_seconds",
-        "A message from another node: its age when this node read it from its downlink topic (from the copy's Kafka timestamp; millisecond resolution): how far the downlink is behind.",
+        "A message from another node: its age when this node read it from its downlink topic, from the copy's Kafka timestamp (the other node's clock): how far the downlink is behind.",
+        1e-3,
     ),
 ];
 
@@ -182,8 +195,9 @@ fn topic_level(name: &str) -> String {
     out
 }
 
-/// One histogram family, per shard, in the Prometheus text format.
-fn histogram(out: &mut String, name: &str, help: &str, shards: &[Histogram]) {
+/// One histogram family (name, help, unit in seconds), per shard, in the Prometheus text
+/// format.
+fn histogram(out: &mut String, (name, help, unit): (&str, &str, f64), shards: &[Histogram]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
     for (shard, h) in shards.iter().enumerate() {
@@ -196,7 +210,7 @@ fn histogram(out: &mut String, name: &str, help: &str, shards: &[Histogram]) {
                     "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
                 );
             } else {
-                let le = (1u64 << i) as f64 / 1e6;
+                let le = (1u64 << i) as f64 * unit;
                 let _ = writeln!(
                     out,
                     "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
@@ -206,7 +220,7 @@ fn histogram(out: &mut String, name: &str, help: &str, shards: &[Histogram]) {
         let _ = writeln!(
             out,
             "{name}_sum{{shard=\"{shard}\"}} {}",
-            h.sum_us as f64 / 1e6
+            h.sum as f64 * unit
         );
         let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
     }
@@ -308,13 +322,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}shard=\"{shard}\"}} {v}");
             }
         }
-        for (family, (name, help)) in HISTOGRAMS.iter().enumerate() {
+        for (family, (name, help, unit)) in HISTOGRAMS.iter().enumerate() {
             let of = |(_, hs): &(Stats, Histograms)| hs.get(family).copied().unwrap_or_default();
             let histograms: Vec<Histogram> = shards.iter().map(of).collect();
             if family > 0 && histograms.iter().all(|h| h.count() == 0) {
                 continue;
             }
-            histogram(&mut out, name, help, &histograms);
+            histogram(&mut out, (name, help, *unit), &histograms);
         }
         let channels = self.channel_counts();
         if !channels.is_empty() {
@@ -430,8 +444,11 @@ mod tests {
             !text.contains("ringmq_kafka_produce_latency_seconds"),
             "{text}"
         );
-        let mut kafka = Histogram::default();
-        kafka.record(Duration::from_millis(3));
+        let shared = SharedHistogram::default();
+        shared.record_millis(3);
+        // Ten minutes behind: a finite bucket (under 2^20 ms), not +Inf.
+        shared.record_millis(600_000);
+        let kafka = shared.load();
         m.store(
             1,
             &Stats::default(),
@@ -446,12 +463,33 @@ mod tests {
         let text = m.prometheus();
         assert!(
             text.contains(
-                "ringmq_kafka_produce_latency_seconds_bucket{shard=\"1\",le=\"0.004096\"} 1"
+                "ringmq_kafka_produce_latency_seconds_bucket{shard=\"1\",le=\"0.004\"} 1"
             ),
             "{text}"
         );
+        assert!(
+            text.contains(
+                "ringmq_kafka_produce_latency_seconds_bucket{shard=\"1\",le=\"1048.576\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("ringmq_kafka_produce_latency_seconds_sum{shard=\"1\"} 600.003"));
         assert!(text.contains("ringmq_kafka_produce_latency_seconds_count{shard=\"0\"} 0"));
         assert!(!text.contains("ringmq_cluster_out_latency_seconds"));
+    }
+
+    #[test]
+    fn a_shared_histogram_sum_saturates_instead_of_wrapping() {
+        let h = SharedHistogram::default();
+        h.record_millis(u64::MAX - 1);
+        h.record_millis(5);
+        let got = h.load();
+        assert_eq!((got.sum, got.count()), (u64::MAX, 2));
+        assert_eq!(
+            got.buckets[LATENCY_BUCKETS - 1],
+            1,
+            "the largest in the last bucket"
+        );
     }
 
     #[test]

@@ -42,6 +42,38 @@ pub fn covers(pattern: &str, filter: &str) -> bool {
     }
 }
 
+/// True when some topic matches both filters (as [`matches`] matches: a filter starting with a
+/// wildcard takes no `$` topic, so it never meets one starting with `$`).
+pub fn overlap(a: &str, b: &str) -> bool {
+    let wild = |f: &str| f.starts_with('+') || f.starts_with('#');
+    if (wild(a) && b.starts_with('$')) || (wild(b) && a.starts_with('$')) {
+        return false;
+    }
+    let (mut a, mut b) = (a.split('/'), b.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (None, None) => return true,
+            (None, Some(_)) | (Some(_), None) => return false,
+            (Some(x), Some(y)) => {
+                if x != y && x != "+" && y != "+" {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// True when every topic `later` matches is matched by `earlier` too (as [`matches`] matches
+/// topics): a rule with filter `later` after one with `earlier` never takes a message.
+pub fn hides(earlier: &str, later: &str) -> bool {
+    let wild = |f: &str| f.starts_with('+') || f.starts_with('#');
+    if wild(earlier) && later.starts_with('$') {
+        return false;
+    }
+    covers(earlier, later)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
