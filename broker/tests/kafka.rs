@@ -262,7 +262,7 @@ fn kafka_check_names_hidden_rules_missing_topics_and_unreachable_brokers() {
         "error: kafka.to_kafka[1] (filter `a/b/+`): topic `chk-b` does not exist and kafka.create_topics is false",
         "ok: kafka.to_kafka[2] (filter `dev/+/x`): templated topic `t-{1}`",
         "error: kafka.to_mqtt[0] (topic `chk-in`): topic `chk-in` does not exist",
-        "3 errors, 1 warning",
+        "3 errors, 1 warning\n",
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }
@@ -282,7 +282,7 @@ fn kafka_check_names_hidden_rules_missing_topics_and_unreachable_brokers() {
         out.contains("warning: kafka.to_kafka[1] (filter `+/y`) overlaps kafka.to_kafka[0]"),
         "{out}"
     );
-    assert!(out.contains("0 errors, 1 warning"), "{out}");
+    assert!(out.contains("0 errors, 1 warning\n"), "{out}");
     // A cluster's routes topic with two partitions stops a start; three replicas on one broker
     // cannot be created.
     kafka::create_topic(&tansu.brokers(), "chk-routes", 2);

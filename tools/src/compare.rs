@@ -62,6 +62,9 @@ pub enum Broker {
     Ringmq1,
     /// ringmq with two shards (both cores: shares the load generator's core).
     Ringmq2,
+    /// ringmq with one shard and `durability sync` (every persistent session's messages on
+    /// disk before their PUBACK): only the cells with persistent sessions.
+    RingmqSync,
     /// Mosquitto (Debian package).
     Mosquitto,
     /// rumqttd (cargo install rumqttd).
@@ -75,6 +78,7 @@ impl Broker {
             Broker::Relay => "relay",
             Broker::Ringmq1 => "ringmq-1shard",
             Broker::Ringmq2 => "ringmq-2shards",
+            Broker::RingmqSync => "ringmq-sync",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -110,6 +114,7 @@ fn available(mode: Mode) -> Vec<Broker> {
     let mut brokers = vec![Broker::Relay, Broker::Ringmq1];
     if mode == Mode::Full {
         brokers.push(Broker::Ringmq2);
+        brokers.push(Broker::RingmqSync);
     }
     if on_path("mosquitto") {
         brokers.push(Broker::Mosquitto);
@@ -163,6 +168,25 @@ fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Child
                 "memory",
             ]);
         }
+        Broker::RingmqSync => {
+            let data = sync_data_dir();
+            let _ = std::fs::remove_dir_all(&data);
+            cmd.arg(&cfg.ringmq)
+                .args([
+                    "--listen",
+                    &listen,
+                    "--shards",
+                    "1",
+                    "--log",
+                    "warn",
+                    "--session-queue-count-max",
+                    "100000",
+                    "--durability",
+                    "sync",
+                    "--data-dir",
+                ])
+                .arg(&data);
+        }
         Broker::Mosquitto => {
             let conf = cfg.out.join("mosquitto.conf");
             std::fs::write(
@@ -194,6 +218,12 @@ fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Child
         return Err(e);
     }
     Ok(child)
+}
+
+/// Where `ringmq-sync` keeps its log: a directory of its own outside the results (emptied
+/// before each start, removed after each stop).
+fn sync_data_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("ringmq-bench-sync-{}", std::process::id()))
 }
 
 fn stop(mut child: Child) {
@@ -240,10 +270,14 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
         for (round, &broker) in (0..rounds).flat_map(|r| brokers.iter().map(move |b| (r, b))) {
             done += 1;
             let exact_topics_only = matches!(&cell.work, Work::Messages(t, _) if t.name == "p2p");
-            if broker == Broker::Relay
-                && (!exact_topics_only
-                    || matches!(&cell.work, Work::Messages(_, l) if l.persistent))
-            {
+            let persistent = matches!(&cell.work, Work::Messages(_, l) if l.persistent);
+            // The relay keeps no sessions: it is a floor for steady persistent cells (nobody
+            // offline), not for one where subscribers go away.
+            let offline = matches!(&cell.work, Work::Messages(_, l) if l.offline.is_some());
+            if broker == Broker::Relay && (!exact_topics_only || offline) {
+                continue;
+            }
+            if broker == Broker::RingmqSync && !persistent {
                 continue;
             }
             eprintln!(
@@ -289,6 +323,9 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                         .map(|r| (None, Some(r))),
                     };
                     stop(child);
+                    if broker == Broker::RingmqSync {
+                        let _ = std::fs::remove_dir_all(sync_data_dir());
+                    }
                     match result {
                         Ok((report, conn)) => Outcome {
                             cell: cell.id.clone(),
@@ -374,6 +411,7 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
+        Broker::RingmqSync,
         Broker::Mosquitto,
         Broker::Rumqttd,
     ]
@@ -440,10 +478,19 @@ fn write_report(
         cfg.broker_core, cfg.load_core
     );
     let _ = writeln!(md, "- Versions: {}.", known(&run.versions));
-    let _ = writeln!(md, "- Rounds: {} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s (with an even count, the lower of the two middle ones), tables also the lowest and highest of the rounds (min-max) and how many failed when there are several.", match run.rounds { 0 => "not recorded (one)".to_string(), n => n.to_string() });
+    let most = outcomes.iter().map(|o| o.round + 1).max().unwrap_or(1);
+    let rounds_said = match run.rounds {
+        0 => "not recorded (one)".to_string(),
+        n if most > n => {
+            format!("{n} (cells measured again later: up to {most}, see the notes above)")
+        }
+        n => n.to_string(),
+    };
+    let _ = writeln!(md, "- Rounds: {rounds_said} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s (with an even count, the lower of the two middle ones), tables also the lowest and highest of the rounds (min-max) and how many failed when there are several.");
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
-    let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and shows the generator's own ceiling.");
+    let _ = writeln!(md, "- `ringmq-sync` is ringmq on one shard with `durability sync` (a PUBACK leaves once the persistent subscribers' copies are on disk, fdatasync through io_uring with group commit), run only in the cells with persistent sessions (the TBMQ phases and `p2p-persistent`): the durable cost beside the in-memory brokers.");
+    let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 
     // Targets, from the P2P cells.
@@ -534,6 +581,7 @@ fn write_report(
     md.push_str("## Charts\n\n");
     md.push_str("Log scales (the brokers' figures span decades); a point per broker and cell, missing where a broker could not run the cell (its table row says why). Drawn from `bench-results/results.json` by `ringmq-bench compare --render-only` without measuring again.\n\n");
     md.push_str(&crate::figures::families(cfg, brokers, outcomes)?);
+    md.push_str(&crate::published::section());
     md.push_str("## Results\n\n");
     // With several rounds: " (min-max)" of a figure; lost and duplicated summed over them.
     let range = |cell: &str,

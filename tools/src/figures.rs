@@ -67,6 +67,27 @@ fn has_data(panels: &[Panel]) -> bool {
         .any(|v| *v > 0.0)
 }
 
+/// The figure of `panels` written as `file` (nothing if no panel has a point); the markdown
+/// that shows it.
+fn figure(
+    cfg: &CompareConfig,
+    file: &str,
+    title: &str,
+    unit: &str,
+    p: &[Panel],
+    lines: bool,
+) -> anyhow::Result<String> {
+    if !has_data(p) {
+        return Ok(String::new());
+    }
+    write(cfg, file, &panels(title, unit, p, lines)?)
+}
+
+/// A report's peak RSS in MiB.
+fn rss_mib(r: &Report) -> Option<f64> {
+    r.broker_peak_rss_bytes.map(|b| b as f64 / 1048576.0)
+}
+
 /// Writes `svg` as `file` next to the results; the markdown that shows it.
 fn write(cfg: &CompareConfig, file: &str, svg: &str) -> anyhow::Result<String> {
     std::fs::write(cfg.out.join(file), svg)?;
@@ -87,10 +108,11 @@ pub fn headline(
     brokers: &[Broker],
     outcomes: &[Outcome],
 ) -> anyhow::Result<Option<String>> {
+    // ringmq-sync runs only the cells with persistent sessions.
     let mut order: Vec<Broker> = brokers
         .iter()
         .copied()
-        .filter(|b| *b != Broker::Relay)
+        .filter(|b| !matches!(b, Broker::Relay | Broker::RingmqSync))
         .collect();
     if brokers.contains(&Broker::Relay) {
         order.push(Broker::Relay);
@@ -108,8 +130,12 @@ pub fn headline(
     if tput.iter().all(|b| b.value.is_none()) {
         return Ok(None);
     }
+    let title = format!(
+        "P2P, 100 pairs, QoS 1, 64 B, max rate (broker on core {}; ringmq-2shards on both cores)",
+        cfg.broker_core
+    );
     let svg = bars(
-        "P2P, 100 pairs, QoS 1, 64 B, max rate (broker on core 0; ringmq-2shards on both cores)",
+        &title,
         &[
             ("delivered msg/s (more is better)", "msg/s", tput),
             (
@@ -166,10 +192,32 @@ pub fn families(
         ),
     ];
     for (file, title, unit, p) in figures {
-        if has_data(&p) {
-            md.push_str(&write(cfg, file, &panels(title, unit, &p, true)?)?);
-        }
+        md.push_str(&figure(cfg, file, title, unit, &p, true)?);
     }
+    // The TBMQ shape: phases of rising offered load.
+    let phases: Vec<String> = crate::matrix::TBMQ_PHASES
+        .iter()
+        .map(|(label, _)| format!("tbmq-{label}"))
+        .collect();
+    let offered: Vec<String> = crate::matrix::TBMQ_PHASES
+        .iter()
+        .map(|(label, _)| (*label).to_string())
+        .collect();
+    let phase = |title: &str, f: &dyn Fn(&Report) -> Option<f64>| Panel {
+        title: title.into(),
+        x_labels: offered.clone(),
+        series: series(outcomes, brokers, &phases, f),
+    };
+    let p = [
+        phase("delivered msg/s", &|r| Some(r.delivered_per_second)),
+        phase("p99 latency, ms", &|r| Some(r.latency.p99_us / 1000.0)),
+        phase("broker CPU, % of one core", &|r| {
+            Some(r.broker_cpu_seconds? / r.window_seconds * 100.0)
+        }),
+        phase("broker peak RSS, MiB", &rss_mib),
+    ];
+    let title = "TBMQ shape: 5,000 persistent device pairs, QoS 1, 64 B, by offered msg/s";
+    md.push_str(&figure(cfg, "tbmq-phases.svg", title, "", &p, true)?);
     // Latency distributions of the paced cells: percentile curves (p99.99 only where results
     // have it: runs before it was kept do not).
     let p9999 = PACED.iter().any(|(cell, _)| {
@@ -206,15 +254,16 @@ pub fn families(
         })
         .filter(|p| has_data(std::slice::from_ref(p)))
         .collect();
-    if !paced.is_empty() {
-        let svg = panels(
-            "Publish-to-delivery latency percentiles at fixed offered rates (QoS 1 unless said)",
-            "ms",
-            &paced,
-            true,
-        )?;
-        md.push_str(&write(cfg, "latency-percentiles.svg", &svg)?);
-    }
+    let title =
+        "Publish-to-delivery latency percentiles at fixed offered rates (QoS 1 unless said)";
+    md.push_str(&figure(
+        cfg,
+        "latency-percentiles.svg",
+        title,
+        "ms",
+        &paced,
+        true,
+    )?);
     // The other topologies: points only (the x positions are not an order).
     let cells: Vec<String> = TOPOLOGIES.iter().map(|(c, _)| (*c).to_string()).collect();
     let labels: Vec<String> = TOPOLOGIES.iter().map(|(_, l)| (*l).to_string()).collect();
@@ -228,19 +277,10 @@ pub fn families(
         topology("broker CPU us per message", &|r| {
             r.broker_cpu_us_per_message
         }),
-        topology("broker peak RSS, MiB", &|r| {
-            r.broker_peak_rss_bytes.map(|b| b as f64 / 1048576.0)
-        }),
+        topology("broker peak RSS, MiB", &rss_mib),
     ];
-    if has_data(&p) {
-        let svg = panels(
-            "Topologies (see the tables for each cell's load)",
-            "",
-            &p,
-            false,
-        )?;
-        md.push_str(&write(cfg, "topologies.svg", &svg)?);
-    }
+    let title = "Topologies (see the tables for each cell's load)";
+    md.push_str(&figure(cfg, "topologies.svg", title, "", &p, false)?);
     if md.is_empty() {
         let _ = writeln!(md, "(no chart: no cell with results)\n");
     }

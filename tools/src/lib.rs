@@ -4,6 +4,7 @@
 //! - [`loadgen`]: the io_uring client loop that drives thousands of MQTT connections from one
 //!   thread; scenarios (p2p, fan-in, fan-out, conn).
 //! - [`accounting`]: exact per-pair sequence accounting (lost, duplicated, out of order).
+//! - `published`: other brokers' published figures, cited apart in BENCHMARKS.md.
 //! - [`procstat`]: a process's CPU seconds and RSS from /proc.
 //! - [`report`]: the result, as a table and as JSON.
 //! - [`results`]: `results.json`: every round's outcome and the run's method facts.
@@ -20,6 +21,7 @@ pub mod loadgen;
 mod matrix;
 pub mod plot;
 pub mod procstat;
+mod published;
 pub mod relay;
 pub mod report;
 pub mod results;

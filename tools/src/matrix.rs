@@ -50,6 +50,10 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
     }
 }
 
+/// The phases of the TBMQ-shaped cells: offered load (5,000 publishers) and msg/s each.
+pub(crate) const TBMQ_PHASES: [(&str, f64); 4] =
+    [("25k", 5.0), ("50k", 10.0), ("100k", 20.0), ("200k", 40.0)];
+
 fn qos_of(q: u8) -> QoS {
     QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
 }
@@ -111,6 +115,19 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         title: "P2P, 5000 pairs, QoS 1, 64 B, 30 msg/s each (150k msg/s)".into(),
         work: msgs(p2p(5000), load(QoS::AtLeastOnce, 64, 30.0, 8.0)),
     });
+    // The TBMQ shape: persistent device clients (5,000 pairs, QoS 1, 64 B), phases of rising
+    // offered load.
+    for (label, rate) in TBMQ_PHASES {
+        let mut phase = load(QoS::AtLeastOnce, 64, rate, 8.0);
+        phase.persistent = true;
+        cells.push(Cell {
+            id: format!("tbmq-{label}"),
+            title: format!(
+                "TBMQ shape: 5000 persistent device pairs, QoS 1, 64 B, {rate} msg/s each ({label} msg/s offered)"
+            ),
+            work: msgs(p2p(5000), phase),
+        });
+    }
     cells.push(Cell {
         id: "fan-in".into(),
         title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),

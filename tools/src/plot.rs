@@ -45,6 +45,7 @@ fn colour(name: &str, index: usize) -> RGBColor {
         "ringmq-2shards",
         "mosquitto",
         "rumqttd",
+        "ringmq-sync",
     ];
     let i = fixed.iter().position(|b| *b == name).unwrap_or(index);
     PALETTE.get(i % PALETTE.len()).copied().unwrap_or(BLACK)
@@ -63,12 +64,19 @@ pub fn short(v: f64) -> String {
     }
 }
 
-/// The positive values' range, widened so points sit inside the panel (a log axis).
+/// The positive values' range on a log axis: widened so points sit inside the panel, then
+/// out to whole decades (plotters labels the powers of ten, so a range inside one decade
+/// would have no label).
 fn log_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
     let (lo, hi) = values
         .filter(|v| v.is_finite() && *v > 0.0)
         .fold((f64::MAX, 0.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    (hi > 0.0).then(|| (lo / 1.6, hi * 1.6))
+    if hi <= 0.0 {
+        return None;
+    }
+    let lo = 10f64.powf((lo / 1.3).log10().floor());
+    let hi = 10f64.powf((hi * 1.3).log10().ceil()).max(lo * 10.0);
+    Some((lo, hi))
 }
 
 fn draw_panel(
@@ -135,12 +143,14 @@ fn draw_panel(
     Ok(())
 }
 
-/// The series names of every panel, once each, in order of appearance, with their colours.
+/// The names of the series with a point in some panel, once each, in order of appearance,
+/// with their colours.
 fn legend_entries(panels: &[Panel]) -> Vec<(String, RGBColor)> {
     let mut seen: Vec<(String, RGBColor)> = Vec::new();
     for panel in panels {
         for (k, s) in panel.series.iter().enumerate() {
-            if !seen.iter().any(|(n, _)| *n == s.name) {
+            let drawn = s.values.iter().flatten().any(|v| v.is_finite() && *v > 0.0);
+            if drawn && !seen.iter().any(|(n, _)| *n == s.name) {
                 seen.push((s.name.clone(), colour(&s.name, k)));
             }
         }
@@ -308,6 +318,13 @@ mod tests {
         assert!(panels("t", "us", &[empty], false)
             .unwrap()
             .contains("none: no data"));
+    }
+
+    #[test]
+    fn log_ranges_are_whole_decades() {
+        assert_eq!(log_range([16e3, 55e3].into_iter()), Some((1e4, 1e5)));
+        assert_eq!(log_range([100.0].into_iter()), Some((10.0, 1000.0)));
+        assert_eq!(log_range([0.0, f64::NAN].into_iter()), None);
     }
 
     #[test]

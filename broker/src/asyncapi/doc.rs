@@ -270,7 +270,11 @@ fn operation_channel(raw: &Value, op_name: &str) -> Result<String, String> {
     let target = raw
         .pointer(&format!("{pointer}/$ref"))
         .and_then(Value::as_str)
-        .ok_or_else(|| format!("{pointer}: an operation's channel is a $ref to #/channels/..."))?;
+        .ok_or_else(|| {
+            format!(
+                "{pointer}: an operation, and its channel, must be written in the main document, the channel as a $ref to #/channels/KEY (operations in other files are not read)"
+            )
+        })?;
     let decoded = percent_decode(target.strip_prefix('#').unwrap_or(target));
     decoded
         .strip_prefix("/channels/")

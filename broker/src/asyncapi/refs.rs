@@ -52,14 +52,16 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
-/// A document being resolved: its parsed root and the file it came from (None: text given
-/// directly, which may hold local references only), and how errors name it (its path from
-/// the main document's directory).
+/// A document being resolved: its parsed root, the file it came from as the references wrote
+/// it (None: text given directly, which may hold local references only; relative references
+/// inside it are resolved from this path's directory, as URIs are, not from a symlink's
+/// target), the same file canonical (the cache, cycle and count key), and how errors name it.
 #[derive(Clone)]
 struct Doc {
     root: Rc<Value>,
     file: Option<PathBuf>,
-    /// "" for the main document, else its reference as written, for error pointers.
+    canonical: Option<PathBuf>,
+    /// "" for the main document, else its path from the main document's directory.
     label: String,
 }
 
@@ -94,7 +96,8 @@ impl Resolving {
         if let Some(root) = self.files.get(&canonical) {
             return Ok(Doc {
                 root: root.clone(),
-                file: Some(canonical),
+                file: Some(path),
+                canonical: Some(canonical),
                 label,
             });
         }
@@ -103,24 +106,34 @@ impl Resolving {
                 "{at}: {path_part}: more than {FILES_MAX} files referenced"
             ));
         }
-        let size = std::fs::metadata(&canonical)
-            .map_err(|e| format!("{at}: {}: {e}", path.display()))?
-            .len();
-        if size > FILE_BYTES_MAX {
+        // A regular file, read up to one byte past the bound (a device or a growing file
+        // cannot make the broker read without end).
+        let file = std::fs::File::open(&canonical)
+            .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
+        let is_file = file.metadata().is_ok_and(|m| m.is_file());
+        if !is_file {
+            return Err(format!("{at}: {}: not a regular file", path.display()));
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, FILE_BYTES_MAX + 1),
+            &mut text,
+        )
+        .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
+        if text.len() as u64 > FILE_BYTES_MAX {
             return Err(format!(
-                "{at}: {}: {size} bytes, more than {FILE_BYTES_MAX}",
+                "{at}: {}: more than {FILE_BYTES_MAX} bytes",
                 path.display()
             ));
         }
-        let text = std::fs::read_to_string(&canonical)
-            .map_err(|e| format!("{at}: {}: {e}", path.display()))?;
         let value: Value = serde_yaml::from_str(&text)
             .map_err(|e| format!("{at}: {}: not YAML or JSON: {e}", path.display()))?;
         let root = Rc::new(value);
         self.files.insert(canonical.clone(), root.clone());
         Ok(Doc {
             root,
-            file: Some(canonical),
+            file: Some(path),
+            canonical: Some(canonical),
             label,
         })
     }
@@ -130,15 +143,16 @@ impl Resolving {
 /// points to, recursively. A `$ref` object's other keys are ignored (as JSON Schema draft 7
 /// does).
 pub fn resolve_document(raw: &Value, file: Option<&Path>) -> Result<Value, String> {
-    let file = file.map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf()));
-    let home = file
+    let canonical = file.map(|f| f.canonicalize().unwrap_or_else(|_| f.to_path_buf()));
+    let home = canonical
         .as_deref()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let doc = Doc {
         root: Rc::new(raw.clone()),
-        file,
+        file: file.map(Path::to_path_buf),
+        canonical,
         label: String::new(),
     };
     let mut r = Resolving {
@@ -181,7 +195,7 @@ fn resolve(doc: &Doc, v: &Value, pointer: &str, r: &mut Resolving) -> Result<Val
                 };
                 let key = format!(
                     "{}#{local}",
-                    into.file
+                    into.canonical
                         .as_deref()
                         .map_or(String::new(), |f| f.display().to_string())
                 );
@@ -285,10 +299,6 @@ mod tests {
             json!({ "x": { "$ref": "schemas/loop.yaml#/A" } }),
             Some(&main),
         );
-        assert!(
-            e.contains("schemas/loop.yaml#/A/$ref") || e.contains("cycle"),
-            "{e}"
-        );
         assert!(e.contains("cycle"), "{e}");
         let e = err(
             json!({ "x": { "$ref": "schemas/broken.yaml" } }),
@@ -302,6 +312,9 @@ mod tests {
         assert!(e.contains("points at nothing"), "{e}");
         let e = err(json!({ "x": { "$ref": "schemas/loop.yaml" } }), None);
         assert!(e.contains("needs the document read from a file"), "{e}");
+        // Not a regular file: refused before reading (a device could never end).
+        let e = err(json!({ "x": { "$ref": "/dev/zero" } }), Some(&main));
+        assert!(e.contains("not a regular file"), "{e}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

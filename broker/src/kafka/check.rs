@@ -223,7 +223,12 @@ pub fn run(
     );
     let brokers_seen = metadata.brokers().len();
     let replication = usize::try_from(config.replication).unwrap_or(0);
-    if needed.iter().any(|n| n.created) && replication > brokers_seen {
+    let exists = |topic: &str| {
+        let mut topics = metadata.topics().iter();
+        topics.any(|t| t.name() == topic && t.error().is_none())
+    };
+    let creates = needed.iter().any(|n| n.created && !exists(&n.topic));
+    if creates && replication > brokers_seen {
         report.push(
             Level::Error,
             format!(

@@ -73,7 +73,8 @@ pub struct SharedHistogram {
 
 impl SharedHistogram {
     /// Records an observation of `millis` milliseconds (a millisecond family: bucket `i` is
-    /// under `2^i` ms, up to about 35 minutes; the sum saturates rather than wrap).
+    /// under `2^i` ms, the last finite one 2^20 ms, about 17 minutes, then +Inf; the sum
+    /// saturates rather than wrap).
     pub fn record_millis(&self, millis: u64) {
         if let Some(b) = self.buckets.get(bucket(millis)) {
             b.fetch_add(1, Ordering::Relaxed);
@@ -108,34 +109,34 @@ pub fn bucket(v: u64) -> usize {
     (64 - v.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
 }
 
-/// The histograms each shard publishes, in this order: Prometheus name, help, and the unit
-/// of its observations in seconds. The first is always exported, the others once they have
+/// The histograms each shard publishes, in this order: Prometheus name, help, and how many
+/// of its observations' units make a second. The first is always exported, the others once they have
 /// an observation (a node without Kafka or a cluster does not list them).
 pub const HISTOGRAMS: [(&str, &str, f64); 5] = [
     (
         "ringmq_delivery_latency_seconds",
         "From the loop pass that decoded a PUBLISH to the pass that encoded it for a subscriber.",
-        1e-6,
+        1e6,
     ),
     (
         "ringmq_kafka_produce_latency_seconds",
         "MQTT -> Kafka: from producing a message to Kafka's acknowledgement (millisecond resolution: from the record's CreateTime timestamp).",
-        1e-3,
+        1e3,
     ),
     (
         "ringmq_cluster_out_latency_seconds",
         "From producing a copy for another node to Kafka's acknowledgement (millisecond resolution).",
-        1e-3,
+        1e3,
     ),
     (
         "ringmq_kafka_in_lag_seconds",
         "Kafka -> MQTT: a record's age when this node's consumer read it, from its Kafka timestamp (the producer's clock: skew shows; a record read again after a refusal counts again): how far the consumer is behind.",
-        1e-3,
+        1e3,
     ),
     (
         "ringmq_cluster_in_lag_seconds",
         "A message from another node: its age when this node read it from its downlink topic, from the copy's Kafka timestamp (the other node's clock): how far the downlink is behind.",
-        1e-3,
+        1e3,
     ),
 ];
 
@@ -195,9 +196,9 @@ fn topic_level(name: &str) -> String {
     out
 }
 
-/// One histogram family (name, help, unit in seconds), per shard, in the Prometheus text
+/// One histogram family (name, help, units per second), per shard, in the Prometheus text
 /// format.
-fn histogram(out: &mut String, (name, help, unit): (&str, &str, f64), shards: &[Histogram]) {
+fn histogram(out: &mut String, (name, help, per): (&str, &str, f64), shards: &[Histogram]) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} histogram");
     for (shard, h) in shards.iter().enumerate() {
@@ -210,7 +211,7 @@ fn histogram(out: &mut String, (name, help, unit): (&str, &str, f64), shards: &[
                     "{name}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {cumulative}"
                 );
             } else {
-                let le = (1u64 << i) as f64 * unit;
+                let le = (1u64 << i) as f64 / per;
                 let _ = writeln!(
                     out,
                     "{name}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {cumulative}"
@@ -220,7 +221,7 @@ fn histogram(out: &mut String, (name, help, unit): (&str, &str, f64), shards: &[
         let _ = writeln!(
             out,
             "{name}_sum{{shard=\"{shard}\"}} {}",
-            h.sum as f64 * unit
+            h.sum as f64 / per
         );
         let _ = writeln!(out, "{name}_count{{shard=\"{shard}\"}} {cumulative}");
     }
@@ -322,13 +323,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}shard=\"{shard}\"}} {v}");
             }
         }
-        for (family, (name, help, unit)) in HISTOGRAMS.iter().enumerate() {
+        for (family, (name, help, per)) in HISTOGRAMS.iter().enumerate() {
             let of = |(_, hs): &(Stats, Histograms)| hs.get(family).copied().unwrap_or_default();
             let histograms: Vec<Histogram> = shards.iter().map(of).collect();
             if family > 0 && histograms.iter().all(|h| h.count() == 0) {
                 continue;
             }
-            histogram(&mut out, (name, help, *unit), &histograms);
+            histogram(&mut out, (name, help, *per), &histograms);
         }
         let channels = self.channel_counts();
         if !channels.is_empty() {
