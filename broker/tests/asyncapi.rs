@@ -178,3 +178,37 @@ fn a_will_the_document_refuses_refuses_the_connect() {
     let (_, ack) = Raw::connect_with(broker.addr, connect);
     assert_eq!(ack.unwrap().code, ReasonCode::PAYLOAD_FORMAT_INVALID);
 }
+
+#[test]
+fn a_reloaded_document_removes_subscriptions_it_no_longer_allows() {
+    let dir = common::scratch_dir("asyncapi-reload");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("api.yaml");
+    // No operation on the channel: clients may publish and subscribe.
+    let open = "asyncapi: 3.0.0\ninfo: { title: t, version: '1' }\n\
+                channels:\n  status:\n    address: fleet/status\n";
+    std::fs::write(&path, open).unwrap();
+    let broker = Broker::start(&["--asyncapi", path.to_str().unwrap()]);
+    let (mut c, _) = Raw::connect(broker.addr, ProtocolVersion::V5, &id_on("api-r", 0), true);
+    c.subscribe("fleet/status", QoS::AtMostOnce);
+    c.publish("fleet/status", b"before", QoS::AtMostOnce, 0);
+    assert_eq!(
+        c.drain_publishes(1, std::time::Duration::from_secs(5))
+            .len(),
+        1
+    );
+    // Now clients may only publish there (the broker receives; nobody subscribes).
+    let publish_only = format!(
+        "{open}operations:\n  report:\n    action: receive\n    channel: {{ $ref: '#/channels/status' }}\n"
+    );
+    std::fs::write(&path, publish_only).unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(std::time::Duration::from_millis(700)); // a tick on every shard
+    c.publish("fleet/status", b"after", QoS::AtMostOnce, 0);
+    let got = c.drain_publishes(1, std::time::Duration::from_secs(2));
+    assert!(got.is_empty(), "the subscription was removed: {got:?}");
+}

@@ -805,6 +805,45 @@ fn login(broker: &Broker, client: &str, user: &str, password: &str) -> Result<Ra
     }
 }
 
+/// SIGHUP to the broker, then a tick on every shard.
+fn hup(broker: &Broker) {
+    let status = Command::new("kill")
+        .args(["-HUP", &broker.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(700));
+}
+
+#[test]
+fn sighup_removes_subscriptions_the_reloaded_acl_no_longer_allows() {
+    let (passwd, acl) = auth_files("revoke");
+    let broker = start_with_auth(&passwd, &acl);
+    let client = id_on("hup-r", 0);
+    let mut alice = login(&broker, &client, "alice", "s3cret").unwrap();
+    alice.subscribe("public/#", QoS::AtMostOnce);
+    alice.subscribe(&format!("devices/{client}/#"), QoS::AtMostOnce);
+    alice.publish("public/1", b"before", QoS::AtMostOnce, 0);
+    let got = alice.drain_publishes(1, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "allowed at first: her own message comes back");
+    // public/# may still be written, no longer read.
+    std::fs::write(
+        &acl,
+        "topic write public/#\npattern readwrite devices/%c/#\n",
+    )
+    .unwrap();
+    hup(&broker);
+    alice.publish("public/2", b"after", QoS::AtMostOnce, 0);
+    alice.publish(&format!("devices/{client}/x"), b"still", QoS::AtMostOnce, 0);
+    let got = alice.drain_publishes(2, Duration::from_secs(2));
+    let payloads: Vec<&[u8]> = got.iter().map(|p| &p.payload[..]).collect();
+    assert_eq!(
+        payloads,
+        [&b"still"[..]],
+        "the public/# subscription is gone, the allowed one stays"
+    );
+}
+
 #[test]
 fn sighup_reloads_the_password_and_acl_files_and_keeps_them_on_a_bad_line() {
     let (passwd, acl) = auth_files("reload");
@@ -812,14 +851,6 @@ fn sighup_reloads_the_password_and_acl_files_and_keeps_them_on_a_bad_line() {
     let reason = |raw: &mut Raw, id: u16| match publish_v5(raw, "public/x", QoS::AtLeastOnce, id) {
         Some(Packet::PubResp(r)) => Some(r.reason.0),
         _ => None,
-    };
-    let hup = |broker: &Broker| {
-        let status = Command::new("kill")
-            .args(["-HUP", &broker.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        std::thread::sleep(Duration::from_millis(700)); // a tick on every shard
     };
     let mut alice = login(&broker, &id_on("hup-a", 1), "alice", "s3cret").unwrap();
     assert_eq!(reason(&mut alice, 1), Some(0));

@@ -390,6 +390,7 @@ impl Core {
             self.auth = auth;
             self.verified = VerifiedCache::default();
             tracing::debug!(shard = self.id.0, "auth settings reloaded");
+            subscribe::recheck_subscriptions(self);
         }
     }
 

@@ -10,7 +10,7 @@ use net::topic::is_shared;
 
 use super::{Core, RetainedWanted};
 use crate::asyncapi::SubscribeVerdict;
-use crate::ids::ConnId;
+use crate::ids::{ConnId, SessionId};
 
 pub(crate) fn on_subscribe(core: &mut Core, id: ConnId, s: Subscribe) {
     // Set by this SUBSCRIBE's route state changes only (`reply_after_routes` takes it).
@@ -127,21 +127,10 @@ pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
     let v5 = core.conn_mut(id).is_some_and(|c| c.decoder.version.is_v5());
     let mut reasons = Vec::with_capacity(u.filters.len());
     for filter in u.filters {
-        let existed = match core.session_mut(sid) {
-            Some(s) => {
-                let existed = s.subscriptions.remove(&filter).is_some();
-                if existed {
-                    s.journal_unsubscribe(&filter);
-                }
-                existed
-            }
-            None => return,
-        };
-        if existed {
-            core.unroute(&filter, sid);
-            core.journal_of(sid);
-            core.end_retained(sid, &filter);
+        if core.session_mut(sid).is_none() {
+            return;
         }
+        let existed = drop_subscription(core, sid, &filter);
         reasons.push(if existed {
             ReasonCode::SUCCESS
         } else {
@@ -157,6 +146,58 @@ pub(crate) fn on_unsubscribe(core: &mut Core, id: ConnId, u: Unsubscribe) {
         reasons,
     };
     core.reply(id, &Packet::UnsubAck(ack));
+}
+
+/// Removes `sid`'s subscription to `filter` (its route, its record, its retained stream);
+/// false if it had none.
+fn drop_subscription(core: &mut Core, sid: SessionId, filter: &ByteString) -> bool {
+    let Some(s) = core.session_mut(sid) else {
+        return false;
+    };
+    if s.subscriptions.remove(filter).is_none() {
+        return false;
+    }
+    s.journal_unsubscribe(filter);
+    core.unroute(filter, sid);
+    core.journal_of(sid);
+    core.end_retained(sid, filter);
+    true
+}
+
+/// After the auth settings were reloaded (SIGHUP): every subscription the ACL or the AsyncAPI
+/// document no longer allows is removed, as if its client had unsubscribed (MQTT has no way
+/// to tell the client; its session carries on with the rest). One line per shard says how
+/// many; each is at debug level.
+pub(crate) fn recheck_subscriptions(core: &mut Core) {
+    let mut revoked: Vec<(SessionId, ByteString)> = Vec::new();
+    for (slot, session) in core.sessions.iter().enumerate() {
+        let Some(session) = session else { continue };
+        let sid = SessionId(slot as u32);
+        for filter in session.subscriptions.keys() {
+            let user = session.user.as_deref();
+            let denied = !core.auth.can_subscribe(user, &session.client_id, filter)
+                || api_refusal(core, filter, is_shared(filter)).is_some();
+            if denied {
+                revoked.push((sid, filter.clone()));
+            }
+        }
+    }
+    if revoked.is_empty() {
+        return;
+    }
+    let shard = core.id.0;
+    for (sid, filter) in &revoked {
+        if let Some(s) = core.session_mut(*sid) {
+            tracing::debug!(shard, client = %s.client_id, %filter, "subscription removed: no longer allowed after the reload");
+        }
+        drop_subscription(core, *sid, filter);
+    }
+    core.stats.auth_denied += revoked.len() as u64;
+    tracing::info!(
+        shard = core.id.0,
+        subscriptions = revoked.len(),
+        "subscriptions no longer allowed by the reloaded ACL or AsyncAPI document removed"
+    );
 }
 
 /// What the AsyncAPI document says of a filter (the filter inside `$share/group/...`).
