@@ -220,7 +220,7 @@ counters! {
     auth_denied: Counter,
         sys Off,
         prom "ringmq_auth_denied_total",
-        help "Refused CONNECTs and denied publishes or subscribes.";
+        help "Refused CONNECTs, denied publishes or subscribes, and subscriptions removed because a reloaded ACL or AsyncAPI document no longer allows them.";
     invariant_errors: Counter,
         sys Off,
         prom "ringmq_invariant_errors_total",

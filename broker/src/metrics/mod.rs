@@ -563,7 +563,7 @@ mod tests {
             (
                 "ringmq_auth_denied_total",
                 "counter",
-                "Refused CONNECTs and denied publishes or subscribes.",
+                "Refused CONNECTs, denied publishes or subscribes, and subscriptions removed because a reloaded ACL or AsyncAPI document no longer allows them.",
             ),
             (
                 "ringmq_invariant_errors_total",
