@@ -424,7 +424,7 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
 }
 
 /// The median round's report of (cell, broker).
-fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
+pub(crate) fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
     crate::results::report(outcomes, cell, broker.name())
 }
 

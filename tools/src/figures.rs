@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::compare::{Broker, CompareConfig, Outcome};
+use crate::compare::{find, Broker, CompareConfig, Outcome};
 use crate::plot::{bars, panels, Bar, Panel, Series};
 use crate::report::Report;
 
@@ -34,11 +34,6 @@ const TOPOLOGIES: [(&str, &str); 6] = [
     ("fan-out", "fan-out"),
     ("p2p-persistent", "persistent"),
 ];
-
-/// The median round's report of (cell, broker).
-fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
-    crate::results::report(outcomes, cell, broker.name())
-}
 
 /// One series per broker over `cells`, valued by `f`.
 fn series(

@@ -121,8 +121,10 @@ pub fn conflicts(config: &KafkaConfig, report: &mut Report) {
 struct Needed {
     topic: String,
     by: String,
-    /// Asked for by some rule naming the topic (the one that says; else `kafka.partitions`).
-    partitions: Option<i32>,
+    /// As `kafka::create_topics` gives them (a rule's own, else `kafka.partitions`).
+    partitions: i32,
+    /// A rule (or the cluster) says the partitions: another count is worth a warning.
+    said: bool,
     /// The broker creates it at start when missing.
     created: bool,
     /// Another partition count stops the broker's start (the cluster's routes topic).
@@ -138,34 +140,39 @@ pub fn run(
     let mut report = Report::default();
     conflicts(config, &mut report);
     let mut needed = Vec::new();
-    // The partitions a created topic gets: those of a rule that says, as `create_topics` does.
-    let said = |topic: &str| {
+    // The rules compile (the config was validated); the topics as `create_topics` makes them.
+    let rules = super::rules(config).unwrap_or_default();
+    let fixed = super::fixed_topics(config, &rules);
+    let given = |topic: &str| {
+        let partitions = fixed.iter().find(|(t, _)| *t == topic).map(|(_, p)| *p);
         let out = config.to_kafka.iter().map(|r| (&r.topic, r.partitions));
         let back = config.to_mqtt.iter().map(|r| (&r.topic, r.partitions));
-        out.chain(back).find_map(|(t, p)| p.filter(|_| t == topic))
+        let said = out.chain(back).any(|(t, p)| t == topic && p.is_some());
+        (partitions.unwrap_or(config.partitions), said)
     };
-    for (i, rule) in config.to_kafka.iter().enumerate() {
+    let rule_topics = config.to_kafka.iter().enumerate().map(|(i, rule)| {
         let by = format!("kafka.to_kafka[{i}] (filter `{}`)", rule.filter);
-        if rule.topic.contains('{') {
+        let fixed = rules.get(i).and_then(|r| r.fixed_topic.clone());
+        (by, rule.topic.clone(), fixed.is_some())
+    });
+    let back_topics = config.to_mqtt.iter().enumerate().map(|(i, rule)| {
+        let by = format!("kafka.to_mqtt[{i}] (topic `{}`)", rule.topic);
+        (by, rule.topic.clone(), true)
+    });
+    for (by, topic, fixed) in rule_topics.chain(back_topics) {
+        if !fixed {
             report.push(
                 Level::Ok,
-                format!("{by}: templated topic `{}`; each topic it makes must exist (a record to a missing one fails its publisher with 0x97)", rule.topic),
+                format!("{by}: templated topic `{topic}`; each topic it makes must exist (a record to a missing one fails its publisher with 0x97)"),
             );
             continue;
         }
+        let (partitions, said) = given(&topic);
         needed.push(Needed {
-            topic: rule.topic.clone(),
+            topic,
             by,
-            partitions: said(&rule.topic),
-            created: config.create_topics,
-            exact: false,
-        });
-    }
-    for (i, rule) in config.to_mqtt.iter().enumerate() {
-        needed.push(Needed {
-            topic: rule.topic.clone(),
-            by: format!("kafka.to_mqtt[{i}] (topic `{}`)", rule.topic),
-            partitions: said(&rule.topic),
+            partitions,
+            said,
             created: config.create_topics,
             exact: false,
         });
@@ -175,7 +182,8 @@ pub fn run(
             needed.push(Needed {
                 topic,
                 by: format!("cluster (node `{}`)", c.node_id),
-                partitions: exact.then_some(1),
+                partitions: if exact { 1 } else { config.partitions },
+                said: exact,
                 created: true,
                 exact,
             });
@@ -223,11 +231,11 @@ pub fn run(
     );
     let brokers_seen = metadata.brokers().len();
     let replication = usize::try_from(config.replication).unwrap_or(0);
-    let exists = |topic: &str| {
+    let find = |topic: &str| {
         let mut topics = metadata.topics().iter();
-        topics.any(|t| t.name() == topic && t.error().is_none())
+        topics.find(|t| t.name() == topic && t.error().is_none())
     };
-    let creates = needed.iter().any(|n| n.created && !exists(&n.topic));
+    let creates = needed.iter().any(|n| n.created && find(&n.topic).is_none());
     if creates && replication > brokers_seen {
         report.push(
             Level::Error,
@@ -237,12 +245,8 @@ pub fn run(
         );
     }
     for need in needed {
-        let found = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == need.topic && t.error().is_none());
-        let asked = need.partitions.unwrap_or(config.partitions);
-        match found {
+        let asked = need.partitions;
+        match find(&need.topic) {
             None if need.created => report.push(
                 Level::Ok,
                 format!(
@@ -259,9 +263,7 @@ pub fn run(
             ),
             Some(t) => {
                 let have = t.partitions().len();
-                let differs = need
-                    .partitions
-                    .is_some_and(|p| usize::try_from(p).ok() != Some(have));
+                let differs = need.said && usize::try_from(need.partitions).ok() != Some(have);
                 let (level, note) = match (differs, need.exact) {
                     (false, _) => (Level::Ok, String::new()),
                     (true, true) => (

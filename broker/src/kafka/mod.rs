@@ -128,7 +128,23 @@ pub fn create_topics(
     rules: &[Rule],
     record_bytes_max: usize,
 ) -> anyhow::Result<()> {
-    // Each fixed topic with its partitions (a rule's own, else `kafka.partitions`).
+    let names = fixed_topics(config, rules);
+    if !config.create_topics || names.is_empty() {
+        return Ok(());
+    }
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|(n, partitions)| {
+            NewTopic::new(n, *partitions, TopicReplication::Fixed(config.replication))
+        })
+        .collect();
+    create(config, &topics, record_bytes_max)
+}
+
+/// Every topic the rules name without a placeholder (the `to_kafka` rules' fixed topics and
+/// the `to_mqtt` topics), once each, with the partitions `create_topics` gives it: a rule's
+/// own, else `kafka.partitions`.
+pub fn fixed_topics<'a>(config: &'a KafkaConfig, rules: &'a [Rule]) -> Vec<(&'a str, i32)> {
     let mut names: Vec<(&str, Option<i32>)> = rules
         .iter()
         .filter_map(|r| Some((r.fixed_topic.as_deref()?, r.partitions)))
@@ -143,20 +159,10 @@ pub fn create_topics(
     // that differ), else `kafka.partitions`.
     names.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
     names.dedup_by(|a, b| a.0 == b.0);
-    let names: Vec<(&str, i32)> = names
+    names
         .into_iter()
         .map(|(name, p)| (name, p.unwrap_or(config.partitions)))
-        .collect();
-    if !config.create_topics || names.is_empty() {
-        return Ok(());
-    }
-    let topics: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|(n, partitions)| {
-            NewTopic::new(n, *partitions, TopicReplication::Fixed(config.replication))
-        })
-        .collect();
-    create(config, &topics, record_bytes_max)
+        .collect()
 }
 
 /// Creates `topics` that do not exist yet (one existing is fine); an unreachable Kafka or a

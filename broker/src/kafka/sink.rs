@@ -32,7 +32,7 @@ pub struct Reports {
     /// A delivery failed since the shard last looked (it logs once per streak).
     failed: AtomicBool,
     /// Totals for the metrics: acknowledged, failed (at delivery or at send), and the
-    /// produce latency summed (record creation to acknowledgement, milliseconds).
+    /// produce latencies (record creation to acknowledgement, a millisecond histogram).
     delivered_total: AtomicU64,
     failed_total: AtomicU64,
     latency: crate::metrics::SharedHistogram,
