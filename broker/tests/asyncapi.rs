@@ -50,6 +50,12 @@ fn paho_v5_gets_the_documents_reason_codes() {
 }
 
 #[test]
+fn avro_datums_are_validated_against_the_documents_avro_schema() {
+    let d = doc("avro-2.6.yaml");
+    paho(&Broker::start(&["--asyncapi", &d]), "avro");
+}
+
+#[test]
 fn mosquitto_mqtt3_invalid_publishes_are_dropped_and_counted() {
     let d = doc("fleet-2.6.yaml");
     let metrics = format!("127.0.0.1:{}", common::free_port());

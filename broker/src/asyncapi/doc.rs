@@ -65,8 +65,12 @@ pub struct MessageSpec {
     pub name: String,
     /// `contentType`, or the document's `defaultContentType`.
     pub content_type: Option<String>,
-    /// The payload's JSON Schema, resolved (no schema: any payload).
+    /// The payload's JSON Schema, resolved (no schema: any payload); the Avro schema when
+    /// `avro`.
     pub schema: Option<Value>,
+    /// The schema is an Avro schema (`schemaFormat: application/vnd.apache.avro...`): the
+    /// payload is an Avro binary datum.
+    pub avro: bool,
     /// JSON pointer of the schema in the document (for errors).
     pub pointer: String,
 }
@@ -117,14 +121,29 @@ fn object<'a>(
     }
 }
 
-/// A schema format the broker validates with: AsyncAPI schemas and JSON Schema (in JSON or
-/// YAML); Avro, RAML, Protobuf are not read.
-fn schema_format_read(format: &str) -> bool {
+/// The schema formats the broker validates with: AsyncAPI schemas and JSON Schema (in JSON or
+/// YAML), and Avro (`Some(true)`); RAML, Protobuf and others are not read (None).
+fn schema_format(format: &str) -> Option<bool> {
     let media = format.split(';').next().unwrap_or("").trim();
-    media.starts_with("application/vnd.aai.asyncapi")
+    if media.starts_with("application/vnd.aai.asyncapi")
         || media == "application/schema+json"
         || media == "application/schema+yaml"
+    {
+        Some(false)
+    } else if matches!(
+        media,
+        "application/vnd.apache.avro"
+            | "application/vnd.apache.avro+json"
+            | "application/vnd.apache.avro+yaml"
+    ) {
+        Some(true)
+    } else {
+        None
+    }
 }
+
+/// Why a schema format is refused.
+const FORMATS_READ: &str = "JSON Schema, AsyncAPI and Avro schemas are read";
 
 /// A message object (after `$ref`s) as a [`MessageSpec`].
 fn message(
@@ -148,21 +167,19 @@ fn message(
         .or(default_ct)
         .map(str::to_string);
     // 2.6: the message's own `schemaFormat`.
+    let mut avro = false;
     if let Some(format) = m.get("schemaFormat").and_then(Value::as_str) {
-        if !schema_format_read(format) {
-            return Err(format!(
-                "{pointer}/schemaFormat: {format} (JSON Schema and AsyncAPI schemas are read)"
-            ));
-        }
+        avro = schema_format(format)
+            .ok_or_else(|| format!("{pointer}/schemaFormat: {format} ({FORMATS_READ})"))?;
     }
     let (schema, pointer) = match m.get("payload") {
         None => (None, format!("{pointer}/payload")),
         // 3.0 multi-format schema object: { schemaFormat, schema }.
         Some(Value::Object(p)) if p.contains_key("schemaFormat") => {
             let format = p.get("schemaFormat").and_then(Value::as_str).unwrap_or("");
-            if !schema_format_read(format) {
-                return Err(format!("{pointer}/payload/schemaFormat: {format} (JSON Schema and AsyncAPI schemas are read)"));
-            }
+            avro = schema_format(format).ok_or_else(|| {
+                format!("{pointer}/payload/schemaFormat: {format} ({FORMATS_READ})")
+            })?;
             (
                 p.get("schema").cloned(),
                 format!("{pointer}/payload/schema"),
@@ -174,6 +191,7 @@ fn message(
         name,
         content_type,
         schema,
+        avro,
         pointer,
     })
 }
@@ -201,12 +219,13 @@ fn parameters(
     Ok(out)
 }
 
-/// A channel's `bindings.kafka` and the `bindings` of the operation clients subscribe by
-/// (`sub`: the resolved operation and its pointer).
+/// A channel's `bindings.kafka` and the `bindings` of the operations clients subscribe by
+/// (`subs`: each resolved operation and its pointer; two that give different values of one
+/// binding are an error naming both).
 fn kafka_binding(
     ch: &serde_json::Map<String, Value>,
     pointer: &str,
-    sub: Option<(&Value, String)>,
+    subs: &[(&Value, String)],
 ) -> Result<Option<KafkaSpec>, String> {
     let Some(b) = ch.get("bindings").and_then(|b| b.get("kafka")) else {
         return Ok(None);
@@ -238,7 +257,10 @@ fn kafka_binding(
         pointer: pointer.clone(),
         ..KafkaSpec::default()
     };
-    if let Some((op, op_pointer)) = sub {
+    // Where each binding was first given, to name it in a conflict.
+    let mut group_from = String::new();
+    let mut qos_from = String::new();
+    for (op, op_pointer) in subs {
         let bindings = op.get("bindings");
         if let Some(group) = bindings.and_then(|b| b.pointer("/kafka/groupId")) {
             let one = match (group.get("const"), group.get("enum")) {
@@ -248,17 +270,40 @@ fn kafka_binding(
                 }
                 _ => None,
             };
-            spec.group = Some(one.ok_or_else(|| {
+            let group = one.ok_or_else(|| {
                 format!("{op_pointer}/bindings/kafka/groupId: a schema with a string `const` or one `enum` value")
-            })?);
+            })?;
+            match &spec.group {
+                Some(first) if *first != group => {
+                    return Err(format!(
+                        "{op_pointer}/bindings/kafka/groupId: `{group}`, where {group_from} says `{first}` (one channel has one consumer group)"
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    spec.group = Some(group);
+                    group_from = format!("{op_pointer}/bindings/kafka/groupId");
+                }
+            }
         }
         if let Some(qos) = bindings.and_then(|b| b.pointer("/mqtt/qos")) {
-            spec.qos = Some(
-                qos.as_u64()
-                    .filter(|q| *q <= 2)
-                    .and_then(|q| u8::try_from(q).ok())
-                    .ok_or_else(|| format!("{op_pointer}/bindings/mqtt/qos: 0, 1 or 2"))?,
-            );
+            let qos = qos
+                .as_u64()
+                .filter(|q| *q <= 2)
+                .and_then(|q| u8::try_from(q).ok())
+                .ok_or_else(|| format!("{op_pointer}/bindings/mqtt/qos: 0, 1 or 2"))?;
+            match spec.qos {
+                Some(first) if first != qos => {
+                    return Err(format!(
+                        "{op_pointer}/bindings/mqtt/qos: {qos}, where {qos_from} says {first} (the bridge delivers a channel's records at one QoS)"
+                    ))
+                }
+                Some(_) => {}
+                None => {
+                    spec.qos = Some(qos);
+                    qos_from = format!("{op_pointer}/bindings/mqtt/qos");
+                }
+            }
         }
     }
     Ok(Some(spec))
@@ -327,7 +372,7 @@ fn channels_v3(
             )?);
         }
         let (mut publish, mut subscribe, mut any_op) = (false, false, false);
-        let mut send_op = None;
+        let mut send_ops = Vec::new();
         // The messages receive operations list; `None` once one lists none (all of them).
         let mut received: Option<Vec<MessageSpec>> = Some(Vec::new());
         for (_, op_name, op) in op_channels.iter().filter(|(k, ..)| k == key) {
@@ -344,7 +389,9 @@ fn channels_v3(
                                     message(&format!("{op_name}#{i}"), m, &pointer, default_ct)?;
                                 // The channel's own entry (same object) keeps its name.
                                 let named = all.iter().find(|a| {
-                                    a.schema == spec.schema && a.content_type == spec.content_type
+                                    a.schema == spec.schema
+                                        && a.avro == spec.avro
+                                        && a.content_type == spec.content_type
                                 });
                                 if let Some(list) = received.as_mut() {
                                     list.push(named.cloned().unwrap_or(spec));
@@ -356,7 +403,7 @@ fn channels_v3(
                 }
                 Some("send") => {
                     subscribe = true;
-                    send_op.get_or_insert((*op, op_pointer.clone()));
+                    send_ops.push((*op, op_pointer.clone()));
                 }
                 _ => return Err(format!("{op_pointer}/action: send or receive")),
             }
@@ -371,7 +418,7 @@ fn channels_v3(
         out.push(ChannelSpec {
             name: key.clone(),
             parameters: parameters(c, &pointer, true)?,
-            kafka: kafka_binding(c, &pointer, send_op)?,
+            kafka: kafka_binding(c, &pointer, &send_ops)?,
             address,
             publish,
             subscribe,
@@ -417,12 +464,15 @@ fn channels_v2(doc: &Value, default_ct: Option<&str>) -> Result<Vec<ChannelSpec>
                 },
             }
         }
-        let sub = subscribe_op.map(|op| (op, format!("{pointer}/subscribe")));
+        let sub: Vec<_> = subscribe_op
+            .map(|op| (op, format!("{pointer}/subscribe")))
+            .into_iter()
+            .collect();
         out.push(ChannelSpec {
             name: address.clone(),
             address: address.clone(),
             parameters: parameters(c, &pointer, false)?,
-            kafka: kafka_binding(c, &pointer, sub)?,
+            kafka: kafka_binding(c, &pointer, &sub)?,
             publish: publish_op.is_some() || !any_op,
             subscribe: subscribe_op.is_some() || !any_op,
             messages,

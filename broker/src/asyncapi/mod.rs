@@ -11,12 +11,16 @@
 //! the MQTT 5 content type, when the publisher sets one, equals the message's `contentType`;
 //! a payload format indicator of 1 means UTF-8; a JSON Schema (drafts 7 and 2020-12) applies
 //! to the payload parsed as JSON when the message's content type is JSON or not given: valid
-//! payloads are decided on a tape read from the payload (`tape.rs`), the rest through
-//! `serde_json::Value`. Refusals are counted per channel (shared by the shards, carried over a
+//! payloads are decided in one pass over the payload when the schema is a flat object schema
+//! (`flat.rs`), else on a tape read from the payload (`tape.rs`), the rest through
+//! `serde_json::Value`; a message with an Avro schema takes the payload as an Avro binary
+//! datum (`avro.rs`). Refusals are counted per channel (shared by the shards, carried over a
 //! reload). `kafka.rs` turns the document's Kafka bindings into the Kafka bridge's rules (read
 //! at start by `Config::validate`).
 
+mod avro;
 pub mod doc;
+pub mod flat;
 pub mod kafka;
 mod refs;
 pub mod tape;
@@ -57,11 +61,13 @@ pub enum SubscribeVerdict {
 enum Level {
     Literal(String),
     /// A parameter: its name, its schema, and the same schema over the tape's string node
-    /// (checked first: no allocation).
+    /// (checked first: no allocation), checked before both by `quick` when the schema is one
+    /// [`flat::Check`] takes.
     Param {
         name: String,
         schema: jsonschema::Validator,
         tape_schema: jsonschema::Validator<TapeJson>,
+        quick: Option<Box<flat::Check>>,
     },
 }
 
@@ -73,6 +79,11 @@ struct Message {
     /// The same schema over a payload read into a tape ([`tape`]): valid payloads are decided
     /// without building a `serde_json::Value`.
     tape_schema: Option<jsonschema::Validator<TapeJson>>,
+    /// The same schema checked in one pass over the payload ([`flat`]), tried first, when it
+    /// is a flat object schema.
+    flat: Option<flat::Flat>,
+    /// An Avro schema instead (`schema`, `tape_schema` and `flat` are None).
+    avro: Option<avro::AvroSchema>,
 }
 
 #[derive(Debug)]
@@ -84,6 +95,9 @@ struct Channel {
     subscribe: bool,
     messages: Vec<Message>,
 }
+
+/// Topic levels [`Api::channel_of`] splits on the stack (more go to the heap).
+const LEVELS_INLINE: usize = 16;
 
 /// A compiled document.
 #[derive(Debug)]
@@ -180,6 +194,7 @@ impl Api {
                             name: name.to_string(),
                             schema: compile(&schema, &pointer)?,
                             tape_schema: compile_fast(&schema, &pointer)?,
+                            quick: flat::Check::compile(&schema).map(Box::new),
                         });
                     }
                     None if level.contains(['{', '}', '+', '#']) => {
@@ -193,21 +208,30 @@ impl Api {
             }
             let mut messages = Vec::new();
             for m in c.messages {
-                let schema = m
-                    .schema
-                    .as_ref()
-                    .map(|s| compile(s, &m.pointer))
-                    .transpose()?;
-                let tape_schema = m
-                    .schema
-                    .as_ref()
-                    .map(|s| compile_fast(s, &m.pointer))
-                    .transpose()?;
+                if m.avro {
+                    let avro = m
+                        .schema
+                        .as_ref()
+                        .map(|s| avro::AvroSchema::compile(s, &m.pointer))
+                        .transpose()?;
+                    messages.push(Message {
+                        name: m.name,
+                        content_type: m.content_type,
+                        schema: None,
+                        tape_schema: None,
+                        flat: None,
+                        avro,
+                    });
+                    continue;
+                }
+                let json = m.schema.as_ref();
                 messages.push(Message {
+                    schema: json.map(|s| compile(s, &m.pointer)).transpose()?,
+                    tape_schema: json.map(|s| compile_fast(s, &m.pointer)).transpose()?,
+                    flat: json.and_then(flat::Flat::compile),
+                    avro: None,
                     name: m.name,
                     content_type: m.content_type,
-                    schema,
-                    tape_schema,
                 });
             }
             channels.push(Channel {
@@ -266,7 +290,12 @@ impl Api {
                             .as_deref()
                             .map(|t| format!(" ({t})"))
                             .unwrap_or_default(),
-                        if m.schema.is_some() { " [schema]" } else { "" }
+                        match (&m.schema, &m.flat, &m.avro) {
+                            (Some(_), Some(_), _) => " [schema, one pass]",
+                            (Some(_), None, _) => " [schema]",
+                            (_, _, Some(_)) => " [Avro schema]",
+                            _ => "",
+                        }
                     )
                 })
                 .collect();
@@ -286,7 +315,30 @@ impl Api {
 
     /// The channel a topic has the shape of, with its parameter verdict.
     fn channel_of(&self, topic: &str) -> Option<(usize, &Channel, Result<(), String>)> {
-        let count = topic.split('/').count();
+        // The topic's levels, split once (on the stack for up to LEVELS_INLINE levels).
+        let mut inline = [""; LEVELS_INLINE];
+        let heap: Vec<&str>;
+        let mut count = 0;
+        let mut start = 0;
+        for (i, b) in topic.bytes().enumerate() {
+            if b == b'/' {
+                if let Some(slot) = inline.get_mut(count) {
+                    *slot = topic.get(start..i).unwrap_or_default();
+                }
+                count += 1;
+                start = i + 1;
+            }
+        }
+        if let Some(slot) = inline.get_mut(count) {
+            *slot = topic.get(start..).unwrap_or_default();
+        }
+        count += 1;
+        let levels: &[&str] = if count <= LEVELS_INLINE {
+            inline.get(..count).unwrap_or_default()
+        } else {
+            heap = topic.split('/').collect();
+            &heap
+        };
         // Of the channels with the topic's shape, the one with the most literal levels.
         let (at, c) = self
             .channels
@@ -294,8 +346,8 @@ impl Api {
             .enumerate()
             .filter(|(_, c)| {
                 c.levels.len() == count
-                    && c.levels.iter().zip(topic.split('/')).all(|(l, t)| match l {
-                        Level::Literal(lit) => lit == t,
+                    && c.levels.iter().zip(levels).all(|(l, t)| match l {
+                        Level::Literal(lit) => flat::same(lit.as_bytes(), t.as_bytes()),
                         Level::Param { .. } => true,
                     })
             })
@@ -305,14 +357,18 @@ impl Api {
                     .filter(|l| matches!(l, Level::Literal(_)))
                     .count()
             })?;
-        for (l, t) in c.levels.iter().zip(topic.split('/')) {
+        for (l, t) in c.levels.iter().zip(levels.iter().copied()) {
             if let Level::Param {
                 name,
                 schema: v,
                 tape_schema,
+                quick,
             } = l
             {
-                // The level as a string first (on the tape: no allocation).
+                if quick.as_ref().is_some_and(|q| q.accepts_level(t)) {
+                    continue;
+                }
+                // The level as a string on the tape (no allocation).
                 if tape::with_str(t, |level| tape_schema.is_valid(level)) == Some(true) {
                     continue;
                 }
@@ -436,6 +492,17 @@ impl Api {
                     continue;
                 }
             }
+            if let Some(schema) = &m.avro {
+                match schema.check(payload) {
+                    Ok(()) => return Verdict::Valid,
+                    Err(why) => {
+                        first_failure.get_or_insert_with(|| {
+                            format!("message {}: not an Avro datum of its schema: {why}", m.name)
+                        });
+                        continue;
+                    }
+                }
+            }
             // A schema applies to JSON payloads (no content type, or a JSON one).
             let json = m
                 .content_type
@@ -444,8 +511,12 @@ impl Api {
             let Some(schema) = m.schema.as_ref().filter(|_| json) else {
                 return Verdict::Valid;
             };
-            // A valid payload is decided on the tape; anything else (invalid, or not read by
-            // the tape) goes through `serde_json::Value`, which also words the reason.
+            // A valid payload is decided in one pass or on the tape; anything else (invalid,
+            // or not read by either) goes through `serde_json::Value`, which also words the
+            // reason.
+            if m.flat.as_ref().is_some_and(|f| f.accepts(payload)) {
+                return Verdict::Valid;
+            }
             if let Some(tape_schema) = m.tape_schema.as_ref().filter(|_| !unread) {
                 match tape::with_payload(payload, |root| tape_schema.is_valid(root)) {
                     Some(true) => return Verdict::Valid,

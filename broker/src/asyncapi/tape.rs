@@ -18,6 +18,7 @@ use serde_json::{Number, Value};
 
 mod read;
 
+pub(super) use read::special_at;
 use read::{key_hash, Reader};
 
 /// Slots a tape keeps between payloads.

@@ -153,6 +153,14 @@ fn malformed_documents_give_one_clear_error() {
             "asyncapi: 3.0.0\nchannels:\n  a:\n    $ref: 'https://example.com/a.yaml#/a'\n",
             "remote references are not read",
         ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        payload: { schemaFormat: application/x-protobuf, schema: 'message M {}' }\n",
+            "/channels/a/messages/m/payload/schemaFormat: application/x-protobuf (JSON Schema, AsyncAPI and Avro schemas are read)",
+        ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        payload:\n          schemaFormat: application/vnd.apache.avro+yaml;version=1.9.0\n          schema: { type: record, name: L, fields: [ { name: next, type: [ 'null', L ] } ] }\n",
+            "/channels/a/messages/m/payload/schema/fields/0/type/1: `L` refers to itself",
+        ),
     ];
     for (text, expected) in cases {
         let err = Api::from_text(text, false).unwrap_err();
@@ -230,6 +238,22 @@ fn reviewed_edges() {
         a.check_publish("rooms/70", br#""x""#, None, false),
         Verdict::BadParameter(_)
     ));
+    // Topics of more levels than are split on the stack, a trailing `/` (one level more).
+    let deep = "asyncapi: 3.0.0\nchannels:\n  d:\n    address: a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/{x}\n    parameters: { x: { enum: [z] } }\n";
+    let d = api(deep, true);
+    let topic = "a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q";
+    assert_eq!(
+        d.check_publish(&format!("{topic}/z"), b"", None, false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        d.check_publish(&format!("{topic}/y"), b"", None, false),
+        Verdict::BadParameter(_)
+    ));
+    assert_eq!(
+        d.check_publish(&format!("{topic}/z/"), b"", None, false),
+        Verdict::NoChannel
+    );
     let long = format!("\"{}\"", "y".repeat(100_000));
     let Verdict::Invalid(why) = a.check_publish("rooms/7", long.as_bytes(), None, false) else {
         panic!("too long");

@@ -170,6 +170,38 @@ fn bad_bindings_are_errors_naming_the_pointer() {
         err.contains("/operations/o/bindings/kafka/groupId"),
         "{err}"
     );
+    // Several send operations: the one with bindings gives them, whichever comes first; two
+    // that disagree are an error naming both.
+    let two = |first: &str, second: &str| {
+        format!(
+            "{}  o2:\n    action: send\n    channel: {{ $ref: '#/channels/c' }}\n    bindings: {second}\n",
+            sub("t", first)
+        )
+    };
+    let m = mapping(&two(
+        "{}",
+        "{ mqtt: { qos: 2 }, kafka: { groupId: { const: g } } }",
+    ))
+    .unwrap();
+    let (_, to_mqtt) = rules(&m);
+    assert_eq!(to_mqtt.len(), 1);
+    assert_eq!((to_mqtt[0].qos, to_mqtt[0].group.as_str()), (2, "g"));
+    let err = mapping(&two("{ mqtt: { qos: 1 } }", "{ mqtt: { qos: 2 } }")).unwrap_err();
+    assert!(
+        err.contains(
+            "/operations/o2/bindings/mqtt/qos: 2, where /operations/o/bindings/mqtt/qos says 1"
+        ),
+        "{err}"
+    );
+    let err = mapping(&two(
+        "{ kafka: { groupId: { const: a } } }",
+        "{ kafka: { groupId: { const: b } } }",
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("/operations/o2/bindings/kafka/groupId: `b`"),
+        "{err}"
+    );
     // A channel without bindings gives nothing.
     assert!(mapping("asyncapi: 3.0.0\nchannels:\n  c: { address: a }\n")
         .unwrap()

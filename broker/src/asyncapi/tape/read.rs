@@ -344,26 +344,26 @@ pub(super) fn key_hash(key: &[u8]) -> u32 {
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGHS: u64 = 0x8080_8080_8080_8080;
 
-/// Some byte of `x` is zero.
-fn zero_byte(x: u64) -> bool {
-    x.wrapping_sub(ONES) & !x & HIGHS != 0
+/// The high bit of each byte of `x` that is zero, exact up to the first such byte (a borrow
+/// may mark bytes after it).
+fn zero_bytes(x: u64) -> u64 {
+    x.wrapping_sub(ONES) & !x & HIGHS
 }
 
-/// The first quote, backslash or control character of `bytes`, eight bytes at a time while
-/// there is none.
-fn special_at(bytes: &[u8]) -> Option<usize> {
+/// The first quote, backslash or control character of `bytes`, eight bytes at a time (the
+/// lowest marked byte of a word is exact).
+pub(in crate::asyncapi) fn special_at(bytes: &[u8]) -> Option<usize> {
     let mut i = 0;
     while let Some(chunk) = bytes
         .get(i..i + 8)
         .and_then(|c| <[u8; 8]>::try_from(c).ok())
     {
         let x = u64::from_le_bytes(chunk);
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS != 0;
-        if control
-            || zero_byte(x ^ (ONES * u64::from(b'"')))
-            || zero_byte(x ^ (ONES * u64::from(b'\\')))
-        {
-            break;
+        let marks = zero_bytes(x ^ (ONES * u64::from(b'"')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        if marks != 0 {
+            return Some(i + (marks.trailing_zeros() / 8) as usize);
         }
         i += 8;
     }
