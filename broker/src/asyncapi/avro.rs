@@ -1,11 +1,12 @@
 //! Avro payload schemas (`schemaFormat: application/vnd.apache.avro[+json|+yaml];version=...`):
 //! the schema compiled once into a tree ([`AvroSchema`]; named types expanded where they are
 //! referenced, recursive types refused, nesting at most [`DEPTH_MAX`] and [`NODES_MAX`] nodes
-//! in all), and a payload checked as one Avro binary datum of it ([`AvroSchema::check`]): the
+//! in all, counted after expansion; fields that take no bytes dropped), and a payload checked
+//! as one Avro binary datum of it ([`AvroSchema::check`]): the
 //! binary encoding of the Avro specification with no container-file header and no schema id
-//! in front, every byte read, every value in range (ints within 32 bits, union and enum
-//! indexes, UTF-8 strings, lengths within the payload), nothing allocated. Logical types are
-//! checked as the type they annotate.
+//! in front, every byte read, every value in range (ints and enum indexes as 5-byte varints
+//! within 32 bits, union indexes, UTF-8 strings, lengths and block counts within the
+//! payload), nothing allocated. Logical types are checked as the type they annotate.
 
 use std::collections::HashMap;
 
@@ -103,6 +104,7 @@ impl AvroSchema {
         r.value(&self.root)?;
         match payload.len() - r.pos {
             0 => Ok(()),
+            1 => Err("1 byte after the datum".to_string()),
             n => Err(format!("{n} bytes after the datum")),
         }
     }
@@ -126,7 +128,7 @@ impl Compiler {
             ));
         }
         match v {
-            Value::String(name) => self.reference(name, namespace, pointer),
+            Value::String(name) => self.reference(name, namespace, pointer, depth),
             Value::Array(variants) => {
                 let mut out = Vec::new();
                 for (i, variant) in variants.iter().enumerate() {
@@ -154,6 +156,7 @@ impl Compiler {
         name: &str,
         namespace: Option<&str>,
         pointer: &str,
+        depth: usize,
     ) -> Result<Node, String> {
         if let Some(p) = primitive(name) {
             return Ok(p);
@@ -167,6 +170,11 @@ impl Compiler {
             }
             if let Some(node) = self.named.get(candidate) {
                 let node = node.clone();
+                if depth + height(&node) > DEPTH_MAX {
+                    return Err(format!(
+                        "{pointer}: nested deeper than {DEPTH_MAX} once `{name}` is expanded"
+                    ));
+                }
                 self.nodes += count(&node);
                 if self.nodes > NODES_MAX {
                     return Err(format!(
@@ -191,7 +199,9 @@ impl Compiler {
         let kind = match map.get("type") {
             Some(Value::String(kind)) => kind.as_str(),
             // `{"type": {...}}` or `{"type": [...]}`: the inner schema.
-            Some(inner) => return self.node(inner, namespace, &format!("{pointer}/type"), depth),
+            Some(inner) => {
+                return self.node(inner, namespace, &format!("{pointer}/type"), depth + 1)
+            }
             None => return Err(format!("{pointer}/type: missing")),
         };
         let text = |key: &str| -> Result<&str, String> {
@@ -199,9 +209,10 @@ impl Compiler {
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{pointer}/{key}: a string is required"))
         };
-        let own_namespace = map.get("namespace").and_then(Value::as_str).or(namespace);
         match kind {
             "record" | "error" | "enum" | "fixed" => {
+                // Only named types have a namespace of their own.
+                let own_namespace = map.get("namespace").and_then(Value::as_str).or(namespace);
                 let name = text("name")?;
                 let full = full_name(name, own_namespace);
                 let inner_namespace = full.rsplit_once('.').map(|(ns, _)| ns.to_string());
@@ -235,7 +246,7 @@ impl Compiler {
             "array" => {
                 let at = format!("{pointer}/items");
                 let items = map.get("items").ok_or_else(|| format!("{at}: missing"))?;
-                let items = self.node(items, own_namespace, &at, depth + 1)?;
+                let items = self.node(items, namespace, &at, depth + 1)?;
                 let empty = items.empty();
                 Ok(Node::Array(Box::new(items), empty))
             }
@@ -244,7 +255,7 @@ impl Compiler {
                 let values = map.get("values").ok_or_else(|| format!("{at}: missing"))?;
                 Ok(Node::Map(Box::new(self.node(
                     values,
-                    own_namespace,
+                    namespace,
                     &at,
                     depth + 1,
                 )?)))
@@ -253,7 +264,7 @@ impl Compiler {
             // or a named type.
             name => match primitive(name) {
                 Some(p) => Ok(p),
-                None => self.reference(name, own_namespace, &format!("{pointer}/type")),
+                None => self.reference(name, namespace, &format!("{pointer}/type"), depth),
             },
         }
     }
@@ -277,12 +288,28 @@ impl Compiler {
                 .and_then(Value::as_str)
                 .ok_or_else(|| format!("{at}/name: a string is required"))?;
             let kind = f.get("type").ok_or_else(|| format!("{at}/type: missing"))?;
-            out.push((
-                name.to_string(),
-                self.node(kind, namespace, &format!("{at}/type"), depth + 1)?,
-            ));
+            let node = self.node(kind, namespace, &format!("{at}/type"), depth + 1)?;
+            // A field of no bytes cannot fail: not walked for each datum.
+            if !node.empty() {
+                out.push((name.to_string(), node));
+            }
         }
-        Ok(Node::Record(out))
+        // A record of no bytes is as cheap to check as a null.
+        Ok(if out.is_empty() {
+            Node::Null
+        } else {
+            Node::Record(out)
+        })
+    }
+}
+
+/// Levels of a compiled tree.
+fn height(node: &Node) -> usize {
+    1 + match node {
+        Node::Array(n, _) | Node::Map(n) => height(n),
+        Node::Union(v) => v.iter().map(height).max().unwrap_or(0),
+        Node::Record(f) => f.iter().map(|(_, n)| height(n)).max().unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -316,8 +343,19 @@ impl Datum<'_> {
 
     /// A zig-zag varint `long`.
     fn long(&mut self) -> Result<i64, String> {
+        self.varint(10)
+    }
+
+    /// A zig-zag varint `int`: at most 5 bytes, within 32 bits.
+    fn int(&mut self) -> Result<i32, String> {
+        let n = self.varint(5)?;
+        i32::try_from(n).map_err(|_| format!("int {n} out of range"))
+    }
+
+    /// A zig-zag varint of at most `bytes` bytes (10: a long, whose 10th byte holds bit 63).
+    fn varint(&mut self, bytes: usize) -> Result<i64, String> {
         let mut n: u64 = 0;
-        for i in 0..10 {
+        for i in 0..bytes {
             let byte = *self.take(1)?.first().unwrap_or(&0);
             n |= u64::from(byte & 0x7f) << (7 * i);
             if byte & 0x80 == 0 {
@@ -327,16 +365,17 @@ impl Datum<'_> {
                 return Ok((n >> 1) as i64 ^ -((n & 1) as i64));
             }
         }
-        Err("a varint longer than a long".to_string())
+        Err(format!("a varint over {bytes} bytes or past 64 bits"))
     }
 
-    /// A length or count: a `long` from 0 to what is left of the payload.
+    /// A length: a `long` from 0 to what is left of the payload.
     fn length(&mut self) -> Result<usize, String> {
         let n = self.long()?;
-        usize::try_from(n)
-            .ok()
-            .filter(|n| *n <= self.b.len() - self.pos)
-            .ok_or_else(|| format!("length {n} past the payload's end"))
+        let n = usize::try_from(n).map_err(|_| format!("a negative length {n}"))?;
+        if n > self.b.len() - self.pos {
+            return Err(format!("length {n} past the payload's end"));
+        }
+        Ok(n)
     }
 
     fn value(&mut self, node: &Node) -> Result<(), String> {
@@ -346,12 +385,7 @@ impl Datum<'_> {
                 [0 | 1] => Ok(()),
                 _ => Err("a boolean that is not 0 or 1".to_string()),
             },
-            Node::Int => {
-                let n = self.long()?;
-                i32::try_from(n)
-                    .map(|_| ())
-                    .map_err(|_| format!("int {n} out of range"))
-            }
+            Node::Int => self.int().map(|_| ()),
             Node::Long => self.long().map(|_| ()),
             Node::Float => self.take(4).map(|_| ()),
             Node::Double => self.take(8).map(|_| ()),
@@ -367,7 +401,7 @@ impl Datum<'_> {
             }
             Node::Fixed(n) => self.take(*n).map(|_| ()),
             Node::Enum(symbols) => {
-                let i = self.long()?;
+                let i = self.int()?;
                 usize::try_from(i)
                     .ok()
                     .filter(|i| i < symbols)
@@ -400,8 +434,8 @@ impl Datum<'_> {
     }
 
     /// An array's or map's blocks: a count (negative: its size in bytes follows), the items,
-    /// until a count of 0. Each item takes a byte at least unless `empty`, so a count is
-    /// bounded by what is left; empty items are not walked.
+    /// until a count of 0. A count is at most what is left of the payload (each item takes a
+    /// byte at least, unless `empty`: such items are not walked).
     fn blocks(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Result<(), String>,
@@ -413,14 +447,19 @@ impl Datum<'_> {
                 return Ok(());
             }
             if count < 0 {
-                self.length()?;
+                let size = self.length()?;
+                if empty && size != 0 {
+                    return Err(format!("a block of items of no bytes says {size} bytes"));
+                }
             }
+            // Items of no bytes too: a count past what is left is refused (a reader building
+            // the array would hang or run out of memory on it).
             let count = count.unsigned_abs();
-            if empty {
-                continue;
-            }
             if count > (self.b.len() - self.pos) as u64 {
                 return Err(format!("{count} items past the payload's end"));
+            }
+            if empty {
+                continue;
             }
             for _ in 0..count {
                 item(self)?;

@@ -209,6 +209,12 @@ impl Api {
             let mut messages = Vec::new();
             for m in c.messages {
                 if m.avro {
+                    if let Some(ct) = m.content_type.as_deref().filter(|t| is_json(media_type(t))) {
+                        return Err(format!(
+                            "{}: an Avro schema for content type {ct}: Avro's JSON encoding is not validated (binary datums are)",
+                            m.pointer
+                        ));
+                    }
                     let avro = m
                         .schema
                         .as_ref()

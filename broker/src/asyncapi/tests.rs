@@ -161,6 +161,10 @@ fn malformed_documents_give_one_clear_error() {
             "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        payload:\n          schemaFormat: application/vnd.apache.avro+yaml;version=1.9.0\n          schema: { type: record, name: L, fields: [ { name: next, type: [ 'null', L ] } ] }\n",
             "/channels/a/messages/m/payload/schema/fields/0/type/1: `L` refers to itself",
         ),
+        (
+            "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m:\n        contentType: application/json\n        payload: { schemaFormat: application/vnd.apache.avro, schema: int }\n",
+            "Avro's JSON encoding is not validated",
+        ),
     ];
     for (text, expected) in cases {
         let err = Api::from_text(text, false).unwrap_err();

@@ -1,7 +1,8 @@
 """AsyncAPI enforcement seen by paho-mqtt 2.x (MQTT 5), run by broker/tests/asyncapi.rs against a
-broker started with broker/tests/asyncapi/fleet-3.0.yaml.
+broker started with broker/tests/asyncapi/fleet-3.0.yaml (cases lenient, strict) or
+broker/tests/asyncapi/avro-2.6.yaml (case avro).
 
-Usage: paho_asyncapi.py PORT CASE   (CASE: lenient | strict; exit 0 on success)
+Usage: paho_asyncapi.py PORT CASE   (CASE: lenient | strict | avro; exit 0 on success)
 """
 import queue
 import sys

@@ -86,18 +86,23 @@ fn a_datum_is_checked_to_its_last_byte() {
     }
     let mut longer = good.clone();
     longer.push(0);
-    assert_eq!(s.check(&longer), Err("1 bytes after the datum".into()));
+    assert_eq!(s.check(&longer), Err("1 byte after the datum".into()));
     // Values out of range, each naming its field.
     let id_len = string("device-42").len();
     let seq_at = id_len + 8;
     let mut big = good[..seq_at].to_vec();
-    big.extend(long(1 << 40));
+    big.extend(long(1 << 33));
     big.extend(&good[seq_at + 1..]);
     let why = s.check(&big).unwrap_err();
     assert!(
-        why.contains("field seq: int 1099511627776 out of range"),
+        why.contains("field seq: int 8589934592 out of range"),
         "{why}"
     );
+    // An int of more than 5 bytes, even of a small value (a non-canonical encoding).
+    let mut wide = good[..seq_at].to_vec();
+    wide.extend([0x8e, 0x80, 0x80, 0x80, 0x80, 0x00]);
+    wide.extend(&good[seq_at + 1..]);
+    assert!(s.check(&wide).unwrap_err().contains("over 5 bytes"));
     let ok_at = seq_at + 1 + long(1_764_580_000_000).len();
     let mut bad = good.clone();
     bad[ok_at] = 2;
@@ -123,7 +128,10 @@ fn a_datum_is_checked_to_its_last_byte() {
         .check(&long(1000))
         .unwrap_err()
         .contains("past the payload"));
-    assert!(strings.check(&long(-1)).is_err());
+    assert!(strings
+        .check(&long(-1))
+        .unwrap_err()
+        .contains("a negative length -1"));
     let arrays = AvroSchema::compile(&json!({"type": "array", "items": "long"}), "/p").unwrap();
     let mut huge = long(i64::MAX);
     huge.extend(long(0));
@@ -131,17 +139,60 @@ fn a_datum_is_checked_to_its_last_byte() {
         .check(&huge)
         .unwrap_err()
         .contains("past the payload"));
-    // Items of no bytes: a block of any count is not walked.
+    // Items of no bytes: counts within the payload all the same, a block size of 0.
     let nulls = AvroSchema::compile(&json!({"type": "array", "items": "null"}), "/p").unwrap();
     let mut many = long(i64::MAX);
     many.extend(long(0));
-    assert_eq!(nulls.check(&many), Ok(()));
+    assert!(nulls.check(&many).unwrap_err().contains("past the payload"));
+    assert_eq!(nulls.check(&[long(1), long(0)].concat()), Ok(()));
+    assert_eq!(nulls.check(&[long(-1), long(0), long(0)].concat()), Ok(()));
+    assert!(nulls
+        .check(&[long(-1), long(1), long(0)].concat())
+        .unwrap_err()
+        .contains("no bytes says 1"));
     // A varint of more than ten bytes.
     assert!(AvroSchema::compile(&json!("long"), "/p")
         .unwrap()
         .check(&[0xff; 11])
         .unwrap_err()
         .contains("varint"));
+}
+
+#[test]
+fn fields_of_no_bytes_are_not_walked_and_namespaces_come_from_named_types() {
+    // A record of an int and many nulls: checked as the int alone.
+    let mut fields = vec![json!({"name": "a", "type": "int"})];
+    fields.extend((0..500).map(|i| json!({"name": format!("n{i}"), "type": "null"})));
+    let wide = json!({"type": "array", "items": {"type": "record", "name": "W", "fields": fields}});
+    let s = AvroSchema::compile(&wide, "/p").unwrap();
+    let Node::Array(items, false) = &s.root else {
+        panic!("an array of records that take bytes");
+    };
+    assert!(matches!(&**items, Node::Record(f) if f.len() == 1));
+    assert_eq!(
+        s.check(&[long(2), long(1), long(2), long(0)].concat()),
+        Ok(())
+    );
+    // A record of nulls only is a null; an error type is a record; a fixed of 0 takes nothing.
+    let nothing = json!({"type": "error", "name": "E", "fields": [
+        {"name": "z", "type": {"type": "fixed", "name": "Z", "size": 0}},
+        {"name": "n", "type": "null"}]});
+    let s = AvroSchema::compile(&nothing, "/p").unwrap();
+    assert!(matches!(s.root, Node::Null));
+    assert_eq!(s.check(&[]), Ok(()));
+    // A namespace on an array is no namespace of the types inside it; a dotted name is full.
+    let spaced = |items: &str| {
+        json!({"type": "record", "name": "R", "namespace": "a", "fields": [
+            {"name": "p", "type": {"type": "fixed", "name": "c.Q", "size": 1}},
+            {"name": "q", "type": {"type": "array", "namespace": "c", "items": items}}
+        ]})
+    };
+    assert!(AvroSchema::compile(&spaced("c.Q"), "/p").is_ok());
+    let err = AvroSchema::compile(&spaced("Q"), "/p").unwrap_err();
+    assert!(
+        err.contains("/p/fields/1/type/items: unknown type `Q`"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -205,4 +256,21 @@ fn named_types_are_expanded_and_recursion_refused() {
     assert!(AvroSchema::compile(&doubling, "/p")
         .unwrap_err()
         .contains("more than 10000 types"));
+    // Depth counts expanded types: each type nests 40 arrays in a shallow text.
+    let arrays = |inner: Value| {
+        let mut v = inner;
+        for _ in 0..40 {
+            v = json!({"type": "array", "items": v});
+        }
+        v
+    };
+    let layered = json!({"type": "record", "name": "Top", "fields": [
+        {"name": "a", "type": {"type": "record", "name": "A", "fields": [{"name": "x", "type": arrays(json!("int"))}]}},
+        {"name": "b", "type": {"type": "record", "name": "B", "fields": [{"name": "y", "type": arrays(json!("A"))}]}}
+    ]});
+    let err = AvroSchema::compile(&layered, "/p").unwrap_err();
+    assert!(
+        err.contains("nested deeper than 64 once `A` is expanded"),
+        "{err}"
+    );
 }
