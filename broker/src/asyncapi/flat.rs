@@ -405,7 +405,7 @@ impl<'p> Scan<'p> {
         let mut seen = 0u64;
         if self.eat(b'}').is_none() {
             loop {
-                let key = self.plain_string()?.as_bytes();
+                let key = self.key()?;
                 self.space();
                 self.eat(b':')?;
                 self.space();
@@ -440,15 +440,40 @@ impl<'p> Scan<'p> {
         (seen & flat.required == flat.required).then_some(())
     }
 
+    /// The closing quote of a string without escapes that starts at `from` (None: an
+    /// escape, a control character or the end first). Most strings here are short: the first
+    /// [`SHORT`] bytes one at a time, the rest eight at a time.
+    fn closing_quote(&self, from: usize) -> Option<usize> {
+        const SHORT: usize = 16;
+        let mut at = from;
+        while at < from + SHORT {
+            match *self.src.get(at)? {
+                b'"' => return Some(at),
+                b'\\' | 0..=0x1f => return None,
+                _ => at += 1,
+            }
+        }
+        let n = special_at(self.src.get(at..)?)?;
+        (self.src.get(at + n) == Some(&b'"')).then_some(at + n)
+    }
+
+    /// A property name without escapes (the scan is at its opening quote).
+    fn key(&mut self) -> Option<&'p [u8]> {
+        self.eat(b'"')?;
+        let from = self.pos;
+        let end = self.closing_quote(from)?;
+        self.pos = end + 1;
+        self.src.get(from..end)
+    }
+
     /// A string without escapes (the scan is at its opening quote), as text.
     fn plain_string(&mut self) -> Option<&'p str> {
         self.eat(b'"')?;
         let from = self.pos;
-        let n = special_at(self.src.get(from..)?)?;
-        self.pos = from + n;
-        self.eat(b'"')?;
+        let end = self.closing_quote(from)?;
+        self.pos = end + 1;
         // Quotes are ASCII: both ends are character boundaries of the valid UTF-8 text.
-        self.text.get(from..from + n)
+        self.text.get(from..end)
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {

@@ -357,3 +357,25 @@ proptest! {
             "{}", text);
     }
 }
+
+proptest! {
+    /// Strings of any length with a quote, backslash, control character or non-ASCII letter
+    /// anywhere (the byte-at-a-time and the word-at-a-time parts of the scan alike).
+    #[test]
+    fn strings_of_any_length_decide_alike(
+        text in prop::collection::vec(prop_oneof![
+            8 => Just("a"), 1 => Just("é"), 1 => Just("\""), 1 => Just("\\\\"),
+            1 => Just("\\n"), 1 => Just("\n"), 1 => Just("\\u0041")], 0..60),
+    ) {
+        let schema = json!({"properties": {"s": {"type": "string", "maxLength": 40}},
+            "required": ["s"]});
+        let payload = format!("{{\"s\":\"{}\",\"x\":\"{}\"}}", text.concat(), text.concat());
+        let (by_value, flat) = verdicts(&schema, &payload);
+        if flat {
+            prop_assert_eq!(by_value, Some(true), "{}", payload);
+        }
+        if by_value == Some(true) && !payload.contains('\\') {
+            prop_assert!(flat, "{}", payload);
+        }
+    }
+}
