@@ -145,13 +145,63 @@ fn schema_format(format: &str) -> Option<bool> {
 /// Why a schema format is refused.
 const FORMATS_READ: &str = "JSON Schema, AsyncAPI and Avro schemas are read";
 
-/// A message object (after `$ref`s) as a [`MessageSpec`].
+/// RFC 7386 JSON Merge Patch: `patch` applied to `target`.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(changes) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(serde_json::Map::new());
+    }
+    if let Value::Object(fields) = target {
+        for (key, change) in changes {
+            if change.is_null() {
+                fields.remove(key);
+            } else {
+                merge_patch(fields.entry(key.clone()).or_insert(Value::Null), change);
+            }
+        }
+    }
+}
+
+/// A message with its `traits` applied: 2.x merges each trait into the message in order
+/// (JSON Merge Patch: a trait's value replaces the message's); 3.x's traits merge mechanism
+/// keeps the message's own values (the traits, merged in order, under the message).
+fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
+    let traits = match m.get("traits") {
+        None => return Ok(m.clone()),
+        Some(Value::Array(traits)) => traits,
+        Some(_) => return Err(format!("{pointer}/traits: a list of message traits")),
+    };
+    let mut own = m.clone();
+    if let Value::Object(fields) = &mut own {
+        fields.remove("traits");
+    }
+    let mut out = if v3 { Value::Null } else { own.clone() };
+    for (i, t) in traits.iter().enumerate() {
+        if !t.is_object() {
+            return Err(format!(
+                "{pointer}/traits/{i}: a message trait is an object"
+            ));
+        }
+        merge_patch(&mut out, t);
+    }
+    if v3 {
+        merge_patch(&mut out, &own);
+    }
+    Ok(out)
+}
+
+/// A message object (after `$ref`s, with its traits applied) as a [`MessageSpec`].
 fn message(
     name: &str,
     m: &Value,
     pointer: &str,
     default_ct: Option<&str>,
+    v3: bool,
 ) -> Result<MessageSpec, String> {
+    let m = &with_traits(m, v3, pointer)?;
     let m = m
         .as_object()
         .ok_or_else(|| format!("{pointer}: a message is an object"))?;
@@ -369,6 +419,7 @@ fn channels_v3(
                 m,
                 &format!("{pointer}/messages/{}", escape(name)),
                 default_ct,
+                true,
             )?);
         }
         let (mut publish, mut subscribe, mut any_op) = (false, false, false);
@@ -385,8 +436,13 @@ fn channels_v3(
                         Some(Value::Array(ms)) if !ms.is_empty() => {
                             for (i, m) in ms.iter().enumerate() {
                                 let pointer = format!("{op_pointer}/messages/{i}");
-                                let spec =
-                                    message(&format!("{op_name}#{i}"), m, &pointer, default_ct)?;
+                                let spec = message(
+                                    &format!("{op_name}#{i}"),
+                                    m,
+                                    &pointer,
+                                    default_ct,
+                                    true,
+                                )?;
                                 // The channel's own entry (same object) keeps its name.
                                 let named = all.iter().find(|a| {
                                     a.schema == spec.schema
@@ -457,10 +513,11 @@ fn channels_v2(doc: &Value, default_ct: Option<&str>) -> Result<Vec<ChannelSpec>
                                 m,
                                 &format!("{mp}/oneOf/{i}"),
                                 default_ct,
+                                false,
                             )?);
                         }
                     }
-                    _ => messages.push(message("message", m, &mp, default_ct)?),
+                    _ => messages.push(message("message", m, &mp, default_ct, false)?),
                 },
             }
         }

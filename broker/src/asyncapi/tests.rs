@@ -340,3 +340,48 @@ fn a_document_split_over_files_validates_with_the_schemas_it_references() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn message_traits_are_applied_as_each_version_says() {
+    // 2.6: a trait's values replace the message's (JSON Merge Patch in order): the Avro
+    // format and the content type come from the traits.
+    let v2 = "asyncapi: 2.6.0\ncomponents:\n  messageTraits:\n    avro: { schemaFormat: 'application/vnd.apache.avro;version=1.9.0', contentType: text/plain }\n    binary: { contentType: application/octet-stream }\nchannels:\n  m/{id}:\n    parameters: { id: { schema: { type: string } } }\n    publish:\n      message:\n        contentType: application/json\n        traits: [ { $ref: '#/components/messageTraits/avro' }, { $ref: '#/components/messageTraits/binary' } ]\n        payload: { type: record, name: R, fields: [ { name: n, type: int } ] }\n";
+    let a = api(v2, false);
+    assert_eq!(a.check_publish("m/1", &[0x04], None, false), Verdict::Valid);
+    let Verdict::Invalid(why) = a.check_publish("m/1", &[0x04, 0x00], None, false) else {
+        panic!("a byte after the datum");
+    };
+    assert!(why.contains("not an Avro datum"), "{why}");
+    assert!(matches!(
+        a.check_publish("m/1", &[0x04], Some("application/json"), false),
+        Verdict::Invalid(_)
+    ));
+    assert_eq!(
+        a.check_publish("m/1", &[0x04], Some("application/octet-stream"), false),
+        Verdict::Valid
+    );
+    // 3.0: a trait fills what the message does not say and overrides nothing.
+    let v3 = "asyncapi: 3.0.0\ncomponents:\n  messageTraits:\n    text: { contentType: text/plain }\n    json: { contentType: application/json }\nchannels:\n  a:\n    address: a\n    messages:\n      own: { contentType: text/csv, traits: [ { $ref: '#/components/messageTraits/text' } ], payload: { type: string } }\n  b:\n    address: b\n    messages:\n      filled: { traits: [ { $ref: '#/components/messageTraits/json' }, { $ref: '#/components/messageTraits/text' } ] }\n";
+    let a = api(v3, false);
+    assert_eq!(
+        a.check_publish("a", b"x,y", Some("text/csv"), false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        a.check_publish("a", b"x", Some("text/plain"), false),
+        Verdict::Invalid(_)
+    ));
+    // Traits in order: the later one wins among traits.
+    assert_eq!(
+        a.check_publish("b", b"x", Some("text/plain"), false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        a.check_publish("b", b"{}", Some("application/json"), false),
+        Verdict::Invalid(_)
+    ));
+    let bad = "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m: { traits: {} }\n";
+    assert!(Api::from_text(bad, false)
+        .unwrap_err()
+        .contains("/channels/a/messages/m/traits: a list of message traits"));
+}
