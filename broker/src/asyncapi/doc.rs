@@ -165,6 +165,20 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// The members of `defaults` that `target` lacks, added (objects in both: the same, inside).
+fn fill_missing(target: &mut Value, defaults: &Value) {
+    if let (Value::Object(fields), Value::Object(more)) = (target, defaults) {
+        for (key, value) in more {
+            match fields.get_mut(key) {
+                Some(own) => fill_missing(own, value),
+                None => {
+                    fields.insert(key.clone(), value.clone());
+                }
+            }
+        }
+    }
+}
+
 /// A message with its `traits` applied: 2.x merges each trait into the message in order
 /// (JSON Merge Patch: a trait's value replaces the message's); 3.x's traits merge mechanism
 /// keeps the message's own values (the traits, merged in order, under the message).
@@ -178,7 +192,22 @@ fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
     if let Value::Object(fields) = &mut own {
         fields.remove("traits");
     }
-    let mut out = if v3 { Value::Null } else { own.clone() };
+    if v3 {
+        // The traits merged in order, then only what the message does not say taken from
+        // them: the message's own values (a `const: null` in its payload included) untouched.
+        let mut merged = Value::Null;
+        for (i, t) in traits.iter().enumerate() {
+            if !t.is_object() {
+                return Err(format!(
+                    "{pointer}/traits/{i}: a message trait is an object"
+                ));
+            }
+            merge_patch(&mut merged, t);
+        }
+        fill_missing(&mut own, &merged);
+        return Ok(own);
+    }
+    let mut out = own;
     for (i, t) in traits.iter().enumerate() {
         if !t.is_object() {
             return Err(format!(
@@ -186,9 +215,6 @@ fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
             ));
         }
         merge_patch(&mut out, t);
-    }
-    if v3 {
-        merge_patch(&mut out, &own);
     }
     Ok(out)
 }

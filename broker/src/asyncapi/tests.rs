@@ -380,6 +380,17 @@ fn message_traits_are_applied_as_each_version_says() {
         a.check_publish("b", b"{}", Some("application/json"), false),
         Verdict::Invalid(_)
     ));
+    // The message's own nulls stay (a merge patch of the message would have dropped them).
+    let nulls = "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m: { traits: [ { contentType: application/json } ], payload: { type: object, properties: { x: { const: null } } } }\n";
+    let a = api(nulls, false);
+    assert_eq!(
+        a.check_publish("a", br#"{"x": null}"#, None, false),
+        Verdict::Valid
+    );
+    assert!(matches!(
+        a.check_publish("a", br#"{"x": 1}"#, None, false),
+        Verdict::Invalid(_)
+    ));
     let bad = "asyncapi: 3.0.0\nchannels:\n  a:\n    address: a\n    messages:\n      m: { traits: {} }\n";
     assert!(Api::from_text(bad, false)
         .unwrap_err()
