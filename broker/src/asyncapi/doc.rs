@@ -182,9 +182,13 @@ fn fill_missing(target: &mut Value, defaults: &Value) {
 /// A message with its `traits` applied: 2.x merges each trait into the message in order
 /// (JSON Merge Patch: a trait's value replaces the message's); 3.x's traits merge mechanism
 /// keeps the message's own values (the traits, merged in order, under the message).
-fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
+fn with_traits<'a>(
+    m: &'a Value,
+    v3: bool,
+    pointer: &str,
+) -> Result<std::borrow::Cow<'a, Value>, String> {
     let traits = match m.get("traits") {
-        None => return Ok(m.clone()),
+        None => return Ok(std::borrow::Cow::Borrowed(m)),
         Some(Value::Array(traits)) => traits,
         Some(_) => return Err(format!("{pointer}/traits: a list of message traits")),
     };
@@ -205,7 +209,7 @@ fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
             merge_patch(&mut merged, t);
         }
         fill_missing(&mut own, &merged);
-        return Ok(own);
+        return Ok(std::borrow::Cow::Owned(own));
     }
     let mut out = own;
     for (i, t) in traits.iter().enumerate() {
@@ -216,7 +220,7 @@ fn with_traits(m: &Value, v3: bool, pointer: &str) -> Result<Value, String> {
         }
         merge_patch(&mut out, t);
     }
-    Ok(out)
+    Ok(std::borrow::Cow::Owned(out))
 }
 
 /// A message object (after `$ref`s, with its traits applied) as a [`MessageSpec`].
@@ -227,7 +231,7 @@ fn message(
     default_ct: Option<&str>,
     v3: bool,
 ) -> Result<MessageSpec, String> {
-    let m = &with_traits(m, v3, pointer)?;
+    let m = with_traits(m, v3, pointer)?;
     let m = m
         .as_object()
         .ok_or_else(|| format!("{pointer}: a message is an object"))?;
@@ -333,9 +337,9 @@ fn kafka_binding(
         pointer: pointer.clone(),
         ..KafkaSpec::default()
     };
-    // Where each binding was first given, to name it in a conflict.
-    let mut group_from = String::new();
-    let mut qos_from = String::new();
+    // Each binding with where it was first given, to name it in a conflict.
+    let mut group_from = None;
+    let mut qos_from = None;
     for (op, op_pointer) in subs {
         let bindings = op.get("bindings");
         if let Some(group) = bindings.and_then(|b| b.pointer("/kafka/groupId")) {
@@ -349,18 +353,13 @@ fn kafka_binding(
             let group = one.ok_or_else(|| {
                 format!("{op_pointer}/bindings/kafka/groupId: a schema with a string `const` or one `enum` value")
             })?;
-            match &spec.group {
-                Some(first) if *first != group => {
-                    return Err(format!(
-                        "{op_pointer}/bindings/kafka/groupId: `{group}`, where {group_from} says `{first}` (one channel has one consumer group)"
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    spec.group = Some(group);
-                    group_from = format!("{op_pointer}/bindings/kafka/groupId");
-                }
-            }
+            agree(
+                &mut group_from,
+                group,
+                format!("{op_pointer}/bindings/kafka/groupId"),
+                |g| format!("`{g}`"),
+                "one channel has one consumer group",
+            )?;
         }
         if let Some(qos) = bindings.and_then(|b| b.pointer("/mqtt/qos")) {
             let qos = qos
@@ -368,21 +367,41 @@ fn kafka_binding(
                 .filter(|q| *q <= 2)
                 .and_then(|q| u8::try_from(q).ok())
                 .ok_or_else(|| format!("{op_pointer}/bindings/mqtt/qos: 0, 1 or 2"))?;
-            match spec.qos {
-                Some(first) if first != qos => {
-                    return Err(format!(
-                        "{op_pointer}/bindings/mqtt/qos: {qos}, where {qos_from} says {first} (the bridge delivers a channel's records at one QoS)"
-                    ))
-                }
-                Some(_) => {}
-                None => {
-                    spec.qos = Some(qos);
-                    qos_from = format!("{op_pointer}/bindings/mqtt/qos");
-                }
-            }
+            agree(
+                &mut qos_from,
+                qos,
+                format!("{op_pointer}/bindings/mqtt/qos"),
+                u8::to_string,
+                "the bridge delivers a channel's records at one QoS",
+            )?;
         }
     }
+    spec.group = group_from.map(|(g, _)| g);
+    spec.qos = qos_from.map(|(q, _)| q);
     Ok(Some(spec))
+}
+
+/// A binding value given at `at` by one of several operations: the first one kept with where
+/// it was given; a different one later is an error naming both (`show` writes a value).
+fn agree<T: PartialEq>(
+    kept: &mut Option<(T, String)>,
+    value: T,
+    at: String,
+    show: impl Fn(&T) -> String,
+    why: &str,
+) -> Result<(), String> {
+    match kept {
+        Some((first, from)) if *first != value => Err(format!(
+            "{at}: {}, where {from} says {} ({why})",
+            show(&value),
+            show(first)
+        )),
+        Some(_) => Ok(()),
+        None => {
+            *kept = Some((value, at));
+            Ok(())
+        }
+    }
 }
 
 /// The channel key a 3.0 operation's (unresolved) `channel: {$ref: '#/channels/KEY'}` names.

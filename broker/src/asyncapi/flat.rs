@@ -19,7 +19,7 @@ use jsonschema_regex::Sequence;
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 
-use super::tape::special_at;
+use super::tape::{float_of, special_at};
 
 /// Properties a flat schema may declare (one bit each in a `u64`).
 const PROPERTIES_MAX: usize = 64;
@@ -112,7 +112,7 @@ pub enum Check {
 }
 
 /// A string's checks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StrCheck {
     min_chars: Option<u64>,
     max_chars: Option<u64>,
@@ -589,20 +589,12 @@ impl<'p> Scan<'p> {
                 });
             }
         }
-        let token = self.src.get(from..self.pos)?;
-        // As the tape (`tape/read.rs`): over 19 significant digits, out of range and
-        // underflow are serde_json's to decide.
-        let mantissa = token.iter().take_while(|b| !matches!(b, b'e' | b'E'));
-        if mantissa.filter(|b| b.is_ascii_digit()).count() > 19 {
-            return None;
-        }
-        let f = self.text.get(from..self.pos)?.parse::<f64>().ok()?;
-        let underflow = f == 0.0 && token.iter().any(|d| (b'1'..=b'9').contains(d));
-        (f.is_finite() && !underflow).then_some(Num {
+        // As the tape: what serde_json might read otherwise is left to it.
+        Some(Num {
             plain,
             digits,
             int: 0,
-            float: Some(f),
+            float: Some(float_of(self.text.get(from..self.pos)?)?),
         })
     }
 

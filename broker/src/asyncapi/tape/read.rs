@@ -124,29 +124,9 @@ impl Reader<'_> {
                     (true, true) => text.parse::<i64>().ok().map(Number::from),
                     (false, _) => None,
                 };
-                // serde_json is built with `float_roundtrip` here (jsonschema asks for it):
-                // its floats are correctly rounded, as `str::parse` is. Out of range (an
-                // error to serde_json) and underflow are left to it.
-                // serde_json rounds numbers of more than 19 significant digits its own way
-                // (trailing integer zeros past 768 digits round up): those are left to it.
-                let significant = token.iter().take_while(|b| !matches!(b, b'e' | b'E'));
-                if integer.is_none() && significant.filter(|b| b.is_ascii_digit()).count() > 19 {
-                    return Err(Unread);
-                }
                 match integer {
                     Some(n) => n,
-                    None => {
-                        let f = text.parse::<f64>().map_err(|_| Unread)?;
-                        let underflow = f == 0.0
-                            && digits
-                                .iter()
-                                .chain(token)
-                                .any(|d| (b'1'..=b'9').contains(d));
-                        if underflow {
-                            return Err(Unread);
-                        }
-                        Number::from_f64(f).ok_or(Unread)?
-                    }
+                    None => Number::from_f64(float_of(text).ok_or(Unread)?).ok_or(Unread)?,
                 }
             }
         };
@@ -331,6 +311,21 @@ impl Reader<'_> {
             _ => &[],
         }
     }
+}
+
+/// The `f64` serde_json makes of a JSON number token, where this is sure to be the same: it is
+/// built with `float_roundtrip` here (jsonschema asks for it), so its floats are correctly
+/// rounded, as `str::parse` is. None (left to serde_json) out of range (an error to it), on
+/// underflow, and past 19 significant digits, which it rounds its own way (trailing integer
+/// zeros past 768 digits round up).
+pub(in crate::asyncapi) fn float_of(token: &str) -> Option<f64> {
+    let significant = token.bytes().take_while(|b| !matches!(b, b'e' | b'E'));
+    if significant.filter(u8::is_ascii_digit).count() > 19 {
+        return None;
+    }
+    let f = token.parse::<f64>().ok()?;
+    let underflow = f == 0.0 && token.bytes().any(|d| (b'1'..=b'9').contains(&d));
+    (f.is_finite() && !underflow).then_some(f)
 }
 
 /// An object key's hash (FNV-1a; never 0, which marks a string that is no key).
