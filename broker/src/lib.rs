@@ -34,6 +34,7 @@ pub mod durable;
 pub mod ids;
 pub mod kafka;
 pub mod metrics;
+pub mod owners;
 pub mod retained;
 pub mod router;
 pub mod session;
@@ -62,6 +63,8 @@ pub struct Broker {
     consumers: kafka::consumer::Consumers,
     /// The cluster's routes thread (`[cluster]`).
     cluster: Option<cluster::routes::Node>,
+    /// The claimer and the watcher (`redis_shared`).
+    owner_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
@@ -153,6 +156,19 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     }
     let mut sources = sources.into_iter();
     let mut recovered = durable::recover::recover(&config)?.into_iter();
+    // Brokers sharing a Redis database: the claimer and the watcher, after the start-up load.
+    let owners::Started {
+        shards: shared,
+        threads: owner_threads,
+    } = if config.redis_shared {
+        owners::start(&config, mesh.doorbell_files()?, stop.clone())?
+    } else {
+        owners::Started {
+            shards: Vec::new(),
+            threads: Vec::new(),
+        }
+    };
+    let mut shared = shared.into_iter();
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut threads = Vec::with_capacity(shards);
@@ -166,6 +182,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
             .next()
             .unwrap_or_else(durable::recover::Recovered::memory);
         let shard_sources = sources.next().unwrap_or_default();
+        let shard_shared = shared.next();
         let shard_cluster = node.as_ref().map(|n| (n.table.clone(), n.feed.clone()));
         let core = cores.get(i % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
@@ -185,6 +202,9 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                     recovered,
                 ) {
                     Ok(mut shard) => {
+                        if let Some(shared) = shard_shared {
+                            shard.share_sessions(shared);
+                        }
                         for s in shard_sources {
                             shard.add_source(s);
                         }
@@ -216,6 +236,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         threads,
         consumers: kafka::consumer::Consumers::default(),
         cluster: node,
+        owner_threads,
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -283,6 +304,11 @@ impl Broker {
         consumers.stop_and_join();
         if let Some(node) = self.cluster {
             node.stop_and_join();
+        }
+        // The shards are gone: the claimer sees its queue closed, the watcher the stop flag.
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.owner_threads {
+            let _ = t.join();
         }
         match failed {
             Some(e) => Err(e),

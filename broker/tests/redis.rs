@@ -15,8 +15,7 @@ mod crash;
 #[path = "common/redis.rs"]
 mod redis;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{id_on, Broker, Raw};
@@ -36,23 +35,6 @@ fn broker_on(redis: &Redis, extra: &[&str]) -> Broker {
 fn sigkill(broker: &mut Broker) {
     broker.child.kill().unwrap();
     broker.child.wait().unwrap();
-}
-
-/// Publishes `0..n` as QoS 1 payloads on `topic` through one mosquitto_pub connection.
-fn mosquitto_publish(port: u16, topic: &str, n: u32) {
-    let mut child = Command::new("mosquitto_pub")
-        .args(["-p", &port.to_string(), "-q", "1", "-t", topic, "-l"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_pub");
-    let lines: String = (0..n).map(|i| format!("{i}\n")).collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
 }
 
 fn paho(port: u16, version: &str, id: &str, phase: &[&str]) {
@@ -88,22 +70,8 @@ fn sessions_resume_through_redis_after_sigkill_with_real_clients() {
         o.set_clean_session(false);
         o
     };
-    {
-        let (c, mut conn) = Client::new(options(), 10);
-        c.subscribe("resume/#", rumqttc::QoS::AtLeastOnce).unwrap();
-        for event in conn.iter() {
-            if let Ok(Event::Incoming(Incoming::SubAck(_))) = event {
-                break;
-            }
-        }
-        c.disconnect().unwrap();
-        for event in conn.iter() {
-            if event.is_err() {
-                break;
-            }
-        }
-    }
-    mosquitto_publish(port, "resume/x", 50);
+    common::rumqttc_subscribe(options(), "resume/#");
+    common::mosquitto_publish(port, "resume/x", 0, 50);
     // Queued in Redis for four offline sessions; the broker dies without a word.
     sigkill(&mut broker);
     assert_eq!(redis.int(&["HLEN", &format!("ringmq:{{{paho4}}}:q")]), 50);

@@ -1,6 +1,7 @@
 //! The Redis store on a real Redis Cluster (three redis-server masters created with
 //! `redis-cli --cluster create`): sessions spread over the slots resume after a SIGKILL, and
-//! nothing acknowledged is lost while slots move between masters under a publish stream.
+//! nothing acknowledged is lost while slots move between masters under a publish stream; two
+//! brokers sharing the cluster (`redis_shared`) hand sessions of every slot to each other.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -135,5 +136,34 @@ fn nothing_acknowledged_is_lost_while_slots_move() {
             "{id}: {} of {N}, first out of place {first_wrong:?}",
             got.len()
         );
+    }
+}
+
+#[test]
+fn sessions_of_every_slot_move_between_two_brokers_sharing_the_cluster() {
+    let cluster = RedisCluster::start();
+    let shared = |id| {
+        broker_on(
+            &cluster,
+            &["--redis-shared", "true", "--redis-broker-id", id],
+        )
+    };
+    let (a, b) = (shared("a"), shared("b"));
+    let subs = subscribers(&a, 12);
+    let (mut publ, _) = Raw::connect(a.addr, V4, &id_on("cl-pub", 0), true);
+    for i in 1..=5u16 {
+        publ.publish("cl/t", &u32::from(i).to_be_bytes(), QoS::AtLeastOnce, i);
+        assert_eq!(publ.puback_within(i, Duration::from_secs(5)), Some(0));
+    }
+    // Each session resumes on b with its five messages, whatever master holds its slot.
+    for id in &subs {
+        let (mut sub, ack) = Raw::connect(b.addr, V4, id, false);
+        assert!(ack.session_present, "{id}");
+        let got = sub.drain_publishes(5, Duration::from_secs(5));
+        let got: Vec<u32> = got
+            .iter()
+            .map(|p| u32::from_be_bytes(p.payload[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(got, vec![1, 2, 3, 4, 5], "{id}");
     }
 }

@@ -157,6 +157,12 @@ pub trait Store: std::fmt::Debug {
     /// A persistent session's client went away: the session may be forgotten `expiry`
     /// seconds from now (`u32::MAX`: never); nothing by default (the broker ends sessions).
     fn session_offline(&mut self, _client: &str, _expiry: u32) {}
+    /// A session read from the store while running (claimed from another broker), with
+    /// outbound QoS 2 state if `qos2`; nothing by default.
+    fn session_loaded(&mut self, _client: &str, _qos2: bool) {}
+    /// The session is another broker's now: forget what is kept about it, write nothing;
+    /// nothing by default.
+    fn session_forgotten(&mut self, _client: &str) {}
     /// Background work (compaction) within `budget` bytes; called on the shard's tick.
     fn maintain(&mut self, budget: u64) -> Result<(), Error>;
 }

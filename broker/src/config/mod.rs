@@ -425,7 +425,7 @@ config_keys! {
         `durability` `sync` or `batch`)";
     redis_url: String = "redis://127.0.0.1:6379".to_string(),
         "`redis://127.0.0.1:6379`",
-        "`redis://[[user]:password@]host[:port][/db]` of the Redis store";
+        "`redis://[[user]:password@]host[:port][/db]` of the Redis store (`rediss://` for TLS)";
     redis_cluster: bool = false,
         "false",
         "`redis_url` is a seed node of a Redis Cluster: the masters are read with `CLUSTER \
@@ -444,6 +444,31 @@ config_keys! {
     redis_pending_bytes_max: usize = 64 << 20,
         "64 MiB",
         "commands per shard waiting for Redis beyond which durable publishes are refused";
+    redis_tls_ca: Option<PathBuf> = None,
+        "`/etc/ssl/certs/ca-certificates.crt`",
+        "`rediss://`: the CA certificates (PEM) Redis's certificate must chain to; it must \
+        name the URL's host (for every node of a cluster)";
+    redis_tls_cert: Option<PathBuf> = None,
+        "none",
+        "`rediss://`: this broker's client certificate chain (PEM), for a Redis that asks for \
+        one (`tls-auth-clients yes`, Redis's default); with `redis_tls_key`";
+    redis_tls_key: Option<PathBuf> = None,
+        "none",
+        "`rediss://`: the private key (PEM) of `redis_tls_cert`";
+    redis_shared: bool = false,
+        "false",
+        "several brokers share the Redis database (no database lock): each CONNECT claims its \
+        client id in Redis (owner and epoch), loads the session if another broker had it, and \
+        the broker that had it closes its connection with 0x8E and forgets it; at start only \
+        the sessions this broker owns are loaded (needs `redis_broker_id`)";
+    redis_broker_id: String = String::new(),
+        "empty",
+        "this broker's name among those sharing the Redis database (`redis_shared`; stable \
+        across restarts: its sessions are found by it; letters, digits, `-`, `_`, `.`, `:`)";
+    redis_claims_max: usize = 4096,
+        "4096",
+        "`redis_shared`: CONNECTs waiting for their claim in Redis, per broker, beyond which a \
+        CONNECT is refused (0x89 server busy)";
 }
 
 /// A configuration value that is out of range; names the key.
@@ -479,6 +504,24 @@ impl Config {
             return Err("a Redis Cluster has only database 0".into());
         }
         redis.cluster = self.redis_cluster;
+        redis.shared = self.redis_shared;
+        if redis.tls_wanted {
+            let ca = self
+                .redis_tls_ca
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(storage::redis::tls::SYSTEM_CA));
+            redis.tls = Some(storage::redis::tls::Tls::new(
+                &redis.host,
+                &ca,
+                self.redis_tls_cert.as_deref(),
+                self.redis_tls_key.as_deref(),
+            )?);
+        } else if self.redis_tls_ca.is_some() || self.redis_tls_cert.is_some() {
+            return Err(
+                "redis_tls_ca / redis_tls_cert are set but the URL is redis://, not rediss://"
+                    .into(),
+            );
+        }
         Ok(redis)
     }
 
@@ -576,6 +619,32 @@ impl Config {
             }
             if let Err(e) = self.redis() {
                 return Err(bad("redis_url", e));
+            }
+        }
+        if self.redis_shared {
+            if self.store != StoreKind::Redis {
+                return Err(bad("redis_shared", "needs `store` `redis`"));
+            }
+            let id = &self.redis_broker_id;
+            if id.is_empty()
+                || id.len() > 128
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            {
+                return Err(bad(
+                    "redis_broker_id",
+                    "`redis_shared` needs a broker id of 1 to 128 letters, digits, `-`, `_`, `.` or `:`",
+                ));
+            }
+            if self.cluster.is_some() {
+                return Err(bad(
+                    "redis_shared",
+                    "not with [cluster] (nodes of a cluster keep their sessions apart)",
+                ));
+            }
+            if self.redis_claims_max == 0 || self.redis_claims_max > 1 << 20 {
+                return Err(bad("redis_claims_max", "must be between 1 and 1048576"));
             }
         }
         // The AsyncAPI document's Kafka bindings join the `[kafka]` rules before their check.

@@ -168,8 +168,7 @@ pub(crate) fn on_connect(core: &mut Core, id: ConnId, mut connect: Box<Connect>)
         home_shard(connect.client_id.as_bytes(), core.shards)
     };
     if home == core.id {
-        let mut connect = connect;
-        return accept(core, id, &mut connect);
+        return core.claim_then_accept(id, connect);
     }
     // The reactor moves the socket and its unread bytes; the link here goes with it.
     core.effects.push_back(Effect::Handoff {

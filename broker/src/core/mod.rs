@@ -31,6 +31,7 @@ pub mod flow;
 mod flow_tests;
 mod inbound;
 pub mod link;
+mod owners;
 pub mod peer;
 pub mod publish;
 mod restore;
@@ -189,6 +190,10 @@ pub struct Core {
     /// Sessions with done sequence numbers to write at the end of the pass (each once:
     /// `Session::acked_listed`).
     acked_dirty: Vec<SessionId>,
+    /// Sessions shared with other brokers through Redis (`redis_shared`).
+    owners: Option<owners::Owners>,
+    /// The epochs of the sessions loaded at start, until `share_sessions` takes them.
+    start_epochs: Vec<(String, u64)>,
 }
 
 impl std::fmt::Debug for Core {
@@ -222,6 +227,7 @@ impl Core {
             retained: recovered_retained,
             retain_version,
             remote_routes,
+            epochs,
         } = recovered;
         let mut core = Self {
             id,
@@ -265,6 +271,8 @@ impl Core {
             next_feed_token: 0,
             feeds_due: Vec::new(),
             acked_dirty: Vec::new(),
+            owners: None,
+            start_epochs: epochs,
         };
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
@@ -495,6 +503,10 @@ impl Core {
         id: ConnId,
         rbuf: &mut BytesMut,
     ) -> Result<Option<Packet>, DecodeError> {
+        if self.claiming(id) {
+            // A CONNECT waiting for its claim: what follows it waits too.
+            return Ok(None);
+        }
         match self.conn_mut(id) {
             Some(link) if !link.closing => link.decoder.decode(rbuf),
             _ => Ok(None),
@@ -579,7 +591,7 @@ impl Core {
 
     /// A connection handed over by a peer (its CONNECT read there): refused when this shard
     /// is at `connections_per_shard_max` (`full`), else accepted here.
-    pub fn adopt(&mut self, id: ConnId, mut connect: Box<Connect>, full: bool) {
+    pub fn adopt(&mut self, id: ConnId, connect: Box<Connect>, full: bool) {
         if full {
             return connect::refuse(
                 self,
@@ -589,7 +601,7 @@ impl Core {
                 "connections_per_shard_max reached on the session's home shard",
             );
         }
-        connect::accept(self, id, &mut connect);
+        self.claim_then_accept(id, connect);
     }
 
     // ---- output ------------------------------------------------------------------------

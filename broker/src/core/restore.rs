@@ -23,53 +23,7 @@ impl Core {
         let now = self.now;
         let (mut sessions, mut messages) = (0usize, 0usize);
         for (client, st) in state.sessions {
-            let mut limits = crate::session::SessionLimits::new(
-                usize::from(self.config.inflight_count_max),
-                self.config.session_queue_count_max,
-                self.config.session_queue_bytes_max,
-            );
-            limits.full_policy = self.config.session_queue_full_policy;
-            let mut session = Session::new(ByteString::from(client), ProtocolVersion::V311, limits);
-            session.durable = true;
-            session.expiry_interval = st.expiry;
-            session.expires_at =
-                (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
-            for (seq, m) in st.messages {
-                self.durable.ids_above(seq);
-                let stored = m.message();
-                let Some(message) = stored
-                    .as_ref()
-                    .and_then(|s| crate::session::unstored(s, now))
-                else {
-                    tracing::warn!(seq, "recovered message with undecodable properties dropped");
-                    continue;
-                };
-                let grant = Grant {
-                    qos: message.qos,
-                    retain: m.retain,
-                    sub_ids: crate::session::SubIds::None,
-                    shared: None,
-                };
-                session.restore(seq, message, grant, m.packet_id, m.released);
-                messages += 1;
-            }
-            for packet_id in st.qos2_received {
-                session.restore_inbound_qos2(packet_id);
-            }
-            let subs: Vec<_> = st.subscriptions.into_values().collect();
-            let sid = self.add_session(session);
-            for sub in subs {
-                let Ok(options) = net::codec::SubscriptionOptions::from_byte(sub.options) else {
-                    tracing::warn!(filter = %sub.filter, "recovered subscription with invalid options dropped");
-                    continue;
-                };
-                let filter = ByteString::from(sub.filter);
-                if let Some(s) = self.session_mut(sid) {
-                    s.subscriptions
-                        .insert(filter.clone(), (options, sub.sub_id));
-                }
-                self.router.subscribe(&filter, sid, options, sub.sub_id);
-            }
+            messages += self.restore_session(client, st, false).1;
             sessions += 1;
         }
         for (filter, peer) in remote_routes {
@@ -99,5 +53,70 @@ impl Core {
             retained = retained_count,
             "recovered from the store"
         );
+    }
+
+    /// Rebuilds one offline session (its queued messages and subscriptions) from its durable
+    /// state: its id and how many messages it holds. `live`: the broker runs (a session
+    /// claimed from another broker), so new routes are told to the peers as a SUBSCRIBE's
+    /// are; at start they learn them from the recovery.
+    pub(super) fn restore_session(
+        &mut self,
+        client: String,
+        st: storage::state::SessionState,
+        live: bool,
+    ) -> (crate::ids::SessionId, usize) {
+        let now = self.now;
+        let mut messages = 0;
+        let mut limits = crate::session::SessionLimits::new(
+            usize::from(self.config.inflight_count_max),
+            self.config.session_queue_count_max,
+            self.config.session_queue_bytes_max,
+        );
+        limits.full_policy = self.config.session_queue_full_policy;
+        let mut session = Session::new(ByteString::from(client), ProtocolVersion::V311, limits);
+        session.durable = true;
+        session.expiry_interval = st.expiry;
+        session.expires_at =
+            (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
+        for (seq, m) in st.messages {
+            self.durable.ids_above(seq);
+            let stored = m.message();
+            let Some(message) = stored
+                .as_ref()
+                .and_then(|s| crate::session::unstored(s, now))
+            else {
+                tracing::warn!(seq, "recovered message with undecodable properties dropped");
+                continue;
+            };
+            let grant = Grant {
+                qos: message.qos,
+                retain: m.retain,
+                sub_ids: crate::session::SubIds::None,
+                shared: None,
+            };
+            session.restore(seq, message, grant, m.packet_id, m.released);
+            messages += 1;
+        }
+        for packet_id in st.qos2_received {
+            session.restore_inbound_qos2(packet_id);
+        }
+        let subs: Vec<_> = st.subscriptions.into_values().collect();
+        let sid = self.add_session(session);
+        for sub in subs {
+            let Ok(options) = net::codec::SubscriptionOptions::from_byte(sub.options) else {
+                tracing::warn!(filter = %sub.filter, "recovered subscription with invalid options dropped");
+                continue;
+            };
+            let filter = ByteString::from(sub.filter);
+            if let Some(s) = self.session_mut(sid) {
+                s.subscriptions
+                    .insert(filter.clone(), (options, sub.sub_id));
+            }
+            let first = self.router.subscribe(&filter, sid, options, sub.sub_id);
+            if live && (first || self.cluster.is_some()) {
+                self.route_changed(&filter, sid, true, first.then_some(true));
+            }
+        }
+        (sid, messages)
     }
 }

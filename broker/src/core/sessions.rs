@@ -40,6 +40,7 @@ impl Core {
             return;
         };
         self.by_client.remove(&session.client_id);
+        self.session_ended(&session.client_id);
         for filter in session.subscriptions.keys() {
             self.unroute(filter, sid);
         }

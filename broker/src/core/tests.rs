@@ -132,6 +132,7 @@ pub(super) fn core_with(config: Config, store: Box<dyn Store + Send>) -> Core {
         retained: Vec::new(),
         retain_version: 0,
         remote_routes: Vec::new(),
+        epochs: Vec::new(),
     };
     Core::new(ShardId(0), config, auth, metrics, recovered, Instant::now())
 }

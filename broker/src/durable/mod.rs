@@ -39,6 +39,10 @@ pub struct Durable {
     /// The last message id given (ids order every session's queue; above every recovered
     /// sequence number).
     last_id: u64,
+    /// With `redis_shared`: the low 16 bits of every id given here (this broker's tag), so
+    /// a broker still writing to a session another one just claimed never reuses one of the
+    /// new owner's ids.
+    id_tag: Option<u16>,
     /// The id of the last `Message` record appended: a later recipient of the same routing
     /// is written as a `Ref` to it (ids are unique per routing, so an older id never matches).
     body_written: u64,
@@ -61,6 +65,7 @@ impl Durable {
             append_failing: false,
             write_failing: false,
             last_id: 0,
+            id_tag: None,
             body_written: 0,
             properties: Vec::new(),
             commit: None,
@@ -78,8 +83,16 @@ impl Durable {
     /// A fresh message id: the sequence number the message gets in every session of the shard
     /// it is queued for.
     pub fn next_message_id(&mut self) -> u64 {
-        self.last_id += 1;
+        self.last_id = match self.id_tag {
+            None => self.last_id + 1,
+            Some(tag) => (((self.last_id >> 16) + 1) << 16) | u64::from(tag),
+        };
         self.last_id
+    }
+
+    /// Ids given from now end in `tag` (`redis_shared`: this broker's tag).
+    pub fn tag_ids(&mut self, tag: u16) {
+        self.id_tag = Some(tag);
     }
 
     /// Later message ids are above `seq` (a recovered sequence number).
@@ -260,6 +273,16 @@ impl Durable {
         self.store.session_offline(client, expiry);
     }
 
+    /// A session read from the store while running (see [`Store::session_loaded`]).
+    pub fn session_loaded(&mut self, client: &str, qos2: bool) {
+        self.store.session_loaded(client, qos2);
+    }
+
+    /// The session is another broker's now (see [`Store::session_forgotten`]).
+    pub fn session_forgotten(&mut self, client: &str) {
+        self.store.session_forgotten(client);
+    }
+
     /// One completion of the store's I/O; what a landed batch released (counted in `stats`).
     pub fn io_done(
         &mut self,
@@ -298,5 +321,26 @@ impl Durable {
         if let Err(e) = self.store.maintain(budget) {
             tracing::error!(error = %e, "store compaction failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_ids_end_in_the_tag_and_stay_above_recovered_ones() {
+        let mut d = Durable::new(Box::new(storage::store::MemoryStore::default()), false);
+        d.tag_ids(0xBEEF);
+        d.ids_above((7 << 16) | 0x1234);
+        let ids: Vec<u64> = (0..3).map(|_| d.next_message_id()).collect();
+        assert_eq!(
+            ids,
+            vec![(8 << 16) | 0xBEEF, (9 << 16) | 0xBEEF, (10 << 16) | 0xBEEF]
+        );
+        // Untagged: one after another.
+        let mut d = Durable::new(Box::new(storage::store::MemoryStore::default()), false);
+        d.ids_above(41);
+        assert_eq!(d.next_message_id(), 42);
     }
 }

@@ -29,6 +29,9 @@ pub struct Recovered {
     pub retain_version: u64,
     /// (filter, peer shard) of the peers' recovered subscriptions.
     pub remote_routes: Vec<(String, ShardId)>,
+    /// With `redis_shared`: the client ids of the recovered sessions and the epochs this
+    /// broker owns them under.
+    pub epochs: Vec<(String, u64)>,
 }
 
 impl Recovered {
@@ -40,6 +43,7 @@ impl Recovered {
             retained: Vec::new(),
             retain_version: 0,
             remote_routes: Vec::new(),
+            epochs: Vec::new(),
         }
     }
 }
@@ -119,6 +123,7 @@ pub(super) fn assemble(
             retained,
             retain_version,
             remote_routes,
+            epochs: Vec::new(),
         })
         .collect()
 }

@@ -1,4 +1,5 @@
-//! Start-up recovery with the Redis store: every session and retained message loaded from
+//! Start-up recovery with the Redis store: every session (with `redis_shared`, every session
+//! this broker owns, with its epoch) and retained message loaded from
 //! Redis (retrying an unreachable Redis for `redis_start_wait_secs`), each session given to
 //! its client's home shard and each retained message to its topic's owner, and one Redis
 //! connection opened per shard for its store.
@@ -26,12 +27,24 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     // Where the data is (one Redis, or a cluster's masters), then one broker per database:
     // wait for a live holder of the lock, take a dead one's; then load. An unreachable Redis
     // is retried meanwhile.
-    let lock = storage::redis::lock::value();
+    // Brokers sharing the database (`redis_shared`) take no lock: each loads the sessions it
+    // owns, and claims the others' on CONNECT.
+    let shared = config
+        .redis_shared
+        .then_some(config.redis_broker_id.as_str());
+    let lock = if shared.is_some() {
+        String::new()
+    } else {
+        storage::redis::lock::value()
+    };
     let mut holder_said = false;
     let (topology, loaded): (Topology, Loaded) = loop {
         let attempt = load::topology(&redis).and_then(|topology| {
+            if shared.is_some() {
+                return Ok(Ok((load::load(&redis, &topology, shared)?, topology)));
+            }
             Ok(match load::lock(&redis, &topology, &lock)? {
-                None => Ok((load::load(&redis, &topology)?, topology)),
+                None => Ok((load::load(&redis, &topology, None)?, topology)),
                 Some(holder) => Err(holder),
             })
         });
@@ -74,6 +87,7 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     );
     let now = Instant::now();
     let mut states: Vec<State> = (0..shards).map(|_| State::default()).collect();
+    let mut epochs: Vec<Vec<(String, u64)>> = (0..shards).map(|_| Vec::new()).collect();
     let mut stores: Vec<RedisStore> = (0..shards)
         .map(|_| RedisStore::new(redis.clone(), topology.clone(), lock.clone(), now))
         .collect();
@@ -87,6 +101,11 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         }
         if session.qos2 {
             store.loaded_qos2(&session.client);
+        }
+        if shared.is_some() {
+            if let Some(e) = epochs.get_mut(home) {
+                e.push((session.client.clone(), session.epoch));
+            }
         }
         // Offline from now until its client connects: its keys expire with it.
         if session.expiry != u32::MAX {
@@ -110,5 +129,9 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             (Box::new(store) as Box<dyn Store + Send>, state, retained)
         })
         .collect();
-    Ok(assemble(parts, retain_version))
+    let mut recovered = assemble(parts, retain_version);
+    for (r, e) in recovered.iter_mut().zip(epochs) {
+        r.epochs = e;
+    }
+    Ok(recovered)
 }

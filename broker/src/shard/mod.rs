@@ -225,6 +225,11 @@ impl Shard {
         })
     }
 
+    /// Shares this shard's sessions with other brokers on the same Redis (`redis_shared`).
+    pub fn share_sessions(&mut self, shared: crate::owners::Shared) {
+        self.core.share_sessions(shared);
+    }
+
     /// Registers an inbound source (Kafka -> MQTT) on this shard.
     pub fn add_source(&mut self, source: Box<dyn crate::source::Source + Send>) {
         self.core.sources.add(source);
@@ -269,6 +274,7 @@ impl Shard {
             self.ring.return_completions(completions);
             self.drain_mesh();
             self.core.poll_sinks();
+            self.core.poll_owners();
             self.core.pump_due_feeds();
             self.apply();
             self.retry_blocked();

@@ -473,3 +473,40 @@ impl Raw {
         got
     }
 }
+
+/// A rumqttc client with `options` subscribes to `filter` at QoS 1 and disconnects cleanly
+/// (a persistent session left behind when `options` says so).
+pub fn rumqttc_subscribe(options: rumqttc::MqttOptions, filter: &str) {
+    use rumqttc::{Client, Event, Incoming};
+    let (c, mut conn) = Client::new(options, 10);
+    c.subscribe(filter, rumqttc::QoS::AtLeastOnce).unwrap();
+    for event in conn.iter() {
+        if let Ok(Event::Incoming(Incoming::SubAck(_))) = event {
+            break;
+        }
+    }
+    c.disconnect().unwrap();
+    for event in conn.iter() {
+        if event.is_err() {
+            break;
+        }
+    }
+}
+
+/// Publishes `from..to` as QoS 1 payloads (their numbers as text) on `topic` through one
+/// mosquitto_pub connection.
+pub fn mosquitto_publish(port: u16, topic: &str, from: u32, to: u32) {
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-p", &port.to_string(), "-q", "1", "-t", topic, "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub");
+    let lines: String = (from..to).map(|i| format!("{i}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

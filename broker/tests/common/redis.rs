@@ -26,6 +26,25 @@ impl Redis {
         Self::start_with(&["--requirepass", password])
     }
 
+    /// Starts one that also speaks TLS on `tls_port`, with the certificate `redis` of the
+    /// directory `certs` signed by its CA `ca`; clients must present a certificate of that
+    /// CA (`tls-auth-clients yes`, Redis's default). The plain port stays for `cli`.
+    pub fn start_tls(certs: &std::path::Path, tls_port: u16) -> Self {
+        let file = |name: &str| certs.join(name).to_str().unwrap().to_string();
+        Self::start_in("redis-tls", |_| {
+            vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                file("redis.pem"),
+                "--tls-key-file".into(),
+                file("redis.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.pem"),
+            ]
+        })
+    }
+
     /// Starts one with `extra` settings, on a free port, in a fresh directory.
     fn start_with(extra: &[&str]) -> Self {
         Self::start_in("redis", |_| extra.iter().map(|s| s.to_string()).collect())

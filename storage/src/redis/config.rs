@@ -6,6 +6,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use super::resp;
+use super::tls::{Stream, Tls};
 
 /// Where Redis is and how the store treats it.
 #[derive(Clone, Debug)]
@@ -14,6 +15,12 @@ pub struct RedisConfig {
     pub url: String,
     /// `host:port`.
     pub addr: String,
+    /// The URL's host (what Redis's certificate must name, with `rediss://`).
+    pub host: String,
+    /// `rediss://`: connections use TLS (set up with [`RedisConfig::tls`]).
+    pub tls_wanted: bool,
+    /// TLS settings (`rediss://`).
+    pub tls: Option<Tls>,
     /// Database number (`SELECT`).
     pub db: u32,
     /// ACL user (None: `default`).
@@ -30,6 +37,8 @@ pub struct RedisConfig {
     /// `addr` is a seed node of a Redis Cluster: the store finds the masters and writes each
     /// key to its slot's master.
     pub cluster: bool,
+    /// Several brokers share the database (`redis_shared`).
+    pub shared: bool,
 }
 
 impl RedisConfig {
@@ -41,9 +50,12 @@ impl RedisConfig {
         hold: Duration,
         pending_bytes_max: usize,
     ) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or("must start with redis:// (rediss:// needs TLS, not built yet)")?;
+        let (rest, tls_wanted) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://"))
+        {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err("must start with redis:// or rediss:// (TLS)".into()),
+        };
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth), rest),
             None => (None, rest),
@@ -56,13 +68,9 @@ impl RedisConfig {
         if hostport.is_empty() {
             return Err("no host".into());
         }
-        let addr = if hostport
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:6379")
+        let (addr, host) = match hostport.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() => (hostport.to_string(), h.to_string()),
+            _ => (format!("{hostport}:6379"), hostport.to_string()),
         };
         let (user, password) = match auth {
             None => (None, None),
@@ -75,6 +83,9 @@ impl RedisConfig {
         Ok(Self {
             url: redact(url),
             addr,
+            host,
+            tls_wanted,
+            tls: None,
             db,
             user,
             password,
@@ -82,18 +93,20 @@ impl RedisConfig {
             hold,
             pending_bytes_max,
             cluster: false,
+            shared: false,
         })
     }
 
     /// A connection, authenticated and on the right database (blocking, bounded by
     /// `connect_timeout` per step).
-    pub fn connect(&self) -> std::io::Result<TcpStream> {
+    pub fn connect(&self) -> std::io::Result<Stream> {
         self.connect_to(&self.addr)
     }
 
     /// A connection to `addr` (a cluster node), set up as [`RedisConfig::connect`]'s.
-    pub fn connect_to(&self, addr: &str) -> std::io::Result<TcpStream> {
-        self.handshake(self.connect_tcp(addr)?)
+    pub fn connect_to(&self, addr: &str) -> std::io::Result<Stream> {
+        let tcp = self.connect_tcp(addr)?;
+        self.handshake(Stream::over(tcp, self.tls.as_ref(), self.connect_timeout)?)
     }
 
     /// A TCP connection to `addr` with no Redis handshake (the store sends
@@ -133,7 +146,7 @@ impl RedisConfig {
         (out, commands)
     }
 
-    fn handshake(&self, stream: TcpStream) -> std::io::Result<TcpStream> {
+    fn handshake(&self, stream: Stream) -> std::io::Result<Stream> {
         let mut stream = stream;
         stream.set_read_timeout(Some(self.connect_timeout))?;
         stream.set_write_timeout(Some(self.connect_timeout))?;

@@ -9,6 +9,8 @@
 //! - `ringmq:{cid}:p` hash: sequence → the QoS 2 packet id it went out under (u16 BE).
 //! - `ringmq:{cid}:r` set: sequences whose PUBREC arrived (PUBREL is what to resend).
 //! - `ringmq:{cid}:i` set: inbound QoS 2 packet ids awaiting PUBREL (u16 BE).
+//! - `ringmq:{cid}:o` hash: the broker owning the client id, with several brokers on one
+//!   database ([`super::owners`]).
 //! - `ringmq:retained` hash: topic → version (u64 BE), QoS, retain, body.
 //!
 //! Every command is idempotent (it sets state, never increments), so a batch may be sent
@@ -36,7 +38,9 @@ pub const PACKET_IDS: &[u8] = b"}:p";
 pub const RELEASED: &[u8] = b"}:r";
 /// Inbound QoS 2 ids.
 pub const INBOUND: &[u8] = b"}:i";
-/// Every per-client key suffix.
+/// The client id's owner (`redis_shared`: [`super::owners`]).
+pub const OWNER: &[u8] = b"}:o";
+/// Every per-client key suffix of the session's state (the owner key lives apart).
 pub const ALL: [&[u8]; 5] = [SESSION, QUEUE, PACKET_IDS, RELEASED, INBOUND];
 
 /// A client id as it sits between the braces of its keys: `%`, `{` and `}` as `%25`, `%7B`,
@@ -151,6 +155,9 @@ const NONE: u32 = u32::MAX;
 /// waits for the buffer to land.
 #[derive(Debug, Default)]
 pub struct Encoder {
+    /// Brokers share the database (`redis_shared`): the owner key expires and persists with
+    /// the session, and outlives its end by [`super::owners::TRANSIENT_OWNER_MS`].
+    shared: bool,
     /// Live commands in the buffer (since the last [`Encoder::take`]).
     commands: usize,
     /// Queued messages written into the buffer, in buffer order, and the first by id.
@@ -170,6 +177,14 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder; `shared`: brokers share the database (`redis_shared`).
+    pub fn new(shared: bool) -> Self {
+        Self {
+            shared,
+            ..Self::default()
+        }
+    }
+
     /// Live commands in the buffer.
     pub fn commands(&self) -> usize {
         self.commands
@@ -246,6 +261,9 @@ impl Encoder {
                 for suffix in ALL {
                     self.keep_deadline(out, client, suffix);
                 }
+                if self.shared {
+                    self.keep_deadline(out, client, OWNER);
+                }
             }
             None => self.online(out, client),
         }
@@ -265,11 +283,18 @@ impl Encoder {
     /// A connected session: its keys do not expire.
     pub fn online(&mut self, out: &mut Vec<u8>, client: &str) {
         self.offline.remove(client);
-        for suffix in ALL {
+        let owner = self.shared.then_some(OWNER);
+        for suffix in ALL.into_iter().chain(owner) {
             self.command(out, 2);
             put_arg(out, b"PERSIST");
             Self::key(out, client, suffix);
         }
+    }
+
+    /// Forgets `client` (its session is another broker's now).
+    pub fn forget(&mut self, client: &str) {
+        self.offline.remove(client);
+        self.qos2_out.remove(client);
     }
 
     /// Remembers that `client` has outbound QoS 2 state (a loaded session).
@@ -389,6 +414,13 @@ impl Encoder {
                 // One hash tag: the five keys share a slot (a cluster takes the one DEL).
                 for suffix in ALL {
                     Self::key(out, client, suffix);
+                }
+                if self.shared {
+                    // The next claim still learns who had it (epochs stay unique anyway).
+                    self.command(out, 3);
+                    put_arg(out, b"PEXPIRE");
+                    Self::key(out, client, OWNER);
+                    put_arg_u64(out, super::owners::TRANSIENT_OWNER_MS);
                 }
             }
             Record::Subscribe { client, sub } => {

@@ -3,7 +3,6 @@
 //! reads per step), validated, and turned into the records that rebuild them.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 
 use super::cluster::Topology;
 use super::layout::{self, INBOUND, PACKET_IDS, PREFIX, QUEUE, RELEASED, RETAINED, SESSION};
@@ -37,26 +36,34 @@ pub struct LoadedSession {
     pub qos2: bool,
     /// The records that rebuild it.
     pub records: Vec<Record>,
+    /// The epoch this broker owns it under (`redis_shared`; 0 otherwise).
+    pub epoch: u64,
 }
 
-/// A blocking connection (the load, the lock).
+/// A blocking connection (the load, the lock, claims).
 #[derive(Debug)]
-pub(super) struct Client {
-    stream: TcpStream,
+pub struct Client {
+    stream: super::tls::Stream,
     rx: Vec<u8>,
 }
 
 impl Client {
     /// Connected to `addr`, authenticated, on the database.
-    pub(super) fn connect_to(config: &RedisConfig, addr: &str) -> std::io::Result<Self> {
+    pub fn connect_to(config: &RedisConfig, addr: &str) -> std::io::Result<Self> {
         Ok(Self {
             stream: config.connect_to(addr)?,
             rx: Vec::new(),
         })
     }
 
+    /// Reads and writes give up after `timeout` (a Redis that stops answering).
+    pub fn set_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
     /// Sends `commands` as one pipeline; their replies, in order.
-    pub(super) fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
+    pub fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
         let out: Vec<u8> = commands.concat();
         self.stream.write_all(&out)?;
         let mut replies = Vec::with_capacity(commands.len());
@@ -151,19 +158,28 @@ fn node_addr<'a>(topology: &'a Topology, key: &[u8]) -> &'a str {
         .map_or("", String::as_str)
 }
 
-/// Reads every session (from every master) and retained message from Redis.
-pub fn load(config: &RedisConfig, topology: &Topology) -> std::io::Result<Loaded> {
+/// Reads every session (from every master; with `owner`, only the ones that broker owns) and
+/// retained message from Redis.
+pub fn load(
+    config: &RedisConfig,
+    topology: &Topology,
+    owner: Option<&str>,
+) -> std::io::Result<Loaded> {
     let mut loaded = Loaded::default();
     for addr in &topology.nodes {
-        load_sessions(&mut Client::connect_to(config, addr)?, &mut loaded)?;
+        load_sessions(&mut Client::connect_to(config, addr)?, owner, &mut loaded)?;
     }
     let mut client = Client::connect_to(config, node_addr(topology, RETAINED))?;
     load_retained(&mut client, &mut loaded)?;
     Ok(loaded)
 }
 
-/// The sessions stored on one node.
-fn load_sessions(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()> {
+/// The sessions stored on one node (with `owner`, the ones that broker owns).
+fn load_sessions(
+    client: &mut Client,
+    owner: Option<&str>,
+    loaded: &mut Loaded,
+) -> std::io::Result<()> {
     let pattern = [PREFIX, b"*", SESSION].concat();
     let mut cursor = b"0".to_vec();
     loop {
@@ -171,11 +187,21 @@ fn load_sessions(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()
             b"SCAN", &cursor, b"MATCH", &pattern, b"COUNT", SCAN_COUNT,
         ])])?;
         let (next, keys) = page(reply.into_iter().next().unwrap_or(Reply::Array(None)))?;
-        let clients: Vec<String> = items(keys)?
+        let mut clients: Vec<String> = items(keys)?
             .into_iter()
             .filter_map(bulk)
             .filter_map(|k| layout::client_of_session_key(&k))
             .collect();
+        let mut epochs = vec![0; clients.len()];
+        if let Some(me) = owner {
+            let owners = super::owners::owners(client, &clients)?;
+            let mine: Vec<(String, u64)> = clients
+                .drain(..)
+                .zip(owners)
+                .filter_map(|(c, o)| o.filter(|(b, _)| b == me).map(|(_, e)| (c, e)))
+                .collect();
+            (clients, epochs) = mine.into_iter().unzip();
+        }
         let mut commands = Vec::with_capacity(clients.len() * 5);
         for c in &clients {
             commands.push(resp::command(&[b"HGETALL", &key(c, SESSION)]));
@@ -185,7 +211,7 @@ fn load_sessions(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()
             commands.push(resp::command(&[b"SMEMBERS", &key(c, INBOUND)]));
         }
         let mut replies = client.pipeline(&commands)?.into_iter();
-        for c in clients {
+        for (c, epoch) in clients.into_iter().zip(epochs) {
             let mut next_reply = || replies.next().unwrap_or(Reply::Array(None));
             let (s, q, p, r, i) = (
                 next_reply(),
@@ -194,7 +220,8 @@ fn load_sessions(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()
                 next_reply(),
                 next_reply(),
             );
-            if let Some(session) = session(c, s, q, p, r, i, &mut loaded.skipped)? {
+            if let Some(mut session) = session(c, s, q, p, r, i, &mut loaded.skipped)? {
+                session.epoch = epoch;
                 loaded.sessions.push(session);
             }
         }
@@ -232,7 +259,7 @@ fn load_retained(client: &mut Client, loaded: &mut Loaded) -> std::io::Result<()
 }
 
 /// One session from its five keys' replies (None: its session hash vanished meanwhile).
-fn session(
+pub(super) fn session(
     client: String,
     s: Reply,
     q: Reply,
@@ -327,5 +354,6 @@ fn session(
         expiry,
         qos2,
         records,
+        epoch: 0,
     }))
 }

@@ -20,9 +20,11 @@
 //! - [`cluster`]: slots, the slot map, splitting a pipeline by master.
 //! - [`config`]: where Redis is; connection set-up.
 //! - [`resp`]: the protocol.
+//! - [`tls`]: TLS (`rediss://`).
 //! - [`layout`]: keys, values, records as commands.
 //! - [`load`]: the blocking start-up load of every session and retained message.
-//! - [`lock`]: one broker per Redis database.
+//! - [`lock`]: one broker per Redis database (unless `redis_shared`).
+//! - [`owners`]: several brokers on one database: who owns a client id, claims, notices.
 
 pub mod cluster;
 pub mod config;
@@ -30,7 +32,9 @@ pub mod layout;
 pub mod load;
 pub mod lock;
 mod node;
+pub mod owners;
 pub mod resp;
+pub mod tls;
 
 pub use config::RedisConfig;
 
@@ -83,7 +87,8 @@ pub struct RedisStore {
     refused_upto: u64,
     wake_out: bool,
     last_error: String,
-    /// This broker's value of the database's lock, and when this store last renewed it.
+    /// This broker's value of the database's lock (empty: none, `redis_shared`), and when
+    /// this store last renewed it.
     lock: String,
     renewed: Instant,
     /// Another broker took the lock: nothing is written any more.
@@ -99,9 +104,10 @@ impl RedisStore {
             .enumerate()
             .map(|(i, addr)| Node::new(addr.clone(), i, None, now))
             .collect();
+        let shared = config.shared;
         Self {
             config,
-            encoder: layout::Encoder::default(),
+            encoder: layout::Encoder::new(shared),
             topology,
             nodes,
             pending: Vec::new(),
@@ -202,7 +208,8 @@ impl RedisStore {
             if error.is_none() {
                 error = part.error.take();
             }
-            if let Some(mut buf) = part.buf.take() {
+            // With TLS the commands are kept apart from their records.
+            if let Some(mut buf) = part.plain.take().or_else(|| part.buf.take()) {
                 buf.drain(..part.prefix.1.min(buf.len()));
                 bufs.push(buf);
             }
@@ -385,6 +392,16 @@ impl Store for RedisStore {
         self.encoder.offline(&mut self.pending, client, deadline);
     }
 
+    fn session_loaded(&mut self, client: &str, qos2: bool) {
+        if qos2 {
+            self.encoder.has_qos2(client);
+        }
+    }
+
+    fn session_forgotten(&mut self, client: &str) {
+        self.encoder.forget(client);
+    }
+
     fn appended(&self) -> u64 {
         self.appended
     }
@@ -505,8 +522,9 @@ impl Store for RedisStore {
             }
         }
         // Renews the database's lock (a command in the next batch; a reply of `LOST`
-        // fences this store).
+        // fences this store). No lock when brokers share the database (`redis_shared`).
         if !self.fenced
+            && !self.lock.is_empty()
             && now.duration_since(self.renewed) >= Duration::from_millis(lock::RENEW_EVERY_MS)
         {
             self.renewed = now;

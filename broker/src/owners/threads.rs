@@ -1,0 +1,374 @@
+//! The two broker-wide threads of `redis_shared`: the claimer (claims and ownership checks,
+//! batched, over one blocking connection per Redis master) and the watcher (a `SUBSCRIBE` to
+//! `ringmq:owners`, each notice handed to its client's home shard).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use storage::redis::cluster::Topology;
+use storage::redis::load::{self, Client};
+use storage::redis::owners::{self, Claim, CHANNEL};
+use storage::redis::resp::{self, Reply};
+use storage::redis::tls::Stream;
+use storage::redis::RedisConfig;
+
+use super::{Event, Inbox, Request, CHECK_CHUNK};
+
+/// Requests served per pipeline round.
+const BATCH_MAX: usize = 256;
+
+/// How often a thread waiting for work or for Redis looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(200);
+
+/// Backoff of the watcher's reconnections: first, and at most.
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// The claimer thread's state.
+#[derive(Debug)]
+pub struct Claimer {
+    redis: RedisConfig,
+    broker: Arc<str>,
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+    topology: Option<Topology>,
+    conns: HashMap<String, Client>,
+    failing: bool,
+}
+
+impl Claimer {
+    /// A claimer for broker `broker` answering into `inboxes`.
+    pub fn new(redis: RedisConfig, broker: Arc<str>, inboxes: Arc<Vec<Arc<Inbox>>>) -> Self {
+        Self {
+            redis,
+            broker,
+            inboxes,
+            topology: None,
+            conns: HashMap::new(),
+            failing: false,
+        }
+    }
+
+    /// Serves requests until every shard is gone or `stop` is set.
+    pub fn run(mut self, rx: &Receiver<Request>, stop: &AtomicBool) {
+        let mut batch = Vec::with_capacity(BATCH_MAX);
+        loop {
+            match rx.recv_timeout(STOP_POLL) {
+                Ok(r) => batch.push(r),
+                Err(RecvTimeoutError::Timeout) if !stop.load(Ordering::Relaxed) => continue,
+                Err(_) => return,
+            }
+            while batch.len() < BATCH_MAX {
+                match rx.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.serve(&mut batch, stop);
+        }
+    }
+
+    /// Serves `batch` (emptied): claims grouped by master, one pipeline each; checks in
+    /// chunks. A failed round is tried once more on fresh connections and a fresh slot map.
+    fn serve(&mut self, batch: &mut Vec<Request>, stop: &AtomicBool) {
+        let mut claims: Vec<(usize, crate::ids::ConnId, Claim)> = Vec::new();
+        for request in batch.drain(..) {
+            match request {
+                Request::Claim { shard, conn, claim } => claims.push((shard, conn, claim)),
+                Request::Check { shard, held } => self.check(shard, held, stop),
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
+        let mut results = None;
+        let mut why = String::new();
+        for _ in 0..2 {
+            match self.claim_all(&claims) {
+                Ok(r) => {
+                    results = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    why = e.to_string();
+                    self.topology = None;
+                    self.conns.clear();
+                }
+            }
+        }
+        match &results {
+            Some(_) if self.failing => {
+                tracing::info!(url = %self.redis.url, "claims of client ids in Redis work again");
+                self.failing = false;
+            }
+            None if !self.failing => {
+                tracing::error!(url = %self.redis.url, error = %why, "claims of client ids in Redis fail: CONNECTs are refused (0x88) until Redis answers");
+                self.failing = true;
+            }
+            _ => {}
+        }
+        let mut results = results.map(Vec::into_iter);
+        for (shard, conn, claim) in claims {
+            let result = match &mut results {
+                Some(r) => r
+                    .next()
+                    .unwrap_or_else(|| Err(std::io::Error::other("no reply")))
+                    .map(Box::new)
+                    .map_err(|e| e.to_string()),
+                None => Err(why.clone()),
+            };
+            if let Some(inbox) = self.inboxes.get(shard) {
+                inbox.push_waiting(
+                    Event::Claimed {
+                        conn,
+                        claim,
+                        result,
+                    },
+                    stop,
+                );
+            }
+        }
+    }
+
+    /// The masters (discovered once, again after a failure).
+    fn topology(&mut self) -> std::io::Result<&Topology> {
+        if self.topology.is_none() {
+            self.topology = Some(load::topology(&self.redis)?);
+        }
+        self.topology
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("no topology"))
+    }
+
+    /// A connection to master `addr`.
+    fn conn(&mut self, addr: &str) -> std::io::Result<&mut Client> {
+        if !self.conns.contains_key(addr) {
+            let c = Client::connect_to(&self.redis, addr)?;
+            c.set_timeout(self.redis.hold.max(Duration::from_secs(1)))?;
+            self.conns.insert(addr.to_string(), c);
+        }
+        self.conns
+            .get_mut(addr)
+            .ok_or_else(|| std::io::Error::other("no connection"))
+    }
+
+    /// Every claim's result, in order; an error if a master could not be asked (a claim that
+    /// Redis refused is that claim's error, unless it is a redirection: then all fail).
+    fn claim_all(
+        &mut self,
+        claims: &[(usize, crate::ids::ConnId, Claim)],
+    ) -> std::io::Result<Vec<std::io::Result<owners::Claimed>>> {
+        let topology = self.topology()?;
+        let mut by_node: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, (_, _, claim)) in claims.iter().enumerate() {
+            let key = owners::key(&claim.client, storage::redis::layout::OWNER);
+            let addr = topology
+                .nodes
+                .get(topology.node_of(&key))
+                .cloned()
+                .unwrap_or_default();
+            match by_node.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, list)) => list.push(i),
+                None => by_node.push((addr, vec![i])),
+            }
+        }
+        let mut results: Vec<Option<std::io::Result<owners::Claimed>>> =
+            claims.iter().map(|_| None).collect();
+        for (addr, list) in by_node {
+            let these: Vec<Claim> = list
+                .iter()
+                .filter_map(|&i| claims.get(i).map(|(_, _, c)| c.clone()))
+                .collect();
+            let broker = self.broker.clone();
+            let out = owners::claim(self.conn(&addr)?, &these, &broker)?;
+            for (i, r) in list.into_iter().zip(out) {
+                if let Err(e) = &r {
+                    let text = e.to_string();
+                    if text.contains("MOVED") || text.contains("ASK") {
+                        return Err(std::io::Error::other(text));
+                    }
+                }
+                if let Some(slot) = results.get_mut(i) {
+                    *slot = Some(r);
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(std::io::Error::other("no reply"))))
+            .collect())
+    }
+
+    /// Who owns `held`'s client ids: the answer to `shard` (nothing if Redis cannot say: the
+    /// next watcher resubscription asks again).
+    fn check(&mut self, shard: usize, held: Vec<(String, u64)>, stop: &AtomicBool) {
+        for chunk in held.chunks(CHECK_CHUNK) {
+            match self.owners_of(chunk) {
+                Ok(found) => {
+                    if let Some(inbox) = self.inboxes.get(shard) {
+                        inbox.push_waiting(Event::Checked(found), stop);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking who owns this broker's sessions in Redis failed (asked again when the watcher resubscribes)");
+                    self.topology = None;
+                    self.conns.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The owner of each of `chunk`'s client ids, one pipeline per master.
+    fn owners_of(&mut self, chunk: &[(String, u64)]) -> std::io::Result<Vec<super::Found>> {
+        let topology = self.topology()?;
+        let mut by_node: Vec<(String, Vec<String>, Vec<u64>)> = Vec::new();
+        for (client, epoch) in chunk {
+            let key = owners::key(client, storage::redis::layout::OWNER);
+            let addr = topology
+                .nodes
+                .get(topology.node_of(&key))
+                .cloned()
+                .unwrap_or_default();
+            let at = match by_node.iter().position(|(a, _, _)| *a == addr) {
+                Some(at) => at,
+                None => {
+                    by_node.push((addr, Vec::new(), Vec::new()));
+                    by_node.len() - 1
+                }
+            };
+            if let Some((_, clients, epochs)) = by_node.get_mut(at) {
+                clients.push(client.clone());
+                epochs.push(*epoch);
+            }
+        }
+        let mut found = Vec::with_capacity(chunk.len());
+        for (addr, clients, epochs) in by_node {
+            let owners = owners::owners(self.conn(&addr)?, &clients)?;
+            for ((client, epoch), owner) in clients.into_iter().zip(epochs).zip(owners) {
+                found.push((client, epoch, owner));
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The watcher thread's state.
+#[derive(Debug)]
+pub struct Watcher {
+    redis: RedisConfig,
+    broker: Arc<str>,
+    inboxes: Arc<Vec<Arc<Inbox>>>,
+}
+
+impl Watcher {
+    /// A watcher for broker `broker` handing notices to `inboxes`.
+    pub fn new(redis: RedisConfig, broker: Arc<str>, inboxes: Arc<Vec<Arc<Inbox>>>) -> Self {
+        Self {
+            redis,
+            broker,
+            inboxes,
+        }
+    }
+
+    /// Subscribes, hands notices on, resubscribes after a failure (telling every shard that
+    /// notices may have been missed), until `stop` is set.
+    pub fn run(self, stop: &AtomicBool) {
+        let mut backoff = BACKOFF_MIN;
+        let mut lost = false;
+        while !stop.load(Ordering::Relaxed) {
+            match self.subscribe() {
+                Ok(stream) => {
+                    if lost {
+                        tracing::info!(url = %self.redis.url, "listening to other brokers' claims again (ringmq:owners)");
+                        lost = false;
+                    }
+                    backoff = BACKOFF_MIN;
+                    for inbox in self.inboxes.iter() {
+                        inbox.push_waiting(Event::Missed, stop);
+                    }
+                    if let Err(e) = self.listen(stream, stop) {
+                        tracing::warn!(url = %self.redis.url, error = %e, "lost the subscription to other brokers' claims (ringmq:owners): resubscribing; sessions held here are checked again then");
+                        lost = true;
+                    }
+                }
+                Err(e) => {
+                    if !lost {
+                        tracing::warn!(url = %self.redis.url, error = %e, "cannot subscribe to other brokers' claims (ringmq:owners): retrying");
+                        lost = true;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn subscribe(&self) -> std::io::Result<Stream> {
+        let mut stream = self.redis.connect()?;
+        stream.write_all(&resp::command(&[b"SUBSCRIBE", CHANNEL]))?;
+        stream.set_read_timeout(Some(STOP_POLL))?;
+        Ok(stream)
+    }
+
+    /// Reads notices until the connection fails or `stop` is set.
+    fn listen(&self, mut stream: Stream, stop: &AtomicBool) -> std::io::Result<()> {
+        let shards = self.inboxes.len();
+        let mut rx: Vec<u8> = Vec::with_capacity(64 << 10);
+        let mut buf = vec![0u8; 64 << 10];
+        while !stop.load(Ordering::Relaxed) {
+            match stream.read(&mut buf) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => rx.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+            let mut at = 0;
+            while let Some((reply, used)) =
+                resp::parse(rx.get(at..).unwrap_or_default()).map_err(std::io::Error::other)?
+            {
+                at += used;
+                if let Some(e) = reply.error() {
+                    return Err(std::io::Error::other(format!("Redis: {e}")));
+                }
+                let Reply::Array(Some(items)) = reply else {
+                    continue;
+                };
+                let (Some(Reply::Bulk(Some(kind))), Some(Reply::Bulk(Some(payload)))) =
+                    (items.first(), items.get(2))
+                else {
+                    continue;
+                };
+                if kind != b"message" {
+                    continue;
+                }
+                let Some(notice) = owners::notice_of(payload) else {
+                    tracing::warn!("a notice on ringmq:owners does not read: ignored");
+                    continue;
+                };
+                if *notice.broker == *self.broker {
+                    continue;
+                }
+                let home = crate::ids::home_shard(notice.client.as_bytes(), shards).index();
+                if let Some(inbox) = self.inboxes.get(home) {
+                    inbox.push_waiting(Event::Taken(notice), stop);
+                }
+            }
+            rx.drain(..at);
+            if rx.len() > 16 << 20 {
+                return Err(std::io::Error::other("a notice larger than 16 MiB"));
+            }
+        }
+        Ok(())
+    }
+}
