@@ -24,18 +24,21 @@ use redis::Redis;
 const V4: ProtocolVersion = ProtocolVersion::V311;
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-fn broker(redis: &Redis, id: &str) -> Broker {
-    let url = redis.url();
-    Broker::start(&[
+fn args<'a>(url: &'a str, id: &'a str) -> [&'a str; 8] {
+    [
         "--store",
         "redis",
         "--redis-url",
-        &url,
+        url,
         "--redis-shared",
         "true",
         "--redis-broker-id",
         id,
-    ])
+    ]
+}
+
+fn broker(redis: &Redis, id: &str) -> Broker {
+    Broker::start(&args(&redis.url(), id))
 }
 
 /// mosquitto_sub with a persistent session as `id`: subscribes to `filter` and exits
@@ -64,6 +67,17 @@ fn mosquitto_sub(port: u16, id: &str, filter: &str, want: Option<u32>) -> Vec<u3
         .collect()
 }
 
+/// Waits until `client`'s subscription to `filter` is in Redis (a SUBACK does not wait for
+/// the write: a client moving at once could beat it).
+fn stored(redis: &Redis, client: &str, filter: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let key = format!("ringmq:{{{client}}}:s");
+    while redis.int(&["HEXISTS", &key, &format!("f{filter}")]) != 1 {
+        assert!(Instant::now() < deadline, "{client}'s subscription written");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn owner(redis: &Redis, client: &str) -> String {
     redis
         .cli(&["HGET", &format!("ringmq:{{{client}}}:o"), "b"])
@@ -77,6 +91,7 @@ fn a_client_moves_between_two_brokers_sharing_one_redis() {
     let (a, b) = (broker(&redis, "a"), broker(&redis, "b"));
     // Subscribed on a, offline: 20 messages queued there.
     assert!(mosquitto_sub(a.port(), "mover", "move/#", None).is_empty());
+    stored(&redis, "mover", "move/#");
     assert_eq!(owner(&redis, "mover"), "a");
     common::mosquitto_publish(a.port(), "move/x", 0, 20);
     // It comes back on b: the session and its queue follow it.
@@ -117,6 +132,7 @@ fn a_client_moves_between_two_brokers_sharing_one_redis() {
         o
     };
     common::rumqttc_subscribe(options(b.port()), "rq/#");
+    stored(&redis, "rumq-mover", "rq/#");
     common::mosquitto_publish(b.port(), "rq/1", 0, 15);
     let (_c, mut conn) = Client::new(options(a.port()), 100);
     let mut got = Vec::new();
@@ -142,6 +158,7 @@ fn a_second_connection_on_another_broker_takes_the_session_over_with_0x8e() {
     let (mut first, ack) = Raw::connect(a.addr, V5, "twice", false);
     assert!(!ack.session_present);
     first.subscribe("tw/#", QoS::AtLeastOnce);
+    stored(&redis, "twice", "tw/#");
     // The same client id on b: b claims it, a hears of it and closes its connection.
     let (mut second, ack) = Raw::connect(b.addr, V5, "twice", false);
     assert!(ack.session_present, "b resumed the session a had");
@@ -175,6 +192,8 @@ fn a_restarted_broker_loads_only_the_sessions_it_owns() {
     let b = broker(&redis, "b");
     assert!(mosquitto_sub(a.port(), "on-a", "both/#", None).is_empty());
     assert!(mosquitto_sub(b.port(), "on-b", "both/#", None).is_empty());
+    stored(&redis, "on-a", "both/#");
+    stored(&redis, "on-b", "both/#");
     a.child.kill().unwrap();
     a.child.wait().unwrap();
     let a = broker(&redis, "a");
@@ -202,9 +221,9 @@ fn a_claim_that_cannot_reach_redis_refuses_the_connect() {
     let (_raw, ack) = Raw::connect_with(a.addr, connect);
     let ack = ack.expect("a CONNACK");
     assert_eq!(ack.code.0, 0x88, "server unavailable");
-    // A client that sent no id gets one of this broker's: no claim needed.
+    // A client that sent no id gets one of this broker's, claimed too.
     let (_anon, ack) = Raw::connect_with(a.addr, common::connect_packet(V5, ""));
-    assert!(ack.expect("a CONNACK").code.is_success());
+    assert_eq!(ack.expect("a CONNACK").code.0, 0x88);
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -249,4 +268,16 @@ fn a_missed_notice_is_caught_by_the_check_after_resubscribing() {
         kept.recv_within(Duration::from_secs(2)),
         Some(Packet::PingResp)
     ));
+}
+
+#[test]
+fn a_second_process_with_the_same_broker_id_is_refused() {
+    let redis = Redis::start();
+    let _a = broker(&redis, "same");
+    let url = redis.url();
+    let mut refused = args(&url, "same").to_vec();
+    refused.extend(["--redis-start-wait-secs", "0"]);
+    let err = common::refused_start(&refused);
+    assert!(err.contains("ringmq:lock:same"), "{err}");
+    assert!(err.contains("one process per `redis_broker_id`"), "{err}");
 }

@@ -21,7 +21,7 @@ mod redis;
 use std::time::Duration;
 
 use certs::Certs;
-use common::{free_port, scratch_dir, Broker, Raw};
+use common::{scratch_dir, Broker, Raw};
 use net::codec::{Packet, ProtocolVersion, QoS};
 use redis::Redis;
 
@@ -37,8 +37,7 @@ fn setup() -> Setup {
     let certs = Certs::new(scratch_dir("redis-certs"));
     certs.server("redis", "ca");
     certs.client("broker", "ringmq", "ca", 30);
-    let tls_port = free_port();
-    let redis = Redis::start_tls(&certs.dir, tls_port);
+    let (redis, tls_port) = Redis::start_tls(&certs.dir);
     let url = format!("rediss://127.0.0.1:{tls_port}");
     Setup { certs, redis, url }
 }

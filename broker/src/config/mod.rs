@@ -464,7 +464,8 @@ config_keys! {
     redis_broker_id: String = String::new(),
         "empty",
         "this broker's name among those sharing the Redis database (`redis_shared`; stable \
-        across restarts: its sessions are found by it; letters, digits, `-`, `_`, `.`, `:`)";
+        across restarts: its sessions are found by it; one process per id, a second is \
+        refused; letters, digits, `-`, `_`, `.`, `:`)";
     redis_claims_max: usize = 4096,
         "4096",
         "`redis_shared`: CONNECTs waiting for their claim in Redis, per broker, beyond which a \
@@ -505,6 +506,9 @@ impl Config {
         }
         redis.cluster = self.redis_cluster;
         redis.shared = self.redis_shared;
+        if self.redis_shared {
+            redis.lock_key = storage::redis::lock::key_of(&self.redis_broker_id);
+        }
         if redis.tls_wanted {
             let ca = self
                 .redis_tls_ca

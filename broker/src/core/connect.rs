@@ -179,9 +179,15 @@ pub(crate) fn on_connect(core: &mut Core, id: ConnId, mut connect: Box<Connect>)
 }
 
 /// CONNECT on the session's home shard: takeover, clean start or resume, CONNACK.
-pub(crate) fn accept(core: &mut Core, id: ConnId, connect: &mut Connect) {
+/// `assigned`: the client id was assigned to it already (it sent none).
+pub(crate) fn accept(
+    core: &mut Core,
+    id: ConnId,
+    connect: &mut Connect,
+    assigned: Option<bytestring::ByteString>,
+) {
     let version = connect.version;
-    let mut assigned = None;
+    let mut assigned = assigned;
     if connect.client_id.is_empty() {
         let cid = core.next_assigned_client_id();
         assigned = Some(cid.clone());

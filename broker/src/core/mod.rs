@@ -32,6 +32,8 @@ mod flow_tests;
 mod inbound;
 pub mod link;
 mod owners;
+#[cfg(test)]
+mod owners_tests;
 pub mod peer;
 pub mod publish;
 mod restore;
@@ -194,6 +196,8 @@ pub struct Core {
     owners: Option<owners::Owners>,
     /// The epochs of the sessions loaded at start, until `share_sessions` takes them.
     start_epochs: Vec<(String, u64)>,
+    /// When this core started (Unix ms): part of the client ids it assigns.
+    started_ms: u64,
 }
 
 impl std::fmt::Debug for Core {
@@ -273,6 +277,7 @@ impl Core {
             acked_dirty: Vec::new(),
             owners: None,
             start_epochs: epochs,
+            started_ms: storage::redis::layout::now_ms(),
         };
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);

@@ -5,23 +5,44 @@
 //! with 0x8E, nothing written, no will (its client is alive elsewhere). The threads behind
 //! it are `crate::owners`.
 
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
 use net::codec::{Connect, ReasonCode};
 use rustc_hash::FxHashMap;
+use storage::record::Record;
 use storage::redis::owners::{Claim, Claimed, Notice};
 use storage::state::State;
 
 use super::{connect, Core, Effect};
 use crate::ids::{ConnId, SessionId};
 use crate::owners::{Event, Request, Shared, CHECK_CHUNK};
+use crate::session::Journal;
+
+/// How long after a check that could not be asked (or answered) it is asked again.
+const CHECK_RETRY: Duration = Duration::from_secs(1);
+
+/// A CONNECT waiting for its claim: the packet, and the client id assigned to it if it sent
+/// none.
+#[derive(Debug)]
+struct Parked {
+    connect: Box<Connect>,
+    assigned: Option<ByteString>,
+}
 
 /// A shard's side of sharing sessions.
 #[derive(Debug)]
 pub struct Owners {
     shared: Shared,
     /// CONNECTs waiting for their claim.
-    parked: FxHashMap<ConnId, Box<Connect>>,
+    parked: FxHashMap<ConnId, Parked>,
     /// The epoch this broker holds each session of the shard under.
     epochs: FxHashMap<String, u64>,
+    /// Client ids with a claim out here: the newest epoch another broker claimed them under
+    /// meanwhile (a claim older than it loses).
+    claimed_elsewhere: FxHashMap<String, u64>,
+    /// A check of the sessions held is owed (it could not be asked or answered): when next.
+    check_due: Option<Instant>,
 }
 
 /// A broker's id tag: the low 16 bits of the message ids it gives (FNV-1a of its id).
@@ -44,6 +65,8 @@ impl Core {
             shared,
             parked: FxHashMap::default(),
             epochs: epochs.into_iter().collect(),
+            claimed_elsewhere: FxHashMap::default(),
+            check_due: None,
         });
     }
 
@@ -55,15 +78,21 @@ impl Core {
     }
 
     /// CONNECT on the session's home shard: with shared sessions, claims the client id first
-    /// (the connection waits); else accepts it now.
+    /// (the connection waits, paused); else accepts it now.
     pub(crate) fn claim_then_accept(&mut self, id: ConnId, mut connect: Box<Connect>) {
-        let Some(owners) = &mut self.owners else {
-            return connect::accept(self, id, &mut connect);
-        };
-        if connect.client_id.is_empty() {
-            // An id assigned here: this broker's own.
-            return connect::accept(self, id, &mut connect);
+        if self.owners.is_none() {
+            return connect::accept(self, id, &mut connect, None);
         }
+        // An id assigned here is claimed too: its session's owner key is what a restart
+        // loads it by.
+        let assigned = connect.client_id.is_empty().then(|| {
+            let cid = self.next_assigned_client_id();
+            connect.client_id = cid.clone();
+            cid
+        });
+        let Some(owners) = &mut self.owners else {
+            return;
+        };
         let persistent = if connect.version.is_v5() {
             connect.properties.session_expiry_interval.unwrap_or(0) != 0
         } else {
@@ -74,12 +103,17 @@ impl Core {
             data: !connect.clean_start,
             persistent,
         };
+        owners
+            .claimed_elsewhere
+            .entry(claim.client.clone())
+            .or_insert(0);
         let request = Request::Claim {
             shard: owners.shared.shard,
             conn: id,
             claim,
         };
         if !owners.shared.request(request) {
+            self.forget_claim(&connect.client_id);
             return connect::refuse(
                 self,
                 id,
@@ -88,7 +122,9 @@ impl Core {
                 "redis_claims_max CONNECTs wait for their claim in Redis",
             );
         }
-        owners.parked.insert(id, connect);
+        owners.parked.insert(id, Parked { connect, assigned });
+        // Nothing more is read from it until the claim answers.
+        self.effects.push_back(Effect::Pause(id));
     }
 
     /// Handles what the claimer and the watcher sent (at most the inbox's capacity:
@@ -98,10 +134,7 @@ impl Core {
             return;
         };
         owners.shared.answered();
-        loop {
-            let Some(event) = self.owners.as_ref().and_then(|o| o.shared.next_event()) else {
-                return;
-            };
+        while let Some(event) = self.owners.as_ref().and_then(|o| o.shared.next_event()) {
             match event {
                 Event::Claimed {
                     conn,
@@ -110,6 +143,7 @@ impl Core {
                 } => self.claimed(conn, &claim, result),
                 Event::Taken(notice) => self.taken(&notice),
                 Event::Missed => self.check_held(),
+                Event::CheckFailed => self.owe_check(),
                 Event::Checked(found) => {
                     for (client, epoch, owner) in found {
                         self.checked(&client, epoch, owner);
@@ -119,69 +153,126 @@ impl Core {
         }
     }
 
+    /// On the tick: a check owed is asked again once due.
+    pub(crate) fn owners_tick(&mut self) {
+        let due = self
+            .owners
+            .as_ref()
+            .and_then(|o| o.check_due)
+            .is_some_and(|at| self.now >= at);
+        if due {
+            self.check_held();
+        }
+    }
+
+    fn owe_check(&mut self) {
+        let now = self.now;
+        if let Some(o) = &mut self.owners {
+            o.check_due = Some(now + CHECK_RETRY);
+        }
+    }
+
     fn epoch_of(&self, client: &str) -> Option<u64> {
         self.owners.as_ref()?.epochs.get(client).copied()
     }
 
+    /// No claim of `client` is out here any more (none parked): what others claimed
+    /// meanwhile is forgotten with it.
+    fn forget_claim(&mut self, client: &str) {
+        if let Some(o) = &mut self.owners {
+            if !o.parked.values().any(|p| p.connect.client_id == client) {
+                o.claimed_elsewhere.remove(client);
+            }
+        }
+    }
+
     fn claimed(&mut self, conn: ConnId, claim: &Claim, result: Result<Box<Claimed>, String>) {
-        let Some(mut connect) = self.owners.as_mut().and_then(|o| o.parked.remove(&conn)) else {
+        let Some(Parked {
+            mut connect,
+            assigned,
+        }) = self.owners.as_mut().and_then(|o| o.parked.remove(&conn))
+        else {
             return;
         };
+        let newer_elsewhere = self
+            .owners
+            .as_ref()
+            .and_then(|o| o.claimed_elsewhere.get(&claim.client).copied())
+            .unwrap_or(0);
+        self.forget_claim(&claim.client);
         let live = self.conn_mut(conn).is_some_and(|l| !l.closing);
-        let claimed = match result {
-            Ok(c) => c,
+        let refusal = match &result {
+            Ok(c) if c.epoch >= newer_elsewhere => None,
+            // Another broker claimed it after this claim, and its notice came first.
+            Ok(_) => Some("the client id was claimed by a newer connection on another broker"),
             Err(why) => {
                 tracing::warn!(shard = self.id.0, client = %claim.client, error = %why, "claim of a client id in Redis failed: CONNECT refused");
+                Some("the session store (Redis) is unavailable")
+            }
+        };
+        let claimed = match (result, refusal) {
+            (Ok(c), None) => c,
+            (_, why) => {
                 if live {
-                    connect::refuse(
-                        self,
-                        conn,
-                        &connect,
-                        ReasonCode::SERVER_UNAVAILABLE,
-                        "the session store (Redis) is unavailable",
-                    );
+                    let why = why.unwrap_or_default();
+                    let reason = ReasonCode::SERVER_UNAVAILABLE;
+                    connect::refuse(self, conn, &connect, reason, why);
                 }
                 return;
             }
         };
         let broker = self.owners.as_ref().map(|o| o.shared.broker.clone());
         let held = self.epoch_of(&claim.client);
+        let here = self.by_client.contains_key(claim.client.as_str());
         let mine = match (&claimed.previous, broker) {
-            (Some((b, e)), Some(me)) => **b == *me && Some(*e) == held,
-            // Nobody's in Redis: a session here is one this broker made without a claim
-            // (an assigned client id).
-            (None, _) => held.is_none() && self.by_client.contains_key(claim.client.as_str()),
+            // This broker's, under the epoch held here (or a later one of its own: a claim
+            // whose reply was lost and that the claimer made again).
+            (Some((b, e)), Some(me)) => **b == *me && held.is_some_and(|h| *e >= h),
+            // Nobody's in Redis (an owner key that expired): a session here stays.
+            (None, _) => here,
             _ => false,
         };
+        let mut imported = false;
         if !mine {
-            let sid = self.by_client.get(claim.client.as_str()).copied();
-            if let Some(sid) = sid {
+            if let Some(sid) = self.by_client.get(claim.client.as_str()).copied() {
                 self.forget_session(sid, "session taken over by a client on another broker");
             }
             if connect.clean_start {
                 // Whatever another broker kept of it ends (its owner key stays: see layout).
-                self.durable.append_journal(
-                    &claim.client,
-                    crate::session::Journal::Record(storage::record::Record::SessionEnd {
-                        client: claim.client.clone(),
-                    }),
-                );
+                self.end_stored(&claim.client);
             } else if let Some(loaded) = claimed.session {
                 self.import(loaded);
+                imported = true;
             }
             if claimed.skipped > 0 {
                 tracing::warn!(client = %claim.client, skipped = claimed.skipped, "values of a claimed session in Redis do not decode: skipped");
             }
         }
         if live {
-            connect::accept(self, conn, &mut connect);
+            connect::accept(self, conn, &mut connect, assigned);
             // Bytes that came after the CONNECT are read now.
             self.effects.push_back(Effect::Resume(conn));
         }
         // After the accept: a clean start there ends the old session (and its epoch).
-        if let Some(o) = &mut self.owners {
-            o.epochs.insert(claim.client.clone(), claimed.epoch);
+        if self.by_client.contains_key(claim.client.as_str()) {
+            if let Some(o) = &mut self.owners {
+                o.epochs.insert(claim.client.clone(), claimed.epoch);
+            }
+        } else if !imported && !mine && !connect.clean_start {
+            // Claimed for a connection that went away, with nothing to hold: the owner key
+            // gets a deadline (no session keeps it).
+            self.end_stored(&claim.client);
         }
+    }
+
+    /// Ends whatever is stored of `client`'s session (its owner key stays, with a deadline).
+    fn end_stored(&mut self, client: &str) {
+        self.durable.append_journal(
+            client,
+            Journal::Record(Record::SessionEnd {
+                client: client.to_string(),
+            }),
+        );
     }
 
     /// A session another broker had, as its claim read it: rebuilt here, offline until its
@@ -202,8 +293,13 @@ impl Core {
     }
 
     /// Another broker claimed `notice.client`: forgotten here unless this broker holds it
-    /// under a newer epoch.
+    /// under a newer epoch; a claim of it still out here loses if it is older.
     fn taken(&mut self, notice: &Notice) {
+        if let Some(o) = &mut self.owners {
+            if let Some(newest) = o.claimed_elsewhere.get_mut(&notice.client) {
+                *newest = (*newest).max(notice.epoch);
+            }
+        }
         if self
             .epoch_of(&notice.client)
             .is_some_and(|held| held >= notice.epoch)
@@ -219,11 +315,14 @@ impl Core {
         }
     }
 
-    /// Asks who owns every session held here (notices may have been missed).
+    /// Asks who owns every session held here (notices may have been missed); owed again
+    /// (on the tick) if it cannot be asked now.
     fn check_held(&mut self) {
-        let Some(o) = &self.owners else {
+        let now = self.now;
+        let Some(o) = &mut self.owners else {
             return;
         };
+        o.check_due = None;
         let held: Vec<(String, u64)> = o.epochs.iter().map(|(c, e)| (c.clone(), *e)).collect();
         let shard = o.shared.shard;
         for chunk in held.chunks(CHECK_CHUNK * 16) {
@@ -232,7 +331,11 @@ impl Core {
                 held: chunk.to_vec(),
             };
             if !o.shared.request(request) {
-                tracing::warn!(shard = self.id.0, "ownership check not asked: the claims queue is full (asked again when the watcher resubscribes)");
+                tracing::warn!(
+                    shard = self.id.0,
+                    "ownership check not asked: the claims queue is full (asked again in a second)"
+                );
+                o.check_due = Some(now + CHECK_RETRY);
                 return;
             }
         }
@@ -245,7 +348,11 @@ impl Core {
             return;
         }
         let me = self.owners.as_ref().map(|o| o.shared.broker.clone());
-        let ours = owner.is_some_and(|(b, e)| Some(b.as_str()) == me.as_deref() && e == epoch);
+        let ours = match owner {
+            Some((b, e)) => Some(b.as_str()) == me.as_deref() && e == epoch,
+            // No owner key (it expired): nobody claimed it since.
+            None => true,
+        };
         if ours {
             return;
         }
@@ -263,7 +370,8 @@ impl Core {
     }
 
     /// Drops a session from this shard without a trace in the store: its connection, if
-    /// any, is closed with 0x8E; its will is not sent; its unwritten changes are discarded.
+    /// any, is closed with 0x8E; its will is not sent; its unwritten changes and its
+    /// unfinished shared-subscription messages (the new owner has them) are discarded.
     fn forget_session(&mut self, sid: SessionId, why: &str) {
         let Some(session) = self.session_mut(sid) else {
             return;
@@ -272,6 +380,7 @@ impl Core {
         session.durable = false;
         session.will = None;
         session.journal.clear();
+        drop(session.take_shared_unfinished());
         if let Some(conn) = session.conn {
             self.close(conn, Some(ReasonCode::SESSION_TAKEN_OVER), why);
         }
@@ -279,6 +388,11 @@ impl Core {
             self.remove_session(sid);
         }
         self.durable.session_forgotten(&client);
+    }
+
+    /// This broker's id when it shares sessions through Redis.
+    pub(crate) fn shared_broker_id(&self) -> Option<std::sync::Arc<str>> {
+        Some(self.owners.as_ref()?.shared.broker.clone())
     }
 
     /// The session ended here: its epoch is forgotten (a later CONNECT claims again).

@@ -135,14 +135,24 @@ impl Core {
     /// A new client id for a client that sent none (MQTT 5), homed on this shard (so a
     /// reconnect with it finds the session here). About `shards` tries.
     pub(crate) fn next_assigned_client_id(&mut self) -> ByteString {
+        // Unique across restarts (the start time: a container's pid repeats) and, with
+        // sessions shared through Redis, across brokers (the broker id).
+        let broker = self.shared_broker_id();
         loop {
             self.next_assigned_id += 1;
-            let id = format!(
-                "ringmq-{}-{}-{}",
-                self.id.0,
-                std::process::id(),
-                self.next_assigned_id
-            );
+            let id = match &broker {
+                Some(b) => format!(
+                    "ringmq-{b}-{}-{:x}-{}",
+                    self.id.0, self.started_ms, self.next_assigned_id
+                ),
+                None => format!(
+                    "ringmq-{}-{}-{:x}-{}",
+                    self.id.0,
+                    std::process::id(),
+                    self.started_ms,
+                    self.next_assigned_id
+                ),
+            };
             if crate::ids::home_shard(id.as_bytes(), self.shards) == self.id {
                 return ByteString::from(id);
             }
@@ -174,7 +184,12 @@ impl Core {
                         "TLS / WebSocket handshake not finished within handshake_timeout_ms",
                     ));
                 }
-                (None, _) if now.duration_since(conn.accepted_at) > connect_timeout => {
+                // A CONNECT waiting for its claim in Redis has come (the claim answers or
+                // fails within its own bounds).
+                (None, _)
+                    if now.duration_since(conn.accepted_at) > connect_timeout
+                        && !self.claiming(conn.id) =>
+                {
                     expired.push((conn.id, None, "no CONNECT within connect_timeout_ms"));
                 }
                 // A publisher held by backpressure is not read: its silence is ours.
@@ -195,6 +210,7 @@ impl Core {
             self.close(id, reason, why);
         }
         self.close_stuck_consumers();
+        self.owners_tick();
         let expired_sessions: Vec<SessionId> = self
             .sessions
             .iter()

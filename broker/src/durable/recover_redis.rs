@@ -24,27 +24,25 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     let started = Instant::now();
     let wait = Duration::from_secs(config.redis_start_wait_secs);
     let mut said = false;
-    // Where the data is (one Redis, or a cluster's masters), then one broker per database:
-    // wait for a live holder of the lock, take a dead one's; then load. An unreachable Redis
-    // is retried meanwhile.
-    // Brokers sharing the database (`redis_shared`) take no lock: each loads the sessions it
-    // owns, and claims the others' on CONNECT.
+    // Where the data is (one Redis, or a cluster's masters), then one broker per database
+    // (with `redis_shared`: one process per broker id): wait for a live holder of the lock,
+    // take a dead one's; then load (with `redis_shared`, the sessions this broker owns; it
+    // claims the others' on CONNECT). An unreachable Redis is retried meanwhile.
     let shared = config
         .redis_shared
         .then_some(config.redis_broker_id.as_str());
-    let lock = if shared.is_some() {
-        String::new()
+    let lock = storage::redis::lock::value();
+    let lock_name = String::from_utf8_lossy(&redis.lock_key).into_owned();
+    let (what, rule) = if shared.is_some() {
+        ("uses this broker id", "one process per `redis_broker_id`")
     } else {
-        storage::redis::lock::value()
+        ("holds this Redis database", "one broker per Redis database")
     };
     let mut holder_said = false;
     let (topology, loaded): (Topology, Loaded) = loop {
         let attempt = load::topology(&redis).and_then(|topology| {
-            if shared.is_some() {
-                return Ok(Ok((load::load(&redis, &topology, shared)?, topology)));
-            }
             Ok(match load::lock(&redis, &topology, &lock)? {
-                None => Ok((load::load(&redis, &topology, None)?, topology)),
+                None => Ok((load::load(&redis, &topology, shared)?, topology)),
                 Some(holder) => Err(holder),
             })
         });
@@ -52,13 +50,13 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             Ok(Ok((loaded, topology))) => break (topology, loaded),
             Ok(Err(holder)) if started.elapsed() < wait => {
                 if !holder_said && !holder.is_empty() {
-                    tracing::warn!(url = %redis.url, %holder, wait_secs = config.redis_start_wait_secs, "another ringmq broker holds this Redis database (ringmq:lock); waiting");
+                    tracing::warn!(url = %redis.url, %holder, lock = %lock_name, wait_secs = config.redis_start_wait_secs, "another ringmq broker {what}; waiting");
                     holder_said = true;
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
             Ok(Err(holder)) => anyhow::bail!(
-                "another ringmq broker ({holder}) uses the Redis store at {} (key ringmq:lock): one broker per Redis database (waited {} s, `redis_start_wait_secs`)",
+                "another ringmq broker ({holder}) uses the Redis store at {} (key {lock_name}): {rule} (waited {} s, `redis_start_wait_secs`)",
                 redis.url,
                 config.redis_start_wait_secs
             ),

@@ -66,6 +66,8 @@ pub enum Event {
     Taken(Notice),
     /// The watcher (re)subscribed: notices may have been missed; check every session held.
     Missed,
+    /// A check could not be answered (Redis failed): ask again later.
+    CheckFailed,
     /// A check's outcome: per client id, the epoch asked about and the owner now.
     Checked(Vec<Found>),
 }
@@ -139,6 +141,25 @@ impl Shared {
     pub fn answered(&self) {
         self.inbox.bell.answered();
     }
+}
+
+/// A handle with no threads behind it, for unit tests: its requests arrive on the returned
+/// receiver; events pushed into the returned inbox reach the shard.
+#[cfg(test)]
+pub fn for_tests(broker: &str) -> (Shared, std::sync::mpsc::Receiver<Request>, Arc<Inbox>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let devnull = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .expect("/dev/null");
+    let inbox = Arc::new(Inbox::new(64, devnull));
+    let shared = Shared {
+        broker: broker.into(),
+        shard: 0,
+        requests: tx,
+        inbox: inbox.clone(),
+    };
+    (shared, rx, inbox)
 }
 
 /// The shards' handles and the threads' join handles.

@@ -28,6 +28,9 @@ const STOP_POLL: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// A subscription that lasted this long resets the backoff.
+const LASTED: Duration = Duration::from_secs(5);
+
 /// The claimer thread's state.
 #[derive(Debug)]
 pub struct Claimer {
@@ -35,6 +38,8 @@ pub struct Claimer {
     broker: Arc<str>,
     inboxes: Arc<Vec<Arc<Inbox>>>,
     topology: Option<Topology>,
+    /// The masters last known (seeds when the slot map is read again).
+    known: Vec<String>,
     conns: HashMap<String, Client>,
     failing: bool,
 }
@@ -47,6 +52,7 @@ impl Claimer {
             broker,
             inboxes,
             topology: None,
+            known: Vec::new(),
             conns: HashMap::new(),
             failing: false,
         }
@@ -136,7 +142,14 @@ impl Claimer {
     /// The masters (discovered once, again after a failure).
     fn topology(&mut self) -> std::io::Result<&Topology> {
         if self.topology.is_none() {
-            self.topology = Some(load::topology(&self.redis)?);
+            // A cluster's masters last known are asked too (the seed may be the one down).
+            let topology = if self.redis.cluster {
+                Topology::discover(&self.redis, &self.known)?
+            } else {
+                load::topology(&self.redis)?
+            };
+            self.known.clone_from(&topology.nodes);
+            self.topology = Some(topology);
         }
         self.topology
             .as_ref()
@@ -213,9 +226,12 @@ impl Claimer {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "checking who owns this broker's sessions in Redis failed (asked again when the watcher resubscribes)");
+                    tracing::warn!(error = %e, "checking who owns this broker's sessions in Redis failed (asked again in a second)");
                     self.topology = None;
                     self.conns.clear();
+                    if let Some(inbox) = self.inboxes.get(shard) {
+                        inbox.push_waiting(Event::CheckFailed, stop);
+                    }
                     return;
                 }
             }
@@ -275,24 +291,39 @@ impl Watcher {
     }
 
     /// Subscribes, hands notices on, resubscribes after a failure (telling every shard that
-    /// notices may have been missed), until `stop` is set.
+    /// notices may have been missed), until `stop` is set. Failures back off (50 ms doubling
+    /// to 2 s; back to 50 ms after a subscription that lasted).
     pub fn run(self, stop: &AtomicBool) {
         let mut backoff = BACKOFF_MIN;
         let mut lost = false;
+        // A cluster's masters, tried when the seed does not answer.
+        let nodes = if self.redis.cluster {
+            Topology::discover(&self.redis, &[])
+                .map(|t| t.nodes)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         while !stop.load(Ordering::Relaxed) {
-            match self.subscribe() {
-                Ok(stream) => {
+            match self.subscribe(&nodes) {
+                Ok((stream, rx)) => {
                     if lost {
                         tracing::info!(url = %self.redis.url, "listening to other brokers' claims again (ringmq:owners)");
                         lost = false;
                     }
-                    backoff = BACKOFF_MIN;
+                    // Subscribed (confirmed): what was claimed before is checked now.
                     for inbox in self.inboxes.iter() {
                         inbox.push_waiting(Event::Missed, stop);
                     }
-                    if let Err(e) = self.listen(stream, stop) {
+                    let since = std::time::Instant::now();
+                    if let Err(e) = self.listen(stream, rx, stop) {
                         tracing::warn!(url = %self.redis.url, error = %e, "lost the subscription to other brokers' claims (ringmq:owners): resubscribing; sessions held here are checked again then");
                         lost = true;
+                        if since.elapsed() > LASTED {
+                            backoff = BACKOFF_MIN;
+                        }
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
                 Err(e) => {
@@ -307,17 +338,57 @@ impl Watcher {
         }
     }
 
-    fn subscribe(&self) -> std::io::Result<Stream> {
-        let mut stream = self.redis.connect()?;
+    /// A connection subscribed to the notices (the seed, else a master of `nodes`), the
+    /// subscription confirmed.
+    fn subscribe(&self, nodes: &[String]) -> std::io::Result<(Stream, Vec<u8>)> {
+        let mut last = std::io::Error::other("no node");
+        let seed = [self.redis.addr.clone()];
+        for addr in seed
+            .iter()
+            .chain(nodes.iter().filter(|n| **n != self.redis.addr))
+        {
+            match self.subscribe_at(addr) {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// The stream and what came after the confirmation.
+    fn subscribe_at(&self, addr: &str) -> std::io::Result<(Stream, Vec<u8>)> {
+        let mut stream = self.redis.connect_to(addr)?;
         stream.write_all(&resp::command(&[b"SUBSCRIBE", CHANNEL]))?;
+        stream.set_read_timeout(Some(self.redis.connect_timeout))?;
+        // The confirmation: ["subscribe", channel, 1] (an error: no right to the channel).
+        let mut rx = Vec::new();
+        let mut buf = [0u8; 512];
+        let reply = loop {
+            if let Some((reply, used)) = resp::parse(&rx).map_err(std::io::Error::other)? {
+                rx.drain(..used);
+                break reply;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+        };
+        if let Some(e) = reply.error() {
+            return Err(std::io::Error::other(format!("Redis: {e}")));
+        }
         stream.set_read_timeout(Some(STOP_POLL))?;
-        Ok(stream)
+        Ok((stream, rx))
     }
 
     /// Reads notices until the connection fails or `stop` is set.
-    fn listen(&self, mut stream: Stream, stop: &AtomicBool) -> std::io::Result<()> {
+    fn listen(
+        &self,
+        mut stream: Stream,
+        mut rx: Vec<u8>,
+        stop: &AtomicBool,
+    ) -> std::io::Result<()> {
         let shards = self.inboxes.len();
-        let mut rx: Vec<u8> = Vec::with_capacity(64 << 10);
         let mut buf = vec![0u8; 64 << 10];
         while !stop.load(Ordering::Relaxed) {
             match stream.read(&mut buf) {
@@ -327,10 +398,7 @@ impl Watcher {
                     if matches!(
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
+                    ) => {}
                 Err(e) => return Err(e),
             }
             let mut at = 0;

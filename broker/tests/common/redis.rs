@@ -26,15 +26,18 @@ impl Redis {
         Self::start_with(&["--requirepass", password])
     }
 
-    /// Starts one that also speaks TLS on `tls_port`, with the certificate `redis` of the
-    /// directory `certs` signed by its CA `ca`; clients must present a certificate of that
-    /// CA (`tls-auth-clients yes`, Redis's default). The plain port stays for `cli`.
-    pub fn start_tls(certs: &std::path::Path, tls_port: u16) -> Self {
+    /// Starts one that also speaks TLS, with the certificate `redis` of the directory `certs`
+    /// signed by its CA `ca`; clients must present a certificate of that CA
+    /// (`tls-auth-clients yes`, Redis's default). The plain port stays for `cli`. Returns the
+    /// TLS port too (a fresh one for each try).
+    pub fn start_tls(certs: &std::path::Path) -> (Self, u16) {
         let file = |name: &str| certs.join(name).to_str().unwrap().to_string();
-        Self::start_in("redis-tls", |_| {
+        let tls_port = std::cell::Cell::new(0);
+        let redis = Self::start_in("redis-tls", |_| {
+            tls_port.set(free_port());
             vec![
                 "--tls-port".into(),
-                tls_port.to_string(),
+                tls_port.get().to_string(),
                 "--tls-cert-file".into(),
                 file("redis.pem"),
                 "--tls-key-file".into(),
@@ -42,7 +45,8 @@ impl Redis {
                 "--tls-ca-cert-file".into(),
                 file("ca.pem"),
             ]
-        })
+        });
+        (redis, tls_port.get())
     }
 
     /// Starts one with `extra` settings, on a free port, in a fresh directory.

@@ -39,6 +39,9 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Several brokers share the database (`redis_shared`).
     pub shared: bool,
+    /// The key of this broker's lock: the database's ([`super::lock::KEY`]), or with
+    /// `redis_shared` its broker id's ([`super::lock::key_of`]).
+    pub lock_key: Vec<u8>,
 }
 
 impl RedisConfig {
@@ -94,6 +97,7 @@ impl RedisConfig {
             pending_bytes_max,
             cluster: false,
             shared: false,
+            lock_key: super::lock::KEY.to_vec(),
         })
     }
 

@@ -269,13 +269,13 @@ impl Encoder {
         }
     }
 
-    /// Renews the database's lock held with `value` (see [`super::lock`]).
-    pub fn renew_lock(&mut self, out: &mut Vec<u8>, value: &str) {
+    /// Renews the lock `key` held with `value` (see [`super::lock`]).
+    pub fn renew_lock(&mut self, out: &mut Vec<u8>, key: &[u8], value: &str) {
         self.command(out, 6);
         put_arg(out, b"EVAL");
         put_arg(out, super::lock::RENEW);
         put_arg(out, b"1");
-        put_arg(out, super::lock::KEY);
+        put_arg(out, key);
         put_arg(out, value.as_bytes());
         put_arg_u64(out, super::lock::TTL_MS);
     }

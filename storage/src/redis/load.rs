@@ -147,8 +147,12 @@ pub fn lock(
     topology: &Topology,
     value: &str,
 ) -> std::io::Result<Option<String>> {
-    let addr = node_addr(topology, super::lock::KEY);
-    super::lock::acquire(&mut Client::connect_to(config, addr)?, value)
+    let addr = node_addr(topology, &config.lock_key);
+    super::lock::acquire(
+        &mut Client::connect_to(config, addr)?,
+        &config.lock_key,
+        value,
+    )
 }
 
 fn node_addr<'a>(topology: &'a Topology, key: &[u8]) -> &'a str {

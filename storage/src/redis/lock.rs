@@ -11,6 +11,12 @@ use super::resp::{self, Reply};
 
 /// The lock key.
 pub const KEY: &[u8] = b"ringmq:lock";
+
+/// With several brokers on the database (`redis_shared`): the lock of broker id `broker`
+/// (one process per broker id).
+pub fn key_of(broker: &str) -> Vec<u8> {
+    [KEY, b":", broker.as_bytes()].concat()
+}
 /// Its TTL; each store renews it every [`RENEW_EVERY_MS`].
 pub const TTL_MS: u64 = 5000;
 /// How often a store renews the lock.
@@ -56,13 +62,18 @@ fn stale(holder: &str) -> bool {
 
 /// Tries to take the lock with `value`: `Ok(None)` when taken, `Ok(Some(holder))` when
 /// another live broker holds it.
-pub(super) fn acquire(client: &mut Client, value: &str) -> std::io::Result<Option<String>> {
+/// The lock's key is `key` ([`KEY`], or a shared database's per-broker key: [`key_of`]).
+pub(super) fn acquire(
+    client: &mut Client,
+    key: &[u8],
+    value: &str,
+) -> std::io::Result<Option<String>> {
     let ttl = TTL_MS.to_string();
-    let set = resp::command(&[b"SET", KEY, value.as_bytes(), b"NX", b"PX", ttl.as_bytes()]);
+    let set = resp::command(&[b"SET", key, value.as_bytes(), b"NX", b"PX", ttl.as_bytes()]);
     if matches!(client.pipeline(&[set])?.pop(), Some(Reply::Status(_))) {
         return Ok(None);
     }
-    let holder = match client.pipeline(&[resp::command(&[b"GET", KEY])])?.pop() {
+    let holder = match client.pipeline(&[resp::command(&[b"GET", key])])?.pop() {
         Some(Reply::Bulk(Some(h))) => String::from_utf8_lossy(&h).into_owned(),
         // Expired meanwhile: try again.
         _ => return Ok(Some(String::new())),
@@ -76,7 +87,7 @@ pub(super) fn acquire(client: &mut Client, value: &str) -> std::io::Result<Optio
             b"EVAL",
             STEAL,
             b"1",
-            KEY,
+            key,
             holder.as_bytes(),
             value.as_bytes(),
             ttl.as_bytes(),

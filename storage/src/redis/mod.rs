@@ -528,7 +528,8 @@ impl Store for RedisStore {
             && now.duration_since(self.renewed) >= Duration::from_millis(lock::RENEW_EVERY_MS)
         {
             self.renewed = now;
-            self.encoder.renew_lock(&mut self.pending, &self.lock);
+            self.encoder
+                .renew_lock(&mut self.pending, &self.config.lock_key, &self.lock);
         }
         Ok(())
     }

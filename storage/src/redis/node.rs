@@ -213,9 +213,10 @@ impl Node {
         if now < self.next_attempt {
             return false;
         }
-        // TCP only (bounded by `redis_connect_timeout_ms`; at once on a local host): the
+        // TCP (bounded by `redis_connect_timeout_ms`; at once on a local host): the Redis
         // handshake goes ahead of the next part, so a Redis that accepts and then stays
-        // silent does not block the shard.
+        // silent does not block the shard. With TLS, the TLS handshake does block it, for
+        // at most `redis_connect_timeout_ms` per attempt (backoff between attempts).
         let connected = config.connect_tcp(&self.addr).and_then(|mut conn| {
             // TLS: the handshake now, blocking (bounded by the connect timeout).
             let tls = match &config.tls {

@@ -128,6 +128,12 @@ fn text(reply: Option<&Reply>) -> Option<String> {
 /// The claim's result from its replies (taken from `replies`, as many as [`commands`] made).
 pub fn claimed(claim: &Claim, replies: &mut impl Iterator<Item = Reply>) -> io::Result<Claimed> {
     let first = replies.next().unwrap_or(Reply::Array(None));
+    // Every reply of this claim is taken, whatever happens: the next claim's follow.
+    let data: Vec<Reply> = if claim.data {
+        replies.take(5).collect()
+    } else {
+        Vec::new()
+    };
     if let Some(e) = first.error() {
         return Err(io::Error::other(format!("Redis: {e}")));
     }
@@ -146,7 +152,8 @@ pub fn claimed(claim: &Claim, replies: &mut impl Iterator<Item = Reply>) -> io::
     };
     let mut skipped = 0;
     let session = if claim.data {
-        let mut next = || replies.next().unwrap_or(Reply::Array(None));
+        let mut data = data.into_iter();
+        let mut next = || data.next().unwrap_or(Reply::Array(None));
         let (s, q, p, r, i) = (next(), next(), next(), next(), next());
         for reply in [&s, &q, &p, &r, &i] {
             if let Some(e) = reply.error() {

@@ -85,17 +85,25 @@ impl Tls {
         ClientConnection::new(self.config.clone(), self.name.clone()).map_err(std::io::Error::other)
     }
 
-    /// Runs the handshake on `tcp` (blocking, each step bounded by `timeout`); the session,
-    /// ready for application data. The socket's timeouts are cleared afterwards.
+    /// Runs the handshake on `tcp` (blocking, the whole of it bounded by `timeout`); the
+    /// session, ready for application data. The socket's timeouts are cleared afterwards.
     pub fn handshake(
         &self,
         tcp: &mut TcpStream,
         timeout: Duration,
     ) -> std::io::Result<ClientConnection> {
         let mut session = self.session()?;
-        tcp.set_read_timeout(Some(timeout))?;
-        tcp.set_write_timeout(Some(timeout))?;
+        let deadline = std::time::Instant::now() + timeout;
         while session.is_handshaking() {
+            // The whole handshake within `timeout`, not each step.
+            let left = deadline
+                .checked_duration_since(std::time::Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake: timed out")
+                })?;
+            tcp.set_read_timeout(Some(left))?;
+            tcp.set_write_timeout(Some(left))?;
             session
                 .complete_io(tcp)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;

@@ -1,0 +1,238 @@
+//! Unit tests of `owners.rs`: claims, notices and checks driven by hand through a handle with
+//! no threads behind it.
+
+use net::codec::{Packet, ProtocolVersion, ReasonCode};
+use storage::record::{Record, StoredMessage};
+use storage::redis::load::LoadedSession;
+use storage::redis::owners::{Claimed, Notice};
+
+use super::tests::{conn, connect_packet, memory_core, output};
+use super::Core;
+use crate::owners::{for_tests, Event, Request};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+fn shared_core() -> (
+    Core,
+    std::sync::mpsc::Receiver<Request>,
+    std::sync::Arc<crate::owners::Inbox>,
+) {
+    let mut core = memory_core();
+    let (shared, rx, inbox) = for_tests("me");
+    core.share_sessions(shared);
+    (core, rx, inbox)
+}
+
+/// Opens connection `slot`, sends a persistent CONNECT for `client`: it is parked, its claim
+/// asked for.
+fn park(core: &mut Core, rx: &std::sync::mpsc::Receiver<Request>, slot: u32, client: &str) {
+    core.open_link(conn(slot));
+    core.packet(
+        conn(slot),
+        Packet::Connect(connect_packet(client, V5, false)),
+    );
+    assert!(core.claiming(conn(slot)));
+    assert!(
+        output(core, slot).is_empty(),
+        "no CONNACK before the claim answers"
+    );
+    match rx.try_recv() {
+        Ok(Request::Claim { claim, .. }) => assert_eq!(claim.client, client),
+        other => panic!("expected a claim, got {other:?}"),
+    }
+}
+
+fn answer(
+    core: &mut Core,
+    inbox: &crate::owners::Inbox,
+    slot: u32,
+    client: &str,
+    epoch: u64,
+    previous: Option<(&str, u64)>,
+    session: Option<LoadedSession>,
+) {
+    let claim = storage::redis::owners::Claim {
+        client: client.into(),
+        data: true,
+        persistent: true,
+    };
+    let claimed = Claimed {
+        client: client.into(),
+        epoch,
+        previous: previous.map(|(b, e)| (b.to_string(), e)),
+        session,
+        skipped: 0,
+    };
+    inbox
+        .push(Event::Claimed {
+            conn: conn(slot),
+            claim,
+            result: Ok(Box::new(claimed)),
+        })
+        .unwrap();
+    core.poll_owners();
+}
+
+fn notice(core: &mut Core, inbox: &crate::owners::Inbox, client: &str, broker: &str, epoch: u64) {
+    inbox
+        .push(Event::Taken(Notice {
+            epoch,
+            broker: broker.into(),
+            client: client.into(),
+        }))
+        .unwrap();
+    core.poll_owners();
+}
+
+fn connack_code(packets: &[Packet]) -> (u8, bool) {
+    match packets.first() {
+        Some(Packet::ConnAck(a)) => (a.code.0, a.session_present),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_session_another_broker_had_is_imported_with_its_queue() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    let message = StoredMessage {
+        topic: "t/1".into(),
+        payload: b"queued".to_vec(),
+        qos: 1,
+        retain: false,
+        properties: Vec::new(),
+        expires_at_ms: 0,
+    };
+    let loaded = LoadedSession {
+        client: "dev".into(),
+        expiry: 3600,
+        qos2: false,
+        records: vec![
+            Record::Session {
+                client: "dev".into(),
+                expiry: 3600,
+            },
+            Record::Enqueue {
+                client: "dev".into(),
+                seq: 7,
+                message,
+            },
+        ],
+        epoch: 0,
+    };
+    answer(
+        &mut core,
+        &inbox,
+        1,
+        "dev",
+        20,
+        Some(("other", 10)),
+        Some(loaded),
+    );
+    let out = output(&mut core, 1);
+    assert_eq!(connack_code(&out), (0, true));
+    match out.get(1) {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"queued"),
+        other => panic!("expected the queued message, got {other:?}"),
+    }
+    assert!(!core.claiming(conn(1)));
+}
+
+#[test]
+fn a_newer_claim_elsewhere_closes_the_connection_with_0x8e() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    answer(&mut core, &inbox, 1, "dev", 20, None, None);
+    assert_eq!(connack_code(&output(&mut core, 1)), (0, false));
+    // An older notice (and this broker's own) change nothing.
+    notice(&mut core, &inbox, "dev", "other", 19);
+    assert!(output(&mut core, 1).is_empty());
+    notice(&mut core, &inbox, "dev", "other", 21);
+    match output(&mut core, 1).first() {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER),
+        other => panic!("expected DISCONNECT 0x8E, got {other:?}"),
+    }
+    assert!(!core.by_client.contains_key("dev"), "forgotten here");
+}
+
+#[test]
+fn a_claim_older_than_a_notice_that_came_first_loses() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    // Another broker claimed it after this claim, but its notice arrives first.
+    notice(&mut core, &inbox, "dev", "other", 30);
+    answer(&mut core, &inbox, 1, "dev", 20, None, None);
+    assert_eq!(
+        connack_code(&output(&mut core, 1)).0,
+        ReasonCode::SERVER_UNAVAILABLE.0
+    );
+    assert!(!core.by_client.contains_key("dev"));
+}
+
+#[test]
+fn a_check_forgets_only_what_another_broker_owns() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "a");
+    answer(&mut core, &inbox, 1, "a", 5, None, None);
+    park(&mut core, &rx, 2, "b");
+    answer(&mut core, &inbox, 2, "b", 6, None, None);
+    let _ = (output(&mut core, 1), output(&mut core, 2));
+    inbox.push(Event::Missed).unwrap();
+    core.poll_owners();
+    match rx.try_recv() {
+        Ok(Request::Check { mut held, .. }) => {
+            held.sort();
+            assert_eq!(held, vec![("a".to_string(), 5), ("b".to_string(), 6)]);
+        }
+        other => panic!("expected a check, got {other:?}"),
+    }
+    // "a": no owner key (expired) stays ours; "b": another broker's now.
+    inbox
+        .push(Event::Checked(vec![
+            ("a".into(), 5, None),
+            ("b".into(), 6, Some(("other".into(), 9))),
+        ]))
+        .unwrap();
+    core.poll_owners();
+    assert!(output(&mut core, 1).is_empty());
+    assert!(matches!(
+        output(&mut core, 2).first(),
+        Some(Packet::Disconnect(_))
+    ));
+    assert!(core.by_client.contains_key("a") && !core.by_client.contains_key("b"));
+}
+
+#[test]
+fn a_failed_claim_refuses_with_0x88_and_a_client_without_an_id_is_claimed_too() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    let claim = storage::redis::owners::Claim {
+        client: "dev".into(),
+        data: true,
+        persistent: true,
+    };
+    inbox
+        .push(Event::Claimed {
+            conn: conn(1),
+            claim,
+            result: Err("Connection refused".into()),
+        })
+        .unwrap();
+    core.poll_owners();
+    assert_eq!(connack_code(&output(&mut core, 1)).0, 0x88);
+    // No id: one is assigned here, claimed, and told to the client.
+    core.open_link(conn(2));
+    core.packet(conn(2), Packet::Connect(connect_packet("", V5, true)));
+    let Ok(Request::Claim { claim, .. }) = rx.try_recv() else {
+        panic!("a claim");
+    };
+    assert!(claim.client.starts_with("ringmq-"));
+    answer(&mut core, &inbox, 2, &claim.client, 3, None, None);
+    match output(&mut core, 2).first() {
+        Some(Packet::ConnAck(a)) => assert_eq!(
+            a.properties.assigned_client_identifier.as_deref(),
+            Some(claim.client.as_str())
+        ),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
