@@ -132,6 +132,11 @@ pub trait Store: std::fmt::Debug {
     fn appended(&self) -> u64;
     /// The last write failed and no retry has succeeded yet: refuse what needs durability.
     fn failing(&self) -> bool;
+    /// Another process took this store's place (its lock): nothing it writes lands any more;
+    /// false by default.
+    fn fenced(&self) -> bool {
+        false
+    }
     /// Nothing is waiting to be written or out (besides records: commands a store sends on
     /// its own, e.g. TTL changes); a shutdown waits for it. True by default.
     fn idle(&self) -> bool {

@@ -28,6 +28,7 @@ const CHECK_RETRY: Duration = Duration::from_secs(1);
 struct Parked {
     connect: Box<Connect>,
     assigned: Option<ByteString>,
+    since: Instant,
 }
 
 /// A shard's side of sharing sessions.
@@ -43,6 +44,9 @@ pub struct Owners {
     claimed_elsewhere: FxHashMap<String, u64>,
     /// A check of the sessions held is owed (it could not be asked or answered): when next.
     check_due: Option<Instant>,
+    /// Client ids whose claim was out when notices may have been missed: checked once
+    /// their claim is accepted.
+    recheck: rustc_hash::FxHashSet<String>,
 }
 
 /// A broker's id tag: the low 16 bits of the message ids it gives (FNV-1a of its id).
@@ -67,6 +71,7 @@ impl Core {
             epochs: epochs.into_iter().collect(),
             claimed_elsewhere: FxHashMap::default(),
             check_due: None,
+            recheck: rustc_hash::FxHashSet::default(),
         });
     }
 
@@ -82,6 +87,12 @@ impl Core {
     pub(crate) fn claim_then_accept(&mut self, id: ConnId, mut connect: Box<Connect>) {
         if self.owners.is_none() {
             return connect::accept(self, id, &mut connect, None);
+        }
+        if self.durable.fenced() {
+            // Another process took this broker id: it must not take clients from it.
+            let reason = ReasonCode::SERVER_UNAVAILABLE;
+            let why = "this broker lost its Redis lock to another process with its id";
+            return connect::refuse(self, id, &connect, reason, why);
         }
         // An id assigned here is claimed too: its session's owner key is what a restart
         // loads it by.
@@ -112,17 +123,19 @@ impl Core {
             conn: id,
             claim,
         };
-        if !owners.shared.request(request) {
+        if let Err(why) = owners.shared.request(request) {
             self.forget_claim(&connect.client_id);
-            return connect::refuse(
-                self,
-                id,
-                &connect,
-                ReasonCode::SERVER_BUSY,
-                "redis_claims_max CONNECTs wait for their claim in Redis",
-            );
+            return connect::refuse(self, id, &connect, ReasonCode::SERVER_BUSY, why);
         }
-        owners.parked.insert(id, Parked { connect, assigned });
+        let since = self.now;
+        owners.parked.insert(
+            id,
+            Parked {
+                connect,
+                assigned,
+                since,
+            },
+        );
         // Nothing more is read from it until the claim answers.
         self.effects.push_back(Effect::Pause(id));
     }
@@ -153,7 +166,8 @@ impl Core {
         }
     }
 
-    /// On the tick: a check owed is asked again once due.
+    /// On the tick: a check owed is asked again once due; a CONNECT whose claim found no
+    /// answer in time (the claimer stuck or gone) is refused.
     pub(crate) fn owners_tick(&mut self) {
         let due = self
             .owners
@@ -163,6 +177,37 @@ impl Core {
         if due {
             self.check_held();
         }
+        let now = self.now;
+        let limit = self.claim_deadline();
+        let late: Vec<ConnId> = self
+            .owners
+            .as_ref()
+            .map(|o| {
+                o.parked
+                    .iter()
+                    .filter(|(_, p)| now.duration_since(p.since) > limit)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in late {
+            let Some(p) = self.owners.as_mut().and_then(|o| o.parked.remove(&id)) else {
+                continue;
+            };
+            self.forget_claim(&p.connect.client_id);
+            tracing::warn!(shard = self.id.0, client = %p.connect.client_id, "no answer to a claim in Redis in time: CONNECT refused");
+            let why = "the session store (Redis) did not answer in time";
+            connect::refuse(self, id, &p.connect, ReasonCode::SERVER_UNAVAILABLE, why);
+        }
+    }
+
+    /// How long a CONNECT may wait for its claim: the CONNECT timeout plus two attempts of
+    /// the claimer (a connection and a stalled reply each).
+    fn claim_deadline(&self) -> Duration {
+        let c = &self.config;
+        Duration::from_millis(
+            c.connect_timeout_ms + 2 * (c.redis_connect_timeout_ms + c.redis_hold_ms.max(1000)),
+        )
     }
 
     fn owe_check(&mut self) {
@@ -182,6 +227,7 @@ impl Core {
         if let Some(o) = &mut self.owners {
             if !o.parked.values().any(|p| p.connect.client_id == client) {
                 o.claimed_elsewhere.remove(client);
+                o.recheck.remove(client);
             }
         }
     }
@@ -190,6 +236,7 @@ impl Core {
         let Some(Parked {
             mut connect,
             assigned,
+            ..
         }) = self.owners.as_mut().and_then(|o| o.parked.remove(&conn))
         else {
             return;
@@ -199,6 +246,10 @@ impl Core {
             .as_ref()
             .and_then(|o| o.claimed_elsewhere.get(&claim.client).copied())
             .unwrap_or(0);
+        let recheck = self
+            .owners
+            .as_ref()
+            .is_some_and(|o| o.recheck.contains(&claim.client));
         self.forget_claim(&claim.client);
         let live = self.conn_mut(conn).is_some_and(|l| !l.closing);
         let refusal = match &result {
@@ -250,6 +301,11 @@ impl Core {
         }
         if live {
             connect::accept(self, conn, &mut connect, assigned);
+            // Nothing was read while it waited: its keep alive counts from now.
+            let now = self.now;
+            if let Some(link) = self.conn_mut(conn) {
+                link.last_seen = now;
+            }
             // Bytes that came after the CONNECT are read now.
             self.effects.push_back(Effect::Resume(conn));
         }
@@ -257,6 +313,17 @@ impl Core {
         if self.by_client.contains_key(claim.client.as_str()) {
             if let Some(o) = &mut self.owners {
                 o.epochs.insert(claim.client.clone(), claimed.epoch);
+                // Notices may have been missed while this claim was out: ask now.
+                if recheck {
+                    let held = vec![(claim.client.clone(), claimed.epoch)];
+                    let request = Request::Check {
+                        shard: o.shared.shard,
+                        held,
+                    };
+                    if o.shared.request(request).is_err() {
+                        o.check_due = Some(self.now + CHECK_RETRY);
+                    }
+                }
             }
         } else if !imported && !mine && !connect.clean_start {
             // Claimed for a connection that went away, with nothing to hold: the owner key
@@ -323,6 +390,13 @@ impl Core {
             return;
         };
         o.check_due = None;
+        // Claims out now may have been made before a notice this broker missed.
+        let parked: Vec<String> = o
+            .parked
+            .values()
+            .map(|p| p.connect.client_id.to_string())
+            .collect();
+        o.recheck.extend(parked);
         let held: Vec<(String, u64)> = o.epochs.iter().map(|(c, e)| (c.clone(), *e)).collect();
         let shard = o.shared.shard;
         for chunk in held.chunks(CHECK_CHUNK * 16) {
@@ -330,10 +404,10 @@ impl Core {
                 shard,
                 held: chunk.to_vec(),
             };
-            if !o.shared.request(request) {
+            if let Err(why) = o.shared.request(request) {
                 tracing::warn!(
                     shard = self.id.0,
-                    "ownership check not asked: the claims queue is full (asked again in a second)"
+                    "ownership check not asked: {why} (asked again in a second)"
                 );
                 o.check_due = Some(now + CHECK_RETRY);
                 return;
@@ -349,7 +423,9 @@ impl Core {
         }
         let me = self.owners.as_ref().map(|o| o.shared.broker.clone());
         let ours = match owner {
-            Some((b, e)) => Some(b.as_str()) == me.as_deref() && e == epoch,
+            // This broker's, under the epoch held or a later one of its own (a claim whose
+            // CONNECT was refused after its EVAL ran).
+            Some((b, e)) => Some(b.as_str()) == me.as_deref() && e >= epoch,
             // No owner key (it expired): nobody claimed it since.
             None => true,
         };
@@ -370,8 +446,9 @@ impl Core {
     }
 
     /// Drops a session from this shard without a trace in the store: its connection, if
-    /// any, is closed with 0x8E; its will is not sent; its unwritten changes and its
-    /// unfinished shared-subscription messages (the new owner has them) are discarded.
+    /// any, is closed with 0x8E; its will is not sent; its unwritten changes are discarded.
+    /// Its unfinished shared-subscription messages go to other members of their groups, as
+    /// when any session ends (the new owner may deliver some of them too: at least once).
     fn forget_session(&mut self, sid: SessionId, why: &str) {
         let Some(session) = self.session_mut(sid) else {
             return;
@@ -380,7 +457,6 @@ impl Core {
         session.durable = false;
         session.will = None;
         session.journal.clear();
-        drop(session.take_shared_unfinished());
         if let Some(conn) = session.conn {
             self.close(conn, Some(ReasonCode::SESSION_TAKEN_OVER), why);
         }

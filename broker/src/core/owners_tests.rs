@@ -236,3 +236,35 @@ fn a_failed_claim_refuses_with_0x88_and_a_client_without_an_id_is_claimed_too() 
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
+
+#[test]
+fn a_claim_out_when_notices_may_have_been_missed_is_checked_once_accepted() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    inbox.push(Event::Missed).unwrap();
+    core.poll_owners();
+    // Nothing is held yet: no sweep ...
+    assert!(rx.try_recv().is_err());
+    answer(&mut core, &inbox, 1, "dev", 20, None, None);
+    // ... then, once accepted, the claim's own client under its new epoch.
+    match rx.try_recv() {
+        Ok(Request::Check { held, .. }) => assert_eq!(held, vec![("dev".to_string(), 20)]),
+        other => panic!("expected a check of dev, got {other:?}"),
+    }
+    // A later epoch of this broker's own (a claim whose CONNECT was refused) is still ours.
+    inbox
+        .push(Event::Checked(vec![("dev".into(), 20, Some(("me".into(), 25)))]))
+        .unwrap();
+    core.poll_owners();
+    assert!(core.by_client.contains_key("dev"));
+}
+
+#[test]
+fn a_claim_without_an_answer_in_time_is_refused() {
+    let (mut core, rx, _inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    core.now += std::time::Duration::from_secs(600);
+    core.tick();
+    assert_eq!(connack_code(&output(&mut core, 1)).0, 0x88);
+    assert!(!core.claiming(conn(1)));
+}

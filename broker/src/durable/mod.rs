@@ -273,6 +273,11 @@ impl Durable {
         self.store.session_offline(client, expiry);
     }
 
+    /// Another process took the store's place (see [`Store::fenced`]).
+    pub fn fenced(&self) -> bool {
+        self.store.fenced()
+    }
+
     /// A session read from the store while running (see [`Store::session_loaded`]).
     pub fn session_loaded(&mut self, client: &str, qos2: bool) {
         self.store.session_loaded(client, qos2);

@@ -123,12 +123,15 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Hands `request` to the claimer; false if `redis_claims_max` requests wait already (or
-    /// the claimer is gone).
-    pub fn request(&self, request: Request) -> bool {
+    /// Hands `request` to the claimer; why not if `redis_claims_max` requests wait already or
+    /// the claimer is gone.
+    pub fn request(&self, request: Request) -> Result<(), &'static str> {
         match self.requests.try_send(request) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => {
+                Err("redis_claims_max CONNECTs wait for their claim in Redis")
+            }
+            Err(TrySendError::Disconnected(_)) => Err("the Redis claims thread is gone"),
         }
     }
 

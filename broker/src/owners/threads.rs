@@ -81,15 +81,24 @@ impl Claimer {
     /// chunks. A failed round is tried once more on fresh connections and a fresh slot map.
     fn serve(&mut self, batch: &mut Vec<Request>, stop: &AtomicBool) {
         let mut claims: Vec<(usize, crate::ids::ConnId, Claim)> = Vec::new();
+        let mut checks = Vec::new();
         for request in batch.drain(..) {
             match request {
                 Request::Claim { shard, conn, claim } => claims.push((shard, conn, claim)),
-                Request::Check { shard, held } => self.check(shard, held, stop),
+                Request::Check { shard, held } => checks.push((shard, held)),
             }
         }
-        if claims.is_empty() {
-            return;
+        // CONNECTs wait on claims: they go first, the sweeps of checks after.
+        if !claims.is_empty() {
+            self.serve_claims(claims, stop);
         }
+        for (shard, held) in checks {
+            self.check(shard, held, stop);
+        }
+    }
+
+    /// One round of claims, grouped by master.
+    fn serve_claims(&mut self, claims: Vec<(usize, crate::ids::ConnId, Claim)>, stop: &AtomicBool) {
         let mut results = None;
         let mut why = String::new();
         for _ in 0..2 {

@@ -507,7 +507,7 @@ impl Shard {
         }
         let layered = conn.transport.is_some();
         let ended = layered && !closing && self.after_layers(id, failed);
-        if (c.result == 0 || ended) && self.core.claiming(id) {
+        if (c.result == 0 || ended) && !closing && self.core.claiming(id) {
             // Its CONNECT waits for its claim: what it sent after it is read once the claim
             // answers, and this end of the stream is found again then (a receive re-armed).
             return;

@@ -88,7 +88,9 @@ impl Shard {
                         continue;
                     }
                     self.process_input(id);
-                    if ended {
+                    // (A CONNECT waiting for its claim: its end is found again once it is
+                    // read, a receive re-armed then.)
+                    if ended && !self.core.claiming(id) {
                         // The peer's close came with its CONNECT.
                         self.core.close(id, None, "peer closed the connection");
                         self.apply();

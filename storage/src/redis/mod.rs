@@ -236,7 +236,8 @@ impl RedisStore {
         }
         if let Some(e) = &error {
             if e.starts_with(lock::LOST) && !self.fenced {
-                tracing::error!(url = %self.config.url, "another broker took this Redis database's lock (ringmq:lock): this broker writes nothing more there and refuses durable publishes; restart it");
+                let key = String::from_utf8_lossy(&self.config.lock_key);
+                tracing::error!(url = %self.config.url, lock = %key, "another broker process took this broker's Redis lock: this broker writes nothing more there, refuses durable publishes (and, sharing the database, CONNECTs); restart it");
                 self.fenced = true;
                 self.refused_upto = 0;
             }
@@ -404,6 +405,10 @@ impl Store for RedisStore {
 
     fn appended(&self) -> u64 {
         self.appended
+    }
+
+    fn fenced(&self) -> bool {
+        self.fenced
     }
 
     fn failing(&self) -> bool {

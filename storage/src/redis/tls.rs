@@ -93,24 +93,52 @@ impl Tls {
         timeout: Duration,
     ) -> std::io::Result<ClientConnection> {
         let mut session = self.session()?;
-        let deadline = std::time::Instant::now() + timeout;
+        let mut io = Deadline {
+            tcp: &mut *tcp,
+            deadline: std::time::Instant::now() + timeout,
+        };
         while session.is_handshaking() {
-            // The whole handshake within `timeout`, not each step.
-            let left = deadline
-                .checked_duration_since(std::time::Instant::now())
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake: timed out")
-                })?;
-            tcp.set_read_timeout(Some(left))?;
-            tcp.set_write_timeout(Some(left))?;
             session
-                .complete_io(tcp)
+                .complete_io(&mut io)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
         }
         tcp.set_read_timeout(None)?;
         tcp.set_write_timeout(None)?;
         Ok(session)
+    }
+}
+
+/// A socket whose every read and write waits at most until `deadline` (a handshake bounded
+/// as a whole, however its bytes trickle in).
+struct Deadline<'a> {
+    tcp: &'a mut TcpStream,
+    deadline: std::time::Instant,
+}
+
+impl Deadline<'_> {
+    fn left(&self) -> std::io::Result<Duration> {
+        self.deadline
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.tcp.set_read_timeout(Some(self.left()?))?;
+        self.tcp.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.tcp.set_write_timeout(Some(self.left()?))?;
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.tcp.flush()
     }
 }
 
