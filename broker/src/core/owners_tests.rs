@@ -253,7 +253,11 @@ fn a_claim_out_when_notices_may_have_been_missed_is_checked_once_accepted() {
     }
     // A later epoch of this broker's own (a claim whose CONNECT was refused) is still ours.
     inbox
-        .push(Event::Checked(vec![("dev".into(), 20, Some(("me".into(), 25)))]))
+        .push(Event::Checked(vec![(
+            "dev".into(),
+            20,
+            Some(("me".into(), 25)),
+        )]))
         .unwrap();
     core.poll_owners();
     assert!(core.by_client.contains_key("dev"));
