@@ -465,7 +465,8 @@ config_keys! {
         "empty",
         "this broker's name among those sharing the Redis database (`redis_shared`; stable \
         across restarts: its sessions are found by it; one process per id, a second is \
-        refused; letters, digits, `-`, `_`, `.`, `:`)";
+        refused; letters, digits, `-`, `_`, `.`, `:`; a cluster node's default: its \
+        `cluster.node_id`)";
     redis_claims_max: usize = 4096,
         "4096",
         "`redis_shared`: CONNECTs waiting for their claim in Redis, per broker, beyond which a \
@@ -629,6 +630,10 @@ impl Config {
             if self.store != StoreKind::Redis {
                 return Err(bad("redis_shared", "needs `store` `redis`"));
             }
+            // A cluster node shares sessions under its node id unless told otherwise.
+            if let (true, Some(cluster)) = (self.redis_broker_id.is_empty(), &self.cluster) {
+                self.redis_broker_id.clone_from(&cluster.node_id);
+            }
             let id = &self.redis_broker_id;
             if id.is_empty()
                 || id.len() > 128
@@ -639,12 +644,6 @@ impl Config {
                 return Err(bad(
                     "redis_broker_id",
                     "`redis_shared` needs a broker id of 1 to 128 letters, digits, `-`, `_`, `.` or `:`",
-                ));
-            }
-            if self.cluster.is_some() {
-                return Err(bad(
-                    "redis_shared",
-                    "not with [cluster] (nodes of a cluster keep their sessions apart)",
                 ));
             }
             if self.redis_claims_max == 0 || self.redis_claims_max > 1 << 20 {
