@@ -168,7 +168,7 @@ impl Claimer {
     /// A connection to master `addr`.
     fn conn(&mut self, addr: &str) -> std::io::Result<&mut Client> {
         if !self.conns.contains_key(addr) {
-            let c = Client::connect_to(&self.redis, addr)?;
+            let mut c = Client::connect_to(&self.redis, addr)?;
             c.set_timeout(self.redis.hold.max(Duration::from_secs(1)))?;
             self.conns.insert(addr.to_string(), c);
         }

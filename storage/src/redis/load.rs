@@ -45,7 +45,15 @@ pub struct LoadedSession {
 pub struct Client {
     stream: super::tls::Stream,
     rx: Vec<u8>,
+    /// The read timeout set (None: reads wait as long as it takes).
+    timeout: Option<std::time::Duration>,
 }
+
+/// How long a read waits for more of a large reply before the reply is parsed anyway.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Pending bytes of an incomplete reply from which its next parse waits for them to double.
+const DEFER_MIN: usize = 64 << 10;
 
 impl Client {
     /// Connected to `addr`, authenticated, on the database.
@@ -53,39 +61,75 @@ impl Client {
         Ok(Self {
             stream: config.connect_to(addr)?,
             rx: Vec::new(),
+            timeout: None,
         })
     }
 
     /// Reads and writes give up after `timeout` (a Redis that stops answering).
-    pub fn set_timeout(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+    pub fn set_timeout(&mut self, timeout: std::time::Duration) -> std::io::Result<()> {
+        self.timeout = Some(timeout);
         self.stream.set_read_timeout(Some(timeout))?;
         self.stream.set_write_timeout(Some(timeout))
     }
 
     /// Sends `commands` as one pipeline; their replies, in order.
+    ///
+    /// A reply still incomplete is parsed again only once its bytes doubled, or once no more
+    /// arrived for [`IDLE`]: reading a reply of many megabytes (a large queue's `HGETALL`) in
+    /// small reads (16 KiB TLS records) costs linear time, not quadratic.
     pub fn pipeline(&mut self, commands: &[Vec<u8>]) -> std::io::Result<Vec<Reply>> {
         let out: Vec<u8> = commands.concat();
         self.stream.write_all(&out)?;
         let mut replies = Vec::with_capacity(commands.len());
         let mut buf = vec![0u8; 256 << 10];
         let mut at = 0;
+        // The pending bytes at the last parse that found the reply incomplete (0: none).
+        let mut tried = 0usize;
+        // Parse on the next pass whatever the doubling says (no more came for `IDLE`).
+        let mut force = false;
+        // A forced parse found it incomplete: the next read waits as long as it takes.
+        let mut stalled = false;
         while replies.len() < commands.len() {
-            match resp::parse(self.rx.get(at..).unwrap_or_default())
-                .map_err(std::io::Error::other)?
-            {
-                Some((reply, used)) => {
-                    at += used;
-                    replies.push(reply);
-                }
-                None => {
-                    let n = self.stream.read(&mut buf)?;
-                    if n == 0 {
-                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+            let pending = self.rx.len().saturating_sub(at);
+            if tried < DEFER_MIN || force || pending >= 2 * tried {
+                let forced = std::mem::take(&mut force);
+                match resp::parse(self.rx.get(at..).unwrap_or_default())
+                    .map_err(std::io::Error::other)?
+                {
+                    Some((reply, used)) => {
+                        at += used;
+                        replies.push(reply);
+                        tried = 0;
+                        continue;
                     }
-                    self.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    None => {
+                        tried = pending.max(1);
+                        stalled = forced;
+                    }
                 }
             }
+            let deferring = !stalled && tried >= DEFER_MIN;
+            self.stream
+                .set_read_timeout(if deferring { Some(IDLE) } else { self.timeout })?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.rx.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    stalled = false;
+                }
+                Err(e)
+                    if deferring
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    force = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        self.stream.set_read_timeout(self.timeout)?;
         self.rx.drain(..at);
         Ok(replies)
     }
