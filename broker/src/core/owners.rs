@@ -39,14 +39,21 @@ pub struct Owners {
     parked: FxHashMap<ConnId, Parked>,
     /// The epoch this broker holds each session of the shard under.
     epochs: FxHashMap<String, u64>,
-    /// Client ids with a claim out here: the newest epoch another broker claimed them under
-    /// meanwhile (a claim older than it loses).
-    claimed_elsewhere: FxHashMap<String, u64>,
+    /// Client ids with a claim out here.
+    claims_out: FxHashMap<String, ClaimsOut>,
     /// A check of the sessions held is owed (it could not be asked or answered): when next.
     check_due: Option<Instant>,
-    /// Client ids whose claim was out when notices may have been missed: checked once
-    /// their claim is accepted.
-    recheck: rustc_hash::FxHashSet<String>,
+}
+
+/// What is known while claims of one client id are out.
+#[derive(Debug, Default)]
+struct ClaimsOut {
+    /// How many are parked.
+    parked: u32,
+    /// The newest epoch another broker claimed it under meanwhile (an older claim loses).
+    newest_elsewhere: u64,
+    /// Notices may have been missed meanwhile: checked once a claim is accepted.
+    recheck: bool,
 }
 
 /// A broker's id tag: the low 16 bits of the message ids it gives (FNV-1a of its id).
@@ -69,9 +76,8 @@ impl Core {
             shared,
             parked: FxHashMap::default(),
             epochs: epochs.into_iter().collect(),
-            claimed_elsewhere: FxHashMap::default(),
+            claims_out: FxHashMap::default(),
             check_due: None,
-            recheck: rustc_hash::FxHashSet::default(),
         });
     }
 
@@ -115,9 +121,10 @@ impl Core {
             persistent,
         };
         owners
-            .claimed_elsewhere
+            .claims_out
             .entry(claim.client.clone())
-            .or_insert(0);
+            .or_default()
+            .parked += 1;
         let request = Request::Claim {
             shard: owners.shared.shard,
             conn: id,
@@ -221,15 +228,25 @@ impl Core {
         self.owners.as_ref()?.epochs.get(client).copied()
     }
 
-    /// No claim of `client` is out here any more (none parked): what others claimed
-    /// meanwhile is forgotten with it.
-    fn forget_claim(&mut self, client: &str) {
-        if let Some(o) = &mut self.owners {
-            if !o.parked.values().any(|p| p.connect.client_id == client) {
-                o.claimed_elsewhere.remove(client);
-                o.recheck.remove(client);
-            }
+    /// A claim of `client` is over (answered, refused or abandoned): what was learnt while
+    /// it was out, forgotten with the last one.
+    fn forget_claim(&mut self, client: &str) -> ClaimsOut {
+        let Some(o) = &mut self.owners else {
+            return ClaimsOut::default();
+        };
+        let Some(out) = o.claims_out.get_mut(client) else {
+            return ClaimsOut::default();
+        };
+        out.parked = out.parked.saturating_sub(1);
+        let seen = ClaimsOut {
+            parked: out.parked,
+            newest_elsewhere: out.newest_elsewhere,
+            recheck: out.recheck,
+        };
+        if out.parked == 0 {
+            o.claims_out.remove(client);
         }
+        seen
     }
 
     fn claimed(&mut self, conn: ConnId, claim: &Claim, result: Result<Box<Claimed>, String>) {
@@ -241,16 +258,11 @@ impl Core {
         else {
             return;
         };
-        let newer_elsewhere = self
-            .owners
-            .as_ref()
-            .and_then(|o| o.claimed_elsewhere.get(&claim.client).copied())
-            .unwrap_or(0);
-        let recheck = self
-            .owners
-            .as_ref()
-            .is_some_and(|o| o.recheck.contains(&claim.client));
-        self.forget_claim(&claim.client);
+        let ClaimsOut {
+            newest_elsewhere: newer_elsewhere,
+            recheck,
+            ..
+        } = self.forget_claim(&claim.client);
         let live = self.conn_mut(conn).is_some_and(|l| !l.closing);
         let refusal = match &result {
             Ok(c) if c.epoch >= newer_elsewhere => None,
@@ -363,8 +375,8 @@ impl Core {
     /// under a newer epoch; a claim of it still out here loses if it is older.
     fn taken(&mut self, notice: &Notice) {
         if let Some(o) = &mut self.owners {
-            if let Some(newest) = o.claimed_elsewhere.get_mut(&notice.client) {
-                *newest = (*newest).max(notice.epoch);
+            if let Some(out) = o.claims_out.get_mut(&notice.client) {
+                out.newest_elsewhere = out.newest_elsewhere.max(notice.epoch);
             }
         }
         if self
@@ -391,12 +403,9 @@ impl Core {
         };
         o.check_due = None;
         // Claims out now may have been made before a notice this broker missed.
-        let parked: Vec<String> = o
-            .parked
-            .values()
-            .map(|p| p.connect.client_id.to_string())
-            .collect();
-        o.recheck.extend(parked);
+        for out in o.claims_out.values_mut() {
+            out.recheck = true;
+        }
         let held: Vec<(String, u64)> = o.epochs.iter().map(|(c, e)| (c.clone(), *e)).collect();
         let shard = o.shared.shard;
         for chunk in held.chunks(CHECK_CHUNK * 16) {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storage::redis::cluster::Topology;
+use storage::redis::layout::{client_key, OWNER};
 use storage::redis::load::{self, Client};
 use storage::redis::owners::{self, Claim, CHANNEL};
 use storage::redis::resp::{self, Reply};
@@ -165,6 +166,28 @@ impl Claimer {
             .ok_or_else(|| std::io::Error::other("no topology"))
     }
 
+    /// The indexes of `clients`, grouped by the master holding each one's owner key.
+    fn by_master<'a>(
+        &mut self,
+        clients: impl Iterator<Item = &'a str>,
+    ) -> std::io::Result<Vec<(String, Vec<usize>)>> {
+        let topology = self.topology()?;
+        let mut by_node: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, client) in clients.enumerate() {
+            let key = client_key(client, OWNER);
+            let addr = topology
+                .nodes
+                .get(topology.node_of(&key))
+                .cloned()
+                .unwrap_or_default();
+            match by_node.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, list)) => list.push(i),
+                None => by_node.push((addr, vec![i])),
+            }
+        }
+        Ok(by_node)
+    }
+
     /// A connection to master `addr`.
     fn conn(&mut self, addr: &str) -> std::io::Result<&mut Client> {
         if !self.conns.contains_key(addr) {
@@ -183,20 +206,7 @@ impl Claimer {
         &mut self,
         claims: &[(usize, crate::ids::ConnId, Claim)],
     ) -> std::io::Result<Vec<std::io::Result<owners::Claimed>>> {
-        let topology = self.topology()?;
-        let mut by_node: Vec<(String, Vec<usize>)> = Vec::new();
-        for (i, (_, _, claim)) in claims.iter().enumerate() {
-            let key = owners::key(&claim.client, storage::redis::layout::OWNER);
-            let addr = topology
-                .nodes
-                .get(topology.node_of(&key))
-                .cloned()
-                .unwrap_or_default();
-            match by_node.iter_mut().find(|(a, _)| *a == addr) {
-                Some((_, list)) => list.push(i),
-                None => by_node.push((addr, vec![i])),
-            }
-        }
+        let by_node = self.by_master(claims.iter().map(|(_, _, c)| c.client.as_str()))?;
         let mut results: Vec<Option<std::io::Result<owners::Claimed>>> =
             claims.iter().map(|_| None).collect();
         for (addr, list) in by_node {
@@ -249,32 +259,13 @@ impl Claimer {
 
     /// The owner of each of `chunk`'s client ids, one pipeline per master.
     fn owners_of(&mut self, chunk: &[(String, u64)]) -> std::io::Result<Vec<super::Found>> {
-        let topology = self.topology()?;
-        let mut by_node: Vec<(String, Vec<String>, Vec<u64>)> = Vec::new();
-        for (client, epoch) in chunk {
-            let key = owners::key(client, storage::redis::layout::OWNER);
-            let addr = topology
-                .nodes
-                .get(topology.node_of(&key))
-                .cloned()
-                .unwrap_or_default();
-            let at = match by_node.iter().position(|(a, _, _)| *a == addr) {
-                Some(at) => at,
-                None => {
-                    by_node.push((addr, Vec::new(), Vec::new()));
-                    by_node.len() - 1
-                }
-            };
-            if let Some((_, clients, epochs)) = by_node.get_mut(at) {
-                clients.push(client.clone());
-                epochs.push(*epoch);
-            }
-        }
         let mut found = Vec::with_capacity(chunk.len());
-        for (addr, clients, epochs) in by_node {
+        for (addr, list) in self.by_master(chunk.iter().map(|(c, _)| c.as_str()))? {
+            let held: Vec<&(String, u64)> = list.iter().filter_map(|&i| chunk.get(i)).collect();
+            let clients: Vec<String> = held.iter().map(|(c, _)| c.clone()).collect();
             let owners = owners::owners(self.conn(&addr)?, &clients)?;
-            for ((client, epoch), owner) in clients.into_iter().zip(epochs).zip(owners) {
-                found.push((client, epoch, owner));
+            for ((client, epoch), owner) in held.into_iter().zip(owners) {
+                found.push((client.clone(), *epoch, owner));
             }
         }
         Ok(found)

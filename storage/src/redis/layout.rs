@@ -60,6 +60,11 @@ pub fn escaped(client: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
+/// `client`'s key with `suffix` (`ringmq:{cid}` + one of the suffixes above).
+pub fn client_key(client: &str, suffix: &[u8]) -> Vec<u8> {
+    [PREFIX, escaped(client).as_bytes(), suffix].concat()
+}
+
 /// The client id of a session key (`ringmq:{cid}:s`), if it is one.
 pub fn client_of_session_key(key: &[u8]) -> Option<String> {
     let inner = std::str::from_utf8(key.strip_prefix(PREFIX)?.strip_suffix(SESSION)?).ok()?;

@@ -171,8 +171,17 @@ fn page(reply: Reply) -> std::io::Result<(Vec<u8>, Reply)> {
     }
 }
 
-fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
-    [PREFIX, layout::escaped(client).as_bytes(), suffix].concat()
+/// Replies per session of [`session_reads`].
+pub(super) const SESSION_READS: usize = 5;
+
+/// The reads of `client`'s five keys, in the order [`session`] takes their replies.
+pub(super) fn session_reads(client: &str, out: &mut Vec<Vec<u8>>) {
+    let key = |suffix| layout::client_key(client, suffix);
+    out.push(resp::command(&[b"HGETALL", &key(SESSION)]));
+    out.push(resp::command(&[b"HGETALL", &key(QUEUE)]));
+    out.push(resp::command(&[b"HGETALL", &key(PACKET_IDS)]));
+    out.push(resp::command(&[b"SMEMBERS", &key(RELEASED)]));
+    out.push(resp::command(&[b"SMEMBERS", &key(INBOUND)]));
 }
 
 /// Where Redis is: one Redis, or the masters of a Redis Cluster (`CLUSTER SLOTS`).
@@ -250,13 +259,9 @@ fn load_sessions(
                 .collect();
             (clients, epochs) = mine.into_iter().unzip();
         }
-        let mut commands = Vec::with_capacity(clients.len() * 5);
+        let mut commands = Vec::with_capacity(clients.len() * SESSION_READS);
         for c in &clients {
-            commands.push(resp::command(&[b"HGETALL", &key(c, SESSION)]));
-            commands.push(resp::command(&[b"HGETALL", &key(c, QUEUE)]));
-            commands.push(resp::command(&[b"HGETALL", &key(c, PACKET_IDS)]));
-            commands.push(resp::command(&[b"SMEMBERS", &key(c, RELEASED)]));
-            commands.push(resp::command(&[b"SMEMBERS", &key(c, INBOUND)]));
+            session_reads(c, &mut commands);
         }
         let mut replies = client.pipeline(&commands)?.into_iter();
         for (c, epoch) in clients.into_iter().zip(epochs) {

@@ -11,7 +11,7 @@
 
 use std::io;
 
-use super::layout::{self, INBOUND, OWNER, PACKET_IDS, PREFIX, QUEUE, RELEASED, SESSION};
+use super::layout::{client_key, OWNER};
 use super::load::{self, Client, LoadedSession};
 use super::resp::{self, Reply};
 
@@ -86,11 +86,6 @@ pub fn notice_of(payload: &[u8]) -> Option<Notice> {
     })
 }
 
-/// A client's key with `suffix`.
-pub fn key(client: &str, suffix: &[u8]) -> Vec<u8> {
-    [PREFIX, layout::escaped(client).as_bytes(), suffix].concat()
-}
-
 /// The commands of one claim by broker `broker` (appended to `out`).
 pub fn commands(claim: &Claim, broker: &str, out: &mut Vec<Vec<u8>>) {
     let ttl = if claim.persistent {
@@ -102,19 +97,14 @@ pub fn commands(claim: &Claim, broker: &str, out: &mut Vec<Vec<u8>>) {
         b"EVAL",
         CLAIM,
         b"1",
-        &key(&claim.client, OWNER),
+        &client_key(&claim.client, OWNER),
         broker.as_bytes(),
         CHANNEL,
         claim.client.as_bytes(),
         ttl.to_string().as_bytes(),
     ]));
     if claim.data {
-        let c = &claim.client;
-        out.push(resp::command(&[b"HGETALL", &key(c, SESSION)]));
-        out.push(resp::command(&[b"HGETALL", &key(c, QUEUE)]));
-        out.push(resp::command(&[b"HGETALL", &key(c, PACKET_IDS)]));
-        out.push(resp::command(&[b"SMEMBERS", &key(c, RELEASED)]));
-        out.push(resp::command(&[b"SMEMBERS", &key(c, INBOUND)]));
+        load::session_reads(&claim.client, out);
     }
 }
 
@@ -130,7 +120,7 @@ pub fn claimed(claim: &Claim, replies: &mut impl Iterator<Item = Reply>) -> io::
     let first = replies.next().unwrap_or(Reply::Array(None));
     // Every reply of this claim is taken, whatever happens: the next claim's follow.
     let data: Vec<Reply> = if claim.data {
-        replies.take(5).collect()
+        replies.take(load::SESSION_READS).collect()
     } else {
         Vec::new()
     };
@@ -191,7 +181,7 @@ pub fn claim(
 pub fn owners(client: &mut Client, clients: &[String]) -> io::Result<Vec<Option<(String, u64)>>> {
     let commands: Vec<Vec<u8>> = clients
         .iter()
-        .map(|c| resp::command(&[b"HMGET", &key(c, OWNER), b"b", b"e"]))
+        .map(|c| resp::command(&[b"HMGET", &client_key(c, OWNER), b"b", b"e"]))
         .collect();
     let replies = client.pipeline(&commands)?;
     if let Some(e) = replies.iter().find_map(Reply::error) {
