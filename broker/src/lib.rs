@@ -65,6 +65,8 @@ pub struct Broker {
     cluster: Option<cluster::routes::Node>,
     /// The claimer and the watcher (`redis_shared`).
     owner_threads: Vec<std::thread::JoinHandle<()>>,
+    /// The Kafka outbox (`ack = "local"` rules).
+    outbox: Option<kafka::outbox::Outbox>,
 }
 
 /// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
@@ -156,6 +158,21 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     }
     let mut sources = sources.into_iter();
     let mut recovered = durable::recover::recover(&config)?.into_iter();
+    // `ack = "local"` rules: the outbox reads back what Kafka has not acknowledged before any
+    // shard takes a new message, so those are produced first (after the store's lock is
+    // taken: a second broker on the data directory stops before touching it).
+    let local_rules = config
+        .kafka
+        .as_ref()
+        .is_some_and(|k| k.to_kafka.iter().any(|r| r.ack == "local"));
+    let outbox = if local_rules {
+        Some(kafka::outbox::Outbox::start(
+            &config,
+            mesh.doorbell_files()?,
+        )?)
+    } else {
+        None
+    };
     // Brokers sharing a Redis database: the claimer and the watcher, after the start-up load.
     let owners::Started {
         shards: shared,
@@ -184,6 +201,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         let shard_sources = sources.next().unwrap_or_default();
         let shard_shared = shared.next();
         let shard_cluster = node.as_ref().map(|n| (n.table.clone(), n.feed.clone()));
+        let shard_outbox = outbox.as_ref().map(|o| o.shared.clone());
         let core = cores.get(i % cores.len().max(1)).copied();
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
@@ -202,6 +220,11 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
                     recovered,
                 ) {
                     Ok(mut shard) => {
+                        if let Err(e) = shard.add_kafka_sink(shard_outbox) {
+                            let msg = e.to_string();
+                            let _ = ready.send(Err(e));
+                            return Err(anyhow::anyhow!(msg));
+                        }
                         if let Some(shared) = shard_shared {
                             shard.share_sessions(shared);
                         }
@@ -237,6 +260,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         consumers: kafka::consumer::Consumers::default(),
         cluster: node,
         owner_threads,
+        outbox,
     };
     for _ in 0..shards {
         match ready_rx.recv() {
@@ -309,6 +333,10 @@ impl Broker {
         self.stop.store(true, Ordering::SeqCst);
         for t in self.owner_threads {
             let _ = t.join();
+        }
+        // Everything the shards handed over is logged; Kafka gets a moment for the rest.
+        if let Some(mut outbox) = self.outbox {
+            outbox.stop();
         }
         match failed {
             Some(e) => Err(e),

@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rdkafka::message::Header;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer};
 
 use super::config::ClusterConfig;
 use super::table::RouteTable;
 use crate::kafka::config::KafkaConfig;
-use crate::kafka::sink::{Ctx, Reports};
+use crate::kafka::sink::{Renewing, Reports};
 use crate::session::Message;
 use crate::sink::{Offer, Sink, SinkCounts};
 
@@ -75,7 +75,7 @@ impl Copies {
 /// One shard's downlink producer.
 pub struct ClusterSink {
     table: Arc<ArcSwap<RouteTable>>,
-    producer: ThreadedProducer<Ctx>,
+    producer: Renewing,
     reports: Arc<Reports>,
     config: ClusterConfig,
     /// Downlink topic per node index (built when first needed).
@@ -114,8 +114,7 @@ impl ClusterSink {
             "client.id",
             format!("{}-{}-downlink-{shard}", kafka.client_id, config.node_id),
         );
-        let producer: ThreadedProducer<Ctx> = producer_config
-            .create_with_context(Ctx(reports.clone()))
+        let producer = Renewing::new(producer_config, reports.clone())
             .map_err(|e| anyhow::anyhow!("cluster: cannot create a producer: {e}"))?;
         Ok(Self {
             table,
@@ -211,7 +210,7 @@ impl Sink for ClusterSink {
             }
             let bytes = message.payload.len();
             self.reports.handing(bytes);
-            if let Err((e, _)) = self.producer.send(record) {
+            if let Err((e, _)) = self.producer.producer().send(record) {
                 self.reports.not_taken(bytes);
                 if !self.failing {
                     tracing::warn!(topic = %message.topic, node = table.node(node).unwrap_or("?"), error = %e, "a message for another node was not produced: its publisher is refused");
@@ -237,6 +236,7 @@ impl Sink for ClusterSink {
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
+        self.producer.renew_if_failed();
         let before = out.len();
         let copies = &mut self.copies;
         let failed = self.reports.drain(|slot, ok| {
@@ -258,6 +258,6 @@ impl Sink for ClusterSink {
 
 impl Drop for ClusterSink {
     fn drop(&mut self) {
-        let _ = self.producer.flush(self.flush_wait);
+        let _ = self.producer.producer().flush(self.flush_wait);
     }
 }

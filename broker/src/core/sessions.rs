@@ -257,6 +257,8 @@ impl Core {
             self.stats.kafka_delivered = c.delivered;
             self.stats.kafka_failed = c.failed;
             self.stats.kafka_in_flight = c.in_flight;
+            self.stats.kafka_backlog = c.backlog;
+            self.stats.kafka_backlog_bytes = c.backlog_bytes;
             self.stats.kafka_latency_millis = c.latency.sum;
             let c = self.sinks.counts("cluster");
             feeds[1] = c.latency;

@@ -45,6 +45,12 @@ pub struct KafkaConfig {
     pub queue_count_max: usize,
     /// Payload bytes a shard may have in flight to Kafka, same backpressure.
     pub queue_bytes_max: u64,
+    /// `ack = "local"`: bytes of records taken into the outbox and not acknowledged by Kafka
+    /// yet (in memory and in its log); at it the shards stop reading their clients and a
+    /// message offered then is refused (0x97).
+    pub backlog_bytes_max: u64,
+    /// `ack = "local"`: a new log segment of the outbox starts past this many bytes.
+    pub outbox_segment_bytes: u64,
     /// MQTT -> Kafka rules; the first whose filter matches a topic wins.
     pub to_kafka: Vec<ToKafka>,
     /// Kafka -> MQTT: records a node's consumer may have handed to its shards and not seen
@@ -82,6 +88,8 @@ impl Default for KafkaConfig {
             timeout_ms: 10_000,
             queue_count_max: 100_000,
             queue_bytes_max: 256 << 20,
+            backlog_bytes_max: 1 << 30,
+            outbox_segment_bytes: 64 << 20,
             to_kafka: Vec::new(),
             consume_in_flight_max: 10_000,
             consume_batch_max: 512,
@@ -180,6 +188,18 @@ impl KafkaConfig {
         within("timeout_ms", self.timeout_ms, 1_000, 3_600_000)?;
         within("queue_count_max", self.queue_count_max, 1, 10_000_000)?;
         within("queue_bytes_max", self.queue_bytes_max, 1 << 20, 16 << 30)?;
+        within(
+            "backlog_bytes_max",
+            self.backlog_bytes_max,
+            4 << 10,
+            1 << 40,
+        )?;
+        within(
+            "outbox_segment_bytes",
+            self.outbox_segment_bytes,
+            1 << 20,
+            1 << 30,
+        )?;
         if self.linger_ms >= self.timeout_ms {
             return Err("kafka.linger_ms: must be below kafka.timeout_ms".into());
         }

@@ -2,7 +2,8 @@
 //! with rdkafka. A publish matching a rule is produced to the mapped topic and key, with its
 //! MQTT 5 properties and context as headers; with `ack = "kafka"` its PUBACK / PUBREC waits
 //! for Kafka's acknowledgement (acks = all), and a record Kafka does not acknowledge within
-//! `kafka.timeout_ms` refuses its publisher (0x97). Kafka -> MQTT (`[[kafka.to_mqtt]]`
+//! `kafka.timeout_ms` refuses its publisher (0x97); with `ack = "local"` it is acknowledged
+//! once durable in the broker's outbox, which produces it to Kafka at least once. Kafka -> MQTT (`[[kafka.to_mqtt]]`
 //! rules): a consumer per group on the node hands records to the shards as a source; each is
 //! published like a client's PUBLISH and its offset committed once it is handed on.
 //!
@@ -11,6 +12,7 @@
 //! - [`check`]: `ringmq kafka check` (rule conflicts, brokers, topics).
 //! - [`rule`]: a compiled rule (filter, topic template, key).
 //! - [`sink`]: the per-shard producer behind the `Sink` trait.
+//! - [`outbox`]: `ack = "local"`: the local log and its thread producing it to Kafka.
 //! - [`to_mqtt`]: a compiled Kafka -> MQTT rule; a record mapped to an MQTT message.
 //! - [`consumer`]: the consumer threads, lanes and offsets; the per-shard source.
 //! - `mod.rs`: topic creation at start.
@@ -18,6 +20,7 @@
 pub mod check;
 pub mod config;
 pub mod consumer;
+pub mod outbox;
 pub mod rule;
 pub mod sink;
 pub mod to_mqtt;

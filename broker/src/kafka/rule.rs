@@ -37,6 +37,17 @@ pub struct Rule {
     pub fixed_topic: Option<String>,
     /// Partitions of the fixed topic if the broker creates it (`kafka.partitions` if None).
     pub partitions: Option<i32>,
+    /// When the publisher is acknowledged.
+    pub ack: Ack,
+}
+
+/// When a publish a rule takes is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ack {
+    /// Once Kafka acknowledged it (acks = all).
+    Kafka,
+    /// Once it is durable in the broker's outbox (`kafka::outbox`), produced from there.
+    Local,
 }
 
 impl Rule {
@@ -89,17 +100,18 @@ impl Rule {
                 }
             },
         };
-        match rule.ack.as_str() {
-            "kafka" => {}
-            "local" => return Err("ack = \"local\" is not built yet; use \"kafka\"".into()),
-            a => return Err(format!("ack: `{a}`: kafka")),
-        }
+        let ack = match rule.ack.as_str() {
+            "kafka" => Ack::Kafka,
+            "local" => Ack::Local,
+            a => return Err(format!("ack: `{a}`: kafka or local")),
+        };
         Ok(Self {
             filter: rule.filter.clone(),
             parts,
             key,
             fixed_topic,
             partitions: rule.partitions,
+            ack,
         })
     }
 

@@ -10,8 +10,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::ClientContext;
 
 use super::config::KafkaConfig;
@@ -36,6 +37,8 @@ pub struct Reports {
     delivered_total: AtomicU64,
     failed_total: AtomicU64,
     latency: crate::metrics::SharedHistogram,
+    /// librdkafka reported an error since the shard last asked whether it was fatal.
+    errored: AtomicBool,
 }
 
 impl Reports {
@@ -51,6 +54,7 @@ impl Reports {
             delivered_total: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
             latency: crate::metrics::SharedHistogram::default(),
+            errored: AtomicBool::new(false),
         })
     }
 
@@ -91,6 +95,7 @@ impl Reports {
             failed: self.failed_total.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed) as u64,
             latency: self.latency.load(),
+            ..SinkCounts::default()
         }
     }
 
@@ -116,14 +121,13 @@ impl ClientContext for Ctx {
         tracing::debug!(?level, fac, "librdkafka: {log_message}");
     }
 
+    /// librdkafka's own errors go to debug (a Kafka that is away repeats them). rdkafka hands
+    /// a fatal error over with its underlying code, not as fatal: the shard asks the client
+    /// after any error (`Renewing`).
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
-            // The idempotent producer cannot go on: every later send fails (publishers are
-            // refused) until the broker restarts.
-            tracing::error!(%error, "Kafka producer failed for good (restart the broker): {reason}");
-        } else {
-            tracing::debug!(%error, "librdkafka: {reason}");
-        }
+        tracing::debug!(%error, "librdkafka: {reason}");
+        self.0.errored.store(true, Ordering::Release);
+        self.0.ring();
     }
 }
 
@@ -162,10 +166,81 @@ impl ProducerContext for Ctx {
     }
 }
 
+/// A producer replaced by a new one when librdkafka reports a fatal error (an idempotent
+/// producer that lost track of its sequence cannot go on). The old one's records are purged
+/// on a thread of its own: their reports (failed) refuse their publishers.
+pub(crate) struct Renewing {
+    producer: ThreadedProducer<Ctx>,
+    config: ClientConfig,
+    reports: Arc<Reports>,
+    /// A failed replacement is tried again after this.
+    retry_at: Option<std::time::Instant>,
+    /// Producers replaced so far.
+    pub(crate) renewed: u64,
+}
+
+impl Renewing {
+    /// A producer from `config` reporting to `reports`.
+    pub(crate) fn new(config: ClientConfig, reports: Arc<Reports>) -> Result<Self, KafkaError> {
+        let producer = config.create_with_context(Ctx(reports.clone()))?;
+        Ok(Self {
+            producer,
+            config,
+            reports,
+            retry_at: None,
+            renewed: 0,
+        })
+    }
+
+    /// The producer in use.
+    pub(crate) fn producer(&self) -> &ThreadedProducer<Ctx> {
+        &self.producer
+    }
+
+    /// Replaces the producer if it failed for good (call every pass; cheap unless librdkafka
+    /// reported an error).
+    pub(crate) fn renew_if_failed(&mut self) {
+        if self.retry_at.is_some_and(|t| std::time::Instant::now() < t)
+            || !self.reports.errored.swap(false, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return;
+        };
+        if self.retry_at.is_none() {
+            tracing::error!(error = %code, "Kafka producer failed for good ({reason}): a new one replaces it; the records it held are refused (0x97)");
+        }
+        match self.config.create_with_context(Ctx(self.reports.clone())) {
+            Ok(producer) => {
+                let old = std::mem::replace(&mut self.producer, producer);
+                self.renewed += 1;
+                self.retry_at = None;
+                let retire = move || {
+                    old.purge(PurgeConfig::default().queue().inflight());
+                    let _ = old.flush(std::time::Duration::from_secs(5));
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name("kafka-retire".into())
+                    .spawn(retire)
+                {
+                    tracing::warn!(error = %e, "cannot start a thread to retire the failed Kafka producer");
+                }
+                tracing::info!("a new Kafka producer replaced the failed one");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a Kafka producer to replace the failed one; trying again in a second");
+                self.reports.errored.store(true, Ordering::Release);
+                self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 /// One shard's producer and rules.
 pub struct KafkaSink {
     rules: Arc<Vec<Rule>>,
-    producer: ThreadedProducer<Ctx>,
+    producer: Renewing,
     reports: Arc<Reports>,
     queue_max: usize,
     queue_bytes_max: usize,
@@ -174,6 +249,9 @@ pub struct KafkaSink {
     topic: String,
     /// Logged once per streak of failures.
     failing: bool,
+    /// The outbox of `ack = "local"` rules, and this shard's index in it.
+    outbox: Option<Arc<super::outbox::Shared>>,
+    shard: u16,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -233,9 +311,11 @@ impl KafkaSink {
         doorbell: std::fs::File,
     ) -> anyhow::Result<Self> {
         let reports = Reports::new(doorbell);
-        let producer: ThreadedProducer<Ctx> = producer_config(config, shard, record_bytes_max)
-            .create_with_context(Ctx(reports.clone()))
-            .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
+        let producer = Renewing::new(
+            producer_config(config, shard, record_bytes_max),
+            reports.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
         Ok(Self {
             rules,
             producer,
@@ -245,6 +325,60 @@ impl KafkaSink {
             flush_wait: std::time::Duration::from_millis(config.timeout_ms.min(5_000)),
             topic: String::new(),
             failing: false,
+            outbox: None,
+            shard: u16::try_from(shard).unwrap_or(u16::MAX),
+        })
+    }
+
+    /// The producer in use (replaced after a fatal error).
+    pub fn producer(&self) -> &ThreadedProducer<Ctx> {
+        self.producer.producer()
+    }
+
+    /// How many times the producer was replaced after a fatal error.
+    pub fn producers_replaced(&self) -> u64 {
+        self.producer.renewed
+    }
+
+    /// Hands the `ack = "local"` rules' messages to `outbox`.
+    pub fn with_outbox(mut self, outbox: Option<Arc<super::outbox::Shared>>) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
+    /// A message of an `ack = "local"` rule: into the outbox (its token confirmed once the
+    /// record is durable there), or refused when the outbox is full.
+    fn offer_local(
+        &mut self,
+        message: &Message,
+        publisher: &str,
+        topic: &str,
+        key: Option<&[u8]>,
+        token: Option<u64>,
+    ) -> Result<Offer, &'static str> {
+        let outbox = self
+            .outbox
+            .as_ref()
+            .ok_or("no outbox for an ack = \"local\" rule")?;
+        let mut record = Vec::with_capacity(96 + topic.len() + message.payload.len());
+        super::outbox::record::encode(
+            topic,
+            key,
+            |f| each_header(message, publisher, f),
+            &message.payload,
+            &mut record,
+        );
+        let entry = super::outbox::Entry {
+            shard: self.shard,
+            token,
+            record,
+        };
+        if !outbox.push(entry) {
+            return Err("the Kafka outbox is full (kafka.backlog_bytes_max)");
+        }
+        Ok(match token {
+            Some(_) => Offer::Pending,
+            None => Offer::Taken,
         })
     }
 }
@@ -256,56 +390,48 @@ fn bytes(s: &str) -> &[u8] {
 /// MQTT 5 properties and the MQTT context as Kafka headers.
 pub(crate) fn headers(message: &Message, publisher: &str) -> OwnedHeaders {
     let p = &*message.properties;
+    let mut h = Some(OwnedHeaders::new_with_capacity(4 + p.user_properties.len()));
+    each_header(message, publisher, &mut |key, value| {
+        h = h.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+    });
+    h.unwrap_or_default()
+}
+
+/// Calls `f` with each Kafka header of `message` (name, value): the MQTT context, the MQTT 5
+/// properties, the user properties (none may pose as one of the broker's `mqtt.` headers).
+pub(crate) fn each_header(message: &Message, publisher: &str, f: &mut dyn FnMut(&str, &[u8])) {
+    let p = &*message.properties;
     let qos = [b'0' + message.qos as u8];
-    let mut h = OwnedHeaders::new_with_capacity(4 + p.user_properties.len())
-        .insert(Header {
-            key: "mqtt.topic",
-            value: Some(bytes(&message.topic)),
-        })
-        .insert(Header {
-            key: "mqtt.client_id",
-            value: Some(publisher.as_bytes()),
-        })
-        .insert(Header {
-            key: "mqtt.qos",
-            value: Some(&qos[..]),
-        });
+    f("mqtt.topic", bytes(&message.topic));
+    f("mqtt.client_id", publisher.as_bytes());
+    f("mqtt.qos", &qos[..]);
     if let Some(ct) = &p.content_type {
-        h = h.insert(Header {
-            key: "content-type",
-            value: Some(bytes(ct)),
-        });
+        f("content-type", bytes(ct));
     }
     if let Some(pfi) = p.payload_format_indicator {
-        h = h.insert(Header {
-            key: "mqtt.payload_format_indicator",
-            value: Some(if pfi { &b"1"[..] } else { &b"0"[..] }),
-        });
+        f(
+            "mqtt.payload_format_indicator",
+            if pfi { &b"1"[..] } else { &b"0"[..] },
+        );
     }
     if let Some(rt) = &p.response_topic {
-        h = h.insert(Header {
-            key: "mqtt.response_topic",
-            value: Some(bytes(rt)),
-        });
+        f("mqtt.response_topic", bytes(rt));
     }
     if let Some(cd) = &p.correlation_data {
-        h = h.insert(Header {
-            key: "mqtt.correlation_data",
-            value: Some(&cd[..]),
-        });
+        f("mqtt.correlation_data", &cd[..]);
     }
-    // A user property cannot pose as one of the broker's headers.
     for (k, v) in p
         .user_properties
         .iter()
         .filter(|(k, _)| !k.starts_with("mqtt."))
     {
-        h = h.insert(Header {
-            key: &k[..],
-            value: Some(bytes(v)),
-        });
+        f(&k[..], bytes(v));
     }
-    h
 }
 
 impl Sink for KafkaSink {
@@ -347,6 +473,18 @@ impl Sink for KafkaSink {
             crate::kafka::rule::Key::ClientId if publisher.is_empty() => None,
             _ => rule.key(&message.topic, publisher),
         };
+        if rule.ack == super::rule::Ack::Local {
+            let offered =
+                self.offer_local(message, publisher, &topic, key.map(str::as_bytes), token);
+            self.topic = topic;
+            return match offered {
+                Ok(offer) => offer,
+                Err(why) => {
+                    self.reports.failed_total.fetch_add(1, Ordering::Relaxed);
+                    refuse(self, why)
+                }
+            };
+        }
         let opaque = token.map_or(0, |t| t as usize + 1);
         let mut record = BaseRecord::with_opaque_to(&topic, opaque)
             .payload(&message.payload[..])
@@ -356,7 +494,7 @@ impl Sink for KafkaSink {
         }
         let bytes = message.payload.len();
         self.reports.handing(bytes);
-        let sent = self.producer.send(record).map_err(|(e, _)| e);
+        let sent = self.producer.producer().send(record).map_err(|(e, _)| e);
         self.topic = topic;
         match sent {
             Ok(()) => match token {
@@ -372,13 +510,28 @@ impl Sink for KafkaSink {
 
     fn full(&self) -> bool {
         self.reports.full(self.queue_max, self.queue_bytes_max)
+            || self.outbox.as_ref().is_some_and(|o| o.full())
     }
 
     fn counts(&self) -> SinkCounts {
-        self.reports.counts()
+        let mut counts = self.reports.counts();
+        // The outbox is the broker's: the first shard reports it.
+        if let Some(outbox) = self.outbox.as_ref().filter(|_| self.shard == 0) {
+            let o = outbox.counts();
+            counts.delivered += o.delivered;
+            counts.in_flight += o.in_kafka;
+            counts.latency.add(&o.latency);
+            counts.backlog = o.backlog;
+            counts.backlog_bytes = o.backlog_bytes;
+        }
+        counts
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
+        self.producer.renew_if_failed();
+        if let Some(outbox) = &self.outbox {
+            outbox.drain_done(usize::from(self.shard), |t, ok| out.push((t, ok)));
+        }
         if self.reports.drain(|id, ok| out.push((id, ok))) {
             if !self.failing {
                 tracing::warn!("Kafka did not acknowledge messages within kafka.timeout_ms: their publishers are refused (0x97)");
@@ -394,6 +547,6 @@ impl Sink for KafkaSink {
 impl Drop for KafkaSink {
     fn drop(&mut self) {
         // At shutdown: delivers what is queued, waiting at most min(timeout_ms, 5 s).
-        let _ = self.producer.flush(self.flush_wait);
+        let _ = self.producer.producer().flush(self.flush_wait);
     }
 }

@@ -261,6 +261,14 @@ counters! {
         sys Shard("kafka/in_flight"),
         prom "ringmq_kafka_in_flight",
         help "Messages handed to the Kafka producer and not acknowledged yet.";
+    kafka_backlog: Gauge,
+        sys Total("kafka/backlog"),
+        prom "ringmq_kafka_backlog",
+        help "ack = \"local\": messages in the Kafka outbox (acknowledged to their publishers, durable locally) not acknowledged by Kafka yet.";
+    kafka_backlog_bytes: Gauge,
+        sys Total("kafka/backlog_bytes"),
+        prom "ringmq_kafka_backlog_bytes",
+        help "ack = \"local\": bytes of the Kafka outbox's backlog (bounded by kafka.backlog_bytes_max).";
     kafka_latency_millis: Counter,
         sys Shard("kafka/latency_millis"),
         prom "ringmq_kafka_latency_millis_total",
@@ -375,7 +383,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 43);
+        assert_eq!(COUNT, 45);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -186,22 +186,6 @@ impl Shard {
             Instant::now(),
         );
         core.follow_auth(auth);
-        if let Some(kafka) = core
-            .config
-            .kafka
-            .as_ref()
-            .filter(|k| !k.to_kafka.is_empty())
-        {
-            let rules = crate::kafka::rules(kafka)?;
-            let sink = crate::kafka::sink::KafkaSink::new(
-                kafka,
-                rules,
-                id.index(),
-                crate::kafka::record_bytes_max(core.config.packet_bytes_max),
-                mesh.doorbell_file()?,
-            )?;
-            core.sinks.add(Box::new(sink));
-        }
         Ok(Self {
             ring,
             listeners,
@@ -223,6 +207,34 @@ impl Shard {
             inbox: Vec::new(),
             core,
         })
+    }
+
+    /// Registers the MQTT -> Kafka sink when `[[kafka.to_kafka]]` rules exist; the
+    /// `ack = "local"` rules' messages go to `outbox`.
+    pub fn add_kafka_sink(
+        &mut self,
+        outbox: Option<Arc<crate::kafka::outbox::Shared>>,
+    ) -> anyhow::Result<()> {
+        let Some(kafka) = self
+            .core
+            .config
+            .kafka
+            .as_ref()
+            .filter(|k| !k.to_kafka.is_empty())
+        else {
+            return Ok(());
+        };
+        let rules = crate::kafka::rules(kafka)?;
+        let sink = crate::kafka::sink::KafkaSink::new(
+            kafka,
+            rules,
+            self.core.id.index(),
+            crate::kafka::record_bytes_max(self.core.config.packet_bytes_max),
+            self.mesh.doorbell_file()?,
+        )?
+        .with_outbox(outbox);
+        self.core.sinks.add(Box::new(sink));
+        Ok(())
     }
 
     /// Shares this shard's sessions with other brokers on the same Redis (`redis_shared`).

@@ -35,6 +35,11 @@ pub struct SinkCounts {
     pub in_flight: u64,
     /// Time from hand-over to the target's acknowledgement, per message.
     pub latency: crate::metrics::Histogram,
+    /// Messages taken and not acknowledged by the target yet, kept by the broker (the Kafka
+    /// outbox of `ack = "local"` rules), and their bytes.
+    pub backlog: u64,
+    /// The backlog's bytes.
+    pub backlog_bytes: u64,
 }
 
 /// An outbound target registered on a shard.
@@ -118,6 +123,8 @@ impl Sinks {
                 failed: a.failed + c.failed,
                 in_flight: a.in_flight + c.in_flight,
                 latency,
+                backlog: a.backlog + c.backlog,
+                backlog_bytes: a.backlog_bytes + c.backlog_bytes,
             }
         })
     }

@@ -32,6 +32,7 @@ pub struct Tansu {
     pub child: Child,
     pub port: u16,
     pub dir: std::path::PathBuf,
+    storage: String,
 }
 
 impl Tansu {
@@ -42,9 +43,27 @@ impl Tansu {
         Self::start_on(free_port(), dir, "memory://tansu/")
     }
 
+    /// On SQLite in its directory: what it acknowledged survives [`Tansu::restart`].
+    pub fn start_sqlite() -> Self {
+        let dir = scratch_dir("tansu");
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_on(free_port(), dir, "sqlite://tansu.db")
+    }
+
     fn start_on(port: u16, dir: std::path::PathBuf, storage: &str) -> Self {
         let child = spawn(port, &dir, storage);
-        Self { child, port, dir }
+        Self {
+            child,
+            port,
+            dir,
+            storage: storage.to_string(),
+        }
+    }
+
+    /// Starts it again (after [`Tansu::kill`]) on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(self.port, &self.dir, &self.storage);
     }
 }
 

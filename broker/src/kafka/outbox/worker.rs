@@ -1,0 +1,526 @@
+//! The outbox thread: takes the shards' records, logs them, confirms their tokens, produces
+//! them to Kafka in sequence order and advances the cursor as Kafka acknowledges them. A
+//! delivery that fails is tried again a second later; a producer that failed for good
+//! (librdkafka's fatal error: the idempotent producer cannot go on) is replaced by a new one
+//! and everything not acknowledged is produced again.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::SegQueue;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
+};
+use rdkafka::ClientContext;
+
+use super::log::{self, Log, Recovered};
+use super::record::RecordRef;
+use super::{Shared, ID_HEADER, TAKE_MAX};
+use crate::config::{Config, Durability};
+use crate::kafka::config::KafkaConfig;
+
+/// How long a failed delivery waits before it is produced again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How often the cursor file is rewritten while Kafka acknowledges.
+const CURSOR_EVERY: Duration = Duration::from_millis(100);
+/// The longest sleep with nothing to do.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
+
+/// Where a record is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Logged, not handed to the producer (or handed and failed).
+    Waiting,
+    /// Handed to the producer.
+    InKafka,
+    /// Acknowledged by Kafka.
+    Acked,
+}
+
+#[derive(Debug)]
+struct Pending {
+    seq: u64,
+    record: Vec<u8>,
+    state: State,
+}
+
+/// What one producer's thread reports back: (sequence, delivered), and that an error came.
+#[derive(Debug)]
+struct Deliveries {
+    done: SegQueue<(u64, bool)>,
+    errored: AtomicBool,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Ctx(Arc<Deliveries>);
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(?level, fac, "librdkafka (outbox): {log_message}");
+    }
+
+    /// rdkafka hands a fatal error over with its underlying code: the thread asks the
+    /// client after any error.
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, "librdkafka (outbox): {reason}");
+        self.0.errored.store(true, Ordering::SeqCst);
+        self.0.shared.wake();
+    }
+}
+
+impl ProducerContext for Ctx {
+    /// The record's sequence.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
+        let ok = match result {
+            Ok(m) => {
+                if let Some(created) = m.timestamp().to_millis() {
+                    let age = crate::kafka::now_millis().saturating_sub(created);
+                    self.0
+                        .shared
+                        .latency
+                        .record_millis(u64::try_from(age).unwrap_or(0));
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        self.0.done.push((seq as u64, ok));
+        self.0.shared.wake();
+    }
+}
+
+/// The outbox thread's state.
+pub(super) struct Worker {
+    shared: Arc<Shared>,
+    log: Option<Log>,
+    /// fdatasync before confirming (`sync`); else every `fsync_every` (`batch`).
+    sync: bool,
+    fsync_every: Duration,
+    last_fsync: Instant,
+    unsynced: bool,
+    /// Records not acknowledged by Kafka, by sequence (gaps where a write failed).
+    pending: VecDeque<Pending>,
+    next_seq: u64,
+    /// Index in `pending` from which records wait to be produced.
+    scan: usize,
+    config: ClientConfig,
+    producer: ThreadedProducer<Ctx>,
+    deliveries: Arc<Deliveries>,
+    in_kafka: usize,
+    in_kafka_max: usize,
+    retry_at: Option<Instant>,
+    origin: String,
+    stop: Arc<AtomicBool>,
+    flush_wait: Duration,
+    frames: Vec<u8>,
+    tokens: Vec<(u16, u64)>,
+    last_cursor: Instant,
+    /// Logged once per streak of failed deliveries.
+    failing: bool,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("pending", &self.pending.len())
+            .field("in_kafka", &self.in_kafka)
+            .finish()
+    }
+}
+
+fn new_producer(
+    config: &ClientConfig,
+    shared: &Arc<Shared>,
+) -> anyhow::Result<(ThreadedProducer<Ctx>, Arc<Deliveries>)> {
+    let deliveries = Arc::new(Deliveries {
+        done: SegQueue::new(),
+        errored: AtomicBool::new(false),
+        shared: shared.clone(),
+    });
+    let producer = config
+        .create_with_context(Ctx(deliveries.clone()))
+        .map_err(|e| anyhow::anyhow!("kafka outbox: cannot create a producer: {e}"))?;
+    Ok((producer, deliveries))
+}
+
+impl Worker {
+    pub(super) fn new(
+        config: &Config,
+        kafka: &KafkaConfig,
+        shared: Arc<Shared>,
+        log: Option<Log>,
+        recovered: Recovered,
+        origin: String,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let record_max = crate::kafka::record_bytes_max(config.packet_bytes_max);
+        let mut producer_config = crate::kafka::sink::producer_config(kafka, 0, record_max);
+        producer_config
+            .set("client.id", format!("{}-outbox", kafka.client_id))
+            // Never time a record out: it stays in order in the producer until Kafka takes
+            // it; the outbox's own bound is the backlog.
+            .set("message.timeout.ms", "0");
+        let (producer, deliveries) = new_producer(&producer_config, &shared)?;
+        let mut pending = VecDeque::with_capacity(recovered.records.len());
+        for (seq, record) in recovered.records {
+            shared.backlog.fetch_add(1, Ordering::AcqRel);
+            shared
+                .backlog_bytes
+                .fetch_add(record.len() as u64, Ordering::AcqRel);
+            pending.push_back(Pending {
+                seq,
+                record,
+                state: State::Waiting,
+            });
+        }
+        let now = Instant::now();
+        Ok(Self {
+            shared,
+            log,
+            sync: config.durability == Durability::Sync,
+            fsync_every: Duration::from_millis(config.fsync_interval_ms),
+            last_fsync: now,
+            unsynced: false,
+            pending,
+            next_seq: recovered.next_seq,
+            scan: 0,
+            config: producer_config,
+            producer,
+            deliveries,
+            in_kafka: 0,
+            in_kafka_max: kafka.queue_count_max,
+            retry_at: None,
+            origin,
+            stop,
+            flush_wait: Duration::from_millis(kafka.timeout_ms.min(5_000)),
+            frames: Vec::new(),
+            tokens: Vec::new(),
+            last_cursor: now,
+            failing: false,
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let mut busy = self.take();
+            busy |= self.collect();
+            let due = self.retry_at.is_none_or(|t| Instant::now() >= t);
+            if due && self.deliveries.errored.swap(false, Ordering::SeqCst) {
+                if let Some((code, reason)) = self.producer.client().fatal_error() {
+                    tracing::error!(error = %code, "Kafka outbox: the producer failed for good ({reason}); a new one produces again what Kafka has not acknowledged");
+                    self.replace_producer();
+                    busy = true;
+                }
+            }
+            self.advance(false);
+            busy |= self.produce();
+            self.timed_sync();
+            if self.stop.load(Ordering::SeqCst) {
+                self.finish();
+                return;
+            }
+            if !busy {
+                self.sleep();
+            }
+        }
+    }
+
+    /// Takes what the shards handed over, logs it and confirms it. True if anything came.
+    fn take(&mut self) -> bool {
+        self.frames.clear();
+        self.tokens.clear();
+        let first = self.next_seq;
+        let mut taken = 0;
+        while taken < TAKE_MAX {
+            let Some(entry) = self.shared.inbox.pop() else {
+                break;
+            };
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            if self.log.is_some() {
+                log::frame(seq, &entry.record, &mut self.frames);
+            }
+            if let Some(token) = entry.token {
+                self.tokens.push((entry.shard, token));
+            }
+            self.pending.push_back(Pending {
+                seq,
+                record: entry.record,
+                state: State::Waiting,
+            });
+            taken += 1;
+        }
+        if taken == 0 {
+            return false;
+        }
+        let written = match &mut self.log {
+            None => Ok(()),
+            Some(log) => log.append(first, &self.frames, self.sync),
+        };
+        let ok = match written {
+            Ok(()) => {
+                self.unsynced |= !self.sync;
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = taken, "kafka outbox: cannot write the log; these messages are refused (0x97), not acknowledged");
+                // Never acknowledged: not produced either.
+                for p in self.pending.drain(self.pending.len() - taken..) {
+                    self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
+                    self.shared
+                        .backlog_bytes
+                        .fetch_sub(p.record.len() as u64, Ordering::AcqRel);
+                }
+                false
+            }
+        };
+        let mut rung = vec![false; self.shared.done.len()];
+        for &(shard, token) in &self.tokens {
+            if let Some((done, _)) = self.shared.done.get(shard as usize) {
+                done.push((token, ok));
+                if let Some(r) = rung.get_mut(shard as usize) {
+                    *r = true;
+                }
+            }
+        }
+        for (i, rung) in rung.into_iter().enumerate() {
+            if let (true, Some((_, bell))) = (rung, self.shared.done.get(i)) {
+                bell.ring();
+            }
+        }
+        true
+    }
+
+    /// Kafka's reports since the last look. True if any came.
+    fn collect(&mut self) -> bool {
+        let mut any = false;
+        let mut failed = false;
+        while let Some((seq, ok)) = self.deliveries.done.pop() {
+            any = true;
+            self.in_kafka = self.in_kafka.saturating_sub(1);
+            let Ok(i) = self.pending.binary_search_by_key(&seq, |p| p.seq) else {
+                continue;
+            };
+            let Some(p) = self.pending.get_mut(i) else {
+                continue;
+            };
+            if p.state != State::InKafka {
+                continue;
+            }
+            if ok {
+                p.state = State::Acked;
+                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+            } else {
+                p.state = State::Waiting;
+                self.shared.retried.fetch_add(1, Ordering::Relaxed);
+                self.scan = self.scan.min(i);
+                failed = true;
+            }
+        }
+        self.shared
+            .in_kafka
+            .store(self.in_kafka as u64, Ordering::Relaxed);
+        if failed {
+            self.retry_at = Some(Instant::now() + RETRY_AFTER);
+            if !self.failing {
+                tracing::warn!("kafka outbox: Kafka refused records; they stay in the outbox and are produced again every second");
+                self.failing = true;
+            }
+        } else if any && self.failing {
+            tracing::info!("kafka outbox: Kafka acknowledges again");
+            self.failing = false;
+        }
+        any
+    }
+
+    /// Drops the failed producer (what it had is purged: reported as failed or never) and
+    /// hands every record not acknowledged to a new one.
+    fn replace_producer(&mut self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_secs(1));
+        self.collect();
+        match new_producer(&self.config, &self.shared) {
+            Ok((producer, deliveries)) => {
+                // The old producer's late reports go to its own queue, dropped with it.
+                self.producer = producer;
+                self.deliveries = deliveries;
+                for p in &mut self.pending {
+                    if p.state == State::InKafka {
+                        p.state = State::Waiting;
+                    }
+                }
+                self.in_kafka = 0;
+                self.scan = 0;
+                self.retry_at = None;
+            }
+            Err(e) => {
+                tracing::error!("{e}; trying again in a second");
+                // Asked again on the next pass past the retry time.
+                self.deliveries.errored.store(true, Ordering::SeqCst);
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+    }
+
+    /// Drops acknowledged records from the front; writes the cursor now and then (always
+    /// with `force`).
+    fn advance(&mut self, force: bool) {
+        let mut popped = 0;
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.state == State::Acked)
+        {
+            if let Some(p) = self.pending.pop_front() {
+                self.shared.backlog.fetch_sub(1, Ordering::AcqRel);
+                self.shared
+                    .backlog_bytes
+                    .fetch_sub(p.record.len() as u64, Ordering::AcqRel);
+                popped += 1;
+            }
+        }
+        self.scan = self.scan.saturating_sub(popped);
+        if force || self.last_cursor.elapsed() >= CURSOR_EVERY {
+            let cursor = self.pending.front().map_or(self.next_seq, |p| p.seq);
+            if let Some(log) = &mut self.log {
+                log.advance(cursor);
+            }
+            self.last_cursor = Instant::now();
+        }
+    }
+
+    /// Hands waiting records to the producer in sequence order, up to its bound. True if
+    /// any was handed.
+    fn produce(&mut self) -> bool {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        self.retry_at = None;
+        let mut sent = false;
+        while self.in_kafka < self.in_kafka_max {
+            let Some(p) = self.pending.get_mut(self.scan) else {
+                break;
+            };
+            if p.state != State::Waiting {
+                self.scan += 1;
+                continue;
+            }
+            let Some(r) = RecordRef::decode(&p.record) else {
+                tracing::error!(
+                    seq = p.seq,
+                    "kafka outbox: a record does not decode; skipped"
+                );
+                p.state = State::Acked;
+                self.scan += 1;
+                continue;
+            };
+            let id = format!("{}/{}", self.origin, p.seq);
+            let mut headers = Some(OwnedHeaders::new_with_capacity(r.header_count() + 1));
+            r.headers(|key, value| {
+                headers = headers.take().map(|h| {
+                    h.insert(Header {
+                        key,
+                        value: Some(value),
+                    })
+                });
+            });
+            let headers = headers.unwrap_or_default().insert(Header {
+                key: ID_HEADER,
+                value: Some(id.as_bytes()),
+            });
+            let mut record = BaseRecord::with_opaque_to(r.topic, p.seq as usize)
+                .payload(r.payload)
+                .headers(headers);
+            if let Some(key) = r.key {
+                record = record.key(key);
+            }
+            match self.producer.send(record) {
+                Ok(()) => {
+                    p.state = State::InKafka;
+                    self.in_kafka += 1;
+                    self.scan += 1;
+                    sent = true;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((e, _)) => {
+                    if !self.failing {
+                        tracing::warn!(error = %e, topic = r.topic, "kafka outbox: the producer does not take a record; it stays in the outbox and is produced again every second");
+                        self.failing = true;
+                    }
+                    self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                    break;
+                }
+            }
+        }
+        self.shared
+            .in_kafka
+            .store(self.in_kafka as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// `batch` durability: fdatasync every `fsync_interval_ms`.
+    fn timed_sync(&mut self) {
+        if self.unsynced && self.last_fsync.elapsed() >= self.fsync_every {
+            if let Some(log) = &mut self.log {
+                if let Err(e) = log.sync() {
+                    tracing::error!(error = %e, "kafka outbox: fdatasync failed");
+                }
+            }
+            self.unsynced = false;
+            self.last_fsync = Instant::now();
+        }
+    }
+
+    fn sleep(&mut self) {
+        let wait = self
+            .retry_at
+            .map_or(IDLE_WAIT, |t| t.saturating_duration_since(Instant::now()))
+            .min(IDLE_WAIT);
+        self.shared.idle.store(true, Ordering::SeqCst);
+        if self.shared.inbox.is_empty()
+            && self.deliveries.done.is_empty()
+            && !self.deliveries.errored.load(Ordering::SeqCst)
+            && !self.stop.load(Ordering::SeqCst)
+        {
+            std::thread::park_timeout(wait);
+        }
+        self.shared.idle.store(false, Ordering::SeqCst);
+    }
+
+    /// At shutdown (the shards stopped): logs what came last, gives Kafka a moment for what
+    /// is produced, writes the cursor. What is not acknowledged stays for the next start.
+    fn finish(&mut self) {
+        self.take();
+        let deadline = Instant::now() + self.flush_wait;
+        loop {
+            self.collect();
+            self.advance(false);
+            self.produce();
+            if self.pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+        self.advance(true);
+        if let Some(log) = &mut self.log {
+            let _ = log.sync();
+        }
+        if !self.pending.is_empty() {
+            tracing::info!(
+                records = self.pending.len(),
+                "kafka outbox: records not acknowledged by Kafka stay in the log for the next start"
+            );
+        }
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+    }
+}
