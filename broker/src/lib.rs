@@ -159,8 +159,7 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
     let mut sources = sources.into_iter();
     let mut recovered = durable::recover::recover(&config)?.into_iter();
     // `ack = "local"` rules: the outbox reads back what Kafka has not acknowledged before any
-    // shard takes a new message, so those are produced first (after the store's lock is
-    // taken: a second broker on the data directory stops before touching it).
+    // shard takes a new message, so those are produced first (it locks its own directory).
     let local_rules = config
         .kafka
         .as_ref()

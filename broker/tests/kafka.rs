@@ -223,6 +223,13 @@ fn bad_kafka_rules_are_start_up_errors_naming_the_rule() {
         err.contains("mqtt_topic"),
         "a to_mqtt rule needs its MQTT topic: {err}"
     );
+    let err = refused_start(
+        "[kafka]\n[[kafka.to_kafka]]\nfilter = \"a/+\"\ntopic = \"t-{1}\"\nack = \"local\"\n",
+    );
+    assert!(
+        err.contains("to_kafka[0]") && err.contains("without placeholders"),
+        "ack = local needs a fixed topic: {err}"
+    );
     // Nothing listens on port 1: topic creation fails with the brokers named.
     let err = refused_start(
         "[kafka]\nbrokers = \"127.0.0.1:1\"\ntimeout_ms = 1000\n[[kafka.to_kafka]]\nfilter = \"a\"\ntopic = \"t\"\n",

@@ -115,9 +115,22 @@ fn publish_range(
 
 #[test]
 fn local_acknowledgements_reach_kafka_in_order_with_outbox_ids() {
+    // `sync` (fdatasync before the PUBACK), `batch` (produced after the interval's
+    // fdatasync), `memory` (no log).
+    for durability in ["sync", "batch", "memory"] {
+        local_acknowledgements_under(durability);
+    }
+}
+
+fn local_acknowledgements_under(durability: &str) {
     let tansu = Tansu::start();
     let path = config(&tansu, "");
-    let broker = Broker::start(&["--config", path.to_str().unwrap()]);
+    let broker = Broker::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--durability",
+        durability,
+    ]);
     // Publishers homed on both shards, two devices each.
     let mut want = HashSet::new();
     let mut clients = Vec::new();
@@ -143,7 +156,7 @@ fn local_acknowledgements_reach_kafka_in_order_with_outbox_ids() {
         }
     }
     let records = consume_all(&tansu, "loc", &want);
-    assert_eq!(records.len(), 200, "each message once");
+    assert_eq!(records.len(), 200, "{durability}: each message once");
     assert_in_order(&records);
     let r = records
         .iter()

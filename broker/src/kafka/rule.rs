@@ -102,6 +102,10 @@ impl Rule {
         };
         let ack = match rule.ack.as_str() {
             "kafka" => Ack::Kafka,
+            // Acknowledged before Kafka sees it: the topic must exist (created at start).
+            "local" if fixed_topic.is_none() => {
+                return Err("ack = \"local\" needs a topic without placeholders (created at start): a message is acknowledged before Kafka could say a templated topic does not exist".into())
+            }
             "local" => Ack::Local,
             a => return Err(format!("ack: `{a}`: kafka or local")),
         };

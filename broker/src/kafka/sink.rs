@@ -173,8 +173,11 @@ pub(crate) struct Renewing {
     producer: ThreadedProducer<Ctx>,
     config: ClientConfig,
     reports: Arc<Reports>,
-    /// A failed replacement is tried again after this.
+    /// No replacement before this (a failed one is tried again then).
     retry_at: Option<std::time::Instant>,
+    /// The pause after a replacement: doubles up to 30 s, back to 1 s after a quiet minute.
+    backoff: std::time::Duration,
+    last_renewed: Option<std::time::Instant>,
     /// Producers replaced so far.
     pub(crate) renewed: u64,
 }
@@ -188,6 +191,8 @@ impl Renewing {
             config,
             reports,
             retry_at: None,
+            backoff: std::time::Duration::from_secs(1),
+            last_renewed: None,
             renewed: 0,
         })
     }
@@ -208,14 +213,22 @@ impl Renewing {
         let Some((code, reason)) = self.producer.client().fatal_error() else {
             return;
         };
-        if self.retry_at.is_none() {
-            tracing::error!(error = %code, "Kafka producer failed for good ({reason}): a new one replaces it; the records it held are refused (0x97)");
-        }
+        let now = std::time::Instant::now();
+        tracing::error!(error = %code, "Kafka producer failed for good ({reason}): a new one replaces it; the records it held are refused (0x97)");
         match self.config.create_with_context(Ctx(self.reports.clone())) {
             Ok(producer) => {
                 let old = std::mem::replace(&mut self.producer, producer);
                 self.renewed += 1;
-                self.retry_at = None;
+                // A producer failing again soon after waits longer before the next one.
+                if self
+                    .last_renewed
+                    .is_some_and(|t| now.duration_since(t) > std::time::Duration::from_secs(60))
+                {
+                    self.backoff = std::time::Duration::from_secs(1);
+                }
+                self.retry_at = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(30));
+                self.last_renewed = Some(now);
                 let retire = move || {
                     old.purge(PurgeConfig::default().queue().inflight());
                     let _ = old.flush(std::time::Duration::from_secs(5));
@@ -231,7 +244,7 @@ impl Renewing {
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a Kafka producer to replace the failed one; trying again in a second");
                 self.reports.errored.store(true, Ordering::Release);
-                self.retry_at = Some(std::time::Instant::now() + std::time::Duration::from_secs(1));
+                self.retry_at = Some(now + std::time::Duration::from_secs(1));
             }
         }
     }

@@ -6,8 +6,12 @@
 //!   `kafka.outbox_segment_bytes`; a segment is deleted once every record in it was
 //!   acknowledged by Kafka (the next segment starts at or below the cursor).
 //! - `cursor` holds the sequence of the first record not acknowledged by Kafka (8 bytes),
-//!   replaced through a rename. It only saves work: a cursor older than the truth repeats
-//!   records (at least once), never loses one.
+//!   written, fdatasynced and renamed into place (the directory synced) before any segment
+//!   below it is deleted. It only saves work: a cursor older than the truth repeats records
+//!   (at least once), never loses one.
+//! - `lock` is held (flock) while the log is open: one broker per outbox directory.
+//! - `dead/<sequence>.rec`: a record Kafka refused for good (too large, invalid), framed as
+//!   in a segment, kept for the operator.
 //!
 //! Recovery reads every segment; a frame that is short or fails its CRC ends its segment (a
 //! write torn by a crash: its record was never acknowledged to its publisher).
@@ -34,6 +38,8 @@ pub struct Recovered {
 #[derive(Debug)]
 pub struct Log {
     dir: PathBuf,
+    /// Held (flock) while open.
+    _lock: File,
     /// (first sequence, path) of every segment, oldest first; the last is `current`'s.
     segments: Vec<(u64, PathBuf)>,
     current: File,
@@ -88,6 +94,11 @@ fn frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, bool) {
     (out, false)
 }
 
+/// Makes `dir`'s entries (a new or renamed file) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 fn read_cursor(dir: &Path) -> u64 {
     let mut b = [0u8; 8];
     match File::open(dir.join("cursor")).and_then(|mut f| f.read_exact(&mut b)) {
@@ -102,6 +113,23 @@ impl Log {
     pub fn open(dir: &Path, segment_bytes_max: u64) -> anyhow::Result<(Self, Recovered)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("kafka outbox: creating {}: {e}", dir.display()))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| anyhow::anyhow!("kafka outbox: {}: {e}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "kafka outbox: {} is in use by another broker (give each broker its own data_dir)",
+                dir.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                anyhow::bail!("kafka outbox: locking {}: {e}", lock_path.display())
+            }
+        }
         let cursor = read_cursor(dir);
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir)
@@ -118,8 +146,11 @@ impl Log {
             }
         }
         segments.sort_unstable();
+        // A segment's name is its first sequence: never hand out one below it again, even
+        // with a cursor that was lost.
+        let named = segments.last().map_or(0, |(first, _)| *first);
         let mut recovered = Recovered {
-            next_seq: cursor,
+            next_seq: cursor.max(named),
             ..Recovered::default()
         };
         for (_, path) in &segments {
@@ -147,7 +178,9 @@ impl Log {
             .map_err(|e| anyhow::anyhow!("kafka outbox: creating {}: {e}", path.display()))?;
         segments.retain(|(f, _)| *f != first);
         segments.push((first, path));
+        sync_dir(dir).map_err(|e| anyhow::anyhow!("kafka outbox: {}: {e}", dir.display()))?;
         let log = Self {
+            _lock: lock,
             dir: dir.to_path_buf(),
             segments,
             current,
@@ -203,7 +236,7 @@ impl Log {
         self.segments.retain(|(f, _)| *f != first);
         self.segments.push((first, path));
         self.current_bytes = 0;
-        Ok(())
+        sync_dir(&self.dir)
     }
 
     /// Records below `cursor` are acknowledged by Kafka: the cursor file says so and the
@@ -214,8 +247,12 @@ impl Log {
         }
         let tmp = self.dir.join("cursor.tmp");
         let written = File::create(&tmp)
-            .and_then(|mut f| f.write_all(&cursor.to_le_bytes()))
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")));
+            .and_then(|mut f| {
+                f.write_all(&cursor.to_le_bytes())?;
+                f.sync_data()
+            })
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")))
+            .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = written {
             tracing::warn!(error = %e, "kafka outbox: cannot write the cursor (records may be produced again after a restart)");
             return;
@@ -227,6 +264,20 @@ impl Log {
                 tracing::warn!(segment = %path.display(), error = %e, "kafka outbox: cannot delete an acknowledged segment");
             }
         }
+    }
+
+    /// Keeps a record Kafka refused for good in `dead/` (synced), for the operator.
+    pub fn dead_letter(&self, seq: u64, record: &[u8]) -> std::io::Result<PathBuf> {
+        let dir = self.dir.join("dead");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{seq:020}.rec"));
+        let mut bytes = Vec::with_capacity(FRAME_HEAD + record.len());
+        frame(seq, record, &mut bytes);
+        let mut file = File::create(&path)?;
+        file.write_all(&bytes)?;
+        file.sync_data()?;
+        sync_dir(&dir)?;
+        Ok(path)
     }
 
     /// Segments on disk (the current one included).
@@ -275,6 +326,13 @@ mod tests {
         assert_eq!(rec.records[0].1, b"r7");
         assert_eq!(rec.next_seq, 10);
         assert_eq!(log.segment_count(), 2, "a new segment per start");
+        let second = Log::open(&d, 64).unwrap_err().to_string();
+        assert!(second.contains("in use by another broker"), "{second}");
+        drop(log);
+        // The cursor lost: sequences still go on from the newest segment's name.
+        std::fs::remove_file(d.join("cursor")).unwrap();
+        let (_, rec) = Log::open(&d, 64).unwrap();
+        assert_eq!(rec.next_seq, 10);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -64,6 +64,8 @@ pub struct Shared {
     delivered: AtomicU64,
     /// Deliveries that failed and were tried again.
     retried: AtomicU64,
+    /// Records Kafka refused for good, set aside in `dead/`.
+    dead: AtomicU64,
     latency: crate::metrics::SharedHistogram,
     /// The thread is about to sleep: whoever pushes wakes it.
     idle: AtomicBool,
@@ -118,6 +120,7 @@ impl Shared {
             in_kafka: self.in_kafka.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
             latency: self.latency.load(),
         }
     }
@@ -136,7 +139,9 @@ pub struct OutboxCounts {
     pub delivered: u64,
     /// Deliveries that failed and were tried again.
     pub retried: u64,
-    /// Hand-over to acknowledgement.
+    /// Records Kafka refused for good (set aside in `dead/`).
+    pub dead: u64,
+    /// Produce to Kafka's acknowledgement (the wait in the outbox before it not counted).
     pub latency: crate::metrics::Histogram,
 }
 
@@ -174,12 +179,21 @@ impl Outbox {
             in_kafka: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             retried: AtomicU64::new(0),
+            dead: AtomicU64::new(0),
             latency: crate::metrics::SharedHistogram::default(),
             idle: AtomicBool::new(false),
             thread: OnceLock::new(),
         });
         let (log, recovered) = match config.durability {
-            Durability::Memory => (None, log::Recovered::default()),
+            // No log: sequences start from the clock (microseconds), so ids stay unique
+            // across restarts below a million records a second on average.
+            Durability::Memory => (
+                None,
+                log::Recovered {
+                    next_seq: u64::try_from(crate::kafka::now_millis()).unwrap_or(0) * 1000,
+                    ..log::Recovered::default()
+                },
+            ),
             Durability::Sync | Durability::Batch => {
                 let (log, recovered) = log::Log::open(&dir(config), kafka.outbox_segment_bytes)?;
                 (Some(log), recovered)

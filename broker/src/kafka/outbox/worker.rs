@@ -1,8 +1,15 @@
 //! The outbox thread: takes the shards' records, logs them, confirms their tokens, produces
-//! them to Kafka in sequence order and advances the cursor as Kafka acknowledges them. A
-//! delivery that fails is tried again a second later; a producer that failed for good
-//! (librdkafka's fatal error: the idempotent producer cannot go on) is replaced by a new one
-//! and everything not acknowledged is produced again.
+//! them to Kafka in sequence order (only what is durable: under `batch`, after the interval's
+//! fdatasync) and advances the cursor as Kafka acknowledges them.
+//!
+//! Failures: the producer never times a record out (librdkafka retries in order while Kafka
+//! is away). A delivery Kafka refuses for the record itself (too large, invalid) will never
+//! succeed: the record goes to `dead/` with an error line and the dead counter, and the
+//! outbox goes on. Any other refusal (a topic deleted or not authorized: every record of that
+//! topic fails alike) puts the record back to wait and it is produced again after a second,
+//! from the oldest failed one, so order holds. A producer that failed for good (librdkafka's
+//! fatal error) is replaced, with a growing pause between replacements (1 s to 30 s), and
+//! everything not acknowledged is produced again.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +30,7 @@ use super::record::RecordRef;
 use super::{Shared, ID_HEADER, TAKE_MAX};
 use crate::config::{Config, Durability};
 use crate::kafka::config::KafkaConfig;
+use rdkafka::types::RDKafkaErrorCode as Code;
 
 /// How long a failed delivery waits before it is produced again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -30,6 +38,22 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const CURSOR_EVERY: Duration = Duration::from_millis(100);
 /// The longest sleep with nothing to do.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
+/// Record bytes one pass takes at most (one write).
+const TAKE_BYTES_MAX: usize = 8 << 20;
+/// The longest pause between two producer replacements.
+const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Refusals of the record itself: producing it again cannot succeed.
+fn record_refused(code: Code) -> bool {
+    matches!(
+        code,
+        Code::MessageSizeTooLarge
+            | Code::InvalidMessageSize
+            | Code::InvalidMessage
+            | Code::InvalidRecord
+            | Code::InvalidTimestamp
+    )
+}
 
 /// Where a record is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,10 +73,11 @@ struct Pending {
     state: State,
 }
 
-/// What one producer's thread reports back: (sequence, delivered), and that an error came.
+/// What one producer's thread reports back: (sequence, None if delivered or the error), and
+/// that an error came.
 #[derive(Debug)]
 struct Deliveries {
-    done: SegQueue<(u64, bool)>,
+    done: SegQueue<(u64, Option<Code>)>,
     errored: AtomicBool,
     shared: Arc<Shared>,
 }
@@ -79,7 +104,7 @@ impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, seq: usize) {
-        let ok = match result {
+        let failed = match result {
             Ok(m) => {
                 if let Some(created) = m.timestamp().to_millis() {
                     let age = crate::kafka::now_millis().saturating_sub(created);
@@ -88,11 +113,11 @@ impl ProducerContext for Ctx {
                         .latency
                         .record_millis(u64::try_from(age).unwrap_or(0));
                 }
-                true
+                None
             }
-            Err(_) => false,
+            Err((e, _)) => Some(e.rdkafka_error_code().unwrap_or(Code::Fail)),
         };
-        self.0.done.push((seq as u64, ok));
+        self.0.done.push((seq as u64, failed));
         self.0.shared.wake();
     }
 }
@@ -109,6 +134,9 @@ pub(super) struct Worker {
     /// Records not acknowledged by Kafka, by sequence (gaps where a write failed).
     pending: VecDeque<Pending>,
     next_seq: u64,
+    /// Records below this sequence are durable (under `batch`: fdatasynced) and may be
+    /// produced.
+    durable_seq: u64,
     /// Index in `pending` from which records wait to be produced.
     scan: usize,
     config: ClientConfig,
@@ -117,6 +145,9 @@ pub(super) struct Worker {
     in_kafka: usize,
     in_kafka_max: usize,
     retry_at: Option<Instant>,
+    /// No producer replacement before this; the pause doubles up to 30 s.
+    replace_at: Instant,
+    replace_backoff: Duration,
     origin: String,
     stop: Arc<AtomicBool>,
     flush_wait: Duration,
@@ -191,6 +222,7 @@ impl Worker {
             unsynced: false,
             pending,
             next_seq: recovered.next_seq,
+            durable_seq: recovered.next_seq,
             scan: 0,
             config: producer_config,
             producer,
@@ -198,6 +230,8 @@ impl Worker {
             in_kafka: 0,
             in_kafka_max: kafka.queue_count_max,
             retry_at: None,
+            replace_at: now,
+            replace_backoff: Duration::from_secs(1),
             origin,
             stop,
             flush_wait: Duration::from_millis(kafka.timeout_ms.min(5_000)),
@@ -212,8 +246,9 @@ impl Worker {
         loop {
             let mut busy = self.take();
             busy |= self.collect();
-            let due = self.retry_at.is_none_or(|t| Instant::now() >= t);
-            if due && self.deliveries.errored.swap(false, Ordering::SeqCst) {
+            if Instant::now() >= self.replace_at
+                && self.deliveries.errored.swap(false, Ordering::SeqCst)
+            {
                 if let Some((code, reason)) = self.producer.client().fatal_error() {
                     tracing::error!(error = %code, "Kafka outbox: the producer failed for good ({reason}); a new one produces again what Kafka has not acknowledged");
                     self.replace_producer();
@@ -238,11 +273,16 @@ impl Worker {
         self.frames.clear();
         self.tokens.clear();
         let first = self.next_seq;
+        if self.frames.capacity() > 2 * TAKE_BYTES_MAX {
+            self.frames = Vec::new();
+        }
         let mut taken = 0;
-        while taken < TAKE_MAX {
+        let mut bytes = 0;
+        while taken < TAKE_MAX && bytes < TAKE_BYTES_MAX {
             let Some(entry) = self.shared.inbox.pop() else {
                 break;
             };
+            bytes += entry.record.len();
             let seq = self.next_seq;
             self.next_seq += 1;
             if self.log.is_some() {
@@ -267,7 +307,11 @@ impl Worker {
         };
         let ok = match written {
             Ok(()) => {
-                self.unsynced |= !self.sync;
+                match &self.log {
+                    Some(_) if !self.sync => self.unsynced = true,
+                    // fdatasynced, or nothing to sync (`memory`).
+                    _ => self.durable_seq = self.next_seq,
+                }
                 true
             }
             Err(e) => {
@@ -303,7 +347,7 @@ impl Worker {
     fn collect(&mut self) -> bool {
         let mut any = false;
         let mut failed = false;
-        while let Some((seq, ok)) = self.deliveries.done.pop() {
+        while let Some((seq, error)) = self.deliveries.done.pop() {
             any = true;
             self.in_kafka = self.in_kafka.saturating_sub(1);
             let Ok(i) = self.pending.binary_search_by_key(&seq, |p| p.seq) else {
@@ -315,14 +359,29 @@ impl Worker {
             if p.state != State::InKafka {
                 continue;
             }
-            if ok {
-                p.state = State::Acked;
-                self.shared.delivered.fetch_add(1, Ordering::Relaxed);
-            } else {
-                p.state = State::Waiting;
-                self.shared.retried.fetch_add(1, Ordering::Relaxed);
-                self.scan = self.scan.min(i);
-                failed = true;
+            match error {
+                None => {
+                    p.state = State::Acked;
+                    self.shared.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(code) if record_refused(code) => {
+                    p.state = State::Acked;
+                    self.shared.dead.fetch_add(1, Ordering::Relaxed);
+                    let kept = match &self.log {
+                        Some(log) => log
+                            .dead_letter(p.seq, &p.record)
+                            .map(|path| path.display().to_string())
+                            .unwrap_or_else(|e| format!("not kept: {e}")),
+                        None => "not kept: durability = memory".into(),
+                    };
+                    tracing::error!(seq = p.seq, error = %code, kept = %kept, "kafka outbox: Kafka refuses a record for good; it is set aside and the outbox goes on");
+                }
+                Some(_) => {
+                    p.state = State::Waiting;
+                    self.shared.retried.fetch_add(1, Ordering::Relaxed);
+                    self.scan = self.scan.min(i);
+                    failed = true;
+                }
             }
         }
         self.shared
@@ -341,18 +400,27 @@ impl Worker {
         any
     }
 
-    /// Drops the failed producer (what it had is purged: reported as failed or never) and
-    /// hands every record not acknowledged to a new one.
+    /// Hands every record not acknowledged to a new producer; the failed one is purged and
+    /// dropped on a thread of its own (its late reports go to its own queue, dropped with
+    /// it). Replacements are at least `replace_backoff` apart (doubling up to 30 s).
     fn replace_producer(&mut self) {
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let _ = self.producer.flush(Duration::from_secs(1));
-        self.collect();
+        let now = Instant::now();
+        self.replace_at = now + self.replace_backoff;
+        self.replace_backoff = (self.replace_backoff * 2).min(REPLACE_BACKOFF_MAX);
         match new_producer(&self.config, &self.shared) {
             Ok((producer, deliveries)) => {
-                // The old producer's late reports go to its own queue, dropped with it.
-                self.producer = producer;
+                let old = std::mem::replace(&mut self.producer, producer);
                 self.deliveries = deliveries;
+                let retire = move || {
+                    old.purge(PurgeConfig::default().queue().inflight());
+                    let _ = old.flush(Duration::from_secs(1));
+                };
+                if let Err(e) = std::thread::Builder::new()
+                    .name("kafka-retire".into())
+                    .spawn(retire)
+                {
+                    tracing::warn!(error = %e, "kafka outbox: cannot start a thread to retire the failed producer");
+                }
                 for p in &mut self.pending {
                     if p.state == State::InKafka {
                         p.state = State::Waiting;
@@ -363,10 +431,9 @@ impl Worker {
                 self.retry_at = None;
             }
             Err(e) => {
-                tracing::error!("{e}; trying again in a second");
-                // Asked again on the next pass past the retry time.
+                tracing::error!("{e}; trying again in {:?}", self.replace_backoff);
+                // Asked again once the pause is over.
                 self.deliveries.errored.store(true, Ordering::SeqCst);
-                self.retry_at = Some(Instant::now() + RETRY_AFTER);
             }
         }
     }
@@ -374,6 +441,7 @@ impl Worker {
     /// Drops acknowledged records from the front; writes the cursor now and then (always
     /// with `force`).
     fn advance(&mut self, force: bool) {
+        let was_full = self.shared.full();
         let mut popped = 0;
         while self
             .pending
@@ -389,6 +457,12 @@ impl Worker {
             }
         }
         self.scan = self.scan.saturating_sub(popped);
+        if was_full && !self.shared.full() {
+            // Shards that stopped reading their clients look again now, not on their tick.
+            for (_, bell) in &self.shared.done {
+                bell.ring();
+            }
+        }
         if force || self.last_cursor.elapsed() >= CURSOR_EVERY {
             let cursor = self.pending.front().map_or(self.next_seq, |p| p.seq);
             if let Some(log) = &mut self.log {
@@ -410,6 +484,9 @@ impl Worker {
             let Some(p) = self.pending.get_mut(self.scan) else {
                 break;
             };
+            if p.seq >= self.durable_seq {
+                break;
+            }
             if p.state != State::Waiting {
                 self.scan += 1;
                 continue;
@@ -469,13 +546,25 @@ impl Worker {
 
     /// `batch` durability: fdatasync every `fsync_interval_ms`.
     fn timed_sync(&mut self) {
-        if self.unsynced && self.last_fsync.elapsed() >= self.fsync_every {
-            if let Some(log) = &mut self.log {
-                if let Err(e) = log.sync() {
-                    tracing::error!(error = %e, "kafka outbox: fdatasync failed");
+        if self.last_fsync.elapsed() >= self.fsync_every {
+            self.timed_sync_now();
+        }
+    }
+
+    fn timed_sync_now(&mut self) {
+        if self.unsynced {
+            let synced = match &mut self.log {
+                Some(log) => log.sync(),
+                None => Ok(()),
+            };
+            match synced {
+                Ok(()) => {
+                    self.durable_seq = self.next_seq;
+                    self.unsynced = false;
                 }
+                // Not produced until a later fdatasync succeeds.
+                Err(e) => tracing::error!(error = %e, "kafka outbox: fdatasync failed"),
             }
-            self.unsynced = false;
             self.last_fsync = Instant::now();
         }
     }
@@ -485,10 +574,17 @@ impl Worker {
             .retry_at
             .map_or(IDLE_WAIT, |t| t.saturating_duration_since(Instant::now()))
             .min(IDLE_WAIT);
+        // `batch`: the next fdatasync lets records be produced.
+        let wait = if self.unsynced {
+            wait.min(self.fsync_every.saturating_sub(self.last_fsync.elapsed()))
+        } else {
+            wait
+        };
         self.shared.idle.store(true, Ordering::SeqCst);
         if self.shared.inbox.is_empty()
             && self.deliveries.done.is_empty()
-            && !self.deliveries.errored.load(Ordering::SeqCst)
+            && !(self.deliveries.errored.load(Ordering::SeqCst)
+                && Instant::now() >= self.replace_at)
             && !self.stop.load(Ordering::SeqCst)
         {
             std::thread::park_timeout(wait);
@@ -499,7 +595,8 @@ impl Worker {
     /// At shutdown (the shards stopped): logs what came last, gives Kafka a moment for what
     /// is produced, writes the cursor. What is not acknowledged stays for the next start.
     fn finish(&mut self) {
-        self.take();
+        while self.take() {}
+        self.timed_sync_now();
         let deadline = Instant::now() + self.flush_wait;
         loop {
             self.collect();
