@@ -169,7 +169,9 @@ fn local_acknowledgements_under(durability: &str) {
     );
     assert_eq!(r.key.as_deref(), Some("d00"));
     let id = header(r, "ringmq.outbox_id").unwrap();
-    assert!(id.starts_with("ringmq/"), "origin/sequence: {id}");
+    let (origin, seq) = id.split_once('/').expect("origin/sequence");
+    assert!(origin.starts_with("ringmq-"), "client id and token: {id}");
+    seq.parse::<u64>().expect("a sequence number");
 }
 
 #[test]

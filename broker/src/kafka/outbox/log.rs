@@ -94,6 +94,19 @@ fn frames(bytes: &[u8]) -> (Vec<(u64, &[u8])>, bool) {
     (out, false)
 }
 
+/// Eight hex digits from the clock and the process id (not secret: only distinct).
+pub fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
 /// Makes `dir`'s entries (a new or renamed file) durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
@@ -113,6 +126,9 @@ impl Log {
     pub fn open(dir: &Path, segment_bytes_max: u64) -> anyhow::Result<(Self, Recovered)> {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("kafka outbox: creating {}: {e}", dir.display()))?;
+        if let Some(parent) = dir.parent() {
+            let _ = sync_dir(parent);
+        }
         let lock_path = dir.join("lock");
         let lock = OpenOptions::new()
             .create(true)
@@ -226,17 +242,37 @@ impl Log {
     }
 
     fn roll(&mut self, first: u64) -> std::io::Result<()> {
-        let _ = self.current.sync_data();
+        // What the old segment holds is durable before anything counts on the new one.
+        self.current.sync_data()?;
         let path = segment_path(&self.dir, first);
-        self.current = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(&path)?;
+        sync_dir(&self.dir)?;
+        self.current = file;
         self.segments.retain(|(f, _)| *f != first);
         self.segments.push((first, path));
         self.current_bytes = 0;
-        sync_dir(&self.dir)
+        Ok(())
+    }
+
+    /// The outbox's origin token: random, made once and kept in `origin`, so two brokers
+    /// with the same `kafka.client_id` never share record ids.
+    pub fn origin_token(&self) -> std::io::Result<String> {
+        let path = self.dir.join("origin");
+        if let Ok(token) = std::fs::read_to_string(&path) {
+            if !token.trim().is_empty() {
+                return Ok(token.trim().to_string());
+            }
+        }
+        let token = random_token();
+        let mut file = File::create(&path)?;
+        file.write_all(token.as_bytes())?;
+        file.sync_data()?;
+        sync_dir(&self.dir)?;
+        Ok(token)
     }
 
     /// Records below `cursor` are acknowledged by Kafka: the cursor file says so and the

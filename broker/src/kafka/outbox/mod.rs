@@ -205,10 +205,18 @@ impl Outbox {
                 "kafka outbox: records not acknowledged by Kafka before the restart are produced first"
             );
         }
-        let origin = config
+        // The name, then a token kept with the log (a new one per start without a log).
+        let name = config
             .cluster
             .as_ref()
             .map_or_else(|| kafka.client_id.clone(), |c| c.node_id.clone());
+        let token = match &log {
+            Some(log) => log
+                .origin_token()
+                .map_err(|e| anyhow::anyhow!("kafka outbox: {}: {e}", dir(config).display()))?,
+            None => log::random_token(),
+        };
+        let origin = format!("{name}-{token}");
         let stop = Arc::new(AtomicBool::new(false));
         let worker = worker::Worker::new(
             config,

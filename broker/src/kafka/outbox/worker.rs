@@ -51,8 +51,26 @@ fn record_refused(code: Code) -> bool {
             | Code::InvalidMessageSize
             | Code::InvalidMessage
             | Code::InvalidRecord
-            | Code::InvalidTimestamp
     )
+}
+
+/// Keeps a record Kafka (or the producer) refuses for good in `dead/`; true once it is kept
+/// (under `memory` there is nowhere to keep it: true, logged). A record that could not be
+/// kept stays in the outbox.
+fn set_aside(log: Option<&Log>, shared: &Shared, seq: u64, record: &[u8], why: &str) -> bool {
+    let kept = match log {
+        Some(log) => match log.dead_letter(seq, record) {
+            Ok(path) => path.display().to_string(),
+            Err(e) => {
+                tracing::error!(seq, error = %e, "kafka outbox: a record Kafka refuses ({why}) cannot be set aside; it stays in the outbox");
+                return false;
+            }
+        },
+        None => "not kept: durability = memory".into(),
+    };
+    shared.dead.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(seq, error = why, kept = %kept, "kafka outbox: a record is refused for good; it is set aside and the outbox goes on");
+    true
 }
 
 /// Where a record is.
@@ -71,6 +89,9 @@ struct Pending {
     seq: u64,
     record: Vec<u8>,
     state: State,
+    /// Refused for itself once, maybe for its batch's sake: produced alone next time, set
+    /// aside only if refused alone.
+    alone: bool,
 }
 
 /// What one producer's thread reports back: (sequence, None if delivered or the error), and
@@ -210,6 +231,7 @@ impl Worker {
                 seq,
                 record,
                 state: State::Waiting,
+                alone: false,
             });
         }
         let now = Instant::now();
@@ -256,8 +278,8 @@ impl Worker {
                 }
             }
             self.advance(false);
-            busy |= self.produce();
             self.timed_sync();
+            busy |= self.produce();
             if self.stop.load(Ordering::SeqCst) {
                 self.finish();
                 return;
@@ -295,6 +317,7 @@ impl Worker {
                 seq,
                 record: entry.record,
                 state: State::Waiting,
+                alone: false,
             });
             taken += 1;
         }
@@ -364,19 +387,23 @@ impl Worker {
                     p.state = State::Acked;
                     self.shared.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(code) if record_refused(code) => {
+                Some(code)
+                    if record_refused(code)
+                        && p.alone
+                        && set_aside(
+                            self.log.as_ref(),
+                            &self.shared,
+                            p.seq,
+                            &p.record,
+                            &code.to_string(),
+                        ) =>
+                {
                     p.state = State::Acked;
-                    self.shared.dead.fetch_add(1, Ordering::Relaxed);
-                    let kept = match &self.log {
-                        Some(log) => log
-                            .dead_letter(p.seq, &p.record)
-                            .map(|path| path.display().to_string())
-                            .unwrap_or_else(|e| format!("not kept: {e}")),
-                        None => "not kept: durability = memory".into(),
-                    };
-                    tracing::error!(seq = p.seq, error = %code, kept = %kept, "kafka outbox: Kafka refuses a record for good; it is set aside and the outbox goes on");
                 }
-                Some(_) => {
+                Some(code) => {
+                    // A record-level refusal may be its batch's (too large together):
+                    // produced alone before it is set aside.
+                    p.alone |= record_refused(code);
                     p.state = State::Waiting;
                     self.shared.retried.fetch_add(1, Ordering::Relaxed);
                     self.scan = self.scan.min(i);
@@ -491,14 +518,24 @@ impl Worker {
                 self.scan += 1;
                 continue;
             }
+            if p.alone && self.in_kafka > 0 {
+                // Produced alone: once nothing else is in the producer.
+                break;
+            }
             let Some(r) = RecordRef::decode(&p.record) else {
-                tracing::error!(
-                    seq = p.seq,
-                    "kafka outbox: a record does not decode; skipped"
-                );
-                p.state = State::Acked;
-                self.scan += 1;
-                continue;
+                if set_aside(
+                    self.log.as_ref(),
+                    &self.shared,
+                    p.seq,
+                    &p.record,
+                    "the record does not decode",
+                ) {
+                    p.state = State::Acked;
+                    self.scan += 1;
+                    continue;
+                }
+                self.retry_at = Some(Instant::now() + RETRY_AFTER);
+                break;
             };
             let id = format!("{}/{}", self.origin, p.seq);
             let mut headers = Some(OwnedHeaders::new_with_capacity(r.header_count() + 1));
@@ -526,8 +563,25 @@ impl Worker {
                     self.in_kafka += 1;
                     self.scan += 1;
                     sent = true;
+                    if p.alone {
+                        break;
+                    }
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
+                Err((KafkaError::MessageProduction(code), _))
+                    if record_refused(code)
+                        && set_aside(
+                            self.log.as_ref(),
+                            &self.shared,
+                            p.seq,
+                            &p.record,
+                            &code.to_string(),
+                        ) =>
+                {
+                    // The producer refuses the record itself (larger than message.max.bytes).
+                    p.state = State::Acked;
+                    self.scan += 1;
+                }
                 Err((e, _)) => {
                     if !self.failing {
                         tracing::warn!(error = %e, topic = r.topic, "kafka outbox: the producer does not take a record; it stays in the outbox and is produced again every second");
