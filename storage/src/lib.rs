@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compact;
+pub mod dir;
 pub mod embedded;
 pub mod queue;
 pub mod record;

@@ -40,22 +40,11 @@ const BATCH_BYTES: u64 = 8 << 20;
 /// Makes `dir` a layout of `shards` shards: finishes or rolls back an interrupted re-shard,
 /// records the count of a new directory, re-shards one written with another count.
 pub fn prepare(dir: &Path, shards: usize) -> anyhow::Result<()> {
-    let lock_path = dir.join("lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .with_context(|| lock_path.display().to_string())?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            anyhow::bail!("{}: locked by another broker", dir.display())
-        }
-        Err(std::fs::TryLockError::Error(e)) => {
-            return Err(e).with_context(|| lock_path.display().to_string())
-        }
-    }
+    let Some(lock) =
+        storage::dir::try_lock(dir).with_context(|| dir.join("lock").display().to_string())?
+    else {
+        anyhow::bail!("{}: locked by another broker", dir.display())
+    };
     if let Some(to) = read_count(&dir.join(COMMIT))? {
         tracing::warn!(dir = %dir.display(), shards = to, "finishing an interrupted re-shard");
         finish(dir, to)?;
@@ -234,9 +223,7 @@ fn write_atomic(dir: &Path, name: &str, count: usize) -> anyhow::Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| dir.display().to_string())
+    storage::dir::sync(dir).with_context(|| dir.display().to_string())
 }
 
 /// Test hook: `RINGMQ_RESHARD_CRASH_AT=<point>` aborts the process there (as a kill would),

@@ -217,7 +217,7 @@ impl Renewing {
         tracing::error!(error = %code, "Kafka producer failed for good ({reason}): a new one replaces it; the records it held are refused (0x97)");
         match self.config.create_with_context(Ctx(self.reports.clone())) {
             Ok(producer) => {
-                let old = std::mem::replace(&mut self.producer, producer);
+                retire(std::mem::replace(&mut self.producer, producer), "kafka");
                 self.renewed += 1;
                 // A producer failing again soon after waits longer before the next one.
                 if self
@@ -229,16 +229,6 @@ impl Renewing {
                 self.retry_at = Some(now + self.backoff);
                 self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(30));
                 self.last_renewed = Some(now);
-                let retire = move || {
-                    old.purge(PurgeConfig::default().queue().inflight());
-                    let _ = old.flush(std::time::Duration::from_secs(5));
-                };
-                if let Err(e) = std::thread::Builder::new()
-                    .name("kafka-retire".into())
-                    .spawn(retire)
-                {
-                    tracing::warn!(error = %e, "cannot start a thread to retire the failed Kafka producer");
-                }
                 tracing::info!("a new Kafka producer replaced the failed one");
             }
             Err(e) => {
@@ -247,6 +237,21 @@ impl Renewing {
                 self.retry_at = Some(now + std::time::Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// Purges a producer that failed for good and drops it on a thread of its own (the purge's
+/// reports, failed, reach its context; flushing and destroying it may take a while).
+pub(crate) fn retire<C: ProducerContext + 'static>(old: ThreadedProducer<C>, whose: &str) {
+    let retire = move || {
+        old.purge(PurgeConfig::default().queue().inflight());
+        let _ = old.flush(std::time::Duration::from_secs(5));
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("kafka-retire".into())
+        .spawn(retire)
+    {
+        tracing::warn!(error = %e, producer = whose, "cannot start a thread to retire a failed Kafka producer");
     }
 }
 

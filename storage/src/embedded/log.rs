@@ -175,17 +175,9 @@ impl Log {
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
-        }
+        let Some(lock) = crate::dir::try_lock(&dir).map_err(io(&lock_path))? else {
+            return Err(Error::Locked(dir));
+        };
         let mut segments: Vec<u64> = std::fs::read_dir(&dir)
             .map_err(io(&dir))?
             .filter_map(|e| e.ok())
@@ -533,5 +525,5 @@ impl Log {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    crate::dir::sync(dir).map_err(io(dir))
 }

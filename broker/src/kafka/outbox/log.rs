@@ -107,10 +107,7 @@ pub fn random_token() -> String {
     format!("{:08x}", h.finish() as u32)
 }
 
-/// Makes `dir`'s entries (a new or renamed file) durable.
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+use storage::dir::sync as sync_dir;
 
 fn read_cursor(dir: &Path) -> u64 {
     let mut b = [0u8; 8];
@@ -129,23 +126,14 @@ impl Log {
         if let Some(parent) = dir.parent() {
             let _ = sync_dir(parent);
         }
-        let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| anyhow::anyhow!("kafka outbox: {}: {e}", lock_path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+        let Some(lock) = storage::dir::try_lock(dir)
+            .map_err(|e| anyhow::anyhow!("kafka outbox: locking {}: {e}", dir.display()))?
+        else {
+            anyhow::bail!(
                 "kafka outbox: {} is in use by another broker (give each broker its own data_dir)",
                 dir.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => {
-                anyhow::bail!("kafka outbox: locking {}: {e}", lock_path.display())
-            }
-        }
+            )
+        };
         let cursor = read_cursor(dir);
         let mut segments: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir)

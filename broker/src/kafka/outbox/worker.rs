@@ -57,9 +57,10 @@ fn record_refused(code: Code) -> bool {
 /// Keeps a record Kafka (or the producer) refuses for good in `dead/`; true once it is kept
 /// (under `memory` there is nowhere to keep it: true, logged). A record that could not be
 /// kept stays in the outbox.
-fn set_aside(log: Option<&Log>, shared: &Shared, seq: u64, record: &[u8], why: &str) -> bool {
+fn set_aside(log: Option<&Log>, shared: &Shared, p: &Pending, why: &str) -> bool {
+    let seq = p.seq;
     let kept = match log {
-        Some(log) => match log.dead_letter(seq, record) {
+        Some(log) => match log.dead_letter(seq, &p.record) {
             Ok(path) => path.display().to_string(),
             Err(e) => {
                 tracing::error!(seq, error = %e, "kafka outbox: a record Kafka refuses ({why}) cannot be set aside; it stays in the outbox");
@@ -390,13 +391,7 @@ impl Worker {
                 Some(code)
                     if record_refused(code)
                         && p.alone
-                        && set_aside(
-                            self.log.as_ref(),
-                            &self.shared,
-                            p.seq,
-                            &p.record,
-                            &code.to_string(),
-                        ) =>
+                        && set_aside(self.log.as_ref(), &self.shared, p, &code.to_string()) =>
                 {
                     p.state = State::Acked;
                 }
@@ -437,17 +432,8 @@ impl Worker {
         match new_producer(&self.config, &self.shared) {
             Ok((producer, deliveries)) => {
                 let old = std::mem::replace(&mut self.producer, producer);
+                crate::kafka::sink::retire(old, "kafka outbox");
                 self.deliveries = deliveries;
-                let retire = move || {
-                    old.purge(PurgeConfig::default().queue().inflight());
-                    let _ = old.flush(Duration::from_secs(1));
-                };
-                if let Err(e) = std::thread::Builder::new()
-                    .name("kafka-retire".into())
-                    .spawn(retire)
-                {
-                    tracing::warn!(error = %e, "kafka outbox: cannot start a thread to retire the failed producer");
-                }
                 for p in &mut self.pending {
                     if p.state == State::InKafka {
                         p.state = State::Waiting;
@@ -526,8 +512,7 @@ impl Worker {
                 if set_aside(
                     self.log.as_ref(),
                     &self.shared,
-                    p.seq,
-                    &p.record,
+                    p,
                     "the record does not decode",
                 ) {
                     p.state = State::Acked;
@@ -570,13 +555,7 @@ impl Worker {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => break,
                 Err((KafkaError::MessageProduction(code), _))
                     if record_refused(code)
-                        && set_aside(
-                            self.log.as_ref(),
-                            &self.shared,
-                            p.seq,
-                            &p.record,
-                            &code.to_string(),
-                        ) =>
+                        && set_aside(self.log.as_ref(), &self.shared, p, &code.to_string()) =>
                 {
                     // The producer refuses the record itself (larger than message.max.bytes).
                     p.state = State::Acked;
