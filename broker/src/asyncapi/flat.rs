@@ -15,11 +15,13 @@
 //! and `serde_json`, which decide and word the reason. The verdicts are tested against the
 //! `jsonschema` crate's on generated payloads (`tests.rs`).
 
+use std::sync::atomic::AtomicU8;
+
 use jsonschema_regex::Sequence;
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 
-use super::tape::{float_of, special_at};
+use scan::Scan;
 
 /// Properties a flat schema may declare (one bit each in a `u64`).
 const PROPERTIES_MAX: usize = 64;
@@ -81,11 +83,54 @@ pub struct Flat {
     required: u64,
     /// Properties not in `props` are allowed (any value).
     additional: bool,
+    /// By property index, then one for the object's start: the index + 1 of the property
+    /// that followed it in the last payload whose order differed (0: none yet). Read to guess
+    /// the next member's name, written only when the guess fails.
+    next: Box<[AtomicU8]>,
+}
+
+/// A property's name as a payload writes it, quotes and colon included (`"name":`), when it
+/// needs no escape: the guessed next member is one or two word compares.
+#[derive(Debug)]
+struct Quoted {
+    bytes: Box<[u8]>,
+    /// The first sixteen bytes of `bytes` as two little-endian words (zero-padded), and the
+    /// masks of the bytes that are `bytes`'.
+    words: [u64; 2],
+    masks: [u64; 2],
+}
+
+impl Quoted {
+    fn of(name: &[u8]) -> Option<Self> {
+        if name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let bytes: Box<[u8]> = [b"\"", name, b"\":"].concat().into();
+        let mut word = [0u8; 16];
+        let mut mask = [0u8; 16];
+        for (i, b) in bytes.iter().take(16).enumerate() {
+            if let (Some(w), Some(m)) = (word.get_mut(i), mask.get_mut(i)) {
+                *w = *b;
+                *m = 0xff;
+            }
+        }
+        let half = |b: &[u8; 16], i: usize| {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(b.get(i..i + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(h)
+        };
+        Some(Self {
+            words: [half(&word, 0), half(&word, 8)],
+            masks: [half(&mask, 0), half(&mask, 8)],
+            bytes,
+        })
+    }
 }
 
 #[derive(Debug)]
 struct Prop {
     name: Box<[u8]>,
+    quoted: Option<Quoted>,
     check: Check,
 }
 
@@ -124,25 +169,34 @@ pub struct StrCheck {
 }
 
 impl StrCheck {
-    fn accepts(&self, s: &str) -> bool {
-        // Characters are at most the bytes and at least a quarter of them: count only when
-        // that does not decide.
+    /// `s` (valid UTF-8; `ascii` if all of it is ASCII) passes.
+    fn accepts(&self, s: &[u8], ascii: bool) -> bool {
+        // An ASCII string has as many characters as bytes; another at most as many and at
+        // least a quarter as many: counted only when that does not decide.
         let bytes = s.len() as u64;
         let undecided = self.max_chars.is_some_and(|m| bytes > m)
             || self.min_chars.is_some_and(|m| bytes / 4 < m);
-        if undecided {
-            let n = s.chars().count() as u64;
+        let chars = match (ascii, undecided) {
+            (true, _) => Some(bytes),
+            // Characters are the bytes that do not continue one.
+            (false, true) => Some(s.iter().filter(|&&b| (b as i8) >= -0x40).count() as u64),
+            (false, false) => None,
+        };
+        if let Some(n) = chars {
             if self.min_chars.is_some_and(|m| n < m) || self.max_chars.is_some_and(|m| n > m) {
                 return false;
             }
         }
         if let Some(one_of) = &self.one_of {
-            if !one_of.iter().any(|v| same(v.as_bytes(), s.as_bytes())) {
+            if !one_of.iter().any(|v| same(v.as_bytes(), s)) {
                 return false;
             }
         }
         self.pattern.as_ref().is_none_or(|(sequence, regex)| {
-            sequence.is_match(s.as_bytes()).unwrap_or_else(|| {
+            sequence.is_match(s).unwrap_or_else(|| {
+                let Ok(s) = std::str::from_utf8(s) else {
+                    return false;
+                };
                 // As jsonschema does: a panic inside the regex crate (its issue 1344) is no
                 // verdict; here, "not sure".
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| regex.is_match(s)))
@@ -272,11 +326,21 @@ impl Check {
         }
     }
 
+    /// `v` is within a number's `bounds` (`minimum`, `exclusiveMinimum`, `maximum`,
+    /// `exclusiveMaximum`).
+    fn within(bounds: &[Option<f64>; 4], v: f64) -> bool {
+        let [min, xmin, max, xmax] = *bounds;
+        min.is_none_or(|m| v >= m)
+            && xmin.is_none_or(|m| v > m)
+            && max.is_none_or(|m| v <= m)
+            && xmax.is_none_or(|m| v < m)
+    }
+
     /// A topic level (a parameter's value, always a string) passes: true only if it does.
     pub fn accepts_level(&self, level: &str) -> bool {
         match self {
             Check::Any => true,
-            Check::Str(s) => s.accepts(level),
+            Check::Str(s) => s.accepts(level.as_bytes(), level.is_ascii()),
             _ => false,
         }
     }
@@ -313,6 +377,7 @@ impl Flat {
             for (name, schema) in properties.as_object()? {
                 props.push(Prop {
                     name: name.as_bytes().into(),
+                    quoted: Quoted::of(name.as_bytes()),
                     check: Check::compile(schema)?,
                 });
             }
@@ -338,11 +403,13 @@ impl Flat {
                 *slot = if *slot == 0 { i as u8 + 1 } else { SHARED };
             }
         }
+        let next = (0..=props.len()).map(|_| AtomicU8::new(0)).collect();
         Some(Self {
             props,
             slots,
             required,
             additional,
+            next,
         })
     }
 
@@ -360,14 +427,7 @@ impl Flat {
 
     /// The payload is valid: true only if the schema accepts it (false: not sure).
     pub fn accepts(&self, payload: &[u8]) -> bool {
-        let Ok(text) = std::str::from_utf8(payload) else {
-            return false;
-        };
-        let mut r = Scan {
-            src: text.as_bytes(),
-            text,
-            pos: 0,
-        };
+        let mut r = Scan::new(payload);
         r.object(self).is_some() && {
             r.space();
             r.pos == r.src.len()
@@ -375,308 +435,6 @@ impl Flat {
     }
 }
 
-/// A payload being checked.
-struct Scan<'p> {
-    src: &'p [u8],
-    text: &'p str,
-    pos: usize,
-}
-
-impl<'p> Scan<'p> {
-    fn space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
-            self.pos += 1;
-        }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.src.get(self.pos).copied()
-    }
-
-    fn eat(&mut self, b: u8) -> Option<()> {
-        (self.peek()? == b).then(|| self.pos += 1)
-    }
-
-    /// The top-level object, each property checked.
-    fn object(&mut self, flat: &Flat) -> Option<()> {
-        self.space();
-        self.eat(b'{')?;
-        self.space();
-        let mut seen = 0u64;
-        if self.eat(b'}').is_none() {
-            loop {
-                let key = self.key()?;
-                self.space();
-                self.eat(b':')?;
-                self.space();
-                let at = flat.find(key);
-                match at {
-                    Some(at) => {
-                        let bit = 1u64 << at;
-                        if seen & bit != 0 {
-                            return None;
-                        }
-                        seen |= bit;
-                        let check = &flat.props.get(at)?.check;
-                        self.value(check)?;
-                    }
-                    None if flat.additional => self.skip(1)?,
-                    None => return None,
-                }
-                self.space();
-                match self.peek()? {
-                    b',' => {
-                        self.pos += 1;
-                        self.space();
-                    }
-                    b'}' => {
-                        self.pos += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        (seen & flat.required == flat.required).then_some(())
-    }
-
-    /// The closing quote of a string without escapes that starts at `from` (None: an
-    /// escape, a control character or the end first). Most strings here are short: the first
-    /// [`SHORT`] bytes one at a time, the rest eight at a time.
-    fn closing_quote(&self, from: usize) -> Option<usize> {
-        const SHORT: usize = 16;
-        let mut at = from;
-        while at < from + SHORT {
-            match *self.src.get(at)? {
-                b'"' => return Some(at),
-                b'\\' | 0..=0x1f => return None,
-                _ => at += 1,
-            }
-        }
-        let n = special_at(self.src.get(at..)?)?;
-        (self.src.get(at + n) == Some(&b'"')).then_some(at + n)
-    }
-
-    /// A property name without escapes (the scan is at its opening quote).
-    fn key(&mut self) -> Option<&'p [u8]> {
-        self.eat(b'"')?;
-        let from = self.pos;
-        let end = self.closing_quote(from)?;
-        self.pos = end + 1;
-        self.src.get(from..end)
-    }
-
-    /// A string without escapes (the scan is at its opening quote), as text.
-    fn plain_string(&mut self) -> Option<&'p str> {
-        self.eat(b'"')?;
-        let from = self.pos;
-        let end = self.closing_quote(from)?;
-        self.pos = end + 1;
-        // Quotes are ASCII: both ends are character boundaries of the valid UTF-8 text.
-        self.text.get(from..end)
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        let end = self.pos + word.len();
-        same(self.src.get(self.pos..end)?, word).then(|| self.pos = end)
-    }
-
-    fn value(&mut self, check: &Check) -> Option<()> {
-        match check {
-            Check::Any => self.skip(1),
-            Check::Never => None,
-            Check::Null => self.literal(b"null"),
-            Check::Bool => match self.peek()? {
-                b't' => self.literal(b"true"),
-                _ => self.literal(b"false"),
-            },
-            Check::Str(s) => s.accepts(self.plain_string()?).then_some(()),
-            Check::Number { integer, bounds } => {
-                let n = self.number()?;
-                let plain = n.plain && n.digits <= EXACT_DIGITS_MAX;
-                // A longer plain integer is an exact u64 / i64 to serde_json, compared exactly
-                // by jsonschema; its rounded f64 could pass a bound it does not.
-                if n.plain && !plain && bounds.iter().any(Option::is_some) {
-                    return None;
-                }
-                if *integer && !plain {
-                    // Integers beyond 2^53 or written as 1.0 / 1e3: left to the slow path
-                    // unless unbounded.
-                    let unbounded = bounds.iter().all(Option::is_none);
-                    return (n.plain && unbounded && n.digits <= 19).then_some(());
-                }
-                if bounds.iter().all(Option::is_none) {
-                    return Some(());
-                }
-                let v = if plain { n.int as f64 } else { n.float? };
-                let [min, xmin, max, xmax] = *bounds;
-                let ok = min.is_none_or(|m| v >= m)
-                    && xmin.is_none_or(|m| v > m)
-                    && max.is_none_or(|m| v <= m)
-                    && xmax.is_none_or(|m| v < m);
-                ok.then_some(())
-            }
-        }
-    }
-
-    /// Digits from the scan's position: how many, and their value while it stays exact (the
-    /// caller looks at the count before using it).
-    fn digits(&mut self) -> (usize, i64) {
-        let from = self.pos;
-        let mut value = 0i64;
-        while let Some(&d) = self.src.get(self.pos) {
-            if !d.is_ascii_digit() {
-                break;
-            }
-            value = value.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
-            self.pos += 1;
-        }
-        (self.pos - from, value)
-    }
-
-    /// A number in JSON's grammar: a plain integer's value (when it has at most
-    /// [`EXACT_DIGITS_MAX`] digits) or the correctly rounded `f64` serde_json makes of it
-    /// (None where serde_json would refuse it or round it its own way).
-    fn number(&mut self) -> Option<Num> {
-        let from = self.pos;
-        let negative = self.eat(b'-').is_some();
-        let int_from = self.pos;
-        let (digits, int) = self.digits();
-        if digits == 0 || (digits > 1 && self.src.get(int_from) == Some(&b'0')) {
-            return None;
-        }
-        let mut fraction = None;
-        if self.eat(b'.').is_some() {
-            let (n, value) = self.digits();
-            if n == 0 {
-                return None;
-            }
-            fraction = Some((n, value));
-        }
-        let mut exponent = false;
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
-            }
-            if self.digits().0 == 0 {
-                return None;
-            }
-            exponent = true;
-        }
-        let plain = fraction.is_none() && !exponent;
-        let sign = if negative { -1 } else { 1 };
-        if plain && digits <= EXACT_DIGITS_MAX {
-            return Some(Num {
-                plain,
-                digits,
-                int: sign * int,
-                float: None,
-            });
-        }
-        // A decimal of at most 15 digits in all, no exponent: its digits as an integer below
-        // 2^53 over a power of ten below 2^53, both exact, so the one division is correctly
-        // rounded (Clinger's fast path), as `str::parse` would round it.
-        if let (Some((n, value)), false) = (fraction, exponent) {
-            if digits + n <= EXACT_DIGITS_MAX {
-                let scale = *POW10.get(n)?;
-                let f = (int * (scale as i64) + value) as f64 / scale;
-                return Some(Num {
-                    plain,
-                    digits,
-                    int: 0,
-                    float: Some(if negative { -f } else { f }),
-                });
-            }
-        }
-        // As the tape: what serde_json might read otherwise is left to it.
-        Some(Num {
-            plain,
-            digits,
-            int: 0,
-            float: Some(float_of(self.text.get(from..self.pos)?)?),
-        })
-    }
-
-    /// Any JSON value, checked for grammar only (nested at most [`DEPTH_MAX`] deep).
-    fn skip(&mut self, depth: usize) -> Option<()> {
-        if depth > DEPTH_MAX {
-            return None;
-        }
-        match self.peek()? {
-            b'n' => self.literal(b"null"),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'"' => self.skip_string(),
-            b'-' | b'0'..=b'9' => self.number().map(|_| ()),
-            open @ (b'[' | b'{') => {
-                self.pos += 1;
-                self.space();
-                let close = if open == b'[' { b']' } else { b'}' };
-                if self.eat(close).is_some() {
-                    return Some(());
-                }
-                loop {
-                    if open == b'{' {
-                        self.skip_string()?;
-                        self.space();
-                        self.eat(b':')?;
-                        self.space();
-                    }
-                    self.skip(depth + 1)?;
-                    self.space();
-                    match self.peek()? {
-                        b',' => {
-                            self.pos += 1;
-                            self.space();
-                        }
-                        b if b == close => {
-                            self.pos += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
-            }
-            _ => None,
-        }
-    }
-
-    /// A string whose escapes are the simple ones (`\u` is left to serde_json).
-    fn skip_string(&mut self) -> Option<()> {
-        self.eat(b'"')?;
-        loop {
-            let n = special_at(self.src.get(self.pos..)?)?;
-            self.pos += n;
-            match self.peek()? {
-                b'"' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                b'\\' => {
-                    self.pos += 1;
-                    match self.peek()? {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 1,
-                        _ => return None,
-                    }
-                }
-                _ => return None,
-            }
-        }
-    }
-}
-
-/// A number read by [`Scan::number`].
-struct Num {
-    /// No fraction, no exponent.
-    plain: bool,
-    /// Digits of the integer part.
-    digits: usize,
-    /// The value of a plain integer of at most [`EXACT_DIGITS_MAX`] digits.
-    int: i64,
-    /// The value otherwise.
-    float: Option<f64>,
-}
-
+mod scan;
 #[cfg(test)]
 mod tests;

@@ -91,13 +91,37 @@ struct Channel {
     name: String,
     address: String,
     levels: Vec<Level>,
+    /// How many of `levels` are literal (of two channels a topic fits, the one with more
+    /// wins).
+    literals: usize,
     publish: bool,
     subscribe: bool,
     messages: Vec<Message>,
 }
 
-/// Topic levels [`Api::channel_of`] splits on the stack (more go to the heap).
-const LEVELS_INLINE: usize = 16;
+/// `topic` has the shape of `levels`: as many levels, the literal ones equal.
+fn fits(levels: &[Level], topic: &str) -> bool {
+    let mut rest = topic.as_bytes();
+    let mut left = levels.len();
+    for l in levels {
+        left -= 1;
+        let (level, more) = match rest.iter().position(|&b| b == b'/') {
+            Some(slash) => (rest.get(..slash), rest.get(slash + 1..)),
+            None => (Some(rest), None),
+        };
+        if let (Level::Literal(lit), Some(level)) = (l, level) {
+            if !flat::same(lit.as_bytes(), level) {
+                return false;
+            }
+        }
+        match more {
+            Some(more) if left > 0 => rest = more,
+            Some(_) => return false,
+            None => return left == 0,
+        }
+    }
+    false
+}
 
 /// A compiled document.
 #[derive(Debug)]
@@ -243,6 +267,10 @@ impl Api {
             channels.push(Channel {
                 name: c.name,
                 address: c.address,
+                literals: levels
+                    .iter()
+                    .filter(|l| matches!(l, Level::Literal(_)))
+                    .count(),
                 levels,
                 publish: c.publish,
                 subscribe: c.subscribe,
@@ -321,49 +349,19 @@ impl Api {
 
     /// The channel a topic has the shape of, with its parameter verdict.
     fn channel_of(&self, topic: &str) -> Option<(usize, &Channel, Result<(), String>)> {
-        // The topic's levels, split once (on the stack for up to LEVELS_INLINE levels).
-        let mut inline = [""; LEVELS_INLINE];
-        let heap: Vec<&str>;
-        let mut count = 0;
-        let mut start = 0;
-        for (i, b) in topic.bytes().enumerate() {
-            if b == b'/' {
-                if let Some(slot) = inline.get_mut(count) {
-                    *slot = topic.get(start..i).unwrap_or_default();
-                }
-                count += 1;
-                start = i + 1;
+        // Of the channels with the topic's shape, the one with the most literal levels (the
+        // last of equals).
+        let mut best: Option<(usize, &Channel)> = None;
+        for (i, c) in self.channels.iter().enumerate() {
+            if best.is_some_and(|(_, b)| c.literals < b.literals) {
+                continue;
+            }
+            if fits(&c.levels, topic) {
+                best = Some((i, c));
             }
         }
-        if let Some(slot) = inline.get_mut(count) {
-            *slot = topic.get(start..).unwrap_or_default();
-        }
-        count += 1;
-        let levels: &[&str] = if count <= LEVELS_INLINE {
-            inline.get(..count).unwrap_or_default()
-        } else {
-            heap = topic.split('/').collect();
-            &heap
-        };
-        // Of the channels with the topic's shape, the one with the most literal levels.
-        let (at, c) = self
-            .channels
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                c.levels.len() == count
-                    && c.levels.iter().zip(levels).all(|(l, t)| match l {
-                        Level::Literal(lit) => flat::same(lit.as_bytes(), t.as_bytes()),
-                        Level::Param { .. } => true,
-                    })
-            })
-            .max_by_key(|(_, c)| {
-                c.levels
-                    .iter()
-                    .filter(|l| matches!(l, Level::Literal(_)))
-                    .count()
-            })?;
-        for (l, t) in c.levels.iter().zip(levels.iter().copied()) {
+        let (at, c) = best?;
+        for (l, t) in c.levels.iter().zip(topic.split('/')) {
             if let Level::Param {
                 name,
                 schema: v,

@@ -337,12 +337,17 @@ proptest! {
 }
 
 proptest! {
-    /// The word-at-a-time search finds the first quote, backslash or control byte.
+    /// The word-at-a-time search finds the first quote, backslash or control byte, and
+    /// whether a byte before it is not ASCII.
     #[test]
     fn special_at_finds_the_first_special_byte(bytes in prop::collection::vec(
         prop_oneof![Just(b'"'), Just(b'\\'), 0u8..0x20, 0x20u8..=0xff, Just(b'a')], 0..40)) {
         let naive = bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
-        prop_assert_eq!(special_at(&bytes), naive);
+        let (at, high) = crate::asyncapi::tape::special_in(&bytes);
+        prop_assert_eq!(at, naive);
+        let before = bytes.get(..naive.unwrap_or(bytes.len())).unwrap_or_default();
+        let non_ascii = before.iter().any(|b| *b >= 0x80);
+        prop_assert_eq!(high & crate::asyncapi::tape::HIGHS != 0, non_ascii);
     }
 
     /// Short decimals converted without `str::parse` are its correctly rounded values.
@@ -351,10 +356,29 @@ proptest! {
         frac in "[0-9]{1,9}",
         negative in any::<bool>()) {
         let text = format!("{}{int}.{frac}", if negative { "-" } else { "" });
-        let mut scan = Scan { src: text.as_bytes(), text: &text, pos: 0 };
+        let mut scan = Scan::new(text.as_bytes());
         let n = scan.number().unwrap();
         prop_assert_eq!(n.float.map(f64::to_bits), Some(text.parse::<f64>().unwrap().to_bits()),
             "{}", text);
+    }
+
+    /// The short path's numbers are `str::parse`'s, or left to the long path.
+    #[test]
+    fn short_numbers_are_str_parses(text in "-?(0|[1-9][0-9]{0,17})(\\.[0-9]{1,9})?([eE][0-9])?") {
+        let payload = format!("{text},");
+        let mut scan = Scan::new(payload.as_bytes());
+        match scan.short_number() {
+            Some((v, integral)) => {
+                prop_assert_eq!(v.to_bits(), text.parse::<f64>().unwrap().to_bits(), "{}", text);
+                prop_assert_eq!(integral, !text.contains('.'));
+                prop_assert_eq!(scan.pos, text.len());
+            }
+            None => {
+                let digits = text.bytes().filter(u8::is_ascii_digit).count();
+                prop_assert!(digits > EXACT_DIGITS_MAX || text.contains(['e', 'E']), "{}", text);
+                prop_assert_eq!(scan.pos, 0);
+            }
+        }
     }
 }
 
@@ -377,5 +401,67 @@ proptest! {
         if by_value == Some(true) && !payload.contains('\\') {
             prop_assert!(flat, "{}", payload);
         }
+    }
+}
+
+/// One compiled schema for every case below, so the guessed member order carries over from
+/// payload to payload as it does in the broker.
+fn shared_flat() -> &'static Flat {
+    static FLAT: std::sync::OnceLock<Flat> = std::sync::OnceLock::new();
+    FLAT.get_or_init(|| Flat::compile(&schema()).expect("a flat schema"))
+}
+
+proptest! {
+    /// Payloads in changing member orders through one compiled schema: the verdict is the
+    /// fresh schema's, whatever order the previous payloads left it guessing.
+    #[test]
+    fn guessed_orders_change_no_verdict(
+        members in prop::collection::vec(member(), 0..9),
+        rounds in 1usize..4,
+    ) {
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let payload = format!("{{{}}}", body.join(","));
+        let fresh = Flat::compile(&schema()).expect("a flat schema").accepts(payload.as_bytes());
+        for _ in 0..rounds {
+            prop_assert_eq!(shared_flat().accepts(payload.as_bytes()), fresh, "{}", payload);
+        }
+    }
+
+    /// Bytes that are not UTF-8 (or are, as multi-byte characters) anywhere in a valid
+    /// payload: accepted only if the payload is UTF-8 and jsonschema accepts it.
+    #[test]
+    fn payloads_are_utf8_or_refused(
+        at in any::<prop::sample::Index>(),
+        bytes in prop::collection::vec(prop_oneof![0x80u8..=0xff, Just(0xc3), Just(0xa9)], 1..4),
+    ) {
+        let valid = r#"{"id":"d1abc","t":21.5,"unit":"C","site":"plant-7","extra":"padding text"}"#;
+        let mut payload = valid.as_bytes().to_vec();
+        let at = at.index(payload.len());
+        payload.splice(at..at, bytes);
+        let flat = shared_flat().accepts(&payload);
+        let by_value = std::str::from_utf8(&payload).ok().and_then(|text| {
+            serde_json::from_str::<Value>(text).ok()
+        }).map(|v| jsonschema::draft7::new(&schema()).unwrap().is_valid(&v));
+        if flat {
+            prop_assert_eq!(by_value, Some(true), "{:?}", payload);
+        }
+    }
+}
+
+#[test]
+fn non_ascii_strings_are_counted_in_characters() {
+    let flat = shared_flat();
+    // "id" has maxLength 8: eight two-byte characters pass, nine do not.
+    let ok = r#"{"id":"éééééééé","t":1,"unit":"C","site":"a-1"}"#;
+    let long = r#"{"id":"ééééééééé","t":1,"unit":"C","site":"a-1"}"#;
+    assert!(flat.accepts(ok.as_bytes()));
+    assert!(!flat.accepts(long.as_bytes()));
+    // A lone continuation byte in a key, a value or a skipped member.
+    for bad in [
+        &b"{\"id\":\"d\x80\",\"t\":1,\"unit\":\"C\",\"site\":\"a-1\"}"[..],
+        &b"{\"i\xc3\":\"d\",\"id\":\"d\",\"t\":1,\"unit\":\"C\",\"site\":\"a-1\"}"[..],
+        &b"{\"x\":\"\xff\",\"id\":\"d\",\"t\":1,\"unit\":\"C\",\"site\":\"a-1\"}"[..],
+    ] {
+        assert!(!flat.accepts(bad), "{bad:?}");
     }
 }

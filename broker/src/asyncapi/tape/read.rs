@@ -337,7 +337,8 @@ pub(super) fn key_hash(key: &[u8]) -> u32 {
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
+/// The high bit of every byte of a word.
+pub(in crate::asyncapi) const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// The high bit of each byte of `x` that is zero, exact up to the first such byte (a borrow
 /// may mark bytes after it).
@@ -345,28 +346,42 @@ fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGHS
 }
 
+/// The high bit of each quote, backslash or control byte of `x`, exact up to the first.
+pub(in crate::asyncapi) fn special_bytes(x: u64) -> u64 {
+    zero_bytes(x ^ (ONES * u64::from(b'"')))
+        | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+        | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
+}
+
 /// The first quote, backslash or control character of `bytes`, eight bytes at a time (the
 /// lowest marked byte of a word is exact).
-pub(in crate::asyncapi) fn special_at(bytes: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(chunk) = bytes
-        .get(i..i + 8)
-        .and_then(|c| <[u8; 8]>::try_from(c).ok())
-    {
-        let x = u64::from_le_bytes(chunk);
-        let marks = zero_bytes(x ^ (ONES * u64::from(b'"')))
-            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+fn special_at(bytes: &[u8]) -> Option<usize> {
+    special_in(bytes).0
+}
+
+/// [`special_at`], and the bytes before the one found (all of them if none) or-ed together:
+/// their high bit says one of them is not ASCII.
+pub(in crate::asyncapi) fn special_in(bytes: &[u8]) -> (Option<usize>, u64) {
+    let mut high = 0u64;
+    let mut words = bytes.chunks_exact(8);
+    for (i, word) in words.by_ref().enumerate() {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        let marks = special_bytes(x);
         if marks != 0 {
-            return Some(i + (marks.trailing_zeros() / 8) as usize);
+            let n = (marks.trailing_zeros() / 8) as usize;
+            // The bytes before the mark (n < 8, so the shift is in range).
+            return (Some(i * 8 + n), high | (x & ((1u64 << (n * 8)) - 1)));
         }
-        i += 8;
+        high |= x;
     }
-    let tail = bytes.get(i..)?;
-    let at = tail
-        .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-    Some(i + at)
+    let done = bytes.len() - words.remainder().len();
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == b'"' || b == b'\\' || b < 0x20 {
+            return (Some(done + i), high);
+        }
+        high |= u64::from(b);
+    }
+    (None, high)
 }
 
 /// Bytes of the UTF-8 character starting with `b`.
