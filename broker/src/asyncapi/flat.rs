@@ -14,6 +14,11 @@
 //! nesting past [`DEPTH_MAX`]); the caller then goes on to the tape
 //! and `serde_json`, which decide and word the reason. The verdicts are tested against the
 //! `jsonschema` crate's on generated payloads (`tests.rs`).
+//!
+//! A compiled [`Flat`] also remembers, per property, which one followed it in the last payload
+//! whose order differed (relaxed atomics shared by the shards): the scan guesses the next
+//! member's name from it. Only the speed depends on it, never a verdict. The scan itself is
+//! `flat/scan.rs`.
 
 use std::sync::atomic::AtomicU8;
 
@@ -21,7 +26,7 @@ use jsonschema_regex::Sequence;
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 
-use scan::Scan;
+use scan::{Quoted, Scan};
 
 /// Properties a flat schema may declare (one bit each in a `u64`).
 const PROPERTIES_MAX: usize = 64;
@@ -89,44 +94,6 @@ pub struct Flat {
     next: Box<[AtomicU8]>,
 }
 
-/// A property's name as a payload writes it, quotes and colon included (`"name":`), when it
-/// needs no escape: the guessed next member is one or two word compares.
-#[derive(Debug)]
-struct Quoted {
-    bytes: Box<[u8]>,
-    /// The first sixteen bytes of `bytes` as two little-endian words (zero-padded), and the
-    /// masks of the bytes that are `bytes`'.
-    words: [u64; 2],
-    masks: [u64; 2],
-}
-
-impl Quoted {
-    fn of(name: &[u8]) -> Option<Self> {
-        if name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
-            return None;
-        }
-        let bytes: Box<[u8]> = [b"\"", name, b"\":"].concat().into();
-        let mut word = [0u8; 16];
-        let mut mask = [0u8; 16];
-        for (i, b) in bytes.iter().take(16).enumerate() {
-            if let (Some(w), Some(m)) = (word.get_mut(i), mask.get_mut(i)) {
-                *w = *b;
-                *m = 0xff;
-            }
-        }
-        let half = |b: &[u8; 16], i: usize| {
-            let mut h = [0u8; 8];
-            h.copy_from_slice(b.get(i..i + 8).unwrap_or(&[0; 8]));
-            u64::from_le_bytes(h)
-        };
-        Some(Self {
-            words: [half(&word, 0), half(&word, 8)],
-            masks: [half(&mask, 0), half(&mask, 8)],
-            bytes,
-        })
-    }
-}
-
 #[derive(Debug)]
 struct Prop {
     name: Box<[u8]>,
@@ -171,6 +138,7 @@ pub struct StrCheck {
 impl StrCheck {
     /// `s` (valid UTF-8; `ascii` if all of it is ASCII) passes.
     fn accepts(&self, s: &[u8], ascii: bool) -> bool {
+        debug_assert!(std::str::from_utf8(s).is_ok() && ascii == s.is_ascii());
         // An ASCII string has as many characters as bytes; another at most as many and at
         // least a quarter as many: counted only when that does not decide.
         let bytes = s.len() as u64;

@@ -23,6 +23,7 @@ pub mod doc;
 pub mod flat;
 pub mod kafka;
 mod refs;
+mod swar;
 pub mod tape;
 
 use std::path::Path;
@@ -120,6 +121,7 @@ fn fits(levels: &[Level], topic: &str) -> bool {
             None => return left == 0,
         }
     }
+    // A channel of no levels (none is compiled so).
     false
 }
 

@@ -18,7 +18,7 @@ use serde_json::{Number, Value};
 
 mod read;
 
-pub(super) use read::{float_of, special_bytes, special_in, HIGHS};
+pub(super) use read::float_of;
 use read::{key_hash, Reader};
 
 /// Slots a tape keeps between payloads.

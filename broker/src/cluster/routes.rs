@@ -22,7 +22,7 @@ use crossbeam_queue::SegQueue;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
@@ -31,6 +31,7 @@ use super::table::RouteTable;
 use super::RouteState;
 use crate::ids::ShardId;
 use crate::kafka::config::KafkaConfig;
+use crate::kafka::renew::{Renewable, Renewing};
 
 /// What a shard tells the routes thread, in order.
 #[derive(Debug)]
@@ -121,6 +122,8 @@ const RECORDS_PER_PASS: usize = 10_000;
 struct Written {
     completed: std::sync::atomic::AtomicU64,
     failed: SegQueue<String>,
+    /// librdkafka reported an error since the routes thread last asked whether it was fatal.
+    errored: AtomicBool,
 }
 
 /// The routes producer's context.
@@ -133,6 +136,17 @@ impl ClientContext for WrittenCtx {
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::debug!(%error, "librdkafka (cluster routes): {reason}");
+        self.0.errored.store(true, Ordering::Release);
+    }
+}
+
+impl Renewable for WrittenCtx {
+    fn errored(&self) -> &AtomicBool {
+        &self.0.errored
+    }
+
+    fn again(&self) -> Self {
+        WrittenCtx(self.0.clone())
     }
 }
 
@@ -158,7 +172,9 @@ impl ProducerContext for WrittenCtx {
 struct Routes {
     config: ClusterConfig,
     consumer: BaseConsumer<crate::kafka::Quiet>,
-    producer: ThreadedProducer<WrittenCtx>,
+    /// Replaced when it fails for good: the route records it held fail, so they are written
+    /// again by the new one.
+    producer: Renewing<WrittenCtx>,
     written: Arc<Written>,
     /// Route records handed to the producer.
     sent: u64,
@@ -261,9 +277,13 @@ impl Node {
             )
             .set("linger.ms", "1");
         let written = Arc::new(Written::default());
-        let producer: ThreadedProducer<WrittenCtx> = producer_config
-            .create_with_context(WrittenCtx(written.clone()))
-            .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes producer: {e}"))?;
+        let producer = Renewing::new(
+            producer_config,
+            WrittenCtx(written.clone()),
+            "cluster routes",
+            "the route records it held are written again",
+        )
+        .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes producer: {e}"))?;
         let table = RouteTable::new(&config.node_id);
         let snapshot = Arc::new(ArcSwap::from_pointee(table.clone()));
         let feed = Arc::new(Feed::new(doorbells));
@@ -355,6 +375,7 @@ impl Routes {
             if self.caught_up && ready {
                 self.reconcile();
             }
+            self.producer.renew_if_failed();
             self.answer_barriers();
             self.beat();
             self.liveness();
@@ -371,7 +392,7 @@ impl Routes {
         }
         // Other nodes stop routing here at once rather than after the node timeout.
         self.send(&self.config.node_id.clone(), Some(b"0".as_slice()));
-        let _ = self.producer.flush(Duration::from_secs(5));
+        let _ = self.producer.producer().flush(Duration::from_secs(5));
     }
 
     /// Applies what the routes topic has (up to [`RECORDS_PER_PASS`], the first within 20 ms).
@@ -623,7 +644,7 @@ impl Routes {
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        if let Err((e, _)) = self.producer.send(record) {
+        if let Err((e, _)) = self.producer.producer().send(record) {
             // Never queued: it completes here.
             self.written.completed.fetch_add(1, Ordering::AcqRel);
             tracing::warn!(key, "cluster: a routes record was not produced: {e}");

@@ -15,7 +15,8 @@ use rdkafka::producer::{BaseRecord, Producer};
 use super::config::ClusterConfig;
 use super::table::RouteTable;
 use crate::kafka::config::KafkaConfig;
-use crate::kafka::sink::{Renewing, Reports};
+use crate::kafka::renew::Renewing;
+use crate::kafka::sink::{Ctx, Reports};
 use crate::session::Message;
 use crate::sink::{Offer, Sink, SinkCounts};
 
@@ -75,7 +76,7 @@ impl Copies {
 /// One shard's downlink producer.
 pub struct ClusterSink {
     table: Arc<ArcSwap<RouteTable>>,
-    producer: Renewing,
+    producer: Renewing<Ctx>,
     reports: Arc<Reports>,
     config: ClusterConfig,
     /// Downlink topic per node index (built when first needed).
@@ -114,8 +115,13 @@ impl ClusterSink {
             "client.id",
             format!("{}-{}-downlink-{shard}", kafka.client_id, config.node_id),
         );
-        let producer = Renewing::new(producer_config, reports.clone())
-            .map_err(|e| anyhow::anyhow!("cluster: cannot create a producer: {e}"))?;
+        let producer = Renewing::new(
+            producer_config,
+            Ctx(reports.clone()),
+            "cluster downlink",
+            "the records it held are refused (0x97)",
+        )
+        .map_err(|e| anyhow::anyhow!("cluster: cannot create a producer: {e}"))?;
         Ok(Self {
             table,
             producer,

@@ -21,6 +21,7 @@ pub mod check;
 pub mod config;
 pub mod consumer;
 pub mod outbox;
+pub(crate) mod renew;
 pub mod rule;
 pub mod sink;
 pub mod to_mqtt;
@@ -168,8 +169,9 @@ pub fn fixed_topics<'a>(config: &'a KafkaConfig, rules: &'a [Rule]) -> Vec<(&'a 
         .collect()
 }
 
-/// Creates `topics` that do not exist yet (one existing is fine); an unreachable Kafka or a
-/// refusal is a clear error.
+/// Creates `topics` that do not exist yet (one existing is fine; none is asked for when all
+/// exist, so a Kafka that lets this client write to its topics but not create any is fine
+/// once they are there); an unreachable Kafka or a refusal is a clear error.
 pub fn create(
     config: &KafkaConfig,
     topics: &[NewTopic<'_>],
@@ -179,10 +181,24 @@ pub fn create(
         .create_with_context(Quiet)
         .map_err(|e| anyhow::anyhow!("kafka: cannot create an admin client: {e}"))?;
     let wait = Duration::from_millis(config.timeout_ms);
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, wait)
+        .map_err(|e| anyhow::anyhow!("kafka at {}: reading its topics: {e}", config.brokers))?;
+    let exists = |name: &str| {
+        metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+    };
+    let missing: Vec<&NewTopic<'_>> = topics.iter().filter(|t| !exists(t.name)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
     let options = AdminOptions::new()
         .request_timeout(Some(wait))
         .operation_timeout(Some(wait));
-    let results = futures_executor::block_on(admin.create_topics(topics, &options))
+    let results = futures_executor::block_on(admin.create_topics(missing, &options))
         .map_err(|e| anyhow::anyhow!("kafka at {}: creating topics: {e}", config.brokers))?;
     for result in results {
         match result {

@@ -10,12 +10,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use super::config::KafkaConfig;
+use super::renew::{Renewable, Renewing};
 use super::rule::Rule;
 use crate::session::Message;
 use crate::sink::{Offer, Sink, SinkCounts};
@@ -131,6 +130,16 @@ impl ClientContext for Ctx {
     }
 }
 
+impl Renewable for Ctx {
+    fn errored(&self) -> &AtomicBool {
+        &self.0.errored
+    }
+
+    fn again(&self) -> Self {
+        Ctx(self.0.clone())
+    }
+}
+
 impl ProducerContext for Ctx {
     /// The publisher's token + 1, or 0 for none.
     type DeliveryOpaque = usize;
@@ -166,99 +175,10 @@ impl ProducerContext for Ctx {
     }
 }
 
-/// A producer replaced by a new one when librdkafka reports a fatal error (an idempotent
-/// producer that lost track of its sequence cannot go on). The old one's records are purged
-/// on a thread of its own: their reports (failed) refuse their publishers.
-pub(crate) struct Renewing {
-    producer: ThreadedProducer<Ctx>,
-    config: ClientConfig,
-    reports: Arc<Reports>,
-    /// No replacement before this (a failed one is tried again then).
-    retry_at: Option<std::time::Instant>,
-    /// The pause after a replacement: doubles up to 30 s, back to 1 s after a quiet minute.
-    backoff: std::time::Duration,
-    last_renewed: Option<std::time::Instant>,
-    /// Producers replaced so far.
-    pub(crate) renewed: u64,
-}
-
-impl Renewing {
-    /// A producer from `config` reporting to `reports`.
-    pub(crate) fn new(config: ClientConfig, reports: Arc<Reports>) -> Result<Self, KafkaError> {
-        let producer = config.create_with_context(Ctx(reports.clone()))?;
-        Ok(Self {
-            producer,
-            config,
-            reports,
-            retry_at: None,
-            backoff: std::time::Duration::from_secs(1),
-            last_renewed: None,
-            renewed: 0,
-        })
-    }
-
-    /// The producer in use.
-    pub(crate) fn producer(&self) -> &ThreadedProducer<Ctx> {
-        &self.producer
-    }
-
-    /// Replaces the producer if it failed for good (call every pass; cheap unless librdkafka
-    /// reported an error).
-    pub(crate) fn renew_if_failed(&mut self) {
-        if self.retry_at.is_some_and(|t| std::time::Instant::now() < t)
-            || !self.reports.errored.swap(false, Ordering::AcqRel)
-        {
-            return;
-        }
-        let Some((code, reason)) = self.producer.client().fatal_error() else {
-            return;
-        };
-        let now = std::time::Instant::now();
-        tracing::error!(error = %code, "Kafka producer failed for good ({reason}): a new one replaces it; the records it held are refused (0x97)");
-        match self.config.create_with_context(Ctx(self.reports.clone())) {
-            Ok(producer) => {
-                retire(std::mem::replace(&mut self.producer, producer), "kafka");
-                self.renewed += 1;
-                // A producer failing again soon after waits longer before the next one.
-                if self
-                    .last_renewed
-                    .is_some_and(|t| now.duration_since(t) > std::time::Duration::from_secs(60))
-                {
-                    self.backoff = std::time::Duration::from_secs(1);
-                }
-                self.retry_at = Some(now + self.backoff);
-                self.backoff = (self.backoff * 2).min(std::time::Duration::from_secs(30));
-                self.last_renewed = Some(now);
-                tracing::info!("a new Kafka producer replaced the failed one");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot create a Kafka producer to replace the failed one; trying again in a second");
-                self.reports.errored.store(true, Ordering::Release);
-                self.retry_at = Some(now + std::time::Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-/// Purges a producer that failed for good and drops it on a thread of its own (the purge's
-/// reports, failed, reach its context; flushing and destroying it may take a while).
-pub(crate) fn retire<C: ProducerContext + 'static>(old: ThreadedProducer<C>, whose: &str) {
-    let retire = move || {
-        old.purge(PurgeConfig::default().queue().inflight());
-        let _ = old.flush(std::time::Duration::from_secs(5));
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("kafka-retire".into())
-        .spawn(retire)
-    {
-        tracing::warn!(error = %e, producer = whose, "cannot start a thread to retire a failed Kafka producer");
-    }
-}
-
 /// One shard's producer and rules.
 pub struct KafkaSink {
     rules: Arc<Vec<Rule>>,
-    producer: Renewing,
+    producer: Renewing<Ctx>,
     reports: Arc<Reports>,
     queue_max: usize,
     queue_bytes_max: usize,
@@ -331,7 +251,9 @@ impl KafkaSink {
         let reports = Reports::new(doorbell);
         let producer = Renewing::new(
             producer_config(config, shard, record_bytes_max),
-            reports.clone(),
+            Ctx(reports.clone()),
+            "kafka",
+            "the records it held are refused (0x97)",
         )
         .map_err(|e| anyhow::anyhow!("kafka: cannot create a producer: {e}"))?;
         Ok(Self {

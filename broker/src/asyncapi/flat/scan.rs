@@ -5,13 +5,53 @@
 //! outside strings is matched as JSON's grammar (ASCII), so a payload passes only if all of
 //! it is valid UTF-8, as serde_json requires.
 //!
-//! A member's name is first compared, in one word, with the name that followed the previous
-//! member last time ([`Flat::next`]): payloads of one channel mostly come in one order.
+//! A member's name and colon are first compared, in one or two words (a byte compare past 16
+//! bytes), with the name that followed the previous member last time ([`Flat::next`]):
+//! payloads of one channel mostly come in one order.
 
 use std::sync::atomic::Ordering;
 
 use super::{same, Check, Flat, DEPTH_MAX, EXACT_DIGITS_MAX, POW10};
-use crate::asyncapi::tape::{float_of, special_bytes, special_in, HIGHS};
+use crate::asyncapi::swar::{special_bytes, special_in, HIGHS};
+use crate::asyncapi::tape::float_of;
+
+/// A property's name as a payload writes it, quotes and colon included (`"name":`), when it
+/// needs no escape: the guessed next member is one or two word compares.
+#[derive(Debug)]
+pub(super) struct Quoted {
+    bytes: Box<[u8]>,
+    /// The first sixteen bytes of `bytes` as two little-endian words (zero-padded), and the
+    /// masks of the bytes that are `bytes`'.
+    words: [u64; 2],
+    masks: [u64; 2],
+}
+
+impl Quoted {
+    pub(super) fn of(name: &[u8]) -> Option<Self> {
+        if name.iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+            return None;
+        }
+        let bytes: Box<[u8]> = [b"\"", name, b"\":"].concat().into();
+        let mut word = [0u8; 16];
+        let mut mask = [0u8; 16];
+        for (i, b) in bytes.iter().take(16).enumerate() {
+            if let (Some(w), Some(m)) = (word.get_mut(i), mask.get_mut(i)) {
+                *w = *b;
+                *m = 0xff;
+            }
+        }
+        let half = |b: &[u8; 16], i: usize| {
+            let mut h = [0u8; 8];
+            h.copy_from_slice(b.get(i..i + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(h)
+        };
+        Some(Self {
+            words: [half(&word, 0), half(&word, 8)],
+            masks: [half(&mask, 0), half(&mask, 8)],
+            bytes,
+        })
+    }
+}
 
 /// A string's body as read: where it ends, and whether it is all ASCII.
 struct Body {
@@ -69,9 +109,9 @@ impl<'p> Scan<'p> {
             return false;
         };
         let len = q.bytes.len();
-        let word = |at: usize| {
+        let word = |from: usize| {
             self.src
-                .get(at..at + 8)
+                .get(from..from + 8)
                 .map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()))
         };
         let hit = match (len, word(self.pos)) {
@@ -110,7 +150,8 @@ impl<'p> Scan<'p> {
                     let at = flat.find(key);
                     if let Some(at) = at.filter(|at| usize::from(guess) != at + 1) {
                         // Only when the order changed: a store every message would bounce
-                        // the line between the shards' cores.
+                        // the line between the shards' cores (publishers of one channel
+                        // sending their members in different orders still do).
                         flat.next.get(last)?.store(at as u8 + 1, Ordering::Relaxed);
                     }
                     self.expect(b':')?;

@@ -7,6 +7,7 @@
 use serde_json::Number;
 
 use super::{Slot, Tape, Unread};
+use crate::asyncapi::swar;
 
 /// Nesting the tape reads (serde_json refuses past 127).
 const DEPTH_MAX: usize = 100;
@@ -139,7 +140,7 @@ impl Reader<'_> {
         self.pos += 1;
         let from = self.pos;
         let rest = self.src.get(from..).ok_or(Unread)?;
-        let n = special_at(rest).ok_or(Unread)?;
+        let n = swar::special_in(rest).0.ok_or(Unread)?;
         self.pos = from + n;
         match rest.get(n) {
             Some(b'"') => {}
@@ -334,54 +335,6 @@ pub(super) fn key_hash(key: &[u8]) -> u32 {
         (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
     });
     h.max(1)
-}
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-/// The high bit of every byte of a word.
-pub(in crate::asyncapi) const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `x` that is zero, exact up to the first such byte (a borrow
-/// may mark bytes after it).
-fn zero_bytes(x: u64) -> u64 {
-    x.wrapping_sub(ONES) & !x & HIGHS
-}
-
-/// The high bit of each quote, backslash or control byte of `x`, exact up to the first.
-pub(in crate::asyncapi) fn special_bytes(x: u64) -> u64 {
-    zero_bytes(x ^ (ONES * u64::from(b'"')))
-        | zero_bytes(x ^ (ONES * u64::from(b'\\')))
-        | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS)
-}
-
-/// The first quote, backslash or control character of `bytes`, eight bytes at a time (the
-/// lowest marked byte of a word is exact).
-fn special_at(bytes: &[u8]) -> Option<usize> {
-    special_in(bytes).0
-}
-
-/// [`special_at`], and the bytes before the one found (all of them if none) or-ed together:
-/// their high bit says one of them is not ASCII.
-pub(in crate::asyncapi) fn special_in(bytes: &[u8]) -> (Option<usize>, u64) {
-    let mut high = 0u64;
-    let mut words = bytes.chunks_exact(8);
-    for (i, word) in words.by_ref().enumerate() {
-        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
-        let marks = special_bytes(x);
-        if marks != 0 {
-            let n = (marks.trailing_zeros() / 8) as usize;
-            // The bytes before the mark (n < 8, so the shift is in range).
-            return (Some(i * 8 + n), high | (x & ((1u64 << (n * 8)) - 1)));
-        }
-        high |= x;
-    }
-    let done = bytes.len() - words.remainder().len();
-    for (i, &b) in words.remainder().iter().enumerate() {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            return (Some(done + i), high);
-        }
-        high |= u64::from(b);
-    }
-    (None, high)
 }
 
 /// Bytes of the UTF-8 character starting with `b`.

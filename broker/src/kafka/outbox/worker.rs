@@ -427,12 +427,17 @@ impl Worker {
     /// it). Replacements are at least `replace_backoff` apart (doubling up to 30 s).
     fn replace_producer(&mut self) {
         let now = Instant::now();
+        // A producer that served a quiet minute since the last pause ended starts the pauses
+        // over.
+        if now.duration_since(self.replace_at) > Duration::from_secs(60) {
+            self.replace_backoff = Duration::from_secs(1);
+        }
         self.replace_at = now + self.replace_backoff;
         self.replace_backoff = (self.replace_backoff * 2).min(REPLACE_BACKOFF_MAX);
         match new_producer(&self.config, &self.shared) {
             Ok((producer, deliveries)) => {
                 let old = std::mem::replace(&mut self.producer, producer);
-                crate::kafka::sink::retire(old, "kafka outbox");
+                crate::kafka::renew::retire(old, "kafka outbox");
                 self.deliveries = deliveries;
                 for p in &mut self.pending {
                     if p.state == State::InKafka {
