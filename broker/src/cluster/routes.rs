@@ -203,6 +203,8 @@ struct Routes {
     last_beat: Option<Instant>,
     changed: bool,
     over_nodes_logged: bool,
+    /// The producer refused a record (logged once per streak).
+    send_failing: bool,
 }
 
 /// A running routes thread.
@@ -283,6 +285,9 @@ impl Node {
             "cluster routes",
             "the route records it held are written again",
         )
+        // Its reports counted before the new one's: SUBACK barriers compare one count of
+        // completions, in order, with the records sent.
+        .map(Renewing::retiring_inline)
         .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes producer: {e}"))?;
         let table = RouteTable::new(&config.node_id);
         let snapshot = Arc::new(ArcSwap::from_pointee(table.clone()));
@@ -313,6 +318,7 @@ impl Node {
             // The first pass stores the snapshot and the live count.
             changed: true,
             over_nodes_logged: false,
+            send_failing: false,
         };
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -390,7 +396,9 @@ impl Routes {
                 self.started.store(true, Ordering::Release);
             }
         }
-        // Other nodes stop routing here at once rather than after the node timeout.
+        // Other nodes stop routing here at once rather than after the node timeout (a
+        // producer that failed for good is replaced first, if its pause is over).
+        self.producer.renew_if_failed();
         self.send(&self.config.node_id.clone(), Some(b"0".as_slice()));
         let _ = self.producer.producer().flush(Duration::from_secs(5));
     }
@@ -592,8 +600,16 @@ impl Routes {
     /// Route records Kafka did not acknowledge: their filter's current state, written again;
     /// the SUBACKs waiting wait for the new records too.
     fn rewrite_failed(&mut self) {
+        // Taken first: a record the producer refuses again comes back to the queue, for a
+        // later pass.
+        let keys: Vec<String> = std::iter::from_fn(|| self.written.failed.pop()).collect();
+        if self.producer.producer().client().fatal_error().is_some() {
+            // Waiting for the replacement: it would refuse them all.
+            keys.into_iter().for_each(|k| self.written.failed.push(k));
+            return;
+        }
         let mut any = false;
-        while let Some(key) = self.written.failed.pop() {
+        for key in keys {
             let Some((_, filter)) = key.split_once('/') else {
                 continue;
             };
@@ -644,10 +660,20 @@ impl Routes {
         if let Some(p) = payload {
             record = record.payload(p);
         }
-        if let Err((e, _)) = self.producer.producer().send(record) {
-            // Never queued: it completes here.
-            self.written.completed.fetch_add(1, Ordering::AcqRel);
-            tracing::warn!(key, "cluster: a routes record was not produced: {e}");
+        match self.producer.producer().send(record) {
+            Ok(()) => self.send_failing = false,
+            Err((e, _)) => {
+                // Never queued: it completes here, and a route record is written again
+                // (a producer that failed for good refuses every record until it is
+                // replaced).
+                if key.contains('/') {
+                    self.written.failed.push(key.to_string());
+                }
+                self.written.completed.fetch_add(1, Ordering::AcqRel);
+                if !std::mem::replace(&mut self.send_failing, true) {
+                    tracing::warn!(key, "cluster: a routes record was not produced ({e}); route records are written again");
+                }
+            }
         }
     }
 

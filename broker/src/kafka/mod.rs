@@ -185,11 +185,13 @@ pub fn create(
         .inner()
         .fetch_metadata(None, wait)
         .map_err(|e| anyhow::anyhow!("kafka at {}: reading its topics: {e}", config.brokers))?;
+    // A topic listed with another error than "unknown" exists (e.g. without a leader for a
+    // moment).
+    let unknown = rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
     let exists = |name: &str| {
-        metadata
-            .topics()
-            .iter()
-            .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+        metadata.topics().iter().any(|t| {
+            t.name() == name && t.error().is_none_or(|e| e != unknown) && !t.partitions().is_empty()
+        })
     };
     let missing: Vec<&NewTopic<'_>> = topics.iter().filter(|t| !exists(t.name)).collect();
     if missing.is_empty() {

@@ -41,6 +41,9 @@ pub(crate) struct Renewing<C: Renewable> {
     last_renewed: Option<Instant>,
     /// Producers replaced so far.
     pub(crate) renewed: u64,
+    /// The old producer is purged and flushed on the caller's thread (its reports all in
+    /// before the new one's) instead of a thread of its own.
+    inline: bool,
 }
 
 impl<C: Renewable> Renewing<C> {
@@ -61,7 +64,15 @@ impl<C: Renewable> Renewing<C> {
             backoff: BACKOFF_MIN,
             last_renewed: None,
             renewed: 0,
+            inline: false,
         })
+    }
+
+    /// Retires failed producers on the caller's thread, which waits (up to 5 s) until the old
+    /// producer's records are all reported.
+    pub(crate) fn retiring_inline(mut self) -> Self {
+        self.inline = true;
+        self
     }
 
     /// The producer in use.
@@ -87,7 +98,12 @@ impl<C: Renewable> Renewing<C> {
         let again = context.again();
         match self.config.create_with_context(again) {
             Ok(producer) => {
-                retire(std::mem::replace(&mut self.producer, producer), whose);
+                let old = std::mem::replace(&mut self.producer, producer);
+                if self.inline {
+                    purge(&old);
+                } else {
+                    retire(old, whose);
+                }
                 self.renewed += 1;
                 // A producer failing again soon after waits longer before the next one.
                 if self
@@ -120,14 +136,17 @@ impl<C: Renewable> Renewing<C> {
 /// Purges a producer that failed for good and drops it on a thread of its own (the purge's
 /// reports, failed, reach its context; flushing and destroying it may take a while).
 pub(crate) fn retire<C: ProducerContext + 'static>(old: ThreadedProducer<C>, whose: &str) {
-    let retire = move || {
-        old.purge(PurgeConfig::default().queue().inflight());
-        let _ = old.flush(Duration::from_secs(5));
-    };
+    let retire = move || purge(&old);
     if let Err(e) = std::thread::Builder::new()
         .name("kafka-retire".into())
         .spawn(retire)
     {
-        tracing::warn!(error = %e, producer = whose, "cannot start a thread to retire a failed Kafka producer");
+        tracing::error!(error = %e, producer = whose, "cannot start a thread to retire a failed Kafka producer: dropped here");
     }
+}
+
+/// Purges a producer's queue and in-flight records and waits (up to 5 s) for their reports.
+fn purge<C: ProducerContext + 'static>(old: &ThreadedProducer<C>) {
+    old.purge(PurgeConfig::default().queue().inflight());
+    let _ = old.flush(Duration::from_secs(5));
 }

@@ -449,7 +449,7 @@ impl Worker {
                 self.retry_at = None;
             }
             Err(e) => {
-                tracing::error!("{e}; trying again in {:?}", self.replace_backoff);
+                tracing::error!("{e}; trying again in {:?}", self.replace_at - now);
                 // Asked again once the pause is over.
                 self.deliveries.errored.store(true, Ordering::SeqCst);
             }
