@@ -33,7 +33,7 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn start<C: rdkafka::ClientContext>(
     mock: &MockCluster<'_, C>,
     name: &str,
-) -> (Broker, std::path::PathBuf) {
+) -> (Broker, std::path::PathBuf, String) {
     let dir = scratch_dir(name);
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ringmq.toml");
@@ -47,10 +47,14 @@ fn start<C: rdkafka::ClientContext>(
     )
     .unwrap();
     let data = dir.join("data");
-    (
-        Broker::start_in(&data, &["--config", path.to_str().unwrap()]),
-        data,
-    )
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let args = [
+        "--config",
+        path.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ];
+    (Broker::start_in(&data, &args), data, metrics)
 }
 
 /// [`start`], with the topic `loc` created and a client whose first message (`first`) is
@@ -59,22 +63,31 @@ fn started<C: rdkafka::ClientContext>(
     mock: &MockCluster<'_, C>,
     name: &str,
     first: &[u8],
-) -> (Broker, std::path::PathBuf, Raw) {
+) -> (Broker, std::path::PathBuf, String, Raw) {
     mock.create_topic("loc", 1, 1).unwrap();
-    let (broker, data) = start(mock, name);
+    let (broker, data, metrics) = start(mock, name);
     let (mut c, _) = Raw::connect(broker.addr, ProtocolVersion::V5, &id_on(name, 0), true);
     c.publish("local/a/t", first, QoS::AtLeastOnce, 1);
     assert_eq!(c.puback_within(1, Duration::from_secs(10)), Some(0));
     let got = kafka::consume(&mock.bootstrap_servers(), "loc", 1, Duration::from_secs(20));
     assert_eq!(got.len(), 1, "the first record reached Kafka");
-    (broker, data, c)
+    (broker, data, metrics, c)
+}
+
+/// Waits until the metric `series` (summed over shards) is at least `least`.
+fn metric_reaches(metrics: &str, series: &str, least: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::metric(metrics, series) < least {
+        assert!(Instant::now() < deadline, "{series} below {least}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
 fn a_record_kafka_refuses_for_itself_is_set_aside_and_the_rest_go_on() {
     let mock = MockCluster::new(1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let (broker, data, mut c) = started(&mock, "kafka-dead-letter", b"first");
+    let (broker, data, metrics, mut c) = started(&mock, "kafka-dead-letter", b"first");
     // The next two produce requests (the batch, then the record alone) are refused.
     let too_large = RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
     mock.request_errors(RDKafkaApiKey::Produce, &[too_large, too_large]);
@@ -90,6 +103,7 @@ fn a_record_kafka_refuses_for_itself_is_set_aside_and_the_rest_go_on() {
         assert!(Instant::now() < deadline, "no record set aside in {dead:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    metric_reaches(&metrics, "ringmq_kafka_dead_letters_total", 1);
     let kept = files(&dead);
     assert_eq!(kept.len(), 1, "{kept:?}");
     let bytes = std::fs::read(&kept[0]).unwrap();
@@ -111,7 +125,7 @@ fn a_record_kafka_refuses_for_itself_is_set_aside_and_the_rest_go_on() {
 fn a_producer_that_failed_for_good_is_replaced_and_the_outbox_produces_again() {
     let mock = MockCluster::new(1).unwrap();
     let brokers = mock.bootstrap_servers();
-    let (broker, _, mut c) = started(&mock, "kafka-outbox-fatal", b"m1");
+    let (broker, _, metrics, mut c) = started(&mock, "kafka-outbox-fatal", b"m1");
     // An out-of-order sequence answer: librdkafka's idempotent producer fails for good. A
     // producer that stayed failed would deliver nothing more.
     let desync = RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER;
@@ -136,6 +150,8 @@ fn a_producer_that_failed_for_good_is_replaced_and_the_outbox_produces_again() {
             .collect();
         if payloads.len() == 6 {
             assert_eq!(payloads, ["m1", "m2", "m3", "m4", "m5", "m6"]);
+            // Replaced, not recovered in place.
+            metric_reaches(&metrics, "ringmq_kafka_producers_replaced_total{", 1);
             break;
         }
         assert!(Instant::now() < deadline, "not all in Kafka: {payloads:?}");

@@ -259,6 +259,8 @@ impl Core {
             self.stats.kafka_in_flight = c.in_flight;
             self.stats.kafka_backlog = c.backlog;
             self.stats.kafka_backlog_bytes = c.backlog_bytes;
+            self.stats.kafka_producers_replaced = c.replaced;
+            self.stats.kafka_dead_letters = c.dead;
             self.stats.kafka_latency_millis = c.latency.sum;
             let c = self.sinks.counts("cluster");
             feeds[1] = c.latency;

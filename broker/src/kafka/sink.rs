@@ -455,6 +455,7 @@ impl Sink for KafkaSink {
 
     fn counts(&self) -> SinkCounts {
         let mut counts = self.reports.counts();
+        counts.replaced = self.producer.renewed;
         // The outbox is the broker's: the first shard reports it.
         if let Some(outbox) = self.outbox.as_ref().filter(|_| self.shard == 0) {
             let o = outbox.counts();
@@ -463,6 +464,8 @@ impl Sink for KafkaSink {
             counts.latency.add(&o.latency);
             counts.backlog = o.backlog;
             counts.backlog_bytes = o.backlog_bytes;
+            counts.replaced += o.replaced;
+            counts.dead = o.dead;
         }
         counts
     }

@@ -261,6 +261,14 @@ counters! {
         sys Shard("kafka/in_flight"),
         prom "ringmq_kafka_in_flight",
         help "Messages handed to the Kafka producer and not acknowledged yet.";
+    kafka_producers_replaced: Counter,
+        sys Shard("kafka/producers_replaced"),
+        prom "ringmq_kafka_producers_replaced_total",
+        help "Kafka producers that failed for good (librdkafka's fatal error) and were replaced (the shard's, and on shard 0 the ack = \"local\" outbox's).";
+    kafka_dead_letters: Counter,
+        sys Total("kafka/dead_letters"),
+        prom "ringmq_kafka_dead_letters_total",
+        help "ack = \"local\": records Kafka refused for themselves, set aside in kafka-outbox/dead/ (acknowledged to their publishers, never produced).";
     kafka_backlog: Gauge,
         sys Total("kafka/backlog"),
         prom "ringmq_kafka_backlog",
@@ -383,7 +391,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 45);
+        assert_eq!(COUNT, 47);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -593,10 +593,10 @@ mod tests {
             assert!(text.contains(&block), "{block}\n---\n{text}");
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
-        // AsyncAPI refusals, the store's seven, Kafka's four out, two of its outbox and four
-        // in, the cluster's seven.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 31, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 31, "{text}");
+        // AsyncAPI refusals, the store's seven, Kafka's four out, its producers replaced, three
+        // of its outbox and four in, the cluster's seven.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 33, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 33, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -648,6 +648,7 @@ mod tests {
             ("bytes/sent", 12),
             ("retained/count", 24),
             ("messages/refused/asyncapi", 0),
+            ("kafka/dead_letters", 0),
             ("kafka/backlog", 0),
             ("kafka/backlog_bytes", 0),
             ("cluster/out_delivered", 0),
@@ -682,6 +683,7 @@ mod tests {
                 ("kafka/delivered", 0),
                 ("kafka/failed", 0),
                 ("kafka/in_flight", 0),
+                ("kafka/producers_replaced", 0),
                 ("kafka/latency_millis", 0),
                 ("kafka/in_received", 0),
                 ("kafka/in_handed_on", 0),

@@ -40,6 +40,10 @@ pub struct SinkCounts {
     pub backlog: u64,
     /// The backlog's bytes.
     pub backlog_bytes: u64,
+    /// Producers that failed for good and were replaced.
+    pub replaced: u64,
+    /// Messages the target refused for themselves, set aside by the broker.
+    pub dead: u64,
 }
 
 /// An outbound target registered on a shard.
@@ -125,6 +129,8 @@ impl Sinks {
                 latency,
                 backlog: a.backlog + c.backlog,
                 backlog_bytes: a.backlog_bytes + c.backlog_bytes,
+                replaced: a.replaced + c.replaced,
+                dead: a.dead + c.dead,
             }
         })
     }

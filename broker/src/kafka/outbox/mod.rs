@@ -66,6 +66,8 @@ pub struct Shared {
     retried: AtomicU64,
     /// Records Kafka refused for good, set aside in `dead/`.
     dead: AtomicU64,
+    /// Producers that failed for good and were replaced.
+    replaced: AtomicU64,
     latency: crate::metrics::SharedHistogram,
     /// The thread is about to sleep: whoever pushes wakes it.
     idle: AtomicBool,
@@ -121,6 +123,7 @@ impl Shared {
             delivered: self.delivered.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
+            replaced: self.replaced.load(Ordering::Relaxed),
             latency: self.latency.load(),
         }
     }
@@ -141,6 +144,8 @@ pub struct OutboxCounts {
     pub retried: u64,
     /// Records Kafka refused for good (set aside in `dead/`).
     pub dead: u64,
+    /// Producers that failed for good and were replaced.
+    pub replaced: u64,
     /// Produce to Kafka's acknowledgement (the wait in the outbox before it not counted).
     pub latency: crate::metrics::Histogram,
 }
@@ -180,6 +185,7 @@ impl Outbox {
             delivered: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             dead: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
             latency: crate::metrics::SharedHistogram::default(),
             idle: AtomicBool::new(false),
             thread: OnceLock::new(),

@@ -438,6 +438,7 @@ impl Worker {
             Ok((producer, deliveries)) => {
                 let old = std::mem::replace(&mut self.producer, producer);
                 crate::kafka::renew::retire(old, "kafka outbox");
+                self.shared.replaced.fetch_add(1, Ordering::Relaxed);
                 self.deliveries = deliveries;
                 for p in &mut self.pending {
                     if p.state == State::InKafka {
