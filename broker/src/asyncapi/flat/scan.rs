@@ -319,34 +319,19 @@ impl<'p> Scan<'p> {
     pub(super) fn short_number(&mut self) -> Option<(f64, bool)> {
         let negative = self.src.get(self.pos) == Some(&b'-');
         let first = self.pos + usize::from(negative);
-        let mut at = first;
-        let mut value = 0i64;
-        while let Some(&d) = self.src.get(at) {
-            if !d.is_ascii_digit() || at - first == EXACT_DIGITS_MAX {
-                break;
-            }
-            value = value * 10 + i64::from(d - b'0');
-            at += 1;
-        }
-        let digits = at - first;
+        let (digits, mut value) = self.digit_run(first, EXACT_DIGITS_MAX, 0);
         if digits == 0 || (digits > 1 && self.src.get(first) == Some(&b'0')) {
             return None;
         }
+        let mut at = first + digits;
         let mut scale = 0;
         if self.src.get(at) == Some(&b'.') {
             at += 1;
-            let fraction = at;
-            while let Some(&d) = self.src.get(at) {
-                if !d.is_ascii_digit() || digits + (at - fraction) == EXACT_DIGITS_MAX {
-                    break;
-                }
-                value = value * 10 + i64::from(d - b'0');
-                at += 1;
-            }
-            scale = at - fraction;
+            (scale, value) = self.digit_run(at, EXACT_DIGITS_MAX - digits, value);
             if scale == 0 {
                 return None;
             }
+            at += scale;
         }
         // More digits, an exponent, or the end: not for this path.
         if matches!(
@@ -358,6 +343,21 @@ impl<'p> Scan<'p> {
         self.pos = at;
         let v = value as f64 / *POW10.get(scale)?;
         Some((if negative { -v } else { v }, scale == 0))
+    }
+
+    /// At most `max` digits at `from`: how many, and `value` with them appended (no overflow
+    /// for `max` of at most [`EXACT_DIGITS_MAX`] in all).
+    fn digit_run(&self, from: usize, max: usize, mut value: i64) -> (usize, i64) {
+        let mut n = 0;
+        for &d in self.src.get(from..).unwrap_or_default().iter().take(max) {
+            let digit = d.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            value = value * 10 + i64::from(digit);
+            n += 1;
+        }
+        (n, value)
     }
 
     /// Digits from the scan's position: how many, and their value while it stays exact (the
