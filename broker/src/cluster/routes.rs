@@ -635,7 +635,9 @@ impl Routes {
         // past the rewrite) before any barrier is answered on its account.
         let completed = self.written.completed.load(Ordering::Acquire);
         self.rewrite_failed();
-        if self.barriers.is_empty() {
+        // A record refused again (or waiting for a producer to replace a failed one) counts
+        // in `completed` without being in Kafka: no barrier is answered while one waits.
+        if self.barriers.is_empty() || !self.written.failed.is_empty() {
             return;
         }
         let feed = &self.feed;

@@ -2,8 +2,10 @@
 //! that lost track of its sequence numbers cannot go on) end a producer, never the broker. A
 //! [`Renewing`] producer asks the client after any error librdkafka reported and, if it failed
 //! for good, makes a new one from the same configuration; the old one is purged and dropped on a
-//! thread of its own ([`retire`]): its records are reported failed to their context, whose owner
-//! decides what that means (publishers refused, route records written again).
+//! thread of its own ([`retire`]), or on the caller's when its reports must all be in before the
+//! new producer's ([`Renewing::retiring_inline`]): its records are reported failed to their
+//! context, whose owner decides what that means (publishers refused, route records written
+//! again).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +19,8 @@ use rdkafka::producer::{Producer, ProducerContext, PurgeConfig, ThreadedProducer
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(60);
+/// How long a purged producer's reports are waited for.
+const PURGE_WAIT: Duration = Duration::from_secs(60);
 
 /// A producer context [`Renewing`] can use: its `error` sets [`Renewable::errored`].
 pub(crate) trait Renewable: ProducerContext + Sized + 'static {
@@ -145,8 +149,20 @@ pub(crate) fn retire<C: ProducerContext + 'static>(old: ThreadedProducer<C>, who
     }
 }
 
-/// Purges a producer's queue and in-flight records and waits (up to 5 s) for their reports.
+/// Purges a producer's queue and in-flight records and waits for their reports (librdkafka
+/// makes them at once, without Kafka; waited for up to [`PURGE_WAIT`], a warning every 5 s).
 fn purge<C: ProducerContext + 'static>(old: &ThreadedProducer<C>) {
     old.purge(PurgeConfig::default().queue().inflight());
-    let _ = old.flush(Duration::from_secs(5));
+    let start = Instant::now();
+    while old.flush(Duration::from_secs(5)).is_err() {
+        let left = old.in_flight_count();
+        if start.elapsed() >= PURGE_WAIT {
+            tracing::error!(
+                left,
+                "a failed Kafka producer still has unreported records after a minute; dropped"
+            );
+            return;
+        }
+        tracing::warn!(left, "waiting for a failed Kafka producer's reports");
+    }
 }

@@ -340,8 +340,8 @@ impl<'p> Scan<'p> {
         ) {
             return None;
         }
-        self.pos = at;
         let v = value as f64 / *POW10.get(scale)?;
+        self.pos = at;
         Some((if negative { -v } else { v }, scale == 0))
     }
 

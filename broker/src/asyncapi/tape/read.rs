@@ -325,7 +325,9 @@ pub(in crate::asyncapi) fn float_of(token: &str) -> Option<f64> {
         return None;
     }
     let f = token.parse::<f64>().ok()?;
-    let underflow = f == 0.0 && token.bytes().any(|d| (b'1'..=b'9').contains(&d));
+    // A significand that is not zero read as zero (the exponent's digits do not count).
+    let mut significand = token.bytes().take_while(|b| !matches!(b, b'e' | b'E'));
+    let underflow = f == 0.0 && significand.any(|d| (b'1'..=b'9').contains(&d));
     (f.is_finite() && !underflow).then_some(f)
 }
 
