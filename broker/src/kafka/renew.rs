@@ -84,6 +84,18 @@ impl<C: Renewable> Renewing<C> {
         &self.producer
     }
 
+    /// An error waits to be looked at and no pause holds it back: the next
+    /// [`Renewing::renew_if_failed`] asks the client (a thread about to sleep stays awake).
+    pub(crate) fn due(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+            && self
+                .producer
+                .client()
+                .context()
+                .errored()
+                .load(Ordering::Acquire)
+    }
+
     /// Replaces the producer if it failed for good (call every pass; cheap unless librdkafka
     /// reported an error).
     pub(crate) fn renew_if_failed(&mut self) {

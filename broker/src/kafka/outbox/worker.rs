@@ -17,12 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::SegQueue;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig, ThreadedProducer,
-};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, PurgeConfig};
 use rdkafka::ClientContext;
 
 use super::log::{self, Log, Recovered};
@@ -30,6 +28,7 @@ use super::record::RecordRef;
 use super::{Shared, ID_HEADER, TAKE_MAX};
 use crate::config::{Config, Durability};
 use crate::kafka::config::KafkaConfig;
+use crate::kafka::renew::{Renewable, Renewing};
 use rdkafka::types::RDKafkaErrorCode as Code;
 
 /// How long a failed delivery waits before it is produced again.
@@ -40,9 +39,6 @@ const CURSOR_EVERY: Duration = Duration::from_millis(100);
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Record bytes one pass takes at most (one write).
 const TAKE_BYTES_MAX: usize = 8 << 20;
-/// The longest pause between two producer replacements.
-const REPLACE_BACKOFF_MAX: Duration = Duration::from_secs(30);
-
 /// Refusals of the record itself: producing it again cannot succeed.
 fn record_refused(code: Code) -> bool {
     matches!(
@@ -121,6 +117,22 @@ impl ClientContext for Ctx {
     }
 }
 
+impl Renewable for Ctx {
+    fn errored(&self) -> &AtomicBool {
+        &self.0.errored
+    }
+
+    /// A fresh report queue: the failed producer's late reports go to its own, dropped with
+    /// it (every record it held is produced again by the new one).
+    fn again(&self) -> Self {
+        Ctx(Arc::new(Deliveries {
+            done: SegQueue::new(),
+            errored: AtomicBool::new(false),
+            shared: self.0.shared.clone(),
+        }))
+    }
+}
+
 impl ProducerContext for Ctx {
     /// The record's sequence.
     type DeliveryOpaque = usize;
@@ -161,15 +173,12 @@ pub(super) struct Worker {
     durable_seq: u64,
     /// Index in `pending` from which records wait to be produced.
     scan: usize,
-    config: ClientConfig,
-    producer: ThreadedProducer<Ctx>,
-    deliveries: Arc<Deliveries>,
+    /// Replaced when it fails for good (every record not acknowledged is then produced
+    /// again by the new one).
+    producer: Renewing<Ctx>,
     in_kafka: usize,
     in_kafka_max: usize,
     retry_at: Option<Instant>,
-    /// No producer replacement before this; the pause doubles up to 30 s.
-    replace_at: Instant,
-    replace_backoff: Duration,
     origin: String,
     stop: Arc<AtomicBool>,
     flush_wait: Duration,
@@ -189,21 +198,6 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-fn new_producer(
-    config: &ClientConfig,
-    shared: &Arc<Shared>,
-) -> anyhow::Result<(ThreadedProducer<Ctx>, Arc<Deliveries>)> {
-    let deliveries = Arc::new(Deliveries {
-        done: SegQueue::new(),
-        errored: AtomicBool::new(false),
-        shared: shared.clone(),
-    });
-    let producer = config
-        .create_with_context(Ctx(deliveries.clone()))
-        .map_err(|e| anyhow::anyhow!("kafka outbox: cannot create a producer: {e}"))?;
-    Ok((producer, deliveries))
-}
-
 impl Worker {
     pub(super) fn new(
         config: &Config,
@@ -221,7 +215,18 @@ impl Worker {
             // Never time a record out: it stays in order in the producer until Kafka takes
             // it; the outbox's own bound is the backlog.
             .set("message.timeout.ms", "0");
-        let (producer, deliveries) = new_producer(&producer_config, &shared)?;
+        let deliveries = Deliveries {
+            done: SegQueue::new(),
+            errored: AtomicBool::new(false),
+            shared: shared.clone(),
+        };
+        let producer = Renewing::new(
+            producer_config,
+            Ctx(Arc::new(deliveries)),
+            "kafka outbox",
+            "everything Kafka has not acknowledged is produced again",
+        )
+        .map_err(|e| anyhow::anyhow!("kafka outbox: cannot create a producer: {e}"))?;
         let mut pending = VecDeque::with_capacity(recovered.records.len());
         for (seq, record) in recovered.records {
             shared.backlog.fetch_add(1, Ordering::AcqRel);
@@ -247,14 +252,10 @@ impl Worker {
             next_seq: recovered.next_seq,
             durable_seq: recovered.next_seq,
             scan: 0,
-            config: producer_config,
             producer,
-            deliveries,
             in_kafka: 0,
             in_kafka_max: kafka.queue_count_max,
             retry_at: None,
-            replace_at: now,
-            replace_backoff: Duration::from_secs(1),
             origin,
             stop,
             flush_wait: Duration::from_millis(kafka.timeout_ms.min(5_000)),
@@ -269,14 +270,11 @@ impl Worker {
         loop {
             let mut busy = self.take();
             busy |= self.collect();
-            if Instant::now() >= self.replace_at
-                && self.deliveries.errored.swap(false, Ordering::SeqCst)
-            {
-                if let Some((code, reason)) = self.producer.client().fatal_error() {
-                    tracing::error!(error = %code, "Kafka outbox: the producer failed for good ({reason}); a new one produces again what Kafka has not acknowledged");
-                    self.replace_producer();
-                    busy = true;
-                }
+            let renewed = self.producer.renewed;
+            self.producer.renew_if_failed();
+            if self.producer.renewed != renewed {
+                self.produce_again();
+                busy = true;
             }
             self.advance(false);
             self.timed_sync();
@@ -371,7 +369,7 @@ impl Worker {
     fn collect(&mut self) -> bool {
         let mut any = false;
         let mut failed = false;
-        while let Some((seq, error)) = self.deliveries.done.pop() {
+        while let Some((seq, error)) = self.deliveries().done.pop() {
             any = true;
             self.in_kafka = self.in_kafka.saturating_sub(1);
             let Ok(i) = self.pending.binary_search_by_key(&seq, |p| p.seq) else {
@@ -422,39 +420,23 @@ impl Worker {
         any
     }
 
-    /// Hands every record not acknowledged to a new producer; the failed one is purged and
-    /// dropped on a thread of its own (its late reports go to its own queue, dropped with
-    /// it). Replacements are at least `replace_backoff` apart (doubling up to 30 s).
-    fn replace_producer(&mut self) {
-        let now = Instant::now();
-        // A producer that served a quiet minute since the last pause ended starts the pauses
-        // over.
-        if now.duration_since(self.replace_at) > Duration::from_secs(60) {
-            self.replace_backoff = Duration::from_secs(1);
-        }
-        self.replace_at = now + self.replace_backoff;
-        self.replace_backoff = (self.replace_backoff * 2).min(REPLACE_BACKOFF_MAX);
-        match new_producer(&self.config, &self.shared) {
-            Ok((producer, deliveries)) => {
-                let old = std::mem::replace(&mut self.producer, producer);
-                crate::kafka::renew::retire(old, "kafka outbox");
-                self.shared.replaced.fetch_add(1, Ordering::Relaxed);
-                self.deliveries = deliveries;
-                for p in &mut self.pending {
-                    if p.state == State::InKafka {
-                        p.state = State::Waiting;
-                    }
-                }
-                self.in_kafka = 0;
-                self.scan = 0;
-                self.retry_at = None;
-            }
-            Err(e) => {
-                tracing::error!("{e}; trying again in {:?}", self.replace_at - now);
-                // Asked again once the pause is over.
-                self.deliveries.errored.store(true, Ordering::SeqCst);
+    /// After a producer was replaced: every record it held (not acknowledged) waits to be
+    /// produced by the new one.
+    fn produce_again(&mut self) {
+        self.shared.replaced.fetch_add(1, Ordering::Relaxed);
+        for p in &mut self.pending {
+            if p.state == State::InKafka {
+                p.state = State::Waiting;
             }
         }
+        self.in_kafka = 0;
+        self.scan = 0;
+        self.retry_at = None;
+    }
+
+    /// The current producer's report queue.
+    fn deliveries(&self) -> &Deliveries {
+        &self.producer.producer().context().0
     }
 
     /// Drops acknowledged records from the front; writes the cursor now and then (always
@@ -548,7 +530,7 @@ impl Worker {
             if let Some(key) = r.key {
                 record = record.key(key);
             }
-            match self.producer.send(record) {
+            match self.producer.producer().send(record) {
                 Ok(()) => {
                     p.state = State::InKafka;
                     self.in_kafka += 1;
@@ -621,9 +603,8 @@ impl Worker {
         };
         self.shared.idle.store(true, Ordering::SeqCst);
         if self.shared.inbox.is_empty()
-            && self.deliveries.done.is_empty()
-            && !(self.deliveries.errored.load(Ordering::SeqCst)
-                && Instant::now() >= self.replace_at)
+            && self.deliveries().done.is_empty()
+            && !self.producer.due()
             && !self.stop.load(Ordering::SeqCst)
         {
             std::thread::park_timeout(wait);
@@ -657,6 +638,7 @@ impl Worker {
             );
         }
         self.producer
+            .producer()
             .purge(PurgeConfig::default().queue().inflight());
     }
 }
