@@ -66,7 +66,7 @@ fn start(certs: Certs, extra: &[&str]) -> Tls {
 
 fn wait_listening(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !common::accepts(("127.0.0.1", port)) {
         assert!(Instant::now() < deadline, "port {port} not listening");
         std::thread::sleep(Duration::from_millis(20));
     }

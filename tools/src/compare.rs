@@ -127,7 +127,9 @@ fn available(mode: Mode) -> Vec<Broker> {
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
+    // A connection that met itself (source port = the probed port, TCP simultaneous open)
+    // is not the broker listening.
+    while !TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
         if let Some(status) = child.try_wait()? {
             anyhow::bail!("exited during start-up: {status}");
         }

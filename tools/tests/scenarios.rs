@@ -14,6 +14,11 @@ mod common {
         super::support::free_addr().port()
     }
 
+    /// Something listens on `addr` (a connection that met itself does not count).
+    pub fn accepts(addr: impl std::net::ToSocketAddrs) -> bool {
+        std::net::TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+    }
+
     pub fn scratch_dir(name: &str) -> std::path::PathBuf {
         use std::sync::atomic::{AtomicU64, Ordering};
         static N: AtomicU64 = AtomicU64::new(0);

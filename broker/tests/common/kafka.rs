@@ -3,7 +3,6 @@
 //! reads a topic from the beginning (partitions assigned, no group join).
 #![allow(dead_code)]
 
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::common::{free_port, scratch_dir};
+use super::common::{accepts, free_port, scratch_dir};
 
 /// The tansu binary: `$TANSU`, else `~/.cargo/bin/tansu`, else `tansu` on the PATH.
 fn tansu_bin() -> String {
@@ -85,7 +84,7 @@ fn spawn(port: u16, dir: &std::path::Path, storage: &str) -> Child {
         .spawn()
         .expect("tansu (installed by scripts/test.sh: cargo install tansu)");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !accepts(("127.0.0.1", port)) {
         if Instant::now() > deadline {
             let _ = child.kill();
             panic!("tansu did not listen on {port}");

@@ -38,6 +38,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether something listens on `addr`. A connection that reached itself does not count:
+/// `free_port` hands out ports of the ephemeral range, and a connect to such a port with
+/// nothing listening can be given that very port as its source and meet itself (TCP
+/// simultaneous open), which would pass for a listener that is not there yet.
+pub fn accepts(addr: impl std::net::ToSocketAddrs) -> bool {
+    TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
+}
+
 /// Runs the binary with `--listen 127.0.0.1:0` and `args` until it exits (it must refuse to
 /// start); its stderr.
 pub fn refused_start(args: &[&str]) -> String {
@@ -126,7 +134,7 @@ impl Broker {
             if child.try_wait().unwrap().is_some() {
                 return None;
             }
-            if TcpStream::connect(addr).is_ok() {
+            if accepts(addr) {
                 // The listener answering must be this broker's: it is still running.
                 std::thread::sleep(Duration::from_millis(20));
                 if child.try_wait().unwrap().is_some() {

@@ -229,19 +229,16 @@ impl Consuming {
     }
 }
 
-/// Starts reading `source.topic` from its end now (every partition assigned at its high
-/// watermark, no group), stamps measured against `start`.
-pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consuming> {
+/// A consumer of `source.topic` with `config` (no auto commit), and the topic's partition
+/// count (an error when it has none).
+fn open(
+    source: &KafkaOut,
+    mut config: ClientConfig,
+) -> anyhow::Result<(rdkafka::consumer::BaseConsumer, usize)> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", &source.brokers)
-        .set("group.id", "ringmq-bench")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "10")
-        // An explicit start offset the broker calls out of range falls back to the
-        // beginning (repeats, counted as duplicates), never to the end (false losses).
-        .set("auto.offset.reset", "earliest")
         .set("broker.address.family", "v4")
         .create()
         .map_err(|e| anyhow::anyhow!("kafka consumer: {e}"))?;
@@ -259,6 +256,22 @@ pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consu
             source.topic
         );
     }
+    Ok((consumer, partitions))
+}
+
+/// Starts reading `source.topic` from its end now (every partition assigned at its high
+/// watermark, no group), stamps measured against `start`.
+pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consuming> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let mut config = ClientConfig::new();
+    config
+        .set("group.id", "ringmq-bench")
+        .set("fetch.wait.max.ms", "10")
+        // An explicit start offset the broker calls out of range falls back to the
+        // beginning (repeats, counted as duplicates), never to the end (false losses).
+        .set("auto.offset.reset", "earliest");
+    let (consumer, partitions) = open(source, config)?;
     let mut list = rdkafka::TopicPartitionList::new();
     for p in 0..partitions as i32 {
         // The end now, as an explicit offset: nothing published after this is skipped.
@@ -320,4 +333,91 @@ pub(super) fn consume(source: &KafkaOut, start: Instant) -> anyhow::Result<Consu
         stop,
         thread: Some(thread),
     })
+}
+
+/// Reads all of `source.topic` from its beginning up to each partition's high watermark now
+/// (a fresh consumer, at most `within`): what Kafka's log holds, to tell a record that never
+/// reached Kafka from one the run's consumer did not see.
+pub(super) fn read_log(
+    source: &KafkaOut,
+    within: Duration,
+) -> anyhow::Result<rustc_hash::FxHashMap<u64, crate::accounting::PairAccount>> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let mut config = ClientConfig::new();
+    config.set("group.id", "ringmq-bench-log");
+    let (consumer, partitions) = open(source, config)?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    // Per partition: the offset to reach (its high watermark now).
+    let mut ends = Vec::with_capacity(partitions);
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer
+            .fetch_watermarks(&source.topic, p, Duration::from_secs(10))
+            .map_err(|e| anyhow::anyhow!("kafka: watermarks of {}: {e}", source.topic))?;
+        list.add_partition_offset(&source.topic, p, rdkafka::Offset::Offset(low))
+            .map_err(|e| anyhow::anyhow!("kafka: {e}"))?;
+        ends.push((low, high));
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| anyhow::anyhow!("kafka: assign: {e}"))?;
+    let mut log = rustc_hash::FxHashMap::<u64, crate::accounting::PairAccount>::default();
+    let deadline = Instant::now() + within;
+    while ends.iter().any(|(next, high)| next < high) && Instant::now() < deadline {
+        let Some(Ok(msg)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        if let Some((next, _)) = usize::try_from(msg.partition())
+            .ok()
+            .and_then(|p| ends.get_mut(p))
+        {
+            *next = (*next).max(msg.offset() + 1);
+        }
+        if let Some(stamp) = super::wire::Stamp::read(msg.payload().unwrap_or_default()) {
+            log.entry(u64::from(stamp.publisher))
+                .or_default()
+                .record(u64::from(stamp.seq));
+        }
+    }
+    if ends.iter().any(|(next, high)| next < high) {
+        anyhow::bail!(
+            "kafka: {} not read to its end within {within:?}",
+            source.topic
+        );
+    }
+    Ok(log)
+}
+
+/// Where the acknowledged records the run's consumer never saw are: reads Kafka's log again
+/// and says how many of them it holds (a miss on the consuming side) and how many it does
+/// not (lost on the way to Kafka), and how many records the log holds twice.
+pub(super) fn explain_losses(
+    source: &KafkaOut,
+    acked: &[u64],
+    seen: &rustc_hash::FxHashMap<u64, crate::accounting::PairAccount>,
+) -> String {
+    let log = match read_log(source, Duration::from_secs(30)) {
+        Ok(log) => log,
+        Err(e) => return format!("Kafka's log not read again: {e}"),
+    };
+    let (mut in_log, mut absent) = (0u64, 0u64);
+    for (publisher, &count) in acked.iter().enumerate() {
+        let key = publisher as u64;
+        for seq in 0..count {
+            if seen.get(&key).is_some_and(|a| a.has(seq)) {
+                continue;
+            }
+            if log.get(&key).is_some_and(|a| a.has(seq)) {
+                in_log += 1;
+            } else {
+                absent += 1;
+            }
+        }
+    }
+    let repeats: u64 = log.values().map(|a| a.duplicates).sum();
+    format!(
+        "of the acknowledged records the consumer did not see, {in_log} are in Kafka's log \
+         (missed while consuming) and {absent} are not (lost before Kafka); the log holds \
+         {repeats} records twice"
+    )
 }

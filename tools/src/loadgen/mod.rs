@@ -675,6 +675,10 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         run.sent = p.sent.load(std::sync::atomic::Ordering::Relaxed);
     }
     let lost = missing(&run);
+    if let (true, Some(source)) = (lost > 0, &load.kafka_out) {
+        let why = kafka::explain_losses(source, &acked_per_publisher(&run), &run.accounts);
+        eprintln!("ringmq-bench: {lost} acknowledged records not consumed: {why}");
+    }
     let delivered: u64 = run
         .accounts
         .values()
