@@ -157,7 +157,12 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         }
     }
     let mut sources = sources.into_iter();
-    let mut recovered = durable::recover::recover(&config)?.into_iter();
+    let mut recovered = durable::recover::recover(&config)?;
+    // A cluster node keeps the retained messages the cluster kept while it was away.
+    if let (Some(kafka), Some(c)) = (&config.kafka, &config.cluster) {
+        cluster::retained::catch_up(kafka, c, &config, &mut recovered)?;
+    }
+    let mut recovered = recovered.into_iter();
     // `ack = "local"` rules: the outbox reads back what Kafka has not acknowledged before any
     // shard takes a new message, so those are produced first (it locks its own directory).
     let local_rules = config

@@ -3,7 +3,8 @@
 //! QoS 0, 1 and 2, through wildcards, in order per publisher; mosquitto_pub / mosquitto_sub
 //! across nodes; retained messages kept on every node; a will crossing nodes; a shared group
 //! served once across nodes; messages for a SIGKILLed node's persistent session wait in Kafka
-//! until it is back; Kafka -> MQTT records reach every node; a persistent session moving
+//! until it is back; retained messages for nodes that join later or come back without their
+//! store; Kafka -> MQTT records reach every node; a persistent session moving
 //! between nodes that share it through Redis (`redis_shared`); configuration errors name the
 //! key.
 #![allow(
@@ -420,6 +421,80 @@ fn messages_for_a_dead_nodes_persistent_session_wait_in_kafka_until_it_is_back()
     assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
     let got = drain(&mut resumed, 1, Duration::from_secs(20));
     assert_eq!(payloads(&got), ["after"], "node b is routed to again");
+}
+
+/// mosquitto_pub a retained QoS 1 message (an empty `message` clears) to `port`.
+fn retain(port: u16, topic: &str, message: &str) {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", "5"])
+        .args(["-t", topic, "-q", "1", "-r"])
+        .args(["-D", "publish", "user-property", "site", "north"]);
+    if message.is_empty() {
+        cmd.arg("-n");
+    } else {
+        cmd.args(["-m", message]);
+    }
+    assert!(cmd.status().unwrap().success());
+}
+
+/// The retained messages a new subscription to `filter` on `node` gets (topic and payload,
+/// sorted), each checked to carry RETAIN and the publisher's user property.
+fn retained_on(node: &Broker, filter: &str) -> Vec<String> {
+    let (mut c, _) = Raw::connect(node.addr, V5, "retained-reader", true);
+    c.subscribe(filter, QoS::AtLeastOnce);
+    let got = drain(&mut c, usize::MAX, Duration::from_secs(1));
+    let mut out: Vec<String> = got
+        .iter()
+        .map(|p| {
+            assert!(p.retain, "{p:?}");
+            assert_eq!(
+                p.properties.user_properties,
+                [("site".into(), "north".into())]
+            );
+            format!("{} {}", p.topic, String::from_utf8_lossy(&p.payload))
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn nodes_that_join_later_or_come_back_empty_have_the_clusters_retained_messages() {
+    let tansu = Tansu::start();
+    // Node a alone: its retained messages (and a clear) go to the retained topic too.
+    let a_config = node_config(&tansu, "la");
+    let start_a = || {
+        Broker::start(&[
+            "--config",
+            a_config.to_str().unwrap(),
+            "--durability",
+            "memory",
+        ])
+    };
+    let mut a = start_a();
+    retain(a.port(), "state/lamp", "on");
+    retain(a.port(), "state/door", "open");
+    retain(a.port(), "state/gone", "soon");
+    retain(a.port(), "state/gone", "");
+    // Node b joins later: it has them.
+    let b = start_node(&tansu, "lb");
+    assert_eq!(
+        retained_on(&b, "state/#"),
+        ["state/door open", "state/lamp on"]
+    );
+    // Node a comes back from SIGKILL without a store (memory): it has them again.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let a = start_a();
+    assert_eq!(
+        retained_on(&a, "state/#"),
+        ["state/door open", "state/lamp on"]
+    );
+    // A clear and a new value on b; node c joins: the newest of each.
+    retain(b.port(), "state/lamp", "");
+    retain(b.port(), "state/door", "closed");
+    let c = start_node(&tansu, "lc");
+    assert_eq!(retained_on(&c, "state/#"), ["state/door closed"]);
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct ClusterConfig {
     pub routes_topic: String,
     /// Node N's downlink topic is this prefix followed by N.
     pub downlink_prefix: String,
+    /// The compacted topic of retained messages (keyed by MQTT topic, `kafka.partitions`
+    /// partitions, created at start), read from its start by a node starting.
+    pub retained_topic: String,
 }
 
 impl Default for ClusterConfig {
@@ -33,6 +36,7 @@ impl Default for ClusterConfig {
             node_keep_ms: 86_400_000,
             routes_topic: "ringmq.routes".into(),
             downlink_prefix: "ringmq.downlink.".into(),
+            retained_topic: "ringmq.retained".into(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl ClusterConfig {
         }
         kafka_name("routes_topic", &self.routes_topic)?;
         kafka_name("downlink_prefix", &self.downlink_prefix)?;
+        kafka_name("retained_topic", &self.retained_topic)?;
         if !(100..=60_000).contains(&self.heartbeat_ms) {
             return Err("cluster.heartbeat_ms: between 100 and 60000".into());
         }
@@ -73,6 +78,14 @@ impl ClusterConfig {
         }
         if self.downlink() == self.routes_topic {
             return Err("cluster.routes_topic: the same as this node's downlink topic".into());
+        }
+        if self.retained_topic == self.routes_topic
+            || self.retained_topic.starts_with(&self.downlink_prefix)
+        {
+            return Err(
+                "cluster.retained_topic: the routes topic or a name in cluster.downlink_prefix"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -126,6 +139,20 @@ mod tests {
                     ..ok.clone()
                 },
                 "cluster.node_timeout_ms",
+            ),
+            (
+                ClusterConfig {
+                    retained_topic: "ringmq.downlink.r".into(),
+                    ..ok.clone()
+                },
+                "cluster.retained_topic",
+            ),
+            (
+                ClusterConfig {
+                    retained_topic: "ringmq.routes".into(),
+                    ..ok.clone()
+                },
+                "cluster.retained_topic",
             ),
         ] {
             assert!(bad.check().unwrap_err().starts_with(key), "{bad:?}");

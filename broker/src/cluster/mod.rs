@@ -16,7 +16,9 @@
 //!   nothing loops.
 //! - **Shared groups**: a group with members on the publishing node is served there; one
 //!   without gets one copy, sent to one of the live nodes with members (rotating).
-//! - **Retained**: a retained message goes to every other live node, which keeps it too.
+//! - **Retained**: a retained message goes to every other live node, which keeps it too, and
+//!   to the compacted retained topic (`retained.rs`), which a node reads from its start when
+//!   it starts: a node that joins later, or comes back without its store, has them too.
 //! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to,
 //!   except for filters a persistent session there subscribes to ([`RouteState::Kept`]): those
 //!   copies wait in its downlink until it is back. A node stopping cleanly says so at once.
@@ -24,8 +26,9 @@
 //! - **Kafka -> MQTT**: a record a node's bridge consumed is offered to the cluster sink too
 //!   (never to the Kafka sink), so every node's subscribers get it.
 //!
-//! Not built yet (see README, "Cluster over Kafka"): sessions moving between nodes (each node
-//! keeps its own sessions), retained messages for a node that joins later.
+//! Not built yet (see README, "Cluster over Kafka"): a dead node's persistent sessions
+//! resuming on another node while it is down, copies in flight to the old node during a
+//! session's move delivered.
 
 /// What a node's (or a shard's) subscribers of one filter ask of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,6 +63,7 @@ impl RouteState {
 }
 
 pub mod config;
+pub mod retained;
 pub mod routes;
 pub mod sink;
 pub mod table;
@@ -69,8 +73,31 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use crate::kafka::config::KafkaConfig;
 use config::ClusterConfig;
 
-/// Creates the routes topic (one partition, compacted) and this node's downlink topic
-/// (`kafka.partitions`) when missing.
+/// A consumer of one of the cluster's topics, read by assignment (`role` names it in its
+/// client id and group: `routes`, `retained`); no offsets committed.
+pub(crate) fn reader(
+    kafka: &KafkaConfig,
+    config: &ClusterConfig,
+    role: &str,
+) -> anyhow::Result<rdkafka::consumer::BaseConsumer<crate::kafka::Quiet>> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set(
+            "client.id",
+            format!("{}-{}-{role}", kafka.client_id, config.node_id),
+        )
+        .set("group.id", format!("ringmq-{role}-{}", config.node_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .set("allow.auto.create.topics", "false")
+        .set("broker.address.family", "v4")
+        .create_with_context(crate::kafka::Quiet)
+        .map_err(|e| anyhow::anyhow!("cluster: cannot create the {role} consumer: {e}"))
+}
+
+/// Creates the routes topic (one partition, compacted), the retained topic (compacted) and
+/// this node's downlink topic (`kafka.partitions` each) when missing.
 pub fn create_topics(
     kafka: &KafkaConfig,
     config: &ClusterConfig,
@@ -85,6 +112,12 @@ pub fn create_topics(
             .set("segment.ms", "600000")
             .set("min.cleanable.dirty.ratio", "0.1"),
         NewTopic::new(&downlink, kafka.partitions, replication()),
+        // Compacted: the last record of each MQTT topic stays (a clear's tombstone goes after
+        // Kafka's delete.retention.ms, a day by default).
+        NewTopic::new(&config.retained_topic, kafka.partitions, replication())
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "600000")
+            .set("min.cleanable.dirty.ratio", "0.1"),
     ];
     crate::kafka::create(kafka, &topics, record_bytes_max)
         .map_err(|e| anyhow::anyhow!("cluster: {e}"))

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::SegQueue;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -230,20 +229,7 @@ impl Node {
         doorbells: Vec<std::fs::File>,
     ) -> anyhow::Result<Self> {
         super::create_topics(kafka, config, record_bytes_max)?;
-        let consumer: BaseConsumer<crate::kafka::Quiet> = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set(
-                "client.id",
-                format!("{}-{}-routes", kafka.client_id, config.node_id),
-            )
-            .set("group.id", format!("ringmq-routes-{}", config.node_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
-            .set("allow.auto.create.topics", "false")
-            .set("broker.address.family", "v4")
-            .create_with_context(crate::kafka::Quiet)
-            .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes consumer: {e}"))?;
+        let consumer = super::reader(kafka, config, "routes")?;
         let wait = Duration::from_millis(kafka.timeout_ms);
         // Records are written to partition 0 and read from it: another partition would hold
         // routes nobody reads.

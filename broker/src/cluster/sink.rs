@@ -4,7 +4,9 @@
 //! context in the `mqtt.*` headers. Its publisher's PUBACK / PUBREC waits until Kafka
 //! acknowledged every copy (acks = all); a copy Kafka does not take within
 //! `kafka.timeout_ms` refuses the publisher (0x97). Destinations come from the route table's
-//! current snapshot (`table.rs`), read without a lock.
+//! current snapshot (`table.rs`), read without a lock. A retained message (or its clear) is
+//! also produced to the retained topic (`retained.rs`), and its publisher waits for that
+//! copy too, even when no other node is live.
 
 use std::sync::Arc;
 
@@ -88,6 +90,8 @@ pub struct ClusterSink {
     queue_bytes_max: usize,
     flush_wait: std::time::Duration,
     failing: bool,
+    /// This shard (the low bits of the retained versions it makes).
+    shard: crate::ids::ShardId,
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -134,7 +138,58 @@ impl ClusterSink {
             queue_bytes_max: usize::try_from(kafka.queue_bytes_max).unwrap_or(usize::MAX),
             flush_wait: std::time::Duration::from_millis(kafka.timeout_ms.min(5_000)),
             failing: false,
+            shard: crate::ids::ShardId(u16::try_from(shard).unwrap_or(u16::MAX)),
         })
+    }
+}
+
+impl ClusterSink {
+    /// Produces `message` (retained, or its clear: a tombstone) to the retained topic, keyed
+    /// by its MQTT topic, with its version; a refusal refuses the publisher's `slot`.
+    fn retained_record(
+        &mut self,
+        message: &Message,
+        publisher: &str,
+        opaque: usize,
+        slot: Option<usize>,
+    ) {
+        let version = super::retained::version_now(self.shard).to_string();
+        let headers = crate::kafka::sink::headers(message, publisher)
+            .insert(Header {
+                key: "mqtt.retain",
+                value: Some(&b"1"[..]),
+            })
+            .insert(Header {
+                key: super::retained::VERSION_HEADER,
+                value: Some(version.as_bytes()),
+            });
+        let headers = match super::retained::expiry_header(message) {
+            Some(secs) => headers.insert(Header {
+                key: "mqtt.message_expiry",
+                value: Some(secs.as_bytes()),
+            }),
+            None => headers,
+        };
+        let mut record =
+            BaseRecord::<str, [u8], usize>::with_opaque_to(&self.config.retained_topic, opaque)
+                .key(&message.topic[..])
+                .headers(headers);
+        // An empty payload clears: a tombstone (no value), which compaction keeps last.
+        if !message.payload.is_empty() {
+            record = record.payload(&message.payload[..]);
+        }
+        let bytes = message.payload.len();
+        self.reports.handing(bytes);
+        if let Err((e, _)) = self.producer.producer().send(record) {
+            self.reports.not_taken(bytes);
+            if !self.failing {
+                tracing::warn!(topic = %message.topic, error = %e, "a retained message was not produced to the cluster's retained topic: its publisher is refused");
+                self.failing = true;
+            }
+            if let Some(s) = slot {
+                self.reports.refuse(s as u64);
+            }
+        }
     }
 }
 
@@ -161,18 +216,29 @@ impl Sink for ClusterSink {
     }
 
     fn wants(&self, _topic: &str) -> bool {
-        !self.table.load().alone()
+        // A retained message goes to the retained topic even when no other node is live.
+        true
     }
 
     fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer {
         let table = self.table.load();
-        let dest = table.destinations(&message.topic, message.retain, &mut self.pick);
-        let nodes = dest.nodes;
-        if nodes == 0 {
+        // `$` topics stay on their node.
+        let retained = message.retain && !message.topic.starts_with('$');
+        if !retained && table.alone() {
             return Offer::Taken;
         }
-        let slot = token.map(|t| self.copies.wait(t, nodes.count_ones()));
+        let dest = table.destinations(&message.topic, message.retain, &mut self.pick);
+        let nodes = dest.nodes;
+        if nodes == 0 && !retained {
+            return Offer::Taken;
+        }
+        // A retained message's copy in the retained topic counts as one more.
+        let copies = nodes.count_ones() + u32::from(retained);
+        let slot = token.map(|t| self.copies.wait(t, copies));
         let opaque = slot.map_or(0, |s| s + 1);
+        if retained {
+            self.retained_record(message, publisher, opaque, slot);
+        }
         let mut left = nodes;
         while left != 0 {
             let node = left.trailing_zeros() as usize;
@@ -198,11 +264,7 @@ impl Sink for ClusterSink {
                     value: Some(&b"1"[..]),
                 });
             }
-            if let Some(left) = message
-                .expires_at
-                .map(|at| at.saturating_duration_since(std::time::Instant::now()))
-            {
-                let secs = left.as_secs().max(1).to_string();
+            if let Some(secs) = super::retained::expiry_header(message) {
                 headers = headers.insert(Header {
                     key: "mqtt.message_expiry",
                     value: Some(secs.as_bytes()),

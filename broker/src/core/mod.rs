@@ -279,6 +279,8 @@ impl Core {
             start_epochs: epochs,
             started_ms: storage::redis::layout::now_ms(),
         };
+        // Without a store (memory) there may still be retained messages: a cluster's.
+        let state = state.or_else(|| (!recovered_retained.is_empty()).then(Default::default));
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
         }

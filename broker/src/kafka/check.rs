@@ -178,7 +178,11 @@ pub fn run(
         });
     }
     if let Some(c) = cluster {
-        for (topic, exact) in [(c.routes_topic.clone(), true), (c.downlink(), false)] {
+        for (topic, exact) in [
+            (c.routes_topic.clone(), true),
+            (c.downlink(), false),
+            (c.retained_topic.clone(), false),
+        ] {
             needed.push(Needed {
                 topic,
                 by: format!("cluster (node `{}`)", c.node_id),
