@@ -476,8 +476,12 @@ fn nodes_that_join_later_or_come_back_empty_have_the_clusters_retained_messages(
     retain(a.port(), "state/door", "open");
     retain(a.port(), "state/gone", "soon");
     retain(a.port(), "state/gone", "");
-    // Node b joins later: it has them.
-    let b = start_node(&tansu, "lb");
+    // Node b joins later (with its own durable store): it has them.
+    let b_dir = scratch_dir("cluster-retained-b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_config = node_config(&tansu, "lb");
+    let start_b = || Broker::start_in(&b_dir, &["--config", b_config.to_str().unwrap()]);
+    let mut b = start_b();
     assert_eq!(
         retained_on(&b, "state/#"),
         ["state/door open", "state/lamp on"]
@@ -490,11 +494,45 @@ fn nodes_that_join_later_or_come_back_empty_have_the_clusters_retained_messages(
         retained_on(&a, "state/#"),
         ["state/door open", "state/lamp on"]
     );
-    // A clear and a new value on b; node c joins: the newest of each.
-    retain(b.port(), "state/lamp", "");
-    retain(b.port(), "state/door", "closed");
+    // While b is down, a changes one and clears the other: b back from its own log (which
+    // holds the older values) has the newer ones.
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    // Once a sees b dead (node_timeout_ms 1500), no copy goes to b's downlink: only the
+    // retained topic can tell b.
+    std::thread::sleep(Duration::from_millis(2500));
+    retain(a.port(), "state/door", "closed");
+    retain(a.port(), "state/lamp", "");
+    let b = start_b();
+    assert_eq!(retained_on(&b, "state/#"), ["state/door closed"]);
+    // A value from b; node c joins: the newest of each.
+    retain(b.port(), "state/lamp", "off");
     let c = start_node(&tansu, "lc");
-    assert_eq!(retained_on(&c, "state/#"), ["state/door closed"]);
+    assert_eq!(
+        retained_on(&c, "state/#"),
+        ["state/door closed", "state/lamp off"]
+    );
+    // A retained message's PUBACK waits for Kafka's copy (tansu stopped: none; resumed: 0).
+    let (mut publisher, _) = Raw::connect(c.addr, V5, "retain-pub", true);
+    let tansu_pid = tansu.child.id().to_string();
+    let signal = |s: &str| {
+        let ok = Command::new("kill").args([s, &tansu_pid]).status().unwrap();
+        assert!(ok.success());
+    };
+    signal("-STOP");
+    publisher.send(&Packet::Publish(Publish {
+        dup: false,
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: "state/fan".into(),
+        packet_id: net::codec::PacketId::new(7),
+        properties: Default::default(),
+        payload: bytes::Bytes::from_static(b"fast"),
+    }));
+    let early = publisher.puback_within(7, Duration::from_millis(1500));
+    signal("-CONT");
+    assert_eq!(early, None, "no PUBACK before Kafka has the retained copy");
+    assert_eq!(publisher.puback_within(7, Duration::from_secs(15)), Some(0));
 }
 
 #[test]

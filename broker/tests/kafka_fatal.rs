@@ -65,10 +65,10 @@ fn a_producer_that_failed_for_good_is_replaced() {
     let bell = std::env::temp_dir().join(format!("ringmq-bell-{}", std::process::id()));
     let doorbell = std::fs::File::create(&bell).unwrap();
     let mut sink = KafkaSink::new(&config, Arc::new(vec![rule]), 0, 1 << 20, doorbell).unwrap();
-    assert_eq!(sink.offer(&message(), "p", Some(1)), Offer::Pending);
+    assert_eq!(sink.offer(&message(), "p", Some(1), 0), Offer::Pending);
     assert!(report(&mut sink, 1), "delivered");
     // A record waiting in the producer when it fails for good.
-    assert_eq!(sink.offer(&message(), "p", Some(2)), Offer::Pending);
+    assert_eq!(sink.offer(&message(), "p", Some(2), 0), Offer::Pending);
     let code = unsafe {
         rdkafka::bindings::rd_kafka_test_fatal_error(
             sink.producer().client().native_ptr(),
@@ -88,7 +88,7 @@ fn a_producer_that_failed_for_good_is_replaced() {
         assert!(Instant::now() < deadline, "the producer was not replaced");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(sink.offer(&message(), "p", Some(3)), Offer::Pending);
+    assert_eq!(sink.offer(&message(), "p", Some(3), 0), Offer::Pending);
     assert!(report(&mut sink, 3), "delivered by the new producer");
     let _ = std::fs::remove_file(&bell);
 }

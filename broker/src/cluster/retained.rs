@@ -22,19 +22,12 @@ use rustc_hash::FxHashMap;
 use super::config::ClusterConfig;
 use crate::config::Config;
 use crate::durable::recover::Recovered;
-use crate::ids::ShardId;
 use crate::kafka::config::KafkaConfig;
 use crate::kafka::to_mqtt::{Record, Route};
 use crate::session::Message;
 
 /// The header carrying a retained record's version.
 pub const VERSION_HEADER: &str = "mqtt.retain_version";
-
-/// A version for a retained message produced now by shard `shard` (the same clock as the
-/// retained store's).
-pub fn version_now(shard: ShardId) -> u64 {
-    crate::retained::version(Instant::now(), shard)
-}
 
 /// The `mqtt.message_expiry` header value of `message` (seconds left, at least 1), if it
 /// expires.
@@ -64,10 +57,19 @@ impl Found {
             |m: &Option<Message>| m.as_ref().map_or(0, |m| m.payload.len() + m.topic.len());
         let new = weight(&message);
         match self.topics.get_mut(topic) {
-            Some((v, _)) if *v >= version => {}
+            // Equal versions: the later record (read later) wins.
+            Some((v, _)) if *v > version => {}
             Some(entry) => {
-                self.bytes = self.bytes - weight(&entry.1) + new;
-                *entry = (version, message);
+                let bytes = self.bytes - weight(&entry.1);
+                if bytes + new > config.retained_bytes_max {
+                    // Not kept, and the older value it replaces is not either.
+                    self.over += 1;
+                    self.bytes = bytes;
+                    *entry = (version, None);
+                } else {
+                    self.bytes = bytes + new;
+                    *entry = (version, message);
+                }
             }
             None => {
                 if self.topics.len() >= config.retained_count_max
@@ -98,6 +100,12 @@ pub fn catch_up(
     let wait = Duration::from_millis(kafka.timeout_ms);
     let partitions = crate::kafka::partitions(&consumer, topic, wait)
         .map_err(|e| anyhow::anyhow!("cluster: kafka at {}: {topic}: {e}", kafka.brokers))?;
+    if partitions == 0 {
+        anyhow::bail!(
+            "cluster: kafka at {}: {topic} has no partitions (does it exist?)",
+            kafka.brokers
+        );
+    }
     // Per partition: the next offset to read and the end to reach.
     let mut ends = Vec::with_capacity(partitions);
     let mut assignment = TopicPartitionList::new();
@@ -133,6 +141,12 @@ pub fn catch_up(
         tracing::warn!(topic = %topic, skipped = found.skipped, "cluster: records of the retained topic that are not retained messages of a node: skipped");
     }
     let count = found.topics.len();
+    // Every shard versions its sets above what was read: a set made here later must win
+    // over a version from another node's clock, whichever shard owns the topic.
+    let newest = found.topics.values().map(|(v, _)| *v).max().unwrap_or(0);
+    for r in recovered.iter_mut() {
+        r.retain_version = r.retain_version.max(newest);
+    }
     let now = Instant::now();
     let shards = config.shards;
     debug_assert_eq!(recovered.len(), shards, "one recovered state per shard");
@@ -167,10 +181,21 @@ fn read(
     wait: Duration,
 ) {
     let route = Route::downlink("", "");
+    // A version further ahead than a day is no clock's: it would win for good.
+    let ahead = crate::retained::version(Instant::now(), crate::ids::ShardId(63))
+        .saturating_add(86_400_000_000 << 6);
     let mut last_progress = Instant::now();
     while ends.iter().any(|(next, high)| next < high) && last_progress.elapsed() < wait {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => m,
+            // At a partition's end (compaction may have removed the offsets before it).
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                if let Some((next, high)) = usize::try_from(p).ok().and_then(|p| ends.get_mut(p)) {
+                    *next = (*next).max(*high);
+                }
+                continue;
+            }
+            _ => continue,
         };
         last_progress = Instant::now();
         if let Some((next, _)) = usize::try_from(m.partition())
@@ -196,6 +221,10 @@ fn read(
             found.skipped += 1;
             continue;
         };
+        if version > ahead {
+            found.skipped += 1;
+            continue;
+        }
         // A clear, or a message that expired while it waited in Kafka: nothing is retained
         // (an older version kept elsewhere is gone too).
         if payload.is_empty() || expired(&record) {
@@ -211,7 +240,12 @@ fn read(
             Ok(message) if message.retain && *message.topic == *topic => {
                 found.keep(topic, version, Some(message), config);
             }
-            _ => found.skipped += 1,
+            // Not kept (e.g. over this node's packet_bytes_max), and an older value of its
+            // topic must not win either.
+            _ => {
+                found.skipped += 1;
+                found.keep(topic, version, None, config);
+            }
         }
     }
 }

@@ -90,8 +90,6 @@ pub struct ClusterSink {
     queue_bytes_max: usize,
     flush_wait: std::time::Duration,
     failing: bool,
-    /// This shard (the low bits of the retained versions it makes).
-    shard: crate::ids::ShardId,
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -138,7 +136,6 @@ impl ClusterSink {
             queue_bytes_max: usize::try_from(kafka.queue_bytes_max).unwrap_or(usize::MAX),
             flush_wait: std::time::Duration::from_millis(kafka.timeout_ms.min(5_000)),
             failing: false,
-            shard: crate::ids::ShardId(u16::try_from(shard).unwrap_or(u16::MAX)),
         })
     }
 }
@@ -150,10 +147,12 @@ impl ClusterSink {
         &mut self,
         message: &Message,
         publisher: &str,
+        version: u64,
         opaque: usize,
         slot: Option<usize>,
     ) {
-        let version = super::retained::version_now(self.shard).to_string();
+        debug_assert!(version != 0, "a retained message has its version");
+        let version = version.to_string();
         let headers = crate::kafka::sink::headers(message, publisher)
             .insert(Header {
                 key: "mqtt.retain",
@@ -220,7 +219,13 @@ impl Sink for ClusterSink {
         true
     }
 
-    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer {
+    fn offer(
+        &mut self,
+        message: &Message,
+        publisher: &str,
+        token: Option<u64>,
+        retain_version: u64,
+    ) -> Offer {
         let table = self.table.load();
         // `$` topics stay on their node.
         let retained = message.retain && !message.topic.starts_with('$');
@@ -237,7 +242,7 @@ impl Sink for ClusterSink {
         let slot = token.map(|t| self.copies.wait(t, copies));
         let opaque = slot.map_or(0, |s| s + 1);
         if retained {
-            self.retained_record(message, publisher, opaque, slot);
+            self.retained_record(message, publisher, retain_version, opaque, slot);
         }
         let mut left = nodes;
         while left != 0 {

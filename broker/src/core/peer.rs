@@ -142,7 +142,7 @@ impl Core {
             ShardMsg::Publish(message, ack, publisher) => {
                 let before = self.durable.appended();
                 (self.publisher, self.refused) = (publisher.get(), false);
-                self.route(message, Origin::Peer);
+                self.route(message, Origin::Peer, 0);
                 self.publisher = None;
                 self.confirm_forward(ack, before);
                 self.refused = false;

@@ -20,8 +20,10 @@ impl Core {
     /// confirmations (peers, sinks) the publisher's acknowledgement waits for.
     pub(crate) fn publish(&mut self, message: Message, origin: Origin) -> usize {
         let mut confirming = 0;
+        let mut retain_version = 0;
         if message.retain {
             let version = self.next_retain_version();
+            retain_version = version;
             let owner = crate::retained::owner(&message.topic, self.shards);
             if owner == self.id {
                 self.store_retained(&message, version);
@@ -44,7 +46,7 @@ impl Core {
                 );
             }
         }
-        confirming + self.route(message, origin)
+        confirming + self.route(message, origin, retain_version)
     }
 
     /// Applies a retained message (or clear) to this shard's part of the store, and logs it.
@@ -64,7 +66,8 @@ impl Core {
     /// matching shared group and, unless it came from a peer, forwards it once to every peer
     /// shard with subscribers and offers it to the sinks that want it. Returns how many
     /// confirmations (peers, sinks) the publisher's acknowledgement waits for.
-    pub(crate) fn route(&mut self, message: Message, origin: Origin) -> usize {
+    /// `retain_version`: a retained message's version (0 otherwise), for the sinks.
+    pub(crate) fn route(&mut self, message: Message, origin: Origin, retain_version: u64) -> usize {
         let mut matches = std::mem::take(&mut self.matches);
         let mut picks = std::mem::take(&mut self.shared_picks);
         let (from, ack) = match origin {
@@ -129,7 +132,9 @@ impl Core {
                     _ => (Default::default(), None, None),
                 };
                 if only != Some("") {
-                    confirming += self.sinks.offer(&message, &publisher, token, only);
+                    confirming +=
+                        self.sinks
+                            .offer(&message, &publisher, token, only, retain_version);
                 }
             }
         }
@@ -308,7 +313,8 @@ impl Core {
     }
 
     pub(super) fn next_retain_version(&mut self) -> u64 {
-        let v = crate::retained::version(self.now, self.id).max(self.last_retain_version + 64);
+        let v = crate::retained::version(self.now, self.id)
+            .max(self.last_retain_version.saturating_add(64));
         self.last_retain_version = v;
         v
     }

@@ -84,7 +84,7 @@ impl Sink for TestSink {
     fn wants(&self, topic: &str) -> bool {
         topic.starts_with("sink/")
     }
-    fn offer(&mut self, message: &Message, _publisher: &str, token: Option<u64>) -> Offer {
+    fn offer(&mut self, message: &Message, _publisher: &str, token: Option<u64>, _: u64) -> Offer {
         let mut s = self.state.lock().unwrap();
         s.taken.push(message.topic.to_string());
         match token {

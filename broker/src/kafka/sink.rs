@@ -383,7 +383,7 @@ impl Sink for KafkaSink {
         self.rules.iter().any(|r| r.wants(topic))
     }
 
-    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer {
+    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>, _: u64) -> Offer {
         let rules = self.rules.clone();
         let Some(rule) = rules.iter().find(|r| r.wants(&message.topic)) else {
             return Offer::Taken;

@@ -54,8 +54,15 @@ pub trait Sink: std::fmt::Debug {
     fn wants(&self, topic: &str) -> bool;
     /// Takes `message`, published by client `publisher` (empty for the broker's own). With
     /// `token`, the publisher's acknowledgement may wait for it: answer [`Offer::Pending`] and
-    /// report the token later.
-    fn offer(&mut self, message: &Message, publisher: &str, token: Option<u64>) -> Offer;
+    /// report the token later. `retain_version`: a retained message's last-writer-wins
+    /// version (as the retained store has it; 0 when not retained).
+    fn offer(
+        &mut self,
+        message: &Message,
+        publisher: &str,
+        token: Option<u64>,
+        retain_version: u64,
+    ) -> Offer;
     /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
@@ -97,13 +104,15 @@ impl Sinks {
         publisher: &str,
         token: Option<u64>,
         only: Option<&str>,
+        retain_version: u64,
     ) -> usize {
         let mut pending = 0;
         for sink in &mut self.list {
             if only.is_some_and(|name| sink.name() != name) {
                 continue;
             }
-            if sink.wants(&message.topic) && sink.offer(message, publisher, token) == Offer::Pending
+            if sink.wants(&message.topic)
+                && sink.offer(message, publisher, token, retain_version) == Offer::Pending
             {
                 debug_assert!(
                     token.is_some(),
