@@ -244,6 +244,9 @@ impl Sink for ClusterSink {
         if retained {
             self.retained_record(message, publisher, retain_version, opaque, slot);
         }
+        // The copies of a retained message carry its version: every node keeps the same
+        // last writer.
+        let version = (retained && retain_version != 0).then(|| retain_version.to_string());
         let mut left = nodes;
         while left != 0 {
             let node = left.trailing_zeros() as usize;
@@ -268,6 +271,12 @@ impl Sink for ClusterSink {
                     key: "mqtt.retain",
                     value: Some(&b"1"[..]),
                 });
+                if let Some(v) = &version {
+                    headers = headers.insert(Header {
+                        key: super::retained::VERSION_HEADER,
+                        value: Some(v.as_bytes()),
+                    });
+                }
             }
             if let Some(secs) = super::retained::expiry_header(message) {
                 headers = headers.insert(Header {

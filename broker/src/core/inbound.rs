@@ -45,6 +45,7 @@ impl Core {
             seq,
             mut message,
             shared_only,
+            retain_version,
         } = inbound;
         // The broker's own limits apply as to a client's PUBLISH.
         message.qos = message.qos.min(self.config.max_qos());
@@ -67,7 +68,9 @@ impl Core {
         });
         self.refused = false;
         self.shared_only = shared_only;
+        self.carried_retain_version = retain_version;
         let peers = self.publish(message, Origin::Source(token));
+        self.carried_retain_version = None;
         self.shared_only = None;
         self.publisher = None;
         self.refused = false;

@@ -168,6 +168,9 @@ pub struct Core {
     /// The shared groups the message being routed may reach (`Inbound::shared_only`); None:
     /// every matching group.
     pub(crate) shared_only: Option<Vec<ByteString>>,
+    /// The version the message being published carries from another node
+    /// (`Inbound::retain_version`); None: this shard versions it.
+    pub(crate) carried_retain_version: Option<u64>,
     /// Where this shard reports a filter's first and last local subscriber (a cluster node).
     pub(crate) cluster: Option<Arc<crate::cluster::routes::Feed>>,
     /// The SUBSCRIBE being handled changed this shard's route state for a filter: its
@@ -266,6 +269,7 @@ impl Core {
             cluster_routed: false,
             cluster_reported: FxHashMap::default(),
             shared_only: None,
+            carried_retain_version: None,
             inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
             publisher: None,

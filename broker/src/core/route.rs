@@ -22,7 +22,15 @@ impl Core {
         let mut confirming = 0;
         let mut retain_version = 0;
         if message.retain {
-            let version = self.next_retain_version();
+            // Another node's copy keeps the version its node gave it (so every node keeps
+            // the same last writer); this shard's later sets are versioned above it.
+            let version = match self.carried_retain_version.take() {
+                Some(v) if crate::retained::plausible(v, self.now) => {
+                    self.last_retain_version = self.last_retain_version.max(v);
+                    v
+                }
+                _ => self.next_retain_version(),
+            };
             retain_version = version;
             let owner = crate::retained::owner(&message.topic, self.shards);
             if owner == self.id {

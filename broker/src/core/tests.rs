@@ -644,6 +644,7 @@ fn source_messages_are_reported_once_durable_in_lane_order_and_not_offered_to_si
             seq,
             message: message(topic),
             shared_only: None,
+            retain_version: None,
         })
         .collect();
     core.sources.add(Box::new(source));
@@ -671,4 +672,61 @@ fn source_messages_are_reported_once_durable_in_lane_order_and_not_offered_to_si
     };
     assert_eq!(lane(7), vec![(10, true), (11, true)], "in lane order");
     assert_eq!(lane(8), vec![(5, true)]);
+}
+
+#[test]
+fn a_retained_copy_from_another_node_keeps_its_version() {
+    let mut core = core_with(
+        config(Durability::Memory, 1),
+        Box::new(HeldStore::default()),
+    );
+    let source = TestSource::default();
+    let state = source.state.clone();
+    core.sources.add(Box::new(source));
+    let now = Instant::now();
+    let retained =
+        |payload: &'static [u8], version: Option<u64>, seq: i64| crate::source::Inbound {
+            lane: 1,
+            seq,
+            message: Message::new(
+                ByteString::from("r/t"),
+                Bytes::from_static(payload),
+                QoS::AtMostOnce,
+                true,
+                Default::default(),
+                now,
+            ),
+            shared_only: None,
+            retain_version: version,
+        };
+    let stored = |core: &Core| {
+        let mut out = Vec::new();
+        let cursor = crate::retained::Cursor::Start;
+        core.retained
+            .page("r/t", &cursor, 10, 1 << 20, now, &mut out);
+        out.iter().map(|m| m.payload.clone()).collect::<Vec<_>>()
+    };
+    // A set made here, then a copy another node made earlier (its version is older): the
+    // copy loses, as it did on that node.
+    state.lock().unwrap().queue = [retained(b"here", None, 1)].into();
+    core.poll_sources();
+    state.lock().unwrap().queue = [retained(b"earlier", Some(64), 2)].into();
+    core.poll_sources();
+    assert_eq!(stored(&core), [&b"here"[..]]);
+    // A copy with a version a day or more ahead is versioned here instead (it would win
+    // for good); a set here afterwards still wins over it.
+    let ahead = crate::retained::version(now, crate::ids::ShardId(0)) + ((2 * 86_400_000_000) << 6);
+    state.lock().unwrap().queue = [retained(b"ahead", Some(ahead), 3)].into();
+    core.poll_sources();
+    assert_eq!(stored(&core), [&b"ahead"[..]]);
+    let plausible = crate::retained::version(now, crate::ids::ShardId(0)) + (3_600_000_000 << 6);
+    state.lock().unwrap().queue = [retained(b"next hour", Some(plausible), 4)].into();
+    core.poll_sources();
+    state.lock().unwrap().queue = [retained(b"later here", None, 5)].into();
+    core.poll_sources();
+    assert_eq!(
+        stored(&core),
+        [&b"later here"[..]],
+        "this shard's sets are versioned above a copy it took"
+    );
 }

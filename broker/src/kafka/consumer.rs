@@ -589,6 +589,7 @@ impl State {
         let rule = self.feed.routes.get(route)?;
         let mapped = rule.message(record, self.feed.levels_max, self.feed.bytes_max, now);
         let shared_only = rule.shared_only(record);
+        let retain_version = rule.retain_version(record);
         let lane = self.lane(route, partition);
         if lane.ceiling.is_some_and(|c| offset <= c) {
             lane.ceiling = None; // the rewind took effect
@@ -607,6 +608,7 @@ impl State {
                     seq: offset,
                     message,
                     shared_only,
+                    retain_version,
                 };
                 let backlog = self.backlog.get_mut(shard)?;
                 if !backlog.is_empty() {

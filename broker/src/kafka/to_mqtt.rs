@@ -168,6 +168,16 @@ impl Route {
         )
     }
 
+    /// The version a cluster downlink's retained copy carries (`mqtt.retain_version`, the
+    /// publishing node's); None for another rule's record.
+    pub fn retain_version(&self, record: &Record<'_>) -> Option<u64> {
+        if !self.is_downlink() {
+            return None;
+        }
+        let v = record.header(crate::cluster::retained::VERSION_HEADER)?;
+        std::str::from_utf8(v).ok()?.parse().ok()
+    }
+
     /// The MQTT topic for `record`, or why there is none.
     fn render(&self, record: &Record<'_>) -> Result<String, String> {
         let mut out = String::new();

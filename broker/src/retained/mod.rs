@@ -75,6 +75,13 @@ pub fn start_clock() {
     epoch();
 }
 
+/// Whether `version` (from another node) is one a clock could have made: not more than a
+/// day ahead of this node's clock at `now`. A version further ahead would win for good.
+pub fn plausible(version: u64, now: Instant) -> bool {
+    const DAY_MICROS: u64 = 86_400_000_000;
+    version <= self::version(now, ShardId(63)).saturating_add(DAY_MICROS << 6)
+}
+
 /// The version of a retained set made at `now` on `shard` (wall-clock microseconds, shard in
 /// the low 6 bits); the caller keeps its versions strictly increasing (`max(v, last + 64)`).
 pub fn version(now: Instant, shard: ShardId) -> u64 {

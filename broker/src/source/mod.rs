@@ -25,6 +25,9 @@ pub struct Inbound {
     /// groups listed (full `$share/g/f` filters; a cluster downlink's message, whose other
     /// groups were served on another node).
     pub shared_only: Option<Vec<bytestring::ByteString>>,
+    /// A retained message's version as the publishing node gave it (a cluster downlink's
+    /// copy); None: this node versions it.
+    pub retain_version: Option<u64>,
 }
 
 /// A source's running totals, read on the shard's tick for the metrics.
