@@ -46,7 +46,7 @@ struct Found {
     bytes: usize,
     /// Topics not kept: over `retained_count_max` / `retained_bytes_max`.
     over: usize,
-    /// Records skipped: no version, not a valid retained message.
+    /// Records skipped: no version or key, not a valid retained message here.
     skipped: usize,
 }
 
@@ -144,6 +144,7 @@ pub fn catch_up(
     // Every shard versions its sets above what was read: a set made here later must win
     // over a version from another node's clock, whichever shard owns the topic.
     let newest = found.topics.values().map(|(v, _)| *v).max().unwrap_or(0);
+    crate::retained::raise_floor(newest);
     for r in recovered.iter_mut() {
         r.retain_version = r.retain_version.max(newest);
     }
@@ -218,10 +219,13 @@ fn read(
             found.skipped += 1;
             continue;
         };
-        if !crate::retained::plausible(version, Instant::now()) {
-            found.skipped += 1;
-            continue;
-        }
+        // A version further ahead than a day is no clock's: taken as made now (as a live
+        // copy would be), so it cannot win for good.
+        let version = if crate::retained::plausible(version, Instant::now()) {
+            version
+        } else {
+            crate::retained::version(Instant::now(), crate::ids::ShardId(0))
+        };
         // A clear, or a message that expired while it waited in Kafka: nothing is retained
         // (an older version kept elsewhere is gone too).
         if payload.is_empty() || expired(&record) {

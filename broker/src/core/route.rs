@@ -25,8 +25,9 @@ impl Core {
             // Another node's copy keeps the version its node gave it (so every node keeps
             // the same last writer); this shard's later sets are versioned above it.
             let version = match self.carried_retain_version.take() {
-                Some(v) if crate::retained::plausible(v, self.now) => {
-                    self.last_retain_version = self.last_retain_version.max(v);
+                Some(v) if v != 0 && crate::retained::plausible(v, self.now) => {
+                    // Every shard of this node versions its later sets above it.
+                    crate::retained::raise_floor(v);
                     v
                 }
                 _ => self.next_retain_version(),
@@ -320,9 +321,13 @@ impl Core {
         }
     }
 
+    /// A version for a retained set made here now: above every version this shard made or
+    /// took and above the node's floor (versions taken from other nodes), with this shard's
+    /// id in the low bits.
     pub(super) fn next_retain_version(&mut self) -> u64 {
-        let v = crate::retained::version(self.now, self.id)
-            .max(self.last_retain_version.saturating_add(64));
+        let above = self.last_retain_version.max(crate::retained::floor());
+        let next = ((above >> 6).saturating_add(1) << 6) | u64::from(self.id.0 & 63);
+        let v = crate::retained::version(self.now, self.id).max(next);
         self.last_retain_version = v;
         v
     }

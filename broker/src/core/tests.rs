@@ -696,7 +696,8 @@ fn a_retained_copy_from_another_node_keeps_its_version() {
                 Default::default(),
                 now,
             ),
-            shared_only: None,
+            // A downlink's copy names the shared groups it may reach (none here).
+            shared_only: Some(Vec::new()),
             retain_version: version,
         };
     let stored = |core: &Core| {
@@ -722,6 +723,7 @@ fn a_retained_copy_from_another_node_keeps_its_version() {
     let plausible = crate::retained::version(now, crate::ids::ShardId(0)) + (3_600_000_000 << 6);
     state.lock().unwrap().queue = [retained(b"next hour", Some(plausible), 4)].into();
     core.poll_sources();
+    assert_eq!(stored(&core), [&b"next hour"[..]]);
     state.lock().unwrap().queue = [retained(b"later here", None, 5)].into();
     core.poll_sources();
     assert_eq!(

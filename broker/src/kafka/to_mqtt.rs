@@ -175,7 +175,11 @@ impl Route {
             return None;
         }
         let v = record.header(crate::cluster::retained::VERSION_HEADER)?;
-        std::str::from_utf8(v).ok()?.parse().ok()
+        std::str::from_utf8(v)
+            .ok()?
+            .parse()
+            .ok()
+            .filter(|&v| v != 0)
     }
 
     /// The MQTT topic for `record`, or why there is none.

@@ -3,7 +3,8 @@
 //! PUBLISH is stored by its topic's owner shard (forwarded there through the mesh if it
 //! arrived elsewhere), and a new subscription asks every owner for pages of its matches
 //! (`core/retained_feed.rs`). Sets from different shards converge by last-writer-wins on a
-//! version (wall clock, then shard id); a clear (empty payload) leaves a tombstone for
+//! version (wall-clock microseconds, then shard id; a cluster node keeps the version a copy
+//! from another node carries and versions its own later sets above it); a clear (empty payload) leaves a tombstone for
 //! [`TOMBSTONE_TTL`] so an older set arriving late cannot resurrect the topic.
 //!
 //! The store is a map sorted by key (`scan.rs`), walked by a skip-scan that visits only the
@@ -73,6 +74,20 @@ fn epoch() -> (Instant, u64) {
 /// Starts the version clock (call once before shards start).
 pub fn start_clock() {
     epoch();
+}
+
+/// The highest version this node took from other nodes (their clocks may be ahead of this
+/// one's): every shard versions its sets above it, so a set made here later wins.
+static FLOOR: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Raises the node's version floor to `version` (one from another node).
+pub fn raise_floor(version: u64) {
+    FLOOR.fetch_max(version, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The node's version floor (see [`raise_floor`]).
+pub fn floor() -> u64 {
+    FLOOR.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether `version` (from another node) is one a clock could have made: not more than a
