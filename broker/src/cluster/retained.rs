@@ -3,8 +3,8 @@
 //! (`cluster.retained_topic`), keyed by its MQTT topic, with its last-writer-wins version in
 //! the `mqtt.retain_version` header; a clear is a tombstone (no value). A node starting reads
 //! that topic from its start up to its end at that moment ([`catch_up`]) before any shard
-//! runs, and each shard keeps what it read as if recovered from its own log (the newest
-//! version of a topic wins, against the node's own log too). So a node that joins later, or
+//! runs, and each shard applies what it read after its own log's retained messages (the
+//! newest version of a topic wins) and logs what wins, as if published there. So a node that joins later, or
 //! comes back without its store (`durability = "memory"`), has every retained message the
 //! cluster kept meanwhile. Bounded by `retained_count_max` topics and `retained_bytes_max`
 //! bytes while reading.
@@ -166,7 +166,7 @@ pub fn catch_up(
         let owner = crate::retained::owner(&topic, shards);
         if let Some(r) = recovered.get_mut(usize::from(owner.0)) {
             let stored = crate::session::stored(&message, message.qos, true, now);
-            r.retained.push((stored, version));
+            r.cluster_retained.push((stored, version));
         }
     }
     tracing::info!(topic = %topic, retained = count, ms = started.elapsed().as_millis() as u64, "cluster: retained messages read");

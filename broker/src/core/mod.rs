@@ -233,6 +233,7 @@ impl Core {
             state,
             retained: recovered_retained,
             retain_version,
+            cluster_retained,
             remote_routes,
             epochs,
         } = recovered;
@@ -283,11 +284,10 @@ impl Core {
             start_epochs: epochs,
             started_ms: storage::redis::layout::now_ms(),
         };
-        // Without a store (memory) there may still be retained messages: a cluster's.
-        let state = state.or_else(|| (!recovered_retained.is_empty()).then(Default::default));
         if let Some(state) = state {
             core.restore(state, recovered_retained, remote_routes);
         }
+        core.restore_cluster_retained(cluster_retained);
         core
     }
 

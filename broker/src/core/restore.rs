@@ -55,6 +55,22 @@ impl Core {
         );
     }
 
+    /// Applies what a cluster's retained topic holds for this shard's topics over what its
+    /// log gave (last writer wins), logging each that wins: a clear learnt this way outlives
+    /// its tombstone in Kafka.
+    pub(super) fn restore_cluster_retained(
+        &mut self,
+        retained: Vec<(storage::record::StoredMessage, u64)>,
+    ) {
+        let now = self.now;
+        for (m, version) in retained {
+            if let Some(message) = crate::session::unstored(&m, now) {
+                self.store_retained(&message, version);
+                self.last_retain_version = self.last_retain_version.max(version);
+            }
+        }
+    }
+
     /// Rebuilds one offline session (its queued messages and subscriptions) from its durable
     /// state: its id and how many messages it holds. `live`: the broker runs (a session
     /// claimed from another broker), so new routes are told to the peers as a SUBSCRIBE's

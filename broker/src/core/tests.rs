@@ -131,6 +131,7 @@ pub(super) fn core_with(config: Config, store: Box<dyn Store + Send>) -> Core {
         state: None,
         retained: Vec::new(),
         retain_version: 0,
+        cluster_retained: Vec::new(),
         remote_routes: Vec::new(),
         epochs: Vec::new(),
     };

@@ -27,6 +27,9 @@ pub struct Recovered {
     pub retained: Vec<(StoredMessage, u64)>,
     /// The highest retained version in any log: every shard versions its sets above it.
     pub retain_version: u64,
+    /// Retained messages (and clears) of this shard's topics that a cluster's retained topic
+    /// holds (`cluster::retained::catch_up`): applied after the log's, logged when they win.
+    pub cluster_retained: Vec<(StoredMessage, u64)>,
     /// (filter, peer shard) of the peers' recovered subscriptions.
     pub remote_routes: Vec<(String, ShardId)>,
     /// With `redis_shared`: the client ids of the recovered sessions and the epochs this
@@ -42,6 +45,7 @@ impl Recovered {
             state: None,
             retained: Vec::new(),
             retain_version: 0,
+            cluster_retained: Vec::new(),
             remote_routes: Vec::new(),
             epochs: Vec::new(),
         }
@@ -122,6 +126,7 @@ pub(super) fn assemble(
             state: Some(state),
             retained,
             retain_version,
+            cluster_retained: Vec::new(),
             remote_routes,
             epochs: Vec::new(),
         })
