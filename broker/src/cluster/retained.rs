@@ -29,15 +29,6 @@ use crate::session::Message;
 /// The header carrying a retained record's version.
 pub const VERSION_HEADER: &str = "mqtt.retain_version";
 
-/// The `mqtt.message_expiry` header value of `message` (seconds left, at least 1), if it
-/// expires.
-pub fn expiry_header(message: &Message) -> Option<String> {
-    let left = message
-        .expires_at?
-        .saturating_duration_since(Instant::now());
-    Some(left.as_secs().max(1).to_string())
-}
-
 /// What reading the retained topic found: per MQTT topic its newest version and message
 /// (`None`: cleared), and the bytes held.
 #[derive(Default)]
@@ -46,7 +37,7 @@ struct Found {
     bytes: usize,
     /// Topics not kept: over `retained_count_max` / `retained_bytes_max`.
     over: usize,
-    /// Records skipped: no version or key, not a valid retained message here.
+    /// Records skipped: no version or key, expired, not a valid retained message here.
     skipped: usize,
 }
 
@@ -138,16 +129,13 @@ pub fn catch_up(
         tracing::warn!(topic = %topic, not_kept = found.over, "cluster: retained messages over retained_count_max / retained_bytes_max: not kept");
     }
     if found.skipped > 0 {
-        tracing::warn!(topic = %topic, skipped = found.skipped, "cluster: records of the retained topic that are not retained messages of a node: skipped");
+        tracing::warn!(topic = %topic, skipped = found.skipped, "cluster: records of the retained topic skipped (no version, expired in Kafka, or not valid on this node)");
     }
     let count = found.topics.len();
     // Every shard versions its sets above what was read: a set made here later must win
     // over a version from another node's clock, whichever shard owns the topic.
     let newest = found.topics.values().map(|(v, _)| *v).max().unwrap_or(0);
     crate::retained::raise_floor(newest);
-    for r in recovered.iter_mut() {
-        r.retain_version = r.retain_version.max(newest);
-    }
     let now = Instant::now();
     let shards = config.shards;
     debug_assert_eq!(recovered.len(), shards, "one recovered state per shard");
@@ -165,8 +153,7 @@ pub fn catch_up(
         });
         let owner = crate::retained::owner(&topic, shards);
         if let Some(r) = recovered.get_mut(usize::from(owner.0)) {
-            let stored = crate::session::stored(&message, message.qos, true, now);
-            r.cluster_retained.push((stored, version));
+            r.cluster_retained.push((message, version));
         }
     }
     tracing::info!(topic = %topic, retained = count, ms = started.elapsed().as_millis() as u64, "cluster: retained messages read");
@@ -214,7 +201,7 @@ fn read(
             payload,
             headers,
         };
-        let version = number(&record, VERSION_HEADER);
+        let version = route.retain_version(&record);
         let (Some(version), Some(Ok(topic))) = (version, m.key().map(std::str::from_utf8)) else {
             found.skipped += 1;
             continue;
@@ -226,9 +213,8 @@ fn read(
         } else {
             crate::retained::version(Instant::now(), crate::ids::ShardId(0))
         };
-        // A clear, or a message that expired while it waited in Kafka: nothing is retained
-        // (an older version kept elsewhere is gone too).
-        if payload.is_empty() || expired(&record) {
+        // A clear: nothing is retained (an older version kept elsewhere is gone too).
+        if payload.is_empty() {
             found.keep(topic, version, None, config);
             continue;
         }
@@ -241,30 +227,14 @@ fn read(
             Ok(message) if message.retain && *message.topic == *topic => {
                 found.keep(topic, version, Some(message), config);
             }
-            // Not kept (e.g. over this node's packet_bytes_max), and an older value of its
-            // topic must not win either.
+            // Expired while it waited in Kafka, or not valid here (e.g. over this node's
+            // packet_bytes_max): not kept, and an older value of its topic must not win.
             _ => {
                 found.skipped += 1;
                 found.keep(topic, version, None, config);
             }
         }
     }
-}
-
-/// `record`'s message expiry (`mqtt.message_expiry`, seconds from its production) passed.
-fn expired(record: &Record<'_>) -> bool {
-    match (number(record, "mqtt.message_expiry"), record.timestamp) {
-        (Some(secs), Some(produced)) => {
-            let lifetime = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            crate::kafka::now_millis().saturating_sub(produced) >= lifetime
-        }
-        _ => false,
-    }
-}
-
-/// Header `name` of `record` as a decimal number.
-fn number(record: &Record<'_>, name: &str) -> Option<u64> {
-    std::str::from_utf8(record.header(name)?).ok()?.parse().ok()
 }
 
 #[cfg(test)]

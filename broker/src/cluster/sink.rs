@@ -147,49 +147,84 @@ impl ClusterSink {
         &mut self,
         message: &Message,
         publisher: &str,
-        version: u64,
+        version: &str,
         opaque: usize,
         slot: Option<usize>,
     ) {
-        debug_assert!(version != 0, "a retained message has its version");
-        let version = version.to_string();
-        let headers = crate::kafka::sink::headers(message, publisher)
-            .insert(Header {
-                key: "mqtt.retain",
-                value: Some(&b"1"[..]),
-            })
-            .insert(Header {
-                key: super::retained::VERSION_HEADER,
-                value: Some(version.as_bytes()),
-            });
-        let headers = match super::retained::expiry_header(message) {
-            Some(secs) => headers.insert(Header {
-                key: "mqtt.message_expiry",
-                value: Some(secs.as_bytes()),
-            }),
-            None => headers,
-        };
-        let mut record =
-            BaseRecord::<str, [u8], usize>::with_opaque_to(&self.config.retained_topic, opaque)
-                .key(&message.topic[..])
-                .headers(headers);
+        let mut record = BaseRecord::with_opaque_to(&self.config.retained_topic[..], opaque)
+            .key(&message.topic[..])
+            .headers(copy_headers(message, publisher, Some(version)));
         // An empty payload clears: a tombstone (no value), which compaction keeps last.
         if !message.payload.is_empty() {
             record = record.payload(&message.payload[..]);
         }
-        let bytes = message.payload.len();
-        self.reports.handing(bytes);
-        if let Err((e, _)) = self.producer.producer().send(record) {
-            self.reports.not_taken(bytes);
-            if !self.failing {
+        send(
+            &self.producer,
+            &self.reports,
+            &mut self.failing,
+            record,
+            slot,
+            |e| {
                 tracing::warn!(topic = %message.topic, error = %e, "a retained message was not produced to the cluster's retained topic: its publisher is refused");
-                self.failing = true;
-            }
-            if let Some(s) = slot {
-                self.reports.refuse(s as u64);
-            }
+            },
+        );
+    }
+}
+
+/// Hands `record` to `producer`; a refusal refuses the publisher's `slot` and is logged
+/// through `log` (once per `failing` streak).
+fn send(
+    producer: &Renewing<Ctx>,
+    reports: &Reports,
+    failing: &mut bool,
+    record: BaseRecord<'_, str, [u8], usize>,
+    slot: Option<usize>,
+    log: impl FnOnce(&rdkafka::error::KafkaError),
+) {
+    let bytes = record.payload.map_or(0, <[u8]>::len);
+    reports.handing(bytes);
+    if let Err((e, _)) = producer.producer().send(record) {
+        reports.not_taken(bytes);
+        if !*failing {
+            log(&e);
+            *failing = true;
+        }
+        if let Some(s) = slot {
+            reports.refuse(s as u64);
         }
     }
+}
+
+/// The headers of `message`'s copy for another node or the retained topic: the Kafka
+/// bridge's `mqtt.*` headers, RETAIN with the retained version (`version`), the message
+/// expiry left.
+fn copy_headers(
+    message: &Message,
+    publisher: &str,
+    version: Option<&str>,
+) -> rdkafka::message::OwnedHeaders {
+    let mut headers = crate::kafka::sink::headers(message, publisher);
+    if message.retain {
+        headers = headers.insert(Header {
+            key: "mqtt.retain",
+            value: Some(&b"1"[..]),
+        });
+        if let Some(v) = version {
+            headers = headers.insert(Header {
+                key: super::retained::VERSION_HEADER,
+                value: Some(v.as_bytes()),
+            });
+        }
+    }
+    if let Some(at) = message.expires_at {
+        let left = at.saturating_duration_since(std::time::Instant::now());
+        let secs = left.as_secs().max(1).to_string();
+        headers = headers.insert(Header {
+            key: "mqtt.message_expiry",
+            value: Some(secs.as_bytes()),
+        });
+    }
+    headers
 }
 
 /// Node `node`'s downlink topic, named once and kept in `topics`.
@@ -241,12 +276,16 @@ impl Sink for ClusterSink {
         let copies = nodes.count_ones() + u32::from(retained);
         let slot = token.map(|t| self.copies.wait(t, copies));
         let opaque = slot.map_or(0, |s| s + 1);
-        if retained {
-            self.retained_record(message, publisher, retain_version, opaque, slot);
-        }
-        // The copies of a retained message carry its version: every node keeps the same
+        // Every copy of a retained message carries its version: every node keeps the same
         // last writer.
-        let version = (retained && retain_version != 0).then(|| retain_version.to_string());
+        debug_assert!(
+            !retained || retain_version != 0,
+            "a retained message has its version"
+        );
+        let version = retained.then(|| retain_version.to_string());
+        if let Some(v) = &version {
+            self.retained_record(message, publisher, v, opaque, slot);
+        }
         let mut left = nodes;
         while left != 0 {
             let node = left.trailing_zeros() as usize;
@@ -258,30 +297,12 @@ impl Sink for ClusterSink {
                 }
                 continue;
             };
-            let mut headers = crate::kafka::sink::headers(message, publisher);
+            let mut headers = copy_headers(message, publisher, version.as_deref());
             let shared = dest.shared_of(node);
             if !shared.is_empty() {
                 headers = headers.insert(Header {
                     key: "mqtt.cluster.shared",
                     value: Some(shared.as_bytes()),
-                });
-            }
-            if message.retain {
-                headers = headers.insert(Header {
-                    key: "mqtt.retain",
-                    value: Some(&b"1"[..]),
-                });
-                if let Some(v) = &version {
-                    headers = headers.insert(Header {
-                        key: super::retained::VERSION_HEADER,
-                        value: Some(v.as_bytes()),
-                    });
-                }
-            }
-            if let Some(secs) = super::retained::expiry_header(message) {
-                headers = headers.insert(Header {
-                    key: "mqtt.message_expiry",
-                    value: Some(secs.as_bytes()),
                 });
             }
             let mut record = BaseRecord::with_opaque_to(topic, opaque)
@@ -290,18 +311,16 @@ impl Sink for ClusterSink {
             if !publisher.is_empty() {
                 record = record.key(publisher);
             }
-            let bytes = message.payload.len();
-            self.reports.handing(bytes);
-            if let Err((e, _)) = self.producer.producer().send(record) {
-                self.reports.not_taken(bytes);
-                if !self.failing {
+            send(
+                &self.producer,
+                &self.reports,
+                &mut self.failing,
+                record,
+                slot,
+                |e| {
                     tracing::warn!(topic = %message.topic, node = table.node(node).unwrap_or("?"), error = %e, "a message for another node was not produced: its publisher is refused");
-                    self.failing = true;
-                }
-                if let Some(s) = slot {
-                    self.reports.refuse(s as u64);
-                }
-            }
+                },
+            );
         }
         match token {
             Some(_) => Offer::Pending,

@@ -60,14 +60,11 @@ impl Core {
     /// its tombstone in Kafka.
     pub(super) fn restore_cluster_retained(
         &mut self,
-        retained: Vec<(storage::record::StoredMessage, u64)>,
+        retained: Vec<(crate::session::Message, u64)>,
     ) {
-        let now = self.now;
-        for (m, version) in retained {
-            if let Some(message) = crate::session::unstored(&m, now) {
-                self.store_retained(&message, version);
-                self.last_retain_version = self.last_retain_version.max(version);
-            }
+        for (message, version) in retained {
+            self.store_retained(&message, version);
+            self.last_retain_version = self.last_retain_version.max(version);
         }
     }
 

@@ -29,7 +29,7 @@ pub struct Recovered {
     pub retain_version: u64,
     /// Retained messages (and clears) of this shard's topics that a cluster's retained topic
     /// holds (`cluster::retained::catch_up`): applied after the log's, logged when they win.
-    pub cluster_retained: Vec<(StoredMessage, u64)>,
+    pub cluster_retained: Vec<(crate::session::Message, u64)>,
     /// (filter, peer shard) of the peers' recovered subscriptions.
     pub remote_routes: Vec<(String, ShardId)>,
     /// With `redis_shared`: the client ids of the recovered sessions and the epochs this

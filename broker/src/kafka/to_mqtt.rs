@@ -62,7 +62,7 @@ pub struct Record<'a> {
 
 impl Record<'_> {
     /// The last value of header `name` (absent or null: None).
-    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .rev()
