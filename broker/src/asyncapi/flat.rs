@@ -15,12 +15,11 @@
 //! and `serde_json`, which decide and word the reason. The verdicts are tested against the
 //! `jsonschema` crate's on generated payloads (`tests.rs`).
 //!
-//! A compiled [`Flat`] also remembers, per property, which one followed it in the last payload
-//! whose order differed (relaxed atomics shared by the shards): the scan guesses the next
-//! member's name from it. Only the speed depends on it, never a verdict. The scan itself is
-//! `flat/scan.rs`.
-
-use std::sync::atomic::AtomicU8;
+//! A compiled [`Flat`] also remembers the member order of the last valid payload whose
+//! order differed (relaxed atomics shared by the shards). A payload in that order, written
+//! compactly, is checked by the quick path (`flat/quick.rs`: the members taken in that
+//! order, no search); any other by the full scan (`flat/scan.rs`), which guesses each
+//! member's name from the same order. Only the speed depends on it, never a verdict.
 
 use jsonschema_regex::Sequence;
 use regex::Regex;
@@ -88,16 +87,18 @@ pub struct Flat {
     required: u64,
     /// Properties not in `props` are allowed (any value).
     additional: bool,
-    /// By property index, then one for the object's start: the index + 1 of the property
-    /// that followed it in the last payload whose order differed (0: none yet). Read to guess
-    /// the next member's name, written only when the guess fails.
-    next: Box<[AtomicU8]>,
+    /// The member order of the last valid payload whose order differed: the quick path's
+    /// and the scan's guess.
+    order: quick::Order,
 }
 
 #[derive(Debug)]
 struct Prop {
     name: Box<[u8]>,
     quoted: Option<Quoted>,
+    token: quick::Token,
+    /// This property's bit in a set of seen ones (`1 << index`).
+    bit: u64,
     check: Check,
 }
 
@@ -118,6 +119,9 @@ pub enum Check {
         integer: bool,
         /// `minimum`, `exclusiveMinimum`, `maximum`, `exclusiveMaximum`.
         bounds: [Option<f64>; 4],
+        /// The same bounds as one inclusive range (an exclusive bound moved to the next
+        /// `f64` inward: `v > m` exactly when `v >= m.next_up()`), infinite where none.
+        range: [f64; 2],
     },
     /// A string.
     Str(StrCheck),
@@ -128,50 +132,76 @@ pub enum Check {
 pub struct StrCheck {
     min_chars: Option<u64>,
     max_chars: Option<u64>,
+    /// `min_chars` and `max_chars` as the bounds of an ASCII string's length (0 and
+    /// `u64::MAX` where none).
+    ascii_len: [u64; 2],
     one_of: Option<Vec<Box<str>>>,
     /// The pattern as jsonschema decides it: its ASCII sequence matcher, and the regex it
     /// falls back on for what the matcher leaves (a pattern that is no such sequence is
     /// decided by jsonschema's other engine: not taken here).
     pattern: Option<(Sequence, Regex)>,
+    /// The pattern as runs of disjoint classes, when it is one (ASCII strings only).
+    runs: Option<runs::Runs>,
 }
 
 impl StrCheck {
-    /// `s` (valid UTF-8; `ascii` if all of it is ASCII) passes.
-    fn accepts(&self, s: &[u8], ascii: bool) -> bool {
-        debug_assert!(std::str::from_utf8(s).is_ok() && ascii == s.is_ascii());
-        // An ASCII string has as many characters as bytes; another at most as many and at
-        // least a quarter as many: counted only when that does not decide.
+    /// A string that is not all ASCII has as many characters as `minLength` / `maxLength`
+    /// ask: at most as many as bytes and at least a quarter as many, counted only when
+    /// that does not decide.
+    fn counts_chars(&self, s: &[u8]) -> bool {
         let bytes = s.len() as u64;
         let undecided = self.max_chars.is_some_and(|m| bytes > m)
             || self.min_chars.is_some_and(|m| bytes / 4 < m);
-        let chars = match (ascii, undecided) {
-            (true, _) => Some(bytes),
-            // Characters are the bytes that do not continue one.
-            (false, true) => Some(s.iter().filter(|&&b| (b as i8) >= -0x40).count() as u64),
-            (false, false) => None,
-        };
-        if let Some(n) = chars {
-            if self.min_chars.is_some_and(|m| n < m) || self.max_chars.is_some_and(|m| n > m) {
+        if !undecided {
+            return true;
+        }
+        // Characters are the bytes that do not continue one.
+        let n = s.iter().filter(|&&b| (b as i8) >= -0x40).count() as u64;
+        !(self.min_chars.is_some_and(|m| n < m) || self.max_chars.is_some_and(|m| n > m))
+    }
+
+    /// `s` (valid UTF-8; `ascii` if all of it is ASCII) passes.
+    #[inline(always)]
+    fn accepts(&self, s: &[u8], ascii: bool) -> bool {
+        debug_assert!(std::str::from_utf8(s).is_ok() && ascii == s.is_ascii());
+        let bytes = s.len() as u64;
+        if ascii {
+            // As many characters as bytes.
+            let [least, most] = self.ascii_len;
+            if bytes < least || bytes > most {
                 return false;
             }
+        } else if !self.counts_chars(s) {
+            return false;
         }
         if let Some(one_of) = &self.one_of {
             if !one_of.iter().any(|v| same(v.as_bytes(), s)) {
                 return false;
             }
         }
-        self.pattern.as_ref().is_none_or(|(sequence, regex)| {
-            sequence.is_match(s).unwrap_or_else(|| {
-                let Ok(s) = std::str::from_utf8(s) else {
-                    return false;
-                };
-                // As jsonschema does: a panic inside the regex crate (its issue 1344) is no
-                // verdict; here, "not sure".
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| regex.is_match(s)))
-                    .unwrap_or(false)
-            })
-        })
+        match (&self.runs, ascii) {
+            (Some(runs), true) => runs.is_match(s),
+            _ => self
+                .pattern
+                .as_ref()
+                .is_none_or(|(sequence, regex)| pattern_matches(sequence, regex, s)),
+        }
     }
+}
+
+/// `s` matches a pattern, decided as jsonschema decides it (its sequence matcher, the regex
+/// for what that leaves).
+#[inline(never)]
+fn pattern_matches(sequence: &Sequence, regex: &Regex, s: &[u8]) -> bool {
+    sequence.is_match(s).unwrap_or_else(|| {
+        let Ok(s) = std::str::from_utf8(s) else {
+            return false;
+        };
+        // As jsonschema does: a panic inside the regex crate (its issue 1344) is no
+        // verdict; here, "not sure".
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| regex.is_match(s)))
+            .unwrap_or(false)
+    })
 }
 
 /// `a == b` for the short byte strings of property names and enum values, without a call to
@@ -246,9 +276,16 @@ impl Check {
                         *slot = Some(exact_f64(v.as_number()?)?);
                     }
                 }
+                let [min, xmin, max, xmax] = bounds;
+                let low = [min, xmin.map(f64::next_up)];
+                let high = [max, xmax.map(f64::next_down)];
                 Some(Check::Number {
                     integer: kind == "integer",
                     bounds,
+                    range: [
+                        low.into_iter().flatten().fold(f64::NEG_INFINITY, f64::max),
+                        high.into_iter().flatten().fold(f64::INFINITY, f64::min),
+                    ],
                 })
             }
             "string" => {
@@ -269,39 +306,55 @@ impl Check {
                     (None, Some(c)) => Some(c.as_str().map(Box::from).into_iter().collect()),
                     _ => return None,
                 };
-                let pattern = match map.get("pattern") {
-                    None => None,
+                let (pattern, runs) = match map.get("pattern") {
+                    None => (None, None),
                     Some(p) => {
                         let p = p.as_str()?;
                         if !jsonschema_regex::is_valid_ecma_regex(p) {
                             return None;
                         }
                         let translated = jsonschema_regex::to_rust_regex(p).ok()?;
-                        Some((
+                        let pattern = (
                             Sequence::compile(&translated)?,
                             Regex::new(&translated).ok()?,
-                        ))
+                        );
+                        (Some(pattern), runs::Runs::compile(&translated))
                     }
                 };
+                let (min_chars, max_chars) = (count("minLength")?, count("maxLength")?);
                 Some(Check::Str(StrCheck {
-                    min_chars: count("minLength")?,
-                    max_chars: count("maxLength")?,
+                    min_chars,
+                    max_chars,
+                    ascii_len: [min_chars.unwrap_or(0), max_chars.unwrap_or(u64::MAX)],
                     one_of,
                     pattern,
+                    runs,
                 }))
             }
             _ => None,
         }
     }
 
-    /// `v` is within a number's `bounds` (`minimum`, `exclusiveMinimum`, `maximum`,
-    /// `exclusiveMaximum`).
-    fn within(bounds: &[Option<f64>; 4], v: f64) -> bool {
-        let [min, xmin, max, xmax] = *bounds;
-        min.is_none_or(|m| v >= m)
-            && xmin.is_none_or(|m| v > m)
-            && max.is_none_or(|m| v <= m)
-            && xmax.is_none_or(|m| v < m)
+    /// `v` (not NaN) is within a number's inclusive `range`.
+    #[inline(always)]
+    fn within(range: &[f64; 2], v: f64) -> bool {
+        debug_assert!(!v.is_nan());
+        let [low, high] = *range;
+        low <= v && v <= high
+    }
+
+    /// Every topic level passes (anything, or a string with no checks).
+    pub fn takes_every_level(&self) -> bool {
+        match self {
+            Check::Any => true,
+            Check::Str(s) => {
+                s.min_chars.is_none()
+                    && s.max_chars.is_none()
+                    && s.one_of.is_none()
+                    && s.pattern.is_none()
+            }
+            _ => false,
+        }
     }
 
     /// A topic level (a parameter's value, always a string) passes: true only if it does.
@@ -342,10 +395,12 @@ impl Flat {
         }
         let mut props = Vec::new();
         if let Some(properties) = map.get("properties") {
-            for (name, schema) in properties.as_object()? {
+            for (i, (name, schema)) in properties.as_object()?.iter().enumerate() {
                 props.push(Prop {
+                    bit: 1u64.checked_shl(u32::try_from(i).ok()?).unwrap_or(0),
                     name: name.as_bytes().into(),
                     quoted: Quoted::of(name.as_bytes()),
+                    token: quick::Token::of(name.as_bytes()),
                     check: Check::compile(schema)?,
                 });
             }
@@ -371,13 +426,12 @@ impl Flat {
                 *slot = if *slot == 0 { i as u8 + 1 } else { SHARED };
             }
         }
-        let next = (0..=props.len()).map(|_| AtomicU8::new(0)).collect();
         Some(Self {
             props,
             slots,
             required,
             additional,
-            next,
+            order: quick::Order::default(),
         })
     }
 
@@ -395,14 +449,24 @@ impl Flat {
 
     /// The payload is valid: true only if the schema accepts it (false: not sure).
     pub fn accepts(&self, payload: &[u8]) -> bool {
+        if quick::accepts(self, payload) {
+            return true;
+        }
         let mut r = Scan::new(payload);
-        r.object(self).is_some() && {
+        let mut order = quick::Recorded::default();
+        let valid = r.object(self, &mut order).is_some() && {
             r.space();
             r.pos == r.src.len()
+        };
+        if valid {
+            self.order.learn(&order);
         }
+        valid
     }
 }
 
+mod quick;
+mod runs;
 mod scan;
 #[cfg(test)]
 mod tests;

@@ -95,6 +95,9 @@ struct Channel {
     /// How many of `levels` are literal (of two channels a topic fits, the one with more
     /// wins).
     literals: usize,
+    /// Some parameter's schema can refuse a level (not every one is `{}`): the topic's
+    /// levels are looked at again once the channel is found.
+    params_checked: bool,
     publish: bool,
     subscribe: bool,
     messages: Vec<Message>,
@@ -273,6 +276,10 @@ impl Api {
                     .iter()
                     .filter(|l| matches!(l, Level::Literal(_)))
                     .count(),
+                params_checked: levels.iter().any(|l| {
+                    matches!(l, Level::Param { quick, .. }
+                        if !quick.as_ref().is_some_and(|q| q.takes_every_level()))
+                }),
                 levels,
                 publish: c.publish,
                 subscribe: c.subscribe,
@@ -363,6 +370,9 @@ impl Api {
             }
         }
         let (at, c) = best?;
+        if !c.params_checked {
+            return Some((at, c, Ok(())));
+        }
         for (l, t) in c.levels.iter().zip(topic.split('/')) {
             if let Level::Param {
                 name,

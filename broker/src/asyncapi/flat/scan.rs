@@ -6,11 +6,11 @@
 //! it is valid UTF-8, as serde_json requires.
 //!
 //! A member's name and colon are first compared, in one or two words (a byte compare past 16
-//! bytes), with the name that followed the previous member last time ([`Flat::next`]):
-//! payloads of one channel mostly come in one order.
+//! bytes), with the name at the same place in the remembered order (`quick.rs`): payloads
+//! of one channel mostly come in one order. The scan records the order it reads, which
+//! [`Flat::accepts`] remembers when the payload is valid.
 
-use std::sync::atomic::Ordering;
-
+use super::quick::{Recorded, UNKNOWN};
 use super::{same, Check, Flat, DEPTH_MAX, EXACT_DIGITS_MAX, POW10};
 use crate::asyncapi::swar::{special_bytes, special_in, HIGHS};
 use crate::asyncapi::tape::float_of;
@@ -19,11 +19,11 @@ use crate::asyncapi::tape::float_of;
 /// needs no escape: the guessed next member is one or two word compares.
 #[derive(Debug)]
 pub(super) struct Quoted {
-    bytes: Box<[u8]>,
+    pub(super) bytes: Box<[u8]>,
     /// The first sixteen bytes of `bytes` as two little-endian words (zero-padded), and the
     /// masks of the bytes that are `bytes`'.
-    words: [u64; 2],
-    masks: [u64; 2],
+    pub(super) words: [u64; 2],
+    pub(super) masks: [u64; 2],
 }
 
 impl Quoted {
@@ -130,8 +130,9 @@ impl<'p> Scan<'p> {
         hit
     }
 
-    /// The top-level object, each property checked.
-    pub(super) fn object(&mut self, flat: &Flat) -> Option<()> {
+    /// The top-level object, each property checked, its members' order recorded in
+    /// `order`.
+    pub(super) fn object(&mut self, flat: &Flat, order: &mut Recorded) -> Option<()> {
         self.space();
         self.eat(b'{')?;
         self.space();
@@ -139,21 +140,16 @@ impl<'p> Scan<'p> {
             return (flat.required == 0).then_some(());
         }
         let mut seen = 0u64;
-        // The last property read (`props.len()`: none yet), whose successor is guessed.
-        let mut last = flat.props.len();
+        // Members read so far: the next one's name is guessed from the remembered order.
+        let mut k = 0;
         loop {
-            let guess = flat.next.get(last)?.load(Ordering::Relaxed);
-            let at = match usize::from(guess).checked_sub(1) {
+            let guess = usize::from(flat.order.code(k));
+            k += 1;
+            let at = match guess.checked_sub(1) {
                 Some(at) if self.take_name(flat, at) => Some(at),
                 _ => {
                     let key = self.key()?;
                     let at = flat.find(key);
-                    if let Some(at) = at.filter(|at| usize::from(guess) != at + 1) {
-                        // Only when the order changed: a store every message would bounce
-                        // the line between the shards' cores (publishers of one channel
-                        // sending their members in different orders still do).
-                        flat.next.get(last)?.store(at as u8 + 1, Ordering::Relaxed);
-                    }
                     self.expect(b':')?;
                     at
                 }
@@ -166,10 +162,13 @@ impl<'p> Scan<'p> {
                         return None;
                     }
                     seen |= bit;
-                    last = at;
+                    order.push(at as u8 + 1);
                     self.value(&flat.props.get(at)?.check)?;
                 }
-                None if flat.additional => self.skip(1)?,
+                None if flat.additional => {
+                    order.push(UNKNOWN);
+                    self.skip(1)?;
+                }
                 None => return None,
             }
             match self.peek() {
@@ -281,11 +280,15 @@ impl<'p> Scan<'p> {
                 s.accepts(self.src.get(b.from..b.end)?, b.ascii)
                     .then_some(())
             }
-            Check::Number { integer, bounds } => {
+            Check::Number {
+                integer,
+                bounds,
+                range,
+            } => {
                 let from = self.pos;
                 if let Some((v, integral)) = self.short_number() {
                     if integral || !*integer {
-                        return Check::within(bounds, v).then_some(());
+                        return Check::within(range, v).then_some(());
                     }
                     self.pos = from;
                 }
@@ -306,7 +309,7 @@ impl<'p> Scan<'p> {
                     return Some(());
                 }
                 let v = if plain { n.int as f64 } else { n.float? };
-                Check::within(bounds, v).then_some(())
+                Check::within(range, v).then_some(())
             }
         }
     }

@@ -13,7 +13,10 @@ fn verdicts(schema: &Value, payload: &str) -> (Option<bool>, bool) {
         .ok()
         .map(|v| slow.is_valid(&v));
     let flat = Flat::compile(schema).expect("a flat schema");
-    (by_value, flat.accepts(payload.as_bytes()))
+    let first = flat.accepts(payload.as_bytes());
+    // Again, in the order the first call remembered if it was valid (the quick path).
+    assert_eq!(flat.accepts(payload.as_bytes()), first, "{payload}");
+    (by_value, first)
 }
 
 fn schema() -> Value {
@@ -447,6 +450,44 @@ proptest! {
         }).map(|v| jsonschema::draft7::new(&schema()).unwrap().is_valid(&v));
         if flat {
             prop_assert_eq!(by_value, Some(true), "{:?}", payload);
+        }
+    }
+}
+
+proptest! {
+    /// Payloads in an order a valid payload left remembered, their values anything: the
+    /// quick path's verdict is a fresh full scan's.
+    #[test]
+    fn remembered_orders_decide_as_a_fresh_scan(
+        values in prop::collection::vec(member(), 7),
+        compact in any::<bool>(),
+    ) {
+        let keys = ["id", "t", "unit", "site", "extra", "n", "ok"];
+        let learned = r#"{"id":"d1","t":1,"unit":"C","site":"a-1","extra":"x","n":2,"ok":true}"#;
+        let flat = Flat::compile(&schema()).expect("a flat schema");
+        prop_assert!(flat.accepts(learned.as_bytes()));
+        prop_assert!(quick::accepts(&flat, learned.as_bytes()), "the order is remembered");
+        let body: Vec<String> = keys.iter().zip(&values)
+            .map(|(k, (_, v))| format!("\"{k}\":{v}")).collect();
+        let payload = format!("{{{}}}", body.join(if compact { "," } else { ", " }));
+        let fresh = Flat::compile(&schema()).expect("a flat schema").accepts(payload.as_bytes());
+        prop_assert_eq!(flat.accepts(payload.as_bytes()), fresh, "{}", payload);
+    }
+
+    /// Whatever codes the remembered order holds (a write racing a read mixes two orders),
+    /// the quick path accepts only what a full scan accepts.
+    #[test]
+    fn any_remembered_order_accepts_only_valid_payloads(
+        codes in prop::collection::vec(prop_oneof![0u8..20, Just(u8::MAX)], 0..10),
+        members in prop::collection::vec(member(), 0..8),
+    ) {
+        let flat = Flat::compile(&schema()).expect("a flat schema");
+        flat.order.store_codes(&codes);
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        let payload = format!("{{{}}}", body.join(","));
+        if quick::accepts(&flat, payload.as_bytes()) {
+            let fresh = Flat::compile(&schema()).expect("a flat schema");
+            prop_assert!(fresh.accepts(payload.as_bytes()), "{}", payload);
         }
     }
 }
