@@ -3,7 +3,8 @@
 //! keyword in it is one this module checks exactly as the `jsonschema` crate does: an object
 //! (`properties`, `required`, `additionalProperties` true or false) whose properties are
 //! strings (`minLength`, `maxLength`, string `enum` / `const`, a `pattern` jsonschema
-//! decides with its ASCII sequence matcher, used here too), numbers or integers (`minimum`, `maximum` and their
+//! decides with its ASCII sequence matcher, used here too, or, for ASCII strings against a
+//! pattern of class runs, `flat/runs.rs`), numbers or integers (`minimum`, `maximum` and their
 //! exclusive forms), booleans, nulls, or anything (`{}`); annotations (`title`, `x-...`) are
 //! ignored as jsonschema ignores them. Any other keyword keeps the schema on the tape path.
 //!
@@ -16,7 +17,8 @@
 //! `jsonschema` crate's on generated payloads (`tests.rs`).
 //!
 //! A compiled [`Flat`] also remembers the member order of the last valid payload whose
-//! order differed (relaxed atomics shared by the shards). A payload in that order, written
+//! order differed (relaxed atomics shared by the shards; a payload of over 63 members is
+//! not remembered). A payload in that order, written
 //! compactly, is checked by the quick path (`flat/quick.rs`: the members taken in that
 //! order, no search); any other by the full scan (`flat/scan.rs`), which guesses each
 //! member's name from the same order. Only the speed depends on it, never a verdict.

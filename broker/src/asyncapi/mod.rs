@@ -95,8 +95,9 @@ struct Channel {
     /// How many of `levels` are literal (of two channels a topic fits, the one with more
     /// wins).
     literals: usize,
-    /// Some parameter's schema can refuse a level (not every one is `{}`): the topic's
-    /// levels are looked at again once the channel is found.
+    /// Some parameter's schema can refuse a level (not every one takes any string: `{}`,
+    /// `true`, annotations only, or a `type: string` with no checks): the topic's levels are
+    /// looked at again once the channel is found.
     params_checked: bool,
     publish: bool,
     subscribe: bool,

@@ -7,7 +7,8 @@
 //! full scan (`scan.rs`) decides: this path only ever says "valid" for a payload the full
 //! scan accepts, and says nothing otherwise.
 //!
-//! The order is a code byte per member in relaxed atomics shared by the shards. A read
+//! The order is a code byte per member in relaxed atomics shared by the shards (at most
+//! [`ORDER_MAX`] members; a longer payload's order is not remembered). A read
 //! racing another shard's write can mix two orders; each code is still checked against the
 //! payload's bytes (a property's name, a member once, every required one present), so only
 //! the speed depends on the order, never a verdict.

@@ -1,4 +1,4 @@
-//! Patterns that are anchored runs of ASCII classes, each class disjoint from the next and
+//! Patterns that are start-anchored runs of ASCII classes (`$` optional), each class disjoint from the next and
 //! each run taking at least one character (`^[a-z]+-[0-9]{1,4}$`), matched in one greedy
 //! pass over an ASCII string. Greedy is exact for them: a run can never leave a character to
 //! the next run (the next class does not hold it) nor stop early (the next run would then
@@ -182,6 +182,35 @@ mod tests {
             let runs = Runs::compile(pattern).expect("runs");
             let regex = regex::Regex::new(pattern).expect("a regex");
             prop_assert_eq!(runs.is_match(text.as_bytes()), regex.is_match(&text), "{} {}", pattern, text);
+        }
+
+        /// Generated patterns (classes that may overlap, any quantifier, a case-insensitive
+        /// flag, with and without `$`): whenever one compiles as runs, they decide as the
+        /// regex crate and jsonschema's sequence matcher do.
+        #[test]
+        fn generated_runs_decide_as_the_regex_does(
+            parts in prop::collection::vec((
+                prop::sample::select(vec!["[a-z]", "[0-9]", "[A-F]", "-", "x", "[a-c]", "[xyz]",
+                    "[^a-z]", "\\d", "(?i:a)"]),
+                prop::sample::select(vec!["", "+", "*", "?", "{2}", "{1,3}", "{2,}"]),
+            ), 1..5),
+            end in any::<bool>(),
+            texts in prop::collection::vec("[a-dA-Fx-z0-9_-]{0,9}", 8),
+        ) {
+            let body: String = parts.iter().map(|(class, q)| format!("{class}{q}")).collect();
+            let pattern = format!("^{body}{}", if end { "$" } else { "" });
+            let Some(runs) = Runs::compile(&pattern) else {
+                return Ok(());
+            };
+            let regex = regex::Regex::new(&pattern).expect("a regex");
+            let sequence = jsonschema_regex::Sequence::compile(&pattern);
+            for text in &texts {
+                let want = regex.is_match(text);
+                prop_assert_eq!(runs.is_match(text.as_bytes()), want, "{} {}", pattern, text);
+                if let Some(sequence) = &sequence {
+                    prop_assert_eq!(sequence.is_match(text.as_bytes()), Some(want), "{} {}", pattern, text);
+                }
+            }
         }
     }
 }
