@@ -18,9 +18,9 @@
 //!
 //! A compiled [`Flat`] also remembers the member order of the last valid payload whose
 //! order differed (relaxed atomics shared by the shards; a payload of over 63 members is
-//! not remembered). A payload in that order, written
-//! compactly, is checked by the quick path (`flat/quick.rs`: the members taken in that
-//! order, no search); any other by the full scan (`flat/scan.rs`), which guesses each
+//! not remembered), and whether it had whitespace between its tokens. A payload in that
+//! order is checked by the quick path (`flat/quick.rs`: the members taken in that order, no
+//! search); any other by the full scan (`flat/scan.rs`), which guesses each
 //! member's name from the same order. Only the speed depends on it, never a verdict.
 
 use jsonschema_regex::Sequence;
@@ -461,6 +461,7 @@ impl Flat {
             r.pos == r.src.len()
         };
         if valid {
+            order.spaced = r.spaced;
             self.order.learn(&order);
         }
         valid

@@ -1,9 +1,12 @@
-//! The quick path of [`Flat::accepts`]: a payload written as compactly as JSON allows (no
-//! whitespace) with its members in the order of the last payload the full scan accepted
-//! whose order differed ([`Order`]) is checked member by member against that order: per
-//! member one byte (`{` or `,`), the name and colon as one or two word compares, a seen
-//! bit, and the value read and checked inline. Anything else (another order, whitespace,
-//! an escape, a long number, a nested value, an invalid payload) makes it give up, and the
+//! The quick path of [`Flat::accepts`]: a payload with its members in the order of the last
+//! payload the full scan accepted whose order differed ([`Order`]) is checked member by
+//! member against that order: per member one byte (`{` or `,`), the name and colon as one or
+//! two word compares, a seen bit, and the value read and checked inline. If that payload was
+//! written as compactly as JSON allows, whitespace is not expected (the lead byte and the
+//! name are then one compare); if it had whitespace between tokens (`json.dumps`'s `", "`
+//! and `": "`, pretty-printing), whitespace is skipped around each member's lead byte and
+//! after its colon. Anything else (another order, a space before a colon, an escape, a long
+//! number, a nested value, an invalid payload) makes it give up, and the
 //! full scan (`scan.rs`) decides: this path only ever says "valid" for a payload the full
 //! scan accepts, and says nothing otherwise.
 //!
@@ -13,8 +16,9 @@
 //! payload's bytes (a property's name, a member once, every required one present), so only
 //! the speed depends on the order, never a verdict.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use super::scan::Quoted;
 use super::{Check, Flat, EXACT_DIGITS_MAX, POW10};
 use crate::asyncapi::swar::{special_bytes, HIGHS};
 
@@ -35,6 +39,9 @@ pub(super) const UNKNOWN: u8 = u8::MAX;
 #[derive(Debug, Default)]
 pub(super) struct Order {
     words: [AtomicU64; ORDER_WORDS],
+    /// That payload had whitespace between its tokens: the quick path skips whitespace
+    /// around each member (else it expects none, a little faster).
+    spaced: AtomicBool,
 }
 
 impl Order {
@@ -56,13 +63,17 @@ impl Order {
                 word.store(new, Ordering::Relaxed);
             }
         }
+        if self.spaced.load(Ordering::Relaxed) != seen.spaced {
+            self.spaced.store(seen.spaced, Ordering::Relaxed);
+        }
     }
 }
 
 #[cfg(test)]
 impl Order {
     /// Makes the order `codes` (at most [`ORDER_MAX`]), as a racing write could leave it.
-    pub(super) fn store_codes(&self, codes: &[u8]) {
+    pub(super) fn store_codes(&self, codes: &[u8], spaced: bool) {
+        self.spaced.store(spaced, Ordering::Relaxed);
         for (i, word) in self.words.iter().enumerate() {
             let mut bytes = [END; 8];
             for (to, from) in bytes.iter_mut().zip(codes.iter().skip(i * 8)) {
@@ -79,6 +90,8 @@ pub(super) struct Recorded {
     words: [u64; ORDER_WORDS],
     /// Members seen (past [`ORDER_MAX`]: too many to remember).
     len: usize,
+    /// Whitespace between the payload's tokens.
+    pub(super) spaced: bool,
 }
 
 impl Recorded {
@@ -168,7 +181,12 @@ fn word(src: &[u8], at: usize) -> u64 {
 /// accepts it too (false: not decided here). Not inlined: its loop keeps its own registers.
 #[inline(never)]
 pub(super) fn accepts(flat: &Flat, src: &[u8]) -> bool {
-    Quick { src, pos: 0 }.object(flat).is_some()
+    let mut quick = Quick { src, pos: 0 };
+    if flat.order.spaced.load(Ordering::Relaxed) {
+        quick.object::<true>(flat).is_some()
+    } else {
+        quick.object::<false>(flat).is_some()
+    }
 }
 
 struct Quick<'p> {
@@ -182,7 +200,17 @@ impl Quick<'_> {
         (self.src.get(self.pos) == Some(&b)).then(|| self.pos += 1)
     }
 
-    fn object(&mut self, flat: &Flat) -> Option<()> {
+    /// JSON's whitespace, skipped.
+    #[inline(always)]
+    fn space(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    /// The object in the remembered order, whitespace allowed around its tokens (not
+    /// between a name and its colon) if `SPACED`, else none.
+    fn object<const SPACED: bool>(&mut self, flat: &Flat) -> Option<()> {
         let mut lead = b'{';
         let mut seen = 0u64;
         let mut words = flat.order.words.iter();
@@ -196,15 +224,30 @@ impl Quick<'_> {
             (codes, left) = (codes >> 8, left - 1);
             match code {
                 END => {
+                    if SPACED {
+                        self.space();
+                    }
                     if lead == b'{' {
                         self.byte(b'{')?;
+                        if SPACED {
+                            self.space();
+                        }
                     }
                     self.byte(b'}')?;
+                    if SPACED {
+                        self.space();
+                    }
                     return (self.pos == self.src.len() && seen & flat.required == flat.required)
                         .then_some(());
                 }
                 UNKNOWN => {
+                    if SPACED {
+                        self.space();
+                    }
                     self.byte(lead)?;
+                    if SPACED {
+                        self.space();
+                    }
                     if !flat.additional {
                         return None;
                     }
@@ -213,11 +256,22 @@ impl Quick<'_> {
                         return None;
                     }
                     self.byte(b':')?;
+                    if SPACED {
+                        self.space();
+                    }
                     self.any()?;
                 }
                 _ => {
                     let prop = flat.props.get(usize::from(code - 1))?;
-                    self.name(&prop.token, lead)?;
+                    if SPACED {
+                        self.space();
+                        self.byte(lead)?;
+                        self.space();
+                        self.quoted(prop.quoted.as_ref()?)?;
+                        self.space();
+                    } else {
+                        self.name(&prop.token, lead)?;
+                    }
                     // (Every property has its bit: a schema of over 64 is not flat.)
                     if seen & prop.bit != 0 {
                         return None;
@@ -228,6 +282,24 @@ impl Quick<'_> {
             }
             lead = b',';
         }
+    }
+
+    /// A property's quoted name and colon.
+    #[inline(always)]
+    fn quoted(&mut self, q: &Quoted) -> Option<()> {
+        let len = q.bytes.len();
+        let hit = match len {
+            0..=8 => word(self.src, self.pos) & q.masks[0] == q.words[0],
+            9..=16 => {
+                word(self.src, self.pos) == q.words[0]
+                    && word(self.src, self.pos + 8) & q.masks[1] == q.words[1]
+            }
+            _ => self
+                .src
+                .get(self.pos..self.pos + len)
+                .is_some_and(|s| s == &*q.bytes),
+        };
+        hit.then(|| self.pos += len)
     }
 
     /// `lead` and a property's quoted name and colon.

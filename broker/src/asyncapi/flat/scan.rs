@@ -67,16 +67,23 @@ struct Body {
 pub(super) struct Scan<'p> {
     pub(super) src: &'p [u8],
     pub(super) pos: usize,
+    /// Whitespace was skipped somewhere.
+    pub(super) spaced: bool,
 }
 
 impl<'p> Scan<'p> {
     pub(super) fn new(src: &'p [u8]) -> Self {
-        Self { src, pos: 0 }
+        Self {
+            src,
+            pos: 0,
+            spaced: false,
+        }
     }
 
     pub(super) fn space(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.src.get(self.pos) {
             self.pos += 1;
+            self.spaced = true;
         }
     }
 

@@ -460,16 +460,23 @@ proptest! {
     #[test]
     fn remembered_orders_decide_as_a_fresh_scan(
         values in prop::collection::vec(member(), 7),
-        compact in any::<bool>(),
+        learned_spaced in any::<bool>(),
+        sep in prop::sample::select(vec![",", ", ", " ,", ",\n  ", ",\t"]),
+        colon in prop::sample::select(vec![":", ": ", " :"]),
+        ends in prop::sample::select(vec!["", " ", "\n"]),
     ) {
         let keys = ["id", "t", "unit", "site", "extra", "n", "ok"];
-        let learned = r#"{"id":"d1","t":1,"unit":"C","site":"a-1","extra":"x","n":2,"ok":true}"#;
+        let learned = if learned_spaced {
+            r#" { "id": "d1", "t": 1, "unit": "C", "site": "a-1", "extra": "x", "n": 2, "ok": true } "#
+        } else {
+            r#"{"id":"d1","t":1,"unit":"C","site":"a-1","extra":"x","n":2,"ok":true}"#
+        };
         let flat = Flat::compile(&schema()).expect("a flat schema");
         prop_assert!(flat.accepts(learned.as_bytes()));
         prop_assert!(quick::accepts(&flat, learned.as_bytes()), "the order is remembered");
         let body: Vec<String> = keys.iter().zip(&values)
-            .map(|(k, (_, v))| format!("\"{k}\":{v}")).collect();
-        let payload = format!("{{{}}}", body.join(if compact { "," } else { ", " }));
+            .map(|(k, (_, v))| format!("\"{k}\"{colon}{v}")).collect();
+        let payload = format!("{ends}{{{ends}{}{ends}}}{ends}", body.join(sep));
         let fresh = Flat::compile(&schema()).expect("a flat schema").accepts(payload.as_bytes());
         prop_assert_eq!(flat.accepts(payload.as_bytes()), fresh, "{}", payload);
     }
@@ -479,12 +486,14 @@ proptest! {
     #[test]
     fn any_remembered_order_accepts_only_valid_payloads(
         codes in prop::collection::vec(prop_oneof![0u8..20, Just(u8::MAX)], 0..10),
+        spaced in any::<bool>(),
         members in prop::collection::vec(member(), 0..8),
+        sep in prop::sample::select(vec![",", ", ", "\n,\t"]),
     ) {
         let flat = Flat::compile(&schema()).expect("a flat schema");
-        flat.order.store_codes(&codes);
-        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        let payload = format!("{{{}}}", body.join(","));
+        flat.order.store_codes(&codes, spaced);
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+        let payload = format!("{{ {} }}", body.join(sep));
         if quick::accepts(&flat, payload.as_bytes()) {
             let fresh = Flat::compile(&schema()).expect("a flat schema");
             prop_assert!(fresh.accepts(payload.as_bytes()), "{}", payload);
