@@ -54,7 +54,6 @@ fn payload(note_len: usize) -> Vec<u8> {
 fn spaced_payload(note_len: usize) -> Vec<u8> {
     let compact = String::from_utf8(payload(note_len)).unwrap();
     compact
-        .replace("\",\"", "\", \"")
         .replace("\":", "\": ")
         .replace(",\"", ", \"")
         .into_bytes()
@@ -66,8 +65,9 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for (name, p) in [
         ("200B", payload(40)),
-        ("200B_spaced", spaced_payload(40)),
         ("4KiB", payload(3900)),
+        // Last: the order it leaves remembered is spaced (which compact payloads also pass).
+        ("200B_spaced", spaced_payload(40)),
     ] {
         assert_eq!(
             api.check_publish("devices/d1/telemetry", &p, None, false),

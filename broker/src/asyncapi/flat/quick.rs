@@ -1,9 +1,9 @@
 //! The quick path of [`Flat::accepts`]: a payload with its members in the order of the last
 //! payload the full scan accepted whose order differed ([`Order`]) is checked member by
 //! member against that order: per member one byte (`{` or `,`), the name and colon as one or
-//! two word compares, a seen bit, and the value read and checked inline. If that payload was
-//! written as compactly as JSON allows, whitespace is not expected (the lead byte and the
-//! name are then one compare); if it had whitespace between tokens (`json.dumps`'s `", "`
+//! two word compares, a seen bit, and the value read and checked inline. If the payloads in
+//! that order were written as compactly as JSON allows, whitespace is not expected (the lead
+//! byte and the name are then one compare); if one had whitespace between tokens (`json.dumps`'s `", "`
 //! and `": "`, pretty-printing), whitespace is skipped around each member's lead byte and
 //! after its colon. Anything else (another order, a space before a colon, an escape, a long
 //! number, a nested value, an invalid payload) makes it give up, and the
@@ -39,8 +39,9 @@ pub(super) const UNKNOWN: u8 = u8::MAX;
 #[derive(Debug, Default)]
 pub(super) struct Order {
     words: [AtomicU64; ORDER_WORDS],
-    /// That payload had whitespace between its tokens: the quick path skips whitespace
-    /// around each member (else it expects none, a little faster).
+    /// A payload in this order had whitespace between its tokens (see [`Order::learn`]): the
+    /// quick path skips whitespace around each member (else it expects none, a little
+    /// faster).
     spaced: AtomicBool,
 }
 
@@ -53,17 +54,23 @@ impl Order {
     }
 
     /// Remembers the order of a payload the full scan accepted, writing only the words that
-    /// changed (a store every message would bounce the line between the shards' cores).
+    /// changed (a store every message would bounce the line between the shards' cores). The
+    /// spacing is that of the first payload of a new order, and becomes spaced when a later
+    /// payload in the order has whitespace (the spaced check takes compact payloads too), so
+    /// a payload in the same order that the quick path left to the scan for another reason
+    /// does not flip it.
     pub(super) fn learn(&self, seen: &Recorded) {
         if seen.len > ORDER_MAX {
             return;
         }
+        let mut changed = false;
         for (word, &new) in self.words.iter().zip(&seen.words) {
             if word.load(Ordering::Relaxed) != new {
                 word.store(new, Ordering::Relaxed);
+                changed = true;
             }
         }
-        if self.spaced.load(Ordering::Relaxed) != seen.spaced {
+        if (changed || seen.spaced) && self.spaced.load(Ordering::Relaxed) != seen.spaced {
             self.spaced.store(seen.spaced, Ordering::Relaxed);
         }
     }
@@ -90,7 +97,7 @@ pub(super) struct Recorded {
     words: [u64; ORDER_WORDS],
     /// Members seen (past [`ORDER_MAX`]: too many to remember).
     len: usize,
-    /// Whitespace between the payload's tokens.
+    /// Whitespace between the payload's tokens (anywhere the scan skipped some).
     pub(super) spaced: bool,
 }
 
@@ -177,7 +184,7 @@ fn word(src: &[u8], at: usize) -> u64 {
     }
 }
 
-/// The payload is valid and in the remembered order, compact: true only if the full scan
+/// The payload is valid and in the remembered order and spacing: true only if the full scan
 /// accepts it too (false: not decided here). Not inlined: its loop keeps its own registers.
 #[inline(never)]
 pub(super) fn accepts(flat: &Flat, src: &[u8]) -> bool {

@@ -461,9 +461,9 @@ proptest! {
     fn remembered_orders_decide_as_a_fresh_scan(
         values in prop::collection::vec(member(), 7),
         learned_spaced in any::<bool>(),
-        sep in prop::sample::select(vec![",", ", ", " ,", ",\n  ", ",\t"]),
-        colon in prop::sample::select(vec![":", ": ", " :"]),
-        ends in prop::sample::select(vec!["", " ", "\n"]),
+        sep in prop::sample::select(vec![",", ", ", " ,", ",\n  ", ",\t", ",\u{b}", ",\u{a0}"]),
+        colon in prop::sample::select(vec![":", ": ", " :", ":\u{c}", ":\u{2028}"]),
+        ends in prop::sample::select(vec!["", " ", "\n", "\u{c}"]),
     ) {
         let keys = ["id", "t", "unit", "site", "extra", "n", "ok"];
         let learned = if learned_spaced {
@@ -488,12 +488,14 @@ proptest! {
         codes in prop::collection::vec(prop_oneof![0u8..20, Just(u8::MAX)], 0..10),
         spaced in any::<bool>(),
         members in prop::collection::vec(member(), 0..8),
-        sep in prop::sample::select(vec![",", ", ", "\n,\t"]),
+        sep in prop::sample::select(vec![",", ", ", "\n,\t", ",\u{b}"]),
+        colon in prop::sample::select(vec![":", ": ", " :", ":\u{a0}"]),
+        ends in prop::sample::select(vec!["", " ", "\u{c}"]),
     ) {
         let flat = Flat::compile(&schema()).expect("a flat schema");
         flat.order.store_codes(&codes, spaced);
-        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
-        let payload = format!("{{ {} }}", body.join(sep));
+        let body: Vec<String> = members.iter().map(|(k, v)| format!("\"{k}\"{colon}{v}")).collect();
+        let payload = format!("{{{ends}{}{ends}}}", body.join(sep));
         if quick::accepts(&flat, payload.as_bytes()) {
             let fresh = Flat::compile(&schema()).expect("a flat schema");
             prop_assert!(fresh.accepts(payload.as_bytes()), "{}", payload);
