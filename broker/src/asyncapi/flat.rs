@@ -18,9 +18,9 @@
 //!
 //! A compiled [`Flat`] also remembers the member order of the last valid payload whose
 //! order differed (relaxed atomics shared by the shards; a payload of over 63 members is
-//! not remembered), and whether a payload in that order had whitespace between its tokens. A payload in that
-//! order is checked by the quick path (`flat/quick.rs`: the members taken in that order, no
-//! search); any other by the full scan (`flat/scan.rs`), which guesses each
+//! not remembered), and whether a payload in that order had whitespace between its
+//! tokens. A payload in that order is checked by the quick path (`flat/quick.rs`: the
+//! members taken in that order, no search); any other by the full scan (`flat/scan.rs`), which guesses each
 //! member's name from the same order. Only the speed depends on it, never a verdict.
 
 use jsonschema_regex::Sequence;

@@ -3,12 +3,12 @@
 //! member against that order: per member one byte (`{` or `,`), the name and colon as one or
 //! two word compares, a seen bit, and the value read and checked inline. If the payloads in
 //! that order were written as compactly as JSON allows, whitespace is not expected (the lead
-//! byte and the name are then one compare); if one had whitespace between tokens (`json.dumps`'s `", "`
-//! and `": "`, pretty-printing), whitespace is skipped around each member's lead byte and
-//! after its colon. Anything else (another order, a space before a colon, an escape, a long
-//! number, a nested value, an invalid payload) makes it give up, and the
-//! full scan (`scan.rs`) decides: this path only ever says "valid" for a payload the full
-//! scan accepts, and says nothing otherwise.
+//! byte and the name are then one compare); if one had whitespace between tokens
+//! (`json.dumps`'s `", "` and `": "`, pretty-printing), whitespace is skipped around each
+//! member's lead byte and after its colon. Anything else (another order, a space before a
+//! colon, an escape, a long number, a nested value, an invalid payload) makes it give up,
+//! and the full scan (`scan.rs`) decides: this path only ever says "valid" for a payload the
+//! full scan accepts, and says nothing otherwise.
 //!
 //! The order is a code byte per member in relaxed atomics shared by the shards (at most
 //! [`ORDER_MAX`] members; a longer payload's order is not remembered). A read

@@ -1,5 +1,6 @@
-//! Patterns that are start-anchored runs of ASCII classes (`$` optional), each class disjoint from the next and
-//! each run taking at least one character (`^[a-z]+-[0-9]{1,4}$`), matched in one greedy
+//! Patterns that are start-anchored runs of ASCII classes (`$` optional), each class
+//! disjoint from the next and each run taking at least one character
+//! (`^[a-z]+-[0-9]{1,4}$`), matched in one greedy
 //! pass over an ASCII string. Greedy is exact for them: a run can never leave a character to
 //! the next run (the next class does not hold it) nor stop early (the next run would then
 //! start on a character of this run's class). Built from the same translated pattern
