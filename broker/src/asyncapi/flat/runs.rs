@@ -22,9 +22,8 @@ pub struct Runs {
 
 #[derive(Debug)]
 struct Run {
-    /// Bit `b` set when ASCII byte `b` is in the class.
-    class: u128,
-    /// The same bits as two words (bytes 0-63, 64-127).
+    /// Bit `b` of the class's ASCII members (bytes 0-63 in the first word, 64-127 in the
+    /// second).
     bits: [u64; 2],
     min: u32,
     max: u32,
@@ -33,7 +32,6 @@ struct Run {
 impl Run {
     fn new(class: u128, min: u32, max: u32) -> Self {
         Self {
-            class,
             bits: [class as u64, (class >> 64) as u64],
             min,
             max,
@@ -115,9 +113,9 @@ impl Runs {
             };
             runs.push(run);
         }
-        let exact = runs.iter().all(|r| r.min >= 1 && r.class != 0)
+        let exact = runs.iter().all(|r| r.min >= 1 && r.bits != [0, 0])
             && runs.windows(2).all(|w| match w {
-                [a, b] => a.class & b.class == 0,
+                [a, b] => a.bits[0] & b.bits[0] == 0 && a.bits[1] & b.bits[1] == 0,
                 _ => true,
             });
         (exact && !runs.is_empty() && runs.len() <= RUNS_MAX).then_some(Self { runs, anchored_end })
