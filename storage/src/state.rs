@@ -115,14 +115,18 @@ impl State {
                 qos,
                 retain,
                 body,
-            } => self.apply_message(client, *id, *qos, *retain, body),
+            } => {
+                self.apply_message(client, *id, *qos, *retain, body);
+            }
             Record::Ref {
                 client,
                 id,
                 qos,
                 retain,
             } => self.apply_ref(client, *id, *qos, *retain),
-            Record::Acked { client, seqs } => self.apply_acked(client, seqs),
+            Record::Acked { client, seqs } => {
+                self.apply_acked(client, seqs);
+            }
             Record::Sent {
                 client,
                 seq,
@@ -145,7 +149,9 @@ impl State {
                     m.released = true;
                 }
             }
-            Record::Done { client, seq } => self.apply_acked(client, std::slice::from_ref(seq)),
+            Record::Done { client, seq } => {
+                self.apply_acked(client, std::slice::from_ref(seq));
+            }
             Record::Qos2Received { client, packet_id } => {
                 if let Some(s) = self.sessions.get_mut(client) {
                     s.qos2_received.insert(*packet_id);
@@ -174,12 +180,20 @@ impl State {
         }
     }
 
-    /// Applies a [`Record::Message`] given by parts (the hot path: no record is built).
-    pub fn apply_message(&mut self, client: &str, id: u64, qos: u8, retain: bool, body: &[u8]) {
+    /// Applies a [`Record::Message`] given by parts (the hot path: no record is built); false
+    /// if there is no such session.
+    pub fn apply_message(
+        &mut self,
+        client: &str,
+        id: u64,
+        qos: u8,
+        retain: bool,
+        body: &[u8],
+    ) -> bool {
         let body: Body = Arc::from(body);
         self.last_body = LastBody(Some((id, body.clone())));
         let Some(s) = self.sessions.get_mut(client) else {
-            return;
+            return false;
         };
         s.messages.insert(
             id,
@@ -191,6 +205,7 @@ impl State {
                 released: false,
             },
         );
+        true
     }
 
     /// Applies a [`Record::Ref`].
@@ -214,14 +229,16 @@ impl State {
         );
     }
 
-    /// Applies a [`Record::Acked`] (or a [`Record::Done`]) given by parts.
-    pub fn apply_acked(&mut self, client: &str, seqs: &[u64]) {
+    /// Applies a [`Record::Acked`] (or a [`Record::Done`]) given by parts; false if there is
+    /// no such session.
+    pub fn apply_acked(&mut self, client: &str, seqs: &[u64]) -> bool {
         let Some(s) = self.sessions.get_mut(client) else {
-            return;
+            return false;
         };
         for seq in seqs {
             s.messages.remove(*seq);
         }
+        true
     }
 
     /// The records that rebuild one session (nothing if there is no such session).

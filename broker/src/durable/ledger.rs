@@ -4,6 +4,7 @@
 //! confirmations this shard owes to peers that forwarded a message here. Backend-neutral: it
 //! learns durability from the store's [`Landed`] reports.
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 use net::codec::{PubResp, ReasonCode};
@@ -37,12 +38,19 @@ fn refuse(packet: &mut PubResp) {
     packet.reason = ReasonCode::QUOTA_EXCEEDED;
 }
 
+/// Emptied per-connection queues kept for reuse (each holds 16 acks before it grows).
+const SPARE_QUEUES: usize = 1024;
+
 /// Held acknowledgements and owed confirmations.
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// Records durable in the store (a position).
     durable: u64,
+    /// Per connection with acks held: its queue, never empty.
     held: FxHashMap<ConnId, VecDeque<Held>>,
+    /// Emptied queues kept for reuse (at most [`SPARE_QUEUES`]): a connection's queue
+    /// empties at most once per landing and fills again with its next publish.
+    spare: Vec<VecDeque<Held>>,
     token_conn: FxHashMap<u64, ConnId>,
     /// Forwarded messages whose records here must be durable before the origin is told:
     /// (mark, origin, token).
@@ -71,18 +79,51 @@ impl Ledger {
         if pending > 0 {
             self.token_conn.insert(token, conn);
         }
-        self.held
-            .entry(conn)
-            .or_insert_with(|| VecDeque::with_capacity(16))
-            .push_back(Held {
-                token,
-                packet,
-                mark,
-                pending,
-            });
+        let held = Held {
+            token,
+            packet,
+            mark,
+            pending,
+        };
+        let durable = self.durable;
+        let ready = |h: &Held| h.mark <= durable && h.pending == 0;
         let mut out = Vec::new();
-        self.release(conn, &mut out);
+        match self.held.entry(conn) {
+            Entry::Vacant(slot) => {
+                if ready(&held) {
+                    out.push((conn, held.packet));
+                } else {
+                    let mut q = self
+                        .spare
+                        .pop()
+                        .unwrap_or_else(|| VecDeque::with_capacity(16));
+                    q.push_back(held);
+                    slot.insert(q);
+                }
+            }
+            Entry::Occupied(mut slot) => {
+                let q = slot.get_mut();
+                q.push_back(held);
+                while q.front().is_some_and(ready) {
+                    if let Some(h) = q.pop_front() {
+                        out.push((conn, h.packet));
+                    }
+                }
+                if q.is_empty() {
+                    let q = slot.remove();
+                    self.keep_spare(q);
+                }
+            }
+        }
         out
+    }
+
+    /// Keeps an emptied queue for reuse, within [`SPARE_QUEUES`].
+    fn keep_spare(&mut self, q: VecDeque<Held>) {
+        debug_assert!(q.is_empty());
+        if self.spare.len() < SPARE_QUEUES {
+            self.spare.push(q);
+        }
     }
 
     /// Records durable in the store so far (a position).
@@ -114,7 +155,9 @@ impl Ledger {
             }
         }
         if q.is_empty() {
-            self.held.remove(&conn);
+            if let Some(q) = self.held.remove(&conn) {
+                self.keep_spare(q);
+            }
         }
     }
 
@@ -160,6 +203,7 @@ impl Ledger {
         self.durable = self.durable.max(landed.durable);
         let durable = self.durable;
         let acks = &mut released.acks;
+        let spare = &mut self.spare;
         self.held.retain(|&conn, q| {
             if failed {
                 for h in q.iter_mut().filter(|h| h.mark > durable) {
@@ -175,6 +219,10 @@ impl Ledger {
                     acks.push((conn, h.packet));
                 }
             }
+            if q.is_empty() && spare.len() < SPARE_QUEUES {
+                // The emptied queue's allocation is kept; the map drops the empty one left.
+                spare.push(std::mem::take(q));
+            }
             !q.is_empty()
         });
         self.peer_waits.retain(|&(mark, origin, token)| {
@@ -189,5 +237,81 @@ impl Ledger {
             }
         });
         released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use net::codec::{PacketId, PubRespKind};
+
+    fn conn(slot: u32) -> ConnId {
+        ConnId {
+            slot,
+            generation: 0,
+        }
+    }
+
+    fn ack(id: u16) -> PubResp {
+        PubResp::new(PubRespKind::PubAck, PacketId::new(id).unwrap())
+    }
+
+    fn ids(out: &[(ConnId, PubResp)]) -> Vec<(u32, u16)> {
+        out.iter()
+            .map(|(c, p)| (c.slot, p.packet_id.get()))
+            .collect()
+    }
+
+    fn landed(ledger: &mut Ledger, durable: u64, failed: bool) -> Released {
+        let landed = Landed {
+            durable,
+            failed: failed.then(|| std::io::Error::other("disk")),
+            maintenance: None,
+        };
+        ledger.landed(&landed, Released::default())
+    }
+
+    /// Acks leave when their records are durable, in each connection's order, however the
+    /// landings and peer confirmations interleave; queues emptied by one landing are reused
+    /// by the next holds.
+    #[test]
+    fn acks_leave_durable_and_in_order_per_connection() {
+        let mut l = Ledger::default();
+        for round in 0..3u64 {
+            let base = round * 100;
+            assert!(l.hold(1, conn(1), ack(1), base + 10, 0).is_empty());
+            assert!(l.hold(2, conn(2), ack(1), base + 20, 0).is_empty());
+            // Behind the held one although nothing waits for it.
+            assert!(l.hold(3, conn(1), ack(2), 0, 0).is_empty());
+            let t = l.next_token();
+            assert!(l.hold(t, conn(1), ack(3), base + 5, 1).is_empty());
+            assert_eq!(l.held_len(), 4);
+            let r = landed(&mut l, base + 15, false);
+            assert_eq!(ids(&r.acks), vec![(1, 1), (1, 2)]);
+            assert!(l.has_held(conn(1)) && l.has_held(conn(2)));
+            assert_eq!(ids(&l.confirmed(t, true)), vec![(1, 3)]);
+            assert!(!l.has_held(conn(1)));
+            let r = landed(&mut l, base + 20, false);
+            assert_eq!(ids(&r.acks), vec![(2, 1)]);
+            assert!(!l.has_held(conn(2)));
+            assert_eq!(l.held_len(), 0);
+            // Durable already and nothing ahead of it: at once.
+            assert_eq!(ids(&l.hold(9, conn(3), ack(7), base + 20, 0)), vec![(3, 7)]);
+            assert!(!l.has_held(conn(3)));
+            assert!(l.spare.len() <= 2);
+        }
+    }
+
+    #[test]
+    fn a_failed_landing_refuses_what_waited_for_it_in_order() {
+        let mut l = Ledger::default();
+        assert!(l.hold(1, conn(1), ack(1), 10, 0).is_empty());
+        assert!(l.hold(2, conn(1), ack(2), 30, 0).is_empty());
+        let r = landed(&mut l, 10, true);
+        let reasons: Vec<u8> = r.acks.iter().map(|(_, p)| p.reason.0).collect();
+        assert_eq!(ids(&r.acks), vec![(1, 1), (1, 2)]);
+        assert_eq!(reasons, vec![0, ReasonCode::QUOTA_EXCEEDED.0]);
+        assert_eq!(l.held_len(), 0);
     }
 }

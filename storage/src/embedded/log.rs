@@ -137,7 +137,12 @@ fn track(
 
 /// Notes that `client`'s session has a record in `seg` (or is gone).
 fn track_session(state: &State, client: &str, seg: u64, sessions: &mut FxHashMap<String, u64>) {
-    if !state.sessions.contains_key(client) {
+    noted(state.sessions.contains_key(client), client, seg, sessions);
+}
+
+/// [`track_session`] when whether the session lives is known.
+fn noted(live: bool, client: &str, seg: u64, sessions: &mut FxHashMap<String, u64>) {
+    if !live {
         sessions.remove(client);
     } else if !sessions.contains_key(client) {
         sessions.insert(client.to_string(), seg);
@@ -295,12 +300,15 @@ impl Log {
     ) -> Result<(), Error> {
         let mut body_at = 0;
         let framed = self.appender.push_with(|out| {
-            body_at = compact::put_message(out, client, id, qos, retain, message);
+            // `out` holds the batch: the body's offset within this frame.
+            let payload_at = out.len();
+            body_at = compact::put_message(out, client, id, qos, retain, message) - payload_at
+                + frame::HEADER_BYTES;
         })?;
         let n = framed.len();
         let body = framed.get(body_at..).unwrap_or(&[]);
-        self.state.apply_message(client, id, qos, retain, body);
-        track_session(&self.state, client, self.current(), &mut self.session_seg);
+        let live = self.state.apply_message(client, id, qos, retain, body);
+        noted(live, client, self.current(), &mut self.session_seg);
         self.count(n);
         Ok(())
     }
@@ -311,8 +319,8 @@ impl Log {
             .appender
             .push_with(|out| compact::put_acked(out, client, seqs))?
             .len();
-        self.state.apply_acked(client, seqs);
-        track_session(&self.state, client, self.current(), &mut self.session_seg);
+        let live = self.state.apply_acked(client, seqs);
+        noted(live, client, self.current(), &mut self.session_seg);
         self.count(n);
         Ok(())
     }
@@ -326,7 +334,12 @@ impl Log {
     fn count(&mut self, n: usize) {
         let n = n as u64;
         self.bytes += n;
-        *self.sizes.entry(self.current()).or_default() += n;
+        let current = self.current();
+        // The current segment is the last one counted (the hot path: no tree search).
+        match self.sizes.last_entry() {
+            Some(mut last) if *last.key() == current => *last.get_mut() += n,
+            _ => *self.sizes.entry(current).or_default() += n,
+        }
     }
 
     fn current(&self) -> u64 {

@@ -13,51 +13,65 @@ fn round_up(n: usize) -> usize {
     n.div_ceil(BLOCK) * BLOCK
 }
 
-/// Bytes whose start is aligned to [`BLOCK`], zero past `len` (safe code: over-allocate and
-/// start at the first aligned byte).
+/// Bytes whose start is aligned to [`BLOCK`]: the data is `raw[off..]`, so records are
+/// framed straight into it (safe code: over-allocate and start at the first aligned byte).
+/// Invariant, kept by [`AlignedBuf::settle`] after every append: `raw`'s allocation starts
+/// `off` bytes before an aligned address and has room to pad the data to whole blocks.
 #[derive(Debug)]
 struct AlignedBuf {
     raw: Vec<u8>,
     off: usize,
-    len: usize,
 }
 
 impl AlignedBuf {
     fn with_capacity(cap: usize) -> Self {
-        let raw = vec![0u8; round_up(cap.max(BLOCK)) + BLOCK];
-        let off = raw.as_ptr().align_offset(BLOCK);
-        Self { raw, off, len: 0 }
+        Self::reuse(Vec::with_capacity(round_up(cap.max(BLOCK)) + 2 * BLOCK))
     }
 
-    fn capacity(&self) -> usize {
+    /// An empty buffer in `raw`'s allocation (one handed back by a writer).
+    fn reuse(mut raw: Vec<u8>) -> Self {
+        raw.clear();
+        let off = raw.as_ptr().align_offset(BLOCK);
+        if raw.capacity() < off + 2 * BLOCK {
+            return Self::with_capacity(1 << 20);
+        }
+        raw.resize(off, 0);
+        Self { raw, off }
+    }
+
+    fn len(&self) -> usize {
         self.raw.len() - self.off
     }
 
     fn data(&self) -> &[u8] {
-        self.raw.get(self.off..self.off + self.len).unwrap_or(&[])
+        self.raw.get(self.off..).unwrap_or(&[])
+    }
+
+    /// After `raw` grew: if it moved to an address that breaks the alignment, or has no room
+    /// left to pad to whole blocks, the data moves to a fresh buffer of twice its size (rare:
+    /// buffers are reused, so this happens only while they grow).
+    fn settle(&mut self) {
+        let aligned = self.raw.as_ptr().align_offset(BLOCK) == self.off;
+        if aligned && self.raw.capacity() >= self.off + round_up(self.len()) {
+            return;
+        }
+        let mut bigger = Self::with_capacity(self.len() * 2);
+        bigger.raw.extend_from_slice(self.data());
+        *self = bigger;
+        debug_assert!(self.raw.capacity() >= self.off + round_up(self.len()));
     }
 
     fn extend(&mut self, bytes: &[u8]) {
-        let need = self.len + bytes.len();
-        if round_up(need) > self.capacity() {
-            let mut bigger = Self::with_capacity(need * 2);
-            bigger.extend(self.data());
-            *self = bigger;
-        }
-        if let Some(dst) = self.raw.get_mut(self.off + self.len..self.off + need) {
-            dst.copy_from_slice(bytes);
-        }
-        self.len = need;
+        self.raw.extend_from_slice(bytes);
+        self.settle();
     }
 
-    /// Keeps only the bytes from `from` on, moved to the front; the rest is zeroed.
-    fn keep_from(&mut self, from: usize) {
-        let (off, len) = (self.off, self.len);
-        self.raw.copy_within(off + from..off + len, off);
-        self.len = len - from;
-        if let Some(rest) = self.raw.get_mut(off + self.len..off + len) {
-            rest.fill(0);
-        }
+    /// Zeroes the rest of the last block and gives the buffer and its whole blocks away.
+    fn into_blocks(mut self) -> (Vec<u8>, std::ops::Range<usize>) {
+        let end = self.off + round_up(self.len());
+        debug_assert!(self.raw.capacity() >= end);
+        self.raw.resize(end, 0);
+        (self.raw, self.off..end)
     }
 }
 
@@ -75,18 +89,23 @@ pub struct Flight {
     pub end: u64,
 }
 
-/// The appending end of one segment.
+/// The appending end of one segment. Double-buffered: while a flight is out, records are
+/// framed into a second buffer that starts with a copy of the flight's last partial block
+/// (rewritten by the next flight), so no record is copied twice and nothing is zeroed but
+/// the padding of a flight's last block.
 #[derive(Debug)]
 pub struct Appender {
+    /// Records from `base` on, framed in place.
     buf: AlignedBuf,
     /// File offset of the buffer's first byte (block aligned).
     base: u64,
     /// Records up to here are durable.
     durable: u64,
-    scratch: Vec<u8>,
-    /// A flight is out: `buf.raw` is with the writer; records go to `spare` meanwhile.
-    flying: bool,
-    spare: Vec<u8>,
+    /// The flight out, if any: its file offset and its data length (to take it back if it
+    /// fails).
+    flight: Option<(u64, usize)>,
+    /// A landed flight's buffer, reused by the next flight.
+    idle: Option<Vec<u8>>,
 }
 
 impl Appender {
@@ -99,35 +118,29 @@ impl Appender {
             buf,
             base: len - tail.len() as u64,
             durable: len,
-            scratch: Vec::new(),
-            flying: false,
-            spare: Vec::new(),
+            flight: None,
+            idle: None,
         }
     }
 
     /// Frames a record into the batch; returns its framed size.
     pub fn push(&mut self, record: &Record) -> Result<usize, crate::Error> {
-        self.scratch.clear();
-        frame::encode(record, &mut self.scratch)?;
-        if self.flying {
-            self.spare.extend_from_slice(&self.scratch);
-        } else {
-            self.buf.extend(&self.scratch);
-        }
-        Ok(self.scratch.len())
+        let start = self.buf.len();
+        let framed = frame::encode(record, &mut self.buf.raw);
+        self.buf.settle();
+        framed?;
+        Ok(self.buf.len() - start)
     }
 
-    /// Frames a compact record whose payload `put` writes (into a cleared buffer, after the
-    /// frame header); returns the framed record.
+    /// Frames a compact record whose payload `put` appends to the batch buffer it is given
+    /// (after the frame header; lengths it sees count the whole batch); returns the framed
+    /// record.
     pub fn push_with(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> Result<&[u8], crate::Error> {
-        self.scratch.clear();
-        frame::encode_with(&mut self.scratch, put)?;
-        if self.flying {
-            self.spare.extend_from_slice(&self.scratch);
-        } else {
-            self.buf.extend(&self.scratch);
-        }
-        Ok(&self.scratch)
+        let start = self.buf.len();
+        let framed = frame::encode_with(&mut self.buf.raw, put);
+        self.buf.settle();
+        framed?;
+        Ok(self.buf.data().get(start..).unwrap_or(&[]))
     }
 
     /// Bytes appended but not durable yet.
@@ -137,28 +150,37 @@ impl Appender {
 
     /// Where the segment's records end (durable or not).
     pub fn end(&self) -> u64 {
-        self.base + (self.buf.len + self.spare.len()) as u64
+        self.base + self.buf.len() as u64
     }
 
     /// True while a flight is out.
     pub fn flying(&self) -> bool {
-        self.flying
+        self.flight.is_some()
     }
 
     /// Hands everything appended so far to an asynchronous writer, unless nothing is pending
     /// or a flight is already out. Records appended meanwhile wait for the next flight.
     pub fn take_flight(&mut self) -> Option<Flight> {
-        if self.flying || self.pending() == 0 {
+        if self.flight.is_some() || self.pending() == 0 {
             return None;
         }
         let end = self.end();
-        let len = round_up(self.buf.len);
-        let buf = std::mem::take(&mut self.buf.raw);
-        self.flying = true;
+        let len = self.buf.len();
+        let whole = len / BLOCK * BLOCK;
+        let mut next = match self.idle.take() {
+            Some(raw) => AlignedBuf::reuse(raw),
+            None => AlignedBuf::with_capacity(len.max(1 << 20)),
+        };
+        next.extend(self.buf.data().get(whole..).unwrap_or(&[]));
+        let flown = std::mem::replace(&mut self.buf, next);
+        let offset = self.base;
+        self.base += whole as u64;
+        self.flight = Some((offset, len));
+        let (buf, range) = flown.into_blocks();
         Some(Flight {
-            range: self.buf.off..self.buf.off + len,
             buf,
-            offset: self.base,
+            range,
+            offset,
             end,
         })
     }
@@ -166,16 +188,27 @@ impl Appender {
     /// The flight's buffer is back. `durable_to`: `Some(end)` if it was written and synced,
     /// `None` if it failed (the records stay pending for the next flight).
     pub fn land(&mut self, buf: Vec<u8>, durable_to: Option<u64>) {
-        self.buf.raw = buf;
-        self.flying = false;
+        let Some((offset, len)) = self.flight.take() else {
+            debug_assert!(false, "a landing without a flight");
+            return;
+        };
         if let Some(end) = durable_to {
-            self.written(end);
+            self.durable = self.durable.max(end);
+            self.idle = Some(buf);
+            return;
         }
-        // The spare buffer keeps its capacity for the next flight.
-        let spare = std::mem::take(&mut self.spare);
-        self.buf.extend(&spare);
-        self.spare = spare;
-        self.spare.clear();
+        // Failed: the flight's records are pending again, ahead of what came meanwhile (the
+        // current buffer starts with a copy of the flight's last partial block).
+        let mut raw = buf;
+        let off = raw.as_ptr().align_offset(BLOCK);
+        debug_assert!(raw.len() >= off + len);
+        raw.truncate(off + len);
+        let mut again = AlignedBuf { raw, off };
+        again.settle();
+        again.extend(self.buf.data().get(len % BLOCK..).unwrap_or(&[]));
+        let meanwhile = std::mem::replace(&mut self.buf, again);
+        self.base = offset;
+        self.idle = Some(meanwhile.raw);
     }
 
     /// Bytes known durable.
@@ -186,36 +219,18 @@ impl Appender {
     /// Takes the framed records not yet durable (none may be in flight): they move to the
     /// next segment when this one rolls.
     pub fn take_pending(&mut self) -> Vec<u8> {
-        debug_assert!(!self.flying);
-        let durable = usize::try_from(self.durable - self.base).unwrap_or(0);
+        debug_assert!(self.flight.is_none());
+        let durable = usize::try_from(self.durable.saturating_sub(self.base)).unwrap_or(0);
         let pending = self.buf.data().get(durable..).unwrap_or(&[]).to_vec();
-        let (off, len) = (self.buf.off, self.buf.len);
-        if let Some(rest) = self.buf.raw.get_mut(off + durable..off + len) {
-            rest.fill(0);
-        }
-        self.buf.len = durable;
+        self.buf
+            .raw
+            .truncate(self.buf.off + durable.min(self.buf.len()));
         pending
     }
 
     /// Appends already framed records.
     pub fn push_framed(&mut self, bytes: &[u8]) {
-        if self.flying {
-            self.spare.extend_from_slice(bytes);
-        } else {
-            self.buf.extend(bytes);
-        }
-    }
-
-    /// A write and fdatasync completed: durable up to `end`; whole blocks leave the buffer,
-    /// the last partial block stays to be rewritten.
-    fn written(&mut self, end: u64) {
-        self.durable = self.durable.max(end);
-        let settled = usize::try_from(end.saturating_sub(self.base)).unwrap_or(0);
-        let whole = settled / BLOCK * BLOCK;
-        if whole > 0 {
-            self.buf.keep_from(whole);
-            self.base += whole as u64;
-        }
+        self.buf.extend(bytes);
     }
 }
 
@@ -251,5 +266,93 @@ mod tests {
             assert_eq!(scan.end, frame::End::Clean);
             assert_eq!(scan.valid_len, e);
         }
+    }
+
+    fn write(file: &mut Vec<u8>, f: &Flight, blocks: usize) {
+        let bytes = &f.buf[f.range.clone()];
+        assert_eq!(f.offset % BLOCK as u64, 0);
+        assert_eq!(bytes.len() % BLOCK, 0);
+        assert_eq!(bytes.as_ptr().align_offset(BLOCK), 0);
+        let bytes = &bytes[..bytes.len().min(blocks.saturating_mul(BLOCK))];
+        let end = f.offset as usize + bytes.len();
+        if file.len() < end {
+            file.resize(end, 0);
+        }
+        file[f.offset as usize..end].copy_from_slice(bytes);
+    }
+
+    /// Records appended while a flight is out, flights that fail (after writing some of
+    /// their blocks, or none), buffers that must grow past their first size: every landing
+    /// leaves a file that scans clean up to what is durable, and in the end the file holds
+    /// every record in order.
+    #[test]
+    fn flights_that_land_or_fail_keep_every_record_in_order() {
+        let mut a = Appender::new(0, &[]);
+        let mut file = Vec::new();
+        let mut pushed = Vec::new();
+        let mut out: Option<Flight> = None;
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for seq in 0..4_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            match x % 8 {
+                0..=3 => {
+                    let len = if x.is_multiple_of(151) {
+                        (1 << 20) + (x % 9_000) as usize
+                    } else {
+                        (x % 300 + 1) as usize
+                    };
+                    let r = Record::Done {
+                        client: "c".repeat(len),
+                        seq,
+                    };
+                    let before = a.end();
+                    let n = a.push(&r).unwrap();
+                    assert_eq!(a.end(), before + n as u64);
+                    pushed.push(r);
+                }
+                4 | 5 => {
+                    if out.is_none() {
+                        out = a.take_flight();
+                    }
+                }
+                6 => {
+                    if let Some(f) = out.take() {
+                        write(&mut file, &f, usize::MAX);
+                        let e = f.end;
+                        a.land(f.buf, Some(e));
+                        assert_eq!(a.durable(), e);
+                        let scan = frame::scan(&file);
+                        assert_eq!(scan.end, frame::End::Clean);
+                        assert_eq!(scan.valid_len, e);
+                    }
+                }
+                _ => {
+                    if let Some(f) = out.take() {
+                        let blocks = (x >> 8) as usize % (f.range.len() / BLOCK + 1);
+                        write(&mut file, &f, blocks);
+                        let durable = a.durable();
+                        a.land(f.buf, None);
+                        assert_eq!(a.durable(), durable);
+                    }
+                }
+            }
+        }
+        if let Some(f) = out.take() {
+            write(&mut file, &f, usize::MAX);
+            a.land(f.buf, Some(f.end));
+        }
+        while let Some(f) = a.take_flight() {
+            write(&mut file, &f, usize::MAX);
+            a.land(f.buf, Some(f.end));
+        }
+        assert_eq!(a.pending(), 0);
+        let scan = frame::scan(&file);
+        assert_eq!(scan.end, frame::End::Clean);
+        assert_eq!(scan.valid_len, a.end());
+        let got: Vec<Record> = scan.records.into_iter().map(|(_, r)| r).collect();
+        assert_eq!(got.len(), pushed.len());
+        assert!(got == pushed);
     }
 }
