@@ -38,8 +38,10 @@ fn refuse(packet: &mut PubResp) {
     packet.reason = ReasonCode::QUOTA_EXCEEDED;
 }
 
-/// Emptied per-connection queues kept for reuse (each holds 16 acks before it grows).
+/// Emptied per-connection queues kept for reuse.
 const SPARE_QUEUES: usize = 1024;
+/// A queue that grew past this many acks is freed when it empties, not kept.
+const SPARE_CAPACITY: usize = 64;
 
 /// Held acknowledgements and owed confirmations.
 #[derive(Debug, Default)]
@@ -48,8 +50,9 @@ pub struct Ledger {
     durable: u64,
     /// Per connection with acks held: its queue, never empty.
     held: FxHashMap<ConnId, VecDeque<Held>>,
-    /// Emptied queues kept for reuse (at most [`SPARE_QUEUES`]): a connection's queue
-    /// empties at most once per landing and fills again with its next publish.
+    /// Emptied queues kept for reuse by any connection (at most [`SPARE_QUEUES`], each of at
+    /// most [`SPARE_CAPACITY`] acks): queues empty as landings and confirmations release them
+    /// and are needed again with the next held ack.
     spare: Vec<VecDeque<Held>>,
     token_conn: FxHashMap<u64, ConnId>,
     /// Forwarded messages whose records here must be durable before the origin is told:
@@ -121,7 +124,7 @@ impl Ledger {
     /// Keeps an emptied queue for reuse, within [`SPARE_QUEUES`].
     fn keep_spare(&mut self, q: VecDeque<Held>) {
         debug_assert!(q.is_empty());
-        if self.spare.len() < SPARE_QUEUES {
+        if self.spare.len() < SPARE_QUEUES && q.capacity() <= SPARE_CAPACITY {
             self.spare.push(q);
         }
     }
@@ -219,7 +222,7 @@ impl Ledger {
                     acks.push((conn, h.packet));
                 }
             }
-            if q.is_empty() && spare.len() < SPARE_QUEUES {
+            if q.is_empty() && spare.len() < SPARE_QUEUES && q.capacity() <= SPARE_CAPACITY {
                 // The emptied queue's allocation is kept; the map drops the empty one left.
                 spare.push(std::mem::take(q));
             }

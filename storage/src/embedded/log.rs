@@ -300,7 +300,7 @@ impl Log {
     ) -> Result<(), Error> {
         let mut body_at = 0;
         let framed = self.appender.push_with(|out| {
-            // `out` holds the batch: the body's offset within this frame.
+            // `out` is the whole batch buffer: the body's offset within this frame.
             let payload_at = out.len();
             body_at = compact::put_message(out, client, id, qos, retain, message) - payload_at
                 + frame::HEADER_BYTES;
@@ -335,7 +335,7 @@ impl Log {
         let n = n as u64;
         self.bytes += n;
         let current = self.current();
-        // The current segment is the last one counted (the hot path: no tree search).
+        // The current segment is the last one counted (the hot path: no key comparisons).
         match self.sizes.last_entry() {
             Some(mut last) if *last.key() == current => *last.get_mut() += n,
             _ => *self.sizes.entry(current).or_default() += n,

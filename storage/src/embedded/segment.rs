@@ -91,7 +91,8 @@ pub struct Flight {
 
 /// The appending end of one segment. Double-buffered: while a flight is out, records are
 /// framed into a second buffer that starts with a copy of the flight's last partial block
-/// (rewritten by the next flight), so no record is copied twice and nothing is zeroed but
+/// (rewritten by the next flight), so a record is framed once, in place (copied again only
+/// when a buffer grows or a failed flight's records are put back), and nothing is zeroed but
 /// the padding of a flight's last block.
 #[derive(Debug)]
 pub struct Appender {
@@ -133,8 +134,8 @@ impl Appender {
     }
 
     /// Frames a compact record whose payload `put` appends to the batch buffer it is given
-    /// (after the frame header; lengths it sees count the whole batch); returns the framed
-    /// record.
+    /// (after the frame header; its length counts from the buffer's start, not the frame's:
+    /// use differences of it); returns the framed record.
     pub fn push_with(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> Result<&[u8], crate::Error> {
         let start = self.buf.len();
         let framed = frame::encode_with(&mut self.buf.raw, put);
