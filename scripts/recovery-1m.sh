@@ -3,9 +3,10 @@
 # 100 offline persistent sessions get 10,000 QoS 1 messages of 64 B each under `sync`, the
 # broker is killed with SIGKILL, and the restart is timed until it accepts connections.
 # Usage: cargo build --release -p ringmq -p ringmq-tools && scripts/recovery-1m.sh [DATA_DIR]
+# (BIN=path runs another broker binary.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release/ringmq
+bin=${BIN:-target/release/ringmq}
 bench=target/release/ringmq-bench
 dir=${1:-target/recovery-1m}
 port=$((20000 + RANDOM % 1000))
@@ -23,11 +24,13 @@ du -sh "$dir"
 log=$(mktemp)
 start=$(date +%s.%N)
 taskset -c 0 "$bin" "${args[@]}" --log info >"$log" 2>&1 & broker=$!
-until (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.01; done
+# The listening socket is bound before the replay (a connect would succeed early): wait for
+# the line the broker logs once every shard has restored its state.
+until grep -q "ringmq listening" "$log"; do sleep 0.01; done
 end=$(date +%s.%N)
 echo "restart to accepting connections: $(echo "$end - $start" | bc) s"
 sleep 0.3
-grep -E "log replayed|recovered from the log" "$log" || true
+grep -E "log replayed|recovered from the store" "$log" || true
 grep VmHWM "/proc/$broker/status"
 kill "$broker"; wait "$broker" 2>/dev/null || true
 rm -f "$log"

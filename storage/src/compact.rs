@@ -8,8 +8,6 @@
 //! A message *body* (topic, properties, expiry, payload) is shared by every recipient: the
 //! state keeps it once, as the bytes encoded here.
 
-use std::sync::Arc;
-
 use crate::record::{Record, StoredMessage};
 
 /// Flag in a frame's length word: the payload is a compact record, not rkyv.
@@ -31,9 +29,6 @@ pub struct MessageRef<'a> {
     /// Payload.
     pub payload: &'a [u8],
 }
-
-/// A shared message body: topic, properties, expiry and payload, encoded.
-pub type Body = Arc<[u8]>;
 
 /// Appends `v` as LEB128.
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -78,8 +73,8 @@ pub fn put_body(out: &mut Vec<u8>, m: &MessageRef<'_>) {
     out.extend_from_slice(m.payload);
 }
 
-/// The body of a stored message.
-pub fn body_of(m: &StoredMessage) -> Body {
+/// The body of a stored message: topic, properties, expiry and payload, encoded.
+pub fn body_of(m: &StoredMessage) -> Vec<u8> {
     let mut out = Vec::with_capacity(m.topic.len() + m.payload.len() + m.properties.len() + 8);
     put_body(
         &mut out,
@@ -90,7 +85,7 @@ pub fn body_of(m: &StoredMessage) -> Body {
             payload: &m.payload,
         },
     );
-    out.into()
+    out
 }
 
 /// Reads a body back.

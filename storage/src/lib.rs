@@ -5,6 +5,7 @@
 //!   recipients as references, acknowledgements in batches) and message bodies.
 //! - [`record`]: what is stored (rkyv records: sessions, subscriptions, queued messages and
 //!   their acknowledgements, inbound QoS 2 ids, retained messages).
+//! - [`bodies`]: the message bodies the state keeps for compaction, in shared chunks.
 //! - [`queue`]: a session's unacknowledged messages in sequence order.
 //! - [`state`]: the state the records describe, and the records that rebuild it.
 //! - [`store`]: the [`store::Store`] trait the broker writes through (sans-IO: I/O requests
@@ -15,6 +16,7 @@
 //!   pipelined on the shard's ring, the start-up load).
 #![forbid(unsafe_code)]
 
+pub mod bodies;
 pub mod compact;
 pub mod dir;
 pub mod embedded;

@@ -43,25 +43,25 @@ impl Queue {
         self.entries.binary_search_by_key(&seq, |(s, _)| *s)
     }
 
-    /// Adds (or replaces) message `seq`.
-    pub fn insert(&mut self, seq: u64, message: MessageState) {
+    /// Adds (or replaces) message `seq`; the message it replaced, if any.
+    pub fn insert(&mut self, seq: u64, message: MessageState) -> Option<MessageState> {
         if self.entries.back().is_none_or(|(last, _)| *last < seq) {
             self.entries.push_back((seq, Some(message)));
             self.live += 1;
-            return;
+            return None;
         }
         match self.find(seq) {
             Ok(i) => {
-                if let Some((_, slot)) = self.entries.get_mut(i) {
-                    if slot.is_none() {
-                        self.live += 1;
-                    }
-                    *slot = Some(message);
+                let slot = &mut self.entries.get_mut(i)?.1;
+                if slot.is_none() {
+                    self.live += 1;
                 }
+                slot.replace(message)
             }
             Err(i) => {
                 self.entries.insert(i, (seq, Some(message)));
                 self.live += 1;
+                None
             }
         }
     }
@@ -72,17 +72,11 @@ impl Queue {
         self.entries.get_mut(i)?.1.as_mut()
     }
 
-    /// Removes message `seq`; true if it was held.
-    pub fn remove(&mut self, seq: u64) -> bool {
-        let Ok(i) = self.find(seq) else {
-            return false;
-        };
-        let removed = self
-            .entries
-            .get_mut(i)
-            .and_then(|(_, slot)| slot.take())
-            .is_some();
-        if removed {
+    /// Removes message `seq`: the message, if it was held.
+    pub fn remove(&mut self, seq: u64) -> Option<MessageState> {
+        let i = self.find(seq).ok()?;
+        let removed = self.entries.get_mut(i).and_then(|(_, slot)| slot.take());
+        if removed.is_some() {
             self.live -= 1;
             while self.entries.front().is_some_and(|(_, m)| m.is_none()) {
                 self.entries.pop_front();
@@ -97,6 +91,13 @@ impl Queue {
         }
         debug_assert!(self.entries.front().is_none_or(|(_, m)| m.is_some()));
         removed
+    }
+
+    /// Live messages in sequence order, to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut MessageState)> {
+        self.entries
+            .iter_mut()
+            .filter_map(|(s, m)| m.as_mut().map(|m| (*s, m)))
     }
 
     /// Live messages in sequence order.
@@ -129,10 +130,10 @@ mod tests {
 
     fn m(n: u64) -> MessageState {
         MessageState {
-            body: std::sync::Arc::from(n.to_le_bytes().as_slice()),
+            body: crate::bodies::Bodies::default().add(b"body"),
             qos: 1,
             retain: false,
-            packet_id: None,
+            packet_id: Some(n as u16),
             released: false,
         }
     }
@@ -149,10 +150,9 @@ mod tests {
             let seq = x % 300;
             match x % 5 {
                 0..=2 => {
-                    q.insert(seq, m(x));
-                    model.insert(seq, m(x));
+                    assert_eq!(q.insert(seq, m(x)), model.insert(seq, m(x)));
                 }
-                _ => assert_eq!(q.remove(seq), model.remove(&seq).is_some()),
+                _ => assert_eq!(q.remove(seq), model.remove(&seq)),
             }
             assert_eq!(q.len(), model.len());
         }

@@ -1,21 +1,24 @@
 //! The durable state the log describes, rebuilt by replaying records: persistent sessions
 //! (subscriptions, unacknowledged messages, inbound QoS 2 ids) and retained messages. Also
-//! what compaction writes back: the records that recreate exactly this state.
+//! what compaction writes back: the records that recreate exactly this state. Message bodies
+//! are kept once per message in [`Bodies`] (shared chunks), referred to by each recipient.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-use crate::compact::{self, Body};
+use crate::bodies::{Bodies, BodyRef};
+use crate::compact;
 use crate::queue::Queue;
 use crate::record::{Record, StoredMessage, StoredSubscription};
 
 /// An unacknowledged message of a session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageState {
-    /// The message body, shared with the other sessions that got the same message.
-    pub body: Body,
+    /// The message body in its state's [`Bodies`] (shared with the other sessions that got
+    /// the same message): read it with [`State::body`]. Equal references mean the same body
+    /// only within one state.
+    pub body: BodyRef,
     /// QoS it goes out with.
     pub qos: u8,
     /// RETAIN flag on the way out.
@@ -26,15 +29,8 @@ pub struct MessageState {
     pub released: bool,
 }
 
-impl MessageState {
-    /// The message as stored (`None` if its body does not decode).
-    pub fn message(&self) -> Option<StoredMessage> {
-        compact::stored(&self.body, self.qos, self.retain)
-    }
-}
-
-/// One persistent session.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One persistent session (its messages' bodies are in its state's [`Bodies`]).
+#[derive(Clone, Debug, Default)]
 pub struct SessionState {
     /// Session expiry interval, seconds.
     pub expiry: u32,
@@ -47,29 +43,35 @@ pub struct SessionState {
 }
 
 /// Everything durable.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct State {
     /// Persistent sessions by client id.
     pub sessions: FxHashMap<String, SessionState>,
     /// Retained messages by topic, with their versions.
     pub retained: BTreeMap<String, (StoredMessage, u64)>,
-    /// The body of the last [`Record::Message`]: what the [`Record::Ref`]s that follow it
-    /// refer to (the broker writes a message's references right after its body).
-    pub last_body: LastBody,
+    /// The bodies the sessions' messages refer to.
+    pub bodies: Bodies,
+    /// The body of the last [`Record::Message`], held once: what the [`Record::Ref`]s that
+    /// follow it refer to (the broker writes a message's references right after its body).
+    last_body: Option<(u64, BodyRef)>,
 }
 
-/// The last message body written, by id; not part of the state's equality (it only
-/// resolves the references that follow it).
-#[derive(Clone, Debug, Default)]
-pub struct LastBody(Option<(u64, Body)>);
-
-impl PartialEq for LastBody {
-    fn eq(&self, _: &Self) -> bool {
-        true
+/// Equal when the sessions, their messages (bodies compared by their bytes) and the retained
+/// messages are.
+impl PartialEq for State {
+    fn eq(&self, other: &Self) -> bool {
+        self.retained == other.retained
+            && self.sessions.len() == other.sessions.len()
+            && self.sessions.iter().all(|(client, s)| {
+                other
+                    .sessions
+                    .get(client)
+                    .is_some_and(|o| self.same_session(s, other, o))
+            })
     }
 }
 
-impl Eq for LastBody {}
+impl Eq for State {}
 
 impl State {
     /// Applies one record. Records about an unknown session (one that ended) are ignored.
@@ -79,7 +81,11 @@ impl State {
                 self.sessions.entry(client.clone()).or_default().expiry = *expiry;
             }
             Record::SessionEnd { client } => {
-                self.sessions.remove(client);
+                if let Some(s) = self.sessions.remove(client) {
+                    for (_, m) in s.messages {
+                        self.bodies.release(m.body);
+                    }
+                }
             }
             Record::Subscribe { client, sub } => {
                 if let Some(s) = self.sessions.get_mut(client) {
@@ -96,18 +102,9 @@ impl State {
                 seq,
                 message,
             } => {
-                if let Some(s) = self.sessions.get_mut(client) {
-                    s.messages.insert(
-                        *seq,
-                        MessageState {
-                            body: compact::body_of(message),
-                            qos: message.qos,
-                            retain: message.retain,
-                            packet_id: None,
-                            released: false,
-                        },
-                    );
-                }
+                let body = self.bodies.add(&compact::body_of(message));
+                self.queue(client, *seq, body, message.qos, message.retain);
+                self.bodies.release(body);
             }
             Record::Message {
                 client,
@@ -190,43 +187,39 @@ impl State {
         retain: bool,
         body: &[u8],
     ) -> bool {
-        let body: Body = Arc::from(body);
-        self.last_body = LastBody(Some((id, body.clone())));
-        let Some(s) = self.sessions.get_mut(client) else {
-            return false;
-        };
-        s.messages.insert(
-            id,
-            MessageState {
-                body,
-                qos,
-                retain,
-                packet_id: None,
-                released: false,
-            },
-        );
-        true
+        let body = self.bodies.add(body);
+        if let Some((_, old)) = self.last_body.replace((id, body)) {
+            self.bodies.release(old);
+        }
+        self.queue(client, id, body, qos, retain)
     }
 
     /// Applies a [`Record::Ref`].
     pub fn apply_ref(&mut self, client: &str, id: u64, qos: u8, retain: bool) {
-        let body = match &self.last_body.0 {
-            Some((last, body)) if *last == id => body,
-            _ => return,
-        };
+        if let Some((last, body)) = self.last_body {
+            if last == id {
+                self.queue(client, id, body, qos, retain);
+            }
+        }
+    }
+
+    /// Queues message `id` with `body` (one more reference on it) for `client`'s session;
+    /// false if there is no such session.
+    fn queue(&mut self, client: &str, id: u64, body: BodyRef, qos: u8, retain: bool) -> bool {
         let Some(s) = self.sessions.get_mut(client) else {
-            return;
+            return false;
         };
-        s.messages.insert(
-            id,
-            MessageState {
-                body: body.clone(),
-                qos,
-                retain,
-                packet_id: None,
-                released: false,
-            },
-        );
+        let m = MessageState {
+            body: self.bodies.share(body),
+            qos,
+            retain,
+            packet_id: None,
+            released: false,
+        };
+        if let Some(old) = s.messages.insert(id, m) {
+            self.bodies.release(old.body);
+        }
+        true
     }
 
     /// Applies a [`Record::Acked`] (or a [`Record::Done`]) given by parts; false if there is
@@ -236,9 +229,47 @@ impl State {
             return false;
         };
         for seq in seqs {
-            s.messages.remove(*seq);
+            if let Some(m) = s.messages.remove(*seq) {
+                self.bodies.release(m.body);
+            }
         }
         true
+    }
+
+    /// The body of one of this state's messages.
+    pub fn body(&self, m: &MessageState) -> &[u8] {
+        self.bodies.get(m.body)
+    }
+
+    /// One of this state's messages as stored (`None` if its body does not decode).
+    pub fn message(&self, m: &MessageState) -> Option<StoredMessage> {
+        compact::stored(self.body(m), m.qos, m.retain)
+    }
+
+    /// Moves the bodies of `client`'s messages to the chunk being filled (compaction, once it
+    /// rewrote the session: see [`Bodies::rehome`]).
+    pub fn rehome(&mut self, client: &str) {
+        if let Some(s) = self.sessions.get_mut(client) {
+            for (_, m) in s.messages.iter_mut() {
+                m.body = self.bodies.rehome(m.body);
+            }
+        }
+    }
+
+    fn same_session(&self, s: &SessionState, other: &State, o: &SessionState) -> bool {
+        s.expiry == o.expiry
+            && s.subscriptions == o.subscriptions
+            && s.qos2_received == o.qos2_received
+            && s.messages.len() == o.messages.len()
+            && s.messages
+                .iter()
+                .zip(o.messages.iter())
+                .all(|((a, m), (b, n))| {
+                    a == b
+                        && (m.qos, m.retain, m.packet_id, m.released)
+                            == (n.qos, n.retain, n.packet_id, n.released)
+                        && self.body(m) == other.body(n)
+                })
     }
 
     /// The records that rebuild one session (nothing if there is no such session).
@@ -263,7 +294,7 @@ impl State {
                 id: seq,
                 qos: m.qos,
                 retain: m.retain,
-                body: m.body.to_vec(),
+                body: self.body(m).to_vec(),
             });
             if let Some(packet_id) = m.packet_id {
                 out.push(Record::Sent {

@@ -41,7 +41,7 @@ fn a_log_of_the_previous_format_opens_to_its_state_and_takes_new_records() {
         assert_eq!(queued.len(), 2, "message 1 is done");
         let (two, three) = (&queued[0], &queued[1]);
         assert_eq!(two.0, 2);
-        let m = two.1.message().unwrap();
+        let m = state.message(&two.1).unwrap();
         assert_eq!(
             (m.topic.as_str(), &m.payload[..], m.qos),
             ("a/2", &b"two"[..], 2)
@@ -49,7 +49,7 @@ fn a_log_of_the_previous_format_opens_to_its_state_and_takes_new_records() {
         assert_eq!((two.1.packet_id, two.1.released), (Some(11), false));
         assert_eq!(three.0, 3);
         assert_eq!((three.1.packet_id, three.1.released), (Some(12), true));
-        assert_eq!(three.1.message().unwrap().payload, b"three");
+        assert_eq!(state.message(&three.1).unwrap().payload, b"three");
         let retained: Vec<_> = state.retained.keys().cloned().collect();
         assert_eq!(retained, vec!["r/kept".to_string()]);
         assert_eq!(state.retained["r/kept"].1, 100);
@@ -88,6 +88,9 @@ fn a_log_of_the_previous_format_opens_to_its_state_and_takes_new_records() {
     );
     let s2 = &log.state().sessions["dev-2"];
     let (seq, m) = s2.messages.iter().next().unwrap();
-    assert_eq!((seq, m.message().unwrap().payload), (10, b"four".to_vec()));
+    assert_eq!(
+        (seq, log.state().message(m).unwrap().payload),
+        (10, b"four".to_vec())
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -362,8 +362,11 @@ impl Core {
             state.apply(record);
         }
         let expiry = loaded.expiry;
-        for (client, st) in state.sessions {
-            self.restore_session(client.clone(), st, true);
+        let State {
+            sessions, bodies, ..
+        } = state;
+        for (client, st) in sessions {
+            self.restore_session(client.clone(), st, &bodies, true);
             self.durable.session_loaded(&client, loaded.qos2);
             if expiry != u32::MAX {
                 self.durable.session_offline(&client, expiry);

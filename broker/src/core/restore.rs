@@ -22,8 +22,13 @@ impl Core {
     ) {
         let now = self.now;
         let (mut sessions, mut messages) = (0usize, 0usize);
-        for (client, st) in state.sessions {
-            messages += self.restore_session(client, st, false).1;
+        let storage::state::State {
+            sessions: stored,
+            bodies,
+            ..
+        } = state;
+        for (client, st) in stored {
+            messages += self.restore_session(client, st, &bodies, false).1;
             sessions += 1;
         }
         for (filter, peer) in remote_routes {
@@ -76,6 +81,7 @@ impl Core {
         &mut self,
         client: String,
         st: storage::state::SessionState,
+        bodies: &storage::bodies::Bodies,
         live: bool,
     ) -> (crate::ids::SessionId, usize) {
         let now = self.now;
@@ -93,7 +99,7 @@ impl Core {
             (st.expiry != u32::MAX).then(|| now + Duration::from_secs(u64::from(st.expiry)));
         for (seq, m) in st.messages {
             self.durable.ids_above(seq);
-            let stored = m.message();
+            let stored = storage::compact::stored(bodies.get(m.body), m.qos, m.retain);
             let Some(message) = stored
                 .as_ref()
                 .and_then(|s| crate::session::unstored(s, now))

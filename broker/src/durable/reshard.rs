@@ -84,17 +84,20 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
     tracing::info!(dir = %dir.display(), from, to, "re-sharding the data directory");
     // Every old log, replayed (and kept open, so locked, until the new layout is in place).
     let mut old = Vec::with_capacity(from);
+    // Which log each session is taken from (its records are written from that log's state,
+    // whose bodies its messages refer to), and the newest version of each retained message.
+    let mut chosen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut all = State::default();
     for i in 0..from {
         let (log, _) = Log::open(LogConfig::new(dir.join(format!("shard-{i}"))))?;
         let state = log.state();
-        for (client, session) in &state.sessions {
+        for client in state.sessions.keys() {
             // A client id in two logs (a session left on another shard than its home, as
             // older versions assigned ids): the copy on its home shard is the live one.
             let home = home_shard(client.as_bytes(), from).0 as usize == i;
-            match all.sessions.entry(client.clone()) {
+            match chosen.entry(client.clone()) {
                 Entry::Vacant(e) => {
-                    e.insert(session.clone());
+                    e.insert(i);
                 }
                 Entry::Occupied(mut e) => {
                     tracing::warn!(
@@ -103,7 +106,7 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
                         "client id in two shards' logs: keeping its home shard's session"
                     );
                     if home {
-                        e.insert(session.clone());
+                        e.insert(i);
                     }
                 }
             }
@@ -135,11 +138,18 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    let mut messages = 0;
-    for (client, session) in &all.sessions {
-        messages += session.messages.len();
-        all.session_records(client, &mut records);
-        write(home_shard(client.as_bytes(), to).0 as usize, &mut records)?;
+    let (mut sessions, mut messages) = (0, 0);
+    for (i, log) in old.iter().enumerate() {
+        let state = log.state();
+        for (client, session) in &state.sessions {
+            if chosen.get(client) != Some(&i) {
+                continue;
+            }
+            sessions += 1;
+            messages += session.messages.len();
+            state.session_records(client, &mut records);
+            write(home_shard(client.as_bytes(), to).0 as usize, &mut records)?;
+        }
     }
     for topic in all.retained.keys() {
         all.retained_record(topic, &mut records);
@@ -162,7 +172,7 @@ fn reshard(dir: &Path, from: usize, to: usize) -> anyhow::Result<()> {
         dir = %dir.display(),
         from,
         to,
-        sessions = all.sessions.len(),
+        sessions,
         messages,
         retained = all.retained.len(),
         ms = started.elapsed().as_millis() as u64,

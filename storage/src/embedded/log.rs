@@ -386,6 +386,10 @@ impl Log {
             for r in &records {
                 self.push(r)?;
             }
+            if session {
+                // Its bodies move too, so the chunks of old segments' bodies can go.
+                self.state.rehome(&key);
+            }
             let map = if session {
                 &mut self.session_seg
             } else {
