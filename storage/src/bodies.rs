@@ -13,15 +13,22 @@
 
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 /// Bytes of a chunk.
 pub const CHUNK_BYTES: usize = 64 << 10;
+
+/// The bodies one compaction step moved: old reference -> new, each new one held once more
+/// by the map until [`Bodies::forget_moves`] (so the recipients of one message rewritten in
+/// the same step go on sharing one copy).
+pub type Moves = FxHashMap<BodyRef, BodyRef>;
 
 /// Emptied chunk buffers kept for reuse (the rest are freed).
 pub const SPARE_CHUNKS: usize = 8;
 
 /// A body in a [`Bodies`]: its chunk and place. Holding one counts as a reference on the
 /// chunk: give it back with [`Bodies::release`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct BodyRef {
     chunk: u32,
     at: u32,
@@ -107,8 +114,13 @@ impl Bodies {
             debug_assert!(false, "a body of no chunk");
             return;
         };
-        debug_assert!(c.refs > 0, "a body released more often than held");
-        c.refs = c.refs.saturating_sub(1);
+        if c.refs == 0 {
+            // Released more often than held: ignored (retiring the chunk twice would hand
+            // its id out twice).
+            debug_assert!(false, "a body released more often than held");
+            return;
+        }
+        c.refs -= 1;
         if c.refs == 0 && self.current != Some(r.chunk) {
             self.retire(r.chunk);
         }
@@ -128,16 +140,31 @@ impl Bodies {
         bytes.and_then(|b| b.get(at..at + len)).unwrap_or_default()
     }
 
-    /// `r`'s body copied into the chunk being filled (compaction moves the bodies it
-    /// rewrites, so old chunks can go): the new reference, the old one released.
-    pub fn rehome(&mut self, r: BodyRef) -> BodyRef {
-        if self.current == Some(r.chunk) {
+    /// `r`'s body in the chunk being filled (compaction moves the bodies it rewrites, so old
+    /// chunks can go): copied there the first time this step moves it (`moves`), shared after;
+    /// the new reference, the old one released. A body with a chunk of its own stays.
+    pub fn rehome(&mut self, r: BodyRef, moves: &mut Moves) -> BodyRef {
+        if self.current == Some(r.chunk) || r.len as usize > CHUNK_BYTES / 4 {
             return r;
         }
-        let body = self.get(r).to_vec();
-        let moved = self.add(&body);
+        let moved = match moves.get(&r) {
+            Some(&m) => self.share(m),
+            None => {
+                let body = self.get(r).to_vec();
+                let m = self.add(&body);
+                moves.insert(r, self.share(m));
+                m
+            }
+        };
         self.release(r);
         moved
+    }
+
+    /// Ends a compaction step: the references `moves` held are given back.
+    pub fn forget_moves(&mut self, moves: &mut Moves) {
+        for (_, m) in moves.drain() {
+            self.release(m);
+        }
     }
 
     /// Bytes allocated for bodies (what they cost in memory; sealed chunks shared with a
@@ -251,9 +278,17 @@ mod tests {
             if x.is_multiple_of(11) && !held.is_empty() {
                 let k = (x as usize >> 16) % held.len();
                 let (r, want) = held[k].clone();
-                let moved = b.rehome(r);
+                let mut moves = Moves::default();
+                let moved = b.rehome(r, &mut moves);
                 assert_eq!(b.get(moved), want.as_slice());
                 held[k].0 = moved;
+                // Another holder of the same body, moved in the same step, shares the copy.
+                if let Some(j) = held.iter().position(|(o, _)| *o == r) {
+                    let again = b.rehome(r, &mut moves);
+                    assert_eq!(again, moved);
+                    held[j].0 = again;
+                }
+                b.forget_moves(&mut moves);
             }
         }
         for (r, want) in held.drain(..) {
@@ -279,7 +314,9 @@ mod tests {
             2,
             "the kept body's chunk and the one being filled"
         );
-        let kept = b.rehome(kept);
+        let mut moves = Moves::default();
+        let kept = b.rehome(kept, &mut moves);
+        b.forget_moves(&mut moves);
         assert_eq!(b.chunks_held(), 1);
         assert_eq!(b.get(kept), b"kept");
     }

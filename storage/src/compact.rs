@@ -6,7 +6,7 @@
 //! set ([`COMPACT`]); the rest of the records stay rkyv.
 //!
 //! A message *body* (topic, properties, expiry, payload) is shared by every recipient: the
-//! state keeps it once, as the bytes encoded here.
+//! state keeps it once ([`crate::bodies`]), as the bytes encoded here.
 
 use crate::record::{Record, StoredMessage};
 

@@ -1,13 +1,14 @@
 //! The durable state the log describes, rebuilt by replaying records: persistent sessions
 //! (subscriptions, unacknowledged messages, inbound QoS 2 ids) and retained messages. Also
 //! what compaction writes back: the records that recreate exactly this state. Message bodies
-//! are kept once per message in [`Bodies`] (shared chunks), referred to by each recipient.
+//! are kept in [`Bodies`] (shared chunks), once per message, referred to by each recipient
+//! (once compaction rewrote them, once per message per compaction step, as on disk).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use rustc_hash::FxHashMap;
 
-use crate::bodies::{Bodies, BodyRef};
+use crate::bodies::{Bodies, BodyRef, Moves};
 use crate::compact;
 use crate::queue::Queue;
 use crate::record::{Record, StoredMessage, StoredSubscription};
@@ -248,10 +249,10 @@ impl State {
 
     /// Moves the bodies of `client`'s messages to the chunk being filled (compaction, once it
     /// rewrote the session: see [`Bodies::rehome`]).
-    pub fn rehome(&mut self, client: &str) {
+    pub fn rehome(&mut self, client: &str, moves: &mut Moves) {
         if let Some(s) = self.sessions.get_mut(client) {
             for (_, m) in s.messages.iter_mut() {
-                m.body = self.bodies.rehome(m.body);
+                m.body = self.bodies.rehome(m.body, moves);
             }
         }
     }

@@ -91,7 +91,7 @@ fn record(kind: u8, c: u8, n: u64, seqs: &mut Seqs) -> Record {
                 id: seqs.id,
                 qos: m.qos,
                 retain: m.retain,
-                body: storage::compact::body_of(&m).to_vec(),
+                body: storage::compact::body_of(&m),
             }
         }
         13 => {
@@ -384,5 +384,71 @@ fn background_compaction_keeps_disk_use_near_the_live_state() {
         "the compacted log replays to the same state"
     );
     assert_eq!(log.state().retained.len(), 1);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn compaction_keeps_a_message_shared_by_its_recipients_once_in_memory() {
+    let d = dir("shared");
+    let (mut log, _) = Log::open(small(&d)).unwrap();
+    for client in ["a", "b"] {
+        log.append(&Record::Session {
+            client: client.into(),
+            expiry: 60,
+        })
+        .unwrap();
+    }
+    // Each message goes to "a" (its body) and "b" (a reference); most are acknowledged.
+    for id in 1..=4_000u64 {
+        let m = msg("t", id);
+        log.append(&Record::Message {
+            client: "a".into(),
+            id,
+            qos: 1,
+            retain: false,
+            body: storage::compact::body_of(&m),
+        })
+        .unwrap();
+        log.append(&Record::Ref {
+            client: "b".into(),
+            id,
+            qos: 1,
+            retain: false,
+        })
+        .unwrap();
+        if id % 400 != 0 {
+            for client in ["a", "b"] {
+                log.append(&Record::Acked {
+                    client: client.into(),
+                    seqs: vec![id],
+                })
+                .unwrap();
+            }
+        }
+        if id % 50 == 0 {
+            log.compact_step(64 * 1024).unwrap();
+            log.commit().unwrap();
+        }
+    }
+    let state = log.state();
+    assert!(
+        log.segment_count() <= 6,
+        "compaction ran and deleted segments"
+    );
+    let a: Vec<_> = state.sessions["a"].messages.iter().collect();
+    let b: Vec<_> = state.sessions["b"].messages.iter().collect();
+    assert_eq!(a.len(), 10);
+    for ((sa, ma), (sb, mb)) in a.iter().zip(&b) {
+        assert_eq!(sa, sb);
+        assert_eq!(
+            ma.body, mb.body,
+            "message {sa}: one body for both recipients"
+        );
+        assert_eq!(
+            state.message(ma).unwrap().payload,
+            msg("t", *sa).payload,
+            "message {sa}"
+        );
+    }
     std::fs::remove_dir_all(&d).unwrap();
 }

@@ -17,8 +17,9 @@
 //! after it, the staged logs are complete and durable (segments, their directories and the
 //! staging directory synced before the commit file is written).
 //!
-//! Memory: the whole durable state is held up to three times during a re-shard (the old
-//! logs' replayed states, the merged state, the staged logs' states).
+//! Memory: the whole durable state is held twice during a re-shard (the old logs' replayed
+//! states, from which each session is written, and the staged logs' states); retained
+//! messages a third time (merged across the old logs).
 
 use std::collections::hash_map::Entry;
 use std::path::Path;

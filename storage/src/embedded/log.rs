@@ -15,6 +15,7 @@ use super::frame::{self, End};
 use super::segment::{Appender, Flight, BLOCK};
 use rustc_hash::FxHashMap;
 
+use crate::bodies::Moves;
 use crate::compact::{self, MessageRef};
 use crate::record::Record;
 use crate::state::State;
@@ -371,11 +372,33 @@ impl Log {
         let units = stale(&self.session_seg)
             .into_iter()
             .map(|c| (true, c))
-            .chain(stale(&self.retained_seg).into_iter().map(|t| (false, t)));
+            .chain(stale(&self.retained_seg).into_iter().map(|t| (false, t)))
+            .collect();
+        let mut moves = Moves::default();
+        let done = self.rewrite(units, start + budget, current, &mut moves);
+        self.state.bodies.forget_moves(&mut moves);
+        if !done? {
+            return Ok(self.bytes - start);
+        }
+        // Nothing live is left in the oldest segment.
+        self.unlink_after = Some((oldest, current, self.appender.end()));
+        self.try_unlink()?;
+        Ok(self.bytes - start)
+    }
+
+    /// Rewrites `units` (session or retained topic) into segment `current` until the log holds
+    /// `until` bytes; true if all were rewritten.
+    fn rewrite(
+        &mut self,
+        units: Vec<(bool, String)>,
+        until: u64,
+        current: u64,
+        moves: &mut Moves,
+    ) -> Result<bool, Error> {
         let mut records = Vec::new();
-        for (session, key) in units.collect::<Vec<_>>() {
-            if self.bytes - start >= budget {
-                return Ok(self.bytes - start);
+        for (session, key) in units {
+            if self.bytes >= until {
+                return Ok(false);
             }
             records.clear();
             if session {
@@ -386,21 +409,16 @@ impl Log {
             for r in &records {
                 self.push(r)?;
             }
-            if session {
-                // Its bodies move too, so the chunks of old segments' bodies can go.
-                self.state.rehome(&key);
-            }
             let map = if session {
+                // Its bodies move too, so the chunks of old segments' bodies can go.
+                self.state.rehome(&key, moves);
                 &mut self.session_seg
             } else {
                 &mut self.retained_seg
             };
             map.insert(key, current);
         }
-        // Nothing live is left in the oldest segment.
-        self.unlink_after = Some((oldest, current, self.appender.end()));
-        self.try_unlink()?;
-        Ok(self.bytes - start)
+        Ok(true)
     }
 
     /// Deletes the segment compaction emptied once what replaced it is durable.
