@@ -1,13 +1,14 @@
 //! Which charts BENCHMARKS.md shows, drawn from the outcomes of a run (or of `results.json`,
 //! so they can be redrawn without measuring again): the headline, one figure per scenario
-//! family (P2P by payload at each QoS, latency percentile curves of the paced cells, the
-//! other topologies), each written as an SVG next to `results.json`.
+//! family (P2P by payload at each QoS, latency percentile curves of the paced cells, broker
+//! memory over time in the long cells, the other topologies), each written as an SVG next to
+//! `results.json`.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::compare::{find, Broker, CompareConfig, Outcome};
-use crate::plot::{bars, panels, Bar, Panel, Series};
+use crate::plot::{bars, panels, timeline, Bar, Panel, Series, Trace};
 use crate::report::Report;
 
 /// Payloads of the P2P matrix, with their labels.
@@ -24,6 +25,9 @@ const PACED: [(&str, &str); 3] = [
     ("p2p-1000-qos0", "1000 pairs QoS 0, 20k msg/s"),
     ("p2p-5000", "5000 pairs, 150k msg/s"),
 ];
+
+/// The long cells whose broker memory is drawn over time.
+const LONG: [&str; 1] = ["soak-5000"];
 
 /// The other topologies, drawn side by side.
 const TOPOLOGIES: [(&str, &str); 6] = [
@@ -259,6 +263,24 @@ pub fn families(
         &paced,
         true,
     )?);
+    // Memory over time in the long cells: each broker's median round.
+    for cell in LONG {
+        let traces: Vec<Trace> = brokers
+            .iter()
+            .filter_map(|&b| {
+                let r = find(outcomes, cell, b)?;
+                (!r.broker_rss_mib.is_empty()).then(|| Trace {
+                    name: b.name().into(),
+                    points: r.broker_rss_mib.clone(),
+                })
+            })
+            .collect();
+        if !traces.is_empty() {
+            let title = crate::matrix::title_of(cell).unwrap_or_else(|| cell.to_string());
+            let svg = timeline(&format!("{title}: broker RSS"), "MiB", &traces)?;
+            md.push_str(&write(cfg, &format!("{cell}-rss.svg"), &svg)?);
+        }
+    }
     // The other topologies: points only (the x positions are not an order).
     let cells: Vec<String> = TOPOLOGIES.iter().map(|(c, _)| (*c).to_string()).collect();
     let labels: Vec<String> = TOPOLOGIES.iter().map(|(_, l)| (*l).to_string()).collect();

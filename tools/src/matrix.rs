@@ -54,6 +54,17 @@ fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
 pub(crate) const TBMQ_PHASES: [(&str, f64); 4] =
     [("25k", 5.0), ("50k", 10.0), ("100k", 20.0), ("200k", 40.0)];
 
+/// Seconds of the long cell (`soak-5000`) whose broker memory is drawn over time.
+const SOAK_SECONDS: f64 = 45.0;
+
+/// The title of the full matrix's cell `id`.
+pub(crate) fn title_of(id: &str) -> Option<String> {
+    matrix(Mode::Full)
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(|c| c.title)
+}
+
 fn qos_of(q: u8) -> QoS {
     QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
 }
@@ -128,6 +139,16 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
             work: msgs(p2p(5000), phase),
         });
     }
+    // A long run of the middle phase: the brokers' memory over time.
+    let mut soak = load(QoS::AtLeastOnce, 64, 10.0, SOAK_SECONDS);
+    soak.persistent = true;
+    cells.push(Cell {
+        id: "soak-5000".into(),
+        title: format!(
+            "Over time: 5000 persistent device pairs, QoS 1, 64 B, 10 msg/s each, {SOAK_SECONDS:.0} s"
+        ),
+        work: msgs(p2p(5000), soak),
+    });
     cells.push(Cell {
         id: "fan-in".into(),
         title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),

@@ -178,9 +178,28 @@ fn draw_legend(
 /// A figure of `panels` side by side under `title`, each with a log y axis described by
 /// `y_desc`; `lines` joins a series' points (an ordered x axis), else points only.
 pub fn panels(title: &str, y_desc: &str, panels: &[Panel], lines: bool) -> anyhow::Result<String> {
-    let mut svg = String::new();
-    const LEGEND: u32 = 140;
     let width = 360 * u32::try_from(panels.len().max(1)).unwrap_or(1) + LEGEND;
+    with_legend(width, title, &legend_entries(panels), |body| {
+        let areas = body.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            draw_panel(area, panel, y_desc, lines)?;
+        }
+        Ok(())
+    })
+}
+
+/// Width of a figure's legend column.
+const LEGEND: u32 = 140;
+
+/// An SVG `width` wide under `title`, with `entries` in a legend column at the right; `draw`
+/// fills the rest.
+fn with_legend(
+    width: u32,
+    title: &str,
+    entries: &[(String, RGBColor)],
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, 380)).into_drawing_area();
         root.fill(&WHITE)
@@ -189,14 +208,67 @@ pub fn panels(title: &str, y_desc: &str, panels: &[Panel], lines: bool) -> anyho
             .titled(title, ("sans-serif", 18))
             .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
         let (body, legend) = body.split_horizontally(width - LEGEND);
-        draw_legend(&legend, &legend_entries(panels))?;
-        let areas = body.split_evenly((1, panels.len().max(1)));
-        for (area, panel) in areas.iter().zip(panels) {
-            draw_panel(area, panel, y_desc, lines)?;
-        }
+        draw_legend(&legend, entries)?;
+        draw(&body)?;
         root.present().map_err(|e| anyhow::anyhow!("plot: {e}"))?;
     }
     Ok(svg)
+}
+
+/// One line of a [`timeline`]: a name and its (x, y) points in x order.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Legend name (also picks the colour).
+    pub name: String,
+    /// The points.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A figure of lines over time on linear axes from zero (x in seconds, y described by
+/// `y_desc`): what a value did over a run, such as the broker's memory.
+pub fn timeline(title: &str, y_desc: &str, traces: &[Trace]) -> anyhow::Result<String> {
+    let x_max = traces
+        .iter()
+        .flat_map(|t| t.points.iter().map(|p| p.0))
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
+    let y_max = traces
+        .iter()
+        .flat_map(|t| t.points.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max)
+        .max(1.0)
+        * 1.15;
+    let entries: Vec<(String, RGBColor)> = traces
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.points.is_empty())
+        .map(|(k, t)| (t.name.clone(), colour(&t.name, k)))
+        .collect();
+    with_legend(760 + LEGEND, title, &entries, |body| {
+        let mut chart = ChartBuilder::on(body)
+            .margin(8)
+            .x_label_area_size(34)
+            .y_label_area_size(62)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since the clients connected")
+            .y_desc(y_desc)
+            .y_label_formatter(&|v| short(*v))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        for (k, t) in traces.iter().enumerate() {
+            chart
+                .draw_series(LineSeries::new(
+                    t.points.iter().copied(),
+                    colour(&t.name, k).stroke_width(2),
+                ))
+                .map_err(|e| anyhow::anyhow!("plot: {e}"))?;
+        }
+        Ok(())
+    })
 }
 
 /// One bar of a [`bars`] figure.
@@ -318,6 +390,34 @@ mod tests {
         assert!(panels("t", "us", &[empty], false)
             .unwrap()
             .contains("none: no data"));
+    }
+
+    #[test]
+    fn a_timeline_draws_a_line_per_trace_and_a_legend_entry() {
+        let traces = [
+            Trace {
+                name: "ringmq-1shard".into(),
+                points: vec![(0.0, 10.0), (0.5, 12.0), (1.0, 12.5)],
+            },
+            Trace {
+                name: "mosquitto".into(),
+                points: vec![(0.0, 5.0), (1.0, 30.0)],
+            },
+        ];
+        let svg = timeline("RAM", "MiB", &traces).unwrap();
+        // One 2-pixel line per trace (the axes' ticks are thin polylines).
+        let lines = svg
+            .split("<polyline")
+            .skip(1)
+            .filter(|p| {
+                p.split('>')
+                    .next()
+                    .unwrap_or("")
+                    .contains("stroke-width=\"2\"")
+            })
+            .count();
+        assert_eq!(lines, 2, "{svg}");
+        assert!(svg.contains("ringmq-1shard") && svg.contains("mosquitto"));
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct Report {
     pub others_cpu_us_per_message: Vec<(u32, f64)>,
     /// Broker peak RSS (VmHWM) at the end, bytes.
     pub broker_peak_rss_bytes: Option<u64>,
+    /// Broker RSS over the run (when --broker-pid is given): (seconds since the clients
+    /// connected, MiB), every half second.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broker_rss_mib: Vec<(f64, f64)>,
     /// The load generator's own CPU seconds inside the window.
     pub loadgen_cpu_seconds: f64,
 }

@@ -587,6 +587,9 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
     let (mut broker_before, mut self_before, mut broker_after, mut self_after) =
         (None, None, None, None);
     let (mut others_before, mut others_after): (Vec<_>, Vec<_>) = (Vec::new(), Vec::new());
+    let mut rss = load
+        .broker_pid
+        .map(|pid| procstat::RssTrace::new(pid, run.start));
     let mut window_started = None;
     let mut window_seconds = 0.0;
     let mut offline = false;
@@ -605,6 +608,9 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         run.ring.return_completions(completions);
         run.flush();
         let now = Instant::now();
+        if let Some(t) = &mut rss {
+            t.tick(now);
+        }
         if window_started.is_none() && now >= warm_end {
             run.measuring = true;
             window_started = Some(now);
@@ -730,6 +736,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             .filter(|_| run.window_delivered > 0)
             .map(|cpu| cpu * 1e6 / run.window_delivered as f64),
         broker_peak_rss_bytes: broker_after.map(|s| s.peak_rss_bytes),
+        broker_rss_mib: rss.map(procstat::RssTrace::into_points).unwrap_or_default(),
         loadgen_cpu_seconds: loadgen_cpu,
     })
 }
