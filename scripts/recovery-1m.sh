@@ -24,8 +24,9 @@ du -sh "$dir"
 log=$(mktemp)
 start=$(date +%s.%N)
 taskset -c 0 "$bin" "${args[@]}" --log info >"$log" 2>&1 & broker=$!
-# The listening socket is bound before the replay (a connect would succeed early): wait for
-# the line the broker logs once every shard has restored its state.
+# Wait for the line the broker logs once every shard has restored its state and listens (a
+# connect used to succeed at once: it reached the broker's start-up port probe, which
+# listened for an instant; the probe no longer listens).
 until grep -q "ringmq listening" "$log"; do sleep 0.01; done
 end=$(date +%s.%N)
 echo "restart to accepting connections: $(echo "$end - $start" | bc) s"

@@ -71,14 +71,15 @@ pub struct Broker {
 
 /// Every shard listens with SO_REUSEPORT, so a second broker on the same address would start
 /// and the kernel would split new clients between the two. A probe bind without SO_REUSEPORT
-/// fails while anyone listens there (SO_REUSEADDR, which std sets, only lets it past
-/// connections in TIME_WAIT).
+/// fails while anyone listens there (SO_REUSEADDR only lets it past connections in
+/// TIME_WAIT); the probe never listens, so no client connects to it (a client connecting
+/// before the shards listen is refused, never accepted and then reset).
 fn refuse_shared_port(addr: std::net::SocketAddr) -> anyhow::Result<()> {
     if addr.port() == 0 {
         return Ok(());
     }
-    match std::net::TcpListener::bind(addr) {
-        Ok(_probe) => Ok(()),
+    match net::uring::probe_bind(addr) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
             "listen on {addr}: another process already listens on this address (is another \
              ringmq running?); refusing to share it"

@@ -24,6 +24,20 @@ pub fn adopt_fd(fd: RawFd) -> OwnedFd {
 
 /// A TCP listener bound with SO_REUSEPORT (and SO_REUSEADDR), listening with `backlog`.
 pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd> {
+    let fd = bound(addr, true)?;
+    // SAFETY: listen on a descriptor we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(fd)
+}
+
+/// Fails (EADDRINUSE) while any socket listens on `addr`: a bind with SO_REUSEADDR only
+/// (past connections in TIME_WAIT), never listening, so no client can connect to it.
+pub fn probe_bind(addr: SocketAddr) -> io::Result<()> {
+    bound(addr, false).map(drop)
+}
+
+/// A TCP socket with SO_REUSEADDR (and SO_REUSEPORT if `reuseport`), bound to `addr`.
+fn bound(addr: SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
     let domain = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -39,7 +53,12 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd>
         ))?;
         let fd = OwnedFd::from_raw_fd(fd);
         let one: libc::c_int = 1;
-        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        let options: &[libc::c_int] = if reuseport {
+            &[libc::SO_REUSEADDR, libc::SO_REUSEPORT]
+        } else {
+            &[libc::SO_REUSEADDR]
+        };
+        for &opt in options {
             check(libc::setsockopt(
                 fd.as_raw_fd(),
                 libc::SOL_SOCKET,
@@ -81,7 +100,6 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: i32) -> io::Result<OwnedFd>
                 ))?;
             }
         }
-        check(libc::listen(fd.as_raw_fd(), backlog))?;
         Ok(fd)
     }
 }
@@ -130,4 +148,25 @@ pub fn signal_eventfd(fd: RawFd) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_probe_bind_fails_while_someone_listens_and_never_accepts() {
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = plain.local_addr().unwrap();
+        let in_use = |r: io::Result<()>| r.unwrap_err().kind() == io::ErrorKind::AddrInUse;
+        assert!(in_use(probe_bind(addr)));
+        drop(plain);
+        let shard = reuseport_listener(addr, 16).unwrap();
+        assert!(in_use(probe_bind(addr)), "a shard's listener is seen too");
+        drop(shard);
+        probe_bind(addr).unwrap();
+        // The probe never listened: nothing accepted a connection.
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
 }

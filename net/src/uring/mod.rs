@@ -23,6 +23,8 @@ mod heap;
 mod ring;
 
 pub use bufring::BufRing;
-pub use fd::{adopt_fd, eventfd, reuseport_listener, set_nodelay, shutdown_write, signal_eventfd};
+pub use fd::{
+    adopt_fd, eventfd, probe_bind, reuseport_listener, set_nodelay, shutdown_write, signal_eventfd,
+};
 pub use heap::{set_mmap_threshold, trim_heap};
 pub use ring::{Completion, Ring, RingConfig};
