@@ -28,14 +28,20 @@ impl AlignedBuf {
         Self::reuse(Vec::with_capacity(round_up(cap.max(BLOCK)) + 2 * BLOCK))
     }
 
-    /// An empty buffer in `raw`'s allocation (one handed back by a writer).
+    /// An empty buffer in `raw`'s allocation (one handed back by a writer). The bytes before
+    /// the aligned start are never written anywhere: a reused buffer keeps them as they are
+    /// (only a new allocation has them zeroed, once).
     fn reuse(mut raw: Vec<u8>) -> Self {
-        raw.clear();
         let off = raw.as_ptr().align_offset(BLOCK);
         if raw.capacity() < off + 2 * BLOCK {
             return Self::with_capacity(1 << 20);
         }
-        raw.resize(off, 0);
+        if raw.len() >= off {
+            raw.truncate(off);
+        } else {
+            raw.clear();
+            raw.resize(off, 0);
+        }
         Self { raw, off }
     }
 
