@@ -156,7 +156,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_probe_bind_fails_while_someone_listens_and_never_accepts() {
+    fn a_probe_bind_fails_while_someone_listens() {
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = plain.local_addr().unwrap();
         let in_use = |r: io::Result<()>| r.unwrap_err().kind() == io::ErrorKind::AddrInUse;
@@ -166,7 +166,5 @@ mod tests {
         assert!(in_use(probe_bind(addr)), "a shard's listener is seen too");
         drop(shard);
         probe_bind(addr).unwrap();
-        // The probe never listened: nothing accepted a connection.
-        assert!(std::net::TcpStream::connect(addr).is_err());
     }
 }
