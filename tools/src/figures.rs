@@ -26,8 +26,11 @@ const PACED: [(&str, &str); 3] = [
     ("p2p-5000", "5000 pairs, 150k msg/s"),
 ];
 
-/// The long cells whose broker memory is drawn over time.
-const LONG: [&str; 1] = ["soak-5000"];
+/// The long cells whose broker memory is drawn over time, with their titles.
+const LONG: [(&str, &str); 1] = [(
+    "soak-5000",
+    "5000 persistent device pairs, 10 msg/s each: broker RSS over the run",
+)];
 
 /// The other topologies, drawn side by side.
 const TOPOLOGIES: [(&str, &str); 6] = [
@@ -264,7 +267,7 @@ pub fn families(
         true,
     )?);
     // Memory over time in the long cells: each broker's median round.
-    for cell in LONG {
+    for (cell, title) in LONG {
         let traces: Vec<Trace> = brokers
             .iter()
             .filter_map(|&b| {
@@ -276,8 +279,7 @@ pub fn families(
             })
             .collect();
         if !traces.is_empty() {
-            let title = crate::matrix::title_of(cell).unwrap_or_else(|| cell.to_string());
-            let svg = timeline(&format!("{title}: broker RSS"), "MiB", &traces)?;
+            let svg = timeline(title, "MiB", &traces)?;
             md.push_str(&write(cfg, &format!("{cell}-rss.svg"), &svg)?);
         }
     }

@@ -57,14 +57,6 @@ pub(crate) const TBMQ_PHASES: [(&str, f64); 4] =
 /// Seconds of the long cell (`soak-5000`) whose broker memory is drawn over time.
 const SOAK_SECONDS: f64 = 45.0;
 
-/// The title of the full matrix's cell `id`.
-pub(crate) fn title_of(id: &str) -> Option<String> {
-    matrix(Mode::Full)
-        .into_iter()
-        .find(|c| c.id == id)
-        .map(|c| c.title)
-}
-
 fn qos_of(q: u8) -> QoS {
     QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
 }

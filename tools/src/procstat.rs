@@ -72,9 +72,9 @@ impl RssTrace {
             return;
         }
         self.next = now + TRACE_EVERY;
-        if let Some(bytes) = rss_bytes(self.pid) {
+        if let Some(s) = sample(self.pid) {
             let at = now.duration_since(self.start).as_secs_f64();
-            self.points.push((at, bytes as f64 / 1_048_576.0));
+            self.points.push((at, s.rss_bytes as f64 / 1_048_576.0));
         }
     }
 
@@ -82,14 +82,6 @@ impl RssTrace {
     pub fn into_points(self) -> Vec<(f64, f64)> {
         self.points
     }
-}
-
-/// VmRSS of `pid` in bytes; `None` if the process is gone.
-fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 #[allow(unsafe_code)]
