@@ -3,7 +3,8 @@
 //! QoS 0, 1 and 2, through wildcards, in order per publisher; mosquitto_pub / mosquitto_sub
 //! across nodes; retained messages kept on every node; a will crossing nodes; a shared group
 //! served once across nodes; messages for a SIGKILLed node's persistent session wait in Kafka
-//! until it is back; retained messages for nodes that join later or come back without their
+//! until it is back; a node dead past `node_keep_ms` forgotten (its number reused by a new
+//! node) and routed to again when it is back; retained messages for nodes that join later or come back without their
 //! store; Kafka -> MQTT records reach every node; a persistent session moving
 //! between nodes that share it through Redis (`redis_shared`); configuration errors name the
 //! key.
@@ -421,6 +422,69 @@ fn messages_for_a_dead_nodes_persistent_session_wait_in_kafka_until_it_is_back()
     assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
     let got = drain(&mut resumed, 1, Duration::from_secs(20));
     assert_eq!(payloads(&got), ["after"], "node b is routed to again");
+}
+
+/// Waits until the metric `series` at `metrics` reads `want`.
+fn until_metric(metrics: &str, series: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = common::metric(metrics, series);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got}, not {want}, after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_node_dead_past_node_keep_ms_is_forgotten_and_routed_to_again_when_back() {
+    let tansu = Tansu::start();
+    let keep = "node_keep_ms = 1500\n";
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let a_config = node_config_with(&tansu, "fa", keep);
+    let a = Broker::start(&[
+        "--config",
+        a_config.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ]);
+    let b_dir = scratch_dir("cluster-node-fb");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    let b_config = node_config_with(&tansu, "fb", keep);
+    let start_b = || Broker::start_in(&b_dir, &["--config", b_config.to_str().unwrap()]);
+    let mut b = start_b();
+    let (mut sub, _) = Raw::connect(b.addr, V5, "kept", false);
+    sub.subscribe("f/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(a.addr, V5, "f-pub", true);
+    until_routed(&mut publisher, &mut sub, "f/probe");
+    until_metric(&metrics, "ringmq_cluster_nodes_known", 2);
+    drop(sub);
+    let _ = b.child.kill();
+    let _ = b.child.wait();
+    // Dead for longer than node_keep_ms: node a forgets b (its number is free).
+    until_metric(&metrics, "ringmq_cluster_nodes_known", 1);
+    // A new node takes b's number: a's copies for it go to its downlink, not to b's.
+    let c_config = node_config_with(&tansu, "fc", keep);
+    let c = Broker::start(&["--config", c_config.to_str().unwrap()]);
+    let (mut c_sub, _) = Raw::connect(c.addr, V5, "c-sub", true);
+    c_sub.subscribe("f/#", QoS::AtLeastOnce);
+    until_routed(&mut publisher, &mut c_sub, "f/probe");
+    // b back with its store: it writes no route record (the topic has them), yet a routes
+    // to it again (the routes a put aside when it forgot b).
+    let b = start_b();
+    until_metric(&metrics, "ringmq_cluster_nodes_known", 3);
+    let (mut resumed, ack) = Raw::connect(b.addr, V5, "kept", false);
+    assert!(ack.session_present);
+    publisher.publish("f/after", b"after", QoS::AtLeastOnce, 1);
+    assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
+    let got = drain(&mut resumed, 1, Duration::from_secs(30));
+    assert_eq!(payloads(&got), ["after"], "node b is routed to again");
+    let got = drain(&mut c_sub, 1, Duration::from_secs(20));
+    assert_eq!(payloads(&got), ["after"], "and node c still is");
 }
 
 /// mosquitto_pub a retained QoS 1 message (an empty `message` clears) to `port`.

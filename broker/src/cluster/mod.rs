@@ -21,7 +21,9 @@
 //!   it starts: a node that joins later, or comes back without its store, has them too.
 //! - **Liveness**: a node without a heartbeat for `cluster.node_timeout_ms` is not routed to,
 //!   except for filters a persistent session there subscribes to ([`RouteState::Kept`]): those
-//!   copies wait in its downlink until it is back. A node stopping cleanly says so at once.
+//!   copies wait in its downlink until it is back. A node stopping cleanly says so at once. A
+//!   node dead for longer than `cluster.node_keep_ms` is forgotten: its number (of at most 64)
+//!   goes to the next new node, its routes wait aside until it is back.
 //!
 //! - **Kafka -> MQTT**: a record a node's bridge consumed is offered to the cluster sink too
 //!   (never to the Kafka sink), so every node's subscribers get it.
@@ -63,6 +65,7 @@ impl RouteState {
 }
 
 pub mod config;
+pub mod feed;
 pub mod retained;
 pub mod routes;
 pub mod sink;

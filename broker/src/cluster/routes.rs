@@ -6,7 +6,9 @@
 //! a persistent session starts or stops being among them (`p` / `1`, [`RouteState`]), a
 //! tombstone when its last one goes, a heartbeat every `cluster.heartbeat_ms`, and a "left"
 //! heartbeat at a clean shutdown. A dead node's `p` routes count for `cluster.node_keep_ms`
-//! after its last heartbeat.
+//! after its last heartbeat; then the node is forgotten: its routes leave the table (kept
+//! aside, by node id, with the routes of nodes that found no free number) and its number is
+//! free for another node id; a heartbeat of its own numbers it again, with those routes.
 //!
 //! Reconciliation: once the topic has been read up to the end it had at start and the shards
 //! run (their restored subscriptions reported), this node's records in the topic are compared
@@ -26,71 +28,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
 use super::config::ClusterConfig;
+use super::feed::{Change, Feed};
 use super::table::RouteTable;
 use super::RouteState;
-use crate::ids::ShardId;
 use crate::kafka::config::KafkaConfig;
 use crate::kafka::renew::{Renewable, Renewing};
-
-/// What a shard tells the routes thread, in order.
-#[derive(Debug)]
-enum Change {
-    /// A filter's state on the shard changed (or may have).
-    Route(u16, String, RouteState),
-    /// A SUBACK waits (its barrier token) until every route record written before it is
-    /// acknowledged by Kafka.
-    Barrier(u16, u64),
-}
-
-/// Between the shards and the routes thread: the shards' route changes and SUBACK barriers
-/// in, barriers answered out (each shard woken through its doorbell).
-#[derive(Debug)]
-pub struct Feed {
-    changes: SegQueue<Change>,
-    /// Per shard: barrier tokens answered, and its doorbell.
-    answers: Vec<(SegQueue<u64>, crate::kafka::Bell)>,
-    /// Live nodes, this one included (for the metrics).
-    live: std::sync::atomic::AtomicU64,
-}
-
-impl Feed {
-    /// A feed for shards woken through `doorbells` (eventfds, in shard order).
-    pub fn new(doorbells: Vec<std::fs::File>) -> Self {
-        Self {
-            changes: SegQueue::new(),
-            answers: doorbells
-                .into_iter()
-                .map(|d| (SegQueue::new(), crate::kafka::Bell::new(d)))
-                .collect(),
-            live: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Live nodes, this one included.
-    pub fn nodes_live(&self) -> u64 {
-        self.live.load(Ordering::Relaxed)
-    }
-
-    /// Shard `shard`'s SUBACK barrier `token` is answered once the route records written so
-    /// far are acknowledged (at most one per SUBSCRIBE waits here).
-    pub fn barrier(&self, shard: ShardId, token: u64) {
-        self.changes.push(Change::Barrier(shard.0, token));
-    }
-
-    /// A barrier of shard `shard` answered since the last call.
-    pub fn answered(&self, shard: ShardId) -> Option<u64> {
-        let (queue, bell) = self.answers.get(shard.index())?;
-        bell.answered();
-        queue.pop()
-    }
-
-    /// `filter`'s subscribers on `shard` now ask for `state`. Each change stands for a
-    /// SUBSCRIBE, UNSUBSCRIBE or session end, drained every pass (at least every 20 ms).
-    pub fn changed(&self, shard: ShardId, filter: &str, state: RouteState) {
-        self.changes
-            .push(Change::Route(shard.0, filter.to_string(), state));
-    }
-}
 
 /// The shards with routes kept while dead, and those with routes while live, a bit each.
 #[derive(Clone, Copy, Debug, Default)]
@@ -191,6 +133,11 @@ struct Routes {
     seen: FxHashMap<usize, Instant>,
     /// Nodes whose last heartbeat said they left.
     left: rustc_hash::FxHashSet<usize>,
+    /// Nodes whose heartbeat was read (a bit each): liveness is known.
+    heard: u64,
+    /// The routes of nodes without a number (forgotten, or past the node limit), by node id:
+    /// the table has them again when the node does (a recent heartbeat).
+    aside: FxHashMap<String, FxHashMap<String, RouteState>>,
     /// This node's filters in the topic, as read at start and written since.
     published: FxHashMap<String, RouteState>,
     /// This node's filters with subscribers, and on which shards (a bit each).
@@ -295,6 +242,8 @@ impl Node {
             table,
             seen: FxHashMap::default(),
             left: rustc_hash::FxHashSet::default(),
+            heard: 0,
+            aside: FxHashMap::default(),
             published: FxHashMap::default(),
             local: FxHashMap::default(),
             end_at_start,
@@ -373,9 +322,7 @@ impl Routes {
             self.liveness();
             if std::mem::take(&mut self.changed) {
                 self.snapshot.store(Arc::new(self.table.clone()));
-                self.feed
-                    .live
-                    .store(u64::from(self.table.live().count_ones()), Ordering::Relaxed);
+                self.feed.nodes(&self.table);
             }
             if self.caught_up {
                 // The table holds every node's routes and liveness: the node may serve.
@@ -441,35 +388,39 @@ impl Routes {
             Some((node, filter)) => (node, Some(filter)),
             None => (key, None),
         };
-        let Some(index) = self.table.index(node) else {
-            if !self.over_nodes_logged {
-                tracing::warn!(
-                    node,
-                    "cluster: more than 64 nodes; this one is not routed to"
-                );
-                self.over_nodes_logged = true;
+        if node == own {
+            if let Some(filter) = filter.filter(|f| !f.is_empty() && !self.caught_up) {
+                let state = RouteState::of(payload);
+                if state == RouteState::None {
+                    self.published.remove(filter);
+                } else {
+                    self.published.insert(filter.to_string(), state);
+                }
+            }
+            return; // applied when written
+        }
+        let wakes = filter.is_none() && self.recent(payload);
+        let Some(index) = self.number(node, wakes) else {
+            if let Some(filter) = filter.filter(|f| !f.is_empty()) {
+                let routes = self.aside.entry(node.to_string()).or_default();
+                match RouteState::of(payload) {
+                    RouteState::None => routes.remove(filter),
+                    state => routes.insert(filter.to_string(), state),
+                };
+                if routes.is_empty() {
+                    self.aside.remove(node);
+                }
             }
             return;
         };
         match filter {
             Some(filter) if !filter.is_empty() => {
-                let state = RouteState::of(payload);
-                if node == own {
-                    if !self.caught_up {
-                        if state == RouteState::None {
-                            self.published.remove(filter);
-                        } else {
-                            self.published.insert(filter.to_string(), state);
-                        }
-                    }
-                    return; // applied when written
-                }
-                self.table.set_state(index, filter, state);
+                self.table.set_state(index, filter, RouteState::of(payload));
                 self.changed = true;
             }
             Some(_) => {}
-            None if node == own => {}
             None => {
+                self.heard |= 1u64 << index;
                 let written = payload
                     .and_then(|p| std::str::from_utf8(p).ok())
                     .and_then(|p| p.parse::<i64>().ok())
@@ -495,6 +446,95 @@ impl Routes {
                     };
                 }
             }
+        }
+    }
+
+    /// Whether a heartbeat record says its node is live now or was lately: not one saying it
+    /// left; while catching up, one written less than `cluster.node_keep_ms` ago.
+    fn recent(&self, payload: Option<&[u8]>) -> bool {
+        let written = payload
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.parse::<i64>().ok())
+            .unwrap_or(0);
+        let age = crate::kafka::now_millis().saturating_sub(written);
+        written != 0
+            && (self.caught_up || u64::try_from(age).is_ok_and(|a| a < self.config.node_keep_ms))
+    }
+
+    /// Node `node`'s number: the one it has, or a new one (a forgotten node's freed first)
+    /// for a node never seen or, when `wakes` (a recent heartbeat), one whose routes are
+    /// aside (they are in the table again). `None`: no number free (its routes wait aside).
+    fn number(&mut self, node: &str, wakes: bool) -> Option<usize> {
+        if let Some(index) = self.table.find(node) {
+            return Some(index);
+        }
+        let aside = self.aside.contains_key(node);
+        if aside && !wakes {
+            return None;
+        }
+        let index = match self.table.index(node) {
+            Some(index) => index,
+            None => {
+                self.forget_dead();
+                let Some(index) = self.table.index(node) else {
+                    if !self.over_nodes_logged {
+                        tracing::warn!(
+                            node,
+                            "cluster: more than 64 nodes known; this one is not routed to until another is forgotten"
+                        );
+                        self.over_nodes_logged = true;
+                    }
+                    return None;
+                };
+                index
+            }
+        };
+        if let Some(routes) = self.aside.remove(node) {
+            tracing::info!(
+                node,
+                routes = routes.len(),
+                "cluster: a forgotten node is back: its routes count again"
+            );
+            for (filter, state) in routes {
+                self.table.set_state(index, &filter, state);
+            }
+            self.changed = true;
+        }
+        Some(index)
+    }
+
+    /// Whether node `index` may be forgotten: another node, dead for longer than
+    /// `cluster.node_keep_ms` (by its last heartbeat; once the topic was read to its end, a
+    /// node with no heartbeat at all too).
+    fn forgettable(&self, index: usize) -> bool {
+        let keep = Duration::from_millis(self.config.node_keep_ms);
+        let heard = self.heard & (1u64 << index) != 0;
+        index != self.table.own()
+            && self.table.node(index).is_some()
+            && (self.caught_up || heard)
+            && self.seen.get(&index).is_none_or(|t| t.elapsed() >= keep)
+    }
+
+    /// Forgets every node that may be: its routes go aside, its number is free.
+    fn forget_dead(&mut self) {
+        for index in 0..self.table.numbered() {
+            if !self.forgettable(index) {
+                continue;
+            }
+            let node = self.table.node(index).unwrap_or("?").to_string();
+            let routes = self.table.forget(index);
+            tracing::info!(
+                node,
+                routes = routes.len(),
+                "cluster: node dead for longer than cluster.node_keep_ms: forgotten (its persistent sessions' routes no longer count; its number is free)"
+            );
+            if !routes.is_empty() {
+                self.aside.insert(node, routes.into_iter().collect());
+            }
+            self.seen.remove(&index);
+            self.left.remove(&index);
+            self.heard &= !(1u64 << index);
+            self.changed = true;
         }
     }
 
@@ -676,22 +716,19 @@ impl Routes {
     }
 
     fn liveness(&mut self) {
+        self.forget_dead();
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         let keep = Duration::from_millis(self.config.node_keep_ms);
         let own = self.table.own();
-        let nodes = (0..super::table::NODES_MAX)
-            .take_while(|i| self.table.node(*i).is_some())
-            .count();
-        for i in 0..nodes {
+        for i in 0..self.table.numbered() {
+            let Some(node) = self.table.node(i) else {
+                continue;
+            };
             let since = self.seen.get(&i).map(Instant::elapsed);
             let keepable = i != own && since.is_some_and(|t| t < keep);
             let live = i == own || (!self.left.contains(&i) && since.is_some_and(|t| t < timeout));
             let was_keepable = self.table.keepable() & (1u64 << i) != 0;
             let was_live = self.table.live() & (1u64 << i) != 0;
-            let node = self.table.node(i).unwrap_or("?");
-            if keepable != was_keepable && !keepable && i != own {
-                tracing::info!(node, "cluster: node dead for longer than cluster.node_keep_ms: its persistent sessions' routes are dropped");
-            }
             if live != was_live {
                 tracing::info!(
                     node,

@@ -81,8 +81,8 @@ pub struct ClusterSink {
     producer: Renewing<Ctx>,
     reports: Arc<Reports>,
     config: ClusterConfig,
-    /// Downlink topic per node index (built when first needed).
-    topics: Vec<Option<String>>,
+    /// Downlink topic per node index, with the id it was named for (built when first needed).
+    topics: Vec<Option<(Box<str>, String)>>,
     copies: Copies,
     /// Rotates the pick among a shared group's member nodes.
     pick: u64,
@@ -227,9 +227,10 @@ fn copy_headers(
     headers
 }
 
-/// Node `node`'s downlink topic, named once and kept in `topics`.
+/// Node `node`'s downlink topic, named once and kept in `topics` with the node's id (a
+/// forgotten node's number may go to another node).
 fn downlink<'a>(
-    topics: &'a mut Vec<Option<String>>,
+    topics: &'a mut Vec<Option<(Box<str>, String)>>,
     config: &ClusterConfig,
     table: &RouteTable,
     node: usize,
@@ -237,11 +238,12 @@ fn downlink<'a>(
     if topics.len() <= node {
         topics.resize(node + 1, None);
     }
+    let id = table.node(node)?;
     let slot = topics.get_mut(node)?;
-    if slot.is_none() {
-        *slot = Some(config.downlink_of(table.node(node)?));
+    if slot.as_ref().is_none_or(|(named, _)| &**named != id) {
+        *slot = Some((id.into(), config.downlink_of(id)));
     }
-    slot.as_deref()
+    slot.as_ref().map(|(_, topic)| topic.as_str())
 }
 
 impl Sink for ClusterSink {

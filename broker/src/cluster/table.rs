@@ -1,7 +1,9 @@
 //! The cluster's route table: which nodes have subscribers for which filters (and members in
 //! which shared groups), and which nodes are live. Built by the routes thread from the
 //! compacted routes topic; the shards read immutable snapshots of it (no lock on the publish
-//! path). Nodes are numbered in the order the table first saw them, at most [`NODES_MAX`].
+//! path). Nodes are numbered in the order the table first saw them, at most [`NODES_MAX`] at a
+//! time: a node forgotten (dead for longer than `cluster.node_keep_ms`) gives its number back
+//! and its routes are taken out ([`RouteTable::forget`]).
 
 use rustc_hash::FxHashMap;
 
@@ -44,6 +46,41 @@ impl Level {
             }
         }
         self.is_empty()
+    }
+
+    /// The filters below this level (`path`: the levels above) that `bit` subscribes to,
+    /// appended to `out`.
+    fn filters<'a>(&'a self, bit: u64, path: &mut Vec<&'a str>, out: &mut Vec<String>) {
+        if self.ends & bit != 0 {
+            out.push(path.join("/"));
+        }
+        if self.hash & bit != 0 {
+            path.push("#");
+            out.push(path.join("/"));
+            path.pop();
+        }
+        if let Some(plus) = &self.plus {
+            path.push("+");
+            plus.filters(bit, path, out);
+            path.pop();
+        }
+        for (name, child) in &self.children {
+            path.push(name);
+            child.filters(bit, path, out);
+            path.pop();
+        }
+    }
+
+    /// How many filters below this level `bit` subscribes to.
+    fn filters_of(&self, bit: u64) -> usize {
+        usize::from(self.ends & bit != 0)
+            + usize::from(self.hash & bit != 0)
+            + self.plus.as_ref().map_or(0, |p| p.filters_of(bit))
+            + self
+                .children
+                .values()
+                .map(|c| c.filters_of(bit))
+                .sum::<usize>()
     }
 
     /// The nodes with a filter matching the rest of a topic (`levels`).
@@ -100,8 +137,8 @@ impl Destinations {
 /// One snapshot of the cluster's routes.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
-    /// Node ids by index.
-    nodes: Vec<Box<str>>,
+    /// Node ids by index (`None`: the free number of a forgotten node).
+    nodes: Vec<Option<Box<str>>>,
     /// This node's index.
     own: usize,
     /// Nodes whose last heartbeat is recent (this one always).
@@ -124,21 +161,86 @@ impl RouteTable {
         t
     }
 
-    /// The index of node `id`, numbered now if new; `None` past [`NODES_MAX`].
+    /// The index of node `id`, numbered now if new (a forgotten node's number first); `None`
+    /// when [`NODES_MAX`] nodes have one.
     pub fn index(&mut self, id: &str) -> Option<usize> {
-        if let Some(i) = self.nodes.iter().position(|n| &**n == id) {
+        if let Some(i) = self.find(id) {
+            return Some(i);
+        }
+        if let Some(i) = self.nodes.iter().position(Option::is_none) {
+            if let Some(slot) = self.nodes.get_mut(i) {
+                *slot = Some(id.into());
+            }
             return Some(i);
         }
         if self.nodes.len() >= NODES_MAX {
             return None;
         }
-        self.nodes.push(id.into());
+        self.nodes.push(Some(id.into()));
         Some(self.nodes.len() - 1)
     }
 
-    /// The id of node `index`.
+    /// The index of node `id`, if it has one.
+    pub fn find(&self, id: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.as_deref() == Some(id))
+    }
+
+    /// The id of node `index` (`None`: no such number, or a free one).
     pub fn node(&self, index: usize) -> Option<&str> {
-        self.nodes.get(index).map(|n| &**n)
+        self.nodes.get(index)?.as_deref()
+    }
+
+    /// Nodes with a number (not forgotten), this one included.
+    pub fn known(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_some()).count()
+    }
+
+    /// The numbers given so far (some may be free): every node's index is below it.
+    pub fn numbered(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Forgets node `index` (never this node): its routes and shared-group memberships leave
+    /// the table and are returned (the filter and its state; `$share/g/f` for a group), it is
+    /// neither live nor keepable, and its number is free for another node.
+    pub fn forget(&mut self, index: usize) -> Vec<(String, super::RouteState)> {
+        use super::RouteState;
+        if index == self.own || self.node(index).is_none() {
+            return Vec::new();
+        }
+        let bit = 1u64 << index;
+        let mut live = Vec::new();
+        let mut kept = Vec::new();
+        self.root.filters(bit, &mut Vec::new(), &mut live);
+        self.kept.filters(bit, &mut Vec::new(), &mut kept);
+        let kept: rustc_hash::FxHashSet<String> = kept.into_iter().collect();
+        let mut routes: Vec<(String, RouteState)> = live
+            .into_iter()
+            .map(|f| {
+                let state = if kept.contains(&f) {
+                    RouteState::Kept
+                } else {
+                    RouteState::Live
+                };
+                (f, state)
+            })
+            .collect();
+        routes.extend(
+            self.shared
+                .iter()
+                .filter(|(_, _, mask)| mask & bit != 0)
+                .map(|(g, f, _)| (format!("$share/{g}/{f}"), RouteState::Live)),
+        );
+        for (filter, _) in &routes {
+            self.set_state(index, filter, RouteState::None);
+        }
+        apply(&mut self.live, bit, false);
+        apply(&mut self.keepable, bit, false);
+        if let Some(slot) = self.nodes.get_mut(index) {
+            *slot = None;
+        }
+        debug_assert!(self.root.filters_of(bit) == 0 && self.kept.filters_of(bit) == 0);
+        routes
     }
 
     /// This node's index.
@@ -348,5 +450,63 @@ mod tests {
         t.set(1, "$share/g/s/#", false);
         t.set(2, "$share/g/s/#", false);
         assert!(t.shared.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_node_gives_back_its_routes_and_its_number() {
+        use crate::cluster::RouteState;
+        let mut t = table();
+        let mut pick = 0;
+        let routes = [
+            ("k/#", RouteState::Kept),
+            ("s/+/t", RouteState::Live),
+            ("/lead", RouteState::Live),
+            ("#", RouteState::Live),
+            ("$share/g/s/#", RouteState::Live),
+        ];
+        for (f, state) in routes {
+            t.set_state(1, f, state);
+        }
+        t.set_state(2, "s/+/t", RouteState::Live);
+        t.set_keepable(1, true);
+        let before = t.destinations("s/x/t", false, &mut pick).nodes;
+        let mut back = t.forget(1);
+        back.sort();
+        let mut want: Vec<(String, RouteState)> =
+            routes.iter().map(|(f, s)| (f.to_string(), *s)).collect();
+        want.sort();
+        assert_eq!(back, want);
+        assert_eq!(t.node(1), None);
+        assert_eq!(t.live() & 0b010, 0);
+        assert_eq!(t.keepable(), 0);
+        assert_eq!(t.root.filters_of(0b010), 0);
+        assert!(t.shared.is_empty());
+        assert_eq!(t.destinations("s/x/t", false, &mut pick).nodes, 0b100);
+        assert!(t.forget(0).is_empty(), "never this node");
+        // Back under the same number (the first free one), its routes as they were.
+        assert_eq!(t.index("b"), Some(1));
+        t.set_live(1, true);
+        for (f, state) in back {
+            t.set_state(1, &f, state);
+        }
+        assert_eq!(t.destinations("s/x/t", false, &mut pick).nodes, before);
+        t.set_live(1, false);
+        t.set_keepable(1, true);
+        assert_eq!(t.destinations("k/1", false, &mut pick).nodes, 0b010);
+    }
+
+    #[test]
+    fn past_the_node_limit_a_new_node_takes_a_forgotten_ones_number() {
+        let mut t = RouteTable::new("n0");
+        for i in 1..NODES_MAX {
+            assert_eq!(t.index(&format!("n{i}")), Some(i));
+        }
+        assert_eq!(t.index("late"), None);
+        t.set(5, "a/b", true);
+        t.forget(5);
+        assert_eq!(t.index("late"), Some(5));
+        assert_eq!(t.node(5), Some("late"));
+        assert_eq!(t.index("n5"), None, "the forgotten one waits for a number");
+        assert_eq!(t.numbered(), NODES_MAX);
     }
 }

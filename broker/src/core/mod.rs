@@ -172,7 +172,7 @@ pub struct Core {
     /// (`Inbound::retain_version`); None: this shard versions it.
     pub(crate) carried_retain_version: Option<u64>,
     /// Where this shard reports a filter's first and last local subscriber (a cluster node).
-    pub(crate) cluster: Option<Arc<crate::cluster::routes::Feed>>,
+    pub(crate) cluster: Option<Arc<crate::cluster::feed::Feed>>,
     /// The SUBSCRIBE being handled changed this shard's route state for a filter: its
     /// SUBACK waits for the route record (`reply_after_routes`).
     pub(crate) cluster_routed: bool,
@@ -293,7 +293,7 @@ impl Core {
 
     /// Reports this shard's route changes to a cluster node's routes thread from now on,
     /// starting with every filter its restored sessions subscribe to.
-    pub fn join_cluster(&mut self, feed: Arc<crate::cluster::routes::Feed>) {
+    pub fn join_cluster(&mut self, feed: Arc<crate::cluster::feed::Feed>) {
         let mut filters: Vec<ByteString> = self
             .sessions
             .iter()

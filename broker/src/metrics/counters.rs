@@ -325,6 +325,10 @@ counters! {
         sys Total("cluster/nodes_live"),
         prom "ringmq_cluster_nodes_live",
         help "Nodes of the cluster with a recent heartbeat, this one included (0 outside a cluster).";
+    cluster_nodes_known: Gauge,
+        sys Total("cluster/nodes_known"),
+        prom "ringmq_cluster_nodes_known",
+        help "Nodes of the cluster with a number in the route table (live, or dead for less than cluster.node_keep_ms; at most 64), this one included (0 outside a cluster).";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",

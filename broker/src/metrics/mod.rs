@@ -657,6 +657,7 @@ mod tests {
             ("cluster/in_received", 0),
             ("cluster/in_handed_on", 0),
             ("cluster/nodes_live", 0),
+            ("cluster/nodes_known", 0),
         ]
         .iter()
         .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))

@@ -138,7 +138,7 @@ impl Shard {
     pub fn join_cluster(
         &mut self,
         table: Arc<arc_swap::ArcSwap<crate::cluster::table::RouteTable>>,
-        feed: Arc<crate::cluster::routes::Feed>,
+        feed: Arc<crate::cluster::feed::Feed>,
     ) -> anyhow::Result<()> {
         let (Some(kafka), Some(cluster)) = (&self.core.config.kafka, &self.core.config.cluster)
         else {

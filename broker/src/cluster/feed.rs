@@ -1,0 +1,87 @@
+//! Between the shards and the cluster's routes thread (`routes.rs`): the shards' route
+//! changes and SUBACK barriers in, in order; barriers answered out (each shard woken through
+//! its doorbell); the node counts for the metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crossbeam_queue::SegQueue;
+
+use super::table::RouteTable;
+use super::RouteState;
+use crate::ids::ShardId;
+
+/// What a shard tells the routes thread, in order.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// A filter's state on the shard changed (or may have).
+    Route(u16, String, RouteState),
+    /// A SUBACK waits (its barrier token) until every route record written before it is
+    /// acknowledged by Kafka.
+    Barrier(u16, u64),
+}
+
+/// Between the shards and the routes thread: the shards' route changes and SUBACK barriers
+/// in, barriers answered out (each shard woken through its doorbell).
+#[derive(Debug)]
+pub struct Feed {
+    pub(super) changes: SegQueue<Change>,
+    /// Per shard: barrier tokens answered, and its doorbell.
+    pub(super) answers: Vec<(SegQueue<u64>, crate::kafka::Bell)>,
+    /// Live nodes, this one included (for the metrics).
+    live: AtomicU64,
+    /// Nodes with a number (not forgotten), this one included (for the metrics).
+    known: AtomicU64,
+}
+
+impl Feed {
+    /// A feed for shards woken through `doorbells` (eventfds, in shard order).
+    pub fn new(doorbells: Vec<std::fs::File>) -> Self {
+        Self {
+            changes: SegQueue::new(),
+            answers: doorbells
+                .into_iter()
+                .map(|d| (SegQueue::new(), crate::kafka::Bell::new(d)))
+                .collect(),
+            live: AtomicU64::new(0),
+            known: AtomicU64::new(0),
+        }
+    }
+
+    /// Live nodes, this one included.
+    pub fn nodes_live(&self) -> u64 {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Nodes known (with a number in the route table: live, or dead for less than
+    /// `cluster.node_keep_ms`), this one included.
+    pub fn nodes_known(&self) -> u64 {
+        self.known.load(Ordering::Relaxed)
+    }
+
+    /// The metrics' node counts, from a new snapshot of the table.
+    pub(super) fn nodes(&self, table: &RouteTable) {
+        self.live
+            .store(u64::from(table.live().count_ones()), Ordering::Relaxed);
+        self.known.store(table.known() as u64, Ordering::Relaxed);
+    }
+
+    /// Shard `shard`'s SUBACK barrier `token` is answered once the route records written so
+    /// far are acknowledged (at most one per SUBSCRIBE waits here).
+    pub fn barrier(&self, shard: ShardId, token: u64) {
+        self.changes.push(Change::Barrier(shard.0, token));
+    }
+
+    /// A barrier of shard `shard` answered since the last call.
+    pub fn answered(&self, shard: ShardId) -> Option<u64> {
+        let (queue, bell) = self.answers.get(shard.index())?;
+        bell.answered();
+        queue.pop()
+    }
+
+    /// `filter`'s subscribers on `shard` now ask for `state`. Each change stands for a
+    /// SUBSCRIBE, UNSUBSCRIBE or session end, drained every pass (at least every 20 ms).
+    pub fn changed(&self, shard: ShardId, filter: &str, state: RouteState) {
+        self.changes
+            .push(Change::Route(shard.0, filter.to_string(), state));
+    }
+}
