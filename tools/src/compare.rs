@@ -3,15 +3,15 @@
 //! (JSON), SVG charts and BENCHMARKS.md with ratios ringmq/peer and the project's targets.
 
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use anyhow::Context;
 use net::codec::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
+pub use crate::brokers::Broker;
+use crate::brokers::{available, free_port, start};
 use crate::loadgen::conn::{run_conn, ConnLoad};
 use crate::loadgen::{run, Load};
 use crate::matrix::{matrix, Cell, Work};
@@ -53,38 +53,6 @@ pub struct CompareConfig {
     pub rounds: u32,
 }
 
-/// A broker under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Broker {
-    /// The trivial relay (baseline; exact topics only).
-    Relay,
-    /// ringmq with one shard.
-    Ringmq1,
-    /// ringmq with two shards (both cores: shares the load generator's core).
-    Ringmq2,
-    /// ringmq with one shard and `durability sync` (every persistent session's messages on
-    /// disk before their PUBACK): only the cells with persistent sessions.
-    RingmqSync,
-    /// Mosquitto (Debian package).
-    Mosquitto,
-    /// rumqttd (cargo install rumqttd).
-    Rumqttd,
-}
-
-impl Broker {
-    /// The name in tables, charts and `results.json`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Broker::Relay => "relay",
-            Broker::Ringmq1 => "ringmq-1shard",
-            Broker::Ringmq2 => "ringmq-2shards",
-            Broker::RingmqSync => "ringmq-sync",
-            Broker::Mosquitto => "mosquitto",
-            Broker::Rumqttd => "rumqttd",
-        }
-    }
-}
-
 /// One measurement.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
@@ -101,152 +69,6 @@ pub struct Outcome {
     /// Which round of the (cell, broker) this is, from 0.
     #[serde(default)]
     pub round: u32,
-}
-
-fn available(mode: Mode) -> Vec<Broker> {
-    let on_path = |cmd: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {cmd}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    let mut brokers = vec![Broker::Relay, Broker::Ringmq1];
-    if mode == Mode::Full {
-        brokers.push(Broker::Ringmq2);
-        brokers.push(Broker::RingmqSync);
-    }
-    if on_path("mosquitto") {
-        brokers.push(Broker::Mosquitto);
-    }
-    if on_path("rumqttd") {
-        brokers.push(Broker::Rumqttd);
-    }
-    brokers
-}
-
-fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    // A connection that met itself (source port = the probed port, TCP simultaneous open)
-    // is not the broker listening.
-    while !TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
-        if let Some(status) = child.try_wait()? {
-            anyhow::bail!("exited during start-up: {status}");
-        }
-        if Instant::now() > deadline {
-            anyhow::bail!("did not listen within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Child> {
-    let cores = if broker == Broker::Ringmq2 {
-        format!("{},{}", cfg.broker_core, cfg.load_core)
-    } else {
-        cfg.broker_core.to_string()
-    };
-    let listen = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new("taskset");
-    cmd.args(["-c", &cores]);
-    match broker {
-        Broker::Relay => {
-            cmd.arg(&cfg.bench).args(["relay", "--listen", &listen]);
-        }
-        Broker::Ringmq1 | Broker::Ringmq2 => {
-            let shards = if broker == Broker::Ringmq1 { "1" } else { "2" };
-            cmd.arg(&cfg.ringmq).args([
-                "--listen",
-                &listen,
-                "--shards",
-                shards,
-                "--log",
-                "warn",
-                "--session-queue-count-max",
-                "100000",
-                // Like mosquitto's and rumqttd's defaults: no disk.
-                "--durability",
-                "memory",
-            ]);
-        }
-        Broker::RingmqSync => {
-            let data = sync_data_dir();
-            let _ = std::fs::remove_dir_all(&data);
-            cmd.arg(&cfg.ringmq)
-                .args([
-                    "--listen",
-                    &listen,
-                    "--shards",
-                    "1",
-                    "--log",
-                    "warn",
-                    "--session-queue-count-max",
-                    "100000",
-                    "--durability",
-                    "sync",
-                    "--data-dir",
-                ])
-                .arg(&data);
-        }
-        Broker::Mosquitto => {
-            let conf = cfg.out.join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-                ),
-            )?;
-            cmd.arg("mosquitto").arg("-c").arg(conf);
-        }
-        Broker::Rumqttd => {
-            let conf = cfg.out.join("rumqttd.toml");
-            std::fs::write(&conf, format!(
-                "id = 0\n[router]\nid = 0\nmax_connections = 10010\nmax_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n[v4.1]\nname = \"v4-1\"\nlisten = \"{listen}\"\nnext_connection_delay_ms = 0\n    [v4.1.connections]\n    connection_timeout_ms = 60000\n    max_payload_size = 20480\n    max_inflight_count = 100\n    dynamic_filters = true\n"
-            ))?;
-            cmd.arg("rumqttd").arg("-q").arg("-c").arg(conf);
-        }
-    }
-    let log = std::fs::File::create(cfg.out.join(format!("{}.log", broker.name())))?;
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("start {}", broker.name()))?;
-    if let Err(e) = wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child) {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(e);
-    }
-    Ok(child)
-}
-
-/// Where `ringmq-sync` keeps its log: a directory of its own outside the results (emptied
-/// before each start, removed after each stop).
-fn sync_data_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("ringmq-bench-sync-{}", std::process::id()))
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_or(18_900, |a| a.port())
 }
 
 /// Runs the matrix and writes the report.
@@ -279,7 +101,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
             if broker == Broker::Relay && (!exact_topics_only || offline) {
                 continue;
             }
-            if broker == Broker::RingmqSync && !persistent {
+            if broker.persistent_only() && !persistent {
                 continue;
             }
             eprintln!(
@@ -299,8 +121,8 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                     error: Some(format!("{e:#}")),
                     round,
                 },
-                Ok(child) => {
-                    let pid = child.id();
+                Ok(mut running) => {
+                    let pid = running.pid();
                     let addr = SocketAddr::from(([127, 0, 0, 1], port));
                     let result = match &cell.work {
                         Work::Messages(topology, load) => run(
@@ -324,10 +146,16 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                         })
                         .map(|r| (None, Some(r))),
                     };
-                    stop(child);
-                    if broker == Broker::RingmqSync {
-                        let _ = std::fs::remove_dir_all(sync_data_dir());
-                    }
+                    // A broker that died during the run: the error says so, not only what
+                    // the generator saw.
+                    let result = match (result, running.exited()) {
+                        (Err(e), Some(status)) => Err(e.context(format!(
+                            "the broker exited during the run ({status}; its output: {}.log)",
+                            broker.name()
+                        ))),
+                        (result, _) => result,
+                    };
+                    running.stop();
                     match result {
                         Ok((report, conn)) => Outcome {
                             cell: cell.id.clone(),
@@ -409,17 +237,10 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
         mode,
         ..cfg.clone()
     };
-    let brokers: Vec<Broker> = [
-        Broker::Relay,
-        Broker::Ringmq1,
-        Broker::Ringmq2,
-        Broker::RingmqSync,
-        Broker::Mosquitto,
-        Broker::Rumqttd,
-    ]
-    .into_iter()
-    .filter(|b| outcomes.iter().any(|o| o.broker == b.name()))
-    .collect();
+    let brokers: Vec<Broker> = Broker::ALL
+        .into_iter()
+        .filter(|b| outcomes.iter().any(|o| o.broker == b.name()))
+        .collect();
     let md = write_report(&cfg, &matrix(mode), &brokers, &results)?;
     crate::report::write_keeping_hand_run(&cfg.report, &md)?;
     Ok(())
@@ -492,6 +313,7 @@ fn write_report(
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `ringmq-sync` is ringmq on one shard with `durability sync` (a PUBACK leaves once the persistent subscribers' copies are on disk, fdatasync through io_uring with group commit), run only in the cells with persistent sessions (the TBMQ phases, the long run `soak-5000` and `p2p-persistent`): the durable cost beside the in-memory brokers.");
+    let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU per message is the broker's only: Redis's CPU is not counted (BENCHMARKS.md \"The Redis store\" measures it).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 

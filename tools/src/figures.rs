@@ -110,11 +110,11 @@ pub fn headline(
     brokers: &[Broker],
     outcomes: &[Outcome],
 ) -> anyhow::Result<Option<String>> {
-    // ringmq-sync runs only the cells with persistent sessions.
+    // ringmq-sync and the Redis-backed brokers run only the cells with persistent sessions.
     let mut order: Vec<Broker> = brokers
         .iter()
         .copied()
-        .filter(|b| !matches!(b, Broker::Relay | Broker::RingmqSync))
+        .filter(|b| *b != Broker::Relay && !b.persistent_only())
         .collect();
     if brokers.contains(&Broker::Relay) {
         order.push(Broker::Relay);

@@ -10,11 +10,14 @@
 //! - [`results`]: `results.json`: every round's outcome and the run's method facts.
 //! - [`relay`]: a trivial MQTT relay, the baseline the generator and brokers are measured
 //!   against.
+//! - [`brokers`]: the brokers the comparison runs, started and stopped (with a redis-server
+//!   for the Redis-backed ones).
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
 //! - [`figures`]: which charts BENCHMARKS.md shows, from a run's outcomes.
 //! - [`plot`]: the charts (plotters, SVG, log axes).
 
 pub mod accounting;
+pub mod brokers;
 pub mod compare;
 pub mod figures;
 pub mod loadgen;

@@ -46,6 +46,8 @@ fn colour(name: &str, index: usize) -> RGBColor {
         "mosquitto",
         "rumqttd",
         "ringmq-sync",
+        "ringmq-redis",
+        "aedes-redis",
     ];
     let i = fixed.iter().position(|b| *b == name).unwrap_or(index);
     PALETTE.get(i % PALETTE.len()).copied().unwrap_or(BLACK)

@@ -1,0 +1,326 @@
+//! The brokers `ringmq-bench compare` runs: which ones this machine has, how each is started
+//! on 127.0.0.1 pinned to the broker core (with the redis-server a Redis-backed one needs,
+//! fresh per run, on the load generator's core) and stopped, its scratch directories removed.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::compare::{CompareConfig, Mode};
+
+/// A broker under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Broker {
+    /// The trivial relay (baseline; exact topics only).
+    Relay,
+    /// ringmq with one shard.
+    Ringmq1,
+    /// ringmq with two shards (both cores: shares the load generator's core).
+    Ringmq2,
+    /// ringmq with one shard and `durability sync` (every persistent session's messages on
+    /// disk before their PUBACK): only the cells with persistent sessions.
+    RingmqSync,
+    /// ringmq with one shard and the Redis store (`--store redis`, a redis-server with
+    /// `appendfsync always`): only the cells with persistent sessions.
+    RingmqRedis,
+    /// aedes with aedes-persistence-redis (`tools/peers/aedes`, Node.js), on the same kind of
+    /// redis-server: only the cells with persistent sessions.
+    AedesRedis,
+    /// Mosquitto (Debian package).
+    Mosquitto,
+    /// rumqttd (cargo install rumqttd).
+    Rumqttd,
+}
+
+impl Broker {
+    /// Every broker, in the tables' order.
+    pub const ALL: [Broker; 8] = [
+        Broker::Relay,
+        Broker::Ringmq1,
+        Broker::Ringmq2,
+        Broker::RingmqSync,
+        Broker::RingmqRedis,
+        Broker::AedesRedis,
+        Broker::Mosquitto,
+        Broker::Rumqttd,
+    ];
+
+    /// The name in tables, charts and `results.json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Broker::Relay => "relay",
+            Broker::Ringmq1 => "ringmq-1shard",
+            Broker::Ringmq2 => "ringmq-2shards",
+            Broker::RingmqSync => "ringmq-sync",
+            Broker::RingmqRedis => "ringmq-redis",
+            Broker::AedesRedis => "aedes-redis",
+            Broker::Mosquitto => "mosquitto",
+            Broker::Rumqttd => "rumqttd",
+        }
+    }
+
+    /// Keeps sessions in a store that survives it: run only in the cells with persistent
+    /// sessions (the durable cost beside the in-memory brokers).
+    pub fn persistent_only(self) -> bool {
+        matches!(
+            self,
+            Broker::RingmqSync | Broker::RingmqRedis | Broker::AedesRedis
+        )
+    }
+
+    /// Needs a redis-server of its own.
+    fn redis(self) -> bool {
+        matches!(self, Broker::RingmqRedis | Broker::AedesRedis)
+    }
+}
+
+/// aedes and its Redis persistence, installed by `npm ci` there.
+fn aedes_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/aedes")
+}
+
+fn on_path(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The brokers this machine can run in `mode`.
+pub fn available(mode: Mode) -> Vec<Broker> {
+    let mut brokers = vec![Broker::Relay, Broker::Ringmq1];
+    if mode == Mode::Full {
+        brokers.push(Broker::Ringmq2);
+        brokers.push(Broker::RingmqSync);
+        if on_path("redis-server") {
+            brokers.push(Broker::RingmqRedis);
+            if on_path("node") && aedes_dir().join("node_modules/aedes").is_dir() {
+                brokers.push(Broker::AedesRedis);
+            }
+        }
+    }
+    if on_path("mosquitto") {
+        brokers.push(Broker::Mosquitto);
+    }
+    if on_path("rumqttd") {
+        brokers.push(Broker::Rumqttd);
+    }
+    brokers
+}
+
+/// A started broker: its process, the redis-server beside it, the directories to remove.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    redis: Option<Child>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Running {
+    /// The broker's process id (its CPU and RSS are measured).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// How the broker ended, if it did (a run's error then says so).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Stops the broker, then its redis-server, and removes their directories.
+    pub fn stop(self) {
+        stop(self.child);
+        if let Some(redis) = self.redis {
+            stop(redis);
+        }
+        for dir in self.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn wait_for_port(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // A connection that met itself (source port = the probed port, TCP simultaneous open)
+    // is not the broker listening.
+    while !TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok()) {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("exited during start-up: {status}");
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("did not listen within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// A scratch directory of the run's own outside the results (`what`: its use), emptied.
+fn scratch(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ringmq-bench-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Spawns `cmd` with its output in `log`, and waits until it listens on `port`.
+fn spawn(mut cmd: Command, log: PathBuf, port: u16, what: &str) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("start {what}"))?;
+    if let Err(e) = wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), &mut child) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e.context(what.to_string()));
+    }
+    Ok(child)
+}
+
+/// A fresh redis-server on the load generator's core: no snapshots, an append-only file
+/// fsynced before every reply (`appendfsync always`, as in BENCHMARKS.md "The Redis store").
+fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Child, u16)> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port();
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cfg.load_core.to_string(), "redis-server"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ])
+        .arg("--dir")
+        .arg(dir);
+    let child = spawn(cmd, cfg.out.join("redis-server.log"), port, "redis-server")?;
+    Ok((child, port))
+}
+
+/// Starts `broker` listening on `port`.
+pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Running> {
+    let cores = if broker == Broker::Ringmq2 {
+        format!("{},{}", cfg.broker_core, cfg.load_core)
+    } else {
+        cfg.broker_core.to_string()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let mut dirs = Vec::new();
+    let mut redis = None;
+    let mut redis_port = 0;
+    if broker.redis() {
+        let dir = scratch("redis");
+        dirs.push(dir.clone());
+        let (child, port) = start_redis(cfg, &dir)?;
+        redis = Some(child);
+        redis_port = port;
+    }
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cores]);
+    let ringmq = |cmd: &mut Command, shards: &str| {
+        cmd.arg(&cfg.ringmq).args([
+            "--listen",
+            &listen,
+            "--shards",
+            shards,
+            "--log",
+            "warn",
+            "--session-queue-count-max",
+            "100000",
+        ]);
+    };
+    match broker {
+        Broker::Relay => {
+            cmd.arg(&cfg.bench).args(["relay", "--listen", &listen]);
+        }
+        Broker::Ringmq1 | Broker::Ringmq2 => {
+            ringmq(&mut cmd, if broker == Broker::Ringmq1 { "1" } else { "2" });
+            // Like mosquitto's and rumqttd's defaults: no disk.
+            cmd.args(["--durability", "memory"]);
+        }
+        Broker::RingmqSync => {
+            let data = scratch("sync");
+            ringmq(&mut cmd, "1");
+            cmd.args(["--durability", "sync", "--data-dir"]).arg(&data);
+            dirs.push(data);
+        }
+        Broker::RingmqRedis => {
+            let data = scratch("redis-data");
+            ringmq(&mut cmd, "1");
+            cmd.args(["--durability", "sync", "--store", "redis", "--redis-url"])
+                .arg(format!("redis://127.0.0.1:{redis_port}"))
+                .arg("--data-dir")
+                .arg(&data);
+            dirs.push(data);
+        }
+        Broker::AedesRedis => {
+            cmd.arg("node")
+                .arg(aedes_dir().join("server.js"))
+                .args([port.to_string(), redis_port.to_string()]);
+        }
+        Broker::Mosquitto => {
+            let conf = cfg.out.join("mosquitto.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+                ),
+            )?;
+            cmd.arg("mosquitto").arg("-c").arg(conf);
+        }
+        Broker::Rumqttd => {
+            let conf = cfg.out.join("rumqttd.toml");
+            std::fs::write(&conf, format!(
+                "id = 0\n[router]\nid = 0\nmax_connections = 10010\nmax_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n[v4.1]\nname = \"v4-1\"\nlisten = \"{listen}\"\nnext_connection_delay_ms = 0\n    [v4.1.connections]\n    connection_timeout_ms = 60000\n    max_payload_size = 20480\n    max_inflight_count = 100\n    dynamic_filters = true\n"
+            ))?;
+            cmd.arg("rumqttd").arg("-q").arg("-c").arg(conf);
+        }
+    }
+    let log = cfg.out.join(format!("{}.log", broker.name()));
+    match spawn(cmd, log, port, broker.name()) {
+        Ok(child) => Ok(Running { child, redis, dirs }),
+        Err(e) => {
+            if let Some(redis) = redis {
+                stop(redis);
+            }
+            for dir in dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A port free now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(18_900, |a| a.port())
+}
