@@ -348,7 +348,7 @@ impl Core {
     fn end_stored(&mut self, client: &str) {
         self.durable.append_journal(
             client,
-            Journal::Record(Record::SessionEnd {
+            &Journal::Record(Record::SessionEnd {
                 client: client.to_string(),
             }),
         );

@@ -48,9 +48,10 @@ impl Core {
         if session.durable {
             session.journal_end();
         }
-        for entry in session.journal.drain(..) {
+        for entry in &session.journal {
             self.durable.append_journal(&session.client_id, entry);
         }
+        session.journal.clear();
         if session.conn.is_none() {
             if let Some(will) = session.will.take() {
                 self.publish(will, Origin::Broker);

@@ -103,16 +103,16 @@ impl Durable {
     /// Hands one journaled change of `client`'s session to the store: a queued message as its
     /// body the first time the shard's routing of it reaches a durable session, then as
     /// references.
-    pub fn append_journal(&mut self, client: &str, entry: Journal) {
+    pub fn append_journal(&mut self, client: &str, entry: &Journal) {
         let result = match entry {
-            Journal::Record(record) => self.store.append(&record),
+            Journal::Record(record) => self.store.append(record),
             Journal::Enqueue {
                 seq, qos, retain, ..
-            } if seq == self.body_written => self.store.append(&Record::Ref {
+            } if *seq == self.body_written => self.store.append(&Record::Ref {
                 client: client.to_string(),
-                id: seq,
-                qos,
-                retain,
+                id: *seq,
+                qos: *qos,
+                retain: *retain,
             }),
             Journal::Enqueue {
                 seq,
@@ -129,12 +129,14 @@ impl Durable {
                 let body = MessageRef {
                     topic: &message.topic,
                     properties: &self.properties,
-                    expires_at_ms,
+                    expires_at_ms: *expires_at_ms,
                     payload: &message.payload,
                 };
-                let r = self.store.append_message(client, seq, qos, retain, &body);
+                let r = self
+                    .store
+                    .append_message(client, *seq, *qos, *retain, &body);
                 if r.is_ok() {
-                    self.body_written = seq;
+                    self.body_written = *seq;
                 }
                 r
             }

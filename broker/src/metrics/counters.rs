@@ -395,7 +395,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 47);
+        assert_eq!(COUNT, 48);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

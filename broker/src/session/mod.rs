@@ -544,14 +544,19 @@ impl Session {
             .position(|f| f.packet_id == packet_id && f.stage == stage)
     }
 
+    /// The in-flight message at `i` is done: its sequence number is journaled.
+    fn settle(&mut self, i: usize) {
+        if let Some(f) = self.inflight.remove(i) {
+            self.journal_done(f.out.seq);
+        }
+    }
+
     /// PUBACK from the client. Returns false for an unknown packet id.
     pub fn on_puback(&mut self, packet_id: PacketId, now: Instant, out: &mut BytesMut) -> bool {
         let Some(i) = self.position(packet_id, Awaiting::Ack) else {
             return false;
         };
-        if let Some(f) = self.inflight.remove(i) {
-            self.journal_done(f.out.seq);
-        }
+        self.settle(i);
         self.fill_window(now, out);
         true
     }
@@ -600,9 +605,7 @@ impl Session {
         let Some(i) = self.position(packet_id, Awaiting::Comp) else {
             return false;
         };
-        if let Some(f) = self.inflight.remove(i) {
-            self.journal_done(f.out.seq);
-        }
+        self.settle(i);
         self.fill_window(now, out);
         true
     }
