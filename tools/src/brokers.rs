@@ -114,9 +114,10 @@ pub fn available(mode: Mode) -> Vec<Broker> {
 }
 
 /// A started broker: its process, the redis-server beside it, the directories to remove.
+/// Dropped (or stopped), it stops both and removes the directories.
 #[derive(Debug)]
 pub struct Running {
-    child: Child,
+    child: Option<Child>,
     redis: Option<Child>,
     dirs: Vec<PathBuf>,
 }
@@ -124,12 +125,17 @@ pub struct Running {
 impl Running {
     /// The broker's process id (its CPU and RSS are measured).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The processes beside the broker whose CPU counts with it (its redis-server).
+    pub fn helper_pids(&self) -> Vec<u32> {
+        self.redis.iter().map(Child::id).collect()
     }
 
     /// How the broker ended, if it did (a run's error then says so).
     pub fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
+        match self.child.as_mut()?.try_wait() {
             Ok(Some(status)) => Some(status.to_string()),
             _ => None,
         }
@@ -137,11 +143,20 @@ impl Running {
 
     /// Stops the broker, then its redis-server, and removes their directories.
     pub fn stop(self) {
-        stop(self.child);
-        if let Some(redis) = self.redis {
+        drop(self);
+    }
+}
+
+impl Drop for Running {
+    /// Also when a run panics: nothing outlives the comparison.
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            stop(child);
+        }
+        if let Some(redis) = self.redis.take() {
             stop(redis);
         }
-        for dir in self.dirs {
+        for dir in self.dirs.drain(..) {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
@@ -217,14 +232,18 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
         cfg.broker_core.to_string()
     };
     let listen = format!("127.0.0.1:{port}");
-    let mut dirs = Vec::new();
-    let mut redis = None;
+    // Whatever is started is stopped, and its directories removed, if a later step fails.
+    let mut running = Running {
+        child: None,
+        redis: None,
+        dirs: Vec::new(),
+    };
     let mut redis_port = 0;
     if broker.redis() {
         let dir = scratch("redis");
-        dirs.push(dir.clone());
+        running.dirs.push(dir.clone());
         let (child, port) = start_redis(cfg, &dir)?;
-        redis = Some(child);
+        running.redis = Some(child);
         redis_port = port;
     }
     let mut cmd = Command::new("taskset");
@@ -254,7 +273,7 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
             let data = scratch("sync");
             ringmq(&mut cmd, "1");
             cmd.args(["--durability", "sync", "--data-dir"]).arg(&data);
-            dirs.push(data);
+            running.dirs.push(data);
         }
         Broker::RingmqRedis => {
             let data = scratch("redis-data");
@@ -263,7 +282,7 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
                 .arg(format!("redis://127.0.0.1:{redis_port}"))
                 .arg("--data-dir")
                 .arg(&data);
-            dirs.push(data);
+            running.dirs.push(data);
         }
         Broker::AedesRedis => {
             cmd.arg("node")
@@ -289,18 +308,8 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
         }
     }
     let log = cfg.out.join(format!("{}.log", broker.name()));
-    match spawn(cmd, log, port, broker.name()) {
-        Ok(child) => Ok(Running { child, redis, dirs }),
-        Err(e) => {
-            if let Some(redis) = redis {
-                stop(redis);
-            }
-            for dir in dirs {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            Err(e)
-        }
-    }
+    running.child = Some(spawn(cmd, log, port, broker.name())?);
+    Ok(running)
 }
 
 fn stop(mut child: Child) {

@@ -130,6 +130,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             &Load {
                                 addr,
                                 broker_pid: Some(pid),
+                                other_pids: running.helper_pids(),
                                 ..(**load).clone()
                             },
                         )
@@ -246,6 +247,16 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The CPU per message of the processes measured beside the broker (its redis-server), as
+/// " + N Redis" (empty when none).
+fn helpers_cpu(r: &Report) -> String {
+    if r.others_cpu_us_per_message.is_empty() {
+        return String::new();
+    }
+    let sum: f64 = r.others_cpu_us_per_message.iter().map(|(_, v)| v).sum();
+    format!(" + {sum:.2} Redis")
+}
+
 /// The median round's report of (cell, broker).
 pub(crate) fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
     crate::results::report(outcomes, cell, broker.name())
@@ -313,7 +324,7 @@ fn write_report(
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `ringmq-sync` is ringmq on one shard with `durability sync` (a PUBACK leaves once the persistent subscribers' copies are on disk, fdatasync through io_uring with group commit), run only in the cells with persistent sessions (the TBMQ phases, the long run `soak-5000` and `p2p-persistent`): the durable cost beside the in-memory brokers.");
-    let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU per message is the broker's only: Redis's CPU is not counted (BENCHMARKS.md \"The Redis store\" measures it).");
+    let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU column adds the redis-server's CPU per message over the same window (\"+ N Redis\"; absent in rows measured before it was counted); the ratios use the broker's alone.");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 
@@ -496,7 +507,8 @@ fn write_report(
                                         b,
                                         &|r| r.broker_cpu_us_per_message,
                                         &|v| format!("{v:.2}")
-                                    ),
+                                    )
+                                    + &helpers_cpu(r),
                                 r.latency.p50_us / 1000.0,
                                 r.latency.p99_us / 1000.0,
                                 r.latency.p999_us / 1000.0,

@@ -64,6 +64,7 @@ impl RouteState {
     }
 }
 
+mod beat;
 pub mod config;
 pub mod feed;
 pub mod retained;

@@ -27,6 +27,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
+use super::beat::Beat;
 use super::config::ClusterConfig;
 use super::feed::{Change, Feed};
 use super::table::RouteTable;
@@ -332,7 +333,10 @@ impl Routes {
         // Other nodes stop routing here at once rather than after the node timeout (a
         // producer that failed for good is replaced first, if its pause is over).
         self.producer.renew_if_failed();
-        self.send(&self.config.node_id.clone(), Some(b"0".as_slice()));
+        self.send(
+            &self.config.node_id.clone(),
+            Some(Beat::left_now().as_bytes()),
+        );
         let _ = self.producer.producer().flush(Duration::from_secs(5));
     }
 
@@ -400,7 +404,7 @@ impl Routes {
             return; // applied when written
         }
         let wakes = filter.is_none() && self.recent(payload);
-        let Some(index) = self.number(node, wakes) else {
+        let Some(index) = self.number(node, filter.is_none(), wakes) else {
             if let Some(filter) = filter.filter(|f| !f.is_empty()) {
                 let routes = self.aside.entry(node.to_string()).or_default();
                 match RouteState::of(payload) {
@@ -421,29 +425,38 @@ impl Routes {
             Some(_) => {}
             None => {
                 self.heard |= 1u64 << index;
-                let written = payload
-                    .and_then(|p| std::str::from_utf8(p).ok())
-                    .and_then(|p| p.parse::<i64>().ok())
-                    .unwrap_or(0);
-                let age = crate::kafka::now_millis().saturating_sub(written);
-                if written == 0 {
-                    // Left: dead at once; its kept routes still count for node_keep_ms.
-                    self.left.insert(index);
-                    self.seen.entry(index).or_insert_with(Instant::now);
-                } else if self.caught_up {
-                    // Live now: the time it arrived, not the writer's clock.
-                    self.left.remove(&index);
-                    self.seen.insert(index, Instant::now());
-                } else {
-                    // Catching up: the writer's clock tells old heartbeats from recent ones.
-                    self.left.remove(&index);
-                    let age = Duration::from_millis(u64::try_from(age.max(0)).unwrap_or(0));
-                    let at = Instant::now().checked_sub(age);
-                    match at {
-                        Some(at) => self.seen.insert(index, at),
-                        // Older than this machine's clock can say: dead, not kept.
-                        None => self.seen.remove(&index),
-                    };
+                let beat = Beat::parse(payload);
+                let written_at = |age: u64| Instant::now().checked_sub(Duration::from_millis(age));
+                match beat {
+                    Beat::Left(_) if self.caught_up => {
+                        // Dead at once; its kept routes still count for node_keep_ms after
+                        // its last heartbeat (or from now).
+                        self.left.insert(index);
+                        self.seen.entry(index).or_insert_with(Instant::now);
+                    }
+                    Beat::Left(None) => {
+                        // Written before "left" carried its time: taken as now.
+                        self.left.insert(index);
+                        self.seen.entry(index).or_insert_with(Instant::now);
+                    }
+                    Beat::Live(_) if self.caught_up => {
+                        // Live now: the time it arrived, not the writer's clock.
+                        self.left.remove(&index);
+                        self.seen.insert(index, Instant::now());
+                    }
+                    Beat::Live(_) | Beat::Left(Some(_)) => {
+                        // Catching up: the writer's clock tells old records from recent ones.
+                        if matches!(beat, Beat::Left(_)) {
+                            self.left.insert(index);
+                        } else {
+                            self.left.remove(&index);
+                        }
+                        match beat.age_ms().and_then(written_at) {
+                            Some(at) => self.seen.insert(index, at),
+                            // Older than this machine's clock can say: dead, not kept.
+                            None => self.seen.remove(&index),
+                        };
+                    }
                 }
             }
         }
@@ -452,24 +465,21 @@ impl Routes {
     /// Whether a heartbeat record says its node is live now or was lately: not one saying it
     /// left; while catching up, one written less than `cluster.node_keep_ms` ago.
     fn recent(&self, payload: Option<&[u8]>) -> bool {
-        let written = payload
-            .and_then(|p| std::str::from_utf8(p).ok())
-            .and_then(|p| p.parse::<i64>().ok())
-            .unwrap_or(0);
-        let age = crate::kafka::now_millis().saturating_sub(written);
-        written != 0
-            && (self.caught_up || u64::try_from(age).is_ok_and(|a| a < self.config.node_keep_ms))
+        let beat = Beat::parse(payload);
+        matches!(beat, Beat::Live(_))
+            && (self.caught_up || beat.age_ms().is_some_and(|a| a < self.config.node_keep_ms))
     }
 
     /// Node `node`'s number: the one it has, or a new one (a forgotten node's freed first)
-    /// for a node never seen or, when `wakes` (a recent heartbeat), one whose routes are
-    /// aside (they are in the table again). `None`: no number free (its routes wait aside).
-    fn number(&mut self, node: &str, wakes: bool) -> Option<usize> {
+    /// for a route record of a node never seen, or when `wakes` (a recent heartbeat; its
+    /// routes aside, if any, are in the table again). `None`: none given (a heartbeat that is
+    /// not recent, or no number free: its routes wait aside).
+    fn number(&mut self, node: &str, heartbeat: bool, wakes: bool) -> Option<usize> {
         if let Some(index) = self.table.find(node) {
             return Some(index);
         }
-        let aside = self.aside.contains_key(node);
-        if aside && !wakes {
+        // A node long gone (its last heartbeat, or its "left", old) takes no number.
+        if (heartbeat || self.aside.contains_key(node)) && !wakes {
             return None;
         }
         let index = match self.table.index(node) {
@@ -535,6 +545,8 @@ impl Routes {
             self.left.remove(&index);
             self.heard &= !(1u64 << index);
             self.changed = true;
+            // A node short of a number is logged again.
+            self.over_nodes_logged = false;
         }
     }
 
