@@ -31,6 +31,8 @@ pub struct Feed {
     live: AtomicU64,
     /// Nodes with a number (not forgotten), this one included (for the metrics).
     known: AtomicU64,
+    /// Routes producers replaced after failing for good (for the metrics).
+    pub(super) routes_replaced: AtomicU64,
 }
 
 impl Feed {
@@ -44,6 +46,7 @@ impl Feed {
                 .collect(),
             live: AtomicU64::new(0),
             known: AtomicU64::new(0),
+            routes_replaced: AtomicU64::new(0),
         }
     }
 
@@ -56,6 +59,11 @@ impl Feed {
     /// `cluster.node_keep_ms`), this one included.
     pub fn nodes_known(&self) -> u64 {
         self.known.load(Ordering::Relaxed)
+    }
+
+    /// Routes producers replaced after failing for good (librdkafka's fatal errors).
+    pub fn routes_producers_replaced(&self) -> u64 {
+        self.routes_replaced.load(Ordering::Relaxed)
     }
 
     /// The metrics' node counts, from a new snapshot of the table.

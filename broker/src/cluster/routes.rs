@@ -318,6 +318,9 @@ impl Routes {
                 self.reconcile();
             }
             self.producer.renew_if_failed();
+            self.feed
+                .routes_replaced
+                .store(self.producer.renewed, Ordering::Relaxed);
             self.answer_barriers();
             self.beat();
             self.liveness();

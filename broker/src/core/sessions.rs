@@ -285,6 +285,7 @@ impl Core {
         if let Some(feed) = self.cluster.as_ref().filter(|_| self.id.0 == 0) {
             self.stats.cluster_nodes_live = feed.nodes_live();
             self.stats.cluster_nodes_known = feed.nodes_known();
+            self.stats.cluster_routes_producers_replaced = feed.routes_producers_replaced();
         }
         let [kafka, cluster, kafka_in, cluster_in] = &feeds;
         let histograms = [&self.latency, kafka, cluster, kafka_in, cluster_in];

@@ -325,6 +325,10 @@ counters! {
         sys Total("cluster/nodes_live"),
         prom "ringmq_cluster_nodes_live",
         help "Nodes of the cluster with a recent heartbeat, this one included (0 outside a cluster).";
+    cluster_routes_producers_replaced: Counter,
+        sys Total("cluster/routes_producers_replaced"),
+        prom "ringmq_cluster_routes_producers_replaced_total",
+        help "Producers of the cluster's routes topic replaced after failing for good (librdkafka's fatal errors); the route records they held are written again.";
     cluster_nodes_known: Gauge,
         sys Total("cluster/nodes_known"),
         prom "ringmq_cluster_nodes_known",
@@ -395,7 +399,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 48);
+        assert_eq!(COUNT, 49);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,
