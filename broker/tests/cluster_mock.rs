@@ -1,7 +1,8 @@
 //! A cluster node against librdkafka's mock cluster answering with an error a real Kafka gives
 //! rarely: an out-of-order sequence answer to the routes producer (the idempotent producer
-//! fails for good) has the node replace that producer; route records reach Kafka again, and a
-//! SUBSCRIBE's SUBACK still waits for its record.
+//! fails for good) has the node replace that producer; a later SUBSCRIBE is acknowledged and
+//! both subscriptions' route records are in the topic; with Kafka slow to answer, a SUBACK
+//! waits for its route record's acknowledgement.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -60,8 +61,7 @@ fn a_routes_producer_that_failed_for_good_is_replaced_and_route_records_reach_ka
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The replacement writes route records: a new subscription's SUBACK comes once its record
-    // is in Kafka.
+    // The replacement writes route records.
     c.subscribe("f/2", QoS::AtLeastOnce);
     let records = kafka::consume(
         &mock.bootstrap_servers(),
@@ -83,5 +83,15 @@ fn a_routes_producer_that_failed_for_good_is_replaced_and_route_records_reach_ka
             "{key} in the routes topic: {routes:?}"
         );
     }
+    // Kafka slow to answer: the SUBACK waits for the route record's acknowledgement.
+    mock.broker_round_trip_time(1, Duration::from_millis(1500))
+        .unwrap();
+    let start = Instant::now();
+    c.subscribe("f/3", QoS::AtLeastOnce);
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "SUBACK after {waited:?}, before Kafka answered"
+    );
     drop(broker);
 }

@@ -250,7 +250,7 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
 /// The CPU per message of the processes measured beside the broker (its redis-server), as
 /// " + N Redis" (empty when none).
 fn helpers_cpu(r: &Report) -> String {
-    if r.others_cpu_us_per_message.is_empty() {
+    if r.others_cpu_us_per_message.is_empty() || r.broker_cpu_us_per_message.is_none() {
         return String::new();
     }
     let sum: f64 = r.others_cpu_us_per_message.iter().map(|(_, v)| v).sum();

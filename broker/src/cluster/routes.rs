@@ -408,15 +408,15 @@ impl Routes {
         }
         let wakes = filter.is_none() && self.recent(payload);
         let Some(index) = self.number(node, filter.is_none(), wakes) else {
+            // Kept aside, even empty: a node long gone (its heartbeat old, or its "left") takes
+            // no number for the route records that may follow it (written after its last
+            // heartbeat, before it died).
+            let routes = self.aside.entry(node.to_string()).or_default();
             if let Some(filter) = filter.filter(|f| !f.is_empty()) {
-                let routes = self.aside.entry(node.to_string()).or_default();
                 match RouteState::of(payload) {
                     RouteState::None => routes.remove(filter),
                     state => routes.insert(filter.to_string(), state),
                 };
-                if routes.is_empty() {
-                    self.aside.remove(node);
-                }
             }
             return;
         };
