@@ -406,8 +406,10 @@ impl Routes {
             }
             return; // applied when written
         }
-        let wakes = filter.is_none() && self.recent(payload);
-        let Some(index) = self.number(node, filter.is_none(), wakes) else {
+        // A record keyed by the node id alone is its heartbeat.
+        let beat = filter.is_none().then(|| Beat::parse(payload));
+        let wakes = beat.is_some_and(|b| self.recent(b));
+        let Some(index) = self.number(node, beat.is_some(), wakes) else {
             // Kept aside, even empty: a node long gone (its heartbeat old, or its "left") takes
             // no number for the route records that may follow it (written after its last
             // heartbeat, before it died).
@@ -428,38 +430,34 @@ impl Routes {
             Some(_) => {}
             None => {
                 self.heard |= 1u64 << index;
-                let beat = Beat::parse(payload);
-                let written_at = |age: u64| Instant::now().checked_sub(Duration::from_millis(age));
-                match beat {
-                    Beat::Left(_) if self.caught_up => {
-                        // Dead at once; its kept routes still count for node_keep_ms after
-                        // its last heartbeat (or from now).
-                        self.left.insert(index);
-                        self.seen.entry(index).or_insert_with(Instant::now);
-                    }
-                    Beat::Left(None) => {
-                        // Written before "left" carried its time: taken as now.
-                        self.left.insert(index);
-                        self.seen.entry(index).or_insert_with(Instant::now);
-                    }
-                    Beat::Live(_) if self.caught_up => {
+                let beat = beat.unwrap_or(Beat::Left(None));
+                if matches!(beat, Beat::Left(_)) {
+                    self.left.insert(index);
+                } else {
+                    self.left.remove(&index);
+                }
+                if self.caught_up || beat == Beat::Left(None) {
+                    match beat {
                         // Live now: the time it arrived, not the writer's clock.
-                        self.left.remove(&index);
-                        self.seen.insert(index, Instant::now());
-                    }
-                    Beat::Live(_) | Beat::Left(Some(_)) => {
-                        // Catching up: the writer's clock tells old records from recent ones.
-                        if matches!(beat, Beat::Left(_)) {
-                            self.left.insert(index);
-                        } else {
-                            self.left.remove(&index);
+                        Beat::Live(_) => {
+                            self.seen.insert(index, Instant::now());
                         }
-                        match beat.age_ms().and_then(written_at) {
-                            Some(at) => self.seen.insert(index, at),
-                            // Older than this machine's clock can say: dead, not kept.
-                            None => self.seen.remove(&index),
-                        };
+                        // Dead at once; its kept routes count for node_keep_ms after its last
+                        // heartbeat (or from now: a bare `0` carries no time).
+                        Beat::Left(_) => {
+                            self.seen.entry(index).or_insert_with(Instant::now);
+                        }
                     }
+                } else {
+                    // Catching up: the writer's clock tells old records from recent ones.
+                    let at = beat
+                        .age_ms()
+                        .and_then(|age| Instant::now().checked_sub(Duration::from_millis(age)));
+                    match at {
+                        Some(at) => self.seen.insert(index, at),
+                        // Older than this machine's clock can say: dead, not kept.
+                        None => self.seen.remove(&index),
+                    };
                 }
             }
         }
@@ -467,8 +465,7 @@ impl Routes {
 
     /// Whether a heartbeat record says its node is live now or was lately: not one saying it
     /// left; while catching up, one written less than `cluster.node_keep_ms` ago.
-    fn recent(&self, payload: Option<&[u8]>) -> bool {
-        let beat = Beat::parse(payload);
+    fn recent(&self, beat: Beat) -> bool {
         matches!(beat, Beat::Live(_))
             && (self.caught_up || beat.age_ms().is_some_and(|a| a < self.config.node_keep_ms))
     }

@@ -181,7 +181,8 @@ fn pick(g: &Group, own: u64) -> Option<SharedPick> {
     ))
 }
 
-/// A topic's first level and what follows its `/` (`None`: it was the last level). A byte
+/// A topic's (or filter's) first level and what follows its `/` (`None`: it was the last
+/// level). A byte
 /// scan: levels are short, and `str::split_once` pays for setting up a searcher at each one
 /// (about 90 instructions per level of a routed message).
 #[inline]
@@ -381,10 +382,7 @@ impl Router {
     /// Applies `f` to the node of `filter` if it exists, then prunes empty nodes on the way
     /// back up so the tree's size follows the live subscriptions.
     fn update(node: &mut Node, filter: &str, f: &mut dyn FnMut(&mut Node)) {
-        let (level, rest) = match filter.split_once('/') {
-            Some((level, rest)) => (level, Some(rest)),
-            None => (filter, None),
-        };
+        let (level, rest) = first_level(filter);
         let Some(child) = node.child_mut(level) else {
             return;
         };
