@@ -1,6 +1,7 @@
 //! The brokers `ringmq-bench compare` runs: which ones this machine has, how each is started
 //! on 127.0.0.1 pinned to the broker core (with the redis-server a Redis-backed one needs,
-//! fresh per run, on the load generator's core) and stopped, its scratch directories removed.
+//! fresh per run, on the load generator's core) and stopped, its scratch directories removed;
+//! listening over plain TCP, TLS or WebSocket.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -10,7 +11,23 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::certs::ServerCerts;
 use crate::compare::{CompareConfig, Mode};
+
+/// How a cell's clients reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP.
+    Tcp,
+    /// TLS (1.3 negotiated) with a throwaway CA's certificate for 127.0.0.1
+    /// ([`crate::certs`]).
+    Tls,
+    /// WebSocket on [`WS_PATH`].
+    Ws,
+}
+
+/// The request path of the WebSocket cells.
+pub const WS_PATH: &str = "/mqtt";
 
 /// A broker under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,6 +47,9 @@ pub enum Broker {
     /// aedes with aedes-persistence-redis (`tools/peers/aedes`, Node.js), on the same kind of
     /// redis-server: only the cells with persistent sessions.
     AedesRedis,
+    /// ringmq with one shard validating every payload against an AsyncAPI document
+    /// (`benches/asyncapi/p2p.yaml`): only the cells with JSON payloads.
+    RingmqAsyncapi,
     /// Mosquitto (Debian package).
     Mosquitto,
     /// rumqttd (cargo install rumqttd).
@@ -38,10 +58,11 @@ pub enum Broker {
 
 impl Broker {
     /// Every broker, in the tables' order.
-    pub const ALL: [Broker; 8] = [
+    pub const ALL: [Broker; 9] = [
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
+        Broker::RingmqAsyncapi,
         Broker::RingmqSync,
         Broker::RingmqRedis,
         Broker::AedesRedis,
@@ -58,6 +79,7 @@ impl Broker {
             Broker::RingmqSync => "ringmq-sync",
             Broker::RingmqRedis => "ringmq-redis",
             Broker::AedesRedis => "aedes-redis",
+            Broker::RingmqAsyncapi => "ringmq-asyncapi",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -72,10 +94,34 @@ impl Broker {
         )
     }
 
+    /// Validates JSON payloads: run only in the cells whose payloads are JSON.
+    pub fn json_only(self) -> bool {
+        self == Broker::RingmqAsyncapi
+    }
+
+    /// Can listen over `transport` here (the relay speaks plain TCP only; rumqttd's and
+    /// aedes' TLS and WebSocket listeners are not set up by this runner).
+    pub fn speaks(self, transport: Transport) -> bool {
+        match self {
+            Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto => true,
+            Broker::Relay
+            | Broker::RingmqSync
+            | Broker::RingmqRedis
+            | Broker::RingmqAsyncapi
+            | Broker::AedesRedis
+            | Broker::Rumqttd => transport == Transport::Tcp,
+        }
+    }
+
     /// Needs a redis-server of its own.
     fn redis(self) -> bool {
         matches!(self, Broker::RingmqRedis | Broker::AedesRedis)
     }
+}
+
+/// The AsyncAPI document `ringmq-asyncapi` validates the P2P JSON payloads against.
+fn asyncapi_doc() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/asyncapi/p2p.yaml")
 }
 
 /// aedes and its Redis persistence, installed by `npm ci` there.
@@ -96,6 +142,7 @@ pub fn available(mode: Mode) -> Vec<Broker> {
     let mut brokers = vec![Broker::Relay, Broker::Ringmq1];
     if mode == Mode::Full {
         brokers.push(Broker::Ringmq2);
+        brokers.push(Broker::RingmqAsyncapi);
         brokers.push(Broker::RingmqSync);
         if on_path("redis-server") {
             brokers.push(Broker::RingmqRedis);
@@ -224,8 +271,24 @@ fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Ch
     Ok((child, port))
 }
 
-/// Starts `broker` listening on `port`.
-pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<Running> {
+/// Starts `broker` listening on `port` over `transport` (TLS with `certs`).
+pub fn start(
+    cfg: &CompareConfig,
+    broker: Broker,
+    port: u16,
+    transport: Transport,
+    certs: Option<&ServerCerts>,
+) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        broker.speaks(transport),
+        "{} is not run over {transport:?} here",
+        broker.name()
+    );
+    let tls = match (transport, certs) {
+        (Transport::Tls, Some(c)) => Some(c),
+        (Transport::Tls, None) => anyhow::bail!("a TLS cell without certificates"),
+        _ => None,
+    };
     let cores = if broker == Broker::Ringmq2 {
         format!("{},{}", cfg.broker_core, cfg.load_core)
     } else {
@@ -248,10 +311,16 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
     }
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &cores]);
+    // ringmq over TLS or WebSocket keeps a plain listener elsewhere.
+    let plain_port = match transport {
+        Transport::Tcp => port,
+        Transport::Tls | Transport::Ws => free_port(),
+    };
+    let plain = format!("127.0.0.1:{plain_port}");
     let ringmq = |cmd: &mut Command, shards: &str| {
         cmd.arg(&cfg.ringmq).args([
             "--listen",
-            &listen,
+            &plain,
             "--shards",
             shards,
             "--log",
@@ -259,6 +328,15 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
             "--session-queue-count-max",
             "100000",
         ]);
+        if let Some(c) = tls {
+            cmd.args(["--tls-listen", &listen, "--tls-cert"])
+                .arg(&c.cert)
+                .arg("--tls-key")
+                .arg(&c.key);
+        }
+        if transport == Transport::Ws {
+            cmd.args(["--ws-listen", &listen, "--ws-path", WS_PATH]);
+        }
     };
     match broker {
         Broker::Relay => {
@@ -268,6 +346,11 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
             ringmq(&mut cmd, if broker == Broker::Ringmq1 { "1" } else { "2" });
             // Like mosquitto's and rumqttd's defaults: no disk.
             cmd.args(["--durability", "memory"]);
+        }
+        Broker::RingmqAsyncapi => {
+            ringmq(&mut cmd, "1");
+            cmd.args(["--durability", "memory", "--asyncapi"])
+                .arg(asyncapi_doc());
         }
         Broker::RingmqSync => {
             let data = scratch("sync");
@@ -291,12 +374,30 @@ pub fn start(cfg: &CompareConfig, broker: Broker, port: u16) -> anyhow::Result<R
         }
         Broker::Mosquitto => {
             let conf = cfg.out.join("mosquitto.conf");
-            std::fs::write(
-                &conf,
-                format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-                ),
-            )?;
+            // mosquitto 2.0.x will not start with only a WebSocket listener (libwebsockets
+            // built without external poll support, eclipse-mosquitto/mosquitto#2284): a plain
+            // one elsewhere first.
+            let mut text = String::from("allow_anonymous true\nmax_queued_messages 100000\n");
+            if transport == Transport::Ws {
+                text += &format!("listener {plain_port} 127.0.0.1\n");
+            }
+            text += &format!("listener {port} 127.0.0.1\n");
+            if transport != Transport::Tcp {
+                // Its default (Nagle on) holds each TLS handshake's second flight until the
+                // client's delayed ACK, ~40 ms per connection (BENCHMARKS.md says so).
+                text += "set_tcp_nodelay true\n";
+            }
+            if let Some(c) = tls {
+                text += &format!(
+                    "certfile {}\nkeyfile {}\n",
+                    c.cert.display(),
+                    c.key.display()
+                );
+            }
+            if transport == Transport::Ws {
+                text += "protocol websockets\n";
+            }
+            std::fs::write(&conf, text)?;
             cmd.arg("mosquitto").arg("-c").arg(conf);
         }
         Broker::Rumqttd => {

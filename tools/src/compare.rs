@@ -11,8 +11,10 @@ use net::codec::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
 pub use crate::brokers::Broker;
-use crate::brokers::{available, free_port, start};
+use crate::brokers::{available, free_port, start, Transport, WS_PATH};
+use crate::certs::ServerCerts;
 use crate::loadgen::conn::{run_conn, ConnLoad};
+use crate::loadgen::layers::Layers;
 use crate::loadgen::{run, Load};
 use crate::matrix::{matrix, Cell, Work};
 use crate::plot::short;
@@ -85,12 +87,49 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
     if cells.is_empty() {
         anyhow::bail!("no cell of the matrix is named {:?}", cfg.only);
     }
+    // One throwaway CA and server certificate for every TLS cell of the run.
+    let certs_dir = std::env::temp_dir().join(format!("ringmq-bench-certs-{}", std::process::id()));
+    let certs = if cells.iter().any(|c| c.transport == Transport::Tls) {
+        Some(crate::certs::make(&certs_dir)?)
+    } else {
+        None
+    };
+    let outcomes = run_cells(cfg, &cells, &brokers, certs.as_ref());
+    let _ = std::fs::remove_dir_all(&certs_dir);
+    let (outcomes, took) = outcomes?;
+    save(cfg, &cells, &brokers, outcomes, took)
+}
+
+/// How the clients of a cell over `transport` reach the broker.
+fn layers(transport: Transport, certs: Option<&ServerCerts>) -> anyhow::Result<Layers> {
+    Ok(match (transport, certs) {
+        (Transport::Tcp, _) => Layers::none(),
+        (Transport::Tls, Some(c)) => Layers {
+            tls: Some(Layers::tls_config(&c.ca, false)?),
+            ws_path: None,
+        },
+        (Transport::Tls, None) => anyhow::bail!("a TLS cell without certificates"),
+        (Transport::Ws, _) => Layers {
+            tls: None,
+            ws_path: Some(WS_PATH.to_string()),
+        },
+    })
+}
+
+/// Runs every (cell, broker, round): the outcomes and the seconds they took.
+fn run_cells(
+    cfg: &CompareConfig,
+    cells: &[Cell],
+    brokers: &[Broker],
+    certs: Option<&ServerCerts>,
+) -> anyhow::Result<(Vec<Outcome>, f64)> {
     let rounds = cfg.rounds.max(1);
     let total = cells.len() * brokers.len() * rounds as usize;
     let started = Instant::now();
     let mut outcomes = Vec::new();
     let mut done = 0;
-    for cell in &cells {
+    for cell in cells {
+        let layers = layers(cell.transport, certs)?;
         for (round, &broker) in (0..rounds).flat_map(|r| brokers.iter().map(move |b| (r, b))) {
             done += 1;
             let exact_topics_only = matches!(&cell.work, Work::Messages(t, _) if t.name == "p2p");
@@ -101,7 +140,10 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
             if broker == Broker::Relay && (!exact_topics_only || offline) {
                 continue;
             }
-            if broker.persistent_only() && !persistent {
+            if broker.persistent_only() && !persistent
+                || broker.json_only() && !cell.json()
+                || !broker.speaks(cell.transport)
+            {
                 continue;
             }
             eprintln!(
@@ -112,7 +154,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                 round + 1
             );
             let port = free_port();
-            let outcome = match start(cfg, broker, port) {
+            let outcome = match start(cfg, broker, port, cell.transport, certs) {
                 Err(e) => Outcome {
                     cell: cell.id.clone(),
                     broker: broker.name().into(),
@@ -131,6 +173,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                                 addr,
                                 broker_pid: Some(pid),
                                 other_pids: running.helper_pids(),
+                                layers: layers.clone(),
                                 ..(**load).clone()
                             },
                         )
@@ -142,7 +185,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
                             version: ProtocolVersion::V311,
                             broker_pid: Some(pid),
                             prefix: "cmp".into(),
-                            layers: Default::default(),
+                            layers: layers.clone(),
                             settle: std::time::Duration::from_millis(300),
                         })
                         .map(|r| (None, Some(r))),
@@ -183,6 +226,19 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
             outcomes.push(outcome);
         }
     }
+    Ok((outcomes, started.elapsed().as_secs_f64()))
+}
+
+/// Writes `results.json` (merged into the last run's with `--only`), the charts and the
+/// report.
+fn save(
+    cfg: &CompareConfig,
+    cells: &[Cell],
+    brokers: &[Broker],
+    outcomes: Vec<Outcome>,
+    took: f64,
+) -> anyhow::Result<Vec<Outcome>> {
+    let rounds = cfg.rounds.max(1);
     let path = cfg.out.join("results.json");
     if !cfg.only.is_empty() {
         // Merge into the last full run: replace these cells' outcomes for the brokers run.
@@ -214,13 +270,13 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
             }
             .into(),
             rounds,
-            took_seconds: started.elapsed().as_secs_f64(),
+            took_seconds: took,
             notes: Vec::new(),
         },
         outcomes,
     };
     results.save(&path)?;
-    let md = write_report(cfg, &cells, &brokers, &results)?;
+    let md = write_report(cfg, cells, brokers, &results)?;
     crate::report::write_keeping_hand_run(&cfg.report, &md)?;
     Ok(results.outcomes)
 }
@@ -325,6 +381,8 @@ fn write_report(
     let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `ringmq-sync` is ringmq on one shard with `durability sync` (a PUBACK leaves once the persistent subscribers' copies are on disk, fdatasync through io_uring with group commit), run only in the cells with persistent sessions (the TBMQ phases, the long run `soak-5000` and `p2p-persistent`): the durable cost beside the in-memory brokers.");
     let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU column adds the redis-server's CPU per message over the same window (\"+ N Redis\"; absent in rows measured before it was counted); the ratios use the broker's alone.");
+    let _ = writeln!(md, "- `ringmq-asyncapi` is ringmq on one shard validating every payload against `benches/asyncapi/p2p.yaml` (AsyncAPI 3.0, a 10-field object schema; `--asyncapi`), run only in the cells with JSON payloads (`p2p-*-json`, where every broker carries the same 200-byte JSON object): its CPU per message over `ringmq-1shard`'s in the same cell is what validation costs.");
+    let _ = writeln!(md, "- The cells over TLS (`*-tls`) and WebSocket (`*-ws`): ringmq with `--tls-listen` / `--ws-listen` (`--ws-path {WS_PATH}`), mosquitto with `certfile`/`keyfile` / `protocol websockets`; a P-256 server certificate for 127.0.0.1 from a throwaway CA made with `openssl` for the run; the generator's clients use rustls (TLS 1.3 negotiated, no session resumption: every connection a full handshake). The relay, rumqttd and the persistent-only brokers are not run in them (this runner sets up no TLS or WebSocket listener for them).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 

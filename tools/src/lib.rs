@@ -11,13 +11,15 @@
 //! - [`relay`]: a trivial MQTT relay, the baseline the generator and brokers are measured
 //!   against.
 //! - [`brokers`]: the brokers the comparison runs, started and stopped (with a redis-server
-//!   for the Redis-backed ones).
+//!   for the Redis-backed ones), over TCP, TLS or WebSocket.
+//! - [`certs`]: a throwaway CA and server certificate for the TLS cells.
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
 //! - [`figures`]: which charts BENCHMARKS.md shows, from a run's outcomes.
 //! - [`plot`]: the charts (plotters, SVG, log axes).
 
 pub mod accounting;
 pub mod brokers;
+pub mod certs;
 pub mod compare;
 pub mod figures;
 pub mod loadgen;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use net::codec::{ProtocolVersion, QoS};
 
+use crate::brokers::Transport;
 use crate::compare::Mode;
 use crate::loadgen::topology::Topology;
 use crate::loadgen::Load;
@@ -21,6 +22,15 @@ pub(crate) struct Cell {
     pub(crate) id: String,
     pub(crate) title: String,
     pub(crate) work: Work,
+    pub(crate) transport: Transport,
+}
+
+impl Cell {
+    /// Its payloads are the 10-field JSON object `benches/asyncapi/p2p.yaml` declares
+    /// (`ringmq-asyncapi`, validating them, runs only in such cells).
+    pub(crate) fn json(&self) -> bool {
+        matches!(&self.work, Work::Messages(_, l) if l.json)
+    }
 }
 
 fn msgs(topology: Topology, load: Load) -> Work {
@@ -65,6 +75,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     let p2p = |n| Topology::p2p(n, "cmp");
     let mut cells = vec![
         Cell {
+            transport: Transport::Tcp,
             id: "p2p-max".into(),
             title: "P2P, 100 pairs, QoS 1, 64 B, max rate".into(),
             work: msgs(
@@ -78,6 +89,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
             ),
         },
         Cell {
+            transport: Transport::Tcp,
             id: "p2p-30k".into(),
             title: "P2P, 100 pairs, QoS 1, 64 B, 30k msg/s offered".into(),
             work: msgs(
@@ -91,6 +103,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
             ),
         },
         Cell {
+            transport: Transport::Tcp,
             id: "p2p-1000-qos0".into(),
             title: "P2P, 1000 pairs, QoS 0, 64 B, 20 msg/s each".into(),
             work: msgs(p2p(1000), load(QoS::AtMostOnce, 64, 20.0, 3.0)),
@@ -102,11 +115,13 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     for q in 0..=2u8 {
         for payload in [16usize, 64, 1024, 16384] {
             cells.push(Cell {
+                transport: Transport::Tcp,
                 id: format!("p2p-max-q{q}-{payload}"),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, max rate"),
                 work: msgs(p2p(100), load(qos_of(q), payload, 0.0, 6.0)),
             });
             cells.push(Cell {
+                transport: Transport::Tcp,
                 id: format!("p2p-30k-q{q}-{payload}"),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, 30k msg/s offered"),
                 work: msgs(p2p(100), load(qos_of(q), payload, 300.0, 6.0)),
@@ -114,6 +129,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         }
     }
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "p2p-5000".into(),
         title: "P2P, 5000 pairs, QoS 1, 64 B, 30 msg/s each (150k msg/s)".into(),
         work: msgs(p2p(5000), load(QoS::AtLeastOnce, 64, 30.0, 8.0)),
@@ -124,6 +140,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         let mut phase = load(QoS::AtLeastOnce, 64, rate, 8.0);
         phase.persistent = true;
         cells.push(Cell {
+            transport: Transport::Tcp,
             id: format!("tbmq-{label}"),
             title: format!(
                 "TBMQ shape: 5000 persistent device pairs, QoS 1, 64 B, {rate} msg/s each ({label} msg/s offered)"
@@ -135,6 +152,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     let mut soak = load(QoS::AtLeastOnce, 64, 10.0, SOAK_SECONDS);
     soak.persistent = true;
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "soak-5000".into(),
         title: format!(
             "Over time: 5000 persistent device pairs, QoS 1, 64 B, 10 msg/s each, {SOAK_SECONDS:.0} s"
@@ -142,6 +160,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         work: msgs(p2p(5000), soak),
     });
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "fan-in".into(),
         title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),
         work: msgs(
@@ -150,6 +169,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         ),
     });
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "fan-in-1000".into(),
         title: "Fan-in, 1000 publishers -> 1 subscriber, QoS 1, 64 B, max rate".into(),
         work: msgs(
@@ -158,6 +178,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         ),
     });
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "fan-in-shared".into(),
         title: "Fan-in, 100 publishers -> $share group of 2, QoS 1, 64 B, 100 msg/s each".into(),
         work: msgs(
@@ -166,6 +187,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         ),
     });
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "fan-out".into(),
         title: "Fan-out, 1 publisher -> 100 subscribers, QoS 1, 64 B, 1000 msg/s".into(),
         work: msgs(
@@ -177,14 +199,107 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     persistent.persistent = true;
     persistent.offline = Some(Duration::from_secs(2));
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "p2p-persistent".into(),
         title: "P2P, 100 pairs, QoS 1, persistent subscribers offline 2 s of 6".into(),
         work: msgs(p2p(100), persistent),
     });
     cells.push(Cell {
+        transport: Transport::Tcp,
         id: "conn-5000".into(),
         title: "5000 connections, 4 connectors".into(),
         work: Work::Connections(5000),
     });
+    cells.extend(transports());
+    cells.extend(validated());
     cells
+}
+
+/// The P2P cells again over TLS and WebSocket (brokers that take the transport), and
+/// connection set-up over TLS.
+fn transports() -> Vec<Cell> {
+    let p2p = |n| Topology::p2p(n, "cmp");
+    let mut cells = Vec::new();
+    for (transport, name, what) in [
+        (Transport::Tls, "tls", "TLS 1.3"),
+        (Transport::Ws, "ws", "WebSocket"),
+    ] {
+        cells.push(Cell {
+            id: format!("p2p-max-{name}"),
+            title: format!("P2P over {what}, 100 pairs, QoS 1, 64 B, max rate"),
+            work: msgs(p2p(100), load(QoS::AtLeastOnce, 64, 0.0, 6.0)),
+            transport,
+        });
+        cells.push(Cell {
+            id: format!("p2p-30k-{name}"),
+            title: format!("P2P over {what}, 100 pairs, QoS 1, 64 B, 30k msg/s offered"),
+            work: msgs(p2p(100), load(QoS::AtLeastOnce, 64, 300.0, 6.0)),
+            transport,
+        });
+    }
+    cells.push(Cell {
+        id: "conn-5000-tls".into(),
+        title: "5000 connections over TLS 1.3 (full handshakes), 4 connectors".into(),
+        work: Work::Connections(5000),
+        transport: Transport::Tls,
+    });
+    cells
+}
+
+/// P2P with a 200-byte JSON payload: `ringmq-asyncapi` validates every one against a
+/// 10-field object schema (AsyncAPI), beside the brokers that do not validate.
+fn validated() -> Vec<Cell> {
+    let p2p = |n| Topology::p2p(n, "cmp");
+    let json = |rate| {
+        let mut l = load(QoS::AtLeastOnce, 200, rate, 6.0);
+        l.json = true;
+        l
+    };
+    vec![
+        Cell {
+            id: "p2p-max-json".into(),
+            title: "P2P, 100 pairs, QoS 1, 200 B JSON, max rate (validated by ringmq-asyncapi)"
+                .into(),
+            work: msgs(p2p(100), json(0.0)),
+            transport: Transport::Tcp,
+        },
+        Cell {
+            id: "p2p-30k-json".into(),
+            title:
+                "P2P, 100 pairs, QoS 1, 200 B JSON, 30k msg/s offered (validated by ringmq-asyncapi)"
+                    .into(),
+            work: msgs(p2p(100), json(300.0)),
+            transport: Transport::Tcp,
+        },
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::wire::JSON_FIXED_BYTES;
+
+    /// Cell ids key `results.json`: unique in both matrices; the JSON cells' payloads hold the
+    /// generator's whole JSON object; the TLS and WebSocket cells are in the full matrix only.
+    #[test]
+    fn cells_are_unique_and_well_formed() {
+        for mode in [Mode::Quick, Mode::Full] {
+            let cells = matrix(mode);
+            let mut ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), cells.len(), "{mode:?}: duplicate cell ids");
+            for c in cells.iter().filter(|c| c.json()) {
+                let Work::Messages(_, l) = &c.work else {
+                    panic!("{}: a JSON cell without messages", c.id);
+                };
+                assert!(l.payload_bytes >= JSON_FIXED_BYTES, "{}", c.id);
+            }
+            let over = |t| cells.iter().filter(|c| c.transport == t).count();
+            match mode {
+                Mode::Quick => assert_eq!(over(Transport::Tcp), cells.len()),
+                Mode::Full => assert!(over(Transport::Tls) >= 3 && over(Transport::Ws) >= 2),
+            }
+        }
+    }
 }

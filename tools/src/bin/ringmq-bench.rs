@@ -298,8 +298,8 @@ enum Command {
     /// Run the scenario matrix against ringmq, Mosquitto and rumqttd (whichever are installed)
     /// and write BENCHMARKS.md, results.json and SVG charts.
     Compare {
-        /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections;
-        /// about 30 minutes). Default: quick (under 2 minutes).
+        /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections,
+        /// TLS and WebSocket, JSON validated; about 25 minutes a round). Default: quick.
         #[arg(long)]
         full: bool,
         /// Directory for results.json, charts and broker logs.
@@ -321,7 +321,7 @@ enum Command {
         #[arg(long)]
         render_only: bool,
         /// Rounds per (cell, broker), the brokers alternating within each round of a cell
-        /// (default 3 quick, 2 full: a full run stays within an hour here).
+        /// (default 3 quick, 2 full: about an hour here).
         #[arg(long)]
         rounds: Option<u32>,
         /// Run only these cells (comma-separated ids, e.g. fan-in,fan-in-1000) and merge
