@@ -29,6 +29,24 @@ pub enum Transport {
 /// The request path of the WebSocket cells.
 pub const WS_PATH: &str = "/mqtt";
 
+/// The Kafka topic the MQTT -> Kafka cells' records go to (as `ringmq-bench kafka-out`'s).
+pub const KAFKA_OUT_TOPIC: &str = "rb-out";
+
+/// The Kafka topic the Kafka -> MQTT cells' records come from (as `ringmq-bench kafka-in`'s).
+pub const KAFKA_IN_TOPIC: &str = "rb-in";
+
+/// What a cell needs of the broker it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup<'a> {
+    /// How the clients reach it.
+    pub transport: Transport,
+    /// The server certificate of a TLS cell.
+    pub certs: Option<&'a ServerCerts>,
+    /// A Kafka (tansu) beside it and the bridge's rules: MQTT `rb/kout/+` to
+    /// [`KAFKA_OUT_TOPIC`], [`KAFKA_IN_TOPIC`] to MQTT `rb/kafka/{key}`.
+    pub kafka: bool,
+}
+
 /// A broker under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Broker {
@@ -50,6 +68,10 @@ pub enum Broker {
     /// ringmq with one shard validating every payload against an AsyncAPI document
     /// (`benches/asyncapi/p2p.yaml`): only the cells with JSON payloads.
     RingmqAsyncapi,
+    /// No broker: the generator's own rdkafka producer writes the same stamped records
+    /// straight to Kafka (the "other strategy" beside an MQTT bridge): only the MQTT ->
+    /// Kafka cells.
+    KafkaDirect,
     /// Mosquitto (Debian package).
     Mosquitto,
     /// rumqttd (cargo install rumqttd).
@@ -58,7 +80,7 @@ pub enum Broker {
 
 impl Broker {
     /// Every broker, in the tables' order.
-    pub const ALL: [Broker; 9] = [
+    pub const ALL: [Broker; 10] = [
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
@@ -66,6 +88,7 @@ impl Broker {
         Broker::RingmqSync,
         Broker::RingmqRedis,
         Broker::AedesRedis,
+        Broker::KafkaDirect,
         Broker::Mosquitto,
         Broker::Rumqttd,
     ];
@@ -80,6 +103,7 @@ impl Broker {
             Broker::RingmqRedis => "ringmq-redis",
             Broker::AedesRedis => "aedes-redis",
             Broker::RingmqAsyncapi => "ringmq-asyncapi",
+            Broker::KafkaDirect => "rdkafka-direct",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -94,6 +118,17 @@ impl Broker {
         )
     }
 
+    /// Bridges MQTT and Kafka: run in the Kafka cells (no other broker here has a Kafka
+    /// bridge).
+    pub fn bridges_kafka(self) -> bool {
+        matches!(self, Broker::Ringmq1 | Broker::KafkaDirect)
+    }
+
+    /// Runs only in the MQTT -> Kafka cells.
+    pub fn kafka_out_only(self) -> bool {
+        self == Broker::KafkaDirect
+    }
+
     /// Validates JSON payloads: run only in the cells whose payloads are JSON.
     pub fn json_only(self) -> bool {
         self == Broker::RingmqAsyncapi
@@ -105,6 +140,7 @@ impl Broker {
         match self {
             Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto => true,
             Broker::Relay
+            | Broker::KafkaDirect
             | Broker::RingmqSync
             | Broker::RingmqRedis
             | Broker::RingmqAsyncapi
@@ -150,6 +186,9 @@ pub fn available(mode: Mode) -> Vec<Broker> {
                 brokers.push(Broker::AedesRedis);
             }
         }
+        if tansu_bin().exists() || on_path("tansu") {
+            brokers.push(Broker::KafkaDirect);
+        }
     }
     if on_path("mosquitto") {
         brokers.push(Broker::Mosquitto);
@@ -160,24 +199,30 @@ pub fn available(mode: Mode) -> Vec<Broker> {
     brokers
 }
 
-/// A started broker: its process, the redis-server beside it, the directories to remove.
-/// Dropped (or stopped), it stops both and removes the directories.
+/// A started broker: its process, the servers beside it (a redis-server, a tansu), the
+/// directories to remove. Dropped (or stopped), it stops them all and removes the directories.
 #[derive(Debug)]
 pub struct Running {
     child: Option<Child>,
-    redis: Option<Child>,
+    helpers: Vec<Child>,
     dirs: Vec<PathBuf>,
+    kafka_port: Option<u16>,
 }
 
 impl Running {
-    /// The broker's process id (its CPU and RSS are measured).
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+    /// The broker's process id (its CPU and RSS are measured; none for `rdkafka-direct`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
-    /// The processes beside the broker whose CPU counts with it (its redis-server).
+    /// The processes beside the broker whose CPU counts with it (its redis-server or tansu).
     pub fn helper_pids(&self) -> Vec<u32> {
-        self.redis.iter().map(Child::id).collect()
+        self.helpers.iter().map(Child::id).collect()
+    }
+
+    /// The bootstrap address of the Kafka beside it.
+    pub fn kafka_brokers(&self) -> Option<String> {
+        self.kafka_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
     /// How the broker ended, if it did (a run's error then says so).
@@ -188,7 +233,7 @@ impl Running {
         }
     }
 
-    /// Stops the broker, then its redis-server, and removes their directories.
+    /// Stops the broker, then the servers beside it, and removes their directories.
     pub fn stop(self) {
         drop(self);
     }
@@ -200,8 +245,8 @@ impl Drop for Running {
         if let Some(child) = self.child.take() {
             stop(child);
         }
-        if let Some(redis) = self.redis.take() {
-            stop(redis);
+        for helper in self.helpers.drain(..) {
+            stop(helper);
         }
         for dir in self.dirs.drain(..) {
             let _ = std::fs::remove_dir_all(dir);
@@ -271,14 +316,86 @@ fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Ch
     Ok((child, port))
 }
 
-/// Starts `broker` listening on `port` over `transport` (TLS with `certs`).
+/// A fresh tansu (Kafka protocol, in memory) on the load generator's core.
+fn start_tansu(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Child, u16)> {
+    std::fs::create_dir_all(dir)?;
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", &cfg.load_core.to_string()])
+        .arg(tansu_bin())
+        .args(["broker", "--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .current_dir(dir);
+    let child = spawn(cmd, cfg.out.join("tansu.log"), port, "tansu")?;
+    Ok((child, port))
+}
+
+/// tansu: `$TANSU`, else cargo's bin directory, else the path.
+pub(crate) fn tansu_bin() -> PathBuf {
+    if let Some(t) = std::env::var_os("TANSU") {
+        return t.into();
+    }
+    let cargo = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cargo/bin/tansu");
+    if cargo.exists() {
+        cargo
+    } else {
+        "tansu".into()
+    }
+}
+
+/// Creates `topic` with `partitions` on the tansu listening on `port` (its own CLI).
+fn create_topic(port: u16, topic: &str, partitions: u32) -> anyhow::Result<()> {
+    let out = Command::new(tansu_bin())
+        .args(["topic", "create", topic, "--broker"])
+        .arg(format!("tcp://127.0.0.1:{port}"))
+        .args(["--partitions", &partitions.to_string()])
+        .output()
+        .context("run tansu topic create")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tansu topic create {topic}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// The ringmq configuration file of the Kafka cells: the bridge both ways, topics created
+/// at start.
+fn kafka_rules(cfg: &CompareConfig, kafka_port: u16) -> anyhow::Result<PathBuf> {
+    let path = cfg.out.join("ringmq-kafka.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:{kafka_port}\"\ncreate_topics = true\npartitions = 8\n\n\
+             [[kafka.to_kafka]]\nfilter = \"rb/kout/+\"\ntopic = \"{KAFKA_OUT_TOPIC}\"\nkey = \"client_id\"\n\n\
+             [[kafka.to_mqtt]]\ntopic = \"{KAFKA_IN_TOPIC}\"\nmqtt_topic = \"rb/kafka/{{key}}\"\nqos = 1\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+/// Starts `broker` listening on `port` as `setup` asks.
 pub fn start(
     cfg: &CompareConfig,
     broker: Broker,
     port: u16,
-    transport: Transport,
-    certs: Option<&ServerCerts>,
+    setup: Setup<'_>,
 ) -> anyhow::Result<Running> {
+    let Setup {
+        transport,
+        certs,
+        kafka,
+    } = setup;
+    anyhow::ensure!(
+        !kafka || broker.bridges_kafka(),
+        "{} has no Kafka bridge",
+        broker.name()
+    );
     anyhow::ensure!(
         broker.speaks(transport),
         "{} is not run over {transport:?} here",
@@ -298,16 +415,29 @@ pub fn start(
     // Whatever is started is stopped, and its directories removed, if a later step fails.
     let mut running = Running {
         child: None,
-        redis: None,
+        helpers: Vec::new(),
         dirs: Vec::new(),
+        kafka_port: None,
     };
     let mut redis_port = 0;
     if broker.redis() {
         let dir = scratch("redis");
         running.dirs.push(dir.clone());
         let (child, port) = start_redis(cfg, &dir)?;
-        running.redis = Some(child);
+        running.helpers.push(child);
         redis_port = port;
+    }
+    if kafka {
+        let dir = scratch("tansu");
+        running.dirs.push(dir.clone());
+        let (child, port) = start_tansu(cfg, &dir)?;
+        running.helpers.push(child);
+        running.kafka_port = Some(port);
+        if broker == Broker::KafkaDirect {
+            // No broker creates the topic the producer writes to.
+            create_topic(port, KAFKA_OUT_TOPIC, 8)?;
+            return Ok(running);
+        }
     }
     let mut cmd = Command::new("taskset");
     cmd.args(["-c", &cores]);
@@ -346,6 +476,9 @@ pub fn start(
             ringmq(&mut cmd, if broker == Broker::Ringmq1 { "1" } else { "2" });
             // Like mosquitto's and rumqttd's defaults: no disk.
             cmd.args(["--durability", "memory"]);
+            if let Some(p) = running.kafka_port {
+                cmd.arg("--config").arg(kafka_rules(cfg, p)?);
+            }
         }
         Broker::RingmqAsyncapi => {
             ringmq(&mut cmd, "1");
@@ -367,6 +500,7 @@ pub fn start(
                 .arg(&data);
             running.dirs.push(data);
         }
+        Broker::KafkaDirect => anyhow::bail!("rdkafka-direct runs only in the Kafka cells"),
         Broker::AedesRedis => {
             cmd.arg("node")
                 .arg(aedes_dir().join("server.js"))

@@ -11,9 +11,10 @@ use net::codec::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
 pub use crate::brokers::Broker;
-use crate::brokers::{available, free_port, start, Transport, WS_PATH};
+use crate::brokers::{available, free_port, start, Setup, Transport, KAFKA_OUT_TOPIC, WS_PATH};
 use crate::certs::ServerCerts;
 use crate::loadgen::conn::{run_conn, ConnLoad};
+use crate::loadgen::kafka::KafkaIn;
 use crate::loadgen::layers::Layers;
 use crate::loadgen::{run, Load};
 use crate::matrix::{matrix, Cell, Work};
@@ -143,6 +144,8 @@ fn run_cells(
             if broker.persistent_only() && !persistent
                 || broker.json_only() && !cell.json()
                 || !broker.speaks(cell.transport)
+                || cell.kafka() && !broker.bridges_kafka()
+                || broker.kafka_out_only() && !cell.kafka_out()
             {
                 continue;
             }
@@ -154,7 +157,12 @@ fn run_cells(
                 round + 1
             );
             let port = free_port();
-            let outcome = match start(cfg, broker, port, cell.transport, certs) {
+            let setup = Setup {
+                transport: cell.transport,
+                certs,
+                kafka: cell.kafka(),
+            };
+            let outcome = match start(cfg, broker, port, setup) {
                 Err(e) => Outcome {
                     cell: cell.id.clone(),
                     broker: broker.name().into(),
@@ -167,23 +175,42 @@ fn run_cells(
                     let pid = running.pid();
                     let addr = SocketAddr::from(([127, 0, 0, 1], port));
                     let result = match &cell.work {
-                        Work::Messages(topology, load) => run(
-                            topology,
-                            &Load {
+                        Work::Messages(topology, load) => {
+                            let mut load = Load {
                                 addr,
-                                broker_pid: Some(pid),
+                                broker_pid: pid,
                                 other_pids: running.helper_pids(),
                                 layers: layers.clone(),
                                 ..(**load).clone()
-                            },
-                        )
-                        .map(|r| (Some(r), None)),
+                            };
+                            if broker == Broker::KafkaDirect {
+                                // The publishers are the generator's own Kafka producer,
+                                // writing where the bridge would.
+                                load.kafka_in = Some(KafkaIn {
+                                    brokers: String::new(),
+                                    topic: KAFKA_OUT_TOPIC.into(),
+                                    like_bridge: true,
+                                });
+                            }
+                            // The Kafka started beside this broker.
+                            let kafka = running.kafka_brokers().unwrap_or_default();
+                            for brokers in [
+                                load.kafka_in.as_mut().map(|k| &mut k.brokers),
+                                load.kafka_out.as_mut().map(|k| &mut k.brokers),
+                            ]
+                            .into_iter()
+                            .flatten()
+                            {
+                                brokers.clone_from(&kafka);
+                            }
+                            run(topology, &load).map(|r| (Some(r), None))
+                        }
                         Work::Connections(n) => run_conn(&ConnLoad {
                             addr,
                             clients: *n,
                             workers: 4,
                             version: ProtocolVersion::V311,
-                            broker_pid: Some(pid),
+                            broker_pid: pid,
                             prefix: "cmp".into(),
                             layers: layers.clone(),
                             settle: std::time::Duration::from_millis(300),
@@ -303,14 +330,20 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CPU per message of the processes measured beside the broker (its redis-server), as
-/// " + N Redis" (empty when none).
-fn helpers_cpu(r: &Report) -> String {
-    if r.others_cpu_us_per_message.is_empty() || r.broker_cpu_us_per_message.is_none() {
+/// The CPU per message of the processes measured beside the broker (its redis-server or
+/// tansu, `what`), as " + N what" (empty when none).
+fn helpers_cpu(r: &Report, what: &str) -> String {
+    if r.others_cpu_us_per_message.is_empty() {
         return String::new();
     }
     let sum: f64 = r.others_cpu_us_per_message.iter().map(|(_, v)| v).sum();
-    format!(" + {sum:.2} Redis")
+    // No broker (`rdkafka-direct`): only the server's figure.
+    let none = if r.broker_cpu_us_per_message.is_none() {
+        " (no broker)"
+    } else {
+        ""
+    };
+    format!("{none} + {sum:.2} {what}")
 }
 
 /// The median round's report of (cell, broker).
@@ -383,6 +416,7 @@ fn write_report(
     let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU column adds the redis-server's CPU per message over the same window (\"+ N Redis\"; absent in rows measured before it was counted); the ratios use the broker's alone.");
     let _ = writeln!(md, "- `ringmq-asyncapi` is ringmq on one shard validating every payload against `benches/asyncapi/p2p.yaml` (AsyncAPI 3.0, a 10-field object schema; `--asyncapi`), run only in the cells with JSON payloads (`p2p-*-json`, where every broker carries the same 200-byte JSON object): its CPU per message over `ringmq-1shard`'s in the same cell is what validation costs.");
     let _ = writeln!(md, "- The cells over TLS (`*-tls`) and WebSocket (`*-ws`): ringmq with `--tls-listen` / `--ws-listen` (`--ws-path {WS_PATH}`), mosquitto with `certfile`/`keyfile` / `protocol websockets`; a P-256 server certificate for 127.0.0.1 from a throwaway CA made with `openssl` for the run; the generator's clients use rustls (TLS 1.3 negotiated, no session resumption: every connection a full handshake). The relay, rumqttd and the persistent-only brokers are not run in them (this runner sets up no TLS or WebSocket listener for them).");
+    let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard alone (no other broker here bridges MQTT and Kafka) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered). Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate, straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 
@@ -566,7 +600,7 @@ fn write_report(
                                         &|r| r.broker_cpu_us_per_message,
                                         &|v| format!("{v:.2}")
                                     )
-                                    + &helpers_cpu(r),
+                                    + &helpers_cpu(r, if cell.kafka() { "tansu" } else { "Redis" }),
                                 r.latency.p50_us / 1000.0,
                                 r.latency.p99_us / 1000.0,
                                 r.latency.p999_us / 1000.0,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use net::codec::{ProtocolVersion, QoS};
 
-use crate::brokers::Transport;
+use crate::brokers::{Transport, KAFKA_IN_TOPIC, KAFKA_OUT_TOPIC};
 use crate::compare::Mode;
+use crate::loadgen::kafka::{KafkaIn, KafkaOut};
 use crate::loadgen::topology::Topology;
 use crate::loadgen::Load;
 
@@ -26,6 +27,16 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
+    /// It runs through Kafka (a tansu beside the broker).
+    pub(crate) fn kafka(&self) -> bool {
+        matches!(&self.work, Work::Messages(_, l) if l.kafka_in.is_some() || l.kafka_out.is_some())
+    }
+
+    /// Its subscriber is a Kafka consumer (MQTT -> Kafka).
+    pub(crate) fn kafka_out(&self) -> bool {
+        matches!(&self.work, Work::Messages(_, l) if l.kafka_out.is_some())
+    }
+
     /// Its payloads are the 10-field JSON object `benches/asyncapi/p2p.yaml` declares
     /// (`ringmq-asyncapi`, validating them, runs only in such cells).
     pub(crate) fn json(&self) -> bool {
@@ -212,7 +223,52 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     });
     cells.extend(transports());
     cells.extend(validated());
+    cells.extend(kafka());
     cells
+}
+
+/// The Kafka bridge both ways, against a tansu started for each run (only brokers that
+/// bridge to Kafka run these): MQTT publishers -> ringmq -> a Kafka consumer, and a Kafka
+/// producer -> ringmq -> an MQTT subscriber. The bootstrap address is filled in per run.
+fn kafka() -> Vec<Cell> {
+    let out = |rate: f64, inflight| {
+        let mut l = load(QoS::AtLeastOnce, 64, rate, 8.0);
+        l.inflight = inflight;
+        l.warmup = Duration::from_secs(4);
+        l.kafka_out = Some(KafkaOut {
+            brokers: String::new(),
+            topic: KAFKA_OUT_TOPIC.into(),
+        });
+        msgs(Topology::kafka_out(10, "cmp"), l)
+    };
+    let mut into = load(QoS::AtLeastOnce, 64, 3000.0, 8.0);
+    into.inflight = 1000;
+    into.warmup = Duration::from_secs(3);
+    into.kafka_in = Some(KafkaIn {
+        brokers: String::new(),
+        topic: KAFKA_IN_TOPIC.into(),
+        like_bridge: false,
+    });
+    vec![
+        Cell {
+            id: "kafka-out-30k".into(),
+            title: "MQTT -> Kafka, 10 publishers, QoS 1, 64 B, 30k msg/s offered, window 64".into(),
+            work: out(3000.0, 64),
+            transport: Transport::Tcp,
+        },
+        Cell {
+            id: "kafka-out-max".into(),
+            title: "MQTT -> Kafka, 10 publishers, QoS 1, 64 B, max rate, window 1000".into(),
+            work: out(0.0, 1000),
+            transport: Transport::Tcp,
+        },
+        Cell {
+            id: "kafka-in-30k".into(),
+            title: "Kafka -> MQTT, 10 keys -> 1 subscriber, QoS 1, 64 B, 30k msg/s offered".into(),
+            work: msgs(Topology::kafka_in(10, 1, "cmp"), into),
+            transport: Transport::Tcp,
+        },
+    ]
 }
 
 /// The P2P cells again over TLS and WebSocket (brokers that take the transport), and

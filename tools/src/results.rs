@@ -171,11 +171,15 @@ pub fn version_of(cmd: &str, args: &[&str]) -> String {
 /// ringmq's version and commit and the peers' versions, as the method section states them.
 pub fn versions() -> String {
     format!(
-        "ringmq {} ({}), {}, {}",
+        "ringmq {} ({}), {}, {}, {}",
         env!("CARGO_PKG_VERSION"),
         version_of("git", &["rev-parse", "--short", "HEAD"]),
         version_of("mosquitto", &["-h"]),
-        version_of("rumqttd", &["--version"])
+        version_of("rumqttd", &["--version"]),
+        version_of(
+            &crate::brokers::tansu_bin().to_string_lossy(),
+            &["--version"]
+        )
     )
 }
 

@@ -280,6 +280,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
         kafka_in: Some(KafkaIn {
             brokers: kafka.to_string(),
             topic: "rb-in".into(),
+            like_bridge: false,
         }),
         layers: Default::default(),
     };
@@ -294,6 +295,38 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
     assert_eq!((report.duplicated, report.out_of_order), (0, 0));
     broker.stop();
     broker.join().unwrap();
+}
+
+/// `rdkafka-direct` in `compare`: no MQTT at all, the generator's producer (with the
+/// bridge's settings) writes to the topic its consumer reads; every acknowledged record is
+/// accounted for there.
+#[test]
+fn a_direct_producer_is_accounted_for_at_the_kafka_consumer() {
+    let tansu = Tansu::start();
+    let kafka = tansu.brokers();
+    kafka::create_topic(&kafka, "rb-direct", 3);
+    let mut load = load(free_addr(), QoS::AtLeastOnce, ProtocolVersion::V5);
+    load.rate = 200.0;
+    load.broker_pid = None;
+    load.warmup = Duration::from_secs(3);
+    load.duration = Duration::from_secs(2);
+    load.drain = Duration::from_secs(30);
+    load.kafka_in = Some(KafkaIn {
+        brokers: kafka.to_string(),
+        topic: "rb-direct".into(),
+        like_bridge: true,
+    });
+    load.kafka_out = Some(tools::loadgen::kafka::KafkaOut {
+        brokers: kafka.to_string(),
+        topic: "rb-direct".into(),
+    });
+    let report = run(&Topology::kafka_out(4, "kd"), &load).unwrap();
+    eprint!("{}", report.table());
+    assert!(report.sent > 0 && report.acknowledged == report.sent);
+    assert_eq!(report.lost, 0, "every acknowledged record was consumed");
+    assert_eq!(report.delivered, report.acknowledged);
+    assert_eq!(report.duplicated, 0);
+    assert!(report.delivered_per_second > 0.0);
 }
 
 #[test]

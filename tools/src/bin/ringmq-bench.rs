@@ -381,7 +381,11 @@ fn main() -> anyhow::Result<()> {
         } => (
             Topology::kafka_in(keys, subscribers, &load.client_prefix),
             load,
-            Some(tools::loadgen::kafka::KafkaIn { brokers, topic }),
+            Some(tools::loadgen::kafka::KafkaIn {
+                brokers,
+                topic,
+                like_bridge: false,
+            }),
             None,
         ),
         Command::KafkaOut {

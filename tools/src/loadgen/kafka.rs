@@ -22,6 +22,10 @@ pub struct KafkaIn {
     pub brokers: String,
     /// Kafka topic (the broker maps it to MQTT `rb/kafka/{key}`).
     pub topic: String,
+    /// Produce as ringmq's bridge does (`linger.ms` 5, lz4, 1 MiB batches, murmur2 keys)
+    /// rather than as a latency-minded client (`linger.ms` 1, no compression): for
+    /// `rdkafka-direct`, the same records the bridge would write.
+    pub like_bridge: bool,
 }
 
 /// Acknowledged records per key, shared with the delivery callback.
@@ -82,13 +86,22 @@ pub(super) fn start(
     start: Instant,
 ) -> anyhow::Result<Producing> {
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
-    let producer: BaseProducer<Acks> = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", &target.brokers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "1")
         .set("queue.buffering.max.messages", "200000")
-        .set("broker.address.family", "v4")
+        .set("broker.address.family", "v4");
+    if target.like_bridge {
+        config
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("batch.size", (1 << 20).to_string())
+            .set("partitioner", "murmur2_random");
+    }
+    let producer: BaseProducer<Acks> = config
         .create_with_context(Acks(acked.clone()))
         .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))?;
     let sent = Arc::new(AtomicU64::new(0));
