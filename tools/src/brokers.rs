@@ -72,6 +72,9 @@ pub enum Broker {
     /// straight to Kafka (the "other strategy" beside an MQTT bridge): only the MQTT ->
     /// Kafka cells.
     KafkaDirect,
+    /// Two ringmq nodes (one shard each, both on the broker core) clustered over a tansu:
+    /// the publishers on node a, the subscribers on node b: only the cluster cells.
+    RingmqCluster2,
     /// Mosquitto (Debian package).
     Mosquitto,
     /// rumqttd (cargo install rumqttd).
@@ -80,7 +83,7 @@ pub enum Broker {
 
 impl Broker {
     /// Every broker, in the tables' order.
-    pub const ALL: [Broker; 10] = [
+    pub const ALL: [Broker; 11] = [
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
@@ -89,6 +92,7 @@ impl Broker {
         Broker::RingmqRedis,
         Broker::AedesRedis,
         Broker::KafkaDirect,
+        Broker::RingmqCluster2,
         Broker::Mosquitto,
         Broker::Rumqttd,
     ];
@@ -104,6 +108,7 @@ impl Broker {
             Broker::AedesRedis => "aedes-redis",
             Broker::RingmqAsyncapi => "ringmq-asyncapi",
             Broker::KafkaDirect => "rdkafka-direct",
+            Broker::RingmqCluster2 => "ringmq-cluster-2nodes",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -124,6 +129,16 @@ impl Broker {
         matches!(self, Broker::Ringmq1 | Broker::KafkaDirect)
     }
 
+    /// Runs in the cluster cells: the two-node cluster, and one node as the reference.
+    pub fn clusters(self) -> bool {
+        matches!(self, Broker::Ringmq1 | Broker::RingmqCluster2)
+    }
+
+    /// Runs only in the cluster cells.
+    pub fn cluster_only(self) -> bool {
+        self == Broker::RingmqCluster2
+    }
+
     /// Runs only in the MQTT -> Kafka cells.
     pub fn kafka_out_only(self) -> bool {
         self == Broker::KafkaDirect
@@ -141,6 +156,7 @@ impl Broker {
             Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto => true,
             Broker::Relay
             | Broker::KafkaDirect
+            | Broker::RingmqCluster2
             | Broker::RingmqSync
             | Broker::RingmqRedis
             | Broker::RingmqAsyncapi
@@ -188,6 +204,7 @@ pub fn available(mode: Mode) -> Vec<Broker> {
         }
         if tansu_bin().exists() || on_path("tansu") {
             brokers.push(Broker::KafkaDirect);
+            brokers.push(Broker::RingmqCluster2);
         }
     }
     if on_path("mosquitto") {
@@ -207,6 +224,8 @@ pub struct Running {
     helpers: Vec<Child>,
     dirs: Vec<PathBuf>,
     kafka_port: Option<u16>,
+    /// Where the publishers connect when not to the broker's port (a cluster's node a).
+    pub_port: Option<u16>,
 }
 
 impl Running {
@@ -218,6 +237,11 @@ impl Running {
     /// The processes beside the broker whose CPU counts with it (its redis-server or tansu).
     pub fn helper_pids(&self) -> Vec<u32> {
         self.helpers.iter().map(Child::id).collect()
+    }
+
+    /// Where the publishers connect, if not to the broker's own port.
+    pub fn pub_addr(&self) -> Option<SocketAddr> {
+        self.pub_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
     }
 
     /// The bootstrap address of the Kafka beside it.
@@ -348,6 +372,47 @@ pub(crate) fn tansu_bin() -> PathBuf {
     }
 }
 
+/// Two ringmq nodes clustered over a fresh tansu (on the generator's core), both on the
+/// broker core with one shard: node b listens on `port` (the subscribers'; measured as the
+/// broker), node a elsewhere (the publishers'; its CPU counted beside tansu's). Kafka as in
+/// BENCHMARKS.md's hand-run cluster section: 4 partitions, `linger_ms` 1.
+fn start_cluster(cfg: &CompareConfig, port: u16, mut running: Running) -> anyhow::Result<Running> {
+    let dir = scratch("cluster");
+    running.dirs.push(dir.clone());
+    let (tansu, kafka) = start_tansu(cfg, &dir.join("tansu"))?;
+    running.helpers.push(tansu);
+    running.kafka_port = Some(kafka);
+    let a_port = free_port();
+    for (node, listen) in [("a", a_port), ("b", port)] {
+        let conf = cfg.out.join(format!("ringmq-node-{node}.toml"));
+        std::fs::write(
+            &conf,
+            format!(
+                "[kafka]\nbrokers = \"127.0.0.1:{kafka}\"\npartitions = 4\nlinger_ms = 1\n\n\
+                 [cluster]\nnode_id = \"{node}\"\n"
+            ),
+        )?;
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &cfg.broker_core.to_string()])
+            .arg(&cfg.ringmq)
+            .arg("--config")
+            .arg(&conf)
+            .args(["--listen", &format!("127.0.0.1:{listen}")])
+            .args(["--shards", "1", "--durability", "memory", "--log", "warn"])
+            .args(["--session-queue-count-max", "100000", "--data-dir"])
+            .arg(dir.join(node));
+        let log = cfg.out.join(format!("ringmq-node-{node}.log"));
+        let child = spawn(cmd, log, listen, &format!("ringmq node {node}"))?;
+        if node == "a" {
+            running.helpers.push(child);
+        } else {
+            running.child = Some(child);
+        }
+    }
+    running.pub_port = Some(a_port);
+    Ok(running)
+}
+
 /// Creates `topic` with `partitions` on the tansu listening on `port` (its own CLI).
 fn create_topic(port: u16, topic: &str, partitions: u32) -> anyhow::Result<()> {
     let out = Command::new(tansu_bin())
@@ -418,7 +483,11 @@ pub fn start(
         helpers: Vec::new(),
         dirs: Vec::new(),
         kafka_port: None,
+        pub_port: None,
     };
+    if broker == Broker::RingmqCluster2 {
+        return start_cluster(cfg, port, running);
+    }
     let mut redis_port = 0;
     if broker.redis() {
         let dir = scratch("redis");
@@ -501,6 +570,7 @@ pub fn start(
             running.dirs.push(data);
         }
         Broker::KafkaDirect => anyhow::bail!("rdkafka-direct runs only in the Kafka cells"),
+        Broker::RingmqCluster2 => anyhow::bail!("started by start_cluster"),
         Broker::AedesRedis => {
             cmd.arg("node")
                 .arg(aedes_dir().join("server.js"))

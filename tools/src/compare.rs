@@ -146,6 +146,8 @@ fn run_cells(
                 || !broker.speaks(cell.transport)
                 || cell.kafka() && !broker.bridges_kafka()
                 || broker.kafka_out_only() && !cell.kafka_out()
+                || broker.cluster_only() && !cell.cluster()
+                || cell.cluster() && !broker.clusters()
             {
                 continue;
             }
@@ -180,6 +182,7 @@ fn run_cells(
                                 addr,
                                 broker_pid: pid,
                                 other_pids: running.helper_pids(),
+                                pub_addr: running.pub_addr(),
                                 layers: layers.clone(),
                                 ..(**load).clone()
                             };
@@ -330,20 +333,31 @@ pub fn render(cfg: &CompareConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The CPU per message of the processes measured beside the broker (its redis-server or
-/// tansu, `what`), as " + N what" (empty when none).
-fn helpers_cpu(r: &Report, what: &str) -> String {
-    if r.others_cpu_us_per_message.is_empty() {
-        return String::new();
+/// The CPU per message of the processes measured beside the broker (its redis-server, tansu,
+/// a cluster's other node), named in order by `what`, as " + N what" (empty when none).
+fn helpers_cpu(r: &Report, what: &[&str]) -> String {
+    // No broker (`rdkafka-direct`): only the servers' figures.
+    let mut out =
+        if r.broker_cpu_us_per_message.is_none() && !r.others_cpu_us_per_message.is_empty() {
+            " (no broker)".to_string()
+        } else {
+            String::new()
+        };
+    for ((_, v), name) in r.others_cpu_us_per_message.iter().zip(what) {
+        let _ = write!(out, " + {v:.2} {name}");
     }
-    let sum: f64 = r.others_cpu_us_per_message.iter().map(|(_, v)| v).sum();
-    // No broker (`rdkafka-direct`): only the server's figure.
-    let none = if r.broker_cpu_us_per_message.is_none() {
-        " (no broker)"
+    out
+}
+
+/// The names of the processes measured beside `broker` in `cell`, in `Running`'s order.
+fn helpers(cell: &Cell, broker: Broker) -> &'static [&'static str] {
+    if broker == Broker::RingmqCluster2 {
+        &["tansu", "node a"]
+    } else if cell.kafka() {
+        &["tansu"]
     } else {
-        ""
-    };
-    format!("{none} + {sum:.2} {what}")
+        &["Redis"]
+    }
 }
 
 /// The median round's report of (cell, broker).
@@ -417,6 +431,7 @@ fn write_report(
     let _ = writeln!(md, "- `ringmq-asyncapi` is ringmq on one shard validating every payload against `benches/asyncapi/p2p.yaml` (AsyncAPI 3.0, a 10-field object schema; `--asyncapi`), run only in the cells with JSON payloads (`p2p-*-json`, where every broker carries the same 200-byte JSON object): its CPU per message over `ringmq-1shard`'s in the same cell is what validation costs.");
     let _ = writeln!(md, "- The cells over TLS (`*-tls`) and WebSocket (`*-ws`): ringmq with `--tls-listen` / `--ws-listen` (`--ws-path {WS_PATH}`), mosquitto with `certfile`/`keyfile` / `protocol websockets`; a P-256 server certificate for 127.0.0.1 from a throwaway CA made with `openssl` for the run; the generator's clients use rustls (TLS 1.3 negotiated, no session resumption: every connection a full handshake). The relay, rumqttd and the persistent-only brokers are not run in them (this runner sets up no TLS or WebSocket listener for them).");
     let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard alone (no other broker here bridges MQTT and Kafka) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered). Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate, straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
+    let _ = writeln!(md, "- The cluster cells (`cluster-*`): `ringmq-cluster-2nodes` is two ringmq nodes clustered over a fresh tansu (`[kafka] partitions = 4, linger_ms = 1`, `[cluster] node_id` a and b), both on the broker core with one shard each, tansu on the generator's core; the publishers connect to node a, the subscribers to node b, so every message crosses Kafka. Its CPU column is node b's, then tansu's and node a's (\" + N tansu + N node a\"); `ringmq-1shard` beside it is one node carrying both sides.");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 
@@ -600,7 +615,7 @@ fn write_report(
                                         &|r| r.broker_cpu_us_per_message,
                                         &|v| format!("{v:.2}")
                                     )
-                                    + &helpers_cpu(r, if cell.kafka() { "tansu" } else { "Redis" }),
+                                    + &helpers_cpu(r, helpers(cell, b)),
                                 r.latency.p50_us / 1000.0,
                                 r.latency.p99_us / 1000.0,
                                 r.latency.p999_us / 1000.0,

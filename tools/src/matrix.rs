@@ -32,6 +32,11 @@ impl Cell {
         matches!(&self.work, Work::Messages(_, l) if l.kafka_in.is_some() || l.kafka_out.is_some())
     }
 
+    /// Its publishers and subscribers are on two clustered nodes (ids `cluster-*`).
+    pub(crate) fn cluster(&self) -> bool {
+        self.id.starts_with("cluster-")
+    }
+
     /// Its subscriber is a Kafka consumer (MQTT -> Kafka).
     pub(crate) fn kafka_out(&self) -> bool {
         matches!(&self.work, Work::Messages(_, l) if l.kafka_out.is_some())
@@ -224,7 +229,31 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     cells.extend(transports());
     cells.extend(validated());
     cells.extend(kafka());
+    cells.extend(cluster());
     cells
+}
+
+/// P2P across a two-node cluster over Kafka (publishers on one node, subscribers on the
+/// other), beside one node carrying both sides. Their ids start with `cluster-`.
+fn cluster() -> Vec<Cell> {
+    [
+        ("cluster-2-max", "max rate", 0.0),
+        ("cluster-2-10k", "100 msg/s each (10k msg/s offered)", 100.0),
+    ]
+    .into_iter()
+    .map(|(id, what, rate)| {
+        let mut l = load(QoS::AtLeastOnce, 64, rate, 8.0);
+        l.warmup = Duration::from_secs(3);
+        Cell {
+            id: id.into(),
+            title: format!(
+                "Cluster: P2P across two nodes over Kafka, 100 pairs, QoS 1, 64 B, {what}"
+            ),
+            work: msgs(Topology::p2p(100, "cmp"), l),
+            transport: Transport::Tcp,
+        }
+    })
+    .collect()
 }
 
 /// The Kafka bridge both ways, against a tansu started for each run (only brokers that
@@ -354,7 +383,10 @@ mod tests {
             let over = |t| cells.iter().filter(|c| c.transport == t).count();
             match mode {
                 Mode::Quick => assert_eq!(over(Transport::Tcp), cells.len()),
-                Mode::Full => assert!(over(Transport::Tls) >= 3 && over(Transport::Ws) >= 2),
+                Mode::Full => {
+                    assert!(over(Transport::Tls) >= 3 && over(Transport::Ws) >= 2);
+                    assert!(cells.iter().any(Cell::cluster) && cells.iter().any(Cell::kafka_out));
+                }
             }
         }
     }
