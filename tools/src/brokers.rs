@@ -45,6 +45,31 @@ pub struct Setup<'a> {
     /// A Kafka (tansu) beside it and the bridge's rules: MQTT `rb/kout/+` to
     /// [`KAFKA_OUT_TOPIC`], [`KAFKA_IN_TOPIC`] to MQTT `rb/kafka/{key}`.
     pub kafka: bool,
+    /// The cell's subscriber is a Kafka consumer (MQTT -> Kafka).
+    pub kafka_out: bool,
+    /// The cell's payloads are the JSON object `benches/asyncapi/p2p.yaml` declares.
+    pub json: bool,
+    /// The cell's sessions are persistent.
+    pub persistent: bool,
+    /// The cell's clients spread over a cluster of this many nodes (1: one broker).
+    pub nodes: usize,
+    /// The relay can serve the cell: exact topics, nobody going offline.
+    pub relayable: bool,
+}
+
+impl Broker {
+    /// Runs in a cell that needs `s`: the one rule the runner skips by and [`start`]
+    /// checks.
+    pub fn runs_in(self, s: &Setup<'_>) -> bool {
+        (self != Broker::Relay || s.relayable)
+            && (!self.persistent_only() || s.persistent)
+            && (!self.json_only() || s.json)
+            && self.speaks(s.transport)
+            && (!s.kafka || self.bridges_kafka())
+            && (!self.kafka_out_only() || s.kafka_out)
+            && (s.nodes == 1 || self.clusters(s.nodes))
+            && (!self.cluster_only() || s.nodes == self.nodes())
+    }
 }
 
 /// A broker under test.
@@ -73,8 +98,11 @@ pub enum Broker {
     /// Kafka cells.
     KafkaDirect,
     /// Two ringmq nodes (one shard each, both on the broker core) clustered over a tansu:
-    /// the publishers on node a, the subscribers on node b: only the cluster cells.
+    /// the publishers on node a, the subscribers on node b: only the two-node cluster cells.
     RingmqCluster2,
+    /// Three such nodes, publisher i on node i mod 3 and its subscriber on the next: only
+    /// the three-node cluster cells.
+    RingmqCluster3,
     /// Mosquitto (Debian package).
     Mosquitto,
     /// rumqttd (cargo install rumqttd).
@@ -83,7 +111,7 @@ pub enum Broker {
 
 impl Broker {
     /// Every broker, in the tables' order.
-    pub const ALL: [Broker; 11] = [
+    pub const ALL: [Broker; 12] = [
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
@@ -93,6 +121,7 @@ impl Broker {
         Broker::AedesRedis,
         Broker::KafkaDirect,
         Broker::RingmqCluster2,
+        Broker::RingmqCluster3,
         Broker::Mosquitto,
         Broker::Rumqttd,
     ];
@@ -109,6 +138,7 @@ impl Broker {
             Broker::RingmqAsyncapi => "ringmq-asyncapi",
             Broker::KafkaDirect => "rdkafka-direct",
             Broker::RingmqCluster2 => "ringmq-cluster-2nodes",
+            Broker::RingmqCluster3 => "ringmq-cluster-3nodes",
             Broker::Mosquitto => "mosquitto",
             Broker::Rumqttd => "rumqttd",
         }
@@ -129,14 +159,24 @@ impl Broker {
         matches!(self, Broker::Ringmq1 | Broker::KafkaDirect)
     }
 
-    /// Runs in the cluster cells: the two-node cluster, and one node as the reference.
-    pub fn clusters(self) -> bool {
-        matches!(self, Broker::Ringmq1 | Broker::RingmqCluster2)
+    /// Its nodes: 2 or 3 for a cluster, else 1.
+    pub fn nodes(self) -> usize {
+        match self {
+            Broker::RingmqCluster2 => 2,
+            Broker::RingmqCluster3 => 3,
+            _ => 1,
+        }
+    }
+
+    /// Runs in a cluster cell of `nodes` nodes: that cluster, and one node as the
+    /// reference.
+    pub fn clusters(self, nodes: usize) -> bool {
+        self == Broker::Ringmq1 || self.nodes() == nodes
     }
 
     /// Runs only in the cluster cells.
     pub fn cluster_only(self) -> bool {
-        self == Broker::RingmqCluster2
+        self.nodes() > 1
     }
 
     /// Runs only in the MQTT -> Kafka cells.
@@ -157,6 +197,7 @@ impl Broker {
             Broker::Relay
             | Broker::KafkaDirect
             | Broker::RingmqCluster2
+            | Broker::RingmqCluster3
             | Broker::RingmqSync
             | Broker::RingmqRedis
             | Broker::RingmqAsyncapi
@@ -202,9 +243,10 @@ pub fn available(mode: Mode) -> Vec<Broker> {
                 brokers.push(Broker::AedesRedis);
             }
         }
-        if tansu_bin().exists() || on_path("tansu") {
+        if has_tansu() {
             brokers.push(Broker::KafkaDirect);
             brokers.push(Broker::RingmqCluster2);
+            brokers.push(Broker::RingmqCluster3);
         }
     }
     if on_path("mosquitto") {
@@ -216,27 +258,38 @@ pub fn available(mode: Mode) -> Vec<Broker> {
     brokers
 }
 
-/// A started broker: its process, the servers beside it (a redis-server, a tansu), the
-/// directories to remove. Dropped (or stopped), it stops them all and removes the directories.
+/// A process of a run and the name of its output file in the results directory.
+#[derive(Debug)]
+struct Process {
+    child: Child,
+    log: String,
+}
+
+/// A started broker: its process, the servers beside it (a redis-server, a tansu, a cluster's
+/// other nodes), the directories to remove. Dropped (or stopped), it stops the broker, then
+/// the others in the reverse of their start (a node before the tansu it flushes to), and
+/// removes the directories.
 #[derive(Debug)]
 pub struct Running {
-    child: Option<Child>,
-    helpers: Vec<Child>,
+    child: Option<Process>,
+    helpers: Vec<Process>,
     dirs: Vec<PathBuf>,
     kafka_port: Option<u16>,
     /// Where the publishers connect when not to the broker's port (a cluster's node a).
     pub_port: Option<u16>,
+    /// The nodes the clients spread over (a three-node cluster; else empty).
+    node_ports: Vec<u16>,
 }
 
 impl Running {
     /// The broker's process id (its CPU and RSS are measured; none for `rdkafka-direct`).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(|p| p.child.id())
     }
 
     /// The processes beside the broker whose CPU counts with it (its redis-server or tansu).
     pub fn helper_pids(&self) -> Vec<u32> {
-        self.helpers.iter().map(Child::id).collect()
+        self.helpers.iter().map(|p| p.child.id()).collect()
     }
 
     /// Where the publishers connect, if not to the broker's own port.
@@ -244,17 +297,29 @@ impl Running {
         self.pub_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
     }
 
+    /// The nodes the clients spread over (empty: one address).
+    pub fn nodes(&self) -> Vec<SocketAddr> {
+        self.node_ports
+            .iter()
+            .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
     /// The bootstrap address of the Kafka beside it.
     pub fn kafka_brokers(&self) -> Option<String> {
         self.kafka_port.map(|p| format!("127.0.0.1:{p}"))
     }
 
-    /// How the broker ended, if it did (a run's error then says so).
+    /// Which process of the run ended, if one did, how, and where its output is (a run's
+    /// error then says so).
     pub fn exited(&mut self) -> Option<String> {
-        match self.child.as_mut()?.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
-        }
+        self.child
+            .iter_mut()
+            .chain(self.helpers.iter_mut())
+            .find_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some(format!("{status}; its output: {}", p.log)),
+                _ => None,
+            })
     }
 
     /// Stops the broker, then the servers beside it, and removes their directories.
@@ -266,11 +331,11 @@ impl Running {
 impl Drop for Running {
     /// Also when a run panics: nothing outlives the comparison.
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            stop(child);
+        if let Some(p) = self.child.take() {
+            stop(p.child);
         }
-        for helper in self.helpers.drain(..) {
-            stop(helper);
+        for p in self.helpers.drain(..).rev() {
+            stop(p.child);
         }
         for dir in self.dirs.drain(..) {
             let _ = std::fs::remove_dir_all(dir);
@@ -320,7 +385,7 @@ fn spawn(mut cmd: Command, log: PathBuf, port: u16, what: &str) -> anyhow::Resul
 
 /// A fresh redis-server on the load generator's core: no snapshots, an append-only file
 /// fsynced before every reply (`appendfsync always`, as in BENCHMARKS.md "The Redis store").
-fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Child, u16)> {
+fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Process, u16)> {
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let mut cmd = Command::new("taskset");
@@ -337,11 +402,12 @@ fn start_redis(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Ch
         .arg("--dir")
         .arg(dir);
     let child = spawn(cmd, cfg.out.join("redis-server.log"), port, "redis-server")?;
-    Ok((child, port))
+    let log = "redis-server.log".into();
+    Ok((Process { child, log }, port))
 }
 
 /// A fresh tansu (Kafka protocol, in memory) on the load generator's core.
-fn start_tansu(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Child, u16)> {
+fn start_tansu(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Process, u16)> {
     std::fs::create_dir_all(dir)?;
     let port = free_port();
     let url = format!("tcp://127.0.0.1:{port}");
@@ -353,7 +419,18 @@ fn start_tansu(cfg: &CompareConfig, dir: &std::path::Path) -> anyhow::Result<(Ch
         .args(["--storage-engine", "memory://tansu/"])
         .current_dir(dir);
     let child = spawn(cmd, cfg.out.join("tansu.log"), port, "tansu")?;
-    Ok((child, port))
+    let log = "tansu.log".into();
+    Ok((Process { child, log }, port))
+}
+
+/// tansu runs here (the Kafka and cluster cells need it).
+pub fn has_tansu() -> bool {
+    Command::new(tansu_bin())
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// tansu: `$TANSU`, else cargo's bin directory, else the path.
@@ -372,18 +449,28 @@ pub(crate) fn tansu_bin() -> PathBuf {
     }
 }
 
-/// Two ringmq nodes clustered over a fresh tansu (on the generator's core), both on the
-/// broker core with one shard: node b listens on `port` (the subscribers'; measured as the
-/// broker), node a elsewhere (the publishers'; its CPU counted beside tansu's). Kafka as in
-/// BENCHMARKS.md's hand-run cluster section: 4 partitions, `linger_ms` 1.
-fn start_cluster(cfg: &CompareConfig, port: u16, mut running: Running) -> anyhow::Result<Running> {
+/// `nodes` (2 or 3) ringmq nodes clustered over a fresh tansu (on the generator's core), all
+/// on the broker core with one shard, named a, b, c. Two nodes: node b listens on `port` (the
+/// subscribers'; measured as the broker), node a elsewhere (the publishers'). Three: node a
+/// listens on `port` (measured), the clients spread over all three ([`Running::nodes`]). The
+/// other nodes' CPU is counted beside tansu's, in that order. Kafka as in BENCHMARKS.md's
+/// hand-run cluster section: 4 partitions, `linger_ms` 1.
+fn start_cluster(
+    cfg: &CompareConfig,
+    port: u16,
+    mut running: Running,
+    nodes: usize,
+) -> anyhow::Result<Running> {
     let dir = scratch("cluster");
     running.dirs.push(dir.clone());
     let (tansu, kafka) = start_tansu(cfg, &dir.join("tansu"))?;
     running.helpers.push(tansu);
     running.kafka_port = Some(kafka);
-    let a_port = free_port();
-    for (node, listen) in [("a", a_port), ("b", port)] {
+    let measured = usize::from(nodes == 2);
+    let ports: Vec<u16> = (0..nodes)
+        .map(|i| if i == measured { port } else { free_port() })
+        .collect();
+    for (i, (node, &listen)) in ["a", "b", "c"].iter().zip(&ports).enumerate() {
         let conf = cfg.out.join(format!("ringmq-node-{node}.toml"));
         std::fs::write(
             &conf,
@@ -401,15 +488,25 @@ fn start_cluster(cfg: &CompareConfig, port: u16, mut running: Running) -> anyhow
             .args(["--shards", "1", "--durability", "memory", "--log", "warn"])
             .args(["--session-queue-count-max", "100000", "--data-dir"])
             .arg(dir.join(node));
-        let log = cfg.out.join(format!("ringmq-node-{node}.log"));
-        let child = spawn(cmd, log, listen, &format!("ringmq node {node}"))?;
-        if node == "a" {
-            running.helpers.push(child);
+        let log = format!("ringmq-node-{node}.log");
+        let child = spawn(
+            cmd,
+            cfg.out.join(&log),
+            listen,
+            &format!("ringmq node {node}"),
+        )?;
+        let process = Process { child, log };
+        if i == measured {
+            running.child = Some(process);
         } else {
-            running.child = Some(child);
+            running.helpers.push(process);
         }
     }
-    running.pub_port = Some(a_port);
+    if nodes == 2 {
+        running.pub_port = ports.first().copied();
+    } else {
+        running.node_ports = ports;
+    }
     Ok(running)
 }
 
@@ -451,21 +548,17 @@ pub fn start(
     port: u16,
     setup: Setup<'_>,
 ) -> anyhow::Result<Running> {
+    anyhow::ensure!(
+        broker.runs_in(&setup),
+        "{} is not run in this cell ({setup:?})",
+        broker.name()
+    );
     let Setup {
         transport,
         certs,
         kafka,
+        ..
     } = setup;
-    anyhow::ensure!(
-        !kafka || broker.bridges_kafka(),
-        "{} has no Kafka bridge",
-        broker.name()
-    );
-    anyhow::ensure!(
-        broker.speaks(transport),
-        "{} is not run over {transport:?} here",
-        broker.name()
-    );
     let tls = match (transport, certs) {
         (Transport::Tls, Some(c)) => Some(c),
         (Transport::Tls, None) => anyhow::bail!("a TLS cell without certificates"),
@@ -484,9 +577,10 @@ pub fn start(
         dirs: Vec::new(),
         kafka_port: None,
         pub_port: None,
+        node_ports: Vec::new(),
     };
-    if broker == Broker::RingmqCluster2 {
-        return start_cluster(cfg, port, running);
+    if broker.nodes() > 1 {
+        return start_cluster(cfg, port, running, broker.nodes());
     }
     let mut redis_port = 0;
     if broker.redis() {
@@ -570,7 +664,9 @@ pub fn start(
             running.dirs.push(data);
         }
         Broker::KafkaDirect => anyhow::bail!("rdkafka-direct runs only in the Kafka cells"),
-        Broker::RingmqCluster2 => anyhow::bail!("started by start_cluster"),
+        Broker::RingmqCluster2 | Broker::RingmqCluster3 => {
+            anyhow::bail!("started by start_cluster")
+        }
         Broker::AedesRedis => {
             cmd.arg("node")
                 .arg(aedes_dir().join("server.js"))
@@ -613,7 +709,10 @@ pub fn start(
         }
     }
     let log = cfg.out.join(format!("{}.log", broker.name()));
-    running.child = Some(spawn(cmd, log, port, broker.name())?);
+    running.child = Some(Process {
+        child: spawn(cmd, log, port, broker.name())?,
+        log: format!("{}.log", broker.name()),
+    });
     Ok(running)
 }
 

@@ -11,7 +11,7 @@ use net::codec::ProtocolVersion;
 use serde::{Deserialize, Serialize};
 
 pub use crate::brokers::Broker;
-use crate::brokers::{available, free_port, start, Setup, Transport, KAFKA_OUT_TOPIC, WS_PATH};
+use crate::brokers::{available, free_port, start, Transport, KAFKA_OUT_TOPIC, WS_PATH};
 use crate::certs::ServerCerts;
 use crate::loadgen::conn::{run_conn, ConnLoad};
 use crate::loadgen::kafka::KafkaIn;
@@ -81,9 +81,17 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
         core_affinity::set_for_current(core);
     }
     let brokers = available(cfg.mode);
+    let tansu = crate::brokers::has_tansu();
     let cells: Vec<Cell> = matrix(cfg.mode)
         .into_iter()
         .filter(|c| cfg.only.is_empty() || cfg.only.contains(&c.id))
+        .filter(|c| {
+            let needs = c.kafka() || c.cluster_nodes().is_some();
+            if needs && !tansu {
+                eprintln!("skipping {}: it needs tansu (cargo install tansu --locked --features dynostore,libsql)", c.id);
+            }
+            tansu || !needs
+        })
         .collect();
     if cells.is_empty() {
         anyhow::bail!("no cell of the matrix is named {:?}", cfg.only);
@@ -91,7 +99,13 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
     // One throwaway CA and server certificate for every TLS cell of the run.
     let certs_dir = std::env::temp_dir().join(format!("ringmq-bench-certs-{}", std::process::id()));
     let certs = if cells.iter().any(|c| c.transport == Transport::Tls) {
-        Some(crate::certs::make(&certs_dir)?)
+        match crate::certs::make(&certs_dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&certs_dir);
+                return Err(e);
+            }
+        }
     } else {
         None
     };
@@ -133,22 +147,8 @@ fn run_cells(
         let layers = layers(cell.transport, certs)?;
         for (round, &broker) in (0..rounds).flat_map(|r| brokers.iter().map(move |b| (r, b))) {
             done += 1;
-            let exact_topics_only = matches!(&cell.work, Work::Messages(t, _) if t.name == "p2p");
-            let persistent = matches!(&cell.work, Work::Messages(_, l) if l.persistent);
-            // The relay keeps no sessions: it is a floor for steady persistent cells (nobody
-            // offline), not for one where subscribers go away.
-            let offline = matches!(&cell.work, Work::Messages(_, l) if l.offline.is_some());
-            if broker == Broker::Relay && (!exact_topics_only || offline) {
-                continue;
-            }
-            if broker.persistent_only() && !persistent
-                || broker.json_only() && !cell.json()
-                || !broker.speaks(cell.transport)
-                || cell.kafka() && !broker.bridges_kafka()
-                || broker.kafka_out_only() && !cell.kafka_out()
-                || broker.cluster_only() && !cell.cluster()
-                || cell.cluster() && !broker.clusters()
-            {
+            let setup = cell.setup(certs);
+            if !broker.runs_in(&setup) {
                 continue;
             }
             eprintln!(
@@ -159,11 +159,6 @@ fn run_cells(
                 round + 1
             );
             let port = free_port();
-            let setup = Setup {
-                transport: cell.transport,
-                certs,
-                kafka: cell.kafka(),
-            };
             let outcome = match start(cfg, broker, port, setup) {
                 Err(e) => Outcome {
                     cell: cell.id.clone(),
@@ -183,6 +178,7 @@ fn run_cells(
                                 broker_pid: pid,
                                 other_pids: running.helper_pids(),
                                 pub_addr: running.pub_addr(),
+                                nodes: running.nodes(),
                                 layers: layers.clone(),
                                 ..(**load).clone()
                             };
@@ -223,8 +219,8 @@ fn run_cells(
                     // A broker that died during the run: the error says so, not only what
                     // the generator saw.
                     let result = match (result, running.exited()) {
-                        (Err(e), Some(status)) => Err(e.context(format!(
-                            "the broker exited during the run ({status}; its output: {}.log)",
+                        (Err(e), Some(how)) => Err(e.context(format!(
+                            "{} or a server beside it exited during the run ({how})",
                             broker.name()
                         ))),
                         (result, _) => result,
@@ -353,6 +349,8 @@ fn helpers_cpu(r: &Report, what: &[&str]) -> String {
 fn helpers(cell: &Cell, broker: Broker) -> &'static [&'static str] {
     if broker == Broker::RingmqCluster2 {
         &["tansu", "node a"]
+    } else if broker == Broker::RingmqCluster3 {
+        &["tansu", "node b", "node c"]
     } else if cell.kafka() {
         &["tansu"]
     } else {
@@ -430,8 +428,8 @@ fn write_report(
     let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU column adds the redis-server's CPU per message over the same window (\"+ N Redis\"; absent in rows measured before it was counted); the ratios use the broker's alone.");
     let _ = writeln!(md, "- `ringmq-asyncapi` is ringmq on one shard validating every payload against `benches/asyncapi/p2p.yaml` (AsyncAPI 3.0, a 10-field object schema; `--asyncapi`), run only in the cells with JSON payloads (`p2p-*-json`, where every broker carries the same 200-byte JSON object): its CPU per message over `ringmq-1shard`'s in the same cell is what validation costs.");
     let _ = writeln!(md, "- The cells over TLS (`*-tls`) and WebSocket (`*-ws`): ringmq with `--tls-listen` / `--ws-listen` (`--ws-path {WS_PATH}`), mosquitto with `certfile`/`keyfile` / `protocol websockets`; a P-256 server certificate for 127.0.0.1 from a throwaway CA made with `openssl` for the run; the generator's clients use rustls (TLS 1.3 negotiated, no session resumption: every connection a full handshake). The relay, rumqttd and the persistent-only brokers are not run in them (this runner sets up no TLS or WebSocket listener for them).");
-    let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard alone (no other broker here bridges MQTT and Kafka) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered). Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate, straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
-    let _ = writeln!(md, "- The cluster cells (`cluster-*`): `ringmq-cluster-2nodes` is two ringmq nodes clustered over a fresh tansu (`[kafka] partitions = 4, linger_ms = 1`, `[cluster] node_id` a and b), both on the broker core with one shard each, tansu on the generator's core; the publishers connect to node a, the subscribers to node b, so every message crosses Kafka. Its CPU column is node b's, then tansu's and node a's (\" + N tansu + N node a\"); `ringmq-1shard` beside it is one node carrying both sides.");
+    let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard (the only broker here with a Kafka bridge; in `kafka-out-*` also `rdkafka-direct`, below) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered). Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate, straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
+    let _ = writeln!(md, "- The cluster cells (`cluster-*`): `ringmq-cluster-2nodes` is two ringmq nodes clustered over a fresh tansu (`[kafka] partitions = 4, linger_ms = 1`, `[cluster] node_id` a and b), both on the broker core with one shard each, tansu on the generator's core; the publishers connect to node a, the subscribers to node b, so every message crosses Kafka. Its CPU column is node b's, then tansu's and node a's (\" + N tansu + N node a\"). `ringmq-cluster-3nodes` (`cluster-3-*`) is three such nodes, publisher i on node i mod 3 and its subscriber on the next node, so every message crosses; its CPU column is node a's + tansu's + node b's + node c's. `ringmq-1shard` beside them is one node carrying both sides.");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use net::codec::{ProtocolVersion, QoS};
 
-use crate::brokers::{Transport, KAFKA_IN_TOPIC, KAFKA_OUT_TOPIC};
+use crate::brokers::{Setup, Transport, KAFKA_IN_TOPIC, KAFKA_OUT_TOPIC};
+use crate::certs::ServerCerts;
 use crate::compare::Mode;
 use crate::loadgen::kafka::{KafkaIn, KafkaOut};
 use crate::loadgen::topology::Topology;
@@ -27,14 +28,36 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
+    /// What the cell needs of a broker (which brokers run it, and how each is started).
+    pub(crate) fn setup<'a>(&self, certs: Option<&'a ServerCerts>) -> Setup<'a> {
+        let load = match &self.work {
+            Work::Messages(t, l) => Some((t, l)),
+            Work::Connections(_) => None,
+        };
+        Setup {
+            transport: self.transport,
+            certs,
+            kafka: self.kafka(),
+            kafka_out: self.kafka_out(),
+            json: self.json(),
+            persistent: load.is_some_and(|(_, l)| l.persistent),
+            nodes: self.cluster_nodes().unwrap_or(1),
+            // The relay keeps no sessions: a floor for steady persistent cells (nobody
+            // offline), not for one where subscribers go away; exact topics only.
+            relayable: load.is_some_and(|(t, l)| t.name == "p2p" && l.offline.is_none()),
+        }
+    }
+
     /// It runs through Kafka (a tansu beside the broker).
     pub(crate) fn kafka(&self) -> bool {
         matches!(&self.work, Work::Messages(_, l) if l.kafka_in.is_some() || l.kafka_out.is_some())
     }
 
-    /// Its publishers and subscribers are on two clustered nodes (ids `cluster-*`).
-    pub(crate) fn cluster(&self) -> bool {
-        self.id.starts_with("cluster-")
+    /// The nodes of the cluster its clients spread over (ids `cluster-N-*`); None: not a
+    /// cluster cell.
+    pub(crate) fn cluster_nodes(&self) -> Option<usize> {
+        let rest = self.id.strip_prefix("cluster-")?;
+        rest.split('-').next()?.parse().ok()
     }
 
     /// Its subscriber is a Kafka consumer (MQTT -> Kafka).
@@ -53,10 +76,12 @@ fn msgs(topology: Topology, load: Load) -> Work {
     Work::Messages(Box::new(topology), Box::new(load))
 }
 
-fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
+/// A load of the matrix's defaults (the address is filled in per run).
+pub(crate) fn load(qos: QoS, payload: usize, rate: f64, seconds: f64) -> Load {
     Load {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         pub_addr: None,
+        nodes: Vec::new(),
         other_pids: Vec::new(),
         qos,
         payload_bytes: payload,
@@ -233,21 +258,35 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
     cells
 }
 
-/// P2P across a two-node cluster over Kafka (publishers on one node, subscribers on the
-/// other), beside one node carrying both sides. Their ids start with `cluster-`.
+/// P2P across a cluster over Kafka, every message crossing between nodes (two nodes:
+/// publishers on one, subscribers on the other; three: each pair split over two of them),
+/// beside one node carrying both sides. Their ids are `cluster-N-*`, N the nodes.
 fn cluster() -> Vec<Cell> {
     [
-        ("cluster-2-max", "max rate", 0.0),
-        ("cluster-2-10k", "100 msg/s each (10k msg/s offered)", 100.0),
+        ("cluster-2-max", 2, "max rate", 0.0),
+        (
+            "cluster-2-10k",
+            2,
+            "100 msg/s each (10k msg/s offered)",
+            100.0,
+        ),
+        ("cluster-3-max", 3, "max rate", 0.0),
+        (
+            "cluster-3-10k",
+            3,
+            "100 msg/s each (10k msg/s offered)",
+            100.0,
+        ),
     ]
     .into_iter()
-    .map(|(id, what, rate)| {
+    .map(|(id, nodes, what, rate)| {
         let mut l = load(QoS::AtLeastOnce, 64, rate, 8.0);
         l.warmup = Duration::from_secs(3);
         Cell {
             id: id.into(),
             title: format!(
-                "Cluster: P2P across two nodes over Kafka, 100 pairs, QoS 1, 64 B, {what}"
+                "Cluster: P2P across {} nodes over Kafka, 100 pairs, QoS 1, 64 B, {what}",
+                if nodes == 2 { "two" } else { "three" }
             ),
             work: msgs(Topology::p2p(100, "cmp"), l),
             transport: Transport::Tcp,
@@ -362,6 +401,43 @@ fn validated() -> Vec<Cell> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::brokers::Broker;
+
+    /// Which broker runs in which cell: each special broker only where it belongs, the
+    /// generic MQTT brokers nowhere they cannot serve.
+    #[test]
+    fn brokers_run_only_in_the_cells_they_serve() {
+        for cell in matrix(Mode::Full) {
+            let s = cell.setup(None);
+            let runs: Vec<Broker> = Broker::ALL.into_iter().filter(|b| b.runs_in(&s)).collect();
+            let id = cell.id.as_str();
+            assert!(
+                runs.contains(&Broker::Ringmq1),
+                "{id}: ringmq-1shard runs everywhere"
+            );
+            let special = cell.kafka() || cell.cluster_nodes().is_some();
+            assert_eq!(runs.contains(&Broker::Mosquitto), !special, "{id}");
+            assert_eq!(
+                runs.contains(&Broker::KafkaDirect),
+                cell.kafka_out(),
+                "{id}"
+            );
+            assert_eq!(runs.contains(&Broker::RingmqAsyncapi), cell.json(), "{id}");
+            assert_eq!(
+                runs.contains(&Broker::RingmqCluster3),
+                cell.cluster_nodes() == Some(3),
+                "{id}"
+            );
+            assert_eq!(
+                runs.contains(&Broker::RingmqCluster2),
+                cell.cluster_nodes() == Some(2),
+                "{id}"
+            );
+            if cell.transport != Transport::Tcp || special {
+                assert!(!runs.contains(&Broker::Relay), "{id}");
+            }
+        }
+    }
     use crate::loadgen::wire::JSON_FIXED_BYTES;
 
     /// Cell ids key `results.json`: unique in both matrices; the JSON cells' payloads hold the
@@ -385,7 +461,8 @@ mod tests {
                 Mode::Quick => assert_eq!(over(Transport::Tcp), cells.len()),
                 Mode::Full => {
                     assert!(over(Transport::Tls) >= 3 && over(Transport::Ws) >= 2);
-                    assert!(cells.iter().any(Cell::cluster) && cells.iter().any(Cell::kafka_out));
+                    assert!(cells.iter().any(|c| c.cluster_nodes() == Some(3)));
+                    assert!(cells.iter().any(Cell::kafka_out));
                 }
             }
         }

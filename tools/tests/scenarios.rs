@@ -262,6 +262,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
     let load = Load {
         addr,
         pub_addr: None,
+        nodes: Vec::new(),
         other_pids: Vec::new(),
         qos: QoS::AtLeastOnce,
         payload_bytes: 64,

@@ -82,6 +82,11 @@ struct LoadArgs {
     /// Where the publishers connect instead (another node of a cluster).
     #[arg(long)]
     pub_addr: Option<SocketAddr>,
+    /// The nodes of a cluster to spread the clients over (repeat: `--node A --node B --node
+    /// C`): publisher i on node i mod n, subscriber i on node i + 1 mod n; overrides `--addr`
+    /// and `--pub-addr`.
+    #[arg(long = "node")]
+    nodes: Vec<SocketAddr>,
     /// Another process whose CPU per delivered message is reported (repeatable: the other
     /// nodes of a cluster, the Kafka broker).
     #[arg(long)]
@@ -137,6 +142,7 @@ impl LoadArgs {
         Ok(Load {
             addr: self.addr,
             pub_addr: self.pub_addr,
+            nodes: self.nodes.clone(),
             other_pids: self.other_pid.clone(),
             qos: QoS::from_bits(self.qos)
                 .ok_or_else(|| anyhow::anyhow!("--qos must be 0, 1 or 2"))?,

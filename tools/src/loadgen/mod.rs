@@ -49,6 +49,10 @@ pub struct Load {
     pub addr: SocketAddr,
     /// Where the publishers connect, if not `addr` (another node of a cluster).
     pub pub_addr: Option<SocketAddr>,
+    /// The nodes of a cluster the clients spread over (empty: `addr` and `pub_addr`):
+    /// publisher i connects to node i mod n and subscriber i to node i + 1 mod n, so in P2P
+    /// every message crosses from one node to another.
+    pub nodes: Vec<SocketAddr>,
     /// Other processes whose CPU per delivered message is reported (the other cluster
     /// nodes, Kafka).
     pub other_pids: Vec<u32>,
@@ -493,7 +497,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             subscribe: Some((&s.filter, load.qos)),
             layers: &load.layers,
         };
-        let (stream, _, _, link) = handshake(load.addr, &hello)?;
+        let (stream, _, _, link) = handshake(load.subscriber_addr(index), &hello)?;
         clients.push(blank(
             stream.into(),
             Role::Subscriber {
@@ -518,7 +522,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             subscribe: None,
             layers: &load.layers,
         };
-        let (stream, _, _, link) = handshake(load.pub_addr.unwrap_or(load.addr), &hello)?;
+        let (stream, _, _, link) = handshake(load.publisher_addr(index), &hello)?;
         clients.push(blank(
             stream.into(),
             Role::Publisher(index as u32),

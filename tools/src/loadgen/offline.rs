@@ -47,7 +47,8 @@ impl Run<'_> {
                 subscribe: None,
                 layers: &self.load.layers,
             };
-            let (stream, _, early, link) = handshake(self.load.addr, &hello)?;
+            let (stream, _, early, link) =
+                handshake(self.load.subscriber_addr(index as usize), &hello)?;
             if let Some(c) = self.clients.get_mut(i) {
                 c.fd = Some(OwnedFd::from(stream));
                 c.link = link;

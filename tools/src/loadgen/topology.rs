@@ -1,5 +1,8 @@
 //! Who publishes where and who subscribes to what, per scenario, and which (subscriber group,
-//! publisher) pairs must see every message (the basis of exact loss accounting).
+//! publisher) pairs must see every message (the basis of exact loss accounting); and which
+//! broker node each client connects to.
+
+use std::net::SocketAddr;
 
 /// A publishing client.
 #[derive(Debug, Clone)]
@@ -178,5 +181,58 @@ mod tests {
             .all(|s| s.group == 0 && s.filter.starts_with("$share/")));
         let t = Topology::p2p(3, "x");
         assert_eq!(t.expected, vec![(0, 0), (1, 1), (2, 2)]);
+    }
+}
+
+/// Where each client of a topology connects.
+impl super::Load {
+    /// Where subscriber `index` connects.
+    pub fn subscriber_addr(&self, index: usize) -> SocketAddr {
+        match self.nodes.len() {
+            0 => self.addr,
+            n => self
+                .nodes
+                .get((index + 1) % n)
+                .copied()
+                .unwrap_or(self.addr),
+        }
+    }
+
+    /// Where publisher `index` connects.
+    pub fn publisher_addr(&self, index: usize) -> SocketAddr {
+        let single = self.pub_addr.unwrap_or(self.addr);
+        match self.nodes.len() {
+            0 => single,
+            n => self.nodes.get(index % n).copied().unwrap_or(single),
+        }
+    }
+}
+
+#[cfg(test)]
+mod node_tests {
+    use super::SocketAddr;
+
+    /// Over a cluster every pair is split over two nodes; without one, `addr` and
+    /// `pub_addr` hold.
+    #[test]
+    fn pairs_spread_over_the_nodes() {
+        let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut load = crate::matrix::load(net::codec::QoS::AtLeastOnce, 64, 0.0, 1.0);
+        load.addr = at(1);
+        assert_eq!(
+            (load.publisher_addr(5), load.subscriber_addr(5)),
+            (at(1), at(1))
+        );
+        load.pub_addr = Some(at(2));
+        assert_eq!(
+            (load.publisher_addr(5), load.subscriber_addr(5)),
+            (at(2), at(1))
+        );
+        load.nodes = vec![at(10), at(11), at(12)];
+        for i in 0..9 {
+            let (p, s) = (load.publisher_addr(i), load.subscriber_addr(i));
+            assert_ne!(p, s, "pair {i} crosses");
+            assert_eq!(p, at(10 + (i % 3) as u16));
+        }
     }
 }

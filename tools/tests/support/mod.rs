@@ -23,6 +23,7 @@ pub fn load(addr: SocketAddr, qos: QoS, version: ProtocolVersion) -> Load {
     Load {
         addr,
         pub_addr: None,
+        nodes: Vec::new(),
         other_pids: Vec::new(),
         qos,
         payload_bytes: 64,
