@@ -58,6 +58,21 @@ pub struct Setup<'a> {
 }
 
 impl Broker {
+    /// Why a peer (mosquitto, rumqttd) is not run in a cell that needs `s`, for its table
+    /// row; None when it runs there, or for ringmq's own variants and the baselines.
+    pub fn not_run_because(self, s: &Setup<'_>) -> Option<&'static str> {
+        if !matches!(self, Broker::Mosquitto | Broker::Rumqttd) || self.runs_in(s) {
+            return None;
+        }
+        Some(if s.kafka {
+            "it has no Kafka bridge"
+        } else if s.nodes > 1 {
+            "it has no cluster over Kafka"
+        } else {
+            "this runner sets up no TLS or WebSocket listener for it"
+        })
+    }
+
     /// Runs in a cell that needs `s`: the one rule the runner skips by and [`start`]
     /// checks.
     pub fn runs_in(self, s: &Setup<'_>) -> bool {

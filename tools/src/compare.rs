@@ -573,7 +573,11 @@ fn write_report(
                                 e.replace('|', "/")
                             );
                         }
-                        _ => {}
+                        _ => {
+                            if let Some(why) = b.not_run_because(&cell.setup(None)) {
+                                let _ = writeln!(md, "| {} | not run: {why} | | |", b.name());
+                            }
+                        }
                     }
                 }
             }
@@ -633,7 +637,12 @@ fn write_report(
                                 e.replace('|', "/")
                             );
                         }
-                        _ => {}
+                        _ => {
+                            if let Some(why) = b.not_run_because(&cell.setup(None)) {
+                                let _ =
+                                    writeln!(md, "| {} | not run: {why} | | | | | | |", b.name());
+                            }
+                        }
                     }
                 }
             }

@@ -46,6 +46,31 @@ pub fn accepts(addr: impl std::net::ToSocketAddrs) -> bool {
     TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
+/// Process `pid` holds a listening TCP socket on `port` (/proc/net/tcp's LISTEN rows and
+/// the process's socket descriptors): the listener that answered is this process's, not
+/// another test's server that took the same free port in between.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            let inode = f.get(9)?;
+            (local_port == port && *f.get(3)? == "0A").then(|| format!("socket:[{inode}]"))
+        })
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+        })
+    })
+}
+
 /// Runs the binary with `--listen 127.0.0.1:0` and `args` until it exits (it must refuse to
 /// start); its stderr.
 pub fn refused_start(args: &[&str]) -> String {
@@ -134,12 +159,9 @@ impl Broker {
             if child.try_wait().unwrap().is_some() {
                 return None;
             }
-            if accepts(addr) {
-                // The listener answering must be this broker's: it is still running.
-                std::thread::sleep(Duration::from_millis(20));
-                if child.try_wait().unwrap().is_some() {
-                    return None;
-                }
+            // The listener answering must be this broker's (another test's server may have
+            // taken the port between the probe and the broker's bind: the broker then exits).
+            if accepts(addr) && listens_on(child.id(), port) {
                 return Some(Self { child, addr });
             }
             assert!(Instant::now() < deadline, "broker did not start listening");
