@@ -1,7 +1,9 @@
-//! The brokers `ringmq-bench compare` runs: which ones this machine has, how each is started
-//! on 127.0.0.1 pinned to the broker core (with the redis-server a Redis-backed one needs,
-//! fresh per run, on the load generator's core) and stopped, its scratch directories removed;
-//! listening over plain TCP, TLS or WebSocket.
+//! The brokers `ringmq-bench compare` runs: which ones this machine has, in which cells each
+//! runs ([`Broker::runs_in`]), how each is started on 127.0.0.1 pinned to the broker core
+//! (with the servers it needs fresh per run on the load generator's core: a redis-server for
+//! the Redis-backed ones, a tansu for the Kafka bridge and the clusters, whose other nodes
+//! share the broker core) and stopped, its scratch directories removed; listening over plain
+//! TCP, TLS or WebSocket.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

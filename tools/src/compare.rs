@@ -82,9 +82,15 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
     }
     let brokers = available(cfg.mode);
     let tansu = crate::brokers::has_tansu();
-    let cells: Vec<Cell> = matrix(cfg.mode)
+    let named: Vec<Cell> = matrix(cfg.mode)
         .into_iter()
         .filter(|c| cfg.only.is_empty() || cfg.only.contains(&c.id))
+        .collect();
+    if named.is_empty() {
+        anyhow::bail!("no cell of the matrix is named {:?}", cfg.only);
+    }
+    let cells: Vec<Cell> = named
+        .into_iter()
         .filter(|c| {
             let needs = c.kafka() || c.cluster_nodes().is_some();
             if needs && !tansu {
@@ -94,7 +100,7 @@ pub fn compare(cfg: &CompareConfig) -> anyhow::Result<Vec<Outcome>> {
         })
         .collect();
     if cells.is_empty() {
-        anyhow::bail!("no cell of the matrix is named {:?}", cfg.only);
+        anyhow::bail!("every cell named needs tansu, which does not run here");
     }
     // One throwaway CA and server certificate for every TLS cell of the run.
     let certs_dir = std::env::temp_dir().join(format!("ringmq-bench-certs-{}", std::process::id()));

@@ -402,6 +402,7 @@ fn validated() -> Vec<Cell> {
 mod tests {
     use super::*;
     use crate::brokers::Broker;
+    use crate::loadgen::wire::JSON_FIXED_BYTES;
 
     /// Which broker runs in which cell: each special broker only where it belongs, the
     /// generic MQTT brokers nowhere they cannot serve.
@@ -438,7 +439,6 @@ mod tests {
             }
         }
     }
-    use crate::loadgen::wire::JSON_FIXED_BYTES;
 
     /// Cell ids key `results.json`: unique in both matrices; the JSON cells' payloads hold the
     /// generator's whole JSON object; the TLS and WebSocket cells are in the full matrix only.

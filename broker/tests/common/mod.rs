@@ -46,9 +46,9 @@ pub fn accepts(addr: impl std::net::ToSocketAddrs) -> bool {
     TcpStream::connect(addr).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
-/// Process `pid` holds a listening TCP socket on `port` (/proc/net/tcp's LISTEN rows and
-/// the process's socket descriptors): the listener that answered is this process's, not
-/// another test's server that took the same free port in between.
+/// Every listening TCP socket on `port` is process `pid`'s (/proc/net/tcp's LISTEN rows and
+/// the process's socket descriptors), and there is one: the listener that answered is this
+/// process's, not another test's server that took the same free port in between.
 pub fn listens_on(pid: u32, port: u16) -> bool {
     let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
         return true;
@@ -63,12 +63,17 @@ pub fn listens_on(pid: u32, port: u16) -> bool {
             (local_port == port && *f.get(3)? == "0A").then(|| format!("socket:[{inode}]"))
         })
         .collect();
-    std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
-        fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
-                .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
-        })
-    })
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let own: Vec<std::path::PathBuf> = fds
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .collect();
+    !inodes.is_empty()
+        && inodes
+            .iter()
+            .all(|i| own.iter().any(|target| target.as_os_str() == i.as_str()))
 }
 
 /// Runs the binary with `--listen 127.0.0.1:0` and `args` until it exits (it must refuse to

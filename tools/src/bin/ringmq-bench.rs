@@ -83,8 +83,8 @@ struct LoadArgs {
     #[arg(long)]
     pub_addr: Option<SocketAddr>,
     /// The nodes of a cluster to spread the clients over (repeat: `--node A --node B --node
-    /// C`): publisher i on node i mod n, subscriber i on node i + 1 mod n; overrides `--addr`
-    /// and `--pub-addr`.
+    /// C`): publisher i on node i mod n, subscriber i on node i + 1 mod n (with one node both
+    /// on it); overrides `--addr` and `--pub-addr`.
     #[arg(long = "node")]
     nodes: Vec<SocketAddr>,
     /// Another process whose CPU per delivered message is reported (repeatable: the other
