@@ -305,7 +305,7 @@ enum Command {
     /// and write BENCHMARKS.md, results.json and SVG charts.
     Compare {
         /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections,
-        /// TLS and WebSocket, JSON validated; about 25 minutes a round). Default: quick.
+        /// TLS and WebSocket, JSON validated, Kafka, clusters; about 35 minutes a round). Default: quick.
         #[arg(long)]
         full: bool,
         /// Directory for results.json, charts and broker logs.
@@ -327,7 +327,7 @@ enum Command {
         #[arg(long)]
         render_only: bool,
         /// Rounds per (cell, broker), the brokers alternating within each round of a cell
-        /// (default 3 quick, 2 full: about an hour here).
+        /// (default 3 quick, 2 full: about 70 minutes here).
         #[arg(long)]
         rounds: Option<u32>,
         /// Run only these cells (comma-separated ids, e.g. fan-in,fan-in-1000) and merge
