@@ -176,6 +176,17 @@ impl Broker {
         matches!(self, Broker::Ringmq1 | Broker::KafkaDirect)
     }
 
+    /// The processes [`start`] runs beside it whose CPU a run measures, in the order of
+    /// [`Running::helper_pids`] (`kafka`: a Kafka cell), for the report's " + N name".
+    pub fn helper_names(self, kafka: bool) -> &'static [&'static str] {
+        match self {
+            Broker::RingmqCluster2 => &["tansu", "node a"],
+            Broker::RingmqCluster3 => &["tansu", "node b", "node c"],
+            _ if kafka => &["tansu"],
+            _ => &["Redis"],
+        }
+    }
+
     /// Its nodes: 2 or 3 for a cluster, else 1.
     pub fn nodes(self) -> usize {
         match self {
@@ -315,7 +326,7 @@ impl Running {
     }
 
     /// The nodes the clients spread over (empty: one address).
-    pub fn nodes(&self) -> Vec<SocketAddr> {
+    pub fn node_addrs(&self) -> Vec<SocketAddr> {
         self.node_ports
             .iter()
             .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))

@@ -184,7 +184,7 @@ fn run_cells(
                                 broker_pid: pid,
                                 other_pids: running.helper_pids(),
                                 pub_addr: running.pub_addr(),
-                                nodes: running.nodes(),
+                                nodes: running.node_addrs(),
                                 layers: layers.clone(),
                                 ..(**load).clone()
                             };
@@ -349,19 +349,6 @@ fn helpers_cpu(r: &Report, what: &[&str]) -> String {
         let _ = write!(out, " + {v:.2} {name}");
     }
     out
-}
-
-/// The names of the processes measured beside `broker` in `cell`, in `Running`'s order.
-fn helpers(cell: &Cell, broker: Broker) -> &'static [&'static str] {
-    if broker == Broker::RingmqCluster2 {
-        &["tansu", "node a"]
-    } else if broker == Broker::RingmqCluster3 {
-        &["tansu", "node b", "node c"]
-    } else if cell.kafka() {
-        &["tansu"]
-    } else {
-        &["Redis"]
-    }
 }
 
 /// The median round's report of (cell, broker).
@@ -623,7 +610,7 @@ fn write_report(
                                         &|r| r.broker_cpu_us_per_message,
                                         &|v| format!("{v:.2}")
                                     )
-                                    + &helpers_cpu(r, helpers(cell, b)),
+                                    + &helpers_cpu(r, b.helper_names(cell.kafka())),
                                 r.latency.p50_us / 1000.0,
                                 r.latency.p99_us / 1000.0,
                                 r.latency.p999_us / 1000.0,
