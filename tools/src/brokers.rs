@@ -110,6 +110,10 @@ pub enum Broker {
     /// ringmq with one shard validating every payload against an AsyncAPI document
     /// (`benches/asyncapi/p2p.yaml`): only the cells with JSON payloads.
     RingmqAsyncapi,
+    /// ringmq with one shard, `durability sync` and the MQTT -> Kafka rule's `ack = "local"`
+    /// (the PUBACK leaves once the record is in the local log on disk; the bridge delivers
+    /// from the log): only the MQTT -> Kafka cells, beside `ringmq-1shard`'s `ack = "kafka"`.
+    RingmqKafkaLocal,
     /// No broker: the generator's own rdkafka producer writes the same stamped records
     /// straight to Kafka (the "other strategy" beside an MQTT bridge): only the MQTT ->
     /// Kafka cells.
@@ -128,7 +132,7 @@ pub enum Broker {
 
 impl Broker {
     /// Every broker, in the tables' order.
-    pub const ALL: [Broker; 12] = [
+    pub const ALL: [Broker; 13] = [
         Broker::Relay,
         Broker::Ringmq1,
         Broker::Ringmq2,
@@ -136,6 +140,7 @@ impl Broker {
         Broker::RingmqSync,
         Broker::RingmqRedis,
         Broker::AedesRedis,
+        Broker::RingmqKafkaLocal,
         Broker::KafkaDirect,
         Broker::RingmqCluster2,
         Broker::RingmqCluster3,
@@ -153,6 +158,7 @@ impl Broker {
             Broker::RingmqRedis => "ringmq-redis",
             Broker::AedesRedis => "aedes-redis",
             Broker::RingmqAsyncapi => "ringmq-asyncapi",
+            Broker::RingmqKafkaLocal => "ringmq-kafka-local",
             Broker::KafkaDirect => "rdkafka-direct",
             Broker::RingmqCluster2 => "ringmq-cluster-2nodes",
             Broker::RingmqCluster3 => "ringmq-cluster-3nodes",
@@ -173,7 +179,10 @@ impl Broker {
     /// Bridges MQTT and Kafka: run in the Kafka cells (no other broker here has a Kafka
     /// bridge).
     pub fn bridges_kafka(self) -> bool {
-        matches!(self, Broker::Ringmq1 | Broker::KafkaDirect)
+        matches!(
+            self,
+            Broker::Ringmq1 | Broker::RingmqKafkaLocal | Broker::KafkaDirect
+        )
     }
 
     /// The processes [`start`] runs beside it whose CPU a run measures, in the order of
@@ -209,7 +218,7 @@ impl Broker {
 
     /// Runs only in the MQTT -> Kafka cells.
     pub fn kafka_out_only(self) -> bool {
-        self == Broker::KafkaDirect
+        matches!(self, Broker::RingmqKafkaLocal | Broker::KafkaDirect)
     }
 
     /// Validates JSON payloads: run only in the cells whose payloads are JSON.
@@ -224,6 +233,7 @@ impl Broker {
             Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto => true,
             Broker::Relay
             | Broker::KafkaDirect
+            | Broker::RingmqKafkaLocal
             | Broker::RingmqCluster2
             | Broker::RingmqCluster3
             | Broker::RingmqSync
@@ -272,6 +282,7 @@ pub fn available(mode: Mode) -> Vec<Broker> {
             }
         }
         if has_tansu() {
+            brokers.push(Broker::RingmqKafkaLocal);
             brokers.push(Broker::KafkaDirect);
             brokers.push(Broker::RingmqCluster2);
             brokers.push(Broker::RingmqCluster3);
@@ -555,14 +566,14 @@ fn create_topic(port: u16, topic: &str, partitions: u32) -> anyhow::Result<()> {
 }
 
 /// The ringmq configuration file of the Kafka cells: the bridge both ways, topics created
-/// at start.
-fn kafka_rules(cfg: &CompareConfig, kafka_port: u16) -> anyhow::Result<PathBuf> {
-    let path = cfg.out.join("ringmq-kafka.toml");
+/// at start; `ack` the MQTT -> Kafka rule's (`kafka` or `local`).
+fn kafka_rules(cfg: &CompareConfig, kafka_port: u16, ack: &str) -> anyhow::Result<PathBuf> {
+    let path = cfg.out.join(format!("ringmq-kafka-{ack}.toml"));
     std::fs::write(
         &path,
         format!(
             "[kafka]\nbrokers = \"127.0.0.1:{kafka_port}\"\ncreate_topics = true\npartitions = 8\n\n\
-             [[kafka.to_kafka]]\nfilter = \"rb/kout/+\"\ntopic = \"{KAFKA_OUT_TOPIC}\"\nkey = \"client_id\"\n\n\
+             [[kafka.to_kafka]]\nfilter = \"rb/kout/+\"\ntopic = \"{KAFKA_OUT_TOPIC}\"\nkey = \"client_id\"\nack = \"{ack}\"\n\n\
              [[kafka.to_mqtt]]\ntopic = \"{KAFKA_IN_TOPIC}\"\nmqtt_topic = \"rb/kafka/{{key}}\"\nqos = 1\n"
         ),
     )?;
@@ -668,8 +679,20 @@ pub fn start(
             // Like mosquitto's and rumqttd's defaults: no disk.
             cmd.args(["--durability", "memory"]);
             if let Some(p) = running.kafka_port {
-                cmd.arg("--config").arg(kafka_rules(cfg, p)?);
+                cmd.arg("--config").arg(kafka_rules(cfg, p, "kafka")?);
             }
+        }
+        Broker::RingmqKafkaLocal => {
+            let Some(p) = running.kafka_port else {
+                anyhow::bail!("ringmq-kafka-local runs only in the Kafka cells");
+            };
+            let data = scratch("kafka-local");
+            ringmq(&mut cmd, "1");
+            cmd.args(["--durability", "sync", "--data-dir"])
+                .arg(&data)
+                .arg("--config")
+                .arg(kafka_rules(cfg, p, "local")?);
+            running.dirs.push(data);
         }
         Broker::RingmqAsyncapi => {
             ringmq(&mut cmd, "1");

@@ -48,6 +48,13 @@ impl Cell {
         }
     }
 
+    /// A long cell (memory drawn over time, `soak-5000`) runs in the first round only: what
+    /// it shows is a curve, not a figure whose spread over rounds means much, and a second
+    /// round of it would cost the study six minutes.
+    pub(crate) fn first_round_only(&self) -> bool {
+        matches!(&self.work, Work::Messages(_, l) if l.duration.as_secs_f64() >= LONG_SECONDS)
+    }
+
     /// It runs through Kafka (a tansu beside the broker).
     pub(crate) fn kafka(&self) -> bool {
         matches!(&self.work, Work::Messages(_, l) if l.kafka_in.is_some() || l.kafka_out.is_some())
@@ -108,6 +115,20 @@ pub(crate) const TBMQ_PHASES: [(&str, f64); 4] =
 /// Seconds of the long cell (`soak-5000`) whose broker memory is drawn over time.
 const SOAK_SECONDS: f64 = 45.0;
 
+/// A cell measuring at least this long is a long one (`Cell::first_round_only`).
+const LONG_SECONDS: f64 = 30.0;
+
+/// Seconds measured in each of the 24 QoS x payload cells (120 runs a round with rumqttd,
+/// about 10 minutes at 3 s each).
+const GRID_SECONDS: f64 = 3.0;
+
+/// Seconds measured in the TBMQ phases, 5,000 pairs, the Kafka and cluster cells (the
+/// headline P2P cells measure 8, the long run 45).
+const MEASURED_SECONDS: f64 = 5.0;
+
+/// Seconds measured in the fan-in / fan-out, TLS, WebSocket and JSON cells.
+const TOPOLOGY_SECONDS: f64 = 4.0;
+
 fn qos_of(q: u8) -> QoS {
     QoS::from_bits(q).unwrap_or(QoS::AtLeastOnce)
 }
@@ -159,13 +180,13 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
                 transport: Transport::Tcp,
                 id: format!("p2p-max-q{q}-{payload}"),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, max rate"),
-                work: msgs(p2p(100), load(qos_of(q), payload, 0.0, 6.0)),
+                work: msgs(p2p(100), load(qos_of(q), payload, 0.0, GRID_SECONDS)),
             });
             cells.push(Cell {
                 transport: Transport::Tcp,
                 id: format!("p2p-30k-q{q}-{payload}"),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, 30k msg/s offered"),
-                work: msgs(p2p(100), load(qos_of(q), payload, 300.0, 6.0)),
+                work: msgs(p2p(100), load(qos_of(q), payload, 300.0, GRID_SECONDS)),
             });
         }
     }
@@ -173,12 +194,15 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         transport: Transport::Tcp,
         id: "p2p-5000".into(),
         title: "P2P, 5000 pairs, QoS 1, 64 B, 30 msg/s each (150k msg/s)".into(),
-        work: msgs(p2p(5000), load(QoS::AtLeastOnce, 64, 30.0, 8.0)),
+        work: msgs(
+            p2p(5000),
+            load(QoS::AtLeastOnce, 64, 30.0, MEASURED_SECONDS),
+        ),
     });
     // The TBMQ shape: persistent device clients (5,000 pairs, QoS 1, 64 B), phases of rising
     // offered load.
     for (label, rate) in TBMQ_PHASES {
-        let mut phase = load(QoS::AtLeastOnce, 64, rate, 8.0);
+        let mut phase = load(QoS::AtLeastOnce, 64, rate, MEASURED_SECONDS);
         phase.persistent = true;
         cells.push(Cell {
             transport: Transport::Tcp,
@@ -206,7 +230,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         title: "Fan-in, 100 publishers -> 2 subscribers, QoS 1, 64 B, max rate".into(),
         work: msgs(
             Topology::fan_in(100, 2, false, "cmp"),
-            load(QoS::AtLeastOnce, 64, 0.0, 6.0),
+            load(QoS::AtLeastOnce, 64, 0.0, TOPOLOGY_SECONDS),
         ),
     });
     cells.push(Cell {
@@ -215,7 +239,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         title: "Fan-in, 1000 publishers -> 1 subscriber, QoS 1, 64 B, max rate".into(),
         work: msgs(
             Topology::fan_in(1000, 1, false, "cmp"),
-            load(QoS::AtLeastOnce, 64, 0.0, 6.0),
+            load(QoS::AtLeastOnce, 64, 0.0, TOPOLOGY_SECONDS),
         ),
     });
     cells.push(Cell {
@@ -224,7 +248,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         title: "Fan-in, 100 publishers -> $share group of 2, QoS 1, 64 B, 100 msg/s each".into(),
         work: msgs(
             Topology::fan_in(100, 2, true, "cmp"),
-            load(QoS::AtLeastOnce, 64, 100.0, 6.0),
+            load(QoS::AtLeastOnce, 64, 100.0, TOPOLOGY_SECONDS),
         ),
     });
     cells.push(Cell {
@@ -233,7 +257,7 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         title: "Fan-out, 1 publisher -> 100 subscribers, QoS 1, 64 B, 1000 msg/s".into(),
         work: msgs(
             Topology::fan_out(1, 100, "cmp"),
-            load(QoS::AtLeastOnce, 64, 1000.0, 6.0),
+            load(QoS::AtLeastOnce, 64, 1000.0, TOPOLOGY_SECONDS),
         ),
     });
     let mut persistent = load(QoS::AtLeastOnce, 64, 300.0, 6.0);
@@ -280,7 +304,7 @@ fn cluster() -> Vec<Cell> {
     ]
     .into_iter()
     .map(|(id, nodes, what, rate)| {
-        let mut l = load(QoS::AtLeastOnce, 64, rate, 8.0);
+        let mut l = load(QoS::AtLeastOnce, 64, rate, MEASURED_SECONDS);
         l.warmup = Duration::from_secs(3);
         Cell {
             id: id.into(),
@@ -299,8 +323,8 @@ fn cluster() -> Vec<Cell> {
 /// bridge to Kafka run these): MQTT publishers -> ringmq -> a Kafka consumer, and a Kafka
 /// producer -> ringmq -> an MQTT subscriber. The bootstrap address is filled in per run.
 fn kafka() -> Vec<Cell> {
-    let out = |rate: f64, inflight| {
-        let mut l = load(QoS::AtLeastOnce, 64, rate, 8.0);
+    let out = |rate: f64, inflight, payload| {
+        let mut l = load(QoS::AtLeastOnce, payload, rate, MEASURED_SECONDS);
         l.inflight = inflight;
         l.warmup = Duration::from_secs(4);
         l.kafka_out = Some(KafkaOut {
@@ -309,34 +333,68 @@ fn kafka() -> Vec<Cell> {
         });
         msgs(Topology::kafka_out(10, "cmp"), l)
     };
-    let mut into = load(QoS::AtLeastOnce, 64, 3000.0, 8.0);
-    into.inflight = 1000;
-    into.warmup = Duration::from_secs(3);
-    into.kafka_in = Some(KafkaIn {
-        brokers: String::new(),
-        topic: KAFKA_IN_TOPIC.into(),
-        like_bridge: false,
-    });
-    vec![
-        Cell {
-            id: "kafka-out-30k".into(),
-            title: "MQTT -> Kafka, 10 publishers, QoS 1, 64 B, 30k msg/s offered, window 64".into(),
-            work: out(3000.0, 64),
+    let into = |rate: f64, inflight, payload| {
+        let mut l = load(QoS::AtLeastOnce, payload, rate, MEASURED_SECONDS);
+        l.inflight = inflight;
+        l.warmup = Duration::from_secs(3);
+        l.kafka_in = Some(KafkaIn {
+            brokers: String::new(),
+            topic: KAFKA_IN_TOPIC.into(),
+            like_bridge: false,
+        });
+        msgs(Topology::kafka_in(10, 1, "cmp"), l)
+    };
+    let size = |payload: usize| match payload {
+        1024 => "1 KiB".to_string(),
+        n => format!("{n} B"),
+    };
+    // (id, offered msg/s per publisher or key (0: max), window, payload bytes)
+    let outs = [
+        ("kafka-out-30k", 3000.0, 64, 64),
+        ("kafka-out-max", 0.0, 1000, 64),
+        ("kafka-out-max-1k", 0.0, 1000, 1024),
+    ];
+    let ins = [
+        ("kafka-in-30k", 3000.0, 1000, 64),
+        ("kafka-in-max", 0.0, 5000, 64),
+        ("kafka-in-max-1k", 0.0, 5000, 1024),
+    ];
+    let offered = |rate: f64| match rate {
+        0.0 => "max rate".to_string(),
+        r => format!("{}k msg/s offered", r * 10.0 / 1000.0),
+    };
+    let mut cells: Vec<Cell> = outs
+        .into_iter()
+        .map(|(id, rate, window, payload)| Cell {
+            id: id.into(),
+            title: format!(
+                "MQTT -> Kafka, 10 publishers, QoS 1, {}, {}, window {window}",
+                size(payload),
+                offered(rate)
+            ),
+            work: out(rate, window, payload),
             transport: Transport::Tcp,
-        },
+        })
+        .collect();
+    cells.extend(ins.into_iter().map(|(id, rate, window, payload)| {
+        // The paced producer is not held by a window; a max-rate one is.
+        let held = if rate == 0.0 {
+            format!(", window {window} per key")
+        } else {
+            String::new()
+        };
         Cell {
-            id: "kafka-out-max".into(),
-            title: "MQTT -> Kafka, 10 publishers, QoS 1, 64 B, max rate, window 1000".into(),
-            work: out(0.0, 1000),
+            id: id.into(),
+            title: format!(
+                "Kafka -> MQTT, 10 keys -> 1 subscriber, QoS 1, {}, {}{held}",
+                size(payload),
+                offered(rate)
+            ),
+            work: into(rate, window, payload),
             transport: Transport::Tcp,
-        },
-        Cell {
-            id: "kafka-in-30k".into(),
-            title: "Kafka -> MQTT, 10 keys -> 1 subscriber, QoS 1, 64 B, 30k msg/s offered".into(),
-            work: msgs(Topology::kafka_in(10, 1, "cmp"), into),
-            transport: Transport::Tcp,
-        },
-    ]
+        }
+    }));
+    cells
 }
 
 /// The P2P cells again over TLS and WebSocket (brokers that take the transport), and
@@ -351,13 +409,16 @@ fn transports() -> Vec<Cell> {
         cells.push(Cell {
             id: format!("p2p-max-{name}"),
             title: format!("P2P over {what}, 100 pairs, QoS 1, 64 B, max rate"),
-            work: msgs(p2p(100), load(QoS::AtLeastOnce, 64, 0.0, 6.0)),
+            work: msgs(p2p(100), load(QoS::AtLeastOnce, 64, 0.0, TOPOLOGY_SECONDS)),
             transport,
         });
         cells.push(Cell {
             id: format!("p2p-30k-{name}"),
             title: format!("P2P over {what}, 100 pairs, QoS 1, 64 B, 30k msg/s offered"),
-            work: msgs(p2p(100), load(QoS::AtLeastOnce, 64, 300.0, 6.0)),
+            work: msgs(
+                p2p(100),
+                load(QoS::AtLeastOnce, 64, 300.0, TOPOLOGY_SECONDS),
+            ),
             transport,
         });
     }
@@ -375,7 +436,7 @@ fn transports() -> Vec<Cell> {
 fn validated() -> Vec<Cell> {
     let p2p = |n| Topology::p2p(n, "cmp");
     let json = |rate| {
-        let mut l = load(QoS::AtLeastOnce, 200, rate, 6.0);
+        let mut l = load(QoS::AtLeastOnce, 200, rate, TOPOLOGY_SECONDS);
         l.json = true;
         l
     };
@@ -423,6 +484,11 @@ mod tests {
                 cell.kafka_out(),
                 "{id}"
             );
+            assert_eq!(
+                runs.contains(&Broker::RingmqKafkaLocal),
+                cell.kafka_out(),
+                "{id}"
+            );
             assert_eq!(runs.contains(&Broker::RingmqAsyncapi), cell.json(), "{id}");
             assert_eq!(
                 runs.contains(&Broker::RingmqCluster3),
@@ -463,6 +529,13 @@ mod tests {
                     assert!(over(Transport::Tls) >= 3 && over(Transport::Ws) >= 2);
                     assert!(cells.iter().any(|c| c.cluster_nodes() == Some(3)));
                     assert!(cells.iter().any(Cell::kafka_out));
+                    // Only the long run is measured once, whatever the rounds.
+                    let once: Vec<&str> = cells
+                        .iter()
+                        .filter(|c| c.first_round_only())
+                        .map(|c| c.id.as_str())
+                        .collect();
+                    assert_eq!(once, ["soak-5000"]);
                 }
             }
         }

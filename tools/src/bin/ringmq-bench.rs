@@ -220,7 +220,8 @@ enum Command {
     /// Kafka -> MQTT: a Kafka producer writes stamped records with keys k0..kN-1 to a topic the
     /// broker maps to MQTT `rb/kafka/{key}` (`[[kafka.to_mqtt]] mqtt_topic = "rb/kafka/{key}"`);
     /// MQTT subscribers of `rb/kafka/+` measure produce -> deliver latency and losses (against
-    /// what Kafka acknowledged). --rate is per key; --addr is the MQTT broker.
+    /// what Kafka acknowledged). --rate is per key; --addr is the MQTT broker. At --rate 0
+    /// the producer keeps no more than --inflight records per key ahead of the subscribers.
     KafkaIn {
         /// Kafka keys (virtual publishers; order is checked per key).
         #[arg(long, default_value_t = 10)]
@@ -327,7 +328,7 @@ enum Command {
         #[arg(long)]
         render_only: bool,
         /// Rounds per (cell, broker), the brokers alternating within each round of a cell
-        /// (default 3 quick, 2 full: about 70 minutes here).
+        /// (default 3 quick, 2 full: under an hour here).
         #[arg(long)]
         rounds: Option<u32>,
         /// Run only these cells (comma-separated ids, e.g. fan-in,fan-in-1000) and merge

@@ -51,6 +51,9 @@ pub(super) struct Producing {
     pub acked: Arc<Vec<AtomicU64>>,
     /// Records handed to librdkafka.
     pub sent: Arc<AtomicU64>,
+    /// Copies the run's MQTT subscribers received (`delivered_one`): at max rate the
+    /// producer keeps no more than its window ahead of them.
+    delivered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -59,6 +62,11 @@ impl Producing {
     /// Stops producing; the thread flushes what librdkafka holds.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+    }
+
+    /// An MQTT subscriber received a copy of a record.
+    pub fn delivered_one(&self) {
+        self.delivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The thread has flushed and ended.
@@ -76,14 +84,28 @@ impl Drop for Producing {
     }
 }
 
-/// Starts producing `keys` keys at `rate` records per second per key (0: as fast as
-/// librdkafka takes them), `payload_bytes` each, stamped relative to `start`.
+/// How far a max-rate producer may run ahead: of the MQTT subscribers (`kafka-in`), or,
+/// with none (`rdkafka-direct` beside the MQTT -> Kafka bridge), of Kafka's
+/// acknowledgements, as an MQTT publisher's window runs ahead of its PUBACKs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    /// Records per key produced but not yet delivered (or acknowledged).
+    pub per_key: u64,
+    /// MQTT subscribers receiving every record (0: none; the window counts Kafka's acks).
+    pub copies: u64,
+}
+
+/// Starts producing `keys` keys at `rate` records per second per key, `payload_bytes` each,
+/// stamped relative to `start`. Rate 0: as fast as librdkafka takes them while no more than
+/// `window.per_key` records per key are ahead (so that a broker slower than the producer
+/// meets a bounded backlog, as MQTT publishers' windows bound theirs).
 pub(super) fn start(
     target: &KafkaIn,
     keys: usize,
     rate: f64,
     payload_bytes: usize,
     start: Instant,
+    window: Window,
 ) -> anyhow::Result<Producing> {
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
     let mut config = ClientConfig::new();
@@ -105,9 +127,18 @@ pub(super) fn start(
         .create_with_context(Acks(acked.clone()))
         .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))?;
     let sent = Arc::new(AtomicU64::new(0));
+    let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let topic = target.topic.clone();
     let (thread_sent, thread_stop) = (sent.clone(), stop.clone());
+    let ahead = Ahead {
+        done: if window.copies == 0 {
+            Done::Acked(acked.clone())
+        } else {
+            Done::Delivered(delivered.clone(), window.copies)
+        },
+        max: window.per_key.saturating_mul(keys as u64).max(1),
+    };
     let thread = std::thread::Builder::new()
         .name("kafka-producer".into())
         .spawn(move || {
@@ -120,15 +151,43 @@ pub(super) fn start(
                 start,
                 &thread_sent,
                 &thread_stop,
+                &ahead,
             );
             let _ = producer.flush(Duration::from_secs(30));
         })?;
     Ok(Producing {
         acked,
         sent,
+        delivered,
         stop,
         thread: Some(thread),
     })
+}
+
+/// What a max-rate producer's lead is measured against.
+enum Done {
+    /// Copies the MQTT subscribers received, and how many subscribers get each record.
+    Delivered(Arc<AtomicU64>, u64),
+    /// Records Kafka acknowledged, per key.
+    Acked(Arc<Vec<AtomicU64>>),
+}
+
+/// The bound on a max-rate producer's lead.
+struct Ahead {
+    done: Done,
+    max: u64,
+}
+
+impl Ahead {
+    fn full(&self, sent: u64) -> bool {
+        let done = match &self.done {
+            Done::Delivered(copies, per_record) => {
+                copies.load(Ordering::Relaxed) / (*per_record).max(1)
+            }
+            Done::Acked(acked) => acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
+        };
+        sent.saturating_sub(done) >= self.max
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -141,6 +200,7 @@ fn produce(
     start: Instant,
     sent: &AtomicU64,
     stop: &AtomicBool,
+    ahead: &Ahead,
 ) {
     let names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
     let mut seqs = vec![0u32; keys];
@@ -159,6 +219,9 @@ fn produce(
                 producer.poll(Duration::from_micros(200));
                 continue;
             }
+        } else if ahead.full(sent.load(Ordering::Relaxed)) {
+            producer.poll(Duration::from_micros(200));
+            continue;
         }
         let (Some(name), Some(seq)) = (names.get(key), seqs.get_mut(key)) else {
             key = 0;
@@ -433,4 +496,36 @@ pub(super) fn explain_losses(
          (missed while consuming) and {absent} are not (lost before Kafka); the log holds \
          {repeats} records twice"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A max-rate producer stops at its window: ahead of the subscribers' copies (each record
+    /// counted once however many subscribers get it), or with none, of Kafka's acks.
+    #[test]
+    fn the_window_bounds_the_lead_over_delivery_or_acks() {
+        let copies = Arc::new(AtomicU64::new(0));
+        let by_delivery = Ahead {
+            done: Done::Delivered(copies.clone(), 2),
+            max: 10,
+        };
+        assert!(!by_delivery.full(9));
+        assert!(by_delivery.full(10));
+        copies.store(6, Ordering::Relaxed); // 3 records delivered to both subscribers
+        assert!(!by_delivery.full(12));
+        assert!(by_delivery.full(13));
+
+        let acked: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
+        let by_acks = Ahead {
+            done: Done::Acked(acked.clone()),
+            max: 10,
+        };
+        assert!(by_acks.full(10));
+        acked[0].store(4, Ordering::Relaxed);
+        acked[2].store(1, Ordering::Relaxed);
+        assert!(!by_acks.full(14));
+        assert!(by_acks.full(15));
+    }
 }

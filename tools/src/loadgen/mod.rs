@@ -38,7 +38,7 @@ use crate::procstat;
 use crate::report::{Percentiles, Report};
 use topology::Topology;
 use wire::{
-    handshake, put_publish, Hello, PublishShape, Stamp, KEEP_ALIVE_SECS, PAYLOAD_BYTES_MAX,
+    handshake_all, put_publish, PublishShape, Stamp, KEEP_ALIVE_SECS, PAYLOAD_BYTES_MAX,
     PAYLOAD_HEADER_BYTES,
 };
 
@@ -338,6 +338,9 @@ impl Run<'_> {
                         .entry(account_key(group, stamp.publisher))
                         .or_default()
                         .record(u64::from(stamp.seq));
+                    if let Some(producing) = &self.producing {
+                        producing.delivered_one();
+                    }
                     if measuring {
                         self.window_delivered += 1;
                         let _ = self
@@ -488,22 +491,15 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
         tokens: 0.0,
         link,
     };
-    for (index, s) in topology.subscribers.iter().enumerate() {
-        let hello = Hello {
-            client_id: &s.client_id,
-            version: load.version,
-            clean: !load.persistent,
-            session_expiry: 3600,
-            subscribe: Some((&s.filter, load.qos)),
-            layers: &load.layers,
-        };
-        let (stream, _, _, link) = handshake(load.subscriber_addr(index), &hello)?;
+    // Subscribers first (all subscribed before anyone publishes), then publishers.
+    let subscribers = topology.subscribers.iter().enumerate();
+    for ((index, s), (stream, _, _, link)) in
+        subscribers.zip(handshake_all(&load.subscriber_hellos(topology))?)
+    {
+        let (index, group) = (index as u32, s.group);
         clients.push(blank(
             stream.into(),
-            Role::Subscriber {
-                index: index as u32,
-                group: s.group,
-            },
+            Role::Subscriber { index, group },
             Vec::new(),
             link,
         ));
@@ -513,22 +509,11 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
     } else {
         &topology.publishers[..]
     };
-    for (index, p) in mqtt_publishers.iter().enumerate() {
-        let hello = Hello {
-            client_id: &p.client_id,
-            version: load.version,
-            clean: true,
-            session_expiry: 0,
-            subscribe: None,
-            layers: &load.layers,
-        };
-        let (stream, _, _, link) = handshake(load.publisher_addr(index), &hello)?;
-        clients.push(blank(
-            stream.into(),
-            Role::Publisher(index as u32),
-            p.topic.clone().into_bytes(),
-            link,
-        ));
+    for ((index, p), (stream, _, _, link)) in (mqtt_publishers.iter().enumerate())
+        .zip(handshake_all(&load.publisher_hellos(mqtt_publishers))?)
+    {
+        let (role, topic) = (Role::Publisher(index as u32), p.topic.clone().into_bytes());
+        clients.push(blank(stream.into(), role, topic, link));
     }
     let entries = (clients.len() as u32 * 4)
         .next_power_of_two()
@@ -571,6 +556,10 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             load.rate,
             load.payload_bytes,
             run.start,
+            kafka::Window {
+                per_key: window as u64,
+                copies: topology.subscribers.len() as u64,
+            },
         )?);
     }
     for i in 0..run.clients.len() {

@@ -1,8 +1,10 @@
 //! Who publishes where and who subscribes to what, per scenario, and which (subscriber group,
 //! publisher) pairs must see every message (the basis of exact loss accounting); and which
-//! broker node each client connects to.
+//! broker node each client connects to, with what CONNECT.
 
 use std::net::SocketAddr;
+
+use super::wire::Hello;
 
 /// A publishing client.
 #[derive(Debug, Clone)]
@@ -184,8 +186,45 @@ mod tests {
     }
 }
 
-/// Where each client of a topology connects.
+/// Where each client of a topology connects, and how it says hello.
 impl super::Load {
+    /// Each subscriber's address and CONNECT (with its SUBSCRIBE), in order.
+    pub fn subscriber_hellos<'a>(&'a self, topology: &'a Topology) -> Vec<(SocketAddr, Hello<'a>)> {
+        (topology.subscribers.iter().enumerate())
+            .map(|(index, s)| {
+                let hello = Hello {
+                    client_id: &s.client_id,
+                    version: self.version,
+                    clean: !self.persistent,
+                    session_expiry: 3600,
+                    subscribe: Some((s.filter.as_str(), self.qos)),
+                    layers: &self.layers,
+                };
+                (self.subscriber_addr(index), hello)
+            })
+            .collect()
+    }
+
+    /// Each of `publishers`' address and CONNECT, in order.
+    pub fn publisher_hellos<'a>(
+        &'a self,
+        publishers: &'a [PublisherSpec],
+    ) -> Vec<(SocketAddr, Hello<'a>)> {
+        (publishers.iter().enumerate())
+            .map(|(index, p)| {
+                let hello = Hello {
+                    client_id: &p.client_id,
+                    version: self.version,
+                    clean: true,
+                    session_expiry: 0,
+                    subscribe: None,
+                    layers: &self.layers,
+                };
+                (self.publisher_addr(index), hello)
+            })
+            .collect()
+    }
+
     /// Where subscriber `index` connects.
     pub fn subscriber_addr(&self, index: usize) -> SocketAddr {
         match self.nodes.len() {

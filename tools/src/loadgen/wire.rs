@@ -56,6 +56,38 @@ fn retry<T>(mut f: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
 /// layers (none for plain TCP).
 pub type Handshaken = (TcpStream, bool, BytesMut, Option<Box<ClientLink>>);
 
+/// Handshakes at once at most: the set-up of a run (not measured) overlaps this many, so a
+/// broker that answers each connection late (mosquitto's WebSocket listener, serviced on its
+/// main loop's tick) does not cost a round trip per client in a row.
+pub const HANDSHAKES_AT_ONCE: usize = 16;
+
+/// [`handshake`] for each of `hellos`, up to [`HANDSHAKES_AT_ONCE`] at a time, the results
+/// in the same order; the first failure fails them all.
+pub fn handshake_all(hellos: &[(SocketAddr, Hello<'_>)]) -> anyhow::Result<Vec<Handshaken>> {
+    let per_thread = hellos.len().div_ceil(HANDSHAKES_AT_ONCE).max(1);
+    std::thread::scope(|scope| {
+        let threads: Vec<_> = hellos
+            .chunks(per_thread)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(addr, hello)| handshake(*addr, hello))
+                        .collect::<anyhow::Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(hellos.len());
+        for t in threads {
+            let done = t
+                .join()
+                .map_err(|_| anyhow::anyhow!("a handshake thread panicked"))??;
+            all.extend(done);
+        }
+        Ok(all)
+    })
+}
+
 /// Connects, sends CONNECT (and SUBSCRIBE), waits for CONNACK (and SUBACK).
 pub fn handshake(addr: SocketAddr, hello: &Hello<'_>) -> anyhow::Result<Handshaken> {
     let mut s = retry(|| TcpStream::connect(addr)).with_context(|| format!("connect {addr}"))?;
