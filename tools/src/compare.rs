@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::brokers::Broker;
 use crate::brokers::{available, free_port, start, Transport, KAFKA_OUT_TOPIC, WS_PATH};
 use crate::certs::ServerCerts;
+use crate::limits::limited_by;
 use crate::loadgen::conn::{run_conn, ConnLoad};
 use crate::loadgen::kafka::KafkaIn;
 use crate::loadgen::layers::Layers;
@@ -190,11 +191,14 @@ fn run_cells(
                             };
                             if broker == Broker::KafkaDirect {
                                 // The publishers are the generator's own Kafka producer,
-                                // writing where the bridge would.
+                                // writing where the bridge would, as far ahead of Kafka's
+                                // answers as the MQTT publishers' windows let them be.
+                                let window = load.inflight * topology.publishers.len();
                                 load.kafka_in = Some(KafkaIn {
                                     brokers: String::new(),
                                     topic: KAFKA_OUT_TOPIC.into(),
                                     like_bridge: true,
+                                    ahead_max: Some(window as u64),
                                 });
                             }
                             // The Kafka started beside this broker.
@@ -351,6 +355,46 @@ fn helpers_cpu(r: &Report, what: &[&str]) -> String {
     out
 }
 
+/// The seconds each cell measured (the median of its runs' windows, rounded), cells of the
+/// same length together, longest first; the QoS x payload cells named as one family.
+fn windows_said(cells: &[Cell], outcomes: &[Outcome]) -> String {
+    let mut by_seconds: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut grid_seen = std::collections::BTreeSet::new();
+    for cell in cells {
+        let mut seconds: Vec<f64> = outcomes
+            .iter()
+            .filter(|o| o.cell == cell.id)
+            .filter_map(|o| o.report.as_ref().map(|r| r.window_seconds))
+            .collect();
+        seconds.sort_by(f64::total_cmp);
+        let Some(median) = seconds.get(seconds.len() / 2) else {
+            continue;
+        };
+        let s = median.round() as u64;
+        let name = match cell.id.strip_prefix("p2p-") {
+            Some(rest)
+                if (rest.starts_with("max-q") || rest.starts_with("30k-q"))
+                    && cell.transport == Transport::Tcp =>
+            {
+                if !grid_seen.insert(s) {
+                    continue;
+                }
+                "the QoS x payload cells (`p2p-max-qQ-B`, `p2p-30k-qQ-B`)".to_string()
+            }
+            _ => format!("`{}`", cell.id),
+        };
+        by_seconds.entry(s).or_default().push(name);
+    }
+    let said: Vec<String> = (by_seconds.iter().rev())
+        .map(|(s, names)| format!("{s} s: {}", names.join(", ")))
+        .collect();
+    if said.is_empty() {
+        "none recorded".into()
+    } else {
+        said.join("; ")
+    }
+}
+
 /// The median round's report of (cell, broker).
 pub(crate) fn find<'a>(outcomes: &'a [Outcome], cell: &str, broker: Broker) -> Option<&'a Report> {
     crate::results::report(outcomes, cell, broker.name())
@@ -414,15 +458,15 @@ fn write_report(
         }
         n => n.to_string(),
     };
-    let _ = writeln!(md, "- Rounds: {rounds_said} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s (with an even count, the lower of the two middle ones), tables also the lowest and highest of the rounds (min-max) and how many failed when there are several. The long run (`soak-5000`, memory over time) runs in the first round only.");
-    let _ = writeln!(md, "- Measured windows (after the warm-up): 8 s in the headline P2P cells (`p2p-max`, `p2p-30k`), 3 s in each of the 24 QoS x payload cells, 5 s in the 5,000-pair, TBMQ, Kafka and cluster cells, 4 s in the fan-in / fan-out, TLS, WebSocket and JSON cells, 6 s in `p2p-persistent`, 45 s in `soak-5000`: so that two rounds of the whole study take under an hour here. Clients connect (not measured) 16 at a time, subscribers before publishers.");
+    let _ = writeln!(md, "- Rounds: {rounds_said} per (cell, broker), the brokers alternating within each round of a cell; tables and charts show the median round by delivered msg/s (with an even count, the lower of the two middle ones), tables also the lowest and highest of the rounds (min-max) and how many failed when there are several.{}", if cells.iter().any(Cell::first_round_only) { " The long run (`soak-5000`, memory over time) runs in the first round only." } else { "" });
+    let _ = writeln!(md, "- Measured windows (after the warm-up), as the runs recorded them: {}. In the message cells the clients connect (not measured) 16 at a time, subscribers before publishers.", windows_said(cells, outcomes));
     let _ = writeln!(md, "- Brokers run with their defaults except: listen on 127.0.0.1; mosquitto `max_queued_messages 100000`; rumqttd 10,010 connections, 100 inflight; ringmq `session_queue_count_max 100000`, `durability memory` (no disk, like the others' defaults).");
-    let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a 1 s warm-up); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
+    let _ = writeln!(md, "- Each payload carries publisher, sequence number and send time: delivered msg/s counts deliveries inside the measurement window (after a warm-up: 1 s; 3 s in the cluster and Kafka -> MQTT cells, 4 s in the MQTT -> Kafka ones); latency is publish-to-delivery (HDR histogram); lost and duplicated are exact per (subscriber, publisher) for QoS 1/2; CPU is the broker process's user+system time over the window from /proc, divided by deliveries in the window; RSS is its peak (VmHWM).");
     let _ = writeln!(md, "- `ringmq-sync` is ringmq on one shard with `durability sync` (a PUBACK leaves once the persistent subscribers' copies are on disk, fdatasync through io_uring with group commit), run only in the cells with persistent sessions (the TBMQ phases, the long run `soak-5000` and `p2p-persistent`): the durable cost beside the in-memory brokers.");
     let _ = writeln!(md, "- `ringmq-redis` is ringmq on one shard with its Redis store (`--store redis`: sessions, queued and in-flight messages in Redis; a PUBACK leaves once Redis answered the write), and `aedes-redis` is aedes with aedes-persistence-redis (Node.js, `tools/peers/aedes`, where `npm ci` installs it; run when installed): each with a fresh redis-server (`--appendonly yes --appendfsync always`, no snapshots) pinned to the load generator's core, only in the cells with persistent sessions. Their CPU column adds the redis-server's CPU per message over the same window (\"+ N Redis\"; absent in rows measured before it was counted); the ratios use the broker's alone.");
     let _ = writeln!(md, "- `ringmq-asyncapi` is ringmq on one shard validating every payload against `benches/asyncapi/p2p.yaml` (AsyncAPI 3.0, a 10-field object schema; `--asyncapi`), run only in the cells with JSON payloads (`p2p-*-json`, where every broker carries the same 200-byte JSON object): its CPU per message over `ringmq-1shard`'s in the same cell is what validation costs.");
     let _ = writeln!(md, "- The cells over TLS (`*-tls`) and WebSocket (`*-ws`): ringmq with `--tls-listen` / `--ws-listen` (`--ws-path {WS_PATH}`), mosquitto with `certfile`/`keyfile` / `protocol websockets`; a P-256 server certificate for 127.0.0.1 from a throwaway CA made with `openssl` for the run; the generator's clients use rustls (TLS 1.3 negotiated, no session resumption: every connection a full handshake). The relay, rumqttd and the persistent-only brokers are not run in them (this runner sets up no TLS or WebSocket listener for them).");
-    let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard (the only broker here with a Kafka bridge; in `kafka-out-*` also `rdkafka-direct`, below) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered; in `kafka-in-max` the producer goes as fast as librdkafka takes records while no more than 5,000 per key are ahead of the subscriber, the MQTT publishers' window in Kafka's terms). Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate, straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
+    let _ = writeln!(md, "- The Kafka cells (`kafka-*`) run ringmq-1shard (the only broker here with a Kafka bridge; in `kafka-out-*` also `ringmq-kafka-local` and `rdkafka-direct`, below) with a fresh tansu (in memory) pinned to the generator's core and the rules `[[kafka.to_kafka]] filter = \"rb/kout/+\"`, `topic = \"rb-out\"`, `key = \"client_id\"` (PUBACK once Kafka acknowledged the record) and `[[kafka.to_mqtt]] topic = \"rb-in\"`, `mqtt_topic = \"rb/kafka/{{key}}\"`, `qos = 1`: in `kafka-out-*` 10 MQTT publishers and a Kafka consumer (rdkafka) reading every partition from the end (latency is publish -> consumed); in `kafka-in-*` a Kafka producer (rdkafka, acks = all, 10 keys) and one MQTT subscriber (latency is produce -> delivered; in `kafka-in-max*` the producer goes as fast as librdkafka takes records while no more than 50,000 (5,000 a key on average) are ahead of the subscriber, the MQTT publishers' window in Kafka's terms). `ringmq-kafka-local` (`kafka-out-*` only) is ringmq-1shard with the same rule but `ack = \"local\"` and `durability sync`: the PUBACK leaves once the record is in the broker's local log on disk, and the bridge produces it to Kafka from there. Their CPU column adds tansu's CPU per message (\" + N tansu\"), which includes serving the generator's Kafka clients. `rdkafka-direct` (MQTT -> Kafka cells only) is no broker: the generator's own rdkafka producer (acks = all, idempotent) writes the same stamped records, 10 keys at the same rate (at max rate no more than the MQTT publishers' windows, 10 x 1,000, ahead of Kafka's answers), straight to `rb-out` for the same consumer, with the bridge's producer settings (`linger.ms` 5, lz4, 1 MiB batches): the other way users get device data into Kafka, and the floor for latency; it has no broker CPU (the producer's is the generator's).");
     let _ = writeln!(md, "- The cluster cells (`cluster-*`): `ringmq-cluster-2nodes` is two ringmq nodes clustered over a fresh tansu (`[kafka] partitions = 4, linger_ms = 1`, `[cluster] node_id` a and b), both on the broker core with one shard each, tansu on the generator's core; the publishers connect to node a, the subscribers to node b, so every message crosses Kafka. Its CPU column is node b's, then tansu's and node a's (\" + N tansu + N node a\"). `ringmq-cluster-3nodes` (`cluster-3-*`) is three such nodes, publisher i on node i mod 3 and its subscriber on the next node, so every message crosses; its CPU column is node a's + tansu's + node b's + node c's. `ringmq-1shard` beside them is one node carrying both sides.");
     let _ = writeln!(md, "- `relay` is `ringmq-bench relay`: a trivial single-threaded io_uring MQTT relay (exact topics, acks at once, no sessions). It is the floor for latency and a reference for what the generator and this machine's kernel sustain (a reference, not a hard ceiling: ringmq exceeds it slightly in some cells).");
     let _ = writeln!(md, "- These 2-vCPU machines are noisy (hypervisor steal); compare within one run, as ratios.\n");
@@ -576,7 +620,7 @@ fn write_report(
                 }
             }
             Work::Messages(..) => {
-                let _ = writeln!(md, "| broker | delivered msg/s | CPU us/msg | p50 / p99 / p99.9 ms | peak RSS MiB | lost / dup (all rounds) | ringmq-1shard CPU ratio | throughput ratio |\n|---|---|---|---|---|---|---|---|");
+                let _ = writeln!(md, "| broker | delivered msg/s | CPU us/msg | p50 / p99 / p99.9 ms | peak RSS MiB | lost / dup (all rounds) | ringmq-1shard CPU ratio | throughput ratio | limited by |\n|---|---|---|---|---|---|---|---|---|");
                 let ours = find(outcomes, &cell.id, Broker::Ringmq1);
                 for &b in brokers {
                     let o = outcome(outcomes, &cell.id, b);
@@ -594,7 +638,7 @@ fn write_report(
                             );
                             let _ = writeln!(
                                 md,
-                                "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} / {} | {} | {} |",
+                                "| {} | {} | {} | {:.2} / {:.2} / {:.2} | {} | {} / {} | {} | {} | {} |",
                                 who(&cell.id, b),
                                 short(r.delivered_per_second)
                                     + &range(
@@ -621,12 +665,13 @@ fn write_report(
                                 every(&cell.id, b, &|r| r.duplicated),
                                 cpu_ratio.map_or("-".into(), |v| format!("{v:.2}")),
                                 tput_ratio.map_or("-".into(), |v| format!("{v:.2}")),
+                                limited_by(r, b, b.helper_names(cell.kafka())),
                             );
                         }
                         Some(Outcome { error: Some(e), .. }) => {
                             let _ = writeln!(
                                 md,
-                                "| {} | not run: {} | | | | | | |",
+                                "| {} | not run: {} | | | | | | | |",
                                 b.name(),
                                 e.replace('|', "/")
                             );
@@ -634,7 +679,7 @@ fn write_report(
                         _ => {
                             if let Some(why) = b.not_run_because(&cell.setup(None)) {
                                 let _ =
-                                    writeln!(md, "| {} | not run: {why} | | | | | | |", b.name());
+                                    writeln!(md, "| {} | not run: {why} | | | | | | | |", b.name());
                             }
                         }
                     }
@@ -644,5 +689,6 @@ fn write_report(
         md.push('\n');
     }
     md.push_str("Ratios are ringmq-1shard divided by the row's broker: below 1 is less CPU per message; above 1 is more throughput.\n");
+    let _ = writeln!(md, "\n\"Limited by\" is read from the CPU each run recorded over its window (the median round's): \"offered load\" when a paced cell delivered at least 90% of what was offered (however busy a core was); otherwise \"broker core\" when the broker's core was at least {:.0}% busy (the broker process, and a cluster's other nodes), \"generator core\" when the other core was (the generator process and the servers pinned beside it: tansu, Redis), \"both cores\" for both (and for `ringmq-2shards`, whose shards use both, when the two together were), else \"windows\" (neither core full: the publishers' inflight windows and the round trips held the rate). /proc does not see the hypervisor's steal, so a core shown at 80-85% may have been full.", crate::limits::FULL * 100.0);
     Ok(md)
 }

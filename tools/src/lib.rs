@@ -15,6 +15,7 @@
 //! - [`certs`]: a throwaway CA and server certificate for the TLS cells.
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
 //! - [`figures`]: which charts BENCHMARKS.md shows, from a run's outcomes.
+//! - `limits`: what limited each measured run (which core was full), the tables' last column.
 //! - [`plot`]: the charts (plotters, SVG, log axes).
 
 pub mod accounting;
@@ -22,6 +23,7 @@ pub mod brokers;
 pub mod certs;
 pub mod compare;
 pub mod figures;
+mod limits;
 pub mod loadgen;
 mod matrix;
 pub mod plot;

@@ -333,14 +333,17 @@ fn kafka() -> Vec<Cell> {
         });
         msgs(Topology::kafka_out(10, "cmp"), l)
     };
-    let into = |rate: f64, inflight, payload| {
+    // At max rate the producer is held to `per_key` records a key (on average) ahead of the
+    // subscriber.
+    let into = |rate: f64, per_key: usize, payload| {
         let mut l = load(QoS::AtLeastOnce, payload, rate, MEASURED_SECONDS);
-        l.inflight = inflight;
+        l.inflight = per_key;
         l.warmup = Duration::from_secs(3);
         l.kafka_in = Some(KafkaIn {
             brokers: String::new(),
             topic: KAFKA_IN_TOPIC.into(),
             like_bridge: false,
+            ahead_max: Some(per_key as u64 * 10),
         });
         msgs(Topology::kafka_in(10, 1, "cmp"), l)
     };

@@ -282,6 +282,7 @@ fn kafka_in_accounts_for_every_record_kafka_acknowledged() {
             brokers: kafka.to_string(),
             topic: "rb-in".into(),
             like_bridge: false,
+            ahead_max: None,
         }),
         layers: Default::default(),
     };
@@ -316,6 +317,7 @@ fn a_direct_producer_is_accounted_for_at_the_kafka_consumer() {
         brokers: kafka.to_string(),
         topic: "rb-direct".into(),
         like_bridge: true,
+        ahead_max: None,
     });
     load.kafka_out = Some(tools::loadgen::kafka::KafkaOut {
         brokers: kafka.to_string(),

@@ -220,8 +220,7 @@ enum Command {
     /// Kafka -> MQTT: a Kafka producer writes stamped records with keys k0..kN-1 to a topic the
     /// broker maps to MQTT `rb/kafka/{key}` (`[[kafka.to_mqtt]] mqtt_topic = "rb/kafka/{key}"`);
     /// MQTT subscribers of `rb/kafka/+` measure produce -> deliver latency and losses (against
-    /// what Kafka acknowledged). --rate is per key; --addr is the MQTT broker. At --rate 0
-    /// the producer keeps no more than --inflight records per key ahead of the subscribers.
+    /// what Kafka acknowledged). --rate is per key; --addr is the MQTT broker.
     KafkaIn {
         /// Kafka keys (virtual publishers; order is checked per key).
         #[arg(long, default_value_t = 10)]
@@ -235,6 +234,10 @@ enum Command {
         /// Kafka topic.
         #[arg(long, default_value = "rb-in")]
         topic: String,
+        /// At --rate 0, the most records (over all keys) the producer may be ahead of the
+        /// subscribers (`compare`'s kafka-in-max: 50000); unset: unbounded.
+        #[arg(long)]
+        ahead_max: Option<u64>,
         #[command(flatten)]
         load: LoadArgs,
     },
@@ -306,7 +309,7 @@ enum Command {
     /// and write BENCHMARKS.md, results.json and SVG charts.
     Compare {
         /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections,
-        /// TLS and WebSocket, JSON validated, Kafka, clusters; about 35 minutes a round). Default: quick.
+        /// TLS and WebSocket, JSON validated, Kafka, clusters; 58 minutes for two rounds here). Default: quick.
         #[arg(long)]
         full: bool,
         /// Directory for results.json, charts and broker logs.
@@ -384,6 +387,7 @@ fn main() -> anyhow::Result<()> {
             subscribers,
             brokers,
             topic,
+            ahead_max,
             load,
         } => (
             Topology::kafka_in(keys, subscribers, &load.client_prefix),
@@ -392,6 +396,7 @@ fn main() -> anyhow::Result<()> {
                 brokers,
                 topic,
                 like_bridge: false,
+                ahead_max,
             }),
             None,
         ),

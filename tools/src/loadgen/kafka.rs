@@ -26,10 +26,20 @@ pub struct KafkaIn {
     /// rather than as a latency-minded client (`linger.ms` 1, no compression): for
     /// `rdkafka-direct`, the same records the bridge would write.
     pub like_bridge: bool,
+    /// At max rate (rate 0), how many records the producer may be ahead, over all keys: of
+    /// the MQTT subscribers' deliveries (`kafka-in`), or, with no MQTT subscriber
+    /// (`rdkafka-direct` beside the MQTT -> Kafka bridge), of Kafka's answers, as an MQTT
+    /// publisher's window runs ahead of its PUBACKs; so that a broker slower than the
+    /// producer meets a bounded backlog. None: unbounded (librdkafka's queue is the limit).
+    pub ahead_max: Option<u64>,
 }
 
-/// Acknowledged records per key, shared with the delivery callback.
-struct Acks(Arc<Vec<AtomicU64>>);
+/// Acknowledged records per key, and records Kafka answered (acknowledged or failed),
+/// shared with the delivery callback.
+struct Acks {
+    ok: Arc<Vec<AtomicU64>>,
+    answered: Arc<AtomicU64>,
+}
 
 impl ClientContext for Acks {}
 
@@ -37,8 +47,9 @@ impl ProducerContext for Acks {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, key: usize) {
+        self.answered.fetch_add(1, Ordering::Relaxed);
         if result.is_ok() {
-            if let Some(a) = self.0.get(key) {
+            if let Some(a) = self.ok.get(key) {
                 a.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -84,30 +95,20 @@ impl Drop for Producing {
     }
 }
 
-/// How far a max-rate producer may run ahead: of the MQTT subscribers (`kafka-in`), or,
-/// with none (`rdkafka-direct` beside the MQTT -> Kafka bridge), of Kafka's
-/// acknowledgements, as an MQTT publisher's window runs ahead of its PUBACKs.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Window {
-    /// Records per key produced but not yet delivered (or acknowledged).
-    pub per_key: u64,
-    /// MQTT subscribers receiving every record (0: none; the window counts Kafka's acks).
-    pub copies: u64,
-}
-
 /// Starts producing `keys` keys at `rate` records per second per key, `payload_bytes` each,
-/// stamped relative to `start`. Rate 0: as fast as librdkafka takes them while no more than
-/// `window.per_key` records per key are ahead (so that a broker slower than the producer
-/// meets a bounded backlog, as MQTT publishers' windows bound theirs).
+/// stamped relative to `start`; rate 0: as fast as librdkafka takes them, no more than
+/// `target.ahead_max` ahead of the `copies` MQTT subscribers that each receive every
+/// record (0: of Kafka's answers).
 pub(super) fn start(
     target: &KafkaIn,
     keys: usize,
     rate: f64,
     payload_bytes: usize,
     start: Instant,
-    window: Window,
+    copies: u64,
 ) -> anyhow::Result<Producing> {
     let acked: Arc<Vec<AtomicU64>> = Arc::new((0..keys).map(|_| AtomicU64::new(0)).collect());
+    let answered = Arc::new(AtomicU64::new(0));
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &target.brokers)
@@ -124,21 +125,24 @@ pub(super) fn start(
             .set("partitioner", "murmur2_random");
     }
     let producer: BaseProducer<Acks> = config
-        .create_with_context(Acks(acked.clone()))
+        .create_with_context(Acks {
+            ok: acked.clone(),
+            answered: answered.clone(),
+        })
         .map_err(|e| anyhow::anyhow!("kafka producer: {e}"))?;
     let sent = Arc::new(AtomicU64::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let topic = target.topic.clone();
     let (thread_sent, thread_stop) = (sent.clone(), stop.clone());
-    let ahead = Ahead {
-        done: if window.copies == 0 {
-            Done::Acked(acked.clone())
+    let ahead = target.ahead_max.map(|max| Ahead {
+        done: if copies == 0 {
+            Done::Answered(answered)
         } else {
-            Done::Delivered(delivered.clone(), window.copies)
+            Done::Delivered(delivered.clone(), copies)
         },
-        max: window.per_key.saturating_mul(keys as u64).max(1),
-    };
+        max: max.max(1),
+    });
     let thread = std::thread::Builder::new()
         .name("kafka-producer".into())
         .spawn(move || {
@@ -151,7 +155,7 @@ pub(super) fn start(
                 start,
                 &thread_sent,
                 &thread_stop,
-                &ahead,
+                ahead.as_ref(),
             );
             let _ = producer.flush(Duration::from_secs(30));
         })?;
@@ -168,8 +172,8 @@ pub(super) fn start(
 enum Done {
     /// Copies the MQTT subscribers received, and how many subscribers get each record.
     Delivered(Arc<AtomicU64>, u64),
-    /// Records Kafka acknowledged, per key.
-    Acked(Arc<Vec<AtomicU64>>),
+    /// Records Kafka answered (acknowledged or failed).
+    Answered(Arc<AtomicU64>),
 }
 
 /// The bound on a max-rate producer's lead.
@@ -184,7 +188,7 @@ impl Ahead {
             Done::Delivered(copies, per_record) => {
                 copies.load(Ordering::Relaxed) / (*per_record).max(1)
             }
-            Done::Acked(acked) => acked.iter().map(|a| a.load(Ordering::Relaxed)).sum(),
+            Done::Answered(answered) => answered.load(Ordering::Relaxed),
         };
         sent.saturating_sub(done) >= self.max
     }
@@ -200,7 +204,7 @@ fn produce(
     start: Instant,
     sent: &AtomicU64,
     stop: &AtomicBool,
-    ahead: &Ahead,
+    ahead: Option<&Ahead>,
 ) {
     let names: Vec<String> = (0..keys).map(|k| format!("k{k}")).collect();
     let mut seqs = vec![0u32; keys];
@@ -219,7 +223,7 @@ fn produce(
                 producer.poll(Duration::from_micros(200));
                 continue;
             }
-        } else if ahead.full(sent.load(Ordering::Relaxed)) {
+        } else if ahead.is_some_and(|a| a.full(sent.load(Ordering::Relaxed))) {
             producer.poll(Duration::from_micros(200));
             continue;
         }
@@ -503,7 +507,7 @@ mod tests {
     use super::*;
 
     /// A max-rate producer stops at its window: ahead of the subscribers' copies (each record
-    /// counted once however many subscribers get it), or with none, of Kafka's acks.
+    /// counted once however many subscribers get it), or with none, of Kafka's answers.
     #[test]
     fn the_window_bounds_the_lead_over_delivery_or_acks() {
         let copies = Arc::new(AtomicU64::new(0));
@@ -517,15 +521,14 @@ mod tests {
         assert!(!by_delivery.full(12));
         assert!(by_delivery.full(13));
 
-        let acked: Arc<Vec<AtomicU64>> = Arc::new((0..3).map(|_| AtomicU64::new(0)).collect());
-        let by_acks = Ahead {
-            done: Done::Acked(acked.clone()),
+        let answered = Arc::new(AtomicU64::new(0));
+        let by_answers = Ahead {
+            done: Done::Answered(answered.clone()),
             max: 10,
         };
-        assert!(by_acks.full(10));
-        acked[0].store(4, Ordering::Relaxed);
-        acked[2].store(1, Ordering::Relaxed);
-        assert!(!by_acks.full(14));
-        assert!(by_acks.full(15));
+        assert!(by_answers.full(10));
+        answered.store(5, Ordering::Relaxed);
+        assert!(!by_answers.full(14));
+        assert!(by_answers.full(15));
     }
 }

@@ -556,10 +556,7 @@ pub fn run(topology: &Topology, load: &Load) -> anyhow::Result<Report> {
             load.rate,
             load.payload_bytes,
             run.start,
-            kafka::Window {
-                per_key: window as u64,
-                copies: topology.subscribers.len() as u64,
-            },
+            topology.subscribers.len() as u64,
         )?);
     }
     for i in 0..run.clients.len() {
