@@ -1,8 +1,8 @@
 //! Which charts BENCHMARKS.md shows, drawn from the outcomes of a run (or of `results.json`,
 //! so they can be redrawn without measuring again): the headline, one figure per scenario
 //! family (P2P by payload at each QoS, latency percentile curves of the paced cells, broker
-//! memory over time in the long cells, the other topologies), each written as an SVG next to
-//! `results.json`.
+//! memory over time in the long cells, the other topologies, and TLS, WebSocket, JSON, Kafka
+//! and clusters at max rate and paced), each written as an SVG next to `results.json`.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,6 +24,28 @@ const PACED: [(&str, &str); 3] = [
     ("p2p-30k", "100 pairs, 30k msg/s"),
     ("p2p-1000-qos0", "1000 pairs QoS 0, 20k msg/s"),
     ("p2p-5000", "5000 pairs, 150k msg/s"),
+];
+
+/// The paced cells beyond plain P2P whose latency distributions are drawn.
+const PACED_BEYOND: [(&str, &str); 6] = [
+    ("p2p-30k-tls", "TLS, 30k msg/s"),
+    ("p2p-30k-ws", "WebSocket, 30k msg/s"),
+    ("p2p-30k-json", "JSON validated, 30k msg/s"),
+    ("kafka-out-30k", "MQTT -> Kafka, 30k msg/s"),
+    ("kafka-in-30k", "Kafka -> MQTT, 30k msg/s"),
+    ("cluster-2-10k", "two nodes, 10k msg/s"),
+];
+
+/// The max-rate cells beyond plain P2P, drawn side by side.
+const BEYOND: [(&str, &str); 8] = [
+    ("p2p-max", "TCP"),
+    ("p2p-max-tls", "TLS"),
+    ("p2p-max-ws", "WS"),
+    ("p2p-max-json", "JSON"),
+    ("kafka-out-max", "out"),
+    ("kafka-in-max", "in"),
+    ("cluster-2-max", "2n"),
+    ("cluster-3-max", "3n"),
 ];
 
 /// The long cells whose broker memory is drawn over time, with their titles.
@@ -220,51 +242,26 @@ pub fn families(
     ];
     let title = "TBMQ shape: 5,000 persistent device pairs, QoS 1, 64 B, by offered msg/s";
     md.push_str(&figure(cfg, "tbmq-phases.svg", title, "", &p, true)?);
-    // Latency distributions of the paced cells: percentile curves (p99.99 only where results
-    // have it: runs before it was kept do not).
-    let p9999 = PACED.iter().any(|(cell, _)| {
-        brokers
-            .iter()
-            .any(|&b| find(outcomes, cell, b).is_some_and(|r| r.latency.p9999_us > 0.0))
-    });
-    let quantiles: Vec<&str> = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
-        .into_iter()
-        .filter(|q| p9999 || *q != "p99.99")
-        .collect();
-    let paced: Vec<Panel> = PACED
-        .iter()
-        .map(|(cell, title)| Panel {
-            title: (*title).into(),
-            x_labels: quantiles.iter().map(|q| (*q).to_string()).collect(),
-            series: brokers
-                .iter()
-                .map(|&b| Series {
-                    name: b.name().into(),
-                    values: find(outcomes, cell, b).map_or(vec![None; quantiles.len()], |r| {
-                        let l = &r.latency;
-                        [
-                            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us,
-                        ]
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| p9999 || *i != 4)
-                        .map(|(_, us)| Some(us / 1000.0))
-                        .collect()
-                    }),
-                })
-                .collect(),
-        })
-        .filter(|p| has_data(std::slice::from_ref(p)))
-        .collect();
     let title =
         "Publish-to-delivery latency percentiles at fixed offered rates (QoS 1 unless said)";
-    md.push_str(&figure(
+    md.push_str(&percentiles(
         cfg,
+        brokers,
+        outcomes,
+        &PACED,
         "latency-percentiles.svg",
         title,
-        "ms",
-        &paced,
-        true,
+    )?);
+    let title =
+        "Latency percentiles over TLS, WebSocket, JSON validated, Kafka and a cluster (QoS 1)";
+    let file = "latency-percentiles-beyond.svg";
+    md.push_str(&percentiles(
+        cfg,
+        brokers,
+        outcomes,
+        &PACED_BEYOND,
+        file,
+        title,
     )?);
     // Memory over time in the long cells: each broker's median round.
     for (cell, title) in LONG {
@@ -283,25 +280,103 @@ pub fn families(
             md.push_str(&write(cfg, &format!("{cell}-rss.svg"), &svg)?);
         }
     }
-    // The other topologies: points only (the x positions are not an order).
-    let cells: Vec<String> = TOPOLOGIES.iter().map(|(c, _)| (*c).to_string()).collect();
-    let labels: Vec<String> = TOPOLOGIES.iter().map(|(_, l)| (*l).to_string()).collect();
-    let topology = |title: &str, f: &dyn Fn(&Report) -> Option<f64>| Panel {
-        title: title.into(),
-        x_labels: labels.clone(),
-        series: series(outcomes, brokers, &cells, f),
-    };
-    let p = [
-        topology("delivered msg/s", &|r| Some(r.delivered_per_second)),
-        topology("broker CPU us per message", &|r| {
-            r.broker_cpu_us_per_message
-        }),
-        topology("broker peak RSS, MiB", &rss_mib),
-    ];
+    // The other topologies, and P2P beyond plain TCP: points only (the x positions are not
+    // an order).
     let title = "Topologies (see the tables for each cell's load)";
-    md.push_str(&figure(cfg, "topologies.svg", title, "", &p, false)?);
+    md.push_str(&points(
+        cfg,
+        brokers,
+        outcomes,
+        &TOPOLOGIES,
+        "topologies.svg",
+        title,
+    )?);
+    let title = "Max rate: P2P over TCP, TLS, WebSocket, JSON validated; MQTT -> Kafka (out), Kafka -> MQTT (in); 2 and 3 nodes (2n, 3n)";
+    md.push_str(&points(
+        cfg,
+        brokers,
+        outcomes,
+        &BEYOND,
+        "beyond.svg",
+        title,
+    )?);
     if md.is_empty() {
         let _ = writeln!(md, "(no chart: no cell with results)\n");
     }
     Ok(md)
+}
+
+/// Latency percentile curves (p50 to max) of `cells`, a panel each (p99.99 only where the
+/// results have it: runs before it was kept do not); markdown, empty when none has data.
+fn percentiles(
+    cfg: &CompareConfig,
+    brokers: &[Broker],
+    outcomes: &[Outcome],
+    cells: &[(&str, &str)],
+    file: &str,
+    title: &str,
+) -> anyhow::Result<String> {
+    let p9999 = cells.iter().any(|(cell, _)| {
+        brokers
+            .iter()
+            .any(|&b| find(outcomes, cell, b).is_some_and(|r| r.latency.p9999_us > 0.0))
+    });
+    let quantiles: Vec<&str> = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+        .into_iter()
+        .filter(|q| p9999 || *q != "p99.99")
+        .collect();
+    let curve = |r: &Report| -> Vec<Option<f64>> {
+        let l = &r.latency;
+        [
+            l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us,
+        ]
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| p9999 || *i != 4)
+        .map(|(_, us)| Some(us / 1000.0))
+        .collect()
+    };
+    let p: Vec<Panel> = cells
+        .iter()
+        .map(|(cell, title)| Panel {
+            title: (*title).into(),
+            x_labels: quantiles.iter().map(|q| (*q).to_string()).collect(),
+            series: brokers
+                .iter()
+                .map(|&b| Series {
+                    name: b.name().into(),
+                    values: find(outcomes, cell, b).map_or(vec![None; quantiles.len()], &curve),
+                })
+                .collect(),
+        })
+        .filter(|p| has_data(std::slice::from_ref(p)))
+        .collect();
+    figure(cfg, file, title, "ms", &p, true)
+}
+
+/// Delivered msg/s, broker CPU per message and peak RSS of `cells` side by side, a point
+/// per broker; markdown, empty when none has data.
+fn points(
+    cfg: &CompareConfig,
+    brokers: &[Broker],
+    outcomes: &[Outcome],
+    cells: &[(&str, &str)],
+    file: &str,
+    title: &str,
+) -> anyhow::Result<String> {
+    let ids: Vec<String> = cells.iter().map(|(c, _)| (*c).to_string()).collect();
+    let labels: Vec<String> = cells.iter().map(|(_, l)| (*l).to_string()).collect();
+    let panel = |title: &str, f: &dyn Fn(&Report) -> Option<f64>| Panel {
+        title: title.into(),
+        x_labels: labels.clone(),
+        series: series(outcomes, brokers, &ids, f),
+    };
+    let p = [
+        panel("delivered msg/s", &|r| Some(r.delivered_per_second)),
+        panel("broker CPU us per message", &|r| {
+            r.broker_cpu_us_per_message
+        }),
+        panel("broker peak RSS, MiB", &rss_mib),
+    ];
+    figure(cfg, file, title, "", &p, false)
 }

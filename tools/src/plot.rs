@@ -29,7 +29,7 @@ pub struct Panel {
 
 /// The colour of series `name`: the brokers' fixed, anything else by position.
 fn colour(name: &str, index: usize) -> RGBColor {
-    const PALETTE: [RGBColor; 8] = [
+    const PALETTE: [RGBColor; 13] = [
         RGBColor(214, 39, 40),
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
@@ -38,6 +38,11 @@ fn colour(name: &str, index: usize) -> RGBColor {
         RGBColor(140, 86, 75),
         RGBColor(23, 190, 207),
         RGBColor(127, 127, 127),
+        RGBColor(188, 189, 34),
+        RGBColor(227, 119, 194),
+        RGBColor(0, 0, 128),
+        RGBColor(0, 100, 0),
+        RGBColor(128, 0, 0),
     ];
     let fixed = [
         "ringmq-1shard",
@@ -48,6 +53,11 @@ fn colour(name: &str, index: usize) -> RGBColor {
         "ringmq-sync",
         "ringmq-redis",
         "aedes-redis",
+        "ringmq-asyncapi",
+        "ringmq-kafka-local",
+        "rdkafka-direct",
+        "ringmq-cluster-2nodes",
+        "ringmq-cluster-3nodes",
     ];
     let i = fixed.iter().position(|b| *b == name).unwrap_or(index);
     PALETTE.get(i % PALETTE.len()).copied().unwrap_or(BLACK)
