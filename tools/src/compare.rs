@@ -371,17 +371,13 @@ fn windows_said(cells: &[Cell], outcomes: &[Outcome]) -> String {
             continue;
         };
         let s = median.round() as u64;
-        let name = match cell.id.strip_prefix("p2p-") {
-            Some(rest)
-                if (rest.starts_with("max-q") || rest.starts_with("30k-q"))
-                    && cell.transport == Transport::Tcp =>
-            {
-                if !grid_seen.insert(s) {
-                    continue;
-                }
-                "the QoS x payload cells (`p2p-max-qQ-B`, `p2p-30k-qQ-B`)".to_string()
+        let name = if cell.in_grid() {
+            if !grid_seen.insert(s) {
+                continue;
             }
-            _ => format!("`{}`", cell.id),
+            "the QoS x payload cells (`p2p-max-qQ-B`, `p2p-30k-qQ-B`)".to_string()
+        } else {
+            format!("`{}`", cell.id)
         };
         by_seconds.entry(s).or_default().push(name);
     }

@@ -185,7 +185,7 @@ pub fn families(
             .map(|q| {
                 let cells: Vec<String> = PAYLOADS
                     .iter()
-                    .map(|(p, _)| format!("p2p-{kind}-q{q}-{p}"))
+                    .map(|(p, _)| crate::matrix::grid_id(kind, q, *p))
                     .collect();
                 Panel {
                     title: format!("QoS {q}"),

@@ -55,6 +55,17 @@ impl Cell {
         matches!(&self.work, Work::Messages(_, l) if l.duration.as_secs_f64() >= LONG_SECONDS)
     }
 
+    /// One of the 24 QoS x payload cells ([`grid_id`]).
+    pub(crate) fn in_grid(&self) -> bool {
+        ["max", "30k"].iter().any(|kind| {
+            (0..=2u8).any(|q| {
+                GRID_PAYLOADS
+                    .iter()
+                    .any(|&p| self.id == grid_id(kind, q, p))
+            })
+        })
+    }
+
     /// It runs through Kafka (a tansu beside the broker).
     pub(crate) fn kafka(&self) -> bool {
         matches!(&self.work, Work::Messages(_, l) if l.kafka_in.is_some() || l.kafka_out.is_some())
@@ -118,6 +129,15 @@ const SOAK_SECONDS: f64 = 45.0;
 /// A cell measuring at least this long is a long one (`Cell::first_round_only`).
 const LONG_SECONDS: f64 = 30.0;
 
+/// The payloads of the QoS x payload cells.
+pub(crate) const GRID_PAYLOADS: [usize; 4] = [16, 64, 1024, 16384];
+
+/// The id of the QoS x payload cell of `kind` (`max`: max rate, `30k`: 30k msg/s offered),
+/// QoS `q` and `payload` bytes.
+pub(crate) fn grid_id(kind: &str, q: u8, payload: usize) -> String {
+    format!("p2p-{kind}-q{q}-{payload}")
+}
+
 /// Seconds measured in each of the 24 QoS x payload cells (120 runs a round with rumqttd,
 /// about 10 minutes at 3 s each).
 const GRID_SECONDS: f64 = 3.0;
@@ -175,16 +195,16 @@ pub(crate) fn matrix(mode: Mode) -> Vec<Cell> {
         return cells;
     }
     for q in 0..=2u8 {
-        for payload in [16usize, 64, 1024, 16384] {
+        for payload in GRID_PAYLOADS {
             cells.push(Cell {
                 transport: Transport::Tcp,
-                id: format!("p2p-max-q{q}-{payload}"),
+                id: grid_id("max", q, payload),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, max rate"),
                 work: msgs(p2p(100), load(qos_of(q), payload, 0.0, GRID_SECONDS)),
             });
             cells.push(Cell {
                 transport: Transport::Tcp,
-                id: format!("p2p-30k-q{q}-{payload}"),
+                id: grid_id("30k", q, payload),
                 title: format!("P2P, 100 pairs, QoS {q}, {payload} B, 30k msg/s offered"),
                 work: msgs(p2p(100), load(qos_of(q), payload, 300.0, GRID_SECONDS)),
             });
@@ -539,6 +559,7 @@ mod tests {
                         .map(|c| c.id.as_str())
                         .collect();
                     assert_eq!(once, ["soak-5000"]);
+                    assert_eq!(cells.iter().filter(|c| c.in_grid()).count(), 24);
                 }
             }
         }
