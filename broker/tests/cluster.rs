@@ -5,9 +5,8 @@
 //! served once across nodes; messages for a SIGKILLed node's persistent session wait in Kafka
 //! until it is back; a node dead past `node_keep_ms` forgotten (its number reused by a new
 //! node) and routed to again when it is back; retained messages for nodes that join later or come back without their
-//! store; Kafka -> MQTT records reach every node; a persistent session moving
-//! between nodes that share it through Redis (`redis_shared`); configuration errors name the
-//! key.
+//! store; Kafka -> MQTT records reach every node; configuration errors name the key.
+//! Sessions moving between nodes: `cluster_moves.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,91 +23,16 @@ mod redis;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/cluster.rs"]
+mod nodes;
+
 use common::{refused_start, scratch_dir, Broker, Raw};
 use kafka::Tansu;
-use net::codec::{Packet, ProtocolVersion, PubRespKind, Publish, QoS};
-
-const V5: ProtocolVersion = ProtocolVersion::V5;
-
-/// A node's configuration file.
-fn node_config(tansu: &Tansu, node: &str) -> std::path::PathBuf {
-    node_config_with(tansu, node, "")
-}
-
-/// A node's configuration file, with `extra` appended.
-fn node_config_with(tansu: &Tansu, node: &str, extra: &str) -> std::path::PathBuf {
-    node_config_top(tansu, node, "", extra)
-}
-
-/// A node's configuration file: `top` (top-level keys) first, `extra` appended.
-fn node_config_top(tansu: &Tansu, node: &str, top: &str, extra: &str) -> std::path::PathBuf {
-    let dir = scratch_dir("cluster-config");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("ringmq.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "{top}[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 10000\nlinger_ms = 1\n\
-             session_timeout_ms = 6000\n\
-             [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n{extra}",
-            tansu.brokers()
-        ),
-    )
-    .unwrap();
-    path
-}
-
-fn start_node(tansu: &Tansu, node: &str) -> Broker {
-    let path = node_config(tansu, node);
-    Broker::start(&["--config", path.to_str().unwrap()])
-}
-
-/// A node serving Prometheus metrics, and their address.
-fn start_node_with_metrics(tansu: &Tansu, node: &str) -> (Broker, String) {
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let path = node_config(tansu, node);
-    let args = [
-        "--config",
-        path.to_str().unwrap(),
-        "--metrics-listen",
-        &metrics,
-    ];
-    (Broker::start(&args), metrics)
-}
-
-/// `Raw::drain_publishes` without the routing probes: `want` counts the other messages.
-fn drain(c: &mut Raw, want: usize, wait: Duration) -> Vec<Publish> {
-    let deadline = Instant::now() + wait;
-    let mut got = Vec::new();
-    while got.len() < want && Instant::now() < deadline {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let batch = c.drain_publishes(want - got.len(), left.min(Duration::from_millis(200)));
-        got.extend(batch.into_iter().filter(|p| &p.payload[..] != b"probe"));
-    }
-    got
-}
-
-/// Publishes QoS 0 probes on `topic` through `publisher` until `subscriber` receives one (the
-/// route reached the publisher's node); how long it took.
-fn until_routed(publisher: &mut Raw, subscriber: &mut Raw, topic: &str) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        publisher.publish(topic, b"probe", QoS::AtMostOnce, 0);
-        let got = subscriber.drain_publishes(1, Duration::from_millis(50));
-        if !got.is_empty() {
-            // Probes still on their way are taken too.
-            subscriber.drain_publishes(usize::MAX, Duration::from_millis(300));
-            return start.elapsed();
-        }
-    }
-    panic!("no route to the subscriber's node for {topic} within 20 s");
-}
-
-fn payloads(got: &[Publish]) -> Vec<String> {
-    got.iter()
-        .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
-        .collect()
-}
+use net::codec::{Packet, PubRespKind, Publish, QoS};
+use nodes::{
+    drain, node_config, node_config_with, payloads, start_node, start_node_with_metrics,
+    until_routed, V5,
+};
 
 #[test]
 fn publishes_cross_nodes_at_each_qos_through_wildcards_in_order() {
@@ -698,79 +622,5 @@ fn cluster_configuration_errors_name_the_key() {
         std::fs::write(&path, text).unwrap();
         let err = refused_start(&["--config", path.to_str().unwrap()]);
         assert!(err.contains(want), "{text}: {err}");
-    }
-}
-
-#[test]
-fn a_persistent_session_moves_between_nodes_sharing_it_through_redis() {
-    let tansu = Tansu::start();
-    let redis = redis::Redis::start();
-    let top = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
-        redis.url()
-    );
-    let node = |id: &str| {
-        let path = node_config_top(&tansu, id, &top, "");
-        Broker::start(&["--config", path.to_str().unwrap()])
-    };
-    let (a, b) = (node("sa"), node("sb"));
-    // Subscribed on node a, then offline: what is published on node b is queued on a.
-    let (mut sub, _) = Raw::connect(a.addr, V5, "mover", false);
-    sub.subscribe("mv/#", QoS::AtLeastOnce);
-    let (mut publisher, _) = Raw::connect(b.addr, V5, "mv-pub", true);
-    until_routed(&mut publisher, &mut sub, "mv/probe");
-    sub.send(&Packet::Disconnect(Default::default()));
-    drop(sub);
-    std::thread::sleep(Duration::from_millis(300));
-    for i in 0..3u16 {
-        let payload = format!("{i}");
-        publisher.publish("mv/x", payload.as_bytes(), QoS::AtLeastOnce, i + 1);
-        assert_eq!(
-            publisher.puback_within(i + 1, Duration::from_secs(10)),
-            Some(0)
-        );
-    }
-    // It comes back on node b: b claims the session (owner sb) and delivers its queue.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while redis.int(&["HLEN", "ringmq:{mover}:q"]) < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "a queued the three messages in Redis"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (mut moved, ack) = Raw::connect(b.addr, V5, "mover", false);
-    assert!(
-        ack.session_present,
-        "the session followed its client to node b"
-    );
-    let got = drain(&mut moved, 3, Duration::from_secs(10));
-    assert_eq!(payloads(&got), ["0", "1", "2"]);
-    // Published on node a now, it reaches the client on node b (routes moved with it).
-    let (mut publisher_a, _) = Raw::connect(a.addr, V5, "mv-pub-a", true);
-    until_routed(&mut publisher_a, &mut moved, "mv/probe");
-    publisher_a.publish("mv/y", b"via a", QoS::AtLeastOnce, 9);
-    assert_eq!(
-        publisher_a.puback_within(9, Duration::from_secs(10)),
-        Some(0)
-    );
-    assert_eq!(
-        payloads(&drain(&mut moved, 1, Duration::from_secs(10))),
-        ["via a"]
-    );
-    // Connecting on node a again takes it over: b closes its connection with 0x8E.
-    let (_back, ack) = Raw::connect(a.addr, V5, "mover", false);
-    assert!(ack.session_present);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match moved.recv_within(Duration::from_millis(500)) {
-            Some(Packet::Disconnect(d)) => {
-                assert_eq!(d.reason.0, 0x8E);
-                break;
-            }
-            Some(_) => {}
-            None => panic!("expected DISCONNECT 0x8E from node b"),
-        }
-        assert!(Instant::now() < deadline, "DISCONNECT 0x8E from node b");
     }
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::certs::ServerCerts;
 use crate::compare::{CompareConfig, Mode};
+use crate::peer_conf;
 
 /// How a cell's clients reach the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,11 +227,12 @@ impl Broker {
         self == Broker::RingmqAsyncapi
     }
 
-    /// Can listen over `transport` here (the relay speaks plain TCP only; rumqttd's and
-    /// aedes' TLS and WebSocket listeners are not set up by this runner).
+    /// Can listen over `transport` here (the relay speaks plain TCP only; aedes' TLS and
+    /// WebSocket listeners are not set up by this runner; rumqttd's WebSocket listener needs
+    /// its `websocket` feature, which `cargo install rumqttd --features websocket` builds).
     pub fn speaks(self, transport: Transport) -> bool {
         match self {
-            Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto => true,
+            Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto | Broker::Rumqttd => true,
             Broker::Relay
             | Broker::KafkaDirect
             | Broker::RingmqKafkaLocal
@@ -239,8 +241,7 @@ impl Broker {
             | Broker::RingmqSync
             | Broker::RingmqRedis
             | Broker::RingmqAsyncapi
-            | Broker::AedesRedis
-            | Broker::Rumqttd => transport == Transport::Tcp,
+            | Broker::AedesRedis => transport == Transport::Tcp,
         }
     }
 
@@ -725,37 +726,16 @@ pub fn start(
         }
         Broker::Mosquitto => {
             let conf = cfg.out.join("mosquitto.conf");
-            // mosquitto 2.0.x will not start with only a WebSocket listener (libwebsockets
-            // built without external poll support, eclipse-mosquitto/mosquitto#2284): a plain
-            // one elsewhere first.
-            let mut text = String::from("allow_anonymous true\nmax_queued_messages 100000\n");
-            if transport == Transport::Ws {
-                text += &format!("listener {plain_port} 127.0.0.1\n");
-            }
-            text += &format!("listener {port} 127.0.0.1\n");
-            if transport != Transport::Tcp {
-                // Its default (Nagle on) holds each TLS handshake's second flight until the
-                // client's delayed ACK, ~40 ms per connection (BENCHMARKS.md says so).
-                text += "set_tcp_nodelay true\n";
-            }
-            if let Some(c) = tls {
-                text += &format!(
-                    "certfile {}\nkeyfile {}\n",
-                    c.cert.display(),
-                    c.key.display()
-                );
-            }
-            if transport == Transport::Ws {
-                text += "protocol websockets\n";
-            }
+            let text = peer_conf::mosquitto(port, plain_port, tls, transport == Transport::Ws);
             std::fs::write(&conf, text)?;
             cmd.arg("mosquitto").arg("-c").arg(conf);
         }
         Broker::Rumqttd => {
             let conf = cfg.out.join("rumqttd.toml");
-            std::fs::write(&conf, format!(
-                "id = 0\n[router]\nid = 0\nmax_connections = 10010\nmax_outgoing_packet_count = 200\nmax_segment_size = 104857600\nmax_segment_count = 10\n[v4.1]\nname = \"v4-1\"\nlisten = \"{listen}\"\nnext_connection_delay_ms = 0\n    [v4.1.connections]\n    connection_timeout_ms = 60000\n    max_payload_size = 20480\n    max_inflight_count = 100\n    dynamic_filters = true\n"
-            ))?;
+            std::fs::write(
+                &conf,
+                peer_conf::rumqttd(&listen, &plain, tls, transport == Transport::Ws),
+            )?;
             cmd.arg("rumqttd").arg("-q").arg("-c").arg(conf);
         }
     }

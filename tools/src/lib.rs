@@ -12,6 +12,7 @@
 //!   against.
 //! - [`brokers`]: the brokers the comparison runs, started and stopped (with a redis-server
 //!   for the Redis-backed ones), over TCP, TLS or WebSocket.
+//! - `peer_conf`: the configuration files written for the peer brokers (mosquitto, rumqttd).
 //! - [`certs`]: a throwaway CA and server certificate for the TLS cells.
 //! - [`compare`]: the comparison runner and BENCHMARKS.md.
 //! - [`figures`]: which charts BENCHMARKS.md shows, from a run's outcomes.
@@ -26,6 +27,7 @@ pub mod figures;
 mod limits;
 pub mod loadgen;
 mod matrix;
+mod peer_conf;
 pub mod plot;
 pub mod procstat;
 mod published;

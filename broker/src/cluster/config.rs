@@ -25,6 +25,11 @@ pub struct ClusterConfig {
     /// The compacted topic of retained messages (keyed by MQTT topic, `kafka.partitions`
     /// partitions, created at start), read from its start by a node starting.
     pub retained_topic: String,
+    /// A session that moved from this node to another is followed this long: copies for it
+    /// still arriving in this node's downlink are produced again to its new node's.
+    pub moved_keep_ms: u64,
+    /// At most this many sessions followed at once (the oldest is dropped first).
+    pub moved_max: usize,
 }
 
 impl Default for ClusterConfig {
@@ -37,6 +42,8 @@ impl Default for ClusterConfig {
             routes_topic: "ringmq.routes".into(),
             downlink_prefix: "ringmq.downlink.".into(),
             retained_topic: "ringmq.retained".into(),
+            moved_keep_ms: 600_000,
+            moved_max: 10_000,
         }
     }
 }
@@ -75,6 +82,17 @@ impl ClusterConfig {
             || self.node_timeout_ms > 3_600_000
         {
             return Err("cluster.node_timeout_ms: at least three times cluster.heartbeat_ms and 1000, at most 3600000".into());
+        }
+        if !(1_000..=86_400_000).contains(&self.moved_keep_ms)
+            || self.moved_keep_ms < self.node_timeout_ms
+        {
+            return Err(
+                "cluster.moved_keep_ms: between 1000 and 86400000, at least cluster.node_timeout_ms"
+                    .into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.moved_max) {
+            return Err("cluster.moved_max: between 1 and 1000000".into());
         }
         if self.downlink() == self.routes_topic {
             return Err("cluster.routes_topic: the same as this node's downlink topic".into());

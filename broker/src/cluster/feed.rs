@@ -1,6 +1,7 @@
 //! Between the shards and the cluster's routes thread (`routes.rs`): the shards' route
 //! changes and SUBACK barriers in, in order; barriers answered out (each shard woken through
-//! its doorbell); the node counts for the metrics.
+//! its doorbell); the node counts for the metrics; the sessions that moved away
+//! (`handover.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -33,11 +34,13 @@ pub struct Feed {
     known: AtomicU64,
     /// Routes producers replaced after failing for good (for the metrics).
     pub(super) routes_replaced: AtomicU64,
+    /// Sessions that moved to other nodes, followed for the copies still coming here.
+    pub handovers: super::handover::Handovers,
 }
 
 impl Feed {
     /// A feed for shards woken through `doorbells` (eventfds, in shard order).
-    pub fn new(doorbells: Vec<std::fs::File>) -> Self {
+    pub fn new(doorbells: Vec<std::fs::File>, config: &super::config::ClusterConfig) -> Self {
         Self {
             changes: SegQueue::new(),
             answers: doorbells
@@ -47,6 +50,7 @@ impl Feed {
             live: AtomicU64::new(0),
             known: AtomicU64::new(0),
             routes_replaced: AtomicU64::new(0),
+            handovers: super::handover::Handovers::new(config),
         }
     }
 

@@ -28,9 +28,12 @@
 //! - **Kafka -> MQTT**: a record a node's bridge consumed is offered to the cluster sink too
 //!   (never to the Kafka sink), so every node's subscribers get it.
 //!
+//! - **Moves**: a session whose client connected to another node (the Redis owner key moved)
+//!   is forgotten here but followed for a while (`handover.rs`): downlink records for it that
+//!   still arrive here are produced again to its new node, addressed to it alone.
+//!
 //! Not built yet (see README, "Cluster over Kafka"): a dead node's persistent sessions
-//! resuming on another node while it is down, copies in flight to the old node during a
-//! session's move delivered.
+//! resuming on another node while it is down (their copies wait in its downlink).
 
 /// What a node's (or a shard's) subscribers of one filter ask of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,6 +70,7 @@ impl RouteState {
 mod beat;
 pub mod config;
 pub mod feed;
+pub mod handover;
 pub mod retained;
 pub mod routes;
 pub mod sink;

@@ -225,7 +225,7 @@ impl Node {
         .map_err(|e| anyhow::anyhow!("cluster: cannot create the routes producer: {e}"))?;
         let table = RouteTable::new(&config.node_id);
         let snapshot = Arc::new(ArcSwap::from_pointee(table.clone()));
-        let feed = Arc::new(Feed::new(doorbells));
+        let feed = Arc::new(Feed::new(doorbells, config));
         let ready = Arc::new(AtomicBool::new(false));
         let started = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));

@@ -78,6 +78,8 @@ impl Copies {
 /// One shard's downlink producer.
 pub struct ClusterSink {
     table: Arc<ArcSwap<RouteTable>>,
+    /// The node's feed: the sessions that moved away (`handover.rs`).
+    feed: Arc<super::feed::Feed>,
     producer: Renewing<Ctx>,
     reports: Arc<Reports>,
     config: ClusterConfig,
@@ -106,6 +108,7 @@ impl ClusterSink {
         kafka: &KafkaConfig,
         config: &ClusterConfig,
         table: Arc<ArcSwap<RouteTable>>,
+        feed: Arc<super::feed::Feed>,
         shard: usize,
         record_bytes_max: usize,
         doorbell: std::fs::File,
@@ -126,6 +129,7 @@ impl ClusterSink {
         .map_err(|e| anyhow::anyhow!("cluster: cannot create a producer: {e}"))?;
         Ok(Self {
             table,
+            feed,
             producer,
             reports,
             config: config.clone(),
@@ -270,7 +274,22 @@ impl Sink for ClusterSink {
             return Offer::Taken;
         }
         let dest = table.destinations(&message.topic, message.retain, &mut self.pick);
-        let nodes = dest.nodes;
+        let mut nodes = dest.nodes;
+        if message.qos != net::codec::QoS::AtMostOnce && !self.feed.handovers.is_empty() {
+            // A session that just moved from this node may be wanted on its new node before
+            // this node has read that node's route: a copy goes there too.
+            let mut moved = Vec::new();
+            let now = std::time::Instant::now();
+            let stamp = crate::kafka::now_millis();
+            self.feed
+                .handovers
+                .targets(&message.topic, Some(stamp), None, now, &mut moved);
+            for (_, node) in &moved {
+                if let Some(i) = table.find(node).filter(|&i| i < 64) {
+                    nodes |= 1u64 << i;
+                }
+            }
+        }
         if nodes == 0 && !retained {
             return Offer::Taken;
         }
@@ -288,6 +307,21 @@ impl Sink for ClusterSink {
         if let Some(v) = &version {
             self.retained_record(message, publisher, v, opaque, slot);
         }
+        // A copy that goes to several nodes names them all: a node forwarding copies for a
+        // session that moved away does not forward one its new node got straight.
+        let to = (nodes.count_ones() > 1).then(|| {
+            let mut ids = String::new();
+            let mut left = nodes;
+            while left != 0 {
+                let node = left.trailing_zeros() as usize;
+                left &= left - 1;
+                if !ids.is_empty() {
+                    ids.push(',');
+                }
+                ids.push_str(table.node(node).unwrap_or_default());
+            }
+            ids
+        });
         let mut left = nodes;
         while left != 0 {
             let node = left.trailing_zeros() as usize;
@@ -300,6 +334,12 @@ impl Sink for ClusterSink {
                 continue;
             };
             let mut headers = copy_headers(message, publisher, version.as_deref());
+            if let Some(to) = &to {
+                headers = headers.insert(Header {
+                    key: super::handover::TO_HEADER,
+                    value: Some(to.as_bytes()),
+                });
+            }
             let shared = dest.shared_of(node);
             if !shared.is_empty() {
                 headers = headers.insert(Header {
@@ -324,6 +364,57 @@ impl Sink for ClusterSink {
                 },
             );
         }
+        match token {
+            Some(_) => Offer::Pending,
+            None => Offer::Taken,
+        }
+    }
+
+    fn forward(
+        &mut self,
+        message: &Message,
+        token: Option<u64>,
+        node: &str,
+        client: &str,
+        seq: u64,
+    ) -> Offer {
+        let table = self.table.load();
+        let Some(index) = table.find(node) else {
+            // Not a node this one knows (forgotten after cluster.node_keep_ms, or a Redis
+            // broker id that is no node id): nowhere to produce it.
+            tracing::warn!(client, node, topic = %message.topic, "a copy for a session that moved to an unknown node is dropped");
+            return Offer::Taken;
+        };
+        let Some(topic) = downlink(&mut self.topics, &self.config, &table, index) else {
+            return Offer::Taken;
+        };
+        let slot = token.map(|t| self.copies.wait(t, 1));
+        let opaque = slot.map_or(0, |s| s + 1);
+        let mut headers = copy_headers(message, "", None).insert(Header {
+            key: super::handover::FOR_CLIENT_HEADER,
+            value: Some(client.as_bytes()),
+        });
+        if seq != 0 {
+            headers = headers.insert(Header {
+                key: super::handover::SEQ_HEADER,
+                value: Some(seq.to_string().as_bytes()),
+            });
+        }
+        // Keyed by the session: its forwarded copies keep their order.
+        let record = BaseRecord::with_opaque_to(topic, opaque)
+            .payload(&message.payload[..])
+            .key(client)
+            .headers(headers);
+        send(
+            &self.producer,
+            &self.reports,
+            &mut self.failing,
+            record,
+            slot,
+            |e| {
+                tracing::warn!(client, node, topic = %message.topic, error = %e, "a copy for a session that moved to another node was not produced: the record is read again");
+            },
+        );
         match token {
             Some(_) => Offer::Pending,
             None => Offer::Taken,

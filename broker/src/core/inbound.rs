@@ -4,7 +4,9 @@
 //! a Kafka record offered to the cluster sink, a downlink's message to no sink; paused by
 //! congested subscribers like a client publisher), and reported to the source
 //! when the broker took responsibility: the moment a client's PUBACK would leave, through the
-//! same ack ledger, in each lane's order (a lane is a connection on the ledger).
+//! same ack ledger, in each lane's order (a lane is a connection on the ledger). A downlink
+//! record for a session that moved to another node is forwarded there too (`handover.rs`);
+//! one forwarded here for one session goes to it alone.
 
 use net::codec::{PacketId, PubResp, PubRespKind, QoS};
 
@@ -46,19 +48,40 @@ impl Core {
             mut message,
             shared_only,
             retain_version,
+            stamp_ms,
+            for_client,
+            sent_to,
         } = inbound;
         // The broker's own limits apply as to a client's PUBLISH.
         message.qos = message.qos.min(self.config.max_qos());
         message.retain &= self.config.retain_available;
         let before = self.durable.appended();
+        if let Some((client, copy_seq)) = for_client {
+            // A copy forwarded for one session that moved here: to it alone.
+            let elsewhere = crate::ids::home_shard(client.as_bytes(), self.shards) != self.id;
+            let holds = message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || elsewhere);
+            let token = holds.then(|| self.durable.next_token());
+            let peers = self.publish_for_client(client, copy_seq, message, token);
+            return self.hand_on(index, lane, seq, before, token, peers);
+        }
         let retained_elsewhere =
             message.retain && crate::retained::owner(&message.topic, self.shards) != self.id;
         // A Kafka -> MQTT record may be copied to other nodes (the cluster sink): its report
-        // waits for Kafka to have those copies.
+        // waits for Kafka to have those copies. A downlink record for sessions that moved to
+        // other nodes is produced again for them: its report waits for those copies.
         let to_nodes = shared_only.is_none() && !self.sinks.is_empty();
+        let moved = if shared_only.is_some() {
+            self.moved_targets(&message, stamp_ms, sent_to.as_deref())
+        } else {
+            Vec::new()
+        };
         let holds = message.qos != QoS::AtMostOnce
-            && (self.durable.holds_acks() || retained_elsewhere || to_nodes);
+            && (self.durable.holds_acks() || retained_elsewhere || to_nodes || !moved.is_empty());
         let token = holds.then(|| self.durable.next_token());
+        let mut peers = 0;
+        if !moved.is_empty() {
+            peers += self.forward_moved(&message, stamp_ms, token, &moved);
+        }
         // The sources publish as one pseudo connection: a congested subscriber (here or on a
         // peer) pauses them like a client publisher (`Sources::PUBLISHER`).
         self.publisher = Some(Publisher {
@@ -69,11 +92,26 @@ impl Core {
         self.refused = false;
         self.shared_only = shared_only;
         self.carried_retain_version = retain_version;
-        let peers = self.publish(message, Origin::Source(token));
+        peers += self.publish(message, Origin::Source(token));
         self.carried_retain_version = None;
         self.shared_only = None;
         self.publisher = None;
         self.refused = false;
+        self.hand_on(index, lane, seq, before, token, peers);
+    }
+
+    /// Reports source `index`'s message (`lane`, `seq`) handed on once what it caused is
+    /// durable: the records appended here since `before`, and `peers` confirmations of
+    /// `token`.
+    fn hand_on(
+        &mut self,
+        index: usize,
+        lane: u32,
+        seq: i64,
+        before: u64,
+        token: Option<u64>,
+        peers: usize,
+    ) {
         let conn = self.sources.hold(index, lane, seq);
         let Some(id) = PacketId::new(1) else {
             return;

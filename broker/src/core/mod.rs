@@ -29,6 +29,7 @@ pub mod disconnect;
 pub mod flow;
 #[cfg(test)]
 mod flow_tests;
+mod handover;
 mod inbound;
 pub mod link;
 mod owners;
@@ -178,6 +179,10 @@ pub struct Core {
     pub(crate) cluster_routed: bool,
     /// The route state last reported to the cluster per filter (absent: none).
     cluster_reported: FxHashMap<ByteString, crate::cluster::RouteState>,
+    /// While a session moving away is forgotten: until when the routes it leaves stay.
+    moving: Option<Instant>,
+    /// Routes left by sessions that moved away, kept until then (`handover.rs`).
+    held_routes: Vec<(ByteString, Instant)>,
     /// Scratch for a batch of source messages.
     inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
@@ -269,6 +274,8 @@ impl Core {
             cluster: None,
             cluster_routed: false,
             cluster_reported: FxHashMap::default(),
+            moving: None,
+            held_routes: Vec::new(),
             shared_only: None,
             carried_retain_version: None,
             inbound_scratch: Vec::new(),
@@ -375,7 +382,10 @@ impl Core {
             } else {
                 last
             };
-            if state != last {
+            let held = state == RouteState::None && last != RouteState::None;
+            if held && self.hold_route(filter) {
+                // Kept a while for a session that moved away (`handover.rs`).
+            } else if state != last {
                 if state == RouteState::None {
                     self.cluster_reported.remove(filter);
                 } else {

@@ -34,7 +34,7 @@ struct Parked {
 /// A shard's side of sharing sessions.
 #[derive(Debug)]
 pub struct Owners {
-    shared: Shared,
+    pub(super) shared: Shared,
     /// CONNECTs waiting for their claim.
     parked: FxHashMap<ConnId, Parked>,
     /// The epoch this broker holds each session of the shard under.
@@ -306,6 +306,9 @@ impl Core {
             } else if let Some(loaded) = claimed.session {
                 self.import(loaded);
                 imported = true;
+                if let Some(sid) = self.by_client.get(claim.client.as_str()).copied() {
+                    self.note_imported(sid);
+                }
             }
             if claimed.skipped > 0 {
                 tracing::warn!(client = %claim.client, skipped = claimed.skipped, "values of a claimed session in Redis do not decode: skipped");
@@ -323,6 +326,7 @@ impl Core {
         }
         // After the accept: a clean start there ends the old session (and its epoch).
         if self.by_client.contains_key(claim.client.as_str()) {
+            self.held_here(&claim.client);
             if let Some(o) = &mut self.owners {
                 o.epochs.insert(claim.client.clone(), claimed.epoch);
                 // Notices may have been missed while this claim was out: ask now.
@@ -393,7 +397,7 @@ impl Core {
         }
         if let Some(sid) = self.by_client.get(notice.client.as_str()).copied() {
             tracing::info!(shard = self.id.0, client = %notice.client, broker = %notice.broker, "session claimed by another broker: forgotten here");
-            self.forget_session(sid, "session taken over by a client on another broker");
+            self.forget_moved(sid, &notice.broker);
         }
     }
 
@@ -434,16 +438,16 @@ impl Core {
             return;
         }
         let me = self.owners.as_ref().map(|o| o.shared.broker.clone());
-        let ours = match owner {
+        let ours = match &owner {
             // This broker's, under the epoch held or a later one of its own (a claim whose
             // CONNECT was refused after its EVAL ran).
-            Some((b, e)) => Some(b.as_str()) == me.as_deref() && e >= epoch,
+            Some((b, e)) => Some(b.as_str()) == me.as_deref() && *e >= epoch,
             // No owner key (it expired): nobody claimed it since.
             None => true,
         };
-        if ours {
+        let Some((new_owner, _)) = owner.filter(|_| !ours) else {
             return;
-        }
+        };
         if let Some(o) = &mut self.owners {
             o.epochs.remove(client);
         }
@@ -453,7 +457,7 @@ impl Core {
                 client,
                 "session no longer owned by this broker (found by a check): forgotten here"
             );
-            self.forget_session(sid, "session taken over by a client on another broker");
+            self.forget_moved(sid, &new_owner);
         }
     }
 
@@ -461,7 +465,7 @@ impl Core {
     /// any, is closed with 0x8E; its will is not sent; its unwritten changes are discarded.
     /// Its unfinished shared-subscription messages go to other members of their groups, as
     /// when any session ends (the new owner may deliver some of them too: at least once).
-    fn forget_session(&mut self, sid: SessionId, why: &str) {
+    pub(super) fn forget_session(&mut self, sid: SessionId, why: &str) {
         let Some(session) = self.session_mut(sid) else {
             return;
         };

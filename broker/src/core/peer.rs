@@ -38,6 +38,19 @@ pub enum ShardMsg {
         /// The publishing connection, if a client.
         publisher: PublisherRef,
     },
+    /// A copy forwarded from another node for session `client`, whose home shard the
+    /// receiver is: delivered to it alone; with an [`AckRef`] the receiver answers
+    /// `DurableAck(token)` once it is durable.
+    ForClient {
+        /// The session's client id.
+        client: bytestring::ByteString,
+        /// Its sequence number in the session's store on the old node (0: none).
+        seq: u64,
+        /// The message.
+        message: Box<Message>,
+        /// Where the durability answer goes.
+        ack: AckRef,
+    },
     /// A retained message (or a clear, empty payload) for the receiver's part of the
     /// retained store (it owns the topic); with an [`AckRef`] the receiver answers
     /// `DurableAck(token)` once it is logged.
@@ -144,6 +157,18 @@ impl Core {
                 (self.publisher, self.refused) = (publisher.get(), false);
                 self.route(message, Origin::Peer, 0);
                 self.publisher = None;
+                self.confirm_forward(ack, before);
+                self.refused = false;
+            }
+            ShardMsg::ForClient {
+                client,
+                seq,
+                message,
+                ack,
+            } => {
+                let before = self.durable.appended();
+                self.refused = false;
+                self.deliver_for_client(&client, seq, &message);
                 self.confirm_forward(ack, before);
                 self.refused = false;
             }

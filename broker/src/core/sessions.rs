@@ -164,6 +164,7 @@ impl Core {
     /// expiry, delayed wills, retained tombstones, store maintenance, metrics and `$SYS`.
     pub fn tick(&mut self) {
         self.refresh_auth();
+        self.release_held_routes();
         let now = self.now;
         let connect_timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let handshake_timeout = Duration::from_millis(self.config.handshake_timeout_ms);
@@ -286,6 +287,7 @@ impl Core {
             self.stats.cluster_nodes_live = feed.nodes_live();
             self.stats.cluster_nodes_known = feed.nodes_known();
             self.stats.cluster_routes_producers_replaced = feed.routes_producers_replaced();
+            self.stats.cluster_moved_followed = feed.handovers.len() as u64;
         }
         let [kafka, cluster, kafka_in, cluster_in] = &feeds;
         let histograms = [&self.latency, kafka, cluster, kafka_in, cluster_in];

@@ -646,6 +646,9 @@ fn source_messages_are_reported_once_durable_in_lane_order_and_not_offered_to_si
             message: message(topic),
             shared_only: None,
             retain_version: None,
+            stamp_ms: None,
+            for_client: None,
+            sent_to: None,
         })
         .collect();
     core.sources.add(Box::new(source));
@@ -700,6 +703,9 @@ fn a_retained_copy_from_another_node_keeps_its_version() {
             // A downlink's copy names the shared groups it may reach (none here).
             shared_only: Some(Vec::new()),
             retain_version: version,
+            stamp_ms: None,
+            for_client: None,
+            sent_to: None,
         };
     let stored = |core: &Core| {
         let mut out = Vec::new();

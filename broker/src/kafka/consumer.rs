@@ -590,6 +590,8 @@ impl State {
         let mapped = rule.message(record, self.feed.levels_max, self.feed.bytes_max, now);
         let shared_only = rule.shared_only(record);
         let retain_version = rule.retain_version(record);
+        let for_client = rule.for_client(record);
+        let sent_to = rule.sent_to(record);
         let lane = self.lane(route, partition);
         if lane.ceiling.is_some_and(|c| offset <= c) {
             lane.ceiling = None; // the rewind took effect
@@ -609,6 +611,9 @@ impl State {
                     message,
                     shared_only,
                     retain_version,
+                    stamp_ms: record.timestamp,
+                    for_client,
+                    sent_to,
                 };
                 let backlog = self.backlog.get_mut(shard)?;
                 if !backlog.is_empty() {

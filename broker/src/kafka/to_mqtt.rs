@@ -168,6 +168,31 @@ impl Route {
         )
     }
 
+    /// The one session a cluster downlink's record is for (`mqtt.cluster.for_client`: a copy
+    /// forwarded by the node that session moved away from); None for every other record.
+    /// With it, the sequence number the copy had in that session (`mqtt.cluster.seq`; 0: none).
+    pub fn for_client(&self, record: &Record<'_>) -> Option<(ByteString, u64)> {
+        if !self.is_downlink() {
+            return None;
+        }
+        let client = record.header(crate::cluster::handover::FOR_CLIENT_HEADER)?;
+        let client = std::str::from_utf8(client).ok().map(ByteString::from)?;
+        let seq = record
+            .header(crate::cluster::handover::SEQ_HEADER)
+            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        Some((client, seq))
+    }
+
+    /// The nodes a cluster downlink's copy was produced to, when several (`mqtt.cluster.to`).
+    pub fn sent_to(&self, record: &Record<'_>) -> Option<Box<str>> {
+        if !self.is_downlink() {
+            return None;
+        }
+        let to = record.header(crate::cluster::handover::TO_HEADER)?;
+        std::str::from_utf8(to).ok().map(Box::from)
+    }
+
     /// The version a cluster downlink's retained copy carries (`mqtt.retain_version`, the
     /// publishing node's); None for another rule's record.
     pub fn retain_version(&self, record: &Record<'_>) -> Option<u64> {

@@ -321,6 +321,14 @@ counters! {
         sys Total("cluster/in_handed_on"),
         prom "ringmq_cluster_in_handed_on_total",
         help "Messages from other nodes published here and safe: their downlink offsets may be committed.";
+    cluster_moved_forwarded: Counter,
+        sys Total("cluster/moved_forwarded"),
+        prom "ringmq_cluster_moved_forwarded_total",
+        help "Copies from this node's downlink produced again for sessions that had moved to another node (cluster.moved_keep_ms).";
+    cluster_moved_followed: Gauge,
+        sys Total("cluster/moved_followed"),
+        prom "ringmq_cluster_moved_followed",
+        help "Sessions that moved from this node to another, followed for the copies still coming here (at most cluster.moved_max).";
     cluster_nodes_live: Gauge,
         sys Total("cluster/nodes_live"),
         prom "ringmq_cluster_nodes_live",
@@ -399,7 +407,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 49);
+        assert_eq!(COUNT, 51);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -158,6 +158,10 @@ pub struct Session {
     /// The window's ids are not all between its front's and its back's (ids recovered from the
     /// log, or an id given inside the span after a wrap): allocation scans.
     ids_unordered: bool,
+    /// Sequence numbers of the messages this session had when it was loaded from another
+    /// cluster node's store, until when they count: a copy that node forwards again is not
+    /// delivered twice (`core/handover.rs`).
+    pub imported: Option<Box<(FxHashSet<u64>, Instant)>>,
 }
 
 /// Bytes a queued message holds on to (its topic and payload).
@@ -204,6 +208,7 @@ impl Session {
             acked_listed: false,
             log_id: 0,
             ids_unordered: false,
+            imported: None,
         }
     }
 
@@ -261,6 +266,27 @@ impl Session {
     /// it, room in the inflight window).
     pub fn window_open(&self) -> bool {
         self.conn.is_some() && self.queue.is_empty() && self.inflight.len() < self.limits.window
+    }
+
+    /// The messages not finished for the client (in flight before its PUBACK / PUBREC, then
+    /// queued), in order, with their sequence numbers; QoS 1/2 only and none a shared group
+    /// owns (another member gets those when the session ends).
+    pub fn unfinished(&self) -> impl Iterator<Item = (&Message, u64)> {
+        self.inflight
+            .iter()
+            .filter(|f| f.stage != Awaiting::Comp)
+            .map(|f| &f.out)
+            .chain(self.queue.iter())
+            .filter(|o| o.grant.shared.is_none() && o.grant.qos != QoS::AtMostOnce)
+            .map(|o| (&o.message, o.seq))
+    }
+
+    /// The durable sequence numbers of every message in flight or queued.
+    pub fn seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        let inflight = self.inflight.iter().map(|f| f.out.seq);
+        inflight
+            .chain(self.queue.iter().map(|o| o.seq))
+            .filter(|&s| s != 0)
     }
 
     /// Messages queued.

@@ -27,7 +27,9 @@ fn weight(msg: &ShardMsg) -> u64 {
     const OVERHEAD: u64 = 64;
     match msg {
         ShardMsg::Publish(m, ..) => OVERHEAD + (m.topic.len() + m.payload.len()) as u64,
-        ShardMsg::SharedPublish { message: m, .. } | ShardMsg::Retain { message: m, .. } => {
+        ShardMsg::SharedPublish { message: m, .. }
+        | ShardMsg::Retain { message: m, .. }
+        | ShardMsg::ForClient { message: m, .. } => {
             OVERHEAD + (m.topic.len() + m.payload.len()) as u64
         }
         ShardMsg::Adopt { rest, .. } => OVERHEAD + rest.len() as u64,

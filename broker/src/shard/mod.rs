@@ -148,6 +148,7 @@ impl Shard {
             kafka,
             cluster,
             table,
+            feed.clone(),
             self.core.id.index(),
             crate::kafka::record_bytes_max(self.core.config.packet_bytes_max),
             self.mesh.doorbell_file()?,

@@ -63,6 +63,20 @@ pub trait Sink: std::fmt::Debug {
         token: Option<u64>,
         retain_version: u64,
     ) -> Offer;
+    /// Produces `message` again for session `client`, which moved to node `node` (the
+    /// cluster sink alone; others take nothing); `seq`: its sequence number in the session's
+    /// store (0: none). With `token`, answer [`Offer::Pending`] and report it once the copy
+    /// is safe.
+    fn forward(
+        &mut self,
+        _message: &Message,
+        _token: Option<u64>,
+        _node: &str,
+        _client: &str,
+        _seq: u64,
+    ) -> Offer {
+        Offer::Taken
+    }
     /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
@@ -118,6 +132,25 @@ impl Sinks {
                     token.is_some(),
                     "a sink waits only for a token it was given"
                 );
+                pending += usize::from(token.is_some());
+            }
+        }
+        pending
+    }
+
+    /// Forwards `message` to session `client` on node `node` through every sink that can
+    /// ([`Sink::forward`]); how many will confirm `token` later.
+    pub fn forward(
+        &mut self,
+        message: &Message,
+        token: Option<u64>,
+        node: &str,
+        client: &str,
+        seq: u64,
+    ) -> usize {
+        let mut pending = 0;
+        for sink in &mut self.list {
+            if sink.forward(message, token, node, client, seq) == Offer::Pending {
                 pending += usize::from(token.is_some());
             }
         }

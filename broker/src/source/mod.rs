@@ -28,6 +28,14 @@ pub struct Inbound {
     /// A retained message's version as the publishing node gave it (a cluster downlink's
     /// copy); None: this node versions it.
     pub retain_version: Option<u64>,
+    /// When it was produced (a Kafka record's timestamp, milliseconds since the epoch).
+    pub stamp_ms: Option<i64>,
+    /// `Some`: for this one session only (a cluster downlink's copy forwarded by the node the
+    /// session moved away from: `cluster/handover.rs`), not for every matching subscriber;
+    /// with the copy's sequence number in that session's store (0: none).
+    pub for_client: Option<(bytestring::ByteString, u64)>,
+    /// A cluster downlink's copy produced to several nodes: their ids, comma-separated.
+    pub sent_to: Option<Box<str>>,
 }
 
 /// A source's running totals, read on the shard's tick for the metrics.

@@ -1,0 +1,233 @@
+//! Sessions that moved from this node to another (their client connected there: the Redis
+//! owner key changed) while copies for them may still be on their way here: records already
+//! in this node's downlink, or produced to it by nodes that had not yet read the new owner's
+//! routes. Without this table the node that forgot the session would take those records,
+//! find no subscriber and commit past them: lost. With it, a downlink record matching a moved
+//! session's filters is produced again to the new owner's downlink (addressed to that session
+//! alone, `mqtt.cluster.for_client`), and its offset is stored only once Kafka took that copy.
+//!
+//! Which records: those produced (record timestamp) no later than `cluster.node_timeout_ms`
+//! after the move, read while the entry lives (`cluster.moved_keep_ms`); at most
+//! `cluster.moved_max` entries (the oldest goes first). One table per node, shared by its
+//! shards (a downlink partition's records go to any shard).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+
+use super::config::ClusterConfig;
+
+/// The header naming the one session a forwarded downlink record is for.
+pub const FOR_CLIENT_HEADER: &str = "mqtt.cluster.for_client";
+/// The header of a copy produced to several nodes: their ids, comma-separated.
+pub const TO_HEADER: &str = "mqtt.cluster.to";
+/// The header of a forwarded record taken from the session itself (queued or in flight when
+/// it moved): its sequence number in the shared store, so the new node, which may have loaded
+/// it from there, does not deliver it twice.
+pub const SEQ_HEADER: &str = "mqtt.cluster.seq";
+
+/// One session that moved away.
+#[derive(Debug)]
+struct Moved {
+    client: ByteString,
+    /// Its subscriptions' filters (shared groups' excepted: another member serves those).
+    filters: Vec<ByteString>,
+    /// The node it moved to.
+    node: Box<str>,
+    /// When it moved, in Kafka timestamps (milliseconds since the epoch).
+    at_ms: i64,
+    /// Forgotten after this.
+    until: Instant,
+}
+
+/// The node's table of sessions that moved away.
+#[derive(Debug)]
+pub struct Handovers {
+    list: Mutex<VecDeque<Moved>>,
+    /// Entries in `list`: read without the lock on every downlink record.
+    len: AtomicUsize,
+    keep: Duration,
+    max: usize,
+    grace_ms: i64,
+}
+
+impl Handovers {
+    /// An empty table with `config`'s limits.
+    pub fn new(config: &ClusterConfig) -> Self {
+        Self {
+            list: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            keep: Duration::from_millis(config.moved_keep_ms),
+            max: config.moved_max,
+            grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// How long a session that moved is followed (`cluster.moved_keep_ms`).
+    pub fn keep(&self) -> Duration {
+        self.keep
+    }
+
+    /// How long after a move its copies are still forwarded, and its routes here kept
+    /// (`cluster.node_timeout_ms`).
+    pub fn grace(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.grace_ms).unwrap_or(0))
+    }
+
+    /// Entries now (for the metrics).
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// No entry (the downlink path skips the table).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, VecDeque<Moved>> {
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `client`, subscribed to `filters`, moved to node `node` at `now` (`now_ms` in Kafka's
+    /// clock); an older entry of it is replaced.
+    pub fn note(
+        &self,
+        client: ByteString,
+        filters: Vec<ByteString>,
+        node: &str,
+        now: Instant,
+        now_ms: i64,
+    ) {
+        let mut list = self.locked();
+        list.retain(|m| m.client != client && m.until > now);
+        while list.len() >= self.max {
+            if let Some(old) = list.pop_front() {
+                tracing::warn!(client = %old.client, "cluster.moved_max sessions moved away recently: the oldest is no longer followed (copies for it still in this node's downlink are not forwarded)");
+            }
+        }
+        list.push_back(Moved {
+            client,
+            filters,
+            node: node.into(),
+            at_ms: now_ms,
+            until: now + self.keep,
+        });
+        self.len.store(list.len(), Ordering::Relaxed);
+    }
+
+    /// `client` is held here again: its entry goes.
+    pub fn back(&self, client: &str) {
+        if self.is_empty() {
+            return;
+        }
+        let mut list = self.locked();
+        list.retain(|m| m.client != client);
+        self.len.store(list.len(), Ordering::Relaxed);
+    }
+
+    /// The moved sessions (client, node) a downlink record on `topic` produced at
+    /// `stamp_ms` (None: unknown, taken as in time) is for, appended to `out`; not those
+    /// whose node is among `sent_to` (the nodes its publisher sent it to: that one has it).
+    pub fn targets(
+        &self,
+        topic: &str,
+        stamp_ms: Option<i64>,
+        sent_to: Option<&str>,
+        now: Instant,
+        out: &mut Vec<(ByteString, Box<str>)>,
+    ) {
+        if self.is_empty() {
+            return;
+        }
+        let list = self.locked();
+        for m in list.iter() {
+            let in_time = stamp_ms.is_none_or(|s| s <= m.at_ms.saturating_add(self.grace_ms));
+            let sent = sent_to.is_some_and(|to| to.split(',').any(|n| n == &*m.node));
+            if m.until > now
+                && in_time
+                && !sent
+                && m.filters
+                    .iter()
+                    .any(|f| crate::router::filter::matches(f, topic))
+            {
+                out.push((m.client.clone(), m.node.clone()));
+            }
+        }
+    }
+
+    /// The node `client` moved to, if it is followed (a record addressed to it arrived here
+    /// after it moved on again).
+    pub fn node_of(&self, client: &str, now: Instant) -> Option<Box<str>> {
+        if self.is_empty() {
+            return None;
+        }
+        let list = self.locked();
+        let m = list.iter().find(|m| m.client == client && m.until > now)?;
+        Some(m.node.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(max: usize) -> Handovers {
+        let config = ClusterConfig {
+            moved_max: max,
+            moved_keep_ms: 1_000,
+            node_timeout_ms: 10_000,
+            ..ClusterConfig::default()
+        };
+        Handovers::new(&config)
+    }
+
+    #[test]
+    fn a_moved_session_gets_the_records_produced_until_the_grace_ends() {
+        let t = table(8);
+        let now = Instant::now();
+        assert!(t.is_empty());
+        t.note("s".into(), vec!["a/+".into()], "b", now, 50_000);
+        let mut out = Vec::new();
+        t.targets("a/1", Some(60_000), None, now, &mut out);
+        assert_eq!(out, vec![("s".into(), "b".into())]);
+        out.clear();
+        // Its publisher sent it to node b too.
+        t.targets("a/1", Some(60_000), Some("a,b"), now, &mut out);
+        assert!(out.is_empty());
+        // Produced after the move plus node_timeout_ms: the new owner's own route brought it.
+        t.targets("a/1", Some(60_001), None, now, &mut out);
+        t.targets("x/1", Some(1), None, now, &mut out);
+        assert!(out.is_empty());
+        // Forgotten after moved_keep_ms.
+        t.targets(
+            "a/1",
+            None,
+            None,
+            now + Duration::from_millis(1_001),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        assert_eq!(t.node_of("s", now).as_deref(), Some("b"));
+        t.back("s");
+        assert!(t.is_empty() && t.node_of("s", now).is_none());
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_keeps_one_entry_per_client() {
+        let t = table(2);
+        let now = Instant::now();
+        t.note("s".into(), vec!["a".into()], "b", now, 0);
+        t.note("s".into(), vec!["a".into()], "c", now, 0);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.node_of("s", now).as_deref(), Some("c"));
+        t.note("u".into(), vec!["a".into()], "b", now, 0);
+        t.note("v".into(), vec!["a".into()], "b", now, 0);
+        assert_eq!(t.len(), 2);
+        assert!(t.node_of("s", now).is_none(), "the oldest went first");
+    }
+}
