@@ -143,8 +143,14 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
         let mut downlink = Vec::new();
         if let Some(c) = &config.cluster {
             let bells = mesh.doorbell_files()?;
-            node = Some(cluster::routes::Node::start(kafka, c, record, bells)?);
-            downlink.push(kafka::to_mqtt::Route::downlink(&c.downlink(), &c.group()));
+            let started = cluster::routes::Node::start(kafka, c, record, bells)?;
+            let feed = Some(started.feed.clone());
+            downlink.push(kafka::to_mqtt::Route::downlink(
+                &c.downlink(),
+                &c.group(),
+                feed,
+            ));
+            node = Some(started);
         }
         if !kafka.to_mqtt.is_empty() || !downlink.is_empty() {
             let bells = mesh.doorbell_files()?;

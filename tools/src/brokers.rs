@@ -228,8 +228,7 @@ impl Broker {
     }
 
     /// Can listen over `transport` here (the relay speaks plain TCP only; aedes' TLS and
-    /// WebSocket listeners are not set up by this runner; rumqttd's WebSocket listener needs
-    /// its `websocket` feature, which `cargo install rumqttd --features websocket` builds).
+    /// WebSocket listeners are not set up by this runner).
     pub fn speaks(self, transport: Transport) -> bool {
         match self {
             Broker::Ringmq1 | Broker::Ringmq2 | Broker::Mosquitto | Broker::Rumqttd => true,

@@ -97,3 +97,17 @@ impl Feed {
             .push(Change::Route(shard.0, filter.to_string(), state));
     }
 }
+
+#[cfg(test)]
+impl Feed {
+    /// The route changes reported so far, taken (the shards' side in unit tests).
+    pub fn take_routes(&self) -> Vec<(String, RouteState)> {
+        let mut out = Vec::new();
+        while let Some(change) = self.changes.pop() {
+            if let Change::Route(_, filter, state) = change {
+                out.push((filter, state));
+            }
+        }
+        out
+    }
+}

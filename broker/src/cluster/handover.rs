@@ -12,8 +12,8 @@
 //! shards (a downlink partition's records go to any shard).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytestring::ByteString;
@@ -24,6 +24,14 @@ use super::config::ClusterConfig;
 pub const FOR_CLIENT_HEADER: &str = "mqtt.cluster.for_client";
 /// The header of a copy produced to several nodes: their ids, comma-separated.
 pub const TO_HEADER: &str = "mqtt.cluster.to";
+/// The header naming the node that produced a copy (a copy the node a session moved to
+/// produced well after the move is not forwarded back there: that node had the session and
+/// delivered it itself).
+pub const FROM_HEADER: &str = "mqtt.cluster.from";
+/// A copy produced at least this long after the move by (or also to) the node the session
+/// moved to is taken as delivered there: that node had loaded the session by then (its claim
+/// answer comes right after the claim that told this node), with room for the nodes' clocks.
+pub const TRUST_AFTER_MS: i64 = 1_000;
 /// The header of a forwarded record taken from the session itself (queued or in flight when
 /// it moved): its sequence number in the shared store, so the new node, which may have loaded
 /// it from there, does not deliver it twice.
@@ -46,9 +54,12 @@ struct Moved {
 /// The node's table of sessions that moved away.
 #[derive(Debug)]
 pub struct Handovers {
-    list: Mutex<VecDeque<Moved>>,
-    /// Entries in `list`: read without the lock on every downlink record.
+    list: RwLock<VecDeque<Moved>>,
+    /// Entries in `list`: read without the lock on every downlink record and publish.
     len: AtomicUsize,
+    /// The latest move's time plus the grace (Kafka's clock): a record produced after it is
+    /// for no entry, known without the lock.
+    grace_ends_ms: AtomicI64,
     keep: Duration,
     max: usize,
     grace_ms: i64,
@@ -58,8 +69,9 @@ impl Handovers {
     /// An empty table with `config`'s limits.
     pub fn new(config: &ClusterConfig) -> Self {
         Self {
-            list: Mutex::new(VecDeque::new()),
+            list: RwLock::new(VecDeque::new()),
             len: AtomicUsize::new(0),
+            grace_ends_ms: AtomicI64::new(i64::MIN),
             keep: Duration::from_millis(config.moved_keep_ms),
             max: config.moved_max,
             grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
@@ -79,7 +91,7 @@ impl Handovers {
 
     /// Entries now (for the metrics).
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        self.len.load(Ordering::Acquire)
     }
 
     /// No entry (the downlink path skips the table).
@@ -87,10 +99,10 @@ impl Handovers {
         self.len() == 0
     }
 
-    fn locked(&self) -> std::sync::MutexGuard<'_, VecDeque<Moved>> {
-        self.list
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// A copy produced at `stamp_ms` (None: unknown) may be for an entry: checked without
+    /// the lock before every look into the table.
+    pub fn may_want(&self, stamp_ms: Option<i64>) -> bool {
+        !self.is_empty() && stamp_ms.is_none_or(|s| s <= self.grace_ends_ms.load(Ordering::Acquire))
     }
 
     /// `client`, subscribed to `filters`, moved to node `node` at `now` (`now_ms` in Kafka's
@@ -103,7 +115,7 @@ impl Handovers {
         now: Instant,
         now_ms: i64,
     ) {
-        let mut list = self.locked();
+        let mut list = self.list.write().unwrap_or_else(PoisonError::into_inner);
         list.retain(|m| m.client != client && m.until > now);
         while list.len() >= self.max {
             if let Some(old) = list.pop_front() {
@@ -117,7 +129,10 @@ impl Handovers {
             at_ms: now_ms,
             until: now + self.keep,
         });
-        self.len.store(list.len(), Ordering::Relaxed);
+        // The grace first: a reader that sees the entry counted sees its grace too.
+        self.grace_ends_ms
+            .fetch_max(now_ms.saturating_add(self.grace_ms), Ordering::Release);
+        self.len.store(list.len(), Ordering::Release);
     }
 
     /// `client` is held here again: its entry goes.
@@ -125,14 +140,31 @@ impl Handovers {
         if self.is_empty() {
             return;
         }
-        let mut list = self.locked();
+        let mut list = self.list.write().unwrap_or_else(PoisonError::into_inner);
         list.retain(|m| m.client != client);
+        self.len.store(list.len(), Ordering::Relaxed);
+    }
+
+    /// Drops the entries followed for `cluster.moved_keep_ms` (on the shards' tick).
+    pub fn prune(&self, now: Instant) {
+        if self.is_empty() {
+            return;
+        }
+        let due = |list: &VecDeque<Moved>| list.front().is_some_and(|m| m.until <= now);
+        if !due(&self.list.read().unwrap_or_else(PoisonError::into_inner)) {
+            return;
+        }
+        let mut list = self.list.write().unwrap_or_else(PoisonError::into_inner);
+        while list.front().is_some_and(|m| m.until <= now) {
+            list.pop_front();
+        }
         self.len.store(list.len(), Ordering::Relaxed);
     }
 
     /// The moved sessions (client, node) a downlink record on `topic` produced at
     /// `stamp_ms` (None: unknown, taken as in time) is for, appended to `out`; not those
-    /// whose node is among `sent_to` (the nodes its publisher sent it to: that one has it).
+    /// whose node is among `sent_to` (the nodes its publisher's node sent it to, and that
+    /// node) when it was produced [`TRUST_AFTER_MS`] or more after the move: that one has it.
     pub fn targets(
         &self,
         topic: &str,
@@ -141,13 +173,15 @@ impl Handovers {
         now: Instant,
         out: &mut Vec<(ByteString, Box<str>)>,
     ) {
-        if self.is_empty() {
+        if !self.may_want(stamp_ms) {
             return;
         }
-        let list = self.locked();
+        let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
         for m in list.iter() {
             let in_time = stamp_ms.is_none_or(|s| s <= m.at_ms.saturating_add(self.grace_ms));
-            let sent = sent_to.is_some_and(|to| to.split(',').any(|n| n == &*m.node));
+            // Sent to (or by) its new node well after the move: that node had it.
+            let after = stamp_ms.is_some_and(|s| s >= m.at_ms.saturating_add(TRUST_AFTER_MS));
+            let sent = after && sent_to.is_some_and(|to| to.split(',').any(|n| n == &*m.node));
             if m.until > now
                 && in_time
                 && !sent
@@ -158,17 +192,6 @@ impl Handovers {
                 out.push((m.client.clone(), m.node.clone()));
             }
         }
-    }
-
-    /// The node `client` moved to, if it is followed (a record addressed to it arrived here
-    /// after it moved on again).
-    pub fn node_of(&self, client: &str, now: Instant) -> Option<Box<str>> {
-        if self.is_empty() {
-            return None;
-        }
-        let list = self.locked();
-        let m = list.iter().find(|m| m.client == client && m.until > now)?;
-        Some(m.node.clone())
     }
 }
 
@@ -196,9 +219,13 @@ mod tests {
         t.targets("a/1", Some(60_000), None, now, &mut out);
         assert_eq!(out, vec![("s".into(), "b".into())]);
         out.clear();
-        // Its publisher sent it to node b too.
+        // Its publisher sent it to node b too, well after the move: b has it.
         t.targets("a/1", Some(60_000), Some("a,b"), now, &mut out);
         assert!(out.is_empty());
+        // Right after the move b may not have had the session yet: forwarded anyway.
+        t.targets("a/1", Some(50_500), Some("a,b"), now, &mut out);
+        assert_eq!(out.len(), 1);
+        out.clear();
         // Produced after the move plus node_timeout_ms: the new owner's own route brought it.
         t.targets("a/1", Some(60_001), None, now, &mut out);
         t.targets("x/1", Some(1), None, now, &mut out);
@@ -212,9 +239,14 @@ mod tests {
             &mut out,
         );
         assert!(out.is_empty());
-        assert_eq!(t.node_of("s", now).as_deref(), Some("b"));
+        assert!(t.may_want(Some(60_000)) && !t.may_want(Some(60_001)));
         t.back("s");
-        assert!(t.is_empty() && t.node_of("s", now).is_none());
+        assert!(t.is_empty() && !t.may_want(None));
+        t.note("s".into(), vec!["a".into()], "b", now, 0);
+        t.prune(now + Duration::from_millis(999));
+        assert_eq!(t.len(), 1);
+        t.prune(now + Duration::from_millis(1_000));
+        assert!(t.is_empty(), "pruned after moved_keep_ms");
     }
 
     #[test]
@@ -224,10 +256,14 @@ mod tests {
         t.note("s".into(), vec!["a".into()], "b", now, 0);
         t.note("s".into(), vec!["a".into()], "c", now, 0);
         assert_eq!(t.len(), 1);
-        assert_eq!(t.node_of("s", now).as_deref(), Some("c"));
+        let mut out = Vec::new();
+        t.targets("a", Some(0), None, now, &mut out);
+        assert_eq!(out, vec![("s".into(), "c".into())]);
         t.note("u".into(), vec!["a".into()], "b", now, 0);
         t.note("v".into(), vec!["a".into()], "b", now, 0);
         assert_eq!(t.len(), 2);
-        assert!(t.node_of("s", now).is_none(), "the oldest went first");
+        out.clear();
+        t.targets("a", Some(0), None, now, &mut out);
+        assert!(out.iter().all(|(c, _)| c != "s"), "the oldest went first");
     }
 }

@@ -168,7 +168,7 @@ fn read(
     config: &Config,
     wait: Duration,
 ) {
-    let route = Route::downlink("", "");
+    let route = Route::downlink("", "", None);
     let mut last_progress = Instant::now();
     while ends.iter().any(|(next, high)| next < high) && last_progress.elapsed() < wait {
         let m = match consumer.poll(Duration::from_millis(100)) {

@@ -103,12 +103,12 @@ impl std::fmt::Debug for ClusterSink {
 }
 
 impl ClusterSink {
-    /// A downlink producer for shard `shard`, waking it through `doorbell` (an eventfd).
+    /// A downlink producer for shard `shard` reading the node's route table and feed, waking
+    /// it through `doorbell` (an eventfd).
     pub fn new(
         kafka: &KafkaConfig,
         config: &ClusterConfig,
-        table: Arc<ArcSwap<RouteTable>>,
-        feed: Arc<super::feed::Feed>,
+        (table, feed): (Arc<ArcSwap<RouteTable>>, Arc<super::feed::Feed>),
         shard: usize,
         record_bytes_max: usize,
         doorbell: std::fs::File,
@@ -340,6 +340,10 @@ impl Sink for ClusterSink {
                     value: Some(to.as_bytes()),
                 });
             }
+            headers = headers.insert(Header {
+                key: super::handover::FROM_HEADER,
+                value: Some(self.config.node_id.as_bytes()),
+            });
             let shared = dest.shared_of(node);
             if !shared.is_empty() {
                 headers = headers.insert(Header {
@@ -380,9 +384,8 @@ impl Sink for ClusterSink {
     ) -> Offer {
         let table = self.table.load();
         let Some(index) = table.find(node) else {
-            // Not a node this one knows (forgotten after cluster.node_keep_ms, or a Redis
-            // broker id that is no node id): nowhere to produce it.
-            tracing::warn!(client, node, topic = %message.topic, "a copy for a session that moved to an unknown node is dropped");
+            // A node forgotten (dead past cluster.node_keep_ms): nowhere to produce it.
+            tracing::debug!(client, node, topic = %message.topic, "a copy for a session that moved to a forgotten node is dropped");
             return Offer::Taken;
         };
         let Some(topic) = downlink(&mut self.topics, &self.config, &table, index) else {
@@ -412,7 +415,7 @@ impl Sink for ClusterSink {
             record,
             slot,
             |e| {
-                tracing::warn!(client, node, topic = %message.topic, error = %e, "a copy for a session that moved to another node was not produced: the record is read again");
+                tracing::warn!(client, node, topic = %message.topic, error = %e, "a copy for a session that moved to another node was not produced (a downlink record is read again; a message the session had here is lost)");
             },
         );
         match token {

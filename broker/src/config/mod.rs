@@ -465,8 +465,8 @@ config_keys! {
         "empty",
         "this broker's name among those sharing the Redis database (`redis_shared`; stable \
         across restarts: its sessions are found by it; one process per id, a second is \
-        refused; letters, digits, `-`, `_`, `.`, `:`; a cluster node's default: its \
-        `cluster.node_id`)";
+        refused; letters, digits, `-`, `_`, `.`, `:`; a cluster node's is its \
+        `cluster.node_id`, another value is refused at start)";
     redis_claims_max: usize = 4096,
         "4096",
         "`redis_shared`: CONNECTs waiting for their claim in Redis, per broker, beyond which a \
@@ -630,9 +630,17 @@ impl Config {
             if self.store != StoreKind::Redis {
                 return Err(bad("redis_shared", "needs `store` `redis`"));
             }
-            // A cluster node shares sessions under its node id unless told otherwise.
-            if let (true, Some(cluster)) = (self.redis_broker_id.is_empty(), &self.cluster) {
-                self.redis_broker_id.clone_from(&cluster.node_id);
+            // A cluster node shares sessions under its node id: the other nodes find where a
+            // session went by it.
+            if let Some(cluster) = &self.cluster {
+                if self.redis_broker_id.is_empty() {
+                    self.redis_broker_id.clone_from(&cluster.node_id);
+                } else if self.redis_broker_id != cluster.node_id {
+                    return Err(bad(
+                        "redis_broker_id",
+                        "a cluster node's is its cluster.node_id (leave it unset)",
+                    ));
+                }
             }
             let id = &self.redis_broker_id;
             if id.is_empty()

@@ -31,9 +31,22 @@ impl Core {
     /// A filter left without a subscriber here while a session moves away: its route stays
     /// until the move's grace ends (true), or goes now (false).
     pub(super) fn hold_route(&mut self, filter: &ByteString) -> bool {
+        use crate::cluster::RouteState;
         let Some(until) = self.moving else {
             return false;
         };
+        // A shared group's copies picked for this node would find no member here.
+        if net::topic::is_shared(filter) {
+            return false;
+        }
+        // Live only: should this node die meanwhile, no copy is kept for it.
+        if self.cluster_reported.get(filter) == Some(&RouteState::Kept) {
+            self.cluster_reported
+                .insert(filter.clone(), RouteState::Live);
+            if let Some(feed) = &self.cluster {
+                feed.changed(self.id, filter, RouteState::Live);
+            }
+        }
         self.held_routes.push((filter.clone(), until));
         true
     }
@@ -43,6 +56,19 @@ impl Core {
     pub(super) fn release_held_routes(&mut self) {
         use crate::cluster::RouteState;
         let now = self.now;
+        if let Some(feed) = &self.cluster {
+            feed.handovers.prune(now);
+        }
+        while self.imported_until.front().is_some_and(|(_, t)| *t <= now) {
+            if let Some((sid, _)) = self.imported_until.pop_front() {
+                // Only its own deadline's (the slot may be another session's by now).
+                if let Some(session) = self.session_mut(sid) {
+                    if session.imported.as_ref().is_some_and(|i| i.1 <= now) {
+                        session.imported = None;
+                    }
+                }
+            }
+        }
         if self.held_routes.iter().all(|(_, until)| *until > now) {
             return;
         }
@@ -124,6 +150,9 @@ impl Core {
         if let Some(session) = self.session_mut(sid) {
             let seqs: rustc_hash::FxHashSet<u64> = session.seqs().collect();
             session.imported = (!seqs.is_empty()).then(|| Box::new((seqs, until)));
+            if session.imported.is_some() {
+                self.imported_until.push_back((sid, until));
+            }
         }
     }
 
@@ -202,10 +231,16 @@ impl Core {
 
     /// Delivers `message` to session `client` on this shard as its matching subscriptions
     /// ask (highest QoS, their identifiers; shared groups' excepted), and to nobody else;
-    /// not when it is the session's own message `seq` it was loaded with. Dropped when the
-    /// session is not here (it ended, or moved on again: counted).
+    /// not when it is the session's own message `seq` it was loaded with. Refused
+    /// (`self.refused`) while its claim here is out; dropped when the session is not here (it
+    /// ended, or moved on again: counted).
     pub(super) fn deliver_for_client(&mut self, client: &str, seq: u64, message: &Message) {
         let Some(sid) = self.by_client.get(client).copied() else {
+            if self.owners.as_ref().is_some_and(|o| o.claiming(client)) {
+                // Claimed here, not loaded yet: refused, so the record is read again.
+                self.refused = true;
+                return;
+            }
             self.stats.dropped_no_subscriber += 1;
             tracing::debug!(shard = self.id.0, client, topic = %message.topic, "a forwarded copy for a session that is not here is dropped");
             return;

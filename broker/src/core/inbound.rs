@@ -61,8 +61,11 @@ impl Core {
             let elsewhere = crate::ids::home_shard(client.as_bytes(), self.shards) != self.id;
             let holds = message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || elsewhere);
             let token = holds.then(|| self.durable.next_token());
+            self.refused = false;
             let peers = self.publish_for_client(client, copy_seq, message, token);
-            return self.hand_on(index, lane, seq, before, token, peers);
+            // Refused while its session's claim is out here: the source reads it again.
+            let refused = std::mem::take(&mut self.refused);
+            return self.hand_on(index, lane, seq, before, token, peers, refused);
         }
         let retained_elsewhere =
             message.retain && crate::retained::owner(&message.topic, self.shards) != self.id;
@@ -97,12 +100,13 @@ impl Core {
         self.shared_only = None;
         self.publisher = None;
         self.refused = false;
-        self.hand_on(index, lane, seq, before, token, peers);
+        self.hand_on(index, lane, seq, before, token, peers, false);
     }
 
-    /// Reports source `index`'s message (`lane`, `seq`) handed on once what it caused is
-    /// durable: the records appended here since `before`, and `peers` confirmations of
-    /// `token`.
+    /// Reports source `index`'s message (`lane`, `seq`) handed on (or `refused`: read again)
+    /// once what it caused is durable, in its lane's order: the records appended here since
+    /// `before`, and `peers` confirmations of `token`.
+    #[allow(clippy::too_many_arguments)]
     fn hand_on(
         &mut self,
         index: usize,
@@ -111,12 +115,16 @@ impl Core {
         before: u64,
         token: Option<u64>,
         peers: usize,
+        refused: bool,
     ) {
         let conn = self.sources.hold(index, lane, seq);
         let Some(id) = PacketId::new(1) else {
             return;
         };
-        let ack = PubResp::new(PubRespKind::PubAck, id);
+        let mut ack = PubResp::new(PubRespKind::PubAck, id);
+        if refused {
+            ack.reason = net::codec::ReasonCode::QUOTA_EXCEEDED;
+        }
         self.ack_when_durable(conn, ack, before, token, peers);
     }
 }

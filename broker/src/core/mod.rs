@@ -183,6 +183,8 @@ pub struct Core {
     moving: Option<Instant>,
     /// Routes left by sessions that moved away, kept until then (`handover.rs`).
     held_routes: Vec<(ByteString, Instant)>,
+    /// Sessions loaded from another node, until when their loaded ids count (`handover.rs`).
+    imported_until: std::collections::VecDeque<(SessionId, Instant)>,
     /// Scratch for a batch of source messages.
     inbound_scratch: Vec<crate::source::Inbound>,
     last_retain_version: u64,
@@ -276,6 +278,7 @@ impl Core {
             cluster_reported: FxHashMap::default(),
             moving: None,
             held_routes: Vec::new(),
+            imported_until: std::collections::VecDeque::new(),
             shared_only: None,
             carried_retain_version: None,
             inbound_scratch: Vec::new(),

@@ -66,6 +66,13 @@ pub(crate) fn id_tag(broker: &str) -> u16 {
     (h ^ (h >> 16)) as u16
 }
 
+impl Owners {
+    /// A claim of `client` is out here (its CONNECT waits for Redis).
+    pub(super) fn claiming(&self, client: &str) -> bool {
+        self.claims_out.contains_key(client)
+    }
+}
+
 impl Core {
     /// Shares this shard's sessions with other brokers through `shared` (the sessions loaded
     /// at start are held under the epochs the load found).

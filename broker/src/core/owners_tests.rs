@@ -272,3 +272,61 @@ fn a_claim_without_an_answer_in_time_is_refused() {
     assert_eq!(connack_code(&output(&mut core, 1)).0, 0x88);
     assert!(!core.claiming(conn(1)));
 }
+
+#[test]
+fn a_session_another_cluster_node_took_is_followed_and_its_routes_held_a_while() {
+    use crate::cluster::RouteState;
+    use net::codec::{QoS, Subscribe, SubscriptionOptions};
+    let (mut core, rx, inbox) = shared_core();
+    let cluster = crate::cluster::config::ClusterConfig {
+        node_id: "me".into(),
+        ..Default::default()
+    };
+    let bell = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    let feed = std::sync::Arc::new(crate::cluster::feed::Feed::new(vec![bell], &cluster));
+    core.join_cluster(feed.clone());
+    park(&mut core, &rx, 1, "dev");
+    answer(&mut core, &inbox, 1, "dev", 20, None, None);
+    let filters = ["t/#", "$share/g/s"].map(|f| {
+        let options = SubscriptionOptions::qos(QoS::AtLeastOnce);
+        (bytestring::ByteString::from(f), options)
+    });
+    core.packet(
+        conn(1),
+        Packet::Subscribe(Subscribe {
+            packet_id: super::tests::pid(1),
+            properties: Default::default(),
+            filters: filters.to_vec(),
+        }),
+    );
+    let mut routes = feed.take_routes();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("$share/g/s".into(), RouteState::Live),
+            ("t/#".into(), RouteState::Live)
+        ]
+    );
+    // Node "other" claimed it: followed there; the shared group's route goes at once, the
+    // session's own filter stays for the grace (other nodes may not have read its new one).
+    notice(&mut core, &inbox, "dev", "other", 21);
+    assert!(!core.by_client.contains_key("dev"));
+    assert_eq!(feed.handovers.len(), 1);
+    assert_eq!(
+        feed.take_routes(),
+        [("$share/g/s".into(), RouteState::None)]
+    );
+    core.tick();
+    assert!(feed.take_routes().is_empty(), "held");
+    core.now += feed.handovers.grace();
+    core.tick();
+    assert_eq!(feed.take_routes(), [("t/#".into(), RouteState::None)]);
+    // Coming back here ends the following.
+    park(&mut core, &rx, 2, "dev");
+    answer(&mut core, &inbox, 2, "dev", 22, Some(("other", 21)), None);
+    assert!(feed.handovers.is_empty());
+}

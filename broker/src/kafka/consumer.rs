@@ -724,7 +724,7 @@ impl State {
         let Some(r) = self.feed.routes.get(route) else {
             return;
         };
-        tracing::warn!(topic = %r.topic, partition, offset, "a Kafka record could not be handed on (the store failed): consuming again from it");
+        tracing::warn!(topic = %r.topic, partition, offset, "a Kafka record could not be handed on (the store failed, or its session's claim was still out here): consuming again from it");
         if let Err(e) = consumer.seek(
             &r.topic,
             partition,

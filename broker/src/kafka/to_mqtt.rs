@@ -46,6 +46,9 @@ pub struct Route {
     pub group: String,
     /// `earliest` or `latest` (`auto.offset.reset`).
     pub offset_reset: String,
+    /// A cluster downlink's node: the sessions that moved away from it (whether a record's
+    /// `mqtt.cluster.to` / `from` headers are worth reading).
+    moved: Option<std::sync::Arc<crate::cluster::feed::Feed>>,
 }
 
 /// A Kafka record as the mapping sees it.
@@ -130,13 +133,18 @@ impl Route {
             qos_from_header: false,
             group: rule.group.clone(),
             offset_reset: rule.offset_reset.clone(),
+            moved: None,
         })
     }
 
     /// A cluster node's downlink: records other nodes produced for this node's subscribers,
     /// each carrying its MQTT topic, QoS and RETAIN in the `mqtt.*` headers; consumed by
     /// `group` from the earliest offset not committed.
-    pub fn downlink(topic: &str, group: &str) -> Self {
+    pub fn downlink(
+        topic: &str,
+        group: &str,
+        moved: Option<std::sync::Arc<crate::cluster::feed::Feed>>,
+    ) -> Self {
         Self {
             topic: topic.into(),
             parts: vec![Part::MqttTopic],
@@ -144,6 +152,7 @@ impl Route {
             qos_from_header: true,
             group: group.into(),
             offset_reset: "earliest".into(),
+            moved,
         }
     }
 
@@ -184,13 +193,21 @@ impl Route {
         Some((client, seq))
     }
 
-    /// The nodes a cluster downlink's copy was produced to, when several (`mqtt.cluster.to`).
+    /// The nodes that have a cluster downlink's copy besides this one: those it was produced
+    /// to when several (`mqtt.cluster.to`) and the one that produced it (`mqtt.cluster.from`),
+    /// comma-separated.
     pub fn sent_to(&self, record: &Record<'_>) -> Option<Box<str>> {
-        if !self.is_downlink() {
+        use crate::cluster::handover::{FROM_HEADER, TO_HEADER};
+        // Read only while some session that moved away is followed.
+        if self.moved.as_ref().is_none_or(|f| f.handovers.is_empty()) {
             return None;
         }
-        let to = record.header(crate::cluster::handover::TO_HEADER)?;
-        std::str::from_utf8(to).ok().map(Box::from)
+        let text = |h| record.header(h).and_then(|v| std::str::from_utf8(v).ok());
+        match (text(TO_HEADER), text(FROM_HEADER)) {
+            (Some(to), Some(from)) => Some(format!("{to},{from}").into()),
+            (Some(one), None) | (None, Some(one)) => Some(one.into()),
+            (None, None) => None,
+        }
     }
 
     /// The version a cluster downlink's retained copy carries (`mqtt.retain_version`, the

@@ -144,15 +144,11 @@ impl Shard {
         else {
             anyhow::bail!("a cluster node needs [kafka] and [cluster]");
         };
-        let sink = crate::cluster::sink::ClusterSink::new(
-            kafka,
-            cluster,
-            table,
-            feed.clone(),
-            self.core.id.index(),
-            crate::kafka::record_bytes_max(self.core.config.packet_bytes_max),
-            self.mesh.doorbell_file()?,
-        )?;
+        let bytes_max = crate::kafka::record_bytes_max(self.core.config.packet_bytes_max);
+        let (shard, bell) = (self.core.id.index(), self.mesh.doorbell_file()?);
+        let nodes = (table, feed.clone());
+        let sink =
+            crate::cluster::sink::ClusterSink::new(kafka, cluster, nodes, shard, bytes_max, bell)?;
         self.core.sinks.add(Box::new(sink));
         self.core.join_cluster(feed);
         Ok(())

@@ -34,7 +34,9 @@ pub struct Inbound {
     /// session moved away from: `cluster/handover.rs`), not for every matching subscriber;
     /// with the copy's sequence number in that session's store (0: none).
     pub for_client: Option<(bytestring::ByteString, u64)>,
-    /// A cluster downlink's copy produced to several nodes: their ids, comma-separated.
+    /// A cluster downlink's copy, while this node follows sessions that moved away: the
+    /// other nodes that have it (those it was produced to, and the one that produced it),
+    /// comma-separated.
     pub sent_to: Option<Box<str>>,
 }
 

@@ -309,7 +309,7 @@ enum Command {
     /// and write BENCHMARKS.md, results.json and SVG charts.
     Compare {
         /// The full matrix (QoS x payload x load shape, fan-in/out, persistent, connections,
-        /// TLS and WebSocket, JSON validated, Kafka, clusters; 58 minutes for two rounds here). Default: quick.
+        /// TLS and WebSocket, JSON validated, Kafka, clusters; 60 minutes for two rounds here). Default: quick.
         #[arg(long)]
         full: bool,
         /// Directory for results.json, charts and broker logs.
