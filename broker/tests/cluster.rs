@@ -1,7 +1,7 @@
 //! A cluster of real ringmq nodes (2 shards each) over one real Kafka-protocol broker
 //! (tansu) on free ports: what is published on one node reaches subscribers on the others at
-//! QoS 0, 1 and 2, through wildcards, in order per publisher; mosquitto_pub / mosquitto_sub
-//! across nodes; retained messages kept on every node; a will crossing nodes; a shared group
+//! QoS 0, 1 and 2, through wildcards, in order per publisher; paho-mqtt (3.1.1 and 5) and
+//! mosquitto_pub / mosquitto_sub across nodes; retained messages kept on every node; a will crossing nodes; a shared group
 //! served once across nodes; messages for a SIGKILLed node's persistent session wait in Kafka
 //! until it is back; a node dead past `node_keep_ms` forgotten (its number reused by a new
 //! node) and routed to again when it is back; retained messages for nodes that join later or come back without their
@@ -104,6 +104,28 @@ fn publishes_cross_nodes_at_each_qos_through_wildcards_in_order() {
     // A publish with no subscriber anywhere else is acknowledged at once (no copy).
     publisher.publish("nobody/here", b"x", QoS::AtLeastOnce, 3);
     assert_eq!(publisher.puback_within(3, Duration::from_secs(5)), Some(0));
+}
+
+#[test]
+fn paho_clients_on_different_nodes_at_each_qos() {
+    let tansu = Tansu::start();
+    let a = start_node(&tansu, "pa");
+    let b = start_node(&tansu, "pb");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/paho_p2p.py");
+    for version in ["v311", "v5"] {
+        // The subscriber on node a, the publisher on node b: QoS 0, 1 and 2, each once, in
+        // order per topic.
+        let status = Command::new("python3")
+            .args([script, &a.port().to_string(), version])
+            .args([
+                &format!("paho-sub-{version}"),
+                &format!("paho-pub-{version}"),
+            ])
+            .arg(b.port().to_string())
+            .status()
+            .expect("python3 with paho-mqtt (installed by scripts/test.sh)");
+        assert!(status.success(), "paho {version} across nodes");
+    }
 }
 
 #[test]

@@ -241,3 +241,209 @@ fn a_session_moving_while_a_third_node_publishes_to_it_loses_nothing() {
         "{copies} copies of {acked}"
     );
 }
+
+/// Publishes `ids` (each its own number as payload) at QoS 1 through `publisher`, each
+/// PUBACKed (Kafka holds every remote copy).
+fn publish_acked(publisher: &mut Raw, topic: &str, ids: std::ops::RangeInclusive<u16>) {
+    for window in ids.collect::<Vec<_>>().chunks(50) {
+        for &i in window {
+            publisher.publish(topic, i.to_string().as_bytes(), QoS::AtLeastOnce, i);
+        }
+        for &i in window {
+            assert_eq!(
+                publisher.puback_within(i, Duration::from_secs(20)),
+                Some(0),
+                "PUBACK {i}"
+            );
+        }
+    }
+}
+
+/// Receives on `c` until every one of `1..=total` came (at most 40 s); the copies received.
+fn receive_all(c: &mut Raw, total: u16, who: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut copies = 0;
+    while seen.len() < usize::from(total) && Instant::now() < deadline {
+        for p in payloads(&drain(c, usize::from(total), Duration::from_millis(500))) {
+            seen.insert(p.parse::<u16>().unwrap());
+            copies += 1;
+        }
+    }
+    let missing: Vec<u16> = (1..=total).filter(|i| !seen.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "{who}: lost while its node was down: {missing:?}"
+    );
+    copies
+}
+
+#[test]
+fn a_killed_nodes_persistent_sessions_resume_on_another_node_with_every_acknowledged_message() {
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    // Node b (the first: its metrics) stays; node a is killed.
+    let (b, mut a, b_metrics) = shared_nodes(&tansu, &redis, ["kb", "ka"]);
+    let (mut publisher, _) = Raw::connect(b.addr, V5, "sv-pub", true);
+    let mut subs = Vec::new();
+    for client in ["early", "late"] {
+        let (mut sub, _) = Raw::connect(a.addr, V5, client, false);
+        sub.subscribe("sv/#", QoS::AtLeastOnce);
+        until_routed(&mut publisher, &mut sub, "sv/probe");
+        subs.push(sub);
+    }
+    // SIGKILL of node a with its subscribers connected: node b routes their filter to a's
+    // downlink, first as a live node's, then (past node_timeout_ms) as a dead node's
+    // persistent sessions'; every copy PUBACKed once Kafka holds it.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    drop(subs);
+    const N: u16 = 200;
+    publish_acked(&mut publisher, "sv/x", 1..=N / 2);
+    // One client comes back on node b at once (node a not yet seen dead there), the other
+    // once node a is: both sessions resume there with every message acknowledged
+    // meanwhile, and with what follows.
+    let (mut early, ack) = Raw::connect(b.addr, V5, "early", false);
+    assert!(ack.session_present, "the session resumed on node b");
+    std::thread::sleep(Duration::from_millis(2_500));
+    publish_acked(&mut publisher, "sv/x", N / 2 + 1..=N);
+    let (mut late, ack) = Raw::connect(b.addr, V5, "late", false);
+    assert!(ack.session_present, "the session resumed on node b");
+    publish_acked(&mut publisher, "sv/x", N + 1..=N + 20);
+    let early_copies = receive_all(&mut early, N + 20, "early");
+    let late_copies = receive_all(&mut late, N + 20, "late");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let salvaged = common::metric(&b_metrics, "ringmq_cluster_salvaged_total{");
+    println!("{} published; node b received {early_copies} and {late_copies} copies, {salvaged} of them read from node a's downlink", N + 20);
+    assert!(salvaged > 0, "node b read node a's downlink");
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to `broker`.
+fn signal(broker: &Broker, signal: &str) {
+    let pid = broker.child.id().to_string();
+    let ok = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn a_paused_node_whose_session_moved_closes_its_stale_connection_and_writes_nothing() {
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let (b, a, _) = shared_nodes(&tansu, &redis, ["pb", "pa"]);
+    let (mut stale, _) = Raw::connect(a.addr, V5, "paused", false);
+    stale.subscribe("ps/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(b.addr, V5, "ps-pub", true);
+    until_routed(&mut publisher, &mut stale, "ps/probe");
+    let (mut publisher_a, _) = Raw::connect(a.addr, V5, "ps-pub-a", true);
+    // Node a paused for longer than node_timeout_ms: node b sees it dead, its client takes
+    // the session over on node b.
+    signal(&a, "-STOP");
+    std::thread::sleep(Duration::from_millis(2_500));
+    publish_acked(&mut publisher, "ps/x", 1..=20);
+    let (mut fresh, ack) = Raw::connect(b.addr, V5, "paused", false);
+    assert!(ack.session_present, "the session moved to node b");
+    // A publish waiting in node a's socket: once woken, node a routes it to the session it
+    // still has and writes its queue entry under its old epoch, before or after it hears of
+    // the claim.
+    publisher_a.publish("ps/a", b"21", QoS::AtLeastOnce, 21);
+    signal(&a, "-CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match stale.recv_within(Duration::from_millis(500)) {
+            Some(Packet::Disconnect(d)) => {
+                assert_eq!(d.reason.0, 0x8E, "session taken over");
+                break;
+            }
+            Some(_) => {}
+            None => assert!(
+                Instant::now() < deadline,
+                "node a did not close its stale connection"
+            ),
+        }
+    }
+    assert_eq!(
+        publisher_a.puback_within(21, Duration::from_secs(10)),
+        Some(0)
+    );
+    // Every message reaches the session on node b (node a's by its forward of what it had
+    // queued, or straight).
+    receive_all(&mut fresh, 21, "paused");
+    // Node a wrote nothing into the session it lost: once node b's client acknowledged
+    // everything, its queue in Redis is empty, and the owner is node b.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.int(&["HLEN", "ringmq:{paused}:q"]) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a queue entry is left in Redis: {}",
+            redis.cli(&["HKEYS", "ringmq:{paused}:q"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(redis.cli(&["HGET", "ringmq:{paused}:o", "b"]).trim(), "pb");
+}
+
+#[test]
+fn a_node_killed_mid_stream_loses_nothing_acknowledged_to_its_persistent_subscriber() {
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let (b, mut a, _) = shared_nodes(&tansu, &redis, ["cb", "ca"]);
+    let (mut sub, _) = Raw::connect(a.addr, V5, "streamed", false);
+    sub.subscribe("st/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(b.addr, V5, "st-pub", true);
+    until_routed(&mut publisher, &mut sub, "st/probe");
+    // Node b publishes QoS 1 in windows of 50, each PUBACKed (Kafka holds node a's copy),
+    // until told to stop; node a is killed at a random moment of the stream.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let publishing = std::thread::spawn(move || {
+        let mut acked = 0u16;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && acked < 60_000 {
+            publish_acked(&mut publisher, "st/x", acked + 1..=acked + 50);
+            acked += 50;
+        }
+        acked
+    });
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    let before_kill = Duration::from_millis(300 + u64::from(seed) % 1_200);
+    println!("node a killed {before_kill:?} into the stream");
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + before_kill;
+    while Instant::now() < deadline {
+        for p in payloads(&drain(&mut sub, 1_000, Duration::from_millis(100))) {
+            seen.insert(p.parse::<u16>().unwrap());
+        }
+    }
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    drop(sub);
+    // The client comes back on node b, mid-stream.
+    let (mut moved, ack) = Raw::connect(b.addr, V5, "streamed", false);
+    assert!(ack.session_present, "the session resumed on node b");
+    let until = Instant::now() + Duration::from_millis(1_500);
+    while Instant::now() < until {
+        for p in payloads(&drain(&mut moved, 1_000, Duration::from_millis(100))) {
+            seen.insert(p.parse::<u16>().unwrap());
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = publishing.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while (1..=acked).any(|i| !seen.contains(&i)) && Instant::now() < deadline {
+        for p in payloads(&drain(&mut moved, 1_000, Duration::from_millis(500))) {
+            seen.insert(p.parse::<u16>().unwrap());
+        }
+    }
+    let missing: Vec<u16> = (1..=acked).filter(|i| !seen.contains(i)).collect();
+    println!(
+        "{acked} acknowledged to the publisher, {} received",
+        seen.len()
+    );
+    assert!(acked > 100, "{acked} published");
+    assert!(missing.is_empty(), "lost across the kill: {missing:?}");
+}

@@ -281,3 +281,73 @@ fn a_second_process_with_the_same_broker_id_is_refused() {
     assert!(err.contains("ringmq:lock:same"), "{err}");
     assert!(err.contains("one process per `redis_broker_id`"), "{err}");
 }
+
+#[test]
+fn a_sessions_writes_count_only_within_its_owners_unbroken_hold() {
+    use storage::redis::layout::GUARD;
+    use storage::redis::owners::CLAIM;
+    let redis = Redis::start();
+    let script = |s: &[u8]| String::from_utf8(s.to_vec()).unwrap();
+    let (claim, guard) = (script(CLAIM), script(GUARD));
+    let owner = "ringmq:{g}:o";
+    let claim_by = |broker: &str| -> String {
+        let out = redis.cli(&[
+            "EVAL",
+            &claim,
+            "1",
+            owner,
+            broker,
+            "ringmq:owners",
+            "g",
+            "0",
+        ]);
+        out.lines().last().unwrap().trim().to_string()
+    };
+    let write = |broker: &str, epoch: &str, value: &str| -> i64 {
+        let out = redis.cli(&[
+            "EVAL",
+            &guard,
+            "1",
+            owner,
+            broker,
+            epoch,
+            "HSET",
+            "ringmq:{g}:q",
+            "k",
+            value,
+        ]);
+        out.trim().parse().unwrap()
+    };
+    let e1 = claim_by("n1");
+    assert_eq!(write("n1", &e1, "1"), 1, "the owner's write");
+    // n1 claims again (its client reconnected to it): writes under its earlier epoch count.
+    let e2 = claim_by("n1");
+    assert!(e2 > e1);
+    assert_eq!(write("n1", &e1, "2"), 0, "applied (the field existed)");
+    assert_eq!(redis.cli(&["HGET", "ringmq:{g}:q", "k"]).trim(), "2");
+    // n2 takes it: n1's writes change nothing, whatever its epoch.
+    let e3 = claim_by("n2");
+    assert_eq!(write("n1", &e2, "stale"), -1);
+    assert_eq!(write("n2", &e3, "3"), 0);
+    // n1 takes it back: its writes from before n2 still change nothing.
+    let e4 = claim_by("n1");
+    assert_eq!(write("n1", &e2, "stale"), -1);
+    assert_eq!(write("n1", &e4, "4"), 0);
+    assert_eq!(redis.cli(&["HGET", "ringmq:{g}:q", "k"]).trim(), "4");
+    // An acknowledgement batch as long as the encoder writes one (Lua's unpack limit).
+    let mut args: Vec<String> = [
+        "EVAL",
+        &guard,
+        "1",
+        owner,
+        "n1",
+        &e4,
+        "HDEL",
+        "ringmq:{g}:q",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend((0..storage::redis::layout::ACK_ARGS_MAX).map(|i| format!("x{i}")));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&refs).trim(), "0");
+}

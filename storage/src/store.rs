@@ -165,9 +165,12 @@ pub trait Store: std::fmt::Debug {
     /// A session read from the store while running (claimed from another broker), with
     /// outbound QoS 2 state if `qos2`; nothing by default.
     fn session_loaded(&mut self, _client: &str, _qos2: bool) {}
-    /// The session is another broker's now: forget what is kept about it, write nothing;
-    /// nothing by default.
+    /// The session is another broker's now, or ended here: forget what is kept about it,
+    /// write nothing; nothing by default.
     fn session_forgotten(&mut self, _client: &str) {}
+    /// This broker (`broker`) owns the session under `epoch` (brokers sharing the store):
+    /// its later writes are applied only while that holds; nothing by default.
+    fn session_owned(&mut self, _client: &str, _broker: &str, _epoch: u64) {}
     /// Background work (compaction) within `budget` bytes; called on the shard's tick.
     fn maintain(&mut self, budget: u64) -> Result<(), Error>;
 }

@@ -3,7 +3,7 @@
 //! its doorbell); the node counts for the metrics; the sessions that moved away
 //! (`handover.rs`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crossbeam_queue::SegQueue;
 
@@ -36,7 +36,19 @@ pub struct Feed {
     pub(super) routes_replaced: AtomicU64,
     /// Sessions that moved to other nodes, followed for the copies still coming here.
     pub handovers: super::handover::Handovers,
+    /// Sessions this node took from other nodes, for the salvage thread (`salvage.rs`).
+    pub claims: super::salvage::Claims,
+    /// Until when (Kafka's clock) this node's copies name it (`mqtt.cluster.from`): a node a
+    /// session moved here from reads that header only for copies produced within
+    /// `node_timeout_ms` of the move ([`super::handover`]); `i64::MIN`: no session came.
+    names_sender_until: AtomicI64,
+    /// `cluster.node_timeout_ms`.
+    grace_ms: i64,
 }
+
+/// How long past a session's arrival plus `node_timeout_ms` this node's copies still name it
+/// (the node it left may hear of the move that much later).
+const NAMES_SENDER_MARGIN_MS: i64 = 60_000;
 
 impl Feed {
     /// A feed for shards woken through `doorbells` (eventfds, in shard order).
@@ -51,7 +63,24 @@ impl Feed {
             known: AtomicU64::new(0),
             routes_replaced: AtomicU64::new(0),
             handovers: super::handover::Handovers::new(config),
+            claims: super::salvage::Claims::default(),
+            names_sender_until: AtomicI64::new(i64::MIN),
+            grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
         }
+    }
+
+    /// A session came to this node from another one (claimed there before).
+    pub fn session_arrived(&self) {
+        let until = crate::kafka::now_millis()
+            .saturating_add(self.grace_ms)
+            .saturating_add(NAMES_SENDER_MARGIN_MS);
+        self.names_sender_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// This node's copies name it now (a session came here lately).
+    pub fn names_sender(&self) -> bool {
+        let until = self.names_sender_until.load(Ordering::Acquire);
+        until != i64::MIN && crate::kafka::now_millis() <= until
     }
 
     /// Live nodes, this one included.
@@ -109,5 +138,18 @@ impl Feed {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Feed;
+
+    #[test]
+    fn copies_name_their_node_only_after_a_session_came() {
+        let feed = Feed::new(Vec::new(), &super::super::config::ClusterConfig::default());
+        assert!(!feed.names_sender());
+        feed.session_arrived();
+        assert!(feed.names_sender());
     }
 }

@@ -26,7 +26,9 @@ pub const FOR_CLIENT_HEADER: &str = "mqtt.cluster.for_client";
 pub const TO_HEADER: &str = "mqtt.cluster.to";
 /// The header naming the node that produced a copy (a copy the node a session moved to
 /// produced well after the move is not forwarded back there: that node had the session and
-/// delivered it itself).
+/// delivered it itself). Written only while a session came to the producing node lately
+/// (`Feed::names_sender`: `node_timeout_ms` + 60 s after its arrival), the only time the
+/// node it left reads it.
 pub const FROM_HEADER: &str = "mqtt.cluster.from";
 /// A copy produced at least this long after the move by (or also to) the node the session
 /// moved to is taken as delivered there: that node had loaded the session by then (its claim
@@ -76,6 +78,12 @@ impl Handovers {
             max: config.moved_max,
             grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
         }
+    }
+
+    /// The most sessions followed at once (`cluster.moved_max`; also the most claims from
+    /// dead nodes waiting, `salvage.rs`).
+    pub fn max(&self) -> usize {
+        self.max
     }
 
     /// How long a session that moved is followed (`cluster.moved_keep_ms`).

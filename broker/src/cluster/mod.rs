@@ -32,8 +32,9 @@
 //!   is forgotten here but followed for a while (`handover.rs`): downlink records for it that
 //!   still arrive here are produced again to its new node, addressed to it alone.
 //!
-//! Not built yet (see README, "Cluster over Kafka"): a dead node's persistent sessions
-//! resuming on another node while it is down (their copies wait in its downlink).
+//! - **Salvage**: a session taken from a dead node (its client connected here while that
+//!   node was down) gets the copies for it still in that node's downlink (`salvage.rs`:
+//!   read from the dead node's committed offsets, produced again here for that session).
 
 /// What a node's (or a shard's) subscribers of one filter ask of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -73,6 +74,7 @@ pub mod feed;
 pub mod handover;
 pub mod retained;
 pub mod routes;
+pub mod salvage;
 pub mod sink;
 pub mod table;
 

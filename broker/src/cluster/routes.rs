@@ -164,6 +164,7 @@ pub struct Node {
     ready: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    _salvage: super::salvage::Salvager,
 }
 
 impl Node {
@@ -256,6 +257,13 @@ impl Node {
             over_nodes_logged: false,
             send_failing: false,
         };
+        let salvage = super::salvage::Salvager::start(
+            kafka,
+            config,
+            record_bytes_max,
+            snapshot.clone(),
+            feed.clone(),
+        )?;
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cluster-routes".into())
@@ -266,6 +274,7 @@ impl Node {
             ready,
             stop,
             thread: Some(thread),
+            _salvage: salvage,
         };
         // No client is served before the table holds the other nodes' routes and liveness:
         // a publish acknowledged earlier would reach nobody there.

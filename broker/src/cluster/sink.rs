@@ -322,6 +322,8 @@ impl Sink for ClusterSink {
             }
             ids
         });
+        // Only while a session came here lately: the node it left reads the header only then.
+        let names_sender = self.feed.names_sender();
         let mut left = nodes;
         while left != 0 {
             let node = left.trailing_zeros() as usize;
@@ -340,10 +342,12 @@ impl Sink for ClusterSink {
                     value: Some(to.as_bytes()),
                 });
             }
-            headers = headers.insert(Header {
-                key: super::handover::FROM_HEADER,
-                value: Some(self.config.node_id.as_bytes()),
-            });
+            if names_sender {
+                headers = headers.insert(Header {
+                    key: super::handover::FROM_HEADER,
+                    value: Some(self.config.node_id.as_bytes()),
+                });
+            }
             let shared = dest.shared_of(node);
             if !shared.is_empty() {
                 headers = headers.insert(Header {

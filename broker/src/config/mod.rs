@@ -467,6 +467,13 @@ config_keys! {
         across restarts: its sessions are found by it; one process per id, a second is \
         refused; letters, digits, `-`, `_`, `.`, `:`; a cluster node's is its \
         `cluster.node_id`, another value is refused at start)";
+    redis_fenced: bool = true,
+        "true",
+        "`redis_shared`: every write of a session goes through a Lua guard that applies it only \
+        while this broker still owns the session (owner key and epoch), so a paused or \
+        partitioned broker that lost a session writes nothing into it; false: plain commands \
+        (Redis spends about a third of the CPU per write) and such a broker's late writes land \
+        in the session's keys";
     redis_claims_max: usize = 4096,
         "4096",
         "`redis_shared`: CONNECTs waiting for their claim in Redis, per broker, beyond which a \
@@ -507,6 +514,7 @@ impl Config {
         }
         redis.cluster = self.redis_cluster;
         redis.shared = self.redis_shared;
+        redis.fenced = self.redis_shared && self.redis_fenced;
         if self.redis_shared {
             redis.lock_key = storage::redis::lock::key_of(&self.redis_broker_id);
         }

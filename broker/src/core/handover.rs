@@ -95,6 +95,44 @@ impl Core {
         }
     }
 
+    /// Session `client`, just imported, was node `from`'s: should that node be dead, the
+    /// copies for it still in its downlink are read by the salvage thread
+    /// (`cluster/salvage.rs`).
+    pub(super) fn claimed_from(&mut self, client: &str, from: &str) {
+        let Some(feed) = self.cluster.clone() else {
+            return;
+        };
+        if self
+            .owners
+            .as_ref()
+            .is_some_and(|o| *o.shared.broker == *from)
+        {
+            return;
+        }
+        feed.session_arrived();
+        let Some(sid) = self.by_client.get(client).copied() else {
+            return;
+        };
+        let now = self.now;
+        let Some(session) = self.session_mut(sid) else {
+            return;
+        };
+        let filters = followed_filters(session);
+        if filters.is_empty() {
+            return;
+        }
+        let claim = crate::cluster::salvage::Claim {
+            client: session.client_id.clone(),
+            filters,
+            from: from.into(),
+            at: now,
+            at_ms: crate::kafka::now_millis(),
+        };
+        if !feed.claims.push(claim, feed.handovers.max()) {
+            tracing::warn!(client, node = from, "more than cluster.moved_max sessions taken from other nodes wait: the copies for this one in its old node's downlink are not read should that node be dead");
+        }
+    }
+
     /// Notes session `sid`, about to be forgotten for broker `broker`, in the node's table.
     fn note_moved(&mut self, sid: SessionId, broker: &str) {
         let Some(feed) = self.cluster.clone() else {
@@ -110,12 +148,7 @@ impl Core {
         let Some(session) = self.session_mut(sid) else {
             return;
         };
-        let filters: Vec<ByteString> = session
-            .subscriptions
-            .keys()
-            .filter(|f| !f.starts_with("$share/"))
-            .cloned()
-            .collect();
+        let filters = followed_filters(session);
         if filters.is_empty() {
             return;
         }
@@ -280,4 +313,15 @@ impl Core {
         matches.clear();
         self.matches = matches;
     }
+}
+
+/// The filters a session's copies are followed by when it moves (a shared group's are served
+/// by another member).
+fn followed_filters(session: &crate::session::Session) -> Vec<ByteString> {
+    session
+        .subscriptions
+        .keys()
+        .filter(|f| !f.starts_with("$share/"))
+        .cloned()
+        .collect()
 }

@@ -293,6 +293,10 @@ impl Core {
         };
         let broker = self.owners.as_ref().map(|o| o.shared.broker.clone());
         let held = self.epoch_of(&claim.client);
+        // Its writes from now on are this claim's (Redis refuses them once another broker
+        // claims it); set again after each step below that ends a session here (an ended
+        // session's epoch is forgotten by the store).
+        self.owned_in_store(&claim.client, claimed.epoch);
         let here = self.by_client.contains_key(claim.client.as_str());
         let mine = match (&claimed.previous, broker) {
             // This broker's, under the epoch held here (or a later one of its own: a claim
@@ -306,6 +310,7 @@ impl Core {
         if !mine {
             if let Some(sid) = self.by_client.get(claim.client.as_str()).copied() {
                 self.forget_session(sid, "session taken over by a client on another broker");
+                self.owned_in_store(&claim.client, claimed.epoch);
             }
             if connect.clean_start {
                 // Whatever another broker kept of it ends (its owner key stays: see layout).
@@ -315,6 +320,9 @@ impl Core {
                 imported = true;
                 if let Some(sid) = self.by_client.get(claim.client.as_str()).copied() {
                     self.note_imported(sid);
+                }
+                if let Some((from, _)) = &claimed.previous {
+                    self.claimed_from(&claim.client, from);
                 }
             }
             if claimed.skipped > 0 {
@@ -334,6 +342,7 @@ impl Core {
         // After the accept: a clean start there ends the old session (and its epoch).
         if self.by_client.contains_key(claim.client.as_str()) {
             self.held_here(&claim.client);
+            self.owned_in_store(&claim.client, claimed.epoch);
             if let Some(o) = &mut self.owners {
                 o.epochs.insert(claim.client.clone(), claimed.epoch);
                 // Notices may have been missed while this claim was out: ask now.
@@ -352,6 +361,17 @@ impl Core {
             // Claimed for a connection that went away, with nothing to hold: the owner key
             // gets a deadline (no session keeps it).
             self.end_stored(&claim.client);
+            self.durable.session_forgotten(&claim.client);
+        } else {
+            // No session here: nothing more is written for it.
+            self.durable.session_forgotten(&claim.client);
+        }
+    }
+
+    /// The store writes `client`'s session as this broker's under `epoch` (guarded).
+    fn owned_in_store(&mut self, client: &str, epoch: u64) {
+        if let Some(me) = self.owners.as_ref().map(|o| o.shared.broker.clone()) {
+            self.durable.session_owned(client, &me, epoch);
         }
     }
 

@@ -52,6 +52,10 @@ impl Core {
             self.durable.append_journal(&session.client_id, entry);
         }
         session.journal.clear();
+        if self.owners.is_some() {
+            // Its last writes are encoded (guarded by its epoch): nothing more is kept.
+            self.durable.session_forgotten(&session.client_id);
+        }
         if session.conn.is_none() {
             if let Some(will) = session.will.take() {
                 self.publish(will, Origin::Broker);
@@ -287,6 +291,7 @@ impl Core {
             self.stats.cluster_nodes_live = feed.nodes_live();
             self.stats.cluster_nodes_known = feed.nodes_known();
             self.stats.cluster_routes_producers_replaced = feed.routes_producers_replaced();
+            self.stats.cluster_salvaged = feed.claims.forwarded();
             self.stats.cluster_moved_followed = feed.handovers.len() as u64;
         }
         let [kafka, cluster, kafka_in, cluster_in] = &feeds;

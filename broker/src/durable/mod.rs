@@ -285,9 +285,14 @@ impl Durable {
         self.store.session_loaded(client, qos2);
     }
 
-    /// The session is another broker's now (see [`Store::session_forgotten`]).
+    /// The session is another broker's now, or ended (see [`Store::session_forgotten`]).
     pub fn session_forgotten(&mut self, client: &str) {
         self.store.session_forgotten(client);
+    }
+
+    /// This broker owns the session under `epoch` (see [`Store::session_owned`]).
+    pub fn session_owned(&mut self, client: &str, broker: &str, epoch: u64) {
+        self.store.session_owned(client, broker, epoch);
     }
 
     /// One completion of the store's I/O; what a landed batch released (counted in `stats`).

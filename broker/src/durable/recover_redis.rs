@@ -100,7 +100,8 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
         if session.qos2 {
             store.loaded_qos2(&session.client);
         }
-        if shared.is_some() {
+        if let Some(broker) = shared {
+            store.session_owned(&session.client, broker, session.epoch);
             if let Some(e) = epochs.get_mut(home) {
                 e.push((session.client.clone(), session.epoch));
             }

@@ -337,6 +337,10 @@ counters! {
         sys Total("cluster/routes_producers_replaced"),
         prom "ringmq_cluster_routes_producers_replaced_total",
         help "Producers of the cluster's routes topic replaced after failing for good (librdkafka's fatal errors); the route records they held are written again.";
+    cluster_salvaged: Counter,
+        sys Total("cluster/salvaged"),
+        prom "ringmq_cluster_salvaged_total",
+        help "Copies read from a dead node's downlink for sessions taken from it and produced again to this node's, addressed to those sessions.";
     cluster_nodes_known: Gauge,
         sys Total("cluster/nodes_known"),
         prom "ringmq_cluster_nodes_known",
@@ -407,7 +411,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 51);
+        assert_eq!(COUNT, 52);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

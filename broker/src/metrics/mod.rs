@@ -594,9 +594,9 @@ mod tests {
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
         // AsyncAPI refusals, the store's seven, Kafka's four out, its producers replaced, three
-        // of its outbox and four in, the cluster's eleven.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 37, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 37, "{text}");
+        // of its outbox and four in, the cluster's twelve.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 38, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 38, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -660,6 +660,7 @@ mod tests {
             ("cluster/moved_followed", 0),
             ("cluster/nodes_live", 0),
             ("cluster/routes_producers_replaced", 0),
+            ("cluster/salvaged", 0),
             ("cluster/nodes_known", 0),
         ]
         .iter()

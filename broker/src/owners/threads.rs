@@ -368,7 +368,11 @@ impl Watcher {
                 rx.drain(..used);
                 break reply;
             }
-            let n = stream.read(&mut buf)?;
+            let n = match stream.read(&mut buf) {
+                // A signal (SIGSTOP / SIGCONT of the process): read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r?,
+            };
             if n == 0 {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
@@ -394,10 +398,14 @@ impl Watcher {
             match stream.read(&mut buf) {
                 Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => rx.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                // Interrupted: a signal (SIGSTOP / SIGCONT of the process), not a lost
+                // connection.
                 Err(e)
                     if matches!(
                         e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
                     ) => {}
                 Err(e) => return Err(e),
             }

@@ -1,13 +1,16 @@
-"""paho-mqtt publisher and subscriber on different shards: QoS 0, 1 and 2 arrive, in order.
+"""paho-mqtt publisher and subscriber on different shards (or, with PUB_PORT, the publisher on
+another node of a cluster): QoS 0, 1 and 2 arrive, in order.
 
-Usage: paho_p2p.py PORT v311|v5 SUB_ID PUB_ID   (exit status 0 on success)
+Usage: paho_p2p.py PORT v311|v5 SUB_ID PUB_ID [PUB_PORT]   (exit status 0 on success)
 """
 import sys
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 
 port, version, sub_id, pub_id = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+pub_port = int(sys.argv[5]) if len(sys.argv) > 5 else port
 protocol = mqtt.MQTTv5 if version == "v5" else mqtt.MQTTv311
 N = 30
 
@@ -16,7 +19,13 @@ done = threading.Event()
 subscribed = threading.Event()
 
 
+probed = threading.Event()
+
+
 def on_message(client, userdata, msg):
+    if msg.topic == "paho/probe":
+        probed.set()
+        return
     received.append((msg.topic, msg.payload, msg.qos))
     if len(received) == N:
         done.set()
@@ -27,13 +36,20 @@ sub.on_message = on_message
 sub.on_subscribe = lambda *a: subscribed.set()
 sub.connect("127.0.0.1", port)
 sub.loop_start()
-sub.subscribe("paho/p2p/#", qos=2)
+sub.subscribe([("paho/p2p/#", 2), ("paho/probe", 0)])
 if not subscribed.wait(10):
     sys.exit("no SUBACK")
 
 pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=pub_id, protocol=protocol)
-pub.connect("127.0.0.1", port)
+pub.connect("127.0.0.1", pub_port)
 pub.loop_start()
+# Another node routes to the subscriber once it has read the subscription's route record.
+deadline = time.monotonic() + 20
+while pub_port != port and not probed.is_set():
+    if time.monotonic() > deadline:
+        sys.exit("no route to the subscriber's node within 20 s")
+    pub.publish("paho/probe", b"probe", qos=0)
+    probed.wait(0.05)
 for i in range(N):
     pub.publish(f"paho/p2p/{i % 3}", f"{i}".encode(), qos=i % 3).wait_for_publish(10)
 

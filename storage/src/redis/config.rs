@@ -39,6 +39,9 @@ pub struct RedisConfig {
     pub cluster: bool,
     /// Several brokers share the database (`redis_shared`).
     pub shared: bool,
+    /// With `shared`: a session's writes are guarded by its owner's epoch (`redis_fenced`,
+    /// [`super::layout::GUARD`]).
+    pub fenced: bool,
     /// The key of this broker's lock: the database's ([`super::lock::KEY`]), or with
     /// `redis_shared` its broker id's ([`super::lock::key_of`]).
     pub lock_key: Vec<u8>,
@@ -97,6 +100,7 @@ impl RedisConfig {
             pending_bytes_max,
             cluster: false,
             shared: false,
+            fenced: false,
             lock_key: super::lock::KEY.to_vec(),
         })
     }

@@ -40,6 +40,21 @@ pub const RELEASED: &[u8] = b"}:r";
 pub const INBOUND: &[u8] = b"}:i";
 /// The client id's owner (`redis_shared`: [`super::owners`]).
 pub const OWNER: &[u8] = b"}:o";
+/// A session's write from a broker sharing the database (`redis_shared`): KEYS[1] the
+/// session's owner key; ARGV: this broker's id, the epoch it owns the session under, then
+/// the command. Applied only while the owner key names that broker and that epoch is within
+/// its unbroken hold (not before `s`, [`super::owners`]: a write made just before the same
+/// broker claimed its own session again still counts), so a broker that lost the session
+/// (paused, partitioned, not told yet; even one that has claimed it back since) changes
+/// nothing; returns `-1` then. The command's keys are the session's (one hash tag: the
+/// owner key's slot).
+pub const GUARD: &[u8] = b"local o = redis.call('HMGET', KEYS[1], 'b', 's', 'e') \
+local s = tonumber(o[2] or o[3] or '') \
+if o[1] == ARGV[1] and s and s <= tonumber(ARGV[2]) then \
+return redis.call(unpack(ARGV, 3)) end \
+return -1";
+/// The most sequence numbers one acknowledgement command carries (more take several).
+pub const ACK_ARGS_MAX: usize = 1_000;
 /// Every per-client key suffix of the session's state (the owner key lives apart).
 pub const ALL: [&[u8]; 5] = [SESSION, QUEUE, PACKET_IDS, RELEASED, INBOUND];
 
@@ -179,6 +194,10 @@ pub struct Encoder {
     offline: FxHashMap<String, u64>,
     /// Sessions with outbound QoS 2 state (their acknowledgements clear it too).
     qos2_out: FxHashSet<String>,
+    /// With `redis_shared`: this broker's id, and the epoch each session it owns is held
+    /// under; such a session's commands go through [`GUARD`].
+    broker: Option<Box<str>>,
+    epochs: FxHashMap<String, u64>,
 }
 
 impl Encoder {
@@ -242,6 +261,22 @@ impl Encoder {
         put_command(out, args);
     }
 
+    /// A command of `args` arguments on `client`'s keys; guarded ([`GUARD`]) when this
+    /// broker holds the session under an epoch.
+    fn session_command(&mut self, out: &mut Vec<u8>, client: &str, args: usize) {
+        let (Some(broker), Some(&epoch)) = (self.broker.as_deref(), self.epochs.get(client)) else {
+            return self.command(out, args);
+        };
+        self.commands += 1;
+        put_command(out, args + 6);
+        put_arg(out, b"EVAL");
+        put_arg(out, GUARD);
+        put_arg(out, b"1");
+        Self::key(out, client, OWNER);
+        put_arg(out, broker.as_bytes());
+        put_arg_u64(out, epoch);
+    }
+
     fn key(out: &mut Vec<u8>, client: &str, suffix: &[u8]) {
         put_arg_parts(out, &[PREFIX, escaped(client).as_bytes(), suffix]);
     }
@@ -251,7 +286,7 @@ impl Encoder {
         if let Some(&at) = self.offline.get(client) {
             // Relative to this broker's clock: Redis's may differ.
             let left = at.saturating_sub(now_ms()).max(1);
-            self.command(out, 3);
+            self.session_command(out, client, 3);
             put_arg(out, b"PEXPIRE");
             Self::key(out, client, suffix);
             put_arg_u64(out, left);
@@ -290,7 +325,7 @@ impl Encoder {
         self.offline.remove(client);
         let owner = self.shared.then_some(OWNER);
         for suffix in ALL.into_iter().chain(owner) {
-            self.command(out, 2);
+            self.session_command(out, client, 2);
             put_arg(out, b"PERSIST");
             Self::key(out, client, suffix);
         }
@@ -300,6 +335,16 @@ impl Encoder {
     pub fn forget(&mut self, client: &str) {
         self.offline.remove(client);
         self.qos2_out.remove(client);
+        self.epochs.remove(client);
+    }
+
+    /// This broker (`broker`) owns `client`'s session under `epoch` (`redis_shared`): its
+    /// writes are applied only while that holds ([`GUARD`]).
+    pub fn owned(&mut self, client: &str, broker: &str, epoch: u64) {
+        if self.broker.as_deref() != Some(broker) {
+            self.broker = Some(broker.into());
+        }
+        self.epochs.insert(client.to_string(), epoch);
     }
 
     /// Remembers that `client` has outbound QoS 2 state (a loaded session).
@@ -334,7 +379,7 @@ impl Encoder {
         body: &[u8],
     ) {
         let (start, commands) = (out.len(), self.commands);
-        self.command(out, 4);
+        self.session_command(out, client, 4);
         put_arg(out, b"HSET");
         Self::key(out, client, QUEUE);
         let client_len = escaped(client).len();
@@ -389,12 +434,16 @@ impl Encoder {
         } else {
             &[(b"HDEL", QUEUE)]
         };
+        // At most ACK_ARGS_MAX sequence numbers a command (a guarded one's arguments go
+        // through Lua's `unpack`, which takes about 8,000 at most).
         for (verb, suffix) in suffixes {
-            self.command(out, 2 + seqs.len());
-            put_arg(out, verb);
-            Self::key(out, client, suffix);
-            for seq in seqs {
-                put_arg(out, &seq.to_be_bytes());
+            for part in seqs.chunks(ACK_ARGS_MAX) {
+                self.session_command(out, client, 2 + part.len());
+                put_arg(out, verb);
+                Self::key(out, client, suffix);
+                for seq in part {
+                    put_arg(out, &seq.to_be_bytes());
+                }
             }
         }
         self.remaining = remaining;
@@ -404,7 +453,7 @@ impl Encoder {
     pub fn record(&mut self, out: &mut Vec<u8>, record: &Record) {
         match record {
             Record::Session { client, expiry } => {
-                self.command(out, 4);
+                self.session_command(out, client, 4);
                 put_arg(out, b"HSET");
                 Self::key(out, client, SESSION);
                 put_arg(out, b"e");
@@ -414,7 +463,7 @@ impl Encoder {
             Record::SessionEnd { client } => {
                 self.offline.remove(client.as_str());
                 self.qos2_out.remove(client.as_str());
-                self.command(out, 1 + ALL.len());
+                self.session_command(out, client, 1 + ALL.len());
                 put_arg(out, b"DEL");
                 // One hash tag: the five keys share a slot (a cluster takes the one DEL).
                 for suffix in ALL {
@@ -422,14 +471,14 @@ impl Encoder {
                 }
                 if self.shared {
                     // The next claim still learns who had it (epochs stay unique anyway).
-                    self.command(out, 3);
+                    self.session_command(out, client, 3);
                     put_arg(out, b"PEXPIRE");
                     Self::key(out, client, OWNER);
                     put_arg_u64(out, super::owners::TRANSIENT_OWNER_MS);
                 }
             }
             Record::Subscribe { client, sub } => {
-                self.command(out, 4);
+                self.session_command(out, client, 4);
                 put_arg(out, b"HSET");
                 Self::key(out, client, SESSION);
                 put_arg_parts(out, &[b"f", sub.filter.as_bytes()]);
@@ -437,7 +486,7 @@ impl Encoder {
                 self.keep_deadline(out, client, SESSION);
             }
             Record::Unsubscribe { client, filter } => {
-                self.command(out, 3);
+                self.session_command(out, client, 3);
                 put_arg(out, b"HDEL");
                 Self::key(out, client, SESSION);
                 put_arg_parts(out, &[b"f", filter.as_bytes()]);
@@ -480,7 +529,7 @@ impl Encoder {
                 packet_id,
             } => {
                 self.qos2_out.insert(client.clone());
-                self.command(out, 4);
+                self.session_command(out, client, 4);
                 put_arg(out, b"HSET");
                 Self::key(out, client, PACKET_IDS);
                 put_arg(out, &seq.to_be_bytes());
@@ -489,7 +538,7 @@ impl Encoder {
             }
             Record::Released { client, seq } => {
                 self.qos2_out.insert(client.clone());
-                self.command(out, 3);
+                self.session_command(out, client, 3);
                 put_arg(out, b"SADD");
                 Self::key(out, client, RELEASED);
                 put_arg(out, &seq.to_be_bytes());
@@ -498,14 +547,14 @@ impl Encoder {
             Record::Done { client, seq } => self.acked(out, client, std::slice::from_ref(seq)),
             Record::Acked { client, seqs } => self.acked(out, client, seqs),
             Record::Qos2Received { client, packet_id } => {
-                self.command(out, 3);
+                self.session_command(out, client, 3);
                 put_arg(out, b"SADD");
                 Self::key(out, client, INBOUND);
                 put_arg(out, &packet_id.to_be_bytes());
                 self.keep_deadline(out, client, INBOUND);
             }
             Record::Qos2Released { client, packet_id } => {
-                self.command(out, 3);
+                self.session_command(out, client, 3);
                 put_arg(out, b"SREM");
                 Self::key(out, client, INBOUND);
                 put_arg(out, &packet_id.to_be_bytes());
@@ -692,5 +741,53 @@ mod tests {
         out.clear();
         e.acked(&mut out, "a", &[1]);
         assert_eq!(e.take(&mut out), 1);
+    }
+
+    #[test]
+    fn a_session_owned_here_is_written_through_the_guard() {
+        let mut e = Encoder::new(true);
+        let mut out = Vec::new();
+        let m = MessageRef {
+            topic: "t",
+            properties: &[],
+            expires_at_ms: 0,
+            payload: b"p",
+        };
+        e.owned("a", "n1", 42);
+        e.message(&mut out, "a", 1, 1, false, &m);
+        e.message(&mut out, "b", 2, 1, false, &m);
+        // Elided as a whole, guard included.
+        e.acked(&mut out, "a", &[1]);
+        e.message(&mut out, "a", 3, 1, false, &m);
+        assert_eq!(e.take(&mut out), 2);
+        let cmds = commands(&out);
+        let text = |c: &[Vec<u8>]| -> Vec<String> {
+            c.iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        };
+        let guarded = text(&cmds[1]);
+        assert_eq!(guarded[0], "EVAL");
+        assert_eq!(guarded[1].as_bytes(), GUARD);
+        assert_eq!(
+            guarded[2..8],
+            ["1", "ringmq:{a}:o", "n1", "42", "HSET", "ringmq:{a}:q"]
+        );
+        assert_eq!(cmds[1][8], 3u64.to_be_bytes());
+        // Not owned here under an epoch: as it is.
+        assert_eq!(text(&cmds[0])[..2], ["HSET", "ringmq:{b}:q"]);
+        // Forgotten: no guard any more (nothing is written for it by the broker then).
+        out.clear();
+        e.forget("a");
+        e.acked(&mut out, "a", &[3]);
+        assert_eq!(text(&commands(&out)[0])[..2], ["HDEL", "ringmq:{a}:q"]);
+        // A long acknowledgement batch goes in commands of at most ACK_ARGS_MAX numbers.
+        out.clear();
+        e.owned("a", "n1", 42);
+        let seqs: Vec<u64> = (100..100 + 2 * ACK_ARGS_MAX as u64 + 5).collect();
+        e.acked(&mut out, "a", &seqs);
+        let cmds = commands(&out);
+        let counts: Vec<usize> = cmds.iter().map(|c| c.len() - 8).collect();
+        assert_eq!(counts, [ACK_ARGS_MAX, ACK_ARGS_MAX, 5]);
     }
 }

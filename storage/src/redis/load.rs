@@ -126,6 +126,8 @@ impl Client {
                 {
                     force = true;
                 }
+                // A signal (SIGSTOP / SIGCONT of the process): read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

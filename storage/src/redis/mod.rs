@@ -403,6 +403,12 @@ impl Store for RedisStore {
         self.encoder.forget(client);
     }
 
+    fn session_owned(&mut self, client: &str, broker: &str, epoch: u64) {
+        if self.config.fenced {
+            self.encoder.owned(client, broker, epoch);
+        }
+    }
+
     fn appended(&self) -> u64 {
         self.appended
     }

@@ -1,10 +1,12 @@
 //! Sessions shared by several brokers on one Redis database (`redis_shared`): which broker
 //! owns a client id, the claim a CONNECT makes, and the notice the other brokers hear.
 //!
-//! - `ringmq:{cid}:o` hash: `b` → the owning broker's id, `e` → its epoch. An epoch is the
-//!   claim's Redis server time in microseconds, raised above the previous epoch of the key
-//!   if the clock says less: it only grows, and stays unique even after the key expired with
-//!   its session or was deleted with it.
+//! - `ringmq:{cid}:o` hash: `b` → the owning broker's id, `e` → its epoch, `s` → the first
+//!   epoch of the owner's unbroken hold (a broker claiming again a session it owns keeps
+//!   it: its writes under an earlier epoch of that hold still count, [`super::layout::GUARD`]).
+//!   An epoch is the claim's Redis server time in microseconds, raised above the previous
+//!   epoch of the key if the clock says less: it only grows, and stays unique even after the
+//!   key expired with its session or was deleted with it.
 //! - A claim is one Lua call (read the owner, write the new one, `PUBLISH` the notice on
 //!   [`CHANNEL`]) followed, in the same pipeline, by the reads of the session's keys.
 //! - A notice is `<epoch>\n<broker>\n<client id>` (the client id last: it may hold anything).
@@ -21,13 +23,15 @@ pub const CHANNEL: &[u8] = b"ringmq:owners";
 /// The claim: KEYS[1] the owner key; ARGV: broker id, channel, client id, TTL in ms of the
 /// owner key (0: none; a session that ends with its connection). Returns the previous
 /// broker, the previous epoch (nil for none) and the new epoch, as strings.
-pub const CLAIM: &[u8] = b"local o = redis.call('HMGET', KEYS[1], 'b', 'e') \
+pub const CLAIM: &[u8] = b"local o = redis.call('HMGET', KEYS[1], 'b', 'e', 's') \
 local t = redis.call('TIME') \
 local e = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
 local old = tonumber(o[2]) \
 if old and old >= e then e = old + 1 end \
 local es = string.format('%.0f', e) \
-redis.call('HSET', KEYS[1], 'b', ARGV[1], 'e', es) \
+local s = es \
+if o[1] == ARGV[1] then s = o[3] or o[2] or es end \
+redis.call('HSET', KEYS[1], 'b', ARGV[1], 'e', es, 's', s) \
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
 else redis.call('PERSIST', KEYS[1]) end \
 redis.call('PUBLISH', ARGV[2], es .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[3]) \
