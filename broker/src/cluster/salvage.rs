@@ -207,14 +207,6 @@ fn header<'a>(m: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a [u8]> {
 impl Work {
     fn run(&mut self, stop: &AtomicBool) {
         while !stop.load(Ordering::Acquire) {
-            while let Some(claim) = self.feed.claims.queue.pop() {
-                self.waiting.push(Waiting {
-                    claim,
-                    tries: 0,
-                    not_before: Instant::now(),
-                    seen_dead: false,
-                });
-            }
             match self.due() {
                 Some((node, batch)) => self.salvage(&node, batch, stop),
                 None => std::thread::sleep(Duration::from_millis(50)),
@@ -255,8 +247,17 @@ impl Work {
         Some((node, batch))
     }
 
-    /// Marks the waiting claims whose node is dead in `table` now.
+    /// Takes the claims the shards made, and marks the waiting claims whose node is dead in
+    /// `table` now.
     fn look(&mut self, table: &RouteTable) {
+        while let Some(claim) = self.feed.claims.queue.pop() {
+            self.waiting.push(Waiting {
+                claim,
+                tries: 0,
+                not_before: Instant::now(),
+                seen_dead: false,
+            });
+        }
         for w in &mut self.waiting {
             if !w.seen_dead && is_dead(table, &w.claim.from) {
                 w.seen_dead = true;

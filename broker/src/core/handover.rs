@@ -109,7 +109,6 @@ impl Core {
         {
             return;
         }
-        feed.session_arrived();
         let Some(sid) = self.by_client.get(client).copied() else {
             return;
         };

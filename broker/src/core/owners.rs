@@ -43,6 +43,9 @@ pub struct Owners {
     claims_out: FxHashMap<String, ClaimsOut>,
     /// A check of the sessions held is owed (it could not be asked or answered): when next.
     check_due: Option<Instant>,
+    /// The client whose claimed CONNECT is being accepted: a session of it removed meanwhile
+    /// (a clean start, a takeover) keeps its epoch in the store for the new one.
+    pub(super) accepting: Option<String>,
 }
 
 /// What is known while claims of one client id are out.
@@ -85,6 +88,7 @@ impl Core {
             epochs: epochs.into_iter().collect(),
             claims_out: FxHashMap::default(),
             check_due: None,
+            accepting: None,
         });
     }
 
@@ -297,11 +301,22 @@ impl Core {
         // claims it); set again after each step below that ends a session here (an ended
         // session's epoch is forgotten by the store).
         self.owned_in_store(&claim.client, claimed.epoch);
+        if let (Some(feed), Some((from, _)), Some(me)) = (&self.cluster, &claimed.previous, &broker)
+        {
+            if **from != **me {
+                // Copies from here name this node for a while (`Feed::names_sender`).
+                feed.session_arrived();
+            }
+        }
         let here = self.by_client.contains_key(claim.client.as_str());
         let mine = match (&claimed.previous, broker) {
             // This broker's, under the epoch held here (or a later one of its own: a claim
-            // whose reply was lost and that the claimer made again).
-            (Some((b, e)), Some(me)) => **b == *me && held.is_some_and(|h| *e >= h),
+            // whose reply was lost and that the claimer made again), within one unbroken hold
+            // (not one another broker's claim interrupted, unseen here: that one's state is
+            // loaded).
+            (Some((b, e)), Some(me)) => {
+                **b == *me && held.is_some_and(|h| *e >= h && claimed.held_since <= h)
+            }
             // Nobody's in Redis (an owner key that expired): a session here stays.
             (None, _) => here,
             _ => false,
@@ -330,7 +345,13 @@ impl Core {
             }
         }
         if live {
+            if let Some(o) = &mut self.owners {
+                o.accepting = Some(claim.client.clone());
+            }
             connect::accept(self, conn, &mut connect, assigned);
+            if let Some(o) = &mut self.owners {
+                o.accepting = None;
+            }
             // Nothing was read while it waited: its keep alive counts from now.
             let now = self.now;
             if let Some(link) = self.conn_mut(conn) {

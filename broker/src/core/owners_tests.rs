@@ -51,6 +51,20 @@ fn answer(
     previous: Option<(&str, u64)>,
     session: Option<LoadedSession>,
 ) {
+    // The hold's start: before any epoch held here (one unbroken hold).
+    answer_held_since(core, inbox, slot, client, (epoch, 0), previous, session);
+}
+
+/// `answer`, with the first epoch of this broker's unbroken hold as Redis says (`held.1`).
+fn answer_held_since(
+    core: &mut Core,
+    inbox: &crate::owners::Inbox,
+    slot: u32,
+    client: &str,
+    (epoch, held_since): (u64, u64),
+    previous: Option<(&str, u64)>,
+    session: Option<LoadedSession>,
+) {
     let claim = storage::redis::owners::Claim {
         client: client.into(),
         data: true,
@@ -60,6 +74,7 @@ fn answer(
         client: client.into(),
         epoch,
         previous: previous.map(|(b, e)| (b.to_string(), e)),
+        held_since,
         session,
         skipped: 0,
     };
@@ -329,4 +344,56 @@ fn a_session_another_cluster_node_took_is_followed_and_its_routes_held_a_while()
     park(&mut core, &rx, 2, "dev");
     answer(&mut core, &inbox, 2, "dev", 22, Some(("other", 21)), None);
     assert!(feed.handovers.is_empty());
+}
+
+#[test]
+fn a_hold_another_broker_interrupted_unseen_here_loads_the_stored_session() {
+    let (mut core, rx, inbox) = shared_core();
+    park(&mut core, &rx, 1, "dev");
+    answer(&mut core, &inbox, 1, "dev", 10, None, None);
+    assert_eq!(connack_code(&output(&mut core, 1)), (0, false));
+    // Another broker took it (its notice missed here), then a claim of this broker ran in
+    // Redis but its answer was lost: Redis names this broker (epoch 20) but its hold began
+    // at 20, after the epoch 10 held here. The session here is stale: the stored one counts.
+    park(&mut core, &rx, 2, "dev");
+    let loaded = LoadedSession {
+        client: "dev".into(),
+        expiry: 3600,
+        qos2: false,
+        records: vec![
+            Record::Session {
+                client: "dev".into(),
+                expiry: 3600,
+            },
+            Record::Enqueue {
+                client: "dev".into(),
+                seq: 7,
+                message: StoredMessage {
+                    topic: "t/1".into(),
+                    payload: b"from the other broker".to_vec(),
+                    qos: 1,
+                    retain: false,
+                    properties: Vec::new(),
+                    expires_at_ms: 0,
+                },
+            },
+        ],
+        epoch: 0,
+    };
+    answer_held_since(
+        &mut core,
+        &inbox,
+        2,
+        "dev",
+        (30, 20),
+        Some(("me", 20)),
+        Some(loaded),
+    );
+    let out = output(&mut core, 2);
+    assert_eq!(connack_code(&out), (0, true));
+    assert!(
+        out.iter()
+            .any(|p| matches!(p, Packet::Publish(p) if &p.payload[..] == b"from the other broker")),
+        "the stored session was loaded: {out:?}"
+    );
 }

@@ -52,8 +52,13 @@ impl Core {
             self.durable.append_journal(&session.client_id, entry);
         }
         session.journal.clear();
-        if self.owners.is_some() {
-            // Its last writes are encoded (guarded by its epoch): nothing more is kept.
+        let replaced = self
+            .owners
+            .as_ref()
+            .is_none_or(|o| o.accepting.as_deref() == Some(&*session.client_id));
+        if !replaced {
+            // Its last writes are encoded (guarded by its epoch): nothing more is kept. Not
+            // for a session a claimed CONNECT replaces: the new one writes under that epoch.
             self.durable.session_forgotten(&session.client_id);
         }
         if session.conn.is_none() {

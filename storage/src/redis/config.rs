@@ -176,7 +176,11 @@ impl RedisConfig {
                     done += 1;
                 }
                 None => {
-                    let n = stream.read(&mut buf)?;
+                    let n = match stream.read(&mut buf) {
+                        // A signal (SIGSTOP / SIGCONT of the process): read again.
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        r => r?,
+                    };
                     if n == 0 {
                         return Err(std::io::ErrorKind::UnexpectedEof.into());
                     }

@@ -22,7 +22,8 @@ pub const CHANNEL: &[u8] = b"ringmq:owners";
 
 /// The claim: KEYS[1] the owner key; ARGV: broker id, channel, client id, TTL in ms of the
 /// owner key (0: none; a session that ends with its connection). Returns the previous
-/// broker, the previous epoch (nil for none) and the new epoch, as strings.
+/// broker, the previous epoch (nil for none), the new epoch and the first epoch of this
+/// broker's unbroken hold, as strings.
 pub const CLAIM: &[u8] = b"local o = redis.call('HMGET', KEYS[1], 'b', 'e', 's') \
 local t = redis.call('TIME') \
 local e = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
@@ -35,7 +36,7 @@ redis.call('HSET', KEYS[1], 'b', ARGV[1], 'e', es, 's', s) \
 if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
 else redis.call('PERSIST', KEYS[1]) end \
 redis.call('PUBLISH', ARGV[2], es .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[3]) \
-return {o[1], o[2], es}";
+return {o[1], o[2], es, s}";
 
 /// How long the owner key of a session that ends with its connection lives (it only tells
 /// the next claim who had it; epochs stay unique without it).
@@ -61,6 +62,9 @@ pub struct Claimed {
     pub epoch: u64,
     /// The owner before: broker id and epoch.
     pub previous: Option<(String, u64)>,
+    /// The first epoch of this broker's unbroken hold (`epoch` unless it owned the client id
+    /// already): writes under an epoch from it on count ([`super::layout::GUARD`]).
+    pub held_since: u64,
     /// The session as stored (with `data`; None: there is none).
     pub session: Option<LoadedSession>,
     /// Values that did not validate (skipped, logged).
@@ -144,6 +148,9 @@ pub fn claimed(claim: &Claim, replies: &mut impl Iterator<Item = Reply>) -> io::
         (Some(b), Some(e)) => Some((b, e)),
         _ => None,
     };
+    let held_since = text(items.get(3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(epoch);
     let mut skipped = 0;
     let session = if claim.data {
         let mut data = data.into_iter();
@@ -162,6 +169,7 @@ pub fn claimed(claim: &Claim, replies: &mut impl Iterator<Item = Reply>) -> io::
         client: claim.client.clone(),
         epoch,
         previous,
+        held_since,
         session,
         skipped,
     })
@@ -230,6 +238,18 @@ mod tests {
         ]));
         let c = claimed(&claim, &mut std::iter::once(reply)).unwrap();
         assert_eq!((c.epoch, c.previous), (18, Some(("b0".into(), 17))));
+        assert_eq!(
+            c.held_since, 18,
+            "no hold start in the reply: the new epoch"
+        );
+        let reply = Reply::Array(Some(vec![
+            Reply::Bulk(Some(b"b0".to_vec())),
+            Reply::Bulk(Some(b"17".to_vec())),
+            Reply::Bulk(Some(b"18".to_vec())),
+            Reply::Bulk(Some(b"12".to_vec())),
+        ]));
+        let c = claimed(&claim, &mut std::iter::once(reply)).unwrap();
+        assert_eq!(c.held_since, 12);
         let first = Reply::Array(Some(vec![
             Reply::Bulk(None),
             Reply::Bulk(None),
