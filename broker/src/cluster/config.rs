@@ -120,7 +120,12 @@ impl ClusterConfig {
 
     /// The consumer group of this node's downlink.
     pub fn group(&self) -> String {
-        format!("ringmq-node-{}", self.node_id)
+        Self::group_of(&self.node_id)
+    }
+
+    /// The consumer group of node `node`'s downlink.
+    pub fn group_of(node: &str) -> String {
+        format!("ringmq-node-{node}")
     }
 }
 

@@ -39,6 +39,16 @@ pub const TRUST_AFTER_MS: i64 = 1_000;
 /// it from there, does not deliver it twice.
 pub const SEQ_HEADER: &str = "mqtt.cluster.seq";
 
+/// The nodes that have a downlink copy besides the reader, from its `mqtt.cluster.to` and
+/// `mqtt.cluster.from` headers, comma-separated (what [`Handovers::targets`] takes as
+/// `sent_to`).
+pub fn sent_to(to: Option<&str>, from: Option<&str>) -> Option<Box<str>> {
+    match (to, from) {
+        (Some(to), Some(from)) => Some(format!("{to},{from}").into()),
+        (one, other) => one.or(other).map(Box::from),
+    }
+}
+
 /// One session that moved away.
 #[derive(Debug)]
 struct Moved {
@@ -255,6 +265,14 @@ mod tests {
         assert_eq!(t.len(), 1);
         t.prune(now + Duration::from_millis(1_000));
         assert!(t.is_empty(), "pruned after moved_keep_ms");
+    }
+
+    #[test]
+    fn a_copys_other_holders_come_from_its_to_and_from_headers() {
+        assert_eq!(sent_to(Some("a,b"), Some("c")).as_deref(), Some("a,b,c"));
+        assert_eq!(sent_to(Some("a,b"), None).as_deref(), Some("a,b"));
+        assert_eq!(sent_to(None, Some("c")).as_deref(), Some("c"));
+        assert_eq!(sent_to(None, None), None);
     }
 
     #[test]

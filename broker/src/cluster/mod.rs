@@ -90,8 +90,19 @@ pub(crate) fn reader(
     config: &ClusterConfig,
     role: &str,
 ) -> anyhow::Result<rdkafka::consumer::BaseConsumer<crate::kafka::Quiet>> {
-    rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    reader_config(kafka, config, role)
+        .create_with_context(crate::kafka::Quiet)
+        .map_err(|e| anyhow::anyhow!("cluster: cannot create the {role} consumer: {e}"))
+}
+
+/// [`reader`]'s settings (a reader of another group sets its own `group.id` over them).
+pub(crate) fn reader_config(
+    kafka: &KafkaConfig,
+    config: &ClusterConfig,
+    role: &str,
+) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &kafka.brokers)
         .set(
             "client.id",
             format!("{}-{}-{role}", kafka.client_id, config.node_id),
@@ -101,9 +112,8 @@ pub(crate) fn reader(
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10")
         .set("allow.auto.create.topics", "false")
-        .set("broker.address.family", "v4")
-        .create_with_context(crate::kafka::Quiet)
-        .map_err(|e| anyhow::anyhow!("cluster: cannot create the {role} consumer: {e}"))
+        .set("broker.address.family", "v4");
+    c
 }
 
 /// Creates the routes topic (one partition, compacted), the retained topic (compacted) and

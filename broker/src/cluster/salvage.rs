@@ -308,23 +308,14 @@ impl Work {
         let wait = Duration::from_millis(self.kafka.timeout_ms);
         let topic = self.config.downlink_of(node);
         // The dead node's group: its committed offsets are read, never written.
-        let consumer: BaseConsumer<crate::kafka::Quiet> = ClientConfig::new()
-            .set("bootstrap.servers", &self.kafka.brokers)
-            .set(
-                "client.id",
-                format!("{}-{}-salvage", self.kafka.client_id, self.config.node_id),
-            )
-            .set("group.id", format!("ringmq-node-{node}"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
-            .set("isolation.level", "read_committed")
-            // A committed offset retention has deleted: from the oldest record left.
-            .set("auto.offset.reset", "earliest")
-            .set("allow.auto.create.topics", "false")
-            .set("broker.address.family", "v4")
-            .create_with_context(crate::kafka::Quiet)?;
+        let consumer: BaseConsumer<crate::kafka::Quiet> =
+            super::reader_config(&self.kafka, &self.config, "salvage")
+                .set("group.id", ClusterConfig::group_of(node))
+                .set("enable.auto.offset.store", "false")
+                .set("isolation.level", "read_committed")
+                // A committed offset retention has deleted: from the oldest record left.
+                .set("auto.offset.reset", "earliest")
+                .create_with_context(crate::kafka::Quiet)?;
         let partitions = crate::kafka::partitions(&consumer, &topic, wait)?;
         if partitions == 0 {
             return Ok((0, 0));
@@ -427,10 +418,7 @@ impl Work {
                 header(&m, "mqtt.topic").and_then(|t| std::str::from_utf8(t).ok())
             {
                 let text = |h| header(&m, h).and_then(|v| std::str::from_utf8(v).ok());
-                let sent_to = match (text(TO_HEADER), text(FROM_HEADER)) {
-                    (Some(to), Some(from)) => Some(format!("{to},{from}")),
-                    (one, other) => one.or(other).map(str::to_string),
-                };
+                let sent_to = super::handover::sent_to(text(TO_HEADER), text(FROM_HEADER));
                 let mut found = Vec::new();
                 followed.targets(topic, stamp, sent_to.as_deref(), Instant::now(), &mut found);
                 targets.extend(found.into_iter().map(|(client, _)| client));

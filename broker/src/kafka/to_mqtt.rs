@@ -203,11 +203,7 @@ impl Route {
             return None;
         }
         let text = |h| record.header(h).and_then(|v| std::str::from_utf8(v).ok());
-        match (text(TO_HEADER), text(FROM_HEADER)) {
-            (Some(to), Some(from)) => Some(format!("{to},{from}").into()),
-            (Some(one), None) | (None, Some(one)) => Some(one.into()),
-            (None, None) => None,
-        }
+        crate::cluster::handover::sent_to(text(TO_HEADER), text(FROM_HEADER))
     }
 
     /// The version a cluster downlink's retained copy carries (`mqtt.retain_version`, the
