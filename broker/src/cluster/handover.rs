@@ -12,7 +12,7 @@
 //! shards (a downlink partition's records go to any shard).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,8 @@ struct Moved {
     at_ms: i64,
     /// Forgotten after this.
     until: Instant,
+    /// Its place in the order of notes (see [`Handovers::noted`]).
+    generation: u64,
 }
 
 /// The node's table of sessions that moved away.
@@ -72,6 +74,8 @@ pub struct Handovers {
     /// The latest move's time plus the grace (Kafka's clock): a record produced after it is
     /// for no entry, known without the lock.
     grace_ends_ms: AtomicI64,
+    /// Entries noted so far (the newest entry's generation).
+    noted: AtomicU64,
     keep: Duration,
     max: usize,
     grace_ms: i64,
@@ -84,6 +88,7 @@ impl Handovers {
             list: RwLock::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             grace_ends_ms: AtomicI64::new(i64::MIN),
+            noted: AtomicU64::new(0),
             keep: Duration::from_millis(config.moved_keep_ms),
             max: config.moved_max,
             grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
@@ -140,17 +145,28 @@ impl Handovers {
                 tracing::warn!(client = %old.client, "cluster.moved_max sessions moved away recently: the oldest is no longer followed (copies for it still in this node's downlink are not forwarded)");
             }
         }
+        let generation = self.noted.load(Ordering::Relaxed) + 1;
         list.push_back(Moved {
             client,
             filters,
             node: node.into(),
             at_ms: now_ms,
             until: now + self.keep,
+            generation,
         });
         // The grace first: a reader that sees the entry counted sees its grace too.
         self.grace_ends_ms
             .fetch_max(now_ms.saturating_add(self.grace_ms), Ordering::Release);
         self.len.store(list.len(), Ordering::Release);
+        // Last: a reader that sees this generation sees the entry.
+        self.noted.store(generation, Ordering::Release);
+    }
+
+    /// Entries noted so far. A shard that reads it before it routes a message, and sends the
+    /// message to a peer shard, tells that shard which moves its own look into the table may
+    /// have missed: those noted after (`targets_noted_after`).
+    pub fn noted(&self) -> u64 {
+        self.noted.load(Ordering::Acquire)
     }
 
     /// `client` is held here again: its entry goes.
@@ -191,11 +207,38 @@ impl Handovers {
         now: Instant,
         out: &mut Vec<(ByteString, Box<str>)>,
     ) {
+        self.collect(topic, stamp_ms, sent_to, now, 0, out);
+    }
+
+    /// As [`Handovers::targets`] (nothing sent straight), only the moves noted after
+    /// generation `after` (see [`Handovers::noted`]).
+    pub fn targets_noted_after(
+        &self,
+        topic: &str,
+        stamp_ms: Option<i64>,
+        now: Instant,
+        after: u64,
+        out: &mut Vec<(ByteString, Box<str>)>,
+    ) {
+        if self.noted() > after {
+            self.collect(topic, stamp_ms, None, now, after, out);
+        }
+    }
+
+    fn collect(
+        &self,
+        topic: &str,
+        stamp_ms: Option<i64>,
+        sent_to: Option<&str>,
+        now: Instant,
+        after: u64,
+        out: &mut Vec<(ByteString, Box<str>)>,
+    ) {
         if !self.may_want(stamp_ms) {
             return;
         }
         let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
-        for m in list.iter() {
+        for m in list.iter().filter(|m| m.generation > after) {
             let in_time = stamp_ms.is_none_or(|s| s <= m.at_ms.saturating_add(self.grace_ms));
             // Sent to (or by) its new node well after the move: that node had it.
             let after = stamp_ms.is_some_and(|s| s >= m.at_ms.saturating_add(TRUST_AFTER_MS));

@@ -132,6 +132,8 @@ struct Routes {
     /// When each node's last heartbeat was written (by its clock while catching up, then
     /// when it arrived).
     seen: FxHashMap<usize, Instant>,
+    /// When liveness was last judged (a long gap since: this node was stopped or starved).
+    judged: Option<Instant>,
     /// Nodes whose last heartbeat said they left.
     left: rustc_hash::FxHashSet<usize>,
     /// Nodes whose heartbeat was read (a bit each): liveness is known.
@@ -243,6 +245,7 @@ impl Node {
             started: started.clone(),
             table,
             seen: FxHashMap::default(),
+            judged: None,
             left: rustc_hash::FxHashSet::default(),
             heard: 0,
             aside: FxHashMap::default(),
@@ -726,6 +729,24 @@ impl Routes {
         }
     }
 
+    /// A gap of more than `heartbeat_ms` since liveness was last judged (the process was
+    /// stopped, or this thread starved or blocked) counts for no node: the heartbeats sent
+    /// meanwhile were not read yet, so no node is judged dead for it.
+    fn discount_stall(&mut self) {
+        let now = Instant::now();
+        let gap = self.judged.replace(now).map_or(Duration::ZERO, |t| now - t);
+        if gap <= Duration::from_millis(self.config.heartbeat_ms) || !self.caught_up {
+            return;
+        }
+        for t in self.seen.values_mut() {
+            *t = (*t + gap).min(now);
+        }
+        tracing::info!(
+            ms = gap.as_millis() as u64,
+            "cluster: no heartbeat read for a while (this node was stopped or starved): that time counts for no node"
+        );
+    }
+
     fn beat(&mut self) {
         let every = Duration::from_millis(self.config.heartbeat_ms);
         if self.last_beat.is_some_and(|t| t.elapsed() < every) {
@@ -737,6 +758,7 @@ impl Routes {
     }
 
     fn liveness(&mut self) {
+        self.discount_stall();
         self.forget_dead();
         let timeout = Duration::from_millis(self.config.node_timeout_ms);
         let keep = Duration::from_millis(self.config.node_keep_ms);

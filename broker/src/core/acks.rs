@@ -159,9 +159,18 @@ impl Core {
             self.barrier_acked(token);
         }
         for (token, ok) in self.sinks.confirmed() {
-            for (conn, packet) in self.durable.peer_confirmed(token, ok) {
-                self.reply_ack(conn, packet);
-            }
+            self.confirmed(token, ok);
+        }
+    }
+
+    /// A peer or sink answered `token`: the acknowledgements it released go out, and the
+    /// peers a relay of theirs waited for are told.
+    pub(crate) fn confirmed(&mut self, token: u64, ok: bool) {
+        for (conn, packet) in self.durable.peer_confirmed(token, ok) {
+            self.reply_ack(conn, packet);
+        }
+        for (origin, token, ok) in self.durable.take_told() {
+            self.send_to_peer(origin, ShardMsg::DurableAck(token, ok));
         }
     }
 }

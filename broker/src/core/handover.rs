@@ -9,7 +9,7 @@ use net::codec::QoS;
 
 use super::peer::{AckRef, ShardMsg};
 use super::Core;
-use crate::ids::SessionId;
+use crate::ids::{SessionId, ShardId};
 use crate::session::Message;
 
 impl Core {
@@ -234,6 +234,36 @@ impl Core {
         out
     }
 
+    /// The node's handover generation now (0 outside a cluster): see `Handovers::noted`.
+    pub(super) fn handovers_noted(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |f| f.handovers.noted())
+    }
+
+    /// The sessions of this shard that moved to another node after the handover generation
+    /// `seen` (read by the peer shard that routed `message` here before it looked into the
+    /// table): they were to get a copy here, they get it there.
+    pub(super) fn moved_away_since(
+        &self,
+        message: &Message,
+        seen: u64,
+    ) -> Vec<(ByteString, Box<str>)> {
+        let mut out = Vec::new();
+        let Some(feed) = &self.cluster else {
+            return out;
+        };
+        if message.qos == QoS::AtMostOnce {
+            return out;
+        }
+        let stamp = Some(crate::kafka::now_millis());
+        feed.handovers
+            .targets_noted_after(&message.topic, stamp, self.now, seen, &mut out);
+        out.retain(|(client, _)| {
+            crate::ids::home_shard(client.as_bytes(), self.shards) == self.id
+                && !self.by_client.contains_key(&**client)
+        });
+        out
+    }
+
     /// A forwarded copy for session `client` taken from a source: delivered on its home shard
     /// (here, or sent there with `token`: returns 1 when that shard will confirm it).
     pub(super) fn publish_for_client(
@@ -311,6 +341,51 @@ impl Core {
         });
         matches.clear();
         self.matches = matches;
+    }
+}
+
+/// What a shard and its peers told each other of the node's handover table
+/// (`ShardMsg::HandoversSeen`): a peer shard's publish arrives after the generation it read
+/// before routing it, so the receiver knows which moves the sender's look missed.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    /// Read before the message being published was looked up in the table (the sources'
+    /// path); None: read when it is routed.
+    pub(crate) seen: Option<u64>,
+    /// The generation last told to each peer.
+    told: Vec<u64>,
+    /// The generation each peer last told.
+    heard: Vec<u64>,
+}
+
+impl Marks {
+    /// `seen` is to be told to `peer` before a publish: returned if it changed since.
+    pub(super) fn tell(&mut self, peer: ShardId, seen: u64) -> Option<u64> {
+        let i = peer.index();
+        if self.told.len() <= i {
+            self.told.resize(i + 1, 0);
+        }
+        let told = self.told.get_mut(i)?;
+        (*told != seen).then(|| {
+            *told = seen;
+            seen
+        })
+    }
+
+    /// Peer `from` read generation `seen` before routing what follows.
+    pub(super) fn hear(&mut self, from: ShardId, seen: u64) {
+        let i = from.index();
+        if self.heard.len() <= i {
+            self.heard.resize(i + 1, 0);
+        }
+        if let Some(h) = self.heard.get_mut(i) {
+            *h = seen;
+        }
+    }
+
+    /// What peer `from` read before routing its latest publish.
+    pub(super) fn heard(&self, from: ShardId) -> u64 {
+        self.heard.get(from.index()).copied().unwrap_or(0)
     }
 }
 

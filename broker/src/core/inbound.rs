@@ -73,6 +73,7 @@ impl Core {
         // waits for Kafka to have those copies. A downlink record for sessions that moved to
         // other nodes is produced again for them: its report waits for those copies.
         let to_nodes = shared_only.is_none() && !self.sinks.is_empty();
+        self.handover_marks.seen = Some(self.handovers_noted());
         let moved = if shared_only.is_some() {
             self.moved_targets(&message, stamp_ms, sent_to.as_deref())
         } else {
@@ -97,6 +98,7 @@ impl Core {
         self.carried_retain_version = retain_version;
         peers += self.publish(message, Origin::Source(token));
         self.carried_retain_version = None;
+        self.handover_marks.seen = None;
         self.shared_only = None;
         self.publisher = None;
         self.refused = false;

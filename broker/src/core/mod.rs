@@ -172,6 +172,8 @@ pub struct Core {
     /// The version the message being published carries from another node
     /// (`Inbound::retain_version`); None: this shard versions it.
     pub(crate) carried_retain_version: Option<u64>,
+    /// What this shard and its peers told each other of the node's handover table.
+    pub(crate) handover_marks: handover::Marks,
     /// Where this shard reports a filter's first and last local subscriber (a cluster node).
     pub(crate) cluster: Option<Arc<crate::cluster::feed::Feed>>,
     /// The SUBSCRIBE being handled changed this shard's route state for a filter: its
@@ -281,6 +283,7 @@ impl Core {
             imported_until: std::collections::VecDeque::new(),
             shared_only: None,
             carried_retain_version: None,
+            handover_marks: Default::default(),
             inbound_scratch: Vec::new(),
             last_retain_version: retain_version,
             publisher: None,

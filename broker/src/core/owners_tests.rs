@@ -331,6 +331,38 @@ fn a_session_another_cluster_node_took_is_followed_and_its_routes_held_a_while()
     notice(&mut core, &inbox, "dev", "other", 21);
     assert!(!core.by_client.contains_key("dev"));
     assert_eq!(feed.handovers.len(), 1);
+    // A copy another shard routed here before it looked into the table goes on to node
+    // "other"; not one routed after it looked, nor a QoS 0 one.
+    let message = |qos| {
+        crate::session::Message::new(
+            "t/x".into(),
+            bytes::Bytes::from_static(b"m"),
+            qos,
+            false,
+            Default::default(),
+            core.now,
+        )
+    };
+    let seen = feed.handovers.noted();
+    assert_eq!(
+        core.moved_away_since(&message(QoS::AtLeastOnce), seen - 1),
+        [("dev".into(), "other".into())]
+    );
+    assert!(core
+        .moved_away_since(&message(QoS::AtLeastOnce), seen)
+        .is_empty());
+    assert!(core
+        .moved_away_since(&message(QoS::AtMostOnce), seen - 1)
+        .is_empty());
+    // What a peer shard read reaches this one before its publishes, once per change.
+    let mut marks = super::handover::Marks::default();
+    let peer = crate::ids::ShardId(1);
+    assert_eq!(marks.tell(peer, 0), None);
+    assert_eq!(marks.tell(peer, seen), Some(seen));
+    assert_eq!(marks.tell(peer, seen), None);
+    assert_eq!(core.handover_marks.heard(peer), 0);
+    core.on_peer(peer, super::peer::ShardMsg::HandoversSeen(seen));
+    assert_eq!(core.handover_marks.heard(peer), seen);
     assert_eq!(
         feed.take_routes(),
         [("$share/g/s".into(), RouteState::None)]

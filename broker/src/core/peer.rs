@@ -21,6 +21,10 @@ pub enum ShardMsg {
     /// receiver answers `DurableAck(token)` once what it logged is on disk (or refused). The
     /// publisher, if a client, is who a congested session there pauses.
     Publish(Message, AckRef, PublisherRef),
+    /// The node's handover generation (`Handovers::noted`) the sender read before it routed
+    /// the publishes that follow, sent when it changed: a session of the receiver that moved
+    /// to another node after it gets their copies there.
+    HandoversSeen(u64),
     /// What a forwarded publish caused on the sender is durable (true) or could not be
     /// written (false: the origin refuses the publish).
     DurableAck(u64, bool),
@@ -153,11 +157,25 @@ impl Core {
     pub fn on_peer(&mut self, from: ShardId, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish(message, ack, publisher) => {
+                let seen = self.handover_marks.heard(from);
                 let before = self.durable.appended();
                 (self.publisher, self.refused) = (publisher.get(), false);
+                // A session here that moved to another node after the sender looked: the
+                // sender routed its copy here, it goes on to that node.
+                let moved = self.moved_away_since(&message, seen);
+                let relay = if moved.is_empty() {
+                    None
+                } else {
+                    let token = (ack != AckRef::NONE).then(|| self.durable.next_token());
+                    let pending = self.forward_moved(&message, None, token, &moved);
+                    token.filter(|_| pending > 0).map(|t| (t, pending))
+                };
                 self.route(message, Origin::Peer, 0);
                 self.publisher = None;
-                self.confirm_forward(ack, before);
+                match relay {
+                    Some((token, pending)) => self.relay_forward(ack, before, token, pending),
+                    None => self.confirm_forward(ack, before),
+                }
                 self.refused = false;
             }
             ShardMsg::ForClient {
@@ -185,11 +203,8 @@ impl Core {
             }
             ShardMsg::Pause(conn) => self.hold_link(conn, true),
             ShardMsg::Resume(conn) => self.hold_link(conn, false),
-            ShardMsg::DurableAck(token, ok) => {
-                for (conn, packet) in self.durable.peer_confirmed(token, ok) {
-                    self.reply_ack(conn, packet);
-                }
-            }
+            ShardMsg::DurableAck(token, ok) => self.confirmed(token, ok),
+            ShardMsg::HandoversSeen(seen) => self.handover_marks.hear(from, seen),
             ShardMsg::Retain {
                 message,
                 version,

@@ -115,12 +115,21 @@ impl Core {
         self.shared_picks = picks;
         if origin != Origin::Peer {
             let mut mask = remote & !self.id.bit();
+            // Before the sinks look into the node's handover table (the cluster sink).
+            let seen = (mask != 0).then(|| {
+                self.handover_marks
+                    .seen
+                    .unwrap_or_else(|| self.handovers_noted())
+            });
             while mask != 0 {
                 let peer = ShardId(mask.trailing_zeros() as u16);
                 mask &= mask - 1;
                 self.stats.forwarded += 1;
                 confirming += usize::from(ack != AckRef::NONE);
                 let publisher = PublisherRef::new(self.publisher);
+                if let Some(told) = seen.and_then(|s| self.handover_marks.tell(peer, s)) {
+                    self.send_to_peer(peer, ShardMsg::HandoversSeen(told));
+                }
                 self.send_to_peer(peer, ShardMsg::Publish(message.clone(), ack, publisher));
             }
             if !self.sinks.is_empty() {
@@ -235,6 +244,19 @@ impl Core {
 
     /// Tells the origin of a forwarded message that what it caused here is durable (now, or
     /// after the commit that covers it), or that a full queue refused it (`self.refused`).
+    /// As [`Core::confirm_forward`], once `pending` sinks also confirmed `token` (the
+    /// copies this shard sent on for the forwarded message).
+    pub(super) fn relay_forward(&mut self, ack: AckRef, before: u64, token: u64, pending: usize) {
+        let Some((origin, origin_token)) = ack.get() else {
+            return;
+        };
+        if std::mem::take(&mut self.refused) {
+            return self.send_to_peer(origin, ShardMsg::DurableAck(origin_token, false));
+        }
+        self.durable
+            .relay(token, origin, origin_token, before, pending);
+    }
+
     pub(super) fn confirm_forward(&mut self, ack: AckRef, before: u64) {
         let Some((origin, token)) = ack.get() else {
             return;

@@ -58,7 +58,25 @@ pub struct Ledger {
     /// Forwarded messages whose records here must be durable before the origin is told:
     /// (mark, origin, token).
     peer_waits: Vec<(u64, ShardId, u64)>,
+    /// Forwarded messages whose copies this shard sent on to sinks (for sessions that moved
+    /// away from it meanwhile), by the token those copies carry: the origin is told once
+    /// every copy is confirmed and the records here are durable.
+    relays: FxHashMap<u64, Relay>,
+    /// Origins to tell now (a relay refused, or done with its records durable): taken by
+    /// [`Ledger::take_told`].
+    told: Vec<(ShardId, u64, bool)>,
     next_token: u64,
+}
+
+/// A forwarded message whose copies went on to sinks: who to tell, and what it waits for.
+#[derive(Debug)]
+struct Relay {
+    origin: ShardId,
+    token: u64,
+    /// Records appended up to here must be durable.
+    mark: u64,
+    /// Sink copies not confirmed yet.
+    pending: usize,
 }
 
 impl Ledger {
@@ -164,9 +182,24 @@ impl Ledger {
         }
     }
 
-    /// A peer or sink answered `token`: durable there (`ok`) or refused. What can go now.
+    /// A peer or sink answered `token`: durable there (`ok`) or refused. What can go now
+    /// (an origin a relay owes is told through [`Ledger::take_told`]).
     pub fn confirmed(&mut self, token: u64, ok: bool) -> Vec<(ConnId, PubResp)> {
         let mut out = Vec::new();
+        if let Some(relay) = self.relays.get_mut(&token) {
+            relay.pending = relay.pending.saturating_sub(1);
+            if ok && relay.pending > 0 {
+                return out;
+            }
+            if let Some(r) = self.relays.remove(&token) {
+                if !ok || r.mark <= self.durable {
+                    self.told.push((r.origin, r.token, ok));
+                } else {
+                    self.peer_waits.push((r.mark, r.origin, r.token));
+                }
+            }
+            return out;
+        }
         let Some(&conn) = self.token_conn.get(&token) else {
             return out;
         };
@@ -194,6 +227,34 @@ impl Ledger {
     /// are durable.
     pub fn wait_for_peer(&mut self, origin: ShardId, token: u64, mark: u64) {
         self.peer_waits.push((mark, origin, token));
+    }
+
+    /// The origin of a forwarded message (`origin_token`) is told once `pending` sinks
+    /// confirmed `token` (the copies this shard sent on) and records here up to `mark` are
+    /// durable; refused at the first refusal.
+    pub fn relay(
+        &mut self,
+        token: u64,
+        origin: ShardId,
+        origin_token: u64,
+        mark: u64,
+        pending: usize,
+    ) {
+        debug_assert!(pending > 0, "a relay waits for a sink");
+        self.relays.insert(
+            token,
+            Relay {
+                origin,
+                token: origin_token,
+                mark,
+                pending,
+            },
+        );
+    }
+
+    /// Origins to tell now: (origin, token, durable here).
+    pub fn take_told(&mut self) -> Vec<(ShardId, u64, bool)> {
+        std::mem::take(&mut self.told)
     }
 
     /// The store landed a batch: release what it made durable, or refuse what waited for it.
@@ -304,6 +365,33 @@ mod tests {
             assert!(!l.has_held(conn(3)));
             assert!(l.spare.len() <= 2);
         }
+    }
+
+    /// A relay tells its origin once every copy it sent on is confirmed and its records are
+    /// durable (either may come last); at once at a refusal.
+    #[test]
+    fn a_relay_tells_its_origin_once_its_copies_are_confirmed_and_its_records_durable() {
+        let origin = ShardId(1);
+        let mut l = Ledger::default();
+        // Records after the copies' confirmations.
+        l.relay(7, origin, 70, 10, 2);
+        assert!(l.confirmed(7, true).is_empty());
+        assert!(l.take_told().is_empty());
+        assert!(l.confirmed(7, true).is_empty());
+        assert!(l.take_told().is_empty(), "its records are not durable yet");
+        let r = landed(&mut l, 10, false);
+        assert_eq!(r.peer_acks, vec![(origin, 70, true)]);
+        // Confirmations after the records: told by the last one.
+        l.relay(8, origin, 80, 10, 1);
+        assert!(l.confirmed(8, true).is_empty());
+        assert_eq!(l.take_told(), vec![(origin, 80, true)]);
+        // Refused at the first refusal; a later confirmation of the token is ignored.
+        l.relay(9, origin, 90, 0, 2);
+        assert!(l.confirmed(9, false).is_empty());
+        assert_eq!(l.take_told(), vec![(origin, 90, false)]);
+        assert!(l.confirmed(9, true).is_empty());
+        assert!(l.take_told().is_empty());
+        assert!(l.relays.is_empty() && l.peer_waits.is_empty());
     }
 
     #[test]

@@ -242,6 +242,32 @@ impl Durable {
         false
     }
 
+    /// A message forwarded by `origin` (`origin_token`) appended records here since `before`
+    /// and sent `pending` copies on to sinks with `token`: the origin is told once they are
+    /// confirmed and the records durable (`take_told`, or a landing).
+    pub fn relay(
+        &mut self,
+        token: u64,
+        origin: ShardId,
+        origin_token: u64,
+        before: u64,
+        pending: usize,
+    ) {
+        let mark = self.store.appended();
+        let mark = if mark > before && self.holds_acks {
+            mark
+        } else {
+            0
+        };
+        self.ledger
+            .relay(token, origin, origin_token, mark, pending);
+    }
+
+    /// Origins a relay owes an answer now: (origin, token, durable here).
+    pub fn take_told(&mut self) -> Vec<(ShardId, u64, bool)> {
+        self.ledger.take_told()
+    }
+
     /// A commit is out (submitted, not landed).
     pub fn committing(&self) -> bool {
         self.commit.is_some()

@@ -153,8 +153,10 @@ impl Broker {
         if !extra.contains(&"--shards") {
             command.args(["--shards", &SHARDS.to_string()]);
         }
+        // RINGMQ_TEST_LOG raises the brokers' log level when chasing a failure.
+        let log = std::env::var("RINGMQ_TEST_LOG").unwrap_or_else(|_| "warn".to_string());
         let mut child = command
-            .args(["--listen", &addr.to_string(), "--log", "warn"])
+            .args(["--listen", &addr.to_string(), "--log", &log])
             .args(extra)
             .stdin(Stdio::null())
             .spawn()
