@@ -447,3 +447,104 @@ fn a_node_killed_mid_stream_loses_nothing_acknowledged_to_its_persistent_subscri
     assert!(acked > 100, "{acked} published");
     assert!(missing.is_empty(), "lost across the kill: {missing:?}");
 }
+
+#[test]
+fn a_node_restarted_before_it_was_seen_dead_loses_nothing_of_the_sessions_claimed_from_it() {
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let top = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
+        redis.url()
+    );
+    // Nodes judged dead only after 8 s without a heartbeat: node a is back before that.
+    let config = |id: &str| {
+        let path = node_config_top(&tansu, id, &top, "");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("node_timeout_ms = 1500", "node_timeout_ms = 8000");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let b_path = config("rb");
+    let b = Broker::start(&[
+        "--config",
+        b_path.to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ]);
+    let a_path = config("ra");
+    let mut a = Broker::start(&["--config", a_path.to_str().unwrap()]);
+    let (mut publisher, _) = Raw::connect(b.addr, V5, "rs-pub", true);
+    let (mut sub, _) = Raw::connect(a.addr, V5, "restarts", false);
+    sub.subscribe("rs/#", QoS::AtLeastOnce);
+    until_routed(&mut publisher, &mut sub, "rs/probe");
+    // SIGKILL of node a: what node b publishes goes to a's downlink (a is live to b).
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    drop(sub);
+    const N: u16 = 100;
+    publish_acked(&mut publisher, "rs/x", 1..=N);
+    // The client back on node b (its session claimed from a, not seen dead), then node a
+    // back before it was ever seen dead: it no longer has the session, and reads its
+    // downlink past those copies.
+    let (mut moved, ack) = Raw::connect(b.addr, V5, "restarts", false);
+    assert!(ack.session_present, "the session resumed on node b");
+    let _a = Broker::start(&["--config", a_path.to_str().unwrap()]);
+    publish_acked(&mut publisher, "rs/x", N + 1..=N + 20);
+    let copies = receive_all(&mut moved, N + 20, "restarts");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let salvaged = common::metric(&metrics, "ringmq_cluster_salvaged_total{");
+    println!(
+        "{} published; node b received {copies} copies, {salvaged} read from node a's downlink",
+        N + 20
+    );
+    assert!(salvaged > 0, "node b read node a's downlink");
+}
+
+#[test]
+fn a_session_moving_on_again_while_copies_for_it_are_forwarded_loses_nothing() {
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let (a, b, _) = shared_nodes(&tansu, &redis, ["oa", "ob"]);
+    let top = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
+        redis.url()
+    );
+    let path = node_config_top(&tansu, "oc", &top, "");
+    let c = Broker::start(&["--config", path.to_str().unwrap()]);
+    let (mut sub, _) = Raw::connect(a.addr, V5, "rover", false);
+    sub.subscribe("rov/#", QoS::AtLeastOnce);
+    let (mut publisher, _) = Raw::connect(c.addr, V5, "rov-pub", true);
+    until_routed(&mut publisher, &mut sub, "rov/probe");
+    // Node c publishes one message after another while the client leaves node a for node
+    // b and at once for node c: copies node a forwards to node b arrive there after the
+    // session left it too.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let publishing = std::thread::spawn(move || {
+        let mut acked = 0u16;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && acked < 2_000 {
+            let i = acked + 1;
+            publisher.publish("rov/x", i.to_string().as_bytes(), QoS::AtLeastOnce, i);
+            assert_eq!(publisher.puback_within(i, Duration::from_secs(20)), Some(0));
+            acked = i;
+        }
+        acked
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sub);
+    let (_first, ack) = Raw::connect(b.addr, V5, "rover", false);
+    assert!(
+        ack.session_present,
+        "the session followed its client to node b"
+    );
+    let (mut moved, ack) = Raw::connect(c.addr, V5, "rover", false);
+    assert!(ack.session_present, "and on to node c");
+    std::thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = publishing.join().unwrap();
+    assert!(acked > 20, "{acked} published");
+    let copies = receive_all(&mut moved, acked, "rover");
+    println!("{acked} published across two moves, {copies} copies received on node c");
+}

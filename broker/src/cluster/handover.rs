@@ -169,6 +169,19 @@ impl Handovers {
         self.noted.load(Ordering::Acquire)
     }
 
+    /// The node `client` moved to from here, while its entry lives.
+    pub fn node_of(&self, client: &str, now: Instant) -> Option<Box<str>> {
+        if self.is_empty() {
+            return None;
+        }
+        let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
+        let m = list
+            .iter()
+            .rev()
+            .find(|m| m.client == client && m.until > now)?;
+        Some(m.node.clone())
+    }
+
     /// `client` is held here again: its entry goes.
     pub fn back(&self, client: &str) {
         if self.is_empty() {

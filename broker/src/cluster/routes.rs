@@ -27,6 +27,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
+mod liveness;
+
 use super::beat::Beat;
 use super::config::ClusterConfig;
 use super::feed::{Change, Feed};
@@ -132,6 +134,10 @@ struct Routes {
     /// When each node's last heartbeat was written (by its clock while catching up, then
     /// when it arrived).
     seen: FxHashMap<usize, Instant>,
+    /// Each node's incarnation, from its latest heartbeat (`liveness::STARTED_HEADER`).
+    incarnations: FxHashMap<String, i64>,
+    /// This node's incarnation: when it started (milliseconds since the epoch).
+    started_ms: i64,
     /// When liveness was last judged (a long gap since: this node was stopped or starved).
     judged: Option<Instant>,
     /// Nodes whose last heartbeat said they left.
@@ -245,6 +251,8 @@ impl Node {
             started: started.clone(),
             table,
             seen: FxHashMap::default(),
+            incarnations: FxHashMap::default(),
+            started_ms: crate::kafka::now_millis(),
             judged: None,
             left: rustc_hash::FxHashSet::default(),
             heard: 0,
@@ -381,9 +389,10 @@ impl Routes {
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .map(str::to_string);
             let payload = record.payload().map(<[u8]>::to_vec);
+            let started = liveness::started_of(&record);
             drop(record);
             if let Some(key) = key {
-                self.apply(&key, payload.as_deref());
+                self.apply(&key, payload.as_deref(), started);
             }
             if offset + 1 >= self.end_at_start {
                 self.caught_up_now();
@@ -401,7 +410,8 @@ impl Routes {
         }
     }
 
-    fn apply(&mut self, key: &str, payload: Option<&[u8]>) {
+    /// Applies one record of the routes topic (`started`: a heartbeat's incarnation).
+    fn apply(&mut self, key: &str, payload: Option<&[u8]>, started: Option<i64>) {
         let own = self.config.node_id.as_str();
         let (node, filter) = match key.split_once('/') {
             Some((node, filter)) => (node, Some(filter)),
@@ -442,6 +452,7 @@ impl Routes {
             Some(_) => {}
             None => {
                 self.heard |= 1u64 << index;
+                self.heard_incarnation(node, started);
                 let beat = beat.unwrap_or(Beat::Left(None));
                 if matches!(beat, Beat::Left(_)) {
                     self.left.insert(index);
@@ -523,43 +534,6 @@ impl Routes {
             self.changed = true;
         }
         Some(index)
-    }
-
-    /// Whether node `index` may be forgotten: another node, dead for longer than
-    /// `cluster.node_keep_ms` (by its last heartbeat; once the topic was read to its end, a
-    /// node with no heartbeat at all too).
-    fn forgettable(&self, index: usize) -> bool {
-        let keep = Duration::from_millis(self.config.node_keep_ms);
-        let heard = self.heard & (1u64 << index) != 0;
-        index != self.table.own()
-            && self.table.node(index).is_some()
-            && (self.caught_up || heard)
-            && self.seen.get(&index).is_none_or(|t| t.elapsed() >= keep)
-    }
-
-    /// Forgets every node that may be: its routes go aside, its number is free.
-    fn forget_dead(&mut self) {
-        for index in 0..self.table.numbered() {
-            if !self.forgettable(index) {
-                continue;
-            }
-            let node = self.table.node(index).unwrap_or("?").to_string();
-            let routes = self.table.forget(index);
-            tracing::info!(
-                node,
-                routes = routes.len(),
-                "cluster: node dead for longer than cluster.node_keep_ms: forgotten (its persistent sessions' routes no longer count; its number is free)"
-            );
-            if !routes.is_empty() {
-                self.aside.insert(node, routes.into_iter().collect());
-            }
-            self.seen.remove(&index);
-            self.left.remove(&index);
-            self.heard &= !(1u64 << index);
-            self.changed = true;
-            // A node short of a number is logged again.
-            self.over_nodes_logged = false;
-        }
     }
 
     /// The shards' route changes, applied to this node's filters (and its own bits in the
@@ -712,6 +686,11 @@ impl Routes {
         if let Some(p) = payload {
             record = record.payload(p);
         }
+        // The incarnation only once the shards run (this node's own sessions loaded): a node
+        // claiming a session before then sees the restart after its claim.
+        if key == self.config.node_id && self.ready.load(Ordering::Acquire) {
+            record = record.headers(liveness::started_headers(self.started_ms));
+        }
         match self.producer.producer().send(record) {
             Ok(()) => self.send_failing = false,
             Err((e, _)) => {
@@ -725,69 +704,6 @@ impl Routes {
                 if !std::mem::replace(&mut self.send_failing, true) {
                     tracing::warn!(key, "cluster: a routes record was not produced ({e}); route records are written again");
                 }
-            }
-        }
-    }
-
-    /// A gap of more than `heartbeat_ms` since liveness was last judged (the process was
-    /// stopped, or this thread starved or blocked) counts for no node: the heartbeats sent
-    /// meanwhile were not read yet, so no node is judged dead for it.
-    fn discount_stall(&mut self) {
-        let now = Instant::now();
-        let gap = self.judged.replace(now).map_or(Duration::ZERO, |t| now - t);
-        if gap <= Duration::from_millis(self.config.heartbeat_ms) || !self.caught_up {
-            return;
-        }
-        for t in self.seen.values_mut() {
-            *t = (*t + gap).min(now);
-        }
-        tracing::info!(
-            ms = gap.as_millis() as u64,
-            "cluster: no heartbeat read for a while (this node was stopped or starved): that time counts for no node"
-        );
-    }
-
-    fn beat(&mut self) {
-        let every = Duration::from_millis(self.config.heartbeat_ms);
-        if self.last_beat.is_some_and(|t| t.elapsed() < every) {
-            return;
-        }
-        self.last_beat = Some(Instant::now());
-        let now = crate::kafka::now_millis().to_string();
-        self.send(&self.config.node_id.clone(), Some(now.as_bytes()));
-    }
-
-    fn liveness(&mut self) {
-        self.discount_stall();
-        self.forget_dead();
-        let timeout = Duration::from_millis(self.config.node_timeout_ms);
-        let keep = Duration::from_millis(self.config.node_keep_ms);
-        let own = self.table.own();
-        for i in 0..self.table.numbered() {
-            let Some(node) = self.table.node(i) else {
-                continue;
-            };
-            let since = self.seen.get(&i).map(Instant::elapsed);
-            let keepable = i != own && since.is_some_and(|t| t < keep);
-            let live = i == own || (!self.left.contains(&i) && since.is_some_and(|t| t < timeout));
-            let was_keepable = self.table.keepable() & (1u64 << i) != 0;
-            let was_live = self.table.live() & (1u64 << i) != 0;
-            if live != was_live {
-                tracing::info!(
-                    node,
-                    live,
-                    "cluster: node {}",
-                    if live {
-                        "live"
-                    } else {
-                        "dead (no heartbeat within cluster.node_timeout_ms) or left"
-                    }
-                );
-            }
-            if keepable != was_keepable || live != was_live {
-                self.table.set_keepable(i, keepable);
-                self.table.set_live(i, live);
-                self.changed = true;
             }
         }
     }

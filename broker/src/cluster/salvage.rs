@@ -4,22 +4,26 @@
 //! no longer has those sessions: without this they would wait in Kafka, then match nobody.
 //!
 //! The claim (`core/owners.rs`) tells this node's salvage thread which session, its filters,
-//! the node it came from and when. Once that node is seen dead (no heartbeat for
-//! `cluster.node_timeout_ms`, left, or forgotten) the thread reads its downlink from that
-//! node's committed offsets (its consumer group's: nothing after them was made durable there
-//! for sure; nothing is committed by this reader) and produces every QoS 1/2 copy for one of
+//! the node it came from and when; the thread notes that node's committed offsets in its
+//! downlink at once (its consumer group's: nothing after them was made durable there for
+//! sure; nothing is committed by this reader). Once that node is seen dead (no heartbeat for
+//! `cluster.node_timeout_ms`, left, or forgotten) or restarted (a heartbeat of a new
+//! incarnation after the claim: back before it was seen dead, and without the session) the
+//! thread reads its downlink from those offsets (the ones read then, should the note have
+//! failed) and produces every QoS 1/2 copy for one of
 //! the sessions again to this node's own downlink, addressed to that session alone
 //! (`mqtt.cluster.for_client`, the original's timestamp, so its expiry counts from when it
 //! was first produced), with the same choice `handover.rs` makes: produced no later than
 //! `cluster.node_timeout_ms` after the claim, and not a copy this node also received straight
 //! (its `mqtt.cluster.to` / `from`, trusted from a second after the claim). It stops once
 //! every partition is past that time (or at its end a moment after it). A node still live
-//! that long after the claim got the claim's notice and forwards them itself: nothing is
-//! read. At most `cluster.moved_max` claims wait; one read of a node lasts at most
+//! twice that long after the claim got the claim's notice and forwarded them itself: nothing
+//! is read (one dying while it may still be forwarding is read for, from the offsets noted
+//! with the claim). At most `cluster.moved_max` claims wait; one read of a node lasts at most
 //! `cluster.moved_keep_ms`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -31,6 +35,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rustc_hash::FxHashMap;
 
 use super::config::ClusterConfig;
 use super::handover::{Handovers, FOR_CLIENT_HEADER, FROM_HEADER, TO_HEADER};
@@ -44,6 +49,11 @@ const SLACK_MS: i64 = 2_000;
 /// failed try come again: at least once).
 const RETRY: Duration = Duration::from_secs(1);
 const TRIES: u32 = 5;
+/// How long a node's restart is remembered (longer than any claim waits).
+const RESTARTS_KEPT: Duration = Duration::from_secs(3_600);
+/// A node's committed offsets read this long ago still serve a claim taken from it (a burst
+/// of claims reads them once; older ones would make the read start further back).
+const NOTE_AGE: Duration = Duration::from_secs(1);
 
 /// A session this node claimed from node `from`.
 #[derive(Clone, Debug)]
@@ -66,6 +76,8 @@ pub struct Claims {
     waiting: AtomicUsize,
     /// Copies produced again for sessions taken from dead nodes (for the metrics).
     forwarded: AtomicU64,
+    /// Nodes seen restarting, and when (the routes thread tells; a few per node id).
+    restarts: Mutex<FxHashMap<Box<str>, Instant>>,
 }
 
 impl Claims {
@@ -88,6 +100,21 @@ impl Claims {
     fn done(&self, n: usize) {
         self.waiting.fetch_sub(n, Ordering::AcqRel);
     }
+
+    /// Node `node` restarted (a heartbeat of a new incarnation was read now).
+    pub(super) fn restarted(&self, node: &str) {
+        let now = Instant::now();
+        let mut restarts = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded: a restart matters to the claims made before it, which wait less than this.
+        restarts.retain(|_, at| now.duration_since(*at) < RESTARTS_KEPT);
+        restarts.insert(node.into(), now);
+    }
+
+    /// Whether node `node` was seen restarting after `since`.
+    fn restarted_since(&self, node: &str, since: Instant) -> bool {
+        let restarts = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        restarts.get(node).is_some_and(|at| *at > since)
+    }
 }
 
 /// A claim waiting for its node to be seen dead, or for its next try.
@@ -99,6 +126,16 @@ struct Waiting {
     /// Its node was seen dead since the claim (once is enough: a node back by the next look
     /// restarted, and missed the claim's notice).
     seen_dead: bool,
+    /// Its node's committed offsets when the claim was taken (per partition, -1: none), if
+    /// they could be read.
+    offsets: Option<Arc<Vec<i64>>>,
+}
+
+/// A node's committed offsets as last read for the claims taken from it.
+#[derive(Debug)]
+struct Noted {
+    at: Instant,
+    offsets: Option<Arc<Vec<i64>>>,
 }
 
 /// The running salvage thread.
@@ -129,6 +166,7 @@ impl Salvager {
             feed: claims,
             producer_config,
             waiting: Vec::new(),
+            noted: FxHashMap::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -185,6 +223,9 @@ struct Work {
     /// A producer is made for each read (none idles in a node that never reads).
     producer_config: ClientConfig,
     waiting: Vec<Waiting>,
+    /// Each node with claims waiting: its committed offsets as last read (at most
+    /// [`NOTE_AGE`] before a claim taken from it; tried again then when the read failed).
+    noted: FxHashMap<Box<str>, Noted>,
 }
 
 /// Node `node` is not live in `table` (dead, left, or forgotten).
@@ -219,9 +260,10 @@ impl Work {
     fn due(&mut self) -> Option<(Box<str>, Vec<Waiting>)> {
         let table = self.table.load();
         let now = Instant::now();
-        // A node that died at the claim is seen dead within this.
+        // A node that dies while it may still be forwarding (the grace, `node_timeout_ms`
+        // after the claim) is seen dead within this.
         let wait = Duration::from_millis(
-            self.config.node_timeout_ms + 2 * self.config.heartbeat_ms + 1_000,
+            2 * self.config.node_timeout_ms + 2 * self.config.heartbeat_ms + 1_000,
         );
         self.look(&table);
         let before = self.waiting.len();
@@ -233,6 +275,9 @@ impl Work {
             keep
         });
         self.feed.claims.done(before - self.waiting.len());
+        let waiting = &self.waiting;
+        self.noted
+            .retain(|node, _| waiting.iter().any(|w| w.claim.from == *node));
         let node = self
             .waiting
             .iter()
@@ -247,22 +292,90 @@ impl Work {
         Some((node, batch))
     }
 
-    /// Takes the claims the shards made, and marks the waiting claims whose node is dead in
-    /// `table` now.
+    /// Takes the claims the shards made (with their nodes' committed offsets now), and
+    /// marks the waiting claims whose node is dead in `table` now, or restarted since.
     fn look(&mut self, table: &RouteTable) {
         while let Some(claim) = self.feed.claims.queue.pop() {
+            let offsets = self.note(&claim.from);
             self.waiting.push(Waiting {
                 claim,
                 tries: 0,
                 not_before: Instant::now(),
                 seen_dead: false,
+                offsets,
             });
         }
+        // A claim whose node's offsets could not be read: read again (at most once a
+        // NOTE_AGE per node) while its node is not seen dead or restarted yet.
+        let missing: Vec<Box<str>> = self
+            .waiting
+            .iter()
+            .filter(|w| w.offsets.is_none() && !w.seen_dead)
+            .map(|w| w.claim.from.clone())
+            .collect();
+        for node in missing {
+            if let Some(offsets) = self.note(&node) {
+                for w in &mut self.waiting {
+                    if w.claim.from == node && w.offsets.is_none() && !w.seen_dead {
+                        w.offsets = Some(offsets.clone());
+                    }
+                }
+            }
+        }
+        let claims = &self.feed.claims;
         for w in &mut self.waiting {
-            if !w.seen_dead && is_dead(table, &w.claim.from) {
+            if !w.seen_dead
+                && (is_dead(table, &w.claim.from)
+                    || claims.restarted_since(&w.claim.from, w.claim.at))
+            {
                 w.seen_dead = true;
             }
         }
+    }
+
+    /// A reader of node `node`'s downlink in that node's group (its committed offsets are
+    /// read, never written), the topic and its partitions.
+    fn reader(
+        &self,
+        node: &str,
+    ) -> anyhow::Result<(BaseConsumer<crate::kafka::Quiet>, String, usize)> {
+        let wait = Duration::from_millis(self.kafka.timeout_ms);
+        let topic = self.config.downlink_of(node);
+        let consumer: BaseConsumer<crate::kafka::Quiet> =
+            super::reader_config(&self.kafka, &self.config, "salvage")
+                .set("group.id", ClusterConfig::group_of(node))
+                .set("enable.auto.offset.store", "false")
+                .set("isolation.level", "read_committed")
+                // A committed offset retention has deleted: from the oldest record left.
+                .set("auto.offset.reset", "earliest")
+                .create_with_context(crate::kafka::Quiet)?;
+        let partitions = crate::kafka::partitions(&consumer, &topic, wait)?;
+        Ok((consumer, topic, partitions))
+    }
+
+    /// Node `node`'s committed offsets in its downlink for a claim taken now: as read less
+    /// than [`NOTE_AGE`] ago, or read now (None: they could not be, tried again after
+    /// `NOTE_AGE`).
+    fn note(&mut self, node: &str) -> Option<Arc<Vec<i64>>> {
+        let now = Instant::now();
+        if let Some(n) = self.noted.get(node).filter(|n| now < n.at + NOTE_AGE) {
+            return n.offsets.clone();
+        }
+        let offsets = match self.reader(node).and_then(|(consumer, topic, partitions)| {
+            committed_of(&consumer, &topic, partitions, self.kafka.timeout_ms)
+        }) {
+            Ok(offsets) => Some(Arc::new(offsets)),
+            Err(e) => {
+                tracing::warn!(node, error = %e, "the committed offsets of a node a session was claimed from could not be read (tried again in a second; if that node restarts meanwhile, the copies for the session it had may be lost)");
+                None
+            }
+        };
+        let noted = Noted {
+            at: now,
+            offsets: offsets.clone(),
+        };
+        self.noted.insert(node.into(), noted);
+        offsets
     }
 
     /// Reads node `node`'s downlink for `batch`'s sessions; a failed read is tried again.
@@ -306,32 +419,38 @@ impl Work {
         stop: &AtomicBool,
     ) -> anyhow::Result<(u64, u64)> {
         let wait = Duration::from_millis(self.kafka.timeout_ms);
-        let topic = self.config.downlink_of(node);
-        // The dead node's group: its committed offsets are read, never written.
-        let consumer: BaseConsumer<crate::kafka::Quiet> =
-            super::reader_config(&self.kafka, &self.config, "salvage")
-                .set("group.id", ClusterConfig::group_of(node))
-                .set("enable.auto.offset.store", "false")
-                .set("isolation.level", "read_committed")
-                // A committed offset retention has deleted: from the oldest record left.
-                .set("auto.offset.reset", "earliest")
-                .create_with_context(crate::kafka::Quiet)?;
-        let partitions = crate::kafka::partitions(&consumer, &topic, wait)?;
+        let (consumer, topic, partitions) = self.reader(node)?;
         if partitions == 0 {
             return Ok((0, 0));
         }
-        let mut all = TopicPartitionList::new();
-        for p in 0..partitions {
-            all.add_partition(&topic, i32::try_from(p)?);
-        }
-        let committed = consumer.committed_offsets(all, wait)?;
+        // From the earliest of the offsets noted with the claims, and of those now for a
+        // claim whose could not be read.
+        let now = if batch.iter().any(|w| w.offsets.is_none()) {
+            Some(committed_of(
+                &consumer,
+                &topic,
+                partitions,
+                self.kafka.timeout_ms,
+            )?)
+        } else {
+            None
+        };
+        let sources: Vec<&Vec<i64>> = batch
+            .iter()
+            .filter_map(|w| w.offsets.as_deref())
+            .chain(now.as_ref())
+            .collect();
         let mut start = TopicPartitionList::new();
-        for e in committed.elements() {
-            let from = match e.offset() {
-                Offset::Offset(o) => Offset::Offset(o),
+        for p in 0..partitions {
+            let earliest = sources
+                .iter()
+                .map(|o| o.get(p).copied().unwrap_or(-1))
+                .min();
+            let from = match earliest {
+                Some(o) if o >= 0 => Offset::Offset(o),
                 _ => Offset::Beginning,
             };
-            start.add_partition_offset(&topic, e.partition(), from)?;
+            start.add_partition_offset(&topic, i32::try_from(p)?, from)?;
         }
         consumer.assign(&start)?;
         // The claims as `handover.rs`'s table: the same choice of records.
@@ -444,6 +563,31 @@ impl Work {
     }
 }
 
+/// The committed offsets of `consumer`'s group in `topic`'s `partitions`, by partition (-1:
+/// none).
+fn committed_of(
+    consumer: &BaseConsumer<crate::kafka::Quiet>,
+    topic: &str,
+    partitions: usize,
+    timeout_ms: u64,
+) -> anyhow::Result<Vec<i64>> {
+    let mut all = TopicPartitionList::new();
+    for p in 0..partitions {
+        all.add_partition(topic, i32::try_from(p)?);
+    }
+    let committed = consumer.committed_offsets(all, Duration::from_millis(timeout_ms))?;
+    let mut out = vec![-1; partitions];
+    for e in committed.elements() {
+        let slot = usize::try_from(e.partition())
+            .ok()
+            .and_then(|p| out.get_mut(p));
+        if let (Some(slot), Offset::Offset(o)) = (slot, e.offset()) {
+            *slot = o;
+        }
+    }
+    Ok(out)
+}
+
 /// Produces `m` again to `topic` for `client` alone.
 fn produce(
     producer: &BaseProducer<Delivered>,
@@ -514,6 +658,20 @@ mod tests {
         assert_eq!(claims.queue.len(), 2);
         claims.done(1);
         assert!(claims.push(claim("c4"), 2));
+    }
+
+    #[test]
+    fn a_restart_counts_for_the_claims_made_before_it() {
+        let claims = Claims::default();
+        let before = Instant::now();
+        assert!(!claims.restarted_since("n2", before));
+        claims.restarted("n2");
+        assert!(claims.restarted_since("n2", before));
+        assert!(!claims.restarted_since("n3", before), "another node");
+        assert!(
+            !claims.restarted_since("n2", Instant::now()),
+            "a claim made after the restart"
+        );
     }
 
     #[test]

@@ -270,12 +270,14 @@ impl Sink for ClusterSink {
         let table = self.table.load();
         // `$` topics stay on their node.
         let retained = message.retain && !message.topic.starts_with('$');
-        if !retained && table.alone() {
+        // Alone in the table, a node a session just moved to may still want a copy.
+        let moved = message.qos != net::codec::QoS::AtMostOnce && !self.feed.handovers.is_empty();
+        if !retained && !moved && table.alone() {
             return Offer::Taken;
         }
         let dest = table.destinations(&message.topic, message.retain, &mut self.pick);
         let mut nodes = dest.nodes;
-        if message.qos != net::codec::QoS::AtMostOnce && !self.feed.handovers.is_empty() {
+        if moved {
             // A session that just moved from this node may be wanted on its new node before
             // this node has read that node's route: a copy goes there too.
             let mut moved = Vec::new();

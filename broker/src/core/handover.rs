@@ -254,9 +254,10 @@ impl Core {
         if message.qos == QoS::AtMostOnce {
             return out;
         }
-        let stamp = Some(crate::kafka::now_millis());
+        // Whenever it was produced: the sender routed it before it saw the move (a copy held
+        // in a full peer queue may arrive later than the grace).
         feed.handovers
-            .targets_noted_after(&message.topic, stamp, self.now, seen, &mut out);
+            .targets_noted_after(&message.topic, None, self.now, seen, &mut out);
         out.retain(|(client, _)| {
             crate::ids::home_shard(client.as_bytes(), self.shards) == self.id
                 && !self.by_client.contains_key(&**client)
@@ -275,8 +276,7 @@ impl Core {
     ) -> usize {
         let home = crate::ids::home_shard(client.as_bytes(), self.shards);
         if home == self.id {
-            self.deliver_for_client(&client, seq, &message);
-            return 0;
+            return self.deliver_for_client(&client, seq, &message, token);
         }
         let ack = token.map_or(AckRef::NONE, |t| AckRef::new(self.id, t));
         self.send_to_peer(
@@ -294,18 +294,37 @@ impl Core {
     /// Delivers `message` to session `client` on this shard as its matching subscriptions
     /// ask (highest QoS, their identifiers; shared groups' excepted), and to nobody else;
     /// not when it is the session's own message `seq` it was loaded with. Refused
-    /// (`self.refused`) while its claim here is out; dropped when the session is not here (it
-    /// ended, or moved on again: counted).
-    pub(super) fn deliver_for_client(&mut self, client: &str, seq: u64, message: &Message) {
+    /// (`self.refused`) while its claim here is out; forwarded again, with `token`, when the
+    /// session moved on to another node meanwhile (returns how many confirmations `token`
+    /// waits for); dropped when the session is not here (it ended: counted).
+    pub(super) fn deliver_for_client(
+        &mut self,
+        client: &str,
+        seq: u64,
+        message: &Message,
+        token: Option<u64>,
+    ) -> usize {
         let Some(sid) = self.by_client.get(client).copied() else {
             if self.owners.as_ref().is_some_and(|o| o.claiming(client)) {
                 // Claimed here, not loaded yet: refused, so the record is read again.
                 self.refused = true;
-                return;
+                return 0;
+            }
+            let moved_to = self
+                .cluster
+                .as_ref()
+                .filter(|_| message.qos != QoS::AtMostOnce)
+                .and_then(|feed| feed.handovers.node_of(client, self.now));
+            if let Some(node) = moved_to {
+                // It moved on again while copies for it were on their way here: on to its
+                // node, with its sequence number (that node may have loaded the message).
+                tracing::debug!(shard = self.id.0, client, node = &*node, topic = %message.topic, "a forwarded copy for a session that moved on again forwarded to its node");
+                self.stats.cluster_moved_forwarded += 1;
+                return self.sinks.forward(message, token, &node, client, seq);
             }
             self.stats.dropped_no_subscriber += 1;
             tracing::debug!(shard = self.id.0, client, topic = %message.topic, "a forwarded copy for a session that is not here is dropped");
-            return;
+            return 0;
         };
         let now = self.now;
         if let Some(session) = self.session_mut(sid) {
@@ -318,7 +337,7 @@ impl Core {
                     .as_ref()
                     .is_some_and(|i| i.0.contains(&seq))
             {
-                return;
+                return 0;
             }
         }
         let mut matches = std::mem::take(&mut self.matches);
@@ -341,6 +360,7 @@ impl Core {
         });
         matches.clear();
         self.matches = matches;
+        0
     }
 }
 

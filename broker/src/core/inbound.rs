@@ -57,10 +57,9 @@ impl Core {
         message.retain &= self.config.retain_available;
         let before = self.durable.appended();
         if let Some((client, copy_seq)) = for_client {
-            // A copy forwarded for one session that moved here: to it alone.
-            let elsewhere = crate::ids::home_shard(client.as_bytes(), self.shards) != self.id;
-            let holds = message.qos != QoS::AtMostOnce && (self.durable.holds_acks() || elsewhere);
-            let token = holds.then(|| self.durable.next_token());
+            // A copy forwarded for one session that moved here: to it alone (or on to the
+            // node it moved to since: the report waits for that copy too).
+            let token = (message.qos != QoS::AtMostOnce).then(|| self.durable.next_token());
             self.refused = false;
             let peers = self.publish_for_client(client, copy_seq, message, token);
             // Refused while its session's claim is out here: the source reads it again.

@@ -117,6 +117,9 @@ pub enum ShardMsg {
     },
 }
 
+// Two cache lines per queued message: a field added to a variant must not grow it.
+const _: () = assert!(std::mem::size_of::<ShardMsg>() <= 128);
+
 /// Origin shard and token of a forwarded publish whose durability the origin waits for,
 /// packed in one word (origin in the top 16 bits); 0: none.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -186,8 +189,14 @@ impl Core {
             } => {
                 let before = self.durable.appended();
                 self.refused = false;
-                self.deliver_for_client(&client, seq, &message);
-                self.confirm_forward(ack, before);
+                let token = (ack != AckRef::NONE).then(|| self.durable.next_token());
+                match self.deliver_for_client(&client, seq, &message, token) {
+                    0 => self.confirm_forward(ack, before),
+                    pending => {
+                        let token = token.unwrap_or_default();
+                        self.relay_forward(ack, before, token, pending);
+                    }
+                }
                 self.refused = false;
             }
             ShardMsg::SharedPublish {

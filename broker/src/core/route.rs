@@ -242,8 +242,6 @@ impl Core {
         self.confirm_forward(ack, before);
     }
 
-    /// Tells the origin of a forwarded message that what it caused here is durable (now, or
-    /// after the commit that covers it), or that a full queue refused it (`self.refused`).
     /// As [`Core::confirm_forward`], once `pending` sinks also confirmed `token` (the
     /// copies this shard sent on for the forwarded message).
     pub(super) fn relay_forward(&mut self, ack: AckRef, before: u64, token: u64, pending: usize) {
@@ -257,6 +255,8 @@ impl Core {
             .relay(token, origin, origin_token, before, pending);
     }
 
+    /// Tells the origin of a forwarded message that what it caused here is durable (now, or
+    /// after the commit that covers it), or that a full queue refused it (`self.refused`).
     pub(super) fn confirm_forward(&mut self, ack: AckRef, before: u64) {
         let Some((origin, token)) = ack.get() else {
             return;

@@ -289,6 +289,18 @@ impl Ledger {
             }
             !q.is_empty()
         });
+        if failed {
+            // A relay whose records were in the failed batch: refused now (its copies'
+            // confirmations, when they come, find no relay).
+            let told = &mut released.peer_acks;
+            self.relays.retain(|_, r| {
+                let lost = r.mark > durable;
+                if lost {
+                    told.push((r.origin, r.token, false));
+                }
+                !lost
+            });
+        }
         self.peer_waits.retain(|&(mark, origin, token)| {
             if mark <= durable {
                 released.peer_acks.push((origin, token, true));
@@ -392,6 +404,12 @@ mod tests {
         assert!(l.confirmed(9, true).is_empty());
         assert!(l.take_told().is_empty());
         assert!(l.relays.is_empty() && l.peer_waits.is_empty());
+        // Its records in a batch that failed: refused then, whatever its copies say after.
+        l.relay(10, origin, 100, 30, 1);
+        let r = landed(&mut l, 20, true);
+        assert_eq!(r.peer_acks, vec![(origin, 100, false)]);
+        assert!(l.confirmed(10, true).is_empty());
+        assert!(l.take_told().is_empty());
     }
 
     #[test]
