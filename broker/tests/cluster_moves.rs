@@ -44,6 +44,40 @@ fn shared_nodes(tansu: &Tansu, redis: &redis::Redis, ids: [&str; 2]) -> (Broker,
     (a, b, metrics)
 }
 
+/// One more node sharing sessions through `redis`.
+fn third_node(tansu: &Tansu, redis: &redis::Redis, id: &str) -> Broker {
+    let top = format!(
+        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
+        redis.url()
+    );
+    let path = node_config_top(tansu, id, &top, "");
+    Broker::start(&["--config", path.to_str().unwrap()])
+}
+
+/// Publishes on `topic` through `publisher` one QoS 1 message after another (its number as
+/// payload), each PUBACKed, until told to stop (or 2,000); the thread returns how many.
+fn publish_steadily(
+    mut publisher: Raw,
+    topic: &'static str,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<u16>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let publishing = std::thread::spawn(move || {
+        let mut acked = 0u16;
+        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && acked < 2_000 {
+            let i = acked + 1;
+            publisher.publish(topic, i.to_string().as_bytes(), QoS::AtLeastOnce, i);
+            assert_eq!(publisher.puback_within(i, Duration::from_secs(20)), Some(0));
+            acked = i;
+        }
+        acked
+    });
+    (stop, publishing)
+}
+
 #[test]
 fn a_persistent_session_moves_between_nodes_sharing_it_through_redis() {
     let tansu = Tansu::start();
@@ -179,12 +213,7 @@ fn a_session_moving_while_a_third_node_publishes_to_it_loses_nothing() {
     let tansu = Tansu::start();
     let redis = redis::Redis::start();
     let (a, b, a_metrics) = shared_nodes(&tansu, &redis, ["ma", "mb"]);
-    let top = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
-        redis.url()
-    );
-    let path = node_config_top(&tansu, "mc", &top, "");
-    let c = Broker::start(&["--config", path.to_str().unwrap()]);
+    let c = third_node(&tansu, &redis, "mc");
     let (mut sub, _) = Raw::connect(a.addr, V5, "walker", false);
     sub.subscribe("walk/#", QoS::AtLeastOnce);
     let (mut publisher, _) = Raw::connect(c.addr, V5, "walk-pub", true);
@@ -192,18 +221,7 @@ fn a_session_moving_while_a_third_node_publishes_to_it_loses_nothing() {
     // Node c publishes one message after another (each PUBACKed: Kafka has node a's copy)
     // while the client leaves node a for node b: copies node c sends to node a before it
     // reads the new routes arrive after node a forgot the session.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopping = stop.clone();
-    let publishing = std::thread::spawn(move || {
-        let mut acked = 0u16;
-        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && acked < 2_000 {
-            let i = acked + 1;
-            publisher.publish("walk/x", i.to_string().as_bytes(), QoS::AtLeastOnce, i);
-            assert_eq!(publisher.puback_within(i, Duration::from_secs(20)), Some(0));
-            acked = i;
-        }
-        acked
-    });
+    let (stop, publishing) = publish_steadily(publisher, "walk/x");
     std::thread::sleep(Duration::from_millis(300));
     drop(sub);
     let (mut moved, ack) = Raw::connect(b.addr, V5, "walker", false);
@@ -482,6 +500,7 @@ fn a_node_restarted_before_it_was_seen_dead_loses_nothing_of_the_sessions_claime
     // SIGKILL of node a: what node b publishes goes to a's downlink (a is live to b).
     let _ = a.child.kill();
     let _ = a.child.wait();
+    let killed = Instant::now();
     drop(sub);
     const N: u16 = 100;
     publish_acked(&mut publisher, "rs/x", 1..=N);
@@ -493,6 +512,10 @@ fn a_node_restarted_before_it_was_seen_dead_loses_nothing_of_the_sessions_claime
     let _a = Broker::start(&["--config", a_path.to_str().unwrap()]);
     publish_acked(&mut publisher, "rs/x", N + 1..=N + 20);
     let copies = receive_all(&mut moved, N + 20, "restarts");
+    assert!(
+        killed.elapsed() < Duration::from_secs(8),
+        "read for the restart: node a would be seen dead only 8 s after the kill"
+    );
     std::thread::sleep(Duration::from_millis(1_200));
     let salvaged = common::metric(&metrics, "ringmq_cluster_salvaged_total{");
     println!(
@@ -507,12 +530,7 @@ fn a_session_moving_on_again_while_copies_for_it_are_forwarded_loses_nothing() {
     let tansu = Tansu::start();
     let redis = redis::Redis::start();
     let (a, b, _) = shared_nodes(&tansu, &redis, ["oa", "ob"]);
-    let top = format!(
-        "store = \"redis\"\nredis_url = \"{}\"\nredis_shared = true\n",
-        redis.url()
-    );
-    let path = node_config_top(&tansu, "oc", &top, "");
-    let c = Broker::start(&["--config", path.to_str().unwrap()]);
+    let c = third_node(&tansu, &redis, "oc");
     let (mut sub, _) = Raw::connect(a.addr, V5, "rover", false);
     sub.subscribe("rov/#", QoS::AtLeastOnce);
     let (mut publisher, _) = Raw::connect(c.addr, V5, "rov-pub", true);
@@ -520,18 +538,7 @@ fn a_session_moving_on_again_while_copies_for_it_are_forwarded_loses_nothing() {
     // Node c publishes one message after another while the client leaves node a for node
     // b and at once for node c: copies node a forwards to node b arrive there after the
     // session left it too.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopping = stop.clone();
-    let publishing = std::thread::spawn(move || {
-        let mut acked = 0u16;
-        while !stopping.load(std::sync::atomic::Ordering::Relaxed) && acked < 2_000 {
-            let i = acked + 1;
-            publisher.publish("rov/x", i.to_string().as_bytes(), QoS::AtLeastOnce, i);
-            assert_eq!(publisher.puback_within(i, Duration::from_secs(20)), Some(0));
-            acked = i;
-        }
-        acked
-    });
+    let (stop, publishing) = publish_steadily(publisher, "rov/x");
     std::thread::sleep(Duration::from_millis(300));
     drop(sub);
     let (_first, ack) = Raw::connect(b.addr, V5, "rover", false);

@@ -265,7 +265,7 @@ impl Work {
         let wait = Duration::from_millis(
             2 * self.config.node_timeout_ms + 2 * self.config.heartbeat_ms + 1_000,
         );
-        self.look(&table);
+        self.look(&table, true);
         let before = self.waiting.len();
         self.waiting.retain(|w| {
             let keep = w.seen_dead || now < w.claim.at + wait;
@@ -294,7 +294,7 @@ impl Work {
 
     /// Takes the claims the shards made (with their nodes' committed offsets now), and
     /// marks the waiting claims whose node is dead in `table` now, or restarted since.
-    fn look(&mut self, table: &RouteTable) {
+    fn look(&mut self, table: &RouteTable, retry_notes: bool) {
         while let Some(claim) = self.feed.claims.queue.pop() {
             let offsets = self.note(&claim.from);
             self.waiting.push(Waiting {
@@ -306,13 +306,16 @@ impl Work {
             });
         }
         // A claim whose node's offsets could not be read: read again (at most once a
-        // NOTE_AGE per node) while its node is not seen dead or restarted yet.
-        let missing: Vec<Box<str>> = self
+        // NOTE_AGE per node; not in the middle of a read, which it would hold up) while its
+        // node is not seen dead or restarted yet.
+        let mut missing: Vec<Box<str>> = self
             .waiting
             .iter()
-            .filter(|w| w.offsets.is_none() && !w.seen_dead)
+            .filter(|w| retry_notes && w.offsets.is_none() && !w.seen_dead)
             .map(|w| w.claim.from.clone())
             .collect();
+        missing.sort_unstable();
+        missing.dedup();
         for node in missing {
             if let Some(offsets) = self.note(&node) {
                 for w in &mut self.waiting {
@@ -502,7 +505,7 @@ impl Work {
             producer.poll(Duration::ZERO);
             // Other claims' nodes seen dead meanwhile stay marked for the next read.
             let table = self.table.load();
-            self.look(&table);
+            self.look(&table, false);
             let m = match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Err(KafkaError::PartitionEOF(p))) => {

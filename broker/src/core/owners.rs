@@ -301,6 +301,9 @@ impl Core {
         // claims it); set again after each step below that ends a session here (an ended
         // session's epoch is forgotten by the store).
         self.owned_in_store(&claim.client, claimed.epoch);
+        // This node holds it in Redis now, whatever becomes of the CONNECT: no longer
+        // followed elsewhere (a stale entry would send its copies back to where it was).
+        self.held_here(&claim.client);
         if let (Some(feed), Some((from, _)), Some(me)) = (&self.cluster, &claimed.previous, &broker)
         {
             if **from != **me {
@@ -362,7 +365,6 @@ impl Core {
         }
         // After the accept: a clean start there ends the old session (and its epoch).
         if self.by_client.contains_key(claim.client.as_str()) {
-            self.held_here(&claim.client);
             self.owned_in_store(&claim.client, claimed.epoch);
             if let Some(o) = &mut self.owners {
                 o.epochs.insert(claim.client.clone(), claimed.epoch);

@@ -161,7 +161,9 @@ impl Broker {
             .stdin(Stdio::null())
             .spawn()
             .expect("start ringmq");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: a start that creates Kafka topics waits for the Kafka-protocol server,
+        // which is slow to answer while the whole suite runs (seen once over 10 s).
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if child.try_wait().unwrap().is_some() {
                 return None;

@@ -107,7 +107,7 @@ impl Routes {
             *t = (*t + stall).min(now);
         }
         tracing::info!(
-            ms = gap.as_millis() as u64,
+            ms = stall.as_millis() as u64,
             "cluster: no heartbeat read for a while (this node was stopped or starved): that time counts for no node"
         );
     }
