@@ -244,14 +244,14 @@ impl Handovers {
         stamp_ms: Option<i64>,
         sent_to: Option<&str>,
         now: Instant,
-        after: u64,
+        noted_after: u64,
         out: &mut Vec<(ByteString, Box<str>)>,
     ) {
         if !self.may_want(stamp_ms) {
             return;
         }
         let list = self.list.read().unwrap_or_else(PoisonError::into_inner);
-        for m in list.iter().filter(|m| m.generation > after) {
+        for m in list.iter().filter(|m| m.generation > noted_after) {
             let in_time = stamp_ms.is_none_or(|s| s <= m.at_ms.saturating_add(self.grace_ms));
             // Sent to (or by) its new node well after the move: that node had it.
             let after = stamp_ms.is_some_and(|s| s >= m.at_ms.saturating_add(TRUST_AFTER_MS));

@@ -166,19 +166,12 @@ impl Core {
                 // A session here that moved to another node after the sender looked: the
                 // sender routed its copy here, it goes on to that node.
                 let moved = self.moved_away_since(&message, seen);
-                let relay = if moved.is_empty() {
-                    None
-                } else {
-                    let token = (ack != AckRef::NONE).then(|| self.durable.next_token());
-                    let pending = self.forward_moved(&message, None, token, &moved);
-                    token.filter(|_| pending > 0).map(|t| (t, pending))
-                };
+                let token =
+                    (!moved.is_empty() && ack != AckRef::NONE).then(|| self.durable.next_token());
+                let pending = self.forward_moved(&message, None, token, &moved);
                 self.route(message, Origin::Peer, 0);
                 self.publisher = None;
-                match relay {
-                    Some((token, pending)) => self.relay_forward(ack, before, token, pending),
-                    None => self.confirm_forward(ack, before),
-                }
+                self.relay_forward(ack, before, token, pending);
                 self.refused = false;
             }
             ShardMsg::ForClient {
@@ -190,13 +183,8 @@ impl Core {
                 let before = self.durable.appended();
                 self.refused = false;
                 let token = (ack != AckRef::NONE).then(|| self.durable.next_token());
-                match self.deliver_for_client(&client, seq, &message, token) {
-                    0 => self.confirm_forward(ack, before),
-                    pending => {
-                        let token = token.unwrap_or_default();
-                        self.relay_forward(ack, before, token, pending);
-                    }
-                }
+                let pending = self.deliver_for_client(&client, seq, &message, token);
+                self.relay_forward(ack, before, token, pending);
                 self.refused = false;
             }
             ShardMsg::SharedPublish {

@@ -243,8 +243,17 @@ impl Core {
     }
 
     /// As [`Core::confirm_forward`], once `pending` sinks also confirmed `token` (the
-    /// copies this shard sent on for the forwarded message).
-    pub(super) fn relay_forward(&mut self, ack: AckRef, before: u64, token: u64, pending: usize) {
+    /// copies this shard sent on for the forwarded message; none: as it).
+    pub(super) fn relay_forward(
+        &mut self,
+        ack: AckRef,
+        before: u64,
+        token: Option<u64>,
+        pending: usize,
+    ) {
+        let Some(token) = token.filter(|_| pending > 0) else {
+            return self.confirm_forward(ack, before);
+        };
         let Some((origin, origin_token)) = ack.get() else {
             return;
         };

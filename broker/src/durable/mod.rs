@@ -234,12 +234,18 @@ impl Durable {
     /// A message forwarded by `origin` (token) appended records here since `before`: tell the
     /// origin once durable; now (returned true) if nothing was appended or acks do not wait.
     pub fn wait_for_peer(&mut self, origin: ShardId, token: u64, before: u64) -> bool {
-        let mark = self.store.appended();
-        if mark == before || !self.holds_acks {
+        let Some(mark) = self.waits_since(before) else {
             return true;
-        }
+        };
         self.ledger.wait_for_peer(origin, token, mark);
         false
+    }
+
+    /// The position records appended since `before` must reach before what caused them is
+    /// answered; None when nothing was appended or acks do not wait.
+    fn waits_since(&self, before: u64) -> Option<u64> {
+        let mark = self.store.appended();
+        (mark > before && self.holds_acks).then_some(mark)
     }
 
     /// A message forwarded by `origin` (`origin_token`) appended records here since `before`
@@ -253,12 +259,7 @@ impl Durable {
         before: u64,
         pending: usize,
     ) {
-        let mark = self.store.appended();
-        let mark = if mark > before && self.holds_acks {
-            mark
-        } else {
-            0
-        };
+        let mark = self.waits_since(before).unwrap_or(0);
         self.ledger
             .relay(token, origin, origin_token, mark, pending);
     }
