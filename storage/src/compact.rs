@@ -291,6 +291,38 @@ mod tests {
                 seqs: vec![3, 7, 9]
             })
         );
+        // The encoding, byte for byte, for short and long fields, with and without properties.
+        let long_topic = "t/".repeat(100);
+        let long_client = "c".repeat(300);
+        for (topic, client, properties, expires_at_ms, id) in [
+            ("a", "c", &[][..], 0, 0),
+            (
+                long_topic.as_str(),
+                long_client.as_str(),
+                &[2, 1, 1][..],
+                u64::MAX,
+                u64::MAX,
+            ),
+            ("x/y", "dev-1", &[][..], 1 << 35, 1 << 21),
+        ] {
+            let m = MessageRef {
+                topic,
+                properties,
+                expires_at_ms,
+                payload: b"pp",
+            };
+            let mut want = vec![MESSAGE];
+            put_varint(&mut want, id);
+            put_bytes(&mut want, client.as_bytes());
+            want.push(flags(1, true));
+            put_bytes(&mut want, topic.as_bytes());
+            put_bytes(&mut want, properties);
+            put_varint(&mut want, expires_at_ms);
+            want.extend_from_slice(b"pp");
+            let mut out = vec![9];
+            put_message(&mut out, client, id, 1, true, &m);
+            assert_eq!(out[1..], want[..]);
+        }
         // Truncations never decode as something else.
         let mut out = Vec::new();
         put_message(&mut out, "c1", 300, 1, false, &m);

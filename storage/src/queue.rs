@@ -74,6 +74,19 @@ impl Queue {
 
     /// Removes message `seq`: the message, if it was held.
     pub fn remove(&mut self, seq: u64) -> Option<MessageState> {
+        if self.entries.front().is_some_and(|(s, _)| *s == seq) {
+            // The usual case (acknowledgements come in order): the front goes, with the
+            // tombstones behind it; no tombstone is added.
+            let removed = self.entries.pop_front().and_then(|(_, m)| m);
+            debug_assert!(removed.is_some(), "the front is always live");
+            if removed.is_some() {
+                self.live -= 1;
+            }
+            while self.entries.front().is_some_and(|(_, m)| m.is_none()) {
+                self.entries.pop_front();
+            }
+            return removed;
+        }
         let i = self.find(seq).ok()?;
         let removed = self.entries.get_mut(i).and_then(|(_, slot)| slot.take());
         if removed.is_some() {

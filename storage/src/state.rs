@@ -41,6 +41,20 @@ pub struct SessionState {
     pub messages: Queue,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub qos2_received: BTreeSet<u16>,
+    /// The oldest log segment that may hold one of its records (segment ids start at 1; 0
+    /// until the log notes one): what compaction rewrites first. Kept here rather than in a
+    /// map of its own so a logged message costs one session lookup.
+    pub segment: u64,
+}
+
+impl SessionState {
+    /// Notes that segment `seg` holds one of its records, unless an older one is noted
+    /// (0: nothing to note).
+    pub fn note_segment(&mut self, seg: u64) {
+        if self.segment == 0 {
+            self.segment = seg;
+        }
+    }
 }
 
 /// Everything durable.
@@ -104,7 +118,7 @@ impl State {
                 message,
             } => {
                 let body = self.bodies.add(&compact::body_of(message));
-                self.queue(client, *seq, body, message.qos, message.retain);
+                self.queue(client, *seq, body, message.qos, message.retain, 0);
                 self.bodies.release(body);
             }
             Record::Message {
@@ -114,7 +128,7 @@ impl State {
                 retain,
                 body,
             } => {
-                self.apply_message(client, *id, *qos, *retain, body);
+                self.apply_message(client, *id, *qos, *retain, body, 0);
             }
             Record::Ref {
                 client,
@@ -123,7 +137,7 @@ impl State {
                 retain,
             } => self.apply_ref(client, *id, *qos, *retain),
             Record::Acked { client, seqs } => {
-                self.apply_acked(client, seqs);
+                self.apply_acked(client, seqs, 0);
             }
             Record::Sent {
                 client,
@@ -148,7 +162,7 @@ impl State {
                 }
             }
             Record::Done { client, seq } => {
-                self.apply_acked(client, std::slice::from_ref(seq));
+                self.apply_acked(client, std::slice::from_ref(seq), 0);
             }
             Record::Qos2Received { client, packet_id } => {
                 if let Some(s) = self.sessions.get_mut(client) {
@@ -180,6 +194,8 @@ impl State {
 
     /// Applies a [`Record::Message`] given by parts (the hot path: no record is built); false
     /// if there is no such session.
+    /// `seg` is the segment the record went to ([`SessionState::segment`]; 0 when none is
+    /// to be noted).
     pub fn apply_message(
         &mut self,
         client: &str,
@@ -187,29 +203,39 @@ impl State {
         qos: u8,
         retain: bool,
         body: &[u8],
+        seg: u64,
     ) -> bool {
         let body = self.bodies.add(body);
         if let Some((_, old)) = self.last_body.replace((id, body)) {
             self.bodies.release(old);
         }
-        self.queue(client, id, body, qos, retain)
+        self.queue(client, id, body, qos, retain, seg)
     }
 
     /// Applies a [`Record::Ref`].
     pub fn apply_ref(&mut self, client: &str, id: u64, qos: u8, retain: bool) {
         if let Some((last, body)) = self.last_body {
             if last == id {
-                self.queue(client, id, body, qos, retain);
+                self.queue(client, id, body, qos, retain, 0);
             }
         }
     }
 
-    /// Queues message `id` with `body` (one more reference on it) for `client`'s session;
-    /// false if there is no such session.
-    fn queue(&mut self, client: &str, id: u64, body: BodyRef, qos: u8, retain: bool) -> bool {
+    /// Queues message `id` with `body` (one more reference on it) for `client`'s session,
+    /// noting `seg` as its oldest segment if none is; false if there is no such session.
+    fn queue(
+        &mut self,
+        client: &str,
+        id: u64,
+        body: BodyRef,
+        qos: u8,
+        retain: bool,
+        seg: u64,
+    ) -> bool {
         let Some(s) = self.sessions.get_mut(client) else {
             return false;
         };
+        s.note_segment(seg);
         let m = MessageState {
             body: self.bodies.share(body),
             qos,
@@ -225,10 +251,11 @@ impl State {
 
     /// Applies a [`Record::Acked`] (or a [`Record::Done`]) given by parts; false if there is
     /// no such session.
-    pub fn apply_acked(&mut self, client: &str, seqs: &[u64]) -> bool {
+    pub fn apply_acked(&mut self, client: &str, seqs: &[u64], seg: u64) -> bool {
         let Some(s) = self.sessions.get_mut(client) else {
             return false;
         };
+        s.note_segment(seg);
         for seq in seqs {
             if let Some(m) = s.messages.remove(*seq) {
                 self.bodies.release(m.body);

@@ -7,6 +7,7 @@ use net::codec::{Packet, PubResp};
 use super::peer::ShardMsg;
 use super::Core;
 use crate::ids::{ConnId, SessionId};
+use crate::session::Message;
 
 /// Writes a session's done sequence numbers as one record, if it has any.
 fn write_acked(durable: &mut crate::durable::Durable, session: &mut crate::session::Session) {
@@ -18,8 +19,15 @@ fn write_acked(durable: &mut crate::durable::Durable, session: &mut crate::sessi
 
 impl Core {
     /// Moves a session's journal into the log; its done sequence numbers wait for the end of
-    /// the loop pass ([`Core::flush_acked`]).
+    /// the loop pass ([`Core::flush_acked`]). The journal holds no queued message (those are
+    /// written by [`Core::journal_with`] as they are delivered).
     pub(crate) fn journal_of(&mut self, sid: SessionId) {
+        self.journal_with(sid, None);
+    }
+
+    /// [`Core::journal_of`] right after `message` was given to the session: the journal's
+    /// queued entries are that message.
+    pub(crate) fn journal_with(&mut self, sid: SessionId, message: Option<&Message>) {
         let Some(session) = self
             .sessions
             .get_mut(sid.0 as usize)
@@ -36,7 +44,8 @@ impl Core {
         // Written in place and then dropped in place: an entry is not moved out (a memcpy
         // of a message's size per entry).
         for entry in &session.journal {
-            self.durable.append_journal(&session.client_id, entry);
+            self.durable
+                .append_journal(&session.client_id, entry, message);
         }
         session.journal.clear();
         if !session.acked.is_empty() && !session.acked_listed {

@@ -405,6 +405,7 @@ impl Core {
             &Journal::Record(Record::SessionEnd {
                 client: client.to_string(),
             }),
+            None,
         );
     }
 

@@ -319,7 +319,7 @@ impl Core {
         let delivery = session.deliver(message, grant, now, conn.map(|c| &mut c.out), may_exceed);
         let drops = session.drops.total != 0;
         if session.journal_pending() {
-            self.journal_of(sid);
+            self.journal_with(sid, Some(message));
         }
         match delivery {
             Delivery::Sent => {

@@ -49,7 +49,7 @@ impl Core {
             session.journal_end();
         }
         for entry in &session.journal {
-            self.durable.append_journal(&session.client_id, entry);
+            self.durable.append_journal(&session.client_id, entry, None);
         }
         session.journal.clear();
         let replaced = self

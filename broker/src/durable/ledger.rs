@@ -43,12 +43,33 @@ const SPARE_QUEUES: usize = 1024;
 /// A queue that grew past this many acks is freed when it empties, not kept.
 const SPARE_CAPACITY: usize = 64;
 
+/// Connection slots below this use the durability queue (its per-slot counts are a vector
+/// indexed by slot); others (a source's lanes, `u32::MAX - 255` and up) queue per connection.
+const WAITING_SLOTS: usize = 1 << 24;
+
 /// Held acknowledgements and owed confirmations.
+///
+/// An acknowledgement that waits for durability alone (no peer or sink) goes to the durability queue:
+/// one queue for the whole shard in hold order, its marks never decreasing (a mark below
+/// the durability queue's last is raised to it), released from the front as landings make its marks
+/// durable: no per-connection queue to find or keep for the common case of `sync`. One that
+/// waits for a confirmation goes to its connection's queue in `held`, and so does every later
+/// one of that connection while the queue lasts. Order per connection [MQTT-4.6.0-2]: an
+/// entry of a connection with entries in the durability queue is queued with a mark no lower than the
+/// queue's last, so it cannot leave before them (the durability queue is released first at a landing, and
+/// nothing leaves on a confirmation before its mark is durable).
 #[derive(Debug, Default)]
 pub struct Ledger {
     /// Records durable in the store (a position).
     durable: u64,
-    /// Per connection with acks held: its queue, never empty.
+    /// Acks waiting for durability alone, in hold order: (mark, connection, packet); marks
+    /// never decrease.
+    waiting: VecDeque<(u64, ConnId, PubResp)>,
+    /// Entries in the durability queue per connection slot (a slot reused while the durability queue still holds its
+    /// previous connection's acks counts those too: the new connection's answers then wait
+    /// behind them, which delays and never reorders).
+    waiting_count: Vec<u32>,
+    /// Per connection with acks held for confirmations: its queue, never empty.
     held: FxHashMap<ConnId, VecDeque<Held>>,
     /// Emptied queues kept for reuse by any connection (at most [`SPARE_QUEUES`], each of at
     /// most [`SPARE_CAPACITY`] acks): queues empty as landings and confirmations release them
@@ -97,9 +118,27 @@ impl Ledger {
         mark: u64,
         pending: usize,
     ) -> Vec<(ConnId, PubResp)> {
+        let queued = !self.held.is_empty() && self.held.contains_key(&conn);
+        let in_waiting = self.waiting_len(conn) > 0;
+        let waiting_last = self.waiting.back().map_or(0, |(m, _, _)| *m);
+        if pending == 0 && !queued {
+            if !in_waiting && mark <= self.durable {
+                return vec![(conn, packet)];
+            }
+            if (conn.slot as usize) < WAITING_SLOTS {
+                self.push_waiting(mark.max(waiting_last), conn, packet);
+                return Vec::new();
+            }
+        }
         if pending > 0 {
             self.token_conn.insert(token, conn);
         }
+        // Behind this connection's acks in the durability queue.
+        let mark = if in_waiting {
+            mark.max(waiting_last)
+        } else {
+            mark
+        };
         let held = Held {
             token,
             packet,
@@ -139,6 +178,56 @@ impl Ledger {
         out
     }
 
+    /// Acks of `conn`'s slot in the durability queue.
+    fn waiting_len(&self, conn: ConnId) -> u32 {
+        self.waiting_count
+            .get(conn.slot as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn push_waiting(&mut self, mark: u64, conn: ConnId, packet: PubResp) {
+        debug_assert!(
+            (conn.slot as usize) < WAITING_SLOTS,
+            "a slot the counts cover"
+        );
+        debug_assert!(
+            self.waiting.back().is_none_or(|(m, _, _)| *m <= mark),
+            "the durability queue's marks never decrease"
+        );
+        let slot = conn.slot as usize;
+        if self.waiting_count.len() <= slot {
+            self.waiting_count.resize(slot + 1, 0);
+        }
+        if let Some(n) = self.waiting_count.get_mut(slot) {
+            *n += 1;
+        }
+        self.waiting.push_back((mark, conn, packet));
+    }
+
+    /// Releases the durability queue's front up to what is durable (refused instead: those a failed
+    /// landing lost, `failed`), in order.
+    fn release_waiting(&mut self, failed: bool, out: &mut Vec<(ConnId, PubResp)>) {
+        let durable = self.durable;
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(mark, _, _)| *mark <= durable || failed)
+        {
+            let Some((mark, conn, mut packet)) = self.waiting.pop_front() else {
+                break;
+            };
+            if mark > durable {
+                refuse(&mut packet);
+            }
+            if let Some(n) = self.waiting_count.get_mut(conn.slot as usize) {
+                debug_assert!(*n > 0, "an entry of the durability queue is counted");
+                *n = n.saturating_sub(1);
+            }
+            out.push((conn, packet));
+        }
+    }
+
     /// Keeps an emptied queue for reuse, within [`SPARE_QUEUES`].
     fn keep_spare(&mut self, q: VecDeque<Held>) {
         debug_assert!(q.is_empty());
@@ -154,12 +243,12 @@ impl Ledger {
 
     /// True when `conn` has acks waiting (later answers must queue behind them).
     pub fn has_held(&self, conn: ConnId) -> bool {
-        self.held.contains_key(&conn)
+        self.waiting_len(conn) > 0 || !self.held.is_empty() && self.held.contains_key(&conn)
     }
 
     /// Acknowledgements held in all.
     pub fn held_len(&self) -> usize {
-        self.held.values().map(VecDeque::len).sum()
+        self.waiting.len() + self.held.values().map(VecDeque::len).sum::<usize>()
     }
 
     fn release(&mut self, conn: ConnId, out: &mut Vec<(ConnId, PubResp)>) {
@@ -266,6 +355,8 @@ impl Ledger {
         debug_assert!(landed.durable >= self.durable, "durability never goes back");
         self.durable = self.durable.max(landed.durable);
         let durable = self.durable;
+        // The durability queue first: a connection's queued acks come after its entries in the durability queue.
+        self.release_waiting(failed, &mut released.acks);
         let acks = &mut released.acks;
         let spare = &mut self.spare;
         self.held.retain(|&conn, q| {
@@ -358,24 +449,132 @@ mod tests {
             let base = round * 100;
             assert!(l.hold(1, conn(1), ack(1), base + 10, 0).is_empty());
             assert!(l.hold(2, conn(2), ack(1), base + 20, 0).is_empty());
-            // Behind the held one although nothing waits for it.
+            // Behind the held one although nothing waits for it (in the durability queue, at its mark).
             assert!(l.hold(3, conn(1), ack(2), 0, 0).is_empty());
             let t = l.next_token();
             assert!(l.hold(t, conn(1), ack(3), base + 5, 1).is_empty());
             assert_eq!(l.held_len(), 4);
             let r = landed(&mut l, base + 15, false);
-            assert_eq!(ids(&r.acks), vec![(1, 1), (1, 2)]);
+            assert_eq!(ids(&r.acks), vec![(1, 1)]);
             assert!(l.has_held(conn(1)) && l.has_held(conn(2)));
-            assert_eq!(ids(&l.confirmed(t, true)), vec![(1, 3)]);
-            assert!(!l.has_held(conn(1)));
+            assert!(
+                l.confirmed(t, true).is_empty(),
+                "queued behind its connection's acks in the durability queue"
+            );
             let r = landed(&mut l, base + 20, false);
-            assert_eq!(ids(&r.acks), vec![(2, 1)]);
-            assert!(!l.has_held(conn(2)));
+            assert_eq!(ids(&r.acks), vec![(2, 1), (1, 2), (1, 3)]);
+            assert!(!l.has_held(conn(1)) && !l.has_held(conn(2)));
             assert_eq!(l.held_len(), 0);
             // Durable already and nothing ahead of it: at once.
             assert_eq!(ids(&l.hold(9, conn(3), ack(7), base + 20, 0)), vec![(3, 7)]);
             assert!(!l.has_held(conn(3)));
+            // Waiting for a confirmation: the connection's later acks queue behind it.
+            let t = l.next_token();
+            assert!(l.hold(t, conn(4), ack(1), 0, 1).is_empty());
+            assert!(l.hold(11, conn(4), ack(2), 0, 0).is_empty());
+            assert!(l.has_held(conn(4)));
+            assert_eq!(ids(&l.confirmed(t, true)), vec![(4, 1), (4, 2)]);
+            assert!(!l.has_held(conn(4)));
             assert!(l.spare.len() <= 2);
+        }
+    }
+
+    /// Random holds, landings (some failing) and confirmations: every connection's acks leave
+    /// in the order they were held, none leaves (unrefused) before its records are durable
+    /// and its confirmations came, and all leave once everything is durable and confirmed.
+    #[test]
+    fn acks_leave_in_order_and_only_when_ready_whatever_the_interleaving() {
+        use std::collections::BTreeMap;
+        type Facts = BTreeMap<u16, (u32, u64, Option<u64>)>;
+        fn check(
+            out: Vec<(ConnId, PubResp)>,
+            l: &Ledger,
+            facts: &Facts,
+            confirmed: &BTreeMap<u64, bool>,
+            left: &mut BTreeMap<u32, Vec<u16>>,
+        ) {
+            for (c, p) in out {
+                let pid = p.packet_id.get();
+                let (conn, mark, token) = facts[&pid];
+                assert_eq!(conn, c.slot);
+                if p.reason.0 < 0x80 {
+                    assert!(mark <= l.durable, "left before it was durable");
+                    assert!(token.is_none_or(|t| confirmed.get(&t) == Some(&true)));
+                }
+                left.entry(conn).or_default().push(pid);
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50 {
+            let mut l = Ledger::default();
+            let mut appended = 0u64;
+            let mut id = 0u16;
+            // Per packet id: (connection, mark, token waiting for a confirmation).
+            let mut facts = Facts::new();
+            let mut confirmed: BTreeMap<u64, bool> = BTreeMap::new();
+            let mut held_order: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+            let mut left: BTreeMap<u32, Vec<u16>> = BTreeMap::new();
+            let mut outstanding: Vec<u64> = Vec::new();
+            for _ in 0..400 {
+                let r = next();
+                match r % 10 {
+                    0..=5 => {
+                        id += 1;
+                        // Three client connections and a source's lane (a slot near the top).
+                        let c = match (r >> 8) as u32 % 4 {
+                            3 => u32::MAX - 3,
+                            c => c,
+                        };
+                        if r >> 16 & 3 != 0 {
+                            appended += 1 + (r >> 20) % 5;
+                        }
+                        let mark = if r >> 24 & 3 == 0 { 0 } else { appended };
+                        let token = l.next_token();
+                        let pending = usize::from(r >> 28 & 3 == 0);
+                        if pending > 0 {
+                            outstanding.push(token);
+                        }
+                        facts.insert(id, (c, mark, (pending > 0).then_some(token)));
+                        held_order.entry(c).or_default().push(id);
+                        let out = l.hold(token, conn(c), ack(id), mark, pending);
+                        check(out, &l, &facts, &confirmed, &mut left);
+                    }
+                    6..=7 => {
+                        let to = l.durable + (r >> 8) % (appended - l.durable + 1);
+                        let failed = (r >> 16) % 13 == 0;
+                        let out = landed(&mut l, to, failed).acks;
+                        check(out, &l, &facts, &confirmed, &mut left);
+                    }
+                    _ => {
+                        if !outstanding.is_empty() {
+                            let i = (r >> 8) as usize % outstanding.len();
+                            let t = outstanding.swap_remove(i);
+                            let ok = (r >> 16) % 7 != 0;
+                            confirmed.insert(t, ok);
+                            let out = l.confirmed(t, ok);
+                            check(out, &l, &facts, &confirmed, &mut left);
+                        }
+                    }
+                }
+            }
+            for t in std::mem::take(&mut outstanding) {
+                confirmed.insert(t, true);
+                let out = l.confirmed(t, true);
+                check(out, &l, &facts, &confirmed, &mut left);
+            }
+            let out = landed(&mut l, appended, false).acks;
+            check(out, &l, &facts, &confirmed, &mut left);
+            assert_eq!(l.held_len(), 0);
+            assert_eq!(
+                left, held_order,
+                "every ack left, in its connection's order"
+            );
         }
     }
 

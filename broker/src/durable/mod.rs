@@ -22,7 +22,7 @@ use storage::record::Record;
 use storage::store::{IoDone, IoRequest, Store};
 
 use crate::ids::{ConnId, ShardId};
-use crate::session::Journal;
+use crate::session::{Journal, Message};
 use ledger::{Ledger, Released};
 
 /// The shard's store and the acknowledgements waiting for it.
@@ -102,8 +102,9 @@ impl Durable {
 
     /// Hands one journaled change of `client`'s session to the store: a queued message as its
     /// body the first time the shard's routing of it reaches a durable session, then as
-    /// references.
-    pub fn append_journal(&mut self, client: &str, entry: &Journal) {
+    /// references. `message`: the message an [`Journal::Enqueue`] is about (the one being
+    /// delivered; `None` where the journal holds no enqueue).
+    pub fn append_journal(&mut self, client: &str, entry: &Journal, message: Option<&Message>) {
         let result = match entry {
             Journal::Record(record) => self.store.append(record),
             Journal::Enqueue {
@@ -116,11 +117,20 @@ impl Durable {
             }),
             Journal::Enqueue {
                 seq,
-                message,
                 qos,
                 retain,
                 expires_at_ms,
             } => {
+                let Some(message) = message else {
+                    debug_assert!(false, "an enqueue is journaled with its message");
+                    tracing::error!(
+                        client,
+                        "invariant broken: a queued message journaled without its message"
+                    );
+                    return self.note_append(Err(storage::Error::Encode(
+                        "a queued message journaled without its message".into(),
+                    )));
+                };
                 if message.properties.is_empty() {
                     self.properties.clear();
                 } else {

@@ -1,7 +1,8 @@
 //! A session's journal: the changes of a durable session waiting to be handed to the shard's
 //! store (the core drains it after each operation), and the batch of sequence numbers that
-//! are done (handed over once per loop pass as one record). A queued message is journaled by
-//! reference to the broker's message, so the core can write its body once for every
+//! are done (handed over once per loop pass as one record). A queued message is journaled
+//! without its body: the core, which hands it to the session, writes the journal right after
+//! with the message in hand ([`crate::core::Core`]'s `journal_with`), its body once for every
 //! recipient on the shard.
 
 use std::time::Instant;
@@ -18,12 +19,12 @@ pub enum Journal {
     Record(Record),
     /// A QoS 1/2 message given to the session under sequence number `seq` (the shard's
     /// message id): written as the message's body with this recipient, or as a reference to
-    /// the body when another session of the shard got the same message first.
+    /// the body when another session of the shard got the same message first. The message
+    /// itself is the one being delivered when the entry is written (not kept here: no
+    /// reference counts taken and dropped per recipient).
     Enqueue {
         /// Sequence number (the message id).
         seq: u64,
-        /// The message (its payload shared, not copied).
-        message: Message,
         /// QoS it goes out with.
         qos: u8,
         /// RETAIN flag on the way out.
@@ -109,7 +110,6 @@ impl Session {
         let seq = self.log_id;
         self.journal.push(Journal::Enqueue {
             seq,
-            message: message.clone(),
             qos: grant.qos as u8,
             retain: grant.retain,
             expires_at_ms: super::message::wall_ms(message.expires_at, now),

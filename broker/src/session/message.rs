@@ -9,6 +9,7 @@ use net::codec::{BoxedProperties, QoS};
 use storage::record::StoredMessage;
 
 /// Milliseconds of the Unix epoch for an `Instant` (0 for none).
+#[inline]
 pub(super) fn wall_ms(at: Option<Instant>, now: Instant) -> u64 {
     let Some(at) = at else { return 0 };
     let wall = std::time::SystemTime::now()

@@ -12,6 +12,9 @@ use crate::ids::ShardId;
 /// Most store requests submitted after one completion: a send and a receive for each of up to
 /// 256 Redis Cluster masters, and a wake.
 const STORE_REQUESTS_MAX: usize = 2 * 256 + 1;
+/// Submission entries of a shard's store ring (completion entries: twice as many), room for
+/// the most a store asks at once ([`STORE_REQUESTS_MAX`]).
+pub(super) const STORE_RING_ENTRIES: u32 = 1024;
 
 impl Shard {
     pub(super) fn send_to_peer(&mut self, peer: ShardId, msg: ShardMsg) {
@@ -116,45 +119,54 @@ impl Shard {
         self.wakes = wakes;
     }
 
+    /// Handles the completions the store ring has posted (see [`Shard::store_ring`]); true
+    /// if there were any.
+    pub(super) fn take_store_completions(&mut self) -> bool {
+        self.store_ring.reap_posted();
+        if !self.store_ring.has_completions() {
+            return false;
+        }
+        let mut landed = self.store_ring.completions();
+        for c in landed.drain(..) {
+            self.on_completion(c);
+        }
+        self.store_ring.return_completions(landed);
+        true
+    }
+
     /// Mid-pass, in a long pass: takes the store's landed commit if there is one (its
     /// acknowledgements leave at once) and starts the next commit, so commits overlap the
-    /// handling of a burst instead of following it.
+    /// handling of a burst instead of following it. No system call unless something landed.
     pub(super) fn kick_store(&mut self) -> std::io::Result<()> {
         if !self.core.durable.persistent() {
             return Ok(());
         }
         self.core.now = Instant::now();
         if self.core.durable.committing() {
-            // Submits what is queued and gathers what completed, without waiting.
-            self.ring.submit_and_reap()?;
-            let mut landed = std::mem::take(&mut self.landed);
-            self.ring
-                .take_completions(|c| c.token >> 56 == super::KIND_STORE, &mut landed);
-            let any = !landed.is_empty();
-            for c in landed.drain(..) {
-                self.on_completion(c);
-            }
-            self.landed = landed;
-            if !any {
+            if !self.take_store_completions() {
                 return Ok(());
             }
+            // The released acknowledgements go out now, not at the end of the pass.
             self.flush();
-        }
-        self.core.flush_acked();
-        if self.submit_store_io() {
             self.ring.submit()?;
         }
+        self.core.flush_acked();
+        self.submit_store_io();
         Ok(())
     }
 
     /// Submits the I/O the store asks for (its next batch), if any; true if it did.
     pub(super) fn submit_store_io(&mut self) -> bool {
-        let Some(request) = self.core.durable.next_io(self.core.now) else {
-            return false;
-        };
-        self.perform_store_io(request);
-        self.continue_store_io();
-        true
+        let request = self.core.durable.next_io(self.core.now);
+        let any = request.is_some();
+        if let Some(request) = request {
+            self.perform_store_io(request);
+            self.continue_store_io();
+        } else if self.store_ring_queued {
+            // A failed submission is tried again every pass.
+            self.submit_store_ring();
+        }
+        any
     }
 
     /// Submits the further I/O the store's batch out needs (a socket store's receive, the
@@ -163,13 +175,33 @@ impl Shard {
         // Bounded: a store asks for at most a send and a receive per connection at once.
         for _ in 0..STORE_REQUESTS_MAX {
             let Some(request) = self.core.durable.continue_io() else {
-                return;
+                break;
             };
             self.perform_store_io(request);
         }
+        if self.store_ring_queued {
+            self.submit_store_ring();
+        }
+    }
+
+    /// Hands what is queued on the store ring to the kernel. On failure (the kernel short
+    /// of memory) the entries stay queued and every pass tries again (`submit_store_io`).
+    fn submit_store_ring(&mut self) {
+        match self.store_ring.submit() {
+            Ok(()) => self.store_ring_queued = false,
+            Err(e) => {
+                if !self.store_ring_failing {
+                    tracing::error!(error = %e, "submitting the store's I/O failed; retried every pass");
+                }
+                self.store_ring_failing = true;
+                return;
+            }
+        }
+        self.store_ring_failing = false;
     }
 
     fn perform_store_io(&mut self, request: IoRequest) {
+        self.store_ring_queued = true;
         // What the ring could not take fails at once, through the store's own path.
         let refused = match request {
             IoRequest::WriteAndSync {
@@ -182,7 +214,7 @@ impl Shard {
             } => {
                 let (write, sync) = (store_token(write_op), store_token(sync_op));
                 match self
-                    .ring
+                    .store_ring
                     .write_and_sync(fd, buf, range, offset, write, sync)
                 {
                     Ok(()) => Vec::new(),
@@ -193,19 +225,19 @@ impl Shard {
                 }
             }
             IoRequest::Send { fd, buf, range, op } => {
-                match self.ring.send_owned(fd, buf, range, store_token(op)) {
+                match self.store_ring.send_owned(fd, buf, range, store_token(op)) {
                     Ok(()) => Vec::new(),
                     Err(buf) => vec![(op, -libc::EINVAL, Some(buf))],
                 }
             }
             IoRequest::Recv { fd, buf, range, op } => {
-                match self.ring.recv_owned(fd, buf, range, store_token(op)) {
+                match self.store_ring.recv_owned(fd, buf, range, store_token(op)) {
                     Ok(()) => Vec::new(),
                     Err(buf) => vec![(op, -libc::EINVAL, Some(buf))],
                 }
             }
             IoRequest::Wake { op } => {
-                self.ring.nop(store_token(op));
+                self.store_ring.nop(store_token(op));
                 Vec::new()
             }
             other => {

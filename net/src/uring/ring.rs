@@ -106,7 +106,36 @@ impl Ring {
             .setup_cqsize(config.cq_entries)
             .build(config.sq_entries)?;
         let bufs = BufRing::new(&ring, 0, config.recv_buffer_count, config.recv_buffer_bytes)?;
-        Ok(Self {
+        Ok(Self::around(ring, bufs))
+    }
+
+    /// Sets up a ring for a store's I/O alone (durable writes, a store's socket operations):
+    /// no deferred task work, so its completions are posted as they happen (an io-wq
+    /// worker's directly) instead of waiting in the submitting thread's queue of deferred work
+    /// behind a busy shard's receives, and [`Ring::register_eventfd`] is told at once.
+    /// `entries` sizes both queues; no provided buffers worth the name (one of 64 bytes).
+    pub fn new_store(entries: u32) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_cqsize(entries.saturating_mul(2))
+            .build(entries)?;
+        let bufs = BufRing::new(&ring, 0, 1, 64)?;
+        Ok(Self::around(ring, bufs))
+    }
+
+    /// Has the kernel add 1 to eventfd `fd` whenever it posts a completion to this ring (a
+    /// store ring ringing its shard's doorbell, which the shard's own ring reads).
+    pub fn register_eventfd(&self, fd: RawFd) -> io::Result<()> {
+        self.ring.submitter().register_eventfd(fd)
+    }
+
+    /// Gathers the completions already posted, without entering the kernel (for a ring
+    /// without deferred task work: see [`Ring::new_store`]).
+    pub fn reap_posted(&mut self) {
+        self.gather();
+    }
+
+    fn around(ring: IoUring, bufs: BufRing) -> Self {
+        Self {
             ring,
             bufs,
             sends: Vec::new(),
@@ -117,7 +146,7 @@ impl Ring {
             eventfd_one: Box::new(1),
             timespec: Box::new(types::Timespec::new()),
             completions: Vec::new(),
-        })
+        }
     }
 
     fn push(&mut self, entry: squeue::Entry) {
@@ -406,6 +435,12 @@ impl Ring {
                 ) => {}
             Err(e) => return Err(e),
         }
+        self.gather();
+        Ok(())
+    }
+
+    /// Moves the posted completions into `completions`.
+    fn gather(&mut self) {
         let mut cq = self.ring.completion();
         cq.sync();
         for cqe in &mut cq {
@@ -463,7 +498,6 @@ impl Ring {
                 write_buf,
             });
         }
-        Ok(())
     }
 
     /// Takes the completions gathered by the last [`Ring::submit_and_wait`]; give the vector

@@ -71,8 +71,6 @@ pub struct Log {
     /// Bytes in every segment.
     bytes: u64,
     state: State,
-    /// Per live session: the oldest segment that may hold one of its records.
-    session_seg: FxHashMap<String, u64>,
     /// Per retained topic: the segment holding its record.
     retained_seg: FxHashMap<String, u64>,
     /// Bytes of records per segment.
@@ -109,15 +107,13 @@ fn subject(record: &Record) -> Subject<'_> {
 }
 
 /// Notes, after `record` was applied to `state`, which segment holds what is live.
-fn track(
-    state: &State,
-    record: &Record,
-    seg: u64,
-    sessions: &mut FxHashMap<String, u64>,
-    retained: &mut FxHashMap<String, u64>,
-) {
+fn track(state: &mut State, record: &Record, seg: u64, retained: &mut FxHashMap<String, u64>) {
     match subject(record) {
-        Subject::Session(client) => track_session(state, client, seg, sessions),
+        Subject::Session(client) => {
+            if let Some(s) = state.sessions.get_mut(client) {
+                s.note_segment(seg);
+            }
+        }
         Subject::Retained(topic) => {
             let version = match record {
                 Record::Retain { version, .. } => Some(*version),
@@ -133,20 +129,6 @@ fn track(
                 }
             }
         }
-    }
-}
-
-/// Notes that `client`'s session has a record in `seg` (or is gone).
-fn track_session(state: &State, client: &str, seg: u64, sessions: &mut FxHashMap<String, u64>) {
-    noted(state.sessions.contains_key(client), client, seg, sessions);
-}
-
-/// [`track_session`] when whether the session lives is known.
-fn noted(live: bool, client: &str, seg: u64, sessions: &mut FxHashMap<String, u64>) {
-    if !live {
-        sessions.remove(client);
-    } else if !sessions.contains_key(client) {
-        sessions.insert(client.to_string(), seg);
     }
 }
 
@@ -194,7 +176,6 @@ impl Log {
             .collect();
         segments.sort_unstable();
         let mut state = State::default();
-        let mut session_seg = FxHashMap::default();
         let mut retained_seg = FxHashMap::default();
         let mut sizes = std::collections::BTreeMap::new();
         let mut recovery = Recovery::default();
@@ -220,7 +201,7 @@ impl Log {
             }
             for (_, record) in &scan.records {
                 state.apply(record);
-                track(&state, record, id, &mut session_seg, &mut retained_seg);
+                track(&mut state, record, id, &mut retained_seg);
             }
             sizes.insert(id, scan.valid_len);
             recovery.records += scan.records.len();
@@ -261,7 +242,6 @@ impl Log {
                 appender,
                 bytes,
                 state,
-                session_seg,
                 retained_seg,
                 sizes,
                 unlink_after: None,
@@ -279,13 +259,7 @@ impl Log {
     pub fn append(&mut self, record: &Record) -> Result<(), Error> {
         self.state.apply(record);
         let seg = self.current();
-        track(
-            &self.state,
-            record,
-            seg,
-            &mut self.session_seg,
-            &mut self.retained_seg,
-        );
+        track(&mut self.state, record, seg, &mut self.retained_seg);
         self.push(record)
     }
 
@@ -300,6 +274,7 @@ impl Log {
         message: &MessageRef<'_>,
     ) -> Result<(), Error> {
         let mut body_at = 0;
+        let seg = self.current();
         let framed = self.appender.push_with(|out| {
             // `out` is the whole batch buffer: the body's offset within this frame.
             let payload_at = out.len();
@@ -308,8 +283,7 @@ impl Log {
         })?;
         let n = framed.len();
         let body = framed.get(body_at..).unwrap_or(&[]);
-        let live = self.state.apply_message(client, id, qos, retain, body);
-        noted(live, client, self.current(), &mut self.session_seg);
+        self.state.apply_message(client, id, qos, retain, body, seg);
         self.count(n);
         Ok(())
     }
@@ -320,8 +294,8 @@ impl Log {
             .appender
             .push_with(|out| compact::put_acked(out, client, seqs))?
             .len();
-        let live = self.state.apply_acked(client, seqs);
-        noted(live, client, self.current(), &mut self.session_seg);
+        let seg = self.current();
+        self.state.apply_acked(client, seqs, seg);
         self.count(n);
         Ok(())
     }
@@ -363,17 +337,18 @@ impl Log {
         let current = self.current();
         let start = self.bytes;
         // Whole sessions and retained topics that may still have records in the oldest segment.
-        let stale = |m: &FxHashMap<String, u64>| -> Vec<String> {
-            m.iter()
-                .filter(|(_, seg)| **seg <= oldest)
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        let units = stale(&self.session_seg)
-            .into_iter()
-            .map(|c| (true, c))
-            .chain(stale(&self.retained_seg).into_iter().map(|t| (false, t)))
-            .collect();
+        let sessions = self
+            .state
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.segment <= oldest)
+            .map(|(client, _)| (true, client.clone()));
+        let retained = self
+            .retained_seg
+            .iter()
+            .filter(|(_, seg)| **seg <= oldest)
+            .map(|(topic, _)| (false, topic.clone()));
+        let units = sessions.chain(retained).collect();
         let mut moves = Moves::default();
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
@@ -409,14 +384,15 @@ impl Log {
             for r in &records {
                 self.push(r)?;
             }
-            let map = if session {
+            if session {
                 // Its bodies move too, so the chunks of old segments' bodies can go.
                 self.state.rehome(&key, moves);
-                &mut self.session_seg
+                if let Some(s) = self.state.sessions.get_mut(&key) {
+                    s.segment = current;
+                }
             } else {
-                &mut self.retained_seg
-            };
-            map.insert(key, current);
+                self.retained_seg.insert(key, current);
+            }
         }
         Ok(true)
     }
