@@ -24,6 +24,17 @@ struct Held {
     pending: usize,
 }
 
+/// An ack in the durability queue.
+#[derive(Debug)]
+struct Waiting {
+    /// Released once records up to here are durable (never below the entry before it).
+    mark: u64,
+    /// Its own publish's mark (below `mark` when raised to keep its place).
+    own: u64,
+    conn: ConnId,
+    packet: PubResp,
+}
+
 /// What a landed batch or a confirmation released.
 #[derive(Debug, Default)]
 pub struct Released {
@@ -62,9 +73,9 @@ const WAITING_SLOTS: usize = 1 << 24;
 pub struct Ledger {
     /// Records durable in the store (a position).
     durable: u64,
-    /// Acks waiting for durability alone, in hold order: (mark, connection, packet); marks
+    /// Acks waiting for durability alone, in hold order; marks
     /// never decrease.
-    waiting: VecDeque<(u64, ConnId, PubResp)>,
+    waiting: VecDeque<Waiting>,
     /// Entries in the durability queue per connection slot (a slot reused while the durability queue still holds its
     /// previous connection's acks counts those too: the new connection's answers then wait
     /// behind them, which delays and never reorders).
@@ -120,13 +131,13 @@ impl Ledger {
     ) -> Vec<(ConnId, PubResp)> {
         let queued = !self.held.is_empty() && self.held.contains_key(&conn);
         let in_waiting = self.waiting_len(conn) > 0;
-        let waiting_last = self.waiting.back().map_or(0, |(m, _, _)| *m);
+        let waiting_last = self.waiting.back().map_or(0, |w| w.mark);
         if pending == 0 && !queued {
             if !in_waiting && mark <= self.durable {
                 return vec![(conn, packet)];
             }
             if (conn.slot as usize) < WAITING_SLOTS {
-                self.push_waiting(mark.max(waiting_last), conn, packet);
+                self.push_waiting(mark.max(waiting_last), mark, conn, packet);
                 return Vec::new();
             }
         }
@@ -186,13 +197,13 @@ impl Ledger {
             .unwrap_or(0)
     }
 
-    fn push_waiting(&mut self, mark: u64, conn: ConnId, packet: PubResp) {
+    fn push_waiting(&mut self, mark: u64, own: u64, conn: ConnId, packet: PubResp) {
         debug_assert!(
             (conn.slot as usize) < WAITING_SLOTS,
             "a slot the counts cover"
         );
         debug_assert!(
-            self.waiting.back().is_none_or(|(m, _, _)| *m <= mark),
+            self.waiting.back().is_none_or(|w| w.mark <= mark),
             "the durability queue's marks never decrease"
         );
         let slot = conn.slot as usize;
@@ -202,7 +213,12 @@ impl Ledger {
         if let Some(n) = self.waiting_count.get_mut(slot) {
             *n += 1;
         }
-        self.waiting.push_back((mark, conn, packet));
+        self.waiting.push_back(Waiting {
+            mark,
+            own,
+            conn,
+            packet,
+        });
     }
 
     /// Releases the durability queue's front up to what is durable (refused instead: those a failed
@@ -212,12 +228,20 @@ impl Ledger {
         while self
             .waiting
             .front()
-            .is_some_and(|(mark, _, _)| *mark <= durable || failed)
+            .is_some_and(|w| w.mark <= durable || failed)
         {
-            let Some((mark, conn, mut packet)) = self.waiting.pop_front() else {
+            let Some(Waiting {
+                own,
+                conn,
+                mut packet,
+                ..
+            }) = self.waiting.pop_front()
+            else {
                 break;
             };
-            if mark > durable {
+            // Refused only if its own records were lost: one whose mark was raised to keep
+            // its place behind others leaves as acknowledged.
+            if own > durable {
                 refuse(&mut packet);
             }
             if let Some(n) = self.waiting_count.get_mut(conn.slot as usize) {

@@ -337,7 +337,9 @@ impl Shard {
             KIND_SEND => self.on_send(token_conn(c.token), c),
             KIND_DOORBELL_READ => {
                 self.mesh.doorbell_answered();
-                if self.stopping_since.is_none() {
+                // While stopping, still read for as long as the store has records to land:
+                // its ring rings this doorbell when a commit lands.
+                if self.stopping_since.is_none() || !self.core.durable.settled() {
                     self.ring
                         .read_eventfd(self.mesh.doorbell_fd(), token(KIND_DOORBELL_READ, NO_CONN));
                 }

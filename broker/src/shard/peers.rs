@@ -184,11 +184,13 @@ impl Shard {
         }
     }
 
-    /// Hands what is queued on the store ring to the kernel. On failure (the kernel short
-    /// of memory) the entries stay queued and every pass tries again (`submit_store_io`).
+    /// Hands what is queued on the store ring to the kernel. What it did not take (a failure,
+    /// or a partial submission when the kernel is short of memory) stays queued and every
+    /// pass tries again (`submit_store_io`).
     fn submit_store_ring(&mut self) {
         match self.store_ring.submit() {
-            Ok(()) => self.store_ring_queued = false,
+            // The kernel may take only some entries (short of memory): the rest next pass.
+            Ok(()) => self.store_ring_queued = self.store_ring.has_unsubmitted(),
             Err(e) => {
                 if !self.store_ring_failing {
                     tracing::error!(error = %e, "submitting the store's I/O failed; retried every pass");

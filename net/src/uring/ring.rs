@@ -128,6 +128,12 @@ impl Ring {
         self.ring.submitter().register_eventfd(fd)
     }
 
+    /// True while operations are queued that the kernel has not taken yet (a submission
+    /// that took only some of them leaves the rest).
+    pub fn has_unsubmitted(&mut self) -> bool {
+        !self.ring.submission().is_empty()
+    }
+
     /// Gathers the completions already posted, without entering the kernel (for a ring
     /// without deferred task work: see [`Ring::new_store`]).
     pub fn reap_posted(&mut self) {
