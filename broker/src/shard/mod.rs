@@ -9,20 +9,25 @@
 //! peers pushed to are woken through this ring.
 //!
 //! # Layout
-//! - `mod.rs`: [`Shard`], the loop, completion dispatch, connection life cycle, effects.
+//! - `mod.rs`: [`Shard`], the loop, completion dispatch, connection life cycle.
+//! - `effects.rs`: applying the core's effects (close, pause, resume, abort, hand over, push).
 //! - `conn.rs`: [`conn::Conn`], a connection's I/O side.
 //! - `linger.rs`: lingering close (the last packet reaches a client that is still sending).
 //! - `listeners.rs`: the listeners (TCP, TLS, WebSocket, secure WebSocket), accepting, a
 //!   connection's TLS / WebSocket layers, the hand-over to the home shard.
 //! - `mesh.rs`: SPSC queues between shards and their doorbells.
 //! - `peers.rs`: the reactor's side of the mesh (pushing, pausing on a full queue, draining,
-//!   adopting handed-over connections, waking peers) and the store's I/O.
+//!   adopting handed-over connections, waking peers).
+//! - `store_io.rs`: the store's I/O on the shard's store ring (commits, a socket store's
+//!   traffic), mid-pass looks at landed commits.
 
 pub mod conn;
+mod effects;
 mod linger;
 mod listeners;
 pub mod mesh;
 mod peers;
+mod store_io;
 
 use std::collections::VecDeque;
 use std::os::fd::{OwnedFd, RawFd};
@@ -38,7 +43,7 @@ use crate::auth::reload::Reloadable;
 use crate::capacity::{self, FreeSlots, SHRINK_EVERY};
 use crate::config::Config;
 use crate::core::peer::ShardMsg;
-use crate::core::{Core, Effect};
+use crate::core::Core;
 use crate::durable::recover::Recovered;
 use crate::ids::{ConnId, ShardId};
 use crate::metrics::Metrics;
@@ -180,7 +185,7 @@ impl Shard {
             recv_buffer_bytes: config.recv_buffer_bytes,
         })
         .map_err(|e| anyhow::anyhow!("shard {}: io_uring setup: {e}", id.0))?;
-        let store_ring = Ring::new_store(peers::STORE_RING_ENTRIES)
+        let store_ring = Ring::new_store(store_io::STORE_RING_ENTRIES)
             .and_then(|r| r.register_eventfd(mesh.doorbell_fd()).map(|()| r))
             .map_err(|e| anyhow::anyhow!("shard {}: the store's io_uring: {e}", id.0))?;
         let listeners = listeners::open(&config, id.0)?;
@@ -356,64 +361,6 @@ impl Shard {
             }
             // Doorbell writes and cancel requests need nothing.
             _ => {}
-        }
-    }
-
-    // ---- effects -----------------------------------------------------------------------
-
-    /// Performs what the core asked for, in order.
-    fn apply(&mut self) {
-        while let Some(effect) = self.core.effects.pop_front() {
-            match effect {
-                Effect::Peer(peer, msg) => self.send_to_peer(peer, msg),
-                Effect::Close(id) => {
-                    self.mark_linger(id);
-                    let Some(conn) = lookup(&mut self.conns, id) else {
-                        continue;
-                    };
-                    conn.closing = true;
-                    if conn.recv != RecvState::Idle {
-                        self.ring.cancel(token(KIND_RECV, id));
-                    }
-                }
-                Effect::Pause(id) => {
-                    let Some(conn) = lookup(&mut self.conns, id) else {
-                        continue;
-                    };
-                    // Decoding stops; the armed receive is cancelled only once the read
-                    // buffer holds more than a little (`after_recv`), so a short pause costs
-                    // no ring operation.
-                    conn.held = true;
-                }
-                Effect::Resume(id) => {
-                    // Read again in the loop (not here: this may run inside another
-                    // connection's packet).
-                    if let Some(conn) = lookup(&mut self.conns, id) {
-                        conn.held = false;
-                        if !self.stalled.contains(&id) {
-                            self.stalled.push(id);
-                        }
-                    }
-                }
-                Effect::Abort(id) => {
-                    let Some(conn) = lookup(&mut self.conns, id) else {
-                        continue;
-                    };
-                    conn.closing = true;
-                    conn.aborted = true;
-                    if conn.recv != RecvState::Idle {
-                        self.ring.cancel(token(KIND_RECV, id));
-                    }
-                    if conn.sending != 0 {
-                        self.ring.cancel(token(KIND_SEND, id));
-                    }
-                }
-                Effect::Handoff {
-                    conn: id,
-                    home,
-                    connect,
-                } => self.hand_over(id, home, connect),
-            }
         }
     }
 
