@@ -145,6 +145,11 @@ pub fn run(config: Config) -> anyhow::Result<Broker> {
             let bells = mesh.doorbell_files()?;
             let started = cluster::routes::Node::start(kafka, c, record, bells)?;
             let feed = Some(started.feed.clone());
+            let (facts_feed, node_id) = (started.feed.clone(), c.node_id.clone());
+            metrics.set_cluster_facts(Box::new(move || metrics::cluster::Facts {
+                node: node_id.clone(),
+                peers: facts_feed.peers().to_vec(),
+            }));
             downlink.push(kafka::to_mqtt::Route::downlink(
                 &c.downlink(),
                 &c.group(),

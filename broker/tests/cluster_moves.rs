@@ -2,7 +2,9 @@
 //! (`store = "redis"`, `redis_shared = true`), with real ringmq nodes over one tansu and one
 //! redis-server on free ports: the session follows its client (queue, routes, takeover with
 //! 0x8E), and copies still on their way to the node it left (queued there, in its downlink,
-//! or sent by a node that had not read the new routes) reach it on the new one.
+//! or sent by a node that had not read the new routes) reach it on the new one. Three such
+//! nodes carry paho-mqtt (3.1.1, 5) and mosquitto clients at QoS 0, 1 and 2, and route to a
+//! new subscription within a bound.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -334,6 +336,77 @@ fn a_killed_nodes_persistent_sessions_resume_on_another_node_with_every_acknowle
     let salvaged = common::metric(&b_metrics, "ringmq_cluster_salvaged_total{");
     println!("{} published; node b received {early_copies} and {late_copies} copies, {salvaged} of them read from node a's downlink", N + 20);
     assert!(salvaged > 0, "node b read node a's downlink");
+}
+
+#[test]
+fn three_nodes_sharing_sessions_carry_paho_and_mosquitto_clients_at_each_qos() {
+    use std::process::{Command, Stdio};
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let (a, b, _) = shared_nodes(&tansu, &redis, ["ta", "tb"]);
+    let c = third_node(&tansu, &redis, "tc");
+    // paho-mqtt 3.1.1 and 5: the subscriber on node a, the publisher on node c; QoS 0, 1 and
+    // 2, each message once, in order per topic.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/paho_p2p.py");
+    for version in ["v311", "v5"] {
+        let status = Command::new("python3")
+            .args([script, &a.port().to_string(), version])
+            .args([
+                &format!("paho3-sub-{version}"),
+                &format!("paho3-pub-{version}"),
+            ])
+            .arg(c.port().to_string())
+            .status()
+            .expect("python3 with paho-mqtt (installed by scripts/test.sh)");
+        assert!(status.success(), "paho {version} from node c to node a");
+    }
+    // mosquitto_sub on node b at QoS 2; mosquitto_pub on node a at QoS 0 and on node c at
+    // QoS 2.
+    let (mut probe_sub, _) = Raw::connect(b.addr, V5, "m3-probe-sub", true);
+    probe_sub.subscribe("m3/#", QoS::AtMostOnce);
+    let sub = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &b.port().to_string(), "-V", "5"])
+        .args([
+            "-t", "m3/x", "-q", "2", "-C", "6", "-W", "30", "-i", "m3-sub",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for node in [&a, &c] {
+        let (mut probe_pub, _) = Raw::connect(node.addr, V5, "m3-probe-pub", true);
+        until_routed(&mut probe_pub, &mut probe_sub, "m3/probe");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for (node, qos) in [(&a, "0"), (&c, "2")] {
+        for i in 0..3 {
+            let ok = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &node.port().to_string(), "-V", "5"])
+                .args(["-t", "m3/x", "-q", qos, "-m", &format!("q{qos}-{i}")])
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+    }
+    let out = sub.wait_with_output().unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        ["q0-0", "q0-1", "q0-2", "q2-0", "q2-1", "q2-2"],
+        "mosquitto_sub on node b got mosquitto_pub's messages from nodes a and c"
+    );
+    // How soon another node routes to a new subscription: from its SUBACK (sent once Kafka
+    // has the route record) to the first publish on node c reaching it. README: about 15 ms
+    // on this machine; bounded here with room for a loaded machine.
+    let (mut late, _) = Raw::connect(b.addr, V5, "m3-late", true);
+    late.subscribe("m3late/t", QoS::AtMostOnce);
+    let (mut from_c, _) = Raw::connect(c.addr, V5, "m3-late-pub", true);
+    let routed = until_routed(&mut from_c, &mut late, "m3late/t");
+    println!("a new subscription on node b routed from node c {routed:?} after its SUBACK");
+    assert!(routed < Duration::from_secs(5), "{routed:?}");
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to `broker`.

@@ -32,6 +32,8 @@ pub struct Feed {
     live: AtomicU64,
     /// Nodes with a number (not forgotten), this one included (for the metrics).
     known: AtomicU64,
+    /// The other numbered nodes and whether each is live (for the metrics).
+    peers: arc_swap::ArcSwap<Vec<(Box<str>, bool)>>,
     /// Routes producers replaced after failing for good (for the metrics).
     pub(super) routes_replaced: AtomicU64,
     /// Sessions that moved to other nodes, followed for the copies still coming here.
@@ -61,6 +63,7 @@ impl Feed {
                 .collect(),
             live: AtomicU64::new(0),
             known: AtomicU64::new(0),
+            peers: arc_swap::ArcSwap::default(),
             routes_replaced: AtomicU64::new(0),
             handovers: super::handover::Handovers::new(config),
             claims: super::salvage::Claims::default(),
@@ -104,6 +107,16 @@ impl Feed {
         self.live
             .store(u64::from(table.live().count_ones()), Ordering::Relaxed);
         self.known.store(table.known() as u64, Ordering::Relaxed);
+        let peers = table.peers();
+        if **self.peers.load() != peers {
+            self.peers.store(std::sync::Arc::new(peers));
+        }
+    }
+
+    /// The other nodes with a number (live, or dead for less than `cluster.node_keep_ms`),
+    /// sorted by id, and whether each is live.
+    pub fn peers(&self) -> std::sync::Arc<Vec<(Box<str>, bool)>> {
+        self.peers.load_full()
     }
 
     /// Shard `shard`'s SUBACK barrier `token` is answered once the route records written so

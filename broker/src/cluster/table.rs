@@ -195,6 +195,17 @@ impl RouteTable {
         self.nodes.iter().filter(|n| n.is_some()).count()
     }
 
+    /// The other nodes with a number (live, or dead for less than `node_keep_ms`), by id, and
+    /// whether each is live.
+    pub fn peers(&self) -> Vec<(Box<str>, bool)> {
+        let mut peers: Vec<(Box<str>, bool)> = (0..self.nodes.len())
+            .filter(|&i| i != self.own)
+            .filter_map(|i| Some((self.node(i)?.into(), self.live & (1u64 << i) != 0)))
+            .collect();
+        peers.sort_unstable();
+        peers
+    }
+
     /// The numbers given so far (some may be free): every node's index is below it.
     pub fn numbered(&self) -> usize {
         self.nodes.len()

@@ -287,10 +287,12 @@ impl Core {
             self.stats.kafka_in_handed_on = c.handed_on;
             self.stats.kafka_in_refused = c.refused;
             self.stats.kafka_in_invalid = c.invalid;
+            self.stats.kafka_in_behind = c.behind;
             let c = self.sources.counts("cluster:");
             feeds[3] = c.lag;
             self.stats.cluster_in_received = c.received;
             self.stats.cluster_in_handed_on = c.handed_on;
+            self.stats.cluster_in_behind = c.behind;
         }
         if let Some(feed) = self.cluster.as_ref().filter(|_| self.id.0 == 0) {
             self.stats.cluster_nodes_live = feed.nodes_live();

@@ -58,6 +58,9 @@ pub struct Inbox {
     invalid: AtomicU64,
     /// Records' age when the consumer read them.
     lag: crate::metrics::SharedHistogram,
+    /// The group's records behind (from librdkafka's statistics): shard 0's inbox only, so
+    /// the shards' sum is the group's.
+    behind: Option<Arc<super::behind::Behind>>,
 }
 
 impl Inbox {
@@ -121,6 +124,7 @@ impl Source for KafkaSource {
             refused: i.refused.load(Ordering::Relaxed),
             invalid: i.invalid.load(Ordering::Relaxed),
             lag: i.lag.load(),
+            behind: i.behind.as_ref().map_or(0, |b| b.get()),
         }
     }
 }
@@ -130,6 +134,7 @@ impl Source for KafkaSource {
 struct Ctx {
     group: String,
     rebalanced: AtomicBool,
+    behind: Arc<super::behind::Behind>,
 }
 
 impl ClientContext for Ctx {
@@ -139,6 +144,10 @@ impl ClientContext for Ctx {
 
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::debug!(%error, "librdkafka consumer: {reason}");
+    }
+
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.behind.update(statistics);
     }
 }
 
@@ -227,6 +236,7 @@ pub fn prepare(
     for name in names {
         let mine: Vec<Route> = routes.iter().filter(|r| r.group == name).cloned().collect();
         let reset = mine.first().map_or("earliest", |r| r.offset_reset.as_str());
+        let behind = Arc::new(super::behind::Behind::default());
         let consumer: BaseConsumer<Ctx> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("client.id", format!("{}-in", config.client_id))
@@ -262,9 +272,14 @@ pub fn prepare(
             .set("allow.auto.create.topics", "false")
             .set("socket.keepalive.enable", "true")
             .set("broker.address.family", "v4")
+            .set(
+                "statistics.interval.ms",
+                super::behind::STATS_INTERVAL_MS.to_string(),
+            )
             .create_with_context(Ctx {
                 group: name.clone(),
                 rebalanced: AtomicBool::new(false),
+                behind: behind.clone(),
             })
             .map_err(|e| anyhow::anyhow!("kafka: cannot create a consumer: {e}"))?;
         let topics: Vec<&str> = mine.iter().map(|r| r.topic.as_str()).collect();
@@ -291,6 +306,7 @@ pub fn prepare(
                 refused: AtomicU64::new(0),
                 invalid: AtomicU64::new(0),
                 lag: crate::metrics::SharedHistogram::default(),
+                behind: (shard == 0).then(|| behind.clone()),
             });
             if let Some(list) = sources.get_mut(shard) {
                 list.push(Box::new(KafkaSource {

@@ -17,6 +17,7 @@
 //! - [`consumer`]: the consumer threads, lanes and offsets; the per-shard source.
 //! - `mod.rs`: topic creation at start.
 
+pub mod behind;
 pub mod check;
 pub mod config;
 pub mod consumer;

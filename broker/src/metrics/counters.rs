@@ -297,6 +297,10 @@ counters! {
         sys Shard("kafka/in_invalid"),
         prom "ringmq_kafka_in_invalid_total",
         help "Kafka records skipped: no valid MQTT topic from the rule, a non-UTF-8 header, larger than packet_bytes_max.";
+    kafka_in_behind: Gauge,
+        sys Total("kafka/in_behind"),
+        prom "ringmq_kafka_in_behind",
+        help "Records of the Kafka -> MQTT topics not handed on yet (the log's end minus the offset to be committed, from librdkafka's statistics every second).";
     cluster_out_delivered: Counter,
         sys Total("cluster/out_delivered"),
         prom "ringmq_cluster_out_delivered_total",
@@ -321,6 +325,10 @@ counters! {
         sys Total("cluster/in_handed_on"),
         prom "ringmq_cluster_in_handed_on_total",
         help "Messages from other nodes published here and safe: their downlink offsets may be committed.";
+    cluster_in_behind: Gauge,
+        sys Total("cluster/in_behind"),
+        prom "ringmq_cluster_in_behind",
+        help "Records in this node's downlink topic not handed on yet (the log's end minus the offset to be committed, from librdkafka's statistics every second): copies from other nodes waiting here.";
     cluster_moved_forwarded: Counter,
         sys Total("cluster/moved_forwarded"),
         prom "ringmq_cluster_moved_forwarded_total",
@@ -411,7 +419,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 52);
+        assert_eq!(COUNT, 54);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

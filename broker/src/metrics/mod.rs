@@ -4,6 +4,7 @@
 //! writer per slot) on every 250 ms tick; readers sum the slots. Every counter and gauge, with
 //! its `$SYS` topic, Prometheus name and help, is one row of the table in [`counters`].
 
+pub mod cluster;
 pub mod counters;
 pub mod http;
 
@@ -167,6 +168,10 @@ pub struct Metrics {
     slots: Vec<Slot>,
     started: Instant,
     channels: std::sync::OnceLock<ChannelCounts>,
+    /// A cluster node's id and peers (unset outside a cluster).
+    cluster: std::sync::OnceLock<cluster::FactsFn>,
+    /// The cross-node counters at the last `$SYS` publication.
+    cluster_rates: cluster::Rates,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -241,12 +246,19 @@ impl Metrics {
             slots: (0..shards).map(|_| Slot::default()).collect(),
             started: Instant::now(),
             channels: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            cluster_rates: cluster::Rates::default(),
         }
     }
 
     /// Where the AsyncAPI refusals per channel are read from (set once, at start).
     pub fn set_channel_counts(&self, counts: ChannelCounts) {
         let _ = self.channels.set(counts);
+    }
+
+    /// Where a cluster node's id and peers are read from (set once, at start).
+    pub fn set_cluster_facts(&self, facts: cluster::FactsFn) {
+        let _ = self.cluster.set(facts);
     }
 
     fn channel_counts(&self) -> Vec<(Option<String>, u64)> {
@@ -341,6 +353,9 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {n}");
             }
         }
+        if let Some(facts) = self.cluster.get() {
+            cluster::prometheus(&facts(), &mut out);
+        }
         out
     }
 
@@ -383,6 +398,14 @@ impl Metrics {
                 None => "$SYS/broker/asyncapi/no_channel/refused".to_string(),
             };
             v.push((topic, n.to_string()));
+        }
+        if let Some(facts) = self.cluster.get() {
+            let rates = self.cluster_rates.per_second(
+                Instant::now(),
+                total.cluster_out_delivered,
+                total.cluster_in_handed_on,
+            );
+            cluster::sys_topics(&facts(), rates, &mut v);
         }
         v
     }
@@ -594,9 +617,9 @@ mod tests {
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
         // AsyncAPI refusals, the store's seven, Kafka's four out, its producers replaced, three
-        // of its outbox and four in, the cluster's twelve.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 38, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 38, "{text}");
+        // of its outbox and five in, the cluster's thirteen.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 40, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 40, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -651,11 +674,13 @@ mod tests {
             ("kafka/dead_letters", 0),
             ("kafka/backlog", 0),
             ("kafka/backlog_bytes", 0),
+            ("kafka/in_behind", 0),
             ("cluster/out_delivered", 0),
             ("cluster/out_failed", 0),
             ("cluster/out_in_flight", 0),
             ("cluster/in_received", 0),
             ("cluster/in_handed_on", 0),
+            ("cluster/in_behind", 0),
             ("cluster/moved_forwarded", 0),
             ("cluster/moved_followed", 0),
             ("cluster/nodes_live", 0),

@@ -53,6 +53,9 @@ pub struct SourceCounts {
     pub invalid: u64,
     /// Each message's age when the source read it (a Kafka record's, from its timestamp).
     pub lag: crate::metrics::Histogram,
+    /// Records the source has behind it, not handed on yet (a Kafka consumer's, from
+    /// librdkafka's statistics: the log's end minus the offset to be committed).
+    pub behind: u64,
 }
 
 /// The sources each shard gets, in shard order (built before the shard threads start).
@@ -182,6 +185,7 @@ impl Sources {
                 refused: a.refused + c.refused,
                 invalid: a.invalid + c.invalid,
                 lag,
+                behind: a.behind + c.behind,
             }
         })
     }

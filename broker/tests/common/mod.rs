@@ -88,6 +88,15 @@ pub fn refused_start(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The body (with the headers) of an HTTP GET of `path` at `addr`.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 /// The sum of the Prometheus samples at `addr` (a `--metrics-listen` address) whose line
 /// starts with `series` (a name and `{`, or a name with its labels).
 pub fn metric(addr: &str, series: &str) -> u64 {
