@@ -1,12 +1,15 @@
 #!/bin/bash
-# Two ringmq nodes clustered over a fresh tansu, sessions in one fresh redis-server shared by
-# both (`store = "redis"`, `redis_shared = true`): persistent P2P (100 pairs, QoS 1, 64 B, max
-# rate), publishers on node a, subscribers on node b, so every message crosses Kafka. Both
-# nodes on core 0 (one shard each), tansu, redis-server and the generator on core 1. Prints
-# the generator's summary: CPU per delivered message of node b (the broker), then node a,
-# tansu and redis-server ("other" processes, in that order).
-#   benches/cluster/redis_p2p.sh RINGMQ [always|everysec]   (from the repository root)
-# env: BENCH (default target/release/ringmq-bench), DURATION (6), FENCED (true: the nodes'
+# NODES (1, 2 or 3; default 2) ringmq nodes clustered over a fresh tansu, sessions in one
+# fresh redis-server shared by all (`store = "redis"`, `redis_shared = true`): persistent P2P
+# (100 pairs, QoS 1, 64 B, max rate or RATE msg/s per publisher). One node: both sides on it
+# (nothing crosses). Two: publishers on node a, subscribers on node b. Three: publisher i on
+# node i mod 3, its subscriber on the next node. So with 2 and 3 every message crosses Kafka.
+# The nodes on core 0 (one shard each), tansu, redis-server and the generator on core 1.
+# Prints the generator's summary: CPU per delivered message of node b (node a with one node),
+# then the other nodes, tansu and redis-server ("other" processes, in that order).
+#   [NODES=1|2|3] benches/cluster/redis_p2p.sh RINGMQ [always|everysec]   (from the repository root)
+# env: NODES (2), RATE (0: max), BENCH (default target/release/ringmq-bench), DURATION (6),
+#   FENCED (true: the nodes'
 #   `redis_fenced`), LOG (the nodes' --log, warn), KEEP (set: keep the directory and logs)
 set -u
 ringmq=$1
@@ -14,7 +17,8 @@ fsync=${2:-everysec}
 bench=${BENCH:-target/release/ringmq-bench}
 free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 dir=$(mktemp -d /tmp/ringmq-cluster-redis.XXXX)
-kp=$(free); rp=$(free); pa=$(free); pb=$(free)
+nodes=${NODES:-2}
+kp=$(free); rp=$(free); pa=$(free); pb=$(free); pc=$(free)
 (cd "$dir" && exec taskset -c 1 tansu broker --listener-url "tcp://127.0.0.1:$kp" \
   --advertised-listener-url "tcp://127.0.0.1:$kp" --storage-engine memory://tansu/ \
   >"$dir/tansu.log" 2>&1) &
@@ -33,14 +37,22 @@ start() {
     >"$dir/$node.log" 2>&1 &
 }
 start a "$pa"; apid=$!
-start b "$pb"; bpid=$!
-for p in $pa $pb; do
+ports=$pa; pids=$apid
+if [ "$nodes" -ge 2 ]; then start b "$pb"; bpid=$!; ports="$ports $pb"; pids="$pids $bpid"; fi
+if [ "$nodes" -ge 3 ]; then start c "$pc"; cpid=$!; ports="$ports $pc"; pids="$pids $cpid"; fi
+for p in $ports; do
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
-taskset -c 1 "$bench" p2p --addr "127.0.0.1:$pb" --pub-addr "127.0.0.1:$pa" --pairs 100 \
+case $nodes in
+  1) where=(--addr "127.0.0.1:$pa" --broker-pid "$apid") ;;
+  2) where=(--addr "127.0.0.1:$pb" --pub-addr "127.0.0.1:$pa" --broker-pid "$bpid" --other-pid "$apid") ;;
+  *) where=(--addr "127.0.0.1:$pa" --node "127.0.0.1:$pa" --node "127.0.0.1:$pb" --node "127.0.0.1:$pc"
+       --broker-pid "$bpid" --other-pid "$apid" --other-pid "$cpid") ;;
+esac
+taskset -c 1 "$bench" p2p "${where[@]}" --pairs 100 --rate "${RATE:-0}" \
   --qos 1 --payload 64 --persistent --warmup 3 --duration "${DURATION:-6}" \
-  --broker-pid "$bpid" --other-pid "$apid" --other-pid "$tpid" --other-pid "$rpid" 2>&1 |
+  --other-pid "$tpid" --other-pid "$rpid" 2>&1 |
   grep -E "delivered msg|lost|ack rtt|cpu|latency"
-kill "$apid" "$bpid"; wait "$apid" "$bpid" 2>/dev/null
+kill $pids; wait $pids 2>/dev/null
 kill "$tpid" "$rpid"; wait "$tpid" "$rpid" 2>/dev/null
 [ -n "${KEEP:-}" ] && echo "kept $dir" || rm -rf "$dir"

@@ -5,10 +5,9 @@
 //! served once across nodes; messages for a SIGKILLed node's persistent session wait in Kafka
 //! until it is back; a node dead past `node_keep_ms` forgotten (its number reused by a new
 //! node) and routed to again when it is back; retained messages for nodes that join later or come back without their
-//! store; Kafka -> MQTT records reach every node; configuration errors name the key; the
-//! `$SYS/broker/cluster/...` topics and metrics: peers live and dead, rates, and the records a
-//! node's downlink has behind it while a subscriber holds the node back.
-//! Sessions moving between nodes: `cluster_moves.rs`.
+//! store; Kafka -> MQTT records reach every node; configuration errors name the key.
+//! Sessions moving between nodes: `cluster_moves.rs`; `$SYS`, metrics and congestion:
+//! `cluster_flow.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -433,128 +432,6 @@ fn a_node_dead_past_node_keep_ms_is_forgotten_and_routed_to_again_when_back() {
     assert_eq!(payloads(&got), ["after"], "node b is routed to again");
     let got = drain(&mut c_sub, 1, Duration::from_secs(20));
     assert_eq!(payloads(&got), ["after"], "and node c still is");
-}
-
-/// The latest value of each `$SYS/broker/cluster/...` topic `c` received within `wait`
-/// (and the largest `in_per_second`, as `max in_per_second`).
-fn cluster_sys(c: &mut Raw, seen: &mut std::collections::BTreeMap<String, String>, wait: Duration) {
-    for p in c.drain_publishes(usize::MAX, wait) {
-        let value = String::from_utf8_lossy(&p.payload).into_owned();
-        if &*p.topic == "$SYS/broker/cluster/in_per_second" {
-            let n: u64 = value.parse().unwrap();
-            let max = seen
-                .get("max in_per_second")
-                .map_or(0, |m| m.parse().unwrap());
-            seen.insert("max in_per_second".into(), n.max(max).to_string());
-        }
-        seen.insert(p.topic.to_string(), value);
-    }
-}
-
-/// Reads `$SYS/broker/cluster/#` on `c` until `ok` holds for the values (at most 20 s).
-fn until_sys(
-    c: &mut Raw,
-    seen: &mut std::collections::BTreeMap<String, String>,
-    what: &str,
-    ok: impl Fn(&std::collections::BTreeMap<String, String>) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ok(seen) {
-        assert!(Instant::now() < deadline, "{what}: {seen:?}");
-        cluster_sys(c, seen, Duration::from_millis(300));
-    }
-}
-
-#[test]
-fn sys_topics_and_metrics_show_the_peers_the_rates_and_a_held_back_downlink() {
-    let tansu = Tansu::start();
-    // Node a: $SYS every second; a subscriber holding 10 messages holds its feeds back.
-    let top = "sys_interval_secs = 1\nsession_queue_high_watermark = 10\n\
-               session_queue_low_watermark = 2\nslow_consumer_timeout_ms = 0\n";
-    let metrics = format!("127.0.0.1:{}", common::free_port());
-    let a_config = nodes::node_config_top(&tansu, "wa", top, "");
-    let a = Broker::start(&[
-        "--config",
-        a_config.to_str().unwrap(),
-        "--metrics-listen",
-        &metrics,
-    ]);
-    let mut b = start_node(&tansu, "wb");
-    let (mut sys, _) = Raw::connect(a.addr, V5, "sys-reader", true);
-    sys.subscribe("$SYS/broker/cluster/#", QoS::AtMostOnce);
-    let mut seen = std::collections::BTreeMap::new();
-    until_sys(&mut sys, &mut seen, "node b listed live", |s| {
-        s.get("$SYS/broker/cluster/node").map(String::as_str) == Some("wa")
-            && s.get("$SYS/broker/cluster/peers").map(String::as_str) == Some("wb")
-            && s.get("$SYS/broker/cluster/peer/wb").map(String::as_str) == Some("live")
-    });
-    let text = common::http_get(&metrics, "/metrics");
-    assert!(
-        text.contains("ringmq_cluster_peer_live{node=\"wb\"} 1\n"),
-        "{text}"
-    );
-    // A subscriber on a that reads nothing: node a stops taking its downlink, whose records
-    // wait in Kafka (PUBACKed on node b once Kafka has them).
-    let (mut slow, _) = Raw::connect(a.addr, V5, "slow", true);
-    slow.subscribe("bk/#", QoS::AtLeastOnce);
-    let (mut probe, _) = Raw::connect(a.addr, V5, "bk-probe", true);
-    probe.subscribe("bk/probe", QoS::AtMostOnce);
-    let (mut publisher, _) = Raw::connect(b.addr, V5, "bk-pub", true);
-    until_routed(&mut publisher, &mut probe, "bk/probe");
-    const N: u16 = 4_000;
-    let payload = vec![b'x'; 8 << 10];
-    for window in (1..=N).collect::<Vec<_>>().chunks(200) {
-        for &i in window {
-            publisher.publish("bk/x", &payload, QoS::AtLeastOnce, i);
-        }
-        for &i in window {
-            assert_eq!(publisher.puback_within(i, Duration::from_secs(20)), Some(0));
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut behind = 0;
-    while behind == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no downlink backlog seen on node a"
-        );
-        behind = common::metric(&metrics, "ringmq_cluster_in_behind");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    until_sys(&mut sys, &mut seen, "the backlog in $SYS", |s| {
-        s.get("$SYS/broker/cluster/in_behind")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-    });
-    println!("node a's downlink: {behind} records behind while its subscriber read nothing");
-    // The subscriber reads: every message arrives, the backlog goes back to 0, and the rate
-    // in shows the messages coming in.
-    let got = drain(&mut slow, usize::from(N), Duration::from_secs(60));
-    assert_eq!(
-        got.len(),
-        usize::from(N),
-        "every message, once the subscriber reads"
-    );
-    until_metric(&metrics, "ringmq_cluster_in_behind", 0);
-    // The $SYS messages published while the subscriber drained were queued for `sys`.
-    until_sys(&mut sys, &mut seen, "a rate in above 0", |s| {
-        s.get("max in_per_second")
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
-    });
-    assert!(seen.contains_key("$SYS/broker/cluster/out_per_second"));
-    // Node b killed: listed dead once past node_timeout_ms.
-    let _ = b.child.kill();
-    let _ = b.child.wait();
-    until_sys(&mut sys, &mut seen, "node b listed dead", |s| {
-        s.get("$SYS/broker/cluster/peer/wb").map(String::as_str) == Some("dead")
-            && s.get("$SYS/broker/cluster/peers").map(String::as_str) == Some("")
-    });
-    let text = common::http_get(&metrics, "/metrics");
-    assert!(
-        text.contains("ringmq_cluster_peer_live{node=\"wb\"} 0\n"),
-        "{text}"
-    );
 }
 
 /// mosquitto_pub a retained QoS 1 message (an empty `message` clears) to `port`.

@@ -30,6 +30,12 @@ pub struct ClusterConfig {
     pub moved_keep_ms: u64,
     /// At most this many sessions followed at once (the oldest is dropped first).
     pub moved_max: usize,
+    /// Records this node's downlink may have behind it (not handed on yet) before it says it
+    /// is congested in its heartbeats: the other nodes' shards producing copies for it pause
+    /// their clients' input until it is at `downlink_behind_resume` again. 0: never.
+    pub downlink_behind_max: u64,
+    /// A congested node says it is not any more once its downlink is this far behind or less.
+    pub downlink_behind_resume: u64,
 }
 
 impl Default for ClusterConfig {
@@ -44,6 +50,8 @@ impl Default for ClusterConfig {
             retained_topic: "ringmq.retained".into(),
             moved_keep_ms: 600_000,
             moved_max: 10_000,
+            downlink_behind_max: 100_000,
+            downlink_behind_resume: 10_000,
         }
     }
 }
@@ -93,6 +101,10 @@ impl ClusterConfig {
         }
         if !(1..=1_000_000).contains(&self.moved_max) {
             return Err("cluster.moved_max: between 1 and 1000000".into());
+        }
+        if self.downlink_behind_max != 0 && self.downlink_behind_resume >= self.downlink_behind_max
+        {
+            return Err("cluster.downlink_behind_resume: below cluster.downlink_behind_max".into());
         }
         if self.downlink() == self.routes_topic {
             return Err("cluster.routes_topic: the same as this node's downlink topic".into());
@@ -176,6 +188,13 @@ mod tests {
                     ..ok.clone()
                 },
                 "cluster.retained_topic",
+            ),
+            (
+                ClusterConfig {
+                    downlink_behind_resume: 100_000,
+                    ..ok.clone()
+                },
+                "cluster.downlink_behind_resume",
             ),
         ] {
             assert!(bad.check().unwrap_err().starts_with(key), "{bad:?}");

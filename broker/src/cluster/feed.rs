@@ -32,6 +32,11 @@ pub struct Feed {
     live: AtomicU64,
     /// Nodes with a number (not forgotten), this one included (for the metrics).
     known: AtomicU64,
+    /// Live nodes whose downlink is congested, this one included (for the metrics).
+    congested: AtomicU64,
+    /// How far this node's downlink consumer is behind (set by it, read by the routes
+    /// thread for this node's congestion).
+    pub downlink_behind: std::sync::Arc<crate::kafka::behind::Behind>,
     /// The other numbered nodes and whether each is live (for the metrics).
     peers: arc_swap::ArcSwap<Vec<(Box<str>, bool)>>,
     /// Routes producers replaced after failing for good (for the metrics).
@@ -64,6 +69,8 @@ impl Feed {
             live: AtomicU64::new(0),
             known: AtomicU64::new(0),
             peers: arc_swap::ArcSwap::default(),
+            congested: AtomicU64::new(0),
+            downlink_behind: std::sync::Arc::default(),
             routes_replaced: AtomicU64::new(0),
             handovers: super::handover::Handovers::new(config),
             claims: super::salvage::Claims::default(),
@@ -97,6 +104,11 @@ impl Feed {
         self.known.load(Ordering::Relaxed)
     }
 
+    /// Live nodes whose downlink is congested, this one included.
+    pub fn nodes_congested(&self) -> u64 {
+        self.congested.load(Ordering::Relaxed)
+    }
+
     /// Routes producers replaced after failing for good (librdkafka's fatal errors).
     pub fn routes_producers_replaced(&self) -> u64 {
         self.routes_replaced.load(Ordering::Relaxed)
@@ -107,6 +119,8 @@ impl Feed {
         self.live
             .store(u64::from(table.live().count_ones()), Ordering::Relaxed);
         self.known.store(table.known() as u64, Ordering::Relaxed);
+        self.congested
+            .store(u64::from(table.congested().count_ones()), Ordering::Relaxed);
         let peers = table.peers();
         if **self.peers.load() != peers {
             self.peers.store(std::sync::Arc::new(peers));

@@ -27,6 +27,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rustc_hash::FxHashMap;
 
+mod congestion;
 mod liveness;
 
 use super::beat::Beat;
@@ -157,6 +158,8 @@ struct Routes {
     reconciled: bool,
     last_beat: Option<Instant>,
     changed: bool,
+    /// This node's downlink is congested (said in its heartbeats: `congestion.rs`).
+    congested: bool,
     over_nodes_logged: bool,
     /// The producer refused a record (logged once per streak).
     send_failing: bool,
@@ -263,6 +266,7 @@ impl Node {
             caught_up: end_at_start <= 0,
             reconciled: false,
             last_beat: None,
+            congested: false,
             // The first pass stores the snapshot and the live count.
             changed: true,
             over_nodes_logged: false,
@@ -342,6 +346,7 @@ impl Routes {
                 .routes_replaced
                 .store(self.producer.renewed, Ordering::Relaxed);
             self.answer_barriers();
+            self.judge_congestion();
             self.beat();
             self.liveness();
             if std::mem::take(&mut self.changed) {
@@ -390,9 +395,10 @@ impl Routes {
                 .map(str::to_string);
             let payload = record.payload().map(<[u8]>::to_vec);
             let started = liveness::started_of(&record);
+            let congested = congestion::congested_of(&record);
             drop(record);
             if let Some(key) = key {
-                self.apply(&key, payload.as_deref(), started);
+                self.apply(&key, payload.as_deref(), started, congested);
             }
             if offset + 1 >= self.end_at_start {
                 self.caught_up_now();
@@ -410,8 +416,15 @@ impl Routes {
         }
     }
 
-    /// Applies one record of the routes topic (`started`: a heartbeat's incarnation).
-    fn apply(&mut self, key: &str, payload: Option<&[u8]>, started: Option<i64>) {
+    /// Applies one record of the routes topic (`started`: a heartbeat's incarnation;
+    /// `congested`: whether it says its node's downlink is congested).
+    fn apply(
+        &mut self,
+        key: &str,
+        payload: Option<&[u8]>,
+        started: Option<i64>,
+        congested: Option<bool>,
+    ) {
         let own = self.config.node_id.as_str();
         let (node, filter) = match key.split_once('/') {
             Some((node, filter)) => (node, Some(filter)),
@@ -454,6 +467,8 @@ impl Routes {
                 self.heard |= 1u64 << index;
                 self.heard_incarnation(node, started);
                 let beat = beat.unwrap_or(Beat::Left(None));
+                let live = matches!(beat, Beat::Live(_));
+                self.heard_congestion(index, congested.filter(|_| live));
                 if matches!(beat, Beat::Left(_)) {
                     self.left.insert(index);
                 } else {
@@ -688,8 +703,12 @@ impl Routes {
         }
         // The incarnation only once the shards run (this node's own sessions loaded): a node
         // claiming a session before then sees the restart after its claim.
-        if key == self.config.node_id && self.ready.load(Ordering::Acquire) {
-            record = record.headers(liveness::started_headers(self.started_ms));
+        if key == self.config.node_id {
+            let started = self
+                .ready
+                .load(Ordering::Acquire)
+                .then_some(self.started_ms);
+            record = record.headers(liveness::beat_headers(started, self.congested));
         }
         match self.producer.producer().send(record) {
             Ok(()) => self.send_failing = false,

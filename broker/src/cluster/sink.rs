@@ -92,6 +92,11 @@ pub struct ClusterSink {
     queue_bytes_max: usize,
     flush_wait: std::time::Duration,
     failing: bool,
+    /// Congested nodes this shard produced copies for (a bit per node): its clients' input
+    /// waits until none of them is congested any more.
+    held: u64,
+    /// Times `held` went from none to some (the metrics' pauses).
+    paused: u64,
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -140,6 +145,8 @@ impl ClusterSink {
             queue_bytes_max: usize::try_from(kafka.queue_bytes_max).unwrap_or(usize::MAX),
             flush_wait: std::time::Duration::from_millis(kafka.timeout_ms.min(5_000)),
             failing: false,
+            held: 0,
+            paused: 0,
         })
     }
 }
@@ -295,6 +302,16 @@ impl Sink for ClusterSink {
         if nodes == 0 && !retained {
             return Offer::Taken;
         }
+        // A copy for a node whose downlink is congested pauses this shard's clients' input
+        // until it is not (`held`): the publishers slow down rather than fill Kafka without
+        // bound.
+        let hot = nodes & table.congested();
+        if hot != 0 {
+            if self.held == 0 {
+                self.paused += 1;
+            }
+            self.held |= hot;
+        }
         // A retained message's copy in the retained topic counts as one more.
         let copies = nodes.count_ones() + u32::from(retained);
         let slot = token.map(|t| self.copies.wait(t, copies));
@@ -434,12 +451,22 @@ impl Sink for ClusterSink {
         self.reports.full(self.queue_max, self.queue_bytes_max)
     }
 
+    fn held(&self) -> bool {
+        self.held != 0 && self.held & self.table.load().congested() != 0
+    }
+
     fn counts(&self) -> SinkCounts {
-        self.reports.counts()
+        SinkCounts {
+            paused: self.paused,
+            ..self.reports.counts()
+        }
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
         self.producer.renew_if_failed();
+        if self.held != 0 && self.held & self.table.load().congested() == 0 {
+            self.held = 0; // the nodes caught up (or died): input goes on
+        }
         let before = out.len();
         let copies = &mut self.copies;
         let failed = self.reports.drain(|slot, ok| {

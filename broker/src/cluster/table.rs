@@ -148,6 +148,8 @@ pub struct RouteTable {
     kept: Level,
     /// Dead nodes whose kept routes still count (dead for less than `node_keep_ms`).
     keepable: u64,
+    /// Nodes whose last heartbeat said their downlink is congested (this one: its own state).
+    congested: u64,
     /// Shared groups: (group, inner filter) -> nodes with members.
     shared: Vec<(Box<str>, Box<str>, u64)>,
 }
@@ -246,6 +248,7 @@ impl RouteTable {
             self.set_state(index, filter, RouteState::None);
         }
         apply(&mut self.live, bit, false);
+        apply(&mut self.congested, bit, false);
         apply(&mut self.keepable, bit, false);
         if let Some(slot) = self.nodes.get_mut(index) {
             *slot = None;
@@ -311,6 +314,21 @@ impl RouteTable {
     /// The dead nodes whose kept routes count.
     pub fn keepable(&self) -> u64 {
         self.keepable
+    }
+
+    /// Node `index` says its downlink is congested (`on`) or not; whether that changed.
+    pub fn set_congested(&mut self, index: usize, on: bool) -> bool {
+        let Some(bit) = 1u64.checked_shl(u32::try_from(index).unwrap_or(u32::MAX)) else {
+            return false;
+        };
+        let before = self.congested;
+        apply(&mut self.congested, bit, on);
+        before != self.congested
+    }
+
+    /// The live nodes whose downlink is congested (this one included when it is).
+    pub fn congested(&self) -> u64 {
+        self.congested & self.live
     }
 
     /// The live nodes.

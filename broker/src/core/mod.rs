@@ -737,8 +737,15 @@ impl Core {
         }
     }
 
-    /// Input must wait (a sink is full): the reactor stops reading until it drains.
+    /// Clients' input must wait (a sink is full, or a cluster node it sent to is
+    /// congested): the reactor stops reading until it drains.
     pub fn input_paused(&self) -> bool {
+        self.sinks.any_full() || self.sinks.any_held()
+    }
+
+    /// The sources' input must wait (a sink is full; not for a congested node: a downlink
+    /// drains whatever the other nodes do).
+    pub fn sources_paused(&self) -> bool {
         self.sinks.any_full()
     }
 

@@ -279,6 +279,7 @@ impl Core {
             self.stats.cluster_out_failed = c.failed;
             self.stats.cluster_out_in_flight = c.in_flight;
             self.stats.cluster_out_latency_millis = c.latency.sum;
+            self.stats.cluster_paused = c.paused;
         }
         if !self.sources.is_empty() {
             let c = self.sources.counts("kafka:");
@@ -297,6 +298,7 @@ impl Core {
         if let Some(feed) = self.cluster.as_ref().filter(|_| self.id.0 == 0) {
             self.stats.cluster_nodes_live = feed.nodes_live();
             self.stats.cluster_nodes_known = feed.nodes_known();
+            self.stats.cluster_nodes_congested = feed.nodes_congested();
             self.stats.cluster_routes_producers_replaced = feed.routes_producers_replaced();
             self.stats.cluster_salvaged = feed.claims.forwarded();
             self.stats.cluster_moved_followed = feed.handovers.len() as u64;

@@ -1,5 +1,6 @@
 //! Records a Kafka consumer is behind: read from librdkafka's statistics (emitted every
-//! [`STATS_INTERVAL_MS`] while the consumer polls), summed over the consumer's partitions:
+//! [`STATS_INTERVAL_MS`] while the consumer polls; [`DOWNLINK_STATS_INTERVAL_MS`] for a
+//! cluster node's downlink, whose figure its congestion is judged on), summed over the consumer's partitions:
 //! for each, the log's end (`hi_offset`) minus the offset stored for the next commit (the
 //! record after the last one the shards handed on), or minus the committed offset while none
 //! was stored since start. This is what a crash right now would read again, and what a
@@ -9,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How often librdkafka emits its statistics (`statistics.interval.ms`).
 pub const STATS_INTERVAL_MS: u64 = 1_000;
+/// The same for a cluster node's downlink consumer: the node's congestion follows it.
+pub const DOWNLINK_STATS_INTERVAL_MS: u64 = 250;
 
 /// The latest figure, shared between a consumer's context and the metrics.
 #[derive(Debug, Default)]

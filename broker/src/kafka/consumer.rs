@@ -236,7 +236,10 @@ pub fn prepare(
     for name in names {
         let mine: Vec<Route> = routes.iter().filter(|r| r.group == name).cloned().collect();
         let reset = mine.first().map_or("earliest", |r| r.offset_reset.as_str());
-        let behind = Arc::new(super::behind::Behind::default());
+        let behind = mine
+            .iter()
+            .find_map(Route::downlink_behind)
+            .unwrap_or_default();
         let consumer: BaseConsumer<Ctx> = ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("client.id", format!("{}-in", config.client_id))
@@ -274,7 +277,12 @@ pub fn prepare(
             .set("broker.address.family", "v4")
             .set(
                 "statistics.interval.ms",
-                super::behind::STATS_INTERVAL_MS.to_string(),
+                if mine.iter().all(Route::is_downlink) {
+                    super::behind::DOWNLINK_STATS_INTERVAL_MS
+                } else {
+                    super::behind::STATS_INTERVAL_MS
+                }
+                .to_string(),
             )
             .create_with_context(Ctx {
                 group: name.clone(),

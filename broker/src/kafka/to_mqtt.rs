@@ -156,6 +156,12 @@ impl Route {
         }
     }
 
+    /// Where a cluster node's downlink consumer reports how far it is behind (the node's
+    /// feed's, which its routes thread reads for its congestion); `None` for other routes.
+    pub fn downlink_behind(&self) -> Option<std::sync::Arc<super::behind::Behind>> {
+        Some(self.moved.as_ref()?.downlink_behind.clone())
+    }
+
     /// A cluster node's downlink (read by that node alone, every partition assigned).
     pub fn is_downlink(&self) -> bool {
         self.qos_from_header

@@ -353,6 +353,14 @@ counters! {
         sys Total("cluster/nodes_known"),
         prom "ringmq_cluster_nodes_known",
         help "Nodes of the cluster with a number in the route table (live, or dead for less than cluster.node_keep_ms; at most 64), this one included (0 outside a cluster).";
+    cluster_nodes_congested: Gauge,
+        sys Total("cluster/nodes_congested"),
+        prom "ringmq_cluster_nodes_congested",
+        help "Live nodes whose downlink is more than cluster.downlink_behind_max records behind (this one included): shards producing copies for them pause their clients' input.";
+    cluster_paused: Counter,
+        sys Total("cluster/paused"),
+        prom "ringmq_cluster_paused_total",
+        help "Times a shard paused its clients' input because it produced a copy for a congested node.";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",
@@ -419,7 +427,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 54);
+        assert_eq!(COUNT, 56);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

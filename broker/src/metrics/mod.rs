@@ -617,9 +617,9 @@ mod tests {
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
         // AsyncAPI refusals, the store's seven, Kafka's four out, its producers replaced, three
-        // of its outbox and five in, the cluster's thirteen.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 40, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 40, "{text}");
+        // of its outbox and five in, the cluster's fifteen.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 42, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 42, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -687,6 +687,8 @@ mod tests {
             ("cluster/routes_producers_replaced", 0),
             ("cluster/salvaged", 0),
             ("cluster/nodes_known", 0),
+            ("cluster/nodes_congested", 0),
+            ("cluster/paused", 0),
         ]
         .iter()
         .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))

@@ -310,8 +310,10 @@ impl Shard {
                 }
                 self.retry_blocked();
             }
-            if self.stopping_since.is_none() && !self.core.sources.is_empty() && !self.paused() {
-                // Sources feed like clients: not while input is paused or the shard stops.
+            let sources_paused = !self.blocked.is_empty() || self.core.sources_paused();
+            if self.stopping_since.is_none() && !self.core.sources.is_empty() && !sources_paused {
+                // Sources feed like clients: not while a peer queue or a sink is full, or the
+                // shard stops (a congested cluster node pauses clients only).
                 self.core.poll_sources();
                 self.apply();
             }

@@ -44,6 +44,9 @@ pub struct SinkCounts {
     pub replaced: u64,
     /// Messages the target refused for themselves, set aside by the broker.
     pub dead: u64,
+    /// Times the sink paused the shard's input for a congested target (a cluster node whose
+    /// downlink is too far behind).
+    pub paused: u64,
 }
 
 /// An outbound target registered on a shard.
@@ -77,8 +80,15 @@ pub trait Sink: std::fmt::Debug {
     ) -> Offer {
         Offer::Taken
     }
-    /// Above the sink's high watermark: the shard pauses its clients' input.
+    /// Above the sink's high watermark: the shard pauses its clients' input (and its
+    /// sources').
     fn full(&self) -> bool;
+    /// A target the shard sent to is congested (a cluster node whose downlink is too far
+    /// behind): the shard pauses its clients' input, not its sources' (a node's downlink
+    /// must drain, or nodes holding each other back would wait for ever).
+    fn held(&self) -> bool {
+        false
+    }
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>);
     /// Running totals (none by default).
@@ -108,6 +118,11 @@ impl Sinks {
     /// Some sink is above its high watermark.
     pub fn any_full(&self) -> bool {
         self.list.iter().any(|s| s.full())
+    }
+
+    /// Some sink's target is congested ([`Sink::held`]).
+    pub fn any_held(&self) -> bool {
+        self.list.iter().any(|s| s.held())
     }
 
     /// Offers `message` to every sink that wants it (of those named `only`, if given); how
@@ -173,6 +188,7 @@ impl Sinks {
                 backlog_bytes: a.backlog_bytes + c.backlog_bytes,
                 replaced: a.replaced + c.replaced,
                 dead: a.dead + c.dead,
+                paused: a.paused + c.paused,
             }
         })
     }

@@ -21,12 +21,20 @@ pub(super) fn started_of(record: &BorrowedMessage<'_>) -> Option<i64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
-/// The headers of this node's heartbeats: its incarnation.
-pub(super) fn started_headers(started_ms: i64) -> OwnedHeaders {
-    let value = started_ms.to_string();
-    OwnedHeaders::new().insert(Header {
-        key: STARTED_HEADER,
-        value: Some(value.as_bytes()),
+/// The headers of this node's heartbeats: its incarnation (once its shards run) and whether
+/// its downlink is congested.
+pub(super) fn beat_headers(started_ms: Option<i64>, congested: bool) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(started) = started_ms {
+        let value = started.to_string();
+        headers = headers.insert(Header {
+            key: STARTED_HEADER,
+            value: Some(value.as_bytes()),
+        });
+    }
+    headers.insert(Header {
+        key: super::congestion::CONGESTED_HEADER,
+        value: Some(if congested { &b"1"[..] } else { &b"0"[..] }),
     })
 }
 
