@@ -92,10 +92,12 @@ pub struct ClusterSink {
     queue_bytes_max: usize,
     flush_wait: std::time::Duration,
     failing: bool,
-    /// Congested nodes this shard produced copies for (a bit per node): its clients' input
-    /// waits until none of them is congested any more.
+    /// Congested nodes this shard produced copies for (a bit per node) since none was: the
+    /// publishers of those copies are paused until none of them is congested any more.
     held: u64,
-    /// Times `held` went from none to some (the metrics' pauses).
+    /// The last offer's copies went to a congested node (`Sink::take_hold`).
+    hold_last: bool,
+    /// Publishers paused for a congested node (the metrics' pauses).
     paused: u64,
 }
 
@@ -146,6 +148,7 @@ impl ClusterSink {
             flush_wait: std::time::Duration::from_millis(kafka.timeout_ms.min(5_000)),
             failing: false,
             held: 0,
+            hold_last: false,
             paused: 0,
         })
     }
@@ -302,15 +305,14 @@ impl Sink for ClusterSink {
         if nodes == 0 && !retained {
             return Offer::Taken;
         }
-        // A copy for a node whose downlink is congested pauses this shard's clients' input
-        // until it is not (`held`): the publishers slow down rather than fill Kafka without
-        // bound.
+        // A copy for a node whose downlink is congested pauses its publisher until that
+        // node is not (`take_hold`, `held`): publishers slow down rather than fill Kafka
+        // without bound.
         let hot = nodes & table.congested();
         if hot != 0 {
-            if self.held == 0 {
-                self.paused += 1;
-            }
             self.held |= hot;
+            self.hold_last = true;
+            self.paused += 1;
         }
         // A retained message's copy in the retained topic counts as one more.
         let copies = nodes.count_ones() + u32::from(retained);
@@ -451,6 +453,10 @@ impl Sink for ClusterSink {
         self.reports.full(self.queue_max, self.queue_bytes_max)
     }
 
+    fn take_hold(&mut self) -> bool {
+        std::mem::take(&mut self.hold_last)
+    }
+
     fn held(&self) -> bool {
         self.held != 0 && self.held & self.table.load().congested() != 0
     }
@@ -465,7 +471,7 @@ impl Sink for ClusterSink {
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
         self.producer.renew_if_failed();
         if self.held != 0 && self.held & self.table.load().congested() == 0 {
-            self.held = 0; // the nodes caught up (or died): input goes on
+            self.held = 0; // the nodes caught up (or died): their publishers go on
         }
         let before = out.len();
         let copies = &mut self.copies;

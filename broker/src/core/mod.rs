@@ -196,6 +196,9 @@ pub struct Core {
     pub(crate) refused: bool,
     /// Connected sessions over their high watermark, with the publishers they paused.
     pub(crate) congested: FxHashMap<SessionId, flow::Paused>,
+    /// Connections of this shard paused because their messages went to a congested cluster
+    /// node (resumed once no node the cluster sink sent to is congested).
+    pub(crate) cluster_held: rustc_hash::FxHashSet<ConnId>,
     /// Sessions streaming the retained messages of new subscriptions.
     feeds: FxHashMap<SessionId, retained_feed::Feed>,
     next_feed_token: u64,
@@ -289,6 +292,7 @@ impl Core {
             publisher: None,
             refused: false,
             congested: FxHashMap::default(),
+            cluster_held: Default::default(),
             feeds: FxHashMap::default(),
             next_feed_token: 0,
             feeds_due: Vec::new(),
@@ -737,15 +741,8 @@ impl Core {
         }
     }
 
-    /// Clients' input must wait (a sink is full, or a cluster node it sent to is
-    /// congested): the reactor stops reading until it drains.
+    /// Input must wait (a sink is full): the reactor stops reading until it drains.
     pub fn input_paused(&self) -> bool {
-        self.sinks.any_full() || self.sinks.any_held()
-    }
-
-    /// The sources' input must wait (a sink is full; not for a congested node: a downlink
-    /// drains whatever the other nodes do).
-    pub fn sources_paused(&self) -> bool {
         self.sinks.any_full()
     }
 

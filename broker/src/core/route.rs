@@ -150,9 +150,13 @@ impl Core {
                     _ => (Default::default(), None, None),
                 };
                 if only != Some("") {
-                    confirming +=
+                    let (pending, hold) =
                         self.sinks
                             .offer(&message, &publisher, token, only, retain_version);
+                    confirming += pending;
+                    if hold {
+                        self.hold_for_cluster();
+                    }
                 }
             }
         }

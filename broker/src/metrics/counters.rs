@@ -356,11 +356,11 @@ counters! {
     cluster_nodes_congested: Gauge,
         sys Total("cluster/nodes_congested"),
         prom "ringmq_cluster_nodes_congested",
-        help "Live nodes whose downlink is more than cluster.downlink_behind_max records behind (this one included): shards producing copies for them pause their clients' input.";
+        help "Live nodes whose downlink is more than cluster.downlink_behind_max records behind (this one included): the clients whose messages go to them are paused.";
     cluster_paused: Counter,
         sys Total("cluster/paused"),
         prom "ringmq_cluster_paused_total",
-        help "Times a shard paused its clients' input because it produced a copy for a congested node.";
+        help "Copies produced for a congested node (each pauses its publisher until the node caught up).";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",

@@ -310,10 +310,8 @@ impl Shard {
                 }
                 self.retry_blocked();
             }
-            let sources_paused = !self.blocked.is_empty() || self.core.sources_paused();
-            if self.stopping_since.is_none() && !self.core.sources.is_empty() && !sources_paused {
-                // Sources feed like clients: not while a peer queue or a sink is full, or the
-                // shard stops (a congested cluster node pauses clients only).
+            if self.stopping_since.is_none() && !self.core.sources.is_empty() && !self.paused() {
+                // Sources feed like clients: not while input is paused or the shard stops.
                 self.core.poll_sources();
                 self.apply();
             }

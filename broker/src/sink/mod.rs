@@ -7,7 +7,9 @@
 //!   [`Offer::Pending`]; the publisher's PUBACK / PUBREC then waits on the ack ledger until the
 //!   sink reports the token confirmed (or refused: the publisher gets 0x97);
 //! - **backpressure**: while a sink says it is [`Sink::full`], the shard stops reading from
-//!   its clients (their receives are not re-armed) until it drains.
+//!   its clients (their receives are not re-armed) until it drains; a sink whose target is
+//!   congested (a cluster node too far behind) has the publisher of the copy paused
+//!   ([`Sink::take_hold`]) until it is not ([`Sink::held`]).
 //!
 //! Sinks run on the shard thread and must not block; one that talks to a library with its
 //! own threads (rdkafka) hands messages over through a bounded queue and collects the
@@ -80,12 +82,15 @@ pub trait Sink: std::fmt::Debug {
     ) -> Offer {
         Offer::Taken
     }
-    /// Above the sink's high watermark: the shard pauses its clients' input (and its
-    /// sources').
+    /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
-    /// A target the shard sent to is congested (a cluster node whose downlink is too far
-    /// behind): the shard pauses its clients' input, not its sources' (a node's downlink
-    /// must drain, or nodes holding each other back would wait for ever).
+    /// The last [`Sink::offer`] sent a copy to a congested target (a cluster node whose
+    /// downlink is too far behind): its publisher is paused until [`Sink::held`] is false.
+    /// Read once per offer (the flag clears).
+    fn take_hold(&mut self) -> bool {
+        false
+    }
+    /// Some target this sink sent to since it last went false is still congested.
     fn held(&self) -> bool {
         false
     }
@@ -120,13 +125,14 @@ impl Sinks {
         self.list.iter().any(|s| s.full())
     }
 
-    /// Some sink's target is congested ([`Sink::held`]).
+    /// Some sink's target is still congested ([`Sink::held`]).
     pub fn any_held(&self) -> bool {
         self.list.iter().any(|s| s.held())
     }
 
     /// Offers `message` to every sink that wants it (of those named `only`, if given); how
-    /// many will confirm `token` later.
+    /// many will confirm `token` later, and whether a copy went to a congested target (the
+    /// publisher is to be paused: [`Sink::take_hold`]).
     pub fn offer(
         &mut self,
         message: &Message,
@@ -134,8 +140,9 @@ impl Sinks {
         token: Option<u64>,
         only: Option<&str>,
         retain_version: u64,
-    ) -> usize {
+    ) -> (usize, bool) {
         let mut pending = 0;
+        let mut hold = false;
         for sink in &mut self.list {
             if only.is_some_and(|name| sink.name() != name) {
                 continue;
@@ -149,8 +156,9 @@ impl Sinks {
                 );
                 pending += usize::from(token.is_some());
             }
+            hold |= sink.take_hold();
         }
-        pending
+        (pending, hold)
     }
 
     /// Forwards `message` to session `client` on node `node` through every sink that can
