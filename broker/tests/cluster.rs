@@ -627,6 +627,30 @@ fn kafka_records_reach_the_subscribers_of_every_node() {
 }
 
 #[test]
+fn a_second_process_with_the_same_node_id_takes_over_and_the_first_stops() {
+    let tansu = Tansu::start();
+    let mut first = start_node(&tansu, "dup");
+    // Its heartbeats carry its incarnation once its shards run.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let second = start_node(&tansu, "dup");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = first.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first process under node_id dup still runs"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "a clean stop: {status:?}");
+    // The second serves (Raw::connect asserts a successful CONNACK).
+    let (mut c, _) = Raw::connect(second.addr, V5, "after-dup", true);
+    c.subscribe("dup/#", QoS::AtMostOnce);
+}
+
+#[test]
 fn cluster_configuration_errors_name_the_key() {
     let dir = scratch_dir("cluster-bad");
     std::fs::create_dir_all(&dir).unwrap();

@@ -160,6 +160,8 @@ struct Routes {
     changed: bool,
     /// This node's downlink is congested (said in its heartbeats: `congestion.rs`).
     congested: bool,
+    /// Another process's heartbeats under this node's id were read (logged once).
+    duplicate_seen: bool,
     over_nodes_logged: bool,
     /// The producer refused a record (logged once per streak).
     send_failing: bool,
@@ -267,6 +269,7 @@ impl Node {
             reconciled: false,
             last_beat: None,
             congested: false,
+            duplicate_seen: false,
             // The first pass stores the snapshot and the live count.
             changed: true,
             over_nodes_logged: false,
@@ -438,6 +441,9 @@ impl Routes {
                 } else {
                     self.published.insert(filter.to_string(), state);
                 }
+            }
+            if filter.is_none() {
+                self.heard_own_beat(Beat::parse(payload), started);
             }
             return; // applied when written
         }

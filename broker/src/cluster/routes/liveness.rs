@@ -39,6 +39,40 @@ pub(super) fn beat_headers(started_ms: Option<i64>, congested: bool) -> OwnedHea
 }
 
 impl Routes {
+    /// A heartbeat under this node's own id: another incarnation's, written after this one
+    /// started, means another process runs with the same `node_id` (both would read the same
+    /// downlink: every copy delivered twice, offsets committed by both). The newer one wins,
+    /// as a restarted node should over a paused old one: this process stops (SIGTERM to
+    /// itself: a clean stop) when the other started later; it logs the other otherwise (that
+    /// one stops when it reads this one's heartbeats). Incarnations are wall clocks: with
+    /// clocks apart, the wrong one may stop, but one does.
+    pub(super) fn heard_own_beat(&mut self, beat: super::Beat, started: Option<i64>) {
+        let Some(started) = started.filter(|&s| s != self.started_ms) else {
+            return;
+        };
+        let super::Beat::Live(written) = beat else {
+            return;
+        };
+        if written <= self.started_ms || std::mem::replace(&mut self.duplicate_seen, true) {
+            return;
+        }
+        let node = self.config.node_id.as_str();
+        if started > self.started_ms {
+            tracing::error!(
+                node,
+                "cluster: another process runs as this node_id (it started later): this one stops"
+            );
+            if let Err(e) = signal_hook::low_level::raise(signal_hook::consts::SIGTERM) {
+                tracing::error!("cluster: cannot stop this process: {e}");
+            }
+        } else {
+            tracing::error!(
+                node,
+                "cluster: another process runs as this node_id (it started earlier): it stops once it reads this one's heartbeats"
+            );
+        }
+    }
+
     /// Node `node`'s heartbeat named incarnation `started`: another than the last one read
     /// means it restarted (it may have been down for less than `cluster.node_timeout_ms`,
     /// never seen dead): the salvage thread hears of it.
