@@ -2,7 +2,8 @@
 //! `$SYS/broker/cluster/...` topics and metrics (peers live and dead, cross-node rates, the
 //! records a node's downlink has behind it while a subscriber holds the node back), and
 //! congestion: a node whose downlink is too far behind says so in its heartbeats and the
-//! nodes producing to it pause their publishers until it caught up, nothing lost.
+//! nodes producing to it hold their publishers' acknowledgements until it caught up, nothing
+//! lost.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -162,7 +163,7 @@ fn sys_topics_and_metrics_show_the_peers_the_rates_and_a_held_back_downlink() {
 }
 
 #[test]
-fn a_congested_node_pauses_the_publishers_of_the_nodes_producing_to_it_and_loses_nothing() {
+fn a_congested_node_holds_back_the_publishers_of_the_nodes_producing_to_it_and_loses_nothing() {
     let tansu = Tansu::start();
     // Node a: a subscriber holding 10 messages holds its downlink back; congested past 200
     // records behind, caught up at 50.
@@ -215,17 +216,23 @@ fn a_congested_node_pauses_the_publishers_of_the_nodes_producing_to_it_and_loses
             }
         })
     };
-    // Node a says it is congested; node b pauses its clients: the PUBACKs stop.
+    // Node a says it is congested; node b holds the PUBACKs of the messages with copies for
+    // it, and the publisher's window stops it.
     until_metric(&b_metrics, "ringmq_cluster_nodes_congested", 1);
-    assert!(common::metric(&b_metrics, "ringmq_cluster_paused_total") > 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while common::metric(&b_metrics, "ringmq_cluster_acks_delayed_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no acknowledgement delayed on node b"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::thread::sleep(Duration::from_millis(500));
     let before = acked.load(std::sync::atomic::Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(2));
     let after = acked.load(std::sync::atomic::Ordering::Relaxed);
     let behind = common::metric(&a_metrics, "ringmq_cluster_in_behind");
-    println!(
-        "node b's publisher paused at {before} -> {after} acknowledged; node a {behind} behind"
-    );
+    println!("node b's publisher held at {before} -> {after} acknowledged; node a {behind} behind");
     assert!(
         after - before <= 40,
         "the publisher went on while node a was congested: {before} -> {after}"
@@ -254,4 +261,61 @@ fn a_congested_node_pauses_the_publishers_of_the_nodes_producing_to_it_and_loses
         "every acknowledged message reached node a's subscriber"
     );
     until_metric(&b_metrics, "ringmq_cluster_nodes_congested", 0);
+}
+
+#[test]
+fn a_killed_nodes_clients_wills_are_published_by_another_node_once() {
+    use std::process::{Command, Stdio};
+    let tansu = Tansu::start();
+    let (b, b_metrics) = nodes::start_node_with_metrics(&tansu, "wb");
+    let mut a = start_node(&tansu, "wa");
+    let (mut will_sub, _) = Raw::connect(b.addr, V5, "kw-sub", true);
+    will_sub.subscribe("kw/#", QoS::AtLeastOnce);
+    let with_will = |id: &str, extra: &[&str]| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &a.port().to_string(), "-V", "5"])
+            .args(["-t", "none", "-i", id])
+            .args([
+                "--will-topic",
+                &format!("kw/{id}"),
+                "--will-payload",
+                "gone",
+            ])
+            .args(["--will-qos", "1"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    // One client stays connected; one leaves with a normal DISCONNECT (its will is not
+    // sent, and the record of it in node a's wills topic is replaced by a tombstone).
+    let mut doomed = with_will("doomed", &[]);
+    let mut polite = with_will("polite", &["-t", "kw-polite/t", "-C", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let (mut on_a, _) = Raw::connect(a.addr, V5, "kw-pub", true);
+    on_a.publish("kw-polite/t", b"bye", QoS::AtLeastOnce, 1);
+    assert_eq!(on_a.puback_within(1, Duration::from_secs(10)), Some(0));
+    assert!(polite.wait().unwrap().success(), "mosquitto_sub -C 1 left");
+    std::thread::sleep(Duration::from_millis(1_000));
+    // SIGKILL: node a cannot send its clients' wills; node b, seeing it dead, does.
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let _ = doomed.kill();
+    let _ = doomed.wait();
+    let got = drain(&mut will_sub, 2, Duration::from_secs(15));
+    let texts: Vec<String> = got
+        .iter()
+        .map(|p| format!("{}={}", p.topic, String::from_utf8_lossy(&p.payload)))
+        .collect();
+    assert_eq!(
+        texts,
+        ["kw/doomed=gone"],
+        "the will of node a's client, from node b"
+    );
+    until_metric(&b_metrics, "ringmq_cluster_wills_published_total", 1);
+    // Node a back: what its previous process left was published and cleared: no second will.
+    let _a = start_node(&tansu, "wa");
+    let again = drain(&mut will_sub, 1, Duration::from_secs(4));
+    assert!(again.is_empty(), "a will came twice: {again:?}");
 }

@@ -25,6 +25,9 @@ pub struct ClusterConfig {
     /// The compacted topic of retained messages (keyed by MQTT topic, `kafka.partitions`
     /// partitions, created at start), read from its start by a node starting.
     pub retained_topic: String,
+    /// Node N's wills topic is this prefix followed by N (compacted, keyed by client id): the
+    /// wills of its connected clients, which another node publishes if N dies.
+    pub wills_prefix: String,
     /// A session that moved from this node to another is followed this long: copies for it
     /// still arriving in this node's downlink are produced again to its new node's.
     pub moved_keep_ms: u64,
@@ -48,6 +51,7 @@ impl Default for ClusterConfig {
             routes_topic: "ringmq.routes".into(),
             downlink_prefix: "ringmq.downlink.".into(),
             retained_topic: "ringmq.retained".into(),
+            wills_prefix: "ringmq.wills.".into(),
             moved_keep_ms: 600_000,
             moved_max: 10_000,
             downlink_behind_max: 100_000,
@@ -83,6 +87,17 @@ impl ClusterConfig {
         kafka_name("routes_topic", &self.routes_topic)?;
         kafka_name("downlink_prefix", &self.downlink_prefix)?;
         kafka_name("retained_topic", &self.retained_topic)?;
+        kafka_name("wills_prefix", &self.wills_prefix)?;
+        if self.wills_prefix.starts_with(&self.downlink_prefix)
+            || self.downlink_prefix.starts_with(&self.wills_prefix)
+            || self.routes_topic.starts_with(&self.wills_prefix)
+            || self.retained_topic.starts_with(&self.wills_prefix)
+        {
+            return Err(
+                "cluster.wills_prefix: overlaps cluster.downlink_prefix or another cluster topic"
+                    .into(),
+            );
+        }
         if !(100..=60_000).contains(&self.heartbeat_ms) {
             return Err("cluster.heartbeat_ms: between 100 and 60000".into());
         }
@@ -128,6 +143,11 @@ impl ClusterConfig {
     /// Node `node`'s downlink topic.
     pub fn downlink_of(&self, node: &str) -> String {
         format!("{}{node}", self.downlink_prefix)
+    }
+
+    /// Node `node`'s wills topic.
+    pub fn wills_of(&self, node: &str) -> String {
+        format!("{}{node}", self.wills_prefix)
     }
 
     /// The consumer group of this node's downlink.

@@ -45,6 +45,8 @@ pub struct Feed {
     pub handovers: super::handover::Handovers,
     /// Sessions this node took from other nodes, for the salvage thread (`salvage.rs`).
     pub claims: super::salvage::Claims,
+    /// Dead nodes whose clients' wills this node publishes (`wills.rs`).
+    pub wills: super::wills::WillJobs,
     /// Until when (Kafka's clock) this node's copies name it (`mqtt.cluster.from`): a node a
     /// session moved here from reads that header only for copies produced within
     /// `node_timeout_ms` of the move ([`super::handover`]); `i64::MIN`: no session came.
@@ -74,6 +76,7 @@ impl Feed {
             routes_replaced: AtomicU64::new(0),
             handovers: super::handover::Handovers::new(config),
             claims: super::salvage::Claims::default(),
+            wills: super::wills::WillJobs::default(),
             names_sender_until: AtomicI64::new(i64::MIN),
             grace_ms: i64::try_from(config.node_timeout_ms).unwrap_or(i64::MAX),
         }

@@ -32,6 +32,9 @@
 //!   is forgotten here but followed for a while (`handover.rs`): downlink records for it that
 //!   still arrive here are produced again to its new node, addressed to it alone.
 //!
+//! - **Wills**: each node keeps its clients' wills in its own compacted wills topic; when a
+//!   node dies, the live node with the smallest id publishes them (`wills.rs`).
+//!
 //! - **Salvage**: a session taken from a dead node (its client connected here while that
 //!   node was down) gets the copies for it still in that node's downlink (`salvage.rs`:
 //!   read from the dead node's committed offsets, produced again here for that session).
@@ -77,6 +80,7 @@ pub mod routes;
 pub mod salvage;
 pub mod sink;
 pub mod table;
+pub mod wills;
 
 use rdkafka::admin::{NewTopic, TopicReplication};
 
@@ -116,14 +120,16 @@ pub(crate) fn reader_config(
     c
 }
 
-/// Creates the routes topic (one partition, compacted), the retained topic (compacted) and
-/// this node's downlink topic (`kafka.partitions` each) when missing.
+/// Creates the routes topic (one partition, compacted), the retained topic (compacted), this
+/// node's downlink topic and its wills topic (compacted; `kafka.partitions` each) when
+/// missing.
 pub fn create_topics(
     kafka: &KafkaConfig,
     config: &ClusterConfig,
     record_bytes_max: usize,
 ) -> anyhow::Result<()> {
     let downlink = config.downlink();
+    let wills = config.wills_of(&config.node_id);
     let replication = || TopicReplication::Fixed(kafka.replication);
     let topics = [
         // Compacted, with segments rolled every 10 minutes so old heartbeats and routes go.
@@ -132,6 +138,11 @@ pub fn create_topics(
             .set("segment.ms", "600000")
             .set("min.cleanable.dirty.ratio", "0.1"),
         NewTopic::new(&downlink, kafka.partitions, replication()),
+        // Compacted: the last will record of each client stays (keyed by client id).
+        NewTopic::new(&wills, kafka.partitions, replication())
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "600000")
+            .set("min.cleanable.dirty.ratio", "0.1"),
         // Compacted: the last record of each MQTT topic stays (a clear's tombstone goes after
         // Kafka's delete.retention.ms, a day by default).
         NewTopic::new(&config.retained_topic, kafka.partitions, replication())

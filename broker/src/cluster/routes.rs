@@ -178,6 +178,7 @@ pub struct Node {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     _salvage: super::salvage::Salvager,
+    _wills: super::wills::WillsThread,
 }
 
 impl Node {
@@ -282,6 +283,16 @@ impl Node {
             snapshot.clone(),
             feed.clone(),
         )?;
+        let wills = super::wills::WillsThread::start(
+            kafka,
+            config,
+            record_bytes_max,
+            snapshot.clone(),
+            feed.clone(),
+        )?;
+        // What this node's previous process left in its wills topic (its clients'
+        // connections died with it), unless a node that saw it dead published them first.
+        feed.wills.restarted(&config.node_id, routes.started_ms);
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("cluster-routes".into())
@@ -293,6 +304,7 @@ impl Node {
             stop,
             thread: Some(thread),
             _salvage: salvage,
+            _wills: wills,
         };
         // No client is served before the table holds the other nodes' routes and liveness:
         // a publish acknowledged earlier would reach nobody there.

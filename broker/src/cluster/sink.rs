@@ -22,12 +22,14 @@ use crate::kafka::sink::{Ctx, Reports};
 use crate::session::Message;
 use crate::sink::{Offer, Sink, SinkCounts};
 
-/// A publisher's token waiting for its copies: copies not reported yet, all delivered so far.
+/// A publisher's token waiting for its copies: copies not reported yet, all delivered so far,
+/// and the congested nodes among their destinations when it was offered.
 #[derive(Clone, Copy, Debug)]
 struct Waiting {
     token: u64,
     left: u32,
     ok: bool,
+    hot: u64,
 }
 
 /// Tokens waiting for their copies, by slot; free slots listed in `free`.
@@ -38,12 +40,13 @@ struct Copies {
 }
 
 impl Copies {
-    /// A slot for `token` waiting on `copies` reports.
-    fn wait(&mut self, token: u64, copies: u32) -> usize {
+    /// A slot for `token` waiting on `copies` reports (`hot`: the congested destinations).
+    fn wait(&mut self, token: u64, copies: u32, hot: u64) -> usize {
         let w = Some(Waiting {
             token,
             left: copies,
             ok: true,
+            hot,
         });
         match self.free.pop() {
             Some(slot) => {
@@ -59,8 +62,9 @@ impl Copies {
         }
     }
 
-    /// One copy of `slot` reported; the token when it was the last.
-    fn report(&mut self, slot: usize, ok: bool) -> Option<(u64, bool)> {
+    /// One copy of `slot` reported; the token when it was the last (with its congested
+    /// destinations).
+    fn report(&mut self, slot: usize, ok: bool) -> Option<(u64, bool, u64)> {
         let entry = self.waiting.get_mut(slot)?;
         let w = entry.as_mut()?;
         w.ok &= ok;
@@ -68,10 +72,42 @@ impl Copies {
         if w.left > 0 {
             return None;
         }
-        let done = (w.token, w.ok);
+        let done = (w.token, w.ok, w.hot);
         *entry = None;
         self.free.push(slot);
         Some(done)
+    }
+}
+
+/// Tokens whose copies Kafka took but went to nodes that were congested: each is confirmed
+/// once none of its nodes is congested any more (the publisher's PUBACK / PUBREC waits, so
+/// its in-flight window, not the broker, holds it back; a node dead meanwhile counts as not
+/// congested).
+#[derive(Debug, Default)]
+struct Delayed {
+    tokens: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Delayed {
+    /// Token `token` (its congested destinations `hot`) waits.
+    fn push(&mut self, token: u64, hot: u64) {
+        self.tokens.push_back((token, hot));
+    }
+
+    /// The tokens none of whose destinations is in `congested` any more, appended to `out`
+    /// as confirmed.
+    fn release(&mut self, congested: u64, out: &mut Vec<(u64, bool)>) {
+        if self.tokens.is_empty() {
+            return;
+        }
+        self.tokens.retain(|&(token, hot)| {
+            if hot & congested == 0 {
+                out.push((token, true));
+                false
+            } else {
+                true
+            }
+        });
     }
 }
 
@@ -92,13 +128,10 @@ pub struct ClusterSink {
     queue_bytes_max: usize,
     flush_wait: std::time::Duration,
     failing: bool,
-    /// Congested nodes this shard produced copies for (a bit per node) since none was: the
-    /// publishers of those copies are paused until none of them is congested any more.
-    held: u64,
-    /// The last offer's copies went to a congested node (`Sink::take_hold`).
-    hold_last: bool,
-    /// Publishers paused for a congested node (the metrics' pauses).
-    paused: u64,
+    /// Acknowledgements waiting for congested nodes to catch up.
+    delayed: Delayed,
+    /// Tokens delayed so far (the metrics').
+    delayed_total: u64,
 }
 
 impl std::fmt::Debug for ClusterSink {
@@ -147,9 +180,8 @@ impl ClusterSink {
             queue_bytes_max: usize::try_from(kafka.queue_bytes_max).unwrap_or(usize::MAX),
             flush_wait: std::time::Duration::from_millis(kafka.timeout_ms.min(5_000)),
             failing: false,
-            held: 0,
-            hold_last: false,
-            paused: 0,
+            delayed: Delayed::default(),
+            delayed_total: 0,
         })
     }
 }
@@ -305,18 +337,13 @@ impl Sink for ClusterSink {
         if nodes == 0 && !retained {
             return Offer::Taken;
         }
-        // A copy for a node whose downlink is congested pauses its publisher until that
-        // node is not (`take_hold`, `held`): publishers slow down rather than fill Kafka
-        // without bound.
+        // A copy for a node whose downlink is congested: the publisher's acknowledgement waits
+        // until that node caught up (`Delayed`), so publishers slow down rather than fill
+        // Kafka without bound.
         let hot = nodes & table.congested();
-        if hot != 0 {
-            self.held |= hot;
-            self.hold_last = true;
-            self.paused += 1;
-        }
         // A retained message's copy in the retained topic counts as one more.
         let copies = nodes.count_ones() + u32::from(retained);
-        let slot = token.map(|t| self.copies.wait(t, copies));
+        let slot = token.map(|t| self.copies.wait(t, copies, hot));
         let opaque = slot.map_or(0, |s| s + 1);
         // Every copy of a retained message carries its version: every node keeps the same
         // last writer.
@@ -416,7 +443,7 @@ impl Sink for ClusterSink {
         let Some(topic) = downlink(&mut self.topics, &self.config, &table, index) else {
             return Offer::Taken;
         };
-        let slot = token.map(|t| self.copies.wait(t, 1));
+        let slot = token.map(|t| self.copies.wait(t, 1, 0));
         let opaque = slot.map_or(0, |s| s + 1);
         let mut headers = copy_headers(message, "", None).insert(Header {
             key: super::handover::FOR_CLIENT_HEADER,
@@ -449,37 +476,66 @@ impl Sink for ClusterSink {
         }
     }
 
+    fn note_will(&mut self, client: &str, will: Option<(&Message, u32)>) {
+        let topic = self.config.wills_of(&self.config.node_id);
+        // Keyed by the client: the topic is compacted, its last record stays.
+        let mut record = BaseRecord::with_opaque_to(&topic, 0).key(client);
+        if let Some((message, delay)) = will {
+            let delay = delay.to_string();
+            let headers = copy_headers(message, client, None).insert(Header {
+                key: super::wills::DELAY_HEADER,
+                value: Some(delay.as_bytes()),
+            });
+            record = record.payload(&message.payload[..]).headers(headers);
+            send(
+                &self.producer,
+                &self.reports,
+                &mut self.failing,
+                record,
+                None,
+                |e| tracing::warn!(client, error = %e, "a will record was not produced: should this node die, its will is not published"),
+            );
+        } else {
+            send(
+                &self.producer,
+                &self.reports,
+                &mut self.failing,
+                record,
+                None,
+                |e| tracing::warn!(client, error = %e, "a will's tombstone was not produced: should this node die, its will may be published"),
+            );
+        }
+    }
+
     fn full(&self) -> bool {
         self.reports.full(self.queue_max, self.queue_bytes_max)
     }
 
-    fn take_hold(&mut self) -> bool {
-        std::mem::take(&mut self.hold_last)
-    }
-
-    fn held(&self) -> bool {
-        self.held != 0 && self.held & self.table.load().congested() != 0
-    }
-
     fn counts(&self) -> SinkCounts {
         SinkCounts {
-            paused: self.paused,
+            delayed: self.delayed_total,
             ..self.reports.counts()
         }
     }
 
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
         self.producer.renew_if_failed();
-        if self.held != 0 && self.held & self.table.load().congested() == 0 {
-            self.held = 0; // the nodes caught up (or died): their publishers go on
-        }
+        let congested = self.table.load().congested();
         let before = out.len();
-        let copies = &mut self.copies;
-        let failed = self.reports.drain(|slot, ok| {
-            if let Some(done) = copies.report(slot as usize, ok) {
-                out.push(done);
-            }
-        });
+        self.delayed.release(congested, out);
+        let (copies, delayed) = (&mut self.copies, &mut self.delayed);
+        let mut newly = 0;
+        let failed = self
+            .reports
+            .drain(|slot, ok| match copies.report(slot as usize, ok) {
+                Some((token, true, hot)) if hot & congested != 0 => {
+                    delayed.push(token, hot);
+                    newly += 1;
+                }
+                Some((token, ok, _)) => out.push((token, ok)),
+                None => {}
+            });
+        self.delayed_total += newly;
         if failed {
             if !self.failing {
                 tracing::warn!("Kafka did not acknowledge messages for other nodes within kafka.timeout_ms: their publishers are refused (0x97)");
@@ -495,5 +551,27 @@ impl Sink for ClusterSink {
 impl Drop for ClusterSink {
     fn drop(&mut self) {
         let _ = self.producer.producer().flush(self.flush_wait);
+    }
+}
+
+#[cfg(test)]
+mod delayed_tests {
+    use super::Delayed;
+
+    #[test]
+    fn a_delayed_token_is_confirmed_once_none_of_its_nodes_is_congested() {
+        let mut d = Delayed::default();
+        d.push(1, 0b010);
+        d.push(2, 0b110);
+        d.push(3, 0b100);
+        let mut out = Vec::new();
+        d.release(0b110, &mut out);
+        assert!(out.is_empty());
+        d.release(0b100, &mut out);
+        assert_eq!(out, [(1, true)]);
+        out.clear();
+        d.release(0, &mut out);
+        assert_eq!(out, [(2, true), (3, true)], "in order");
+        assert!(d.tokens.is_empty());
     }
 }

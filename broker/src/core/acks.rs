@@ -170,7 +170,6 @@ impl Core {
         for (token, ok) in self.sinks.confirmed() {
             self.confirmed(token, ok);
         }
-        self.release_cluster_held();
     }
 
     /// A peer or sink answered `token`: the acknowledgements it released go out, and the

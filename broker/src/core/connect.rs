@@ -285,6 +285,7 @@ pub(crate) fn accept(
             core.durable.session_online(&client);
         }
     }
+    core.note_connect_will(sid);
     let keep_alive_max = core.config.keep_alive_max_secs;
     let server_keep_alive = (version.is_v5()
         && (connect.keep_alive == 0 || connect.keep_alive > keep_alive_max)

@@ -123,33 +123,6 @@ impl Core {
         }
     }
 
-    /// The message being routed sent a copy to a congested cluster node: its publisher, a
-    /// client of this shard, is paused until no node the cluster sink sent to is congested
-    /// ([`Core::release_cluster_held`]). The sources are not (a node's downlink must drain,
-    /// or nodes producing to each other would wait for each other for ever), nor the
-    /// broker's own messages.
-    pub(super) fn hold_for_cluster(&mut self) {
-        let Some(publisher) = self.publisher else {
-            return;
-        };
-        if publisher.shard != self.id || publisher.conn == crate::source::Sources::PUBLISHER {
-            return;
-        }
-        if self.cluster_held.insert(publisher.conn) {
-            self.hold_link(publisher.conn, true);
-        }
-    }
-
-    /// Resumes the publishers paused for congested cluster nodes once none is.
-    pub(crate) fn release_cluster_held(&mut self) {
-        if self.cluster_held.is_empty() || self.sinks.any_held() {
-            return;
-        }
-        for id in std::mem::take(&mut self.cluster_held) {
-            self.hold_link(id, false);
-        }
-    }
-
     /// Resumes the publishers `sid` paused once its queue is at or below the low watermark.
     pub(crate) fn relieve(&mut self, sid: SessionId) {
         if !self.congested.contains_key(&sid) {

@@ -9,7 +9,8 @@
 //! [`Core::durable`]. The core never imports the reactor.
 //!
 //! # Layout
-//! - `mod.rs`: [`Core`], [`Effect`], packet dispatch, links, close and reject, output.
+//! - `mod.rs`: [`Core`], [`Effect`], packet dispatch, links, output.
+//! - `close.rs`: closing a connection, rejecting one for bad input.
 //! - `link.rs`: [`link::Link`], the protocol side of a connection.
 //! - `connect.rs`, `publish.rs`, `subscribe.rs`, `ack.rs`, `disconnect.rs`: one packet kind
 //!   each.
@@ -19,11 +20,13 @@
 //! - `flow.rs`: backpressure (publishers paused by congested sessions), drop counting,
 //!   stuck consumers.
 //! - `sessions.rs`: session life cycle, the tick (timeouts, expiry, wills, metrics).
+//! - `wills.rs`: the cluster's copy of each client's will (the node's wills topic).
 //! - `peer.rs`: [`peer::ShardMsg`] and how the core answers peers.
 //! - `restore.rs`: rebuilding state from a recovered store.
 
 pub mod ack;
 mod acks;
+mod close;
 pub mod connect;
 pub mod disconnect;
 pub mod flow;
@@ -44,6 +47,7 @@ mod sessions;
 pub mod subscribe;
 #[cfg(test)]
 mod tests;
+mod wills;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -51,7 +55,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use bytestring::ByteString;
-use net::codec::{Connect, DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use net::codec::{Connect, DecodeError, Packet, ReasonCode};
 use rustc_hash::FxHashMap;
 
 use crate::auth::{Auth, VerifiedCache};
@@ -196,9 +200,8 @@ pub struct Core {
     pub(crate) refused: bool,
     /// Connected sessions over their high watermark, with the publishers they paused.
     pub(crate) congested: FxHashMap<SessionId, flow::Paused>,
-    /// Connections of this shard paused because their messages went to a congested cluster
-    /// node (resumed once no node the cluster sink sent to is congested).
-    pub(crate) cluster_held: rustc_hash::FxHashSet<ConnId>,
+    /// Clients whose will is in the cluster's wills topic (`wills.rs`).
+    pub(crate) wills_noted: rustc_hash::FxHashSet<ByteString>,
     /// Sessions streaming the retained messages of new subscriptions.
     feeds: FxHashMap<SessionId, retained_feed::Feed>,
     next_feed_token: u64,
@@ -292,7 +295,7 @@ impl Core {
             publisher: None,
             refused: false,
             congested: FxHashMap::default(),
-            cluster_held: Default::default(),
+            wills_noted: Default::default(),
             feeds: FxHashMap::default(),
             next_feed_token: 0,
             feeds_due: Vec::new(),
@@ -744,60 +747,5 @@ impl Core {
     /// Input must wait (a sink is full): the reactor stops reading until it drains.
     pub fn input_paused(&self) -> bool {
         self.sinks.any_full()
-    }
-
-    // ---- closing -----------------------------------------------------------------------
-
-    /// Starts closing a connection: optionally tells an MQTT 5 client why (DISCONNECT with
-    /// `reason`), detaches its session; the reactor closes the socket once the output is
-    /// flushed. Logs one line.
-    pub fn close(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
-        let Some(conn) = self.conn_mut(id) else {
-            return;
-        };
-        if conn.closing {
-            return;
-        }
-        let session = conn.session.take();
-        let version = conn.decoder.version;
-        if let (Some(reason), Some(_), ProtocolVersion::V5) = (reason, session, version) {
-            let mut d = Disconnect {
-                reason,
-                properties: Default::default(),
-            };
-            if conn.problem_info {
-                d.properties.reason_string = Some(why.into());
-            }
-            crate::session::encode(version, &Packet::Disconnect(d), &mut conn.out);
-        }
-        conn.closing = true;
-        let client = session
-            .and_then(|sid| self.sessions.get(sid.0 as usize))
-            .and_then(Option::as_ref)
-            .map(|s| s.client_id.clone());
-        tracing::debug!(shard = self.id.0, client = ?client.as_deref(), "closing connection: {why}");
-        if let Some(sid) = session {
-            self.session_disconnected(sid, id);
-        }
-        self.effects.push_back(Effect::Close(id));
-        self.mark_dirty(id);
-    }
-
-    /// The client id of connection `id`'s session, if it has one (for log lines).
-    pub(crate) fn client_of(&mut self, id: ConnId) -> Option<ByteString> {
-        let sid = self.conn_mut(id)?.session?;
-        self.sessions
-            .get(sid.0 as usize)?
-            .as_ref()
-            .map(|s| s.client_id.clone())
-    }
-
-    /// Closes a connection for bad input or a protocol violation: counted, and logged as one
-    /// line at info level naming the client (if known) and the rule.
-    pub(crate) fn reject(&mut self, id: ConnId, reason: Option<ReasonCode>, why: &str) {
-        self.stats.protocol_errors += 1;
-        let client = self.client_of(id);
-        tracing::info!(shard = self.id.0, client = ?client.as_deref(), reason = ?reason.map(|r| r.0), "rejecting connection: {why}");
-        self.close(id, reason, why);
     }
 }

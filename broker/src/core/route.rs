@@ -150,13 +150,9 @@ impl Core {
                     _ => (Default::default(), None, None),
                 };
                 if only != Some("") {
-                    let (pending, hold) =
+                    confirming +=
                         self.sinks
                             .offer(&message, &publisher, token, only, retain_version);
-                    confirming += pending;
-                    if hold {
-                        self.hold_for_cluster();
-                    }
                 }
             }
         }

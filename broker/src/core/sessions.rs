@@ -66,6 +66,7 @@ impl Core {
                 self.publish(will, Origin::Broker);
             }
         }
+        self.note_will_gone(&session.client_id);
         for (filter, message) in session.take_shared_unfinished() {
             match self.router.pick_member(&filter, self.id, self.id) {
                 Some(pick) => {
@@ -101,12 +102,15 @@ impl Core {
 
     pub(crate) fn session_disconnected(&mut self, sid: SessionId, id: ConnId) {
         let now = self.now;
+        let noted = !self.wills_noted.is_empty();
         let Some(session) = self.session_mut(sid) else {
             return;
         };
         if session.conn != Some(id) {
             return;
         }
+        // For the cluster's copy of its will (`wills.rs`), once the session is settled.
+        let client = noted.then(|| session.client_id.clone());
         session.conn = None;
         // Offline, the queue policy applies instead: its publishers go on.
         self.release_publishers(sid);
@@ -139,6 +143,9 @@ impl Core {
         }
         if let Some(will) = will_now {
             self.publish(will, Origin::Broker);
+        }
+        if let Some(client) = client {
+            self.note_will_gone(&client);
         }
     }
 
@@ -235,18 +242,19 @@ impl Core {
         for sid in expired_sessions {
             self.remove_session(sid);
         }
-        let due_wills: Vec<Message> = self
+        let due_wills: Vec<(ByteString, Message)> = self
             .sessions
             .iter_mut()
             .flatten()
             .filter(|s| s.conn.is_none() && s.will_due.is_some_and(|t| t <= now))
             .filter_map(|s| {
                 s.will_due = None;
-                s.will.take()
+                Some((s.client_id.clone(), s.will.take()?))
             })
             .collect();
-        for will in due_wills {
+        for (client, will) in due_wills {
             self.publish(will, Origin::Broker);
+            self.note_will_gone(&client);
         }
         self.retained.prune(now);
         let budget = self.config.compaction_bytes_per_second / 4;
@@ -279,7 +287,7 @@ impl Core {
             self.stats.cluster_out_failed = c.failed;
             self.stats.cluster_out_in_flight = c.in_flight;
             self.stats.cluster_out_latency_millis = c.latency.sum;
-            self.stats.cluster_paused = c.paused;
+            self.stats.cluster_acks_delayed = c.delayed;
         }
         if !self.sources.is_empty() {
             let c = self.sources.counts("kafka:");
@@ -299,6 +307,7 @@ impl Core {
             self.stats.cluster_nodes_live = feed.nodes_live();
             self.stats.cluster_nodes_known = feed.nodes_known();
             self.stats.cluster_nodes_congested = feed.nodes_congested();
+            self.stats.cluster_wills_published = feed.wills.published();
             self.stats.cluster_routes_producers_replaced = feed.routes_producers_replaced();
             self.stats.cluster_salvaged = feed.claims.forwarded();
             self.stats.cluster_moved_followed = feed.handovers.len() as u64;

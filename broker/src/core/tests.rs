@@ -62,8 +62,8 @@ impl Store for HeldStore {
     }
 }
 
-/// A sink that wants `sink/#`, holds every token it is given until `confirm`, is full while
-/// `full` is set, and has its target congested while `congested` is.
+/// A sink that wants `sink/#`, holds every token it is given until `confirm`, and is full
+/// while `full` is set.
 #[derive(Debug, Default)]
 struct TestSink {
     state: Arc<Mutex<SinkState>>,
@@ -75,8 +75,6 @@ struct SinkState {
     pending: Vec<u64>,
     confirm: bool,
     full: bool,
-    congested: bool,
-    hold_last: bool,
 }
 
 impl Sink for TestSink {
@@ -89,7 +87,6 @@ impl Sink for TestSink {
     fn offer(&mut self, message: &Message, _publisher: &str, token: Option<u64>, _: u64) -> Offer {
         let mut s = self.state.lock().unwrap();
         s.taken.push(message.topic.to_string());
-        s.hold_last = s.congested;
         match token {
             Some(t) => {
                 s.pending.push(t);
@@ -100,12 +97,6 @@ impl Sink for TestSink {
     }
     fn full(&self) -> bool {
         self.state.lock().unwrap().full
-    }
-    fn take_hold(&mut self) -> bool {
-        std::mem::take(&mut self.state.lock().unwrap().hold_last)
-    }
-    fn held(&self) -> bool {
-        self.state.lock().unwrap().congested
     }
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>) {
         let mut s = self.state.lock().unwrap();
@@ -581,50 +572,6 @@ fn a_sink_holds_the_puback_until_it_confirms_and_pauses_input_when_full() {
     assert!(!core.input_paused());
     state.lock().unwrap().full = true;
     assert!(core.input_paused());
-}
-
-#[test]
-fn a_copy_for_a_congested_target_pauses_its_publisher_until_the_target_caught_up() {
-    let mut core = memory_core();
-    let sink = TestSink::default();
-    let state = sink.state.clone();
-    core.sinks.add(Box::new(sink));
-    connect(
-        &mut core,
-        1,
-        connect_packet("pub", ProtocolVersion::V5, true),
-    );
-    connect(
-        &mut core,
-        2,
-        connect_packet("other", ProtocolVersion::V5, true),
-    );
-    let pauses = |core: &Core, slot: u32| {
-        core.effects
-            .iter()
-            .filter(|e| matches!(e, Effect::Pause(id) if *id == conn(slot)))
-            .count()
-    };
-    let resumes = |core: &Core, slot: u32| {
-        core.effects
-            .iter()
-            .filter(|e| matches!(e, Effect::Resume(id) if *id == conn(slot)))
-            .count()
-    };
-    state.lock().unwrap().congested = true;
-    core.packet(conn(1), publish("sink/a", QoS::AtLeastOnce, 1));
-    core.packet(conn(1), publish("sink/b", QoS::AtLeastOnce, 2));
-    // Not a sink's topic: the other client is not paused.
-    core.packet(conn(2), publish("other", QoS::AtLeastOnce, 1));
-    assert_eq!(pauses(&core, 1), 1, "paused once, however many copies");
-    assert_eq!(pauses(&core, 2), 0);
-    assert!(!core.input_paused(), "the shard's other input goes on");
-    core.poll_sinks();
-    assert_eq!(resumes(&core, 1), 0, "held while the target is congested");
-    state.lock().unwrap().congested = false;
-    core.poll_sinks();
-    assert_eq!(resumes(&core, 1), 1, "resumed once it caught up");
-    assert!(core.cluster_held.is_empty());
 }
 
 /// A source that gives what `queue` holds and records the reports.

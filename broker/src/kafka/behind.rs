@@ -43,7 +43,10 @@ pub fn records_behind(statistics: &[u8]) -> Option<u64> {
             continue;
         };
         for (id, p) in partitions {
-            if id.starts_with('-') {
+            // librdkafka's internal partition, and partitions it knows of but does not
+            // consume (another member of the group has them).
+            let desired = p.get("desired").and_then(serde_json::Value::as_bool);
+            if id.starts_with('-') || desired == Some(false) {
                 continue;
             }
             let field = |name: &str| p.get(name).and_then(serde_json::Value::as_i64);
@@ -69,6 +72,7 @@ mod tests {
                 "0":{"partition":0,"consumer_lag":10,"consumer_lag_stored":4},
                 "1":{"partition":1,"consumer_lag":7,"consumer_lag_stored":-1},
                 "2":{"partition":2,"consumer_lag":-1,"consumer_lag_stored":-1},
+                "3":{"partition":3,"desired":false,"consumer_lag":50,"consumer_lag_stored":50},
                 "-1":{"partition":-1,"consumer_lag":99,"consumer_lag_stored":99}}},
             "other":{"topic":"other","partitions":{"0":{"consumer_lag_stored":3}}}}}"#;
         assert_eq!(records_behind(doc), Some(4 + 7 + 3));

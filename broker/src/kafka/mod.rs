@@ -54,6 +54,17 @@ impl ClientContext for Quiet {
     }
 }
 
+impl rdkafka::producer::ProducerContext for Quiet {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            let topic = rdkafka::Message::topic(m);
+            tracing::warn!(topic, error = %e, "a record was not delivered to Kafka");
+        }
+    }
+}
+
 /// A shard's doorbell (its eventfd, duplicated) as a library thread rings it: once per batch
 /// of work (a flag both sides swap, so nothing pushed is left unnoticed).
 #[derive(Debug)]

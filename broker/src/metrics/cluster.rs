@@ -17,13 +17,29 @@ pub struct Facts {
 /// Where the facts are read from (set once at start by a cluster node).
 pub type FactsFn = Box<dyn Fn() -> Facts + Send + Sync>;
 
-/// The cross-node counters at the previous `$SYS` publication, for the rates.
+/// The cross-node counters at the previous `$SYS` publication, for the rates; the peers
+/// published then (a peer no longer listed gets its retained topic cleared).
 #[derive(Debug, Default)]
 pub struct Rates {
     last: Mutex<Option<(Instant, u64, u64)>>,
+    peers: Mutex<Vec<Box<str>>>,
 }
 
 impl Rates {
+    /// The peers published last time that `facts` no longer lists; `facts`' are kept for
+    /// the next call.
+    pub fn gone_peers(&self, facts: &Facts) -> Vec<Box<str>> {
+        let mut last = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let now: Vec<Box<str>> = facts.peers.iter().map(|(id, _)| id.clone()).collect();
+        let gone = last
+            .iter()
+            .filter(|id| !now.contains(id))
+            .cloned()
+            .collect();
+        *last = now;
+        gone
+    }
+
     /// Messages per second out (copies acknowledged by Kafka for other nodes) and in (from
     /// this node's downlink, published here) since the previous call; `None` on the first.
     pub fn per_second(&self, now: Instant, out: u64, into: u64) -> Option<(u64, u64)> {
@@ -40,9 +56,15 @@ impl Rates {
 }
 
 /// The `$SYS` topics: `cluster/node` (this node's id), `cluster/peers` (the live peers'
-/// ids, comma-separated, sorted), `cluster/peer/ID` (`live` or `dead`) per numbered peer, and
-/// with `rates` `cluster/out_per_second`, `cluster/in_per_second`.
-pub fn sys_topics(facts: &Facts, rates: Option<(u64, u64)>, out: &mut Vec<(String, String)>) {
+/// ids, comma-separated, sorted), `cluster/peer/ID` (`live` or `dead`) per numbered peer, an
+/// empty value (which clears the retained topic) for each peer in `gone`, and with `rates`
+/// `cluster/out_per_second`, `cluster/in_per_second`.
+pub fn sys_topics(
+    facts: &Facts,
+    gone: &[Box<str>],
+    rates: Option<(u64, u64)>,
+    out: &mut Vec<(String, String)>,
+) {
     out.push(("$SYS/broker/cluster/node".into(), facts.node.clone()));
     let live: Vec<&str> = facts
         .peers
@@ -56,6 +78,12 @@ pub fn sys_topics(facts: &Facts, rates: Option<(u64, u64)>, out: &mut Vec<(Strin
         out.push((
             format!("$SYS/broker/cluster/peer/{}", super::topic_level(id)),
             state.into(),
+        ));
+    }
+    for id in gone {
+        out.push((
+            format!("$SYS/broker/cluster/peer/{}", super::topic_level(id)),
+            String::new(),
         ));
     }
     if let Some((o, i)) = rates {
@@ -98,13 +126,14 @@ mod tests {
     #[test]
     fn sys_topics_name_the_node_its_live_peers_and_each_peers_state() {
         let mut out = Vec::new();
-        sys_topics(&facts(), Some((10, 20)), &mut out);
+        sys_topics(&facts(), &["e".into()], Some((10, 20)), &mut out);
         let want: Vec<(String, String)> = [
             ("$SYS/broker/cluster/node", "a"),
             ("$SYS/broker/cluster/peers", "b,d"),
             ("$SYS/broker/cluster/peer/b", "live"),
             ("$SYS/broker/cluster/peer/c%2Fx", "dead"),
             ("$SYS/broker/cluster/peer/d", "live"),
+            ("$SYS/broker/cluster/peer/e", ""),
             ("$SYS/broker/cluster/out_per_second", "10"),
             ("$SYS/broker/cluster/in_per_second", "20"),
         ]
@@ -121,6 +150,19 @@ mod tests {
         assert!(out.contains("ringmq_cluster_peer_live{node=\"b\"} 1\n"));
         assert!(out.contains("ringmq_cluster_peer_live{node=\"c/x\"} 0\n"));
         assert!(out.contains("# TYPE ringmq_cluster_peer_live gauge\n"));
+    }
+
+    #[test]
+    fn peers_no_longer_listed_are_gone_once() {
+        let r = Rates::default();
+        assert!(r.gone_peers(&facts()).is_empty());
+        let fewer = Facts {
+            node: "a".into(),
+            peers: vec![("d".into(), true)],
+        };
+        let gone = r.gone_peers(&fewer);
+        assert_eq!(gone, vec![Box::<str>::from("b"), "c/x".into()]);
+        assert!(r.gone_peers(&fewer).is_empty());
     }
 
     #[test]

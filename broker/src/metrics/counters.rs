@@ -304,7 +304,7 @@ counters! {
     cluster_out_delivered: Counter,
         sys Total("cluster/out_delivered"),
         prom "ringmq_cluster_out_delivered_total",
-        help "Copies of messages produced to other nodes' downlink topics and acknowledged by Kafka.";
+        help "Copies of messages produced to other nodes' downlink topics (and this node's will records) acknowledged by Kafka.";
     cluster_out_failed: Counter,
         sys Total("cluster/out_failed"),
         prom "ringmq_cluster_out_failed_total",
@@ -328,7 +328,7 @@ counters! {
     cluster_in_behind: Gauge,
         sys Total("cluster/in_behind"),
         prom "ringmq_cluster_in_behind",
-        help "Records in this node's downlink topic not handed on yet (the log's end minus the offset to be committed, from librdkafka's statistics every second): copies from other nodes waiting here.";
+        help "Records in this node's downlink topic not handed on yet (the log's end minus the offset to be committed, from librdkafka's statistics every 250 ms): copies from other nodes waiting here.";
     cluster_moved_forwarded: Counter,
         sys Total("cluster/moved_forwarded"),
         prom "ringmq_cluster_moved_forwarded_total",
@@ -356,11 +356,15 @@ counters! {
     cluster_nodes_congested: Gauge,
         sys Total("cluster/nodes_congested"),
         prom "ringmq_cluster_nodes_congested",
-        help "Live nodes whose downlink is more than cluster.downlink_behind_max records behind (this one included): the clients whose messages go to them are paused.";
-    cluster_paused: Counter,
-        sys Total("cluster/paused"),
-        prom "ringmq_cluster_paused_total",
-        help "Copies produced for a congested node (each pauses its publisher until the node caught up).";
+        help "Live nodes whose downlink is more than cluster.downlink_behind_max records behind (this one included): the acknowledgements of messages with copies for them wait until they caught up.";
+    cluster_acks_delayed: Counter,
+        sys Total("cluster/acks_delayed"),
+        prom "ringmq_cluster_acks_delayed_total",
+        help "Acknowledgements (PUBACK / PUBREC, and Kafka -> MQTT records' reports) held until a congested node their copies went to caught up.";
+    cluster_wills_published: Counter,
+        sys Total("cluster/wills_published"),
+        prom "ringmq_cluster_wills_published_total",
+        help "Wills of dead nodes' clients this node published (read from their wills topics).";
     store_up: Gauge,
         sys Shard("store/up"),
         prom "ringmq_store_up",
@@ -427,7 +431,7 @@ mod tests {
 
     #[test]
     fn values_follow_the_table() {
-        assert_eq!(COUNT, 56);
+        assert_eq!(COUNT, 57);
         let s = Stats {
             publishes_in: 1,
             bytes_out: 2,

@@ -405,7 +405,9 @@ impl Metrics {
                 total.cluster_out_delivered,
                 total.cluster_in_handed_on,
             );
-            cluster::sys_topics(&facts(), rates, &mut v);
+            let facts = facts();
+            let gone = self.cluster_rates.gone_peers(&facts);
+            cluster::sys_topics(&facts, &gone, rates, &mut v);
         }
         v
     }
@@ -617,9 +619,9 @@ mod tests {
         }
         // Since the table: the dropped family by reason, refusals, pauses, slow consumers,
         // AsyncAPI refusals, the store's seven, Kafka's four out, its producers replaced, three
-        // of its outbox and five in, the cluster's fifteen.
-        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 42, "{text}");
-        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 42, "{text}");
+        // of its outbox and five in, the cluster's sixteen.
+        assert_eq!(text.matches("# HELP ").count(), BEFORE.len() + 43, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), BEFORE.len() + 43, "{text}");
         assert!(text.starts_with(
             "# HELP ringmq_uptime_seconds Seconds since the broker started.\n\
              # TYPE ringmq_uptime_seconds gauge\nringmq_uptime_seconds "
@@ -688,7 +690,8 @@ mod tests {
             ("cluster/salvaged", 0),
             ("cluster/nodes_known", 0),
             ("cluster/nodes_congested", 0),
-            ("cluster/paused", 0),
+            ("cluster/acks_delayed", 0),
+            ("cluster/wills_published", 0),
         ]
         .iter()
         .map(|(t, v)| (format!("$SYS/broker/{t}"), v.to_string()))

@@ -8,8 +8,8 @@
 //!   sink reports the token confirmed (or refused: the publisher gets 0x97);
 //! - **backpressure**: while a sink says it is [`Sink::full`], the shard stops reading from
 //!   its clients (their receives are not re-armed) until it drains; a sink whose target is
-//!   congested (a cluster node too far behind) has the publisher of the copy paused
-//!   ([`Sink::take_hold`]) until it is not ([`Sink::held`]).
+//!   congested (a cluster node too far behind) confirms the tokens of copies for it only
+//!   once it caught up, so their publishers' in-flight windows hold them back.
 //!
 //! Sinks run on the shard thread and must not block; one that talks to a library with its
 //! own threads (rdkafka) hands messages over through a bounded queue and collects the
@@ -46,9 +46,9 @@ pub struct SinkCounts {
     pub replaced: u64,
     /// Messages the target refused for themselves, set aside by the broker.
     pub dead: u64,
-    /// Times the sink paused the shard's input for a congested target (a cluster node whose
-    /// downlink is too far behind).
-    pub paused: u64,
+    /// Tokens whose confirmation waited for a congested target (a cluster node whose
+    /// downlink is too far behind) to catch up.
+    pub delayed: u64,
 }
 
 /// An outbound target registered on a shard.
@@ -82,18 +82,13 @@ pub trait Sink: std::fmt::Debug {
     ) -> Offer {
         Offer::Taken
     }
+    /// Client `client`'s will is `will` (with its delay, seconds) while it is connected or
+    /// its delay runs, or gone (`None`: published, cancelled, or the session moved): a
+    /// cluster sink keeps it in the node's wills topic, so another node publishes it if this
+    /// node dies. Others take nothing.
+    fn note_will(&mut self, _client: &str, _will: Option<(&Message, u32)>) {}
     /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
-    /// The last [`Sink::offer`] sent a copy to a congested target (a cluster node whose
-    /// downlink is too far behind): its publisher is paused until [`Sink::held`] is false.
-    /// Read once per offer (the flag clears).
-    fn take_hold(&mut self) -> bool {
-        false
-    }
-    /// Some target this sink sent to since it last went false is still congested.
-    fn held(&self) -> bool {
-        false
-    }
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
     fn confirmed(&mut self, out: &mut Vec<(u64, bool)>);
     /// Running totals (none by default).
@@ -125,14 +120,15 @@ impl Sinks {
         self.list.iter().any(|s| s.full())
     }
 
-    /// Some sink's target is still congested ([`Sink::held`]).
-    pub fn any_held(&self) -> bool {
-        self.list.iter().any(|s| s.held())
+    /// Tells every sink about `client`'s will ([`Sink::note_will`]).
+    pub fn note_will(&mut self, client: &str, will: Option<(&Message, u32)>) {
+        for sink in &mut self.list {
+            sink.note_will(client, will);
+        }
     }
 
     /// Offers `message` to every sink that wants it (of those named `only`, if given); how
-    /// many will confirm `token` later, and whether a copy went to a congested target (the
-    /// publisher is to be paused: [`Sink::take_hold`]).
+    /// many will confirm `token` later.
     pub fn offer(
         &mut self,
         message: &Message,
@@ -140,9 +136,8 @@ impl Sinks {
         token: Option<u64>,
         only: Option<&str>,
         retain_version: u64,
-    ) -> (usize, bool) {
+    ) -> usize {
         let mut pending = 0;
-        let mut hold = false;
         for sink in &mut self.list {
             if only.is_some_and(|name| sink.name() != name) {
                 continue;
@@ -156,9 +151,8 @@ impl Sinks {
                 );
                 pending += usize::from(token.is_some());
             }
-            hold |= sink.take_hold();
         }
-        (pending, hold)
+        pending
     }
 
     /// Forwards `message` to session `client` on node `node` through every sink that can
@@ -196,7 +190,7 @@ impl Sinks {
                 backlog_bytes: a.backlog_bytes + c.backlog_bytes,
                 replaced: a.replaced + c.replaced,
                 dead: a.dead + c.dead,
-                paused: a.paused + c.paused,
+                delayed: a.delayed + c.delayed,
             }
         })
     }

@@ -2,10 +2,10 @@
 //! `cluster.downlink_behind_max` records behind (not handed on yet: its subscribers, store or
 //! CPU cannot keep up) says so in its heartbeats (`mqtt.cluster.congested: 1`, written at
 //! once when the state changes), until it is at `cluster.downlink_behind_resume` or less
-//! again. The other nodes mark it in their route table; a client whose message sent a copy
-//! to a congested node is paused until that node is not congested any more
-//! (`ClusterSink::take_hold` / `held`, `Core::hold_for_cluster`), so publishers slow down
-//! instead of leaving an unbounded backlog in Kafka.
+//! again. The other nodes mark it in their route table; the acknowledgement of a message
+//! with a copy for a congested node waits until that node is not congested any more
+//! (`ClusterSink`'s `Delayed`), so publishers' in-flight windows slow them down instead of
+//! an unbounded backlog growing in Kafka.
 
 use rdkafka::message::{BorrowedMessage, Headers, Message as _};
 
@@ -53,7 +53,7 @@ impl Routes {
             tracing::warn!(
                 behind,
                 max = config.downlink_behind_max,
-                "cluster: this node's downlink is congested: the nodes producing to it pause their publishers"
+                "cluster: this node's downlink is congested: the nodes producing to it hold their publishers' acknowledgements"
             );
         } else {
             tracing::info!(behind, "cluster: this node's downlink caught up");

@@ -191,10 +191,19 @@ impl Routes {
                     }
                 );
             }
+            let died = was_live && !live && !self.left.contains(&i) && self.caught_up;
+            let dead_id = died.then(|| node.to_string());
             if keepable != was_keepable || live != was_live {
                 self.table.set_keepable(i, keepable);
                 self.table.set_live(i, live);
                 self.changed = true;
+            }
+            // Died (not left cleanly: that one published its clients' wills itself).
+            if let Some(dead) = dead_id {
+                let own_id = self.config.node_id.as_str();
+                if super::super::wills::is_publisher(&self.table, own_id, &dead) {
+                    self.feed.wills.dead(&dead);
+                }
             }
         }
     }
