@@ -87,6 +87,41 @@ use rdkafka::admin::{NewTopic, TopicReplication};
 use crate::kafka::config::KafkaConfig;
 use config::ClusterConfig;
 
+/// A background thread of a node (salvage, wills): stopped (its flag set) and joined when
+/// dropped.
+#[derive(Debug)]
+pub struct Worker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Runs `run` on a thread named `name`; `run` returns once the flag it is given is set.
+    pub(crate) fn spawn(
+        name: &str,
+        run: impl FnOnce(&std::sync::atomic::AtomicBool) + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(&stopping))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A consumer of one of the cluster's topics, read by assignment (`role` names it in its
 /// client id and group: `routes`, `retained`); no offsets committed.
 pub(crate) fn reader(

@@ -276,14 +276,14 @@ impl Node {
             over_nodes_logged: false,
             send_failing: false,
         };
-        let salvage = super::salvage::Salvager::start(
+        let salvage = super::salvage::start_salvage(
             kafka,
             config,
             record_bytes_max,
             snapshot.clone(),
             feed.clone(),
         )?;
-        let wills = super::wills::WillsThread::start(
+        let wills = super::wills::start_wills(
             kafka,
             config,
             record_bytes_max,

@@ -138,55 +138,32 @@ struct Noted {
     offsets: Option<Arc<Vec<i64>>>,
 }
 
-/// The running salvage thread.
-#[derive(Debug)]
-pub struct Salvager {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The running salvage thread (stopped and joined when dropped).
+pub type Salvager = super::Worker;
 
-impl Salvager {
-    /// Starts the thread reading `claims`, with the node's route table `table`.
-    pub fn start(
-        kafka: &KafkaConfig,
-        config: &ClusterConfig,
-        record_bytes_max: usize,
-        table: Arc<ArcSwap<RouteTable>>,
-        claims: Arc<super::feed::Feed>,
-    ) -> anyhow::Result<Self> {
-        let mut producer_config = crate::kafka::sink::producer_config(kafka, 0, record_bytes_max);
-        producer_config.set(
-            "client.id",
-            format!("{}-{}-salvage", kafka.client_id, config.node_id),
-        );
-        let mut work = Work {
-            kafka: kafka.clone(),
-            config: config.clone(),
-            table,
-            feed: claims,
-            producer_config,
-            waiting: Vec::new(),
-            noted: FxHashMap::default(),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("cluster-salvage".into())
-            .spawn(move || work.run(&stopping))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Salvager {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the salvage thread reading `claims`, with the node's route table `table`.
+pub fn start_salvage(
+    kafka: &KafkaConfig,
+    config: &ClusterConfig,
+    record_bytes_max: usize,
+    table: Arc<ArcSwap<RouteTable>>,
+    claims: Arc<super::feed::Feed>,
+) -> anyhow::Result<Salvager> {
+    let mut producer_config = crate::kafka::sink::producer_config(kafka, 0, record_bytes_max);
+    producer_config.set(
+        "client.id",
+        format!("{}-{}-salvage", kafka.client_id, config.node_id),
+    );
+    let mut work = Work {
+        kafka: kafka.clone(),
+        config: config.clone(),
+        table,
+        feed: claims,
+        producer_config,
+        waiting: Vec::new(),
+        noted: FxHashMap::default(),
+    };
+    super::Worker::spawn("cluster-salvage", move |stop| work.run(stop))
 }
 
 /// Counts failed deliveries.

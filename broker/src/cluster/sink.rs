@@ -478,7 +478,8 @@ impl Sink for ClusterSink {
 
     fn note_will(&mut self, client: &str, will: Option<(&Message, u32)>) {
         let topic = self.config.wills_of(&self.config.node_id);
-        // Keyed by the client: the topic is compacted, its last record stays.
+        // Keyed by the client: the topic is compacted, its last record stays; no value (a
+        // tombstone) once the will is gone.
         let mut record = BaseRecord::with_opaque_to(&topic, 0).key(client);
         if let Some((message, delay)) = will {
             let delay = delay.to_string();
@@ -487,24 +488,16 @@ impl Sink for ClusterSink {
                 value: Some(delay.as_bytes()),
             });
             record = record.payload(&message.payload[..]).headers(headers);
-            send(
-                &self.producer,
-                &self.reports,
-                &mut self.failing,
-                record,
-                None,
-                |e| tracing::warn!(client, error = %e, "a will record was not produced: should this node die, its will is not published"),
-            );
-        } else {
-            send(
-                &self.producer,
-                &self.reports,
-                &mut self.failing,
-                record,
-                None,
-                |e| tracing::warn!(client, error = %e, "a will's tombstone was not produced: should this node die, its will may be published"),
-            );
         }
+        let set = will.is_some();
+        send(
+            &self.producer,
+            &self.reports,
+            &mut self.failing,
+            record,
+            None,
+            |e| tracing::warn!(client, set, error = %e, "a will record (set, or cleared) was not produced: should this node die, that will may not be published, or may be published when it should not"),
+        );
     }
 
     fn full(&self) -> bool {

@@ -94,55 +94,32 @@ struct Waiting {
     headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
-/// The running wills thread.
-#[derive(Debug)]
-pub struct WillsThread {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+/// The running wills thread (stopped and joined when dropped).
+pub type WillsThread = super::Worker;
 
-impl WillsThread {
-    /// Starts the thread serving `jobs` (in the node's feed), reading the route table.
-    pub fn start(
-        kafka: &KafkaConfig,
-        config: &ClusterConfig,
-        record_bytes_max: usize,
-        table: Arc<ArcSwap<RouteTable>>,
-        feed: Arc<super::feed::Feed>,
-    ) -> anyhow::Result<Self> {
-        let mut producer_config = crate::kafka::sink::producer_config(kafka, 0, record_bytes_max);
-        producer_config.set(
-            "client.id",
-            format!("{}-{}-wills", kafka.client_id, config.node_id),
-        );
-        let mut work = Work {
-            kafka: kafka.clone(),
-            config: config.clone(),
-            table,
-            feed,
-            producer_config,
-            producer: None,
-            waiting: Vec::new(),
-        };
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("cluster-wills".into())
-            .spawn(move || work.run(&stopping))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for WillsThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Starts the wills thread serving the jobs in the node's feed, reading the route table.
+pub fn start_wills(
+    kafka: &KafkaConfig,
+    config: &ClusterConfig,
+    record_bytes_max: usize,
+    table: Arc<ArcSwap<RouteTable>>,
+    feed: Arc<super::feed::Feed>,
+) -> anyhow::Result<WillsThread> {
+    let mut producer_config = crate::kafka::sink::producer_config(kafka, 0, record_bytes_max);
+    producer_config.set(
+        "client.id",
+        format!("{}-{}-wills", kafka.client_id, config.node_id),
+    );
+    let mut work = Work {
+        kafka: kafka.clone(),
+        config: config.clone(),
+        table,
+        feed,
+        producer_config,
+        producer: None,
+        waiting: Vec::new(),
+    };
+    super::Worker::spawn("cluster-wills", move |stop| work.run(stop))
 }
 
 struct Work {
