@@ -409,6 +409,57 @@ fn three_nodes_sharing_sessions_carry_paho_and_mosquitto_clients_at_each_qos() {
     assert!(routed < Duration::from_secs(5), "{routed:?}");
 }
 
+#[test]
+fn a_dead_nodes_delayed_will_is_sent_unless_its_session_resumed_on_another_node() {
+    use std::process::{Command, Stdio};
+    let tansu = Tansu::start();
+    let redis = redis::Redis::start();
+    let (b, mut a, b_metrics) = shared_nodes(&tansu, &redis, ["db", "da"]);
+    let (mut will_sub, _) = Raw::connect(b.addr, V5, "dw-sub", true);
+    will_sub.subscribe("dw/#", QoS::AtLeastOnce);
+    // Two persistent MQTT 5 clients on node a, each with a will delayed 3 s.
+    let spawn = |id: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &a.port().to_string(), "-V", "5"])
+            .args(["-c", "-x", "60", "-i", id, "-t", "none"])
+            .args([
+                "--will-topic",
+                &format!("dw/{id}"),
+                "--will-payload",
+                "gone",
+            ])
+            .args(["--will-qos", "1", "-D", "will", "will-delay-interval", "3"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut clients = [spawn("back"), spawn("lost")];
+    std::thread::sleep(Duration::from_millis(1_000));
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    for c in &mut clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    // Node b sees node a dead (node_timeout_ms 1.5 s) and reads its wills: each waits 3 s.
+    // One client resumes its session on node b within that time: its will is not sent.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (_resumed, ack) = Raw::connect(b.addr, V5, "back", false);
+    assert!(ack.session_present, "the session resumed on node b");
+    let got = drain(&mut will_sub, 2, Duration::from_secs(12));
+    let topics: Vec<String> = got.iter().map(|p| p.topic.to_string()).collect();
+    assert_eq!(
+        topics,
+        ["dw/lost"],
+        "the will of the client that did not come back"
+    );
+    assert_eq!(
+        common::metric(&b_metrics, "ringmq_cluster_wills_published_total{"),
+        1
+    );
+}
+
 /// Sends `signal` (`-STOP`, `-CONT`) to `broker`.
 fn signal(broker: &Broker, signal: &str) {
     let pid = broker.child.id().to_string();

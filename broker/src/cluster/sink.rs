@@ -500,6 +500,19 @@ impl Sink for ClusterSink {
         );
     }
 
+    fn clear_will_of(&mut self, node: &str, client: &str) {
+        let topic = self.config.wills_of(node);
+        let record = BaseRecord::with_opaque_to(&topic, 0).key(client);
+        send(
+            &self.producer,
+            &self.reports,
+            &mut self.failing,
+            record,
+            None,
+            |e| tracing::warn!(client, node, error = %e, "a will's tombstone on the node a session came from was not produced: should that node be dead, the will may be published"),
+        );
+    }
+
     fn full(&self) -> bool {
         self.reports.full(self.queue_max, self.queue_bytes_max)
     }

@@ -85,13 +85,25 @@ pub(super) fn is_publisher(table: &RouteTable, own: &str, dead: &str) -> bool {
         == Some(own)
 }
 
+/// A will record's content.
+struct Will {
+    delay: u64,
+    payload: Vec<u8>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// The last record of each client in a wills topic: where it is, and its will (`None`: a
+/// tombstone).
+type Latest = FxHashMap<Vec<u8>, ((i32, i64), Option<Will>)>;
+
 /// A will read, waiting for its delay.
 struct Waiting {
     at: Instant,
     node: Box<str>,
     client: Vec<u8>,
-    payload: Vec<u8>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Its record's (partition, offset).
+    record: (i32, i64),
+    will: Will,
 }
 
 /// The running wills thread (stopped and joined when dropped).
@@ -141,7 +153,7 @@ impl Work {
                     tracing::error!(node = %job.node, error = %e, "the wills of a dead node's clients could not be read: not published");
                 }
             }
-            self.publish_due();
+            self.publish_due(stop);
             if let Some(p) = &self.producer {
                 p.poll(Duration::ZERO);
             }
@@ -152,10 +164,11 @@ impl Work {
         }
     }
 
-    /// Reads `job.node`'s wills topic to its end: the last record of each client, its will
-    /// (a record with [`DELAY_HEADER`]) waiting for its delay.
-    fn read(&mut self, job: &Job, stop: &AtomicBool) -> anyhow::Result<()> {
-        let topic = self.config.wills_of(&job.node);
+    /// Reads node `node`'s wills topic to its end: the last record of each client among
+    /// those produced before `before_ms`, where it is (partition, offset), and the will it
+    /// holds (`None`: a tombstone).
+    fn scan(&self, node: &str, before_ms: i64, stop: &AtomicBool) -> anyhow::Result<Latest> {
+        let topic = self.config.wills_of(node);
         let consumer: BaseConsumer<crate::kafka::Quiet> =
             super::reader(&self.kafka, &self.config, "wills")?;
         let wait = Duration::from_millis(self.kafka.timeout_ms);
@@ -166,10 +179,9 @@ impl Work {
             all.add_partition_offset(&topic, i32::try_from(p)?, Offset::Beginning)?;
         }
         consumer.assign(&all)?;
-        let mut last: FxHashMap<Vec<u8>, Option<Waiting>> = FxHashMap::default();
+        let mut last = Latest::default();
         let mut at_end = std::collections::BTreeSet::new();
         let mut quiet_since = Instant::now();
-        let now = Instant::now();
         while at_end.len() < partitions {
             if stop.load(Ordering::Acquire) {
                 anyhow::bail!("the broker stops");
@@ -191,8 +203,8 @@ impl Work {
             };
             quiet_since = Instant::now();
             at_end.remove(&m.partition());
-            if m.timestamp().to_millis().unwrap_or(0) >= job.before_ms {
-                continue; // this process's own clients
+            if m.timestamp().to_millis().unwrap_or(0) >= before_ms {
+                continue;
             }
             let Some(client) = m.key() else {
                 continue;
@@ -210,39 +222,91 @@ impl Work {
                     }
                 }
             }
-            let will = delay.map(|secs: u64| Waiting {
-                at: now + Duration::from_secs(secs),
-                node: job.node.clone(),
-                client: client.to_vec(),
+            let will = delay.map(|secs: u64| Will {
+                delay: secs,
                 payload: m.payload().unwrap_or_default().to_vec(),
                 headers,
             });
-            last.insert(client.to_vec(), will);
+            last.insert(client.to_vec(), ((m.partition(), m.offset()), will));
         }
-        let found: Vec<Waiting> = last.into_values().flatten().collect();
+        Ok(last)
+    }
+
+    /// The wills of `job.node`'s clients: each waits for its delay.
+    fn read(&mut self, job: &Job, stop: &AtomicBool) -> anyhow::Result<()> {
+        let last = self.scan(&job.node, job.before_ms, stop)?;
+        let now = Instant::now();
+        let found: Vec<Waiting> = last
+            .into_iter()
+            .filter_map(|(client, (at, will))| {
+                let will = will?;
+                Some(Waiting {
+                    at: now + Duration::from_secs(will.delay),
+                    node: job.node.clone(),
+                    client,
+                    record: at,
+                    will,
+                })
+            })
+            .collect();
         if !found.is_empty() {
             tracing::info!(node = %job.node, wills = found.len(), "publishing the wills of a dead node's clients");
         }
-        for w in found {
-            if self.waiting.len() < WAITING_MAX {
-                self.waiting.push(w);
-            } else {
-                let mut w = w;
-                w.at = now;
-                self.waiting.push(w);
-                self.publish_due();
+        for mut w in found {
+            if self.waiting.len() >= WAITING_MAX {
+                w.at = now; // past the bound: published at once
+            }
+            self.waiting.push(w);
+        }
+        self.publish_due(stop);
+        Ok(())
+    }
+
+    /// Drops the delayed wills among `due` whose record is no longer their client's last in
+    /// its node's topic (the session was resumed on another node, which cleared it, or the
+    /// client came back to that node restarted, which wrote a new one).
+    fn still_due(&self, due: Vec<Waiting>, stop: &AtomicBool) -> Vec<Waiting> {
+        let mut nodes: Vec<Box<str>> = due
+            .iter()
+            .filter(|w| w.will.delay > 0)
+            .map(|w| w.node.clone())
+            .collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        let mut latest: FxHashMap<Box<str>, Latest> = FxHashMap::default();
+        for node in nodes {
+            match self.scan(&node, i64::MAX, stop) {
+                Ok(l) => {
+                    latest.insert(node, l);
+                }
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "reading a wills topic again after the wills' delay failed: the wills are published");
+                }
             }
         }
-        Ok(())
+        due.into_iter()
+            .filter(|w| {
+                w.will.delay == 0
+                    || latest
+                        .get(&w.node)
+                        .and_then(|l| l.get(&w.client))
+                        .is_none_or(|(at, _)| *at == w.record)
+            })
+            .collect()
     }
 
     /// Publishes the wills whose delay is over: a copy to every live node's downlink (and
     /// the retained topic for a retained one), then the tombstone in their node's topic.
-    fn publish_due(&mut self) {
+    fn publish_due(&mut self, stop: &AtomicBool) {
         let now = Instant::now();
         if !self.waiting.iter().any(|w| w.at <= now) {
             return;
         }
+        let (due, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|w| w.at <= now);
+        self.waiting = rest;
+        let due = self.still_due(due, stop);
         if self.producer.is_none() {
             match self
                 .producer_config
@@ -266,17 +330,14 @@ impl Work {
             .map(|id| self.config.downlink_of(id))
             .collect();
         let version = (crate::kafka::now_millis().max(0) as u64 * 1_000).to_string();
-        let (due, rest): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
-            .into_iter()
-            .partition(|w| w.at <= now);
-        self.waiting = rest;
         for w in due {
             let retained = w
+                .will
                 .headers
                 .iter()
                 .any(|(k, v)| k == "mqtt.retain" && v.as_deref() == Some(b"1"));
             let mut headers = OwnedHeaders::new();
-            for (k, v) in &w.headers {
+            for (k, v) in &w.will.headers {
                 headers = headers.insert(Header {
                     key: k,
                     value: v.as_deref(),
@@ -290,6 +351,7 @@ impl Work {
             }
             let mut targets: Vec<&str> = downlinks.iter().map(String::as_str).collect();
             let mqtt_topic = w
+                .will
                 .headers
                 .iter()
                 .find(|(k, _)| k == "mqtt.topic")
@@ -306,7 +368,7 @@ impl Work {
                 };
                 let record = BaseRecord::<[u8], [u8]>::to(topic)
                     .key(key)
-                    .payload(&w.payload[..])
+                    .payload(&w.will.payload[..])
                     .headers(headers.clone());
                 if let Err((e, _)) = producer.send(record) {
                     tracing::warn!(topic, error = %e, "a dead node's client's will was not produced");

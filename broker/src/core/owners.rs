@@ -311,6 +311,13 @@ impl Core {
                 feed.session_arrived();
             }
         }
+        if let (Some(_), Some((from, _)), Some(me)) = (&self.cluster, &claimed.previous, &broker) {
+            if **from != **me && !connect.clean_start {
+                // Resumed here: a delayed will of its connection to that node is not sent
+                // (should that node be dead, `cluster/wills.rs` finds the record cleared).
+                self.sinks.clear_will_of(from, &claim.client);
+            }
+        }
         let here = self.by_client.contains_key(claim.client.as_str());
         let mine = match (&claimed.previous, broker) {
             // This broker's, under the epoch held here (or a later one of its own: a claim

@@ -87,6 +87,9 @@ pub trait Sink: std::fmt::Debug {
     /// cluster sink keeps it in the node's wills topic, so another node publishes it if this
     /// node dies. Others take nothing.
     fn note_will(&mut self, _client: &str, _will: Option<(&Message, u32)>) {}
+    /// Session `client` was resumed here after node `node` had it: its will record there is
+    /// cleared (a delayed will is not sent once its session resumed).
+    fn clear_will_of(&mut self, _node: &str, _client: &str) {}
     /// Above the sink's high watermark: the shard pauses its clients' input.
     fn full(&self) -> bool;
     /// Tokens confirmed (true) or refused (false) since the last call, appended to `out`.
@@ -118,6 +121,13 @@ impl Sinks {
     /// Some sink is above its high watermark.
     pub fn any_full(&self) -> bool {
         self.list.iter().any(|s| s.full())
+    }
+
+    /// Tells every sink that `client`'s will on node `node` is void ([`Sink::clear_will_of`]).
+    pub fn clear_will_of(&mut self, node: &str, client: &str) {
+        for sink in &mut self.list {
+            sink.clear_will_of(node, client);
+        }
     }
 
     /// Tells every sink about `client`'s will ([`Sink::note_will`]).
