@@ -189,6 +189,30 @@ impl ClusterSink {
 impl ClusterSink {
     /// Produces `message` (retained, or its clear: a tombstone) to the retained topic, keyed
     /// by its MQTT topic, with its version; a refusal refuses the publisher's `slot`.
+    /// Produces `client`'s will record to node `node`'s wills topic: keyed by the client
+    /// (the topic is compacted, its last record stays); no value (a tombstone) for `None`.
+    fn will_record(&mut self, node: &str, client: &str, will: Option<(&Message, u32)>) {
+        let topic = self.config.wills_of(node);
+        let mut record = BaseRecord::with_opaque_to(&topic, 0).key(client);
+        if let Some((message, delay)) = will {
+            let delay = delay.to_string();
+            let headers = copy_headers(message, client, None).insert(Header {
+                key: super::wills::DELAY_HEADER,
+                value: Some(delay.as_bytes()),
+            });
+            record = record.payload(&message.payload[..]).headers(headers);
+        }
+        let set = will.is_some();
+        send(
+            &self.producer,
+            &self.reports,
+            &mut self.failing,
+            record,
+            None,
+            |e| tracing::warn!(client, node, set, error = %e, "a will record (set, or cleared) was not produced: should that node die, the will may not be published, or may be published when it should not"),
+        );
+    }
+
     fn retained_record(
         &mut self,
         message: &Message,
@@ -477,40 +501,12 @@ impl Sink for ClusterSink {
     }
 
     fn note_will(&mut self, client: &str, will: Option<(&Message, u32)>) {
-        let topic = self.config.wills_of(&self.config.node_id);
-        // Keyed by the client: the topic is compacted, its last record stays; no value (a
-        // tombstone) once the will is gone.
-        let mut record = BaseRecord::with_opaque_to(&topic, 0).key(client);
-        if let Some((message, delay)) = will {
-            let delay = delay.to_string();
-            let headers = copy_headers(message, client, None).insert(Header {
-                key: super::wills::DELAY_HEADER,
-                value: Some(delay.as_bytes()),
-            });
-            record = record.payload(&message.payload[..]).headers(headers);
-        }
-        let set = will.is_some();
-        send(
-            &self.producer,
-            &self.reports,
-            &mut self.failing,
-            record,
-            None,
-            |e| tracing::warn!(client, set, error = %e, "a will record (set, or cleared) was not produced: should this node die, that will may not be published, or may be published when it should not"),
-        );
+        let node = self.config.node_id.clone();
+        self.will_record(&node, client, will);
     }
 
     fn clear_will_of(&mut self, node: &str, client: &str) {
-        let topic = self.config.wills_of(node);
-        let record = BaseRecord::with_opaque_to(&topic, 0).key(client);
-        send(
-            &self.producer,
-            &self.reports,
-            &mut self.failing,
-            record,
-            None,
-            |e| tracing::warn!(client, node, error = %e, "a will's tombstone on the node a session came from was not produced: should that node be dead, the will may be published"),
-        );
+        self.will_record(node, client, None);
     }
 
     fn full(&self) -> bool {
