@@ -24,7 +24,12 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 #[test]
 fn a_routes_producer_that_failed_for_good_is_replaced_and_route_records_reach_kafka_again() {
     let mock = MockCluster::new(1).unwrap();
-    for topic in ["ringmq.routes", "ringmq.downlink.m", "ringmq.retained"] {
+    for topic in [
+        "ringmq.routes",
+        "ringmq.downlink.m",
+        "ringmq.retained",
+        "ringmq.wills.m",
+    ] {
         mock.create_topic(topic, 1, 1).unwrap();
     }
     let dir = scratch_dir("cluster-mock");

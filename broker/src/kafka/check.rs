@@ -182,6 +182,7 @@ pub fn run(
             (c.routes_topic.clone(), true),
             (c.downlink(), false),
             (c.retained_topic.clone(), false),
+            (c.wills_of(&c.node_id), false),
         ] {
             needed.push(Needed {
                 topic,
