@@ -75,6 +75,7 @@ mod beat;
 pub mod config;
 pub mod feed;
 pub mod handover;
+pub mod lag;
 pub mod retained;
 pub mod routes;
 pub mod salvage;

@@ -179,6 +179,7 @@ pub struct Node {
     thread: Option<std::thread::JoinHandle<()>>,
     _salvage: super::salvage::Salvager,
     _wills: super::wills::WillsThread,
+    _lag: Option<super::Worker>,
 }
 
 impl Node {
@@ -290,6 +291,7 @@ impl Node {
             snapshot.clone(),
             feed.clone(),
         )?;
+        let lag = super::lag::start_lag(kafka, config, feed.clone())?;
         // What this node's previous process left in its wills topic (its clients'
         // connections died with it), unless a node that saw it dead published them first.
         feed.wills.restarted(&config.node_id, routes.started_ms);
@@ -305,6 +307,7 @@ impl Node {
             thread: Some(thread),
             _salvage: salvage,
             _wills: wills,
+            _lag: lag,
         };
         // No client is served before the table holds the other nodes' routes and liveness:
         // a publish acknowledged earlier would reach nobody there.

@@ -5,8 +5,17 @@
 //! record after the last one the shards handed on), or minus the committed offset while none
 //! was stored since start. This is what a crash right now would read again, and what a
 //! consumer that stopped reading (a node overloaded, a slow store) leaves waiting in Kafka.
+//!
+//! librdkafka learns a log's end only from its fetches, which stop while the consumer is held
+//! back: the statistics then read less than the truth. A cluster node probes its downlink's
+//! ends itself ([`Behind::probe`], from `cluster::lag`), against the positions the last
+//! statistics gave; that figure is used while it is fresh.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A probed figure counts this long (milliseconds).
+const PROBE_FRESH_MS: i64 = 1_000;
 
 /// How often librdkafka emits its statistics (`statistics.interval.ms`).
 pub const STATS_INTERVAL_MS: u64 = 1_000;
@@ -15,19 +24,52 @@ pub const DOWNLINK_STATS_INTERVAL_MS: u64 = 250;
 
 /// The latest figure, shared between a consumer's context and the metrics.
 #[derive(Debug, Default)]
-pub struct Behind(AtomicU64);
+pub struct Behind {
+    /// From the last statistics.
+    stats: AtomicU64,
+    /// Each partition's position (the stored offset, else the committed one) at the last
+    /// statistics.
+    positions: Mutex<Vec<(i32, i64)>>,
+    /// From the last probe of the log's ends, and when (ms of the epoch; 0: never).
+    probed: AtomicU64,
+    probed_at: AtomicI64,
+}
 
 impl Behind {
-    /// Records behind at the last statistics (0 before the first).
+    /// Records behind: the last probe's figure while fresh, else the last statistics' (0
+    /// before the first).
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        let at = self.probed_at.load(Ordering::Acquire);
+        if at != 0 && crate::kafka::now_millis().saturating_sub(at) < PROBE_FRESH_MS {
+            return self.probed.load(Ordering::Relaxed);
+        }
+        self.stats.load(Ordering::Relaxed)
     }
 
     /// Takes librdkafka's statistics JSON; a document it cannot read leaves the last figure.
     pub fn update(&self, statistics: &[u8]) {
-        if let Some(n) = records_behind(statistics) {
-            self.0.store(n, Ordering::Relaxed);
+        if let Some((n, positions)) = parse(statistics) {
+            self.stats.store(n, Ordering::Relaxed);
+            *self.positions.lock().unwrap_or_else(|e| e.into_inner()) = positions;
         }
+    }
+
+    /// The log's end of each partition, probed now (`ends`: partition, end): the records
+    /// between the last statistics' positions and them (a partition without a position yet
+    /// counts none).
+    pub fn probe(&self, ends: &[(i32, i64)]) {
+        let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let sum = ends
+            .iter()
+            .filter_map(|&(p, end)| {
+                let (_, at) = positions.iter().find(|(q, _)| *q == p)?;
+                Some(end.saturating_sub(*at).max(0).unsigned_abs())
+            })
+            .fold(0u64, u64::saturating_add);
+        drop(positions);
+        self.probed.store(sum, Ordering::Relaxed);
+        self.probed_at
+            .store(crate::kafka::now_millis(), Ordering::Release);
     }
 }
 
@@ -35,9 +77,15 @@ impl Behind {
 /// records between the stored (else committed) offset and the log's end; `None` when the
 /// document is not librdkafka's statistics.
 pub fn records_behind(statistics: &[u8]) -> Option<u64> {
+    parse(statistics).map(|(n, _)| n)
+}
+
+/// [`records_behind`], and each consumed partition's position (stored, else committed).
+fn parse(statistics: &[u8]) -> Option<(u64, Vec<(i32, i64)>)> {
     let doc: serde_json::Value = serde_json::from_slice(statistics).ok()?;
     let topics = doc.get("topics")?.as_object()?;
     let mut sum = 0u64;
+    let mut positions = Vec::new();
     for topic in topics.values() {
         let Some(partitions) = topic.get("partitions").and_then(|p| p.as_object()) else {
             continue;
@@ -56,9 +104,17 @@ pub fn records_behind(statistics: &[u8]) -> Option<u64> {
                 _ => 0,
             };
             sum = sum.saturating_add(lag.unsigned_abs());
+            let position = match (field("stored_offset"), field("committed_offset")) {
+                (Some(stored), _) if stored >= 0 => Some(stored),
+                (_, Some(committed)) if committed >= 0 => Some(committed),
+                _ => None,
+            };
+            if let (Ok(partition), Some(at)) = (id.parse::<i32>(), position) {
+                positions.push((partition, at));
+            }
         }
     }
-    Some(sum)
+    Some((sum, positions))
 }
 
 #[cfg(test)]
@@ -86,5 +142,23 @@ mod tests {
             "a document it cannot read leaves the last figure"
         );
         assert_eq!(records_behind(br#"{"topics":{}}"#), Some(0));
+    }
+
+    #[test]
+    fn a_fresh_probe_of_the_ends_counts_from_the_statistics_positions() {
+        let b = Behind::default();
+        b.update(
+            br#"{"topics":{"down":{"partitions":{
+            "0":{"stored_offset":100,"committed_offset":90,"consumer_lag_stored":5},
+            "1":{"stored_offset":-1001,"committed_offset":40,"consumer_lag":0},
+            "2":{"stored_offset":-1001,"committed_offset":-1001}}}}}"#,
+        );
+        assert_eq!(b.get(), 5, "the statistics' figure before any probe");
+        b.probe(&[(0, 1_100), (1, 45), (2, 500), (3, 9)]);
+        assert_eq!(
+            b.get(),
+            1_000 + 5,
+            "partitions without a position count none"
+        );
     }
 }
