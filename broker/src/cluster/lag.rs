@@ -40,7 +40,7 @@ pub fn start_lag(
             let mut ends = Vec::with_capacity(usize::try_from(partitions).unwrap_or(0));
             for p in 0..partitions {
                 match consumer.fetch_watermarks(&topic, p, WAIT) {
-                    Ok((_, end)) => ends.push((p, end)),
+                    Ok((start, end)) => ends.push((p, start, end)),
                     Err(e) => {
                         if !std::mem::replace(&mut failing, true) {
                             tracing::debug!(topic, error = %e, "probing the downlink's ends");

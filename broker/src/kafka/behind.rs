@@ -36,14 +36,15 @@ pub struct Behind {
 }
 
 impl Behind {
-    /// Records behind: the last probe's figure while fresh, else the last statistics' (0
-    /// before the first).
+    /// Records behind: the larger of the last probe's figure (while fresh) and the last
+    /// statistics' (0 before the first).
     pub fn get(&self) -> u64 {
+        let stats = self.stats.load(Ordering::Relaxed);
         let at = self.probed_at.load(Ordering::Acquire);
         if at != 0 && crate::kafka::now_millis().saturating_sub(at) < PROBE_FRESH_MS {
-            return self.probed.load(Ordering::Relaxed);
+            return stats.max(self.probed.load(Ordering::Relaxed));
         }
-        self.stats.load(Ordering::Relaxed)
+        stats
     }
 
     /// Takes librdkafka's statistics JSON; a document it cannot read leaves the last figure.
@@ -54,16 +55,19 @@ impl Behind {
         }
     }
 
-    /// The log's end of each partition, probed now (`ends`: partition, end): the records
-    /// between the last statistics' positions and them (a partition without a position yet
-    /// counts none).
-    pub fn probe(&self, ends: &[(i32, i64)]) {
+    /// Each partition's log start and end, probed now (`ends`: partition, start, end): the
+    /// records between the last statistics' positions and the ends; a partition with no
+    /// position yet (nothing stored or committed: read from its start) counts from its start.
+    pub fn probe(&self, ends: &[(i32, i64, i64)]) {
         let positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
         let sum = ends
             .iter()
-            .filter_map(|&(p, end)| {
-                let (_, at) = positions.iter().find(|(q, _)| *q == p)?;
-                Some(end.saturating_sub(*at).max(0).unsigned_abs())
+            .map(|&(p, start, end)| {
+                let at = positions
+                    .iter()
+                    .find(|(q, _)| *q == p)
+                    .map_or(start, |&(_, at)| at);
+                end.saturating_sub(at).max(0).unsigned_abs()
             })
             .fold(0u64, u64::saturating_add);
         drop(positions);
@@ -154,11 +158,13 @@ mod tests {
             "2":{"stored_offset":-1001,"committed_offset":-1001}}}}}"#,
         );
         assert_eq!(b.get(), 5, "the statistics' figure before any probe");
-        b.probe(&[(0, 1_100), (1, 45), (2, 500), (3, 9)]);
+        b.probe(&[(0, 0, 1_100), (1, 0, 45), (2, 20, 500), (3, 0, 9)]);
         assert_eq!(
             b.get(),
-            1_000 + 5,
-            "partitions without a position count none"
+            1_000 + 5 + 480 + 9,
+            "partitions without a position count from their start"
         );
+        b.probe(&[(0, 0, 100), (1, 0, 40)]);
+        assert_eq!(b.get(), 5, "never below the statistics' figure");
     }
 }

@@ -24,6 +24,18 @@ pub fn node_config_with(tansu: &Tansu, node: &str, extra: &str) -> std::path::Pa
 
 /// A node's configuration file: `top` (top-level keys) first, `extra` appended.
 pub fn node_config_top(tansu: &Tansu, node: &str, top: &str, extra: &str) -> std::path::PathBuf {
+    node_config_kafka(tansu, node, top, "", extra)
+}
+
+/// A node's configuration file: `top` (top-level keys) first, `kafka` added to `[kafka]`,
+/// `extra` appended (to `[cluster]`).
+pub fn node_config_kafka(
+    tansu: &Tansu,
+    node: &str,
+    top: &str,
+    kafka: &str,
+    extra: &str,
+) -> std::path::PathBuf {
     let dir = scratch_dir("cluster-config");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ringmq.toml");
@@ -31,7 +43,7 @@ pub fn node_config_top(tansu: &Tansu, node: &str, top: &str, extra: &str) -> std
         &path,
         format!(
             "{top}[kafka]\nbrokers = \"{}\"\npartitions = 2\ntimeout_ms = 10000\nlinger_ms = 1\n\
-             session_timeout_ms = 6000\n\
+             session_timeout_ms = 6000\n{kafka}\
              [cluster]\nnode_id = \"{node}\"\nheartbeat_ms = 200\nnode_timeout_ms = 1500\n{extra}",
             tansu.brokers()
         ),
