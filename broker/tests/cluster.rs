@@ -32,7 +32,7 @@ use kafka::Tansu;
 use net::codec::{Packet, PubRespKind, Publish, QoS};
 use nodes::{
     drain, node_config, node_config_with, payloads, start_node, start_node_with_metrics,
-    until_routed, V5,
+    until_metric, until_routed, V5,
 };
 
 #[test]
@@ -369,22 +369,6 @@ fn messages_for_a_dead_nodes_persistent_session_wait_in_kafka_until_it_is_back()
     assert_eq!(publisher.puback_within(1, Duration::from_secs(10)), Some(0));
     let got = drain(&mut resumed, 1, Duration::from_secs(20));
     assert_eq!(payloads(&got), ["after"], "node b is routed to again");
-}
-
-/// Waits until the metric `series` at `metrics` reads `want`.
-fn until_metric(metrics: &str, series: &str, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = common::metric(metrics, series);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {got}, not {want}, after 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

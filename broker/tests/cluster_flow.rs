@@ -22,23 +22,7 @@ use std::time::{Duration, Instant};
 use common::{Broker, Raw};
 use kafka::Tansu;
 use net::codec::QoS;
-use nodes::{drain, start_node, until_routed, V5};
-
-/// Waits until the metric `series` at `metrics` reads `want`.
-fn until_metric(metrics: &str, series: &str, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = common::metric(metrics, series);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} is {got}, not {want}, after 20 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use nodes::{drain, start_node, until_metric, until_routed, V5};
 
 /// The latest value of each `$SYS/broker/cluster/...` topic `c` received within `wait`
 /// (and the largest `in_per_second`, as `max in_per_second`).

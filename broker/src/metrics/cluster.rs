@@ -20,12 +20,12 @@ pub type FactsFn = Box<dyn Fn() -> Facts + Send + Sync>;
 /// The cross-node counters at the previous `$SYS` publication, for the rates; the peers
 /// published then (a peer no longer listed gets its retained topic cleared).
 #[derive(Debug, Default)]
-pub struct Rates {
+pub struct SysState {
     last: Mutex<Option<(Instant, u64, u64)>>,
     peers: Mutex<Vec<Box<str>>>,
 }
 
-impl Rates {
+impl SysState {
     /// The peers published last time that `facts` no longer lists; `facts`' are kept for
     /// the next call.
     pub fn gone_peers(&self, facts: &Facts) -> Vec<Box<str>> {
@@ -154,7 +154,7 @@ mod tests {
 
     #[test]
     fn peers_no_longer_listed_are_gone_once() {
-        let r = Rates::default();
+        let r = SysState::default();
         assert!(r.gone_peers(&facts()).is_empty());
         let fewer = Facts {
             node: "a".into(),
@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn rates_count_from_the_previous_call() {
-        let r = Rates::default();
+        let r = SysState::default();
         let t = Instant::now();
         assert_eq!(r.per_second(t, 100, 50), None);
         let t2 = t + Duration::from_secs(2);

@@ -171,7 +171,7 @@ pub struct Metrics {
     /// A cluster node's id and peers (unset outside a cluster).
     cluster: std::sync::OnceLock<cluster::FactsFn>,
     /// The cross-node counters at the last `$SYS` publication.
-    cluster_rates: cluster::Rates,
+    cluster_sys: cluster::SysState,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -247,7 +247,7 @@ impl Metrics {
             started: Instant::now(),
             channels: std::sync::OnceLock::new(),
             cluster: std::sync::OnceLock::new(),
-            cluster_rates: cluster::Rates::default(),
+            cluster_sys: cluster::SysState::default(),
         }
     }
 
@@ -400,13 +400,13 @@ impl Metrics {
             v.push((topic, n.to_string()));
         }
         if let Some(facts) = self.cluster.get() {
-            let rates = self.cluster_rates.per_second(
+            let rates = self.cluster_sys.per_second(
                 Instant::now(),
                 total.cluster_out_delivered,
                 total.cluster_in_handed_on,
             );
             let facts = facts();
-            let gone = self.cluster_rates.gone_peers(&facts);
+            let gone = self.cluster_sys.gone_peers(&facts);
             cluster::sys_topics(&facts, &gone, rates, &mut v);
         }
         v

@@ -103,3 +103,19 @@ pub fn payloads(got: &[Publish]) -> Vec<String> {
         .map(|p| String::from_utf8_lossy(&p.payload).into_owned())
         .collect()
 }
+
+/// Waits until the metric `series` at `metrics` reads `want`.
+pub fn until_metric(metrics: &str, series: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = common::metric(metrics, series);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} is {got}, not {want}, after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
