@@ -68,7 +68,7 @@ fn a_second_broker_and_a_corrupt_log_are_refused_with_a_clear_error() {
     // Damage a record in the middle of shard 0's log: start-up stops naming file and offset.
     let seg = dir.join("shard-0").join("00000001.log");
     let mut bytes = std::fs::read(&seg).unwrap();
-    let scan = storage::embedded::frame::scan(&bytes);
+    let scan = storage::embedded::frame::scan(&bytes, 1);
     let victim = scan.records[scan.records.len() / 2].0 as usize;
     bytes[victim + 10] ^= 0x20;
     std::fs::write(&seg, &bytes).unwrap();

@@ -1,6 +1,7 @@
 //! ringmq storage: durable records, the store boundary and its embedded implementation.
 //!
 //! # Layout
+//! - [`checksum`]: CRC-32C of the log's frames (the CPU's instruction where it has one).
 //! - [`compact`]: the hand-encoded records of the hot path (a message written once, further
 //!   recipients as references, acknowledgements in batches) and message bodies.
 //! - [`record`]: what is stored (rkyv records: sessions, subscriptions, queued messages and
@@ -14,9 +15,10 @@
 //!   rolling, compaction) behind that trait.
 //! - [`redis`]: the same trait over Redis (sessions as hash-tagged keys, batches of commands
 //!   pipelined on the shard's ring, the start-up load).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod bodies;
+pub mod checksum;
 pub mod compact;
 pub mod dir;
 pub mod embedded;

@@ -1,6 +1,11 @@
 //! Framing of records in a segment: `[length u32 LE][crc32c u32 LE][payload]`, the payload
 //! rkyv bytes, or a compact record ([`crate::compact`]) when the length's top bit is set; and
 //! the scan that recovery runs over a segment: every valid frame, and where and why it stopped.
+//!
+//! The checksum is seeded ([`seed_of`] the segment's id: `crc32c_append(seed, payload)`), so a
+//! recycled segment file's previous life (frames seeded with another id) never passes for
+//! records of this one. Segments written before seeding have seed [`LEGACY`] (plain crc32c);
+//! the scan tells which from the first frame, and such a segment is never recycled.
 
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
@@ -13,13 +18,28 @@ pub const HEADER_BYTES: usize = 8;
 /// The largest record accepted (a message is bounded by the MQTT packet size, 256 MiB).
 pub const RECORD_BYTES_MAX: usize = 260 << 20;
 
-/// Appends one framed record to `out`.
-pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), crate::Error> {
+/// The seed of segments written before seeding: their checksums are plain crc32c.
+pub const LEGACY: u32 = 0;
+
+/// Bytes after a damaged frame of a seeded segment searched for a valid frame (besides the
+/// damaged frame's own claimed length): beyond it, a recycled file holds its previous life.
+pub const SEARCH_BYTES: usize = 1 << 20;
+
+/// The checksum seed of segment `id`'s frames (never [`LEGACY`]; distinct for ids below 2^32).
+pub fn seed_of(id: u64) -> u32 {
+    match (id as u32) ^ 0x5eed_0000 {
+        LEGACY => 1,
+        seed => seed,
+    }
+}
+
+/// Appends one framed record to `out`, its checksum seeded with `seed`.
+pub fn encode(record: &Record, out: &mut Vec<u8>, seed: u32) -> Result<(), crate::Error> {
     if matches!(
         record,
         Record::Message { .. } | Record::Ref { .. } | Record::Acked { .. }
     ) {
-        return encode_with(out, |out| {
+        return encode_with(out, seed, |out| {
             compact::put_record(out, record);
         });
     }
@@ -28,14 +48,18 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) -> Result<(), crate::Error> {
     let len =
         u32::try_from(bytes.len()).map_err(|_| crate::Error::Encode("record too large".into()))?;
     out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(&bytes).to_le_bytes());
+    out.extend_from_slice(&crate::checksum::append(seed, &bytes).to_le_bytes());
     out.extend_from_slice(&bytes);
     Ok(())
 }
 
 /// Appends one compact frame whose payload `put` writes straight into `out` (no
-/// intermediate buffer).
-pub fn encode_with(out: &mut Vec<u8>, put: impl FnOnce(&mut Vec<u8>)) -> Result<(), crate::Error> {
+/// intermediate buffer), its checksum seeded with `seed`.
+pub fn encode_with(
+    out: &mut Vec<u8>,
+    seed: u32,
+    put: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), crate::Error> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_BYTES]);
     put(out);
@@ -45,7 +69,7 @@ pub fn encode_with(out: &mut Vec<u8>, put: impl FnOnce(&mut Vec<u8>)) -> Result<
         out.truncate(start);
         return Err(crate::Error::Encode("record too large".into()));
     }
-    let crc = crc32c::crc32c(payload);
+    let crc = crate::checksum::append(seed, payload);
     let word = len as u32 | compact::COMPACT;
     if let Some(h) = out.get_mut(start..start + HEADER_BYTES) {
         let (w, c) = h.split_at_mut(4);
@@ -60,8 +84,32 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(b))
 }
 
-/// The frame at `at`, if it is whole, its checksum matches and it decodes: (record, size).
-fn frame_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
+/// Re-seals whole frames (`bytes` starts at a frame and ends at one) with another seed: the
+/// records not yet durable when a segment rolls move to the next one.
+pub fn reseal(bytes: &mut [u8], seed: u32) {
+    let mut at = 0;
+    while let Some(word) = read_u32(bytes, at) {
+        let len = (word & !compact::COMPACT) as usize;
+        let body = at + HEADER_BYTES..at + HEADER_BYTES + len;
+        let Some(crc) = bytes.get(body).map(|p| crate::checksum::append(seed, p)) else {
+            debug_assert!(false, "reseal: a partial frame at {at}");
+            return;
+        };
+        if let Some(c) = bytes.get_mut(at + 4..at + HEADER_BYTES) {
+            c.copy_from_slice(&crc.to_le_bytes());
+        }
+        at += HEADER_BYTES + len;
+    }
+}
+
+/// The length a frame header at `at` claims (0: none).
+fn claimed_len(buf: &[u8], at: usize) -> usize {
+    read_u32(buf, at).map_or(0, |w| (w & !compact::COMPACT) as usize)
+}
+
+/// The frame at `at`, if it is whole, its checksum (seeded with `seed`) matches and it
+/// decodes: (record, size).
+fn frame_at(buf: &[u8], at: usize, seed: u32) -> Option<(Record, usize)> {
     let word = read_u32(buf, at)?;
     let len = (word & !compact::COMPACT) as usize;
     if len == 0 || len > RECORD_BYTES_MAX {
@@ -69,7 +117,7 @@ fn frame_at(buf: &[u8], at: usize) -> Option<(Record, usize)> {
     }
     let crc = read_u32(buf, at + 4)?;
     let payload = buf.get(at + HEADER_BYTES..at + HEADER_BYTES + len)?;
-    if crc32c::crc32c(payload) != crc {
+    if crate::checksum::append(seed, payload) != crc {
         return None;
     }
     if word & compact::COMPACT != 0 {
@@ -94,6 +142,18 @@ pub enum End {
     Corrupt(u64),
 }
 
+impl End {
+    /// The end of a segment that was whole when the next one started (not the last): clean
+    /// unless damaged. A seeded segment may end where a frame fails, its recycled file's
+    /// previous life after it; a legacy one ends in zeros.
+    pub fn of_full_segment(self, seed: u32) -> Self {
+        match self {
+            End::TornTail(_) if seed != LEGACY => End::Clean,
+            end => end,
+        }
+    }
+}
+
 /// The valid frames of a segment, in order, with their offsets, and how the scan ended.
 #[derive(Debug)]
 pub struct Scan {
@@ -103,31 +163,56 @@ pub struct Scan {
     pub valid_len: u64,
     /// How it ended.
     pub end: End,
+    /// The seed of its frames: [`seed_of`] its id, or [`LEGACY`].
+    pub seed: u32,
 }
 
-/// Scans a whole segment.
-pub fn scan(buf: &[u8]) -> Scan {
+/// Scans a whole segment, `id`. Its seed is the one its first frame has ([`seed_of`] `id`
+/// for an empty one). Where a frame fails: a legacy segment is searched to its end for a
+/// later valid frame (then it is [`End::Corrupt`], else [`End::TornTail`]); a seeded one
+/// only for [`SEARCH_BYTES`] past the damaged frame's claimed length, since a recycled file
+/// holds its previous life's frames (another seed) past the end of this one's.
+pub fn scan(buf: &[u8], id: u64) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
+    let both = [seed_of(id), LEGACY];
+    // The seed, once the first frame told it.
+    let mut known: Option<u32> = None;
     loop {
+        let seeds: &[u32] = match &known {
+            Some(seed) => std::slice::from_ref(seed),
+            None => &both,
+        };
+        let seed = known.unwrap_or(both[0]);
         let rest = buf.get(at..).unwrap_or(&[]);
         if rest.iter().all(|&b| b == 0) {
             return Scan {
                 records,
                 valid_len: at as u64,
                 end: End::Clean,
+                seed,
             };
         }
-        match frame_at(buf, at) {
-            Some((record, size)) => {
+        let found = seeds
+            .iter()
+            .find_map(|&seed| frame_at(buf, at, seed).map(|f| (seed, f)));
+        match found {
+            Some((seed, (record, size))) => {
+                known = Some(seed);
                 records.push((at as u64, record));
                 at += size;
             }
             None => {
-                // Damaged here. If any later offset holds a valid frame, this is not a torn
+                // Damaged here. If a later offset holds a valid frame, this is not a torn
                 // tail but damage in the middle.
-                let later = (at + 1..buf.len().saturating_sub(HEADER_BYTES))
-                    .any(|o| frame_at(buf, o).is_some());
+                let end = if known == Some(LEGACY) {
+                    buf.len()
+                } else {
+                    let reach = claimed_len(buf, at).min(RECORD_BYTES_MAX) + SEARCH_BYTES;
+                    buf.len().min(at + HEADER_BYTES + reach)
+                };
+                let later = (at + 1..end.saturating_sub(HEADER_BYTES))
+                    .any(|o| seeds.iter().any(|&seed| frame_at(buf, o, seed).is_some()));
                 let end = if later {
                     End::Corrupt(at as u64)
                 } else {
@@ -137,6 +222,7 @@ pub fn scan(buf: &[u8]) -> Scan {
                     records,
                     valid_len: at as u64,
                     end,
+                    seed,
                 };
             }
         }
@@ -154,12 +240,29 @@ mod tests {
         }
     }
 
+    /// Segment 7's frames.
+    const ID: u64 = 7;
+
     fn log(n: u64) -> Vec<u8> {
+        log_of(n, seed_of(ID), 0)
+    }
+
+    fn log_of(n: u64, seed: u32, from: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        for i in 0..n {
-            encode(&rec(i), &mut out).unwrap();
+        for i in from..from + n {
+            encode(&rec(i), &mut out, seed).unwrap();
         }
         out
+    }
+
+    fn seqs(s: &Scan) -> Vec<u64> {
+        s.records
+            .iter()
+            .map(|(_, r)| match r {
+                Record::Done { seq, .. } => *seq,
+                _ => unreachable!(),
+            })
+            .collect()
     }
 
     #[test]
@@ -167,16 +270,16 @@ mod tests {
         let mut buf = log(5);
         let len = buf.len() as u64;
         buf.resize(4096, 0);
-        let s = scan(&buf);
+        let s = scan(&buf, ID);
         assert_eq!((s.records.len(), s.valid_len, s.end), (5, len, End::Clean));
     }
 
     #[test]
     fn every_truncation_is_a_torn_tail_keeping_whole_frames() {
         let buf = log(4);
-        let ends: Vec<u64> = scan(&buf).records.iter().map(|(o, _)| *o).collect();
+        let ends: Vec<u64> = scan(&buf, ID).records.iter().map(|(o, _)| *o).collect();
         for cut in 0..buf.len() {
-            let s = scan(&buf[..cut]);
+            let s = scan(&buf[..cut], ID);
             let whole = ends.iter().filter(|&&o| o < cut as u64).count();
             assert!(
                 matches!(s.end, End::Clean | End::TornTail(_)),
@@ -190,14 +293,78 @@ mod tests {
     #[test]
     fn a_flip_in_the_middle_is_corruption_at_the_frame() {
         let mut buf = log(6);
-        let second = scan(&buf).records[1].0 as usize;
+        let second = scan(&buf, ID).records[1].0 as usize;
         buf[second + HEADER_BYTES + 2] ^= 0x10;
-        let s = scan(&buf);
+        let s = scan(&buf, ID);
         assert_eq!(s.end, End::Corrupt(second as u64));
         assert_eq!(s.records.len(), 1);
         let mut buf = log(6);
-        let last = scan(&buf).records[5].0 as usize;
+        let last = scan(&buf, ID).records[5].0 as usize;
         buf[last + HEADER_BYTES + 1] ^= 0x01;
-        assert_eq!(scan(&buf).end, End::TornTail(last as u64));
+        assert_eq!(scan(&buf, ID).end, End::TornTail(last as u64));
+    }
+
+    #[test]
+    fn a_legacy_segment_reads_with_plain_checksums() {
+        let mut buf = log_of(5, LEGACY, 0);
+        // Plain crc32c is the legacy seed.
+        assert_eq!(
+            u32::from_le_bytes(buf[4..8].try_into().unwrap()),
+            crc32c::crc32c(&buf[HEADER_BYTES..HEADER_BYTES + claimed_len(&buf, 0)])
+        );
+        let s = scan(&buf, ID);
+        assert_eq!((s.records.len(), s.end, s.seed), (5, End::Clean, LEGACY));
+        // Damage in a legacy segment is searched for to its end.
+        let len = buf.len();
+        buf.extend(vec![0xee; 3 * SEARCH_BYTES]);
+        buf.extend(log_of(1, LEGACY, 9));
+        buf[len] = 1;
+        assert_eq!(scan(&buf, ID).end, End::Corrupt(len as u64));
+        // A segment's frames never pass for another's.
+        let s = scan(&log_of(5, seed_of(ID + 1), 0), ID);
+        assert_eq!(
+            (s.records.len(), s.end, s.seed),
+            (0, End::TornTail(0), seed_of(ID))
+        );
+    }
+
+    /// A recycled file: this life's frames over the previous life's (another id's seed).
+    #[test]
+    fn a_recycled_file_ends_where_this_lifes_frames_end() {
+        let old = log_of(4_000, seed_of(3), 1_000);
+        let mut buf = old.clone();
+        let new = log(30);
+        buf[..new.len()].copy_from_slice(&new);
+        let s = scan(&buf, ID);
+        assert_eq!(seqs(&s), (0..30).collect::<Vec<_>>());
+        assert_eq!((s.valid_len, s.seed), (new.len() as u64, seed_of(ID)));
+        assert_eq!(s.end, End::TornTail(new.len() as u64));
+        assert_eq!(s.end.of_full_segment(s.seed), End::Clean);
+        // The zero padding of a write's last block, then the previous life.
+        buf[new.len()..4096].fill(0);
+        let s = scan(&buf, ID);
+        assert_eq!(
+            (s.records.len(), s.end),
+            (30, End::TornTail(new.len() as u64))
+        );
+        // Nothing written in this life yet.
+        let s = scan(&old, ID);
+        assert_eq!((s.records.len(), s.end), (0, End::TornTail(0)));
+        // A flip in this life's frames is still corruption.
+        let mut flipped = buf.clone();
+        let at = scan(&buf, ID).records[10].0 as usize;
+        flipped[at + HEADER_BYTES] ^= 0x40;
+        let s = scan(&flipped, ID);
+        assert_eq!((s.records.len(), s.end), (10, End::Corrupt(at as u64)));
+        assert_eq!(s.end.of_full_segment(s.seed), End::Corrupt(at as u64));
+    }
+
+    #[test]
+    fn resealed_frames_read_under_the_new_seed() {
+        let mut buf = log_of(6, seed_of(2), 0);
+        reseal(&mut buf, seed_of(ID));
+        let s = scan(&buf, ID);
+        assert_eq!((seqs(&s), s.end), ((0..6).collect::<Vec<_>>(), End::Clean));
+        assert_eq!(scan(&buf, 2).records.len(), 0);
     }
 }

@@ -56,11 +56,18 @@ impl AlignedBuf {
     /// After `raw` grew: if it moved to an address that breaks the alignment, or has no room
     /// left to pad to whole blocks, the data moves to a fresh buffer of twice its size (rare:
     /// buffers are reused, so this happens only while they grow).
+    #[inline]
     fn settle(&mut self) {
         let aligned = self.raw.as_ptr().align_offset(BLOCK) == self.off;
         if aligned && self.raw.capacity() >= self.off + round_up(self.len()) {
             return;
         }
+        self.grow();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
         let mut bigger = Self::with_capacity(self.len() * 2);
         bigger.raw.extend_from_slice(self.data());
         *self = bigger;
@@ -113,12 +120,15 @@ pub struct Appender {
     flight: Option<(u64, usize)>,
     /// A landed flight's buffer, reused by the next flight.
     idle: Option<Vec<u8>>,
+    /// The segment's checksum seed ([`frame::seed_of`] its id, or [`frame::LEGACY`]).
+    seed: u32,
 }
 
 impl Appender {
     /// Continues a segment whose valid records end at `len`; `tail` is the content of its last
-    /// partial block (`len % BLOCK` bytes), which the next write rewrites.
-    pub fn new(len: u64, tail: &[u8]) -> Self {
+    /// partial block (`len % BLOCK` bytes), which the next write rewrites; its frames are
+    /// sealed with `seed`.
+    pub fn new(len: u64, tail: &[u8], seed: u32) -> Self {
         let mut buf = AlignedBuf::with_capacity(1 << 20);
         buf.extend(tail);
         Self {
@@ -127,13 +137,14 @@ impl Appender {
             durable: len,
             flight: None,
             idle: None,
+            seed,
         }
     }
 
     /// Frames a record into the batch; returns its framed size.
     pub fn push(&mut self, record: &Record) -> Result<usize, crate::Error> {
         let start = self.buf.len();
-        let framed = frame::encode(record, &mut self.buf.raw);
+        let framed = frame::encode(record, &mut self.buf.raw, self.seed);
         self.buf.settle();
         framed?;
         Ok(self.buf.len() - start)
@@ -144,7 +155,7 @@ impl Appender {
     /// use differences of it); returns the framed record.
     pub fn push_with(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> Result<&[u8], crate::Error> {
         let start = self.buf.len();
-        let framed = frame::encode_with(&mut self.buf.raw, put);
+        let framed = frame::encode_with(&mut self.buf.raw, self.seed, put);
         self.buf.settle();
         framed?;
         Ok(self.buf.data().get(start..).unwrap_or(&[]))
@@ -235,9 +246,13 @@ impl Appender {
         pending
     }
 
-    /// Appends already framed records.
+    /// Appends already framed records, sealing them with this segment's seed.
     pub fn push_framed(&mut self, bytes: &[u8]) {
+        let start = self.buf.len();
         self.buf.extend(bytes);
+        if let Some(moved) = self.buf.raw.get_mut(self.buf.off + start..) {
+            frame::reseal(moved, self.seed);
+        }
     }
 }
 
@@ -247,7 +262,7 @@ mod tests {
 
     #[test]
     fn plans_are_aligned_and_rewrite_the_partial_block() {
-        let mut a = Appender::new(0, &[]);
+        let mut a = Appender::new(0, &[], frame::seed_of(1));
         let mut file = vec![0u8; 0];
         for round in 0..50u64 {
             for i in 0..(round % 7 + 1) {
@@ -269,7 +284,7 @@ mod tests {
             file[f.offset as usize..end].copy_from_slice(bytes);
             let e = f.end;
             a.land(f.buf, Some(e));
-            let scan = frame::scan(&file);
+            let scan = frame::scan(&file, 1);
             assert_eq!(scan.end, frame::End::Clean);
             assert_eq!(scan.valid_len, e);
         }
@@ -294,7 +309,7 @@ mod tests {
     /// every record in order.
     #[test]
     fn flights_that_land_or_fail_keep_every_record_in_order() {
-        let mut a = Appender::new(0, &[]);
+        let mut a = Appender::new(0, &[], frame::seed_of(1));
         let mut file = Vec::new();
         let mut pushed = Vec::new();
         let mut out: Option<Flight> = None;
@@ -330,7 +345,7 @@ mod tests {
                         let e = f.end;
                         a.land(f.buf, Some(e));
                         assert_eq!(a.durable(), e);
-                        let scan = frame::scan(&file);
+                        let scan = frame::scan(&file, 1);
                         assert_eq!(scan.end, frame::End::Clean);
                         assert_eq!(scan.valid_len, e);
                     }
@@ -355,7 +370,7 @@ mod tests {
             a.land(f.buf, Some(f.end));
         }
         assert_eq!(a.pending(), 0);
-        let scan = frame::scan(&file);
+        let scan = frame::scan(&file, 1);
         assert_eq!(scan.end, frame::End::Clean);
         assert_eq!(scan.valid_len, a.end());
         let got: Vec<Record> = scan.records.into_iter().map(|(_, r)| r).collect();
