@@ -2,7 +2,8 @@
 //!
 //! The crash test (`common/crash.rs`) on the embedded log: each message is logged once on the
 //! subscribers' shard, the second subscriber's copy as a reference; the broker restarts on the
-//! same data directory. `RINGMQ_CRASH_ROUNDS` kill points (default 20). Also: refused starts,
+//! same data directory. `RINGMQ_CRASH_ROUNDS` kill points (default 20), and a quarter as many
+//! with small segments whose files are reused (recycled segments). Also: refused starts,
 //! expiry-zero resumes, retained sets and clears across SIGKILL.
 #![allow(
     clippy::unwrap_used,
@@ -42,6 +43,59 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
         Broker::start_in(&dir, &args)
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The crash test with 256 KiB segments: compaction deletes segments from the first second
+/// on and their files are reused (`segments_recycled`), so the broker is killed while it
+/// writes over earlier segments' frames, and recovery must tell this life's records from the
+/// previous one's. `RINGMQ_CRASH_ROUNDS` / 4 rounds (default 5).
+#[test]
+fn nothing_acknowledged_is_lost_across_sigkill_with_recycled_segments() {
+    let rounds: usize = std::env::var("RINGMQ_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(5, |n: usize| n.div_ceil(4));
+    let mut dir = scratch_dir("crash-recycled");
+    let args = [
+        "--session-queue-count-max",
+        "100000",
+        "--segment-bytes",
+        "262144",
+    ];
+    let mut reused = 0;
+    crash::nothing_acknowledged_is_lost(rounds, |fresh| {
+        if fresh {
+            let _ = std::fs::remove_dir_all(&dir);
+            dir = scratch_dir("crash-recycled");
+        } else {
+            reused += recycled_segments(&dir);
+        }
+        Broker::start_in(&dir, &args)
+    });
+    assert!(reused > 0, "no segment file was reused before a kill");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Segment files of `dir`'s shards in use or waiting (`.free`) that hold an earlier
+/// segment's frames: their scan ends before their end, or they wait for reuse.
+fn recycled_segments(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for shard in std::fs::read_dir(dir).unwrap().flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().into_string().unwrap();
+            if name.ends_with(".free") {
+                n += 1;
+            } else if let Some(id) = name.strip_suffix(".log") {
+                let bytes = std::fs::read(f.path()).unwrap();
+                let scan = storage::embedded::frame::scan(&bytes, id.parse().unwrap());
+                n += usize::from(scan.end != storage::embedded::frame::End::Clean);
+            }
+        }
+    }
+    n
 }
 
 /// The binary refusing to start on `dir` (its stderr).

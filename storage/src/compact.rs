@@ -17,6 +17,11 @@ const MESSAGE: u8 = 1;
 const REF: u8 = 2;
 const ACKED: u8 = 3;
 
+/// `b` is the kind byte a compact record starts with (a cheap test before a checksum).
+pub fn is_kind(b: u8) -> bool {
+    (MESSAGE..=ACKED).contains(&b)
+}
+
 /// A message body as the broker hands it over: borrowed from the received packet.
 #[derive(Clone, Copy, Debug)]
 pub struct MessageRef<'a> {

@@ -418,9 +418,13 @@ config_keys! {
     compaction_bytes_per_second: u64 = 16 << 20,
         "16 MiB",
         "background compaction budget per shard: live records rewritten out of the oldest segment";
+    segment_bytes: u64 = 64 << 20,
+        "64 MiB",
+        "a shard's log segment rolls past this size, and compaction works while the log holds \
+        more than this (64 KiB to 1 GiB)";
     segments_recycled: usize = 2,
         "2",
-        "files of deleted log segments (about 64 MiB each) kept per shard for the next segments \
+        "files of deleted log segments (about `segment_bytes` each) kept per shard for the next segments \
         to reuse: a write over blocks already on disk is issued inline, an extending one by a \
         kernel worker thread (about 0.5 ms of CPU per commit); 0 deletes them (at most 64)";
     store: StoreKind = StoreKind::Embedded,
@@ -624,6 +628,9 @@ impl Config {
         }
         if self.wait_timeout_us == 0 || self.wait_timeout_us > 1_000_000 {
             return Err(bad("wait_timeout_us", "must be between 1 and 1000000"));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.segment_bytes) {
+            return Err(bad("segment_bytes", "must be from 64 KiB to 1 GiB"));
         }
         if self.segments_recycled > 64 {
             return Err(bad("segments_recycled", "must be at most 64"));

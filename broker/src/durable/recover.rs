@@ -77,6 +77,8 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
     for i in 0..shards {
         let log_config = LogConfig {
             recycle_max: config.segments_recycled,
+            segment_bytes_max: config.segment_bytes,
+            compact_bytes_min: config.segment_bytes,
             ..LogConfig::new(dir.join(format!("shard-{i}")))
         };
         let (log, recovery) = Log::open(log_config)?;

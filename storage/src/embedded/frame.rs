@@ -21,8 +21,9 @@ pub const RECORD_BYTES_MAX: usize = 260 << 20;
 /// The seed of segments written before seeding: their checksums are plain crc32c.
 pub const LEGACY: u32 = 0;
 
-/// Bytes after a damaged frame of a seeded segment searched for a valid frame (besides the
-/// damaged frame's own claimed length): beyond it, a recycled file holds its previous life.
+/// Bytes from a damaged frame of a seeded segment searched for a later valid compact frame
+/// (besides the frame where the damaged one's header says the next starts): beyond it, a
+/// recycled file holds its previous life.
 pub const SEARCH_BYTES: usize = 1 << 20;
 
 /// The checksum seed of segment `id`'s frames (never [`LEGACY`]; distinct for ids below 2^32).
@@ -107,6 +108,41 @@ fn claimed_len(buf: &[u8], at: usize) -> usize {
     read_u32(buf, at).map_or(0, |w| (w & !compact::COMPACT) as usize)
 }
 
+/// A valid compact frame at `at` within `buf` under one of `seeds`, its header and kind byte
+/// looked at before its checksum: the bytes of a recycled file's previous life are mostly
+/// refused without one.
+fn compact_frame_at(buf: &[u8], at: usize, seeds: &[u32]) -> bool {
+    let Some(word) = read_u32(buf, at) else {
+        return false;
+    };
+    let len = (word & !compact::COMPACT) as usize;
+    word & compact::COMPACT != 0
+        && len > 0
+        && at + HEADER_BYTES + len <= buf.len()
+        && buf
+            .get(at + HEADER_BYTES)
+            .is_some_and(|&k| compact::is_kind(k))
+        && seeds.iter().any(|&seed| frame_at(buf, at, seed).is_some())
+}
+
+/// A valid frame after the damaged one at `at` of a seeded segment (or one whose seed is not
+/// known yet): where its header says the next frame starts (any frame), or a compact frame
+/// within [`SEARCH_BYTES`] (an rkyv frame there is found only at the first place: the
+/// hot-path records are compact).
+fn seeded_later(buf: &[u8], at: usize, seeds: &[u32]) -> bool {
+    let claimed = claimed_len(buf, at);
+    let next = at + HEADER_BYTES + claimed;
+    if claimed > 0
+        && seeds
+            .iter()
+            .any(|&seed| frame_at(buf, next, seed).is_some())
+    {
+        return true;
+    }
+    let window = buf.get(..buf.len().min(at + SEARCH_BYTES)).unwrap_or(buf);
+    (at + 1..window.len().saturating_sub(HEADER_BYTES)).any(|o| compact_frame_at(window, o, seeds))
+}
+
 /// The frame at `at`, if it is whole, its checksum (seeded with `seed`) matches and it
 /// decodes: (record, size).
 fn frame_at(buf: &[u8], at: usize, seed: u32) -> Option<(Record, usize)> {
@@ -170,8 +206,9 @@ pub struct Scan {
 /// Scans a whole segment, `id`. Its seed is the one its first frame has ([`seed_of`] `id`
 /// for an empty one). Where a frame fails: a legacy segment is searched to its end for a
 /// later valid frame (then it is [`End::Corrupt`], else [`End::TornTail`]); a seeded one
-/// only for [`SEARCH_BYTES`] past the damaged frame's claimed length, since a recycled file
-/// holds its previous life's frames (another seed) past the end of this one's.
+/// where the damaged frame's header says the next one starts, and for a compact frame within
+/// [`SEARCH_BYTES`] ([`seeded_later`]), since a recycled file holds its previous life's
+/// frames (another seed) past the end of this one's.
 pub fn scan(buf: &[u8], id: u64) -> Scan {
     let mut records = Vec::new();
     let mut at = 0usize;
@@ -205,14 +242,12 @@ pub fn scan(buf: &[u8], id: u64) -> Scan {
             None => {
                 // Damaged here. If a later offset holds a valid frame, this is not a torn
                 // tail but damage in the middle.
-                let end = if known == Some(LEGACY) {
-                    buf.len()
+                let later = if known == Some(LEGACY) {
+                    (at + 1..buf.len().saturating_sub(HEADER_BYTES))
+                        .any(|o| frame_at(buf, o, LEGACY).is_some())
                 } else {
-                    let reach = claimed_len(buf, at).min(RECORD_BYTES_MAX) + SEARCH_BYTES;
-                    buf.len().min(at + HEADER_BYTES + reach)
+                    seeded_later(buf, at, seeds)
                 };
-                let later = (at + 1..end.saturating_sub(HEADER_BYTES))
-                    .any(|o| seeds.iter().any(|&seed| frame_at(buf, o, seed).is_some()));
                 let end = if later {
                     End::Corrupt(at as u64)
                 } else {
@@ -357,6 +392,41 @@ mod tests {
         let s = scan(&flipped, ID);
         assert_eq!((s.records.len(), s.end), (10, End::Corrupt(at as u64)));
         assert_eq!(s.end.of_full_segment(s.seed), End::Corrupt(at as u64));
+    }
+
+    /// A damaged length in a recycled file: a later compact frame within the search says
+    /// corruption; the previous life's bytes, however dense, are searched quickly.
+    #[test]
+    fn a_damaged_length_among_compact_frames_is_corruption() {
+        let mut old = Vec::new();
+        for i in 0..20_000u64 {
+            let r = Record::Acked {
+                client: format!("c{i}"),
+                seqs: vec![i, i << 20, 7],
+            };
+            encode(&r, &mut old, seed_of(3)).unwrap();
+        }
+        let mut new = Vec::new();
+        for i in 0..50u64 {
+            let r = Record::Acked {
+                client: "c".into(),
+                seqs: vec![i],
+            };
+            encode(&r, &mut new, seed_of(ID)).unwrap();
+        }
+        let mut buf = old;
+        buf[..new.len()].copy_from_slice(&new);
+        let s = scan(&buf, ID);
+        assert_eq!(
+            (s.records.len(), s.end),
+            (50, End::TornTail(new.len() as u64))
+        );
+        let at = s.records[20].0 as usize;
+        buf[at + 1] ^= 0x08;
+        let started = std::time::Instant::now();
+        let s = scan(&buf, ID);
+        assert_eq!((s.records.len(), s.end), (20, End::Corrupt(at as u64)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -406,13 +406,15 @@ impl Log {
         let mut moves = Moves::default();
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
+        let rewritten = self.bytes - start;
         if !done? {
-            return Ok(self.bytes - start);
+            return Ok(rewritten);
         }
-        // Nothing live is left in the oldest segment.
+        // Nothing live is left in the oldest segment (deleting it at once, when nothing had
+        // to be rewritten, takes its bytes off `self.bytes`).
         self.unlink_after = Some((oldest, current, self.appender.end()));
         self.try_unlink()?;
-        Ok(self.bytes - start)
+        Ok(rewritten)
     }
 
     /// Rewrites `units` (session or retained topic) into segment `current` until the log holds
