@@ -5,7 +5,8 @@
 # then, over 4 s of the measured window, each broker thread's CPU and run-queue wait
 # (/proc/PID/task/*/schedstat, ms) and the store counters' deltas.
 #   RATE=10|20 benches/durable/run-5k.sh BROKER sync|batch|memory   (from the repository root)
-# env: BENCH (default target/release/ringmq-bench), PAIRS (5000), RATE (10)
+# env: BENCH (default target/release/ringmq-bench), PAIRS (5000), RATE (10), EXTRA (more broker
+# flags, e.g. `--segment-bytes 8388608` so that segments are recycled within the run)
 set -u
 broker=$1
 mode=$2
@@ -16,8 +17,9 @@ mport=$(free_port)
 data=$(mktemp -d /tmp/ringmq-durable.XXXX)
 snaps=$(mktemp -d /tmp/ringmq-5k.XXXX)
 ulimit -n 20000
+# shellcheck disable=SC2086
 taskset -c 0 "$broker" --shards 1 --durability "$mode" --listen "127.0.0.1:$port" \
-  --metrics-listen "127.0.0.1:$mport" --data-dir "$data" --log warn \
+  --metrics-listen "127.0.0.1:$mport" --data-dir "$data" --log warn ${EXTRA:-} \
   >/tmp/ringmq-durable-broker.log 2>&1 &
 pid=$!
 sleep 0.5
