@@ -76,8 +76,8 @@ fn nothing_acknowledged_is_lost_across_sigkill_with_recycled_segments() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Segment files of `dir`'s shards in use or waiting (`.free`) that hold an earlier
-/// segment's frames: their scan ends before their end, or they wait for reuse.
+/// Segment files of `dir`'s shards in use that held an earlier segment: bytes other than
+/// zeros after their records and end marker.
 fn recycled_segments(dir: &std::path::Path) -> usize {
     let mut n = 0;
     for shard in std::fs::read_dir(dir).unwrap().flatten() {
@@ -86,12 +86,14 @@ fn recycled_segments(dir: &std::path::Path) -> usize {
         };
         for f in files.flatten() {
             let name = f.file_name().into_string().unwrap();
-            if name.ends_with(".free") {
-                n += 1;
-            } else if let Some(id) = name.strip_suffix(".log") {
+            if let Some(id) = name.strip_suffix(".log") {
                 let bytes = std::fs::read(f.path()).unwrap();
                 let scan = storage::embedded::frame::scan(&bytes, id.parse().unwrap());
-                n += usize::from(scan.end != storage::embedded::frame::End::Clean);
+                let after = scan.valid_len as usize + storage::embedded::frame::END_BYTES;
+                let old = bytes
+                    .get(after..)
+                    .is_some_and(|r| r.iter().any(|&b| b != 0));
+                n += usize::from(old);
             }
         }
     }

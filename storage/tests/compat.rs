@@ -81,6 +81,8 @@ fn a_log_of_the_previous_format_opens_to_its_state_and_takes_new_records() {
     drop(log);
     let (log, recovery) = Log::open(LogConfig::new(dir.clone())).unwrap();
     assert_eq!(recovery.records, 23);
+    // The legacy segment took the new records in its own format: nothing to cut.
+    assert!(recovery.truncated.is_none());
     let s1 = &log.state().sessions["dev-1"];
     assert_eq!(
         s1.messages.iter().map(|(s, _)| s).collect::<Vec<_>>(),

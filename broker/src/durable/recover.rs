@@ -82,14 +82,8 @@ pub fn recover(config: &Config) -> anyhow::Result<Vec<Recovered>> {
             ..LogConfig::new(dir.join(format!("shard-{i}")))
         };
         let (log, recovery) = Log::open(log_config)?;
-        match &recovery.truncated {
-            Some((path, offset)) if recovery.recycled_tail => {
-                tracing::info!(path = %path.display(), offset, "the log's last segment cut after its last valid record (a reused file's earlier content, or a write the stop interrupted)");
-            }
-            Some((path, offset)) => {
-                tracing::warn!(path = %path.display(), offset, "torn tail of the log truncated to the last valid record");
-            }
-            None => {}
+        if let Some((path, offset)) = &recovery.truncated {
+            tracing::warn!(path = %path.display(), offset, "torn tail of the log truncated to the last valid record");
         }
         tracing::info!(
             shard = i,

@@ -4,8 +4,10 @@
 //!
 //! The checksum is seeded ([`seed_of`] the segment's id: `crc32c_append(seed, payload)`), so a
 //! recycled segment file's previous life (frames seeded with another id) never passes for
-//! records of this one. Segments written before seeding have seed [`LEGACY`] (plain crc32c);
-//! the scan tells which from the first frame, and such a segment is never recycled.
+//! records of this one; and every write puts the segment's [`end_marker`] after its records,
+//! so a seeded segment's end is told from damage without a search (its previous life, after
+//! the marker, is never read). Segments written before seeding have seed [`LEGACY`] (plain
+//! crc32c); the scan tells which from the first frame, and such a segment is never recycled.
 
 use rkyv::rancor::Error as RkyvError;
 use rkyv::util::AlignedVec;
@@ -26,12 +28,25 @@ pub const LEGACY: u32 = 0;
 /// recycled file holds its previous life.
 pub const SEARCH_BYTES: usize = 1 << 20;
 
-/// The checksum seed of segment `id`'s frames (never [`LEGACY`]; distinct for ids below 2^32).
+/// Bytes of the end marker after a write's records.
+pub const END_BYTES: usize = 8;
+
+/// The checksum seed of segment `id`'s frames: never [`LEGACY`] (ids start at 1), distinct
+/// for ids below 2^32 (a multiplication by an odd number is a bijection of `u32`).
 pub fn seed_of(id: u64) -> u32 {
-    match (id as u32) ^ 0x5eed_0000 {
+    match (id as u32).wrapping_mul(0x9e37_79b1) {
         LEGACY => 1,
         seed => seed,
     }
+}
+
+/// What follows a seeded segment's records on disk: a frame header of length 0 (never a
+/// frame's) with a check word of the seed, which a zeroed or foreign block does not have.
+pub fn end_marker(seed: u32) -> [u8; END_BYTES] {
+    let mut m = [0u8; END_BYTES];
+    let (_, check) = m.split_at_mut(4);
+    check.copy_from_slice(&(seed ^ 0xe0d0_e0d0).rotate_left(7).to_le_bytes());
+    m
 }
 
 /// Appends one framed record to `out`, its checksum seeded with `seed`.
@@ -125,10 +140,10 @@ fn compact_frame_at(buf: &[u8], at: usize, seeds: &[u32]) -> bool {
         && seeds.iter().any(|&seed| frame_at(buf, at, seed).is_some())
 }
 
-/// A valid frame after the damaged one at `at` of a seeded segment (or one whose seed is not
-/// known yet): where its header says the next frame starts (any frame), or a compact frame
-/// within [`SEARCH_BYTES`] (an rkyv frame there is found only at the first place: the
-/// hot-path records are compact).
+/// A valid frame after the damaged one at `at` of a seeded segment's last write (or of a
+/// segment whose seed is not known yet): where its header says the next frame starts (any
+/// frame), or a compact frame starting within [`SEARCH_BYTES`] (an rkyv frame there is
+/// found only at the first place: the hot-path records are compact).
 fn seeded_later(buf: &[u8], at: usize, seeds: &[u32]) -> bool {
     let claimed = claimed_len(buf, at);
     let next = at + HEADER_BYTES + claimed;
@@ -139,8 +154,11 @@ fn seeded_later(buf: &[u8], at: usize, seeds: &[u32]) -> bool {
     {
         return true;
     }
-    let window = buf.get(..buf.len().min(at + SEARCH_BYTES)).unwrap_or(buf);
-    (at + 1..window.len().saturating_sub(HEADER_BYTES)).any(|o| compact_frame_at(window, o, seeds))
+    let starts = buf
+        .len()
+        .min(at + SEARCH_BYTES)
+        .saturating_sub(HEADER_BYTES);
+    (at + 1..starts).any(|o| compact_frame_at(buf, o, seeds))
 }
 
 /// The frame at `at`, if it is whole, its checksum (seeded with `seed`) matches and it
@@ -168,26 +186,16 @@ fn frame_at(buf: &[u8], at: usize, seed: u32) -> Option<(Record, usize)> {
 /// How a scan ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum End {
-    /// At the end of the data (what follows is zero padding or nothing).
+    /// At the end of the data (what follows is zero padding or nothing, or a seeded
+    /// segment's [`end_marker`]).
     Clean,
-    /// A partial or damaged last frame at this offset, with no valid frame after it: a write
-    /// the crash interrupted. Truncate here.
+    /// A partial or damaged last frame at this offset, with no valid frame after it (in a
+    /// seeded segment: none where its header says the next starts, no compact one within
+    /// [`SEARCH_BYTES`]): a write the crash interrupted. Truncate here.
     TornTail(u64),
     /// A damaged frame at this offset with valid frames after it: acknowledged data is
     /// damaged. Never skipped.
     Corrupt(u64),
-}
-
-impl End {
-    /// The end of a segment that was whole when the next one started (not the last): clean
-    /// unless damaged. A seeded segment may end where a frame fails, its recycled file's
-    /// previous life after it; a legacy one ends in zeros.
-    pub fn of_full_segment(self, seed: u32) -> Self {
-        match self {
-            End::TornTail(_) if seed != LEGACY => End::Clean,
-            end => end,
-        }
-    }
 }
 
 /// The valid frames of a segment, in order, with their offsets, and how the scan ended.
@@ -204,7 +212,8 @@ pub struct Scan {
 }
 
 /// Scans a whole segment, `id`. Its seed is the one its first frame has ([`seed_of`] `id`
-/// for an empty one). Where a frame fails: a legacy segment is searched to its end for a
+/// for an empty one). A seeded segment ends cleanly at its [`end_marker`] (or zeros to the
+/// end of the file). Where a frame fails: a legacy segment is searched to its end for a
 /// later valid frame (then it is [`End::Corrupt`], else [`End::TornTail`]); a seeded one
 /// where the damaged frame's header says the next one starts, and for a compact frame within
 /// [`SEARCH_BYTES`] ([`seeded_later`]), since a recycled file holds its previous life's
@@ -228,6 +237,16 @@ pub fn scan(buf: &[u8], id: u64) -> Scan {
                 valid_len: at as u64,
                 end: End::Clean,
                 seed,
+            };
+        }
+        // A seeded segment's records end at its marker (after it: padding, or a recycled
+        // file's previous life).
+        if known != Some(LEGACY) && buf.get(at..at + END_BYTES) == Some(&end_marker(seed_of(id))) {
+            return Scan {
+                records,
+                valid_len: at as u64,
+                end: End::Clean,
+                seed: seed_of(id),
             };
         }
         let found = seeds
@@ -368,30 +387,38 @@ mod tests {
     fn a_recycled_file_ends_where_this_lifes_frames_end() {
         let old = log_of(4_000, seed_of(3), 1_000);
         let mut buf = old.clone();
-        let new = log(30);
+        let mut new = log(30);
+        new.extend_from_slice(&end_marker(seed_of(ID)));
         buf[..new.len()].copy_from_slice(&new);
         let s = scan(&buf, ID);
         assert_eq!(seqs(&s), (0..30).collect::<Vec<_>>());
-        assert_eq!((s.valid_len, s.seed), (new.len() as u64, seed_of(ID)));
-        assert_eq!(s.end, End::TornTail(new.len() as u64));
-        assert_eq!(s.end.of_full_segment(s.seed), End::Clean);
-        // The zero padding of a write's last block, then the previous life.
-        buf[new.len()..4096].fill(0);
-        let s = scan(&buf, ID);
-        assert_eq!(
-            (s.records.len(), s.end),
-            (30, End::TornTail(new.len() as u64))
-        );
+        let end = (new.len() - END_BYTES) as u64;
+        assert_eq!((s.valid_len, s.seed, s.end), (end, seed_of(ID), End::Clean));
+        // Another segment's marker (the previous life's) is not this one's end.
+        let mut foreign = buf.clone();
+        foreign[end as usize..new.len()].copy_from_slice(&end_marker(seed_of(3)));
+        assert_eq!(scan(&foreign, ID).end, End::TornTail(end));
+        // Nor is a zeroed block.
+        let mut zeroed = buf.clone();
+        zeroed[end as usize..4096].fill(0);
+        assert_eq!(scan(&zeroed, ID).end, End::TornTail(end));
+        // Without a marker (a write the crash cut short), the previous life is a torn tail.
+        let mut torn = old.clone();
+        torn[..new.len() - END_BYTES].copy_from_slice(&new[..new.len() - END_BYTES]);
+        assert_eq!(scan(&torn, ID).end, End::TornTail(end));
         // Nothing written in this life yet.
         let s = scan(&old, ID);
         assert_eq!((s.records.len(), s.end), (0, End::TornTail(0)));
-        // A flip in this life's frames is still corruption.
+        // A flip in this life's frames is corruption.
         let mut flipped = buf.clone();
         let at = scan(&buf, ID).records[10].0 as usize;
         flipped[at + HEADER_BYTES] ^= 0x40;
         let s = scan(&flipped, ID);
         assert_eq!((s.records.len(), s.end), (10, End::Corrupt(at as u64)));
-        assert_eq!(s.end.of_full_segment(s.seed), End::Corrupt(at as u64));
+        // Seeds differ for every id below 2^32 and are never the legacy one.
+        let seeds: std::collections::HashSet<u32> = (1..100_000).map(seed_of).collect();
+        assert_eq!(seeds.len(), 99_999);
+        assert!(!seeds.contains(&LEGACY));
     }
 
     /// A damaged length in a recycled file: a later compact frame within the search says
@@ -427,6 +454,19 @@ mod tests {
         let s = scan(&buf, ID);
         assert_eq!((s.records.len(), s.end), (20, End::Corrupt(at as u64)));
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // A compact frame that starts within the search and ends past it is found.
+        let mut big = Vec::new();
+        encode(&rec(0), &mut big, seed_of(ID)).unwrap();
+        let second = big.len();
+        let r = Record::Acked {
+            client: "big".into(),
+            seqs: (0..300_000u64).map(|i| i << 40).collect(),
+        };
+        encode(&r, &mut big, seed_of(ID)).unwrap();
+        assert!(big.len() - second > SEARCH_BYTES);
+        big[1] ^= 0x08;
+        let s = scan(&big, ID);
+        assert_eq!((s.records.len(), s.end), (0, End::Corrupt(0)));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::frame::{self, End};
-use super::segment::{Appender, Flight, BLOCK};
+use super::segment::{self, Appender, Flight, BLOCK};
 use rustc_hash::FxHashMap;
 
 use crate::bodies::Moves;
@@ -68,9 +68,6 @@ pub struct Recovery {
     pub segments: usize,
     /// A torn tail was cut: the segment and the offset it was truncated to.
     pub truncated: Option<(PathBuf, u64)>,
-    /// The cut segment is sealed with its id ([`frame::seed_of`]): what was cut may be a
-    /// recycled file's earlier content (after a clean stop, too), not only a torn write.
-    pub recycled_tail: bool,
 }
 
 /// An open log.
@@ -206,9 +203,19 @@ impl Log {
         };
         let mut segments = ids_in(&dir, ".log")?;
         let mut free = ids_in(&dir, ".free")?;
-        while free.len() > config.recycle_max {
-            let path = free_path(&dir, free.remove(0));
-            std::fs::remove_file(&path).map_err(io(&path))?;
+        // A kept file was a segment older than every one in use (one that is not, left by
+        // hand, could hold frames of a segment id still to come: never reused).
+        let first = segments.first().copied().unwrap_or(0);
+        while free.len() > config.recycle_max || free.last().is_some_and(|&id| id >= first) {
+            let gone = if free.last().is_some_and(|&id| id >= first) {
+                free.pop()
+            } else {
+                Some(free.remove(0))
+            };
+            if let Some(id) = gone {
+                let path = free_path(&dir, id);
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
         }
         let mut legacy = Vec::new();
         let mut last_seed = frame::seed_of(segments.last().copied().unwrap_or(1));
@@ -226,21 +233,15 @@ impl Log {
                 .map_err(io(&path))?;
             let scan = frame::scan(&buf, id);
             let is_last = i + 1 == segments.len();
-            let end = if is_last {
-                scan.end
-            } else {
-                scan.end.of_full_segment(scan.seed)
-            };
             if scan.seed == frame::LEGACY {
                 legacy.push(id);
             }
             last_seed = scan.seed;
-            match end {
+            match scan.end {
                 End::Clean => {}
                 End::TornTail(offset) if is_last => {
                     // Reported once, by the caller, from `Recovery::truncated`.
                     recovery.truncated = Some((path.clone(), offset));
-                    recovery.recycled_tail = scan.seed != frame::LEGACY;
                 }
                 End::TornTail(offset) | End::Corrupt(offset) => {
                     return Err(Error::Corrupt { path, offset });
@@ -461,6 +462,11 @@ impl Log {
         if self.current() == seg && self.appender.durable() < end {
             return Ok(());
         }
+        debug_assert_ne!(
+            oldest,
+            self.current(),
+            "the current segment is never compacted away"
+        );
         let path = segment_path(&self.config.dir, oldest);
         if self.free.len() < self.config.recycle_max && !self.legacy.contains(&oldest) {
             let to = free_path(&self.config.dir, oldest);
@@ -471,11 +477,6 @@ impl Log {
         }
         self.legacy.retain(|id| *id != oldest);
         self.segments.retain(|id| *id != oldest);
-        debug_assert_ne!(
-            oldest,
-            self.current(),
-            "the current segment is never compacted away"
-        );
         let freed = self.sizes.remove(&oldest).unwrap_or(0);
         self.bytes = self.bytes.saturating_sub(freed);
         self.check_sizes();
@@ -558,12 +559,27 @@ impl Log {
     fn roll(&mut self) -> Result<(), Error> {
         let id = self.segments.last().copied().unwrap_or(0) + 1;
         let path = segment_path(&self.config.dir, id);
-        if !self.free.is_empty() {
+        let recycled = !self.free.is_empty();
+        if recycled {
             // The oldest kept file (its previous life's frames carry another id's seed).
             let from = free_path(&self.config.dir, self.free.remove(0));
             std::fs::rename(&from, &path).map_err(io(&from))?;
         }
         self.file = open_segment(&path, self.config.direct)?;
+        if recycled {
+            // Empty, not torn, until the first commit lands (else a stop right after the roll
+            // would read as a torn tail at the next start).
+            let (block, range) = segment::marker_block(frame::seed_of(id));
+            block
+                .get(range)
+                .ok_or_else(|| Error::Encode("marker block".into()))
+                .and_then(|b| {
+                    self.file
+                        .write_all_at(b, 0)
+                        .and_then(|()| self.file.sync_data())
+                        .map_err(io(&path))
+                })?;
+        }
         self.segments.push(id);
         // Records not yet durable move to the new segment.
         let pending = self.appender.take_pending();

@@ -2,6 +2,8 @@
 //! start is block-aligned (for O_DIRECT), and [`Appender::take_flight`] hands the aligned
 //! bytes to write, and where, to whoever writes them. The last partial block is written
 //! again by the next commit, with more records in it, so every write is whole blocks at a block-aligned offset.
+//! Each write puts the segment's end marker ([`frame::end_marker`]) right after its records:
+//! on disk, the records a segment holds are always followed by it.
 
 use super::frame;
 use crate::record::Record;
@@ -59,7 +61,7 @@ impl AlignedBuf {
     #[inline]
     fn settle(&mut self) {
         let aligned = self.raw.as_ptr().align_offset(BLOCK) == self.off;
-        if aligned && self.raw.capacity() >= self.off + round_up(self.len()) {
+        if aligned && self.raw.capacity() >= self.off + round_up(self.len() + frame::END_BYTES) {
             return;
         }
         self.grow();
@@ -71,7 +73,7 @@ impl AlignedBuf {
         let mut bigger = Self::with_capacity(self.len() * 2);
         bigger.raw.extend_from_slice(self.data());
         *self = bigger;
-        debug_assert!(self.raw.capacity() >= self.off + round_up(self.len()));
+        debug_assert!(self.raw.capacity() >= self.off + round_up(self.len() + frame::END_BYTES));
     }
 
     fn extend(&mut self, bytes: &[u8]) {
@@ -79,13 +81,26 @@ impl AlignedBuf {
         self.settle();
     }
 
-    /// Zeroes the rest of the last block and gives the buffer and its whole blocks away.
-    fn into_blocks(mut self) -> (Vec<u8>, std::ops::Range<usize>) {
-        let end = self.off + round_up(self.len());
+    /// Puts the end marker of `seed`'s segment after the records, zeroes the rest of the
+    /// last block (one more block when the marker does not fit) and gives the buffer and its
+    /// whole blocks away.
+    fn into_blocks(mut self, seed: u32) -> (Vec<u8>, std::ops::Range<usize>) {
+        let end = self.off + round_up(self.len() + frame::END_BYTES);
         debug_assert!(self.raw.capacity() >= end);
+        if seed != frame::LEGACY {
+            // (A legacy segment stays in its format: zeros after its records.)
+            self.raw.extend_from_slice(&frame::end_marker(seed));
+        }
         self.raw.resize(end, 0);
         (self.raw, self.off..end)
     }
+}
+
+/// One block that holds only `seed`'s end marker, aligned for O_DIRECT (the buffer and the
+/// block's range in it): written at the start of a recycled file before it takes records, so
+/// the segment is empty, not torn, until its first commit lands.
+pub fn marker_block(seed: u32) -> (Vec<u8>, std::ops::Range<usize>) {
+    AlignedBuf::with_capacity(BLOCK).into_blocks(seed)
 }
 
 /// A commit handed to an asynchronous writer (the shard's io_uring): write
@@ -194,7 +209,7 @@ impl Appender {
         let offset = self.base;
         self.base += whole as u64;
         self.flight = Some((offset, len));
-        let (buf, range) = flown.into_blocks();
+        let (buf, range) = flown.into_blocks(self.seed);
         Some(Flight {
             buf,
             range,
