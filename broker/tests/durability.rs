@@ -88,12 +88,8 @@ fn recycled_segments(dir: &std::path::Path) -> usize {
             let name = f.file_name().into_string().unwrap();
             if let Some(id) = name.strip_suffix(".log") {
                 let bytes = std::fs::read(f.path()).unwrap();
-                let scan = storage::embedded::frame::scan(&bytes, id.parse().unwrap());
-                let after = scan.valid_len as usize + storage::embedded::frame::END_BYTES;
-                let old = bytes
-                    .get(after..)
-                    .is_some_and(|r| r.iter().any(|&b| b != 0));
-                n += usize::from(old);
+                let id = id.parse().unwrap();
+                n += usize::from(storage::embedded::frame::holds_a_previous_life(&bytes, id));
             }
         }
     }

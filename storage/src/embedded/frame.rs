@@ -104,8 +104,8 @@ fn read_u32(buf: &[u8], at: usize) -> Option<u32> {
 /// records not yet durable when a segment rolls move to the next one.
 pub fn reseal(bytes: &mut [u8], seed: u32) {
     let mut at = 0;
-    while let Some(word) = read_u32(bytes, at) {
-        let len = (word & !compact::COMPACT) as usize;
+    while at + HEADER_BYTES <= bytes.len() {
+        let len = claimed_len(bytes, at);
         let body = at + HEADER_BYTES..at + HEADER_BYTES + len;
         let Some(crc) = bytes.get(body).map(|p| crate::checksum::append(seed, p)) else {
             debug_assert!(false, "reseal: a partial frame at {at}");
@@ -281,6 +281,14 @@ pub fn scan(buf: &[u8], id: u64) -> Scan {
             }
         }
     }
+}
+
+/// The segment file `buf` (segment `id`) held an earlier segment: bytes other than zeros
+/// after its records and end marker (its previous life).
+pub fn holds_a_previous_life(buf: &[u8], id: u64) -> bool {
+    let after = scan(buf, id).valid_len as usize + END_BYTES;
+    buf.get(after..)
+        .is_some_and(|rest| rest.iter().any(|&b| b != 0))
 }
 
 #[cfg(test)]

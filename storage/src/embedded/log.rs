@@ -157,18 +157,22 @@ fn free_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:08}.free"))
 }
 
-/// The ids of the directory's files named `ID{suffix}`, sorted.
-fn ids_in(dir: &Path, suffix: &str) -> Result<Vec<u64>, Error> {
-    let mut ids: Vec<u64> = std::fs::read_dir(dir)
-        .map_err(io(dir))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            name.strip_suffix(suffix)?.parse().ok()
-        })
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+/// The ids of the directory's segments (`ID.log`) and kept files (`ID.free`), each sorted.
+fn listing(dir: &Path) -> Result<(Vec<u64>, Vec<u64>), Error> {
+    let (mut logs, mut free) = (Vec::new(), Vec::new());
+    for entry in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(id) = name.strip_suffix(".log").and_then(|n| n.parse().ok()) {
+            logs.push(id);
+        } else if let Some(id) = name.strip_suffix(".free").and_then(|n| n.parse().ok()) {
+            free.push(id);
+        }
+    }
+    logs.sort_unstable();
+    free.sort_unstable();
+    Ok((logs, free))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -201,21 +205,20 @@ impl Log {
         let Some(lock) = crate::dir::try_lock(&dir).map_err(io(&lock_path))? else {
             return Err(Error::Locked(dir));
         };
-        let mut segments = ids_in(&dir, ".log")?;
-        let mut free = ids_in(&dir, ".free")?;
-        // A kept file was a segment older than every one in use (one that is not, left by
-        // hand, could hold frames of a segment id still to come: never reused).
+        let (mut segments, kept) = listing(&dir)?;
+        // The newest `recycle_max` kept files older than every segment in use (one that is
+        // not, left by hand, could hold frames of a segment id still to come: never reused).
         let first = segments.first().copied().unwrap_or(0);
-        while free.len() > config.recycle_max || free.last().is_some_and(|&id| id >= first) {
-            let gone = if free.last().is_some_and(|&id| id >= first) {
-                free.pop()
-            } else {
-                Some(free.remove(0))
-            };
-            if let Some(id) = gone {
-                let path = free_path(&dir, id);
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
+        let usable = kept.iter().filter(|&&id| id < first).count();
+        let free: Vec<u64> = kept
+            .iter()
+            .copied()
+            .take(usable)
+            .skip(usable.saturating_sub(config.recycle_max))
+            .collect();
+        for id in kept.iter().filter(|id| !free.contains(id)) {
+            let path = free_path(&dir, *id);
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
         let mut legacy = Vec::new();
         let mut last_seed = frame::seed_of(segments.last().copied().unwrap_or(1));
