@@ -380,6 +380,77 @@ fn damage_at_the_end_of_an_earlier_segment_stops_start_up() {
     }
 }
 
+/// A live state larger than `compact_bytes_min` (an offline session's queue) is rewritten
+/// once, not over and over while the broker idles; compaction resumes once the log has
+/// doubled and frees what the session no longer holds.
+#[test]
+fn compaction_pauses_while_the_log_is_mostly_live() {
+    let d = dir("mostly-live");
+    let (mut log, _) = Log::open(small(&d)).unwrap();
+    log.append(&Record::Session {
+        client: "c".into(),
+        expiry: 60,
+    })
+    .unwrap();
+    let enqueue = |seq| Record::Enqueue {
+        client: "c".into(),
+        seq,
+        message: msg("t", seq),
+    };
+    for seq in 1..=1_500u64 {
+        log.append(&enqueue(seq)).unwrap();
+    }
+    log.commit().unwrap();
+    let live = log.bytes();
+    assert!(live > 4 * 16 * 1024, "{live} bytes live");
+    let mut rewritten = 0;
+    for _ in 0..500 {
+        rewritten += log.compact_step(8 * 1024).unwrap();
+        log.commit().unwrap();
+    }
+    // One pass over the session (it moves whole) and then a pause; before the pause,
+    // compaction rewrote the whole queue for every segment it deleted.
+    assert!(
+        rewritten <= 2 * live,
+        "{rewritten} bytes rewritten for {live} live"
+    );
+    assert_eq!(log.compact_step(8 * 1024).unwrap(), 0, "paused");
+    assert!(log.bytes() <= 2 * live, "{} bytes on disk", log.bytes());
+    // Every message acknowledged, and new ones come and go: once the log has doubled,
+    // compaction runs again and disk use falls back near what is live (nothing).
+    for seq in 1..=1_500u64 {
+        log.append(&Record::Done {
+            client: "c".into(),
+            seq,
+        })
+        .unwrap();
+    }
+    for seq in 1_501..=6_000u64 {
+        log.append(&enqueue(seq)).unwrap();
+        log.append(&Record::Done {
+            client: "c".into(),
+            seq,
+        })
+        .unwrap();
+        if seq % 50 == 0 {
+            log.compact_step(8 * 1024).unwrap();
+            log.commit().unwrap();
+        }
+    }
+    for _ in 0..100 {
+        log.compact_step(8 * 1024).unwrap();
+        log.commit().unwrap();
+    }
+    assert!(
+        log.bytes() < 48 * 1024,
+        "{} bytes after the queue drained",
+        log.bytes()
+    );
+    assert!(log.state().sessions["c"].messages.is_empty());
+    drop(log);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
 #[test]
 fn background_compaction_keeps_disk_use_near_the_live_state() {
     let d = dir("compact");

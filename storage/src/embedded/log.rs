@@ -4,7 +4,11 @@
 //! incremental compaction: [`Log::compact_step`] rewrites, within a byte budget, the live
 //! sessions and retained messages that still have records in the oldest segment into the
 //! current one, and deletes the oldest segment once nothing live is left in it and the
-//! rewritten records are durable. Disk use follows the live state, not the history.
+//! rewritten records are durable. Disk use follows the live state, not the history. A
+//! segment that was mostly live (compaction rewrote more than half the bytes its deletion
+//! freed) pauses compaction until the log has doubled: a live state larger than
+//! [`LogConfig::compact_bytes_min`] is not rewritten over and over, and disk use stays
+//! within about twice the live state.
 //!
 //! A deleted segment's file is kept for reuse instead (`ID.free`, at most
 //! [`LogConfig::recycle_max`]): the next segment renames it, so its writes overwrite blocks
@@ -95,6 +99,11 @@ pub struct Log {
     legacy: Vec<u64>,
     /// Deleted segments' files kept for reuse (`ID.free`), oldest first.
     free: Vec<u64>,
+    /// Bytes compaction rewrote since it began on the oldest segment.
+    rewritten: u64,
+    /// Compaction waits while the log holds at most this many bytes: twice what it held
+    /// after a segment that was mostly live was deleted (0: no pause).
+    pause_below: u64,
 }
 
 /// Session or retained topic a record is about.
@@ -300,6 +309,8 @@ impl Log {
                 unlink_after: None,
                 legacy,
                 free,
+                rewritten: 0,
+                pause_below: 0,
             },
             recovery,
         ))
@@ -383,10 +394,11 @@ impl Log {
     /// `budget` bytes per call, the live sessions and retained messages that still have
     /// records in the oldest segment; once none is left there, the oldest segment is deleted
     /// as soon as the rewritten records are durable (see [`Log::land`]). Runs only while the
-    /// log holds more than `compact_bytes_min`. Returns the bytes rewritten.
+    /// log holds more than `compact_bytes_min`, and pauses after a segment that was mostly
+    /// live until the log has doubled (see the module's doc). Returns the bytes rewritten.
     pub fn compact_step(&mut self, budget: u64) -> Result<u64, Error> {
         if self.segments.len() < 2
-            || self.bytes <= self.config.compact_bytes_min
+            || self.bytes <= self.config.compact_bytes_min.max(self.pause_below)
             || self.unlink_after.is_some()
         {
             return Ok(0);
@@ -411,11 +423,21 @@ impl Log {
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
         let rewritten = self.bytes - start;
+        self.rewritten += rewritten;
         if !done? {
             return Ok(rewritten);
         }
-        // Nothing live is left in the oldest segment (deleting it at once, when nothing had
-        // to be rewritten, takes its bytes off `self.bytes`).
+        // Nothing live is left in the oldest segment. If getting there cost more than half
+        // of what deleting it frees, the log is mostly live: wait until it has doubled.
+        let freed = self.sizes.get(&oldest).copied().unwrap_or(0);
+        self.pause_below = if self.rewritten.saturating_mul(2) > freed {
+            self.bytes.saturating_sub(freed).saturating_mul(2)
+        } else {
+            0
+        };
+        self.rewritten = 0;
+        // (Deleting it at once, when nothing had to be rewritten, takes its bytes off
+        // `self.bytes`.)
         self.unlink_after = Some((oldest, current, self.appender.end()));
         self.try_unlink()?;
         Ok(rewritten)
