@@ -3,7 +3,8 @@
 # LABEL:BROKER:DOC (DOC yes = with benches/asyncapi/p2p.yaml) on a fresh broker pinned to core
 # 0 (`--shards 1 --durability memory`), the P2P load (100 pairs, QoS 1, 200 B JSON) on core 1;
 # prints delivered msg/s and broker CPU per message.
-#   benches/asyncapi/ab.sh ROUNDS LABEL:BROKER:DOC... (run from the repository root)
+#   benches/asyncapi/ab.sh ROUNDS LABEL:BROKER:DOC... (run from the repository root; DURATION=S
+#   measures S seconds per run, default 6)
 set -u
 rounds=$1
 shift
@@ -21,7 +22,7 @@ for r in $(seq 1 "$rounds"); do
     pid=$!
     sleep 1
     out=$(taskset -c 1 "$bench" p2p --addr "127.0.0.1:$port" --pairs 100 --qos 1 --payload 200 \
-      --json-payload --warmup 2 --duration 6 --broker-pid "$pid" 2>&1)
+      --json-payload --warmup 2 --duration "${DURATION:-6}" --broker-pid "$pid" 2>&1)
     kill "$pid"
     wait "$pid" 2>/dev/null
     rate=$(awk '/^delivered msg/ {print $3}' <<<"$out")
