@@ -4,11 +4,12 @@
 //! incremental compaction: [`Log::compact_step`] rewrites, within a byte budget, the live
 //! sessions and retained messages that still have records in the oldest segment into the
 //! current one, and deletes the oldest segment once nothing live is left in it and the
-//! rewritten records are durable. Disk use follows the live state, not the history. A
-//! segment that was mostly live (compaction rewrote more than half the bytes its deletion
-//! freed) pauses compaction until the log has doubled: a live state larger than
-//! [`LogConfig::compact_bytes_min`] is not rewritten over and over, and disk use stays
-//! within about twice the live state.
+//! rewritten records are durable. Disk use follows the live state, not the history.
+//! Compaction rewrites at most as many bytes as were appended besides its own (plus the
+//! log's size at open): a live state larger than [`LogConfig::compact_bytes_min`] (offline
+//! sessions' queues) is not rewritten over and over on an idle broker, and writes at most
+//! double under traffic. A segment with nothing live left in it is deleted whatever the
+//! credit, since that rewrites nothing.
 //!
 //! A deleted segment's file is kept for reuse instead (`ID.free`, at most
 //! [`LogConfig::recycle_max`]): the next segment renames it, so its writes overwrite blocks
@@ -99,11 +100,10 @@ pub struct Log {
     legacy: Vec<u64>,
     /// Deleted segments' files kept for reuse (`ID.free`), oldest first.
     free: Vec<u64>,
-    /// Bytes compaction rewrote since it began on the oldest segment.
-    rewritten: u64,
-    /// Compaction waits while the log holds at most this many bytes: twice what it held
-    /// after a segment that was mostly live was deleted (0: no pause).
-    pause_below: u64,
+    /// Bytes compaction may still rewrite: the log's size at open, plus every byte appended
+    /// since but compaction's own, minus what compaction rewrote (below zero by at most the
+    /// last session or retained message it moved whole).
+    credit: i64,
 }
 
 /// Session or retained topic a record is about.
@@ -309,8 +309,7 @@ impl Log {
                 unlink_after: None,
                 legacy,
                 free,
-                rewritten: 0,
-                pause_below: 0,
+                credit: i64::try_from(bytes).unwrap_or(i64::MAX),
             },
             recovery,
         ))
@@ -373,6 +372,7 @@ impl Log {
     }
 
     fn count(&mut self, n: usize) {
+        self.credit = self.credit.saturating_add(n as i64);
         let n = n as u64;
         self.bytes += n;
         self.current_bytes += n;
@@ -394,11 +394,12 @@ impl Log {
     /// `budget` bytes per call, the live sessions and retained messages that still have
     /// records in the oldest segment; once none is left there, the oldest segment is deleted
     /// as soon as the rewritten records are durable (see [`Log::land`]). Runs only while the
-    /// log holds more than `compact_bytes_min`, and pauses after a segment that was mostly
-    /// live until the log has doubled (see the module's doc). Returns the bytes rewritten.
+    /// log holds more than `compact_bytes_min`, and rewrites only while it has credit (see
+    /// the module's doc); a segment with nothing live left is deleted regardless. Returns the
+    /// bytes rewritten.
     pub fn compact_step(&mut self, budget: u64) -> Result<u64, Error> {
         if self.segments.len() < 2
-            || self.bytes <= self.config.compact_bytes_min.max(self.pause_below)
+            || self.bytes <= self.config.compact_bytes_min
             || self.unlink_after.is_some()
         {
             return Ok(0);
@@ -418,26 +419,25 @@ impl Log {
             .iter()
             .filter(|(_, seg)| **seg <= oldest)
             .map(|(topic, _)| (false, topic.clone()));
-        let units = sessions.chain(retained).collect();
+        let units: Vec<_> = sessions.chain(retained).collect();
+        if !units.is_empty() && self.credit <= 0 {
+            return Ok(0);
+        }
         let mut moves = Moves::default();
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
         let rewritten = self.bytes - start;
-        self.rewritten += rewritten;
+        // `count` credited the rewrite like any append: take that back, and charge it.
+        self.credit = self.credit.saturating_sub(
+            i64::try_from(rewritten)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(2),
+        );
         if !done? {
             return Ok(rewritten);
         }
-        // Nothing live is left in the oldest segment. If getting there cost more than half
-        // of what deleting it frees, the log is mostly live: wait until it has doubled.
-        let freed = self.sizes.get(&oldest).copied().unwrap_or(0);
-        self.pause_below = if self.rewritten.saturating_mul(2) > freed {
-            self.bytes.saturating_sub(freed).saturating_mul(2)
-        } else {
-            0
-        };
-        self.rewritten = 0;
-        // (Deleting it at once, when nothing had to be rewritten, takes its bytes off
-        // `self.bytes`.)
+        // Nothing live is left in the oldest segment (deleting it at once, when nothing had
+        // to be rewritten, takes its bytes off `self.bytes`).
         self.unlink_after = Some((oldest, current, self.appender.end()));
         self.try_unlink()?;
         Ok(rewritten)
