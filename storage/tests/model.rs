@@ -380,6 +380,93 @@ fn damage_at_the_end_of_an_earlier_segment_stops_start_up() {
     }
 }
 
+/// A log on 8 KiB segments with two sessions, "c" (whose queue is kept) and "g" (whose
+/// messages come and go), that counts what it appends and what compaction rewrites, and
+/// the most bytes it held after any compaction step.
+struct Busy {
+    log: Log,
+    appended: u64,
+    rewritten: u64,
+    peak: u64,
+}
+
+impl Busy {
+    const SEGMENT: u64 = 8 * 1024;
+
+    fn open(d: &std::path::Path) -> Self {
+        let (log, _) = Log::open(small(d)).unwrap();
+        let mut busy = Self {
+            log,
+            appended: 0,
+            rewritten: 0,
+            peak: 0,
+        };
+        for client in ["c", "g"] {
+            busy.append(&Record::Session {
+                client: client.into(),
+                expiry: 60,
+            });
+        }
+        busy
+    }
+
+    fn append(&mut self, r: &Record) {
+        let before = self.log.bytes();
+        self.log.append(r).unwrap();
+        self.appended += self.log.bytes() - before;
+    }
+
+    fn enqueue(&mut self, client: &str, seq: u64) {
+        self.append(&Record::Enqueue {
+            client: client.into(),
+            seq,
+            message: msg("t", seq),
+        });
+    }
+
+    fn done(&mut self, client: &str, seq: u64) {
+        self.append(&Record::Done {
+            client: client.into(),
+            seq,
+        });
+    }
+
+    /// One compaction step (a budget of one segment) and a commit, as the broker's tick.
+    fn step(&mut self) -> u64 {
+        let n = self.log.compact_step(Self::SEGMENT).unwrap();
+        self.log.commit().unwrap();
+        self.rewritten += n;
+        self.peak = self.peak.max(self.log.bytes());
+        n
+    }
+
+    /// "g"'s messages `seqs`, each acknowledged, a step every 20.
+    fn traffic(&mut self, seqs: std::ops::Range<u64>) {
+        for seq in seqs {
+            self.enqueue("g", seq);
+            self.done("g", seq);
+            if seq % 20 == 0 {
+                self.step();
+            }
+        }
+    }
+
+    /// Idle ticks: the bytes rewritten; then asserts that a step changes nothing.
+    fn idle(&mut self) -> u64 {
+        let before = self.rewritten;
+        for _ in 0..500 {
+            self.step();
+        }
+        let (bytes, segments) = (self.log.bytes(), self.log.segment_count());
+        assert_eq!(self.step(), 0, "idle compaction stops");
+        assert_eq!(
+            (self.log.bytes(), self.log.segment_count()),
+            (bytes, segments)
+        );
+        self.rewritten - before
+    }
+}
+
 /// The bytes `client`'s session takes in a log of its own (what compaction rewrites).
 fn live_bytes(state: &State, client: &str) -> u64 {
     let d = dir("live-bytes");
@@ -402,112 +489,86 @@ fn live_bytes(state: &State, client: &str) -> u64 {
 #[test]
 fn compaction_of_a_mostly_live_log_is_paid_for_by_new_writes() {
     let d = dir("mostly-live");
-    let (mut log, _) = Log::open(small(&d)).unwrap();
-    for client in ["c", "g"] {
-        log.append(&Record::Session {
-            client: client.into(),
-            expiry: 60,
-        })
-        .unwrap();
-    }
-    let enqueue = |client: &str, seq| Record::Enqueue {
-        client: client.into(),
-        seq,
-        message: msg("t", seq),
-    };
-    let done = |client: &str, seq| Record::Done {
-        client: client.into(),
-        seq,
-    };
-    // Bytes appended (not by compaction) and rewritten by compaction.
-    let (mut appended, mut rewritten) = (0, 0);
-    let mut append = |log: &mut Log, r: &Record| {
-        let before = log.bytes();
-        log.append(r).unwrap();
-        appended += log.bytes() - before;
-    };
-    // "g"'s messages, each acknowledged, compacting as the broker does.
-    let mut traffic = |log: &mut Log, seqs: std::ops::Range<u64>, rewritten: &mut u64| {
-        for seq in seqs {
-            append(log, &enqueue("g", seq));
-            append(log, &done("g", seq));
-            if seq % 20 == 0 {
-                *rewritten += log.compact_step(8 * 1024).unwrap();
-                log.commit().unwrap();
-            }
-        }
-    };
+    let mut b = Busy::open(&d);
     for seq in 1..=3_000u64 {
-        log.append(&enqueue("c", seq)).unwrap();
-        traffic(&mut log, seq * 10..seq * 10 + 2, &mut rewritten);
+        b.enqueue("c", seq);
+        b.traffic(seq * 10..seq * 10 + 2);
     }
-    log.commit().unwrap();
-    let live = live_bytes(log.state(), "c");
+    let live = live_bytes(b.log.state(), "c");
     assert!(live > 4 * 16 * 1024, "{live} bytes live");
-    let segment = 8 * 1024;
+    let built = b.rewritten;
     // Idle: segments with nothing live go, the queue is moved at most once more.
-    let before_idle = rewritten;
-    for _ in 0..500 {
-        rewritten += log.compact_step(8 * 1024).unwrap();
-        log.commit().unwrap();
-    }
-    let idle_rewritten = rewritten - before_idle;
+    let idle = b.idle();
     eprintln!(
-        "built: {before_idle} bytes rewritten for {live} live; idle: {idle_rewritten} more, {} on disk",
-        log.bytes()
+        "built: {built} bytes rewritten for {live} live; idle: {idle} more, {} on disk",
+        b.log.bytes()
     );
+    assert!(idle <= 2 * live, "{idle} bytes rewritten idle");
+    let bytes = b.log.bytes();
     assert!(
-        idle_rewritten <= 2 * live,
-        "{idle_rewritten} bytes rewritten idle"
+        bytes <= 2 * live + 2 * Busy::SEGMENT,
+        "{bytes} bytes for {live} live"
     );
-    assert_eq!(
-        log.compact_step(8 * 1024).unwrap(),
-        0,
-        "idle compaction stops"
-    );
-    assert!(
-        log.bytes() <= 2 * live + 2 * segment,
-        "{} bytes on disk for {live} live",
-        log.bytes()
-    );
-    // Traffic while the queue stays: disk use stays bounded, and compaction rewrites no more
-    // than the traffic wrote (plus a step's budget and the queue moved whole).
-    let mut peak = 0;
-    let before = rewritten;
+    // Traffic while the queue stays: disk use stays bounded.
+    b.peak = 0;
+    let before = b.rewritten;
     for round in 0..40u64 {
         let from = 100_000 + round * 1_000;
-        traffic(&mut log, from..from + 1_000, &mut rewritten);
-        peak = peak.max(log.bytes());
+        b.traffic(from..from + 1_000);
     }
     eprintln!(
-        "traffic: {} bytes rewritten, peak {peak} bytes on disk for {live} live",
-        rewritten - before
+        "traffic: {} bytes rewritten, peak {} bytes on disk for {live} live",
+        b.rewritten - before,
+        b.peak
     );
     assert!(
-        peak <= 3 * live + 4 * segment,
-        "peak {peak} bytes for {live} live"
+        b.peak <= 3 * live + 4 * Busy::SEGMENT,
+        "peak {} for {live} live",
+        b.peak
     );
-    // The queue drains: disk use falls back near what is live (nothing).
+    // The queue drains, traffic goes on: disk use falls back near what is live (nothing).
     for seq in 1..=3_000u64 {
-        log.append(&done("c", seq)).unwrap();
+        b.done("c", seq);
     }
-    traffic(&mut log, 900_000..902_000, &mut rewritten);
-    for _ in 0..100 {
-        log.compact_step(8 * 1024).unwrap();
-        log.commit().unwrap();
+    b.traffic(900_000..902_000);
+    b.idle();
+    assert!(b.log.state().sessions["c"].messages.is_empty());
+    let bytes = b.log.bytes();
+    assert!(
+        bytes < 6 * Busy::SEGMENT,
+        "{bytes} bytes after the queue drained"
+    );
+    // Compaction never rewrote more than was appended besides (plus a step's budget and
+    // the queue moved whole).
+    assert!(
+        b.rewritten <= b.appended + Busy::SEGMENT + live,
+        "{} bytes rewritten for {} appended",
+        b.rewritten,
+        b.appended
+    );
+    drop(b);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Much traffic first (its credit banked), then a queue built with nothing else going on,
+/// then idle: the queue is rewritten about once, not for as long as the banked credit lasts.
+#[test]
+fn credit_banked_by_earlier_traffic_does_not_rewrite_an_idle_queue_again_and_again() {
+    let d = dir("banked");
+    let mut b = Busy::open(&d);
+    b.traffic(1..40_001);
+    for seq in 1..=3_000u64 {
+        b.enqueue("c", seq);
     }
-    assert!(log.state().sessions["c"].messages.is_empty());
+    b.log.commit().unwrap();
+    let live = live_bytes(b.log.state(), "c");
+    let idle = b.idle();
+    eprintln!("banked: {idle} bytes rewritten idle for {live} live");
     assert!(
-        log.bytes() < 6 * segment,
-        "{} bytes after the queue drained",
-        log.bytes()
+        idle <= 3 * live,
+        "{idle} bytes rewritten idle for {live} live"
     );
-    // (The queue's own enqueues and acks are not counted as appended.)
-    assert!(
-        rewritten <= appended + 2 * live + 8 * 1024,
-        "{rewritten} bytes rewritten for {appended} appended"
-    );
-    drop(log);
+    drop(b);
     std::fs::remove_dir_all(&d).unwrap();
 }
 

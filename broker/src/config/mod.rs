@@ -417,7 +417,8 @@ config_keys! {
         "`batch` mode: longest time between fdatasyncs (the loss window)";
     compaction_bytes_per_second: u64 = 16 << 20,
         "16 MiB",
-        "background compaction budget per shard: live records rewritten out of the oldest segment";
+        "background compaction budget per shard: live records rewritten out of the oldest segment \
+        (and never more, since the shard started, than it wrote besides, plus the log's size)";
     segment_bytes: u64 = 64 << 20,
         "64 MiB",
         "a shard's log segment rolls past this size, and compaction works while the log holds \

@@ -5,11 +5,15 @@
 //! sessions and retained messages that still have records in the oldest segment into the
 //! current one, and deletes the oldest segment once nothing live is left in it and the
 //! rewritten records are durable. Disk use follows the live state, not the history.
-//! Compaction rewrites at most as many bytes as were appended besides its own (plus the
-//! log's size at open): a live state larger than [`LogConfig::compact_bytes_min`] (offline
-//! sessions' queues) is not rewritten over and over on an idle broker, and writes at most
-//! double under traffic. A segment with nothing live left in it is deleted whatever the
-//! credit, since that rewrites nothing.
+//! Compaction is paid for by new writes: since the log was opened it rewrites no more than
+//! was appended besides its own records, plus the log's size at open, a step's budget and
+//! the last session moved whole; credit never exceeds the log's size. So a live state larger
+//! than [`LogConfig::compact_bytes_min`] (offline sessions' queues) is rewritten at most
+//! about once on an idle broker, not over and over. A segment that no live session or
+//! retained message has records in is deleted whatever the credit (that rewrites nothing);
+//! one that still has some waits for credit, so after a big queue drains on an idle broker
+//! its old copy stays on disk until about a step's budget plus that queue's size has been
+//! written.
 //!
 //! A deleted segment's file is kept for reuse instead (`ID.free`, at most
 //! [`LogConfig::recycle_max`]): the next segment renames it, so its writes overwrite blocks
@@ -101,8 +105,8 @@ pub struct Log {
     /// Deleted segments' files kept for reuse (`ID.free`), oldest first.
     free: Vec<u64>,
     /// Bytes compaction may still rewrite: the log's size at open, plus every byte appended
-    /// since but compaction's own, minus what compaction rewrote (below zero by at most the
-    /// last session or retained message it moved whole).
+    /// since but compaction's own, minus what compaction rewrote; at most the log's size,
+    /// and below zero by at most a step's budget and the last unit it moved whole.
     credit: i64,
 }
 
@@ -407,6 +411,18 @@ impl Log {
         let oldest = self.segments.first().copied().unwrap_or(0);
         let current = self.current();
         let start = self.bytes;
+        // Credit banked while there was nothing to compact would pay for rewriting a large
+        // live state again and again: never more than the log's size.
+        self.credit = self
+            .credit
+            .min(i64::try_from(self.bytes).unwrap_or(i64::MAX));
+        let live_in_oldest = |log: &Self| {
+            log.state.sessions.values().any(|s| s.segment <= oldest)
+                || log.retained_seg.values().any(|seg| *seg <= oldest)
+        };
+        if self.credit <= 0 && live_in_oldest(self) {
+            return Ok(0);
+        }
         // Whole sessions and retained topics that may still have records in the oldest segment.
         let sessions = self
             .state
@@ -420,9 +436,6 @@ impl Log {
             .filter(|(_, seg)| **seg <= oldest)
             .map(|(topic, _)| (false, topic.clone()));
         let units: Vec<_> = sessions.chain(retained).collect();
-        if !units.is_empty() && self.credit <= 0 {
-            return Ok(0);
-        }
         let mut moves = Moves::default();
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
