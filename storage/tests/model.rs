@@ -551,7 +551,8 @@ fn compaction_of_a_mostly_live_log_is_paid_for_by_new_writes() {
 }
 
 /// Much traffic first (its credit banked), then a queue built with nothing else going on,
-/// then idle: the queue is rewritten about once, not for as long as the banked credit lasts.
+/// then idle: the queue is rewritten about once, not for as long as the banked credit lasts;
+/// then the queue drains, still idle: disk use falls to next to nothing.
 #[test]
 fn credit_banked_by_earlier_traffic_does_not_rewrite_an_idle_queue_again_and_again() {
     let d = dir("banked");
@@ -567,6 +568,22 @@ fn credit_banked_by_earlier_traffic_does_not_rewrite_an_idle_queue_again_and_aga
     assert!(
         idle <= 3 * live,
         "{idle} bytes rewritten idle for {live} live"
+    );
+    // The queue drains (a few batched acks) and nothing else is written: its old copy goes.
+    for from in (1..=3_000u64).step_by(1_000) {
+        b.append(&Record::Acked {
+            client: "c".into(),
+            seqs: (from..from + 1_000).collect(),
+        });
+    }
+    b.log.commit().unwrap();
+    let full = b.log.bytes();
+    b.idle();
+    let bytes = b.log.bytes();
+    eprintln!("drained idle: {full} -> {bytes} bytes");
+    assert!(
+        bytes < 6 * Busy::SEGMENT,
+        "{bytes} bytes after the queue drained"
     );
     drop(b);
     std::fs::remove_dir_all(&d).unwrap();
