@@ -12,8 +12,8 @@
 //! about once on an idle broker, not over and over. A segment that no live session or
 //! retained message has records in is deleted whatever the credit (that rewrites nothing);
 //! one that still has some waits for credit, so after a big queue drains on an idle broker
-//! its old copy stays on disk until about a step's budget plus that queue's size has been
-//! written.
+//! its old copy can stay on disk (when moving it overdrew the credit) until about a step's
+//! budget plus that queue's size has been written.
 //!
 //! A deleted segment's file is kept for reuse instead (`ID.free`, at most
 //! [`LogConfig::recycle_max`]): the next segment renames it, so its writes overwrite blocks
