@@ -26,12 +26,17 @@ mod crash;
 
 use crash::{publish_window_until_dead, Rng, V4};
 
+/// Rounds of a crash test: `RINGMQ_CRASH_ROUNDS` / `divisor` (rounded up), else `default`.
+fn crash_rounds(default: usize, divisor: usize) -> usize {
+    std::env::var("RINGMQ_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(default, |n| n.div_ceil(divisor))
+}
+
 #[test]
 fn nothing_acknowledged_is_lost_across_sigkill() {
-    let rounds: usize = std::env::var("RINGMQ_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20);
+    let rounds = crash_rounds(20, 1);
     let mut dir = scratch_dir("crash");
     // The offline queue must hold the whole run (its bound drops the oldest, by policy).
     let args = ["--session-queue-count-max", "100000"];
@@ -51,10 +56,7 @@ fn nothing_acknowledged_is_lost_across_sigkill() {
 /// previous one's. `RINGMQ_CRASH_ROUNDS` / 4 rounds (default 5).
 #[test]
 fn nothing_acknowledged_is_lost_across_sigkill_with_recycled_segments() {
-    let rounds: usize = std::env::var("RINGMQ_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(5, |n: usize| n.div_ceil(4));
+    let rounds = crash_rounds(5, 4);
     let mut dir = scratch_dir("crash-recycled");
     let args = [
         "--session-queue-count-max",
@@ -194,10 +196,7 @@ fn retain_until_dead(
 /// acknowledged for it (a set with its value, or nothing after a clear), never an older one.
 #[test]
 fn acknowledged_retained_sets_and_clears_survive_sigkill() {
-    let rounds: u64 = std::env::var("RINGMQ_CRASH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(6, |r: u64| r.div_ceil(3));
+    let rounds = crash_rounds(6, 3) as u64;
     let mut rng = Rng::from_clock();
     for round in 0..rounds {
         let dir = scratch_dir("crash-retained");

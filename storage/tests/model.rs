@@ -47,6 +47,15 @@ fn msg(topic: &str, n: u64) -> StoredMessage {
     }
 }
 
+/// Message `seq` (topic `t`) queued for `client`.
+fn enqueue(client: &str, seq: u64) -> Record {
+    Record::Enqueue {
+        client: client.into(),
+        seq,
+        message: msg("t", seq),
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Record(u8, u8, u64),
@@ -225,11 +234,7 @@ fn filled(d: &std::path::Path, n: u64) -> Vec<Record> {
     }];
     log.append(&records[0]).unwrap();
     for i in 1..=n {
-        let r = Record::Enqueue {
-            client: "c".into(),
-            seq: i,
-            message: msg("t", i),
-        };
+        let r = enqueue("c", i);
         log.append(&r).unwrap();
         records.push(r);
         if i.is_multiple_of(7) {
@@ -350,12 +355,7 @@ fn damage_at_the_end_of_an_earlier_segment_stops_start_up() {
         {
             let (mut log, _) = Log::open(config.clone()).unwrap();
             for seq in 1..=400u64 {
-                log.append(&Record::Enqueue {
-                    client: "c".into(),
-                    seq,
-                    message: msg("t", seq),
-                })
-                .unwrap();
+                log.append(&enqueue("c", seq)).unwrap();
                 log.commit().unwrap();
             }
             assert!(log.segment_count() >= 3);
@@ -417,11 +417,7 @@ impl Busy {
     }
 
     fn enqueue(&mut self, client: &str, seq: u64) {
-        self.append(&Record::Enqueue {
-            client: client.into(),
-            seq,
-            message: msg("t", seq),
-        });
+        self.append(&enqueue(client, seq));
     }
 
     fn done(&mut self, client: &str, seq: u64) {
@@ -607,12 +603,7 @@ fn background_compaction_keeps_disk_use_near_the_live_state() {
     let mut live = 0;
     // 20,000 messages come and go; 10 stay unacknowledged throughout.
     for seq in 1..=20_000u64 {
-        log.append(&Record::Enqueue {
-            client: "c".into(),
-            seq,
-            message: msg("t", seq),
-        })
-        .unwrap();
+        log.append(&enqueue("c", seq)).unwrap();
         if seq % 2_000 != 0 {
             log.append(&Record::Done {
                 client: "c".into(),

@@ -435,7 +435,7 @@ impl Log {
             .iter()
             .filter(|(_, seg)| **seg <= oldest)
             .map(|(topic, _)| (false, topic.clone()));
-        let units: Vec<_> = sessions.chain(retained).collect();
+        let units = sessions.chain(retained).collect();
         let mut moves = Moves::default();
         let done = self.rewrite(units, start + budget, current, &mut moves);
         self.state.bodies.forget_moves(&mut moves);
